@@ -1,0 +1,21 @@
+"""The contract between Noor and whatever makes pixels."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from noor.engine.task import Media, Task
+
+# progress(step, total) after each denoising step; it may raise `Cancelled` to stop the work.
+Progress = Callable[[int, int], None]
+
+
+class Cancelled(Exception):
+    """Raised from a progress callback to stop a generation between denoising steps."""
+
+
+class Backend(Protocol):
+    """Loads a model once; turns a batch of tasks into media, one per task, in order."""
+
+    def generate(self, tasks: Sequence[Task], progress: Progress | None = None) -> list[Media]: ...

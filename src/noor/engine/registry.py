@@ -1,0 +1,122 @@
+"""The models Noor can run: an id -> what the model can do, its limits and defaults, and a loader.
+
+The CLI and (later) the API check a task against its `ModelSpec` before any work is queued, so a
+request a model cannot do is refused up front with the field and value named.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from noor.engine.backend import Backend
+from noor.engine.task import Task, TaskError
+
+CAPABILITIES = ("t2v", "i2v", "end_frame", "extend", "loop", "image")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_side: int = 4096
+    min_side: int = 16
+    max_frames: int = 64
+    max_steps: int = 100
+    max_fps: int = 60
+    max_prompt_chars: int = 5000
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    description: str
+    load: Callable[[], Backend] = field(repr=False)
+    capabilities: frozenset[str] = frozenset(CAPABILITIES)
+    native_width: int = 64
+    native_height: int = 64
+    native_frames: int = 16
+    default_steps: int = 16
+    default_guidance: float = 4.0
+    default_fps: int = 8
+    limits: Limits = Limits()
+
+    def check(self, task: Task) -> list[str]:
+        """Raise `TaskError` for what this model cannot do; return notes on what will be adapted."""
+        lim = self.limits
+        if not task.prompt.strip():
+            raise TaskError("prompt", task.prompt, "must not be empty")
+        if len(task.prompt) > lim.max_prompt_chars:
+            raise TaskError(
+                "prompt", f"<{len(task.prompt)} characters>", f"must be at most {lim.max_prompt_chars} characters"
+            )
+        for name, value in (("width", task.width), ("height", task.height)):
+            if not lim.min_side <= value <= lim.max_side:
+                raise TaskError(name, value, f"must be between {lim.min_side} and {lim.max_side}")
+            if value % 2:
+                raise TaskError(name, value, "must be even (H.264 needs even sides)")
+        if not 1 <= task.num_frames <= lim.max_frames:
+            raise TaskError("num_frames", task.num_frames, f"must be between 1 and {lim.max_frames}")
+        if task.steps is not None and not 1 <= task.steps <= lim.max_steps:
+            raise TaskError("steps", task.steps, f"must be between 1 and {lim.max_steps}")
+        if not 1 <= task.fps <= lim.max_fps:
+            raise TaskError("fps", task.fps, f"must be between 1 and {lim.max_fps}")
+        if task.guidance is not None and not 0.0 <= task.guidance <= 30.0:
+            raise TaskError("guidance", task.guidance, "must be between 0 and 30")
+        if not 0 <= task.seed < 2**63:
+            raise TaskError("seed", task.seed, "must be between 0 and 2**63-1")
+        wants = {
+            "i2v": task.start_frame is not None,
+            "end_frame": task.end_frame is not None,
+            "loop": task.loop,
+            "image": task.is_image,
+            "t2v": not task.is_image,
+        }
+        for capability, wanted in wants.items():
+            if wanted and capability not in self.capabilities:
+                raise TaskError(capability, True, f"model {self.id!r} cannot do {capability}")
+        if task.is_image and (task.end_frame is not None or task.loop):
+            raise TaskError("num_frames", 1, "an image has no end frame and cannot loop")
+        notes = []
+        if (task.width, task.height) != (self.native_width, self.native_height):
+            notes.append(
+                f"{self.id} draws {self.native_width}x{self.native_height}; resized to {task.width}x{task.height}"
+            )
+        if not task.is_image and task.num_frames != self.native_frames:
+            notes.append(f"{self.id} draws {self.native_frames} frames; retimed to {task.num_frames}")
+        return notes
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+class UnknownModel(TaskError):
+    def __init__(self, model_id: str):
+        super().__init__("model", model_id, f"unknown model; available: {', '.join(sorted(_REGISTRY))}")
+
+
+def register(spec: ModelSpec) -> None:
+    _REGISTRY[spec.id] = spec
+
+
+def get(model_id: str) -> ModelSpec:
+    if model_id not in _REGISTRY:
+        raise UnknownModel(model_id)
+    return _REGISTRY[model_id]
+
+
+def available() -> list[ModelSpec]:
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def _register_builtin() -> None:
+    from noor.engine.tiny.backend import TinyBackend
+
+    register(
+        ModelSpec(
+            id="tiny",
+            description="noor-tiny: the built-in 3M-parameter text-to-video model (shapes in motion), CPU",
+            load=TinyBackend,
+        )
+    )
+
+
+_register_builtin()

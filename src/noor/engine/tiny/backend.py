@@ -1,0 +1,103 @@
+"""The `tiny` backend: noor-tiny's pipeline behind the engine's Backend protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib import resources
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from noor.engine.backend import Progress
+from noor.engine.task import Media, Task
+
+NATIVE_SIZE = 64
+NATIVE_FRAMES = 16
+DEFAULT_STEPS = 16
+DEFAULT_GUIDANCE = 4.0
+
+
+def weights_dir() -> Path:
+    """The weights that ship inside the package (Hugging Face layout)."""
+    return Path(str(resources.files("noor.engine.tiny") / "weights"))
+
+
+def retime(frames: np.ndarray, num_frames: int) -> np.ndarray:
+    """Nearest-frame resampling in time: (T, ...) -> (num_frames, ...), first and last kept."""
+    if len(frames) == num_frames:
+        return frames
+    index = np.rint(np.linspace(0, len(frames) - 1, num_frames)).astype(int)
+    return frames[index]
+
+
+def resize(frames: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(T, H, W, 3) uint8 -> (T, height, width, 3) uint8, Lanczos."""
+    if frames.shape[1:3] == (height, width):
+        return frames
+    return np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.Resampling.LANCZOS)) for f in frames])
+
+
+class TinyBackend:
+    """Loads NoorTinyPipeline once (CPU, float32) and serves batches of tasks."""
+
+    def __init__(self, path: str | Path | None = None, threads: int | None = None):
+        import torch
+        from diffusers.utils import logging as diffusers_logging
+
+        from noor.engine.tiny.pipeline import NoorTinyPipeline
+
+        diffusers_logging.disable_progress_bar()
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        self.pipe = NoorTinyPipeline.from_pretrained(str(path or weights_dir()))
+        self.pipe.set_progress_bar_config(disable=True)
+
+    def generate(self, tasks: Sequence[Task], progress: Progress | None = None) -> list[Media]:
+        torch = self.torch
+
+        # 1. group tasks that can share one batched call
+        def key(i: int) -> tuple[Any, ...]:
+            t = tasks[i]
+            return (t.is_image, t.steps or DEFAULT_STEPS, DEFAULT_GUIDANCE if t.guidance is None else t.guidance)
+
+        order = sorted(range(len(tasks)), key=key)
+        groups = [(k, list(g)) for k, g in groupby(order, key=key)]
+        total = sum(k[1] for k, _ in groups)  # one step of a batched call advances all its clips
+        done = 0
+        results: dict[int, Media] = {}
+        for (is_image, steps, guidance), group in groups:
+            batch = [tasks[i] for i in group]
+
+            def on_step(pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+                nonlocal done
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+                return kwargs
+
+            # 2. denoise the batch at the native size
+            out = self.pipe(
+                prompt=[t.prompt for t in batch],
+                negative_prompt=[t.negative_prompt for t in batch],
+                num_frames=1 if is_image else NATIVE_FRAMES,
+                height=NATIVE_SIZE,
+                width=NATIVE_SIZE,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                generator=[torch.Generator().manual_seed(t.seed) for t in batch],
+                start_frame=[t.start_frame for t in batch],
+                end_frame=[t.end_frame for t in batch],
+                loop=[t.loop for t in batch],
+                callback_on_step_end=on_step,
+            )
+            # 3. to uint8 at the requested length and size
+            for index, task, clip in zip(group, batch, out.frames, strict=True):
+                frames = (np.clip(clip, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+                frames = resize(retime(frames, task.num_frames), task.width, task.height)
+                results[index] = Media(frames=frames, fps=task.fps)
+        return [results[i] for i in range(len(tasks))]

@@ -1,0 +1,64 @@
+"""noor-tiny's word tokenizer: any UTF-8 text in, ids of the words it knows out.
+
+Arabic is normalised the usual way (diacritics and tatweel removed, alef/yaa/taa-marbuta forms
+unified, the article "ال" and a joined "و" dropped) so spelling variants meet the same id. Words
+outside the vocabulary are ignored, never an error.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+PAD, BOS = 0, 1
+SPECIALS = ("<pad>", "<bos>")
+
+_DIACRITICS = re.compile("[\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06ed\u0640]")
+_WORD = re.compile(r"\w+")
+_LETTERS = str.maketrans({"أ": "ا", "إ": "ا", "آ": "ا", "ٱ": "ا", "ى": "ي", "ة": "ه", "ؤ": "و", "ئ": "ي"})
+
+
+def normalize_word(word: str) -> str:
+    word = word.lower().translate(_LETTERS)
+    if word.startswith("ال") and len(word) > 3:
+        word = word[2:]
+    return word
+
+
+def words(text: str) -> list[str]:
+    return [normalize_word(w) for w in _WORD.findall(_DIACRITICS.sub("", text))]
+
+
+class WordTokenizer:
+    def __init__(self, vocab: list[str], max_length: int = 32):
+        self.vocab = list(vocab)
+        self.max_length = max_length
+        self.ids = {w: i for i, w in enumerate(self.vocab)}
+
+    @classmethod
+    def build(cls, corpus: Iterable[str], max_length: int = 32) -> WordTokenizer:
+        seen = sorted({w for line in corpus for w in words(line)})
+        return cls(list(SPECIALS) + seen, max_length)
+
+    def _lookup(self, word: str) -> int | None:
+        if word in self.ids:
+            return self.ids[word]
+        if word.startswith("و") and len(word) > 2:  # joined conjunction: "ومربع" -> "مربع"
+            return self.ids.get(normalize_word(word[1:]))
+        return None
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of the known words of `text`, after a leading BOS, cut to `max_length`."""
+        ids = [BOS] + [i for i in (self._lookup(w) for w in words(text)) if i is not None]
+        return ids[: self.max_length]
+
+    def __call__(self, texts: list[str]) -> tuple[list[list[int]], list[list[bool]]]:
+        """Padded ids and attention masks (True = a real token) for a batch."""
+        encoded = [self.encode(t) for t in texts]
+        width = max(len(e) for e in encoded)
+        ids = [e + [PAD] * (width - len(e)) for e in encoded]
+        mask = [[True] * len(e) + [False] * (width - len(e)) for e in encoded]
+        return ids, mask
+
+    def known_words(self, text: str) -> list[str]:
+        return [self.vocab[i] for i in self.encode(text)[1:]]

@@ -1,0 +1,142 @@
+"""noor-tiny's denoiser: a small video DiT in pixel space that predicts the clean clip.
+
+Design notes:
+- 8x8 pixel patches, one frame per token row: a 16x64x64 clip is 16 x 64 tokens.
+- Factorised attention (within a frame, then across frames at each patch) keeps attention cheap.
+- Each frame has its own timestep, so keyframes enter as clean frames at t=0 while the others are
+  noised (the way LTX-Video and Wan 2.2 TI2V condition on frames).
+- It predicts x0, not noise or velocity: with 192-value patches and a 128-wide model, predicting
+  the clean signal is what works in pixel space (Li & He 2025, "Back to Basics: Let Denoising
+  Generative Models Denoise"). The pipeline turns x0 into the scheduler's velocity.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from diffusers.models.attention_processor import Attention
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from torch import nn
+
+from noor.engine.tiny.text_encoder import sincos
+
+
+def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+class TinyBlock(nn.Module):
+    """Spatial attention, temporal attention, cross-attention to the prompt, MLP; adaLN-Zero."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int, text_dim: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn_spatial = Attention(dim, heads=heads, dim_head=dim // heads, bias=True, out_bias=True)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn_temporal = Attention(dim, heads=heads, dim_head=dim // heads, bias=True, out_bias=True)
+        self.norm3 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn_cross = Attention(
+            dim, cross_attention_dim=text_dim, heads=heads, dim_head=dim // heads, bias=True, out_bias=True
+        )
+        self.norm4 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, mlp_ratio * dim), nn.GELU(approximate="tanh"), nn.Linear(mlp_ratio * dim, dim)
+        )
+        self.modulation = nn.Linear(dim, 9 * dim)
+        nn.init.zeros_(self.modulation.weight)
+        nn.init.zeros_(self.modulation.bias)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        temb: torch.Tensor,
+        encoder_attention_bias: torch.Tensor,
+    ) -> torch.Tensor:
+        x = hidden_states  # (B, T, S, D)
+        B, T, S, D = x.shape
+        mod = self.modulation(nn.functional.silu(temb))[:, :, None]  # (B, T, 1, 9D)
+        sh1, sc1, g1, sh2, sc2, g2, sh3, sc3, g3 = mod.chunk(9, dim=-1)
+
+        h = _modulate(self.norm1(x), sh1, sc1).reshape(B * T, S, D)
+        x = x + g1 * self.attn_spatial(h).reshape(B, T, S, D)
+
+        h = _modulate(self.norm2(x), sh2, sc2).transpose(1, 2).reshape(B * S, T, D)
+        x = x + g2 * self.attn_temporal(h).reshape(B, S, T, D).transpose(1, 2)
+
+        h = self.norm3(x).reshape(B, T * S, D)
+        x = x + self.attn_cross(h, encoder_hidden_states, attention_mask=encoder_attention_bias).reshape(B, T, S, D)
+
+        return x + g3 * self.mlp(_modulate(self.norm4(x), sh3, sc3))
+
+
+class TinyVideoTransformer(ModelMixin, ConfigMixin):
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 3,
+        patch_size: int = 8,
+        hidden_size: int = 128,
+        num_layers: int = 6,
+        num_heads: int = 4,
+        mlp_ratio: int = 3,
+        text_dim: int = 128,
+    ):
+        super().__init__()
+        p, D = patch_size, hidden_size
+        self.patch_embed = nn.Linear(in_channels * p * p, D)
+        self.time_proj = Timesteps(D, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embed = TimestepEmbedding(D, D)
+        self.text_pool = nn.Sequential(nn.Linear(text_dim, D), nn.SiLU(), nn.Linear(D, D))
+        self.blocks = nn.ModuleList([TinyBlock(D, num_heads, mlp_ratio, text_dim) for _ in range(num_layers)])
+        self.norm_out = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+        self.out_modulation = nn.Linear(D, 2 * D)
+        self.proj_out = nn.Linear(D, in_channels * p * p)
+        for layer in (self.out_modulation, self.proj_out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        self.gradient_checkpointing = False
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: torch.Tensor,
+        return_dict: bool = False,
+    ) -> tuple[torch.Tensor]:
+        """hidden_states (B, C, T, H, W) noisy clip; timestep (B, T) per frame in [0, 1000];
+        encoder_hidden_states (B, L, Dt) and mask (B, L) -> predicted clean clip (B, C, T, H, W)."""
+        B, C, T, H, W = hidden_states.shape
+        p, D = self.config.patch_size, self.config.hidden_size
+        hp, wp = H // p, W // p
+
+        # 1. patchify: (B, C, T, H, W) -> (B, T, S, C*p*p)
+        x = hidden_states.reshape(B, C, T, hp, p, wp, p).permute(0, 2, 3, 5, 1, 4, 6).reshape(B, T, hp * wp, C * p * p)
+        x = self.patch_embed(x)
+        ys, xs = torch.meshgrid(torch.arange(hp, device=x.device), torch.arange(wp, device=x.device), indexing="ij")
+        pos = torch.cat([sincos(ys.flatten(), D // 2), sincos(xs.flatten(), D // 2)], dim=-1)  # (S, D)
+        x = x + pos[None, None].to(x.dtype) + sincos(torch.arange(T, device=x.device), D)[None, :, None].to(x.dtype)
+
+        # 2. conditioning: per-frame timestep plus the pooled prompt
+        mask = encoder_attention_mask.to(encoder_hidden_states.dtype)
+        pooled = (encoder_hidden_states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        temb = self.time_embed(self.time_proj(timestep.flatten()).to(x.dtype)).reshape(B, T, D)
+        temb = temb + self.text_pool(pooled)[:, None]
+        bias = (1.0 - mask)[:, None, :] * -10000.0  # (B, 1, L), additive attention bias
+
+        # 3. blocks
+        for block in self.blocks:
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                x = self._gradient_checkpointing_func(block, x, encoder_hidden_states, temb, bias)
+            else:
+                x = block(x, encoder_hidden_states, temb, bias)
+
+        # 4. unpatchify
+        shift, scale = self.out_modulation(nn.functional.silu(temb))[:, :, None].chunk(2, dim=-1)
+        x = self.proj_out(_modulate(self.norm_out(x), shift, scale))  # (B, T, S, C*p*p)
+        x = x.reshape(B, T, hp, wp, C, p, p).permute(0, 4, 1, 2, 5, 3, 6).reshape(B, C, T, H, W)
+        return (x,)

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from noor.engine import registry
+from noor.engine.task import Task, TaskError, size_from_aspect
+
+
+def test_size_from_aspect_uses_short_side_and_even_long_side() -> None:
+    assert size_from_aspect("16:9", "720p") == (1280, 720)
+    assert size_from_aspect("9:16", "540p") == (540, 960)
+    assert size_from_aspect("1:1", "1080p") == (1080, 1080)
+    assert size_from_aspect("21:9", "540p") == (1260, 540)
+
+
+@pytest.mark.parametrize(
+    ("aspect", "resolution", "field"), [("2:1", "720p", "aspect_ratio"), ("16:9", "8k", "resolution")]
+)
+def test_size_from_aspect_names_the_bad_field(aspect: str, resolution: str, field: str) -> None:
+    with pytest.raises(TaskError) as err:
+        size_from_aspect(aspect, resolution)
+    assert err.value.field == field
+
+
+def test_unknown_model_lists_the_available_ones() -> None:
+    with pytest.raises(registry.UnknownModel, match="available: tiny"):
+        registry.get("sora-9")
+
+
+@pytest.mark.parametrize(
+    ("task", "field"),
+    [
+        (Task(prompt="   "), "prompt"),
+        (Task(prompt="x" * 5001), "prompt"),
+        (Task(prompt="a", width=65), "width"),
+        (Task(prompt="a", height=8), "height"),
+        (Task(prompt="a", num_frames=0), "num_frames"),
+        (Task(prompt="a", num_frames=65), "num_frames"),
+        (Task(prompt="a", steps=0), "steps"),
+        (Task(prompt="a", fps=0), "fps"),
+        (Task(prompt="a", num_frames=1, loop=True), "num_frames"),
+        (Task(prompt="a", seed=-1), "seed"),
+    ],
+)
+def test_check_refuses_bad_tasks_naming_the_field(task: Task, field: str) -> None:
+    with pytest.raises(TaskError) as err:
+        registry.get("tiny").check(task)
+    assert err.value.field == field
+
+
+def test_check_notes_resizing_and_retiming() -> None:
+    spec = registry.get("tiny")
+    assert spec.check(Task(prompt="a red circle")) == []
+    notes = spec.check(Task(prompt="a red circle", width=128, height=72, num_frames=24))
+    assert notes == ["tiny draws 64x64; resized to 128x72", "tiny draws 16 frames; retimed to 24"]
+
+
+def test_check_refuses_what_the_model_cannot_do() -> None:
+    spec = registry.get("tiny")
+    narrow = registry.ModelSpec(id="t2v-only", description="", load=spec.load, capabilities=frozenset({"t2v"}))
+    with pytest.raises(TaskError) as err:
+        narrow.check(Task(prompt="a", end_frame=np.zeros((64, 64, 3), np.uint8)))
+    assert err.value.field == "end_frame"
+    with pytest.raises(TaskError) as err:
+        narrow.check(Task(prompt="a", num_frames=1))
+    assert err.value.field == "image"

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from noor.engine.task import Task
+from noor.engine.tiny.backend import TinyBackend, weights_dir
+from noor.engine.tiny.eval import PSNR_TARGET_DB, TARGETS, eval_prompts, evaluate
+from noor.engine.tiny.world import MOTIONS, render, sample_scene
+
+
+def test_eval_set_is_balanced_and_bilingual() -> None:
+    prompts = eval_prompts()
+    assert len(prompts) >= 60
+    assert sum(p.lang == "en" for p in prompts) == sum(p.lang == "ar" for p in prompts)
+    assert {p.motion for p in prompts} == set(MOTIONS)
+    assert len({p.prompt for p in prompts}) == len(prompts)
+
+
+def test_evaluate_scores_a_perfect_and_a_blank_generator() -> None:
+    prompts = eval_prompts(per_language=8)
+    scenes = {p.seed: sample_scene(np.random.default_rng(p.seed), 0.0, p.shape, p.colour, p.motion) for p in prompts}
+
+    def oracle(prompt: str, seed: int, start_frame: Any = None, loop: bool = False) -> np.ndarray:
+        if seed in scenes:
+            return render(scenes[seed])
+        clip = render(sample_scene(np.random.default_rng(seed), 0.0), pingpong=loop)
+        if start_frame is not None:
+            clip[0] = start_frame
+        return clip
+
+    report = evaluate(oracle, prompts, keyframe_checks=2)
+    assert all(v == 1.0 for acc in report.accuracy.values() for v in acc.values())
+    assert report.passed()
+    blank = evaluate(lambda *a, **k: np.zeros((16, 64, 64, 3), np.float32), prompts, keyframe_checks=0)
+    assert not blank.passed() and blank.accuracy["en"]["colour"] == 0.0
+
+
+@pytest.mark.slow
+def test_shipped_noor_tiny_meets_its_targets_on_held_out_prompts() -> None:
+    assert (weights_dir() / "model_index.json").is_file(), "noor-tiny weights are missing from the package"
+    backend = TinyBackend()
+
+    def generate(prompt: str, seed: int, start_frame: Any = None, loop: bool = False) -> np.ndarray:
+        if start_frame is not None:
+            start_frame = (start_frame * 255).round().astype(np.uint8)
+        task = Task(prompt=prompt, seed=seed, start_frame=start_frame, loop=loop)
+        return backend.generate([task])[0].frames.astype(np.float32) / 255.0
+
+    report = evaluate(generate, eval_prompts(per_language=12), keyframe_checks=2)
+    for lang, acc in report.accuracy.items():
+        for attribute, target in TARGETS.items():
+            assert acc[attribute] >= target, (lang, attribute, acc, report.rows)
+    assert report.start_psnr_db >= PSNR_TARGET_DB and report.loop_psnr_db >= PSNR_TARGET_DB

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from noor.engine.backend import Cancelled
+from noor.engine.task import Task
+from noor.engine.tiny.backend import TinyBackend, retime
+from noor.engine.tiny.pipeline import NoorTinyPipeline
+
+
+@pytest.fixture(scope="module")
+def backend(toy_weights: Path) -> TinyBackend:
+    return TinyBackend(toy_weights)
+
+
+def test_pipeline_saves_and_loads_in_hugging_face_layout(toy_weights: Path, tmp_path: Path) -> None:
+    pipe = NoorTinyPipeline.from_pretrained(str(toy_weights))
+    assert (toy_weights / "model_index.json").is_file()
+    assert (toy_weights / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
+    pipe.save_pretrained(tmp_path)
+    again = NoorTinyPipeline.from_pretrained(str(tmp_path))
+    for a, b in zip(pipe.transformer.parameters(), again.transformer.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert again.text_encoder.config.vocab == pipe.text_encoder.config.vocab
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = {"prompt": "a red circle", "num_inference_steps": 2, "generator": torch.Generator().manual_seed(0)}
+    first = pipe(**kwargs).frames
+    kwargs["generator"] = torch.Generator().manual_seed(0)
+    assert np.array_equal(first, again(**kwargs).frames)
+
+
+def test_same_seed_same_clip_other_seed_other_clip(backend: TinyBackend) -> None:
+    a, b, c = backend.generate(
+        [
+            Task("a red circle", seed=1, steps=2),
+            Task("a red circle", seed=1, steps=2),
+            Task("a red circle", seed=2, steps=2),
+        ]
+    )
+    assert np.array_equal(a.frames, b.frames) and not np.array_equal(a.frames, c.frames)
+
+
+def test_batched_equals_alone(backend: TinyBackend) -> None:
+    tasks = [Task("a red circle moves left", seed=3, steps=2), Task("مربع أزرق", seed=4, steps=2)]
+    together = backend.generate(tasks)
+    alone = [backend.generate([t])[0] for t in tasks]
+    for x, y in zip(together, alone, strict=True):
+        assert np.abs(x.frames.astype(int) - y.frames.astype(int)).max() <= 1
+
+
+def test_shapes_sizes_frames_and_images(backend: TinyBackend) -> None:
+    video, image, wide = backend.generate(
+        [Task("a", steps=2), Task("a", steps=2, num_frames=1), Task("a", steps=2, width=160, height=90, num_frames=24)]
+    )
+    assert video.frames.shape == (16, 64, 64, 3) and video.frames.dtype == np.uint8
+    assert image.is_image and image.frames.shape == (1, 64, 64, 3)
+    assert wide.frames.shape == (24, 90, 160, 3)
+
+
+def test_keyframes_are_kept_and_loops_close(backend: TinyBackend) -> None:
+    start = np.zeros((64, 64, 3), np.uint8)
+    start[20:40, 10:30] = (225, 35, 35)
+    end = np.full((64, 64, 3), 240, np.uint8)
+    clip, looped, looped_from_start = backend.generate(
+        [
+            Task("a red square", steps=3, start_frame=start, end_frame=end),
+            Task("a red square", steps=3, loop=True),
+            Task("a red square", steps=3, loop=True, start_frame=start),
+        ]
+    )
+    assert np.array_equal(clip.frames[0], start) and np.array_equal(clip.frames[-1], end)
+    assert not np.array_equal(clip.frames[1], start)
+    assert np.array_equal(looped.frames[0], looped.frames[-1])
+    assert np.array_equal(looped_from_start.frames[-1], start)
+
+
+def test_progress_reports_every_step_and_cancel_stops(backend: TinyBackend) -> None:
+    seen: list[tuple[int, int]] = []
+    backend.generate(
+        [Task("a", steps=3), Task("b", steps=3), Task("c", steps=2, num_frames=1)], lambda d, t: seen.append((d, t))
+    )
+    assert seen == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
+
+    def cancel(done: int, total: int) -> None:
+        if done == 2:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        backend.generate([Task("a", steps=10)], cancel)
+
+
+def test_retime_keeps_ends() -> None:
+    frames = np.arange(16)
+    assert list(retime(frames, 4)) == [0, 5, 10, 15]
+    assert retime(frames, 31)[[0, -1]].tolist() == [0, 15]

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import numpy as np
+
+from noor.engine.tiny.captions import caption, vocabulary_corpus
+from noor.engine.tiny.tokenizer import BOS, WordTokenizer, words
+from noor.engine.tiny.world import sample_scene
+
+
+def tokenizer() -> WordTokenizer:
+    return WordTokenizer.build(vocabulary_corpus())
+
+
+def test_every_generated_caption_word_is_known() -> None:
+    tok = tokenizer()
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        scene = sample_scene(rng)
+        for lang in ("en", "ar"):
+            text = caption(scene, lang, rng)
+            assert len(tok.known_words(text)) == len(words(text)), text
+
+
+def test_arabic_normalisation_meets_spelling_variants() -> None:
+    tok = tokenizer()
+    # diacritics, tatweel, alef forms and the article do not change the ids
+    assert tok.encode("دائرة حمراء") == tok.encode("الدائرةُ الحمـــراء")
+    assert tok.encode("إلى الأعلى") == tok.encode("الى اعلى")
+    # a joined conjunction is split off
+    assert tok.encode("مربع ومثلث")[1:] == tok.encode("مربع مثلث")[1:]
+
+
+def test_any_utf8_text_is_accepted_and_unknown_words_ignored() -> None:
+    tok = tokenizer()
+    assert tok.encode("") == [BOS]
+    assert tok.encode("🙂 Ωmega ناقة zebra") == [BOS]
+    assert tok.encode("a RED zebra circle!") == tok.encode("a red circle")
+    ids, mask = tok(["red", "a red circle moves left", ""])
+    assert len({len(r) for r in ids}) == 1 and [sum(m) for m in mask] == [2, 6, 1]
+
+
+def test_long_prompts_are_cut_to_max_length() -> None:
+    tok = WordTokenizer.build(vocabulary_corpus(), max_length=8)
+    assert len(tok.encode("red " * 100)) == 8

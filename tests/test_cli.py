@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from noor.engine import media
+
+
+def noor(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "noor.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_generate_writes_a_video_and_a_one_line_summary(toy_weights: Path, tmp_path: Path) -> None:
+    run = noor(
+        "generate",
+        "a red circle moves to the left",
+        "-o",
+        "out.mp4",
+        "--steps",
+        "2",
+        "--seed",
+        "3",
+        "--weights",
+        str(toy_weights),
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count("\n") == 1 and "out.mp4  16 frames, 8 fps, 64x64" in run.stdout
+    assert "denoising" in run.stderr  # the progress bar
+    assert media.video_info(tmp_path / "out.mp4")[:3] == (16, 64, 64)
+
+
+def test_generate_arabic_image_resized_with_a_note(toy_weights: Path, tmp_path: Path) -> None:
+    run = noor(
+        "generate",
+        "دائرة حمراء تتحرك إلى اليسار",
+        "-o",
+        "still.png",
+        "--steps",
+        "2",
+        "--aspect-ratio",
+        "16:9",
+        "--resolution",
+        "540p",
+        "--weights",
+        str(toy_weights),
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "resized to 960x540" in run.stderr
+    with Image.open(tmp_path / "still.png") as image:
+        assert image.size == (960, 540)
+
+
+def test_extend_and_loop_from_files(toy_weights: Path, tmp_path: Path) -> None:
+    first = noor(
+        "generate", "a blue square", "-o", "a.mp4", "--steps", "2", "--weights", str(toy_weights), cwd=tmp_path
+    )
+    assert first.returncode == 0, first.stderr
+    run = noor(
+        "generate",
+        "a blue square",
+        "-o",
+        "b.mp4",
+        "--steps",
+        "2",
+        "--start-image",
+        "a.mp4",
+        "--loop",
+        "--frames",
+        "12",
+        "--fps",
+        "12",
+        "--weights",
+        str(toy_weights),
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    assert media.video_info(tmp_path / "b.mp4") == (12, 64, 64, 12.0)
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["   "], "PROMPT"),
+        (["a", "--frames", "0"], "--frames"),
+        (["a", "--frames", "999"], "--frames"),
+        (["a", "--size", "63x64"], "--size"),
+        (["a", "--size", "big"], "--size"),
+        (["a", "--steps", "0"], "--steps"),
+        (["a", "--model", "nope"], "--model"),
+        (["a", "--start-image", "missing.png"], "--start-image"),
+        (["a", "--start-image", "bogus.png"], "--start-image"),
+        (["a", "--aspect-ratio", "2:1"], "--aspect-ratio"),
+        (["a", "-o", "x.gif"], "-o"),
+        (["a", "-o", "x.png", "--frames", "4"], "--frames"),
+        (["a", "--frames", "ten"], "--frames"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_no_file(tmp_path: Path, args: list[str], named: str) -> None:
+    (tmp_path / "bogus.png").write_bytes(b"not a png")
+    before = set(tmp_path.iterdir())
+    run = noor("generate", *args, cwd=tmp_path)
+    assert run.returncode == 2, (run.stdout, run.stderr)
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0] and "Traceback" not in run.stderr, run.stderr
+    assert set(tmp_path.iterdir()) == before
+
+
+def test_an_image_cannot_loop(tmp_path: Path) -> None:
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "ok.png")
+    run = noor("generate", "a", "--start-image", "ok.png", "--frames", "1", "--loop", cwd=tmp_path)
+    assert run.returncode == 2 and "--frames" in run.stderr
