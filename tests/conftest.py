@@ -12,7 +12,7 @@ from noor.engine.tiny.train import TrainConfig, build_models, save_pipeline
 def toy_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """noor-tiny's real classes at toy size with random weights, saved in Hugging Face layout."""
     torch.manual_seed(0)
-    cfg = TrainConfig(hidden_size=32, num_layers=1, num_heads=2, text_layers=1)
+    cfg = TrainConfig(hidden_size=32, num_layers=2, num_heads=2, text_layers=1)
     transformer, text_encoder = build_models(cfg)
     # adaLN-Zero starts at an exact zero output; perturb so toy outputs depend on their inputs
     with torch.no_grad():

@@ -97,3 +97,32 @@ def test_retime_keeps_ends() -> None:
     frames = np.arange(16)
     assert list(retime(frames, 4)) == [0, 5, 10, 15]
     assert retime(frames, 31)[[0, -1]].tolist() == [0, 15]
+
+
+def test_diffusers_first_block_cache_applies_and_comes_off_again(toy_weights: Path) -> None:
+    from diffusers.hooks import FirstBlockCacheConfig
+
+    pipe = NoorTinyPipeline.from_pretrained(str(toy_weights))
+    pipe.set_progress_bar_config(disable=True)
+
+    def run() -> np.ndarray:
+        return pipe("a red circle", num_inference_steps=4, generator=torch.Generator().manual_seed(0)).frames
+
+    calls = {"n": 0}
+    last = pipe.transformer.blocks[-1].mlp  # runs only when the block really computes
+
+    def count(module: torch.nn.Module, args: object, output: object) -> None:
+        calls["n"] += 1
+
+    handle = last.register_forward_hook(count)
+    plain = run()
+    plain_calls, calls["n"] = calls["n"], 0
+    pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=1e9))  # always reuse after the first step
+    cached = run()
+    cached_calls, calls["n"] = calls["n"], 0
+    pipe.transformer.disable_cache()
+    again = run()
+    handle.remove()
+    assert plain_calls == 4 and cached_calls == 1 and calls["n"] == 4
+    assert not np.array_equal(plain, cached)
+    assert np.array_equal(plain, again)

@@ -80,10 +80,7 @@ def evaluate(
             on_item()
     for lang in sorted({p.lang for p in prompts}):
         rows = [r for r in report.rows if r["lang"] == lang]
-        report.accuracy[lang] = {
-            a: float(np.mean([r["want"][a] == r["got"][a] for r in rows]))
-            for a in TARGETS
-        }
+        report.accuracy[lang] = {a: float(np.mean([r["want"][a] == r["got"][a] for r in rows])) for a in TARGETS}
     # 2. keyframes: a rendered start frame must come back as frame 0; a loop must end where it began
     rng = np.random.default_rng(7)
     start_scores, loop_scores, consistent = [], [], []

@@ -120,12 +120,13 @@ class NoorTinyPipeline(DiffusionPipeline):
             sigma = self.scheduler.sigmas[i].to(device)
             x_in = torch.where(known, frames_known, latents)
             t_frames = torch.where(known[:, 0, :, 0, 0], 0.0, t.float()).to(dtype)  # (B, T)
-            if do_cfg:
-                x0 = self.transformer(torch.cat([x_in, x_in]), torch.cat([t_frames, t_frames]), text, text_mask)[0]
-                x0_cond, x0_uncond = x0.chunk(2)
-                x0 = x0_uncond + guidance_scale * (x0_cond - x0_uncond)
-            else:
-                x0 = self.transformer(x_in, t_frames, text, text_mask)[0]
+            with self.transformer.cache_context("denoise"):  # a no-op unless a diffusers cache is enabled
+                if do_cfg:
+                    x0 = self.transformer(torch.cat([x_in, x_in]), torch.cat([t_frames, t_frames]), text, text_mask)[0]
+                    x0_cond, x0_uncond = x0.chunk(2)
+                    x0 = x0_uncond + guidance_scale * (x0_cond - x0_uncond)
+                else:
+                    x0 = self.transformer(x_in, t_frames, text, text_mask)[0]
             x0 = x0.clamp(-1.0, 1.0)
             if tie_ends.any():
                 mean = (x0[:, :, :1] + x0[:, :, -1:]) / 2

@@ -15,7 +15,9 @@ from __future__ import annotations
 import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
+from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
 from diffusers.models.attention_processor import Attention
+from diffusers.models.cache_utils import CacheMixin
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 
@@ -71,7 +73,7 @@ class TinyBlock(nn.Module):
         return x + g3 * self.mlp(_modulate(self.norm4(x), sh3, sc3))
 
 
-class TinyVideoTransformer(ModelMixin, ConfigMixin):
+class TinyVideoTransformer(ModelMixin, ConfigMixin, CacheMixin):
     _supports_gradient_checkpointing = True
 
     @register_to_config
@@ -140,3 +142,10 @@ class TinyVideoTransformer(ModelMixin, ConfigMixin):
         x = self.proj_out(_modulate(self.norm_out(x), shift, scale))  # (B, T, S, C*p*p)
         x = x.reshape(B, T, hp, wp, C, p, p).permute(0, 4, 1, 2, 5, 3, 6).reshape(B, C, T, H, W)
         return (x,)
+
+
+# Tell diffusers' caching hooks (First Block Cache and friends) where a block's output is, so
+# `transformer.enable_cache(FirstBlockCacheConfig(...))` works as on diffusers' own models.
+TransformerBlockRegistry.register(
+    TinyBlock, TransformerBlockMetadata(return_hidden_states_index=0, return_encoder_hidden_states_index=None)
+)
