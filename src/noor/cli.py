@@ -178,28 +178,34 @@ def generate(
 @train_app.command("tiny")
 def train_tiny(
     out: Annotated[Path, typer.Option(help="where to write the pipeline (Hugging Face layout)")] = Path("noor-tiny"),
-    steps: Annotated[int, typer.Option(min=1, help="optimiser steps")] = 2000,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 24,
+    steps: Annotated[int, typer.Option(min=1, help="denoiser optimiser steps")] = 2000,
     seed: Annotated[int, typer.Option()] = 0,
     bf16: Annotated[bool, typer.Option("--bf16/--fp32", help="bfloat16 autocast (faster only on some CPUs)")] = False,
 ) -> None:
-    """Train noor-tiny from scratch on the synthetic world, with a fixed seed."""
+    """Train noor-tiny from scratch on the synthetic world, with a fixed seed (VAE, then denoiser)."""
     from noor.engine.tiny.train import TrainConfig, train
 
-    cfg = TrainConfig(steps=steps, batch_size=batch_size, seed=seed, bf16=bf16, save_every=max(250, steps // 8))
+    cfg = TrainConfig(steps=steps, seed=seed, bf16=bf16)
     started = time.perf_counter()
+    labels = {"vae": "1/3 VAE", "encode": "2/3 encoding clips", "denoiser": "3/3 denoiser"}
     with _progress() as bar:
-        job = bar.add_task("training", total=steps, info="")
+        jobs: dict[str, Any] = {}
         recent: list[float] = []
 
-        def on_step(step: int, loss: float) -> None:
-            recent.append(loss)
-            del recent[:-50]
-            bar.update(job, completed=step + 1, info=f"loss {sum(recent) / len(recent):.4f}")
+        def on_step(stage: str, step: int, total: int, loss: float) -> None:
+            if stage not in jobs:
+                jobs[stage] = bar.add_task(labels[stage], total=total, info="")
+                recent.clear()
+            info = ""
+            if stage != "encode":
+                recent.append(loss)
+                del recent[:-50]
+                info = f"loss {sum(recent) / len(recent):.4f}"
+            bar.update(jobs[stage], completed=step + 1, info=info)
 
         losses = train(cfg, out, on_step=on_step)
     minutes = (time.perf_counter() - started) / 60
-    print(f"{out}  {steps} steps, final loss {sum(losses[-50:]) / len(losses[-50:]):.4f}, {minutes:.1f} min")
+    print(f"{out}  {steps} denoiser steps, final loss {sum(losses[-50:]) / len(losses[-50:]):.4f}, {minutes:.1f} min")
 
 
 @eval_app.command("tiny")

@@ -8,16 +8,31 @@ import torch
 
 from noor.engine.tiny.pipeline import NoorTinyPipeline
 from noor.engine.tiny.tokenizer import words
-from noor.engine.tiny.train import TrainConfig, build_models, held_out_prompts, make_batch, train, training_loss
+from noor.engine.tiny.train import (
+    TrainConfig,
+    build_models,
+    build_vae,
+    held_out_prompts,
+    make_batch,
+    make_pool,
+    train,
+    train_vae,
+    training_loss,
+)
+from tests.conftest import TOY
 
-TOY = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "text_layers": 1, "batch_size": 4}
+
+def _toy(**overrides: object) -> TrainConfig:
+    return TrainConfig(**{**TOY, **overrides})  # type: ignore[arg-type]
 
 
-def test_a_few_steps_lower_the_loss() -> None:
+def test_a_few_steps_lower_the_denoiser_loss() -> None:
     torch.manual_seed(0)
-    cfg = TrainConfig(**TOY)
+    cfg = _toy()
+    vae = build_vae(cfg).requires_grad_(False)
+    pool = make_pool(vae, cfg, np.random.default_rng(0), None)
     transformer, text_encoder = build_models(cfg)
-    batch = make_batch(cfg, np.random.default_rng(0), 16, set())
+    batch = make_batch(cfg, np.random.default_rng(0), pool, False, set())
     params = list(transformer.parameters()) + list(text_encoder.parameters())
     optim = torch.optim.AdamW(params, lr=3e-3)
     losses = []
@@ -30,28 +45,46 @@ def test_a_few_steps_lower_the_loss() -> None:
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
 
 
+def test_a_few_steps_lower_the_vae_loss() -> None:
+    torch.manual_seed(0)
+    cfg = _toy(vae_channels=(16, 32, 32), vae_steps=60, vae_batch_size=8)
+    vae = build_vae(cfg)
+    losses = train_vae(vae, cfg, np.random.default_rng(0), None)
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10]), losses
+    assert vae.config.scaling_factor != 0.18215  # set from data, not diffusers' SD default
+
+
 def test_batches_mark_keyframes_and_never_show_eval_prompts() -> None:
-    cfg = TrainConfig(**{**TOY, "batch_size": 200})
+    cfg = _toy(batch_size=200, pool_clips=64)
+    vae = build_vae(cfg).requires_grad_(False)
+    pool = make_pool(vae, cfg, np.random.default_rng(0), None)
+    assert pool.latents.shape == (64, 4, 16, 16, 16)
     exclude = held_out_prompts()
-    batch = make_batch(cfg, np.random.default_rng(0), 16, exclude)
-    assert batch.video.shape == (200, 3, 16, 64, 64) and batch.video.min() >= -1.0 and batch.video.max() <= 1.0
+    batch = make_batch(cfg, np.random.default_rng(0), pool, False, exclude)
+    assert batch.latents.shape == (200, 4, 16, 16, 16)
     assert batch.known[:, 0].any() and batch.known[:, -1].any() and not batch.known[:, 1:-1].any()
     assert not {" ".join(words(p)) for p in batch.prompts} & exclude
     assert sum(p == "" for p in batch.prompts) > 5  # caption dropout for classifier-free guidance
-    assert {"en", "ar"} == {("ar" if any("\u0600" <= ch <= "\u06ff" for ch in p) else "en") for p in batch.prompts if p}
+    langs = {("ar" if any("\u0600" <= ch <= "\u06ff" for ch in p) else "en") for p in batch.prompts if p}
+    assert langs == {"en", "ar"}
+    images = make_batch(cfg, np.random.default_rng(1), pool, True, exclude)
+    assert images.latents.shape == (200, 4, 1, 16, 16) and not images.known.any()
 
 
 def test_train_writes_a_loadable_pipeline_with_its_config(tmp_path: Path) -> None:
-    cfg = TrainConfig(**TOY, steps=3, save_every=0, warmup_steps=1)
-    losses = train(cfg, tmp_path, frame_choices=((8, 1.0),))
-    assert len(losses) == 3 and all(np.isfinite(losses))
+    cfg = _toy(steps=3, save_every=0, warmup_steps=1)
+    seen: set[str] = set()
+    losses = train(cfg, tmp_path, on_step=lambda stage, step, total, loss: seen.add(stage))
+    assert len(losses) == 3 and all(np.isfinite(losses)) and seen == {"vae", "encode", "denoiser"}
     assert json.loads((tmp_path / "train_config.json").read_text())["steps"] == 3
     pipe = NoorTinyPipeline.from_pretrained(str(tmp_path))
     assert pipe.transformer.config.hidden_size == 32
 
 
 def test_training_is_reproducible_from_the_seed(tmp_path: Path) -> None:
-    cfg = TrainConfig(**TOY, steps=2, save_every=0, warmup_steps=1, bf16=False)
-    a = train(cfg, tmp_path / "a", frame_choices=((4, 1.0),))
-    b = train(cfg, tmp_path / "b", frame_choices=((4, 1.0),))
-    assert a == b
+    cfg = _toy(steps=2, save_every=0, warmup_steps=1)
+    assert train(cfg, tmp_path / "a") == train(cfg, tmp_path / "b")
+    a = NoorTinyPipeline.from_pretrained(str(tmp_path / "a"))
+    b = NoorTinyPipeline.from_pretrained(str(tmp_path / "b"))
+    for x, y in zip(a.vae.parameters(), b.vae.parameters(), strict=True):
+        assert torch.equal(x, y)

@@ -1,4 +1,9 @@
-"""NoorTinyPipeline: text (and keyframes) to video with noor-tiny, as a diffusers pipeline."""
+"""NoorTinyPipeline: text (and keyframes) to video with noor-tiny, as a diffusers pipeline.
+
+Latent video diffusion: a per-frame VAE (diffusers' AutoencoderKL, 64x64x3 <-> 4x16x16), a video
+DiT that predicts clean latents, diffusers' flow-matching Euler scheduler, and a word-level text
+encoder of our own.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
+from diffusers import AutoencoderKL, DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from diffusers.utils import BaseOutput
 from PIL import Image
 
@@ -36,23 +41,42 @@ def keyframe_tensor(image: Keyframe, height: int, width: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1) * 2.0 - 1.0
 
 
+def encode_frames(vae: AutoencoderKL, frames: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) in [-1, 1] -> (N, C, h, w) normalised latents (posterior means)."""
+    z = vae.encode(frames.to(vae.dtype)).latent_dist.mean
+    return (z - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor
+
+
 class NoorTinyPipeline(DiffusionPipeline):
-    model_cpu_offload_seq = "text_encoder->transformer"
+    model_cpu_offload_seq = "text_encoder->transformer->vae"
     _callback_tensor_inputs: ClassVar[list[str]] = ["latents"]
 
     def __init__(
         self,
         transformer: TinyVideoTransformer,
         text_encoder: TinyTextEncoder,
+        vae: AutoencoderKL,
         scheduler: FlowMatchEulerDiscreteScheduler,
     ):
         super().__init__()
-        self.register_modules(transformer=transformer, text_encoder=text_encoder, scheduler=scheduler)
+        self.register_modules(transformer=transformer, text_encoder=text_encoder, vae=vae, scheduler=scheduler)
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 4
         self._interrupt = False
 
     @property
     def interrupt(self) -> bool:
         return self._interrupt
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        return encode_frames(self.vae, frames)
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, h, w) latents -> (B, 3, T, H, W) in [-1, 1], frame by frame."""
+        B, C, T, h, w = latents.shape
+        z = latents.transpose(1, 2).reshape(B * T, C, h, w)
+        z = z / self.vae.config.scaling_factor + (self.vae.config.shift_factor or 0.0)
+        frames = self.vae.decode(z.to(self.vae.dtype)).sample  # (B*T, 3, H, W)
+        return frames.reshape(B, T, *frames.shape[1:]).transpose(1, 2)
 
     @torch.no_grad()
     def __call__(
@@ -77,9 +101,10 @@ class NoorTinyPipeline(DiffusionPipeline):
         starts = start_frame if isinstance(start_frame, list) else [start_frame] * B
         ends = end_frame if isinstance(end_frame, list) else [end_frame] * B
         loops = loop if isinstance(loop, list) else [loop] * B
-        p = self.transformer.config.patch_size
-        if height % p or width % p:
-            raise ValueError(f"height and width must be multiples of {p}, got {height}x{width}")
+        multiple = self.transformer.config.patch_size * self.vae_scale_factor
+        if height % multiple or width % multiple:
+            raise ValueError(f"height and width must be multiples of {multiple}, got {height}x{width}")
+        C, h, w = self.transformer.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor
         if not (len(negatives) == len(starts) == len(ends) == len(loops) == B):
             raise ValueError("every per-clip argument must have one value per prompt")
         device, dtype = self._execution_device, self.transformer.dtype
@@ -90,24 +115,20 @@ class NoorTinyPipeline(DiffusionPipeline):
         text, text_mask = self.text_encoder.encode(prompts + negatives if do_cfg else prompts)
         text = text.to(dtype)
 
-        # 3. keyframes: known frames are clean (t=0) in every step; loop = the end repeats the start
+        # 3. keyframes: encoded, then clean (t=0) in every step; loop = the end repeats the start
         known = torch.zeros(B, 1, T, 1, 1, device=device, dtype=torch.bool)
-        frames_known = torch.zeros(B, 3, T, height, width, device=device, dtype=dtype)
+        latents_known = torch.zeros(B, C, T, h, w, device=device, dtype=dtype)
         tie_ends = torch.zeros(B, dtype=torch.bool, device=device)
         for b in range(B):
             end = starts[b] if loops[b] and ends[b] is None else ends[b]
             for index, image in ((0, starts[b]), (T - 1, end)):
                 if image is not None:
-                    frames_known[b, :, index] = keyframe_tensor(image, height, width).to(device, dtype)
+                    frame = keyframe_tensor(image, height, width).to(device)[None]
+                    latents_known[b, :, index] = self.encode_frames(frame)[0].to(dtype)
                     known[b, :, index] = True
             tie_ends[b] = loops[b] and starts[b] is None and ends[b] is None and T > 1
-        latents = (
-            torch.randn(B, 3, T, height, width, generator=generator, device=device, dtype=dtype)
-            if not isinstance(generator, list)
-            else torch.stack(
-                [torch.randn(3, T, height, width, generator=g, device=device, dtype=dtype) for g in generator]
-            )
-        )
+        generators = generator if isinstance(generator, list) else [generator] * B
+        latents = torch.stack([torch.randn(C, T, h, w, generator=g, device=device, dtype=dtype) for g in generators])
 
         # 4. timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -118,7 +139,7 @@ class NoorTinyPipeline(DiffusionPipeline):
             if self.interrupt:
                 break
             sigma = self.scheduler.sigmas[i].to(device)
-            x_in = torch.where(known, frames_known, latents)
+            x_in = torch.where(known, latents_known, latents)
             t_frames = torch.where(known[:, 0, :, 0, 0], 0.0, t.float()).to(dtype)  # (B, T)
             with self.transformer.cache_context("denoise"):  # a no-op unless a diffusers cache is enabled
                 if do_cfg:
@@ -127,7 +148,6 @@ class NoorTinyPipeline(DiffusionPipeline):
                     x0 = x0_uncond + guidance_scale * (x0_cond - x0_uncond)
                 else:
                     x0 = self.transformer(x_in, t_frames, text, text_mask)[0]
-            x0 = x0.clamp(-1.0, 1.0)
             if tie_ends.any():
                 mean = (x0[:, :, :1] + x0[:, :, -1:]) / 2
                 x0[tie_ends, :, :1] = mean[tie_ends]
@@ -138,8 +158,8 @@ class NoorTinyPipeline(DiffusionPipeline):
                 out = callback_on_step_end(self, i, t, {"latents": latents})
                 latents = out.get("latents", latents)
 
-        # 6. the clip in [0, 1], keyframes exactly as given
-        video = torch.where(known, frames_known, latents)
+        # 6. decode to pixels in [0, 1]
+        video = self.decode_latents(torch.where(known, latents_known, latents))
         video = ((video.float().clamp(-1.0, 1.0) + 1.0) / 2.0).permute(0, 2, 3, 4, 1)  # (B, T, H, W, 3)
         self.maybe_free_model_hooks()
         return NoorTinyPipelineOutput(frames=video.cpu().numpy())
