@@ -246,7 +246,8 @@ def train(cfg: TrainConfig, out: Path, on_step: OnStep | None = None) -> list[fl
 
     # 3. denoiser + text encoder
     transformer, text_encoder = build_models(cfg)
-    ema = [copy.deepcopy(m).requires_grad_(False) for m in (transformer, text_encoder)]
+    models: tuple[torch.nn.Module, ...] = (transformer, text_encoder)
+    ema = [copy.deepcopy(m).requires_grad_(False) for m in models]
     params = list(transformer.parameters()) + list(text_encoder.parameters())
     optim = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
 
@@ -269,15 +270,15 @@ def train(cfg: TrainConfig, out: Path, on_step: OnStep | None = None) -> list[fl
         optim.step()
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
-            for averaged, model in zip(ema, (transformer, text_encoder), strict=True):
+            for averaged, model in zip(ema, models, strict=True):
                 for p_ema, p in zip(averaged.parameters(), model.parameters(), strict=True):
                     p_ema.lerp_(p, 1 - decay)
         losses.append(loss.item())
         if on_step is not None:
             on_step("denoiser", step, cfg.steps, losses[-1])
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-            save_pipeline(ema[0], ema[1], vae, out, cfg)  # type: ignore[arg-type]
-    save_pipeline(ema[0], ema[1], vae, out, cfg)  # type: ignore[arg-type]
+            save_pipeline(ema[0], ema[1], vae, out, cfg)
+    save_pipeline(ema[0], ema[1], vae, out, cfg)
     log = {
         "seconds": time.perf_counter() - started,
         "vae_final_loss_avg50": float(np.mean(vae_losses[-50:])),
