@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -247,7 +248,7 @@ def train(cfg: TrainConfig, out: Path, on_step: OnStep | None = None) -> list[fl
     # 3. denoiser + text encoder
     transformer, text_encoder = build_models(cfg)
     models: tuple[torch.nn.Module, ...] = (transformer, text_encoder)
-    ema = [copy.deepcopy(m).requires_grad_(False) for m in models]
+    ema: list[Any] = [copy.deepcopy(m).requires_grad_(False) for m in models]
     params = list(transformer.parameters()) + list(text_encoder.parameters())
     optim = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
 
