@@ -179,13 +179,18 @@ def generate(
 def train_tiny(
     out: Annotated[Path, typer.Option(help="where to write the pipeline (Hugging Face layout)")] = Path("noor-tiny"),
     steps: Annotated[int, typer.Option(min=1, help="denoiser optimiser steps")] = 2000,
+    vae_steps: Annotated[int, typer.Option("--vae-steps", min=1, help="VAE optimiser steps")] = 700,
+    pool_clips: Annotated[int, typer.Option("--pool-clips", min=1, help="rendered clips encoded for training")] = 8000,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 24,
     seed: Annotated[int, typer.Option()] = 0,
     bf16: Annotated[bool, typer.Option("--bf16/--fp32", help="bfloat16 autocast (faster only on some CPUs)")] = False,
 ) -> None:
     """Train noor-tiny from scratch on the synthetic world, with a fixed seed (VAE, then denoiser)."""
     from noor.engine.tiny.train import TrainConfig, train
 
-    cfg = TrainConfig(steps=steps, seed=seed, bf16=bf16)
+    cfg = TrainConfig(
+        steps=steps, vae_steps=vae_steps, pool_clips=pool_clips, batch_size=batch_size, seed=seed, bf16=bf16
+    )
     started = time.perf_counter()
     labels = {"vae": "1/3 VAE", "encode": "2/3 encoding clips", "denoiser": "3/3 denoiser"}
     with _progress() as bar:
