@@ -1,0 +1,273 @@
+"""The job store: generations per tenant, and the lease protocol workers use to run them.
+
+SQLite by default (WAL), PostgreSQL with a URL; the schema comes from Alembic migrations. Every
+state change is one conditional UPDATE, so two workers can never both win a job, and a worker whose
+lease expired can no longer finish the job someone else has since claimed (exactly-once completion).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, and_, create_engine, event, func, or_, select, update
+from sqlalchemy.orm import sessionmaker
+
+from noor.jobs.generation import Generation, State, check_transition, now_utc
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class NotFound(LookupError):
+    """No such generation for this tenant (another tenant's is not found either)."""
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest Alembic revision."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+class Store:
+    def __init__(self, url: str, *, run_migrations: bool = True):
+        self.engine = make_engine(url)
+        if run_migrations:
+            migrate(self.engine)
+        self.session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- tenants' view -----------------------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        tenant: str,
+        model: str,
+        request: dict[str, Any],
+        task: dict[str, Any],
+        generation_type: str = "video",
+        priority: int = 0,
+        price_cents: float = 0.0,
+        eta_s: float | None = None,
+        callback_url: str | None = None,
+        region: str | None = None,
+        max_attempts: int = 3,
+    ) -> Generation:
+        generation = Generation(
+            tenant=tenant,
+            model=model,
+            request=request,
+            task=task,
+            generation_type=generation_type,
+            priority=priority,
+            price_cents=price_cents,
+            eta_s=eta_s,
+            callback_url=callback_url,
+            region=region,
+            max_attempts=max_attempts,
+        )
+        with self.session.begin() as s:
+            s.add(generation)
+        return generation
+
+    def get(self, tenant: str, generation_id: str) -> Generation:
+        with self.session() as s:
+            row = s.scalar(
+                select(Generation).where(
+                    Generation.id == generation_id, Generation.tenant == tenant, Generation.deleted_at.is_(None)
+                )
+            )
+        if row is None:
+            raise NotFound(generation_id)
+        return row
+
+    def list(self, tenant: str, limit: int = 100, offset: int = 0) -> tuple[list[Generation], int]:
+        """Newest first, and how many there are in all."""
+        visible = and_(Generation.tenant == tenant, Generation.deleted_at.is_(None))
+        with self.session() as s:
+            rows = s.scalars(
+                select(Generation)
+                .where(visible)
+                .order_by(Generation.created_at.desc(), Generation.id)
+                .limit(limit)
+                .offset(offset)
+            ).all()
+            total = s.scalar(select(func.count()).select_from(Generation).where(visible)) or 0
+        return list(rows), total
+
+    def delete(self, tenant: str, generation_id: str) -> Generation:
+        """Hide it from its tenant; a queued job fails at once, a running one stops at its next heartbeat."""
+        now = now_utc()
+        with self.session.begin() as s:
+            row = s.scalar(
+                select(Generation)
+                .where(Generation.id == generation_id, Generation.tenant == tenant, Generation.deleted_at.is_(None))
+                .with_for_update()
+            )
+            if row is None:
+                raise NotFound(generation_id)
+            row.deleted_at = now
+            row.updated_at = now
+            if row.state == State.QUEUED.value:
+                check_transition(State.QUEUED, State.FAILED)
+                row.state, row.failure_reason, row.finished_at = State.FAILED.value, "Deleted", now
+        return row
+
+    # --- workers' view -----------------------------------------------------------------------
+
+    def claim(
+        self,
+        worker: str,
+        lease_s: float,
+        models: Sequence[str] | None = None,
+        regions: Sequence[str] | None = None,
+        now: datetime | None = None,
+    ) -> Generation | None:
+        """Hand the next queued job (lowest priority value, then oldest) to `worker` under a lease."""
+        now = now or now_utc()
+        self.requeue_expired(now)
+        check_transition(State.QUEUED, State.DREAMING)
+        candidates = select(Generation.id).where(
+            Generation.state == State.QUEUED.value, Generation.deleted_at.is_(None)
+        )
+        if models is not None:
+            candidates = candidates.where(Generation.model.in_(list(models)))
+        if regions is not None:
+            candidates = candidates.where(or_(Generation.region.is_(None), Generation.region.in_(list(regions))))
+        candidates = candidates.order_by(Generation.priority, Generation.created_at, Generation.id).limit(1)
+        if self.engine.dialect.name == "postgresql":
+            candidates = candidates.with_for_update(skip_locked=True)
+        statement = (
+            update(Generation)
+            .where(Generation.id == candidates.scalar_subquery(), Generation.state == State.QUEUED.value)
+            .values(
+                state=State.DREAMING.value,
+                lease_owner=worker,
+                lease_expires_at=now + timedelta(seconds=lease_s),
+                attempts=Generation.attempts + 1,
+                progress=0.0,
+                started_at=now,
+                updated_at=now,
+            )
+            .returning(Generation)
+        )
+        with self.session.begin() as s:
+            return s.scalars(statement, execution_options={"synchronize_session": False}).one_or_none()
+
+    def heartbeat(
+        self,
+        generation_id: str,
+        worker: str,
+        lease_s: float,
+        progress: float | None = None,
+        now: datetime | None = None,
+    ) -> bool:
+        """Extend the lease (and record progress). False: stop, the job is no longer this worker's to run."""
+        now = now or now_utc()
+        values: dict[str, Any] = {"lease_expires_at": now + timedelta(seconds=lease_s), "updated_at": now}
+        if progress is not None:
+            values["progress"] = max(0.0, min(1.0, progress))
+        statement = (
+            update(Generation)
+            .where(
+                Generation.id == generation_id,
+                Generation.state == State.DREAMING.value,
+                Generation.lease_owner == worker,
+                Generation.deleted_at.is_(None),
+            )
+            .values(**values)
+        )
+        with self.session.begin() as s:
+            return s.execute(statement).rowcount == 1  # type: ignore[attr-defined]
+
+    def complete(self, generation_id: str, worker: str, assets: dict[str, Any], now: datetime | None = None) -> bool:
+        check_transition(State.DREAMING, State.COMPLETED)
+        return self._finish(generation_id, worker, State.COMPLETED, {"assets": assets, "progress": 1.0}, now)
+
+    def fail(self, generation_id: str, worker: str, reason: str, now: datetime | None = None) -> bool:
+        check_transition(State.DREAMING, State.FAILED)
+        return self._finish(generation_id, worker, State.FAILED, {"failure_reason": reason}, now)
+
+    def _finish(
+        self, generation_id: str, worker: str, state: State, values: dict[str, Any], now: datetime | None
+    ) -> bool:
+        now = now or now_utc()
+        statement = (
+            update(Generation)
+            .where(
+                Generation.id == generation_id,
+                Generation.state == State.DREAMING.value,
+                Generation.lease_owner == worker,
+            )
+            .values(
+                state=state.value, lease_owner=None, lease_expires_at=None, finished_at=now, updated_at=now, **values
+            )
+        )
+        with self.session.begin() as s:
+            return s.execute(statement).rowcount == 1  # type: ignore[attr-defined]
+
+    def requeue_expired(self, now: datetime | None = None) -> int:
+        """Dreaming jobs whose lease ran out go back to the queue, or fail once out of attempts."""
+        now = now or now_utc()
+        check_transition(State.DREAMING, State.QUEUED)
+        expired = and_(Generation.state == State.DREAMING.value, Generation.lease_expires_at < now)
+        with self.session.begin() as s:
+            failed = s.execute(
+                update(Generation)
+                .where(expired, Generation.attempts >= Generation.max_attempts)
+                .values(
+                    state=State.FAILED.value,
+                    failure_reason="Job failed: its worker was lost on every attempt",
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    finished_at=now,
+                    updated_at=now,
+                )
+            ).rowcount  # type: ignore[attr-defined]
+            deleted = s.execute(
+                update(Generation)
+                .where(expired, Generation.deleted_at.is_not(None))
+                .values(
+                    state=State.FAILED.value,
+                    failure_reason="Deleted",
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    finished_at=now,
+                    updated_at=now,
+                )
+            ).rowcount  # type: ignore[attr-defined]
+            requeued = s.execute(
+                update(Generation)
+                .where(expired, Generation.attempts < Generation.max_attempts)
+                .values(state=State.QUEUED.value, lease_owner=None, lease_expires_at=None, progress=0.0, updated_at=now)
+            ).rowcount  # type: ignore[attr-defined]
+        return int(failed + deleted + requeued)

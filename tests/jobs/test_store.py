@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from noor.jobs.generation import InvalidTransition, State, check_transition, now_utc
+from noor.jobs.store import NotFound, Store
+
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        s = Store(f"sqlite:///{tmp_path / 'noor.db'}")
+        yield s
+        s.close()
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"  # a schema per test: real PostgreSQL, no cross-test state
+    admin = create_engine(POSTGRES)
+    with admin.begin() as c:
+        c.execute(text(f"CREATE SCHEMA {schema}"))
+    s = Store(f"{POSTGRES}?options=-csearch_path%3D{schema}")
+    try:
+        yield s
+    finally:
+        s.close()
+        with admin.begin() as c:
+            c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+def _create(store: Store, tenant: str = "acme", **kw: object) -> str:
+    return store.create(tenant=tenant, model="tiny", request={"prompt": "p"}, task={"prompt": "p"}, **kw).id  # type: ignore[arg-type]
+
+
+def test_state_machine_allows_only_its_moves() -> None:
+    check_transition(State.QUEUED, State.DREAMING)
+    check_transition(State.DREAMING, State.QUEUED)  # an expired lease
+    for old, new in [(State.COMPLETED, State.DREAMING), (State.FAILED, State.QUEUED), (State.QUEUED, State.COMPLETED)]:
+        with pytest.raises(InvalidTransition):
+            check_transition(old, new)
+
+
+def test_create_get_list_delete_per_tenant(store: Store) -> None:
+    ids = [_create(store) for _ in range(5)]
+    other = _create(store, tenant="globex")
+    g = store.get("acme", ids[0])
+    assert g.state == "queued" and g.created_at.tzinfo is not None and g.request == {"prompt": "p"}
+    with pytest.raises(NotFound):
+        store.get("acme", other)  # another tenant's generation does not exist for you
+    page, total = store.list("acme", limit=2, offset=1)
+    assert total == 5 and [x.id for x in page] == list(reversed(ids))[1:3]  # newest first
+    store.delete("acme", ids[0])
+    with pytest.raises(NotFound):
+        store.get("acme", ids[0])
+    with pytest.raises(NotFound):
+        store.delete("globex", ids[1])
+    assert store.list("acme")[1] == 4
+
+
+def test_claim_orders_by_priority_then_age_and_filters_models(store: Store) -> None:
+    low = _create(store, priority=5)
+    first = _create(store)
+    second = _create(store)
+    assert store.claim("w1", 30, models=["wan"]) is None
+    got = [store.claim("w1", 30), store.claim("w1", 30), store.claim("w1", 30), store.claim("w1", 30)]
+    assert [g.id if g else None for g in got] == [first, second, low, None]
+    assert got[0] is not None and got[0].state == "dreaming" and got[0].attempts == 1
+
+
+def test_only_the_lease_holder_finishes_and_only_once(store: Store) -> None:
+    gid = _create(store)
+    assert store.claim("w1", 30) is not None
+    assert not store.complete(gid, "w2", {"video": "x"})
+    assert store.heartbeat(gid, "w1", 30, progress=0.5)
+    assert store.get("acme", gid).progress == 0.5
+    assert store.complete(gid, "w1", {"video": "v.mp4"})
+    assert not store.complete(gid, "w1", {"video": "again"})
+    assert not store.fail(gid, "w1", "late")
+    done = store.get("acme", gid)
+    assert done.state == "completed" and done.assets == {"video": "v.mp4"} and done.finished_at is not None
+
+
+def test_expired_lease_goes_back_then_fails_after_max_attempts(store: Store) -> None:
+    gid = _create(store, max_attempts=2)
+    t0 = now_utc()
+    assert store.claim("w1", 10, now=t0) is not None
+    again = store.claim("w2", 10, now=t0 + timedelta(seconds=11))  # w1's lease ran out: back in the queue
+    assert again is not None and again.id == gid and again.attempts == 2
+    assert not store.heartbeat(gid, "w1", 10, now=t0 + timedelta(seconds=12))  # w1 may not go on
+    assert not store.complete(gid, "w1", {"video": "stale"})
+    assert store.claim("w3", 10, now=t0 + timedelta(seconds=30)) is None
+    failed = store.get("acme", gid)
+    assert failed.state == "failed" and "lost" in (failed.failure_reason or "")
+
+
+def test_deleting_stops_a_running_job_and_fails_a_queued_one(store: Store) -> None:
+    running, waiting = _create(store), _create(store)
+    assert store.claim("w1", 30) is not None
+    store.delete("acme", running)
+    store.delete("acme", waiting)
+    assert not store.heartbeat(running, "w1", 30)
+    assert store.fail(running, "w1", "Deleted")
+    assert store.claim("w1", 30) is None
+
+
+def test_concurrent_claims_hand_each_job_to_one_worker(store: Store) -> None:
+    ids = {_create(store) for _ in range(20)}
+    won: list[str] = []
+    lock = threading.Lock()
+
+    def worker(name: str) -> None:
+        while (g := store.claim(name, 30)) is not None:
+            with lock:
+                won.append(g.id)
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(won) == sorted(ids)
+
+
+def test_data_survives_reopening(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'noor.db'}"
+    first = Store(url)
+    gid = _create(first)
+    first.close()
+    second = Store(url)  # migrations are idempotent
+    assert second.get("acme", gid).state == "queued"
+    second.close()
