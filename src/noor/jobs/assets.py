@@ -1,0 +1,82 @@
+"""Asset files through fsspec: a local directory by default, any fsspec URL (s3://…, memory://…) by configuration.
+
+Keys are `tenant/generation_id/name`. A store belongs to one region; `sign`/`verify` make expiring
+links (HMAC-SHA256 over key and expiry) so a browser can fetch a file without the tenant's key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import time
+from typing import Any
+
+import fsspec
+
+_KEY = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+
+
+class AssetNotFound(LookupError):
+    pass
+
+
+def asset_key(tenant: str, generation_id: str, name: str) -> str:
+    key = f"{tenant}/{generation_id}/{name}"
+    if not _KEY.match(key) or ".." in key.split("/"):
+        raise ValueError(f"asset key must be plain path parts, got {key!r}")
+    return key
+
+
+class AssetStore:
+    def __init__(self, url: str, region: str | None = None, **storage_options: Any):
+        self.url = url.rstrip("/")
+        self.region = region
+        self.fs, self.root = fsspec.core.url_to_fs(self.url, **storage_options)
+
+    def _path(self, key: str) -> str:
+        if not _KEY.match(key) or ".." in key.split("/"):
+            raise ValueError(f"bad asset key {key!r}")
+        return f"{self.root}/{key}"
+
+    def put(self, key: str, data: bytes) -> str:
+        """Write atomically where the filesystem allows (temp name, then move); returns the key."""
+        path = self._path(key)
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        tmp = f"{path}.part"
+        with self.fs.open(tmp, "wb") as f:
+            f.write(data)
+        self.fs.mv(tmp, path)
+        return key
+
+    def get(self, key: str) -> bytes:
+        try:
+            with self.fs.open(self._path(key), "rb") as f:
+                return bytes(f.read())
+        except FileNotFoundError as err:
+            raise AssetNotFound(key) from err
+
+    def exists(self, key: str) -> bool:
+        return bool(self.fs.exists(self._path(key)))
+
+    def delete_prefix(self, prefix: str) -> None:
+        path = self._path(prefix)
+        if self.fs.exists(path):
+            self.fs.rm(path, recursive=True)
+
+    def keys(self, prefix: str = "") -> list[str]:
+        base = self._path(prefix) if prefix else self.root
+        if not self.fs.exists(base):
+            return []
+        root = self.root.rstrip("/") + "/"
+        return sorted(p.split(root, 1)[-1] for p in self.fs.find(base))
+
+
+def sign(secret: bytes, key: str, expires_at: int) -> str:
+    return hmac.new(secret, f"{key}\n{expires_at}".encode(), hashlib.sha256).hexdigest()
+
+
+def verify(secret: bytes, key: str, expires_at: int, signature: str, now: float | None = None) -> bool:
+    if (now if now is not None else time.time()) > expires_at:
+        return False
+    return hmac.compare_digest(sign(secret, key, expires_at), signature)
