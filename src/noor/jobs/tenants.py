@@ -1,0 +1,104 @@
+"""Tenants and their API keys. A key is shown once; only its SHA-256 is stored.
+
+Keys are 256-bit random tokens, so a plain SHA-256 (no salt, no slow hash) is the usual and safe way
+to store them: it is a lookup index, not a password.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Float, ForeignKey, Index, String, select, update
+from sqlalchemy.orm import Mapped, mapped_column
+
+from noor.jobs.generation import Base, UTCDateTime, now_utc
+from noor.jobs.store import Store
+
+KEY_PREFIX = "noor_"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    regions: Mapped[list[str] | None] = mapped_column(JSON, default=None)  # None: any region
+    credits_cents: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    __table_args__ = (Index("ix_api_keys_tenant", "tenant"),)
+
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), ForeignKey("tenants.name"))
+    prefix: Mapped[str] = mapped_column(String(16))  # first characters, to tell keys apart in listings
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class TenantError(ValueError):
+    pass
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_tenant(store: Store, name: str, regions: list[str] | None = None, credits_cents: float = 0.0) -> Tenant:
+    if not _NAME.match(name):
+        raise TenantError(f"tenant name must be lowercase letters, digits, - or _, got {name!r}")
+    if credits_cents < 0:
+        raise TenantError(f"credits must not be negative, got {credits_cents!r}")
+    with store.session.begin() as s:
+        if s.get(Tenant, name) is not None:
+            raise TenantError(f"tenant {name!r} exists already")
+        tenant = Tenant(name=name, regions=regions, credits_cents=credits_cents)
+        s.add(tenant)
+    return tenant
+
+
+def create_key(store: Store, tenant: str) -> str:
+    """A new key for `tenant`; the only time the key itself is seen."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    with store.session.begin() as s:
+        if s.get(Tenant, tenant) is None:
+            raise TenantError(f"no tenant {tenant!r}")
+        s.add(ApiKey(key_hash=hash_key(key), tenant=tenant, prefix=key[:12]))
+    return key
+
+
+def authenticate(store: Store, key: str) -> Tenant | None:
+    """The tenant a live key belongs to, else None."""
+    with store.session() as s:
+        row = s.scalar(
+            select(Tenant)
+            .join(ApiKey, ApiKey.tenant == Tenant.name)
+            .where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
+        )
+    return row
+
+
+def revoke_key(store: Store, key: str) -> bool:
+    with store.session.begin() as s:
+        result: Any = s.execute(
+            update(ApiKey)
+            .where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
+            .values(revoked_at=now_utc())
+        )
+    return bool(result.rowcount == 1)
+
+
+def charge(store: Store, tenant: str, cents: float) -> float:
+    """Take `cents` from the tenant's credits (refund with a negative amount); returns the new balance."""
+    with store.session.begin() as s:
+        s.execute(update(Tenant).where(Tenant.name == tenant).values(credits_cents=Tenant.credits_cents - cents))
+        balance = s.scalar(select(Tenant.credits_cents).where(Tenant.name == tenant))
+    if balance is None:
+        raise TenantError(f"no tenant {tenant!r}")
+    return float(balance)
