@@ -1,0 +1,1 @@
+"""The HTTP API: Dream Machine–compatible routes over the job store."""

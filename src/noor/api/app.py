@@ -1,0 +1,243 @@
+"""The FastAPI app: Dream Machine routes at /dream-machine/v1 and at the root, uploads, assets, health."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.responses import JSONResponse, Response
+
+from noor.api.requests import DEFAULT_ALIASES, RequestError, resolve_image, resolve_video
+from noor.api.schemas import Credits, GenerationList, GenerationOut, ImageCreate, Ping, VideoCreate
+from noor.jobs import tenants
+from noor.jobs.assets import AssetNotFound, AssetStore, asset_key, sign, verify
+from noor.jobs.generation import Generation
+from noor.jobs.store import NotFound, Store
+
+CONCEPTS = [
+    "truck_left", "pan_right", "pedestal_down", "low_angle", "pedestal_up", "selfie", "pan_left", "roll_right",
+    "zoom_in", "over_the_shoulder", "orbit_right", "orbit_left", "static", "tiny_planet", "high_angle", "bolt_cam",
+    "dolly_zoom", "overhead", "zoom_out", "handheld", "roll_left", "pov", "aerial_drone", "push_in", "crane_down",
+    "truck_right", "tilt_down", "elevator_doors", "tilt_up", "ground_level", "pull_out", "aerial", "crane_up",
+    "eye_level",
+]  # fmt: skip
+CAMERA_MOTIONS = [c.replace("_", " ") for c in CONCEPTS]
+LINK_TTL_S = 7 * 24 * 3600
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+
+
+@dataclass
+class ApiConfig:
+    secret: bytes  # signs asset links
+    aliases: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ALIASES))
+
+
+@dataclass
+class Context:
+    store: Store
+    assets: AssetStore
+    config: ApiConfig
+
+
+def current_tenant(request: Request) -> tenants.Tenant:
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    tenant = tenants.authenticate(request.app.state.ctx.store, key.strip()) if scheme.lower() == "bearer" else None
+    if tenant is None:
+        raise HTTPException(401, "Invalid API key is provided")
+    return tenant
+
+
+Tenant = Annotated[tenants.Tenant, Depends(current_tenant)]
+
+
+def ctx_of(request: Request) -> Context:
+    ctx: Context = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[Context, Depends(ctx_of)]
+
+
+def asset_url(request: Request, ctx: Context, key: str | None) -> str | None:
+    if key is None:
+        return None
+    expires = int(time.time()) + LINK_TTL_S
+    base = str(request.base_url).rstrip("/")
+    return f"{base}/assets/{key}?expires={expires}&sig={sign(ctx.config.secret, key, expires)}"
+
+
+def generation_out(request: Request, ctx: Context, g: Generation) -> GenerationOut:
+    assets = None
+    if g.assets:
+        assets = {k: asset_url(request, ctx, v) for k, v in g.assets.items()}
+    return GenerationOut.model_validate(
+        {
+            "id": g.id,
+            "generation_type": g.generation_type,
+            "state": g.state,
+            "failure_reason": g.failure_reason,
+            "created_at": g.created_at,
+            "assets": assets,
+            "model": g.request.get("model", g.model),
+            "request": g.request,
+        }
+    )
+
+
+router = APIRouter()
+
+
+@router.post("/generations/video", status_code=201, response_model=GenerationOut)
+@router.post("/generations", status_code=201, response_model=GenerationOut, include_in_schema=False)
+def create_video(body: VideoCreate, request: Request, tenant: Tenant, ctx: Ctx) -> GenerationOut:
+    resolved = resolve_video(body, tenant.name, ctx.store, ctx.config.aliases)
+    g = ctx.store.create(
+        tenant=tenant.name,
+        model=resolved.model,
+        request=body.model_dump(mode="json", exclude_none=True) | {"generation_type": "video"},
+        task=resolved.task,
+        generation_type="video",
+        callback_url=body.callback_url,
+    )
+    return generation_out(request, ctx, g)
+
+
+@router.post("/generations/image", status_code=201, response_model=GenerationOut)
+def create_image(body: ImageCreate, request: Request, tenant: Tenant, ctx: Ctx) -> GenerationOut:
+    resolved = resolve_image(body, ctx.config.aliases)
+    g = ctx.store.create(
+        tenant=tenant.name,
+        model=resolved.model,
+        request=body.model_dump(mode="json", exclude_none=True) | {"generation_type": "image"},
+        task=resolved.task,
+        generation_type="image",
+        callback_url=body.callback_url,
+    )
+    return generation_out(request, ctx, g)
+
+
+@router.get("/generations/concepts/list")
+def concepts(tenant: Tenant) -> list[str]:
+    return CONCEPTS
+
+
+@router.get("/generations/camera_motion/list")
+def camera_motions(tenant: Tenant) -> list[str]:
+    return CAMERA_MOTIONS
+
+
+@router.post("/generations/video/modify", include_in_schema=False)
+@router.post("/generations/video/reframe", include_in_schema=False)
+@router.post("/generations/image/reframe", include_in_schema=False)
+@router.post("/generations/{generation_id}/audio", include_in_schema=False)
+@router.post("/generations/{generation_id}/upscale", include_in_schema=False)
+def not_available(request: Request, tenant: Tenant) -> Response:
+    feature = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+    raise HTTPException(400, f"{feature} is not available: this deployment has no model for it")
+
+
+@router.get("/generations/{generation_id}", response_model=GenerationOut)
+def get_generation(generation_id: str, request: Request, tenant: Tenant, ctx: Ctx) -> GenerationOut:
+    try:
+        return generation_out(request, ctx, ctx.store.get(tenant.name, generation_id))
+    except NotFound as err:
+        raise HTTPException(404, "Generation not found") from err
+
+
+@router.get("/generations", response_model=GenerationList)
+def list_generations(
+    request: Request,
+    tenant: Tenant,
+    ctx: Ctx,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> GenerationList:
+    rows, total = ctx.store.list(tenant.name, limit, offset)
+    items = [generation_out(request, ctx, g) for g in rows]
+    return GenerationList(
+        generations=items, count=len(items), has_more=offset + len(items) < total, limit=limit, offset=offset
+    )
+
+
+@router.delete("/generations/{generation_id}", status_code=204)
+def delete_generation(generation_id: str, tenant: Tenant, ctx: Ctx) -> Response:
+    try:
+        ctx.store.delete(tenant.name, generation_id)
+    except NotFound as err:
+        raise HTTPException(404, "Generation not found") from err
+    return Response(status_code=204)
+
+
+@router.get("/credits", response_model=Credits)
+def credits(tenant: Tenant) -> Credits:
+    return Credits(credit_balance=tenant.credits_cents)
+
+
+@router.get("/ping", response_model=Ping)
+def ping() -> Ping:
+    return Ping()
+
+
+def create_app(store: Store, assets: AssetStore, config: ApiConfig) -> FastAPI:
+    app = FastAPI(title="Noor", version="0.1.0")
+    app.state.ctx = Context(store, assets, config)
+    app.include_router(router, prefix="/dream-machine/v1")
+    app.include_router(router)
+
+    @app.exception_handler(RequestError)
+    def request_error(request: Request, err: RequestError) -> JSONResponse:
+        return JSONResponse({"detail": err.detail}, status_code=err.status)
+
+    @app.post("/v1/uploads", status_code=201)
+    async def upload(request: Request, tenant: Tenant, file: Annotated[UploadFile, File()]) -> dict[str, Any]:
+        data = await file.read(MAX_UPLOAD_BYTES + 1)
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise HTTPException(413, f"file must be at most {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
+        suffix = _sniff(data)
+        if suffix is None:
+            raise HTTPException(400, "file must be a PNG, JPEG, WebP image or an MP4 video")
+        key = asset_key(tenant.name, "uploads", f"{uuid.uuid4().hex}{suffix}")
+        assets.put(key, data)
+        return {"url": asset_url(request, app.state.ctx, key), "size_bytes": len(data)}
+
+    @app.get("/assets/{key:path}")
+    def get_asset(key: str, request: Request, expires: int | None = None, sig: str | None = None) -> Response:
+        signed = expires is not None and sig is not None and verify(config.secret, key, expires, sig)
+        if not signed:
+            tenant = current_tenant(request)
+            if key.split("/", 1)[0] != tenant.name:
+                raise HTTPException(404, "Asset not found")
+        try:
+            data = assets.get(key)
+        except (AssetNotFound, ValueError) as err:
+            raise HTTPException(404, "Asset not found") from err
+        return Response(data, media_type=_media_type(key))
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def _sniff(data: bytes) -> str | None:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return ".png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return ".jpg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return ".webp"
+    if data[4:8] == b"ftyp":
+        return ".mp4"
+    return None
+
+
+def _media_type(key: str) -> str:
+    suffix = key.rsplit(".", 1)[-1].lower()
+    return {"mp4": "video/mp4", "png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}.get(
+        suffix, "application/octet-stream"
+    )

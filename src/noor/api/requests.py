@@ -1,0 +1,162 @@
+"""Turn a Dream Machine request into an engine task, refusing what the model cannot do up front."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from noor.api.schemas import GenerationKeyframe, ImageCreate, ImageKeyframe, VideoCreate
+from noor.engine import registry
+from noor.engine.task import Task, TaskError, size_from_aspect
+from noor.jobs.store import NotFound, Store
+
+# Dream Machine and OpenAI model names, mapped to installed Noor models (overridable in settings).
+DEFAULT_ALIASES = {
+    "ray-2": "tiny",
+    "ray-flash-2": "tiny",
+    "photon-1": "tiny",
+    "photon-flash-1": "tiny",
+    "sora-2": "tiny",
+}
+DURATIONS_S = {"5s": 5.0, "9s": 9.0}
+DEFAULT_RESOLUTION = "540p"
+
+
+class RequestError(Exception):
+    def __init__(self, status: int, detail: str):
+        self.status, self.detail = status, detail
+        super().__init__(detail)
+
+
+@dataclass
+class Resolved:
+    model: str  # the Noor model id
+    task: dict[str, Any]  # JSON the worker turns back into an engine Task
+
+
+def resolve_model(name: str, aliases: dict[str, str]) -> registry.ModelSpec:
+    model_id = aliases.get(name, name)
+    try:
+        return registry.get(model_id)
+    except registry.UnknownModel as err:
+        names = sorted(set(aliases) | {s.id for s in registry.available()})
+        raise RequestError(400, f"Unknown model {name!r}; available: {', '.join(names)}") from err
+
+
+def _prompt(prompt: str | None, required: bool) -> str:
+    if prompt is None or not prompt.strip():
+        if required:
+            raise RequestError(400, "Prompt is required")
+        return ""
+    if len(prompt) < 3:
+        raise RequestError(400, "Prompt is too short, minimum length is 3 characters")
+    if len(prompt) > 5000:
+        raise RequestError(400, "Prompt is too long, maximum length is 5000 characters")
+    return prompt
+
+
+def _asset_key_of(url: str, tenant: str) -> str:
+    """Keyframe URLs must be this server's own uploads or assets (external fetching is not enabled)."""
+    path = urlparse(url).path
+    marker = "/assets/"
+    if marker not in path:
+        raise RequestError(
+            400, f"keyframe url must be an upload to this server (POST /v1/uploads); external urls are refused: {url!r}"
+        )
+    key = path.split(marker, 1)[1]
+    if key.split("/", 1)[0] != tenant:
+        raise RequestError(404, "Keyframe not found")
+    return key
+
+
+def _keyframe(frame: ImageKeyframe | GenerationKeyframe | None, which: str, tenant: str, store: Store) -> Any:
+    if frame is None:
+        return None
+    if isinstance(frame, ImageKeyframe):
+        return {"asset": _asset_key_of(frame.url, tenant)}
+    try:
+        source = store.get(tenant, frame.id)
+    except NotFound as err:
+        raise RequestError(404, "Generation not found") from err
+    if source.state != "completed" or not source.assets:
+        raise RequestError(400, f"keyframe generation {frame.id} is {source.state}, not completed")
+    if source.assets.get("video"):
+        return {"asset": source.assets["video"], "frame": "last" if which == "frame0" else "first"}
+    return {"asset": source.assets["image"]}
+
+
+def resolve_video(req: VideoCreate, tenant: str, store: Store, aliases: dict[str, str]) -> Resolved:
+    spec = resolve_model(req.model, aliases)
+    frames = req.keyframes or None
+    frame0 = _keyframe(frames.frame0, "frame0", tenant, store) if frames else None
+    frame1 = _keyframe(frames.frame1, "frame1", tenant, store) if frames else None
+    if frames is not None and frame0 is None and frame1 is None:
+        raise RequestError(400, "No keyframes provided")
+    if req.loop and frame1 is not None:
+        raise RequestError(400, "Loop is not supported for end frame")
+    prompt = _prompt(req.prompt, required=frame0 is None and frame1 is None)
+    resolution = req.resolution or DEFAULT_RESOLUTION
+    duration = req.duration or "5s"
+    if duration not in DURATIONS_S:
+        raise RequestError(400, f"duration must be one of {', '.join(DURATIONS_S)}, got {duration!r}")
+    try:
+        width, height = size_from_aspect(req.aspect_ratio, resolution)
+    except TaskError as err:
+        raise RequestError(400, str(err)) from err
+    fps = spec.default_fps
+    task = {
+        "prompt": prompt,
+        "width": width,
+        "height": height,
+        "num_frames": round(DURATIONS_S[duration] * fps),
+        "fps": fps,
+        "seed": secrets.randbelow(2**31),
+        "loop": req.loop,
+        "start": frame0,
+        "end": frame1,
+    }
+    _check(spec, task)
+    return Resolved(spec.id, task)
+
+
+def resolve_image(req: ImageCreate, aliases: dict[str, str]) -> Resolved:
+    spec = resolve_model(req.model, aliases)
+    width, height = size_from_aspect(req.aspect_ratio, DEFAULT_RESOLUTION)
+    task = {
+        "prompt": _prompt(req.prompt, required=True),
+        "width": width,
+        "height": height,
+        "num_frames": 1,
+        "fps": spec.default_fps,
+        "seed": secrets.randbelow(2**31),
+    }
+    _check(spec, task)
+    return Resolved(spec.id, task)
+
+
+def _check(spec: registry.ModelSpec, task: dict[str, Any]) -> None:
+    """The model's own limits and capabilities, on a stand-in task (keyframes are checked as present/absent)."""
+    probe = Task(
+        prompt=task["prompt"] or "keyframes only",
+        width=task["width"],
+        height=task["height"],
+        num_frames=task["num_frames"],
+        fps=task["fps"],
+        seed=task["seed"],
+        loop=task.get("loop", False),
+        start_frame=_PRESENT if task.get("start") else None,
+        end_frame=_PRESENT if task.get("end") else None,
+    )
+    try:
+        spec.check(probe)
+    except TaskError as err:
+        raise RequestError(400, str(err)) from err
+
+
+class _Present:
+    """Marks a keyframe as given without reading it."""
+
+
+_PRESENT: Any = _Present()

@@ -1,0 +1,91 @@
+"""Request and response bodies of the Dream Machine API (shared/reference/luma-api.md §3–4)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+AspectRatio = Literal["1:1", "16:9", "9:16", "4:3", "3:4", "21:9", "9:21"]
+
+
+class ImageKeyframe(BaseModel):
+    type: Literal["image"]
+    url: str = Field(max_length=4096)
+
+
+class GenerationKeyframe(BaseModel):
+    type: Literal["generation"]
+    id: str = Field(max_length=64)
+
+
+Keyframe = Annotated[ImageKeyframe | GenerationKeyframe, Field(discriminator="type")]
+
+
+class Keyframes(BaseModel):
+    frame0: Keyframe | None = None
+    frame1: Keyframe | None = None
+
+
+class Concept(BaseModel):
+    key: str = Field(max_length=64)
+
+
+class VideoCreate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field("ray-2", max_length=64)
+    prompt: str | None = Field(None, max_length=20000)
+    aspect_ratio: AspectRatio = "16:9"
+    loop: bool = False
+    keyframes: Keyframes | None = None
+    resolution: str | None = Field(None, max_length=16)
+    duration: str | None = Field(None, max_length=16)
+    concepts: list[Concept] | None = Field(None, max_length=8)
+    callback_url: str | None = Field(None, max_length=4096)
+    generation_type: Literal["video"] = "video"
+
+
+class ImageCreate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field("photon-1", max_length=64)
+    prompt: str | None = Field(None, max_length=20000)
+    aspect_ratio: AspectRatio = "16:9"
+    format: Literal["jpg", "png"] = "jpg"
+    callback_url: str | None = Field(None, max_length=4096)
+    generation_type: Literal["image"] = "image"
+
+
+class Assets(BaseModel):
+    video: str | None = None
+    image: str | None = None
+    progress_video: str | None = None
+
+
+class GenerationOut(BaseModel):
+    id: str
+    generation_type: Literal["video", "image"]
+    state: Literal["queued", "dreaming", "completed", "failed"]
+    failure_reason: str | None
+    created_at: datetime
+    assets: Assets | None
+    model: str
+    request: dict[str, Any]
+
+
+class GenerationList(BaseModel):
+    generations: list[GenerationOut]
+    count: int
+    has_more: bool
+    limit: int
+    offset: int
+
+
+class Credits(BaseModel):
+    credit_balance: float
+
+
+class Ping(BaseModel):
+    message: str = "pong"

@@ -1,0 +1,153 @@
+"""A worker: claims jobs from the store, runs them on the engine, writes assets, reports back.
+
+The model is loaded once per worker and kept. Progress doubles as the heartbeat: each denoising step
+may extend the lease, and when the store says the job is no longer ours (deleted, or the lease was
+lost) the step callback raises `Cancelled`, so the engine stops between steps.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from noor.engine import media
+from noor.engine.backend import Backend, Cancelled
+from noor.engine.task import Media, Task
+from noor.jobs.assets import AssetStore, asset_key
+from noor.jobs.generation import Generation
+from noor.jobs.store import Store
+
+log = logging.getLogger("noor.worker")
+
+
+@dataclass
+class WorkerConfig:
+    name: str
+    models: list[str] = field(default_factory=lambda: ["tiny"])
+    lease_s: float = 30.0
+    poll_s: float = 0.25
+    region: str | None = None
+
+
+def task_from_json(data: dict[str, Any], assets: AssetStore) -> Task:
+    """The engine task a job stored, with keyframes read back from the asset store."""
+
+    def keyframe(ref: dict[str, Any] | None) -> np.ndarray | None:
+        if not ref:
+            return None
+        raw = assets.get(ref["asset"])
+        if ref.get("frame") in ("first", "last"):  # a frame of an earlier video (extend)
+            with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
+                f.write(raw)
+                f.flush()
+                frames = media.read_video(f.name)
+            return frames[0] if ref["frame"] == "first" else frames[-1]
+        with Image.open(io.BytesIO(raw)) as image:
+            return np.asarray(image.convert("RGB"))
+
+    return Task(
+        prompt=data["prompt"],
+        negative_prompt=data.get("negative_prompt", ""),
+        width=data["width"],
+        height=data["height"],
+        num_frames=data["num_frames"],
+        fps=data["fps"],
+        steps=data.get("steps"),
+        guidance=data.get("guidance"),
+        seed=data["seed"],
+        start_frame=keyframe(data.get("start")),
+        end_frame=keyframe(data.get("end")),
+        loop=data.get("loop", False),
+    )
+
+
+def encode(result: Media, image_format: str = "png") -> dict[str, bytes]:
+    """Files for a result: the video or image itself and a JPEG thumbnail."""
+    files: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if result.is_image:
+            path = media.write_image(Path(tmp) / f"image.{image_format}", result.frames[0])
+        else:
+            path = media.write_video(Path(tmp) / "video.mp4", result.frames, result.fps)
+        files[path.name] = path.read_bytes()
+        thumb = media.write_image(Path(tmp) / "thumbnail.jpg", media.thumbnail(result.frames))
+        files[thumb.name] = thumb.read_bytes()
+    return files
+
+
+class Worker:
+    def __init__(
+        self,
+        store: Store,
+        assets: AssetStore,
+        config: WorkerConfig,
+        load_backend: Callable[[str], Backend],
+    ):
+        self.store, self.assets, self.config = store, assets, config
+        self._load_backend = load_backend
+        self._backends: dict[str, Backend] = {}
+
+    def backend(self, model: str) -> Backend:
+        if model not in self._backends:
+            self._backends[model] = self._load_backend(model)
+        return self._backends[model]
+
+    def run_once(self) -> bool:
+        """Claim and run one job; False when the queue had nothing for this worker."""
+        regions = [self.config.region] if self.config.region else None
+        job = self.store.claim(self.config.name, self.config.lease_s, models=self.config.models, regions=regions)
+        if job is None:
+            return False
+        self.run(job)
+        return True
+
+    def run_forever(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            if not self.run_once():
+                stop.wait(self.config.poll_s)
+
+    def run(self, job: Generation) -> None:
+        name, lease_s = self.config.name, self.config.lease_s
+        last_beat = time.monotonic()
+
+        def on_progress(done: int, total: int) -> None:
+            nonlocal last_beat
+            now = time.monotonic()
+            if now - last_beat < min(1.0, lease_s / 3) and done < total:
+                return
+            last_beat = now
+            if not self.store.heartbeat(job.id, name, lease_s, progress=0.95 * done / max(1, total)):
+                raise Cancelled
+
+        try:
+            # 1. the task, keyframes included
+            task = task_from_json(job.task, self.assets)
+            # 2. pixels
+            result = self.backend(job.model).generate([task], on_progress)[0]
+            # 3. files, then the record
+            keys = {}
+            image_format = str(job.request.get("format") or "png") if job.generation_type == "image" else "png"
+            for filename, data in encode(result, image_format).items():
+                keys[filename] = self.assets.put(asset_key(job.tenant, job.id, filename), data)
+            main = next(k for f, k in keys.items() if not f.startswith("thumbnail"))
+            assets = {
+                "video": None if result.is_image else main,
+                "image": main if result.is_image else keys["thumbnail.jpg"],
+            }
+            if not self.store.complete(job.id, name, assets):
+                log.warning("generation %s was taken from %s before it finished; result dropped", job.id, name)
+        except Cancelled:
+            self.store.fail(job.id, name, "Deleted")
+        except Exception as err:  # a failed job is never dropped: it ends failed with a reason
+            log.exception("generation %s failed", job.id)
+            self.store.fail(job.id, name, f"Job failed: {type(err).__name__}: {err}")

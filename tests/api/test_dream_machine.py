@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from noor.api.app import ApiConfig, create_app
+from noor.engine import media
+from noor.engine.tiny.backend import TinyBackend
+from noor.jobs import tenants
+from noor.jobs.assets import AssetStore
+from noor.jobs.store import Store
+from noor.runtime.worker import Worker, WorkerConfig
+
+
+@pytest.fixture
+def server(tmp_path: Path, toy_weights: Path) -> Iterator[dict[str, Any]]:
+    store = Store(f"sqlite:///{tmp_path / 'noor.db'}")
+    assets = AssetStore(str(tmp_path / "assets"))
+    tenants.create_tenant(store, "acme", credits_cents=1000)
+    tenants.create_tenant(store, "globex")
+    app = create_app(store, assets, ApiConfig(secret=b"test-secret"))
+    backend = TinyBackend(toy_weights)
+    worker = Worker(store, assets, WorkerConfig(name="w1"), load_backend=lambda model: backend)
+    with TestClient(app) as client:
+        yield {
+            "client": client,
+            "worker": worker,
+            "acme": {"Authorization": f"Bearer {tenants.create_key(store, 'acme')}"},
+            "globex": {"Authorization": f"Bearer {tenants.create_key(store, 'globex')}"},
+        }
+    store.close()
+
+
+def _video(s: dict[str, Any], **body: Any) -> Any:
+    return s["client"].post(
+        "/dream-machine/v1/generations/video",
+        json={"model": "ray-2", "prompt": "a red circle moves to the left", **body},
+        headers=s["acme"],
+    )
+
+
+def test_video_is_created_run_and_downloadable(server: dict[str, Any], tmp_path: Path) -> None:
+    c = server["client"]
+    created = _video(server, duration="5s", resolution="540p", aspect_ratio="1:1")
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["state"] == "queued" and body["request"]["generation_type"] == "video"
+    assert server["worker"].run_once()
+    done = c.get(f"/dream-machine/v1/generations/{body['id']}", headers=server["acme"]).json()
+    assert done["state"] == "completed", done
+    video = c.get(done["assets"]["video"])  # signed link: no key needed
+    assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
+    (tmp_path / "v.mp4").write_bytes(video.content)
+    assert media.video_info(tmp_path / "v.mp4")[:3] == (40, 540, 540)
+    thumb = c.get(done["assets"]["image"])
+    assert thumb.headers["content-type"] == "image/jpeg"
+
+
+def test_image_generation_and_extend_from_a_generation(server: dict[str, Any]) -> None:
+    c = server["client"]
+    image = c.post(
+        "/generations/image",
+        json={"model": "photon-1", "prompt": "a blue square", "format": "png"},
+        headers=server["acme"],
+    )
+    assert image.status_code == 201, image.text
+    first = _video(server)
+    assert server["worker"].run_once() and server["worker"].run_once()
+    img = c.get(f"/generations/{image.json()['id']}", headers=server["acme"]).json()
+    assert img["state"] == "completed" and img["assets"]["video"] is None
+    with Image.open(io.BytesIO(c.get(img["assets"]["image"]).content)) as pic:
+        assert pic.format == "PNG" and pic.size == (960, 540)
+    extended = _video(server, keyframes={"frame0": {"type": "generation", "id": first.json()["id"]}})
+    assert extended.status_code == 201, extended.text
+    assert server["worker"].run_once()
+    assert c.get(f"/generations/{extended.json()['id']}", headers=server["acme"]).json()["state"] == "completed"
+
+
+def test_upload_as_start_keyframe(server: dict[str, Any]) -> None:
+    c = server["client"]
+    buf = io.BytesIO()
+    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(buf, format="PNG")
+    up = c.post("/v1/uploads", files={"file": ("k.png", buf.getvalue(), "image/png")}, headers=server["acme"])
+    assert up.status_code == 201, up.text
+    created = _video(server, keyframes={"frame0": {"type": "image", "url": up.json()["url"]}})
+    assert created.status_code == 201, created.text
+    assert server["worker"].run_once()
+    got = c.get(f"/generations/{created.json()['id']}", headers=server["acme"]).json()
+    assert got["state"] == "completed"
+    bad = c.post("/v1/uploads", files={"file": ("x.txt", b"hello", "text/plain")}, headers=server["acme"])
+    assert bad.status_code == 400
+
+
+def test_tenants_are_isolated_and_keys_checked(server: dict[str, Any]) -> None:
+    c = server["client"]
+    gid = _video(server).json()["id"]
+    assert c.get(f"/generations/{gid}", headers=server["globex"]).status_code == 404
+    assert c.delete(f"/generations/{gid}", headers=server["globex"]).status_code == 404
+    bad = c.get("/generations", headers={"Authorization": "Bearer nope"})
+    assert bad.status_code == 401 and bad.json() == {"detail": "Invalid API key is provided"}
+    assert c.get("/generations").status_code == 401
+    assert c.get("/credits", headers=server["acme"]).json() == {"credit_balance": 1000.0}
+    assert c.get("/ping").json() == {"message": "pong"}
+    assert "dolly_zoom" in c.get("/generations/concepts/list", headers=server["acme"]).json()
+
+
+def test_list_pagination_and_delete(server: dict[str, Any]) -> None:
+    c = server["client"]
+    ids = [_video(server).json()["id"] for _ in range(3)]
+    page = c.get("/generations?limit=2&offset=0", headers=server["acme"]).json()
+    assert page["count"] == 2 and page["has_more"] and [g["id"] for g in page["generations"]] == ids[::-1][:2]
+    rest = c.get("/generations?limit=2&offset=2", headers=server["acme"]).json()
+    assert rest["count"] == 1 and not rest["has_more"]
+    assert c.delete(f"/generations/{ids[0]}", headers=server["acme"]).status_code == 204
+    assert c.get(f"/generations/{ids[0]}", headers=server["acme"]).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "detail"),
+    [
+        ({"prompt": ""}, 400, "Prompt is required"),
+        ({"prompt": "ab"}, 400, "Prompt is too short, minimum length is 3 characters"),
+        ({"prompt": "x" * 5001}, 400, "Prompt is too long, maximum length is 5000 characters"),
+        ({"model": "nope"}, 400, "Unknown model 'nope'; available:"),
+        ({"aspect_ratio": "2:1"}, 422, None),
+        ({"duration": "7s"}, 400, "duration must be one of"),
+        ({"resolution": "8k"}, 400, "resolution"),
+        ({"keyframes": {}}, 400, "No keyframes provided"),
+        ({"keyframes": {"frame0": {"type": "image", "url": "http://169.254.169.254/x.png"}}}, 400, "external urls"),
+        ({"keyframes": {"frame0": {"type": "generation", "id": "nope"}}}, 404, "Generation not found"),
+        ({"loop": True, "keyframes": {"frame1": {"type": "generation", "id": "x"}}}, 404, None),
+        ({"prompt": 5}, 422, None),
+    ],
+)
+def test_bad_requests_are_4xx_with_detail(
+    server: dict[str, Any], body: dict[str, Any], status: int, detail: str | None
+) -> None:
+    r = _video(server, **body)
+    assert r.status_code == status, r.text
+    assert "detail" in r.json()
+    if detail:
+        assert detail in r.json()["detail"]
+
+
+def test_features_without_a_model_say_so(server: dict[str, Any]) -> None:
+    c = server["client"]
+    r = c.post("/generations/some-id/audio", json={"prompt": "music"}, headers=server["acme"])
+    assert r.status_code == 400 and "no model" in r.json()["detail"]
