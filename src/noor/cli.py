@@ -257,6 +257,68 @@ def eval_tiny(
         raise typer.Exit(1)
 
 
+keys_app = typer.Typer(help="Tenants' API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="tenant name (created if new)")],
+    regions: Annotated[str | None, typer.Option(help="comma-separated regions the tenant's jobs may use")] = None,
+    credits: Annotated[float, typer.Option(help="starting credits for a new tenant, in US cents")] = 0.0,
+) -> None:
+    """Create an API key (and the tenant if it is new). The key is printed once; only its hash is kept."""
+    from noor.config import settings
+    from noor.jobs import tenants
+    from noor.jobs.store import Store
+
+    store = Store(settings().resolved_database_url)
+    try:
+        if tenant not in {t.name for t in tenants.list_tenants(store)}:
+            region_list = [r.strip() for r in regions.split(",") if r.strip()] if regions else None
+            tenants.create_tenant(store, tenant, regions=region_list, credits_cents=credits)
+        print(tenants.create_key(store, tenant))
+    except tenants.TenantError as err:
+        raise BadInput(f"--tenant: {err}") from err
+    finally:
+        store.close()
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="address to listen on (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="port (default 8000)")] = None,
+    workers: Annotated[int | None, typer.Option(min=0, max=64, help="local worker processes (default 1)")] = None,
+) -> None:
+    """Serve the Dream Machine-compatible API with local workers on the built-in model."""
+    import uvicorn
+
+    from noor.api.app import ApiConfig, create_app
+    from noor.config import settings
+    from noor.jobs import tenants
+    from noor.jobs.assets import AssetStore
+    from noor.jobs.store import Store
+    from noor.runtime.local import LocalWorkers
+
+    cfg = settings()
+    host, port = host or cfg.host, port or cfg.port
+    count = cfg.workers if workers is None else workers
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(cfg.resolved_database_url)
+    if not tenants.list_tenants(store):  # first run: an admin tenant and its key, shown once
+        tenants.create_tenant(store, "admin", credits_cents=1_000_000)
+        print(f"admin API key (shown once): {tenants.create_key(store, 'admin')}")
+    api = create_app(store, AssetStore(cfg.resolved_assets_url), ApiConfig(secret=cfg.secret()))
+    pool = LocalWorkers(count, cfg.resolved_database_url, cfg.resolved_assets_url, cfg.threads)
+    pool.start()
+    print(f"Noor is serving on http://{host}:{port}  (data in {cfg.data_dir}, {count} local worker(s))", flush=True)
+    try:
+        uvicorn.run(api, host=host, port=port, log_level="warning")
+    finally:
+        pool.close()
+        store.close()
+
+
 def main() -> None:
     """Entry point: user errors are one line on stderr and exit code 2, never a traceback."""
     try:

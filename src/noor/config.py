@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,6 +23,29 @@ class Settings(BaseSettings):
     default_model: str = Field("tiny", description="the model used when a request names none")
     tiny_weights: Path | None = Field(None, description="noor-tiny weights dir; default: the ones in the package")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's choice")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in the data dir")
+    assets_url: str | None = Field(None, description="fsspec URL for asset files; default: a folder in the data dir")
+    host: str = Field("127.0.0.1", description="where `noor serve` listens")
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=0, le=64, description="local worker processes started by `noor serve`")
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'noor.db'}"
+
+    @property
+    def resolved_assets_url(self) -> str:
+        return self.assets_url or str(self.data_dir / "assets")
+
+    def secret(self) -> bytes:
+        """The key that signs asset links: made once, kept in the data dir (mode 600)."""
+        path = self.data_dir / "secret"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+        return path.read_text().strip().encode()
 
 
 @lru_cache(maxsize=1)

@@ -102,3 +102,8 @@ def charge(store: Store, tenant: str, cents: float) -> float:
     if balance is None:
         raise TenantError(f"no tenant {tenant!r}")
     return float(balance)
+
+
+def list_tenants(store: Store) -> list[Tenant]:
+    with store.session() as s:
+        return list(s.scalars(select(Tenant).order_by(Tenant.name)).all())

@@ -10,12 +10,11 @@ from __future__ import annotations
 import io
 import logging
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -28,6 +27,13 @@ from noor.jobs.generation import Generation
 from noor.jobs.store import Store
 
 log = logging.getLogger("noor.worker")
+
+
+class Stop(Protocol):
+    """A threading or multiprocessing Event."""
+
+    def is_set(self) -> bool: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 @dataclass
@@ -111,7 +117,7 @@ class Worker:
         self.run(job)
         return True
 
-    def run_forever(self, stop: threading.Event) -> None:
+    def run_forever(self, stop: Stop) -> None:
         while not stop.is_set():
             if not self.run_once():
                 stop.wait(self.config.poll_s)

@@ -1,0 +1,57 @@
+"""Local worker processes for `noor serve`: each loads its model once and keeps it."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import signal
+from multiprocessing.synchronize import Event as MpEvent
+
+from noor.engine.backend import Backend
+
+log = logging.getLogger("noor.runtime")
+
+
+def load_backend(model: str, threads: int | None = None) -> Backend:
+    from noor.config import settings
+    from noor.engine import registry
+    from noor.engine.tiny.backend import TinyBackend
+
+    spec = registry.get(model)
+    if spec.id == "tiny":
+        return TinyBackend(settings().tiny_weights, threads=threads)
+    return spec.load()
+
+
+def _work(name: str, database_url: str, assets_url: str, threads: int | None, stop: MpEvent) -> None:
+    from noor.jobs.assets import AssetStore
+    from noor.jobs.store import Store
+    from noor.runtime.worker import Worker, WorkerConfig
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+    store = Store(database_url, run_migrations=False)
+    worker = Worker(store, AssetStore(assets_url), WorkerConfig(name=name), lambda m: load_backend(m, threads))
+    worker.backend("tiny")  # load once, before the first job
+    worker.run_forever(stop)
+    store.close()
+
+
+class LocalWorkers:
+    def __init__(self, count: int, database_url: str, assets_url: str, threads: int | None = None):
+        ctx = mp.get_context("spawn")
+        self.stop = ctx.Event()
+        self.processes = [
+            ctx.Process(target=_work, args=(f"local-{i}", database_url, assets_url, threads, self.stop), daemon=True)
+            for i in range(count)
+        ]
+
+    def start(self) -> None:
+        for p in self.processes:
+            p.start()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self.stop.set()
+        for p in self.processes:
+            p.join(timeout_s)
+            if p.is_alive():
+                p.terminate()

@@ -1,0 +1,108 @@
+"""The official lumaai SDK (strict response validation) against a live `noor serve` subprocess."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import lumaai
+import pytest
+
+from noor.engine import media
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def served(tmp_path: Path, toy_weights: Path) -> Iterator[dict[str, Any]]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "NOOR_DATA_DIR": str(tmp_path / "data"),
+        "NOOR_TINY_WEIGHTS": str(toy_weights),
+        "NOOR_THREADS": "1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "noor.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    key = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if "admin API key" in line:
+            key = line.rsplit(" ", 1)[-1].strip()
+        if "serving on" in line:
+            break
+    base = f"http://127.0.0.1:{port}"
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz").status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    assert key, "noor serve printed no admin key"
+    yield {"base": base, "key": key}
+    proc.terminate()
+    proc.wait(20)
+    proc.stdout.close()
+
+
+def _wait(client: Any, gid: str, timeout_s: float = 120) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        g = client.generations.get(gid)
+        if g.state in ("completed", "failed"):
+            return g
+        time.sleep(0.3)
+    raise AssertionError(f"generation {gid} did not finish")
+
+
+def test_lumaai_sdk_end_to_end(served: dict[str, Any], tmp_path: Path) -> None:
+    client = lumaai.LumaAI(
+        auth_token=served["key"], base_url=f"{served['base']}/dream-machine/v1", _strict_response_validation=True
+    )
+    for prompt in ("a red circle moves to the left", "دائرة حمراء تتحرك إلى اليسار"):
+        g = client.generations.create(
+            prompt=prompt, model="ray-2", aspect_ratio="16:9", resolution="540p", duration="5s"
+        )
+        assert g.state == "queued"
+        done = _wait(client, g.id)
+        assert done.state == "completed", done.failure_reason
+        path = tmp_path / f"{g.id}.mp4"
+        path.write_bytes(httpx.get(done.assets.video).content)
+        assert media.video_info(path)[:3] == (40, 960, 540)
+    extended = client.generations.create(
+        prompt="a red circle moves to the left",
+        model="ray-2",
+        keyframes={"frame0": {"type": "generation", "id": g.id}},
+    )
+    assert _wait(client, extended.id).state == "completed"
+    image = client.generations.image.create(prompt="a blue square", model="photon-1")
+    assert _wait(client, image.id).assets.image
+    page = client.generations.list(limit=2, offset=0)
+    assert page.count == 2 and page.has_more
+    client.generations.delete(image.id)
+    with pytest.raises(lumaai.NotFoundError):
+        client.generations.get(image.id)
+    assert "dolly_zoom" in client.generations.concepts.list()
+    assert client.credits.get().credit_balance > 0
+    with pytest.raises(lumaai.AuthenticationError):
+        lumaai.LumaAI(auth_token="wrong", base_url=f"{served['base']}/dream-machine/v1").generations.list()
+    with pytest.raises(lumaai.BadRequestError):
+        client.generations.create(prompt="a red circle", model="ray-2", resolution="8k")
