@@ -153,3 +153,23 @@ def test_features_without_a_model_say_so(server: dict[str, Any]) -> None:
     c = server["client"]
     r = c.post("/generations/some-id/audio", json={"prompt": "music"}, headers=server["acme"])
     assert r.status_code == 400 and "no model" in r.json()["detail"]
+
+
+def test_upscale_resamples_the_video_into_a_new_generation(server: dict[str, Any], tmp_path: Path) -> None:
+    c = server["client"]
+    source = _video(server, resolution="540p", aspect_ratio="16:9").json()["id"]
+    early = c.post(f"/generations/{source}/upscale", json={"resolution": "720p"}, headers=server["acme"])
+    assert early.status_code == 400 and "no finished video" in early.json()["detail"]
+    assert server["worker"].run_once()
+    up = c.post(f"/generations/{source}/upscale", json={"resolution": "720p"}, headers=server["acme"])
+    assert up.status_code == 200, up.text
+    assert up.json()["id"] != source and up.json()["generation_type"] == "video"
+    assert server["worker"].run_once()
+    done = c.get(f"/generations/{up.json()['id']}", headers=server["acme"]).json()
+    assert done["state"] == "completed", done
+    (tmp_path / "up.mp4").write_bytes(c.get(done["assets"]["video"]).content)
+    assert media.video_info(tmp_path / "up.mp4") == (40, 1280, 720, 8.0)
+    assert c.post("/generations/nope/upscale", json={}, headers=server["acme"]).status_code == 404
+    assert (
+        c.post(f"/generations/{source}/upscale", json={"resolution": "8k"}, headers=server["acme"]).status_code == 400
+    )

@@ -10,8 +10,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
-from noor.api.requests import DEFAULT_ALIASES, RequestError, resolve_image, resolve_video
-from noor.api.schemas import Credits, GenerationList, GenerationOut, ImageCreate, Ping, VideoCreate
+from noor.api.requests import DEFAULT_ALIASES, RequestError, resolve_image, resolve_upscale, resolve_video
+from noor.api.schemas import Credits, GenerationList, GenerationOut, ImageCreate, Ping, Upscale, VideoCreate
 from noor.jobs import tenants
 from noor.jobs.assets import AssetNotFound, AssetStore, asset_key, sign, verify
 from noor.jobs.generation import Generation
@@ -82,7 +82,7 @@ def generation_out(request: Request, ctx: Context, g: Generation) -> GenerationO
             "failure_reason": g.failure_reason,
             "created_at": g.created_at,
             "assets": assets,
-            "model": g.request.get("model", g.model),
+            "model": g.request.get("model") or g.model,
             "request": g.request,
         }
     )
@@ -134,10 +134,30 @@ def camera_motions(tenant: Tenant) -> list[str]:
 @router.post("/generations/video/reframe", include_in_schema=False)
 @router.post("/generations/image/reframe", include_in_schema=False)
 @router.post("/generations/{generation_id}/audio", include_in_schema=False)
-@router.post("/generations/{generation_id}/upscale", include_in_schema=False)
 def not_available(request: Request, tenant: Tenant) -> Response:
     feature = request.url.path.rstrip("/").rsplit("/", 1)[-1]
     raise HTTPException(400, f"{feature} is not available: this deployment has no model for it")
+
+
+@router.post("/generations/{generation_id}/upscale", response_model=GenerationOut)
+def upscale(
+    generation_id: str, request: Request, tenant: Tenant, ctx: Ctx, body: Upscale | None = None
+) -> GenerationOut:
+    body = body or Upscale()
+    try:
+        source = ctx.store.get(tenant.name, generation_id)
+    except NotFound as err:
+        raise HTTPException(404, "Generation not found") from err
+    resolved = resolve_upscale(source, body.resolution)
+    g = ctx.store.create(
+        tenant=tenant.name,
+        model=resolved.model,
+        request=body.model_dump(mode="json", exclude_none=True) | {"generation_id": generation_id},
+        task=resolved.task,
+        generation_type="video",
+        callback_url=body.callback_url,
+    )
+    return generation_out(request, ctx, g)
 
 
 @router.get("/generations/{generation_id}", response_model=GenerationOut)

@@ -121,6 +121,25 @@ def resolve_video(req: VideoCreate, tenant: str, store: Store, aliases: dict[str
     return Resolved(spec.id, task)
 
 
+UPSCALE_MODEL = "resample"  # no learnt model: Lanczos resampling, run by every worker
+
+
+def resolve_upscale(source: Any, resolution: str) -> Resolved:
+    """A new job that resamples a completed video to `resolution` (its short side), keeping its aspect."""
+    from noor.engine.task import RESOLUTIONS
+
+    if resolution not in RESOLUTIONS:
+        raise RequestError(400, f"resolution must be one of {', '.join(RESOLUTIONS)}, got {resolution!r}")
+    if source.state != "completed" or not (source.assets or {}).get("video"):
+        raise RequestError(400, f"generation {source.id} has no finished video to upscale (state {source.state})")
+    width, height = source.task["width"], source.task["height"]
+    short = RESOLUTIONS[resolution]
+    scale = short / min(width, height)
+    new_w, new_h = 2 * round(width * scale / 2), 2 * round(height * scale / 2)
+    task = {"kind": "upscale", "source": source.assets["video"], "width": new_w, "height": new_h}
+    return Resolved(UPSCALE_MODEL, task)
+
+
 def resolve_image(req: ImageCreate, aliases: dict[str, str]) -> Resolved:
     spec = resolve_model(req.model, aliases)
     width, height = size_from_aspect(req.aspect_ratio, DEFAULT_RESOLUTION)

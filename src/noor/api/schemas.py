@@ -58,6 +58,14 @@ class ImageCreate(BaseModel):
     generation_type: Literal["image"] = "image"
 
 
+class Upscale(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    resolution: str = Field("1080p", max_length=16)
+    callback_url: str | None = Field(None, max_length=4096)
+    generation_type: Literal["upscale_video"] = "upscale_video"
+
+
 class Assets(BaseModel):
     video: str | None = None
     image: str | None = None

@@ -22,6 +22,7 @@ from PIL import Image
 from noor.engine import media
 from noor.engine.backend import Backend, Cancelled
 from noor.engine.task import Media, Task
+from noor.engine.tiny.backend import resize
 from noor.jobs.assets import AssetStore, asset_key
 from noor.jobs.generation import Generation
 from noor.jobs.store import Store
@@ -39,7 +40,7 @@ class Stop(Protocol):
 @dataclass
 class WorkerConfig:
     name: str
-    models: list[str] = field(default_factory=lambda: ["tiny"])
+    models: list[str] = field(default_factory=lambda: ["tiny", "resample"])
     lease_s: float = 30.0
     poll_s: float = 0.25
     region: str | None = None
@@ -122,6 +123,15 @@ class Worker:
             if not self.run_once():
                 stop.wait(self.config.poll_s)
 
+    def upscale(self, task: dict[str, Any]) -> Media:
+        """Lanczos resampling of a finished video to a new size (no model involved)."""
+        with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
+            f.write(self.assets.get(task["source"]))
+            f.flush()
+            frames = media.read_video(f.name)
+            fps = round(media.video_info(f.name)[3]) or 8
+        return Media(frames=resize(frames, task["width"], task["height"]), fps=fps)
+
     def run(self, job: Generation) -> None:
         name, lease_s = self.config.name, self.config.lease_s
         last_beat = time.monotonic()
@@ -136,10 +146,12 @@ class Worker:
                 raise Cancelled
 
         try:
-            # 1. the task, keyframes included
-            task = task_from_json(job.task, self.assets)
-            # 2. pixels
-            result = self.backend(job.model).generate([task], on_progress)[0]
+            # 1. the task, keyframes included; 2. pixels
+            if job.task.get("kind") == "upscale":
+                result = self.upscale(job.task)
+            else:
+                task = task_from_json(job.task, self.assets)
+                result = self.backend(job.model).generate([task], on_progress)[0]
             # 3. files, then the record
             keys = {}
             image_format = str(job.request.get("format") or "png") if job.generation_type == "image" else "png"
