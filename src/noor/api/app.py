@@ -208,9 +208,18 @@ def create_app(store: Store, assets: AssetStore, config: ApiConfig) -> FastAPI:
     app.include_router(router, prefix="/dream-machine/v1")
     app.include_router(router)
 
+    from noor.api.openai_videos import OpenAIError, openai_error_response
+    from noor.api.openai_videos import router as openai_router
+
+    app.include_router(openai_router)
+
     @app.exception_handler(RequestError)
     def request_error(request: Request, err: RequestError) -> JSONResponse:
         return JSONResponse({"detail": err.detail}, status_code=err.status)
+
+    @app.exception_handler(OpenAIError)
+    def openai_error(request: Request, err: OpenAIError) -> JSONResponse:
+        return openai_error_response(err)
 
     @app.post("/v1/uploads", status_code=201)
     async def upload(request: Request, tenant: Tenant, file: Annotated[UploadFile, File()]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ lease expired can no longer finish the job someone else has since claimed (exact
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -117,12 +118,45 @@ class Store:
             rows = s.scalars(
                 select(Generation)
                 .where(visible)
-                .order_by(Generation.created_at.desc(), Generation.id)
+                .order_by(Generation.created_at.desc(), Generation.id.desc())
                 .limit(limit)
                 .offset(offset)
             ).all()
             total = s.scalar(select(func.count()).select_from(Generation).where(visible)) or 0
         return list(rows), total
+
+    def page(
+        self, tenant: str, limit: int = 20, after: str | None = None, ascending: bool = False
+    ) -> tuple[builtins.list[Generation], bool]:
+        """Cursor paging (OpenAI style): up to `limit` after the generation `after`, and whether more follow."""
+        visible = and_(Generation.tenant == tenant, Generation.deleted_at.is_(None))
+        order = (
+            (Generation.created_at, Generation.id)
+            if ascending
+            else (Generation.created_at.desc(), Generation.id.desc())
+        )
+        query = select(Generation).where(visible)
+        with self.session() as s:
+            if after is not None:
+                cursor = s.scalar(select(Generation).where(visible, Generation.id == after))
+                if cursor is None:
+                    raise NotFound(after)
+                if ascending:
+                    query = query.where(
+                        or_(
+                            Generation.created_at > cursor.created_at,
+                            and_(Generation.created_at == cursor.created_at, Generation.id > cursor.id),
+                        )
+                    )
+                else:
+                    query = query.where(
+                        or_(
+                            Generation.created_at < cursor.created_at,
+                            and_(Generation.created_at == cursor.created_at, Generation.id < cursor.id),
+                        )
+                    )
+            rows = list(s.scalars(query.order_by(*order).limit(limit + 1)).all())
+        return rows[:limit], len(rows) > limit
 
     def delete(self, tenant: str, generation_id: str) -> Generation:
         """Hide it from its tenant; a queued job fails at once, a running one stops at its next heartbeat."""

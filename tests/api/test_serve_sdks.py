@@ -106,3 +106,35 @@ def test_lumaai_sdk_end_to_end(served: dict[str, Any], tmp_path: Path) -> None:
         lumaai.LumaAI(auth_token="wrong", base_url=f"{served['base']}/dream-machine/v1").generations.list()
     with pytest.raises(lumaai.BadRequestError):
         client.generations.create(prompt="a red circle", model="ray-2", resolution="8k")
+
+
+def test_openai_sdk_videos_end_to_end(served: dict[str, Any], tmp_path: Path) -> None:
+    import warnings
+
+    import openai
+
+    client = openai.OpenAI(api_key=served["key"], base_url=f"{served['base']}/v1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the SDK marks the Sora endpoints deprecated
+        video = client.videos.create(prompt="a green triangle falls", model="sora-2", seconds="4", size="1280x720")
+        assert video.status == "queued" and video.size == "1280x720"
+        deadline = time.monotonic() + 120
+        while video.status in ("queued", "in_progress") and time.monotonic() < deadline:
+            time.sleep(0.3)
+            video = client.videos.retrieve(video.id)
+        assert video.status == "completed" and video.progress == 100, video
+        content = client.videos.download_content(video.id)
+        path = tmp_path / "sora.mp4"
+        path.write_bytes(content.read())
+        assert media.video_info(path)[:3] == (32, 1280, 720)
+        second = client.videos.create(prompt="a pink ball bounces", seconds="4", size="720x1280")
+        page = client.videos.list(limit=1)
+        assert [v.id for v in page.data] == [second.id] and page.has_more
+        deleted = client.videos.delete(video.id)
+        assert deleted.deleted
+        with pytest.raises(openai.NotFoundError):
+            client.videos.retrieve(video.id)
+        with pytest.raises(openai.BadRequestError):
+            client.videos.create(prompt="x", seconds="5")
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(api_key="wrong", base_url=f"{served['base']}/v1").videos.list()

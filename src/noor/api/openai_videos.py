@@ -1,0 +1,195 @@
+"""OpenAI's Videos API (`client.videos` in the official `openai` SDK) over the same job store.
+
+Errors carry both Noor's `{"detail": ...}` and OpenAI's `{"error": {...}}`, so either client reads them.
+"""
+
+from __future__ import annotations
+
+import io
+import secrets
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from PIL import Image, UnidentifiedImageError
+
+from noor.api.app import Ctx, Tenant
+from noor.api.requests import RequestError, resolve_model
+from noor.engine.task import Task, TaskError
+from noor.jobs.assets import AssetNotFound, asset_key
+from noor.jobs.generation import Generation
+from noor.jobs.store import NotFound
+
+SECONDS = ("4", "8", "12")
+STATUS = {"queued": "queued", "dreaming": "in_progress", "completed": "completed", "failed": "failed"}
+MAX_REFERENCE_BYTES = 20 * 1024 * 1024
+
+router = APIRouter(prefix="/v1/videos")
+
+
+class OpenAIError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None):
+        self.status, self.message, self.param, self.code = status, message, param, code
+        super().__init__(message)
+
+
+def openai_error_response(err: OpenAIError) -> JSONResponse:
+    kind = "invalid_request_error" if err.status < 500 else "server_error"
+    body = {
+        "detail": err.message,
+        "error": {"message": err.message, "type": kind, "param": err.param, "code": err.code},
+    }
+    return JSONResponse(body, status_code=err.status)
+
+
+def video_out(g: Generation) -> dict[str, Any]:
+    request = g.request
+    return {
+        "id": g.id,
+        "object": "video",
+        "model": request.get("model") or g.model,
+        "status": STATUS[g.state],
+        "progress": 100 if g.state == "completed" else round(100 * g.progress),
+        "created_at": int(g.created_at.timestamp()),
+        "completed_at": int(g.finished_at.timestamp()) if g.finished_at and g.state == "completed" else None,
+        "expires_at": None,
+        "prompt": request.get("prompt"),
+        "seconds": request.get("seconds", "4"),
+        "size": request.get("size", "720x1280"),
+        "remixed_from_video_id": None,
+        "error": {"code": "generation_failed", "message": g.failure_reason or "Job failed"}
+        if g.state == "failed"
+        else None,
+    }
+
+
+def _video_of(ctx: Any, tenant: str, video_id: str) -> Generation:
+    try:
+        g = ctx.store.get(tenant, video_id)
+    except NotFound as err:
+        raise OpenAIError(404, f"Video with id '{video_id}' not found.", code="video_not_found") from err
+    if g.generation_type != "video":
+        raise OpenAIError(404, f"Video with id '{video_id}' not found.", code="video_not_found")
+    return g
+
+
+@router.post("")
+async def create_video(request: Request, tenant: Tenant, ctx: Ctx) -> JSONResponse:
+    # 1. the body: multipart (what the SDK sends) or JSON
+    reference: bytes | None = None
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form()
+        fields: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
+        upload = form.get("input_reference")
+        if upload is not None and not isinstance(upload, str):
+            reference = await upload.read(MAX_REFERENCE_BYTES + 1)
+    else:
+        try:
+            fields = await request.json()
+        except ValueError as err:
+            raise OpenAIError(400, "body must be JSON or multipart/form-data") from err
+        if not isinstance(fields, dict):
+            raise OpenAIError(400, "body must be a JSON object")
+    prompt, model_name = fields.get("prompt"), str(fields.get("model") or "sora-2")
+    seconds, size = str(fields.get("seconds") or "4"), str(fields.get("size") or "720x1280")
+
+    # 2. validation, before anything is stored
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise OpenAIError(400, "prompt is required", param="prompt")
+    if len(prompt) > 5000:
+        raise OpenAIError(400, "prompt must be at most 5000 characters", param="prompt")
+    if seconds not in SECONDS:
+        raise OpenAIError(400, f"seconds must be one of {', '.join(SECONDS)}, got {seconds!r}", param="seconds")
+    try:
+        width, height = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise OpenAIError(400, f"size must be WIDTHxHEIGHT, got {size!r}", param="size") from None
+    try:
+        spec = resolve_model(model_name, ctx.config.aliases)
+    except RequestError as err:
+        raise OpenAIError(400, err.detail, param="model") from err
+    start = None
+    if reference is not None:
+        if len(reference) > MAX_REFERENCE_BYTES:
+            raise OpenAIError(413, "input_reference must be at most 20 MB", param="input_reference")
+        try:
+            with Image.open(io.BytesIO(reference)) as image:
+                image.verify()
+        except (UnidentifiedImageError, OSError) as err:
+            raise OpenAIError(400, "input_reference must be an image", param="input_reference") from err
+        start = {"asset": asset_key(tenant.name, "uploads", f"{secrets.token_hex(16)}.img")}
+    task: dict[str, Any] = {
+        "prompt": prompt,
+        "width": width,
+        "height": height,
+        "num_frames": int(seconds) * spec.default_fps,
+        "fps": spec.default_fps,
+        "seed": secrets.randbelow(2**31),
+        "start": start,
+    }
+    probe = Task(prompt=prompt, width=width, height=height, num_frames=task["num_frames"], fps=task["fps"])
+    try:
+        spec.check(probe)
+    except TaskError as err:
+        param = {"width": "size", "height": "size", "num_frames": "seconds"}.get(err.field, err.field)
+        raise OpenAIError(400, str(err), param=param) from err
+
+    # 3. store the reference, then the job
+    if start is not None and reference is not None:
+        ctx.assets.put(start["asset"], reference)
+    g = ctx.store.create(
+        tenant=tenant.name,
+        model=spec.id,
+        request={"model": model_name, "prompt": prompt, "seconds": seconds, "size": size, "generation_type": "video"},
+        task=task,
+    )
+    return JSONResponse(video_out(g))
+
+
+@router.get("")
+def list_videos(
+    tenant: Tenant, ctx: Ctx, after: str | None = None, limit: int = 20, order: str = "desc"
+) -> dict[str, Any]:
+    if not 1 <= limit <= 100:
+        raise OpenAIError(400, f"limit must be between 1 and 100, got {limit}", param="limit")
+    if order not in ("asc", "desc"):
+        raise OpenAIError(400, f"order must be asc or desc, got {order!r}", param="order")
+    try:
+        rows, more = ctx.store.page(tenant.name, limit, after, ascending=order == "asc")
+    except NotFound as err:
+        raise OpenAIError(400, f"after: no video {after!r}", param="after") from err
+    data = [video_out(g) for g in rows]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": more,
+    }
+
+
+@router.get("/{video_id}")
+def retrieve_video(video_id: str, tenant: Tenant, ctx: Ctx) -> dict[str, Any]:
+    return video_out(_video_of(ctx, tenant.name, video_id))
+
+
+@router.get("/{video_id}/content")
+def download_content(video_id: str, tenant: Tenant, ctx: Ctx, variant: str = "video") -> Response:
+    g = _video_of(ctx, tenant.name, video_id)
+    if variant not in ("video", "thumbnail"):
+        raise OpenAIError(400, f"variant must be video or thumbnail, got {variant!r}", param="variant")
+    if g.state != "completed" or not g.assets:
+        raise OpenAIError(404, f"Video {video_id} is {STATUS[g.state]}; content is ready once it is completed")
+    key = g.assets.get("video") if variant == "video" else g.assets.get("image")
+    try:
+        data = ctx.assets.get(key or "")
+    except (AssetNotFound, ValueError) as err:
+        raise HTTPException(404, "content not found") from err
+    return Response(data, media_type="video/mp4" if variant == "video" else "image/jpeg")
+
+
+@router.delete("/{video_id}")
+def delete_video(video_id: str, tenant: Tenant, ctx: Ctx) -> dict[str, Any]:
+    _video_of(ctx, tenant.name, video_id)
+    ctx.store.delete(tenant.name, video_id)
+    return {"id": video_id, "object": "video.deleted", "deleted": True}
