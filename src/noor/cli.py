@@ -266,6 +266,8 @@ def keys_create(
     tenant: Annotated[str, typer.Option(help="tenant name (created if new)")],
     regions: Annotated[str | None, typer.Option(help="comma-separated regions the tenant's jobs may use")] = None,
     credits: Annotated[float, typer.Option(help="starting credits for a new tenant, in US cents")] = 0.0,
+    max_concurrent: Annotated[int, typer.Option("--max-concurrent", min=1, help="queued+running jobs at once")] = 10,
+    per_minute: Annotated[int, typer.Option("--per-minute", min=1, help="creates per rolling minute")] = 20,
 ) -> None:
     """Create an API key (and the tenant if it is new). The key is printed once; only its hash is kept."""
     from noor.config import settings
@@ -276,7 +278,14 @@ def keys_create(
     try:
         if tenant not in {t.name for t in tenants.list_tenants(store)}:
             region_list = [r.strip() for r in regions.split(",") if r.strip()] if regions else None
-            tenants.create_tenant(store, tenant, regions=region_list, credits_cents=credits)
+            tenants.create_tenant(
+                store,
+                tenant,
+                regions=region_list,
+                credits_cents=credits,
+                max_concurrent=max_concurrent,
+                max_per_minute=per_minute,
+            )
         print(tenants.create_key(store, tenant))
     except tenants.TenantError as err:
         raise BadInput(f"--tenant: {err}") from err
@@ -306,7 +315,7 @@ def serve(
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(cfg.resolved_database_url)
     if not tenants.list_tenants(store):  # first run: an admin tenant and its key, shown once
-        tenants.create_tenant(store, "admin", credits_cents=1_000_000)
+        tenants.create_tenant(store, "admin", credits_cents=1_000_000, max_concurrent=100, max_per_minute=600)
         print(f"admin API key (shown once): {tenants.create_key(store, 'admin')}")
     api = create_app(store, AssetStore(cfg.resolved_assets_url), ApiConfig(secret=cfg.secret()))
     pool = LocalWorkers(count, cfg.resolved_database_url, cfg.resolved_assets_url, cfg.threads)

@@ -173,3 +173,29 @@ def test_upscale_resamples_the_video_into_a_new_generation(server: dict[str, Any
     assert (
         c.post(f"/generations/{source}/upscale", json={"resolution": "8k"}, headers=server["acme"]).status_code == 400
     )
+
+
+def test_limits_answer_429_with_retry_after_before_storing(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'noor.db'}")
+    tenants.create_tenant(store, "small", max_concurrent=2, max_per_minute=3)
+    tenants.create_tenant(store, "quick", max_concurrent=10, max_per_minute=2)
+    app = create_app(store, AssetStore(str(tmp_path / "a")), ApiConfig(secret=b"s"))
+    small = {"Authorization": f"Bearer {tenants.create_key(store, 'small')}"}
+    quick = {"Authorization": f"Bearer {tenants.create_key(store, 'quick')}"}
+    body = {"model": "ray-2", "prompt": "a red circle"}
+    with TestClient(app) as c:
+        assert [c.post("/generations", json=body, headers=small).status_code for _ in range(2)] == [201, 201]
+        refused = c.post("/generations", json=body, headers=small)
+        assert (
+            refused.status_code == 429
+            and refused.headers["retry-after"] == "5"
+            and "concurrent" in refused.json()["detail"]
+        )
+        assert store.list("small")[1] == 2  # nothing stored for the refused request
+        codes = [
+            c.post("/generations/image", json=body | {"model": "photon-1"}, headers=quick).status_code for _ in range(3)
+        ]
+        assert codes == [201, 201, 429]
+        late = c.post("/v1/videos", json={"prompt": "a red circle"}, headers=quick)
+        assert late.status_code == 429 and 1 <= int(late.headers["retry-after"]) <= 60
+    store.close()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
@@ -14,7 +16,7 @@ from noor.api.requests import DEFAULT_ALIASES, RequestError, resolve_image, reso
 from noor.api.schemas import Credits, GenerationList, GenerationOut, ImageCreate, Ping, Upscale, VideoCreate
 from noor.jobs import tenants
 from noor.jobs.assets import AssetNotFound, AssetStore, asset_key, sign, verify
-from noor.jobs.generation import Generation
+from noor.jobs.generation import Generation, now_utc
 from noor.jobs.store import NotFound, Store
 
 CONCEPTS = [
@@ -62,6 +64,25 @@ def ctx_of(request: Request) -> Context:
 Ctx = Annotated[Context, Depends(ctx_of)]
 
 
+def check_limits(ctx: Context, tenant: tenants.Tenant) -> None:
+    """429 with Retry-After before anything is stored (the SDKs retry 429 by themselves)."""
+    now = now_utc()
+    running, recent, oldest = ctx.store.usage(tenant.name, now - timedelta(seconds=60))
+    if running >= tenant.max_concurrent:
+        raise HTTPException(
+            429,
+            f"Too many concurrent generations: {running} of {tenant.max_concurrent}; wait for one to finish",
+            headers={"Retry-After": "5"},
+        )
+    if recent >= tenant.max_per_minute:
+        wait_s = max(1, math.ceil(60 - (now - oldest).total_seconds())) if oldest else 60
+        raise HTTPException(
+            429,
+            f"Rate limit: {tenant.max_per_minute} generations per minute",
+            headers={"Retry-After": str(wait_s)},
+        )
+
+
 def asset_url(request: Request, ctx: Context, key: str | None) -> str | None:
     if key is None:
         return None
@@ -94,6 +115,7 @@ router = APIRouter()
 @router.post("/generations/video", status_code=201, response_model=GenerationOut)
 @router.post("/generations", status_code=201, response_model=GenerationOut, include_in_schema=False)
 def create_video(body: VideoCreate, request: Request, tenant: Tenant, ctx: Ctx) -> GenerationOut:
+    check_limits(ctx, tenant)
     resolved = resolve_video(body, tenant.name, ctx.store, ctx.config.aliases)
     g = ctx.store.create(
         tenant=tenant.name,
@@ -108,6 +130,7 @@ def create_video(body: VideoCreate, request: Request, tenant: Tenant, ctx: Ctx) 
 
 @router.post("/generations/image", status_code=201, response_model=GenerationOut)
 def create_image(body: ImageCreate, request: Request, tenant: Tenant, ctx: Ctx) -> GenerationOut:
+    check_limits(ctx, tenant)
     resolved = resolve_image(body, ctx.config.aliases)
     g = ctx.store.create(
         tenant=tenant.name,

@@ -13,7 +13,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 
-from noor.api.app import Ctx, Tenant
+from noor.api.app import Ctx, Tenant, check_limits
 from noor.api.requests import RequestError, resolve_model
 from noor.engine.task import Task, TaskError
 from noor.jobs.assets import AssetNotFound, asset_key
@@ -75,6 +75,7 @@ def _video_of(ctx: Any, tenant: str, video_id: str) -> Generation:
 
 @router.post("")
 async def create_video(request: Request, tenant: Tenant, ctx: Ctx) -> JSONResponse:
+    check_limits(ctx, tenant)
     # 1. the body: multipart (what the SDK sends) or JSON
     reference: bytes | None = None
     if request.headers.get("content-type", "").startswith("multipart/form-data"):

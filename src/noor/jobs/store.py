@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +157,19 @@ class Store:
                     )
             rows = list(s.scalars(query.order_by(*order).limit(limit + 1)).all())
         return rows[:limit], len(rows) > limit
+
+    def usage(self, tenant: str, since: datetime) -> tuple[int, int, datetime | None]:
+        """(active jobs, jobs created since `since`, the oldest of those) for rate and concurrency limits."""
+        mine = Generation.tenant == tenant
+        active = Generation.state.in_([State.QUEUED.value, State.DREAMING.value])
+        with self.session() as s:
+            running = s.scalar(select(func.count()).where(mine, active, Generation.deleted_at.is_(None))) or 0
+            recent, oldest = s.execute(
+                select(func.count(), func.min(Generation.created_at)).where(mine, Generation.created_at >= since)
+            ).one()
+        if oldest is not None and oldest.tzinfo is None:  # SQLite returns aggregates without the column type
+            oldest = datetime.fromisoformat(str(oldest)).replace(tzinfo=UTC)
+        return int(running), int(recent or 0), oldest
 
     def delete(self, tenant: str, generation_id: str) -> Generation:
         """Hide it from its tenant; a queued job fails at once, a running one stops at its next heartbeat."""

@@ -12,7 +12,7 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, String, select, update
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from noor.jobs.generation import Base, UTCDateTime, now_utc
@@ -28,6 +28,8 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     regions: Mapped[list[str] | None] = mapped_column(JSON, default=None)  # None: any region
     credits_cents: Mapped[float] = mapped_column(Float, default=0.0)
+    max_concurrent: Mapped[int] = mapped_column(Integer, default=10)  # queued + dreaming at once
+    max_per_minute: Mapped[int] = mapped_column(Integer, default=20)  # creates per rolling minute
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
 
 
@@ -50,7 +52,14 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_tenant(store: Store, name: str, regions: list[str] | None = None, credits_cents: float = 0.0) -> Tenant:
+def create_tenant(
+    store: Store,
+    name: str,
+    regions: list[str] | None = None,
+    credits_cents: float = 0.0,
+    max_concurrent: int = 10,
+    max_per_minute: int = 20,
+) -> Tenant:
     if not _NAME.match(name):
         raise TenantError(f"tenant name must be lowercase letters, digits, - or _, got {name!r}")
     if credits_cents < 0:
@@ -58,7 +67,13 @@ def create_tenant(store: Store, name: str, regions: list[str] | None = None, cre
     with store.session.begin() as s:
         if s.get(Tenant, name) is not None:
             raise TenantError(f"tenant {name!r} exists already")
-        tenant = Tenant(name=name, regions=regions, credits_cents=credits_cents)
+        tenant = Tenant(
+            name=name,
+            regions=regions,
+            credits_cents=credits_cents,
+            max_concurrent=max_concurrent,
+            max_per_minute=max_per_minute,
+        )
         s.add(tenant)
     return tenant
 

@@ -22,6 +22,8 @@ def upgrade() -> None:
         sa.Column("name", sa.String(64), primary_key=True),
         sa.Column("regions", sa.JSON(), nullable=True),
         sa.Column("credits_cents", sa.Float(), nullable=False),
+        sa.Column("max_concurrent", sa.Integer(), nullable=False),
+        sa.Column("max_per_minute", sa.Integer(), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
     )
     op.create_table(
