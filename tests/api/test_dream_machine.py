@@ -199,3 +199,14 @@ def test_limits_answer_429_with_retry_after_before_storing(tmp_path: Path) -> No
         late = c.post("/v1/videos", json={"prompt": "a red circle"}, headers=quick)
         assert late.status_code == 429 and 1 <= int(late.headers["retry-after"]) <= 60
     store.close()
+
+
+def test_metrics_and_health(server: dict[str, Any]) -> None:
+    c = server["client"]
+    _video(server)
+    assert c.get("/healthz").json() == {"status": "ok"}
+    text = c.get("/metrics").text
+    assert 'noor_generations{model="tiny",state="queued"} 1.0' in text
+    assert (
+        'noor_http_requests_total{method="POST",route="/dream-machine/v1/generations/video",status="201"} 1.0' in text
+    )

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
+from noor.api import metrics
 from noor.api.requests import DEFAULT_ALIASES, RequestError, resolve_image, resolve_upscale, resolve_video
 from noor.api.schemas import Credits, GenerationList, GenerationOut, ImageCreate, Ping, Upscale, VideoCreate
 from noor.jobs import tenants
@@ -27,6 +28,7 @@ CONCEPTS = [
     "eye_level",
 ]  # fmt: skip
 CAMERA_MOTIONS = [c.replace("_", " ") for c in CONCEPTS]
+DM_PREFIX = "/dream-machine/v1"
 LINK_TTL_S = 7 * 24 * 3600
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 
@@ -228,13 +230,14 @@ def ping() -> Ping:
 def create_app(store: Store, assets: AssetStore, config: ApiConfig) -> FastAPI:
     app = FastAPI(title="Noor", version="0.1.0")
     app.state.ctx = Context(store, assets, config)
-    app.include_router(router, prefix="/dream-machine/v1")
+    app.include_router(router, prefix=DM_PREFIX)
     app.include_router(router)
 
     from noor.api.openai_videos import OpenAIError, openai_error_response
     from noor.api.openai_videos import router as openai_router
 
     app.include_router(openai_router)
+    metrics.install(app, store, prefixes=(DM_PREFIX,))
 
     @app.exception_handler(RequestError)
     def request_error(request: Request, err: RequestError) -> JSONResponse:
