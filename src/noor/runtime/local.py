@@ -23,25 +23,32 @@ def load_backend(model: str, threads: int | None = None) -> Backend:
     return spec.load()
 
 
-def _work(name: str, database_url: str, assets_url: str, threads: int | None, stop: MpEvent) -> None:
+def _work(name: str, database_url: str, assets_url: str, threads: int | None, lease_s: float, stop: MpEvent) -> None:
     from noor.jobs.assets import AssetStore
     from noor.jobs.store import Store
     from noor.runtime.worker import Worker, WorkerConfig
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     store = Store(database_url, run_migrations=False)
-    worker = Worker(store, AssetStore(assets_url), WorkerConfig(name=name), lambda m: load_backend(m, threads))
+    config = WorkerConfig(name=name, lease_s=lease_s)
+    worker = Worker(store, AssetStore(assets_url), config, lambda m: load_backend(m, threads))
     worker.backend("tiny")  # load once, before the first job
     worker.run_forever(stop)
     store.close()
 
 
 class LocalWorkers:
-    def __init__(self, count: int, database_url: str, assets_url: str, threads: int | None = None):
+    def __init__(
+        self, count: int, database_url: str, assets_url: str, threads: int | None = None, lease_s: float = 30.0
+    ):
         ctx = mp.get_context("spawn")
         self.stop = ctx.Event()
         self.processes = [
-            ctx.Process(target=_work, args=(f"local-{i}", database_url, assets_url, threads, self.stop), daemon=True)
+            ctx.Process(
+                target=_work,
+                args=(f"local-{i}", database_url, assets_url, threads, lease_s, self.stop),
+                daemon=True,
+            )
             for i in range(count)
         ]
 

@@ -43,6 +43,7 @@ class WorkerConfig:
     models: list[str] = field(default_factory=lambda: ["tiny", "resample"])
     lease_s: float = 30.0
     poll_s: float = 0.25
+    heartbeat_s: float = 1.0  # at most this often a denoising step writes to the store (and sees a delete)
     region: str | None = None
 
 
@@ -139,7 +140,7 @@ class Worker:
         def on_progress(done: int, total: int) -> None:
             nonlocal last_beat
             now = time.monotonic()
-            if now - last_beat < min(1.0, lease_s / 3) and done < total:
+            if now - last_beat < min(self.config.heartbeat_s, lease_s / 3) and done < total:
                 return
             last_beat = now
             if not self.store.heartbeat(job.id, name, lease_s, progress=0.95 * done / max(1, total)):

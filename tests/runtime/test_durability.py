@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from noor.engine.tiny.backend import TinyBackend
+from noor.jobs.assets import AssetStore
+from noor.jobs.store import Store
+from noor.runtime.local import LocalWorkers
+from noor.runtime.worker import Worker, WorkerConfig
+
+TASK = {"prompt": "a red circle moves left", "width": 64, "height": 64, "num_frames": 16, "fps": 8, "seed": 1}
+
+
+def _wait_for(predicate, timeout_s: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_a_worker_killed_mid_generation_loses_nothing(
+    tmp_path: Path, toy_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NOOR_TINY_WEIGHTS", str(toy_weights))
+    url, assets_url = f"sqlite:///{tmp_path / 'noor.db'}", str(tmp_path / "assets")
+    store = Store(url)
+    gid = store.create(tenant="acme", model="tiny", request={}, task=TASK | {"steps": 100}).id
+    first = LocalWorkers(1, url, assets_url, threads=1, lease_s=1.5)
+    first.start()
+    _wait_for(lambda: store.get("acme", gid).state == "dreaming" and store.get("acme", gid).progress > 0)
+    pid = first.processes[0].pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # mid-generation, no chance to clean up
+    first.close()
+    assert store.get("acme", gid).state == "dreaming"
+    second = LocalWorkers(1, url, assets_url, threads=1, lease_s=1.5)
+    second.start()
+    try:
+        _wait_for(lambda: store.get("acme", gid).is_done)
+    finally:
+        second.close()
+    done = store.get("acme", gid)
+    assert done.state == "completed" and done.attempts == 2
+    assert AssetStore(assets_url).keys(f"acme/{gid}") == [f"acme/{gid}/thumbnail.jpg", f"acme/{gid}/video.mp4"]
+    store.close()
+
+
+def test_deleting_a_running_generation_stops_it_between_steps(tmp_path: Path, toy_weights: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'noor.db'}")
+    assets = AssetStore(str(tmp_path / "assets"))
+    backend = TinyBackend(toy_weights)
+    steps_run: list[int] = []
+    original = backend.generate
+
+    def counting(tasks, progress=None):  # type: ignore[no-untyped-def]
+        def wrapped(done: int, total: int) -> None:
+            steps_run.append(done)
+            if progress:
+                progress(done, total)
+
+        return original(tasks, wrapped)
+
+    backend.generate = counting  # type: ignore[method-assign]
+    worker = Worker(store, assets, WorkerConfig(name="w", lease_s=30, heartbeat_s=0.0), lambda m: backend)
+    gid = store.create(tenant="acme", model="tiny", request={}, task=TASK | {"steps": 100}).id
+    thread = threading.Thread(target=worker.run_once)
+    thread.start()
+    _wait_for(lambda: len(steps_run) >= 3)
+    store.delete("acme", gid)
+    thread.join(30)
+    assert not thread.is_alive() and len(steps_run) < 100
+    with store.session() as s:
+        from noor.jobs.generation import Generation
+
+        row = s.get(Generation, gid)
+    assert row is not None and row.state == "failed" and row.failure_reason == "Deleted"
+    assert assets.keys(f"acme/{gid}") == []
+    store.close()
