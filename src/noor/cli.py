@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -302,12 +303,14 @@ def serve(
     """Serve the Dream Machine-compatible API with local workers on the built-in model."""
     import uvicorn
 
-    from noor.api.app import ApiConfig, create_app
+    from noor.api.app import ApiConfig, create_app, render_payload
     from noor.config import settings
     from noor.jobs import tenants
     from noor.jobs.assets import AssetStore
     from noor.jobs.store import Store
     from noor.runtime.local import LocalWorkers
+    from noor.runtime.ssrf import Guard
+    from noor.runtime.webhooks import WebhookConfig, WebhookDeliverer
 
     cfg = settings()
     host, port = host or cfg.host, port or cfg.port
@@ -317,13 +320,22 @@ def serve(
     if not tenants.list_tenants(store):  # first run: an admin tenant and its key, shown once
         tenants.create_tenant(store, "admin", credits_cents=1_000_000, max_concurrent=100, max_per_minute=600)
         print(f"admin API key (shown once): {tenants.create_key(store, 'admin')}")
-    api = create_app(store, AssetStore(cfg.resolved_assets_url), ApiConfig(secret=cfg.secret()))
+    guard = Guard.from_strings(cfg.ssrf_allow)
+    secret = cfg.secret()
+    api = create_app(store, AssetStore(cfg.resolved_assets_url), ApiConfig(secret=secret, guard=guard))
     pool = LocalWorkers(count, cfg.resolved_database_url, cfg.resolved_assets_url, cfg.threads)
     pool.start()
+    base_url = cfg.public_url or f"http://{host}:{port}"
+    hooks = WebhookDeliverer(
+        store, WebhookConfig(secret=secret, guard=guard, render=lambda p: render_payload(base_url, secret, p))
+    )
+    stop_hooks = threading.Event()
+    threading.Thread(target=hooks.run_forever, args=(stop_hooks,), daemon=True, name="webhooks").start()
     print(f"Noor is serving on http://{host}:{port}  (data in {cfg.data_dir}, {count} local worker(s))", flush=True)
     try:
         uvicorn.run(api, host=host, port=port, log_level="warning")
     finally:
+        stop_hooks.set()
         pool.close()
         store.close()
 

@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="where `noor serve` listens")
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=0, le=64, description="local worker processes started by `noor serve`")
+    public_url: str | None = Field(None, description="how clients reach this server (links in webhooks)")
+    ssrf_allow: list[str] = Field(
+        default_factory=list, description="networks callbacks may reach despite being private, e.g. 10.0.0.0/8"
+    )
 
     @property
     def resolved_database_url(self) -> str:

@@ -210,3 +210,11 @@ def test_metrics_and_health(server: dict[str, Any]) -> None:
     assert (
         'noor_http_requests_total{method="POST",route="/dream-machine/v1/generations/video",status="201"} 1.0' in text
     )
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:9/cb", "http://10.0.0.1/cb", "http://169.254.169.254/latest", "http://localhost/cb"]
+)
+def test_callback_urls_pointing_inside_are_refused(server: dict[str, Any], url: str) -> None:
+    r = _video(server, callback_url=url)
+    assert r.status_code == 400 and r.json()["detail"].startswith("callback_url:")

@@ -19,6 +19,7 @@ from noor.jobs import tenants
 from noor.jobs.assets import AssetNotFound, AssetStore, asset_key, sign, verify
 from noor.jobs.generation import Generation, now_utc
 from noor.jobs.store import NotFound, Store
+from noor.runtime.ssrf import Guard, SSRFError
 
 CONCEPTS = [
     "truck_left", "pan_right", "pedestal_down", "low_angle", "pedestal_up", "selfie", "pan_left", "roll_right",
@@ -37,6 +38,29 @@ MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 class ApiConfig:
     secret: bytes  # signs asset links
     aliases: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ALIASES))
+    guard: Guard = field(default_factory=Guard)  # callback and keyframe URLs must not point inside
+
+
+def signed_link(base_url: str, secret: bytes, key: str, ttl_s: int = 7 * 24 * 3600) -> str:
+    expires = int(time.time()) + ttl_s
+    return f"{base_url.rstrip('/')}/assets/{key}?expires={expires}&sig={sign(secret, key, expires)}"
+
+
+def render_payload(base_url: str, secret: bytes, payload: dict[str, Any]) -> dict[str, Any]:
+    """An outbox snapshot as the Generation JSON a tenant sees (asset keys become signed links)."""
+    assets = payload.get("assets")
+    if assets:
+        payload = payload | {"assets": {k: signed_link(base_url, secret, v) if v else None for k, v in assets.items()}}
+    return payload
+
+
+def check_callback(ctx: Context, url: str | None) -> None:
+    if url is None:
+        return
+    try:
+        ctx.config.guard.resolve(url)
+    except SSRFError as err:
+        raise HTTPException(400, f"callback_url: {err}") from err
 
 
 @dataclass
@@ -86,11 +110,7 @@ def check_limits(ctx: Context, tenant: tenants.Tenant) -> None:
 
 
 def asset_url(request: Request, ctx: Context, key: str | None) -> str | None:
-    if key is None:
-        return None
-    expires = int(time.time()) + LINK_TTL_S
-    base = str(request.base_url).rstrip("/")
-    return f"{base}/assets/{key}?expires={expires}&sig={sign(ctx.config.secret, key, expires)}"
+    return None if key is None else signed_link(str(request.base_url), ctx.config.secret, key, LINK_TTL_S)
 
 
 def generation_out(request: Request, ctx: Context, g: Generation) -> GenerationOut:
@@ -118,6 +138,7 @@ router = APIRouter()
 @router.post("/generations", status_code=201, response_model=GenerationOut, include_in_schema=False)
 def create_video(body: VideoCreate, request: Request, tenant: Tenant, ctx: Ctx) -> GenerationOut:
     check_limits(ctx, tenant)
+    check_callback(ctx, body.callback_url)
     resolved = resolve_video(body, tenant.name, ctx.store, ctx.config.aliases)
     g = ctx.store.create(
         tenant=tenant.name,
@@ -133,6 +154,7 @@ def create_video(body: VideoCreate, request: Request, tenant: Tenant, ctx: Ctx) 
 @router.post("/generations/image", status_code=201, response_model=GenerationOut)
 def create_image(body: ImageCreate, request: Request, tenant: Tenant, ctx: Ctx) -> GenerationOut:
     check_limits(ctx, tenant)
+    check_callback(ctx, body.callback_url)
     resolved = resolve_image(body, ctx.config.aliases)
     g = ctx.store.create(
         tenant=tenant.name,
@@ -169,6 +191,7 @@ def upscale(
     generation_id: str, request: Request, tenant: Tenant, ctx: Ctx, body: Upscale | None = None
 ) -> GenerationOut:
     body = body or Upscale()
+    check_callback(ctx, body.callback_url)
     try:
         source = ctx.store.get(tenant.name, generation_id)
     except NotFound as err:

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, create_engine, event, func, or_, select, update
 from sqlalchemy.orm import sessionmaker
 
+from noor.jobs import outbox
 from noor.jobs.generation import Generation, State, check_transition, now_utc
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -228,7 +229,10 @@ class Store:
             .returning(Generation)
         )
         with self.session.begin() as s:
-            return s.scalars(statement, execution_options={"synchronize_session": False}).one_or_none()
+            claimed = s.scalars(statement, execution_options={"synchronize_session": False}).one_or_none()
+            if claimed is not None:
+                outbox.enqueue(s, claimed)
+            return claimed
 
     def heartbeat(
         self,
@@ -275,12 +279,15 @@ class Store:
                 Generation.state == State.DREAMING.value,
                 Generation.lease_owner == worker,
             )
-            .values(
-                state=state.value, lease_owner=None, lease_expires_at=None, finished_at=now, updated_at=now, **values
-            )
+            .values(state=state.value, lease_owner=None, lease_expires_at=None, finished_at=now, updated_at=now)
+            .values(**values)
+            .returning(Generation)
         )
         with self.session.begin() as s:
-            return s.execute(statement).rowcount == 1  # type: ignore[attr-defined]
+            finished = s.scalars(statement, execution_options={"synchronize_session": False}).one_or_none()
+            if finished is not None and finished.deleted_at is None:
+                outbox.enqueue(s, finished)
+            return finished is not None
 
     def requeue_expired(self, now: datetime | None = None) -> int:
         """Dreaming jobs whose lease ran out go back to the queue, or fail once out of attempts."""
@@ -288,9 +295,9 @@ class Store:
         check_transition(State.DREAMING, State.QUEUED)
         expired = and_(Generation.state == State.DREAMING.value, Generation.lease_expires_at < now)
         with self.session.begin() as s:
-            failed = s.execute(
+            lost = s.scalars(
                 update(Generation)
-                .where(expired, Generation.attempts >= Generation.max_attempts)
+                .where(expired, Generation.attempts >= Generation.max_attempts, Generation.deleted_at.is_(None))
                 .values(
                     state=State.FAILED.value,
                     failure_reason="Job failed: its worker was lost on every attempt",
@@ -299,7 +306,11 @@ class Store:
                     finished_at=now,
                     updated_at=now,
                 )
-            ).rowcount  # type: ignore[attr-defined]
+                .returning(Generation),
+                execution_options={"synchronize_session": False},
+            ).all()
+            for row in lost:
+                outbox.enqueue(s, row)
             deleted = s.execute(
                 update(Generation)
                 .where(expired, Generation.deleted_at.is_not(None))
@@ -314,7 +325,7 @@ class Store:
             ).rowcount  # type: ignore[attr-defined]
             requeued = s.execute(
                 update(Generation)
-                .where(expired, Generation.attempts < Generation.max_attempts)
+                .where(expired, Generation.attempts < Generation.max_attempts, Generation.deleted_at.is_(None))
                 .values(state=State.QUEUED.value, lease_owner=None, lease_expires_at=None, progress=0.0, updated_at=now)
             ).rowcount  # type: ignore[attr-defined]
-        return int(failed + deleted + requeued)
+        return int(len(lost) + deleted + requeued)
