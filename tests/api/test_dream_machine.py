@@ -218,3 +218,20 @@ def test_metrics_and_health(server: dict[str, Any]) -> None:
 def test_callback_urls_pointing_inside_are_refused(server: dict[str, Any], url: str) -> None:
     r = _video(server, callback_url=url)
     assert r.status_code == 400 and r.json()["detail"].startswith("callback_url:")
+
+
+@pytest.mark.parametrize(
+    ("content", "status"),
+    [
+        (b'{"prompt":"' + b"a" * 10_000_000 + b'"}', 413),
+        (b'{"prompt":"\xff\xfe abc"}', 400),
+        (b"hello", 422),
+        (b"[1,2]", 422),
+        (b'{"prompt": 5}', 422),
+        (b'{"prompt": "a red circle", "keyframes": {"frame0": {"type": "video"}}}', 422),
+    ],
+)
+def test_malformed_bodies_get_4xx_with_detail(server: dict[str, Any], content: bytes, status: int) -> None:
+    headers = server["acme"] | {"Content-Type": "application/json"}
+    r = server["client"].post("/dream-machine/v1/generations/video", content=content, headers=headers)
+    assert r.status_code == status and "detail" in r.json()

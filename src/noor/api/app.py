@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated, Any
@@ -32,6 +33,7 @@ CAMERA_MOTIONS = [c.replace("_", " ") for c in CONCEPTS]
 DM_PREFIX = "/dream-machine/v1"
 LINK_TTL_S = 7 * 24 * 3600
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_JSON_BYTES = 256 * 1024
 
 
 @dataclass
@@ -261,6 +263,19 @@ def create_app(store: Store, assets: AssetStore, config: ApiConfig) -> FastAPI:
 
     app.include_router(openai_router)
     metrics.install(app, store, prefixes=(DM_PREFIX,))
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """Refuse oversized bodies from their Content-Length, before reading them."""
+        uploads = request.url.path in ("/v1/uploads", "/v1/videos")
+        limit = MAX_UPLOAD_BYTES + 64 * 1024 if uploads else MAX_JSON_BYTES
+        length = request.headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                return JSONResponse({"detail": f"Content-Length must be a number, got {length!r}"}, status_code=400)
+            if int(length) > limit:
+                return JSONResponse({"detail": f"request body must be at most {limit} bytes"}, status_code=413)
+        return await call_next(request)
 
     @app.exception_handler(RequestError)
     def request_error(request: Request, err: RequestError) -> JSONResponse:
