@@ -18,6 +18,7 @@ TOY = {
     "vae_batch_size": 4,
     "pool_clips": 12,
     "vae_steps": 2,
+    "decoder_steps": 2,
 }
 
 

@@ -179,8 +179,9 @@ def generate(
 @train_app.command("tiny")
 def train_tiny(
     out: Annotated[Path, typer.Option(help="where to write the pipeline (Hugging Face layout)")] = Path("noor-tiny"),
-    steps: Annotated[int, typer.Option(min=1, help="denoiser optimiser steps")] = 2000,
-    vae_steps: Annotated[int, typer.Option("--vae-steps", min=1, help="VAE optimiser steps")] = 700,
+    steps: Annotated[int, typer.Option(min=1, help="denoiser optimiser steps")] = 1800,
+    vae_steps: Annotated[int, typer.Option("--vae-steps", min=1, help="VAE optimiser steps")] = 1200,
+    decoder_steps: Annotated[int, typer.Option("--decoder-steps", min=0, help="decoder refinement steps")] = 600,
     pool_clips: Annotated[int, typer.Option("--pool-clips", min=1, help="rendered clips encoded for training")] = 8000,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 24,
     seed: Annotated[int, typer.Option()] = 0,
@@ -190,10 +191,16 @@ def train_tiny(
     from noor.engine.tiny.train import TrainConfig, train
 
     cfg = TrainConfig(
-        steps=steps, vae_steps=vae_steps, pool_clips=pool_clips, batch_size=batch_size, seed=seed, bf16=bf16
+        steps=steps,
+        vae_steps=vae_steps,
+        decoder_steps=decoder_steps,
+        pool_clips=pool_clips,
+        batch_size=batch_size,
+        seed=seed,
+        bf16=bf16,
     )
     started = time.perf_counter()
-    labels = {"vae": "1/3 VAE", "encode": "2/3 encoding clips", "denoiser": "3/3 denoiser"}
+    labels = {"vae": "1/4 VAE", "encode": "2/4 encoding clips", "denoiser": "3/4 denoiser", "decoder": "4/4 decoder"}
     with _progress() as bar:
         jobs: dict[str, Any] = {}
         recent: list[float] = []

@@ -75,7 +75,7 @@ def test_train_writes_a_loadable_pipeline_with_its_config(tmp_path: Path) -> Non
     cfg = _toy(steps=3, save_every=0, warmup_steps=1)
     seen: set[str] = set()
     losses = train(cfg, tmp_path, on_step=lambda stage, step, total, loss: seen.add(stage))
-    assert len(losses) == 3 and all(np.isfinite(losses)) and seen == {"vae", "encode", "denoiser"}
+    assert len(losses) == 3 and all(np.isfinite(losses)) and seen == {"vae", "encode", "denoiser", "decoder"}
     assert json.loads((tmp_path / "train_config.json").read_text())["steps"] == 3
     pipe = NoorTinyPipeline.from_pretrained(str(tmp_path))
     assert pipe.transformer.config.hidden_size == 32
