@@ -55,3 +55,27 @@ def test_shipped_noor_tiny_meets_its_targets_on_held_out_prompts() -> None:
         for attribute, target in TARGETS.items():
             assert acc[attribute] >= target, (lang, attribute, acc, report.rows)
     assert report.start_psnr_db >= PSNR_TARGET_DB and report.loop_psnr_db >= PSNR_TARGET_DB
+
+
+@pytest.mark.slow
+def test_shipped_vae_keeps_colours_apart_and_frames_sharp() -> None:
+    import torch
+
+    from noor.engine.tiny.detector import detect, psnr
+    from noor.engine.tiny.world import COLOURS
+
+    pipe = TinyBackend().pipe
+    rng = np.random.default_rng(11)
+    scores, colours_kept = [], []
+    with torch.no_grad():
+        for i in range(48):
+            colour = list(COLOURS)[i % len(COLOURS)]
+            scene = sample_scene(rng, 0.0, colour=colour)
+            frame = render(scene, 2)[:1]  # (1, H, W, 3)
+            x = torch.from_numpy(frame).permute(0, 3, 1, 2) * 2 - 1
+            back = pipe.decode_latents(pipe.encode_frames(x)[:, :, None])[:, :, 0]
+            back = ((back.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
+            scores.append(psnr(back[0], frame[0]))
+            colours_kept.append(detect(np.repeat(back, 4, axis=0)).colour == colour)
+    assert np.median(scores) >= 28.0 and min(scores) >= 25.0, sorted(scores)[:5]
+    assert all(colours_kept)

@@ -1,8 +1,9 @@
 """A pixel-level reader for clips of the synthetic world: colour segmentation and a centroid track.
 
 It knows nothing about the model; it reads frames the way the eval needs: which palette colour the
-foreground is, how much of its bounding box it fills (square ~1, circle ~0.79, triangle ~0.5), and
-how its centroid and area move over time.
+foreground is, which of circle/square/triangle of the same area and centre overlaps it best, and how
+its centroid and area move over time. The foreground is cut at half the object's contrast, so a
+slightly soft edge (a decoder's) neither grows nor shrinks it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from noor.engine.tiny.world import COLOURS
+from noor.engine.tiny.world import COLOURS, coverage
 
 _PALETTE = np.array(list(COLOURS.values()), dtype=np.float32)  # (K, 3)
 _NAMES = list(COLOURS)
@@ -36,14 +37,25 @@ def _background(frames: np.ndarray) -> np.ndarray:
     return np.median(border.reshape(-1, 3), axis=0)
 
 
+# area of each shape per r^2, for the shapes as world.render draws them
+_AREA_PER_R2 = {"circle": np.pi, "square": (2 * 0.88) ** 2, "triangle": 3 * np.sqrt(3) / 4 * 1.25**2}
+
+
 def _shape(mask: np.ndarray) -> str | None:
+    """The shape whose same-area, same-centre template overlaps the mask best (IoU)."""
     ys, xs = np.nonzero(mask)
     if len(xs) < 12:
         return None
-    extent = len(xs) / float((xs.max() - xs.min() + 1) * (ys.max() - ys.min() + 1))
-    if extent > 0.88:
-        return "square"
-    return "circle" if extent > 0.64 else "triangle"
+    cx, cy, area = xs.mean() + 0.5, ys.mean() + 0.5, float(len(xs))
+    py, px = np.mgrid[0 : mask.shape[0], 0 : mask.shape[1]].astype(np.float64) + 0.5
+    best, best_iou = None, -1.0
+    for shape, per_r2 in _AREA_PER_R2.items():
+        r = np.sqrt(area / per_r2)
+        template = coverage(shape, px, py, np.array([cx]), np.array([cy]), np.array([r]))[0] > 0.5
+        iou = np.logical_and(template, mask).sum() / max(1, np.logical_or(template, mask).sum())
+        if iou > best_iou:
+            best, best_iou = shape, iou
+    return best
 
 
 def detect(clip: np.ndarray) -> Detection:
@@ -51,7 +63,10 @@ def detect(clip: np.ndarray) -> Detection:
     frames = np.asarray(clip, dtype=np.float32) * 255.0
     T, W = frames.shape[0], frames.shape[2]
     bg = _background(frames)
-    fg = np.linalg.norm(frames - bg, axis=-1) > 60.0  # (T, H, W)
+    distance = np.linalg.norm(frames - bg, axis=-1)  # (T, H, W)
+    fg = distance > 60.0
+    if fg.any():  # cut at half the object's own contrast against the background
+        fg = distance > 0.5 * float(np.median(distance[fg]))
 
     # 1. colour: the palette entry most foreground pixels are nearest to (and near enough)
     pixels = frames[fg]

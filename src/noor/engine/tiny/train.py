@@ -49,7 +49,7 @@ class TrainConfig:
     vae_steps: int = 1200
     vae_batch_size: int = 32
     vae_lr: float = 1e-3
-    decoder_steps: int = 600  # stage 4: sharpen the decoder on posterior means, encoder frozen
+    decoder_steps: int = 1200  # stage 4: sharpen the decoder on posterior means, encoder frozen
     decoder_lr: float = 5e-4
     pool_clips: int = 8000
     caption_dropout: float = 0.1

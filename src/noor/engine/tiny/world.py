@@ -75,7 +75,7 @@ def trajectory(thing: Thing, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     return x, y, r
 
 
-def _coverage(shape: str, px: np.ndarray, py: np.ndarray, x: np.ndarray, y: np.ndarray, r: np.ndarray) -> np.ndarray:
+def coverage(shape: str, px: np.ndarray, py: np.ndarray, x: np.ndarray, y: np.ndarray, r: np.ndarray) -> np.ndarray:
     """Anti-aliased coverage in [0, 1] from a signed distance, shapes (T, H, W)."""
     dx = px[None] - x[:, None, None]  # (T, H, W)
     dy = py[None] - y[:, None, None]
@@ -111,7 +111,7 @@ def render(scene: Scene, num_frames: int = NUM_FRAMES, size: int = SIZE, pingpon
     frames = np.broadcast_to(bg, (num_frames, size, size, 3)).copy()
     for thing in scene.things:
         x, y, r = trajectory(thing, t)
-        cov = _coverage(thing.shape, px, py, x * scale, y * scale, r * scale)[..., None]  # (T, H, W, 1)
+        cov = coverage(thing.shape, px, py, x * scale, y * scale, r * scale)[..., None]  # (T, H, W, 1)
         colour = np.array(COLOURS[thing.colour], dtype=np.float64) / 255.0
         frames = frames * (1.0 - cov) + colour * cov
     return frames.astype(np.float32)
