@@ -200,7 +200,7 @@ def train_tiny(
         bf16=bf16,
     )
     started = time.perf_counter()
-    labels = {"vae": "1/4 VAE", "encode": "2/4 encoding clips", "denoiser": "3/4 denoiser", "decoder": "4/4 decoder"}
+    labels = {"vae": "1/4 VAE", "decoder": "2/4 decoder", "encode": "3/4 encoding clips", "denoiser": "4/4 denoiser"}
     with _progress() as bar:
         jobs: dict[str, Any] = {}
         recent: list[float] = []

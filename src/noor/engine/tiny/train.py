@@ -1,10 +1,12 @@
 """Train noor-tiny from scratch on clips rendered from the synthetic world.
 
-Three stages, all derived from `TrainConfig.seed` (so a run is reproducible on one machine):
+Four stages, all derived from `TrainConfig.seed` (so a run is reproducible on one machine):
 1. the VAE (diffusers' AutoencoderKL at toy size) learns to squeeze 64x64 frames into 4x16x16 latents;
-2. a pool of rendered clips is encoded once (encoding on the fly would cost ~40% more per step);
-3. the denoiser and text encoder learn flow matching on those latents, with fresh captions, caption
-   dropout and random keyframes drawn for every batch.
+2. its decoder alone is sharpened further (own random stream; the latent space does not change);
+3. a pool of rendered clips is encoded once (encoding on the fly would cost ~40% more per step);
+4. the denoiser and text encoder learn flow matching on those latents, with fresh captions, caption
+   dropout and random keyframes drawn for every batch. Every `save_every` steps the EMA weights are
+   saved as a complete pipeline in the output directory.
 """
 
 from __future__ import annotations
@@ -282,12 +284,17 @@ def train(cfg: TrainConfig, out: Path, on_step: OnStep | None = None) -> list[fl
     vae = build_vae(cfg)
     vae_losses = train_vae(vae, cfg, rng, on_step)
     vae.requires_grad_(False).eval()
-    vae.save_pretrained(out / "vae")  # a checkpoint: the slow stages below build on it
 
-    # 2. a pool of encoded clips
+    # 2. a sharper decoder for the same latent space (the encoder, and so the latents, do not change)
+    if cfg.decoder_steps:
+        refine_decoder(vae, cfg, on_step)
+    vae.eval()
+    vae.save_pretrained(out / "vae")  # every checkpoint below is a complete pipeline
+
+    # 3. a pool of encoded clips
     pool = make_pool(vae, cfg, rng, on_step)
 
-    # 3. denoiser + text encoder
+    # 4. denoiser + text encoder
     transformer, text_encoder = build_models(cfg)
     models: tuple[torch.nn.Module, ...] = (transformer, text_encoder)
     ema: list[Any] = [copy.deepcopy(m).requires_grad_(False) for m in models]
@@ -321,9 +328,6 @@ def train(cfg: TrainConfig, out: Path, on_step: OnStep | None = None) -> list[fl
             on_step("denoiser", step, cfg.steps, losses[-1])
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
             save_pipeline(ema[0], ema[1], vae, out, cfg)
-    # 4. a sharper decoder for the same latent space
-    if cfg.decoder_steps:
-        refine_decoder(vae, cfg, on_step)
     save_pipeline(ema[0], ema[1], vae, out, cfg)
     log = {
         "seconds": time.perf_counter() - started,
