@@ -14,7 +14,14 @@ from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Query, Req
 from fastapi.responses import JSONResponse, Response
 
 from noor.api import metrics
-from noor.api.requests import DEFAULT_ALIASES, RequestError, resolve_image, resolve_upscale, resolve_video
+from noor.api.requests import (
+    DEFAULT_ALIASES,
+    RequestError,
+    Resolved,
+    resolve_image,
+    resolve_upscale,
+    resolve_video,
+)
 from noor.api.schemas import Credits, GenerationList, GenerationOut, ImageCreate, Ping, Upscale, VideoCreate
 from noor.jobs import tenants
 from noor.jobs.assets import AssetNotFound, AssetStore, asset_key, sign, verify
@@ -133,6 +140,26 @@ def generation_out(request: Request, ctx: Context, g: Generation) -> GenerationO
     )
 
 
+def store_generation(
+    request: Request,
+    ctx: Context,
+    tenant: tenants.Tenant,
+    body: VideoCreate | ImageCreate,
+    resolved: Resolved,
+    kind: str,
+) -> GenerationOut:
+    """Queue a resolved request; the echoed request always names its generation_type (the SDKs need it)."""
+    g = ctx.store.create(
+        tenant=tenant.name,
+        model=resolved.model,
+        request=body.model_dump(mode="json", exclude_none=True) | {"generation_type": kind},
+        task=resolved.task,
+        generation_type=kind,
+        callback_url=body.callback_url,
+    )
+    return generation_out(request, ctx, g)
+
+
 router = APIRouter()
 
 
@@ -142,15 +169,7 @@ def create_video(body: VideoCreate, request: Request, tenant: Tenant, ctx: Ctx) 
     check_limits(ctx, tenant)
     check_callback(ctx, body.callback_url)
     resolved = resolve_video(body, tenant.name, ctx.store, ctx.config.aliases)
-    g = ctx.store.create(
-        tenant=tenant.name,
-        model=resolved.model,
-        request=body.model_dump(mode="json", exclude_none=True) | {"generation_type": "video"},
-        task=resolved.task,
-        generation_type="video",
-        callback_url=body.callback_url,
-    )
-    return generation_out(request, ctx, g)
+    return store_generation(request, ctx, tenant, body, resolved, "video")
 
 
 @router.post("/generations/image", status_code=201, response_model=GenerationOut)
@@ -158,15 +177,7 @@ def create_image(body: ImageCreate, request: Request, tenant: Tenant, ctx: Ctx) 
     check_limits(ctx, tenant)
     check_callback(ctx, body.callback_url)
     resolved = resolve_image(body, ctx.config.aliases)
-    g = ctx.store.create(
-        tenant=tenant.name,
-        model=resolved.model,
-        request=body.model_dump(mode="json", exclude_none=True) | {"generation_type": "image"},
-        task=resolved.task,
-        generation_type="image",
-        callback_url=body.callback_url,
-    )
-    return generation_out(request, ctx, g)
+    return store_generation(request, ctx, tenant, body, resolved, "image")
 
 
 @router.get("/generations/concepts/list")

@@ -120,6 +120,17 @@ def _frames(clips: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(clips.reshape(-1, *clips.shape[2:])).permute(0, 3, 1, 2) * 2.0 - 1.0
 
 
+def _frame_batch(cfg: TrainConfig, rng: np.random.Generator) -> torch.Tensor:
+    """One random frame from each of `vae_batch_size` random scenes, (B, 3, H, W) in [-1, 1]."""
+    scenes = [sample_scene(rng, cfg.two_objects_p) for _ in range(cfg.vae_batch_size)]
+    return _frames(np.stack([render(s, NUM_FRAMES)[int(rng.integers(NUM_FRAMES))][None] for s in scenes]))
+
+
+def _cosine(lr: float, floor: float, step: int, total: int) -> float:
+    """Cosine decay from `lr` to `floor * lr` over `total` steps."""
+    return lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * step / total)))
+
+
 def train_vae(vae: AutoencoderKL, cfg: TrainConfig, rng: np.random.Generator, on_step: OnStep | None) -> list[float]:
     """A deterministic autoencoder (decode the posterior mean) on L1 + MSE; then set latent shift/scale from data.
 
@@ -130,10 +141,9 @@ def train_vae(vae: AutoencoderKL, cfg: TrainConfig, rng: np.random.Generator, on
     optim = torch.optim.Adam(vae.parameters(), lr=cfg.vae_lr)
     losses = []
     for step in range(cfg.vae_steps):
-        scenes = [sample_scene(rng, cfg.two_objects_p) for _ in range(cfg.vae_batch_size)]
-        x = _frames(np.stack([render(s, NUM_FRAMES)[int(rng.integers(NUM_FRAMES))][None] for s in scenes]))
+        x = _frame_batch(cfg, rng)
         for group in optim.param_groups:
-            group["lr"] = cfg.vae_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.vae_steps)))
+            group["lr"] = _cosine(cfg.vae_lr, 0.1, step, cfg.vae_steps)
         z = vae.encode(x).latent_dist.mean
         recon = vae.decode(z).sample
         loss = (recon - x).abs().mean() + ((recon - x) ** 2).mean() + 1e-4 * (z**2).mean()
@@ -165,10 +175,9 @@ def refine_decoder(vae: AutoencoderKL, cfg: TrainConfig, on_step: OnStep | None)
     optim = torch.optim.Adam(params, lr=cfg.decoder_lr)
     losses = []
     for step in range(cfg.decoder_steps):
-        scenes = [sample_scene(rng, cfg.two_objects_p) for _ in range(cfg.vae_batch_size)]
-        x = _frames(np.stack([render(s, NUM_FRAMES)[int(rng.integers(NUM_FRAMES))][None] for s in scenes]))
+        x = _frame_batch(cfg, rng)
         for group in optim.param_groups:
-            group["lr"] = cfg.decoder_lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / cfg.decoder_steps)))
+            group["lr"] = _cosine(cfg.decoder_lr, 0.05, step, cfg.decoder_steps)
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mean
             z = z + 0.05 * z.std() * torch.randn(z.shape, generator=generator)  # robust to near-miss latents
