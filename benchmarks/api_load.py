@@ -62,9 +62,12 @@ async def load(method: str, url: str, clients: int, total: int, headers: dict[st
         while remaining > 0:
             remaining -= 1
             t0 = time.perf_counter()
-            r = await client.request(method, url, headers=headers, json=body)
+            try:
+                r = await client.request(method, url, headers=headers, json=body)
+                errors += r.status_code >= 400
+            except httpx.HTTPError:  # a dropped connection counts as an error, not the end of the run
+                errors += 1
             latencies.append(time.perf_counter() - t0)
-            errors += r.status_code >= 400
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
