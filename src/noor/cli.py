@@ -156,13 +156,9 @@ def generate(
 
     # 2. load the model once, denoise with a progress bar, write the file
     with console.status(f"loading {spec.id}…"):
-        if spec.id == "tiny":
-            from noor.config import settings
-            from noor.engine.tiny.backend import TinyBackend
+        from noor.runtime.local import load_backend
 
-            backend: Any = TinyBackend(weights or settings().tiny_weights, threads=settings().threads)
-        else:
-            backend = spec.load()
+        backend = load_backend(spec.id, weights=weights)
     with _progress() as bar:
         job = bar.add_task("denoising", total=task.steps or spec.default_steps, info="")
 

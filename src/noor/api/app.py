@@ -144,15 +144,17 @@ def store_generation(
     request: Request,
     ctx: Context,
     tenant: tenants.Tenant,
-    body: VideoCreate | ImageCreate,
+    body: VideoCreate | ImageCreate | Upscale,
     resolved: Resolved,
     kind: str,
+    extra: dict[str, Any] | None = None,
 ) -> GenerationOut:
-    """Queue a resolved request; the echoed request always names its generation_type (the SDKs need it)."""
+    """Queue a resolved request. The echoed request keeps its generation_type (every body has one with a
+    default), which the SDKs need to parse it; `kind` is the record's own type, "video" or "image"."""
     g = ctx.store.create(
         tenant=tenant.name,
         model=resolved.model,
-        request=body.model_dump(mode="json", exclude_none=True) | {"generation_type": kind},
+        request=body.model_dump(mode="json", exclude_none=True) | (extra or {}),
         task=resolved.task,
         generation_type=kind,
         callback_url=body.callback_url,
@@ -210,15 +212,7 @@ def upscale(
     except NotFound as err:
         raise HTTPException(404, "Generation not found") from err
     resolved = resolve_upscale(source, body.resolution)
-    g = ctx.store.create(
-        tenant=tenant.name,
-        model=resolved.model,
-        request=body.model_dump(mode="json", exclude_none=True) | {"generation_id": generation_id},
-        task=resolved.task,
-        generation_type="video",
-        callback_url=body.callback_url,
-    )
-    return generation_out(request, ctx, g)
+    return store_generation(request, ctx, tenant, body, resolved, "video", {"generation_id": generation_id})
 
 
 @router.get("/generations/{generation_id}", response_model=GenerationOut)

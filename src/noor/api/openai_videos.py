@@ -14,8 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 
 from noor.api.app import Ctx, Tenant, check_limits
-from noor.api.requests import RequestError, resolve_model
-from noor.engine.task import Task, TaskError
+from noor.api.requests import RequestError, check_task, resolve_model
 from noor.jobs.assets import AssetNotFound, asset_key
 from noor.jobs.generation import Generation
 from noor.jobs.store import NotFound
@@ -128,12 +127,11 @@ async def create_video(request: Request, tenant: Tenant, ctx: Ctx) -> JSONRespon
         "seed": secrets.randbelow(2**31),
         "start": start,
     }
-    probe = Task(prompt=prompt, width=width, height=height, num_frames=task["num_frames"], fps=task["fps"])
     try:
-        spec.check(probe)
-    except TaskError as err:
-        param = {"width": "size", "height": "size", "num_frames": "seconds"}.get(err.field, err.field)
-        raise OpenAIError(400, str(err), param=param) from err
+        check_task(spec, task)
+    except RequestError as err:
+        param = {"width": "size", "height": "size", "num_frames": "seconds"}.get(err.field or "", err.field)
+        raise OpenAIError(400, err.detail, param=param) from err
 
     # 3. store the reference, then the job
     if start is not None and reference is not None:

@@ -25,8 +25,8 @@ DEFAULT_RESOLUTION = "540p"
 
 
 class RequestError(Exception):
-    def __init__(self, status: int, detail: str):
-        self.status, self.detail = status, detail
+    def __init__(self, status: int, detail: str, field: str | None = None):
+        self.status, self.detail, self.field = status, detail, field
         super().__init__(detail)
 
 
@@ -117,7 +117,7 @@ def resolve_video(req: VideoCreate, tenant: str, store: Store, aliases: dict[str
         "start": frame0,
         "end": frame1,
     }
-    _check(spec, task)
+    check_task(spec, task)
     return Resolved(spec.id, task)
 
 
@@ -151,12 +151,14 @@ def resolve_image(req: ImageCreate, aliases: dict[str, str]) -> Resolved:
         "fps": spec.default_fps,
         "seed": secrets.randbelow(2**31),
     }
-    _check(spec, task)
+    check_task(spec, task)
     return Resolved(spec.id, task)
 
 
-def _check(spec: registry.ModelSpec, task: dict[str, Any]) -> None:
-    """The model's own limits and capabilities, on a stand-in task (keyframes are checked as present/absent)."""
+def check_task(spec: registry.ModelSpec, task: dict[str, Any]) -> None:
+    """The model's own limits and capabilities, on a stand-in task (keyframes are checked as present/absent).
+
+    Raises RequestError(400); its `field` names the engine field that was refused."""
     probe = Task(
         prompt=task["prompt"] or "keyframes only",
         width=task["width"],
@@ -171,7 +173,7 @@ def _check(spec: registry.ModelSpec, task: dict[str, Any]) -> None:
     try:
         spec.check(probe)
     except TaskError as err:
-        raise RequestError(400, str(err)) from err
+        raise RequestError(400, str(err), field=err.field) from err
 
 
 class _Present:

@@ -104,21 +104,25 @@ def read_image(path: str | Path) -> np.ndarray:
         raise MediaError(f"not a readable image: {str(path)!r}") from err
 
 
-def read_video(path: str | Path) -> np.ndarray:
-    """Decode every frame of a video as (T, H, W, 3) uint8."""
+def read_clip(path: str | Path) -> tuple[np.ndarray, float]:
+    """Every frame of a video as (T, H, W, 3) uint8, and its frame rate, in one decode."""
     try:
         with av.open(str(path)) as container:
+            rate = container.streams.video[0].average_rate
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    except (av.error.FFmpegError, OSError) as err:
+    except (av.error.FFmpegError, OSError, IndexError) as err:
         raise MediaError(f"not a readable video: {str(path)!r}") from err
     if not frames:
         raise MediaError(f"video has no frames: {str(path)!r}")
-    return np.stack(frames)
+    return np.stack(frames), float(rate or 0)
+
+
+def read_video(path: str | Path) -> np.ndarray:
+    """Decode every frame of a video as (T, H, W, 3) uint8."""
+    return read_clip(path)[0]
 
 
 def video_info(path: str | Path) -> tuple[int, int, int, float]:
     """(frames, width, height, fps) of a video, by decoding it."""
-    frames = read_video(path)
-    with av.open(str(path)) as container:
-        rate = container.streams.video[0].average_rate
-    return len(frames), frames.shape[2], frames.shape[1], float(rate or 0)
+    frames, fps = read_clip(path)
+    return len(frames), frames.shape[2], frames.shape[1], fps

@@ -22,6 +22,18 @@ from noor.jobs.generation import Generation, State, check_transition, now_utc
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+def _failed(reason: str, now: datetime) -> dict[str, Any]:
+    """The columns of a generation that ends failed: no lease, finished now, with its reason."""
+    return {
+        "state": State.FAILED.value,
+        "failure_reason": reason,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "finished_at": now,
+        "updated_at": now,
+    }
+
+
 class NotFound(LookupError):
     """No such generation for this tenant (another tenant's is not found either)."""
 
@@ -298,30 +310,14 @@ class Store:
             lost = s.scalars(
                 update(Generation)
                 .where(expired, Generation.attempts >= Generation.max_attempts, Generation.deleted_at.is_(None))
-                .values(
-                    state=State.FAILED.value,
-                    failure_reason="Job failed: its worker was lost on every attempt",
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    finished_at=now,
-                    updated_at=now,
-                )
+                .values(**_failed("Job failed: its worker was lost on every attempt", now))
                 .returning(Generation),
                 execution_options={"synchronize_session": False},
             ).all()
             for row in lost:
                 outbox.enqueue(s, row)
             deleted = s.execute(
-                update(Generation)
-                .where(expired, Generation.deleted_at.is_not(None))
-                .values(
-                    state=State.FAILED.value,
-                    failure_reason="Deleted",
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    finished_at=now,
-                    updated_at=now,
-                )
+                update(Generation).where(expired, Generation.deleted_at.is_not(None)).values(**_failed("Deleted", now))
             ).rowcount  # type: ignore[attr-defined]
             requeued = s.execute(
                 update(Generation)

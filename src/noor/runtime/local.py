@@ -6,20 +6,22 @@ import logging
 import multiprocessing as mp
 import signal
 from multiprocessing.synchronize import Event as MpEvent
+from pathlib import Path
 
 from noor.engine.backend import Backend
 
 log = logging.getLogger("noor.runtime")
 
 
-def load_backend(model: str, threads: int | None = None) -> Backend:
+def load_backend(model: str, threads: int | None = None, weights: Path | None = None) -> Backend:
+    """A model's backend with this deployment's settings (noor-tiny: NOOR_TINY_WEIGHTS, NOOR_THREADS)."""
     from noor.config import settings
     from noor.engine import registry
     from noor.engine.tiny.backend import TinyBackend
 
     spec = registry.get(model)
     if spec.id == "tiny":
-        return TinyBackend(settings().tiny_weights, threads=threads)
+        return TinyBackend(weights or settings().tiny_weights, threads=threads or settings().threads)
     return spec.load()
 
 

@@ -129,9 +129,8 @@ class Worker:
         with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
             f.write(self.assets.get(task["source"]))
             f.flush()
-            frames = media.read_video(f.name)
-            fps = round(media.video_info(f.name)[3]) or 8
-        return Media(frames=resize(frames, task["width"], task["height"]), fps=fps)
+            frames, fps = media.read_clip(f.name)
+        return Media(frames=resize(frames, task["width"], task["height"]), fps=round(fps) or 8)
 
     def run(self, job: Generation) -> None:
         name, lease_s = self.config.name, self.config.lease_s
