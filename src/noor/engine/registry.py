@@ -1,7 +1,8 @@
 """The models Noor can run: an id -> what the model can do, its limits and defaults, and a loader.
 
-The CLI and (later) the API check a task against its `ModelSpec` before any work is queued, so a
-request a model cannot do is refused up front with the field and value named.
+The CLI and the API check a task against its `ModelSpec` before any work is queued, so a request a
+model cannot do is refused up front with the field and value named. `tiny` is built in; the models in
+the data dir's `models.toml` (`noor models add`) are read on every lookup.
 """
 
 from __future__ import annotations
@@ -38,6 +39,21 @@ class ModelSpec:
     default_guidance: float = 4.0
     default_fps: int = 8
     limits: Limits = Limits()
+    family: str = "noor-tiny"
+    source: str = "built in"  # where the weights are
+
+    def fit(self, task: Task) -> tuple[Task, list[str]]:
+        """The task as this model will draw it, and notes on what differs from the request.
+
+        noor-tiny draws at its native shape and resamples to any size and length, so the task is kept."""
+        notes = []
+        if (task.width, task.height) != (self.native_width, self.native_height):
+            notes.append(
+                f"{self.id} draws {self.native_width}x{self.native_height}; resized to {task.width}x{task.height}"
+            )
+        if not task.is_image and task.num_frames != self.native_frames:
+            notes.append(f"{self.id} draws {self.native_frames} frames; retimed to {task.num_frames}")
+        return task, notes
 
     def check(self, task: Task) -> list[str]:
         """Raise `TaskError` for what this model cannot do; return notes on what will be adapted."""
@@ -75,14 +91,7 @@ class ModelSpec:
                 raise TaskError(capability, True, f"model {self.id!r} cannot do {capability}")
         if task.is_image and (task.end_frame is not None or task.loop):
             raise TaskError("num_frames", 1, "an image has no end frame and cannot loop")
-        notes = []
-        if (task.width, task.height) != (self.native_width, self.native_height):
-            notes.append(
-                f"{self.id} draws {self.native_width}x{self.native_height}; resized to {task.width}x{task.height}"
-            )
-        if not task.is_image and task.num_frames != self.native_frames:
-            notes.append(f"{self.id} draws {self.native_frames} frames; retimed to {task.num_frames}")
-        return notes
+        return self.fit(task)[1]
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -90,21 +99,33 @@ _REGISTRY: dict[str, ModelSpec] = {}
 
 class UnknownModel(TaskError):
     def __init__(self, model_id: str):
-        super().__init__("model", model_id, f"unknown model; available: {', '.join(sorted(_REGISTRY))}")
+        names = sorted(s.id for s in available())
+        super().__init__("model", model_id, f"unknown model; available: {', '.join(names)}")
 
 
 def register(spec: ModelSpec) -> None:
     _REGISTRY[spec.id] = spec
 
 
+def installed() -> dict[str, ModelSpec]:
+    """The models of the data dir's models.toml, as specs (re-read on each call: another process may add one)."""
+    from noor.engine.diffusers.spec import installed_specs
+
+    return installed_specs()
+
+
 def get(model_id: str) -> ModelSpec:
-    if model_id not in _REGISTRY:
+    if model_id in _REGISTRY:
+        return _REGISTRY[model_id]
+    found = installed().get(model_id)
+    if found is None:
         raise UnknownModel(model_id)
-    return _REGISTRY[model_id]
+    return found
 
 
 def available() -> list[ModelSpec]:
-    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+    every = installed() | _REGISTRY
+    return [every[k] for k in sorted(every)]
 
 
 def _register_builtin() -> None:

@@ -14,7 +14,7 @@ log = logging.getLogger("noor.runtime")
 
 
 def load_backend(model: str, threads: int | None = None, weights: Path | None = None) -> Backend:
-    """A model's backend with this deployment's settings (noor-tiny: NOOR_TINY_WEIGHTS, NOOR_THREADS)."""
+    """A model's backend with this deployment's settings (noor-tiny: NOOR_TINY_WEIGHTS; all: NOOR_THREADS)."""
     from noor.config import settings
     from noor.engine import registry
     from noor.engine.tiny.backend import TinyBackend
@@ -22,15 +22,23 @@ def load_backend(model: str, threads: int | None = None, weights: Path | None = 
     spec = registry.get(model)
     if spec.id == "tiny":
         return TinyBackend(weights or settings().tiny_weights, threads=threads or settings().threads)
+    entry = getattr(spec, "entry", None)  # an installed diffusers model (models.toml)
+    if entry is not None:
+        from noor.engine.diffusers.backend import DiffusersBackend
+
+        return DiffusersBackend(entry, threads=threads or settings().threads)
     return spec.load()
 
 
 def _work(name: str, database_url: str, assets_url: str, threads: int | None, lease_s: float, stop: MpEvent) -> None:
+    from noor import logs
+    from noor.config import settings
     from noor.jobs.assets import AssetStore
     from noor.jobs.store import Store
     from noor.runtime.worker import Worker, WorkerConfig
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+    logs.setup(settings().log_level, settings().log_format)
     store = Store(database_url, run_migrations=False)
     config = WorkerConfig(name=name, lease_s=lease_s)
     worker = Worker(store, AssetStore(assets_url), config, lambda m: load_backend(m, threads))

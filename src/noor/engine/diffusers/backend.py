@@ -1,0 +1,186 @@
+"""A diffusers pipeline behind the engine's Backend protocol: load once, then one call per task."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from noor.engine.backend import Progress
+from noor.engine.diffusers import options as opts
+from noor.engine.diffusers.families import Family, mode_of
+from noor.engine.diffusers.installed import InstalledModel, resolve_device
+from noor.engine.diffusers.spec import spec_of
+from noor.engine.task import Media, Task
+
+
+def _pil(frame: np.ndarray | None, width: int, height: int) -> Image.Image | None:
+    """A keyframe at the size the clip is drawn at (the pipelines' own preprocessing then keeps it)."""
+    if frame is None:
+        return None
+    image = Image.fromarray(frame)
+    return image if image.size == (width, height) else image.resize((width, height), Image.Resampling.LANCZOS)
+
+
+def keyframe_kwargs(style: str, start: Image.Image | None, end: Image.Image | None, num_frames: int) -> dict[str, Any]:
+    """How a start and end frame reach each family's pipeline."""
+    if style == "image":
+        return {"image": start}
+    if style == "image+last_image":  # Wan I2V / FLF2V
+        return {"image": start, "last_image": end}
+    if style == "ltx_conditions":
+        from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
+
+        conditions = [LTXVideoCondition(image=start, frame_index=0)] if start is not None else []
+        if end is not None:
+            conditions.append(LTXVideoCondition(image=end, frame_index=num_frames - 1))
+        return {"conditions": conditions}
+    return {}
+
+
+def to_uint8(frames: Any) -> np.ndarray:
+    """(T, H, W, 3) or (H, W, 3) floats in [0, 1] -> (T, H, W, 3) uint8."""
+    array = np.asarray(frames, dtype=np.float32)
+    if array.ndim == 3:
+        array = array[None]
+    return (np.clip(array, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+class DiffusersBackend:
+    """One installed model: its pipeline(s) loaded once, with the entry's memory and speed options."""
+
+    def __init__(self, model: InstalledModel, threads: int | None = None):
+        import diffusers
+        import torch
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.disable_progress_bar()
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        self.model = model
+        self.spec = spec_of(model)
+        self.family: Family = model.spec_family
+        self.device = resolve_device(model.device)
+        self.options = model.options
+        # 1. the pipeline class the checkpoint names (or the family's first), loaded once
+        index_class = _index_class(Path(model.path))
+        first = next(
+            (m for m, c in self.family.pipelines.items() if c == index_class), next(iter(self.family.pipelines))
+        )
+        cls = getattr(diffusers, self.family.pipelines[first])
+        self.pipes: dict[str, Any] = {first: cls.from_pretrained(model.path, dtype=getattr(torch, model.dtype))}
+        # 2. placement (offload is a load-time choice), then the switchable options
+        opts.load_time(self.pipes[first], self.options, self.device)
+        self.pipes[first].set_progress_bar_config(disable=True)
+        opts.apply(self.pipes[first], self.options)
+
+    def pipe(self, mode: str) -> Any:
+        """The pipeline for a mode; other modes share the loaded components (`from_pipe`, no copy)."""
+        if mode not in self.pipes:
+            import diffusers
+
+            cls = getattr(diffusers, self.family.pipelines[mode])
+            self.pipes[mode] = cls.from_pipe(next(iter(self.pipes.values())))
+            self.pipes[mode].set_progress_bar_config(disable=True)
+        return self.pipes[mode]
+
+    def configure(self, options: opts.Options) -> None:
+        """Switch VAE tiling/slicing, attention backend and cache on the loaded model (offload stays)."""
+        options.check(self.device)
+        if options.offload != self.options.offload:
+            raise ValueError(
+                f"offload: chosen when the model is loaded ({self.options.offload}), got {options.offload!r}"
+            )
+        opts.apply(next(iter(self.pipes.values())), options, previous=self.options)
+        self.options = options
+
+    def generate(self, tasks: Sequence[Task], progress: Progress | None = None) -> list[Media]:
+        total = sum(t.steps or self.spec.default_steps for t in tasks)
+        done = 0
+
+        def on_step() -> None:
+            nonlocal done
+            done += 1
+            if progress is not None:
+                progress(done, total)  # may raise Cancelled: the pipeline stops between steps
+
+        return [self._one(task, on_step) for task in tasks]
+
+    def _one(self, task: Task, on_step: Callable[[], None]) -> Media:
+        torch = self.torch
+        # 1. the shape the model draws (same mapping as at create time)
+        fitted, notes = self.spec.fit(task)
+        w, h, n = fitted.width, fitted.height, fitted.num_frames
+        start = _pil(task.start_frame, w, h)
+        end = start if task.loop else _pil(task.end_frame, w, h)
+        mode = mode_of(self.family, start=start is not None, end=end is not None, image=fitted.is_image)
+        pipe = self.pipe(mode)
+        # 2. the call, with only the arguments this pipeline takes
+        kwargs: dict[str, Any] = {
+            "prompt": task.prompt,
+            "negative_prompt": task.negative_prompt or None,
+            "width": w,
+            "height": h,
+            "num_frames": n,
+            "frame_rate": task.fps,  # LTX conditions on it
+            "num_inference_steps": task.steps or self.spec.default_steps,
+            "guidance_scale": self.spec.default_guidance if task.guidance is None else task.guidance,
+            "generator": torch.Generator().manual_seed(task.seed),
+            "output_type": "np",
+        }
+        if mode == "i2v":
+            kwargs |= keyframe_kwargs(self.family.keyframes, start, end, n)
+        params = inspect.signature(pipe.__call__).parameters
+        kwargs = {k: v for k, v in kwargs.items() if k in params and v is not None}
+        # 3. denoise, reporting each step (and stopping between steps when cancelled)
+        opts.reset_cache_state(pipe)
+        with _step_reporter(pipe, params, on_step, kwargs):
+            out = pipe(**kwargs)
+        # 4. to uint8 frames
+        frames = to_uint8(out.images[0] if hasattr(out, "images") else out.frames[0])
+        if frames.shape[1:3] != (h, w):
+            notes.append(f"{self.spec.id} drew {frames.shape[2]}x{frames.shape[1]} for {w}x{h}")
+        return Media(frames=frames, fps=task.fps, notes=notes)
+
+
+def _index_class(path: Path) -> str:
+    import json
+
+    return str(json.loads((path / "model_index.json").read_text()).get("_class_name", ""))
+
+
+class _step_reporter:
+    """Calls `on_step` after each denoising step: through `callback_on_step_end` where the pipeline has it,
+    else by wrapping its scheduler's `step` (one call per denoising step, e.g. HunyuanVideo 1.5)."""
+
+    def __init__(self, pipe: Any, params: Any, on_step: Callable[[], None], kwargs: dict[str, Any]):
+        self.pipe, self.on_step = pipe, on_step
+        self.wrapped = "callback_on_step_end" not in params
+        if not self.wrapped:
+            kwargs["callback_on_step_end"] = self.callback
+
+    def callback(self, pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        self.on_step()
+        return tensors
+
+    def __enter__(self) -> _step_reporter:
+        if self.wrapped:
+            scheduler = self.pipe.scheduler
+            step = scheduler.step
+
+            def counted(*args: Any, **kw: Any) -> Any:
+                result = step(*args, **kw)
+                self.on_step()
+                return result
+
+            scheduler.step = counted
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.wrapped:
+            del self.pipe.scheduler.step  # the instance attribute; the class method shows through again

@@ -1,0 +1,482 @@
+"""Model families: which diffusers pipeline runs each, what it can do, and the shapes it accepts.
+
+A family is data. The shape rules (a side must be a multiple of the VAE's spatial compression times
+the transformer's patch size; a clip must be `t*k + 1` frames for a VAE that compresses time by `t`)
+are read from the weights' own config files, so a toy model and the real one follow the same code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# What the request needs from the pipeline: text only, a start frame (and maybe an end frame), or one image.
+MODES = ("t2v", "i2v", "image")
+# How keyframes reach a pipeline's __call__.
+KEYFRAME_STYLES = ("none", "image", "image+last_image", "ltx_conditions")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The shapes a model accepts: sides in multiples of `spatial`, clips of `temporal * k + 1` frames."""
+
+    spatial: int
+    temporal: int  # 0: an image model (one frame)
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    title: str
+    kind: str  # "video" or "image"
+    pipelines: dict[str, str]  # mode -> diffusers pipeline class
+    index_classes: tuple[str, ...]  # what model_index.json's `_class_name` may say
+    components: tuple[str, ...]  # component folders the weights dir must have
+    capabilities: frozenset[str]
+    keyframes: str  # one of KEYFRAME_STYLES, for the i2v pipeline
+    geometry: Callable[[Path], Geometry]
+    width: int
+    height: int
+    frames: int
+    fps: int
+    steps: int
+    guidance: float
+    max_frames: int
+    max_side: int = 2048
+    end_needs_start: bool = True  # an end frame alone is refused (the pipeline needs `image`)
+    note: str = ""  # sizes and checkpoints this family was trained on, for `noor models show`
+
+
+def read_config(path: Path, component: str) -> dict[str, Any]:
+    file = path / component / "config.json"
+    if not file.is_file():
+        return {}
+    data = json.loads(file.read_text())
+    return data if isinstance(data, dict) else {}
+
+
+def _patch(transformer: dict[str, Any], default: int) -> int:
+    patch = transformer.get("patch_size", default)
+    if isinstance(patch, list | tuple):  # Wan: (t, h, w)
+        return int(patch[-1])
+    return int(patch or 1)
+
+
+def wan_geometry(path: Path) -> Geometry:
+    # AutoencoderKLWan: 2**len(temperal_downsample) spatial, 2**sum(temperal_downsample) temporal (Wan 2.1: 8, 4);
+    # Wan 2.2's 5B VAE states its factors (16, 4).
+    vae = read_config(path, "vae")
+    down = vae.get("temperal_downsample", [False, True, True])
+    spatial = int(vae.get("scale_factor_spatial") or 2 ** len(down))
+    temporal = int(vae.get("scale_factor_temporal") or 2 ** sum(bool(d) for d in down))
+    return Geometry(spatial * _patch(read_config(path, "transformer"), 2), temporal)
+
+
+def ltx_geometry(path: Path) -> Geometry:
+    # AutoencoderKLLTXVideo: patch_size * 2**(scaling blocks) spatial, patch_size_t * 2**(...) temporal (32, 8).
+    vae = read_config(path, "vae")
+    scaling = vae.get("spatio_temporal_scaling", [True, True, True, False])
+    spatial = vae.get("spatial_compression_ratio") or int(vae.get("patch_size", 4)) * 2 ** sum(map(bool, scaling))
+    temporal = vae.get("temporal_compression_ratio") or int(vae.get("patch_size_t", 1)) * 2 ** sum(map(bool, scaling))
+    return Geometry(int(spatial) * _patch(read_config(path, "transformer"), 1), int(temporal))
+
+
+def hunyuan_geometry(path: Path) -> Geometry:
+    # AutoencoderKLHunyuanVideo(15) state their ratios: HunyuanVideo 8 and 4, HunyuanVideo 1.5 16 and 4.
+    vae = read_config(path, "vae")
+    spatial = int(vae.get("spatial_compression_ratio", 8))
+    return Geometry(
+        spatial * _patch(read_config(path, "transformer"), 2), int(vae.get("temporal_compression_ratio", 4))
+    )
+
+
+def cogvideox_geometry(path: Path) -> Geometry:
+    # AutoencoderKLCogVideoX: 2**(len(block_out_channels) - 1) spatial (8), temporal_compression_ratio (4).
+    # Its decoder takes latent frames in pairs after the first, so the latent count must be odd: 49 frames =
+    # 13 latents = 1 + 6 pairs. That makes clips 2*4k + 1 frames (CogVideoX 1.5's 81 too).
+    vae = read_config(path, "vae")
+    spatial = 2 ** (len(vae.get("block_out_channels", [128, 256, 256, 512])) - 1)
+    temporal = 2 * int(vae.get("temporal_compression_ratio", 4))
+    return Geometry(spatial * _patch(read_config(path, "transformer"), 2), temporal)
+
+
+def _vae_scale(path: Path) -> int:
+    # AutoencoderKL: 2**(len(block_out_channels) - 1), 8 for the real ones
+    return int(2 ** (len(read_config(path, "vae").get("block_out_channels", [128, 256, 512, 512])) - 1))
+
+
+def sd3_geometry(path: Path) -> Geometry:
+    return Geometry(_vae_scale(path) * _patch(read_config(path, "transformer"), 2), 0)  # SD3 patches by 2: 16
+
+
+def flux_geometry(path: Path) -> Geometry:
+    return Geometry(_vae_scale(path) * 2, 0)  # FLUX packs 2x2 latents into one token: 16
+
+
+VIDEO = frozenset({"t2v", "image"})
+I2V = frozenset({"i2v", "extend"})
+KEYFRAMED = frozenset({"i2v", "extend", "end_frame", "loop"})
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in [
+        Family(
+            name="wan2.1-t2v",
+            title="Wan 2.1 text-to-video (1.3B, 14B)",
+            kind="video",
+            pipelines={"t2v": "WanPipeline"},
+            index_classes=("WanPipeline",),
+            components=("transformer", "vae", "text_encoder", "tokenizer", "scheduler"),
+            capabilities=VIDEO,
+            keyframes="none",
+            geometry=wan_geometry,
+            width=832,
+            height=480,
+            frames=81,
+            fps=16,
+            steps=50,
+            guidance=5.0,
+            max_frames=161,
+            note="1.3B: 480p; 14B: 480p and 720p; 81 frames at 16 fps",
+        ),
+        Family(
+            name="wan2.1-i2v",
+            title="Wan 2.1 image-to-video (14B, 480p/720p)",
+            kind="video",
+            pipelines={"i2v": "WanImageToVideoPipeline"},
+            index_classes=("WanImageToVideoPipeline",),
+            components=("transformer", "vae", "text_encoder", "tokenizer", "scheduler", "image_encoder"),
+            capabilities=I2V,
+            keyframes="image+last_image",
+            geometry=wan_geometry,
+            width=832,
+            height=480,
+            frames=81,
+            fps=16,
+            steps=40,
+            guidance=5.0,
+            max_frames=161,
+        ),
+        Family(
+            name="wan2.1-flf2v",
+            title="Wan 2.1 first-last-frame-to-video (14B, 720p)",
+            kind="video",
+            pipelines={"i2v": "WanImageToVideoPipeline"},
+            index_classes=("WanImageToVideoPipeline",),
+            components=("transformer", "vae", "text_encoder", "tokenizer", "scheduler", "image_encoder"),
+            capabilities=KEYFRAMED,
+            keyframes="image+last_image",
+            geometry=wan_geometry,
+            width=1280,
+            height=720,
+            frames=81,
+            fps=16,
+            steps=40,
+            guidance=5.5,
+            max_frames=161,
+        ),
+        Family(
+            name="wan2.2-ti2v",
+            title="Wan 2.2 TI2V-5B (text- and image-to-video, 720p at 24 fps)",
+            kind="video",
+            pipelines={"t2v": "WanPipeline", "i2v": "WanImageToVideoPipeline"},
+            index_classes=("WanPipeline", "WanImageToVideoPipeline"),
+            components=("transformer", "vae", "text_encoder", "tokenizer", "scheduler"),
+            capabilities=VIDEO | I2V,
+            keyframes="image+last_image",
+            geometry=wan_geometry,
+            width=1280,
+            height=704,
+            frames=121,
+            fps=24,
+            steps=50,
+            guidance=5.0,
+            max_frames=161,
+        ),
+        Family(
+            name="wan2.2-t2v-a14b",
+            title="Wan 2.2 T2V-A14B (two experts: high-noise and low-noise transformers)",
+            kind="video",
+            pipelines={"t2v": "WanPipeline"},
+            index_classes=("WanPipeline",),
+            components=("transformer", "transformer_2", "vae", "text_encoder", "tokenizer", "scheduler"),
+            capabilities=VIDEO,
+            keyframes="none",
+            geometry=wan_geometry,
+            width=1280,
+            height=720,
+            frames=81,
+            fps=16,
+            steps=40,
+            guidance=4.0,
+            max_frames=161,
+        ),
+        Family(
+            name="wan2.2-i2v-a14b",
+            title="Wan 2.2 I2V-A14B (two experts)",
+            kind="video",
+            pipelines={"i2v": "WanImageToVideoPipeline"},
+            index_classes=("WanImageToVideoPipeline",),
+            components=("transformer", "transformer_2", "vae", "text_encoder", "tokenizer", "scheduler"),
+            capabilities=I2V,
+            keyframes="image+last_image",
+            geometry=wan_geometry,
+            width=1280,
+            height=720,
+            frames=81,
+            fps=16,
+            steps=40,
+            guidance=3.5,
+            max_frames=161,
+        ),
+        Family(
+            name="ltx-video",
+            title="LTX-Video (0.9.x): text-to-video, and keyframes through LTXConditionPipeline",
+            kind="video",
+            pipelines={"t2v": "LTXPipeline", "i2v": "LTXConditionPipeline"},
+            index_classes=("LTXPipeline", "LTXImageToVideoPipeline", "LTXConditionPipeline"),
+            components=("transformer", "vae", "text_encoder", "tokenizer", "scheduler"),
+            capabilities=VIDEO | KEYFRAMED,
+            keyframes="ltx_conditions",
+            geometry=ltx_geometry,
+            width=768,
+            height=512,
+            frames=161,
+            fps=24,
+            steps=50,
+            guidance=3.0,
+            max_frames=257,
+            end_needs_start=False,
+        ),
+        Family(
+            name="hunyuanvideo",
+            title="HunyuanVideo (13B) text-to-video",
+            kind="video",
+            pipelines={"t2v": "HunyuanVideoPipeline"},
+            index_classes=("HunyuanVideoPipeline",),
+            components=(
+                "transformer",
+                "vae",
+                "text_encoder",
+                "tokenizer",
+                "text_encoder_2",
+                "tokenizer_2",
+                "scheduler",
+            ),
+            capabilities=VIDEO,
+            keyframes="none",
+            geometry=hunyuan_geometry,
+            width=1280,
+            height=720,
+            frames=129,
+            fps=24,
+            steps=50,
+            guidance=6.0,
+            max_frames=129,
+        ),
+        Family(
+            name="hunyuanvideo-1.5",
+            title="HunyuanVideo 1.5 (8.3B) text-to-video",
+            kind="video",
+            pipelines={"t2v": "HunyuanVideo15Pipeline"},
+            index_classes=("HunyuanVideo15Pipeline",),
+            components=(
+                "transformer",
+                "vae",
+                "text_encoder",
+                "tokenizer",
+                "text_encoder_2",
+                "tokenizer_2",
+                "scheduler",
+            ),
+            capabilities=VIDEO,
+            keyframes="none",
+            geometry=hunyuan_geometry,
+            width=848,
+            height=480,
+            frames=121,
+            fps=24,
+            steps=50,
+            guidance=6.0,  # set on the checkpoint's guider; the pipeline takes no guidance_scale
+            max_frames=241,
+        ),
+        Family(
+            name="hunyuanvideo-1.5-i2v",
+            title="HunyuanVideo 1.5 (8.3B) image-to-video",
+            kind="video",
+            pipelines={"i2v": "HunyuanVideo15ImageToVideoPipeline"},
+            index_classes=("HunyuanVideo15ImageToVideoPipeline",),
+            components=(
+                "transformer",
+                "vae",
+                "text_encoder",
+                "tokenizer",
+                "text_encoder_2",
+                "tokenizer_2",
+                "scheduler",
+                "image_encoder",
+                "feature_extractor",
+            ),
+            capabilities=I2V,
+            keyframes="image",
+            geometry=hunyuan_geometry,
+            width=848,
+            height=480,
+            frames=121,
+            fps=24,
+            steps=50,
+            guidance=6.0,
+            max_frames=241,
+        ),
+        Family(
+            name="cogvideox",
+            title="CogVideoX (2B, 5B; 1.5) text-to-video",
+            kind="video",
+            pipelines={"t2v": "CogVideoXPipeline"},
+            index_classes=("CogVideoXPipeline",),
+            components=("transformer", "vae", "text_encoder", "tokenizer", "scheduler"),
+            capabilities=frozenset({"t2v"}),
+            keyframes="none",
+            geometry=cogvideox_geometry,
+            width=720,
+            height=480,
+            frames=49,
+            fps=8,
+            steps=50,
+            guidance=6.0,
+            max_frames=81,
+            note="CogVideoX 1.0: 49 frames at 720x480; 1.5: up to 81 frames",
+        ),
+        Family(
+            name="cogvideox-i2v",
+            title="CogVideoX (5B; 1.5) image-to-video",
+            kind="video",
+            pipelines={"i2v": "CogVideoXImageToVideoPipeline"},
+            index_classes=("CogVideoXImageToVideoPipeline",),
+            components=("transformer", "vae", "text_encoder", "tokenizer", "scheduler"),
+            capabilities=I2V,
+            keyframes="image",
+            geometry=cogvideox_geometry,
+            width=720,
+            height=480,
+            frames=49,
+            fps=8,
+            steps=50,
+            guidance=6.0,
+            max_frames=81,
+        ),
+        Family(
+            name="flux.1-dev",
+            title="FLUX.1 [dev] text-to-image (guidance-distilled)",
+            kind="image",
+            pipelines={"image": "FluxPipeline"},
+            index_classes=("FluxPipeline",),
+            components=(
+                "transformer",
+                "vae",
+                "text_encoder",
+                "tokenizer",
+                "text_encoder_2",
+                "tokenizer_2",
+                "scheduler",
+            ),
+            capabilities=frozenset({"image"}),
+            keyframes="none",
+            geometry=flux_geometry,
+            width=1024,
+            height=1024,
+            frames=1,
+            fps=1,
+            steps=28,
+            guidance=3.5,
+            max_frames=1,
+        ),
+        Family(
+            name="flux.1-schnell",
+            title="FLUX.1 [schnell] text-to-image (4 steps, no guidance)",
+            kind="image",
+            pipelines={"image": "FluxPipeline"},
+            index_classes=("FluxPipeline",),
+            components=(
+                "transformer",
+                "vae",
+                "text_encoder",
+                "tokenizer",
+                "text_encoder_2",
+                "tokenizer_2",
+                "scheduler",
+            ),
+            capabilities=frozenset({"image"}),
+            keyframes="none",
+            geometry=flux_geometry,
+            width=1024,
+            height=1024,
+            frames=1,
+            fps=1,
+            steps=4,
+            guidance=0.0,
+            max_frames=1,
+        ),
+        Family(
+            name="sd3.5",
+            title="Stable Diffusion 3.5 (medium, large, large turbo) text-to-image",
+            kind="image",
+            pipelines={"image": "StableDiffusion3Pipeline"},
+            index_classes=("StableDiffusion3Pipeline",),
+            components=(
+                "transformer",
+                "vae",
+                "text_encoder",
+                "tokenizer",
+                "text_encoder_2",
+                "tokenizer_2",
+                "text_encoder_3",
+                "tokenizer_3",
+                "scheduler",
+            ),
+            capabilities=frozenset({"image"}),
+            keyframes="none",
+            geometry=sd3_geometry,
+            width=1024,
+            height=1024,
+            frames=1,
+            fps=1,
+            steps=28,
+            guidance=4.5,
+            max_frames=1,
+        ),
+    ]
+}
+
+
+class UnknownFamily(ValueError):
+    pass
+
+
+def get(name: str) -> Family:
+    if name not in FAMILIES:
+        raise UnknownFamily(f"--family: unknown family, got {name!r}; known: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def mode_of(family: Family, *, start: bool, end: bool, image: bool) -> str:
+    """Which of the family's pipelines a request needs."""
+    if start or end:
+        return "i2v"
+    if image and family.kind == "image":
+        return "image"
+    return "t2v" if "t2v" in family.pipelines else next(iter(family.pipelines))
+
+
+def round_to(value: int, multiple: int) -> int:
+    return max(multiple, multiple * round(value / multiple))
+
+
+def fit_frames(num_frames: int, temporal: int) -> int:
+    """The nearest `temporal * k + 1` frame count (k >= 0); a one-frame request stays one frame."""
+    if temporal <= 0:
+        return 1
+    return temporal * max(0, round((num_frames - 1) / temporal)) + 1

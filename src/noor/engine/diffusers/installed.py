@@ -1,0 +1,172 @@
+"""The models this machine has: `models.toml` in the data dir, one table per Noor model id.
+
+    [models."wan-1.3b"]
+    family = "wan2.1-t2v"
+    path = "/weights/Wan2.1-T2V-1.3B-Diffusers"
+    dtype = "bfloat16"
+    width = 832          # defaults a request falls back to; the family's when absent
+    cache = "first-block"
+
+`noor models add` writes it (after checking the weights dir); the registry reads it on every lookup, so
+a model added by one process is seen by the next request of another.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from noor.engine.diffusers import families, weights
+from noor.engine.diffusers.options import DTYPES, Options, check_dtype
+from noor.engine.task import TaskError
+
+FILE_NAME = "models.toml"
+ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+RESERVED_IDS = ("tiny", "resample")
+
+
+@dataclass(frozen=True)
+class InstalledModel:
+    id: str
+    family: str
+    path: str
+    dtype: str = "bfloat16"
+    device: str = "auto"  # "auto": cuda if there is one, else cpu
+    width: int | None = None
+    height: int | None = None
+    frames: int | None = None
+    fps: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    options: Options = field(default_factory=Options)
+
+    @property
+    def spec_family(self) -> families.Family:
+        return families.get(self.family)
+
+    def defaults(self) -> dict[str, Any]:
+        """width, height, frames, fps, steps, guidance: this entry's, else the family's."""
+        fam = self.spec_family
+        return {
+            "width": self.width or fam.width,
+            "height": self.height or fam.height,
+            "frames": self.frames or fam.frames,
+            "fps": self.fps or fam.fps,
+            "steps": self.steps or fam.steps,
+            "guidance": fam.guidance if self.guidance is None else self.guidance,
+        }
+
+    def to_toml(self) -> dict[str, Any]:
+        data = {k: v for k, v in asdict(self).items() if k not in ("id", "options") and v is not None}
+        data |= {k: v for k, v in asdict(self.options).items() if v != getattr(Options(), k)}
+        return data
+
+    @classmethod
+    def from_toml(cls, model_id: str, data: dict[str, Any]) -> InstalledModel:
+        own = {f.name for f in fields(cls)} - {"id", "options"}
+        opts = {f.name for f in fields(Options)}
+        unknown = set(data) - own - opts
+        if unknown:
+            raise ValueError(f"{FILE_NAME}: model {model_id!r} has unknown keys: {', '.join(sorted(unknown))}")
+        return cls(
+            id=model_id,
+            **{k: v for k, v in data.items() if k in own},
+            options=Options(**{k: v for k, v in data.items() if k in opts}),
+        )
+
+
+def config_path() -> Path:
+    from noor.config import settings
+
+    return settings().data_dir / FILE_NAME
+
+
+def load(path: Path | None = None) -> dict[str, InstalledModel]:
+    path = path or config_path()
+    if not path.is_file():
+        return {}
+    data = tomllib.loads(path.read_text())
+    return {mid: InstalledModel.from_toml(mid, entry) for mid, entry in data.get("models", {}).items()}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a valid TOML basic string
+
+
+def save(models: dict[str, InstalledModel], path: Path | None = None) -> Path:
+    path = path or config_path()
+    lines = ["# Noor's installed models; edit with `noor models add` (see docs/models.md).", ""]
+    for mid in sorted(models):
+        lines.append(f"[models.{json.dumps(mid)}]")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in models[mid].to_toml().items()]
+        lines.append("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".toml.tmp")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(path)
+    return path
+
+
+def validate(model: InstalledModel) -> InstalledModel:
+    """Check an entry against its weights and this machine; raise ValueError naming the option and value."""
+    if not ID_PATTERN.match(model.id):
+        raise ValueError(f"ID: must be lowercase letters, digits, '.', '_' or '-' (at most 64), got {model.id!r}")
+    if model.id in RESERVED_IDS:
+        raise ValueError(f"ID: {model.id!r} is built in; choose another id")
+    path = Path(model.path).expanduser().resolve()
+    family = families.get(model.family) if model.family else weights.detect(path)
+    weights.check(path, family)
+    if model.dtype not in DTYPES:
+        raise ValueError(f"--dtype: must be one of {', '.join(DTYPES)}, got {model.dtype!r}")
+    device = resolve_device(model.device)
+    check_dtype(model.dtype, device)
+    model.options.check(device)
+    geometry = family.geometry(path)
+    d = replace(model, family=family.name, path=str(path)).defaults()
+    for name in ("width", "height"):
+        if not geometry.spatial <= d[name] <= family.max_side:
+            raise ValueError(f"--size: {name} must be between {geometry.spatial} and {family.max_side}, got {d[name]}")
+        if d[name] % geometry.spatial:
+            raise ValueError(f"--size: {family.name} needs {name} in multiples of {geometry.spatial}, got {d[name]}")
+    if geometry.temporal and (d["frames"] - 1) % geometry.temporal:
+        raise ValueError(f"--frames: {family.name} needs {geometry.temporal}k+1 frames, got {d['frames']}")
+    if d["frames"] > family.max_frames:
+        raise ValueError(f"--frames: {family.name} makes at most {family.max_frames} frames, got {d['frames']}")
+    return replace(model, family=family.name, path=str(path))
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device: this machine has no CUDA device, got {device!r}")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"--device: must be auto, cpu or cuda[:N], got {device!r}")
+    return device
+
+
+def add(model: InstalledModel, path: Path | None = None) -> InstalledModel:
+    """Validate and write one entry (replacing an entry with the same id)."""
+    checked = validate(model)
+    models = load(path)
+    models[checked.id] = checked
+    save(models, path)
+    return checked
+
+
+def remove(model_id: str, path: Path | None = None) -> None:
+    models = load(path)
+    if model_id not in models:
+        raise TaskError("model", model_id, "not an installed model")
+    del models[model_id]
+    save(models, path)

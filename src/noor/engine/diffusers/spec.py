@@ -1,0 +1,84 @@
+"""An installed diffusers model as a registry `ModelSpec`: its capabilities, defaults, and request mapping.
+
+The mapping is the same at create time (`check`, for notes and refusals) and in the worker (`fit`, for
+the shape the pipeline is asked for), so what a request was told is what it gets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+
+from noor.engine.diffusers import installed
+from noor.engine.diffusers.families import Geometry, fit_frames, round_to
+from noor.engine.registry import CAPABILITIES, Limits, ModelSpec
+from noor.engine.task import Task, TaskError
+
+
+@dataclass(frozen=True)
+class DiffusersSpec(ModelSpec):
+    geometry: Geometry = field(default_factory=lambda: Geometry(16, 4))
+    end_needs_start: bool = True
+    entry: installed.InstalledModel | None = field(default=None, repr=False)
+
+    def fit(self, task: Task) -> tuple[Task, list[str]]:
+        """Round the size to the model's multiple and the length to its `t*k + 1` frames, saying so."""
+        g, notes = self.geometry, []
+        width, height = round_to(task.width, g.spatial), round_to(task.height, g.spatial)
+        if (width, height) != (task.width, task.height):
+            notes.append(
+                f"{self.id} draws sides in multiples of {g.spatial}:"
+                f" {task.width}x{task.height} rounded to {width}x{height}"
+            )
+        num_frames = fit_frames(task.num_frames, g.temporal) if not task.is_image else 1
+        if num_frames != task.num_frames:
+            notes.append(
+                f"{self.id} draws {g.temporal}k+1 frames: {task.num_frames} rounded to {num_frames}"
+                f" ({num_frames / task.fps:.2f} s at {task.fps} fps)"
+            )
+        return replace(task, width=width, height=height, num_frames=num_frames), notes
+
+    def check(self, task: Task) -> list[str]:
+        if task.loop and "loop" in self.capabilities and task.start_frame is None:
+            raise TaskError("loop", True, f"model {self.id!r} loops back to a start frame; give one (frame0)")
+        if task.end_frame is not None and task.start_frame is None and self.end_needs_start:
+            raise TaskError("end_frame", True, f"model {self.id!r} needs a start frame with an end frame")
+        notes = super().check(task)
+        fitted, _ = self.fit(task)
+        if fitted.num_frames > self.limits.max_frames:
+            raise TaskError("num_frames", task.num_frames, f"model {self.id!r} makes at most {self.limits.max_frames}")
+        if max(fitted.width, fitted.height) > self.limits.max_side:
+            raise TaskError("width", task.width, f"model {self.id!r} draws sides up to {self.limits.max_side}")
+        return notes
+
+
+def spec_of(model: installed.InstalledModel) -> DiffusersSpec:
+    from noor.engine.diffusers.backend import DiffusersBackend
+
+    family = model.spec_family
+    d = model.defaults()
+    capabilities = family.capabilities & frozenset(CAPABILITIES)
+    geometry = family.geometry(Path(model.path))
+    return DiffusersSpec(
+        id=model.id,
+        description=f"{family.title}; {model.dtype}",
+        load=partial(DiffusersBackend, model),
+        capabilities=capabilities,
+        native_width=d["width"],
+        native_height=d["height"],
+        native_frames=d["frames"],
+        default_steps=d["steps"],
+        default_guidance=d["guidance"],
+        default_fps=d["fps"],
+        limits=Limits(max_side=family.max_side, min_side=geometry.spatial, max_frames=max(family.max_frames, 1)),
+        family=family.name,
+        source=model.path,
+        geometry=geometry,
+        end_needs_start=family.end_needs_start,
+        entry=model,
+    )
+
+
+def installed_specs() -> dict[str, ModelSpec]:
+    return {mid: spec_of(m) for mid, m in installed.load().items()}
