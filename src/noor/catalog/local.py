@@ -1,0 +1,162 @@
+"""`cpu-local`: this machine, measured with torch once and cached in the data dir.
+
+What is measured (fp32, torch's current thread count), each as the best of several short bursts so
+a busy neighbour lowers it less:
+  - linear:    a 1024^3 GEMM, FLOP/s
+  - attention: scaled_dot_product_attention at 64 and 1024 keys (head dim 32), FLOP/s; the two
+               fix a saturation curve rate(n) = peak * n / (n + half_tokens)
+  - conv:      a 3x3 conv2d, 32 -> 32 channels on 64x64 maps, FLOP/s
+  - memory:    a 64 MB tensor copy, bytes/s
+  - overhead:  one small elementwise op, seconds (framework dispatch per kernel)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from noor.catalog.chips import Chip
+
+CACHE_VERSION = 1
+
+
+def cache_path() -> Path:
+    from noor.config import settings
+
+    return settings().data_dir / "perf" / "cpu-local.json"
+
+
+def _key() -> dict[str, Any]:
+    import torch
+
+    return {
+        "version": CACHE_VERSION,
+        "machine": platform.node(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _best_rate(work: float, fn: Callable[[], object], seconds: float, inner: int = 3) -> float:
+    fn()  # warm-up: allocations and kernel selection
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        best = max(best, inner * work / (time.perf_counter() - t0))
+    return best
+
+
+def measure(seconds_per_kernel: float = 0.25) -> dict[str, Any]:
+    """Measure this CPU (about 1.5 s). Returns the cache record."""
+    import torch
+    import torch.nn.functional as F
+
+    with torch.no_grad():
+        n = 1024
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        linear = _best_rate(2 * n**3, lambda: a @ b, seconds_per_kernel)
+
+        def sdpa_rate(keys: int) -> float:
+            heads = max(1, 32768 // keys)  # the same FLOPs at both lengths
+            q = torch.randn(1, heads, keys, 32)
+            return _best_rate(
+                4 * heads * keys * keys * 32, lambda: F.scaled_dot_product_attention(q, q, q), 0.5 * seconds_per_kernel
+            )
+
+        short, long = sdpa_rate(64), sdpa_rate(1024)
+        # rate(n) = peak * n / (n + h): two lengths give peak and h (h >= 0)
+        ratio = long / short
+        half = max(0.0, (ratio - 1) / (1 / 64 * ratio - 1 / 1024)) if ratio > 1 else 0.0
+        attention = long * (1024 + half) / 1024
+
+        x, w = torch.randn(4, 32, 64, 64), torch.randn(32, 32, 3, 3)
+        conv = _best_rate(2 * 4 * 64 * 64 * 32 * 32 * 9, lambda: F.conv2d(x, w, padding=1), seconds_per_kernel)
+
+        big = torch.empty(16 * 1024 * 1024)
+        other = torch.empty_like(big)
+        memory = _best_rate(2 * big.numel() * 4, lambda: other.copy_(big), seconds_per_kernel)
+
+        small = torch.randn(64)
+        overhead = 1 / _best_rate(1.0, lambda: small.add(1.0), 0.5 * seconds_per_kernel, inner=200)
+    return {
+        **_key(),
+        "measured_at": time.time(),
+        "linear_tflops": linear / 1e12,
+        "attention_tflops": attention / 1e12,
+        "attention_half_tokens": half,
+        "conv_tflops": conv / 1e12,
+        "memory_tbps": memory / 1e12,
+        "op_overhead_s": overhead,
+    }
+
+
+def load_or_measure(remeasure: bool = False) -> dict[str, Any]:
+    """The cached record for this machine and thread count; measured (and cached) if absent or stale."""
+    path = cache_path()
+    if not remeasure and path.exists():
+        try:
+            record = json.loads(path.read_text())
+            if all(record.get(k) == v for k, v in _key().items()):
+                return dict(record)
+        except (OSError, ValueError):
+            pass  # unreadable cache: measure again
+    record = measure()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(path)
+    return record
+
+
+def chip_from_record(entry: Chip, record: dict[str, Any]) -> Chip:
+    return entry.model_copy(
+        update={
+            "bf16_tflops": record["linear_tflops"],
+            "hbm_tbps": record["memory_tbps"],
+            "class_tflops": {
+                "linear": record["linear_tflops"],
+                "attention": record["attention_tflops"],
+                "conv": record["conv_tflops"],
+            },
+            "attention_half_tokens": record["attention_half_tokens"],
+            "op_overhead_s": record["op_overhead_s"],
+            "hbm_gb": _memory_gb(),
+            "name": f"{entry.name}: {record['processor']}, {record['threads']} threads",
+        }
+    )
+
+
+def _memory_gb() -> float | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+@cache
+def _record(threads: int) -> dict[str, Any]:
+    return load_or_measure()
+
+
+def local_chip(entry: Chip) -> Chip:
+    """cpu-local with measured figures: from the in-process cache, the disk cache, or one measurement."""
+    import torch
+
+    return chip_from_record(entry, _record(torch.get_num_threads()))
+
+
+def remeasure() -> Chip:
+    from noor.catalog.chips import _table
+
+    _record.cache_clear()
+    record = load_or_measure(remeasure=True)
+    return chip_from_record(_table()["cpu-local"], record)

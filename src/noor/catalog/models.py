@@ -1,0 +1,120 @@
+"""Model architectures (models.toml) as typed, validated records."""
+
+from __future__ import annotations
+
+import tomllib
+from functools import cache
+from importlib import resources
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from noor.catalog.errors import UnknownId
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TextEncoder(_Frozen):
+    id: str
+    params_b: float = Field(gt=0)
+    layers: int = Field(gt=0)
+    hidden_size: int = Field(gt=0)
+    source: str
+
+
+class Vae(_Frozen):
+    id: str
+    spatial: int = Field(gt=0, description="pixels per latent along each side")
+    temporal: int = Field(gt=0, description="frames per latent frame (causal: 1 + 4k frames -> 1 + k)")
+    latent_channels: int = Field(gt=0)
+    conv3d: bool
+    params_m: float = Field(gt=0)
+    decoder: tuple[tuple[int, int, int], ...] = Field(description="(channels, 3x3 convs, time divisor) per 2x scale")
+    first_row_scale: int = Field(1, ge=1, description="the first decoder row runs at 1/this resolution")
+    source: str
+
+    def latent_frames(self, num_frames: int) -> int:
+        """Causal video VAEs keep the first frame alone: 81 frames at 4x -> 21 latent frames."""
+        return 1 + (num_frames - 1) // self.temporal if self.temporal > 1 else num_frames
+
+
+class ModelArch(_Frozen):
+    id: str
+    name: str
+    kind: Literal["video", "image"]
+    task: str
+    arch: Literal["dit", "mmdit", "unet"]
+    params_b: float = Field(gt=0, description="denoiser parameters held in memory (all experts)")
+    layers: int = Field(gt=0)
+    double_stream_layers: int = Field(0, ge=0, description="MM-DiT blocks with separate text weights")
+    hidden_size: int = Field(gt=0)
+    heads: int = Field(gt=0)
+    ffn_size: int = Field(gt=0)
+    ffn_matrices: Literal[2, 3] = 2
+    attention: Literal["full", "factorised", "linear"] = "full"
+    patch: tuple[int, int, int]
+    cross_attention: bool = False
+    text_tokens: int = Field(ge=0)
+    image_tokens: int = Field(0, ge=0)
+    text_encoders: tuple[TextEncoder, ...]
+    vae: Vae
+    experts_total: int = Field(1, ge=1)
+    experts_active: int = Field(1, ge=1)
+    guidance_passes: int = Field(ge=1, le=3)
+    default_steps: int = Field(gt=0)
+    default_width: int = Field(gt=0)
+    default_height: int = Field(gt=0)
+    default_frames: int = Field(gt=0)
+    renders_native: bool = False
+    precision: Literal["bf16", "fp32"] = "bf16"
+    unet_levels: tuple[tuple[int, int], ...] = ()
+    unet_layers_per_block: int = 2
+    sources: dict[str, str]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelArch:
+        if self.hidden_size % self.heads:
+            raise ValueError(f"{self.id}: hidden_size {self.hidden_size} is not a multiple of heads {self.heads}")
+        if self.experts_active > self.experts_total:
+            raise ValueError(f"{self.id}: experts_active > experts_total")
+        if self.arch == "unet" and not self.unet_levels:
+            raise ValueError(f"{self.id}: a unet needs unet_levels")
+        for group in ("transformer", "defaults"):
+            if not self.sources.get(group):
+                raise ValueError(f"{self.id}: sources.{group} must cite where those fields come from")
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.heads
+
+
+def _load_toml(name: str) -> dict[str, Any]:
+    return tomllib.loads((resources.files("noor.catalog") / name).read_text(encoding="utf-8"))
+
+
+@cache
+def models() -> dict[str, ModelArch]:
+    raw = _load_toml("models.toml")
+    encoders = {k: TextEncoder(id=k, **v) for k, v in raw["text_encoders"].items()}
+    vaes = {k: Vae(id=k, **v) for k, v in raw["vaes"].items()}
+    out = {}
+    for key, fields in raw["models"].items():
+        fields = dict(fields)
+        fields["text_encoders"] = tuple(encoders[e] for e in fields["text_encoders"])
+        fields["vae"] = vaes[fields["vae"]]
+        out[key] = ModelArch(id=key, **fields)
+    return out
+
+
+def model_ids() -> list[str]:
+    return sorted(models())
+
+
+def model(model_id: str) -> ModelArch:
+    table = models()
+    if model_id not in table:
+        raise UnknownId("model", model_id, table)
+    return table[model_id]

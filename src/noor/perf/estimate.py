@@ -1,0 +1,261 @@
+"""`estimate(model, shape, chip, plan) -> Estimate`: the cost of one request on one chip type and plan.
+
+Latency is a roofline per kernel class: each class runs at peak x efficiency(chip family, class)
+x saturation (small GEMMs and short attention rows do not fill a chip), or at the memory bound if
+that is slower; elementwise traffic is memory-bound; communication goes over the scale-up link.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from noor.catalog import Chip, ModelArch
+from noor.perf import workload
+from noor.perf.efficiency import Efficiency, load
+from noor.perf.plan import Plan, candidates
+from noor.perf.shape import Shape
+
+
+@dataclass
+class StageEstimate:
+    name: str  # text_encoder | denoise | vae_decode | offload
+    latency_s: float
+    flops: float
+    detail: dict[str, float] = field(default_factory=dict)  # seconds (or FLOPs) by part
+
+
+@dataclass
+class Estimate:
+    model: str
+    chip: str
+    shape: Shape
+    plan: Plan
+    fits: bool
+    why_not: str | None
+    latency_s: float | None  # None when the plan does not fit
+    peak_memory_gb: float  # per chip
+    energy_j: float | None  # at TDP for all chips: an upper bound; None if the chip's power is unpublished
+    flops: float
+    cost_usd: float | None
+    usd_per_hour: float  # per chip
+    stages: list[StageEstimate]
+    memory_gb: dict[str, float]
+    notes: list[str] = field(default_factory=list)
+
+    def stage(self, name: str) -> StageEstimate:
+        return next(s for s in self.stages if s.name == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["plan_label"] = self.plan.label()
+        return out
+
+
+@dataclass
+class _Device:
+    """What one chip offers, after efficiency: FLOP/s per kernel class, bytes/s, link bytes/s."""
+
+    chip: Chip
+    eff: Efficiency
+    precision: str
+    fa3: bool
+
+    def rate(self, kernel: str, precision: str | None = None) -> float:
+        peak = self.chip.peak_tflops(precision or self.precision, kernel) * 1e12  # type: ignore[arg-type]
+        return peak * (1.0 if self.chip.measured else self.eff.factor(self.chip.family, kernel, self.fa3))
+
+    def linear_s(self, flops: float, rows: float, precision: str | None = None) -> float:
+        half = 0.0 if self.chip.measured else self.eff["linear_half_tokens"]
+        return flops / (self.rate("linear", precision) * rows / (rows + half)) if flops else 0.0
+
+    def attention_s(self, flops: float, keys: float) -> float:
+        half = self.chip.attention_half_tokens if self.chip.measured else self.eff["attention_half_keys"]
+        return flops / (self.rate("attention") * keys / (keys + half)) if flops else 0.0
+
+    def memory_s(self, nbytes: float) -> float:
+        if not self.chip.hbm_tbps:
+            return 0.0
+        return nbytes / (self.chip.hbm_tbps * 1e12 * (1.0 if self.chip.measured else self.eff["memory_efficiency"]))
+
+    def link_s(self, nbytes: float) -> float:
+        if not nbytes:
+            return 0.0
+        one_way = (self.chip.scaleup_gbps or 0.0) / 2 * 1e9 * self.eff["link_efficiency"]
+        return nbytes / one_way if one_way else math.inf
+
+    @property
+    def kernel_s(self) -> float:
+        return self.chip.op_overhead_s if self.chip.measured else self.eff["launch_overhead_s"]
+
+
+def estimate(
+    model: ModelArch, shape: Shape, chip: Chip, plan: Plan | None = None, efficiency: Efficiency | None = None
+) -> Estimate:
+    """Price one request. With several allowed splits (strategy auto/hybrid), the fastest that fits."""
+    plan = plan or Plan()
+    eff = efficiency or load()
+    options = [_estimate_one(model, shape, chip, p, eff) for p in candidates(plan, model)]
+    fitting = [e for e in options if e.fits]
+    if fitting:
+        return min(fitting, key=lambda e: e.latency_s or math.inf)
+    return min(options, key=lambda e: e.peak_memory_gb)
+
+
+def _estimate_one(model: ModelArch, shape: Shape, chip: Chip, plan: Plan, eff: Efficiency) -> Estimate:
+    assert plan.degrees is not None
+    u, r, c = plan.degrees
+    g = plan.gpus
+    notes: list[str] = []
+    real = shape.for_model(model)
+    if real != Shape(shape.width, shape.height, shape.num_frames, real.steps, shape.batch):
+        notes.append(
+            f"{model.id} always draws {real.width}x{real.height}x{real.num_frames} and resizes; priced at that size"
+        )
+    precision = plan.precision or model.precision
+    if chip.measured:
+        precision = "fp32"  # what the CPU runs; its measured rates are fp32
+    elif precision == "fp32":
+        precision = "bf16"
+    nbytes = workload.BYTES[precision]
+    act_bytes = 4 if precision == "fp32" else 2
+    dev = _Device(chip, eff, precision, fa3=plan.attention == "fa3")
+    steps = real.steps or model.default_steps
+
+    # 1. text encoder: every prompt (and the negative one under CFG), on one chip or the host CPU
+    prompts = real.batch * (2 if model.guidance_passes > 1 else 1)
+    te_flops = workload.text_encoder_flops(model, prompts)
+    te_params = workload.text_encoder_params(model)
+    if plan.text_encoder_on_cpu:
+        te_s = te_flops / (eff["host_tflops"] * 1e12)
+    else:
+        rows = prompts * max(model.text_tokens, 1)
+        te_s = max(
+            dev.linear_s(te_flops, rows, "bf16" if precision == "fp8" else precision),
+            dev.memory_s(te_params * act_bytes),
+        )
+        te_s += sum(e.layers for e in model.text_encoders) * 12 * dev.kernel_s
+
+    # 2. one denoising step: the guidance passes batched, split over cfg x ulysses x ring chips
+    passes_per_group = math.ceil(model.guidance_passes / c)
+    work = workload.denoise_pass(model, real, batch=real.batch * passes_per_group)
+    sp = u * r
+    rows_dev = work.tokens * real.batch * passes_per_group / sp
+    active_params = model.params_b * 1e9 * model.experts_active / model.experts_total
+    t_linear = max(dev.linear_s(work.linear_flops / sp, rows_dev), dev.memory_s(active_params * nbytes))
+    t_attn = dev.attention_s(work.attention_flops / sp, work.attention_keys / r)
+    t_cross = dev.attention_s(work.cross_flops / sp, max(model.text_tokens + model.image_tokens, 1))
+    t_conv = work.conv_flops / sp / dev.rate("conv") if work.conv_flops else 0.0
+    passes_key = "activation_passes_compiled" if plan.compiled else "activation_passes_eager"
+    t_elem = dev.memory_s(work.activation_elems / sp * act_bytes * eff[passes_key])
+    t_launch = work.kernels * dev.kernel_s * (0.3 if plan.compiled else 1.0)
+    compute = t_linear + t_attn + t_cross + t_conv + t_elem + t_launch
+    # communication: Ulysses all-to-alls (q, k, v, out) are on the critical path; ring passes K/V
+    # around while attention runs; FSDP gathers each block's weights ahead of use.
+    block_bytes = rows_dev * work.hidden_size * act_bytes
+    t_ulysses = (
+        work.layers * (4 * dev.link_s(block_bytes * (u - 1) / u) + 4 * eff["collective_latency_s"]) if u > 1 else 0.0
+    )
+    t_ring_total = work.layers * dev.link_s(2 * block_bytes * (r - 1)) if r > 1 else 0.0
+    t_ring = max(0.0, t_ring_total - t_attn)
+    t_fsdp = (
+        max(0.0, dev.link_s(active_params * nbytes * (g - 1) / g) - compute) if plan.shard_weights and g > 1 else 0.0
+    )
+    t_cfg = dev.link_s(work.video_tokens * real.batch * model.vae.latent_channels * 4) if c > 1 else 0.0
+    step_s = compute + t_ulysses + t_ring + t_fsdp + t_cfg
+    if plan.offload == "sequential":  # every block's weights cross the host link each pass
+        step_s = max(step_s, active_params * nbytes / (eff["host_link_gbps"] * 1e9))
+    denoise_s = steps * step_s
+    per_step = {
+        "linear_s": t_linear,
+        "self_attention_s": t_attn,
+        "cross_attention_s": t_cross,
+        "conv_s": t_conv,
+        "elementwise_s": t_elem,
+        "launch_s": t_launch,
+        "ulysses_comm_s": t_ulysses,
+        "ring_comm_exposed_s": t_ring,
+        "fsdp_comm_exposed_s": t_fsdp,
+        "cfg_comm_s": t_cfg,
+        "step_s": step_s,
+        "linear_flops": work.linear_flops * steps,
+        "self_attention_flops": work.attention_flops * steps,
+        "cross_attention_flops": work.cross_flops * steps,
+        "conv_flops": work.conv_flops * steps,
+        "tokens": float(work.tokens),
+        "passes_per_step": float(model.guidance_passes),
+    }
+    denoise_flops = work.flops * c * steps * (model.guidance_passes / (passes_per_group * c))
+
+    # 3. VAE decode on one chip
+    vae_flops, vae_elems = workload.vae_decode(model, real)
+    vae_s = vae_flops / dev.rate("conv")
+
+    # 4. moving weights between host and chip (offload): once per request, and at each MoE switch
+    offload_s = 0.0
+    if plan.offload == "model":
+        moves = 1 + (model.experts_total - 1)
+        offload_s = moves * active_params * nbytes / (eff["host_link_gbps"] * 1e9)
+
+    stages = [
+        StageEstimate("text_encoder", te_s, te_flops),
+        StageEstimate("denoise", denoise_s, denoise_flops, per_step),
+        StageEstimate("vae_decode", vae_s, vae_flops),
+    ]
+    if offload_s:
+        stages.append(StageEstimate("offload", offload_s, 0.0))
+    latency_s = sum(s.latency_s for s in stages)
+
+    # 5. peak memory per chip: the largest stage
+    gb = 1e-9
+    dit_resident = {"none": model.params_b * 1e9, "model": active_params, "sequential": active_params / model.layers}
+    dit_gb = dit_resident[plan.offload] * nbytes / (g if plan.shard_weights else 1) * gb
+    te_gb = 0.0 if plan.text_encoder_on_cpu else te_params * (4 if precision == "fp32" else 2) * gb
+    keep_te = te_gb if plan.offload == "none" else 0.0
+    act_gb = rows_dev * (model.ffn_size * model.ffn_matrices / 2 + 4 * model.hidden_size) * act_bytes * gb
+    vae_gb = model.vae.params_m * 1e6 * 4 * gb + vae_elems * real.batch * 4 * 3 * gb  # fp32 decode, in/out/skip
+    resident_dit = dit_gb if plan.offload == "none" else 0.0
+    memory = {
+        "denoiser_weights_gb": dit_gb,
+        "text_encoder_weights_gb": te_gb,
+        "activations_gb": act_gb,
+        "vae_gb": vae_gb,
+        "text_stage_gb": te_gb + resident_dit,
+        "denoise_stage_gb": dit_gb + keep_te + act_gb,
+        "decode_stage_gb": vae_gb + resident_dit + keep_te,
+    }
+    peak_gb = max(memory["text_stage_gb"], memory["denoise_stage_gb"], memory["decode_stage_gb"])
+
+    # 6. does it fit; energy and money
+    why_not = None
+    if g > chip.scaleup_domain:
+        why_not = f"{g} chips exceed {chip.id}'s scale-up domain of {chip.scaleup_domain} (scale-out is not modelled)"
+    elif chip.hbm_gb is not None and peak_gb > chip.hbm_gb:
+        why_not = (
+            f"needs {peak_gb:.1f} GB per chip, {chip.id} has {chip.hbm_gb:.0f} GB"
+            " (try more chips with shard_weights, offload, or a smaller size)"
+        )
+    usd_per_hour = chip.usd_per_hour if plan.usd_per_hour is None else plan.usd_per_hour
+    fits = why_not is None
+    energy = chip.tdp_w * g * latency_s if chip.tdp_w else None
+    if chip.tdp_w is None:
+        notes.append(f"{chip.id}'s power is not published: no energy figure")
+    total_flops = te_flops + denoise_flops + vae_flops
+    return Estimate(
+        model=model.id,
+        chip=chip.id,
+        shape=real,
+        plan=plan,
+        fits=fits,
+        why_not=why_not,
+        latency_s=latency_s if fits else None,
+        peak_memory_gb=peak_gb,
+        energy_j=energy if fits else None,
+        flops=total_flops,
+        cost_usd=usd_per_hour * g * latency_s / 3600 if fits else None,
+        usd_per_hour=usd_per_hour,
+        stages=stages,
+        memory_gb=memory,
+        notes=notes,
+    )

@@ -1,0 +1,169 @@
+"""FLOPs and bytes of each stage of one request: text encoding, one denoising pass, VAE decode.
+
+Counting rules (a multiply-add = 2 FLOPs, as in Kaplan et al. 2020 and nanoGPT's MFU estimate):
+  - linear layers: 2 x tokens x weights each token passes through;
+  - self-attention: QK^T and PV = 4 x queries x keys x hidden (FlashAttention paper's count);
+  - cross-attention: 4 x video tokens x context tokens x hidden, plus the context K/V projections;
+  - 3x3 (x3) convolutions: 2 x k x c_in x c_out per output element.
+Everything here is for the whole request (all passes of a step together, before any split over GPUs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from noor.catalog import ModelArch
+from noor.perf.shape import PerfError, Shape
+
+BYTES = {"bf16": 2, "fp8": 1, "fp32": 4}
+
+
+@dataclass
+class PassWork:
+    """One transformer (or UNet) forward pass over a batch of `batch` sequences."""
+
+    tokens: int  # per sequence, text included for joint attention: the length self-attention sees
+    video_tokens: int  # per sequence
+    linear_flops: float
+    attention_flops: float
+    cross_flops: float
+    conv_flops: float = 0.0
+    attention_keys: int = 0  # keys each query attends to (sets how well attention kernels saturate)
+    activation_elems: float = 0.0  # tokens x hidden x layers: the elementwise traffic unit
+    hidden_size: int = 0
+    layers: int = 0
+    kernels: int = 0  # kernel launches per pass (framework overhead)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def flops(self) -> float:
+        return self.linear_flops + self.attention_flops + self.cross_flops + self.conv_flops
+
+
+def latent_grid(model: ModelArch, shape: Shape) -> tuple[int, int, int]:
+    """(latent frames / patch_t, rows, cols) of patches: the token grid of one sequence."""
+    vae, (pt, ph, pw) = model.vae, model.patch
+    for name, side, multiple in (("width", shape.width, vae.spatial * pw), ("height", shape.height, vae.spatial * ph)):
+        if side < multiple:
+            raise PerfError(name, side, f"must be at least {multiple} for {model.id}")
+    frames = vae.latent_frames(shape.num_frames) if model.kind == "video" else 1
+    if model.kind == "image" and shape.num_frames != 1:
+        raise PerfError("num_frames", shape.num_frames, f"{model.id} makes images: must be 1")
+    return -(-frames // pt), shape.height // (vae.spatial * ph), shape.width // (vae.spatial * pw)
+
+
+# Kernel launches per transformer block in eager PyTorch: norms, modulation, q/k/v/out, rotary,
+# attention, MLP, gates and residuals. An assumption from reading diffusers' WanTransformerBlock and
+# noor-tiny's TinyBlock (about 40-60 ops each); it matters only where kernels are tiny (CPU, small images).
+KERNELS_PER_BLOCK = 50
+
+
+def denoise_pass(model: ModelArch, shape: Shape, batch: int) -> PassWork:
+    """One forward pass of the denoiser over `batch` sequences (e.g. 2 = CFG's two passes batched)."""
+    if model.arch == "unet":
+        return _unet_pass(model, shape, batch)
+    t, h, w = latent_grid(model, shape)
+    video = t * h * w
+    d, L = model.hidden_size, model.layers
+    context = model.text_tokens + model.image_tokens
+    joint = model.arch == "mmdit"
+    seq = video + (model.text_tokens if joint else 0)
+
+    # 1. linear layers per token per block: attention q,k,v,o + FFN (+ cross-attention q,o)
+    per_token = 4 * d * d + model.ffn_matrices * d * model.ffn_size
+    if model.cross_attention:
+        per_token += 2 * d * d
+    if model.attention == "factorised":  # a second self-attention (temporal) with its own q,k,v,o
+        per_token += 4 * d * d
+    linear = 2.0 * batch * L * seq * per_token
+    if model.cross_attention:
+        linear += 2.0 * batch * L * context * 2 * d * d  # K and V of the context, once per pass
+
+    # 2. self-attention over the sequence
+    if model.attention == "full":
+        attention = 4.0 * batch * L * seq * seq * d
+        keys = seq
+    elif model.attention == "factorised":  # within each frame, then across frames at each patch
+        spatial = h * w
+        attention = 4.0 * batch * L * (t * spatial * spatial + spatial * t * t) * d
+        keys = spatial
+    else:  # linear attention: a (head_dim x head_dim) state per head
+        attention = 4.0 * batch * L * seq * d * model.head_dim
+        keys = model.head_dim
+
+    # 3. cross-attention to the prompt (and image tokens)
+    cross = 4.0 * batch * L * video * context * d if model.cross_attention else 0.0
+    return PassWork(
+        tokens=seq,
+        video_tokens=video,
+        linear_flops=linear,
+        attention_flops=attention,
+        cross_flops=cross,
+        attention_keys=keys,
+        activation_elems=float(batch) * seq * d * L,
+        hidden_size=d,
+        layers=L,
+        kernels=KERNELS_PER_BLOCK * L,
+    )
+
+
+def _unet_pass(model: ModelArch, shape: Shape, batch: int) -> PassWork:
+    """SDXL-style UNet: resnets (two 3x3 convs) and transformer blocks at each level; the mid block
+    at the lowest level; up blocks hold one more layer than down blocks (diffusers UNet2DConditionModel)."""
+    lat_h, lat_w = shape.height // model.vae.spatial, shape.width // model.vae.spatial
+    lpb, ctx = model.unet_layers_per_block, model.text_tokens
+    linear = attention = cross = conv = act = 0.0
+    blocks = 0
+    for level, (c, depth) in enumerate(model.unet_levels):
+        n = (lat_h >> level) * (lat_w >> level)
+        resnets = lpb + (lpb + 1) + (2 if level == len(model.unet_levels) - 1 else 0)
+        transformers = (lpb + (lpb + 1) + (1 if level == len(model.unet_levels) - 1 else 0)) if depth else 0
+        conv += batch * resnets * 2 * (2.0 * 9 * c * c * n)
+        tblocks = transformers * depth
+        # per token per block: self q,k,v,o 4c^2; cross q,o 2c^2; GEGLU c->2x4c, 4c->c = 12c^2; + proj in/out
+        linear += 2.0 * batch * n * c * c * (18 * tblocks + 2 * transformers)
+        attention += 4.0 * batch * tblocks * n * n * c
+        cross += 4.0 * batch * tblocks * n * ctx * c
+        act += float(batch) * n * c * (tblocks + 2 * resnets)
+        blocks += tblocks + resnets
+    n0 = lat_h * lat_w
+    return PassWork(
+        tokens=n0,
+        video_tokens=n0,
+        linear_flops=linear,
+        attention_flops=attention,
+        cross_flops=cross,
+        conv_flops=conv,
+        attention_keys=(lat_h >> 1) * (lat_w >> 1),
+        activation_elems=act,
+        hidden_size=model.hidden_size,
+        layers=blocks,
+        kernels=KERNELS_PER_BLOCK * blocks,
+    )
+
+
+def text_encoder_flops(model: ModelArch, prompts: int) -> float:
+    """2 x params x tokens per prompt (encoders are short sequences: attention is a few percent)."""
+    tokens = max(model.text_tokens, 1)
+    return sum(2.0 * e.params_b * 1e9 * tokens * prompts for e in model.text_encoders)
+
+
+def text_encoder_params(model: ModelArch) -> float:
+    return sum(e.params_b * 1e9 for e in model.text_encoders)
+
+
+def vae_decode(model: ModelArch, shape: Shape) -> tuple[float, float]:
+    """(FLOPs, elements of the largest live feature map) of decoding the whole batch to pixels."""
+    vae = model.vae
+    frames = shape.num_frames if model.kind == "video" else 1
+    kernel = 27 if vae.conv3d else 9
+    flops, largest = 0.0, 0.0
+    # video VAEs decode causally a few frames at a time: live activations cover one chunk
+    chunk = vae.temporal if vae.conv3d and frames > 1 else 1
+    for row, (channels, convs, t_div) in enumerate(vae.decoder):
+        scale = vae.first_row_scale << row
+        pixels = (shape.height // scale) * (shape.width // scale)
+        row_frames = max(1, frames // t_div) if vae.conv3d else frames
+        flops += shape.batch * row_frames * pixels * convs * 2.0 * kernel * channels * channels
+        largest = max(largest, chunk * pixels * channels)
+    return flops, largest
