@@ -6,6 +6,7 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +30,13 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=0, le=64, description="local worker processes started by `noor serve`")
     public_url: str | None = Field(None, description="how clients reach this server (links in webhooks)")
+    aliases: dict[str, str] = Field(
+        default_factory=dict,
+        description='Dream Machine/OpenAI model names -> Noor model ids, JSON, e.g. {"ray-2": "wan2.1-t2v-14b"}; '
+        "merged over the defaults (every alias maps to tiny)",
+    )
+    log_format: Literal["json", "text"] = Field("json", description="`noor serve` logs: JSON lines or plain text")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
     ssrf_allow: list[str] = Field(
         default_factory=list, description="networks callbacks may reach despite being private, e.g. 10.0.0.0/8"
     )

@@ -5,17 +5,20 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
+import httpx
 from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from noor.api import metrics
 from noor.api.requests import (
     DEFAULT_ALIASES,
+    Keyframes,
     RequestError,
     Resolved,
     resolve_image,
@@ -27,7 +30,7 @@ from noor.jobs import tenants
 from noor.jobs.assets import AssetNotFound, AssetStore, asset_key, sign, verify
 from noor.jobs.generation import Generation, now_utc
 from noor.jobs.store import NotFound, Store
-from noor.runtime.ssrf import Guard, SSRFError
+from noor.runtime.ssrf import FetchError, Guard, SSRFError
 
 CONCEPTS = [
     "truck_left", "pan_right", "pedestal_down", "low_angle", "pedestal_up", "selfie", "pan_left", "roll_right",
@@ -48,6 +51,7 @@ class ApiConfig:
     secret: bytes  # signs asset links
     aliases: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ALIASES))
     guard: Guard = field(default_factory=Guard)  # callback and keyframe URLs must not point inside
+    public_url: str | None = None  # how clients reach this server, if not the request's own host
 
 
 def signed_link(base_url: str, secret: bytes, key: str, ttl_s: int = 7 * 24 * 3600) -> str:
@@ -70,6 +74,27 @@ def check_callback(ctx: Context, url: str | None) -> None:
         ctx.config.guard.resolve(url)
     except SSRFError as err:
         raise HTTPException(400, f"callback_url: {err}") from err
+
+
+def keyframes_for(request: Request, ctx: Context, tenant: tenants.Tenant) -> Keyframes:
+    """Keyframe URLs on this server are its assets; any other URL is fetched once through the SSRF guard."""
+    own_hosts = {request.url.netloc}
+    if ctx.config.public_url:
+        own_hosts.add(urlsplit(ctx.config.public_url).netloc)
+
+    def fetch(url: str) -> str:
+        try:
+            data = ctx.config.guard.fetch(url, MAX_UPLOAD_BYTES)
+        except SSRFError as err:
+            raise RequestError(400, f"keyframe url: {err}") from err
+        except (FetchError, httpx.HTTPError) as err:
+            raise RequestError(400, f"keyframe url {url!r} could not be fetched: {err or type(err).__name__}") from err
+        suffix = _sniff(data)
+        if suffix not in (".png", ".jpg", ".webp"):
+            raise RequestError(400, f"keyframe url {url!r} is not a PNG, JPEG or WebP image")
+        return ctx.assets.put(asset_key(tenant.name, "uploads", f"{uuid.uuid4().hex}{suffix}"), data)
+
+    return Keyframes(tenant.name, ctx.store, own_hosts, fetch)
 
 
 @dataclass
@@ -170,7 +195,7 @@ router = APIRouter()
 def create_video(body: VideoCreate, request: Request, tenant: Tenant, ctx: Ctx) -> GenerationOut:
     check_limits(ctx, tenant)
     check_callback(ctx, body.callback_url)
-    resolved = resolve_video(body, tenant.name, ctx.store, ctx.config.aliases)
+    resolved = resolve_video(body, keyframes_for(request, ctx, tenant), ctx.config.aliases)
     return store_generation(request, ctx, tenant, body, resolved, "video")
 
 
@@ -269,18 +294,7 @@ def create_app(store: Store, assets: AssetStore, config: ApiConfig) -> FastAPI:
     app.include_router(openai_router)
     metrics.install(app, store, prefixes=(DM_PREFIX,))
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        """Refuse oversized bodies from their Content-Length, before reading them."""
-        uploads = request.url.path in ("/v1/uploads", "/v1/videos")
-        limit = MAX_UPLOAD_BYTES + 64 * 1024 if uploads else MAX_JSON_BYTES
-        length = request.headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                return JSONResponse({"detail": f"Content-Length must be a number, got {length!r}"}, status_code=400)
-            if int(length) > limit:
-                return JSONResponse({"detail": f"request body must be at most {limit} bytes"}, status_code=413)
-        return await call_next(request)
+    app.add_middleware(LimitBody)
 
     @app.exception_handler(RequestError)
     def request_error(request: Request, err: RequestError) -> JSONResponse:
@@ -320,6 +334,28 @@ def create_app(store: Store, assets: AssetStore, config: ApiConfig) -> FastAPI:
         return {"status": "ok"}
 
     return app
+
+
+class LimitBody:
+    """Refuse oversized bodies from their Content-Length, before reading them (pure ASGI middleware)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            uploads = scope["path"] in ("/v1/uploads", "/v1/videos")
+            limit = MAX_UPLOAD_BYTES + 64 * 1024 if uploads else MAX_JSON_BYTES
+            length = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-length"), None)
+            refusal = None
+            if length is not None and not length.isdigit():
+                refusal = JSONResponse({"detail": f"Content-Length must be a number, got {length!r}"}, status_code=400)
+            elif length is not None and int(length) > limit:
+                refusal = JSONResponse({"detail": f"request body must be at most {limit} bytes"}, status_code=413)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _sniff(data: bytes) -> str | None:

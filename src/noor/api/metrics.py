@@ -2,15 +2,44 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from sqlalchemy import func, select
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from noor.jobs.generation import Generation
 from noor.jobs.store import Store
+
+access = logging.getLogger("noor.access")
+
+
+class Observe:
+    """Pure ASGI middleware (Starlette's BaseHTTPMiddleware costs a task and a stream per request):
+    times each HTTP request and hands (scope, status, seconds) to `record`."""
+
+    def __init__(self, app: ASGIApp, record: Callable[[Scope, int, float], None]):
+        self.app, self.record = app, record
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self.record(scope, status, time.perf_counter() - started)
 
 
 def install(app: FastAPI, store: Store, prefixes: tuple[str, ...] = ()) -> None:
@@ -23,17 +52,20 @@ def install(app: FastAPI, store: Store, prefixes: tuple[str, ...] = ()) -> None:
     )  # fmt: skip
     generations = Gauge("noor_generations", "Generations by state and model", ["state", "model"], registry=registry)
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
+    def record(scope: Scope, status: int, seconds: float) -> None:
+        route = scope.get("route")
         path = getattr(route, "path", "unmatched")  # the route template, not the raw path: bounded labels
-        mount = next((p for p in prefixes if request.url.path.startswith(p + "/")), "")
+        raw: str = scope["path"]
+        mount = next((p for p in prefixes if raw.startswith(p + "/")), "")
         path = mount + path if route is not None and not path.startswith(mount + "/") else path
-        requests.labels(request.method, path, str(response.status_code)).inc()
-        latency.labels(request.method, path).observe(time.perf_counter() - started)
-        return response
+        method = scope["method"]
+        requests.labels(method, path, str(status)).inc()
+        latency.labels(method, path).observe(seconds)
+        access.info(
+            "%s %s %d", method, raw, status, extra={"status": status, "route": path, "duration_ms": seconds * 1e3}
+        )
+
+    app.add_middleware(Observe, record=record)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
@@ -57,41 +58,56 @@ def _prompt(prompt: str | None, required: bool) -> str:
     return prompt
 
 
-def _asset_key_of(url: str, tenant: str) -> str:
-    """Keyframe URLs must be this server's own uploads or assets (external fetching is not enabled)."""
-    path = urlparse(url).path
+# An external keyframe URL -> the asset key of its stored copy (fetched through the SSRF guard).
+Fetch = Callable[[str], str]
+
+
+def _asset_key_of(url: str, tenant: str, own_hosts: set[str], fetch: Fetch | None) -> str:
+    """A keyframe URL as an asset key: this server's own upload or asset, or an external image fetched once."""
+    parts = urlparse(url)
     marker = "/assets/"
-    if marker not in path:
+    if parts.netloc in own_hosts and marker in parts.path:
+        key = parts.path.split(marker, 1)[1]
+        if key.split("/", 1)[0] != tenant:
+            raise RequestError(404, "Keyframe not found")
+        return key
+    if fetch is None:
         raise RequestError(
             400, f"keyframe url must be an upload to this server (POST /v1/uploads); external urls are refused: {url!r}"
         )
-    key = path.split(marker, 1)[1]
-    if key.split("/", 1)[0] != tenant:
-        raise RequestError(404, "Keyframe not found")
-    return key
+    return fetch(url)
 
 
-def _keyframe(frame: ImageKeyframe | GenerationKeyframe | None, which: str, tenant: str, store: Store) -> Any:
-    if frame is None:
-        return None
-    if isinstance(frame, ImageKeyframe):
-        return {"asset": _asset_key_of(frame.url, tenant)}
-    try:
-        source = store.get(tenant, frame.id)
-    except NotFound as err:
-        raise RequestError(404, "Generation not found") from err
-    if source.state != "completed" or not source.assets:
-        raise RequestError(400, f"keyframe generation {frame.id} is {source.state}, not completed")
-    if source.assets.get("video"):
-        return {"asset": source.assets["video"], "frame": "last" if which == "frame0" else "first"}
-    return {"asset": source.assets["image"]}
+@dataclass
+class Keyframes:
+    """How keyframe references resolve for one request."""
+
+    tenant: str
+    store: Store
+    own_hosts: set[str] = field(default_factory=set)
+    fetch: Fetch | None = None
+
+    def resolve(self, frame: ImageKeyframe | GenerationKeyframe | None, which: str) -> Any:
+        if frame is None:
+            return None
+        if isinstance(frame, ImageKeyframe):
+            return {"asset": _asset_key_of(frame.url, self.tenant, self.own_hosts, self.fetch)}
+        try:
+            source = self.store.get(self.tenant, frame.id)
+        except NotFound as err:
+            raise RequestError(404, "Generation not found") from err
+        if source.state != "completed" or not source.assets:
+            raise RequestError(400, f"keyframe generation {frame.id} is {source.state}, not completed")
+        if source.assets.get("video"):
+            return {"asset": source.assets["video"], "frame": "last" if which == "frame0" else "first"}
+        return {"asset": source.assets["image"]}
 
 
-def resolve_video(req: VideoCreate, tenant: str, store: Store, aliases: dict[str, str]) -> Resolved:
+def resolve_video(req: VideoCreate, keyframes: Keyframes, aliases: dict[str, str]) -> Resolved:
     spec = resolve_model(req.model, aliases)
     frames = req.keyframes or None
-    frame0 = _keyframe(frames.frame0, "frame0", tenant, store) if frames else None
-    frame1 = _keyframe(frames.frame1, "frame1", tenant, store) if frames else None
+    frame0 = keyframes.resolve(frames.frame0, "frame0") if frames else None
+    frame1 = keyframes.resolve(frames.frame1, "frame1") if frames else None
     if frames is not None and frame0 is None and frame1 is None:
         raise RequestError(400, "No keyframes provided")
     if req.loop and frame1 is not None:

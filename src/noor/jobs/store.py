@@ -20,6 +20,7 @@ from noor.jobs import outbox
 from noor.jobs.generation import Generation, State, check_transition, now_utc
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+REQUEUE_EVERY = timedelta(seconds=1)
 
 
 def _failed(reason: str, now: datetime) -> dict[str, Any]:
@@ -75,6 +76,7 @@ class Store:
         if run_migrations:
             migrate(self.engine)
         self.session = sessionmaker(self.engine, expire_on_commit=False)
+        self._requeued_at: datetime | None = None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -214,7 +216,10 @@ class Store:
     ) -> Generation | None:
         """Hand the next queued job (lowest priority value, then oldest) to `worker` under a lease."""
         now = now or now_utc()
-        self.requeue_expired(now)
+        # expired leases are looked for at most once a second per store, not on every idle poll
+        if self._requeued_at is None or not timedelta(0) <= now - self._requeued_at < REQUEUE_EVERY:
+            self.requeue_expired(now)
+            self._requeued_at = now
         check_transition(State.QUEUED, State.DREAMING)
         candidates = select(Generation.id).where(
             Generation.state == State.QUEUED.value, Generation.deleted_at.is_(None)

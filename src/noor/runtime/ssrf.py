@@ -36,6 +36,10 @@ class SSRFError(ValueError):
     """The URL points somewhere this server must not connect to."""
 
 
+class FetchError(ValueError):
+    """The URL was allowed but did not give what was asked for."""
+
+
 def _system_resolver(host: str, port: int) -> list[str]:
     return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
 
@@ -84,12 +88,32 @@ class Guard:
         pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
         return httpx.URL(pinned), host, ip
 
+    def _pinned(self, url: str, headers: dict[str, str] | None) -> tuple[httpx.URL, dict[str, str], dict[str, Any]]:
+        pinned, host, _ = self.resolve(url)
+        parts = urlsplit(url)
+        headers = dict(headers or {}) | {"Host": host if parts.port is None else f"{host}:{parts.port}"}
+        extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+        return pinned, headers, extensions
+
     def request(self, method: str, url: str, *, timeout_s: float = 5.0, **kwargs: Any) -> httpx.Response:
         """One request to `url` through the checked address; redirects are not followed."""
-        pinned, host, _ = self.resolve(url)
-        headers = dict(kwargs.pop("headers", None) or {})
-        parts = urlsplit(url)
-        headers["Host"] = host if parts.port is None else f"{host}:{parts.port}"
-        extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+        pinned, headers, extensions = self._pinned(url, kwargs.pop("headers", None))
         with httpx.Client(timeout=timeout_s, follow_redirects=False, trust_env=False) as client:
             return client.request(method, pinned, headers=headers, extensions=extensions, **kwargs)
+
+    def fetch(self, url: str, max_bytes: int, *, timeout_s: float = 10.0) -> bytes:
+        """GET `url` through the checked address; at most `max_bytes` are read (TooLarge beyond that).
+        Raises SSRFError, httpx.HTTPError, or FetchError for a non-200 answer."""
+        pinned, headers, extensions = self._pinned(url, None)
+        with (
+            httpx.Client(timeout=timeout_s, follow_redirects=False, trust_env=False) as client,
+            client.stream("GET", pinned, headers=headers, extensions=extensions) as response,
+        ):
+            if response.status_code != 200:
+                raise FetchError(f"answered HTTP {response.status_code}")
+            data = bytearray()
+            for chunk in response.iter_bytes():
+                data += chunk
+                if len(data) > max_bytes:
+                    raise FetchError(f"is larger than {max_bytes} bytes")
+            return bytes(data)

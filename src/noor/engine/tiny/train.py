@@ -44,6 +44,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     seed: int = 0
     hidden_size: int = 128
+    patch_size: int = 4  # latent patch: 4x4 of a 16x16 latent = 16 tokens a frame
     num_layers: int = 6
     num_heads: int = 4
     text_layers: int = 2
@@ -63,6 +64,9 @@ class TrainConfig:
     loop_p: float = 0.05  # share of the pool that plays there and back (first = last)
     bf16: bool = False  # autocast matmuls to bfloat16 (faster only on some CPUs)
     save_every: int = 500
+    # Start from a trained VAE (a pipeline dir or its vae/ folder) instead of stages 1-2. Those stages are
+    # deterministic for a seed, so reusing the VAE of a run with the same seed and VAE settings changes nothing.
+    init_vae: str | None = None
 
 
 @dataclass
@@ -106,7 +110,7 @@ def build_models(cfg: TrainConfig) -> tuple[TinyVideoTransformer, TinyTextEncode
     text_encoder = TinyTextEncoder(vocab=vocab, hidden_size=cfg.hidden_size, num_layers=cfg.text_layers)
     transformer = TinyVideoTransformer(
         in_channels=4,
-        patch_size=2,
+        patch_size=cfg.patch_size,
         hidden_size=cfg.hidden_size,
         num_layers=cfg.num_layers,
         num_heads=cfg.num_heads,
@@ -191,6 +195,25 @@ def refine_decoder(vae: AutoencoderKL, cfg: TrainConfig, on_step: OnStep | None)
             on_step("decoder", step, cfg.decoder_steps, losses[-1])
     vae.requires_grad_(False)
     return losses
+
+
+def load_vae(path: Path) -> AutoencoderKL:
+    """A trained VAE from a pipeline dir or its `vae/` folder."""
+    folder = path / "vae" if (path / "vae" / "config.json").exists() else path
+    return AutoencoderKL.from_pretrained(folder)
+
+
+def _skip_vae_stage(cfg: TrainConfig, rng: np.random.Generator) -> None:
+    """Draw from `rng` and torch's seed exactly as stage 1 would (without rendering or training), so the
+    clip pool and the denoiser's initial weights match a from-scratch run."""
+    build_vae(cfg)
+    for _ in range(cfg.vae_steps):
+        for _ in range(cfg.vae_batch_size):
+            sample_scene(rng, cfg.two_objects_p)
+        for _ in range(cfg.vae_batch_size):
+            rng.integers(NUM_FRAMES)
+    for _ in range(256):
+        sample_scene(rng, cfg.two_objects_p)
 
 
 @torch.no_grad()
@@ -290,14 +313,18 @@ def train(cfg: TrainConfig, out: Path, on_step: OnStep | None = None) -> list[fl
     started = time.perf_counter()
 
     # 1. VAE, then frozen
-    vae = build_vae(cfg)
-    vae_losses = train_vae(vae, cfg, rng, on_step)
+    vae_losses: list[float] = []
+    if cfg.init_vae:
+        vae = load_vae(Path(cfg.init_vae))
+        _skip_vae_stage(cfg, rng)
+    else:
+        vae = build_vae(cfg)
+        vae_losses = train_vae(vae, cfg, rng, on_step)
+        vae.requires_grad_(False).eval()
+        # 2. a sharper decoder for the same latent space (the encoder, and so the latents, do not change)
+        if cfg.decoder_steps:
+            refine_decoder(vae, cfg, on_step)
     vae.requires_grad_(False).eval()
-
-    # 2. a sharper decoder for the same latent space (the encoder, and so the latents, do not change)
-    if cfg.decoder_steps:
-        refine_decoder(vae, cfg, on_step)
-    vae.eval()
     vae.save_pretrained(out / "vae")  # every checkpoint below is a complete pipeline
 
     # 3. a pool of encoded clips
@@ -340,7 +367,7 @@ def train(cfg: TrainConfig, out: Path, on_step: OnStep | None = None) -> list[fl
     save_pipeline(ema[0], ema[1], vae, out, cfg)
     log = {
         "seconds": time.perf_counter() - started,
-        "vae_final_loss_avg50": float(np.mean(vae_losses[-50:])),
+        "vae_final_loss_avg50": float(np.mean(vae_losses[-50:])) if vae_losses else None,
         "denoiser_final_loss_avg100": float(np.mean(losses[-100:])),
     }
     (out / "train_log.json").write_text(json.dumps(log) + "\n")
