@@ -99,10 +99,10 @@ def generate(
     output: Annotated[
         Path, typer.Option("-o", "--output", help=".mp4 for a video; .png/.jpg/.webp for one frame")
     ] = Path("noor.mp4"),
-    model: Annotated[str, typer.Option(help="model id (`tiny` is built in)")] = "tiny",
+    model: Annotated[str, typer.Option(help="model id (`tiny` is built in; see `noor models list`)")] = "tiny",
     seed: Annotated[int, typer.Option(help="random seed; same seed, same clip")] = 0,
     frames: Annotated[int | None, typer.Option("--frames", help="number of frames (1 = an image)")] = None,
-    fps: Annotated[int, typer.Option(help="frames per second of the video")] = 8,
+    fps: Annotated[int | None, typer.Option(help="frames per second of the video (default: the model's)")] = None,
     steps: Annotated[int | None, typer.Option(help="denoising steps (default: the model's)")] = None,
     guidance: Annotated[float | None, typer.Option(help="classifier-free guidance scale")] = None,
     size: Annotated[str | None, typer.Option(help="WIDTHxHEIGHT, e.g. 640x360")] = None,
@@ -140,7 +140,7 @@ def generate(
             width=width,
             height=height,
             num_frames=num_frames,
-            fps=fps,
+            fps=spec.default_fps if fps is None else fps,
             steps=steps,
             guidance=guidance,
             seed=seed,
@@ -259,6 +259,101 @@ def eval_tiny(
     if not report.passed():
         print("below target")
         raise typer.Exit(1)
+
+
+# --- noor models ---
+models_app = typer.Typer(help="Models on this machine: the built-in one and diffusers weights.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Every model this machine can run: id, family, what it can do, defaults, where its weights are."""
+    from noor.engine import registry
+
+    table = Table(title="models")
+    for column in ("id", "family", "can do", "defaults", "weights"):
+        table.add_column(column)
+    for spec in registry.available():
+        defaults = f"{spec.native_width}x{spec.native_height}, {spec.native_frames} frames, {spec.default_steps} steps"
+        table.add_row(spec.id, spec.family, " ".join(sorted(spec.capabilities)), defaults, spec.source)
+    Console(width=200).print(table)
+
+
+@models_app.command("add")
+def models_add(
+    model_id: Annotated[str, typer.Argument(metavar="ID", help="the Noor model id, e.g. wan-1.3b")],
+    path: Annotated[Path, typer.Option(help="weights dir, Hugging Face diffusers layout (model_index.json)")],
+    family: Annotated[str | None, typer.Option(help="model family (default: detected from the weights)")] = None,
+    dtype: Annotated[str, typer.Option(help="bfloat16, float16 or float32")] = "bfloat16",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N]")] = "auto",
+    size: Annotated[str | None, typer.Option(help="default WIDTHxHEIGHT (default: the family's)")] = None,
+    frames: Annotated[int | None, typer.Option(help="default number of frames")] = None,
+    fps: Annotated[int | None, typer.Option(help="default frames per second")] = None,
+    steps: Annotated[int | None, typer.Option(help="default denoising steps")] = None,
+    guidance: Annotated[float | None, typer.Option(help="default guidance scale")] = None,
+    offload: Annotated[str, typer.Option(help="none, model, sequential or group (CPU offload to a GPU)")] = "none",
+    vae_tiling: Annotated[bool, typer.Option("--vae-tiling", help="decode in tiles (less memory)")] = False,
+    vae_slicing: Annotated[bool, typer.Option("--vae-slicing", help="decode one clip at a time")] = False,
+    attention: Annotated[str, typer.Option(help="diffusers attention backend, e.g. native, flash, sage")] = "",
+    cache: Annotated[str, typer.Option(help="none, first-block, faster, pab or taylorseer")] = "none",
+    cache_threshold: Annotated[float, typer.Option("--cache-threshold", help="First Block Cache threshold")] = 0.05,
+) -> None:
+    """Register a local weights dir under a model id, after checking it is complete and of its family."""
+    from noor.engine.diffusers import installed
+    from noor.engine.diffusers.options import Options
+
+    width, height = _parse_size(size, None, None) or (None, None)
+    entry = installed.InstalledModel(
+        id=model_id,
+        family=family or "",
+        path=str(path),
+        dtype=dtype,
+        device=device,
+        width=width,
+        height=height,
+        frames=frames,
+        fps=fps,
+        steps=steps,
+        guidance=guidance,
+        options=Options(offload, vae_tiling, vae_slicing, attention, cache, cache_threshold),
+    )
+    try:
+        added = installed.add(entry)
+    except ValueError as err:
+        raise BadInput(str(err)) from err
+    print(f"{added.id}  {added.family}, {added.dtype}, {added.path}  (in {installed.config_path()})")
+
+
+@models_app.command("show")
+def models_show(model_id: Annotated[str, typer.Argument(metavar="ID", help="a model id")]) -> None:
+    """A model's family, capabilities, defaults, shape rules and options."""
+    from noor.engine import registry
+    from noor.engine.task import TaskError
+
+    try:
+        spec = registry.get(model_id)
+    except TaskError as err:
+        raise BadInput(f"ID: {str(err).split(': ', 1)[1]}") from err
+    rows = {
+        "id": spec.id,
+        "family": spec.family,
+        "description": spec.description,
+        "weights": spec.source,
+        "can do": " ".join(sorted(spec.capabilities)),
+        "defaults": f"{spec.native_width}x{spec.native_height}, {spec.native_frames} frames at {spec.default_fps} fps,"
+        f" {spec.default_steps} steps, guidance {spec.default_guidance}",
+    }
+    geometry = getattr(spec, "geometry", None)
+    if geometry is not None:
+        rows["sizes"] = f"sides in multiples of {geometry.spatial}, up to {spec.limits.max_side}"
+        rows["frames"] = f"{geometry.temporal}k+1, up to {spec.limits.max_frames}" if geometry.temporal else "1 (image)"
+    entry = getattr(spec, "entry", None)
+    if entry is not None:
+        rows["dtype"] = f"{entry.dtype} on {entry.device}"
+        rows["options"] = ", ".join(f"{k}={v}" for k, v in vars(entry.options).items())
+    for key, value in rows.items():
+        print(f"{key:12} {value}")
 
 
 keys_app = typer.Typer(help="Tenants' API keys.", no_args_is_help=True)

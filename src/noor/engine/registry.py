@@ -84,7 +84,7 @@ class ModelSpec:
             "end_frame": task.end_frame is not None,
             "loop": task.loop,
             "image": task.is_image,
-            "t2v": not task.is_image,
+            "t2v": not task.is_image and task.start_frame is None and task.end_frame is None,
         }
         for capability, wanted in wants.items():
             if wanted and capability not in self.capabilities:

@@ -141,7 +141,9 @@ def wan_vae(five_b: bool = False) -> Any:
     )
 
 
-def wan_transformer(in_channels: int = 16, out_channels: int = 16, image_dim: int | None = None) -> Any:
+def wan_transformer(
+    in_channels: int = 16, out_channels: int = 16, image_dim: int | None = None, pos_embed_seq_len: int | None = None
+) -> Any:
     from diffusers import WanTransformer3DModel
 
     return WanTransformer3DModel(
@@ -158,6 +160,7 @@ def wan_transformer(in_channels: int = 16, out_channels: int = 16, image_dim: in
         qk_norm="rms_norm_across_heads",
         rope_max_seq_len=32,
         image_dim=image_dim,
+        pos_embed_seq_len=pos_embed_seq_len,
     )
 
 
@@ -191,7 +194,8 @@ def wan(variant: str) -> Any:
             boundary_ratio=0.9,
             **common,
         )
-    # Wan 2.1 I2V and FLF2V: a CLIP vision encoder embeds the keyframe(s)
+    # Wan 2.1 I2V and FLF2V: a CLIP vision encoder embeds the keyframe(s); FLF2V's transformer reads both
+    # frames' tokens as one sequence with a learnt position embedding (2 x (8x8 patches + CLS) tokens here)
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
     vision = CLIPVisionConfig(
@@ -204,7 +208,7 @@ def wan(variant: str) -> Any:
         patch_size=4,
     )
     return WanImageToVideoPipeline(
-        transformer=wan_transformer(36, image_dim=4),
+        transformer=wan_transformer(36, image_dim=4, pos_embed_seq_len=2 * 65 if variant == "flf2v" else None),
         vae=wan_vae(),
         image_encoder=CLIPVisionModel(vision),
         image_processor=CLIPImageProcessor(crop_size=32, size=32),
@@ -502,7 +506,7 @@ def sd3() -> Any:
 TOYS: dict[str, tuple[Callable[[], Any], int, int, int]] = {
     "wan2.1-t2v": (lambda: wan("t2v"), 32, 32, 5),
     "wan2.1-i2v": (lambda: wan("i2v"), 32, 32, 5),
-    "wan2.1-flf2v": (lambda: wan("i2v"), 32, 32, 5),
+    "wan2.1-flf2v": (lambda: wan("flf2v"), 32, 32, 5),
     "wan2.2-ti2v": (lambda: wan("ti2v"), 64, 32, 5),
     "wan2.2-t2v-a14b": (lambda: wan("t2v-a14b"), 32, 32, 5),
     "wan2.2-i2v-a14b": (lambda: wan("i2v-a14b"), 32, 32, 5),
@@ -523,3 +527,25 @@ def build(family: str, out: Path) -> Path:
     pipe = TOYS[family][0]()
     pipe.save_pretrained(out, safe_serialization=True)
     return out
+
+
+# Families whose toys are the same weights (schnell is FLUX.1's architecture).
+SAME_WEIGHTS = {"flux.1-schnell": "flux.1-dev"}
+
+
+def toy_dir(factory: Any, family: str) -> Path:
+    """The family's toy, built once per test session (whichever test module asks first)."""
+    key = SAME_WEIGHTS.get(family, family)
+    out = factory.getbasetemp() / "toys" / key
+    if not (out / "model_index.json").is_file():
+        build(key, out)
+    return out
+
+
+def register_args(family: str, path: Path, model_id: str | None = None) -> list[str]:
+    """`noor models add` arguments for a toy: float32, its toy size and length, 2 steps."""
+    _, width, height, frames = TOYS[family]
+    return [
+        "models", "add", model_id or f"toy-{family}", "--path", str(path), "--family", family, "--dtype", "float32",
+        "--size", f"{width}x{height}", "--frames", str(frames), "--fps", "8", "--steps", "2",
+    ]  # fmt: skip

@@ -47,6 +47,7 @@ class Family:
     max_frames: int
     max_side: int = 2048
     end_needs_start: bool = True  # an end frame alone is refused (the pipeline needs `image`)
+    needs_end: bool = False  # first-last-frame models embed both frames: a start frame alone is refused
     note: str = ""  # sizes and checkpoints this family was trained on, for `noor models show`
 
 
@@ -167,7 +168,7 @@ FAMILIES: dict[str, Family] = {
             pipelines={"i2v": "WanImageToVideoPipeline"},
             index_classes=("WanImageToVideoPipeline",),
             components=("transformer", "vae", "text_encoder", "tokenizer", "scheduler", "image_encoder"),
-            capabilities=KEYFRAMED,
+            capabilities=frozenset({"i2v", "end_frame", "loop"}),
             keyframes="image+last_image",
             geometry=wan_geometry,
             width=1280,
@@ -177,6 +178,7 @@ FAMILIES: dict[str, Family] = {
             steps=40,
             guidance=5.5,
             max_frames=161,
+            needs_end=True,
         ),
         Family(
             name="wan2.2-ti2v",
@@ -301,34 +303,6 @@ FAMILIES: dict[str, Family] = {
             fps=24,
             steps=50,
             guidance=6.0,  # set on the checkpoint's guider; the pipeline takes no guidance_scale
-            max_frames=241,
-        ),
-        Family(
-            name="hunyuanvideo-1.5-i2v",
-            title="HunyuanVideo 1.5 (8.3B) image-to-video",
-            kind="video",
-            pipelines={"i2v": "HunyuanVideo15ImageToVideoPipeline"},
-            index_classes=("HunyuanVideo15ImageToVideoPipeline",),
-            components=(
-                "transformer",
-                "vae",
-                "text_encoder",
-                "tokenizer",
-                "text_encoder_2",
-                "tokenizer_2",
-                "scheduler",
-                "image_encoder",
-                "feature_extractor",
-            ),
-            capabilities=I2V,
-            keyframes="image",
-            geometry=hunyuan_geometry,
-            width=848,
-            height=480,
-            frames=121,
-            fps=24,
-            steps=50,
-            guidance=6.0,
             max_frames=241,
         ),
         Family(

@@ -20,6 +20,7 @@ from noor.engine.task import Task, TaskError
 class DiffusersSpec(ModelSpec):
     geometry: Geometry = field(default_factory=lambda: Geometry(16, 4))
     end_needs_start: bool = True
+    needs_end: bool = False
     entry: installed.InstalledModel | None = field(default=None, repr=False)
 
     def fit(self, task: Task) -> tuple[Task, list[str]]:
@@ -44,6 +45,8 @@ class DiffusersSpec(ModelSpec):
             raise TaskError("loop", True, f"model {self.id!r} loops back to a start frame; give one (frame0)")
         if task.end_frame is not None and task.start_frame is None and self.end_needs_start:
             raise TaskError("end_frame", True, f"model {self.id!r} needs a start frame with an end frame")
+        if self.needs_end and task.start_frame is not None and task.end_frame is None and not task.loop:
+            raise TaskError("end_frame", None, f"model {self.id!r} draws between a start and an end frame; give both")
         notes = super().check(task)
         fitted, _ = self.fit(task)
         if fitted.num_frames > self.limits.max_frames:
@@ -71,11 +74,17 @@ def spec_of(model: installed.InstalledModel) -> DiffusersSpec:
         default_steps=d["steps"],
         default_guidance=d["guidance"],
         default_fps=d["fps"],
-        limits=Limits(max_side=family.max_side, min_side=geometry.spatial, max_frames=max(family.max_frames, 1)),
+        # an image model keeps the default frame limit, so a video request is refused as "cannot do t2v"
+        limits=Limits(
+            max_side=family.max_side,
+            min_side=geometry.spatial,
+            max_frames=family.max_frames if family.kind == "video" else Limits().max_frames,
+        ),
         family=family.name,
         source=model.path,
         geometry=geometry,
         end_needs_start=family.end_needs_start,
+        needs_end=family.needs_end,
         entry=model,
     )
 

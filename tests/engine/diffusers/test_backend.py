@@ -1,0 +1,217 @@
+"""The diffusers backend on toy models: request mapping, keyframes, progress and cancel, caching A/B/A."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from noor.engine import registry
+from noor.engine.backend import Cancelled
+from noor.engine.diffusers import families, installed, weights
+from noor.engine.diffusers.backend import DiffusersBackend
+from noor.engine.diffusers.installed import InstalledModel
+from noor.engine.diffusers.options import Options
+from noor.engine.task import Task, TaskError
+
+Toy = Callable[[str], Path]
+
+
+def _add(toy: Toy, family: str, model_id: str | None = None, **kw: object) -> InstalledModel:
+    from tests.engine.diffusers.toys import TOYS
+
+    _, width, height, frames = TOYS[family]
+    entry = InstalledModel(
+        id=model_id or f"toy-{family}",
+        family=family,
+        path=str(toy(family)),
+        dtype="float32",
+        width=width,
+        height=height,
+        frames=frames,
+        fps=8,
+        steps=2,
+        **kw,  # type: ignore[arg-type]
+    )
+    return installed.add(entry)
+
+
+def test_models_toml_round_trips_and_feeds_the_registry(toy: Toy, data_dir: Path) -> None:
+    added = _add(toy, "wan2.1-t2v", "wan-small", options=Options(cache="first-block", vae_tiling=True))
+    assert installed.load() == {"wan-small": added}
+    assert 'cache = "first-block"' in (data_dir / "models.toml").read_text()
+    spec = registry.get("wan-small")
+    assert spec.family == "wan2.1-t2v" and spec.capabilities == {"t2v", "image"}
+    assert "wan-small" in [s.id for s in registry.available()] and "tiny" in [s.id for s in registry.available()]
+    with pytest.raises(registry.UnknownModel, match="available: tiny, wan-small"):
+        registry.get("nope")
+
+
+def test_request_mapping_rounds_with_notes_and_refuses_what_the_model_cannot(toy: Toy, data_dir: Path) -> None:
+    _add(toy, "wan2.1-t2v", "wan")
+    spec = registry.get("wan")
+    # Wan (toy): sides in multiples of 16, 4k+1 frames
+    notes = spec.check(Task(prompt="a cat", width=540, height=540, num_frames=80, fps=16))
+    assert notes == [
+        "wan draws sides in multiples of 16: 540x540 rounded to 544x544",
+        "wan draws 4k+1 frames: 80 rounded to 81 (5.06 s at 16 fps)",
+    ]
+    assert spec.check(Task(prompt="a cat", width=32, height=48, num_frames=9)) == []
+    with pytest.raises(TaskError, match="model 'wan' cannot do i2v"):
+        spec.check(Task(prompt="a cat", start_frame=np.zeros((32, 32, 3), np.uint8)))
+    with pytest.raises(TaskError, match="num_frames: must be between 1 and 161, got 200"):
+        spec.check(Task(prompt="a cat", width=32, height=32, num_frames=200))
+    _add(toy, "wan2.1-flf2v", "flf")
+    flf = registry.get("flf")
+    with pytest.raises(TaskError, match="loops back to a start frame"):
+        flf.check(Task(prompt="a cat", width=32, height=32, num_frames=5, loop=True))
+    with pytest.raises(TaskError, match="needs a start frame with an end frame"):
+        flf.check(Task(prompt="a cat", width=32, height=32, num_frames=5, end_frame=np.zeros((8, 8, 3), np.uint8)))
+    _add(toy, "flux.1-schnell", "flux")
+    with pytest.raises(TaskError, match="model 'flux' cannot do t2v"):
+        registry.get("flux").check(Task(prompt="a cat", width=32, height=32, num_frames=5))
+
+
+def test_geometry_is_read_from_the_weights_configs(toy: Toy) -> None:
+    # toys: Wan 2.1 VAE 8x and patch 2; Wan 2.2 5B VAE 16x and patch 2; LTX toy VAE 4x/4x; CogVideoX odd latents
+    assert families.get("wan2.1-t2v").geometry(toy("wan2.1-t2v")) == families.Geometry(16, 4)
+    assert families.get("wan2.2-ti2v").geometry(toy("wan2.2-ti2v")) == families.Geometry(32, 4)
+    assert families.get("ltx-video").geometry(toy("ltx-video")) == families.Geometry(4, 4)
+    assert families.get("cogvideox").geometry(toy("cogvideox")) == families.Geometry(16, 8)
+    assert families.get("flux.1-dev").geometry(toy("flux.1-dev")) == families.Geometry(4, 0)
+    # the real checkpoints' configs give the published multiples
+    assert families.fit_frames(80, 4) == 81 and families.fit_frames(120, 8) == 121 and families.fit_frames(1, 4) == 1
+
+
+def test_weights_checks_name_what_is_missing(toy: Toy, tmp_path: Path) -> None:
+    wan = families.get("wan2.1-t2v")
+    with pytest.raises(weights.WeightsError, match="no such directory"):
+        weights.check(tmp_path / "nope", wan)
+    with pytest.raises(weights.WeightsError, match=r"has no model_index\.json"):
+        weights.check(tmp_path, wan)
+    broken = shutil.copytree(toy("wan2.1-t2v"), tmp_path / "broken")
+    shutil.rmtree(broken / "vae")
+    (broken / "transformer" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(weights.WeightsError, match=r"incomplete for wan2.1-t2v; missing: transformer/ weights .*vae/"):
+        weights.check(broken, wan)
+    with pytest.raises(weights.WeightsError, match=r"holds a WanPipeline, not a ltx-video model.*looks like"):
+        weights.check(toy("wan2.1-t2v"), families.get("ltx-video"))
+    assert weights.detect(toy("wan2.2-ti2v")).name == "wan2.2-ti2v"
+    assert weights.detect(toy("wan2.2-t2v-a14b")).name == "wan2.2-t2v-a14b"
+    with pytest.raises(weights.WeightsError, match=r"could be wan2\.1-i2v or wan2\.1-flf2v; say which"):
+        weights.detect(toy("wan2.1-i2v"))
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("dtype", "float8", "--dtype: must be one of"),
+        ("width", 40, "--size: wan2.1-t2v needs width in multiples of 16, got 40"),
+        ("frames", 8, "--frames: wan2.1-t2v needs 4k\\+1 frames, got 8"),
+        ("options", Options(offload="model"), "--offload: .*device is cpu"),
+        ("options", Options(cache="warp"), "--cache: must be none or one of first-block"),
+        ("options", Options(attention="flash_hub"), "--attention: Noor downloads nothing"),
+        ("device", "cuda", "--device: this machine has no CUDA device"),
+        ("id", "Bad Id", "ID: must be lowercase"),
+    ],
+)
+def test_bad_entries_are_refused_at_registration(
+    toy: Toy, data_dir: Path, option: str, value: object, message: str
+) -> None:
+    good = InstalledModel(id="wan", family="wan2.1-t2v", path=str(toy("wan2.1-t2v")), width=32, height=32, frames=5)
+    with pytest.raises(ValueError, match=message):
+        installed.add(replace(good, **{option: value}))
+    assert not (data_dir / "models.toml").exists()
+
+
+def test_progress_reports_each_step_and_cancel_stops_between_steps(toy: Toy, data_dir: Path) -> None:
+    backend = DiffusersBackend(_add(toy, "ltx-video"))
+    seen: list[tuple[int, int]] = []
+    task = Task(prompt="a red circle", width=32, height=32, num_frames=9, steps=3)
+    backend.generate([task], lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+
+    def cancel(done: int, total: int) -> None:
+        seen.append((done, total))
+        raise Cancelled
+
+    seen.clear()
+    with pytest.raises(Cancelled):
+        backend.generate([task], cancel)
+    assert seen == [(1, 3)]
+
+
+def test_pipelines_without_step_callbacks_still_report_progress(toy: Toy, data_dir: Path) -> None:
+    backend = DiffusersBackend(_add(toy, "hunyuanvideo-1.5"))  # HunyuanVideo15Pipeline has no callback_on_step_end
+    seen: list[int] = []
+    media = backend.generate(
+        [Task(prompt="a cat", width=16, height=16, num_frames=5, steps=2)], lambda d, t: seen.append(d)
+    )
+    assert seen == [1, 2] and media[0].frames.shape == (5, 16, 16, 3)
+    assert "step" not in vars(backend.pipe("t2v").scheduler)  # the wrapper is gone afterwards
+
+
+def test_keyframes_reach_the_pipeline_and_loop_ends_on_the_start(toy: Toy, data_dir: Path) -> None:
+    ltx = DiffusersBackend(_add(toy, "ltx-video"))
+    red = np.zeros((32, 32, 3), np.uint8)
+    red[..., 0] = 255
+    base = Task(prompt="a red square", width=32, height=32, num_frames=9, steps=2, seed=1)
+    plain = ltx.generate([base])[0].frames
+    looped = ltx.generate([replace(base, start_frame=red, loop=True)])[0].frames
+    end_only = ltx.generate([replace(base, end_frame=red)])[0].frames
+    assert type(ltx.pipe("i2v")).__name__ == "LTXConditionPipeline"
+    assert not np.array_equal(plain, looped) and not np.array_equal(plain, end_only)
+    # a loop is the start frame given again as the end frame (a random toy cannot show red; the mapping can)
+    both = ltx.generate([replace(base, start_frame=red, end_frame=red)])[0].frames
+    assert np.array_equal(looped, both)
+
+    flf = DiffusersBackend(_add(toy, "wan2.1-flf2v"))
+    frames = flf.generate(
+        [Task(prompt="a cat", width=32, height=32, num_frames=5, steps=2, start_frame=red, loop=True)]
+    )
+    assert frames[0].frames.shape == (5, 32, 32, 3)
+
+
+def test_mode_switch_shares_components(toy: Toy, data_dir: Path) -> None:
+    backend = DiffusersBackend(_add(toy, "wan2.2-ti2v"))
+    t2v = backend.generate([Task(prompt="a cat", width=64, height=32, num_frames=5, steps=2)])[0]
+    start = np.full((32, 64, 3), 128, np.uint8)
+    i2v = backend.generate([Task(prompt="a cat", width=64, height=32, num_frames=5, steps=2, start_frame=start)])[0]
+    assert t2v.frames.shape == i2v.frames.shape == (5, 32, 64, 3)
+    assert backend.pipe("i2v").transformer is backend.pipe("t2v").transformer
+
+
+@pytest.mark.parametrize("family", ["wan2.1-t2v", "flux.1-dev"])
+def test_cache_on_off_and_off_again_is_exact(toy: Toy, data_dir: Path, family: str) -> None:
+    from tests.engine.diffusers.toys import TOYS
+
+    backend = DiffusersBackend(_add(toy, family))
+    _, width, height, frames = TOYS[family]
+    task = Task(prompt="a red circle", width=width, height=height, num_frames=frames, steps=3, seed=4)
+    a = backend.generate([task])[0].frames
+    # a threshold this high reuses the cached residual on every step after the first
+    backend.configure(Options(cache="first-block", cache_threshold=10.0))
+    b = backend.generate([task])[0].frames
+    b_again = backend.generate([task])[0].frames  # cache state is reset between generations
+    backend.configure(Options())
+    a_again = backend.generate([task])[0].frames
+    assert np.array_equal(a, a_again)
+    assert not np.array_equal(a, b) and np.array_equal(b, b_again)
+    assert not any(getattr(m, "is_cache_enabled", False) for m in [backend.pipe(next(iter(backend.pipes))).transformer])
+
+
+def test_other_caches_and_vae_options_switch_on_and_off(toy: Toy, data_dir: Path) -> None:
+    backend = DiffusersBackend(_add(toy, "wan2.1-t2v"))
+    task = Task(prompt="a cat", width=32, height=32, num_frames=5, steps=2)
+    before = backend.generate([task])[0].frames
+    for options in (Options(cache="pab"), Options(cache="taylorseer"), Options(vae_tiling=True, vae_slicing=True)):
+        backend.configure(options)
+        assert backend.generate([task])[0].frames.shape == (5, 32, 32, 3)
+    backend.configure(Options())
+    assert np.array_equal(backend.generate([task])[0].frames, before)
+    with pytest.raises(ValueError, match=r"--offload: .*device is cpu"):
+        backend.configure(Options(offload="model"))

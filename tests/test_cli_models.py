@@ -1,0 +1,122 @@
+"""`noor models add|list|show` and `noor generate --model` on every family's toy, in process (exit codes kept)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from noor import cli
+from noor.config import settings
+from noor.engine import media
+from tests.engine.diffusers.toys import TOYS, register_args, toy_dir
+
+I2V_ONLY = {"wan2.1-i2v", "wan2.1-flf2v", "wan2.2-i2v-a14b", "cogvideox-i2v"}
+IMAGE = {"flux.1-dev", "flux.1-schnell", "sd3.5"}
+
+
+@pytest.fixture
+def noor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[Callable]:
+    """Run `noor ARGS` in this process with a fresh data dir; returns (exit code, stdout, stderr)."""
+    monkeypatch.setenv("NOOR_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    settings.cache_clear()
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["noor", *args])
+        code = 0
+        try:
+            cli.main()
+        except SystemExit as exit_:
+            code = int(exit_.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    yield run
+    settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    return lambda family: toy_dir(tmp_path_factory, family)
+
+
+@pytest.mark.parametrize("family", list(TOYS))
+def test_register_and_generate_every_family(family: str, noor: Callable, toy: Callable, tmp_path: Path) -> None:
+    code, out, err = noor(*register_args(family, toy(family)))
+    assert code == 0, err
+    assert out.startswith(f"toy-{family}  {family}, float32")
+    _, width, height, frames = TOYS[family]
+    args = ["generate", "a red circle moves to the left", "--model", f"toy-{family}", "--seed", "1"]
+    if family in I2V_ONLY:
+        Image.new("RGB", (width, height), (200, 30, 30)).save(tmp_path / "start.png")
+        args += ["--start-image", str(tmp_path / "start.png")]
+        if family == "wan2.1-flf2v":
+            args += ["--end-image", str(tmp_path / "start.png")]
+    output = "out.png" if family in IMAGE else "out.mp4"
+    code, out, err = noor(*args, "-o", output)
+    assert code == 0, err
+    if family in IMAGE:
+        with Image.open(tmp_path / output) as image:
+            assert image.size == (width, height)
+    else:
+        assert media.video_info(tmp_path / output)[:3] == (frames, width, height)
+        assert f"{frames} frames, 8 fps, {width}x{height}" in out
+
+
+def test_list_and_show(noor: Callable, toy: Callable) -> None:
+    assert noor(*register_args("ltx-video", toy("ltx-video"), "ltx"))[0] == 0
+    code, out, _ = noor("models", "list")
+    assert code == 0 and "ltx" in out and "ltx-video" in out and "tiny" in out
+    code, out, _ = noor("models", "show", "ltx")
+    assert code == 0
+    assert "sides in multiples of 4" in out and "4k+1, up to 257" in out and "end_frame" in out
+    assert noor("models", "show", "nope")[2].strip().startswith("noor: error: ID: unknown model; available: ltx, tiny")
+
+
+def test_family_is_detected_or_asked_for(noor: Callable, toy: Callable) -> None:
+    code, out, _ = noor("models", "add", "wan", "--path", str(toy("wan2.1-t2v")), "--size", "32x32", "--frames", "5")
+    assert code == 0 and "wan2.1-t2v" in out
+    code, _, err = noor("models", "add", "i2v", "--path", str(toy("wan2.1-i2v")), "--size", "32x32", "--frames", "5")
+    assert code == 2 and "could be wan2.1-i2v or wan2.1-flf2v; say which with --family" in err
+
+
+def test_bad_weights_dirs_are_one_line_errors(noor: Callable, toy: Callable, tmp_path: Path) -> None:
+    broken = shutil.copytree(toy("cogvideox"), tmp_path / "broken")
+    shutil.rmtree(broken / "text_encoder")
+    cases = {
+        str(tmp_path / "missing"): "--path: no such directory",
+        str(tmp_path): "has no model_index.json",
+        str(broken): "incomplete for cogvideox; missing: text_encoder/",
+    }
+    for path, message in cases.items():
+        code, _, err = noor("models", "add", "cog", "--path", path, "--family", "cogvideox")
+        assert code == 2 and err.count("\n") == 1 and message in err, err
+    code, _, err = noor("models", "add", "cog", "--path", str(toy("wan2.1-t2v")), "--family", "cogvideox")
+    assert code == 2 and "holds a WanPipeline, not a cogvideox model" in err
+    code, _, err = noor(*register_args("cogvideox", toy("cogvideox")), "--dtype", "float8")
+    assert code == 2 and "--dtype: must be one of bfloat16, float16, float32, got 'float8'" in err
+
+
+def test_generate_refuses_what_the_model_cannot_before_loading(noor: Callable, toy: Callable, tmp_path: Path) -> None:
+    assert noor(*register_args("cogvideox-i2v", toy("cogvideox-i2v"), "cog"))[0] == 0
+    code, _, err = noor("generate", "a cat", "--model", "cog")
+    assert code == 2 and "model 'cog' cannot do t2v" in err
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "k.png")
+    code, _, err = noor("generate", "a cat", "--model", "cog", "--start-image", "k.png", "--loop")
+    assert code == 2 and err.startswith("noor: error: --loop: model 'cog' cannot do loop")
+    code, _, err = noor("generate", "a cat", "--model", "cog", "--start-image", "k.png", "--frames", "200")
+    assert code == 2 and "--frames: must be between 1 and 81, got 200" in err
+
+
+def test_generate_rounds_with_a_note(noor: Callable, toy: Callable) -> None:
+    assert noor(*register_args("wan2.1-t2v", toy("wan2.1-t2v"), "wan"))[0] == 0
+    code, out, err = noor("generate", "a cat", "--model", "wan", "--size", "42x30", "--frames", "6")
+    assert code == 0, err
+    assert "42x30 rounded to 48x32" in err and "6 rounded to 5" in err
+    assert "5 frames, 8 fps, 48x32" in out
