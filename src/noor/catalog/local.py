@@ -6,7 +6,7 @@ a busy neighbour lowers it less:
   - attention: scaled_dot_product_attention at 64 and 1024 keys (head dim 32), FLOP/s; the two
                fix a saturation curve rate(n) = peak * n / (n + half_tokens)
   - conv:      a 3x3 conv2d, 32 -> 32 channels on 64x64 maps, FLOP/s
-  - memory:    a 64 MB tensor copy, bytes/s
+  - memory:    an elementwise add of 1M-float tensors (read 2, write 1), bytes/s
   - overhead:  one small elementwise op, seconds (framework dispatch per kernel)
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 
 from noor.catalog.chips import Chip
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def cache_path() -> Path:
@@ -81,9 +81,9 @@ def measure(seconds_per_kernel: float = 0.25) -> dict[str, Any]:
         x, w = torch.randn(4, 32, 64, 64), torch.randn(32, 32, 3, 3)
         conv = _best_rate(2 * 4 * 64 * 64 * 32 * 32 * 9, lambda: F.conv2d(x, w, padding=1), seconds_per_kernel)
 
-        big = torch.empty(16 * 1024 * 1024)
-        other = torch.empty_like(big)
-        memory = _best_rate(2 * big.numel() * 4, lambda: other.copy_(big), seconds_per_kernel)
+        # elementwise traffic on activation-sized tensors (1M floats), as a model's adds and norms see it
+        x1, x2, out = torch.randn(1 << 20), torch.randn(1 << 20), torch.empty(1 << 20)
+        memory = _best_rate(3 * x1.numel() * 4, lambda: torch.add(x1, x2, out=out), seconds_per_kernel)
 
         small = torch.randn(64)
         overhead = 1 / _best_rate(1.0, lambda: small.add(1.0), 0.5 * seconds_per_kernel, inner=200)

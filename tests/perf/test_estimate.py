@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import pytest
+
+from noor import catalog, perf
+from noor.perf import Plan, Shape
+
+WAN = "wan2.1-t2v-14b"
+
+
+def test_a_plan_that_does_not_fit_says_why_instead_of_a_number() -> None:
+    e = perf.predict(WAN, "rtx-4090")
+    assert not e.fits and e.latency_s is None and e.cost_usd is None
+    assert "24 GB" in (e.why_not or "") and e.peak_memory_gb > 24
+
+
+def test_more_chips_are_faster_and_memory_per_chip_falls_with_sharding() -> None:
+    latencies = []
+    for g in (1, 2, 4, 8):
+        e = perf.predict(WAN, "h100-sxm", plan=Plan(gpus=g, strategy="ulysses", shard_weights=True))
+        assert e.fits and e.latency_s is not None
+        latencies.append(e.latency_s)
+    assert latencies == sorted(latencies, reverse=True)
+    one = perf.predict(WAN, "h100-sxm").peak_memory_gb
+    eight = perf.predict(WAN, "h100-sxm", plan=Plan(gpus=8, strategy="ulysses", shard_weights=True)).peak_memory_gb
+    assert eight < one
+
+
+def test_ulysses_must_divide_the_heads() -> None:
+    with pytest.raises(perf.PerfError, match="ulysses=7 must divide"):
+        perf.predict(WAN, "h100-sxm", plan=Plan(gpus=7, strategy="ulysses"))
+
+
+def test_cfg_parallel_needs_guidance_passes() -> None:
+    with pytest.raises(perf.PerfError, match="guidance passes"):
+        perf.predict("flux.1-dev", "h100-sxm", plan=Plan(gpus=2, strategy="cfg"))
+
+
+def test_auto_picks_the_fastest_valid_split() -> None:
+    auto = perf.predict(WAN, "h100-sxm", plan=Plan(gpus=4))
+    for strategy in ("ulysses", "ring", "hybrid"):
+        other = perf.predict(WAN, "h100-sxm", plan=Plan(gpus=4, strategy=strategy))  # type: ignore[arg-type]
+        assert auto.latency_s is not None and other.latency_s is not None
+        assert auto.latency_s <= other.latency_s
+
+
+def test_beyond_the_scale_up_domain_does_not_fit() -> None:
+    e = perf.predict(WAN, "rtx-4090", plan=Plan(gpus=16, strategy="ring", shard_weights=True))
+    assert not e.fits and "scale-up domain" in (e.why_not or "")
+
+
+def test_fp8_helps_where_the_chip_has_it() -> None:
+    shape = Shape(1024, 1024, 1, 28)
+    h100 = [perf.predict("flux.1-dev", "h100-sxm", shape, Plan(precision=p)).latency_s for p in ("bf16", "fp8")]
+    a100 = [perf.predict("flux.1-dev", "a100-80gb", shape, Plan(precision=p)).latency_s for p in ("bf16", "fp8")]
+    assert h100[1] < h100[0]  # type: ignore[operator]
+    assert a100[1] == a100[0]
+
+
+def test_energy_and_cost_follow_from_latency() -> None:
+    e = perf.predict(WAN, "h100-sxm", plan=Plan(gpus=2, strategy="ulysses", usd_per_hour=3.0))
+    assert e.latency_s is not None
+    assert e.energy_j == pytest.approx(700 * 2 * e.latency_s)
+    assert e.cost_usd == pytest.approx(3.0 * 2 * e.latency_s / 3600)
+    assert e.latency_s == pytest.approx(sum(s.latency_s for s in e.stages))
+
+
+def test_stage_breakdown_separates_linear_self_and_cross_attention() -> None:
+    detail = perf.predict(WAN, "h100-sxm").stage("denoise").detail
+    assert detail["linear_flops"] > 0 and detail["self_attention_flops"] > 0 and detail["cross_attention_flops"] > 0
+    # at 720p x 81 frames attention dominates the step
+    assert detail["self_attention_s"] > detail["linear_s"]
+
+
+def test_chips_without_published_power_give_no_energy() -> None:
+    e = perf.predict("flux.1-dev", "tpu-v5p")
+    assert e.fits and e.energy_j is None and any("power" in n for n in e.notes)
+
+
+def test_bad_shape_names_the_field() -> None:
+    with pytest.raises(perf.PerfError, match="width"):
+        Shape(0, 720, 81)
+    with pytest.raises(perf.PerfError, match="num_frames"):
+        perf.predict("flux.1-dev", "h100-sxm", Shape(1024, 1024, 5))
+
+
+def test_tiny_is_priced_at_its_native_size(fixed_cpu_local: None) -> None:
+    native = perf.estimate_task("tiny", 64, 64, 16, 16)
+    resized = perf.estimate_task("tiny", 1280, 720, 24, 16)
+    assert native.latency_s == resized.latency_s and resized.notes
+    assert native.chip == "cpu-local" and native.fits and native.cost_usd is not None
+
+
+def test_estimate_task_is_cached_per_request_shape(fixed_cpu_local: None) -> None:
+    first = perf.estimate_task("tiny", 64, 64, 16, 16)
+    assert perf.estimate_task("tiny", 64, 64, 16, 16) is first
+    assert perf.estimate_task("tiny", 64, 64, 16, 8).latency_s < first.latency_s  # type: ignore[operator]
+
+
+def test_unknown_ids_raise_with_the_valid_list() -> None:
+    with pytest.raises(catalog.UnknownId, match=r"valid: .*h100-sxm"):
+        perf.predict(WAN, "h100")

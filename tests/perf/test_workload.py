@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from noor import catalog
+from noor.engine.tiny import backend as tiny_backend
+from noor.engine.tiny.transformer import TinyVideoTransformer
+from noor.perf import Shape, workload
+
+
+def test_wan_720p_token_grid() -> None:
+    # 81 frames -> 21 latent frames; 1280x720 / (8 VAE x 2 patch) = 80 x 45
+    m = catalog.model("wan2.1-t2v-14b")
+    assert workload.latent_grid(m, Shape(1280, 720, 81, 50)) == (21, 45, 80)
+    assert workload.denoise_pass(m, Shape(1280, 720, 81, 50), batch=1).tokens == 21 * 45 * 80
+
+
+def test_joint_attention_counts_text_tokens_in_the_sequence() -> None:
+    m = catalog.model("cogvideox-5b")
+    work = workload.denoise_pass(m, Shape(720, 480, 49, 50), batch=1)
+    assert work.tokens == 13 * 30 * 45 + 226 and work.video_tokens == 13 * 30 * 45
+
+
+def test_full_attention_grows_with_the_square_of_tokens_and_linear_layers_linearly() -> None:
+    m = catalog.model("wan2.1-t2v-1.3b")
+    short = workload.denoise_pass(m, Shape(832, 480, 41, 50), batch=1)  # 11 latent frames
+    long = workload.denoise_pass(m, Shape(832, 480, 85, 50), batch=1)  # 22 latent frames
+    assert long.attention_flops / short.attention_flops == 4.0
+    assert 1.9 < long.linear_flops / short.linear_flops <= 2.0
+
+
+def test_moe_runs_one_expert_per_step() -> None:
+    dense, moe = catalog.model("wan2.1-i2v-14b"), catalog.model("wan2.2-i2v-a14b")
+    shape = Shape(1280, 720, 81, 40)
+    assert workload.denoise_pass(moe, shape, 1).linear_flops < workload.denoise_pass(dense, shape, 1).linear_flops
+
+
+def test_tiny_linear_flops_match_torch_flop_counter_on_the_real_transformer() -> None:
+    """Count the shipped tiny transformer's matmuls with torch and compare with the analytic count."""
+    weights = Path(tiny_backend.__file__).parent / "weights" / "transformer" / "config.json"
+    config = {k: v for k, v in json.loads(weights.read_text()).items() if not k.startswith("_")}
+    model = TinyVideoTransformer(**config).eval()
+    tiny = catalog.model("tiny")
+    B, T, S = 2, 16, 64 // 4  # CFG batch of 2, 16 frames, 16x16 latents
+    x = torch.randn(B, config["in_channels"], T, S, S)
+    text = torch.randn(B, tiny.text_tokens, config["text_dim"])
+    mask = torch.ones(B, tiny.text_tokens, dtype=torch.bool)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x, torch.zeros(B, T), text, mask)
+    counted = counter.get_flop_counts()["Global"]
+    matmuls = sum(v for k, v in counted.items() if "mm" in str(k) or "linear" in str(k))
+    analytic = workload.denoise_pass(tiny, Shape(64, 64, 16, 16), batch=B)
+    # the analytic count leaves out patch embedding, timestep MLPs and adaLN (per frame, not per token)
+    assert 0.85 < analytic.linear_flops / matmuls <= 1.0
+
+
+def test_vae_decode_scales_with_pixels() -> None:
+    m = catalog.model("flux.1-dev")
+    small, _ = workload.vae_decode(m, Shape(512, 512, 1, 28))
+    big, _ = workload.vae_decode(m, Shape(1024, 1024, 1, 28))
+    assert big == 4 * small
+
+
+def test_unet_counts_convolutions_and_attention() -> None:
+    work = workload.denoise_pass(catalog.model("sdxl"), Shape(1024, 1024, 1, 20), batch=2)
+    assert work.conv_flops > 0 and work.attention_flops > 0 and work.cross_flops > 0
+    # SDXL UNet forward at 1024^2 is a few TFLOPs per image (2 x ~2.6B weights x 4096+ tokens, plus convs)
+    assert 3e12 < work.flops / 2 < 1.5e13
