@@ -1,7 +1,15 @@
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 
@@ -35,3 +43,63 @@ def toy_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("toy-tiny")
     save_pipeline(transformer, text_encoder, build_vae(cfg), out, cfg)
     return out
+
+
+@dataclass
+class Served:
+    """A live `noor serve` subprocess on a free loopback port, with the admin key it printed."""
+
+    proc: subprocess.Popen[str]
+    base: str
+    key: str
+    env: dict[str, str]
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        self.proc.wait(30)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_serve(data_dir: Path, toy_weights: Path, *args: str, port: int | None = None) -> Served:
+    port = port or free_port()
+    env = {
+        **os.environ,
+        "NOOR_DATA_DIR": str(data_dir),
+        "NOOR_TINY_WEIGHTS": str(toy_weights),
+        "NOOR_THREADS": "1",
+        "NOOR_LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "noor.cli", "serve", "--port", str(port), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    key = ""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            raise AssertionError(f"noor serve exited with {proc.returncode}")
+        if "admin API key" in line:
+            key = line.rsplit(" ", 1)[-1].strip()
+        if "serving on" in line:
+            break
+    base = f"http://127.0.0.1:{port}"
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz").status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    return Served(proc, base, key, env)

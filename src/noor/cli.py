@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
+import pydantic
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -500,7 +501,8 @@ app.add_typer(keys_app, name="keys")
 
 @keys_app.command("create")
 def keys_create(
-    tenant: Annotated[str, typer.Option(help="tenant name (created if new)")],
+    tenant: Annotated[str | None, typer.Option(help="tenant name (created if new)")] = None,
+    worker: Annotated[bool, typer.Option("--worker", help="a key for `noor worker` instead of a tenant")] = False,
     regions: Annotated[str | None, typer.Option(help="comma-separated regions the tenant's jobs may use")] = None,
     credits: Annotated[float, typer.Option(help="starting credits for a new tenant, in US cents")] = 0.0,
     max_concurrent: Annotated[int, typer.Option("--max-concurrent", min=1, help="queued+running jobs at once")] = 10,
@@ -511,8 +513,15 @@ def keys_create(
     from noor.jobs import tenants
     from noor.jobs.store import Store
 
+    if worker == (tenant is not None):
+        fail("--tenant", tenant, "give --tenant NAME for a tenant key, or --worker for a worker key")
+    assert tenant is not None or worker
     store = Store(settings().resolved_database_url)
     try:
+        if worker:
+            print(tenants.create_worker_key(store))
+            return
+        assert tenant is not None
         if tenant not in {t.name for t in tenants.list_tenants(store)}:
             region_list = [r.strip() for r in regions.split(",") if r.strip()] if regions else None
             tenants.create_tenant(
@@ -539,8 +548,11 @@ def serve(
     """Serve the Dream Machine-compatible API with local workers on the built-in model."""
     import uvicorn
 
+    from noor import logs
     from noor.api.app import ApiConfig, create_app, render_payload
+    from noor.api.requests import DEFAULT_ALIASES
     from noor.config import settings
+    from noor.engine import registry
     from noor.jobs import tenants
     from noor.jobs.assets import AssetStore
     from noor.jobs.store import Store
@@ -556,9 +568,15 @@ def serve(
     if not tenants.list_tenants(store):  # first run: an admin tenant and its key, shown once
         tenants.create_tenant(store, "admin", credits_cents=1_000_000, max_concurrent=100, max_per_minute=600)
         print(f"admin API key (shown once): {tenants.create_key(store, 'admin')}")
+    logs.setup(cfg.log_level, cfg.log_format)
+    aliases = DEFAULT_ALIASES | cfg.aliases
+    for alias, target in aliases.items():
+        if target not in {spec.id for spec in registry.available()}:
+            raise BadInput(f"NOOR_ALIASES: {alias!r} maps to {target!r}, which is not an installed model")
     guard = Guard.from_strings(cfg.ssrf_allow)
     secret = cfg.secret()
-    api = create_app(store, AssetStore(cfg.resolved_assets_url), ApiConfig(secret=secret, guard=guard))
+    config = ApiConfig(secret=secret, guard=guard, aliases=aliases, public_url=cfg.public_url)
+    api = create_app(store, AssetStore(cfg.resolved_assets_url), config)
     pool = LocalWorkers(count, cfg.resolved_database_url, cfg.resolved_assets_url, cfg.threads)
     pool.start()
     base_url = cfg.public_url or f"http://{host}:{port}"
@@ -569,11 +587,62 @@ def serve(
     threading.Thread(target=hooks.run_forever, args=(stop_hooks,), daemon=True, name="webhooks").start()
     print(f"Noor is serving on http://{host}:{port}  (data in {cfg.data_dir}, {count} local worker(s))", flush=True)
     try:
-        uvicorn.run(api, host=host, port=port, log_level="warning")
+        uvicorn.run(api, host=host, port=port, log_config=logs.config(cfg.log_level, cfg.log_format))
     finally:
         stop_hooks.set()
         pool.close()
         store.close()
+
+
+@app.command("worker")
+def worker_command(
+    server: Annotated[str, typer.Option(help="the `noor serve` URL, e.g. http://10.0.0.5:8000")],
+    key: Annotated[str, typer.Option(help="a worker key (`noor keys create --worker` on the server)")],
+    model: Annotated[list[str], typer.Option(help="models this worker runs (repeatable)")] = ["tiny"],  # noqa: B006
+    name: Annotated[str | None, typer.Option(help="worker name (default: host-pid)")] = None,
+    region: Annotated[str | None, typer.Option(help="only run jobs that may run in this region")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads")] = None,
+    lease_s: Annotated[float, typer.Option("--lease-s", min=5, help="seconds a claim lasts without a heartbeat")] = 30,
+) -> None:
+    """Run jobs for a `noor serve` from this process or machine, through its worker API."""
+    import os
+    import signal
+    import socket
+
+    from noor import logs
+    from noor.config import settings
+    from noor.engine import registry
+    from noor.runtime.local import load_backend
+    from noor.runtime.remote import Server, ServerError
+    from noor.runtime.worker import Worker, WorkerConfig
+
+    for m in model:
+        try:
+            registry.get(m)
+        except registry.UnknownModel as err:
+            raise BadInput(f"--model: {err}") from err
+    if not server.startswith(("http://", "https://")):
+        fail("--server", server, "must be an http:// or https:// URL")
+    logs.setup(settings().log_level, settings().log_format)
+    name = name or f"{socket.gethostname()}-{os.getpid()}"
+    remote = Server(server, key, name)
+    try:
+        remote.claim(name, lease_s, models=["<probe>"])  # checks the URL and the key before loading anything
+    except ServerError as err:
+        raise BadInput(f"--server: {err}") from err
+    config = WorkerConfig(name=name, models=[*model, "resample"], lease_s=lease_s, region=region)
+    worker = Worker(remote, remote, config, lambda m: load_backend(m, threads))
+    for m in model:
+        worker.backend(m)  # load once, before the first job
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"worker {name} runs {', '.join(model)} for {server}", file=sys.stderr, flush=True)
+    try:
+        worker.run_forever(stop)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        remote.close()
 
 
 def main() -> None:
@@ -582,6 +651,11 @@ def main() -> None:
         code = app(standalone_mode=False)
     except BadInput as err:
         print(f"noor: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except pydantic.ValidationError as err:  # a bad NOOR_* setting
+        first = err.errors()[0]
+        name = "NOOR_" + str(first["loc"][0]).upper() if first["loc"] else err.title
+        print(f"noor: error: {name}: {first['msg']}, got {first.get('input')!r}", file=sys.stderr)
         sys.exit(2)
     except typer.Exit as err:
         sys.exit(err.exit_code)

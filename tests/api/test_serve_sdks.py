@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,51 +12,15 @@ import lumaai
 import pytest
 
 from noor.engine import media
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.conftest import start_serve
 
 
 @pytest.fixture
 def served(tmp_path: Path, toy_weights: Path) -> Iterator[dict[str, Any]]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "NOOR_DATA_DIR": str(tmp_path / "data"),
-        "NOOR_TINY_WEIGHTS": str(toy_weights),
-        "NOOR_THREADS": "1",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "noor.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    key = None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if "admin API key" in line:
-            key = line.rsplit(" ", 1)[-1].strip()
-        if "serving on" in line:
-            break
-    base = f"http://127.0.0.1:{port}"
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz").status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    assert key, "noor serve printed no admin key"
-    yield {"base": base, "key": key}
-    proc.terminate()
-    proc.wait(20)
-    proc.stdout.close()
+    server = start_serve(tmp_path / "data", toy_weights)
+    assert server.key, "noor serve printed no admin key"
+    yield {"base": server.base, "key": server.key}
+    server.stop()
 
 
 def _wait(client: Any, gid: str, timeout_s: float = 120) -> Any:

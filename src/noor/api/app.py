@@ -44,6 +44,7 @@ DM_PREFIX = "/dream-machine/v1"
 LINK_TTL_S = 7 * 24 * 3600
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_JSON_BYTES = 256 * 1024
+WORKER_FILE_BYTES = 2 * 1024**3
 
 
 @dataclass
@@ -292,6 +293,10 @@ def create_app(store: Store, assets: AssetStore, config: ApiConfig) -> FastAPI:
     from noor.api.openai_videos import router as openai_router
 
     app.include_router(openai_router)
+
+    from noor.api.workers import router as workers_router
+
+    app.include_router(workers_router)
     metrics.install(app, store, prefixes=(DM_PREFIX,))
 
     app.add_middleware(LimitBody)
@@ -344,8 +349,12 @@ class LimitBody:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            uploads = scope["path"] in ("/v1/uploads", "/v1/videos")
-            limit = MAX_UPLOAD_BYTES + 64 * 1024 if uploads else MAX_JSON_BYTES
+            path: str = scope["path"]
+            limit = MAX_JSON_BYTES
+            if path in ("/v1/uploads", "/v1/videos"):
+                limit = MAX_UPLOAD_BYTES + 64 * 1024
+            elif path.startswith("/v1/worker/jobs/"):  # finished videos from remote workers
+                limit = WORKER_FILE_BYTES
             length = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-length"), None)
             refusal = None
             if length is not None and not length.isdigit():

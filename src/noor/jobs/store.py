@@ -258,12 +258,16 @@ class Store:
         lease_s: float,
         progress: float | None = None,
         now: datetime | None = None,
+        preview: str | None = None,
     ) -> bool:
-        """Extend the lease (and record progress). False: stop, the job is no longer this worker's to run."""
+        """Extend the lease (and record progress, and the asset key of a preview of the work so far).
+        False: stop, the job is no longer this worker's to run."""
         now = now or now_utc()
         values: dict[str, Any] = {"lease_expires_at": now + timedelta(seconds=lease_s), "updated_at": now}
         if progress is not None:
             values["progress"] = max(0.0, min(1.0, progress))
+        if preview is not None:
+            values["assets"] = {"video": None, "image": None, "progress_video": preview}
         statement = (
             update(Generation)
             .where(
@@ -276,6 +280,18 @@ class Store:
         )
         with self.session.begin() as s:
             return s.execute(statement).rowcount == 1  # type: ignore[attr-defined]
+
+    def leased(self, generation_id: str, worker: str) -> Generation | None:
+        """The job if `worker` holds its lease right now, else None."""
+        with self.session() as s:
+            return s.scalar(
+                select(Generation).where(
+                    Generation.id == generation_id,
+                    Generation.state == State.DREAMING.value,
+                    Generation.lease_owner == worker,
+                    Generation.deleted_at.is_(None),
+                )
+            )
 
     def complete(self, generation_id: str, worker: str, assets: dict[str, Any], now: datetime | None = None) -> bool:
         check_transition(State.DREAMING, State.COMPLETED)

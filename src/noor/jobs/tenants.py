@@ -40,6 +40,7 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     tenant: Mapped[str] = mapped_column(String(64), ForeignKey("tenants.name"))
     prefix: Mapped[str] = mapped_column(String(16))  # first characters, to tell keys apart in listings
+    role: Mapped[str] = mapped_column(String(16), default="tenant", server_default="tenant")  # or "worker"
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
@@ -78,23 +79,36 @@ def create_tenant(
     return tenant
 
 
-def create_key(store: Store, tenant: str) -> str:
-    """A new key for `tenant`; the only time the key itself is seen."""
+ROLES = ("tenant", "worker")
+WORKERS_TENANT = "workers"  # worker keys hang off this tenant, which owns no generations
+
+
+def create_key(store: Store, tenant: str, role: str = "tenant") -> str:
+    """A new key for `tenant`; the only time the key itself is seen. A "worker" key may claim and run jobs
+    (`noor worker`) and nothing else; it cannot call the tenant API."""
+    if role not in ROLES:
+        raise TenantError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     with store.session.begin() as s:
         if s.get(Tenant, tenant) is None:
             raise TenantError(f"no tenant {tenant!r}")
-        s.add(ApiKey(key_hash=hash_key(key), tenant=tenant, prefix=key[:12]))
+        s.add(ApiKey(key_hash=hash_key(key), tenant=tenant, prefix=key[:12], role=role))
     return key
 
 
-def authenticate(store: Store, key: str) -> Tenant | None:
-    """The tenant a live key belongs to, else None."""
+def create_worker_key(store: Store) -> str:
+    if all(t.name != WORKERS_TENANT for t in list_tenants(store)):
+        create_tenant(store, WORKERS_TENANT, max_concurrent=0, max_per_minute=0)
+    return create_key(store, WORKERS_TENANT, role="worker")
+
+
+def authenticate(store: Store, key: str, role: str = "tenant") -> Tenant | None:
+    """The tenant a live key of `role` belongs to, else None."""
     with store.session() as s:
         row = s.scalar(
             select(Tenant)
             .join(ApiKey, ApiKey.tenant == Tenant.name)
-            .where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
+            .where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None), ApiKey.role == role)
         )
     return row
 

@@ -11,7 +11,7 @@ import io
 import logging
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,11 +23,46 @@ from noor.engine import media
 from noor.engine.backend import Backend, Cancelled
 from noor.engine.task import Media, Task
 from noor.engine.tiny.backend import resize
-from noor.jobs.assets import AssetStore, asset_key
-from noor.jobs.generation import Generation
-from noor.jobs.store import Store
+from noor.jobs.assets import asset_key
 
 log = logging.getLogger("noor.worker")
+
+
+class Job(Protocol):
+    """A claimed job: a store's Generation, or a remote worker's copy of one."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def task(self) -> dict[str, Any]: ...
+    @property
+    def request(self) -> dict[str, Any]: ...
+    @property
+    def generation_type(self) -> str: ...
+
+
+class Jobs(Protocol):
+    """What a worker needs of the job store: `Store` itself, or `remote.Server` through the worker API."""
+
+    def claim(
+        self, worker: str, lease_s: float, models: Sequence[str] | None = None, regions: Sequence[str] | None = None
+    ) -> Job | None: ...
+    def heartbeat(
+        self, generation_id: str, worker: str, lease_s: float, progress: float | None = None, *, preview: str | None
+    ) -> bool: ...
+    def complete(self, generation_id: str, worker: str, assets: dict[str, Any]) -> bool: ...
+    def fail(self, generation_id: str, worker: str, reason: str) -> bool: ...
+
+
+class Files(Protocol):
+    """What a worker needs of the asset store."""
+
+    def get(self, key: str) -> bytes: ...
+    def put(self, key: str, data: bytes) -> str: ...
 
 
 class Stop(Protocol):
@@ -47,7 +82,7 @@ class WorkerConfig:
     region: str | None = None
 
 
-def task_from_json(data: dict[str, Any], assets: AssetStore) -> Task:
+def task_from_json(data: dict[str, Any], assets: Files) -> Task:
     """The engine task a job stored, with keyframes read back from the asset store."""
 
     def keyframe(ref: dict[str, Any] | None) -> np.ndarray | None:
@@ -96,8 +131,8 @@ def encode(result: Media, image_format: str = "png") -> dict[str, bytes]:
 class Worker:
     def __init__(
         self,
-        store: Store,
-        assets: AssetStore,
+        store: Jobs,
+        assets: Files,
         config: WorkerConfig,
         load_backend: Callable[[str], Backend],
     ):
@@ -120,9 +155,17 @@ class Worker:
         return True
 
     def run_forever(self, stop: Stop) -> None:
+        failures = 0
         while not stop.is_set():
-            if not self.run_once():
-                stop.wait(self.config.poll_s)
+            try:
+                busy = self.run_once()
+                failures = 0
+            except Exception as err:  # the store or server is unreachable: keep trying, slower
+                failures += 1
+                log.warning("worker %s cannot reach its jobs: %s", self.config.name, err)
+                busy = False
+            if not busy:
+                stop.wait(self.config.poll_s * min(40, 2**failures))
 
     def upscale(self, task: dict[str, Any]) -> Media:
         """Lanczos resampling of a finished video to a new size (no model involved)."""
@@ -132,7 +175,7 @@ class Worker:
             frames, fps = media.read_clip(f.name)
         return Media(frames=resize(frames, task["width"], task["height"]), fps=round(fps) or 8)
 
-    def run(self, job: Generation) -> None:
+    def run(self, job: Job) -> None:
         name, lease_s = self.config.name, self.config.lease_s
         last_beat = time.monotonic()
 
@@ -142,7 +185,7 @@ class Worker:
             if now - last_beat < min(self.config.heartbeat_s, lease_s / 3) and done < total:
                 return
             last_beat = now
-            if not self.store.heartbeat(job.id, name, lease_s, progress=0.95 * done / max(1, total)):
+            if not self.store.heartbeat(job.id, name, lease_s, progress=0.95 * done / max(1, total), preview=None):
                 raise Cancelled
 
         try:
