@@ -548,7 +548,7 @@ def serve(
     """Serve the Dream Machine-compatible API with local workers on the built-in model."""
     import uvicorn
 
-    from noor import logs
+    from noor import catalog, logs
     from noor.api.app import ApiConfig, create_app, render_payload
     from noor.api.requests import DEFAULT_ALIASES
     from noor.config import settings
@@ -575,7 +575,18 @@ def serve(
             raise BadInput(f"NOOR_ALIASES: {alias!r} maps to {target!r}, which is not an installed model")
     guard = Guard.from_strings(cfg.ssrf_allow)
     secret = cfg.secret()
-    config = ApiConfig(secret=secret, guard=guard, aliases=aliases, public_url=cfg.public_url)
+    try:
+        catalog.chip(cfg.worker_chip)
+    except catalog.UnknownId as err:
+        raise BadInput(f"NOOR_WORKER_CHIP: {err}") from err
+    config = ApiConfig(
+        secret=secret,
+        guard=guard,
+        aliases=aliases,
+        public_url=cfg.public_url,
+        chip=cfg.worker_chip,
+        markup=cfg.price_markup,
+    )
     api = create_app(store, AssetStore(cfg.resolved_assets_url), config)
     pool = LocalWorkers(count, cfg.resolved_database_url, cfg.resolved_assets_url, cfg.threads)
     pool.start()

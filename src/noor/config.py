@@ -35,6 +35,8 @@ class Settings(BaseSettings):
         description='Dream Machine/OpenAI model names -> Noor model ids, JSON, e.g. {"ray-2": "wan2.1-t2v-14b"}; '
         "merged over the defaults (every alias maps to tiny)",
     )
+    worker_chip: str = Field("cpu-local", description="catalog chip the workers run on: prices and ETAs use it")
+    price_markup: float = Field(1.0, ge=0, description="price = predicted cost at the chip's $/hour x this")
     log_format: Literal["json", "text"] = Field("json", description="`noor serve` logs: JSON lines or plain text")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
     ssrf_allow: list[str] = Field(

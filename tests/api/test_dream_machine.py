@@ -24,7 +24,7 @@ def server(tmp_path: Path, toy_weights: Path) -> Iterator[dict[str, Any]]:
     store = Store(f"sqlite:///{tmp_path / 'noor.db'}")
     assets = AssetStore(str(tmp_path / "assets"))
     tenants.create_tenant(store, "acme", credits_cents=1000)
-    tenants.create_tenant(store, "globex")
+    tenants.create_tenant(store, "globex", credits_cents=1000)
     app = create_app(store, assets, ApiConfig(secret=b"test-secret"))
     backend = TinyBackend(toy_weights)
     worker = Worker(store, assets, WorkerConfig(name="w1"), load_backend=lambda model: backend)
@@ -100,13 +100,15 @@ def test_upload_as_start_keyframe(server: dict[str, Any]) -> None:
 
 def test_tenants_are_isolated_and_keys_checked(server: dict[str, Any]) -> None:
     c = server["client"]
-    gid = _video(server).json()["id"]
+    created = _video(server).json()
+    gid = created["id"]
     assert c.get(f"/generations/{gid}", headers=server["globex"]).status_code == 404
     assert c.delete(f"/generations/{gid}", headers=server["globex"]).status_code == 404
     bad = c.get("/generations", headers={"Authorization": "Bearer nope"})
     assert bad.status_code == 401 and bad.json() == {"detail": "Invalid API key is provided"}
     assert c.get("/generations").status_code == 401
-    assert c.get("/credits", headers=server["acme"]).json() == {"credit_balance": 1000.0}
+    assert c.get("/credits", headers=server["acme"]).json() == {"credit_balance": 1000.0 - created["price_cents"]}
+    assert c.get("/credits", headers=server["globex"]).json() == {"credit_balance": 1000.0}
     assert c.get("/ping").json() == {"message": "pong"}
     assert "dolly_zoom" in c.get("/generations/concepts/list", headers=server["acme"]).json()
 
@@ -177,8 +179,8 @@ def test_upscale_resamples_the_video_into_a_new_generation(server: dict[str, Any
 
 def test_limits_answer_429_with_retry_after_before_storing(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'noor.db'}")
-    tenants.create_tenant(store, "small", max_concurrent=2, max_per_minute=3)
-    tenants.create_tenant(store, "quick", max_concurrent=10, max_per_minute=2)
+    tenants.create_tenant(store, "small", credits_cents=100, max_concurrent=2, max_per_minute=3)
+    tenants.create_tenant(store, "quick", credits_cents=100, max_concurrent=10, max_per_minute=2)
     app = create_app(store, AssetStore(str(tmp_path / "a")), ApiConfig(secret=b"s"))
     small = {"Authorization": f"Bearer {tenants.create_key(store, 'small')}"}
     quick = {"Authorization": f"Bearer {tenants.create_key(store, 'quick')}"}
@@ -235,3 +237,35 @@ def test_malformed_bodies_get_4xx_with_detail(server: dict[str, Any], content: b
     headers = server["acme"] | {"Content-Type": "application/json"}
     r = server["client"].post("/dream-machine/v1/generations/video", content=content, headers=headers)
     assert r.status_code == status and "detail" in r.json()
+
+
+def test_each_generation_is_priced_and_paid_from_credits(server: dict[str, Any], tmp_path: Path) -> None:
+    """ETA and price come from the perf model for the workers' chip; a failed job gives its price back."""
+    from noor.perf import estimate_task
+
+    c = server["client"]
+    credits = lambda: c.get("/credits", headers=server["acme"]).json()["credit_balance"]  # noqa: E731
+    a = _video(server, aspect_ratio="1:1", resolution="540p").json()
+    b = _video(server, aspect_ratio="16:9", resolution="720p").json()
+    expected = estimate_task("tiny", 540, 540, 40, None, "cpu-local")
+    assert a["eta_s"] == pytest.approx(expected.latency_s, rel=1e-3)
+    assert a["price_cents"] == pytest.approx(expected.cost_usd * 100, rel=1e-3) and a["price_cents"] > 0
+    assert credits() == pytest.approx(1000.0 - a["price_cents"] - b["price_cents"])
+    # deleting a queued job fails it: its price comes back
+    assert c.delete(f"/generations/{b['id']}", headers=server["acme"]).status_code == 204
+    assert credits() == pytest.approx(1000.0 - a["price_cents"])
+    # a completed job keeps its price
+    assert server["worker"].run_once()
+    assert credits() == pytest.approx(1000.0 - a["price_cents"])
+
+
+def test_a_tenant_without_credits_is_refused_with_402(tmp_path: Path, toy_weights: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'noor.db'}")
+    tenants.create_tenant(store, "broke", credits_cents=0.0)
+    app = create_app(store, AssetStore(str(tmp_path / "a")), ApiConfig(secret=b"s"))
+    with TestClient(app) as c:
+        auth = {"Authorization": f"Bearer {tenants.create_key(store, 'broke')}"}
+        r = c.post("/generations/video", json={"prompt": "a red circle"}, headers=auth)
+        assert r.status_code == 402 and r.json()["detail"].startswith("Insufficient credits: this generation costs")
+        assert c.get("/generations", headers=auth).json()["count"] == 0
+    store.close()

@@ -61,7 +61,7 @@ def origin() -> Iterator[int]:
 def _client(tmp_path: Path, guard: Guard, toy_weights: Path) -> tuple[TestClient, Store, dict[str, str], Worker]:
     store = Store(f"sqlite:///{tmp_path / 'noor.db'}")
     assets = AssetStore(str(tmp_path / "assets"))
-    tenants.create_tenant(store, "acme")
+    tenants.create_tenant(store, "acme", credits_cents=100)
     app = create_app(store, assets, ApiConfig(secret=b"s", guard=guard))
     backend = TinyBackend(toy_weights)
     worker = Worker(store, assets, WorkerConfig(name="w"), load_backend=lambda m: backend)

@@ -29,7 +29,7 @@ from tests.conftest import start_serve
 def app_parts(tmp_path: Path) -> tuple[TestClient, Store, AssetStore]:
     store = Store(f"sqlite:///{tmp_path / 'noor.db'}")
     assets = AssetStore(str(tmp_path / "assets"))
-    tenants.create_tenant(store, "acme")
+    tenants.create_tenant(store, "acme", credits_cents=100)
     return TestClient(create_app(store, assets, ApiConfig(secret=b"s"))), store, assets
 
 

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from noor.api import metrics
+from noor.api.pricing import quote
 from noor.api.requests import (
     DEFAULT_ALIASES,
     Keyframes,
@@ -29,7 +30,7 @@ from noor.api.schemas import Credits, GenerationList, GenerationOut, ImageCreate
 from noor.jobs import tenants
 from noor.jobs.assets import AssetNotFound, AssetStore, asset_key, sign, verify
 from noor.jobs.generation import Generation, now_utc
-from noor.jobs.store import NotFound, Store
+from noor.jobs.store import InsufficientCredits, NotFound, Store
 from noor.runtime.ssrf import FetchError, Guard, SSRFError
 
 CONCEPTS = [
@@ -53,6 +54,8 @@ class ApiConfig:
     aliases: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ALIASES))
     guard: Guard = field(default_factory=Guard)  # callback and keyframe URLs must not point inside
     public_url: str | None = None  # how clients reach this server, if not the request's own host
+    chip: str = "cpu-local"  # what the workers run on: the perf model prices each generation for it
+    markup: float = 1.0  # price = predicted cost at the chip's $/hour x markup
 
 
 def signed_link(base_url: str, secret: bytes, key: str, ttl_s: int = 7 * 24 * 3600) -> str:
@@ -162,6 +165,9 @@ def generation_out(request: Request, ctx: Context, g: Generation) -> GenerationO
             "assets": assets,
             "model": g.request.get("model") or g.model,
             "request": g.request,
+            "eta_s": g.eta_s,
+            "price_cents": g.price_cents,
+            "progress": g.progress,
         }
     )
 
@@ -177,7 +183,8 @@ def store_generation(
 ) -> GenerationOut:
     """Queue a resolved request. The echoed request keeps its generation_type (every body has one with a
     default), which the SDKs need to parse it; `kind` is the record's own type, "video" or "image"."""
-    g = ctx.store.create(
+    g = create_priced(
+        ctx,
         tenant=tenant.name,
         model=resolved.model,
         request=body.model_dump(mode="json", exclude_none=True) | (extra or {}),
@@ -186,6 +193,15 @@ def store_generation(
         callback_url=body.callback_url,
     )
     return generation_out(request, ctx, g)
+
+
+def create_priced(ctx: Context, *, model: str, task: dict[str, Any], **fields: Any) -> Generation:
+    """Store a job with its ETA and price; the price comes out of the tenant's credits (402 if short)."""
+    q = quote(model, task, ctx.config.chip, ctx.config.markup)
+    try:
+        return ctx.store.create(model=model, task=task, price_cents=q.price_cents, eta_s=q.eta_s, **fields)
+    except InsufficientCredits as err:
+        raise HTTPException(402, str(err)) from err
 
 
 router = APIRouter()

@@ -13,7 +13,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 
-from noor.api.app import Ctx, Tenant, check_limits
+from noor.api.app import Ctx, Tenant, check_limits, create_priced
 from noor.api.requests import RequestError, check_task, resolve_model
 from noor.jobs.assets import AssetNotFound, asset_key
 from noor.jobs.generation import Generation
@@ -56,6 +56,8 @@ def video_out(g: Generation) -> dict[str, Any]:
         "seconds": request.get("seconds", "4"),
         "size": request.get("size", "720x1280"),
         "remixed_from_video_id": None,
+        "eta_s": g.eta_s,  # Noor's additions
+        "price_cents": g.price_cents,
         "error": {"code": "generation_failed", "message": g.failure_reason or "Job failed"}
         if g.state == "failed"
         else None,
@@ -136,12 +138,22 @@ async def create_video(request: Request, tenant: Tenant, ctx: Ctx) -> JSONRespon
     # 3. store the reference, then the job
     if start is not None and reference is not None:
         ctx.assets.put(start["asset"], reference)
-    g = ctx.store.create(
-        tenant=tenant.name,
-        model=spec.id,
-        request={"model": model_name, "prompt": prompt, "seconds": seconds, "size": size, "generation_type": "video"},
-        task=task,
-    )
+    try:
+        g = create_priced(
+            ctx,
+            tenant=tenant.name,
+            model=spec.id,
+            request={
+                "model": model_name,
+                "prompt": prompt,
+                "seconds": seconds,
+                "size": size,
+                "generation_type": "video",
+            },
+            task=task,
+        )
+    except HTTPException as err:
+        raise OpenAIError(err.status_code, str(err.detail), code="insufficient_quota") from err
     return JSONResponse(video_out(g))
 
 

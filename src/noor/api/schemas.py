@@ -81,6 +81,10 @@ class GenerationOut(BaseModel):
     assets: Assets | None
     model: str
     request: dict[str, Any]
+    # Noor's additions (the SDKs ignore fields they do not know)
+    eta_s: float | None = None  # predicted seconds of work on this deployment's workers (noor.perf)
+    price_cents: float = 0.0  # taken from the credits at create time; refunded if the job fails
+    progress: float = 0.0  # share of the work done, 0..1
 
 
 class GenerationList(BaseModel):

@@ -13,14 +13,38 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, and_, create_engine, event, func, or_, select, update
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import Engine, Float, String, and_, column, create_engine, event, func, or_, select, table, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from noor.jobs import outbox
 from noor.jobs.generation import Generation, State, check_transition, now_utc
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 REQUEUE_EVERY = timedelta(seconds=1)
+
+
+# The tenants table as the store charges and refunds it (jobs.tenants maps it; importing that here would loop).
+_tenants = table("tenants", column("name", String), column("credits_cents", Float))
+
+
+class InsufficientCredits(Exception):
+    def __init__(self, balance_cents: float, price_cents: float):
+        self.balance_cents, self.price_cents = balance_cents, price_cents
+        super().__init__(
+            f"Insufficient credits: this generation costs {price_cents:.4f} cents, the balance is "
+            f"{balance_cents:.4f} cents"
+        )
+
+
+def _refund(s: Session, rows: Sequence[Generation]) -> None:
+    """A job that ends failed gives its price back."""
+    for row in rows:
+        if row.price_cents:
+            s.execute(
+                update(_tenants)
+                .where(_tenants.c.name == row.tenant)
+                .values(credits_cents=_tenants.c.credits_cents + row.price_cents)
+            )
 
 
 def _failed(reason: str, now: datetime) -> dict[str, Any]:
@@ -112,6 +136,15 @@ class Store:
             max_attempts=max_attempts,
         )
         with self.session.begin() as s:
+            if price_cents > 0:  # paid up front, atomically with the create; refunded if the job fails
+                charged = s.execute(
+                    update(_tenants)
+                    .where(_tenants.c.name == tenant, _tenants.c.credits_cents >= price_cents)
+                    .values(credits_cents=_tenants.c.credits_cents - price_cents)
+                ).rowcount  # type: ignore[attr-defined]
+                if charged != 1:
+                    balance = s.scalar(select(_tenants.c.credits_cents).where(_tenants.c.name == tenant))
+                    raise InsufficientCredits(float(balance or 0.0), price_cents)
             s.add(generation)
         return generation
 
@@ -202,6 +235,7 @@ class Store:
             if row.state == State.QUEUED.value:
                 check_transition(State.QUEUED, State.FAILED)
                 row.state, row.failure_reason, row.finished_at = State.FAILED.value, "Deleted", now
+                _refund(s, [row])
         return row
 
     # --- workers' view -----------------------------------------------------------------------
@@ -318,6 +352,8 @@ class Store:
         )
         with self.session.begin() as s:
             finished = s.scalars(statement, execution_options={"synchronize_session": False}).one_or_none()
+            if finished is not None and state is State.FAILED:
+                _refund(s, [finished])
             if finished is not None and finished.deleted_at is None:
                 outbox.enqueue(s, finished)
             return finished is not None
@@ -337,12 +373,17 @@ class Store:
             ).all()
             for row in lost:
                 outbox.enqueue(s, row)
-            deleted = s.execute(
-                update(Generation).where(expired, Generation.deleted_at.is_not(None)).values(**_failed("Deleted", now))
-            ).rowcount  # type: ignore[attr-defined]
+            deleted = s.scalars(
+                update(Generation)
+                .where(expired, Generation.deleted_at.is_not(None))
+                .values(**_failed("Deleted", now))
+                .returning(Generation),
+                execution_options={"synchronize_session": False},
+            ).all()
+            _refund(s, [*lost, *deleted])
             requeued = s.execute(
                 update(Generation)
                 .where(expired, Generation.attempts < Generation.max_attempts, Generation.deleted_at.is_(None))
                 .values(state=State.QUEUED.value, lease_owner=None, lease_expires_at=None, progress=0.0, updated_at=now)
             ).rowcount  # type: ignore[attr-defined]
-        return int(len(lost) + deleted + requeued)
+        return int(len(lost) + len(deleted) + requeued)

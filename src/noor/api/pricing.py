@@ -1,0 +1,56 @@
+"""Each generation's ETA and price, from the perf model (`noor.perf`) for the chip its workers run on.
+
+The price is what the request's predicted seconds cost at that chip's $/hour (catalog, overridable),
+times a markup from settings; it is taken from the tenant's credits when the job is created and given
+back if the job fails.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from noor import catalog
+from noor.engine import registry
+from noor.perf import estimate_task
+from noor.perf.shape import PerfError
+
+log = logging.getLogger("noor.api")
+
+
+@dataclass(frozen=True)
+class Quote:
+    eta_s: float | None  # predicted seconds of work on one worker, None if the model is unknown to the catalog
+    price_cents: float
+
+
+FREE = Quote(None, 0.0)
+
+
+def perf_id(model_id: str) -> str | None:
+    """The catalog architecture a Noor model id runs: its own id, or the one its registry entry names."""
+    if model_id in catalog.model_ids():
+        return model_id
+    try:
+        named = getattr(registry.get(model_id), "perf_id", None)
+    except registry.UnknownModel:
+        return None
+    return named if named in catalog.model_ids() else None
+
+
+def quote(model_id: str, task: dict[str, Any], chip: str = "cpu-local", markup: float = 1.0) -> Quote:
+    if task.get("kind") == "upscale":  # Lanczos resampling: no model, not billed
+        return FREE
+    arch = perf_id(model_id)
+    if arch is None:
+        log.warning("no perf model for %s: its generations carry no ETA and are not billed", model_id)
+        return FREE
+    try:
+        e = estimate_task(arch, task["width"], task["height"], task["num_frames"], task.get("steps"), chip)
+    except (catalog.UnknownId, PerfError) as err:
+        log.warning("cannot price %s on %s: %s", model_id, chip, err)
+        return FREE
+    if not e.fits or e.latency_s is None:
+        return Quote(None, 0.0)
+    return Quote(round(e.latency_s, 3), round((e.cost_usd or 0.0) * 100.0 * markup, 6))
