@@ -60,13 +60,13 @@ def test_deleting_a_running_generation_stops_it_between_steps(tmp_path: Path, to
     steps_run: list[int] = []
     original = backend.generate
 
-    def counting(tasks, progress=None):  # type: ignore[no-untyped-def]
+    def counting(tasks, progress=None, preview=None):  # type: ignore[no-untyped-def]
         def wrapped(done: int, total: int) -> None:
             steps_run.append(done)
             if progress:
                 progress(done, total)
 
-        return original(tasks, wrapped)
+        return original(tasks, wrapped, preview)
 
     backend.generate = counting  # type: ignore[method-assign]
     worker = Worker(store, assets, WorkerConfig(name="w", lease_s=30, heartbeat_s=0.0), lambda m: backend)
@@ -82,5 +82,37 @@ def test_deleting_a_running_generation_stops_it_between_steps(tmp_path: Path, to
 
         row = s.get(Generation, gid)
     assert row is not None and row.state == "failed" and row.failure_reason == "Deleted"
-    assert assets.keys(f"acme/{gid}") == []
+    assert all(k.endswith("/progress.mp4") for k in assets.keys(f"acme/{gid}"))  # no result files
+    store.close()
+
+
+def test_a_dreaming_job_shows_a_preview_of_the_work_so_far(tmp_path: Path, toy_weights: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'noor.db'}")
+    assets = AssetStore(str(tmp_path / "assets"))
+    backend = TinyBackend(toy_weights)
+    seen: list[dict[str, object]] = []  # the generation's assets after each heartbeat that brought a preview
+    original = store.heartbeat
+
+    def watching(*args, **kwargs):  # type: ignore[no-untyped-def]
+        ok = original(*args, **kwargs)
+        if kwargs.get("preview"):
+            seen.append(dict(store.get("acme", args[0]).assets or {}))
+        return ok
+
+    store.heartbeat = watching  # type: ignore[method-assign]
+    config = WorkerConfig(name="w", heartbeat_s=0.0, preview_s=0.0)
+    worker = Worker(store, assets, config, lambda m: backend)
+    task = TASK | {"steps": 4, "width": 320, "height": 180}
+    gid = store.create(tenant="acme", model="tiny", request={}, task=task).id
+    assert worker.run_once()
+    assert len(seen) == 4  # one per step when asked for every step
+    key = seen[-1]["progress_video"]
+    assert key == f"acme/{gid}/progress.mp4"
+    path = tmp_path / "p.mp4"
+    path.write_bytes(assets.get(str(key)))
+    from noor.engine import media
+
+    assert media.video_info(path)[:3] == (16, 256, 144)  # the task's length, at most 256 px on the long side
+    done = store.get("acme", gid)
+    assert done.state == "completed" and done.assets and "progress_video" not in done.assets
     store.close()

@@ -101,17 +101,42 @@ def keyframes_for(request: Request, ctx: Context, tenant: tenants.Tenant) -> Key
     return Keyframes(tenant.name, ctx.store, own_hosts, fetch)
 
 
+class KeyCache:
+    """Recently seen keys -> their tenant, for `ttl_s` seconds, so a poll does not cost a key lookup.
+
+    A revoked key keeps working for at most `ttl_s`; unknown keys are never cached. Credits are not
+    read from here (GET /credits asks the store)."""
+
+    def __init__(self, ttl_s: float = 5.0, size: int = 10_000):
+        self.ttl_s, self.size = ttl_s, size
+        self._seen: dict[str, tuple[float, tenants.Tenant]] = {}
+
+    def tenant(self, store: Store, key: str) -> tenants.Tenant | None:
+        now = time.monotonic()
+        hit = self._seen.get(key)
+        if hit is not None and now - hit[0] < self.ttl_s:
+            return hit[1]
+        tenant = tenants.authenticate(store, key)
+        if tenant is not None:
+            if len(self._seen) >= self.size:
+                self._seen.clear()
+            self._seen[key] = (now, tenant)
+        return tenant
+
+
 @dataclass
 class Context:
     store: Store
     assets: AssetStore
     config: ApiConfig
+    keys: KeyCache = field(default_factory=KeyCache)
 
 
 def current_tenant(request: Request) -> tenants.Tenant:
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
-    tenant = tenants.authenticate(request.app.state.ctx.store, key.strip()) if scheme.lower() == "bearer" else None
+    ctx: Context = request.app.state.ctx
+    tenant = ctx.keys.tenant(ctx.store, key.strip()) if scheme.lower() == "bearer" and key.strip() else None
     if tenant is None:
         raise HTTPException(401, "Invalid API key is provided")
     return tenant
@@ -290,8 +315,8 @@ def delete_generation(generation_id: str, tenant: Tenant, ctx: Ctx) -> Response:
 
 
 @router.get("/credits", response_model=Credits)
-def credits(tenant: Tenant) -> Credits:
-    return Credits(credit_balance=tenant.credits_cents)
+def credits(tenant: Tenant, ctx: Ctx) -> Credits:
+    return Credits(credit_balance=tenants.balance(ctx.store, tenant.name))
 
 
 @router.get("/ping", response_model=Ping)

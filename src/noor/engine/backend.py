@@ -5,10 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+import numpy as np
+
 from noor.engine.task import Media, Task
 
 # progress(step, total) after each denoising step; it may raise `Cancelled` to stop the work.
 Progress = Callable[[int, int], None]
+# preview(render) after each denoising step: `render()` draws the current estimate of the first task's
+# clip, (T, H, W, 3) uint8 at the task's size. It costs a decode, so the receiver decides when to call it.
+Preview = Callable[[Callable[[], np.ndarray]], None]
 
 
 class Cancelled(Exception):
@@ -18,4 +23,6 @@ class Cancelled(Exception):
 class Backend(Protocol):
     """Loads a model once; turns a batch of tasks into media, one per task, in order."""
 
-    def generate(self, tasks: Sequence[Task], progress: Progress | None = None) -> list[Media]: ...
+    def generate(
+        self, tasks: Sequence[Task], progress: Progress | None = None, preview: Preview | None = None
+    ) -> list[Media]: ...

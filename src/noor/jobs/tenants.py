@@ -133,6 +133,14 @@ def charge(store: Store, tenant: str, cents: float) -> float:
     return float(balance)
 
 
+def balance(store: Store, tenant: str) -> float:
+    with store.session() as s:
+        value = s.scalar(select(Tenant.credits_cents).where(Tenant.name == tenant))
+    if value is None:
+        raise TenantError(f"no tenant {tenant!r}")
+    return float(value)
+
+
 def list_tenants(store: Store) -> list[Tenant]:
     with store.session() as s:
         return list(s.scalars(select(Tenant).order_by(Tenant.name)).all())

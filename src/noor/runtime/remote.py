@@ -64,7 +64,8 @@ class Server:
     def claim(
         self, worker: str, lease_s: float, models: Sequence[str] | None = None, regions: Sequence[str] | None = None
     ) -> ClaimedJob | None:
-        body = {"worker": worker, "lease_s": lease_s, "models": list(models or []), "region": regions[0] if regions else None}
+        region = regions[0] if regions else None
+        body = {"worker": worker, "lease_s": lease_s, "models": list(models or []), "region": region}
         response = self._call("POST", "/v1/worker/claim", json=body)
         return None if response.status_code == 204 else ClaimedJob(**response.json())
 

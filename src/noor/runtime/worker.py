@@ -79,6 +79,7 @@ class WorkerConfig:
     lease_s: float = 30.0
     poll_s: float = 0.25
     heartbeat_s: float = 1.0  # at most this often a denoising step writes to the store (and sees a delete)
+    preview_s: float | None = 2.0  # at most this often a preview of the work so far is written; None: never
     region: str | None = None
 
 
@@ -112,6 +113,18 @@ def task_from_json(data: dict[str, Any], assets: Files) -> Task:
         end_frame=keyframe(data.get("end")),
         loop=data.get("loop", False),
     )
+
+
+PREVIEW_SIDE = 256
+
+
+def preview_frames(frames: np.ndarray) -> np.ndarray:
+    """A preview is at most PREVIEW_SIDE on its long side (even sides, for H.264)."""
+    H, W = frames.shape[1:3]
+    scale = min(1.0, PREVIEW_SIDE / max(H, W))
+    if scale == 1.0:
+        return frames
+    return resize(frames, max(2, 2 * round(W * scale / 2)), max(2, 2 * round(H * scale / 2)))
 
 
 def encode(result: Media, image_format: str = "png") -> dict[str, bytes]:
@@ -188,13 +201,31 @@ class Worker:
             if not self.store.heartbeat(job.id, name, lease_s, progress=0.95 * done / max(1, total), preview=None):
                 raise Cancelled
 
+        last_preview = time.monotonic()
+
+        def on_preview(render: Callable[[], np.ndarray]) -> None:
+            """Now and then, the work so far as a small video (`progress_video`) while the job is dreaming."""
+            nonlocal last_preview
+            if self.config.preview_s is None or time.monotonic() - last_preview < self.config.preview_s:
+                return
+            frames = preview_frames(render())
+            with tempfile.TemporaryDirectory() as tmp:
+                if len(frames) == 1:
+                    path = media.write_image(Path(tmp) / "progress.jpg", frames[0])
+                else:
+                    path = media.write_video(Path(tmp) / "progress.mp4", frames, int(job.task.get("fps") or 8))
+                key = self.assets.put(asset_key(job.tenant, job.id, path.name), path.read_bytes())
+            last_preview = time.monotonic()
+            if not self.store.heartbeat(job.id, name, lease_s, preview=key):
+                raise Cancelled
+
         try:
             # 1. the task, keyframes included; 2. pixels
             if job.task.get("kind") == "upscale":
                 result = self.upscale(job.task)
             else:
                 task = task_from_json(job.task, self.assets)
-                result = self.backend(job.model).generate([task], on_progress)[0]
+                result = self.backend(job.model).generate([task], on_progress, on_preview)[0]
             # 3. files, then the record
             keys = {}
             image_format = str(job.request.get("format") or "png") if job.generation_type == "image" else "png"

@@ -99,7 +99,14 @@ class DiffusersBackend:
         opts.apply(next(iter(self.pipes.values())), options, previous=self.options)
         self.options = options
 
-    def generate(self, tasks: Sequence[Task], progress: Progress | None = None) -> list[Media]:
+    def generate(
+        self,
+        tasks: Sequence[Task],
+        progress: Progress | None = None,
+        preview: Callable[[Callable[[], np.ndarray]], None] | None = None,  # engine.backend.Preview
+    ) -> list[Media]:
+        # `preview` is accepted and not yet used: a draft of a diffusers model's latents costs a VAE decode
+        # per family, which Noor does not do yet, so these models show progress without a progress_video.
         total = sum(t.steps or self.spec.default_steps for t in tasks)
         done = 0
 

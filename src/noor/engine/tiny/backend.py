@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from noor.engine.backend import Progress
+from noor.engine.backend import Preview, Progress
 from noor.engine.task import Media, Task
 
 NATIVE_SIZE = 64
@@ -57,7 +57,9 @@ class TinyBackend:
         self.pipe = NoorTinyPipeline.from_pretrained(str(path or weights_dir()))
         self.pipe.set_progress_bar_config(disable=True)
 
-    def generate(self, tasks: Sequence[Task], progress: Progress | None = None) -> list[Media]:
+    def generate(
+        self, tasks: Sequence[Task], progress: Progress | None = None, preview: Preview | None = None
+    ) -> list[Media]:
         torch = self.torch
 
         # 1. group tasks that can share one batched call
@@ -73,11 +75,15 @@ class TinyBackend:
         for (is_image, steps, guidance), group in groups:
             batch = [tasks[i] for i in group]
 
-            def on_step(pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            def on_step(
+                pipe: Any, i: int, t: Any, kwargs: dict[str, Any], first: Task = batch[0], lead: bool = group[0] == 0
+            ) -> dict[str, Any]:
                 nonlocal done
                 done += 1
                 if progress is not None:
                     progress(done, total)
+                if preview is not None and lead:  # the first task's clip, as it stands now
+                    preview(lambda: self._draft(pipe, kwargs["x0"][:1], first))
                 return kwargs
 
             # 2. denoise the batch at the native size
@@ -97,7 +103,17 @@ class TinyBackend:
             )
             # 3. to uint8 at the requested length and size
             for index, task, clip in zip(group, batch, out.frames, strict=True):
-                frames = (np.clip(clip, 0.0, 1.0) * 255.0).round().astype(np.uint8)
-                frames = resize(retime(frames, task.num_frames), task.width, task.height)
-                results[index] = Media(frames=frames, fps=task.fps)
+                results[index] = Media(frames=self._pixels(clip, task), fps=task.fps)
         return [results[i] for i in range(len(tasks))]
+
+    def _draft(self, pipe: Any, x0: Any, task: Task) -> np.ndarray:
+        """A denoising step's clean-clip estimate (1, C, T, h, w) as the task's pixels."""
+        with self.torch.no_grad():
+            video = pipe.decode_latents(x0)[0].float().clamp(-1.0, 1.0)  # (3, T, H, W)
+        return self._pixels(((video + 1.0) / 2.0).permute(1, 2, 3, 0).numpy(), task)
+
+    @staticmethod
+    def _pixels(clip: np.ndarray, task: Task) -> np.ndarray:
+        """(T, H, W, 3) floats in [0, 1] -> uint8 at the task's length and size."""
+        frames = (np.clip(clip, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+        return resize(retime(frames, task.num_frames), task.width, task.height)

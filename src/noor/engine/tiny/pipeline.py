@@ -155,7 +155,9 @@ class NoorTinyPipeline(DiffusionPipeline):
             velocity = (latents - x0) / sigma.clamp(min=1e-4)
             latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
             if callback_on_step_end is not None:
-                out = callback_on_step_end(self, i, t, {"latents": latents})
+                # x0: this step's estimate of the clean clip (keyframes in place), for previews
+                estimate = torch.where(known, latents_known, x0)
+                out = callback_on_step_end(self, i, t, {"latents": latents, "x0": estimate})
                 latents = out.get("latents", latents)
 
         # 6. decode to pixels in [0, 1]
