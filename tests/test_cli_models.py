@@ -75,7 +75,7 @@ def test_list_and_show(noor: Callable, toy: Callable) -> None:
     assert code == 0 and "ltx" in out and "ltx-video" in out and "tiny" in out
     code, out, _ = noor("models", "show", "ltx")
     assert code == 0
-    assert "sides in multiples of 4" in out and "4k+1, up to 257" in out and "end_frame" in out
+    assert "sides in multiples of 32" in out and "4k+1, up to 257" in out and "end_frame" in out
     assert noor("models", "show", "nope")[2].strip().startswith("noor: error: ID: unknown model; available: ltx, tiny")
 
 

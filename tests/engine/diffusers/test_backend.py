@@ -80,9 +80,9 @@ def test_geometry_is_read_from_the_weights_configs(toy: Toy) -> None:
     # toys: Wan 2.1 VAE 8x and patch 2; Wan 2.2 5B VAE 16x and patch 2; LTX toy VAE 4x/4x; CogVideoX odd latents
     assert families.get("wan2.1-t2v").geometry(toy("wan2.1-t2v")) == families.Geometry(16, 4)
     assert families.get("wan2.2-ti2v").geometry(toy("wan2.2-ti2v")) == families.Geometry(32, 4)
-    assert families.get("ltx-video").geometry(toy("ltx-video")) == families.Geometry(4, 4)
+    assert families.get("ltx-video").geometry(toy("ltx-video")) == families.Geometry(32, 4)
     assert families.get("cogvideox").geometry(toy("cogvideox")) == families.Geometry(16, 8)
-    assert families.get("flux.1-dev").geometry(toy("flux.1-dev")) == families.Geometry(4, 0)
+    assert families.get("flux.1-dev").geometry(toy("flux.1-dev")) == families.Geometry(16, 0)
     # the real checkpoints' configs give the published multiples
     assert families.fit_frames(80, 4) == 81 and families.fit_frames(120, 8) == 121 and families.fit_frames(1, 4) == 1
 

@@ -158,7 +158,7 @@ def wan_transformer(
         num_layers=2,
         cross_attn_norm=True,
         qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
+        rope_max_seq_len=128,  # patches per side: 540p needs 34
         image_dim=image_dim,
         pos_embed_seq_len=pos_embed_seq_len,
     )
@@ -249,7 +249,7 @@ def ltx() -> Any:
         upsample_residual=(False,) * 4,
         upsample_factor=(1,) * 4,
         timestep_conditioning=False,
-        patch_size=1,
+        patch_size=4,  # as the real VAE: 4x4 pixels per latent before the scaling blocks (16x in all)
         patch_size_t=1,
         encoder_causal=True,
         decoder_causal=False,
@@ -436,7 +436,7 @@ def image_vae(latent_channels: int) -> Any:
         sample_size=32,
         in_channels=3,
         out_channels=3,
-        block_out_channels=(4, 4),
+        block_out_channels=(4, 4, 4, 4),  # 8x, as the real ones: few tokens even at 540p
         layers_per_block=1,
         latent_channels=latent_channels,
         norm_num_groups=1,
@@ -444,8 +444,8 @@ def image_vae(latent_channels: int) -> Any:
         use_post_quant_conv=False,
         shift_factor=0.0609,
         scaling_factor=1.5035,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
     )
 
 

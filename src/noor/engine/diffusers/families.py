@@ -8,8 +8,9 @@ are read from the weights' own config files, so a toy model and the real one fol
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,8 @@ def ltx_geometry(path: Path) -> Geometry:
     scaling = vae.get("spatio_temporal_scaling", [True, True, True, False])
     spatial = vae.get("spatial_compression_ratio") or int(vae.get("patch_size", 4)) * 2 ** sum(map(bool, scaling))
     temporal = vae.get("temporal_compression_ratio") or int(vae.get("patch_size_t", 1)) * 2 ** sum(map(bool, scaling))
-    return Geometry(int(spatial) * _patch(read_config(path, "transformer"), 1), int(temporal))
+    # LTXConditionPipeline also insists on multiples of 32 whatever the VAE (the real one is 32 anyway)
+    return Geometry(math.lcm(int(spatial) * _patch(read_config(path, "transformer"), 1), 32), int(temporal))
 
 
 def hunyuan_geometry(path: Path) -> Geometry:
@@ -160,25 +162,6 @@ FAMILIES: dict[str, Family] = {
             steps=40,
             guidance=5.0,
             max_frames=161,
-        ),
-        Family(
-            name="wan2.1-flf2v",
-            title="Wan 2.1 first-last-frame-to-video (14B, 720p)",
-            kind="video",
-            pipelines={"i2v": "WanImageToVideoPipeline"},
-            index_classes=("WanImageToVideoPipeline",),
-            components=("transformer", "vae", "text_encoder", "tokenizer", "scheduler", "image_encoder"),
-            capabilities=frozenset({"i2v", "end_frame", "loop"}),
-            keyframes="image+last_image",
-            geometry=wan_geometry,
-            width=1280,
-            height=720,
-            frames=81,
-            fps=16,
-            steps=40,
-            guidance=5.5,
-            max_frames=161,
-            needs_end=True,
         ),
         Family(
             name="wan2.2-ti2v",
@@ -280,32 +263,6 @@ FAMILIES: dict[str, Family] = {
             max_frames=129,
         ),
         Family(
-            name="hunyuanvideo-1.5",
-            title="HunyuanVideo 1.5 (8.3B) text-to-video",
-            kind="video",
-            pipelines={"t2v": "HunyuanVideo15Pipeline"},
-            index_classes=("HunyuanVideo15Pipeline",),
-            components=(
-                "transformer",
-                "vae",
-                "text_encoder",
-                "tokenizer",
-                "text_encoder_2",
-                "tokenizer_2",
-                "scheduler",
-            ),
-            capabilities=VIDEO,
-            keyframes="none",
-            geometry=hunyuan_geometry,
-            width=848,
-            height=480,
-            frames=121,
-            fps=24,
-            steps=50,
-            guidance=6.0,  # set on the checkpoint's guider; the pipeline takes no guidance_scale
-            max_frames=241,
-        ),
-        Family(
             name="cogvideox",
             title="CogVideoX (2B, 5B; 1.5) text-to-video",
             kind="video",
@@ -323,24 +280,6 @@ FAMILIES: dict[str, Family] = {
             guidance=6.0,
             max_frames=81,
             note="CogVideoX 1.0: 49 frames at 720x480; 1.5: up to 81 frames",
-        ),
-        Family(
-            name="cogvideox-i2v",
-            title="CogVideoX (5B; 1.5) image-to-video",
-            kind="video",
-            pipelines={"i2v": "CogVideoXImageToVideoPipeline"},
-            index_classes=("CogVideoXImageToVideoPipeline",),
-            components=("transformer", "vae", "text_encoder", "tokenizer", "scheduler"),
-            capabilities=I2V,
-            keyframes="image",
-            geometry=cogvideox_geometry,
-            width=720,
-            height=480,
-            frames=49,
-            fps=8,
-            steps=50,
-            guidance=6.0,
-            max_frames=81,
         ),
         Family(
             name="flux.1-dev",
@@ -366,32 +305,6 @@ FAMILIES: dict[str, Family] = {
             fps=1,
             steps=28,
             guidance=3.5,
-            max_frames=1,
-        ),
-        Family(
-            name="flux.1-schnell",
-            title="FLUX.1 [schnell] text-to-image (4 steps, no guidance)",
-            kind="image",
-            pipelines={"image": "FluxPipeline"},
-            index_classes=("FluxPipeline",),
-            components=(
-                "transformer",
-                "vae",
-                "text_encoder",
-                "tokenizer",
-                "text_encoder_2",
-                "tokenizer_2",
-                "scheduler",
-            ),
-            capabilities=frozenset({"image"}),
-            keyframes="none",
-            geometry=flux_geometry,
-            width=1024,
-            height=1024,
-            frames=1,
-            fps=1,
-            steps=4,
-            guidance=0.0,
             max_frames=1,
         ),
         Family(
@@ -424,6 +337,43 @@ FAMILIES: dict[str, Family] = {
         ),
     ]
 }
+# Look-alikes: the same pipeline and parts, trained for another job.
+FAMILIES["wan2.1-flf2v"] = replace(
+    FAMILIES["wan2.1-i2v"],
+    name="wan2.1-flf2v",
+    title="Wan 2.1 first-last-frame-to-video (14B, 720p)",
+    capabilities=frozenset({"i2v", "end_frame", "loop"}),
+    width=1280,
+    height=720,
+    guidance=5.5,
+    needs_end=True,
+)
+FAMILIES["hunyuanvideo-1.5"] = replace(
+    FAMILIES["hunyuanvideo"],
+    name="hunyuanvideo-1.5",
+    title="HunyuanVideo 1.5 (8.3B) text-to-video",
+    pipelines={"t2v": "HunyuanVideo15Pipeline"},
+    index_classes=("HunyuanVideo15Pipeline",),
+    width=848,
+    height=480,
+    frames=121,
+    guidance=6.0,  # set on the checkpoint's guider; the pipeline takes no guidance_scale
+    max_frames=241,
+)
+FAMILIES["cogvideox-i2v"] = replace(
+    FAMILIES["cogvideox"],
+    name="cogvideox-i2v",
+    title="CogVideoX (5B; 1.5) image-to-video",
+    pipelines={"i2v": "CogVideoXImageToVideoPipeline"},
+    index_classes=("CogVideoXImageToVideoPipeline",),
+    capabilities=I2V,
+    keyframes="image",
+    note="",
+)
+FAMILIES["flux.1-schnell"] = replace(
+    FAMILIES["flux.1-dev"], name="flux.1-schnell", title="FLUX.1 [schnell] text-to-image (4 steps, no guidance)",
+    steps=4, guidance=0.0,
+)  # fmt: skip
 
 
 class UnknownFamily(ValueError):
