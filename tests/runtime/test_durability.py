@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -116,3 +118,35 @@ def test_a_dreaming_job_shows_a_preview_of_the_work_so_far(tmp_path: Path, toy_w
     done = store.get("acme", gid)
     assert done.state == "completed" and done.assets and "progress_video" not in done.assets
     store.close()
+
+
+def test_local_workers_stop_when_their_server_is_killed(tmp_path: Path, toy_weights: Path) -> None:
+    """No orphans: a SIGKILLed server's workers exit, so a restarted server does not end up with twice as many."""
+    script = (
+        "import sys, time\n"
+        "from noor.runtime.local import LocalWorkers\n"
+        "from noor.jobs.store import Store\n"
+        f"url = 'sqlite:///{tmp_path / 'noor.db'}'\n"
+        "Store(url).close()\n"
+        f"pool = LocalWorkers(1, url, '{tmp_path / 'assets'}', threads=1)\n"
+        "pool.start()\n"
+        "print(pool.processes[0].pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    env = {**os.environ, "NOOR_TINY_WEIGHTS": str(toy_weights), "NOOR_DATA_DIR": str(tmp_path)}
+    server = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None
+    worker_pid = int(server.stdout.readline())
+    server.kill()
+    server.wait(10)
+    server.stdout.close()
+
+    def gone() -> bool:
+        try:
+            os.kill(worker_pid, 0)
+        except ProcessLookupError:
+            return True
+        with open(f"/proc/{worker_pid}/stat") as f:  # reaped by init yet? a zombie counts as gone
+            return f.read().split()[2] == "Z"
+
+    _wait_for(gone, timeout_s=30)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import signal
+import time
 from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 
@@ -43,8 +44,31 @@ def _work(name: str, database_url: str, assets_url: str, threads: int | None, le
     config = WorkerConfig(name=name, lease_s=lease_s)
     worker = Worker(store, AssetStore(assets_url), config, lambda m: load_backend(m, threads))
     worker.backend("tiny")  # load once, before the first job
-    worker.run_forever(stop)
+    worker.run_forever(_UntilOrphaned(stop))
     store.close()
+
+
+class _UntilOrphaned:
+    """`stop`, or the server (our parent) gone, even by SIGKILL: then the worker stops after its current job
+    instead of living on as an orphan (a restarted server starts workers of its own)."""
+
+    def __init__(self, stop: MpEvent):
+        self.stop, self.parent = stop, mp.parent_process()  # watches the parent's sentinel, not its pid
+
+    def is_set(self) -> bool:
+        if self.parent is not None and not self.parent.is_alive():
+            log.warning("worker's server (pid %s) is gone; stopping", self.parent.pid)
+            return True
+        return self.stop.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
+        while not self.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self.stop.wait(min(0.5, remaining))
+        return True
 
 
 class LocalWorkers:
