@@ -296,7 +296,7 @@ def list_generations(
     tenant: Tenant,
     ctx: Ctx,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> GenerationList:
     rows, total = ctx.store.list(tenant.name, limit, offset)
     items = [generation_out(request, ctx, g) for g in rows]

@@ -79,4 +79,4 @@ def sign(secret: bytes, key: str, expires_at: int) -> str:
 def verify(secret: bytes, key: str, expires_at: int, signature: str, now: float | None = None) -> bool:
     if (now if now is not None else time.time()) > expires_at:
         return False
-    return hmac.compare_digest(sign(secret, key, expires_at), signature)
+    return hmac.compare_digest(sign(secret, key, expires_at).encode(), signature.encode("utf-8", "replace"))
