@@ -91,10 +91,10 @@ def main() -> None:
 
     data = tempfile.mkdtemp(prefix="noor-load-")
     noor_port, bare_port = free_port(), free_port()
-    env = {**os.environ, "NOOR_DATA_DIR": data}
+    env = {**os.environ, "NOOR_DATA_DIR": data, "NOOR_LOG_LEVEL": "WARNING"}
     key = subprocess.run(
         [sys.executable, "-m", "noor.cli", "keys", "create", "--tenant", "bench",
-         "--max-concurrent", "1000000", "--per-minute", "1000000"],
+         "--max-concurrent", "1000000", "--per-minute", "1000000", "--credits", "1000000"],
         env=env, capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
     serve = subprocess.Popen(
