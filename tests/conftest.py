@@ -18,6 +18,7 @@ from noor.engine.tiny.train import TrainConfig, build_models, build_vae, save_pi
 # noor-tiny's real classes at toy size
 TOY = {
     "hidden_size": 32,
+    "patch_size": 2,  # at 4, a random toy's 2-step output barely depends on the seed (64x64 is 16 tokens)
     "num_layers": 2,
     "num_heads": 2,
     "text_layers": 1,

@@ -51,7 +51,8 @@ def test_a_worker_killed_mid_generation_loses_nothing(
         second.close()
     done = store.get("acme", gid)
     assert done.state == "completed" and done.attempts == 2
-    assert AssetStore(assets_url).keys(f"acme/{gid}") == [f"acme/{gid}/thumbnail.jpg", f"acme/{gid}/video.mp4"]
+    files = set(AssetStore(assets_url).keys(f"acme/{gid}")) - {f"acme/{gid}/progress.mp4"}  # a preview, if slow
+    assert files == {f"acme/{gid}/thumbnail.jpg", f"acme/{gid}/video.mp4"}
     store.close()
 
 

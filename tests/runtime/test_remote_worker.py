@@ -52,7 +52,7 @@ def test_a_remote_worker_runs_a_keyframed_job_through_the_api(
 
     remote = Server("http://testserver", tenants.create_worker_key(store), "far-1", client=client)
     backend = TinyBackend(toy_weights)
-    worker = Worker(remote, remote, WorkerConfig(name="far-1", heartbeat_s=0.0), lambda m: backend)
+    worker = Worker(remote, remote, WorkerConfig(name="far-1", heartbeat_s=0.0, preview_s=None), lambda m: backend)
     assert worker.run_once()  # claims, reads the keyframe, generates, uploads, completes: all over HTTP
     assert not worker.run_once()
 

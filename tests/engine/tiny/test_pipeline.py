@@ -41,7 +41,10 @@ def test_same_seed_same_clip_other_seed_other_clip(backend: TinyBackend) -> None
             Task("a red circle", seed=2, steps=2),
         ]
     )
-    assert np.array_equal(a.frames, b.frames) and not np.array_equal(a.frames, c.frames)
+    # rows of one batch may round differently in the last bit (CPU GEMM blocking): at most 1 level of 255
+    same = np.abs(a.frames.astype(int) - b.frames.astype(int))
+    other = np.abs(a.frames.astype(int) - c.frames.astype(int))
+    assert same.max() <= 1 and same.mean() < 0.01 and other.mean() > 1.0, (same.max(), other.mean())
 
 
 def test_batched_equals_alone(backend: TinyBackend) -> None:
