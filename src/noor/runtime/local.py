@@ -41,7 +41,11 @@ def _work(name: str, database_url: str, assets_url: str, threads: int | None, le
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     logs.setup(settings().log_level, settings().log_format)
     store = Store(database_url, run_migrations=False)
-    config = WorkerConfig(name=name, lease_s=lease_s)
+    from noor.engine import registry
+
+    # every model installed when the server starts (each is loaded on its first job and kept)
+    models = [spec.id for spec in registry.available()] + ["resample"]
+    config = WorkerConfig(name=name, lease_s=lease_s, models=models)
     worker = Worker(store, AssetStore(assets_url), config, lambda m: load_backend(m, threads))
     worker.backend("tiny")  # load once, before the first job
     worker.run_forever(_UntilOrphaned(stop))
