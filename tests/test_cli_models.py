@@ -120,3 +120,30 @@ def test_generate_rounds_with_a_note(noor: Callable, toy: Callable) -> None:
     assert code == 0, err
     assert "42x30 rounded to 48x32" in err and "6 rounded to 5" in err
     assert "5 frames, 8 fps, 48x32" in out
+
+
+def test_the_registry_rereads_models_toml_only_when_it_changes(
+    noor: Callable, toy: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from noor.engine import registry
+    from noor.engine.diffusers import installed
+
+    assert noor(*register_args("ltx-video", toy("ltx-video"), "ltx"))[0] == 0
+    reads: list[Path] = []
+    real_load = installed.load
+
+    def counting_load(path: Path | None = None) -> dict[str, installed.InstalledModel]:
+        reads.append(path or installed.config_path())
+        return real_load(path)
+
+    monkeypatch.setattr(installed, "load", counting_load)
+    assert registry.get("ltx").family == "ltx-video"
+    for _ in range(5):
+        registry.get("ltx")
+        registry.available()
+    assert len(reads) <= 1  # read at most once (not at all if an earlier lookup saw this version)
+    assert noor(*register_args("cogvideox", toy("cogvideox"), "cog"))[0] == 0  # another process could do this
+    reads.clear()
+    for _ in range(5):
+        assert registry.get("cog").family == "cogvideox" and registry.get("ltx").family == "ltx-video"
+    assert len(reads) == 1  # the changed file, once

@@ -108,7 +108,8 @@ def register(spec: ModelSpec) -> None:
 
 
 def installed() -> dict[str, ModelSpec]:
-    """The models of the data dir's models.toml, as specs (re-read on each call: another process may add one)."""
+    """The models of the data dir's models.toml, as specs (re-read when the file changes: another process
+    may add one)."""
     from noor.engine.diffusers.spec import installed_specs
 
     return installed_specs()

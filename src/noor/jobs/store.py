@@ -13,7 +13,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Float, String, and_, column, create_engine, event, func, or_, select, table, update
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    Float,
+    String,
+    and_,
+    column,
+    create_engine,
+    event,
+    func,
+    or_,
+    select,
+    table,
+    update,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from noor.jobs import outbox
@@ -45,6 +59,16 @@ def _refund(s: Session, rows: Sequence[Generation]) -> None:
                 .where(_tenants.c.name == row.tenant)
                 .values(credits_cents=_tenants.c.credits_cents + row.price_cents)
             )
+
+
+def _held(generation_id: str, worker: str) -> ColumnElement[bool]:
+    """`worker` holds the job's lease and its tenant still wants it."""
+    return and_(
+        Generation.id == generation_id,
+        Generation.state == State.DREAMING.value,
+        Generation.lease_owner == worker,
+        Generation.deleted_at.is_(None),
+    )
 
 
 def _failed(reason: str, now: datetime) -> dict[str, Any]:
@@ -302,30 +326,14 @@ class Store:
             values["progress"] = max(0.0, min(1.0, progress))
         if preview is not None:
             values["assets"] = {"video": None, "image": None, "progress_video": preview}
-        statement = (
-            update(Generation)
-            .where(
-                Generation.id == generation_id,
-                Generation.state == State.DREAMING.value,
-                Generation.lease_owner == worker,
-                Generation.deleted_at.is_(None),
-            )
-            .values(**values)
-        )
+        statement = update(Generation).where(_held(generation_id, worker)).values(**values)
         with self.session.begin() as s:
             return s.execute(statement).rowcount == 1  # type: ignore[attr-defined]
 
     def leased(self, generation_id: str, worker: str) -> Generation | None:
         """The job if `worker` holds its lease right now, else None."""
         with self.session() as s:
-            return s.scalar(
-                select(Generation).where(
-                    Generation.id == generation_id,
-                    Generation.state == State.DREAMING.value,
-                    Generation.lease_owner == worker,
-                    Generation.deleted_at.is_(None),
-                )
-            )
+            return s.scalar(select(Generation).where(_held(generation_id, worker)))
 
     def complete(self, generation_id: str, worker: str, assets: dict[str, Any], now: datetime | None = None) -> bool:
         check_transition(State.DREAMING, State.COMPLETED)

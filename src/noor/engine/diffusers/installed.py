@@ -7,8 +7,8 @@
     width = 832          # defaults a request falls back to; the family's when absent
     cache = "first-block"
 
-`noor models add` writes it (after checking the weights dir); the registry reads it on every lookup, so
-a model added by one process is seen by the next request of another.
+`noor models add` writes it (after checking the weights dir); the registry reads it again whenever it
+has changed, so a model added by one process is seen by the next request of another.
 """
 
 from __future__ import annotations

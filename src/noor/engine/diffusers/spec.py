@@ -89,5 +89,19 @@ def spec_of(model: installed.InstalledModel) -> DiffusersSpec:
     )
 
 
+_specs: tuple[tuple[str, int, int, int], dict[str, ModelSpec]] | None = None
+
+
 def installed_specs() -> dict[str, ModelSpec]:
-    return {mid: spec_of(m) for mid, m in installed.load().items()}
+    """models.toml's entries as specs. Every lookup checks the file (another process may add a model),
+    but it and the weights' config files are read again only when the file has changed."""
+    global _specs
+    path = installed.config_path()
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return {}
+    version = (str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)  # `save` replaces: a new inode
+    if _specs is None or _specs[0] != version:
+        _specs = (version, {mid: spec_of(m) for mid, m in installed.load(path).items()})
+    return _specs[1]
