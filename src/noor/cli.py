@@ -515,13 +515,11 @@ def keys_create(
 
     if worker == (tenant is not None):
         fail("--tenant", tenant, "give --tenant NAME for a tenant key, or --worker for a worker key")
-    assert tenant is not None or worker
     store = Store(settings().resolved_database_url)
     try:
-        if worker:
+        if tenant is None:  # --worker
             print(tenants.create_worker_key(store))
             return
-        assert tenant is not None
         if tenant not in {t.name for t in tenants.list_tenants(store)}:
             region_list = [r.strip() for r in regions.split(",") if r.strip()] if regions else None
             tenants.create_tenant(
@@ -638,7 +636,7 @@ def worker_command(
     name = name or f"{socket.gethostname()}-{os.getpid()}"
     remote = Server(server, key, name)
     try:
-        remote.claim(name, lease_s, models=["<probe>"])  # checks the URL and the key before loading anything
+        remote.ping()  # checks the URL and the key before loading anything
     except ServerError as err:
         raise BadInput(f"--server: {err}") from err
     config = WorkerConfig(name=name, models=[*model, "resample"], lease_s=lease_s, region=region)

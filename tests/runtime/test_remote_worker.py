@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import time
@@ -98,10 +99,12 @@ def test_a_worker_touches_only_jobs_it_holds(app_parts: tuple[TestClient, Store,
 def test_a_bad_key_or_server_is_a_clear_error(app_parts: tuple[TestClient, Store, AssetStore]) -> None:
     client, _, _ = app_parts
     with pytest.raises(ServerError, match="refused this worker key"):
+        Server("http://testserver", "noor_wrong", "w", client=client).ping()
+    with pytest.raises(ServerError, match="refused this worker key"):
         Server("http://testserver", "noor_wrong", "w", client=client).claim("w", 30, models=["tiny"])
     nowhere = Server("http://127.0.0.1:9", "k", "w", retries=1)
     with pytest.raises(ServerError, match="unreachable"):
-        nowhere.claim("w", 30, models=["tiny"])
+        nowhere.ping()
     nowhere.close()
 
 
@@ -148,4 +151,17 @@ def test_noor_worker_refuses_a_bad_key_in_one_line(tmp_path: Path, toy_weights: 
     assert run.returncode == 2
     assert run.stderr.strip().splitlines() == [
         "noor: error: --server: the server refused this worker key (create one with `noor keys create --worker`)"
+    ]
+
+
+@pytest.mark.parametrize("args", [[], ["--tenant", "acme", "--worker"]])
+def test_keys_create_wants_a_tenant_or_worker(tmp_path: Path, args: list[str]) -> None:
+    env = {**os.environ, "NOOR_DATA_DIR": str(tmp_path)}
+    run = subprocess.run(
+        [sys.executable, "-m", "noor.cli", "keys", "create", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [
+        f"noor: error: --tenant: give --tenant NAME for a tenant key, or --worker for a worker key, got "
+        f"{'acme' if args else None!r}"
     ]

@@ -70,6 +70,12 @@ def _leased(request: Request, generation_id: str, worker: str) -> Generation:
     return leased
 
 
+@router.get("/ping", dependencies=[WorkerAuth])
+def ping() -> dict[str, bool]:
+    """For a worker to check the server and its key before it loads a model."""
+    return {"ok": True}
+
+
 @router.post("/claim", dependencies=[WorkerAuth])
 def claim(body: ClaimIn, request: Request) -> Response:
     regions = [body.region] if body.region else None

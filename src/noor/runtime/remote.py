@@ -59,6 +59,10 @@ class Server:
             raise ServerError(f"{method} {path}: HTTP {response.status_code} {detail}".strip())
         return response
 
+    def ping(self) -> None:
+        """Raises ServerError unless the server answers and takes this worker key."""
+        self._call("GET", "/v1/worker/ping")
+
     # --- the Store calls a Worker makes ------------------------------------------------------------
 
     def claim(
