@@ -7,6 +7,7 @@ import pytest
 
 from noor import catalog
 from noor.catalog import local
+from tests.perf.conftest import RECORD
 
 REQUIRED = [
     "h100-sxm", "h200-sxm", "h20", "l20", "l40", "l40s", "l4", "a100-80gb", "rtx-4090", "b200", "gb200", "b300",
@@ -46,16 +47,7 @@ def test_fp8_falls_back_to_bf16_where_a_chip_has_none() -> None:
 
 def test_cpu_local_is_read_from_the_cache_without_measuring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "cpu-local.json"
-    record = {
-        **local._key(),
-        "measured_at": 0.0,
-        "linear_tflops": 0.05,
-        "attention_tflops": 0.04,
-        "attention_half_tokens": 30.0,
-        "conv_tflops": 0.03,
-        "memory_tbps": 0.02,
-        "op_overhead_s": 3e-6,
-    }
+    record = {**local._key(), "measured_at": 0.0, **RECORD}
     path.write_text(json.dumps(record))
     monkeypatch.setattr(local, "cache_path", lambda: path)
     monkeypatch.setattr(local, "measure", lambda: pytest.fail("measured although a cached value exists"))

@@ -26,17 +26,18 @@ class Quote:
 
 
 FREE = Quote(None, 0.0)
+_unpriced: set[str] = set()
 
 
 def perf_id(model_id: str) -> str | None:
     """The catalog architecture a Noor model id runs: its own id, or the one its registry entry names."""
-    if model_id in catalog.model_ids():
+    if model_id in catalog.models():
         return model_id
     try:
         named = getattr(registry.get(model_id), "perf_id", None)
     except registry.UnknownModel:
         return None
-    return named if named in catalog.model_ids() else None
+    return named if named in catalog.models() else None
 
 
 def quote(model_id: str, task: dict[str, Any], chip: str = "cpu-local", markup: float = 1.0) -> Quote:
@@ -44,7 +45,9 @@ def quote(model_id: str, task: dict[str, Any], chip: str = "cpu-local", markup: 
         return FREE
     arch = perf_id(model_id)
     if arch is None:
-        log.warning("no perf model for %s: its generations carry no ETA and are not billed", model_id)
+        if model_id not in _unpriced:  # once per model, not once per request
+            _unpriced.add(model_id)
+            log.warning("no perf model for %s: its generations carry no ETA and are not billed", model_id)
         return FREE
     try:
         e = estimate_task(arch, task["width"], task["height"], task["num_frames"], task.get("steps"), chip)
@@ -52,5 +55,5 @@ def quote(model_id: str, task: dict[str, Any], chip: str = "cpu-local", markup: 
         log.warning("cannot price %s on %s: %s", model_id, chip, err)
         return FREE
     if not e.fits or e.latency_s is None:
-        return Quote(None, 0.0)
+        return FREE
     return Quote(round(e.latency_s, 3), round((e.cost_usd or 0.0) * 100.0 * markup, 6))

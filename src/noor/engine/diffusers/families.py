@@ -200,24 +200,6 @@ FAMILIES: dict[str, Family] = {
             max_frames=161,
         ),
         Family(
-            name="wan2.2-i2v-a14b",
-            title="Wan 2.2 I2V-A14B (two experts)",
-            kind="video",
-            pipelines={"i2v": "WanImageToVideoPipeline"},
-            index_classes=("WanImageToVideoPipeline",),
-            components=("transformer", "transformer_2", "vae", "text_encoder", "tokenizer", "scheduler"),
-            capabilities=I2V,
-            keyframes="image+last_image",
-            geometry=wan_geometry,
-            width=1280,
-            height=720,
-            frames=81,
-            fps=16,
-            steps=40,
-            guidance=3.5,
-            max_frames=161,
-        ),
-        Family(
             name="ltx-video",
             title="LTX-Video (0.9.x): text-to-video, and keyframes through LTXConditionPipeline",
             kind="video",
@@ -347,6 +329,16 @@ FAMILIES["wan2.1-flf2v"] = replace(
     height=720,
     guidance=5.5,
     needs_end=True,
+)
+FAMILIES["wan2.2-i2v-a14b"] = replace(
+    FAMILIES["wan2.2-t2v-a14b"],
+    name="wan2.2-i2v-a14b",
+    title="Wan 2.2 I2V-A14B (two experts)",
+    pipelines={"i2v": "WanImageToVideoPipeline"},
+    index_classes=("WanImageToVideoPipeline",),
+    capabilities=I2V,
+    keyframes="image+last_image",
+    guidance=3.5,
 )
 FAMILIES["hunyuanvideo-1.5"] = replace(
     FAMILIES["hunyuanvideo"],
