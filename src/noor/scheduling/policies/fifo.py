@@ -1,0 +1,16 @@
+"""First in, first out: oldest submission first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from noor.scheduling.base import Policy, Usage, register
+from noor.scheduling.types import QueuedJob
+
+
+@register
+class Fifo(Policy):
+    name = "fifo"
+
+    def key(self, job: QueuedJob, now_s: float = 0.0, usage: Usage | None = None) -> tuple[Any, ...]:
+        return (job.submitted_at_s, job.id)

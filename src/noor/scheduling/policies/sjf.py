@@ -1,0 +1,28 @@
+"""Shortest predicted job first, with aging so long jobs are not starved.
+
+A job's rank is `predicted_s - aging_per_s * waited_s`: each second of waiting counts as `aging_per_s`
+seconds less work. Since every queued job ages at the same rate, the order is the same as by
+`predicted_s + aging_per_s * submitted_at_s`, which does not move with the clock (a static key: the
+simulator keeps it in a heap). aging_per_s = 0 is pure SJF; a large value tends to FIFO.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from noor.scheduling.base import Policy, SchedulingError, Usage, register
+from noor.scheduling.types import QueuedJob
+
+
+@register
+class ShortestPredictedFirst(Policy):
+    name = "sjf"
+
+    def __init__(self, aging_per_s: float = 0.01):
+        if not aging_per_s >= 0 or math.isinf(aging_per_s):
+            raise SchedulingError(f"aging_per_s: must be a finite number >= 0, got {aging_per_s!r}")
+        self.aging_per_s = aging_per_s
+
+    def key(self, job: QueuedJob, now_s: float = 0.0, usage: Usage | None = None) -> tuple[Any, ...]:
+        return (job.predicted_s * job.gpus + self.aging_per_s * job.submitted_at_s, job.submitted_at_s, job.id)
