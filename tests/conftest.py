@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +17,11 @@ import pytest
 import torch
 
 from noor.engine.tiny.train import TrainConfig, build_models, build_vae, save_pipeline
+
+# Tests never read or write the user's data dir (keys, jobs, the cached cpu-local measurement): one temporary
+# data dir for the session, inherited by the `noor` subprocesses that tests start. Tests that need their own set it.
+os.environ["NOOR_DATA_DIR"] = tempfile.mkdtemp(prefix="noor-test-data-")
+atexit.register(shutil.rmtree, os.environ["NOOR_DATA_DIR"], ignore_errors=True)
 
 # noor-tiny's real classes at toy size
 TOY = {

@@ -95,15 +95,23 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# Sync routes run on anyio's thread pool (40 threads): with SQLAlchemy's default pool (5 + 10 overflow) a busy
+# server opened and closed a connection (and ran the pragmas) for most requests beyond the 15th concurrent one.
+POOL_SIZE = 40
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False}, pool_size=POOL_SIZE, max_overflow=POOL_SIZE // 4
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # a PostgreSQL connection costs the server a process: fewer kept open, the rest on demand
+    return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE // 4, max_overflow=POOL_SIZE)
 
 
 def migrate(engine: Engine) -> None:
