@@ -495,6 +495,121 @@ def perf_calibrate(
 # --- end noor perf ---
 
 
+# --- noor plan ---
+plan_app = typer.Typer(help="Plan the compute: megawatts -> chips, racks, videos/day and dollars.",
+                       no_args_is_help=True)
+app.add_typer(plan_app, name="plan")
+PLAN_OPTION_OF = {"power_mw": "--power-mw", "chip": "--chip", "chips": "--chips", "cooling": "--cooling",
+                  "pue": "--pue", "power_price": "--power-price", "life_years": "--life-years",
+                  "utilisation": "--utilisation", "set": "--set", "assumptions_file": "--assumptions", "mix": "--mix",
+                  "scenario": "SCENARIO", "budget_usd": "--budget-usd", "site": "--site", "objective": "--objective",
+                  "demand_per_day": "--demand"}
+PlanPue = Annotated[float | None, typer.Option("--pue", help="facility W per IT W (default: by --cooling)")]
+PlanPowerPrice = Annotated[float | None, typer.Option("--power-price", help="USD per kWh")]
+PlanLife = Annotated[float | None, typer.Option("--life-years", help="accelerator depreciation, years")]
+PlanUtil = Annotated[float | None, typer.Option("--utilisation", help="max busy fraction of each pool, (0, 1]")]
+PlanSet = Annotated[list[str] | None, typer.Option("--set", help="override any assumption: key=value (repeat)")]
+PlanAssumptions = Annotated[Path | None, typer.Option("--assumptions", help="TOML of overrides: [assumptions] key = v")]
+PlanMix = Annotated[Path | None, typer.Option("--mix", help="request mix TOML (default: the packaged one)")]
+PlanCooling = Annotated[str, typer.Option("--cooling", help="air or liquid")]
+PlanJson = Annotated[bool, typer.Option("--json", help="print the JSON document instead of Markdown")]
+PlanHtml = Annotated[Path | None, typer.Option("--html", help="also write an HTML report (inline SVG charts)")]
+PlanMd = Annotated[Path | None, typer.Option("--markdown", help="also write the Markdown report")]
+
+
+def _plan_bad(err: Exception) -> NoReturn:
+    from noor.plan import PlanError
+
+    assert isinstance(err, PlanError)
+    name = PLAN_OPTION_OF.get(err.field, err.field)
+    raise BadInput(f"{name}: {err.message}, got {err.value!r}") from err
+
+
+def _plan_inputs(pue: float | None, power_price: float | None, life_years: float | None, utilisation: float | None,
+                 sets: list[str] | None, assumptions_file: Path | None, mix: Path | None) -> Any:
+    from noor.plan import inputs
+    from noor.plan.assumptions import parse_set
+
+    overrides = parse_set(sets or [])
+    opts = inputs.Options(pue=pue, power_price=power_price, life_years=life_years, utilisation=utilisation,
+                          set=overrides, assumptions_file=assumptions_file, mix=mix)
+    return inputs.resolve(opts, PLAN_OPTION_OF)
+
+
+def _plan_emit(doc: dict[str, Any], as_json: bool, markdown_path: Path | None, html_path: Path | None) -> None:
+    from noor.plan import report
+
+    text = report.markdown(doc)
+    if markdown_path:
+        markdown_path.write_text(text, encoding="utf-8")
+    if html_path:
+        html_path.write_text(report.html_report(doc), encoding="utf-8")
+    print(report.to_json(doc) if as_json else text, end="" if not as_json else "\n")
+    for path in (markdown_path, html_path):
+        if path:
+            console.print(f"wrote {path}")
+
+
+@plan_app.command("site")
+def plan_site_cmd(
+    power_mw: Annotated[float, typer.Option("--power-mw", help="facility power, MW")],
+    chip: Annotated[str, typer.Option(help="chip id, e.g. b200 (see `noor plan chips`)")],
+    cooling: PlanCooling = "liquid",
+    pue: PlanPue = None,
+    power_price: PlanPowerPrice = None,
+    life_years: PlanLife = None,
+    utilisation: PlanUtil = None,
+    sets: PlanSet = None,
+    assumptions_file: PlanAssumptions = None,
+    mix: PlanMix = None,
+    as_json: PlanJson = False,
+    html_out: PlanHtml = None,
+    md_out: PlanMd = None,
+) -> None:
+    """One site: facility MW -> IT -> chips, racks -> videos/day, kWh and $ per video; every assumption listed."""
+    from noor.plan import PlanError
+    from noor.plan.site import plan_site
+
+    try:
+        mix_, a = _plan_inputs(pue, power_price, life_years, utilisation, sets, assumptions_file, mix)
+        doc = plan_site(power_mw, chip, mix_, a, cooling).to_dict()
+    except PlanError as err:
+        _plan_bad(err)
+    _plan_emit(doc, as_json, md_out, html_out)
+
+
+@plan_app.command("chips")
+def plan_chips_cmd(
+    power_mw: Annotated[float, typer.Option("--power-mw", help="facility power, MW")],
+    chips: Annotated[str | None, typer.Option(help="comma-separated chip ids (default: every catalog chip)")] = None,
+    cooling: PlanCooling = "liquid",
+    pue: PlanPue = None,
+    power_price: PlanPowerPrice = None,
+    life_years: PlanLife = None,
+    utilisation: PlanUtil = None,
+    sets: PlanSet = None,
+    assumptions_file: PlanAssumptions = None,
+    mix: PlanMix = None,
+    as_json: PlanJson = False,
+    html_out: PlanHtml = None,
+    md_out: PlanMd = None,
+) -> None:
+    """Every chip on the same power and mix, ranked by videos/day per MW; chips that cannot serve are marked."""
+    from noor.plan import PlanError
+    from noor.plan.chips import rank_chips
+
+    ids = [c.strip() for c in chips.split(",") if c.strip()] if chips else None
+    try:
+        mix_, a = _plan_inputs(pue, power_price, life_years, utilisation, sets, assumptions_file, mix)
+        doc = rank_chips(power_mw, mix_, a, cooling, ids).to_dict()
+    except PlanError as err:
+        _plan_bad(err)
+    _plan_emit(doc, as_json, md_out, html_out)
+
+
+# --- end noor plan ---
+
+
 keys_app = typer.Typer(help="Tenants' API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 

@@ -338,6 +338,10 @@ def create_app(store: Store, assets: AssetStore, config: ApiConfig) -> FastAPI:
     from noor.api.workers import router as workers_router
 
     app.include_router(workers_router)
+
+    from noor.api.plan import router as plan_router
+
+    app.include_router(plan_router)
     metrics.install(app, store, prefixes=(DM_PREFIX,))
 
     app.add_middleware(LimitBody)

@@ -1,0 +1,166 @@
+"""Throughput of a fleet of one chip type under a request mix: the analytic model of `noor simulate`.
+
+Each request class gets its own pool of servers (a server = the chips one request runs on, chosen
+from 1, 2, 4... up to the node size). Chips are split between classes in proportion to the work they
+bring (share x chips per request x seconds / achieved utilisation); each class then takes the
+parallel plan that serves the most requests on its chips within the utilisation cap and its p95 SLO
+(queue waits from noor.sim.analytic, Allen-Cunneen). The fleet's rate is the highest total arrival
+rate at which every class keeps its SLO: min over classes of (class rate / class share).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from noor import catalog, perf
+from noor.plan.assumptions import Assumptions
+from noor.plan.errors import PlanError
+from noor.plan.mix import Mix, RequestClass
+from noor.plan.queueing import max_arrival_per_s, wait_p95_s
+
+SECONDS_PER_DAY = 86_400.0
+ALLOCATION_ROUNDS = 3
+
+
+class CannotServe(PlanError):
+    """This chip cannot run a class of the mix at all (does not fit in memory) or not within its SLO."""
+
+
+@dataclass(frozen=True)
+class Option:
+    gpus: int
+    latency_s: float
+    plan_label: str
+
+
+@dataclass
+class ClassPlan:
+    request: RequestClass
+    gpus: int  # chips per request
+    plan_label: str
+    latency_s: float  # one request, from noor.perf
+    chips: int
+    servers: int
+    arrival_per_s: float  # at the fleet's capacity
+    utilisation: float
+    wait_p95_s: float
+    e2e_p95_s: float
+
+    @property
+    def per_day(self) -> float:
+        return self.arrival_per_s * SECONDS_PER_DAY
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.request.name,
+            "model": self.request.model,
+            "kind": "video" if self.request.is_video else "image",
+            "share": self.request.share,
+            "chips_per_request": self.gpus,
+            "plan": self.plan_label,
+            "latency_s": self.latency_s,
+            "chips": self.chips,
+            "servers": self.servers,
+            "per_day": self.per_day,
+            "utilisation": self.utilisation,
+            "wait_p95_s": self.wait_p95_s,
+            "e2e_p95_s": self.e2e_p95_s,
+            "slo_wait_p95_s": self.request.slo_wait_p95_s,
+            "slo_e2e_p95_s": self.request.slo_e2e_p95_s,
+        }
+
+
+@lru_cache(maxsize=8192)
+def _estimate(model_id: str, chip_id: str, w: int, h: int, frames: int, steps: int | None, gpus: int) -> Option | str:
+    """The fastest fitting split on `gpus` chips (weights whole on each chip, or sharded), or why none fits."""
+    fitting, why = [], "does not fit"
+    for shard in (False, True) if gpus > 1 else (False,):
+        try:
+            est = perf.estimate(catalog.model(model_id), perf.Shape(w, h, frames, steps), catalog.chip(chip_id),
+                                perf.Plan(gpus=gpus, shard_weights=shard))
+        except perf.PerfError as err:
+            return str(err)
+        if est.fits and est.latency_s is not None and math.isfinite(est.latency_s) and est.latency_s > 0:
+            label = est.plan.label() + (", weights sharded" if shard else "")
+            fitting.append(Option(gpus, est.latency_s, label))
+        elif not shard:
+            why = est.why_not or why
+    return min(fitting, key=lambda o: o.latency_s) if fitting else why
+
+
+def max_chips_per_request(chip_id: str, a: Assumptions) -> int:
+    chip = catalog.chip(chip_id)
+    return max(1, min(int(a.num("serve.max_chips_per_request")), int(a.num("node.chips")), chip.scaleup_domain))
+
+
+def options(rc: RequestClass, chip_id: str, a: Assumptions) -> list[Option]:
+    """Plans (1, 2, 4... chips) that fit and can meet an e2e SLO; CannotServe says why there are none."""
+    top = max_chips_per_request(chip_id, a)
+    sizes = [g for g in (1, 2, 4, 8, 16, 32, 64) if g <= top]
+    results = {g: _estimate(rc.model, chip_id, rc.width, rc.height, rc.frames, rc.steps, g) for g in sizes}
+    fitting = [r for r in results.values() if isinstance(r, Option)]
+    if not fitting:
+        why = results[sizes[-1]]
+        raise CannotServe("chip", chip_id, f"cannot hold {rc.model} for {rc.name!r} on up to {top} chips: {why}")
+    if rc.slo_e2e_p95_s is not None:
+        fast = [o for o in fitting if o.latency_s <= rc.slo_e2e_p95_s]
+        if not fast:
+            best = min(fitting, key=lambda o: o.latency_s)
+            raise CannotServe(
+                "chip", chip_id,
+                f"cannot meet {rc.name!r} slo_e2e_p95_s={rc.slo_e2e_p95_s:g}: fastest plan ({best.plan_label}) takes "
+                f"{best.latency_s:.1f} s",
+            )
+        return fast
+    return fitting
+
+
+def _wait_budget_s(rc: RequestClass, o: Option) -> float | None:
+    if rc.slo_wait_p95_s is not None:
+        return rc.slo_wait_p95_s
+    if rc.slo_e2e_p95_s is not None:
+        return rc.slo_e2e_p95_s - o.latency_s
+    return None
+
+
+def fleet(mix: Mix, chip_id: str, chips_total: int, a: Assumptions) -> list[ClassPlan]:
+    """Each class's pool and rate when `chips_total` chips of one type serve the mix at its SLOs."""
+    u = a.num("serve.utilisation")
+    cs2, ca2 = a.num("serve.service_cv2"), a.num("serve.arrival_cv2")
+    opts = {rc.name: options(rc, chip_id, a) for rc in mix.classes}
+
+    def rate(rc: RequestClass, o: Option, chips: int) -> float:
+        return max_arrival_per_s(chips // o.gpus, o.latency_s, u, _wait_budget_s(rc, o), cs2, ca2)
+
+    # 1. start from the plan with the fewest chip-seconds per request, at the utilisation cap
+    choice = {rc.name: min(opts[rc.name], key=lambda o: (o.gpus * o.latency_s, o.latency_s)) for rc in mix.classes}
+    achieved = {rc.name: u for rc in mix.classes}
+    chips: dict[str, int] = {}
+    for _ in range(ALLOCATION_ROUNDS):
+        # 2. split the chips by the work each class brings
+        work = {rc.name: rc.share * choice[rc.name].gpus * choice[rc.name].latency_s / max(achieved[rc.name], 1e-9)
+                for rc in mix.classes}
+        total_work = sum(work.values())
+        chips = {name: math.floor(chips_total * w / total_work) for name, w in work.items()}
+        # 3. each class takes the plan that serves the most requests on its chips
+        for rc in mix.classes:
+            best = max(opts[rc.name], key=lambda o, rc=rc: (rate(rc, o, chips[rc.name]), -o.gpus))  # type: ignore[misc]
+            choice[rc.name] = best
+            servers = chips[rc.name] // best.gpus
+            lam = rate(rc, best, chips[rc.name])
+            achieved[rc.name] = lam * best.latency_s / servers if servers else u
+
+    # 4. the fleet's rate: every class at its share of one arrival stream
+    total_per_s = min(rate(rc, choice[rc.name], chips[rc.name]) / rc.share for rc in mix.classes)
+    plans = []
+    for rc in mix.classes:
+        o = choice[rc.name]
+        servers = chips[rc.name] // o.gpus
+        lam = total_per_s * rc.share
+        wait = wait_p95_s(lam, o.latency_s, servers, cs2, ca2) if servers else math.inf
+        plans.append(ClassPlan(rc, o.gpus, o.plan_label, o.latency_s, chips[rc.name], servers, lam,
+                               lam * o.latency_s / servers if servers else 0.0, wait, wait + o.latency_s))
+    return plans

@@ -1,0 +1,153 @@
+"""Reports of a plan document (the dict a plan's `to_dict()` returns): JSON, Markdown and HTML.
+
+Every report carries the resolved inputs: power, chip, cooling, the mix, and each assumption with
+its value and source ("override" when the caller set it). HTML charts are matplotlib (Agg) inline
+SVG, so a report opens offline.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+
+def jsonable(value: Any) -> Any:
+    """The document with inf/NaN as None (JSON has no infinity) and tuples as lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def to_json(doc: dict[str, Any]) -> str:
+    return json.dumps(jsonable(doc), indent=2, allow_nan=False)
+
+
+def _n(value: Any, digits: int = 3) -> str:
+    """A number for people: 3 significant digits, thousands separated; '-' for none."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if value == 0:
+        return "0"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}g}"
+
+
+def _usd(value: Any) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 1e9:
+        return f"${value / 1e9:,.2f}B"
+    if abs(value) >= 1e6:
+        return f"${value / 1e6:,.2f}M"
+    if abs(value) >= 1:
+        return f"${value:,.2f}"
+    return f"${value:.4f}"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c).replace("|", "/") for c in row) + " |" for row in rows]
+    return out
+
+
+def inputs_markdown(inputs: dict[str, Any]) -> list[str]:
+    lines = ["## Inputs", ""]
+    for key, value in inputs.items():
+        if key not in ("mix", "assumptions", "overrides", "scenario"):
+            lines.append(f"- **{key}**: {value}")
+    mix = inputs.get("mix")
+    if mix:
+        lines += ["", f"### Request mix ({mix['source']})", ""]
+        lines += _table(
+            ["class", "model", "size", "frames", "steps", "share", "SLO"],
+            [[c["name"], c["model"], f"{c['width']}x{c['height']}", c["frames"], c["steps"] or "default", c["share"],
+              f"wait p95 <= {c['slo_wait_p95_s']:g} s" if c["slo_wait_p95_s"] is not None else
+              f"e2e p95 <= {c['slo_e2e_p95_s']:g} s" if c["slo_e2e_p95_s"] is not None else "-"]
+             for c in mix["classes"]],
+        )
+    lines += ["", "### Assumptions (every one can be overridden: --set key=value)", ""]
+    lines += _table(
+        ["key", "value", "unit", "source"],
+        [[a["key"], _n(a["value"], 4), a["unit"], a["source"] if a["source"] != "override" else
+          f"**override** (default {_n(a['default'], 4)})"] for a in inputs.get("assumptions", [])],
+    )
+    return lines
+
+
+def site_markdown(doc: dict[str, Any]) -> str:
+    p, hw, out, cost = doc["power"], doc["hardware"], doc["output"], doc["cost"]
+    title = f"# Site plan: {_n(doc['inputs']['power_mw'])} MW of {hw['chip']} ({doc['inputs']['cooling']} cooling)"
+    lines = [title, "", "## Output", ""]
+    lines += _table(
+        ["videos/day", "images/day", "videos/day per MW", "kWh/video", "$/video", "$/image", "video p95 e2e s"],
+        [[_n(out["videos_per_day"]), _n(out["images_per_day"]), _n(out["videos_per_day_per_mw"]),
+          _n(out["kwh_per_video"]), _usd(out["usd_per_video"]), _usd(out["usd_per_image"]),
+          _n(out["video_e2e_p95_s"])]],
+    )
+    lines += ["", "## Power", ""]
+    lines += _table(
+        ["facility MW", "PUE", "IT MW", "accelerators MW", "hosts MW", "network MW", "storage MW",
+         "cooling & losses MW", "used MW"],
+        [[_n(p[k]) for k in ("facility_mw", "pue", "it_mw", "accelerators_mw", "hosts_mw", "network_mw",
+                             "storage_mw", "cooling_and_losses_mw", "used_facility_mw")]],
+    )
+    lines += ["", "## Hardware", ""]
+    lines += _table(
+        ["chips", "W/chip", "servers", "chips/server", "kW/server", "servers/rack", "rack kW", "racks",
+         "network+storage racks"],
+        [[_n(hw[k]) for k in ("chips", "chip_tdp_w", "nodes", "chips_per_node", "node_kw", "nodes_per_rack",
+                              "rack_kw", "racks", "network_storage_racks")]],
+    )
+    lines += ["", "## Request classes", ""]
+    lines += _table(
+        ["class", "kind", "chips/request", "plan", "latency s", "chips", "per day", "utilisation", "wait p95 s",
+         "e2e p95 s"],
+        [[c["name"], c["kind"], c["chips_per_request"], c["plan"], _n(c["latency_s"]), _n(c["chips"]),
+          _n(c["per_day"]), _n(c["utilisation"]), _n(c["wait_p95_s"]), _n(c["e2e_p95_s"])] for c in doc["classes"]],
+    )
+    lines += ["", "## Cost", ""]
+    lines += _table(
+        ["item", "value"],
+        [["accelerators", _usd(cost["accelerators_usd"])], ["servers (incl. accelerators)", _usd(cost["servers_usd"])],
+         ["network and storage", _usd(cost["network_storage_usd"])], ["facility", _usd(cost["facility_usd"])],
+         ["capex", _usd(cost["capex_usd"])], ["capex per day (amortised)", _usd(cost["capex_per_day_usd"])],
+         ["energy per day", f"{_n(cost['energy_kwh_per_day'])} kWh = {_usd(cost['energy_per_day_usd'])}"],
+         ["opex per day", _usd(cost["opex_per_day_usd"])], ["total per day", _usd(cost["total_per_day_usd"])]],
+    )
+    if doc.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in doc["notes"]]
+    lines += ["", *inputs_markdown(doc["inputs"])]
+    return "\n".join(lines) + "\n"
+
+
+def chips_markdown(doc: dict[str, Any]) -> str:
+    inputs = doc["inputs"]
+    lines = [f"# Chips ranked for {_n(inputs['power_mw'])} MW ({inputs['cooling']} cooling)", ""]
+    lines += _table(
+        ["rank", "chip", "videos/day per MW", "videos/day", "$/video", "kWh/video", "video p95 e2e s", "chips",
+         "racks", "note"],
+        [[i + 1 if r["ok"] else "-", r["chip"], _n(r.get("videos_per_day_per_mw")), _n(r.get("videos_per_day")),
+          _usd(r.get("usd_per_video")), _n(r.get("kwh_per_video")), _n(r.get("video_e2e_p95_s")), _n(r.get("chips")),
+          _n(r.get("racks")), r["why_not"] or ""] for i, r in enumerate(doc["ranking"])],
+    )
+    lines += ["", *inputs_markdown(inputs)]
+    return "\n".join(lines) + "\n"
+
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    return {"site": site_markdown, "chips": chips_markdown}[doc["kind"]](doc)
+
+
+def html_report(doc: dict[str, Any]) -> str:
+    from noor.plan.html import render
+
+    return render(doc)
