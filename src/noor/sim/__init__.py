@@ -1,2 +1,56 @@
 """Fleet simulation: a discrete-event core driving `noor.scheduling` with `noor.perf` durations, and
-queueing approximations (`noor.sim.analytic`) for fleets too large to simulate job by job."""
+queueing approximations (`noor.sim.analytic`) for fleets too large to simulate job by job.
+
+from noor import sim
+result = sim.run(sim.load("examples/sim/three-regions.toml"))   # dict: fleet, classes, regions, series...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from noor.sim.scenario import Scenario, ScenarioError, apply_overrides, load, parse
+
+
+def run(
+    scenario: Scenario,
+    progress: Callable[[float], None] | None = None,
+    analytic: bool = False,
+    keep: bool = False,
+) -> dict[str, Any]:
+    """Simulate (or, with `analytic`, approximate) a scenario; the result holds the resolved scenario.
+
+    With `keep`, the result also holds "_world" and "_record" (not JSON) for reports and tests."""
+    from noor.sim import engine, metrics
+    from noor.sim.world import resolve
+
+    world = resolve(scenario)
+    if analytic:
+        from noor.sim.approximate import summarize
+
+        out = summarize(world)
+    else:
+        record = engine.simulate(world, progress)
+        out = metrics.summarize(world, record)
+        if keep:
+            out["_record"] = record
+    out["mode"] = "analytic" if analytic else "event"
+    out["scenario"] = scenario.model_dump(mode="json")
+    out["resolved_sites"] = [
+        {"name": x.name, "region": x.region, "chip": x.chip, "gpus": x.gpus, "gpus_per_node": x.gpus_per_node,
+         "tdp_w": x.tdp_w, "usd_per_gpu_hour": x.usd_per_gpu_hour}
+        for x in world.sites
+    ]
+    out["resolved_classes"] = [
+        {"name": c.name, "model": c.model, "width": c.shape.width, "height": c.shape.height,
+         "frames": c.shape.num_frames, "steps": c.shape.steps, "gpus": c.gpus, "slo_s": c.slo_s,
+         "latency_s": c.latency_s, "peak_memory_gb": c.memory_gb}
+        for c in world.classes
+    ]
+    if keep:
+        out["_world"] = world
+    return out
+
+
+__all__ = ["Scenario", "ScenarioError", "apply_overrides", "load", "parse", "run"]

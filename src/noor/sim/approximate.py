@@ -1,0 +1,177 @@
+"""Analytic mode: each site is a G/G/c pool, each hour of the day a steady state (Allen-Cunneen, analytic.py).
+
+For fleets too large to simulate job by job. Per site and hour:
+  1. arrivals: each (tenant, class) stream's mean rate over the hour (profile x bursts, as the event
+     simulation draws them), split over the sites it may use in proportion to their GPUs (an assumption:
+     the event simulation fills the tenant's first region first);
+  2. service: the mix of the classes' perf-model durations on the site's chip, with the lognormal noise:
+     E[S] = sum p_c d_c, E[S^2] = sum p_c d_c^2 exp(sigma^2), so cs^2 = E[S^2]/E[S]^2 - 1; Poisson arrivals (ca^2 = 1);
+  3. servers: GPUs available on average (MTBF / (MTBF + MTTR)) divided by the work-weighted GPUs per job;
+  4. the hour's wait: P(W > t) = P(wait) exp(-t / m) (analytic.pool_stats).
+Day-long percentiles come from the mixture over hours, weighted by arrivals, by drawing from it (seeded).
+Not modelled: the queue carried from a busy hour into the next, batching, head-of-line blocking of k-GPU
+jobs by smaller ones. Hours with utilisation >= 1 are unstable: their waits are reported as unbounded.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from noor.sim.analytic import pool_stats
+from noor.sim.arrivals import mix, rate_per_s
+from noor.sim.metrics import ENERGY_ASSUMPTION, QUANTILES
+from noor.sim.world import World
+
+SAMPLES = 200_000
+STEPS_PER_HOUR = 60  # the rate is averaged over each hour at one-minute points
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _pcts(values: np.ndarray) -> dict[str, float | None]:
+    if len(values) == 0:
+        return {"mean": None, **{f"p{q}": None for q in QUANTILES}}
+    got = np.percentile(values, QUANTILES)
+    return {"mean": _finite(float(values.mean())), **{f"p{q}": _finite(v) for q, v in zip(QUANTILES, got, strict=True)}}
+
+
+def summarize(world: World) -> dict[str, Any]:
+    s = world.scenario
+    hours = max(1, math.ceil(s.horizon_h))
+    horizon_s = s.horizon_h * 3600
+    sigma2 = s.duration_noise_sigma**2
+    n_sites, n_classes, n_tenants = len(world.sites), len(world.classes), len(s.tenants)
+
+    # 1. arrivals per (tenant, class, site, hour), per second
+    lam = np.zeros((n_tenants, n_classes, n_sites, hours))
+    for ti in range(n_tenants):
+        if s.tenants[ti].requests_per_h <= 0:
+            continue
+        edges = np.arange(hours * STEPS_PER_HOUR) / STEPS_PER_HOUR * 3600 + 1800 / STEPS_PER_HOUR
+        rate = rate_per_s(s, ti, edges).reshape(hours, STEPS_PER_HOUR).mean(axis=1)
+        if s.horizon_h < hours:  # a last, partial hour
+            rate[-1] *= (s.horizon_h - (hours - 1))
+        for ci, p in enumerate(mix(s, ti)):
+            ok = world.sites_for.get((ti, ci), [])
+            if p <= 0 or not ok:
+                continue
+            capacity = np.array([world.sites[k].gpus for k in ok], dtype=float)
+            for k, share in zip(ok, capacity / capacity.sum(), strict=True):
+                lam[ti, ci, k] += rate * p * share
+
+    # 2-4. each site, each hour
+    dur = np.array([[c.latency_s.get(site.chip, math.nan) for site in world.sites] for c in world.classes])
+    k_of = np.array([c.gpus for c in world.classes], dtype=float)
+    p_wait = np.zeros((n_sites, hours))
+    tail = np.zeros((n_sites, hours))
+    util = np.zeros((n_sites, hours))
+    servers = np.zeros(n_sites, dtype=int)
+    unstable: list[dict[str, Any]] = []
+    busy_gpu_s = np.zeros(n_sites)
+    for k, site in enumerate(world.sites):
+        per_class = lam[:, :, k, :].sum(axis=0)  # (class, hour)
+        avail = 1.0 if site.mtbf_s is None else site.mtbf_s / (site.mtbf_s + site.mttr_s)
+        work = per_class.sum(axis=1) * np.nan_to_num(dur[:, k])  # class -> busy seconds per second
+        k_eff = float((work * k_of).sum() / work.sum()) if work.sum() > 0 else 1.0
+        servers[k] = max(1, int(site.gpus * avail / k_eff))
+        for h in range(hours):
+            lam_h = per_class[:, h]
+            total = lam_h.sum()
+            if total <= 0:
+                continue
+            p = lam_h / total
+            d = np.nan_to_num(dur[:, k])
+            mean_s = float((p * d).sum())
+            cs2 = float((p * d * d).sum() * math.exp(sigma2) / mean_s**2 - 1)
+            stats = pool_stats(float(total), mean_s, int(servers[k]), service_cv2=max(cs2, 0.0))
+            util[k, h] = min(stats.utilisation, 1.0)
+            p_wait[k, h] = stats.p_wait
+            tail[k, h] = stats.wait_mean_s / stats.p_wait if stats.stable and stats.p_wait > 0 else (
+                0.0 if stats.stable else math.inf)
+            if not stats.stable:
+                unstable.append({"site": site.name, "hour": h, "utilisation": stats.utilisation})
+            span_s = min(3600.0, horizon_s - h * 3600)
+            busy_gpu_s[k] += float((lam_h * d * k_of).sum()) * 3600 if span_s > 0 else 0.0
+
+    # day-long distributions: draw (tenant, class, site, hour) by arrivals, then a wait and a duration
+    rng = np.random.default_rng([s.seed, 7])
+    weights = (lam * 3600).ravel()
+    total_jobs = float(weights.sum())
+    comp = rng.choice(weights.size, size=SAMPLES, p=weights / total_jobs)
+    t_of, c_of, s_of, h_of = np.unravel_index(comp, lam.shape)
+    waits = np.where(rng.uniform(size=SAMPLES) < p_wait[s_of, h_of],
+                     rng.exponential(1.0, SAMPLES) * tail[s_of, h_of], 0.0)
+    service = dur[c_of, s_of] * np.exp(rng.normal(-sigma2 / 2, math.sqrt(sigma2), SAMPLES))
+    e2e = waits + service
+
+    def group(name: str, mask: np.ndarray, jobs: float) -> dict[str, Any]:
+        slo = np.array([c.slo_s if c.slo_s is not None else math.nan for c in world.classes])[c_of[mask]]
+        has = ~np.isnan(slo)
+        return {"name": name, "jobs": round(jobs), "completed": round(jobs), "wait_s": _pcts(waits[mask]),
+                "e2e_s": _pcts(e2e[mask]),
+                "slo_attainment": float((e2e[mask][has] <= slo[has]).mean()) if has.any() else None}
+
+    per = lam * 3600
+    classes = [group(c.name, c_of == i, float(per[:, i].sum())) for i, c in enumerate(world.classes)]
+    regions = sorted({site.region for site in world.sites})
+    site_region = np.array([site.region for site in world.sites])
+    by_region = [group(r, site_region[s_of] == r, float(per[:, :, site_region == r].sum())) for r in regions]
+    tenants = [group(t.name, t_of == i, float(per[i].sum())) for i, t in enumerate(s.tenants)]
+
+    sites = []
+    for k, site in enumerate(world.sites):
+        gpu_s = site.gpus * horizon_s
+        avail = 1.0 if site.mtbf_s is None else site.mtbf_s / (site.mtbf_s + site.mttr_s)
+        busy, down = min(busy_gpu_s[k], gpu_s * avail), gpu_s * (1 - avail)
+        idle = max(gpu_s - busy - down, 0.0)
+        failures = site.gpus * avail * horizon_s / site.mtbf_s if site.mtbf_s else 0.0
+        # a failure hits a busy GPU with probability = utilisation and throws away half a job on average
+        mean_s = busy / max(per[:, :, k].sum(), 1e-12) / max(float(k_of.mean()), 1.0)
+        lost = failures * (busy / gpu_s) * mean_s / 2 * float(k_of.mean())
+        sites.append({
+            "name": site.name, "region": site.region, "chip": site.chip, "gpus": site.gpus,
+            "servers": int(servers[k]), "utilisation": busy / gpu_s, "busy_gpu_h": busy / 3600,
+            "down_gpu_h": down / 3600, "lost_work_gpu_h": lost / 3600, "failures": failures,
+            "energy_kwh": (busy + idle * site.idle_power_fraction) * site.tdp_w * site.pue / 3.6e6
+            if site.tdp_w else None,
+            "cost_usd": site.gpus * s.horizon_h * site.usd_per_gpu_hour,
+        })
+    total_gpus = sum(site.gpus for site in world.sites)
+    energies = [x["energy_kwh"] for x in sites]
+    fleet: dict[str, Any] = {
+        "gpus": total_gpus,
+        "jobs": round(total_jobs),
+        "completed": round(total_jobs),
+        "utilisation": float(sum(x["busy_gpu_h"] for x in sites) * 3600 / (total_gpus * horizon_s)),
+        "videos_per_hour": total_jobs / s.horizon_h,
+        "energy_kwh": sum(e for e in energies if e is not None) if all(e is not None for e in energies) else None,
+        "cost_usd": sum(x["cost_usd"] for x in sites),
+        "gpu_hours_lost_to_failures": sum(x["lost_work_gpu_h"] + x["down_gpu_h"] for x in sites),
+        "lost_work_gpu_h": sum(x["lost_work_gpu_h"] for x in sites),
+        "down_gpu_h": sum(x["down_gpu_h"] for x in sites),
+        "failures": sum(x["failures"] for x in sites),
+        "unstable_hours": unstable,
+        **{key: v for key, v in group("all", np.ones(SAMPLES, bool), total_jobs).items() if key != "name"},
+    }
+    fleet["usd_per_video"] = fleet["cost_usd"] / total_jobs if total_jobs else None
+    lq = np.where(np.isfinite(tail), lam[:, :, :, :].sum(axis=(0, 1)) * p_wait * tail, math.nan)  # Little: Lq = λ Wq
+    # busy GPUs per site and hour: offered GPU-seconds per second (all served, capped at the site's GPUs)
+    busy_series = np.minimum(np.einsum("tcsh,cs,c->sh", lam, np.nan_to_num(dur), k_of),
+                             np.array([site.gpus for site in world.sites], dtype=float)[:, None])
+    home = [t.home or t.regions[0] for t in s.tenants]
+    series = {
+        "t_h": [h + 0.5 for h in range(hours)],
+        "busy_gpus": {r: [float(busy_series[site_region == r, h].sum()) for h in range(hours)] for r in regions},
+        "gpus": {r: sum(site.gpus for site in world.sites if site.region == r) for r in regions},
+        # analytic queue lengths are per site; shown by the site's region
+        "queued": {r: [_finite(float(lq[site_region == r, h].sum())) for h in range(hours)] for r in regions},
+        "home_regions": sorted(set(home)),
+    }
+    return {"fleet": fleet, "classes": classes, "regions": by_region, "tenants": tenants, "sites": sites,
+            "series": series, "engine": {"samples": SAMPLES},
+            "assumptions": {"energy_and_cost": ENERGY_ASSUMPTION, "analytic": (__doc__ or "").strip()}}

@@ -1,0 +1,134 @@
+"""From a run's flat record to the numbers a planner reads: latency percentiles and SLO attainment per
+class and per region, utilisation, videos/hour, energy, cost, GPU-hours lost; and the time series.
+
+Energy (an assumption, stated in each result): a busy GPU draws its TDP, an idle one
+`idle_power_fraction` x TDP, a down one nothing; facility energy = IT energy x the site's PUE.
+Host CPUs, memory and network are inside PUE's overhead here, not modelled apart.
+Cost: every GPU of the site is paid for the whole horizon at its $/GPU-hour (rented or amortised),
+busy or not.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from noor.sim.engine import Record
+from noor.sim.world import World
+
+QUANTILES = (50, 95, 99)
+ENERGY_ASSUMPTION = (
+    "busy GPU at TDP, idle GPU at idle_power_fraction x TDP, down GPU 0 W; facility = IT x PUE; "
+    "cost = all GPUs x horizon x $/GPU-hour"
+)
+
+
+def _pcts(values: np.ndarray) -> dict[str, float | None]:
+    if len(values) == 0:
+        return {f"p{q}": None for q in QUANTILES}
+    got = np.percentile(values, QUANTILES)
+    return {f"p{q}": float(v) for q, v in zip(QUANTILES, got, strict=True)}
+
+
+def _group(name: str, mask: np.ndarray, rec: Record, slo_s: np.ndarray) -> dict[str, Any]:
+    done = mask & ~np.isnan(rec.end_s)
+    wait = rec.start_s[done] - rec.submitted_s[done]
+    e2e = rec.end_s[done] - rec.submitted_s[done]
+    has_slo = ~np.isnan(slo_s[done])
+    met = e2e[has_slo] <= slo_s[done][has_slo]
+    return {
+        "name": name,
+        "jobs": int(mask.sum()),
+        "completed": int(done.sum()),
+        "wait_s": {"mean": float(wait.mean()) if len(wait) else None, **_pcts(wait)},
+        "e2e_s": {"mean": float(e2e.mean()) if len(e2e) else None, **_pcts(e2e)},
+        "slo_attainment": float(met.mean()) if len(met) else None,
+    }
+
+
+def summarize(world: World, rec: Record) -> dict[str, Any]:
+    s = world.scenario
+    horizon_s = s.horizon_h * 3600
+    in_stats = rec.submitted_s >= s.warmup_h * 3600
+    slo = np.array([c.slo_s if c.slo_s is not None else math.nan for c in world.classes])[rec.cls]
+    classes = [_group(c.name, in_stats & (rec.cls == i), rec, slo) for i, c in enumerate(world.classes)]
+    regions = sorted({site.region for site in world.sites})
+    site_region = np.array([world.sites[k].region for k in range(len(world.sites))] + [""])
+    job_region = site_region[rec.site]  # site -1 (never ran) -> ""
+    by_region = [_group(r, in_stats & (job_region == r), rec, slo) for r in regions]
+    tenants = [_group(t.name, in_stats & (rec.tenant == i), rec, slo) for i, t in enumerate(s.tenants)]
+
+    sites: list[dict[str, Any]] = []
+    for k, site in enumerate(world.sites):
+        gpu_s = site.gpus * horizon_s
+        busy, down = rec.busy_gpu_s[k], rec.down_gpu_s[k]
+        idle = max(gpu_s - busy - down, 0.0)
+        energy_kwh = (
+            (busy + idle * site.idle_power_fraction) * site.tdp_w * site.pue / 3.6e6 if site.tdp_w else None
+        )
+        sites.append({
+            "name": site.name, "region": site.region, "chip": site.chip, "gpus": site.gpus,
+            "utilisation": busy / gpu_s, "busy_gpu_h": busy / 3600, "down_gpu_h": down / 3600,
+            "lost_work_gpu_h": rec.lost_gpu_s[k] / 3600, "failures": rec.failures[k],
+            "energy_kwh": energy_kwh, "cost_usd": site.gpus * s.horizon_h * site.usd_per_gpu_hour,
+        })
+    total_gpus = sum(site.gpus for site in world.sites)
+    finished_in_horizon = int((rec.end_s <= horizon_s).sum())
+    energies = [x["energy_kwh"] for x in sites]
+    fleet = {
+        "gpus": total_gpus,
+        "jobs": len(rec.submitted_s),
+        "completed": int((~np.isnan(rec.end_s)).sum()),
+        "utilisation": sum(rec.busy_gpu_s) / (total_gpus * horizon_s),
+        "videos_per_hour": finished_in_horizon / s.horizon_h,
+        "energy_kwh": sum(e for e in energies if e is not None) if all(e is not None for e in energies) else None,
+        "cost_usd": sum(x["cost_usd"] for x in sites),
+        "gpu_hours_lost_to_failures": (sum(rec.lost_gpu_s) + sum(rec.down_gpu_s)) / 3600,
+        "lost_work_gpu_h": sum(rec.lost_gpu_s) / 3600,
+        "down_gpu_h": sum(rec.down_gpu_s) / 3600,
+        "failures": sum(rec.failures),
+        "requeued_jobs": rec.requeued,
+        "batches": rec.batches,
+        "drained_at_h": rec.end_time_s / 3600,
+        **{k: v for k, v in _group("all", in_stats, rec, slo).items() if k != "name"},
+    }
+    fleet["usd_per_video"] = fleet["cost_usd"] / finished_in_horizon if finished_in_horizon else None
+    region_of_site = [site.region for site in world.sites]
+    home_of_tenant = [t.home or t.regions[0] for t in s.tenants]
+    series = {
+        "t_h": [t / 3600 for t in rec.ticks_s],
+        "busy_gpus": {r: [sum(row[k] for k in range(len(row)) if region_of_site[k] == r) for row in rec.busy_series]
+                      for r in regions},
+        "down_gpus": {r: [sum(row[k] for k in range(len(row)) if region_of_site[k] == r) for row in rec.down_series]
+                      for r in regions},
+        "gpus": {r: sum(site.gpus for site in world.sites if site.region == r) for r in regions},
+        # queued jobs by the home region of their tenant
+        "queued": {r: [sum(row[i] for i in range(len(row)) if home_of_tenant[i] == r) for row in rec.queued_series]
+                   for r in sorted(set(home_of_tenant))},
+    }
+    return {
+        "fleet": fleet,
+        "classes": classes,
+        "regions": by_region,
+        "tenants": tenants,
+        "sites": sites,
+        "series": series,
+        "engine": {"events": rec.events, "wall_s": rec.wall_s, "events_per_s": rec.events / rec.wall_s
+                   if rec.wall_s > 0 else None},
+        "assumptions": {"energy_and_cost": ENERGY_ASSUMPTION},
+    }
+
+
+def latency_samples(world: World, rec: Record) -> dict[str, dict[str, np.ndarray]]:
+    """End-to-end seconds of every finished job, by class and by region (for CDF plots)."""
+    s = world.scenario
+    ok = (rec.submitted_s >= s.warmup_h * 3600) & ~np.isnan(rec.end_s)
+    e2e = rec.end_s - rec.submitted_s
+    by_class = {c.name: np.sort(e2e[ok & (rec.cls == i)]) for i, c in enumerate(world.classes)}
+    by_region = {}
+    for r in sorted({site.region for site in world.sites}):
+        in_r = np.isin(rec.site, [k for k, site in enumerate(world.sites) if site.region == r])
+        by_region[r] = np.sort(e2e[ok & in_r])
+    return {"class": by_class, "region": by_region}

@@ -1,0 +1,284 @@
+"""A simulation scenario as TOML: regions, sites, request classes, tenants, bursts, an optional trace.
+
+`load(path)` parses and checks everything up front; each mistake is a `ScenarioError` naming the key path
+and the bad value: `sites[0].gpus: must be > 0, got -3`, `tenants[2].regions: ...`, `bogus: unknown key`.
+See examples/sim/*.toml and docs/simulate.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import tomllib
+import zoneinfo
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class ScenarioError(ValueError):
+    """A scenario mistake; the message starts with the key path."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Hourly = Annotated[list[NonNegFloat], Field(min_length=24, max_length=24)]
+
+
+class Scheduling(_Strict):
+    policy: str = "fifo"  # a name from noor.scheduling: fifo, priority, sjf, fair-share
+    aging_per_s: NonNegFloat = 0.01  # sjf only
+    max_batch: int = Field(1, ge=1)  # > 1: compatible small jobs (same class) run together as one call
+    batch_max_predicted_s: PositiveFloat = 60.0  # only jobs predicted shorter than this are batched
+
+
+class Region(_Strict):
+    timezone: str = "UTC"  # IANA name, e.g. "Asia/Riyadh"
+    # "flat", "consumer", "business", or 24 hourly weights in local time (scaled to a mean of 1)
+    diurnal: Literal["flat", "consumer", "business"] | Hourly = "consumer"
+
+
+class Site(_Strict):
+    name: str
+    region: str
+    chip: str
+    gpus: int | None = Field(None, gt=0)
+    # Or derive the GPU count from power: power_mw / kw_per_gpu, rounded down to whole nodes
+    power_mw: PositiveFloat | None = None
+    kw_per_gpu: PositiveFloat | None = None  # all-in facility kW per GPU (server share, network, cooling)
+    gpus_per_node: int = Field(8, ge=1)
+    mtbf_h: PositiveFloat | None = None  # per GPU; None: no failures
+    mttr_h: PositiveFloat = 4.0
+    pue: float = Field(1.3, ge=1, allow_inf_nan=False)
+    idle_power_fraction: float = Field(0.15, ge=0, le=1)  # of TDP, drawn by an idle GPU
+    tdp_w: PositiveFloat | None = None  # default: the chip's from the catalog
+    usd_per_gpu_hour: NonNegFloat | None = None  # default: the chip's from the catalog
+
+    @model_validator(mode="after")
+    def _size(self) -> Site:
+        power = self.power_mw is not None or self.kw_per_gpu is not None
+        if self.gpus is None and not (self.power_mw is not None and self.kw_per_gpu is not None):
+            raise ValueError("give gpus, or power_mw and kw_per_gpu")
+        if self.gpus is not None and power:
+            raise ValueError("give gpus or power_mw and kw_per_gpu, not both")
+        return self
+
+    @property
+    def gpu_count(self) -> int:
+        if self.gpus is not None:
+            return self.gpus
+        assert self.power_mw is not None and self.kw_per_gpu is not None
+        nodes = math.floor(self.power_mw * 1000 / self.kw_per_gpu / self.gpus_per_node)
+        return nodes * self.gpus_per_node
+
+
+class RequestClass(_Strict):
+    name: str
+    model: str
+    width: int | None = Field(None, gt=0)  # default: the model's
+    height: int | None = Field(None, gt=0)
+    frames: int | None = Field(None, gt=0)
+    steps: int | None = Field(None, gt=0)
+    gpus: int = Field(1, ge=1)  # k GPUs on one node per request
+    weight: NonNegFloat = 1.0  # share of requests, unless a tenant gives its own
+    slo_s: PositiveFloat | None = None  # end-to-end target
+    priority: int = 0  # lower runs first under the priority policy
+
+
+class Tenant(_Strict):
+    name: str
+    regions: list[str] = Field(min_length=1)  # where its jobs may run (data residency)
+    home: str | None = None  # whose clock its traffic follows; default: its first region
+    requests_per_h: NonNegFloat = 0.0  # mean over the day
+    share: PositiveFloat = 1.0  # fair-share weight
+    priority: int = 0  # added to its classes' priority
+    classes: dict[str, NonNegFloat] | None = None  # its own mix: class name -> weight
+
+
+class Burst(_Strict):
+    start_h: NonNegFloat
+    duration_h: PositiveFloat
+    multiplier: NonNegFloat
+    region: str | None = None  # the tenants whose home is this region; none given: everyone
+    tenant: str | None = None
+
+
+class Trace(_Strict):
+    path: str  # CSV or Parquet, relative to the scenario file; see docs/simulate.md for the columns
+
+
+class Scenario(_Strict):
+    name: str = "scenario"
+    seed: int = 0
+    horizon_h: PositiveFloat = 24.0  # arrivals in [0, horizon); jobs still running then are run to the end
+    date: dt.date = dt.date(2026, 3, 2)  # the UTC day simulated: fixes each time zone's offset (DST)
+    warmup_h: NonNegFloat = 0.0  # jobs submitted earlier are left out of the latency statistics
+    sample_s: PositiveFloat = 300.0  # time-series step
+    duration_noise_sigma: NonNegFloat = 0.0  # lognormal sigma of actual / predicted duration (mean 1)
+    scheduling: Scheduling = Scheduling()
+    regions: dict[str, Region] = Field(min_length=1)
+    sites: list[Site] = Field(min_length=1)
+    classes: list[RequestClass] = Field(min_length=1)
+    tenants: list[Tenant] = Field(min_length=1)
+    bursts: list[Burst] = []
+    trace: Trace | None = None
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _from_validation(err: pydantic.ValidationError) -> ScenarioError:
+    first = err.errors()[0]
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+    where = _path(loc) or "scenario"
+    if first["type"] == "extra_forbidden":
+        return ScenarioError(f"{where}: unknown key (value {first['input']!r})")
+    if first["type"] == "missing":
+        return ScenarioError(f"{where}: missing")
+    msg = first["msg"].removeprefix("Value error, ")
+    return ScenarioError(f"{where}: {msg[0].lower() + msg[1:]}, got {first['input']!r}")
+
+
+def parse(data: dict[str, Any]) -> Scenario:
+    """Validate a scenario given as a dict (e.g. read from TOML) and check its cross-references."""
+    try:
+        scenario = Scenario.model_validate(data)
+    except pydantic.ValidationError as err:
+        raise _from_validation(err) from None
+    check(scenario)
+    return scenario
+
+
+def load(path: str | Path) -> Scenario:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: no such scenario file") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ScenarioError(f"{path}: not valid TOML ({err})") from None
+    scenario = parse(data)
+    if scenario.trace is not None and not Path(scenario.trace.path).is_absolute():
+        scenario = scenario.model_copy(
+            update={"trace": Trace(path=str((path.parent / scenario.trace.path).resolve()))}
+        )
+    return scenario
+
+
+def utc_offset_h(timezone: str, day: dt.date) -> float:
+    tz = zoneinfo.ZoneInfo(timezone)
+    offset = dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC).astimezone(tz).utcoffset()
+    assert offset is not None
+    return offset.total_seconds() / 3600
+
+
+def check(s: Scenario) -> None:
+    """Cross-references: names exist and are unique, ids are in the catalog, every tenant can run somewhere."""
+    from noor import catalog, scheduling
+
+    try:
+        scheduling.get(s.scheduling.policy)
+    except scheduling.SchedulingError:
+        raise ScenarioError(
+            f"scheduling.policy: unknown policy {s.scheduling.policy!r}; valid: {', '.join(scheduling.names())}"
+        ) from None
+    for name, region in s.regions.items():
+        try:
+            utc_offset_h(region.timezone, s.date)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ScenarioError(f"regions.{name}.timezone: unknown time zone, got {region.timezone!r}") from None
+        if isinstance(region.diurnal, list) and sum(region.diurnal) <= 0:
+            raise ScenarioError(f"regions.{name}.diurnal: needs some weight above 0, got {region.diurnal!r}")
+    named: dict[str, list[str]] = {
+        "sites": [x.name for x in s.sites],
+        "classes": [x.name for x in s.classes],
+        "tenants": [x.name for x in s.tenants],
+    }
+    for kind, names in named.items():
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ScenarioError(f"{kind}[{i}].name: used twice, got {name!r}")
+    regions = sorted(s.regions)
+    for i, site in enumerate(s.sites):
+        if site.region not in s.regions:
+            raise ScenarioError(f"sites[{i}].region: unknown region {site.region!r}; valid: {', '.join(regions)}")
+        if site.chip not in catalog.chip_ids():
+            raise ScenarioError(
+                f"sites[{i}].chip: unknown chip {site.chip!r}; valid: {', '.join(catalog.chip_ids())}"
+            )
+        if site.gpu_count < 1:
+            raise ScenarioError(
+                f"sites[{i}].power_mw: too little for one {site.gpus_per_node}-GPU node, got {site.power_mw!r}"
+            )
+    classes = {c.name for c in s.classes}
+    for i, c in enumerate(s.classes):
+        if c.model not in catalog.model_ids():
+            valid = ", ".join(catalog.model_ids())
+            raise ScenarioError(f"classes[{i}].model: unknown model {c.model!r}; valid: {valid}")
+    if s.trace is None and not any(t.requests_per_h > 0 for t in s.tenants):
+        raise ScenarioError("tenants: no traffic: give some tenant requests_per_h > 0, or a [trace]")
+    tenants = {t.name for t in s.tenants}
+    for i, t in enumerate(s.tenants):
+        for r in t.regions:
+            if r not in s.regions:
+                raise ScenarioError(f"tenants[{i}].regions: unknown region {r!r}; valid: {', '.join(regions)}")
+        if t.home is not None and t.home not in s.regions:
+            raise ScenarioError(f"tenants[{i}].home: unknown region {t.home!r}; valid: {', '.join(regions)}")
+        if not any(site.region in t.regions for site in s.sites):
+            raise ScenarioError(f"tenants[{i}].regions: no site in any of them, so tenant {t.name!r} can run "
+                                f"nowhere, got {t.regions!r}")
+        for name in t.classes or {}:
+            if name not in classes:
+                valid = ", ".join(sorted(classes))
+                raise ScenarioError(f"tenants[{i}].classes: unknown class {name!r}; valid: {valid}")
+        mix = t.classes if t.classes is not None else {c.name: c.weight for c in s.classes}
+        if t.requests_per_h > 0 and sum(mix.values()) <= 0:
+            raise ScenarioError(f"tenants[{i}].classes: all weights are 0, got {mix!r}")
+    for i, b in enumerate(s.bursts):
+        if b.region is not None and b.region not in s.regions:
+            raise ScenarioError(f"bursts[{i}].region: unknown region {b.region!r}; valid: {', '.join(regions)}")
+        if b.tenant is not None and b.tenant not in tenants:
+            raise ScenarioError(f"bursts[{i}].tenant: unknown tenant {b.tenant!r}; valid: {', '.join(sorted(tenants))}")
+    if s.warmup_h >= s.horizon_h:
+        raise ScenarioError(f"warmup_h: must be below horizon_h ({s.horizon_h}), got {s.warmup_h!r}")
+
+
+def apply_overrides(data: dict[str, Any], assignments: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys in a scenario dict (`sites[0].gpus`, `scheduling.policy`); for sweeps and --set."""
+    import copy
+    import re
+
+    out = copy.deepcopy(data)
+    for key, value in assignments.items():
+        parts: list[str | int] = []
+        for token in key.split("."):
+            m = re.fullmatch(r"([^\[\]]+)((?:\[\d+\])*)", token)
+            if not m:
+                raise ScenarioError(f"{key}: not a key path like sites[0].gpus")
+            parts.append(m.group(1))
+            parts.extend(int(i) for i in re.findall(r"\[(\d+)\]", m.group(2)))
+        node: Any = out
+        for j, part in enumerate(parts[:-1]):
+            try:
+                node = node[part]
+            except (KeyError, IndexError, TypeError):
+                if isinstance(part, str) and isinstance(node, dict) and isinstance(parts[j + 1], str):
+                    node[part] = {}
+                    node = node[part]
+                else:
+                    raise ScenarioError(f"{key}: no such key in the scenario") from None
+        last = parts[-1]
+        if isinstance(last, int) and not (isinstance(node, list) and last < len(node)):
+            raise ScenarioError(f"{key}: no such key in the scenario")
+        node[last] = value
+    return out

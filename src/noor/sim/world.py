@@ -1,0 +1,170 @@
+"""A scenario resolved into plain numbers the event core reads: sites, classes with perf-model durations,
+and which sites each (tenant, class) may use: residency, memory fit and k GPUs per node, decided by
+`noor.scheduling.placement` on the same records the live store uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from noor import catalog, perf
+from noor.scheduling import QueuedJob, WorkerView, eligible
+from noor.sim.arrivals import Arrivals, poisson, trace
+from noor.sim.scenario import RequestClass, Scenario, ScenarioError
+
+
+@dataclass
+class SiteInfo:
+    name: str
+    region: str
+    chip: str
+    gpus: int
+    gpus_per_node: int
+    nodes: int
+    mtbf_s: float | None
+    mttr_s: float
+    tdp_w: float | None
+    idle_power_fraction: float
+    pue: float
+    usd_per_gpu_hour: float
+    memory_gb: float
+
+
+@dataclass
+class ClassInfo:
+    name: str
+    model: str
+    shape: perf.Shape
+    gpus: int
+    slo_s: float | None
+    priority: int
+    latency_s: dict[str, float]  # chip -> seconds for one request (batch 1), only chips it fits on
+    memory_gb: dict[str, float]  # chip -> peak GB per GPU
+    why_not: dict[str, str]  # chip -> why it does not fit
+
+
+@dataclass
+class World:
+    scenario: Scenario
+    sites: list[SiteInfo]
+    classes: list[ClassInfo]
+    arrivals: Arrivals
+    # (tenant, class) -> indices of the sites it may run on, in the tenant's region order
+    sites_for: dict[tuple[int, int], list[int]]
+    _batch_latency: dict[tuple[int, str, int], float] = field(default_factory=dict)
+
+    def latency_s(self, cls: int, chip: str, batch: int = 1) -> float:
+        """Perf-model seconds for `batch` requests of a class run together on `chip` (cached per shape)."""
+        if batch == 1:
+            return self.classes[cls].latency_s[chip]
+        key = (cls, chip, batch)
+        if key not in self._batch_latency:
+            c = self.classes[cls]
+            shape = perf.Shape(c.shape.width, c.shape.height, c.shape.num_frames, c.shape.steps, batch)
+            est = perf.predict(c.model, chip, shape, perf.Plan(gpus=c.gpus))
+            # a batch that no longer fits in memory runs as one request after another
+            self._batch_latency[key] = est.latency_s if est.fits and est.latency_s else batch * c.latency_s[chip]
+        return self._batch_latency[key]
+
+    def predicted_s(self, tenant: int, cls: int) -> float:
+        """What the scheduler is told: the perf-model time on the first site the job may use."""
+        sites = self.sites_for[(tenant, cls)]
+        return self.classes[cls].latency_s[self.sites[sites[0]].chip]
+
+
+def _site(s: Scenario, i: int) -> SiteInfo:
+    site = s.sites[i]
+    chip = catalog.chip(site.chip)
+    gpus = site.gpu_count
+    tdp = site.tdp_w if site.tdp_w is not None else chip.tdp_w
+    return SiteInfo(
+        name=site.name,
+        region=site.region,
+        chip=site.chip,
+        gpus=gpus,
+        gpus_per_node=site.gpus_per_node,
+        nodes=-(-gpus // site.gpus_per_node),
+        mtbf_s=site.mtbf_h * 3600 if site.mtbf_h is not None else None,
+        mttr_s=site.mttr_h * 3600,
+        tdp_w=tdp,
+        idle_power_fraction=site.idle_power_fraction,
+        pue=site.pue,
+        usd_per_gpu_hour=site.usd_per_gpu_hour if site.usd_per_gpu_hour is not None else chip.usd_per_hour,
+        memory_gb=chip.hbm_gb or 0.0,
+    )
+
+
+def _class(spec: RequestClass, where: str, chips: list[str]) -> ClassInfo:
+    arch = catalog.model(spec.model)
+    try:
+        shape = perf.Shape(
+            spec.width or arch.default_width,
+            spec.height or arch.default_height,
+            spec.frames or arch.default_frames,
+            spec.steps,
+        )
+        plan = perf.Plan(gpus=spec.gpus)
+    except perf.PerfError as err:
+        raise ScenarioError(f"{where}.{err.field}: {str(err).split(': ', 1)[1]}") from None
+    latency, memory, why = {}, {}, {}
+    for chip in chips:
+        est = perf.predict(spec.model, chip, shape, plan)
+        memory[chip] = est.peak_memory_gb
+        if est.fits and est.latency_s is not None:
+            latency[chip] = est.latency_s
+        else:
+            why[chip] = est.why_not or "does not fit"
+    return ClassInfo(spec.name, spec.model, shape, spec.gpus, spec.slo_s, spec.priority, latency, memory, why)
+
+
+def resolve(s: Scenario) -> World:
+    """Sites sized, classes priced by the perf model (one call per class and chip), arrivals drawn."""
+    sites = [_site(s, i) for i in range(len(s.sites))]
+    chips = sorted({site.chip for site in sites})
+    specs: list[dict[str, Any]] = [c.model_dump() for c in s.classes]
+    arrivals = trace(s, specs) if s.trace is not None else poisson(s)
+    classes = []
+    for i, spec in enumerate(specs):
+        where = f"classes[{i}]" if i < len(s.classes) else f"trace.path: class {spec['name']!r}"
+        try:
+            parsed = RequestClass.model_validate(spec)
+        except Exception as err:
+            raise ScenarioError(f"{where}: {err}") from None
+        if parsed.model not in catalog.model_ids():
+            valid = ", ".join(catalog.model_ids())
+            raise ScenarioError(f"{where}.model: unknown model {parsed.model!r}; valid: {valid}")
+        classes.append(_class(parsed, where, chips))
+
+    # which (tenant, class) pairs occur: the mixes with weight > 0, and what the trace holds
+    pairs: set[tuple[int, int]] = set()
+    if s.trace is not None:
+        pairs = {(int(t), int(c)) for t, c in set(zip(arrivals.tenant.tolist(), arrivals.cls.tolist(), strict=True))}
+    from noor.sim.arrivals import mix
+
+    for ti, ten in enumerate(s.tenants):
+        if ten.requests_per_h > 0 and s.trace is None:
+            pairs |= {(ti, ci) for ci, w in enumerate(mix(s, ti)) if w > 0}
+    sites_for: dict[tuple[int, int], list[int]] = {}
+    for ti, ten in enumerate(s.tenants):
+        order = sorted(range(len(sites)), key=lambda k: ten.regions.index(sites[k].region)
+                       if sites[k].region in ten.regions else len(ten.regions))
+        for ci, c in enumerate(classes):
+            ok = []
+            for k in order:
+                site = sites[k]
+                if site.chip not in c.latency_s or c.gpus > site.gpus_per_node:
+                    continue
+                job = QueuedJob("probe", ten.name, c.model, 0.0, c.latency_s[site.chip], gpus=c.gpus,
+                                memory_gb=c.memory_gb[site.chip], regions=tuple(ten.regions))
+                node = WorkerView(site.name, site.region, site.chip, site.gpus_per_node, site.memory_gb)
+                if eligible(job, node):
+                    ok.append(k)
+            sites_for[(ti, ci)] = ok
+            if (ti, ci) in pairs and not ok:
+                why = "; ".join(f"{ch}: {w}" for ch, w in c.why_not.items()) or (
+                    f"needs {c.gpus} GPUs on one node" if c.gpus > 1 else "no site there")
+                raise ScenarioError(
+                    f"tenants[{ti}].regions: tenant {ten.name!r} has class {c.name!r} that no site in its regions "
+                    f"can run ({why}), got {ten.regions!r}"
+                )
+    return World(s, sites, classes, arrivals, sites_for)
