@@ -607,6 +607,72 @@ def plan_chips_cmd(
     _plan_emit(doc, as_json, md_out, html_out)
 
 
+@plan_app.command("growth")
+def plan_growth_cmd(
+    scenario: Annotated[Path, typer.Argument(metavar="SCENARIO", help="scenario TOML (see examples/plan/growth.toml)")],
+    pue: PlanPue = None,
+    power_price: PlanPowerPrice = None,
+    life_years: PlanLife = None,
+    utilisation: PlanUtil = None,
+    sets: PlanSet = None,
+    assumptions_file: PlanAssumptions = None,
+    mix: PlanMix = None,
+    as_json: PlanJson = False,
+    html_out: PlanHtml = None,
+    md_out: PlanMd = None,
+) -> None:
+    """Phases of building against a demand forecast: chips to buy, capacity vs demand, utilisation, spend."""
+    from noor.plan import PlanError, growth
+
+    try:
+        sc = growth.load_scenario(scenario)
+        mix_, a = _plan_inputs(pue, power_price, life_years, utilisation, sets, assumptions_file, mix)
+        a = a.with_overrides({k: v for k, v in sc.overrides.items() if k not in a.overrides()})
+        doc = growth.plan_growth(sc, a, mix_ if mix else None).to_dict()
+    except PlanError as err:
+        _plan_bad(err)
+    _plan_emit(doc, as_json, md_out, html_out)
+
+
+@plan_app.command("optimise")
+def plan_optimise_cmd(
+    site: Annotated[list[str], typer.Option("--site", help="NAME=MW[:air|liquid], repeat for each site")],
+    chips: Annotated[str | None, typer.Option(help="comma-separated candidate chip ids (default: every chip)")] = None,
+    budget_usd: Annotated[float | None, typer.Option("--budget-usd", help="capex limit, USD")] = None,
+    objective: Annotated[str, typer.Option(help="max-output (videos/day) or min-cost (of --demand)")] = "max-output",
+    demand: Annotated[float | None, typer.Option("--demand", help="videos/day to serve (min-cost)")] = None,
+    supply: Annotated[list[str] | None, typer.Option("--supply", help="CHIP=MAX_CHIPS available, repeat")] = None,
+    pue: PlanPue = None,
+    power_price: PlanPowerPrice = None,
+    life_years: PlanLife = None,
+    utilisation: PlanUtil = None,
+    sets: PlanSet = None,
+    assumptions_file: PlanAssumptions = None,
+    mix: PlanMix = None,
+    as_json: PlanJson = False,
+    html_out: PlanHtml = None,
+    md_out: PlanMd = None,
+) -> None:
+    """The chip mix and split across sites that maximises videos/day or minimises cost (HiGHS MILP)."""
+    from noor.plan import PlanError
+    from noor.plan import optimise as opt
+
+    ids = [c.strip() for c in chips.split(",") if c.strip()] if chips else None
+    try:
+        limits = [opt.parse_site(s, "--site") for s in site]
+        caps: dict[str, int] = {}
+        for item in supply or []:
+            chip_id, sep, count = item.partition("=")
+            if not sep or not count.strip().isdigit():
+                raise PlanError("--supply", item, "must be CHIP=MAX_CHIPS")
+            caps[chip_id.strip()] = int(count)
+        mix_, a = _plan_inputs(pue, power_price, life_years, utilisation, sets, assumptions_file, mix)
+        doc = opt.optimise(limits, ids, mix_, a, budget_usd, objective, demand, caps).to_dict()  # type: ignore[arg-type]
+    except PlanError as err:
+        _plan_bad(err)
+    _plan_emit(doc, as_json, md_out, html_out)
+
+
 # --- end noor plan ---
 
 
@@ -670,6 +736,7 @@ def serve(
     from noor.jobs.assets import AssetStore
     from noor.jobs.store import Store
     from noor.runtime.local import LocalWorkers
+    from noor.scheduling import SchedulingError
     from noor.runtime.ssrf import Guard
     from noor.runtime.webhooks import WebhookConfig, WebhookDeliverer
 
@@ -677,7 +744,11 @@ def serve(
     host, port = host or cfg.host, port or cfg.port
     count = cfg.workers if workers is None else workers
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store(cfg.resolved_database_url)
+    try:
+        policy = cfg.scheduling_policy()
+    except SchedulingError as err:
+        raise BadInput(f"NOOR_SCHEDULER: {err}") from err
+    store = Store(cfg.resolved_database_url, scheduler=policy)
     if not tenants.list_tenants(store):  # first run: an admin tenant and its key, shown once
         tenants.create_tenant(store, "admin", credits_cents=1_000_000, max_concurrent=100, max_per_minute=600)
         print(f"admin API key (shown once): {tenants.create_key(store, 'admin')}")

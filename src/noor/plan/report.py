@@ -144,10 +144,64 @@ def chips_markdown(doc: dict[str, Any]) -> str:
 
 
 def markdown(doc: dict[str, Any]) -> str:
-    return {"site": site_markdown, "chips": chips_markdown}[doc["kind"]](doc)
+    render = {"site": site_markdown, "chips": chips_markdown, "growth": growth_markdown,
+              "optimise": optimise_markdown}[doc["kind"]]
+    return render(doc)
 
 
 def html_report(doc: dict[str, Any]) -> str:
     from noor.plan.html import render
 
     return render(doc)
+
+
+def growth_markdown(doc: dict[str, Any]) -> str:
+    inputs = doc["inputs"]
+    lines = [f"# Growth plan: {inputs['scenario']}", ""]
+    summary = doc["summary"]
+    short = summary["first_short_month"]
+    lines += [f"- final power: {_n(summary['final_power_mw'])} MW, capacity "
+              f"{_n(summary['final_capacity_videos_per_day'])} videos/day, "
+              f"total capex {_usd(summary['total_capex_usd'])}",
+              f"- demand first exceeds capacity at month {_n(short)}" if short is not None
+              else "- capacity meets the forecast demand at every month", ""]
+    lines += ["## Phases", ""]
+    lines += _table(
+        ["phase", "month", "buy", "power MW", "capacity videos/day", "demand videos/day", "shortfall", "utilisation",
+         "capex", "cost/day", "$/video served"],
+        [[p["name"], _n(p["month"]),
+          "; ".join(f"{_n(b['chips_to_buy'])} {b['chip']} at {b['site']} "
+                    f"(+{_n(b['power_mw'])} MW, {_n(b['racks'])} racks)" for b in p["builds"]),
+          _n(p["power_mw"]), _n(p["capacity_videos_per_day"]), _n(p["demand_videos_per_day"]),
+          _n(p["shortfall_videos_per_day"]), _n(p["utilisation"]), _usd(p["capex_usd"]), _usd(p["cost_per_day_usd"]),
+          _usd(p["usd_per_video_served"])] for p in doc["phases"]],
+    )
+    lines += ["", "## Demand forecast", ""]
+    lines += _table(["month", "videos/day"], [[_n(m), _n(v)] for m, v in
+                                              zip(inputs["demand"]["month"], inputs["demand"]["videos_per_day"],
+                                                  strict=True)])
+    lines += ["", *inputs_markdown({k: v for k, v in inputs.items() if k not in ("phases", "demand")})]
+    return "\n".join(lines) + "\n"
+
+
+def optimise_markdown(doc: dict[str, Any]) -> str:
+    inputs, out = doc["inputs"], doc["output"]
+    lines = [f"# Optimised chip mix ({inputs['objective']})", ""]
+    lines += _table(
+        ["videos/day", "capex", "cost/day", "$/video"],
+        [[_n(out["videos_per_day"]), _usd(out["capex_usd"]), _usd(out["cost_per_day_usd"]),
+          _usd(out["usd_per_video"])]],
+    )
+    lines += ["", "## Allocation", ""]
+    lines += _table(
+        ["site", "chip", "servers", "chips", "videos/day", "facility MW", "capex", "cost/day"],
+        [[r["site"], r["chip"], _n(r["servers"]), _n(r["chips"]), _n(r["videos_per_day"]), _n(r["facility_mw"]),
+          _usd(r["capex_usd"]), _usd(r["cost_per_day_usd"])] for r in doc["allocation"]],
+    )
+    lines += ["", "## Constraints", ""] + [f"- {c['explanation']}" for c in doc["constraints"]]
+    if doc["excluded"]:
+        lines += ["", "## Left out", ""] + [f"- {k}: {v}" for k, v in doc["excluded"].items()]
+    sites = ", ".join(f"{s['name']} {_n(s['power_mw'])} MW {s['cooling']}" for s in inputs["sites"])
+    rest = {k: v for k, v in inputs.items() if k != "sites"}
+    lines += ["", *inputs_markdown({"sites": sites, **rest})]
+    return "\n".join(lines) + "\n"

@@ -86,7 +86,7 @@ class SitePlan:
     def images_per_day(self) -> float:
         return sum(c.per_day for c in self.classes if not c.request.is_video)
 
-    def _fraction(self, video: bool) -> float:
+    def fraction(self, video: bool) -> float:
         """Share of the chips (and so of the power and the money) that serve videos (or images)."""
         total = sum(c.chips for c in self.classes)
         return sum(c.chips for c in self.classes if c.request.is_video == video) / total if total else 0.0
@@ -96,7 +96,7 @@ class SitePlan:
         count = self.videos_per_day if video else self.images_per_day
         if count <= 0:
             return None, None
-        f = self._fraction(video)
+        f = self.fraction(video)
         return self.cost.energy_kwh_per_day * f / count, self.cost.total_per_day_usd * f / count
 
     def to_dict(self) -> dict[str, Any]:
