@@ -342,6 +342,10 @@ def create_app(store: Store, assets: AssetStore, config: ApiConfig) -> FastAPI:
     from noor.api.plan import router as plan_router
 
     app.include_router(plan_router)
+
+    from noor.api.studio import install as install_studio
+
+    install_studio(app)  # the web studio at / and /studio/, and its /v1/studio routes
     metrics.install(app, store, prefixes=(DM_PREFIX,))
 
     app.add_middleware(LimitBody)

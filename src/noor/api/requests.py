@@ -113,6 +113,9 @@ def resolve_video(req: VideoCreate, keyframes: Keyframes, aliases: dict[str, str
     if req.loop and frame1 is not None:
         raise RequestError(400, "Loop is not supported for end frame")
     prompt = _prompt(req.prompt, required=frame0 is None and frame1 is None)
+    negative_prompt = (req.negative_prompt or "").strip()
+    if len(negative_prompt) > 5000:
+        raise RequestError(400, "negative_prompt is too long, maximum length is 5000 characters")
     resolution = req.resolution or DEFAULT_RESOLUTION
     duration = req.duration or "5s"
     if duration not in DURATIONS_S:
@@ -124,6 +127,7 @@ def resolve_video(req: VideoCreate, keyframes: Keyframes, aliases: dict[str, str
     fps = spec.default_fps
     task = {
         "prompt": prompt,
+        "negative_prompt": negative_prompt,
         "width": width,
         "height": height,
         "num_frames": round(DURATIONS_S[duration] * fps),

@@ -37,6 +37,7 @@ class VideoCreate(BaseModel):
 
     model: str = Field("ray-2", max_length=64)
     prompt: str | None = Field(None, max_length=20000)
+    negative_prompt: str | None = Field(None, max_length=20000)  # Noor's addition: what not to see
     aspect_ratio: AspectRatio = "16:9"
     loop: bool = False
     keyframes: Keyframes | None = None

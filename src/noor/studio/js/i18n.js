@@ -1,0 +1,70 @@
+// Interface strings in English and Arabic (../i18n/*.json), the page's lang/dir, and number formatting.
+
+const LANGS = ["en", "ar"];
+const strings = {};
+let current = "en";
+
+export async function loadStrings() {
+  await Promise.all(
+    LANGS.map(async (lang) => {
+      const res = await fetch(`/studio/i18n/${lang}.json`);
+      if (!res.ok) throw new Error(`interface strings ${lang}: HTTP ${res.status}`);
+      strings[lang] = await res.json();
+    }),
+  );
+  const saved = localStorage.getItem("noor.lang");
+  setLang(LANGS.includes(saved) ? saved : "en");
+}
+
+export function lang() {
+  return current;
+}
+
+export function setLang(next) {
+  if (!LANGS.includes(next)) throw new Error(`language must be one of ${LANGS.join(", ")}, got ${next}`);
+  current = next;
+  localStorage.setItem("noor.lang", next);
+  document.documentElement.lang = next;
+  document.documentElement.dir = next === "ar" ? "rtl" : "ltr";
+  document.title = t("app.title");
+  const other = document.getElementById("lang-switch");
+  if (other) other.lang = next === "ar" ? "en" : "ar"; // it names the other language, in that language
+  for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+  for (const node of document.querySelectorAll("[data-i18n-label]")) {
+    node.setAttribute("aria-label", t(node.dataset.i18nLabel));
+  }
+}
+
+// t("credits", {amount: "$1.00"}): the string for `key` in the current language, with {name} filled in.
+export function t(key, vars = {}) {
+  const table = strings[current] || {};
+  const text = key in table ? table[key] : (strings.en || {})[key];
+  if (text === undefined) {
+    console.error(`missing interface string ${key}`);
+    return key;
+  }
+  return text.replace(/\{(\w+)\}/g, (m, name) => (name in vars ? String(vars[name]) : m));
+}
+
+export function num(value, digits = 2) {
+  return new Intl.NumberFormat(current, { maximumFractionDigits: digits }).format(value);
+}
+
+export function seconds(value) {
+  if (value === null || value === undefined) return "—";
+  return value >= 120 ? t("unit.min", { n: num(value / 60, 1) }) : t("unit.s", { n: num(value, 1) });
+}
+
+// Prices are tiny fractions of a cent on a CPU: show four significant digits, not two decimals.
+export function cents(value) {
+  const fmt = new Intl.NumberFormat(current, { maximumSignificantDigits: 4 });
+  return t("unit.cents", { n: fmt.format(value || 0) });
+}
+
+export function dollars(centsValue) {
+  return new Intl.NumberFormat(current, { style: "currency", currency: "USD" }).format(centsValue / 100);
+}
+
+export function when(iso) {
+  return new Intl.DateTimeFormat(current, { dateStyle: "medium", timeStyle: "medium" }).format(new Date(iso));
+}
