@@ -28,6 +28,11 @@ OBJECTIVES = ("max-output", "min-cost")
 BINDING_REL = 1e-6
 
 
+def _num(x: float) -> str:
+    x += 0.0  # no "-0"
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.4g}"
+
+
 @dataclass(frozen=True)
 class SiteLimit:
     name: str
@@ -75,8 +80,8 @@ class Constraint:
         per = {"power": "+1 MW", "budget": "+$1M", "supply": "+1 chip", "demand": "+1 video/day"}[self.kind]
         scale = 1e6 if self.kind == "budget" else 1.0
         if self.binding:
-            return f"{self.name} is binding: {per} {verb} {self.shadow * scale + 0.0:,.4g} {what}"
-        return f"{self.name} is not binding: {self.slack:,.4g} {self.unit} to spare"
+            return f"{self.name} is binding: {per} {verb} {_num(self.shadow * scale)} {what}"
+        return f"{self.name} is not binding: {_num(self.slack)} {self.unit} to spare"
 
     def to_dict(self, objective: Objective) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "limit": self.limit, "used": self.used, "slack": self.slack,

@@ -1,0 +1,65 @@
+"""`noor plan growth`: each phase's builds are site plans; capacity is what is built so far against the forecast."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from noor.plan import assumptions
+from noor.plan.growth import load_scenario, plan_growth
+from noor.plan.site import plan_site
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "plan" / "growth.toml"
+
+
+def test_example_scenario_adds_up_phase_by_phase() -> None:
+    sc = load_scenario(EXAMPLE)
+    a = assumptions.resolve(sc.overrides)
+    plan = plan_growth(sc, a)
+    doc = plan.to_dict()
+    assert [p["name"] for p in doc["phases"]] == ["today", "year end", "campus"]
+    sites = [plan_site(b.power_mw, b.chip, sc.mix, a, b.cooling) for p in sc.phases for b in p.builds]
+    capacity = 0.0
+    for i, phase in enumerate(doc["phases"]):
+        capacity += sites[i].videos_per_day
+        assert phase["capacity_videos_per_day"] == pytest.approx(capacity)
+        assert phase["builds"][0]["chips_to_buy"] == sites[i].hardware.chips
+        assert phase["capex_usd"] == pytest.approx(sites[i].cost.capex_usd)
+        served = min(phase["demand_videos_per_day"], capacity)
+        assert phase["served_videos_per_day"] == pytest.approx(served)
+        assert phase["utilisation"] == pytest.approx(served / capacity * a.num("serve.utilisation"))
+    assert doc["phases"][-1]["power_mw"] == 35 + 115 + 2000
+    assert doc["phases"][1]["chips"] == {"h100-sxm": sites[0].hardware.chips, "b200": sites[1].hardware.chips}
+    # the forecast is linear between its points: month 6 -> 3M, month 18 -> halfway between 5M and 20M
+    months = {t["month"]: t for t in doc["timeline"]}
+    assert months[6.0]["demand_videos_per_day"] == 3_000_000
+    assert months[18.0]["demand_videos_per_day"] == pytest.approx(12_500_000)
+    assert months[11.0]["capacity_videos_per_day"] == pytest.approx(sites[0].videos_per_day)
+    short = doc["summary"]["first_short_month"]
+    assert short is not None
+    assert months[short]["demand_videos_per_day"] > months[short]["capacity_videos_per_day"]
+    before = [t for t in doc["timeline"] if t["month"] < short]
+    assert all(t["demand_videos_per_day"] <= t["capacity_videos_per_day"] for t in before)
+    # the scenario's own overrides are applied and listed
+    assert doc["inputs"]["overrides"]["power.usd_per_kwh"] == 0.07
+
+
+def test_the_2gw_plan_is_fast(noor_plan: Callable[..., Any], tmp_path: Path) -> None:
+    start = time.perf_counter()
+    run = noor_plan("growth", str(EXAMPLE), "--json", "--html", str(tmp_path / "g.html"))
+    elapsed = time.perf_counter() - start
+    assert run.code == 0, run.stderr
+    assert json.loads(run.stdout)["summary"]["final_power_mw"] == 2150
+    assert elapsed < 10, elapsed
+    assert "Capacity vs demand" in (tmp_path / "g.html").read_text()
+
+
+def test_cli_flags_override_the_scenario(noor_plan: Callable[..., Any]) -> None:
+    run = noor_plan("growth", str(EXAMPLE), "--json", "--power-price", "0.12")
+    doc = json.loads(run.stdout)
+    assert doc["inputs"]["overrides"]["power.usd_per_kwh"] == 0.12
