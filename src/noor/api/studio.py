@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
+from noor import catalog
 from noor.api.app import CONCEPTS, Ctx, Tenant, generation_out, keyframes_for
 from noor.api.pricing import quote
 from noor.api.requests import DURATIONS_S, resolve_video
@@ -44,6 +45,11 @@ class ModelOption(BaseModel):
     description: str
 
 
+class ChipOption(BaseModel):
+    id: str
+    name: str
+
+
 class Options(BaseModel):
     models: list[ModelOption]
     default_model: str
@@ -51,6 +57,7 @@ class Options(BaseModel):
     resolutions: list[str]
     durations: list[str]
     concepts: list[str]
+    chips: list[ChipOption]  # catalog chips, for the planner page
 
 
 class Quote(BaseModel):
@@ -95,6 +102,7 @@ def options(tenant: Tenant, ctx: Ctx) -> Options:
         resolutions=list(RESOLUTIONS),
         durations=list(DURATIONS_S),
         concepts=CONCEPTS,
+        chips=[ChipOption(id=c.id, name=c.name) for c in catalog.chips().values()],
     )
 
 

@@ -68,3 +68,8 @@ export function dollars(centsValue) {
 export function when(iso) {
   return new Intl.DateTimeFormat(current, { dateStyle: "medium", timeStyle: "medium" }).format(new Date(iso));
 }
+
+export function compact(value) {
+  if (value === null || value === undefined) return "—";
+  return new Intl.NumberFormat(current, { notation: "compact", maximumSignificantDigits: 3 }).format(value);
+}
