@@ -503,7 +503,7 @@ PLAN_OPTION_OF = {"power_mw": "--power-mw", "chip": "--chip", "chips": "--chips"
                   "pue": "--pue", "power_price": "--power-price", "life_years": "--life-years",
                   "utilisation": "--utilisation", "set": "--set", "assumptions_file": "--assumptions", "mix": "--mix",
                   "scenario": "SCENARIO", "budget_usd": "--budget-usd", "site": "--site", "objective": "--objective",
-                  "demand_per_day": "--demand"}
+                  "demand_per_day": "--demand", "sort_by": "--by"}
 PlanPue = Annotated[float | None, typer.Option("--pue", help="facility W per IT W (default: by --cooling)")]
 PlanPowerPrice = Annotated[float | None, typer.Option("--power-price", help="USD per kWh")]
 PlanLife = Annotated[float | None, typer.Option("--life-years", help="accelerator depreciation, years")]
@@ -582,6 +582,7 @@ def plan_site_cmd(
 def plan_chips_cmd(
     power_mw: Annotated[float, typer.Option("--power-mw", help="facility power, MW")],
     chips: Annotated[str | None, typer.Option(help="comma-separated chip ids (default: every catalog chip)")] = None,
+    by: Annotated[str, typer.Option("--by", help="videos_per_mw, usd_per_video or time_to_video")] = "videos_per_mw",
     cooling: PlanCooling = "liquid",
     pue: PlanPue = None,
     power_price: PlanPowerPrice = None,
@@ -594,14 +595,15 @@ def plan_chips_cmd(
     html_out: PlanHtml = None,
     md_out: PlanMd = None,
 ) -> None:
-    """Every chip on the same power and mix, ranked by videos/day per MW; chips that cannot serve are marked."""
+    """Every chip on the same power and mix, ranked (videos/day per MW, $/video, time to a video); chips that
+    cannot serve the mix are marked with why."""
     from noor.plan import PlanError
     from noor.plan.chips import rank_chips
 
     ids = [c.strip() for c in chips.split(",") if c.strip()] if chips else None
     try:
         mix_, a = _plan_inputs(pue, power_price, life_years, utilisation, sets, assumptions_file, mix)
-        doc = rank_chips(power_mw, mix_, a, cooling, ids).to_dict()
+        doc = rank_chips(power_mw, mix_, a, cooling, ids, by).to_dict()
     except PlanError as err:
         _plan_bad(err)
     _plan_emit(doc, as_json, md_out, html_out)

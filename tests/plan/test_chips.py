@@ -57,3 +57,16 @@ def test_unpublished_power_can_be_supplied() -> None:
     row = rank_chips(5, WAN14, a, chips=["tpu-v5p"]).rows[0]
     assert row.site is not None and row.site.hardware.chip_tdp_w == 500
     assert row.to_dict()["chips"] == row.site.hardware.chips
+
+
+def test_rank_by_dollars_or_time(noor_plan: Callable[..., Any]) -> None:
+    for by, field, higher in (("usd_per_video", "usd_per_video", False), ("time_to_video", "video_e2e_p95_s", False),
+                              ("videos_per_mw", "videos_per_day_per_mw", True)):
+        run = noor_plan("chips", "--power-mw", "10", "--chips", "h100-sxm,b200,mi300x,l40s", "--by", by, "--json")
+        assert run.code == 0, run.stderr
+        rows = [r for r in json.loads(run.stdout)["ranking"] if r["ok"]]
+        values = [r[field] for r in rows]
+        assert values == sorted(values, reverse=higher)
+        assert [r["ranks"][by] for r in rows] == [1, 2, 3, 4]
+    run = noor_plan("chips", "--power-mw", "10", "--by", "fame")
+    assert run.code == 2 and "--by: must be one of videos_per_mw, usd_per_video, time_to_video" in run.stderr

@@ -44,6 +44,7 @@ class SiteIn(Overrides):
 class ChipsIn(Overrides):
     power_mw: float = Field(description="facility power, MW")
     chips: list[str] | None = Field(None, description="chip ids to compare (default: every catalog chip)")
+    sort_by: str = Field("videos_per_mw", description="videos_per_mw, usd_per_video or time_to_video")
 
 
 @router.post("/site")
@@ -59,6 +60,6 @@ def site(body: SiteIn, tenant: Tenant) -> dict[str, Any]:
 def chips(body: ChipsIn, tenant: Tenant) -> dict[str, Any]:
     try:
         mix, a = inputs.resolve(body.options())
-        return jsonable(rank_chips(body.power_mw, mix, a, body.cooling, body.chips).to_dict())
+        return jsonable(rank_chips(body.power_mw, mix, a, body.cooling, body.chips, body.sort_by).to_dict())
     except PlanError as err:
         raise HTTPException(422, str(err)) from err

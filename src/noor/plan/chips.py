@@ -6,6 +6,7 @@ them, no plan meets a class's SLO, or their power or price is not published (set
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,13 @@ from noor.plan.errors import PlanError
 from noor.plan.mix import Mix
 from noor.plan.site import SitePlan, check_chip, check_cooling, check_power, plan_site
 
+SORT_KEYS = {
+    # name -> (row field, higher is better?)
+    "videos_per_mw": ("videos_per_day_per_mw", True),
+    "usd_per_video": ("usd_per_video", False),
+    "time_to_video": ("video_e2e_p95_s", False),
+}
+
 
 @dataclass
 class ChipRow:
@@ -23,10 +31,11 @@ class ChipRow:
     name: str
     site: SitePlan | None
     why_not: str | None  # set when the chip cannot be planned
+    ranks: dict[str, int] | None = None  # rank by each of SORT_KEYS (1 = best)
 
     def to_dict(self) -> dict[str, Any]:
         row: dict[str, Any] = {"chip": self.chip, "name": self.name, "ok": self.site is not None,
-                               "why_not": self.why_not}
+                               "why_not": self.why_not, "ranks": self.ranks}
         if self.site is not None:
             out = self.site.to_dict()["output"]
             row.update(
@@ -50,6 +59,7 @@ class ChipRanking:
     mix: Mix
     assumptions: Assumptions
     rows: list[ChipRow]
+    sort_by: str = "videos_per_mw"
 
     def to_dict(self) -> dict[str, Any]:
         chips = [r.chip for r in self.rows]
@@ -58,6 +68,7 @@ class ChipRanking:
             "inputs": {
                 "power_mw": self.power_mw,
                 "cooling": self.cooling,
+                "sort_by": self.sort_by,
                 "mix": self.mix.to_dict(),
                 "overrides": self.assumptions.overrides(),
                 "assumptions": [e.to_dict() for e in self.assumptions.listed(chips)],
@@ -67,7 +78,10 @@ class ChipRanking:
 
 
 def rank_chips(power_mw: float, mix: Mix, a: Assumptions, cooling: str = "liquid",
-               chips: list[str] | None = None) -> ChipRanking:
+               chips: list[str] | None = None, sort_by: str = "videos_per_mw") -> ChipRanking:
+    """Rank by `sort_by` (videos_per_mw, usd_per_video or time_to_video); every row also carries its rank by each."""
+    if sort_by not in SORT_KEYS:
+        raise PlanError("sort_by", sort_by, f"must be one of {', '.join(SORT_KEYS)}")
     power_mw = check_power(power_mw)
     cooling = check_cooling(cooling)
     ids = [check_chip(c, "chips") for c in chips] if chips else sorted(catalog.chips())
@@ -83,5 +97,16 @@ def rank_chips(power_mw: float, mix: Mix, a: Assumptions, cooling: str = "liquid
                 rows.append(ChipRow(chip_id, name, None, err.message))
             else:
                 raise
-    ok = sorted((r for r in rows if r.site), key=lambda r: -r.site.videos_per_day / power_mw)  # type: ignore[union-attr]
-    return ChipRanking(power_mw, cooling, mix, a, ok + [r for r in rows if r.site is None])
+    ok = [r for r in rows if r.site is not None]
+    values = {r.chip: r.to_dict() for r in ok}
+
+    def order(key: str) -> list[ChipRow]:
+        field, higher = SORT_KEYS[key]
+        worst = -math.inf if higher else math.inf
+        score = {c: worst if v[field] is None else v[field] for c, v in values.items()}
+        return sorted(ok, key=lambda r: -score[r.chip] if higher else score[r.chip])
+
+    for key in SORT_KEYS:
+        for i, r in enumerate(order(key)):
+            r.ranks = {**(r.ranks or {}), key: i + 1}
+    return ChipRanking(power_mw, cooling, mix, a, order(sort_by) + [r for r in rows if r.site is None], sort_by)

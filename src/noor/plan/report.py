@@ -130,13 +130,15 @@ def site_markdown(doc: dict[str, Any]) -> str:
 
 def chips_markdown(doc: dict[str, Any]) -> str:
     inputs = doc["inputs"]
-    lines = [f"# Chips ranked for {_n(inputs['power_mw'])} MW ({inputs['cooling']} cooling)", ""]
+    lines = [f"# Chips ranked for {_n(inputs['power_mw'])} MW ({inputs['cooling']} cooling) by {inputs['sort_by']}",
+             ""]
     lines += _table(
-        ["rank", "chip", "videos/day per MW", "videos/day", "$/video", "kWh/video", "video p95 e2e s", "chips",
-         "racks", "note"],
-        [[i + 1 if r["ok"] else "-", r["chip"], _n(r.get("videos_per_day_per_mw")), _n(r.get("videos_per_day")),
+        ["rank (per MW / $ / time)", "chip", "videos/day per MW", "videos/day", "$/video", "kWh/video",
+         "video p95 e2e s", "chips", "racks", "note"],
+        [[" / ".join(str(v) for v in r["ranks"].values()) if r["ok"] else "-", r["chip"],
+          _n(r.get("videos_per_day_per_mw")), _n(r.get("videos_per_day")),
           _usd(r.get("usd_per_video")), _n(r.get("kwh_per_video")), _n(r.get("video_e2e_p95_s")), _n(r.get("chips")),
-          _n(r.get("racks")), r["why_not"] or ""] for i, r in enumerate(doc["ranking"])],
+          _n(r.get("racks")), r["why_not"] or ""] for r in doc["ranking"]],
     )
     lines += ["", *inputs_markdown(inputs)]
     return "\n".join(lines) + "\n"
