@@ -2,7 +2,7 @@
 // drawn here as SVG bar charts (the API answers numbers; the page draws them in the page's language and direction).
 
 import { api } from "./api.js";
-import { compact, lang, num, t } from "./i18n.js";
+import { compact, lang, num, seconds, t } from "./i18n.js";
 import { fail } from "./session.js";
 import { clearError, field, h, select } from "./ui.js";
 
@@ -86,6 +86,7 @@ function siteResult(plan) {
       [t("planner.k.kwh_video"), o.kwh_per_video === null ? "—" : num(o.kwh_per_video, 3)],
       [t("planner.k.capex"), usd(c.capex_usd)],
       [t("planner.k.total_day"), usd(c.total_per_day_usd)],
+      [t("planner.k.e2e"), seconds(o.video_e2e_p95_s)],
     ]),
     h(
       "div",
