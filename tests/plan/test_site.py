@@ -129,3 +129,21 @@ def test_too_little_power_names_the_field() -> None:
     with pytest.raises(PlanError) as err:
         plan_site(0.005, "b200", ONE_CLASS, assumptions.resolve())
     assert err.value.field == "power_mw" and "too small for one 8-chip b200 server" in str(err.value)
+
+
+def test_derived_pue_is_listed_with_its_value() -> None:
+    doc = plan_site(10, "b200", ONE_CLASS, assumptions.resolve({"pue.climate_adder": 0.05}), "air").to_dict()
+    pue = next(e for e in doc["inputs"]["assumptions"] if e["key"] == "pue")
+    assert pue["value"] == pytest.approx(1.45 + 0.05) == doc["power"]["pue"]
+    assert pue["source"] == "derived: pue.air (1.45) + pue.climate_adder (0.05)"
+
+
+def test_every_class_gets_a_server_or_the_site_is_too_small() -> None:
+    two = mix.from_dict({"classes": [{"model": "flux.1-dev", "frames": 1, "share": 0.9},
+                                     {"model": "wan2.1-t2v-1.3b", "share": 0.1}]})
+    a = assumptions.resolve({"node.chips": 1})
+    small = plan_site(0.006, "b200", two, a)  # 2 chips: one each, even though flux brings little work
+    assert [c.servers for c in small.classes] == [1, 1] and small.videos_per_day > 0
+    with pytest.raises(PlanError) as err:
+        plan_site(0.0025, "b200", two, a)  # 1 chip for 2 classes
+    assert err.value.field == "power_mw" and "too small for the mix" in str(err.value)

@@ -126,6 +126,28 @@ def _wait_budget_s(rc: RequestClass, o: Option) -> float | None:
     return None
 
 
+class TooSmall(PlanError):
+    """Too few chips to give every class of the mix one server."""
+
+
+def _one_server_each(chips: dict[str, int], gpus: dict[str, int], chips_total: int) -> None:
+    """Rounding can leave a small class no server: give it one, from the rounding leftover, then the biggest pool."""
+    need = sum(gpus.values())
+    if chips_total < need:
+        raise TooSmall("power_mw", chips_total, f"one server per class of the mix needs {need} chips")
+    spare = chips_total - sum(chips.values())
+    for name, g in gpus.items():
+        while chips[name] < g:
+            if spare > 0:
+                take = min(spare, g - chips[name])
+                spare -= take
+            else:
+                donor = max(chips, key=lambda n: chips[n] - gpus[n])
+                take = min(chips[donor] - gpus[donor], g - chips[name])
+                chips[donor] -= take
+            chips[name] += take
+
+
 def fleet(mix: Mix, chip_id: str, chips_total: int, a: Assumptions) -> list[ClassPlan]:
     """Each class's pool and rate when `chips_total` chips of one type serve the mix at its SLOs."""
     u = a.num("serve.utilisation")
@@ -145,6 +167,7 @@ def fleet(mix: Mix, chip_id: str, chips_total: int, a: Assumptions) -> list[Clas
                 for rc in mix.classes}
         total_work = sum(work.values())
         chips = {name: math.floor(chips_total * w / total_work) for name, w in work.items()}
+        _one_server_each(chips, {name: o.gpus for name, o in choice.items()}, chips_total)
         # 3. each class takes the plan that serves the most requests on its chips
         for rc in mix.classes:
             best = max(opts[rc.name], key=lambda o, rc=rc: (rate(rc, o, chips[rc.name]), -o.gpus))  # type: ignore[misc]

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from noor import catalog
 from noor.plan.assumptions import Assumptions
-from noor.plan.capacity import SECONDS_PER_DAY, ClassPlan, fleet
+from noor.plan.capacity import SECONDS_PER_DAY, ClassPlan, TooSmall, fleet
 from noor.plan.errors import PlanError
 from noor.plan.mix import Mix
 
@@ -99,6 +99,15 @@ class SitePlan:
         f = self.fraction(video)
         return self.cost.energy_kwh_per_day * f / count, self.cost.total_per_day_usd * f / count
 
+    def _resolved(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """The derived PUE shows the value used and how it was made."""
+        if entry["key"] == "pue" and entry["value"] is None:
+            adder = self.assumptions["pue.climate_adder"]
+            base = self.assumptions[f"pue.{self.cooling}"]
+            entry = {**entry, "value": self.power.pue,
+                     "source": f"derived: pue.{self.cooling} ({base:g}) + pue.climate_adder ({adder:g})"}
+        return entry
+
     def to_dict(self) -> dict[str, Any]:
         kwh_v, usd_v = self.per_item(True)
         kwh_i, usd_i = self.per_item(False)
@@ -111,7 +120,7 @@ class SitePlan:
                 "cooling": self.cooling,
                 "mix": self.mix.to_dict(),
                 "overrides": self.assumptions.overrides(),
-                "assumptions": [e.to_dict() for e in self.assumptions.listed([self.hardware.chip])],
+                "assumptions": [self._resolved(e.to_dict()) for e in self.assumptions.listed([self.hardware.chip])],
             },
             "power": vars(self.power),
             "hardware": vars(self.hardware),
@@ -269,7 +278,11 @@ def plan_site(power_mw: float, chip_id: str, mix: Mix, a: Assumptions, cooling: 
         hw.chips * hw.chip_tdp_w * a.num("it.server_per_accelerator") * a.num("it.it_per_server") * power.pue / 1e6
     )
     # 4. requests per day per class at the utilisation cap and SLOs
-    classes = fleet(mix, chip_id, hw.chips, a)
+    try:
+        classes = fleet(mix, chip_id, hw.chips, a)
+    except TooSmall as err:
+        why = f"too small for the mix: {hw.chips} {chip_id} chips; {err.message}"
+        raise PlanError("power_mw", power_mw, why) from err
     # 5. money and energy
     cost = price(power, hw, a)
     notes = []
