@@ -25,7 +25,7 @@ def run(
     from noor.sim import engine, metrics
     from noor.sim.world import resolve
 
-    world = resolve(scenario)
+    world = resolve(scenario, draw=not analytic)
     if analytic:
         from noor.sim.approximate import summarize
 

@@ -36,7 +36,8 @@ def _finite(x: float) -> float | None:
 def _pcts(values: np.ndarray) -> dict[str, float | None]:
     if len(values) == 0:
         return {"mean": None, **{f"p{q}": None for q in QUANTILES}}
-    got = np.percentile(values, QUANTILES)
+    # no interpolation: waits of unstable hours are inf, and inf - inf is not a number
+    got = np.percentile(values, QUANTILES, method="inverted_cdf")
     return {"mean": _finite(float(values.mean())), **{f"p{q}": _finite(v) for q, v in zip(QUANTILES, got, strict=True)}}
 
 
@@ -137,7 +138,8 @@ def summarize(world: World) -> dict[str, Any]:
             "name": site.name, "region": site.region, "chip": site.chip, "gpus": site.gpus,
             "servers": int(servers[k]), "utilisation": busy / gpu_s, "busy_gpu_h": busy / 3600,
             "down_gpu_h": down / 3600, "lost_work_gpu_h": lost / 3600, "failures": failures,
-            "energy_kwh": (busy + idle * site.idle_power_fraction) * site.tdp_w * site.pue / 3.6e6
+            "energy_kwh": ((busy + idle * site.idle_power_fraction) * site.tdp_w + (busy + idle) * site.host_w_per_gpu)
+            * site.pue / 3.6e6
             if site.tdp_w else None,
             "cost_usd": site.gpus * s.horizon_h * site.usd_per_gpu_hour,
         })

@@ -7,8 +7,9 @@ per (tenant or region set, class) ordered by the policy's own key, so the order 
 `policy.order` gives (static policies) or what fair share's tenant rank gives (its head jobs).
 
 Placement inside a site: the node with the fewest free GPUs that still has k (best fit), as
-`noor.scheduling.place`. Strict order at a site: if the first job in policy order does not fit on any
-node of the site now, nothing overtakes it there (no backfill).
+`noor.scheduling.place`. If the first job in policy order needs more GPUs than any node has free, the
+node nearest to that is kept for it (one per site) and later jobs may start on the other nodes meanwhile
+(backfill in the manner of EASY: they cannot delay the kept node).
 
 Failures: each up GPU fails at rate 1 / MTBF (exponential), is repaired after an exponential time with
 mean MTTR. A batch on a failed GPU is killed: its jobs go back to their queues with their original
@@ -60,9 +61,28 @@ class Record:
 
 
 class _Site:
-    __slots__ = ("busy", "busy_area", "by_free", "down", "down_area", "fail_rate", "failures", "free",
-                 "index", "info", "last_t", "lost_gpu_s", "node_down", "node_free", "node_size", "per_node",
-                 "queues")
+    __slots__ = (
+        "busy",
+        "busy_area",
+        "by_free",
+        "down",
+        "down_area",
+        "fail_rate",
+        "failures",
+        "free",
+        "index",
+        "info",
+        "last_t",
+        "lost_gpu_s",
+        "node_down",
+        "node_free",
+        "node_size",
+        "per_node",
+        "queues",
+        "reserved",
+        "reserved_k",
+        "waiting",
+    )
 
     def __init__(self, index: int, info: Any):
         self.index = index
@@ -74,9 +94,14 @@ class _Site:
         self.node_free = list(sizes)
         self.node_size = sizes
         self.node_down = [0] * len(sizes)
-        self.by_free: list[set[int]] = [set() for _ in range(self.per_node + 1)]
-        for n, size in enumerate(sizes):
-            self.by_free[size].add(n)
+        # by_free[c]: a stack of nodes that had c free GPUs when pushed; stale entries are dropped when met
+        # (a set's next(iter()) slows down after many deletions; this stays O(1) amortised)
+        self.by_free: list[list[int]] = [[] for _ in range(self.per_node + 1)]
+        for n in reversed(range(len(sizes))):
+            self.by_free[sizes[n]].append(n)
+        self.waiting = 0  # queued jobs that may run here
+        self.reserved = -1  # a node kept for the first job that needs more GPUs than any node has free
+        self.reserved_k = 0
         self.free = info.gpus
         self.busy = 0
         self.down = 0
@@ -96,20 +121,50 @@ class _Site:
             self.last_t = now
 
     def take(self, k: int) -> int:
-        """Best fit: a node with the fewest free GPUs >= k; -1 if none."""
-        by_free = self.by_free
+        """Best fit: a node with the fewest free GPUs >= k (not the reserved node unless k is as wide as the
+        job it is kept for); -1 if none."""
+        by_free, node_free, reserved = self.by_free, self.node_free, self.reserved
         for c in range(k, self.per_node + 1):
-            nodes = by_free[c]
-            if nodes:
-                node = next(iter(nodes))
-                self.move(node, c, c - k)
+            stack = by_free[c]
+            skipped = -1
+            while stack:
+                node = stack.pop()
+                if node_free[node] != c:
+                    continue  # stale
+                if node == reserved and k < self.reserved_k:
+                    skipped = node
+                    continue
+                if skipped >= 0:
+                    stack.append(skipped)
+                node_free[node] = c - k
+                by_free[c - k].append(node)
+                if k >= self.reserved_k and reserved >= 0:
+                    self.reserved, self.reserved_k = -1, 0  # the wide job this was kept for (or its like) runs
                 return node
+            if skipped >= 0:
+                stack.append(skipped)
         return -1
 
+    def reserve(self, k: int) -> None:
+        """Keep the node nearest to k free GPUs for a k-GPU job: narrower jobs may not start there meanwhile."""
+        if self.reserved >= 0:
+            return
+        best = -1
+        for c in range(self.per_node, -1, -1):  # the most free GPUs first: the top of each stack
+            stack = self.by_free[c]
+            while stack and self.node_free[stack[-1]] != c:
+                stack.pop()  # stale
+            for node in reversed(stack):
+                if self.node_free[node] == c and self.node_size[node] - self.node_down[node] >= k:
+                    best = node
+                    break
+            if best >= 0:
+                break
+        self.reserved, self.reserved_k = best, (k if best >= 0 else 0)
+
     def move(self, node: int, old: int, new: int) -> None:
-        self.by_free[old].discard(node)
-        self.by_free[new].add(node)
         self.node_free[node] = new
+        self.by_free[new].append(node)
 
 
 class _Queue:
@@ -198,15 +253,22 @@ def simulate(
             key = j_key[j] = (policy.key(job)[:-1], j)  # the policy's key; ties end on the integer id
         heapq.heappush(q.heap, key)
         queued_by_tenant[ti] += 1
+        for k in q.sites:
+            sites[k].waiting += 1
         return q
 
     def dispatch(site: _Site, now: float) -> None:
         nonlocal seq, next_batch, batches
+        if not site.waiting:
+            return
+        blocked: list[_Queue] = []
+        if site.reserved >= 0 and not any(q.heap and q.gpus >= site.reserved_k for q in site.queues):
+            site.reserved, site.reserved_k = -1, 0  # no job that wide waits here any more
         while site.free:
             best: _Queue | None = None
             best_rank: Any = None
             for q in site.queues:
-                if q.heap:
+                if q.heap and not (blocked and q in blocked):
                     rank = (tenant_rank(tenants[q.tenant], usage), q.heap[0]) if fair else q.heap[0]
                     if best is None or rank < best_rank:
                         best, best_rank = q, rank
@@ -215,7 +277,11 @@ def simulate(
             k = best.gpus
             node = site.take(k)
             if node < 0:
-                return  # strict order: the first job waits for k GPUs on one node
+                # the first job waits for k GPUs on one node, with a node kept for it; later jobs may start
+                # elsewhere meanwhile (backfill), never on that node, so they do not delay it
+                site.reserve(k)
+                blocked.append(best)
+                continue
             jobs = [heapq.heappop(best.heap)[1]]
             pair = (j_tenant[jobs[0]], best.cls)
             if max_batch > 1 and small[pair]:
@@ -231,6 +297,8 @@ def simulate(
                 queued_by_tenant[j_tenant[j]] -= 1
                 if fair:
                     usage[tenants[j_tenant[j]]] += predicted[(j_tenant[j], best.cls)] * k / len(jobs)
+            for k2 in best.sites:
+                sites[k2].waiting -= len(jobs)
             b = next_batch
             next_batch += 1
             batches += 1
@@ -300,6 +368,8 @@ def simulate(
                     continue  # thinning: that GPU is already down
                 site.account(now)
                 site.failures += 1
+                if node == site.reserved:
+                    site.reserved, site.reserved_k = -1, 0  # keep another node instead
                 busy_here = up - site.node_free[node]
                 if rng.random() * up < busy_here:  # the failed GPU was running a batch: kill it
                     on_node = sorted(b for b, r in running.items() if r[0] == site.index and r[1] == node)

@@ -2,8 +2,8 @@
 class and per region, utilisation, videos/hour, energy, cost, GPU-hours lost; and the time series.
 
 Energy (an assumption, stated in each result): a busy GPU draws its TDP, an idle one
-`idle_power_fraction` x TDP, a down one nothing; facility energy = IT energy x the site's PUE.
-Host CPUs, memory and network are inside PUE's overhead here, not modelled apart.
+`idle_power_fraction` x TDP, a down one nothing; each up GPU adds `host_w_per_gpu` (its share of the
+server: CPUs, NICs, fans); facility energy = IT energy x the site's PUE.
 Cost: every GPU of the site is paid for the whole horizon at its $/GPU-hour (rented or amortised),
 busy or not.
 """
@@ -20,7 +20,8 @@ from noor.sim.world import World
 
 QUANTILES = (50, 95, 99)
 ENERGY_ASSUMPTION = (
-    "busy GPU at TDP, idle GPU at idle_power_fraction x TDP, down GPU 0 W; facility = IT x PUE; "
+    "busy GPU at TDP, idle GPU at idle_power_fraction x TDP, down GPU 0 W, + host_w_per_gpu while up; "
+    "facility = IT x PUE; "
     "cost = all GPUs x horizon x $/GPU-hour"
 )
 
@@ -66,7 +67,8 @@ def summarize(world: World, rec: Record) -> dict[str, Any]:
         busy, down = rec.busy_gpu_s[k], rec.down_gpu_s[k]
         idle = max(gpu_s - busy - down, 0.0)
         energy_kwh = (
-            (busy + idle * site.idle_power_fraction) * site.tdp_w * site.pue / 3.6e6 if site.tdp_w else None
+            ((busy + idle * site.idle_power_fraction) * site.tdp_w + (busy + idle) * site.host_w_per_gpu)
+            * site.pue / 3.6e6 if site.tdp_w else None
         )
         sites.append({
             "name": site.name, "region": site.region, "chip": site.chip, "gpus": site.gpus,

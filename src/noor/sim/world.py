@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from noor import catalog, perf
 from noor.scheduling import QueuedJob, WorkerView, eligible
 from noor.sim.arrivals import Arrivals, poisson, trace
@@ -24,6 +26,7 @@ class SiteInfo:
     mtbf_s: float | None
     mttr_s: float
     tdp_w: float | None
+    host_w_per_gpu: float
     idle_power_fraction: float
     pue: float
     usd_per_gpu_hour: float
@@ -87,6 +90,7 @@ def _site(s: Scenario, i: int) -> SiteInfo:
         mtbf_s=site.mtbf_h * 3600 if site.mtbf_h is not None else None,
         mttr_s=site.mttr_h * 3600,
         tdp_w=tdp,
+        host_w_per_gpu=site.host_w_per_gpu,
         idle_power_fraction=site.idle_power_fraction,
         pue=site.pue,
         usd_per_gpu_hour=site.usd_per_gpu_hour if site.usd_per_gpu_hour is not None else chip.usd_per_hour,
@@ -117,12 +121,19 @@ def _class(spec: RequestClass, where: str, chips: list[str]) -> ClassInfo:
     return ClassInfo(spec.name, spec.model, shape, spec.gpus, spec.slo_s, spec.priority, latency, memory, why)
 
 
-def resolve(s: Scenario) -> World:
-    """Sites sized, classes priced by the perf model (one call per class and chip), arrivals drawn."""
+def resolve(s: Scenario, draw: bool = True) -> World:
+    """Sites sized, classes priced by the perf model (one call per class and chip), arrivals drawn
+    (`draw=False`: Poisson arrivals are not drawn, for the analytic mode; a trace is always read)."""
     sites = [_site(s, i) for i in range(len(s.sites))]
     chips = sorted({site.chip for site in sites})
     specs: list[dict[str, Any]] = [c.model_dump() for c in s.classes]
-    arrivals = trace(s, specs) if s.trace is not None else poisson(s)
+    if s.trace is not None:
+        arrivals = trace(s, specs)
+    elif draw:
+        arrivals = poisson(s)
+    else:
+        empty = np.zeros(0)
+        arrivals = Arrivals(empty, empty.astype(np.int32), empty.astype(np.int32), empty)
     classes = []
     for i, spec in enumerate(specs):
         where = f"classes[{i}]" if i < len(s.classes) else f"trace.path: class {spec['name']!r}"

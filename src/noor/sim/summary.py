@@ -1,0 +1,80 @@
+"""A run's result as rich tables for the terminal, and as JSON-safe data."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.table import Table
+
+
+def _s(x: float | None) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    if x >= 3600:
+        return f"{x / 3600:.1f} h"
+    if x >= 100:
+        return f"{x / 60:.1f} min"
+    return f"{x:.1f} s"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _num(x: float | None, unit: str = "") -> str:
+    return "-" if x is None else f"{x:,.0f}{unit}"
+
+
+def tables(result: dict[str, Any]) -> list[Table]:
+    """Fleet totals, then latency and SLO per class, per region, per tenant; then sites."""
+    f = result["fleet"]
+    title = f"{result['scenario']['name']} ({result['mode']}"
+    title += f", {result['engine']['events']:,} events in {result['engine']['wall_s']:.1f} s)" \
+        if result["mode"] == "event" else ")"
+    fleet = Table(title=title)
+    for col in ("GPUs", "jobs", "utilisation", "videos/h", "SLO met", "wait p95", "e2e p95", "energy MWh", "cost $",
+                "$/video", "GPU-h lost"):
+        fleet.add_column(col, justify="right")
+    fleet.add_row(
+        _num(f["gpus"]), _num(f["jobs"]), _pct(f["utilisation"]), _num(f["videos_per_hour"]), _pct(f["slo_attainment"]),
+        _s(f["wait_s"]["p95"]), _s(f["e2e_s"]["p95"]),
+        "-" if f["energy_kwh"] is None else f"{f['energy_kwh'] / 1000:,.1f}", _num(f["cost_usd"]),
+        "-" if f["usd_per_video"] is None else f"{f['usd_per_video']:.3f}", f"{f['gpu_hours_lost_to_failures']:,.1f}",
+    )
+    out = [fleet]
+    for key, label in (("classes", "class"), ("regions", "region (where it ran)"), ("tenants", "tenant")):
+        t = Table(title=f"per {label}")
+        t.add_column(label.split()[0])
+        for col in ("jobs", "wait p50", "wait p95", "wait p99", "e2e p50", "e2e p95", "e2e p99", "SLO met"):
+            t.add_column(col, justify="right")
+        for g in result[key]:
+            w, e = g["wait_s"], g["e2e_s"]
+            t.add_row(g["name"], _num(g["jobs"]), _s(w["p50"]), _s(w["p95"]), _s(w["p99"]), _s(e["p50"]),
+                      _s(e["p95"]), _s(e["p99"]), _pct(g["slo_attainment"]))
+        out.append(t)
+    sites = Table(title="per site")
+    for col in ("site", "region", "chip", "GPUs", "utilisation", "failures", "down GPU-h", "energy MWh", "cost $"):
+        sites.add_column(col, justify="left" if col in ("site", "region", "chip") else "right")
+    for x in result["sites"]:
+        sites.add_row(x["name"], x["region"], x["chip"], _num(x["gpus"]), _pct(x["utilisation"]),
+                      f"{x['failures']:,.0f}", f"{x['down_gpu_h']:,.1f}",
+                      "-" if x["energy_kwh"] is None else f"{x['energy_kwh'] / 1000:,.1f}", _num(x["cost_usd"]))
+    out.append(sites)
+    return out
+
+
+def jsonable(result: dict[str, Any]) -> dict[str, Any]:
+    """Drop in-memory extras ("_world", "_record") and turn inf/nan into None."""
+
+    def clean(x: Any) -> Any:
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items() if not str(k).startswith("_")}
+        if isinstance(x, list | tuple):
+            return [clean(v) for v in x]
+        return x
+
+    out: dict[str, Any] = clean(result)
+    return out
