@@ -63,3 +63,18 @@ def test_cli_flags_override_the_scenario(noor_plan: Callable[..., Any]) -> None:
     run = noor_plan("growth", str(EXAMPLE), "--json", "--power-price", "0.12")
     doc = json.loads(run.stdout)
     assert doc["inputs"]["overrides"]["power.usd_per_kwh"] == 0.12
+
+
+def test_chips_retire_after_their_life() -> None:
+    sc = load_scenario(EXAMPLE)
+    a = assumptions.resolve({**sc.overrides, "life.accelerator_years": 4})  # H100s of month 0 retire at 48
+    doc = plan_growth(sc, a).to_dict()
+    months = {t["month"]: t for t in doc["timeline"]}
+    h100 = plan_site(35, "h100-sxm", sc.mix, a, "air").videos_per_day
+    assert months[48.0]["capacity_videos_per_day"] == pytest.approx(months[47.0]["capacity_videos_per_day"] - h100)
+    assert doc["summary"]["retirements"] == [  # the B200s of month 12 at 60, the horizon
+        {"site": "hall-1", "chip": "h100-sxm", "chips": plan_site(35, "h100-sxm", sc.mix, a, "air").hardware.chips,
+         "month": 48.0},
+        {"site": "hall-1", "chip": "b200", "chips": plan_site(115, "b200", sc.mix, a).hardware.chips, "month": 60.0},
+    ]
+    assert doc["phases"][-1]["power_mw"] == 2150  # the buildings and their power stay

@@ -111,6 +111,7 @@ class GrowthPlan:
     assumptions: Assumptions
     phases: list[PhaseResult]
     timeline: list[dict[str, float]]  # month by month: capacity and demand
+    retirements: list[dict[str, Any]] = field(default_factory=list)  # builds whose chips reach end of life
 
     def to_dict(self) -> dict[str, Any]:
         cap = self.assumptions.num("serve.utilisation")
@@ -159,6 +160,7 @@ class GrowthPlan:
                 "total_capex_usd": sum(r.capex_usd for r in self.phases),
                 "final_power_mw": self.phases[-1].power_mw if self.phases else 0.0,
                 "final_capacity_videos_per_day": self.phases[-1].capacity_videos_per_day if self.phases else 0.0,
+                "retirements": self.retirements,
             },
         }
 
@@ -240,10 +242,16 @@ def load_scenario(path: Path, field_name: str = "scenario") -> Scenario:
 
 
 def plan_growth(scenario: Scenario, a: Assumptions, mix: Mix | None = None) -> GrowthPlan:
-    """Each phase's builds planned as sites; capacity summed over everything built so far."""
+    """Each phase's builds planned as sites; capacity summed over what is built and not yet retired
+    (a build's chips serve for life.accelerator_years from its phase's month; its power stays)."""
     mix = mix or scenario.mix
+    life_months = a.num("life.accelerator_years") * 12
     results: list[PhaseResult] = []
-    built: list[tuple[Build, SitePlan]] = []
+    everything: list[tuple[float, Build, SitePlan]] = []  # (month built, build, plan)
+
+    def alive(month: float) -> list[tuple[Build, SitePlan]]:
+        return [(b, s) for m, b, s in everything if m <= month < m + life_months]
+
     for phase in scenario.phases:
         # 1. plan what this phase adds
         new = []
@@ -253,15 +261,16 @@ def plan_growth(scenario: Scenario, a: Assumptions, mix: Mix | None = None) -> G
             except PlanError as err:
                 where = f"phase[{scenario.phases.index(phase)}].build[{j}]"
                 raise PlanError(f"{where}.{err.field}", err.value, err.message) from err
-        built += new
-        # 2. the whole fleet so far
+        everything.extend((phase.month, b, s) for b, s in new)
+        built = alive(phase.month)
+        # 2. the whole fleet in service
         chips: dict[str, int] = {}
         for b, s in built:
             chips[b.chip] = chips.get(b.chip, 0) + s.hardware.chips
         results.append(PhaseResult(
             phase=phase,
             plans=new,
-            power_mw=sum(b.power_mw for b, _ in built),
+            power_mw=sum(b.power_mw for _month, b, _plan in everything),  # power and buildings stay
             chips=chips,
             capacity_videos_per_day=sum(s.videos_per_day for _, s in built),
             demand_videos_per_day=scenario.demand.at(phase.month),
@@ -271,12 +280,14 @@ def plan_growth(scenario: Scenario, a: Assumptions, mix: Mix | None = None) -> G
         ))
     # 3. month by month to the horizon: capacity steps up at each phase, demand follows the forecast
     horizon = int(max(scenario.demand.months[-1], scenario.phases[-1].month))
-    timeline = []
-    for month in range(int(scenario.phases[0].month), horizon + 1):
-        live = [r for r in results if r.phase.month <= month]
-        timeline.append({
-            "month": float(month),
-            "capacity_videos_per_day": live[-1].capacity_videos_per_day if live else 0.0,
-            "demand_videos_per_day": scenario.demand.at(month),
-        })
-    return GrowthPlan(scenario, a, results, timeline)
+    timeline = [
+        {"month": float(month),
+         "capacity_videos_per_day": sum(s.videos_per_day for _, s in alive(month)),
+         "demand_videos_per_day": scenario.demand.at(month)}
+        for month in range(int(scenario.phases[0].month), horizon + 1)
+    ]
+    retirements = [
+        {"site": b.site, "chip": b.chip, "chips": s.hardware.chips, "month": m + life_months}
+        for m, b, s in everything if m + life_months <= horizon
+    ]
+    return GrowthPlan(scenario, a, results, timeline, retirements)

@@ -166,7 +166,10 @@ def growth_markdown(doc: dict[str, Any]) -> str:
               f"{_n(summary['final_capacity_videos_per_day'])} videos/day, "
               f"total capex {_usd(summary['total_capex_usd'])}",
               f"- demand first exceeds capacity at month {_n(short)}" if short is not None
-              else "- capacity meets the forecast demand at every month", ""]
+              else "- capacity meets the forecast demand at every month"]
+    lines += [f"- {_n(r['chips'])} {r['chip']} at {r['site']} reach end of life at month {_n(r['month'])} "
+              "(life.accelerator_years): capacity drops unless refreshed" for r in summary["retirements"]]
+    lines += [""]
     lines += ["## Phases", ""]
     lines += _table(
         ["phase", "month", "buy", "power MW", "capacity videos/day", "demand videos/day", "shortfall", "utilisation",
