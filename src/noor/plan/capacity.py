@@ -11,6 +11,7 @@ rate at which every class keeps its SLO: min over classes of (class rate / class
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -148,6 +149,54 @@ def _one_server_each(chips: dict[str, int], gpus: dict[str, int], chips_total: i
             chips[name] += take
 
 
+def _servers_needed(rate_of: Callable[[int], float], wanted_per_s: float, low: int) -> int:
+    """Fewest servers whose rate reaches `wanted_per_s`, searching up from a lower bound."""
+    servers, step = max(low, 1), 1
+    while rate_of(servers) < wanted_per_s:  # grow fast, then bisect back
+        servers += step
+        step *= 2
+    lo, hi = max(low, 1, servers - step // 2), servers
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if rate_of(mid) >= wanted_per_s:
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi
+
+
+def _balance(mix: Mix, choice: dict[str, Option], chips: dict[str, int], chips_total: int, total_per_s: float,
+             rate: Callable[[RequestClass, Option, int], float], u: float) -> tuple[float, dict[str, int]]:
+    """Bisect the total rate between what the proportional split gives and all chips 100% busy, giving each
+    class the fewest servers that carry its share."""
+    u_bound = chips_total / sum(rc.share * choice[rc.name].gpus * choice[rc.name].latency_s for rc in mix.classes)
+
+    def need(total: float) -> dict[str, int] | None:
+        out = {}
+        for rc in mix.classes:
+            o = choice[rc.name]
+            wanted = total * rc.share
+            low = math.ceil(wanted * o.latency_s / u * (1 - 1e-12))  # at the utilisation cap: a lower bound
+            servers = _servers_needed(lambda s, rc=rc, o=o: rate(rc, o, s * o.gpus), wanted, low)  # type: ignore[misc]
+            out[rc.name] = servers * o.gpus
+            if sum(out.values()) > chips_total:
+                return None
+        return out
+
+    best_rate, best_chips = total_per_s, chips
+    lo, hi = total_per_s, max(total_per_s, u_bound)
+    for _ in range(40):
+        if hi - lo <= 1e-6 * hi:
+            break
+        mid = (lo + hi) / 2
+        fit = need(mid)
+        if fit is None:
+            hi = mid
+        else:
+            lo, best_rate, best_chips = mid, mid, fit
+    return best_rate, best_chips
+
+
 def fleet(mix: Mix, chip_id: str, chips_total: int, a: Assumptions) -> list[ClassPlan]:
     """Each class's pool and rate when `chips_total` chips of one type serve the mix at its SLOs."""
     u = a.num("serve.utilisation")
@@ -178,6 +227,8 @@ def fleet(mix: Mix, chip_id: str, chips_total: int, a: Assumptions) -> list[Clas
 
     # 4. the fleet's rate: every class at its share of one arrival stream
     total_per_s = min(rate(rc, choice[rc.name], chips[rc.name]) / rc.share for rc in mix.classes)
+    # 5. rebalance: the highest rate whose pools, each as small as its share allows, fit in the chips
+    total_per_s, chips = _balance(mix, choice, chips, chips_total, total_per_s, rate, u)
     plans = []
     for rc in mix.classes:
         o = choice[rc.name]
