@@ -10,6 +10,7 @@ import html
 import io
 import json
 import math
+import re
 from typing import Any
 
 import matplotlib
@@ -27,9 +28,10 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}figure{margi
 
 def _svg(fig: Any) -> str:
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     text = buf.getvalue()
+    text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)  # creator, date: noise in a report
     return text[text.index("<svg"):]
 
 
@@ -66,6 +68,10 @@ def _cdf_plot(samples: dict[str, Any], title: str) -> str:
 def _fmt(x: Any) -> str:
     if x is None:
         return "-"
+    if isinstance(x, bool):
+        return str(x)
+    if isinstance(x, int):
+        return f"{x:,}"
     if isinstance(x, float):
         return f"{x:,.3f}" if abs(x) < 10 else f"{x:,.1f}"
     return html.escape(str(x))
