@@ -595,8 +595,7 @@ def plan_chips_cmd(
     html_out: PlanHtml = None,
     md_out: PlanMd = None,
 ) -> None:
-    """Every chip on the same power and mix, ranked (videos/day per MW, $/video, time to a video); chips that
-    cannot serve the mix are marked with why."""
+    """Every chip on the same power and mix, ranked by videos/day per MW, $/video or time; misfits marked."""
     from noor.plan import PlanError
     from noor.plan.chips import rank_chips
 
