@@ -934,6 +934,61 @@ def simulate_run(
         console.print(f"wrote {html}")
 
 
+@simulate_app.command("sweep")
+def simulate_sweep(
+    scenario: ScenarioFile,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="a key and its values: scheduling.policy=fifo,sjf "
+                                                                 "(repeatable; the grid is every combination)")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="points run at once (local processes)")] = 2,
+    ray: Annotated[bool, typer.Option("--ray", help="run the points as Ray tasks (Ray must be installed)")] = False,
+    analytic: Annotated[bool, typer.Option("--analytic", help="the queueing approximation for every point")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the rows as JSON")] = None,
+) -> None:
+    """Run a grid of variants of one scenario in parallel and tabulate them."""
+    from noor.sim import sweep as sweeps
+    from noor.sim.summary import jsonable
+
+    data = _scenario_data(scenario, None, None)
+    axes: dict[str, list[Any]] = {}
+    for item in set_ or []:
+        key, eq, values = item.partition("=")
+        if not eq or not key or not sweeps.split_values(values):
+            fail("--set", item, "must be KEY=V1,V2,..., e.g. sites[0].gpus=256,512")
+        axes[key.strip()] = [_toml_value(v) for v in sweeps.split_values(values)]
+    if not axes:
+        fail("--set", None, "give at least one KEY=V1,V2,... to sweep")
+    n = 1
+    for axis in axes.values():
+        n *= len(axis)
+    try:
+        if ray:
+            sweeps.require_ray()
+        with _progress() as bar:
+            task = bar.add_task("sweeping", total=n, info=f"{n} points, {'ray' if ray else f'{jobs} processes'}")
+            rows = sweeps.sweep(data, axes, jobs=jobs, analytic=analytic, ray=ray,
+                                progress=lambda done, total: bar.update(task, completed=done))
+    except sweeps.SweepError as err:
+        raise BadInput(str(err)) from err
+    table = Table(title=f"{scenario.name}: {n} points ({'analytic' if analytic else 'event'})")
+    for key in axes:
+        table.add_column(key)
+    for col in ("GPUs", "utilisation", "videos/h", "wait p95 s", "e2e p95 s", "SLO met", "energy MWh", "$/video"):
+        table.add_column(col, justify="right")
+
+    def num(x: Any, spec: str) -> str:
+        return "-" if x is None else format(x, spec)
+
+    for row in rows:
+        table.add_row(*(str(row[k]) for k in axes), f"{row['gpus']:,}", num(row["utilisation"], ".1%"),
+                      num(row["videos_per_hour"], ",.0f"), num(row["wait_p95_s"], ",.1f"),
+                      num(row["e2e_p95_s"], ",.1f"), num(row["slo_attainment"], ".1%"),
+                      num(row["energy_kwh"] and row["energy_kwh"] / 1000, ",.1f"), num(row["usd_per_video"], ".3f"))
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    if json_out is not None:
+        _write(json_out, json.dumps(jsonable({"scenario": data, "axes": axes, "rows": rows}), indent=2), "--json")
+        console.print(f"wrote {json_out}")
+
+
 def main() -> None:
     """Entry point: user errors are one line on stderr and exit code 2, never a traceback."""
     try:
