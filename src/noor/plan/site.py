@@ -291,5 +291,5 @@ def plan_site(power_mw: float, chip_id: str, mix: Mix, a: Assumptions, cooling: 
                      f"a request runs on at most that many")
     idle = hw.chips - sum(c.chips for c in classes)
     if idle:
-        notes.append(f"{idle} chips left over after splitting the fleet between classes (rounding)")
+        notes.append(f"{idle} chips spare: too few to raise every class's rate at its share (they stay idle)")
     return SitePlan(power_mw, cooling, mix, a, power, hw, classes, cost, notes)
