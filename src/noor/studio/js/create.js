@@ -4,7 +4,7 @@
 import { api } from "./api.js";
 import { cents, seconds, t } from "./i18n.js";
 import { fail, refreshCredits } from "./session.js";
-import { clearError, field, h, notice, select, showError } from "./ui.js";
+import { clearError, field, h, notice, replaceAfter, select } from "./ui.js";
 
 const blankFrame = () => ({ kind: "none", url: null, name: null, id: "" });
 // What the user typed survives a language switch or a visit to another page (not a reload).
@@ -112,22 +112,23 @@ let changed = () => {};
 export function render(main, { params }) {
   const extend = params.get("extend");
   if (extend) draft.frame0 = { ...blankFrame(), kind: "generation", id: extend };
-  main.replaceChildren(h("h1", {}, t("create.title")), h("p", { class: "muted" }, t("loading")));
+  const heading = h("h1", {}, t("create.title")); // kept when the form replaces "loading": it may hold the focus
+  main.replaceChildren(heading, h("p", { class: "muted" }, t("loading")));
   const controller = new AbortController();
   Promise.all([options ? options : api.options(), api.gallery({ state: "completed", limit: 100 })])
     .then(([opts, done]) => {
       options = opts;
       draft.model = draft.model || opts.default_model;
-      build(main, opts, done.generations, extend, controller);
+      build(main, heading, opts, done.generations, extend, controller);
     })
     .catch((err) => {
-      main.replaceChildren(h("h1", {}, t("create.title")));
+      main.replaceChildren(heading);
       fail(main, err);
     });
   return () => controller.abort();
 }
 
-function build(main, opts, completed, extend, controller) {
+function build(main, heading, opts, completed, extend, controller) {
   const bind = (control, key, read = (c) => c.value) => {
     control.addEventListener("input", () => {
       draft[key] = read(control);
@@ -250,6 +251,6 @@ function build(main, opts, completed, extend, controller) {
       submit.textContent = t("create.submit");
     }
   });
-  main.replaceChildren(h("h1", {}, t("create.title")), form);
+  replaceAfter(heading, form);
   requote();
 }

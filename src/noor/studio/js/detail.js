@@ -45,6 +45,7 @@ export function render(main, { id }) {
   let shown = null; // what the page shows now, to redraw only on change
   const errors = h("div");
   delete main.dataset.state;
+  main.dataset.id = id;
   main.replaceChildren(h("h1", {}, id), h("p", { class: "muted" }, t("loading")));
 
   const dialog = h(
@@ -102,6 +103,7 @@ export function render(main, { id }) {
       actions.append(h("span", { class: "actions" }, h("label", { for: "upscale-to" }, t("detail.upscale.to")), to, go));
     }
     actions.append(h("button", { type: "button", class: "danger", onclick: () => dialog.showModal() }, t("detail.delete")));
+    const hadFocus = main.contains(document.activeElement); // a redraw must not drop the keyboard focus
     const running = g.state === "queued" || g.state === "dreaming";
     const title = g.request.prompt || g.id;
     main.replaceChildren(
@@ -132,7 +134,7 @@ export function render(main, { id }) {
       ),
       dialog,
     );
-    if (!first) return;
+    if (!first && !hadFocus) return;
     main.querySelector("h1").setAttribute("tabindex", "-1");
     main.querySelector("h1").focus();
   };

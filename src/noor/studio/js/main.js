@@ -44,8 +44,10 @@ function route() {
   document.getElementById("sign-out").hidden = !key();
   main.dataset.view = page;
   delete main.dataset.state;
+  delete main.dataset.id;
   cleanup = view.render(main, { id, params }) || null;
-  focusHeading(main);
+  // keyboard and screen-reader users land on the new page's heading, unless the view focused a field itself
+  if (!main.contains(document.activeElement)) focusHeading(main);
 }
 
 async function start() {

@@ -4,7 +4,7 @@
 import { api } from "./api.js";
 import { compact, lang, num, seconds, t } from "./i18n.js";
 import { fail } from "./session.js";
-import { clearError, field, h, select } from "./ui.js";
+import { clearError, field, h, replaceAfter, select } from "./ui.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 let chipOptions = null;
@@ -183,19 +183,20 @@ function planForm({ id, title, intro, controls, button, run }) {
 }
 
 export function render(main) {
-  main.replaceChildren(h("h1", {}, t("planner.title")), h("p", { class: "muted" }, t("loading")));
+  const heading = h("h1", {}, t("planner.title")); // kept when the forms replace "loading": it may hold the focus
+  main.replaceChildren(heading, h("p", { class: "muted" }, t("loading")));
   (chipOptions ? Promise.resolve(chipOptions) : api.options().then((o) => o.chips))
     .then((chips) => {
       chipOptions = chips;
-      build(main, chips);
+      build(main, heading, chips);
     })
     .catch((err) => {
-      main.replaceChildren(h("h1", {}, t("planner.title")));
+      main.replaceChildren(heading);
       fail(main, err);
     });
 }
 
-function build(main, chips) {
+function build(main, heading, chips) {
   const keep = (control, key) => {
     control.addEventListener("change", () => (inputs[key] = control.value));
     return control;
@@ -222,5 +223,5 @@ function build(main, chips) {
     button: t("planner.compare"),
     run: async () => chipsResult(await api.planChips({ power_mw: Number(chipsPower.value), cooling: chipsCooling.value })),
   });
-  main.replaceChildren(h("h1", {}, t("planner.title")), ...site, h("div", { style: "height: 1rem" }), ...compare);
+  replaceAfter(heading, ...site, h("div", { style: "height: 1rem" }), ...compare);
 }

@@ -107,3 +107,9 @@ export function focusHeading(root) {
     heading.focus({ preventScroll: false });
   }
 }
+
+// Replace what follows `keep` in its parent, leaving `keep` in place (re-inserting a node drops its focus).
+export function replaceAfter(keep, ...nodes) {
+  while (keep.nextSibling) keep.nextSibling.remove();
+  keep.after(...nodes);
+}
