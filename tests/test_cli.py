@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -128,3 +129,20 @@ def test_train_tiny_runs_all_stages_with_progress(tmp_path: Path) -> None:
     assert (tmp_path / "mine" / "model_index.json").is_file() and "2 denoiser steps" in run.stdout
     again = noor("generate", "a red circle", "--weights", "mine", "--steps", "1", "-o", "x.mp4", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"NOOR_SCHEDULER": "lottery"}, "lottery"),
+        ({"NOOR_SCHEDULER": "sjf", "NOOR_SCHEDULER_SETTINGS": '{"x": 1}'}, "x"),
+    ],
+)
+def test_serve_refuses_an_unknown_scheduling_policy(tmp_path: Path, env: dict[str, str], named: str) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "noor.cli", "serve", "--workers", "0", "--port", "1"],
+        env={**os.environ, "NOOR_DATA_DIR": str(tmp_path), **env},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1 and "NOOR_SCHEDULER" in lines[0] and named in lines[0], run.stderr

@@ -6,10 +6,13 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from noor.scheduling import Policy
 
 
 def _default_data_dir() -> Path:
@@ -39,6 +42,12 @@ class Settings(BaseSettings):
     price_markup: float = Field(1.0, ge=0, description="price = predicted cost at the chip's $/hour x this")
     log_format: Literal["json", "text"] = Field("json", description="`noor serve` logs: JSON lines or plain text")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
+    scheduler: str = Field(
+        "priority", description="queue order workers claim in: priority, fifo, sjf, fair-share (noor.scheduling)"
+    )
+    scheduler_settings: dict[str, Any] = Field(
+        default_factory=dict, description='the policy\'s settings, JSON, e.g. {"aging_per_s": 0.01} for sjf'
+    )
     ssrf_allow: list[str] = Field(
         default_factory=list, description="networks callbacks may reach despite being private, e.g. 10.0.0.0/8"
     )
@@ -50,6 +59,12 @@ class Settings(BaseSettings):
     @property
     def resolved_assets_url(self) -> str:
         return self.assets_url or str(self.data_dir / "assets")
+
+    def scheduling_policy(self) -> Policy:
+        """The configured queue-order policy (NOOR_SCHEDULER, NOOR_SCHEDULER_SETTINGS); SchedulingError if unknown."""
+        from noor import scheduling
+
+        return scheduling.get(self.scheduler, **self.scheduler_settings)
 
     def secret(self) -> bytes:
         """The key that signs asset links: made once, kept in the data dir (mode 600)."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from noor import scheduling
 from noor.jobs.generation import InvalidTransition, State, check_transition, now_utc
 from noor.jobs.store import NotFound, Store
 
@@ -47,6 +48,29 @@ def test_claim_orders_by_priority_then_age_and_filters_models(store: Store) -> N
     got = [store.claim("w1", 30), store.claim("w1", 30), store.claim("w1", 30), store.claim("w1", 30)]
     assert [g.id if g else None for g in got] == [first, second, low, None]
     assert got[0] is not None and got[0].state == "dreaming" and got[0].attempts == 1
+
+
+def test_claim_follows_the_stores_scheduling_policy(store: Store) -> None:
+    # shortest predicted job first: the short job, though newer, is claimed before the long one
+    store.scheduler = scheduling.get("sjf")
+    long = _create(store, eta_s=60.0)
+    short = _create(store, eta_s=2.0)
+    assert [store.claim("w1", 30).id, store.claim("w1", 30).id] == [short, long]  # type: ignore[union-attr]
+
+
+def test_fair_share_claims_for_the_tenant_given_the_least_work(store: Store) -> None:
+    store.scheduler = scheduling.get("fair-share")
+    now = now_utc()
+    busy = _create(store, tenant="busy")
+    assert store.claim("w1", 300, now=now - timedelta(seconds=120)) is not None
+    assert store.complete(busy, "w1", {"video": "v.mp4"})  # busy was given ~120 s of work in the last hour
+    older = _create(store, tenant="busy")
+    newer = _create(store, tenant="quiet")
+    got = store.claim("w1", 30, now=now)
+    assert got is not None and got.id == newer != older
+    # with plain priority tiers the older job would have gone first
+    store.scheduler = scheduling.get("priority")
+    assert store.claim("w1", 30, now=now).id == older  # type: ignore[union-attr]
 
 
 def test_only_the_lease_holder_finishes_and_only_once(store: Store) -> None:

@@ -30,11 +30,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
+from noor import scheduling
 from noor.jobs import outbox
 from noor.jobs.generation import Generation, State, check_transition, now_utc
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 REQUEUE_EVERY = timedelta(seconds=1)
+# A claim orders at most this many queued jobs (the oldest by tier) with the scheduling policy: bounded work
+# per claim; a policy that favours others (SJF, fair share) chooses among these.
+CLAIM_CANDIDATES = 256
+USAGE_WINDOW = timedelta(hours=1)  # fair share counts the GPU-seconds each tenant was given in this window
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 # The tenants table as the store charges and refunds it (jobs.tenants maps it; importing that here would loop).
@@ -127,7 +133,9 @@ def migrate(engine: Engine) -> None:
 
 
 class Store:
-    def __init__(self, url: str, *, run_migrations: bool = True):
+    def __init__(self, url: str, *, run_migrations: bool = True, scheduler: scheduling.Policy | None = None):
+        """`scheduler`: the queue-order policy claims follow (noor.scheduling; default: priority tiers, then oldest)."""
+        self.scheduler = scheduler or scheduling.get("priority")
         self.engine = make_engine(url)
         if run_migrations:
             migrate(self.engine)
@@ -280,26 +288,60 @@ class Store:
         regions: Sequence[str] | None = None,
         now: datetime | None = None,
     ) -> Generation | None:
-        """Hand the next queued job (lowest priority value, then oldest) to `worker` under a lease."""
+        """Hand `worker` the queued job the scheduling policy puts first, under a lease.
+
+        The same `noor.scheduling` policy the simulator drives: 1. the jobs this worker may run (its models and
+        regions: residency) are read; 2. the policy orders them (fair share with each tenant's recent GPU-seconds);
+        3. one conditional UPDATE takes the first, and a job another worker took meanwhile is skipped.
+        """
         now = now or now_utc()
         # expired leases are looked for at most once a second per store, not on every idle poll
         if self._requeued_at is None or not timedelta(0) <= now - self._requeued_at < REQUEUE_EVERY:
             self.requeue_expired(now)
             self._requeued_at = now
         check_transition(State.QUEUED, State.DREAMING)
-        candidates = select(Generation.id).where(
-            Generation.state == State.QUEUED.value, Generation.deleted_at.is_(None)
-        )
+        # 1. candidates
+        query = select(
+            Generation.id, Generation.tenant, Generation.model, Generation.created_at, Generation.eta_s,
+            Generation.priority,
+        ).where(Generation.state == State.QUEUED.value, Generation.deleted_at.is_(None))  # fmt: skip
         if models is not None:
-            candidates = candidates.where(Generation.model.in_(list(models)))
+            query = query.where(Generation.model.in_(list(models)))
         if regions is not None:
-            candidates = candidates.where(or_(Generation.region.is_(None), Generation.region.in_(list(regions))))
-        candidates = candidates.order_by(Generation.priority, Generation.created_at, Generation.id).limit(1)
-        if self.engine.dialect.name == "postgresql":
-            candidates = candidates.with_for_update(skip_locked=True)
+            query = query.where(or_(Generation.region.is_(None), Generation.region.in_(list(regions))))
+        query = query.order_by(Generation.priority, Generation.created_at, Generation.id).limit(CLAIM_CANDIDATES)
+        with self.session() as s:
+            queue = [
+                scheduling.QueuedJob(
+                    id=row.id,
+                    tenant=row.tenant,
+                    model=row.model,
+                    submitted_at_s=(row.created_at - EPOCH).total_seconds(),
+                    predicted_s=row.eta_s or 0.0,
+                    priority=row.priority,
+                )
+                for row in s.execute(query)
+            ]
+        if not queue:
+            return None
+        # 2. the policy's order
+        usage = None if self.scheduler.static else self._usage(now)
+        ordered = self.scheduler.order(queue, (now - EPOCH).total_seconds(), usage)
+        # 3. take the first still queued (a conditional UPDATE: two workers never both win a job)
+        for job in ordered[:8]:
+            claimed = self._take(job.id, worker, lease_s, now)
+            if claimed is not None:
+                return claimed
+        return None
+
+    def _take(self, generation_id: str, worker: str, lease_s: float, now: datetime) -> Generation | None:
         statement = (
             update(Generation)
-            .where(Generation.id == candidates.scalar_subquery(), Generation.state == State.QUEUED.value)
+            .where(
+                Generation.id == generation_id,
+                Generation.state == State.QUEUED.value,
+                Generation.deleted_at.is_(None),
+            )
             .values(
                 state=State.DREAMING.value,
                 lease_owner=worker,
@@ -316,6 +358,19 @@ class Store:
             if claimed is not None:
                 outbox.enqueue(s, claimed)
             return claimed
+
+    def _usage(self, now: datetime) -> dict[str, float]:
+        """Seconds of work each tenant was given in the last USAGE_WINDOW (running jobs count up to now)."""
+        since = now - USAGE_WINDOW
+        query = select(Generation.tenant, Generation.started_at, Generation.finished_at).where(
+            Generation.started_at.is_not(None), or_(Generation.finished_at.is_(None), Generation.finished_at >= since)
+        )
+        usage: dict[str, float] = {}
+        with self.session() as s:
+            for tenant, started, finished in s.execute(query):
+                seconds = ((finished or now) - max(started or now, since)).total_seconds()
+                usage[tenant] = usage.get(tenant, 0.0) + max(0.0, seconds)
+        return usage
 
     def heartbeat(
         self,

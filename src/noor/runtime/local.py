@@ -40,7 +40,7 @@ def _work(name: str, database_url: str, assets_url: str, threads: int | None, le
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     logs.setup(settings().log_level, settings().log_format)
-    store = Store(database_url, run_migrations=False)
+    store = Store(database_url, run_migrations=False, scheduler=settings().scheduling_policy())
     from noor.engine import registry
 
     # every model installed when the server starts (each is loaded on its first job and kept)
