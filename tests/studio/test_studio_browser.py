@@ -134,8 +134,9 @@ def test_create_from_arabic_play_extend_delete(page: Any, served: Served) -> Non
     shoot(page, "create")
     page.get_by_role("button", name="Create video").click()
 
-    # the detail page: queued/dreaming with progress, then the player
-    page.wait_for_selector("main[data-view=g]")
+    # the detail page: queued/dreaming with a progress bar (a toy job takes seconds), then the player
+    page.wait_for_selector("main[data-view=g] progress", timeout=5_000)
+    assert page.locator("main").get_attribute("data-state") in ("queued", "dreaming")
     notice = page.locator("#notice").inner_text()
     assert notice.startswith("Queued ") and "ETA" in notice and "¢" in notice
     first_id = wait_completed(page)
