@@ -4,9 +4,10 @@
 import { api } from "./api.js";
 import { cents, seconds, t, when } from "./i18n.js";
 import { fail, refreshCredits } from "./session.js";
-import { clearError, h, notice, progressBar, select, stateBadge } from "./ui.js";
+import { clearError, h, notice, progressBar, select, stateBadge, updateProgress } from "./ui.js";
 
 const POLL_MS = 1000;
+const PREVIEW_RELOAD_MS = 4000;
 const UPSCALE_TO = ["720p", "1080p", "4k"];
 
 function info(g) {
@@ -43,6 +44,7 @@ export function render(main, { id }) {
   let timer = null;
   let stopped = false;
   let shown = null; // what the page shows now, to redraw only on change
+  let previewAt = 0;
   const errors = h("div");
   delete main.dataset.state;
   main.dataset.id = id;
@@ -72,8 +74,19 @@ export function render(main, { id }) {
   });
 
   const draw = (g) => {
-    const sig = `${g.state}|${Math.round(g.progress * 100)}|${g.assets?.progress_video || ""}`;
-    if (sig === shown) return;
+    // Redraw on a new state or the first preview; otherwise move the progress bar and, every few
+    // seconds, reload the preview clip (the worker rewrites it every 2 s; its signed link changes each poll).
+    const sig = `${g.state}|${g.assets?.progress_video ? 1 : 0}`;
+    if (sig === shown) {
+      updateProgress(main, g);
+      const preview = main.querySelector("video.preview");
+      if (preview && g.assets.progress_video && Date.now() - previewAt > PREVIEW_RELOAD_MS) {
+        preview.src = g.assets.progress_video;
+        previewAt = Date.now();
+      }
+      return;
+    }
+    previewAt = Date.now();
     const first = shown === null;
     shown = sig;
     main.dataset.state = g.state;

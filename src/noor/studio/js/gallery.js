@@ -4,7 +4,7 @@
 import { api } from "./api.js";
 import { num, t, when } from "./i18n.js";
 import { fail } from "./session.js";
-import { clearError, field, h, progressBar, select, stateBadge } from "./ui.js";
+import { clearError, field, h, progressBar, select, stateBadge, updateProgress } from "./ui.js";
 
 const PAGE_SIZE = 12;
 const POLL_MS = 1500;
@@ -40,8 +40,9 @@ function tile(g) {
   );
 }
 
-// What makes a tile look different: redraw only when this changes (a redrawn preview restarts).
-const signature = (g) => `${g.state}|${Math.round((g.progress || 0) * 100)}|${g.assets?.progress_video ? 1 : 0}`;
+// What makes a tile look different: redraw only when this changes (a redrawn preview restarts);
+// progress moves in place.
+const signature = (g) => `${g.state}|${g.assets?.progress_video ? 1 : 0}`;
 
 export function render(main, { params }) {
   // The filter and page live in the URL (bookmarkable) but change in place: typing keeps its focus.
@@ -104,7 +105,10 @@ export function render(main, { params }) {
       const old = new Map([...list.children].map((li) => [li.dataset.id, li]));
       const tiles = res.generations.map((g) => {
         const seen = old.get(g.id);
-        if (seen && seen.dataset.sig === signature(g)) return seen;
+        if (seen && seen.dataset.sig === signature(g)) {
+          updateProgress(seen, g);
+          return seen;
+        }
         const fresh = tile(g);
         fresh.dataset.sig = signature(g);
         return fresh;

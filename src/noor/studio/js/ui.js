@@ -70,13 +70,20 @@ export function stateBadge(state) {
 }
 
 export function progressBar(g) {
+  const bar = h("div", { class: "progress" }, h("progress", { max: 100 }), h("span", { class: "muted" }));
+  updateProgress(bar, g);
+  return bar;
+}
+
+// Move a progress bar in place (a redraw would restart the preview clip next to it).
+export function updateProgress(root, g) {
   const pct = Math.round((g.progress || 0) * 100);
-  return h(
-    "div",
-    { class: "progress" },
-    h("progress", { max: 100, value: pct, "aria-label": t("progress", { pct: `${num(pct, 0)}%` }) }),
-    h("span", { class: "muted" }, t("progress", { pct: `${num(pct, 0)}%` })),
-  );
+  const text = t("progress", { pct: `${num(pct, 0)}%` });
+  for (const bar of root.querySelectorAll("progress")) {
+    bar.value = pct;
+    bar.setAttribute("aria-label", text);
+  }
+  for (const label of root.querySelectorAll(".progress span")) label.textContent = text;
 }
 
 export function field(id, label, control, hint) {
