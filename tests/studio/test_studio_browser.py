@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import Served, start_serve
@@ -199,6 +201,32 @@ def test_create_from_arabic_play_extend_delete(page: Any, served: Served) -> Non
     page.wait_for_function("() => document.querySelectorAll('.gallery .tile').length === 2")
     page.goto(f"/#/g/{first_id}")
     page.wait_for_selector("text=This generation does not exist (or was deleted).")
+
+
+def test_a_failed_generation_shows_why(page: Any, served: Served) -> None:
+    """A real failure: the stored video of a finished generation is lost, then it is upscaled."""
+    auth = {"Authorization": f"Bearer {served.key}"}
+    body = {"prompt": "a yellow box moves right", "aspect_ratio": "1:1"}
+    gid = httpx.post(f"{served.base}/generations/video", json=body, headers=auth).json()["id"]
+    deadline = time.monotonic() + DONE_MS / 1000
+    while (g := httpx.get(f"{served.base}/generations/{gid}", headers=auth).json())["state"] != "completed":
+        assert g["state"] != "failed" and time.monotonic() < deadline, g
+        time.sleep(0.3)
+    key = g["assets"]["video"].split("/assets/", 1)[1].split("?", 1)[0]
+    (Path(served.env["NOOR_DATA_DIR"]) / "assets" / key).unlink()
+    sign_in(page, served.key)
+    page.goto(f"/#/g/{gid}")
+    wait_completed(page)
+    source_url = page.url
+    page.get_by_role("button", name="Upscale").click()
+    page.wait_for_url(lambda url: url != source_url)
+    page.wait_for_selector("main[data-view=g][data-state=failed]", timeout=DONE_MS)
+    reason = page.locator("main .error[role=alert]")
+    assert reason.inner_text() == f"Why it failed: Job failed: AssetNotFound: {key}"
+    assert page.locator("main video.player").count() == 0
+    page.get_by_role("link", name="Gallery", exact=True).click()
+    page.get_by_label("State").select_option("failed")
+    page.wait_for_selector(".gallery .tile[data-state=failed]")
 
 
 def test_refused_requests_are_readable(page: Any, served: Served, tmp_path: Path) -> None:
