@@ -135,3 +135,26 @@ def test_residency_is_never_violated_on_random_queues() -> None:
             for j in scheduling.pick(w, queue, 50.0, policy, max_batch=3):
                 assert j.regions is None or w.region in j.regions
                 assert j.gpus <= w.free_gpus
+
+
+def test_key_columns_give_the_same_order_as_key() -> None:
+    """The simulator ranks jobs with `key_columns` (vectorised); it must agree with `key`/`order`."""
+    import numpy as np
+
+    rng = random.Random(1)
+    cases: list[tuple[str, dict[str, float]]] = [
+        ("fifo", {}), ("priority", {}), ("sjf", {"aging_per_s": 0.0}), ("sjf", {"aging_per_s": 0.3})]
+    for name, settings in cases:
+        policy = scheduling.get(name, **settings)
+        for _ in range(50):
+            queue = [job(f"{i:04d}", rng.choice([0.0, 1.0, rng.uniform(0, 100)]), rng.choice([1.0, 5.0, 50.0]),
+                         priority=rng.randint(-1, 2), gpus=rng.choice([1, 2, 8])) for i in range(rng.randint(1, 30))]
+            columns = policy.key_columns(np.array([j.submitted_at_s for j in queue]),
+                                         np.array([j.priority for j in queue]),
+                                         np.array([j.predicted_s * j.gpus for j in queue]))
+            by_columns = sorted(range(len(queue)), key=lambda i: (*(float(c[i]) for c in columns), queue[i].id))
+            assert [queue[i] for i in by_columns] == policy.order(queue), name
+    fair = scheduling.get("fair-share")
+    queue = [job(f"{i}", float(i), tenant="a") for i in range(5)]
+    (column,) = fair.key_columns(np.array([j.submitted_at_s for j in queue]), None, None)
+    assert list(np.argsort(column)) == [0, 1, 2, 3, 4]  # within one tenant: FIFO, as fair share orders it

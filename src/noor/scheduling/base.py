@@ -32,6 +32,12 @@ class Policy(ABC):
     def order(self, queue: Sequence[QueuedJob], now_s: float = 0.0, usage: Usage | None = None) -> list[QueuedJob]:
         return sorted(queue, key=lambda job: self.key(job, now_s, usage))
 
+    @abstractmethod
+    def key_columns(self, submitted_at_s: Any, priority: Any, predicted_gpu_s: Any) -> list[Any]:
+        """`key` for many jobs at once, as numpy arrays without the final id (for the simulator, which
+        ranks millions of jobs): sorting by these columns, then id, gives the order `key` gives.
+        `predicted_gpu_s` = predicted_s x gpus. For a non-static policy: the order within one tenant."""
+
 
 POLICIES: dict[str, Callable[..., Policy]] = {}
 

@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from noor import scheduling
-from noor.scheduling import QueuedJob
 from noor.sim.world import World
 
 END, REPAIR, FAIL, TICK = 0, 1, 2, 3
@@ -73,6 +72,7 @@ class _Site:
         "index",
         "info",
         "last_t",
+        "levels",
         "lost_gpu_s",
         "node_down",
         "node_free",
@@ -93,6 +93,7 @@ class _Site:
             sizes.append(info.gpus % info.gpus_per_node)
         self.node_free = list(sizes)
         self.node_size = sizes
+        self.levels = [range(k, self.per_node + 1) for k in range(self.per_node + 1)]  # free counts that fit k
         self.node_down = [0] * len(sizes)
         # by_free[c]: a stack of nodes that had c free GPUs when pushed; stale entries are dropped when met
         # (a set's next(iter()) slows down after many deletions; this stays O(1) amortised)
@@ -114,16 +115,27 @@ class _Site:
         self.queues: list[_Queue] = []
 
     def account(self, now: float) -> None:
+        """Down GPU-seconds up to `now` (busy GPU-seconds are added per batch when it ends)."""
         dt = now - self.last_t
         if dt > 0:
-            self.busy_area += self.busy * dt
             self.down_area += self.down * dt
             self.last_t = now
 
     def take(self, k: int) -> int:
         """Best fit: a node with the fewest free GPUs >= k (not the reserved node unless k is as wide as the
         job it is kept for); -1 if none."""
-        by_free, node_free, reserved = self.by_free, self.node_free, self.reserved
+        by_free, node_free = self.by_free, self.node_free
+        if self.reserved < 0:  # the common case, kept short: this runs once per job
+            for c in self.levels[k]:
+                stack = by_free[c]
+                while stack:
+                    node = stack.pop()
+                    if node_free[node] == c:
+                        node_free[node] = c - k
+                        by_free[c - k].append(node)
+                        return node
+            return -1
+        reserved = self.reserved
         for c in range(k, self.per_node + 1):
             stack = by_free[c]
             skipped = -1
@@ -138,7 +150,7 @@ class _Site:
                     stack.append(skipped)
                 node_free[node] = c - k
                 by_free[c - k].append(node)
-                if k >= self.reserved_k and reserved >= 0:
+                if k >= self.reserved_k:
                     self.reserved, self.reserved_k = -1, 0  # the wide job this was kept for (or its like) runs
                 return node
             if skipped >= 0:
@@ -170,14 +182,16 @@ class _Site:
 class _Queue:
     """Queued jobs of one (tenant or region set, class), a heap ordered by the policy key."""
 
-    __slots__ = ("cls", "gpus", "heap", "sites", "tenant")
+    __slots__ = ("base_s", "cls", "gpus", "heap", "site_objs", "sites", "tenant")
 
     def __init__(self, tenant: int, cls: int, gpus: int, sites: list[int]):
         self.tenant = tenant  # -1: several tenants that share regions (static policies)
         self.cls = cls
         self.gpus = gpus
         self.sites = sites
-        self.heap: list[tuple[Any, int]] = []
+        self.heap: list[tuple[Any, ...]] = []
+        self.base_s: list[float] = []  # perf-model seconds of one request of its class, per site
+        self.site_objs: list[_Site] = []
 
 
 def simulate(
@@ -207,7 +221,6 @@ def simulate(
     start = [float("nan")] * n_jobs
     end = [float("nan")] * n_jobs
     where = [-1] * n_jobs
-    j_key: list[Any] = [None] * n_jobs
 
     sites = [_Site(i, info) for i, info in enumerate(world.sites)]
     chips = [info.chip for info in world.sites]
@@ -232,33 +245,85 @@ def simulate(
     small = {pair: p <= sched.batch_max_predicted_s for pair, p in predicted.items()}
     usage = dict.fromkeys(tenants, 0.0)
     queued_by_tenant = [0] * len(tenants)
+    # perf-model seconds of one request of each class on each site (batches: world.latency_s, cached)
+    for q in queues.values():
+        q.base_s = [world.classes[q.cls].latency_s.get(chip, 0.0) for chip in chips]
+        q.site_objs = [sites[k] for k in q.sites]
 
-    heap: list[tuple[float, int, int, int, Any]] = []
+    # every job's place in its queue: the policy's key, computed for all jobs at once, then the job index
+    pred_gpu_s = np.zeros((len(tenants), len(world.classes)))
+    for (ti, ci), p in predicted.items():
+        pred_gpu_s[ti, ci] = p * world.classes[ci].gpus
+    prio = np.array([c.priority for c in world.classes])[arr.cls] + np.array(prio_of)[arr.tenant]
+    columns = policy.key_columns(arr.t_s, prio, pred_gpu_s[arr.tenant, arr.cls]) if n_jobs else []
+    j_key: list[tuple[Any, ...]] = list(zip(*(np.asarray(c).tolist() for c in columns), range(n_jobs), strict=True))
+    j_queue: list[_Queue] = [queue_of[pair] for pair in zip(j_tenant, j_cls, strict=True)]
+
+    heap: list[tuple[Any, ...]] = []
     seq = 0
-    running: dict[int, tuple[int, int, int, float, list[int]]] = {}  # batch -> site, node, k, start, jobs
-    next_batch = 0
+    # batch -> (site, node, k, start, jobs); the same tuple rides in the batch's END event. Kept only where GPUs
+    # can fail (to find a failed GPU's batch); a killed batch leaves it, so its END event is then ignored.
+    running: dict[int, tuple[Any, ...]] = {}
+    failures_on = any(site.fail_rate > 0 for site in sites)
+    launches = [0]  # batches started (a list: bumped inside launch without a nonlocal)
     requeued = 0
-    batches = 0
-    events = 0
     trace: list[tuple[float, str, tuple[int, ...], int, int]] = []
+    heappush, heappop = heapq.heappush, heapq.heappop
 
     def enqueue(j: int) -> _Queue:
-        ti, ci = j_tenant[j], j_cls[j]
-        q = queue_of[(ti, ci)]
-        key = j_key[j]
-        if key is None:
-            c = world.classes[ci]
-            job = QueuedJob(str(j), tenants[ti], c.model, sub_t[j], predicted[(ti, ci)], c.priority + prio_of[ti],
-                            c.gpus, regions=regions_of[ti])
-            key = j_key[j] = (policy.key(job)[:-1], j)  # the policy's key; ties end on the integer id
-        heapq.heappush(q.heap, key)
-        queued_by_tenant[ti] += 1
+        q = j_queue[j]
+        heappush(q.heap, j_key[j])
+        queued_by_tenant[j_tenant[j]] += 1
         for k in q.sites:
             sites[k].waiting += 1
         return q
 
+    def launch(site: _Site, node: int, q: _Queue, jobs: list[int], now: float) -> None:
+        """Start a batch (one job or several of one queue) on k GPUs of one node."""
+        nonlocal seq
+        k = q.gpus
+        site.free -= k
+        site.busy += k
+        n = len(jobs)
+        if n == 1:
+            j = jobs[0]
+            duration = q.base_s[site.index] * j_noise[j]
+            start[j] = now
+        else:
+            duration = world.latency_s(q.cls, chips[site.index], n) * j_noise[jobs[0]]
+            for j in jobs:
+                start[j] = now
+        if fair:
+            for j in jobs:
+                usage[tenants[j_tenant[j]]] += predicted[(j_tenant[j], q.cls)] * k / n
+        launches[0] += 1
+        seq += 1  # the END event's seq doubles as the batch id
+        event = (now + duration, END, seq, site, node, k, now, jobs)
+        if failures_on:
+            running[seq] = event
+        heappush(heap, event)
+        if record_trace:
+            trace.append((now, "start", tuple(jobs), site.index, node))
+
+    def launch_one(site: _Site, node: int, q: _Queue, j: int, now: float) -> None:
+        """`launch` for one job, without a batch: the path almost every job takes, kept short."""
+        nonlocal seq
+        k = q.gpus
+        site.free -= k
+        site.busy += k
+        start[j] = now
+        if fair:
+            usage[tenants[j_tenant[j]]] += predicted[(j_tenant[j], q.cls)] * k
+        launches[0] += 1
+        seq += 1
+        event = (now + q.base_s[site.index] * j_noise[j], END, seq, site, node, k, now, j)  # jobs: an int
+        if failures_on:
+            running[seq] = event
+        heappush(heap, event)
+        if record_trace:
+            trace.append((now, "start", (j,), site.index, node))
+
     def dispatch(site: _Site, now: float) -> None:
-        nonlocal seq, next_batch, batches
         if not site.waiting:
             return
         blocked: list[_Queue] = []
@@ -274,45 +339,31 @@ def simulate(
                         best, best_rank = q, rank
             if best is None:
                 return
-            k = best.gpus
-            node = site.take(k)
+            node = site.take(best.gpus)
             if node < 0:
                 # the first job waits for k GPUs on one node, with a node kept for it; later jobs may start
                 # elsewhere meanwhile (backfill), never on that node, so they do not delay it
-                site.reserve(k)
+                site.reserve(best.gpus)
                 blocked.append(best)
                 continue
-            jobs = [heapq.heappop(best.heap)[1]]
-            pair = (j_tenant[jobs[0]], best.cls)
-            if max_batch > 1 and small[pair]:
-                while len(jobs) < max_batch and best.heap and small[(j_tenant[best.heap[0][1]], best.cls)]:
-                    jobs.append(heapq.heappop(best.heap)[1])
-            site.account(now)
-            site.free -= k
-            site.busy += k
-            chip = chips[site.index]
-            duration = world.latency_s(best.cls, chip, len(jobs)) * j_noise[jobs[0]]
+            jobs = [heappop(best.heap)[-1]]
+            if max_batch > 1 and small[(j_tenant[jobs[0]], best.cls)]:
+                while len(jobs) < max_batch and best.heap and small[(j_tenant[best.heap[0][-1]], best.cls)]:
+                    jobs.append(heappop(best.heap)[-1])
             for j in jobs:
-                start[j] = now
                 queued_by_tenant[j_tenant[j]] -= 1
-                if fair:
-                    usage[tenants[j_tenant[j]]] += predicted[(j_tenant[j], best.cls)] * k / len(jobs)
             for k2 in best.sites:
                 sites[k2].waiting -= len(jobs)
-            b = next_batch
-            next_batch += 1
-            batches += 1
-            running[b] = (site.index, node, k, now, jobs)
-            seq += 1
-            heapq.heappush(heap, (now + duration, END, seq, b, None))
-            if record_trace:
-                trace.append((now, "start", tuple(jobs), site.index, node))
+            if len(jobs) == 1:
+                launch_one(site, node, best, jobs[0], now)
+            else:
+                launch(site, node, best, jobs, now)
 
     def schedule_failure(site: _Site, now: float) -> None:
         nonlocal seq
         if site.fail_rate > 0:
             seq += 1
-            heapq.heappush(heap, (now + rng.expovariate(site.fail_rate), FAIL, seq, site.index, None))
+            heappush(heap, (now + rng.expovariate(site.fail_rate), FAIL, seq, site.index, 0, 0, 0.0, None))
 
     # 2. the first failures and ticks
     for site in sites:
@@ -322,43 +373,53 @@ def simulate(
         ticks.append(horizon)
     for t in ticks:
         seq += 1
-        heapq.heappush(heap, (t, TICK, seq, 0, None))
+        heappush(heap, (t, TICK, seq, 0, 0, 0, 0.0, None))
     ticks_s: list[float] = []
     busy_series: list[list[int]] = []
     down_series: list[list[int]] = []
     queued_series: list[list[int]] = []
-    busy_at_horizon: list[float] = [0.0] * len(sites)
     down_at_horizon: list[float] = [0.0] * len(sites)
 
     # 3. the loop: the next arrival or the next heap event, whichever is first
     a = 0
     inf = float("inf")
-    next_arrival = sub_t[0] if n_jobs else inf
+    sub_t.append(inf)
+    next_arrival = sub_t[0]
     done = 0
     now = 0.0
     while True:
         if heap and heap[0][0] <= next_arrival:
-            now, kind, _, arg, extra = heapq.heappop(heap)
-            events += 1
+            # (time, kind, seq, site, node, k GPUs, started, jobs); FAIL/REPAIR/TICK fill what they need
+            now, kind, event_seq, site, node, k, started, jobs = heappop(heap)
             if kind == END:
-                batch = running.pop(arg, None)
-                if batch is None:
+                if failures_on and running.pop(event_seq, None) is None:
                     continue  # killed by a failure: its jobs were re-queued
-                si, node, k, _, jobs = batch
-                site = sites[si]
-                site.account(now)
+                si = site.index
+                # busy GPU-seconds within [0, horizon]
+                site.busy_area += k * ((now if now < horizon else horizon)
+                                       - (started if started < horizon else horizon))
                 site.busy -= k
                 site.free += k
-                site.move(node, site.node_free[node], site.node_free[node] + k)
-                for j in jobs:
-                    end[j] = now
-                    where[j] = si
-                done += len(jobs)
+                free_now = site.node_free[node] + k
+                site.node_free[node] = free_now
+                site.by_free[free_now].append(node)
+                if jobs.__class__ is int:  # one job (launch_one), else a list (a batch)
+                    end[jobs] = now
+                    where[jobs] = si
+                    done += 1
+                else:
+                    for j in jobs:
+                        end[j] = now
+                        where[j] = si
+                    done += len(jobs)
                 if record_trace:
-                    trace.append((now, "end", tuple(jobs), si, node))
-                dispatch(site, now)
+                    trace.append((now, "end", (jobs,) if jobs.__class__ is int else tuple(jobs), si, node))
+                if site.waiting:
+                    dispatch(site, now)
+                if done == n_jobs and a == n_jobs and now >= horizon:
+                    break
             elif kind == FAIL:
-                site = sites[arg]
+                site = sites[site]  # a FAIL event carries the site's index
                 if done < n_jobs or a < n_jobs:
                     schedule_failure(site, now)
                 node = rng.randrange(len(site.node_free))
@@ -372,11 +433,13 @@ def simulate(
                     site.reserved, site.reserved_k = -1, 0  # keep another node instead
                 busy_here = up - site.node_free[node]
                 if rng.random() * up < busy_here:  # the failed GPU was running a batch: kill it
-                    on_node = sorted(b for b, r in running.items() if r[0] == site.index and r[1] == node)
-                    weights = [running[b][2] for b in on_node]
+                    on_node = sorted(b for b, r in running.items() if r[3] is site and r[4] == node)
+                    weights = [running[b][5] for b in on_node]
                     victim = rng.choices(on_node, weights)[0]
-                    _, _, k, started, jobs = running.pop(victim)
+                    _, _, _, _, _, k, started, jobs = running.pop(victim)
+                    jobs = [jobs] if jobs.__class__ is int else jobs
                     site.lost_gpu_s += k * (now - started)
+                    site.busy_area += k * (min(now, horizon) - min(started, horizon))
                     site.busy -= k
                     site.free += k - 1
                     site.move(node, site.node_free[node], site.node_free[node] + k - 1)
@@ -398,16 +461,17 @@ def simulate(
                 site.down += 1
                 site.node_down[node] += 1
                 seq += 1
-                heapq.heappush(heap, (now + rng.expovariate(1 / site.info.mttr_s), REPAIR, seq, arg, node))
+                heappush(heap, (now + rng.expovariate(1 / site.info.mttr_s), REPAIR, seq, site.index, node, 0, 0.0,
+                               None))
             elif kind == REPAIR:
-                site = sites[arg]
+                site = sites[site]  # a REPAIR event carries the site's index and the node
                 site.account(now)
                 site.down -= 1
-                site.node_down[extra] -= 1
+                site.node_down[node] -= 1
                 site.free += 1
-                site.move(extra, site.node_free[extra], site.node_free[extra] + 1)
+                site.move(node, site.node_free[node], site.node_free[node] + 1)
                 if record_trace:
-                    trace.append((now, "repair", (), site.index, extra))
+                    trace.append((now, "repair", (), site.index, node))
                 dispatch(site, now)
             elif kind == TICK:
                 for site in sites:
@@ -417,31 +481,43 @@ def simulate(
                 down_series.append([site.down for site in sites])
                 queued_series.append(list(queued_by_tenant))
                 if now >= horizon:
-                    busy_at_horizon = [site.busy_area for site in sites]
                     down_at_horizon = [site.down_area for site in sites]
                 if progress is not None:
                     progress(min(now / horizon, 1.0))
+                if done == n_jobs and a == n_jobs and now >= horizon:
+                    break
         elif a < n_jobs:
             now = next_arrival
             j = a
             a += 1
-            next_arrival = sub_t[a] if a < n_jobs else inf
-            events += 1
-            q = enqueue(j)
+            next_arrival = sub_t[a]  # a sentinel inf ends the list
             if record_trace:
                 trace.append((now, "arrive", (j,), -1, -1))
-            for k in q.sites:
-                if sites[k].free:
-                    dispatch(sites[k], now)
-                    if start[j] == start[j]:  # started (not nan)
-                        break
+            q = j_queue[j]
+            # fast path: the first site with a free GPU has nothing waiting and a node with k free GPUs:
+            # start here, as enqueue + dispatch would (this job would be the only one to choose from)
+            for site in q.site_objs:
+                if site.free:
+                    if not site.waiting and site.free >= q.gpus:
+                        node = site.take(q.gpus)
+                        if node >= 0:
+                            launch_one(site, node, q, j, now)
+                            break
+                    enqueue(j)
+                    for k2 in q.sites:
+                        if sites[k2].free:
+                            dispatch(sites[k2], now)
+                            if start[j] == start[j]:  # started (not nan)
+                                break
+                    break
+            else:
+                enqueue(j)
         else:
-            break
-        if done == n_jobs and a == n_jobs and now >= horizon:
             break
 
     for site in sites:
         site.account(now)
+    busy_at_horizon = [site.busy_area for site in sites]
     return Record(
         submitted_s=arr.t_s,
         start_s=np.asarray(start),
@@ -454,12 +530,12 @@ def simulate(
         lost_gpu_s=[site.lost_gpu_s for site in sites],
         failures=[site.failures for site in sites],
         requeued=requeued,
-        batches=batches,
+        batches=launches[0],
         ticks_s=ticks_s,
         busy_series=busy_series,
         down_series=down_series,
         queued_series=queued_series,
-        events=events,
+        events=a + seq - len(heap),  # arrivals + events popped (every push took a seq)
         wall_s=time.perf_counter() - wall0,
         end_time_s=now,
         trace=trace,

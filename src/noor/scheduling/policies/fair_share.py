@@ -48,3 +48,6 @@ class FairShare(Policy):
             ahead[job.tenant] = ahead.get(job.tenant, 0.0) + job.predicted_s * job.gpus
         ranked.sort(key=lambda r: r[:3])
         return [r[3] for r in ranked]
+
+    def key_columns(self, submitted_at_s: Any, priority: Any, predicted_gpu_s: Any) -> list[Any]:
+        return [submitted_at_s]

@@ -14,3 +14,6 @@ class Fifo(Policy):
 
     def key(self, job: QueuedJob, now_s: float = 0.0, usage: Usage | None = None) -> tuple[Any, ...]:
         return (job.submitted_at_s, job.id)
+
+    def key_columns(self, submitted_at_s: Any, priority: Any, predicted_gpu_s: Any) -> list[Any]:
+        return [submitted_at_s]

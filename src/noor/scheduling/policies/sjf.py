@@ -26,3 +26,6 @@ class ShortestPredictedFirst(Policy):
 
     def key(self, job: QueuedJob, now_s: float = 0.0, usage: Usage | None = None) -> tuple[Any, ...]:
         return (job.predicted_s * job.gpus + self.aging_per_s * job.submitted_at_s, job.submitted_at_s, job.id)
+
+    def key_columns(self, submitted_at_s: Any, priority: Any, predicted_gpu_s: Any) -> list[Any]:
+        return [predicted_gpu_s + self.aging_per_s * submitted_at_s, submitted_at_s]
