@@ -1,10 +1,12 @@
-"""The discrete-event core: one heap of (time, priority, seq), the clock moves in one place.
+"""The discrete-event core: one heap of (time, kind, seq, ...), the clock moves in one place.
 
 Events: a batch ends (0), a GPU is repaired (1), a GPU fails (2), a sample/horizon tick (3). Arrivals are
 read from a sorted array and merged with the heap (an arrival at the same instant as a heap event comes
-after it), so they cost no heap operations. Jobs are integer indices into flat lists; a queue is a heap
-per (tenant or region set, class) ordered by the policy's own key, so the order is exactly what
-`policy.order` gives (static policies) or what fair share's tenant rank gives (its head jobs).
+after it), so they cost no heap operations. Jobs are integer indices into flat lists. A queue is a heap
+per (region set, class), or per (tenant, class) under fair share, ordered by the policy's key computed
+for all jobs at once (`Policy.key_columns`, tested to order as `Policy.order` does); fair share picks
+among queue heads by its tenant rank. A job that finds a free GPU and nothing queued at the first site
+it may use starts at once, with no queue operation (what enqueue + dispatch would do).
 
 Placement inside a site: the node with the fewest free GPUs that still has k (best fit), as
 `noor.scheduling.place`. If the first job in policy order needs more GPUs than any node has free, the
