@@ -164,3 +164,19 @@ def test_metrics_add_up() -> None:
     assert len(r["series"]["t_h"]) == 25 and r["series"]["t_h"][-1] == 2.0
     assert max(r["series"]["busy_gpus"]["us-west"]) <= 16
     assert not math.isnan(f["e2e_s"]["p95"])
+
+
+def test_failures_cost_gpu_hours_and_every_job_still_finishes() -> None:
+    # MTBF of 2 h per GPU on 16 busy GPUs for 2 h: about 16 failures; repairs take ~15 min
+    data = scenario_dict(sites=[
+        {"name": "us1", "region": "us-west", "chip": "h100-sxm", "gpus": 16, "mtbf_h": 2, "mttr_h": 0.25},
+        {"name": "eu1", "region": "eu-london", "chip": "h100-sxm", "gpus": 8}])
+    r = sim.run(sim.parse(data))
+    us, eu = r["sites"]
+    assert 5 <= us["failures"] <= 35 and eu["failures"] == 0
+    assert us["down_gpu_h"] == pytest.approx(us["failures"] * 0.25, rel=0.6)
+    assert r["fleet"]["lost_work_gpu_h"] > 0 and r["fleet"]["requeued_jobs"] > 0
+    assert r["fleet"]["gpu_hours_lost_to_failures"] == pytest.approx(
+        r["fleet"]["lost_work_gpu_h"] + r["fleet"]["down_gpu_h"])
+    assert r["fleet"]["completed"] == r["fleet"]["jobs"]
+    assert max(r["series"]["down_gpus"]["us-west"]) >= 1

@@ -23,6 +23,7 @@ import numpy as np
 from noor.sim.analytic import pool_stats
 from noor.sim.arrivals import mix, rate_per_s
 from noor.sim.metrics import ENERGY_ASSUMPTION, QUANTILES
+from noor.sim.scenario import ScenarioError
 from noor.sim.world import World
 
 SAMPLES = 200_000
@@ -48,22 +49,28 @@ def summarize(world: World) -> dict[str, Any]:
     sigma2 = s.duration_noise_sigma**2
     n_sites, n_classes, n_tenants = len(world.sites), len(world.classes), len(s.tenants)
 
-    # 1. arrivals per (tenant, class, site, hour), per second
-    lam = np.zeros((n_tenants, n_classes, n_sites, hours))
-    for ti in range(n_tenants):
-        if s.tenants[ti].requests_per_h <= 0:
-            continue
-        edges = np.arange(hours * STEPS_PER_HOUR) / STEPS_PER_HOUR * 3600 + 1800 / STEPS_PER_HOUR
-        rate = rate_per_s(s, ti, edges).reshape(hours, STEPS_PER_HOUR).mean(axis=1)
-        if s.horizon_h < hours:  # a last, partial hour
-            rate[-1] *= (s.horizon_h - (hours - 1))
-        for ci, p in enumerate(mix(s, ti)):
-            ok = world.sites_for.get((ti, ci), [])
-            if p <= 0 or not ok:
+    # 1. arrivals per (tenant, class, site, hour), per second while the hour lasts (the last may be partial)
+    span_s = np.clip(horizon_s - np.arange(hours) * 3600.0, 0.0, 3600.0)
+    rates = np.zeros((n_tenants, n_classes, hours))
+    if s.trace is not None:  # a replayed trace: its own counts per hour
+        hour = np.minimum((world.arrivals.t_s // 3600).astype(int), hours - 1)
+        np.add.at(rates, (world.arrivals.tenant, world.arrivals.cls, hour), 1.0)
+        rates /= span_s
+    else:
+        for ti in range(n_tenants):
+            if s.tenants[ti].requests_per_h <= 0:
                 continue
+            points = (np.arange(hours * STEPS_PER_HOUR) + 0.5) / STEPS_PER_HOUR * 3600
+            rate = rate_per_s(s, ti, points).reshape(hours, STEPS_PER_HOUR).mean(axis=1)
+            rates[ti] = mix(s, ti)[:, None] * rate[None, :]
+    lam = np.zeros((n_tenants, n_classes, n_sites, hours))
+    for (ti, ci), ok in world.sites_for.items():
+        if ok and rates[ti, ci].any():
             capacity = np.array([world.sites[k].gpus for k in ok], dtype=float)
             for k, share in zip(ok, capacity / capacity.sum(), strict=True):
-                lam[ti, ci, k] += rate * p * share
+                lam[ti, ci, k] += rates[ti, ci] * share
+    if not lam.any():
+        raise ScenarioError("tenants: no traffic to approximate")
 
     # 2-4. each site, each hour
     dur = np.array([[c.latency_s.get(site.chip, math.nan) for site in world.sites] for c in world.classes])
@@ -96,12 +103,12 @@ def summarize(world: World) -> dict[str, Any]:
                 0.0 if stats.stable else math.inf)
             if not stats.stable:
                 unstable.append({"site": site.name, "hour": h, "utilisation": stats.utilisation})
-            span_s = min(3600.0, horizon_s - h * 3600)
-            busy_gpu_s[k] += float((lam_h * d * k_of).sum()) * 3600 if span_s > 0 else 0.0
+            busy_gpu_s[k] += float((lam_h * d * k_of).sum()) * span_s[h]
 
     # day-long distributions: draw (tenant, class, site, hour) by arrivals, then a wait and a duration
     rng = np.random.default_rng([s.seed, 7])
-    weights = (lam * 3600).ravel()
+    per = lam * span_s  # jobs per (tenant, class, site, hour)
+    weights = per.ravel()
     total_jobs = float(weights.sum())
     comp = rng.choice(weights.size, size=SAMPLES, p=weights / total_jobs)
     t_of, c_of, s_of, h_of = np.unravel_index(comp, lam.shape)
@@ -117,7 +124,6 @@ def summarize(world: World) -> dict[str, Any]:
                 "e2e_s": _pcts(e2e[mask]),
                 "slo_attainment": float((e2e[mask][has] <= slo[has]).mean()) if has.any() else None}
 
-    per = lam * 3600
     classes = [group(c.name, c_of == i, float(per[:, i].sum())) for i, c in enumerate(world.classes)]
     regions = sorted({site.region for site in world.sites})
     site_region = np.array([site.region for site in world.sites])

@@ -424,7 +424,7 @@ def simulate(
                 site = sites[site]  # a FAIL event carries the site's index
                 if done < n_jobs or a < n_jobs:
                     schedule_failure(site, now)
-                node = rng.randrange(len(site.node_free))
+                node = rng.randrange(site.info.gpus) // site.per_node  # a GPU, uniformly
                 size = site.node_size[node]
                 up = size - site.node_down[node]
                 if rng.random() * size >= up:
