@@ -42,6 +42,12 @@ def tables(result: dict[str, Any]) -> list[Table]:
         "-" if f["energy_kwh"] is None else f"{f['energy_kwh'] / 1000:,.1f}", _num(f["cost_usd"]),
         "-" if f["usd_per_video"] is None else f"{f['usd_per_video']:.3f}", f"{f['gpu_hours_lost_to_failures']:,.1f}",
     )
+    unstable = f.get("unstable_hours") or []
+    if unstable:
+        hours = ", ".join(f"{u['site']} hour {u['hour']} ({100 * u['utilisation']:.0f}%)" for u in unstable[:6])
+        more = f" and {len(unstable) - 6} more" if len(unstable) > 6 else ""
+        fleet.caption = (f"{len(unstable)} site-hour(s) at utilisation >= 100%: {hours}{more}. Their queues grow "
+                         "without bound, so waits there have no steady state ('-'); the event simulation shows them.")
     out = [fleet]
     for key, label in (("classes", "class"), ("regions", "region (where it ran)"), ("tenants", "tenant")):
         t = Table(title=f"per {label}")
