@@ -180,3 +180,19 @@ def test_failures_cost_gpu_hours_and_every_job_still_finishes() -> None:
         r["fleet"]["lost_work_gpu_h"] + r["fleet"]["down_gpu_h"])
     assert r["fleet"]["completed"] == r["fleet"]["jobs"]
     assert max(r["series"]["down_gpus"]["us-west"]) >= 1
+
+
+def test_a_blocked_wide_job_keeps_a_node_and_narrow_jobs_do_not_jump_onto_it(write_trace) -> None:  # type: ignore[no-untyped-def]
+    classes = [{"name": "narrow", "model": "flux.1-dev"}, {"name": "wide", "model": "flux.1-dev", "gpus": 4}]
+    L4 = perf.predict("flux.1-dev", "h100-sxm", plan=perf.Plan(gpus=4)).latency_s or 0.0
+    assert L4 < FLUX_H100
+    trace = write_trace([(0, "t", "narrow"), (0, "t", "narrow"), (0, "t", "narrow"), (0.1, "t", "wide"),
+                         (0.2, "t", "wide"), (0.3, "t", "narrow")])
+    world = resolve(sim.parse(micro(trace, gpus=8, per_node=4, classes=classes)))
+    rec = simulate(world, record_trace=True)
+    starts = [(t, jobs, node) for t, kind, jobs, _, node in rec.trace if kind == "start"]
+    # three narrow jobs pack node 0 (best fit), the first wide job takes node 1; the second wide job finds
+    # no node with 4 free and keeps node 0 (1 free); the narrow job at 0.3 s may not take that free GPU
+    # and waits; when node 1 frees, the wide job starts there and the narrow one on node 0
+    assert starts == [(0.0, (0,), 0), (0.0, (1,), 0), (0.0, (2,), 0), (0.1, (3,), 1),
+                      (0.1 + L4, (4,), 1), (0.1 + L4, (5,), 0)]
