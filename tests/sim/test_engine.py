@@ -196,3 +196,10 @@ def test_a_blocked_wide_job_keeps_a_node_and_narrow_jobs_do_not_jump_onto_it(wri
     # and waits; when node 1 frees, the wide job starts there and the narrow one on node 0
     assert starts == [(0.0, (0,), 0), (0.0, (1,), 0), (0.0, (2,), 0), (0.1, (3,), 1),
                       (0.1 + L4, (4,), 1), (0.1 + L4, (5,), 0)]
+
+
+def test_a_trace_with_nothing_before_the_horizon_is_an_error(write_trace) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(sim.ScenarioError, match=r"no arrivals before horizon_h = 1.0 h \(1 rows\)"):
+        resolve(sim.parse(micro(write_trace([(7200, "t", "img")]))))
+    with pytest.raises(sim.ScenarioError, match=r"\(0 rows\)"):
+        resolve(sim.parse(micro(write_trace([]))))

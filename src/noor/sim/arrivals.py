@@ -172,5 +172,7 @@ def trace(s: Scenario, classes: list[dict[str, object]]) -> Arrivals:
     order = np.argsort(t_s, kind="stable")
     keep = t_s[order] < s.horizon_h * 3600
     order = order[keep]
+    if not len(order):
+        raise ScenarioError(f"{where}: no arrivals before horizon_h = {s.horizon_h} h ({n} rows)")
     rng = np.random.default_rng([s.seed, 0])
     return Arrivals(t_s[order], ten[order], cls[order], _noise(rng, len(order), s.duration_noise_sigma))

@@ -535,9 +535,9 @@ def _simulate(world: World, progress: Callable[[float], None] | None, record_tra
     busy_at_horizon = [site.busy_area for site in sites]
     return Record(
         submitted_s=arr.t_s,
-        start_s=np.asarray(start),
-        end_s=np.asarray(end),
-        site=np.asarray(where),
+        start_s=np.asarray(start, dtype=float),
+        end_s=np.asarray(end, dtype=float),
+        site=np.asarray(where, dtype=np.int64),
         tenant=arr.tenant,
         cls=arr.cls,
         busy_gpu_s=busy_at_horizon,
