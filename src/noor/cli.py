@@ -737,9 +737,9 @@ def serve(
     from noor.jobs.assets import AssetStore
     from noor.jobs.store import Store
     from noor.runtime.local import LocalWorkers
-    from noor.scheduling import SchedulingError
     from noor.runtime.ssrf import Guard
     from noor.runtime.webhooks import WebhookConfig, WebhookDeliverer
+    from noor.scheduling import SchedulingError
 
     cfg = settings()
     host, port = host or cfg.host, port or cfg.port
