@@ -176,11 +176,11 @@ def generate(
 @train_app.command("tiny")
 def train_tiny(
     out: Annotated[Path, typer.Option(help="where to write the pipeline (Hugging Face layout)")] = Path("noor-tiny"),
-    steps: Annotated[int, typer.Option(min=1, help="denoiser optimiser steps")] = 1800,
+    steps: Annotated[int, typer.Option(min=1, help="denoiser optimiser steps")] = 4500,
     vae_steps: Annotated[int, typer.Option("--vae-steps", min=1, help="VAE optimiser steps")] = 1200,
     decoder_steps: Annotated[int, typer.Option("--decoder-steps", min=0, help="decoder refinement steps")] = 1200,
-    pool_clips: Annotated[int, typer.Option("--pool-clips", min=1, help="rendered clips encoded for training")] = 8000,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 24,
+    pool_clips: Annotated[int, typer.Option("--pool-clips", min=1, help="rendered clips encoded for training")] = 12000,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
     seed: Annotated[int, typer.Option()] = 0,
     bf16: Annotated[bool, typer.Option("--bf16/--fp32", help="bfloat16 autocast (faster only on some CPUs)")] = False,
 ) -> None:

@@ -52,6 +52,19 @@ def test_two_gpus_three_jobs_exact_trace(write_trace) -> None:  # type: ignore[n
     ]
 
 
+def test_job_overhead_holds_the_gpu_beyond_the_model_time(write_trace) -> None:  # type: ignore[no-untyped-def]
+    L, o = FLUX_H100, 0.5  # encoding and storing the result keep the GPU busy after the model's work
+    trace = write_trace([(0, "t", "img"), (0, "t", "img")])
+    data = micro(trace, gpus=1)
+    data["sites"][0]["job_overhead_s"] = o
+    assert starts_and_ends(data) == [
+        (0.0, "start", (0,)),
+        (L + o, "end", (0,)),
+        (L + o, "start", (1,)),
+        (2 * (L + o), "end", (1,)),
+    ]
+
+
 def test_a_four_gpu_job_waits_for_four_gpus_on_one_node(write_trace) -> None:  # type: ignore[no-untyped-def]
     classes = [{"name": "wide", "model": "flux.1-dev", "gpus": 4}]
     L = perf.predict("flux.1-dev", "h100-sxm", plan=perf.Plan(gpus=4)).latency_s or 0

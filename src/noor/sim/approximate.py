@@ -73,7 +73,9 @@ def summarize(world: World) -> dict[str, Any]:
         raise ScenarioError("tenants: no traffic to approximate")
 
     # 2-4. each site, each hour
-    dur = np.array([[c.latency_s.get(site.chip, math.nan) for site in world.sites] for c in world.classes])
+    dur = np.array(
+        [[c.latency_s.get(site.chip, math.nan) + site.job_overhead_s for site in world.sites] for c in world.classes]
+    )
     k_of = np.array([c.gpus for c in world.classes], dtype=float)
     p_wait = np.zeros((n_sites, hours))
     tail = np.zeros((n_sites, hours))

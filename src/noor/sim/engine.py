@@ -239,6 +239,7 @@ def _simulate(world: World, progress: Callable[[float], None] | None, record_tra
 
     sites = [_Site(i, info) for i, info in enumerate(world.sites)]
     chips = [info.chip for info in world.sites]
+    overhead = [info.job_overhead_s for info in world.sites]  # per job, outside the model (not noisy)
     tenants = [t.name for t in s.tenants]
     regions_of = [tuple(t.regions) for t in s.tenants]
     prio_of = [t.priority for t in s.tenants]
@@ -302,10 +303,10 @@ def _simulate(world: World, progress: Callable[[float], None] | None, record_tra
         n = len(jobs)
         if n == 1:
             j = jobs[0]
-            duration = q.base_s[site.index] * j_noise[j]
+            duration = q.base_s[site.index] * j_noise[j] + overhead[site.index]
             start[j] = now
         else:
-            duration = world.latency_s(q.cls, chips[site.index], n) * j_noise[jobs[0]]
+            duration = world.latency_s(q.cls, chips[site.index], n) * j_noise[jobs[0]] + overhead[site.index]
             for j in jobs:
                 start[j] = now
         if fair:
@@ -331,7 +332,8 @@ def _simulate(world: World, progress: Callable[[float], None] | None, record_tra
             usage[tenants[j_tenant[j]]] += predicted[(j_tenant[j], q.cls)] * k
         launches[0] += 1
         seq += 1
-        event = (now + q.base_s[site.index] * j_noise[j], END, seq, site, node, k, now, j)  # jobs: an int
+        end_s = now + q.base_s[site.index] * j_noise[j] + overhead[site.index]
+        event = (end_s, END, seq, site, node, k, now, j)  # jobs: an int
         if failures_on:
             running[seq] = event
         heappush(heap, event)

@@ -60,6 +60,8 @@ class Site(_Strict):
     tdp_w: PositiveFloat | None = None  # default: the chip's from the catalog
     host_w_per_gpu: NonNegFloat = 0.0  # the GPU's share of its server's CPUs, NICs, fans: drawn while it is up
     usd_per_gpu_hour: NonNegFloat | None = None  # default: the chip's from the catalog
+    # per job, time a GPU is held outside the model's work (encoding, storing, dispatch): not in the perf model
+    job_overhead_s: NonNegFloat = 0.0
 
     @model_validator(mode="after")
     def _size(self) -> Site:

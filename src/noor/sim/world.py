@@ -28,6 +28,7 @@ class SiteInfo:
     tdp_w: float | None
     host_w_per_gpu: float
     idle_power_fraction: float
+    job_overhead_s: float
     pue: float
     usd_per_gpu_hour: float
     memory_gb: float
@@ -92,6 +93,7 @@ def _site(s: Scenario, i: int) -> SiteInfo:
         tdp_w=tdp,
         host_w_per_gpu=site.host_w_per_gpu,
         idle_power_fraction=site.idle_power_fraction,
+        job_overhead_s=site.job_overhead_s,
         pue=site.pue,
         usd_per_gpu_hour=site.usd_per_gpu_hour if site.usd_per_gpu_hour is not None else chip.usd_per_hour,
         memory_gb=chip.hbm_gb or 0.0,

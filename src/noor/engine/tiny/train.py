@@ -37,8 +37,8 @@ OnStep = Callable[[str, int, int, float], None]
 
 @dataclass
 class TrainConfig:
-    steps: int = 1800  # denoiser steps
-    batch_size: int = 24
+    steps: int = 4500  # denoiser steps
+    batch_size: int = 32
     lr: float = 4e-4
     warmup_steps: int = 200
     ema_decay: float = 0.999
@@ -54,7 +54,7 @@ class TrainConfig:
     vae_lr: float = 1e-3
     decoder_steps: int = 1200  # stage 4: sharpen the decoder on posterior means, encoder frozen
     decoder_lr: float = 5e-4
-    pool_clips: int = 8000
+    pool_clips: int = 12000
     caption_dropout: float = 0.1
     two_objects_p: float = 0.25
     image_p: float = 0.1  # share of batches that are single frames (images)
