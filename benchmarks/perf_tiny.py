@@ -58,7 +58,8 @@ def main() -> None:
     print(
         f"  linear / attention / conv  {chip.class_tflops['linear'] * 1e3:.1f} / "
         f"{chip.class_tflops['attention'] * 1e3:.1f} / {chip.class_tflops['conv'] * 1e3:.1f} GFLOP/s, "
-        f"elementwise {(chip.hbm_tbps or 0.0) * 1e3:.1f} GB/s, {chip.op_overhead_s * 1e6:.1f} us/op"
+        f"elementwise {(chip.hbm_tbps or 0.0) * 1e3:.1f} GB/s, "
+        f"activation ops {(chip.activation_tbps or 0.0) * 1e3:.1f} GB/s, {chip.op_overhead_s * 1e6:.1f} us/op"
     )
     for stage in estimate.stages:
         print(f"  predicted {stage.name:13s} {stage.latency_s:8.3f} s")

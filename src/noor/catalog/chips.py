@@ -34,6 +34,9 @@ class Chip(BaseModel):
     # Only for measured chips (cpu-local): achieved fp32 FLOP/s per kernel class and per-op dispatch cost.
     class_tflops: dict[str, float] = Field(default_factory=dict)
     attention_half_tokens: float = Field(0.0, ge=0, description="measured: keys at which attention runs at half rate")
+    activation_tbps: float | None = Field(
+        None, gt=0, description="measured: activation traffic of norms, GELU, modulation (else hbm_tbps applies)"
+    )
     op_overhead_s: float = Field(0.0, ge=0)
 
     def peak_tflops(self, precision: str, kernel: KernelClass = "linear") -> float:

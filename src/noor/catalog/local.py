@@ -3,8 +3,12 @@
 What is measured (fp32, torch's current thread count), each as the best of several short bursts so
 a busy neighbour lowers it less:
   - linear:    a 1024^3 GEMM, FLOP/s
-  - attention: scaled_dot_product_attention at 64 and 1024 keys (head dim 32), FLOP/s; the two
-               fix a saturation curve rate(n) = peak * n / (n + half_tokens)
+  - attention: scaled_dot_product_attention at 16 and 1024 keys (head dim 32), FLOP/s; the two
+               fix a saturation curve rate(n) = peak * n / (n + half_tokens). 16 keys, as a small
+               model's per-frame attention sees (noor-tiny: 16 tokens a frame, 16 frames)
+  - activations: what a transformer block does to its activations besides matmuls (LayerNorm, GELU,
+               a modulation multiply-add) on a 512x384 tensor, as bytes/s of activation traffic:
+               on a CPU, GELU's erf and the norms' reductions run far below a plain add's bandwidth
   - conv:      a 3x3 conv2d, 32 -> 32 channels on 64x64 maps, FLOP/s
   - memory:    an elementwise add of 1M-float tensors (read 2, write 1), bytes/s
   - overhead:  one small elementwise op, seconds (framework dispatch per kernel)
@@ -23,7 +27,7 @@ from typing import Any
 
 from noor.catalog.chips import Chip
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 def cache_path() -> Path:
@@ -72,10 +76,11 @@ def measure(seconds_per_kernel: float = 0.25) -> dict[str, Any]:
                 4 * heads * keys * keys * 32, lambda: F.scaled_dot_product_attention(q, q, q), 0.5 * seconds_per_kernel
             )
 
-        short, long = sdpa_rate(64), sdpa_rate(1024)
+        n_short, n_long = 16, 1024
+        short, long = sdpa_rate(n_short), sdpa_rate(n_long)
         # rate(n) = peak * n / (n + h): two lengths give peak and h (h >= 0)
         ratio = long / short
-        half = max(0.0, (ratio - 1) / (1 / 64 * ratio - 1 / 1024)) if ratio > 1 else 0.0
+        half = max(0.0, (ratio - 1) / (ratio / n_short - 1 / n_long)) if ratio > 1 else 0.0
         attention = long * (1024 + half) / 1024
 
         x, w = torch.randn(4, 32, 64, 64), torch.randn(32, 32, 3, 3)
@@ -84,6 +89,17 @@ def measure(seconds_per_kernel: float = 0.25) -> dict[str, Any]:
         # elementwise traffic on activation-sized tensors (1M floats), as a model's adds and norms see it
         x1, x2, out = torch.randn(1 << 20), torch.randn(1 << 20), torch.empty(1 << 20)
         memory = _best_rate(3 * x1.numel() * 4, lambda: torch.add(x1, x2, out=out), seconds_per_kernel)
+
+        # a block's activation ops, each reading and writing the tensor once (the perf model's traffic unit)
+        act, scale, shift = torch.randn(512, 384), torch.randn(384), torch.randn(384)
+        act_out = torch.empty_like(act)
+
+        def block_ops() -> None:
+            F.layer_norm(act, (384,))
+            F.gelu(act, approximate="none")
+            torch.addcmul(shift, act, scale, out=act_out)
+
+        activation = _best_rate(3 * 2 * act.numel() * 4, block_ops, seconds_per_kernel)
 
         small = torch.randn(64)
         overhead = 1 / _best_rate(1.0, lambda: small.add(1.0), 0.5 * seconds_per_kernel, inner=200)
@@ -95,6 +111,7 @@ def measure(seconds_per_kernel: float = 0.25) -> dict[str, Any]:
         "attention_half_tokens": half,
         "conv_tflops": conv / 1e12,
         "memory_tbps": memory / 1e12,
+        "activation_tbps": activation / 1e12,
         "op_overhead_s": overhead,
     }
 
@@ -128,6 +145,7 @@ def chip_from_record(entry: Chip, record: dict[str, Any]) -> Chip:
                 "conv": record["conv_tflops"],
             },
             "attention_half_tokens": record["attention_half_tokens"],
+            "activation_tbps": record.get("activation_tbps"),
             "op_overhead_s": record["op_overhead_s"],
             "hbm_gb": _memory_gb(),
             "name": f"{entry.name}: {record['processor']}, {record['threads']} threads",

@@ -79,6 +79,12 @@ class _Device:
             return 0.0
         return nbytes / (self.chip.hbm_tbps * 1e12 * (1.0 if self.chip.measured else self.eff["memory_efficiency"]))
 
+    def activation_s(self, nbytes: float) -> float:
+        """Elementwise work on activations: memory-bound on an accelerator; measured as such on cpu-local."""
+        if self.chip.measured and self.chip.activation_tbps:
+            return nbytes / (self.chip.activation_tbps * 1e12)
+        return self.memory_s(nbytes)
+
     def link_s(self, nbytes: float) -> float:
         if not nbytes:
             return 0.0
@@ -148,7 +154,7 @@ def _estimate_one(model: ModelArch, shape: Shape, chip: Chip, plan: Plan, eff: E
     t_cross = dev.attention_s(work.cross_flops / sp, max(model.text_tokens + model.image_tokens, 1))
     t_conv = work.conv_flops / sp / dev.rate("conv") if work.conv_flops else 0.0
     passes_key = "activation_passes_compiled" if plan.compiled else "activation_passes_eager"
-    t_elem = dev.memory_s(work.activation_elems / sp * act_bytes * eff[passes_key])
+    t_elem = dev.activation_s(work.activation_elems / sp * act_bytes * eff[passes_key])
     t_launch = work.kernels * dev.kernel_s * (0.3 if plan.compiled else 1.0)
     compute = t_linear + t_attn + t_cross + t_conv + t_elem + t_launch
     # communication: Ulysses all-to-alls (q, k, v, out) are on the critical path; ring passes K/V
