@@ -84,15 +84,17 @@ def run_live(workers: int, arrivals: np.ndarray, prompts: list[str]) -> list[tup
                     time.sleep(0.2)
 
             def finished(ids: list[str]) -> bool:
-                states = [client.get(f"/generations/{i}").json()["state"] for i in ids]
-                if "failed" in states:
+                # one list request a second, not a GET per job: polling must not steal the workers' CPU
+                page = client.get("/generations", params={"limit": 1000}).json()["generations"]
+                states = {g["id"]: g["state"] for g in page}
+                if any(states.get(i) == "failed" for i in ids):
                     raise SystemExit("a job failed")
-                return all(s == "completed" for s in states)
+                return all(states.get(i) == "completed" for i in ids)
 
             # warm-up: every worker loads the model and runs one clip before the clock starts
             warm = [client.post("/generations/video", json={"prompt": "warm-up"}).json()["id"] for _ in range(workers)]
             while not finished(warm):
-                time.sleep(0.5)
+                time.sleep(1.0)
 
             ids: list[str] = []
             start = time.perf_counter()
@@ -100,7 +102,7 @@ def run_live(workers: int, arrivals: np.ndarray, prompts: list[str]) -> list[tup
                 time.sleep(max(0.0, start + t_s - time.perf_counter()))
                 ids.append(client.post("/generations/video", json={"prompt": prompt}).json()["id"])
             while not finished(ids):
-                time.sleep(0.5)
+                time.sleep(1.0)
     finally:
         serve.terminate()
         serve.wait(30)
