@@ -11,8 +11,9 @@
     python benchmarks/twin_check.py [--workers 2] [--seconds 120] [--load 0.6] [--seed 0]
 
 The simulator knows only what a planner would: the perf model's seconds for the model's work, plus
-`--overhead-s` per job for what the perf model does not cover (encoding the MP4 and thumbnail, storing
-assets, the worker's claim poll), by default measured in step 0 by encoding a clip the way a worker does.
+`--overhead-s` per job for what the perf model does not cover (resizing the built-in model's 64x64 frames
+to the requested size, encoding the MP4 and thumbnail, the worker's claim poll), by default measured in
+step 0 by doing that work once the way a worker does. Requests are 540p 1:1 5 s clips, as an SDK sends.
 """
 
 from __future__ import annotations
@@ -41,16 +42,35 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def encode_overhead_s(poll_s: float) -> float:
-    """Per-job time outside the model, measured: MP4 + thumbnail of a default clip, plus half a claim poll."""
-    from noor.engine import media
+# What each request asks for, as an SDK user would: the smallest Dream Machine size and a 5 s clip.
+REQUEST = {"aspect_ratio": "1:1", "resolution": "540p", "duration": "5s"}
 
-    frames = np.random.default_rng(0).integers(0, 255, (16, 64, 64, 3), dtype=np.uint8)
+
+def request_shape() -> tuple[int, int, int, int]:
+    """(width, height, num_frames, fps) of REQUEST for the built-in model, as the API resolves it."""
+    from noor.api.requests import DURATIONS_S
+    from noor.engine import registry
+    from noor.engine.task import size_from_aspect
+
+    width, height = size_from_aspect(REQUEST["aspect_ratio"], REQUEST["resolution"])
+    fps = registry.get("tiny").default_fps
+    return width, height, round(DURATIONS_S[REQUEST["duration"]] * fps), fps
+
+
+def outside_model_s(poll_s: float) -> float:
+    """Per-job time outside the model, measured: the built-in model draws 64x64x16, so the worker retimes and
+    resizes to the requested size, then encodes the MP4 and thumbnail; plus half a claim poll."""
+    from noor.engine import media
+    from noor.engine.tiny.backend import resize, retime
+
+    width, height, num_frames, fps = request_shape()
+    native = np.random.default_rng(0).integers(0, 255, (16, 64, 64, 3), dtype=np.uint8)
     with tempfile.TemporaryDirectory() as d:
         best = float("inf")
-        for i in range(5):
+        for i in range(3):
             t0 = time.perf_counter()
-            media.write_video(Path(d) / f"{i}.mp4", frames, fps=8)
+            frames = resize(retime(native, num_frames), width, height)
+            media.write_video(Path(d) / f"{i}.mp4", frames, fps=fps)
             media.write_image(Path(d) / f"{i}.jpg", media.thumbnail(frames))
             best = min(best, time.perf_counter() - t0)
     return best + poll_s / 2
@@ -92,7 +112,10 @@ def run_live(workers: int, arrivals: np.ndarray, prompts: list[str]) -> list[tup
                 return all(states.get(i) == "completed" for i in ids)
 
             # warm-up: every worker loads the model and runs one clip before the clock starts
-            warm = [client.post("/generations/video", json={"prompt": "warm-up"}).json()["id"] for _ in range(workers)]
+            warm = [
+                client.post("/generations/video", json={"prompt": "warm-up", **REQUEST}).json()["id"]
+                for _ in range(workers)
+            ]
             while not finished(warm):
                 time.sleep(1.0)
 
@@ -100,7 +123,7 @@ def run_live(workers: int, arrivals: np.ndarray, prompts: list[str]) -> list[tup
             start = time.perf_counter()
             for t_s, prompt in zip(arrivals, prompts, strict=True):
                 time.sleep(max(0.0, start + t_s - time.perf_counter()))
-                ids.append(client.post("/generations/video", json={"prompt": prompt}).json()["id"])
+                ids.append(client.post("/generations/video", json={"prompt": prompt, **REQUEST}).json()["id"])
             while not finished(ids):
                 time.sleep(1.0)
     finally:
@@ -127,6 +150,7 @@ def run_live(workers: int, arrivals: np.ndarray, prompts: list[str]) -> list[tup
 def run_sim(workers: int, arrivals: np.ndarray, overhead_s: float, seed: int) -> dict:
     from noor import sim
 
+    width, height, frames, _ = request_shape()
     folder = Path(tempfile.mkdtemp(prefix="noor-twin-sim-"))
     with (folder / "trace.csv").open("w", newline="") as f:
         w = csv.writer(f)
@@ -140,7 +164,7 @@ def run_sim(workers: int, arrivals: np.ndarray, overhead_s: float, seed: int) ->
             "regions": {"local": {"timezone": "UTC", "diurnal": "flat"}},
             "sites": [{"name": "this machine", "region": "local", "chip": "cpu-local", "gpus": workers,
                        "gpus_per_node": 1, "job_overhead_s": overhead_s}],
-            "classes": [{"name": "tiny", "model": "tiny"}],
+            "classes": [{"name": "tiny", "model": "tiny", "width": width, "height": height, "frames": frames}],
             "tenants": [{"name": "twin", "regions": ["local"]}],
             "trace": {"path": str(folder / "trace.csv")},
         }
@@ -162,16 +186,18 @@ def main() -> None:
     from noor.runtime.worker import WorkerConfig
 
     # 0. what the perf model predicts for one clip, and the per-job overhead
-    predicted_s = perf.estimate_task("tiny", 64, 64, 16, None).latency_s
+    width, height, num_frames, _ = request_shape()
+    predicted_s = perf.estimate_task("tiny", width, height, num_frames, None).latency_s
     assert predicted_s is not None
-    overhead_s = args.overhead_s if args.overhead_s is not None else encode_overhead_s(WorkerConfig(name="x").poll_s)
+    overhead_s = args.overhead_s if args.overhead_s is not None else outside_model_s(WorkerConfig(name="x").poll_s)
     rate_per_s = args.load * args.workers / (predicted_s + overhead_s)
     rng = np.random.default_rng(args.seed)
     arrivals = np.cumsum(rng.exponential(1 / rate_per_s, size=int(rate_per_s * args.seconds * 2)))
     arrivals = arrivals[arrivals < args.seconds]
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(len(arrivals))]
     print(
-        f"tiny clip on cpu-local (1 thread): predicted {predicted_s:.3f} s + {overhead_s:.3f} s outside the model;"
+        f"tiny {width}x{height}x{num_frames} on cpu-local (1 thread): predicted {predicted_s:.3f} s"
+        f" + {overhead_s:.3f} s outside the model;"
         f" {len(arrivals)} arrivals in {args.seconds:g} s ({rate_per_s:.2f}/s) on {args.workers} workers"
     )
 
