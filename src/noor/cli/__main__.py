@@ -1,0 +1,3 @@
+from noor.cli import main
+
+main()

@@ -1,0 +1,331 @@
+"""`noor generate`, `noor train tiny`, `noor eval tiny` and `noor models`: making pixels."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from noor.cli.base import BadInput, app, console, fail, progress
+
+train_app = typer.Typer(help="Train the built-in model.", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluate a model.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")
+
+
+# Which CLI option each engine field comes from, to name it in errors.
+OPTION_OF = {
+    "prompt": "PROMPT",
+    "width": "--size",
+    "height": "--size",
+    "num_frames": "--frames",
+    "steps": "--steps",
+    "fps": "--fps",
+    "seed": "--seed",
+    "guidance": "--guidance",
+    "model": "--model",
+    "i2v": "--start-image",
+    "end_frame": "--end-image",
+    "loop": "--loop",
+    "aspect_ratio": "--aspect-ratio",
+    "resolution": "--resolution",
+}
+
+
+def _parse_size(size: str | None, aspect_ratio: str | None, resolution: str | None) -> tuple[int, int] | None:
+    from noor.engine.task import size_from_aspect
+
+    if size and (aspect_ratio or resolution):
+        fail("--size", size, "give --size or --aspect-ratio/--resolution, not both")
+    if size:
+        try:
+            w, h = (int(v) for v in size.lower().split("x"))
+        except ValueError:
+            fail("--size", size, "must be WIDTHxHEIGHT, e.g. 640x360")
+        return w, h
+    if aspect_ratio or resolution:
+        return size_from_aspect(aspect_ratio or "16:9", resolution or "540p")
+    return None
+
+
+def _keyframe(option: str, path: Path | None) -> Any:
+    from noor.engine.media import MediaError, read_image
+
+    if path is None:
+        return None
+    try:
+        return read_image(path)
+    except MediaError as err:
+        fail(option, str(path), str(err))
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="what to see, in English or Arabic")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help=".mp4 for a video; .png/.jpg/.webp for one frame")
+    ] = Path("noor.mp4"),
+    model: Annotated[str, typer.Option(help="model id (`tiny` is built in; see `noor models list`)")] = "tiny",
+    seed: Annotated[int, typer.Option(help="random seed; same seed, same clip")] = 0,
+    frames: Annotated[int | None, typer.Option("--frames", help="number of frames (1 = an image)")] = None,
+    fps: Annotated[int | None, typer.Option(help="frames per second of the video (default: the model's)")] = None,
+    steps: Annotated[int | None, typer.Option(help="denoising steps (default: the model's)")] = None,
+    guidance: Annotated[float | None, typer.Option(help="classifier-free guidance scale")] = None,
+    size: Annotated[str | None, typer.Option(help="WIDTHxHEIGHT, e.g. 640x360")] = None,
+    aspect_ratio: Annotated[
+        str | None, typer.Option("--aspect-ratio", help="1:1, 16:9, 9:16, 4:3, 3:4, 21:9, 9:21")
+    ] = None,
+    resolution: Annotated[str | None, typer.Option(help="540p, 720p, 1080p or 4k (with --aspect-ratio)")] = None,
+    start_image: Annotated[
+        Path | None, typer.Option("--start-image", help="first frame (an image, or a video: its last frame = extend)")
+    ] = None,
+    end_image: Annotated[Path | None, typer.Option("--end-image", help="last frame")] = None,
+    loop: Annotated[bool, typer.Option("--loop", help="end where it starts")] = False,
+    negative_prompt: Annotated[str, typer.Option("--negative-prompt", help="what not to see")] = "",
+    weights: Annotated[Path | None, typer.Option(help="weights dir for `tiny` (default: the packaged ones)")] = None,
+) -> None:
+    """Generate a video (or an image) from a prompt."""
+    from noor.engine import media, registry
+    from noor.engine.task import Task, TaskError
+
+    started = time.perf_counter()
+    # 1. validate everything before any work
+    try:
+        spec = registry.get(model)
+        suffix = output.suffix.lower()
+        if suffix not in media.VIDEO_SUFFIXES + media.IMAGE_SUFFIXES:
+            fail("-o", str(output), "must end in .mp4, .png, .jpg, .jpeg or .webp")
+        is_image_path = suffix in media.IMAGE_SUFFIXES
+        num_frames = frames if frames is not None else (1 if is_image_path else spec.native_frames)
+        if is_image_path and num_frames != 1:
+            fail("--frames", num_frames, f"an image output ({output.name}) takes 1 frame; use .mp4 for a video")
+        width, height = _parse_size(size, aspect_ratio, resolution) or (spec.native_width, spec.native_height)
+        task = Task(
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            width=width,
+            height=height,
+            num_frames=num_frames,
+            fps=spec.default_fps if fps is None else fps,
+            steps=steps,
+            guidance=guidance,
+            seed=seed,
+            start_frame=_keyframe("--start-image", start_image),
+            end_frame=_keyframe("--end-image", end_image),
+            loop=loop,
+        )
+        notes = spec.check(task)
+    except TaskError as err:
+        raise BadInput(f"{OPTION_OF.get(err.field, err.field)}: {str(err).split(': ', 1)[1]}") from err
+    for note in notes:
+        console.print(f"[yellow]note:[/] {note}")
+
+    # 2. load the model once, denoise with a progress bar, write the file
+    with console.status(f"loading {spec.id}…"):
+        from noor.runtime.local import load_backend
+
+        backend = load_backend(spec.id, weights=weights)
+    with progress() as bar:
+        job = bar.add_task("denoising", total=task.steps or spec.default_steps, info="")
+
+        def on_progress(done: int, total: int) -> None:
+            bar.update(job, completed=done, total=total)
+
+        result = backend.generate([task], on_progress)[0]
+    path = media.save(result, output)
+    seconds = time.perf_counter() - started
+    kind = "image" if result.is_image else f"{len(result.frames)} frames, {result.fps} fps"
+    print(f"{path}  {kind}, {result.width}x{result.height}, {seconds:.1f} s")
+
+
+@train_app.command("tiny")
+def train_tiny(
+    out: Annotated[Path, typer.Option(help="where to write the pipeline (Hugging Face layout)")] = Path("noor-tiny"),
+    steps: Annotated[int, typer.Option(min=1, help="denoiser optimiser steps")] = 4500,
+    vae_steps: Annotated[int, typer.Option("--vae-steps", min=1, help="VAE optimiser steps")] = 1200,
+    decoder_steps: Annotated[int, typer.Option("--decoder-steps", min=0, help="decoder refinement steps")] = 1200,
+    pool_clips: Annotated[int, typer.Option("--pool-clips", min=1, help="rendered clips encoded for training")] = 12000,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
+    seed: Annotated[int, typer.Option()] = 0,
+    bf16: Annotated[bool, typer.Option("--bf16/--fp32", help="bfloat16 autocast (faster only on some CPUs)")] = False,
+) -> None:
+    """Train noor-tiny from scratch on the synthetic world, with a fixed seed (VAE, then denoiser)."""
+    from noor.engine.tiny.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        steps=steps,
+        vae_steps=vae_steps,
+        decoder_steps=decoder_steps,
+        pool_clips=pool_clips,
+        batch_size=batch_size,
+        seed=seed,
+        bf16=bf16,
+    )
+    started = time.perf_counter()
+    labels = {"vae": "1/4 VAE", "decoder": "2/4 decoder", "encode": "3/4 encoding clips", "denoiser": "4/4 denoiser"}
+    with progress() as bar:
+        jobs: dict[str, Any] = {}
+        recent: list[float] = []
+
+        def on_step(stage: str, step: int, total: int, loss: float) -> None:
+            if stage not in jobs:
+                jobs[stage] = bar.add_task(labels[stage], total=total, info="")
+                recent.clear()
+            info = ""
+            if stage != "encode":
+                recent.append(loss)
+                del recent[:-50]
+                info = f"loss {sum(recent) / len(recent):.4f}"
+            bar.update(jobs[stage], completed=step + 1, info=info)
+
+        losses = train(cfg, out, on_step=on_step)
+    minutes = (time.perf_counter() - started) / 60
+    print(f"{out}  {steps} denoiser steps, final loss {sum(losses[-50:]) / len(losses[-50:]):.4f}, {minutes:.1f} min")
+
+
+@eval_app.command("tiny")
+def eval_tiny(
+    weights: Annotated[Path | None, typer.Option(help="weights dir (default: the packaged ones)")] = None,
+    per_language: Annotated[int, typer.Option("--per-language", min=1, max=32, help="prompts per language")] = 32,
+    keyframe_checks: Annotated[int, typer.Option("--keyframe-checks", min=0)] = 4,
+    steps: Annotated[int | None, typer.Option(min=1, max=100)] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the full report here")] = None,
+) -> None:
+    """Check noor-tiny's colour, shape and motion on held-out prompts, and its keyframe fidelity."""
+    from noor.engine.task import Task
+    from noor.engine.tiny.backend import TinyBackend
+    from noor.engine.tiny.eval import PSNR_TARGET_DB, TARGETS, eval_prompts, evaluate
+
+    backend = TinyBackend(weights)
+    prompts = eval_prompts(per_language)
+
+    def generate_clip(prompt: str, seed: int, start_frame: Any = None, loop: bool = False) -> Any:
+        if start_frame is not None:
+            start_frame = (start_frame * 255).round().astype("uint8")
+        task = Task(prompt=prompt, seed=seed, steps=steps, start_frame=start_frame, loop=loop)
+        return backend.generate([task])[0].frames.astype("float32") / 255.0
+
+    with progress() as bar:
+        job = bar.add_task("evaluating", total=len(prompts) + keyframe_checks, info="")
+        report = evaluate(generate_clip, prompts, keyframe_checks, on_item=lambda: bar.advance(job))
+
+    table = Table(title="noor-tiny on held-out prompts")
+    table.add_column("language")
+    for attribute, target in TARGETS.items():
+        table.add_column(f"{attribute} (>= {target:.0%})", justify="right")
+    for lang, acc in report.accuracy.items():
+        table.add_row(lang, *(f"{acc[a]:.0%}" for a in TARGETS))
+    Console().print(table)
+    print(
+        f"start frame: PSNR (min) {report.start_psnr_db:.1f} dB, colour+shape kept in {report.start_consistency:.0%};"
+        f" loop: last-vs-first PSNR (min) {report.loop_psnr_db:.1f} dB (target >= {PSNR_TARGET_DB:.0f} dB)"
+    )
+    if json_out:
+        json_out.write_text(json.dumps(report.__dict__, indent=2, ensure_ascii=False) + "\n")
+    if not report.passed():
+        print("below target")
+        raise typer.Exit(1)
+
+
+# --- noor models ---
+models_app = typer.Typer(help="Models on this machine: the built-in one and diffusers weights.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Every model this machine can run: id, family, what it can do, defaults, where its weights are."""
+    from noor.engine import registry
+
+    table = Table(title="models")
+    for column in ("id", "family", "can do", "defaults", "weights"):
+        table.add_column(column)
+    for spec in registry.available():
+        defaults = f"{spec.native_width}x{spec.native_height}, {spec.native_frames} frames, {spec.default_steps} steps"
+        table.add_row(spec.id, spec.family, " ".join(sorted(spec.capabilities)), defaults, spec.source)
+    Console(width=200).print(table)
+
+
+@models_app.command("add")
+def models_add(
+    model_id: Annotated[str, typer.Argument(metavar="ID", help="the Noor model id, e.g. wan-1.3b")],
+    path: Annotated[Path, typer.Option(help="weights dir, Hugging Face diffusers layout (model_index.json)")],
+    family: Annotated[str | None, typer.Option(help="model family (default: detected from the weights)")] = None,
+    dtype: Annotated[str, typer.Option(help="bfloat16, float16 or float32")] = "bfloat16",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N]")] = "auto",
+    size: Annotated[str | None, typer.Option(help="default WIDTHxHEIGHT (default: the family's)")] = None,
+    frames: Annotated[int | None, typer.Option(help="default number of frames")] = None,
+    fps: Annotated[int | None, typer.Option(help="default frames per second")] = None,
+    steps: Annotated[int | None, typer.Option(help="default denoising steps")] = None,
+    guidance: Annotated[float | None, typer.Option(help="default guidance scale")] = None,
+    offload: Annotated[str, typer.Option(help="none, model, sequential or group (CPU offload to a GPU)")] = "none",
+    vae_tiling: Annotated[bool, typer.Option("--vae-tiling", help="decode in tiles (less memory)")] = False,
+    vae_slicing: Annotated[bool, typer.Option("--vae-slicing", help="decode one clip at a time")] = False,
+    attention: Annotated[str, typer.Option(help="diffusers attention backend, e.g. native, flash, sage")] = "",
+    cache: Annotated[str, typer.Option(help="none, first-block, faster, pab or taylorseer")] = "none",
+    cache_threshold: Annotated[float, typer.Option("--cache-threshold", help="First Block Cache threshold")] = 0.05,
+) -> None:
+    """Register a local weights dir under a model id, after checking it is complete and of its family."""
+    from noor.engine.diffusers import installed
+    from noor.engine.diffusers.options import Options
+
+    width, height = _parse_size(size, None, None) or (None, None)
+    entry = installed.InstalledModel(
+        id=model_id,
+        family=family or "",
+        path=str(path),
+        dtype=dtype,
+        device=device,
+        width=width,
+        height=height,
+        frames=frames,
+        fps=fps,
+        steps=steps,
+        guidance=guidance,
+        options=Options(offload, vae_tiling, vae_slicing, attention, cache, cache_threshold),
+    )
+    try:
+        added = installed.add(entry)
+    except ValueError as err:
+        raise BadInput(str(err)) from err
+    print(f"{added.id}  {added.family}, {added.dtype}, {added.path}  (in {installed.config_path()})")
+
+
+@models_app.command("show")
+def models_show(model_id: Annotated[str, typer.Argument(metavar="ID", help="a model id")]) -> None:
+    """A model's family, capabilities, defaults, shape rules and options."""
+    from noor.engine import registry
+    from noor.engine.task import TaskError
+
+    try:
+        spec = registry.get(model_id)
+    except TaskError as err:
+        raise BadInput(f"ID: {str(err).split(': ', 1)[1]}") from err
+    rows = {
+        "id": spec.id,
+        "family": spec.family,
+        "description": spec.description,
+        "weights": spec.source,
+        "can do": " ".join(sorted(spec.capabilities)),
+        "defaults": f"{spec.native_width}x{spec.native_height}, {spec.native_frames} frames at {spec.default_fps} fps,"
+        f" {spec.default_steps} steps, guidance {spec.default_guidance}",
+    }
+    geometry = getattr(spec, "geometry", None)
+    if geometry is not None:
+        rows["sizes"] = f"sides in multiples of {geometry.spatial}, up to {spec.limits.max_side}"
+        rows["frames"] = f"{geometry.temporal}k+1, up to {spec.limits.max_frames}" if geometry.temporal else "1 (image)"
+    entry = getattr(spec, "entry", None)
+    if entry is not None:
+        rows["dtype"] = f"{entry.dtype} on {entry.device}"
+        rows["options"] = ", ".join(f"{k}={v}" for k, v in vars(entry.options).items())
+    for key, value in rows.items():
+        print(f"{key:12} {value}")
+
+
+# --- noor perf ---

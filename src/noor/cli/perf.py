@@ -1,0 +1,151 @@
+"""`noor perf`: what a request costs on a chip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from noor.cli.base import BadInput, app, console, fail
+
+perf_app = typer.Typer(help="What a request costs on a chip: seconds, memory, energy, dollars.", no_args_is_help=True)
+app.add_typer(perf_app, name="perf")
+PERF_OPTION_OF = {"width": "--width", "height": "--height", "num_frames": "--frames", "steps": "--steps",
+                  "gpus": "--gpus", "strategy": "--strategy", "usd_per_hour": "--usd-per-hour"}
+PublishedCsv = Annotated[Path, typer.Argument(metavar="CSV", help="a CSV in the shared published format")]
+
+
+def _perf_request(model: str, chips: list[str], gpus: int, strategy: str, width: int | None, height: int | None,
+                  frames: int | None, steps: int | None, precision: str, compiled: bool,
+                  usd_per_hour: float | None) -> list[Any]:
+    """Parse the shared `noor perf` options and estimate on each chip; bad input names its option."""
+    from noor import catalog, perf
+
+    try:
+        arch = catalog.model(model)
+    except catalog.UnknownId as err:
+        fail("--model", model, f"unknown model; valid: {', '.join(err.valid)}")
+    for chip_id in chips:
+        if chip_id not in catalog.chip_ids():
+            fail("--chip", chip_id, f"unknown chip; valid: {', '.join(catalog.chip_ids())}")
+    if precision not in ("auto", "bf16", "fp8"):
+        fail("--precision", precision, "must be auto, bf16 or fp8")
+    try:
+        shape = perf.Shape(
+            arch.default_width if width is None else width,
+            arch.default_height if height is None else height,
+            arch.default_frames if frames is None else frames,
+            steps,
+        )
+        plan = perf.Plan(gpus=gpus, strategy=strategy, precision=None if precision == "auto" else precision,  # type: ignore[arg-type]
+                         compiled=compiled, usd_per_hour=usd_per_hour)
+        return [perf.estimate(arch, shape, catalog.chip(c), plan) for c in chips]
+    except perf.PerfError as err:
+        raise BadInput(f"{PERF_OPTION_OF.get(err.field, err.field)}: {str(err).split(': ', 1)[1]}") from err
+
+
+@perf_app.command("predict")
+def perf_predict(
+    model: Annotated[str, typer.Option(help="model id from the catalog, e.g. wan2.1-t2v-14b")],
+    chip: Annotated[str, typer.Option(help="chip id, e.g. h100-sxm or cpu-local")],
+    gpus: Annotated[int, typer.Option(help="chips working on the one request")] = 1,
+    strategy: Annotated[str, typer.Option(help="auto, ulysses, ring, cfg or hybrid")] = "auto",
+    width: Annotated[int | None, typer.Option(help="pixels (default: the model's)")] = None,
+    height: Annotated[int | None, typer.Option(help="pixels (default: the model's)")] = None,
+    frames: Annotated[int | None, typer.Option(help="frames (default: the model's; 1 for images)")] = None,
+    steps: Annotated[int | None, typer.Option(help="denoising steps (default: the model's)")] = None,
+    precision: Annotated[str, typer.Option(help="auto, bf16 or fp8 (linear layers)")] = "auto",
+    compiled: Annotated[bool, typer.Option("--compiled", help="torch.compile / TensorRT-style fused kernels")] = False,
+    usd_per_hour: Annotated[float | None, typer.Option("--usd-per-hour", help="price per chip-hour")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Predict one request's latency, peak memory, energy, FLOPs and cost, with a per-stage breakdown."""
+    from noor.perf import report
+
+    (estimate,) = _perf_request(model, [chip], gpus, strategy, width, height, frames, steps, precision, compiled,
+                                usd_per_hour)
+    data = report.as_json(estimate)
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    Console().print(report.estimate_table(estimate))
+    if not estimate.fits:
+        print(f"does not fit: {estimate.why_not} (peak {estimate.peak_memory_gb:.1f} GB per chip)")
+        return
+    energy = "-" if estimate.energy_j is None else f"{estimate.energy_j / 1e3:.1f} kJ"
+    print(f"latency {estimate.latency_s:.2f} s, peak memory {estimate.peak_memory_gb:.1f} GB/chip, energy {energy},"
+          f" {estimate.flops / 1e12:.1f} TFLOP, ${estimate.cost_usd:.4f} at ${estimate.usd_per_hour:.2f}/chip-h")
+    for note in estimate.notes:
+        print(f"note: {note}")
+
+
+@perf_app.command("compare")
+def perf_compare(
+    model: Annotated[str, typer.Option(help="model id from the catalog")],
+    chips: Annotated[str | None, typer.Option(help="comma-separated chip ids (default: every catalog chip)")] = None,
+    gpus: Annotated[int, typer.Option(help="chips per request")] = 1,
+    strategy: Annotated[str, typer.Option(help="auto, ulysses, ring, cfg or hybrid")] = "auto",
+    width: Annotated[int | None, typer.Option()] = None,
+    height: Annotated[int | None, typer.Option()] = None,
+    frames: Annotated[int | None, typer.Option()] = None,
+    steps: Annotated[int | None, typer.Option()] = None,
+    precision: Annotated[str, typer.Option(help="auto, bf16 or fp8")] = "auto",
+    compiled: Annotated[bool, typer.Option("--compiled")] = False,
+) -> None:
+    """One request on many chips, fastest first."""
+    from noor import catalog
+    from noor.perf import report
+
+    ids = [c.strip() for c in chips.split(",") if c.strip()] if chips else sorted(catalog.chips())
+    estimates = _perf_request(model, ids, gpus, strategy, width, height, frames, steps, precision, compiled, None)
+    Console(width=200).print(report.compare_table(estimates))
+
+
+@perf_app.command("check")
+def perf_check(csv_path: PublishedCsv) -> None:
+    """Published vs predicted for every row of a CSV, with median and p90 absolute error."""
+    from noor.perf import efficiency, published, report
+    from noor.perf.calibrate import check
+
+    if not csv_path.exists():
+        fail("CSV", str(csv_path), "no such file")
+    try:
+        data = published.read_any(csv_path)
+    except ValueError as err:
+        fail("CSV", str(csv_path), str(err).split(": ", 1)[1])
+    rows = check(data, efficiency.load())
+    Console(width=220).print(report.check_table(rows, f"{csv_path.name}: published vs predicted"))
+    for skipped in data.skipped:
+        print(f"skipped  {skipped.label}: {skipped.reason}")
+    print(report.summary_line(rows))
+
+
+@perf_app.command("calibrate")
+def perf_calibrate(
+    data: Annotated[Path, typer.Option(help="folder with measurements.csv and mlperf_sdxl.csv")] = Path(
+        "../shared/data/published"
+    ),
+    out: Annotated[Path | None, typer.Option(help="where to write (default: the package's calibration.toml)")] = None,
+) -> None:
+    """Fit the efficiency factors on the published figures; print every row and write the constants file."""
+    from noor.perf import calibrate, efficiency, report
+
+    paths = [data / "measurements.csv", data / "mlperf_sdxl.csv"]
+    for p in paths:
+        if not p.exists():
+            fail("--data", str(data), f"has no {p.name}")
+    with console.status("fitting…"):
+        _, rows = calibrate.calibrate(paths, efficiency.load(), out)
+    efficiency.load.cache_clear()
+    Console(width=220).print(report.check_table(rows, "calibration: published vs fitted"))
+    print(report.summary_line(rows))
+    print(f"wrote {out or efficiency.calibration_path()}")
+
+
+# --- end noor perf ---
+
+
+# --- noor plan ---

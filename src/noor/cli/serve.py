@@ -1,0 +1,177 @@
+"""`noor keys`, `noor serve` and `noor worker`: running the service."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Annotated
+
+import typer
+
+from noor.cli.base import BadInput, app, fail
+
+keys_app = typer.Typer(help="Tenants' API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str | None, typer.Option(help="tenant name (created if new)")] = None,
+    worker: Annotated[bool, typer.Option("--worker", help="a key for `noor worker` instead of a tenant")] = False,
+    regions: Annotated[str | None, typer.Option(help="comma-separated regions the tenant's jobs may use")] = None,
+    credits: Annotated[float, typer.Option(help="starting credits for a new tenant, in US cents")] = 0.0,
+    max_concurrent: Annotated[int, typer.Option("--max-concurrent", min=1, help="queued+running jobs at once")] = 10,
+    per_minute: Annotated[int, typer.Option("--per-minute", min=1, help="creates per rolling minute")] = 20,
+) -> None:
+    """Create an API key (and the tenant if it is new). The key is printed once; only its hash is kept."""
+    from noor.config import settings
+    from noor.jobs import tenants
+    from noor.jobs.store import Store
+
+    if worker == (tenant is not None):
+        fail("--tenant", tenant, "give --tenant NAME for a tenant key, or --worker for a worker key")
+    store = Store(settings().resolved_database_url)
+    try:
+        if tenant is None:  # --worker
+            print(tenants.create_worker_key(store))
+            return
+        if tenant not in {t.name for t in tenants.list_tenants(store)}:
+            region_list = [r.strip() for r in regions.split(",") if r.strip()] if regions else None
+            tenants.create_tenant(
+                store,
+                tenant,
+                regions=region_list,
+                credits_cents=credits,
+                max_concurrent=max_concurrent,
+                max_per_minute=per_minute,
+            )
+        print(tenants.create_key(store, tenant))
+    except tenants.TenantError as err:
+        raise BadInput(f"--tenant: {err}") from err
+    finally:
+        store.close()
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="address to listen on (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="port (default 8000)")] = None,
+    workers: Annotated[int | None, typer.Option(min=0, max=64, help="local worker processes (default 1)")] = None,
+) -> None:
+    """Serve the Dream Machine-compatible API with local workers on the built-in model."""
+    import uvicorn
+
+    from noor import catalog, logs
+    from noor.api.app import ApiConfig, create_app, render_payload
+    from noor.api.requests import DEFAULT_ALIASES
+    from noor.config import settings
+    from noor.engine import registry
+    from noor.jobs import tenants
+    from noor.jobs.assets import AssetStore
+    from noor.jobs.store import Store
+    from noor.runtime.local import LocalWorkers
+    from noor.runtime.ssrf import Guard
+    from noor.runtime.webhooks import WebhookConfig, WebhookDeliverer
+    from noor.scheduling import SchedulingError
+
+    cfg = settings()
+    host, port = host or cfg.host, port or cfg.port
+    count = cfg.workers if workers is None else workers
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        policy = cfg.scheduling_policy()
+    except SchedulingError as err:
+        raise BadInput(f"NOOR_SCHEDULER: {err}") from err
+    store = Store(cfg.resolved_database_url, scheduler=policy)
+    if not tenants.list_tenants(store):  # first run: an admin tenant and its key, shown once
+        tenants.create_tenant(store, "admin", credits_cents=1_000_000, max_concurrent=100, max_per_minute=600)
+        print(f"admin API key (shown once): {tenants.create_key(store, 'admin')}")
+    logs.setup(cfg.log_level, cfg.log_format)
+    aliases = DEFAULT_ALIASES | cfg.aliases
+    for alias, target in aliases.items():
+        if target not in {spec.id for spec in registry.available()}:
+            raise BadInput(f"NOOR_ALIASES: {alias!r} maps to {target!r}, which is not an installed model")
+    guard = Guard.from_strings(cfg.ssrf_allow)
+    secret = cfg.secret()
+    try:
+        catalog.chip(cfg.worker_chip)
+    except catalog.UnknownId as err:
+        raise BadInput(f"NOOR_WORKER_CHIP: {err}") from err
+    config = ApiConfig(
+        secret=secret,
+        guard=guard,
+        aliases=aliases,
+        public_url=cfg.public_url,
+        chip=cfg.worker_chip,
+        markup=cfg.price_markup,
+    )
+    api = create_app(store, AssetStore(cfg.resolved_assets_url), config)
+    pool = LocalWorkers(count, cfg.resolved_database_url, cfg.resolved_assets_url, cfg.threads)
+    pool.start()
+    base_url = cfg.public_url or f"http://{host}:{port}"
+    hooks = WebhookDeliverer(
+        store, WebhookConfig(secret=secret, guard=guard, render=lambda p: render_payload(base_url, secret, p))
+    )
+    stop_hooks = threading.Event()
+    threading.Thread(target=hooks.run_forever, args=(stop_hooks,), daemon=True, name="webhooks").start()
+    print(f"Noor is serving on http://{host}:{port}  (data in {cfg.data_dir}, {count} local worker(s))", flush=True)
+    try:
+        uvicorn.run(api, host=host, port=port, log_config=logs.config(cfg.log_level, cfg.log_format))
+    finally:
+        stop_hooks.set()
+        pool.close()
+        store.close()
+
+
+@app.command("worker")
+def worker_command(
+    server: Annotated[str, typer.Option(help="the `noor serve` URL, e.g. http://10.0.0.5:8000")],
+    key: Annotated[str, typer.Option(help="a worker key (`noor keys create --worker` on the server)")],
+    model: Annotated[list[str], typer.Option(help="models this worker runs (repeatable)")] = ["tiny"],  # noqa: B006
+    name: Annotated[str | None, typer.Option(help="worker name (default: host-pid)")] = None,
+    region: Annotated[str | None, typer.Option(help="only run jobs that may run in this region")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads")] = None,
+    lease_s: Annotated[float, typer.Option("--lease-s", min=5, help="seconds a claim lasts without a heartbeat")] = 30,
+) -> None:
+    """Run jobs for a `noor serve` from this process or machine, through its worker API."""
+    import os
+    import signal
+    import socket
+
+    from noor import logs
+    from noor.config import settings
+    from noor.engine import registry
+    from noor.runtime.local import load_backend
+    from noor.runtime.remote import Server, ServerError
+    from noor.runtime.worker import Worker, WorkerConfig
+
+    for m in model:
+        try:
+            registry.get(m)
+        except registry.UnknownModel as err:
+            raise BadInput(f"--model: {err}") from err
+    if not server.startswith(("http://", "https://")):
+        fail("--server", server, "must be an http:// or https:// URL")
+    logs.setup(settings().log_level, settings().log_format)
+    name = name or f"{socket.gethostname()}-{os.getpid()}"
+    remote = Server(server, key, name)
+    try:
+        remote.ping()  # checks the URL and the key before loading anything
+    except ServerError as err:
+        raise BadInput(f"--server: {err}") from err
+    config = WorkerConfig(name=name, models=[*model, "resample"], lease_s=lease_s, region=region)
+    worker = Worker(remote, remote, config, lambda m: load_backend(m, threads))
+    for m in model:
+        worker.backend(m)  # load once, before the first job
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"worker {name} runs {', '.join(model)} for {server}", file=sys.stderr, flush=True)
+    try:
+        worker.run_forever(stop)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        remote.close()
+
+
+# --- noor simulate ---
