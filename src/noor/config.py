@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
     from noor.scheduling import Policy
+
+
+REGION = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")  # e.g. me-riyadh (fits the 32-character column)
 
 
 def _default_data_dir() -> Path:
@@ -51,6 +55,19 @@ class Settings(BaseSettings):
     ssrf_allow: list[str] = Field(
         default_factory=list, description="networks callbacks may reach despite being private, e.g. 10.0.0.0/8"
     )
+    region_stores: dict[str, str] = Field(
+        default_factory=dict,
+        description='fsspec URL of each region\'s asset store, JSON, e.g. {"me-riyadh": "s3://noor-riyadh/assets"}; '
+        "a region not listed: a folder in the data dir",
+    )
+
+    @field_validator("region_stores")
+    @classmethod
+    def _region_names(cls, stores: dict[str, str]) -> dict[str, str]:
+        for region in stores:
+            if not REGION.match(region):
+                raise ValueError(f"region names are lowercase letters, digits and - ({region!r} is not)")
+        return stores
 
     @property
     def resolved_database_url(self) -> str:
@@ -59,6 +76,16 @@ class Settings(BaseSettings):
     @property
     def resolved_assets_url(self) -> str:
         return self.assets_url or str(self.data_dir / "assets")
+
+    def region_assets_url(self, region: str | None) -> str:
+        """Where a region's workers write files (data residency); no region: the default store."""
+        if region is None:
+            return self.resolved_assets_url
+        if region in self.region_stores:
+            return self.region_stores[region]
+        if not REGION.match(region):
+            raise ValueError(f"region must be lowercase letters, digits and -, got {region!r}")
+        return str(self.data_dir / "regions" / region / "assets")
 
     def scheduling_policy(self) -> Policy:
         """The configured queue-order policy (NOOR_SCHEDULER, NOOR_SCHEDULER_SETTINGS); SchedulingError if unknown."""

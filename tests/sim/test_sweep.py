@@ -47,12 +47,13 @@ def test_cli_sweep_table_json_and_ray_missing(tmp_path: Path) -> None:
     assert "fair-share" in run.stdout and "2 points" in run.stdout
     rows = json.loads(out.read_text())["rows"]
     assert [r["scheduling.policy"] for r in rows] == ["fifo", "fair-share"]
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        run = subprocess.run([*cmd, "--set", "seed=1,2", "--ray"], capture_output=True, text=True, timeout=120,
-                             check=False)
-        assert run.returncode == 2 and run.stderr == (
-            "noor: error: --ray: Ray is not installed (pip install ray); without --ray, local processes\n")
     run = subprocess.run([*cmd, "--set", "seed"], capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == 2 and "--set" in run.stderr
+
+
+def test_ray_missing_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray is an extra: without it, --ray says how to get it (the run on a real cluster is in tests/runtime)."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    with pytest.raises(sweeps.SweepError) as err:
+        sweeps.sweep(scenario_dict(horizon_h=1.0), {"seed": [1, 2]}, ray=True)
+    assert str(err.value) == "--ray: Ray is not installed (pip install 'noor[ray]'); without --ray, local processes"

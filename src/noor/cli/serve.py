@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from noor.cli.base import BadInput, app, fail
+
+if TYPE_CHECKING:
+    from noor.jobs.assets import RegionalAssets
+    from noor.jobs.store import Store
+    from noor.runtime.local import LocalWorkers
+    from noor.runtime.ray_cluster import RayCluster
 
 keys_app = typer.Typer(help="Tenants' API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -57,8 +63,26 @@ def serve(
     host: Annotated[str | None, typer.Option(help="address to listen on (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(min=1, max=65535, help="port (default 8000)")] = None,
     workers: Annotated[int | None, typer.Option(min=0, max=64, help="local worker processes (default 1)")] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="auto|ADDRESS",
+            help="run the workers as Ray actors on this cluster instead of local processes (auto: the one started "
+            "on this machine); each node's `region` label or `region:NAME` resource is its region",
+        ),
+    ] = None,
+    gpus_per_worker: Annotated[
+        float,
+        typer.Option(
+            "--gpus-per-worker",
+            min=0,
+            help="with --ray: GPUs each worker holds (0: CPU workers, one per NOOR_THREADS CPUs; 0.5: two per GPU; "
+            "k > 1: k GPUs on one node)",
+        ),
+    ] = 0.0,
 ) -> None:
-    """Serve the Dream Machine-compatible API with local workers on the built-in model."""
+    """Serve the Dream Machine-compatible API with local workers (or Ray actors) on the built-in model."""
     import uvicorn
 
     from noor import catalog, logs
@@ -77,6 +101,8 @@ def serve(
     cfg = settings()
     host, port = host or cfg.host, port or cfg.port
     count = cfg.workers if workers is None else workers
+    if ray is not None and workers is not None:
+        fail("--workers", workers, "is not used with --ray (each Ray node gets workers for its GPUs or CPUs)")
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     try:
         policy = cfg.scheduling_policy()
@@ -105,8 +131,14 @@ def serve(
         chip=cfg.worker_chip,
         markup=cfg.price_markup,
     )
-    api = create_app(store, AssetStore(cfg.resolved_assets_url), config)
-    pool = LocalWorkers(count, cfg.resolved_database_url, cfg.resolved_assets_url, cfg.threads)
+    pool: LocalWorkers | RayCluster
+    if ray is None:
+        assets = AssetStore(cfg.resolved_assets_url)
+        pool = LocalWorkers(count, cfg.resolved_database_url, cfg.resolved_assets_url, cfg.threads)
+        where = f"{count} local worker(s)"
+    else:
+        assets, pool, where = _ray_workers(ray, gpus_per_worker, store)
+    api = create_app(store, assets, config)
     pool.start()
     base_url = cfg.public_url or f"http://{host}:{port}"
     hooks = WebhookDeliverer(
@@ -114,13 +146,42 @@ def serve(
     )
     stop_hooks = threading.Event()
     threading.Thread(target=hooks.run_forever, args=(stop_hooks,), daemon=True, name="webhooks").start()
-    print(f"Noor is serving on http://{host}:{port}  (data in {cfg.data_dir}, {count} local worker(s))", flush=True)
+    print(f"Noor is serving on http://{host}:{port}  (data in {cfg.data_dir}, {where})", flush=True)
     try:
         uvicorn.run(api, host=host, port=port, log_config=logs.config(cfg.log_level, cfg.log_format))
     finally:
         stop_hooks.set()
         pool.close()
         store.close()
+
+
+def _ray_workers(address: str, gpus_per_worker: float, store: Store) -> tuple[RegionalAssets, RayCluster, str]:
+    """Workers as Ray actors on the cluster at `address`; the server reads files from every region's store."""
+    from noor.config import settings
+    from noor.engine import registry
+    from noor.jobs.assets import RegionalAssets
+    from noor.runtime import ray_cluster
+
+    cfg = settings()
+    try:
+        models = [spec.id for spec in registry.available()] + ["resample"]
+        config = ray_cluster.ClusterConfig(
+            models=models, gpus_per_worker=gpus_per_worker, threads=cfg.threads or 1, chip=cfg.worker_chip
+        )
+        ray = ray_cluster.connect(address)
+    except ray_cluster.ClusterError as err:
+        raise BadInput(f"--ray: {err}") from err
+    nodes = [n for n in ray_cluster.list_nodes(ray) if n.alive]
+    if cfg.resolved_database_url.startswith("sqlite") and len({n.address for n in nodes}) > 1:
+        print(
+            "noor: warning: SQLite reaches only workers on this machine; give the cluster PostgreSQL "
+            "(NOOR_DATABASE_URL) and region stores every node can reach (NOOR_REGION_STORES)",
+            file=sys.stderr,
+        )
+    assets = RegionalAssets(cfg.resolved_assets_url)
+    cluster = ray_cluster.RayCluster(store, config, cfg, assets, ray)
+    regions = sorted({n.region or "no region" for n in nodes})
+    return assets, cluster, f"Ray at {address}: {len(nodes)} node(s), regions {', '.join(regions)}"
 
 
 @app.command("worker")

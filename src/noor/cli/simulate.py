@@ -111,7 +111,8 @@ def simulate_sweep(
     set_: Annotated[list[str] | None, typer.Option("--set", help="a key and its values: scheduling.policy=fifo,sjf "
                                                                  "(repeatable; the grid is every combination)")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="points run at once (local processes)")] = 2,
-    ray: Annotated[bool, typer.Option("--ray", help="run the points as Ray tasks (Ray must be installed)")] = False,
+    ray: Annotated[bool, typer.Option("--ray", help="run the points as Ray tasks: on the cluster at RAY_ADDRESS, "
+                                                    "else a local Ray (pip install 'noor[ray]')")] = False,
     analytic: Annotated[bool, typer.Option("--analytic", help="the queueing approximation for every point")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the rows as JSON")] = None,
 ) -> None:

@@ -72,6 +72,40 @@ class AssetStore:
         return sorted(p.split(root, 1)[-1] for p in self.fs.find(base))
 
 
+class RegionalAssets(AssetStore):
+    """A home store that writes (a region's, for its workers; the default one, for the server) and reads from
+    every store it knows, home first: a file is found wherever its region put it, and written only at home."""
+
+    def __init__(self, url: str, region: str | None = None, others: dict[str | None, str] | None = None):
+        super().__init__(url, region)
+        self.others: dict[str | None, AssetStore] = {}
+        for other_region, other_url in (others or {}).items():
+            self.add(other_region, other_url)
+
+    def add(self, region: str | None, url: str) -> None:
+        """Another region's store to read from (a region that joined the cluster)."""
+        if url.rstrip("/") != self.url and region not in self.others:
+            self.others[region] = AssetStore(url, region)
+
+    def _stores(self) -> list[AssetStore]:
+        return [self, *list(self.others.values())]
+
+    def get(self, key: str) -> bytes:
+        for store in self._stores():
+            try:
+                return AssetStore.get(store, key)
+            except AssetNotFound:
+                continue
+        raise AssetNotFound(key)
+
+    def exists(self, key: str) -> bool:
+        return any(AssetStore.exists(store, key) for store in self._stores())
+
+    def delete_prefix(self, prefix: str) -> None:
+        for store in self._stores():
+            AssetStore.delete_prefix(store, prefix)
+
+
 def sign(secret: bytes, key: str, expires_at: int) -> str:
     return hmac.new(secret, f"{key}\n{expires_at}".encode(), hashlib.sha256).hexdigest()
 

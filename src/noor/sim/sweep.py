@@ -4,7 +4,9 @@ point run in its own process (local processes by default, Ray when asked), resul
 from __future__ import annotations
 
 import itertools
+import logging
 import multiprocessing
+import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
@@ -70,7 +72,8 @@ def require_ray() -> Any:
     try:
         import ray as ray_lib  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
-        raise SweepError("--ray: Ray is not installed (pip install ray); without --ray, local processes") from None
+        raise SweepError(
+            "--ray: Ray is not installed (pip install 'noor[ray]'); without --ray, local processes") from None
     return ray_lib
 
 
@@ -93,14 +96,23 @@ def sweep(
         raise SweepError(f"--jobs: must be >= 1, got {jobs!r}")
     rows: list[dict[str, Any] | None] = [None] * len(points)
     if ray:
+        # Ray tasks, one CPU each: on the cluster at RAY_ADDRESS, else one found or started on this machine
         ray_lib = require_ray()
-        ray_lib.init(ignore_reinit_error=True, include_dashboard=False)
-        remote = ray_lib.remote(run_point)
-        refs = [remote.remote(data, p, analytic) for p in points]
-        for i, ref in enumerate(refs):
-            rows[i] = ray_lib.get(ref)
+        if not ray_lib.is_initialized():
+            try:
+                ray_lib.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+            except (ConnectionError, ValueError, RuntimeError) as err:
+                where = os.environ.get("RAY_ADDRESS") or "this machine"
+                raise SweepError(f"--ray: cannot reach or start Ray at {where} ({err})") from None
+        remote = ray_lib.remote(num_cpus=1, max_retries=2)(run_point)
+        refs = {remote.remote(data, p, analytic): i for i, p in enumerate(points)}
+        pending = list(refs)
+        while pending:
+            done, pending = ray_lib.wait(pending, num_returns=1)
+            for ref in done:
+                rows[refs[ref]] = ray_lib.get(ref)
             if progress:
-                progress(i + 1, len(points))
+                progress(len(points) - len(pending), len(points))
     else:
         # spawn: a clean interpreter per worker (no fork of a threaded parent)
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
