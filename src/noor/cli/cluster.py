@@ -27,6 +27,7 @@ def cluster_status(
     from noor.runtime import ray_cluster
 
     try:
+        joined = not ray_cluster.require_ray().is_initialized()
         ray = ray_cluster.connect(address, log_to_driver=False)
     except ray_cluster.ClusterError as err:
         raise BadInput(f"--address: {err}") from err
@@ -35,7 +36,8 @@ def cluster_status(
         status = ray_cluster.cluster_status(ray, store)
     finally:
         store.close()
-        ray.shutdown()
+        if joined:  # leave a connection this process had before as it was
+            ray.shutdown()
     if json_out:
         print(json.dumps(status, indent=2))
         return
