@@ -28,6 +28,7 @@ import tempfile
 import textwrap
 import time
 
+import aiohttp
 import httpx
 
 BARE_APP = textwrap.dedent(
@@ -65,24 +66,26 @@ async def load(method: str, url: str, clients: int, total: int, headers: dict[st
     errors = 0
     remaining = total
 
-    async def client_loop(client: httpx.AsyncClient) -> None:
+    async def client_loop(session: aiohttp.ClientSession) -> None:
         nonlocal remaining, errors
         while remaining > 0:
             remaining -= 1
             t0 = time.perf_counter()
             try:
-                r = await client.request(method, url, headers=headers, json=body)
-                errors += r.status_code >= 400
-            except httpx.HTTPError:  # a dropped connection counts as an error, not the end of the run
+                async with session.request(method, url, headers=headers, json=body) as r:
+                    await r.read()
+                    errors += r.status >= 400
+            except aiohttp.ClientError:  # a dropped connection counts as an error, not the end of the run
                 errors += 1
             latencies.append(time.perf_counter() - t0)
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+    # aiohttp, not httpx: on this machine httpx's async pool tops out near 200 req/s with 100 clients (p99 ~4 s
+    # against a bare endpoint), so it measured itself; aiohttp drives the same endpoint ~7x faster.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients), timeout=TIMEOUT) as session:
         # open every connection before the clock starts: connection set-up is not request latency
-        await asyncio.gather(*(client.request(method, url, headers=headers, json=body) for _ in range(clients)))
+        await asyncio.gather(*(_once(session, method, url, headers, body) for _ in range(clients)))
         started = time.perf_counter()
-        await asyncio.gather(*(client_loop(client) for _ in range(clients)))
+        await asyncio.gather(*(client_loop(session) for _ in range(clients)))
         elapsed = time.perf_counter() - started
     latencies.sort()
     return {
@@ -93,8 +96,23 @@ async def load(method: str, url: str, clients: int, total: int, headers: dict[st
     }
 
 
+TIMEOUT = aiohttp.ClientTimeout(total=30)
+
+
+async def _once(
+    session: aiohttp.ClientSession, method: str, url: str, headers: dict[str, str], body: dict | None
+) -> None:
+    async with session.request(method, url, headers=headers, json=body) as r:
+        await r.read()
+
+
 async def poll(
-    base: str, gets: list[str], creates: str | None, headers: dict[str, str], period_s: float, create_rps: float,
+    base: str,
+    gets: list[str],
+    creates: str | None,
+    headers: dict[str, str],
+    period_s: float,
+    create_rps: float,
     seconds: float,
 ) -> dict:
     """Open loop: one poller per URL in `gets`, each GETting every `period_s` (random phase); creators POST to
@@ -103,32 +121,35 @@ async def poll(
     errors = 0
     deadline = time.perf_counter() + seconds
 
-    async def poller(client: httpx.AsyncClient, url: str) -> None:
+    async def poller(session: aiohttp.ClientSession, url: str) -> None:
         nonlocal errors
         await asyncio.sleep(random.uniform(0, period_s))
         while (start := time.perf_counter()) < deadline:
             try:
-                r = await client.get(url, headers=headers)
-                errors += r.status_code >= 400
-            except httpx.HTTPError:
+                async with session.get(base + url, headers=headers) as r:
+                    await r.read()
+                    errors += r.status >= 400
+            except aiohttp.ClientError:
                 errors += 1
             latencies.append(time.perf_counter() - start)
             await asyncio.sleep(max(0.0, period_s - (time.perf_counter() - start)))
 
-    async def creator(client: httpx.AsyncClient) -> None:
+    async def creator(session: aiohttp.ClientSession) -> None:
         nonlocal errors
         while creates and time.perf_counter() < deadline:
             try:
-                r = await client.post(creates, headers=headers, json={"prompt": "a red circle moves left"})
-                errors += r.status_code >= 400
-            except httpx.HTTPError:
+                body = {"prompt": "a red circle moves left"}
+                async with session.post(base + creates, headers=headers, json=body) as r:
+                    await r.read()
+                    errors += r.status >= 400
+            except aiohttp.ClientError:
                 errors += 1
             await asyncio.sleep(random.expovariate(create_rps))
 
-    limits = httpx.Limits(max_connections=len(gets) + 1, max_keepalive_connections=len(gets) + 1)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
-        await asyncio.gather(*(client.get(url, headers=headers) for url in gets))  # connections up first
-        tasks = [poller(client, url) for url in gets] + ([creator(client)] if creates and create_rps > 0 else [])
+    connector = aiohttp.TCPConnector(limit=len(gets) + 1)
+    async with aiohttp.ClientSession(connector=connector, timeout=TIMEOUT) as session:
+        await asyncio.gather(*(_once(session, "GET", base + url, headers, None) for url in gets))  # connections first
+        tasks = [poller(session, url) for url in gets] + ([creator(session)] if creates and create_rps > 0 else [])
         await asyncio.gather(*tasks)
     latencies.sort()
     return {

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from noor.api import metrics
@@ -111,11 +112,15 @@ class KeyCache:
         self.ttl_s, self.size = ttl_s, size
         self._seen: dict[str, tuple[float, tenants.Tenant]] = {}
 
+    def cached(self, key: str) -> tenants.Tenant | None:
+        hit = self._seen.get(key)
+        return hit[1] if hit is not None and time.monotonic() - hit[0] < self.ttl_s else None
+
     def tenant(self, store: Store, key: str) -> tenants.Tenant | None:
         now = time.monotonic()
-        hit = self._seen.get(key)
-        if hit is not None and now - hit[0] < self.ttl_s:
-            return hit[1]
+        hit = self.cached(key)
+        if hit is not None:
+            return hit
         tenant = tenants.authenticate(store, key)
         if tenant is not None:
             if len(self._seen) >= self.size:
@@ -132,20 +137,36 @@ class Context:
     keys: KeyCache = field(default_factory=KeyCache)
 
 
-def current_tenant(request: Request) -> tenants.Tenant:
-    header = request.headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
+def _bearer(request: Request) -> str | None:
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    return key.strip() if scheme.lower() == "bearer" and key.strip() else None
+
+
+def tenant_of(request: Request) -> tenants.Tenant:
+    """The caller's tenant, or 401 (blocking: for sync code)."""
     ctx: Context = request.app.state.ctx
-    tenant = ctx.keys.tenant(ctx.store, key.strip()) if scheme.lower() == "bearer" and key.strip() else None
+    key = _bearer(request)
+    tenant = ctx.keys.tenant(ctx.store, key) if key else None
     if tenant is None:
         raise HTTPException(401, "Invalid API key is provided")
+    return tenant
+
+
+async def current_tenant(request: Request) -> tenants.Tenant:
+    """The dependency. Async, so a poll whose key is cached costs no thread hop: FastAPI runs a sync
+    dependency in its thread pool, and on a loaded server each hop costs as much as the DB read."""
+    ctx: Context = request.app.state.ctx
+    key = _bearer(request)
+    tenant = ctx.keys.cached(key) if key else None
+    if tenant is None:
+        tenant = await run_in_threadpool(tenant_of, request)
     return tenant
 
 
 Tenant = Annotated[tenants.Tenant, Depends(current_tenant)]
 
 
-def ctx_of(request: Request) -> Context:
+async def ctx_of(request: Request) -> Context:
     ctx: Context = request.app.state.ctx
     return ctx
 
@@ -156,7 +177,9 @@ Ctx = Annotated[Context, Depends(ctx_of)]
 def check_limits(ctx: Context, tenant: tenants.Tenant) -> None:
     """429 with Retry-After before anything is stored (the SDKs retry 429 by themselves)."""
     now = now_utc()
-    running, recent, oldest = ctx.store.usage(tenant.name, now - timedelta(seconds=60))
+    running, recent, oldest = ctx.store.usage(
+        tenant.name, now - timedelta(seconds=60), max_active=tenant.max_concurrent, max_recent=tenant.max_per_minute
+    )
     if running >= tenant.max_concurrent:
         raise HTTPException(
             429,
@@ -283,11 +306,14 @@ def upscale(
 
 
 @router.get("/generations/{generation_id}", response_model=GenerationOut)
-def get_generation(generation_id: str, request: Request, tenant: Tenant, ctx: Ctx) -> GenerationOut:
+async def get_generation(generation_id: str, request: Request, tenant: Tenant, ctx: Ctx) -> GenerationOut:
+    # async with the read in the pool: one thread hop per poll (a sync endpoint costs two, the second
+    # for validating the response)
     try:
-        return generation_out(request, ctx, ctx.store.get(tenant.name, generation_id))
+        generation = await run_in_threadpool(ctx.store.get, tenant.name, generation_id)
     except NotFound as err:
         raise HTTPException(404, "Generation not found") from err
+    return generation_out(request, ctx, generation)
 
 
 @router.get("/generations", response_model=GenerationList)
@@ -374,7 +400,7 @@ def create_app(store: Store, assets: AssetStore, config: ApiConfig) -> FastAPI:
     def get_asset(key: str, request: Request, expires: int | None = None, sig: str | None = None) -> Response:
         signed = expires is not None and sig is not None and verify(config.secret, key, expires, sig)
         if not signed:
-            tenant = current_tenant(request)
+            tenant = tenant_of(request)
             if key.split("/", 1)[0] != tenant.name:
                 raise HTTPException(404, "Asset not found")
         try:

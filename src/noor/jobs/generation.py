@@ -73,6 +73,7 @@ class Generation(Base):
     __table_args__ = (
         Index("ix_generations_queue", "state", "priority", "created_at"),
         Index("ix_generations_tenant", "tenant", "created_at"),
+        Index("ix_generations_tenant_state", "tenant", "state", "deleted_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))

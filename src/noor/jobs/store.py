@@ -251,18 +251,27 @@ class Store:
             rows = list(s.scalars(query.order_by(*order).limit(limit + 1)).all())
         return rows[:limit], len(rows) > limit
 
-    def usage(self, tenant: str, since: datetime) -> tuple[int, int, datetime | None]:
-        """(active jobs, jobs created since `since`, the oldest of those) for rate and concurrency limits."""
+    def usage(
+        self, tenant: str, since: datetime, max_active: int = 2**31, max_recent: int = 2**31
+    ) -> tuple[int, int, datetime | None]:
+        """(active jobs, jobs created since `since`, the oldest of those) for rate and concurrency limits.
+
+        Counts stop at `max_active` and `max_recent` (the limits being checked): a create costs the same
+        whether its tenant has ten jobs queued or ten thousand."""
         mine = Generation.tenant == tenant
-        active = Generation.state.in_([State.QUEUED.value, State.DREAMING.value])
+        active = and_(
+            mine, Generation.state.in_([State.QUEUED.value, State.DREAMING.value]), Generation.deleted_at.is_(None)
+        )
+        recent_rows = and_(mine, Generation.created_at >= since)
         with self.session() as s:
-            running = s.scalar(select(func.count()).where(mine, active, Generation.deleted_at.is_(None))) or 0
-            recent, oldest = s.execute(
-                select(func.count(), func.min(Generation.created_at)).where(mine, Generation.created_at >= since)
-            ).one()
-        if oldest is not None and oldest.tzinfo is None:  # SQLite returns aggregates without the column type
-            oldest = datetime.fromisoformat(str(oldest)).replace(tzinfo=UTC)
-        return int(running), int(recent or 0), oldest
+            running = s.scalar(
+                select(func.count()).select_from(select(Generation.id).where(active).limit(max_active).subquery())
+            )
+            recent = s.scalar(
+                select(func.count()).select_from(select(Generation.id).where(recent_rows).limit(max_recent).subquery())
+            )
+            oldest = s.scalar(select(Generation.created_at).where(recent_rows).order_by(Generation.created_at).limit(1))
+        return int(running or 0), int(recent or 0), oldest
 
     def delete(self, tenant: str, generation_id: str) -> Generation:
         """Hide it from its tenant; a queued job fails at once, a running one stops at its next heartbeat."""
