@@ -16,7 +16,7 @@ from noor.config import settings
 from noor.engine import media
 from tests.engine.diffusers.toys import TOYS, register_args, toy_dir
 
-I2V_ONLY = {"wan2.1-i2v", "wan2.1-flf2v", "wan2.2-i2v-a14b", "cogvideox-i2v"}
+I2V_ONLY = {"wan2.1-i2v", "wan2.1-flf2v", "wan2.2-i2v-a14b", "cogvideox-i2v", "hunyuanvideo-1.5-i2v"}
 IMAGE = {"flux.1-dev", "flux.1-schnell", "sd3.5"}
 
 
@@ -147,3 +147,15 @@ def test_the_registry_rereads_models_toml_only_when_it_changes(
     for _ in range(5):
         assert registry.get("cog").family == "cogvideox" and registry.get("ltx").family == "ltx-video"
     assert len(reads) == 1  # the changed file, once
+
+
+def test_add_says_how_the_model_is_priced(noor: Callable, toy: Callable) -> None:
+    code, out, _ = noor(*register_args("wan2.1-t2v", toy("wan2.1-t2v"), "wan"))
+    assert code == 0
+    assert "not priced: no catalog architecture of wan2.1-t2v has its transformer (2 blocks, hidden 24)" in out
+    assert "--perf-id (e.g. wan2.1-t2v-1.3b, wan2.1-t2v-14b)" in out
+    code, out, _ = noor(*register_args("wan2.1-t2v", toy("wan2.1-t2v"), "wan"), "--perf-id", "wan2.1-t2v-1.3b")
+    assert code == 0 and "priced as wan2.1-t2v-1.3b (noor.perf)" in out
+    assert "priced as    wan2.1-t2v-1.3b" in noor("models", "show", "wan")[1]
+    code, _, err = noor(*register_args("wan2.1-t2v", toy("wan2.1-t2v"), "wan"), "--perf-id", "wan-9b")
+    assert code == 2 and err.count("\n") == 1 and "--perf-id: not a catalog model, got 'wan-9b'; valid: " in err

@@ -270,9 +270,13 @@ def models_add(
     attention: Annotated[str, typer.Option(help="diffusers attention backend, e.g. native, flash, sage")] = "",
     cache: Annotated[str, typer.Option(help="none, first-block, faster, pab or taylorseer")] = "none",
     cache_threshold: Annotated[float, typer.Option("--cache-threshold", help="First Block Cache threshold")] = 0.05,
+    perf_id: Annotated[
+        str | None,
+        typer.Option("--perf-id", help="catalog architecture for ETAs and prices (default: matched from the weights)"),
+    ] = None,
 ) -> None:
     """Register a local weights dir under a model id, after checking it is complete and of its family."""
-    from noor.engine.diffusers import installed
+    from noor.engine.diffusers import installed, weights
     from noor.engine.diffusers.options import Options
 
     width, height = _parse_size(size, None, None) or (None, None)
@@ -288,6 +292,7 @@ def models_add(
         fps=fps,
         steps=steps,
         guidance=guidance,
+        perf_id=perf_id,
         options=Options(offload, vae_tiling, vae_slicing, attention, cache, cache_threshold),
     )
     try:
@@ -295,6 +300,15 @@ def models_add(
     except ValueError as err:
         raise BadInput(str(err)) from err
     print(f"{added.id}  {added.family}, {added.dtype}, {added.path}  (in {installed.config_path()})")
+    if added.perf_id:
+        print(f"priced as {added.perf_id} (noor.perf): `noor serve` gives its generations an ETA and a price")
+    else:
+        choices = ", ".join(added.spec_family.perf_ids) or "a catalog model id (noor perf predict --help)"
+        blocks, hidden, _ = weights.transformer_shape(Path(added.path))
+        print(
+            f"not priced: no catalog architecture of {added.family} has its transformer ({blocks} blocks, hidden"
+            f" {hidden}); its generations carry no ETA or price. Give --perf-id (e.g. {choices}) to price it."
+        )
 
 
 @models_app.command("show")
@@ -322,6 +336,7 @@ def models_show(model_id: Annotated[str, typer.Argument(metavar="ID", help="a mo
         rows["frames"] = f"{geometry.temporal}k+1, up to {spec.limits.max_frames}" if geometry.temporal else "1 (image)"
     entry = getattr(spec, "entry", None)
     if entry is not None:
+        rows["priced as"] = entry.perf_id or "not priced (no catalog architecture; `noor models add --perf-id`)"
         rows["dtype"] = f"{entry.dtype} on {entry.device}"
         rows["options"] = ", ".join(f"{k}={v}" for k, v in vars(entry.options).items())
     for key, value in rows.items():

@@ -1,7 +1,10 @@
-"""The diffusers backend on toy models: request mapping, keyframes, progress and cancel, caching A/B/A."""
+"""The diffusers backend on toy models: request mapping, keyframes, progress and cancel, options.
+
+Every family's previews and caching A/B/A: test_families.py."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from dataclasses import replace
@@ -78,8 +81,9 @@ def test_request_mapping_rounds_with_notes_and_refuses_what_the_model_cannot(toy
 
 def test_geometry_is_read_from_the_weights_configs(toy: Toy) -> None:
     # toys: Wan 2.1 VAE 8x and patch 2; Wan 2.2 5B VAE 16x and patch 2; LTX toy VAE 4x/4x; CogVideoX odd latents
-    assert families.get("wan2.1-t2v").geometry(toy("wan2.1-t2v")) == families.Geometry(16, 4)
-    assert families.get("wan2.2-ti2v").geometry(toy("wan2.2-ti2v")) == families.Geometry(32, 4)
+    # (Wan's rotary table: the toys' rope_max_seq_len, 128 positions per axis)
+    assert families.get("wan2.1-t2v").geometry(toy("wan2.1-t2v")) == families.Geometry(16, 4, max_positions=128)
+    assert families.get("wan2.2-ti2v").geometry(toy("wan2.2-ti2v")) == families.Geometry(32, 4, max_positions=128)
     assert families.get("ltx-video").geometry(toy("ltx-video")) == families.Geometry(32, 4)
     assert families.get("cogvideox").geometry(toy("cogvideox")) == families.Geometry(16, 8)
     assert families.get("flux.1-dev").geometry(toy("flux.1-dev")) == families.Geometry(16, 0)
@@ -124,7 +128,7 @@ def test_bad_entries_are_refused_at_registration(
 ) -> None:
     good = InstalledModel(id="wan", family="wan2.1-t2v", path=str(toy("wan2.1-t2v")), width=32, height=32, frames=5)
     with pytest.raises(ValueError, match=message):
-        installed.add(replace(good, **{option: value}))
+        installed.add(replace(good, **{option: value}))  # type: ignore[arg-type]
     assert not (data_dir / "models.toml").exists()
 
 
@@ -185,25 +189,6 @@ def test_mode_switch_shares_components(toy: Toy, data_dir: Path) -> None:
     assert backend.pipe("i2v").transformer is backend.pipe("t2v").transformer
 
 
-@pytest.mark.parametrize("family", ["wan2.1-t2v", "flux.1-dev"])
-def test_cache_on_off_and_off_again_is_exact(toy: Toy, data_dir: Path, family: str) -> None:
-    from tests.engine.diffusers.toys import TOYS
-
-    backend = DiffusersBackend(_add(toy, family))
-    _, width, height, frames = TOYS[family]
-    task = Task(prompt="a red circle", width=width, height=height, num_frames=frames, steps=3, seed=4)
-    a = backend.generate([task])[0].frames
-    # a threshold this high reuses the cached residual on every step after the first
-    backend.configure(Options(cache="first-block", cache_threshold=10.0))
-    b = backend.generate([task])[0].frames
-    b_again = backend.generate([task])[0].frames  # cache state is reset between generations
-    backend.configure(Options())
-    a_again = backend.generate([task])[0].frames
-    assert np.array_equal(a, a_again)
-    assert not np.array_equal(a, b) and np.array_equal(b, b_again)
-    assert not any(getattr(m, "is_cache_enabled", False) for m in [backend.pipe(next(iter(backend.pipes))).transformer])
-
-
 def test_other_caches_and_vae_options_switch_on_and_off(toy: Toy, data_dir: Path) -> None:
     backend = DiffusersBackend(_add(toy, "wan2.1-t2v"))
     task = Task(prompt="a cat", width=32, height=32, num_frames=5, steps=2)
@@ -215,3 +200,61 @@ def test_other_caches_and_vae_options_switch_on_and_off(toy: Toy, data_dir: Path
     assert np.array_equal(backend.generate([task])[0].frames, before)
     with pytest.raises(ValueError, match=r"--offload: .*device is cpu"):
         backend.configure(Options(offload="model"))
+
+
+def test_wan_sizes_beyond_its_rotary_table_are_refused_at_create_time(toy: Toy, data_dir: Path, tmp_path: Path) -> None:
+    short = shutil.copytree(toy("wan2.1-t2v"), tmp_path / "short-rope")
+    config = json.loads((short / "transformer" / "config.json").read_text())
+    (short / "transformer" / "config.json").write_text(json.dumps(config | {"rope_max_seq_len": 4}))
+    entry = installed.add(
+        InstalledModel(id="wan-short", family="wan2.1-t2v", path=str(short), dtype="float32", width=32, height=32,
+                       frames=5, steps=2)
+    )  # fmt: skip
+    spec = registry.get("wan-short")
+    assert spec.check(Task(prompt="a cat", width=64, height=64, num_frames=13)) == []  # 4 positions on each axis
+    with pytest.raises(TaskError, match=r"width: model 'wan-short' has rotary embeddings for 4 positions per axis"
+                       r" \(rope_max_seq_len\) and this needs 5, got 80"):  # fmt: skip
+        spec.check(Task(prompt="a cat", width=80, height=32, num_frames=5))
+    with pytest.raises(TaskError, match=r"num_frames: .* this needs 5, got 17"):
+        spec.check(Task(prompt="a cat", width=32, height=32, num_frames=17))
+    # the refusal is real: past the table the transformer itself fails, inside the worker
+    with pytest.raises(RuntimeError):
+        DiffusersBackend(entry).generate([Task(prompt="a cat", width=80, height=32, num_frames=5, steps=1)])
+
+
+def test_hunyuanvideo15_i2v_draws_its_own_bucket_for_the_keyframe(toy: Toy, data_dir: Path) -> None:
+    backend = DiffusersBackend(_add(toy, "hunyuanvideo-1.5-i2v"))
+    spec = registry.get("toy-hunyuanvideo-1.5-i2v")
+    assert spec.capabilities == {"i2v", "extend"}
+    start = np.zeros((16, 32, 3), np.uint8)
+    task = Task(prompt="a cat", width=32, height=16, num_frames=5, steps=2, start_frame=start)
+    # the toy's transformer has target_size 16: about 16x16 pixels at 2:1, in the VAE's multiples of 4
+    assert spec.check(task) == [
+        "toy-hunyuanvideo-1.5-i2v draws about 16x16 pixels at the request's aspect ratio: 32x16 drawn at 20x12"
+    ]
+    media = backend.generate([task])[0]
+    assert media.frames.shape == (5, 12, 20, 3) and media.notes == [spec.check(task)[0]]
+    assert type(backend.pipe("i2v")).__name__ == "HunyuanVideo15ImageToVideoPipeline"
+    with pytest.raises(TaskError, match=r"model 'toy-hunyuanvideo-1\.5-i2v' cannot do t2v"):
+        spec.check(Task(prompt="a cat", width=16, height=16, num_frames=5))
+
+
+def test_perf_id_is_matched_from_the_transformer_or_given(toy: Toy, data_dir: Path, tmp_path: Path) -> None:
+    # a toy is no catalog architecture: not priced unless told
+    assert _add(toy, "wan2.1-t2v").perf_id is None
+    assert _add(toy, "wan2.1-t2v", "priced", perf_id="wan2.1-t2v-14b").perf_id == "wan2.1-t2v-14b"
+    assert registry.get("priced").perf_id == "wan2.1-t2v-14b"  # type: ignore[attr-defined]
+    # the released checkpoints' transformer configs name their catalog entry
+    real = shutil.copytree(toy("wan2.1-t2v"), tmp_path / "real-config")
+    config = json.loads((real / "transformer" / "config.json").read_text())
+    shapes = {"wan2.1-t2v-1.3b": (30, 12), "wan2.1-t2v-14b": (40, 40)}  # layers, heads of 128 (config.json)
+    for perf_id, (layers, heads) in shapes.items():
+        config |= {"num_layers": layers, "num_attention_heads": heads, "attention_head_dim": 128}
+        (real / "transformer" / "config.json").write_text(json.dumps(config))
+        assert weights.match_perf_id(real, families.get("wan2.1-t2v")) == perf_id
+    entry = installed.add(InstalledModel(id="real", family="", path=str(real), width=32, height=32, frames=5))
+    assert entry.perf_id == "wan2.1-t2v-14b" and 'perf_id = "wan2.1-t2v-14b"' in (data_dir / "models.toml").read_text()
+    with pytest.raises(ValueError, match=r"--perf-id: not a catalog model, got 'wan-9b'; valid: .*wan2.1-t2v-1.3b"):
+        _add(toy, "wan2.1-t2v", perf_id="wan-9b")
+    with pytest.raises(ValueError, match=r"wan2\.1-t2v makes videos and flux\.1-dev is a catalog image model"):
+        _add(toy, "wan2.1-t2v", perf_id="flux.1-dev")

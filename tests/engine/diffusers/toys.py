@@ -232,7 +232,7 @@ def ltx() -> Any:
         num_attention_heads=4,
         attention_head_dim=8,
         cross_attention_dim=32,
-        num_layers=1,
+        num_layers=2,  # First Block Cache needs two blocks or more
         caption_channels=32,
     )
     vae = AutoencoderKLLTXVideo(
@@ -324,10 +324,11 @@ def hunyuanvideo() -> Any:
     )
 
 
-def hunyuanvideo15() -> Any:
+def hunyuanvideo15(i2v: bool = False) -> Any:
     from diffusers import (
         AutoencoderKLHunyuanVideo15,
         FlowMatchEulerDiscreteScheduler,
+        HunyuanVideo15ImageToVideoPipeline,
         HunyuanVideo15Pipeline,
         HunyuanVideo15Transformer3DModel,
     )
@@ -339,7 +340,7 @@ def hunyuanvideo15() -> Any:
         out_channels=4,
         num_attention_heads=2,
         attention_head_dim=8,
-        num_layers=1,
+        num_layers=2,  # First Block Cache needs two blocks or more
         num_refiner_layers=1,
         mlp_ratio=2.0,
         patch_size=1,
@@ -348,8 +349,8 @@ def hunyuanvideo15() -> Any:
         text_embed_2_dim=8,
         image_embed_dim=12,
         rope_axes_dim=(2, 2, 4),
-        target_size=16,
-        task_type="t2v",
+        target_size=16,  # the I2V pipeline draws ~16x16 pixels at the start frame's aspect ratio
+        task_type="i2v" if i2v else "t2v",
     )
     vae = AutoencoderKLHunyuanVideo15(
         in_channels=3,
@@ -372,15 +373,28 @@ def hunyuanvideo15() -> Any:
         eos_token_id=2,
         rope_parameters={"rope_type": "default", "mrope_section": [1, 1, 2], "rope_theta": 1e4},
     )
-    return HunyuanVideo15Pipeline(
-        transformer=transformer,
-        vae=vae,
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
-        text_encoder=Qwen2_5_VLTextModel(qwen),
-        tokenizer=qwen_tokenizer(),
-        text_encoder_2=t5_encoder(8, 384),
-        tokenizer_2=ByT5Tokenizer(),
-        guider=ClassifierFreeGuidance(guidance_scale=1.0),
+    parts = {
+        "transformer": transformer,
+        "vae": vae,
+        "scheduler": FlowMatchEulerDiscreteScheduler(shift=7.0),
+        "text_encoder": Qwen2_5_VLTextModel(qwen),
+        "tokenizer": qwen_tokenizer(),
+        "text_encoder_2": t5_encoder(8, 384),
+        "tokenizer_2": ByT5Tokenizer(),
+        "guider": ClassifierFreeGuidance(guidance_scale=1.0),
+    }
+    if not i2v:
+        return HunyuanVideo15Pipeline(**parts)
+    # a SigLIP vision tower as wide as the transformer's image_embed_dim embeds the start frame
+    from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
+
+    vision = SiglipVisionConfig(
+        hidden_size=12, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2, image_size=16, patch_size=8
+    )
+    return HunyuanVideo15ImageToVideoPipeline(
+        **parts,
+        image_encoder=SiglipVisionModel(vision),
+        feature_extractor=SiglipImageProcessor(size={"height": 16, "width": 16}),
     )
 
 
@@ -400,7 +414,7 @@ def cogvideox(i2v: bool = False) -> Any:
         out_channels=4,
         time_embed_dim=2,
         text_embed_dim=32,
-        num_layers=1,
+        num_layers=2,  # First Block Cache needs two blocks or more
         sample_width=2,
         sample_height=2,
         sample_frames=9,
@@ -513,6 +527,7 @@ TOYS: dict[str, tuple[Callable[[], Any], int, int, int]] = {
     "ltx-video": (ltx, 32, 32, 9),
     "hunyuanvideo": (hunyuanvideo, 32, 32, 5),
     "hunyuanvideo-1.5": (hunyuanvideo15, 16, 16, 5),
+    "hunyuanvideo-1.5-i2v": (lambda: hunyuanvideo15(i2v=True), 16, 16, 5),
     "cogvideox": (cogvideox, 32, 32, 9),
     "cogvideox-i2v": (lambda: cogvideox(i2v=True), 32, 32, 9),
     "flux.1-dev": (flux, 32, 32, 1),

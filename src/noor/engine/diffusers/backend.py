@@ -10,10 +10,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from noor.engine.backend import Progress
+from noor.engine.backend import Preview, Progress
 from noor.engine.diffusers import options as opts
 from noor.engine.diffusers.families import Family, mode_of
 from noor.engine.diffusers.installed import InstalledModel, resolve_device
+from noor.engine.diffusers.preview import decode as decode_preview
+from noor.engine.diffusers.preview import preview_steps
 from noor.engine.diffusers.spec import spec_of
 from noor.engine.task import Media, Task
 
@@ -100,13 +102,8 @@ class DiffusersBackend:
         self.options = options
 
     def generate(
-        self,
-        tasks: Sequence[Task],
-        progress: Progress | None = None,
-        preview: Callable[[Callable[[], np.ndarray]], None] | None = None,  # engine.backend.Preview
+        self, tasks: Sequence[Task], progress: Progress | None = None, preview: Preview | None = None
     ) -> list[Media]:
-        # `preview` is accepted and not yet used: a draft of a diffusers model's latents costs a VAE decode
-        # per family, which Noor does not do yet, so these models show progress without a progress_video.
         total = sum(t.steps or self.spec.default_steps for t in tasks)
         done = 0
 
@@ -116,9 +113,10 @@ class DiffusersBackend:
             if progress is not None:
                 progress(done, total)  # may raise Cancelled: the pipeline stops between steps
 
-        return [self._one(task, on_step) for task in tasks]
+        # previews follow the first task's clip, as the engine's Preview contract says
+        return [self._one(task, on_step, preview if i == 0 else None) for i, task in enumerate(tasks)]
 
-    def _one(self, task: Task, on_step: Callable[[], None]) -> Media:
+    def _one(self, task: Task, on_step: Callable[[], None], preview: Preview | None = None) -> Media:
         torch = self.torch
         # 1. the shape the model draws (same mapping as at create time)
         fitted, notes = self.spec.fit(task)
@@ -144,9 +142,20 @@ class DiffusersBackend:
             kwargs |= keyframe_kwargs(self.family.keyframes, start, end, n)
         params = inspect.signature(pipe.__call__).parameters
         kwargs = {k: v for k, v in kwargs.items() if k in params and v is not None}
-        # 3. denoise, reporting each step (and stopping between steps when cancelled)
+        # 3. denoise, reporting each step (and stopping between steps when cancelled); now and then offer a
+        # preview of the latents so far, which the receiver decodes only if it wants one (engine.backend.Preview)
+        offered = preview_steps(kwargs.get("num_inference_steps", self.spec.default_steps))
+        step = 0
+
+        def after_step(latents: Any) -> None:
+            nonlocal step
+            step += 1
+            on_step()
+            if preview is not None and step in offered and latents is not None:
+                preview(lambda: decode_preview(pipe, latents, w, h, n))
+
         opts.reset_cache_state(pipe)
-        with _step_reporter(pipe, params, on_step, kwargs):
+        with _step_reporter(pipe, params, after_step, kwargs):
             out = pipe(**kwargs)
         # 4. to uint8 frames
         frames = to_uint8(out.images[0] if hasattr(out, "images") else out.frames[0])
@@ -162,17 +171,17 @@ def _index_class(path: Path) -> str:
 
 
 class _step_reporter:
-    """Calls `on_step` after each denoising step: through `callback_on_step_end` where the pipeline has it,
-    else by wrapping its scheduler's `step` (one call per denoising step, e.g. HunyuanVideo 1.5)."""
+    """Calls `on_step(latents)` after each denoising step: through `callback_on_step_end` where the pipeline has
+    it, else by wrapping its scheduler's `step` (one call per denoising step, e.g. HunyuanVideo 1.5)."""
 
-    def __init__(self, pipe: Any, params: Any, on_step: Callable[[], None], kwargs: dict[str, Any]):
+    def __init__(self, pipe: Any, params: Any, on_step: Callable[[Any], None], kwargs: dict[str, Any]):
         self.pipe, self.on_step = pipe, on_step
         self.wrapped = "callback_on_step_end" not in params
         if not self.wrapped:
             kwargs["callback_on_step_end"] = self.callback
 
     def callback(self, pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-        self.on_step()
+        self.on_step(tensors.get("latents"))  # every pipeline's default callback tensors
         return tensors
 
     def __enter__(self) -> _step_reporter:
@@ -182,7 +191,7 @@ class _step_reporter:
 
             def counted(*args: Any, **kw: Any) -> Any:
                 result = step(*args, **kw)
-                self.on_step()
+                self.on_step(result[0] if isinstance(result, tuple) else result.prev_sample)
                 return result
 
             scheduler.step = counted

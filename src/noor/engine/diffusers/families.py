@@ -26,6 +26,26 @@ class Geometry:
 
     spatial: int
     temporal: int  # 0: an image model (one frame)
+    # positions per axis (latent frames, patches down, patches across) a precomputed rotary table holds:
+    # Wan's `rope_max_seq_len`; a longer axis crashes the transformer, so it is refused at create time. 0: no limit
+    max_positions: int = 0
+    # a pipeline that sizes the clip itself draws about target_side**2 pixels (its transformer's target_size)
+    # at the keyframe's aspect ratio (HunyuanVideo 1.5 I2V); Noor asks for that size up front. 0: the request's size
+    target_side: int = 0
+
+    def positions(self, width: int, height: int, num_frames: int) -> dict[str, int]:
+        """Rotary positions per axis, named after the request field that sets them."""
+        latent_frames = (num_frames - 1) // self.temporal + 1 if self.temporal else 1
+        return {"num_frames": latent_frames, "height": height // self.spatial, "width": width // self.spatial}
+
+    def drawn_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) a `target_side` pipeline draws for a keyframe of this size (its own bucket rule;
+        `spatial` is the VAE's ratio alone, as HunyuanVideo 1.5 patches by 1)."""
+        from diffusers.pipelines.hunyuan_video1_5.image_processor import HunyuanVideo15ImageProcessor
+
+        processor = HunyuanVideo15ImageProcessor(vae_scale_factor=self.spatial)
+        h, w = processor.calculate_default_height_width(height, width, target_size=self.target_side)
+        return int(w), int(h)
 
 
 @dataclass(frozen=True)
@@ -50,6 +70,7 @@ class Family:
     end_needs_start: bool = True  # an end frame alone is refused (the pipeline needs `image`)
     needs_end: bool = False  # first-last-frame models embed both frames: a start frame alone is refused
     note: str = ""  # sizes and checkpoints this family was trained on, for `noor models show`
+    perf_ids: tuple[str, ...] = ()  # the catalog architectures (noor.catalog) this family's checkpoints can be
 
 
 def read_config(path: Path, component: str) -> dict[str, Any]:
@@ -74,7 +95,11 @@ def wan_geometry(path: Path) -> Geometry:
     down = vae.get("temperal_downsample", [False, True, True])
     spatial = int(vae.get("scale_factor_spatial") or 2 ** len(down))
     temporal = int(vae.get("scale_factor_temporal") or 2 ** sum(bool(d) for d in down))
-    return Geometry(spatial * _patch(read_config(path, "transformer"), 2), temporal)
+    transformer = read_config(path, "transformer")
+    # WanRotaryPosEmbed precomputes rope_max_seq_len positions per axis (1024 in every released config); the
+    # time patch is 1 in all of them, so latent frames are positions
+    max_positions = int(transformer.get("rope_max_seq_len", 1024))
+    return Geometry(spatial * _patch(transformer, 2), temporal, max_positions=max_positions)
 
 
 def ltx_geometry(path: Path) -> Geometry:
@@ -94,6 +119,14 @@ def hunyuan_geometry(path: Path) -> Geometry:
     return Geometry(
         spatial * _patch(read_config(path, "transformer"), 2), int(vae.get("temporal_compression_ratio", 4))
     )
+
+
+def hunyuan15_i2v_geometry(path: Path) -> Geometry:
+    # HunyuanVideo15ImageToVideoPipeline sizes the clip itself: the bucket nearest the image's aspect ratio with
+    # about target_size**2 pixels in multiples of the VAE's ratio (16); target_size is 640 in the 480p checkpoint
+    g = hunyuan_geometry(path)
+    target = int(read_config(path, "transformer").get("target_size", 640))
+    return replace(g, target_side=target)
 
 
 def cogvideox_geometry(path: Path) -> Geometry:
@@ -144,6 +177,7 @@ FAMILIES: dict[str, Family] = {
             guidance=5.0,
             max_frames=161,
             note="1.3B: 480p; 14B: 480p and 720p; 81 frames at 16 fps",
+            perf_ids=("wan2.1-t2v-1.3b", "wan2.1-t2v-14b"),
         ),
         Family(
             name="wan2.1-i2v",
@@ -162,6 +196,7 @@ FAMILIES: dict[str, Family] = {
             steps=40,
             guidance=5.0,
             max_frames=161,
+            perf_ids=("wan2.1-i2v-14b",),
         ),
         Family(
             name="wan2.2-ti2v",
@@ -180,6 +215,7 @@ FAMILIES: dict[str, Family] = {
             steps=50,
             guidance=5.0,
             max_frames=161,
+            perf_ids=("wan2.2-ti2v-5b",),
         ),
         Family(
             name="wan2.2-t2v-a14b",
@@ -198,6 +234,7 @@ FAMILIES: dict[str, Family] = {
             steps=40,
             guidance=4.0,
             max_frames=161,
+            perf_ids=("wan2.2-t2v-a14b",),
         ),
         Family(
             name="ltx-video",
@@ -217,6 +254,7 @@ FAMILIES: dict[str, Family] = {
             guidance=3.0,
             max_frames=257,
             end_needs_start=False,
+            perf_ids=("ltx-video-2b",),
         ),
         Family(
             name="hunyuanvideo",
@@ -243,6 +281,7 @@ FAMILIES: dict[str, Family] = {
             steps=50,
             guidance=6.0,
             max_frames=129,
+            perf_ids=("hunyuanvideo",),
         ),
         Family(
             name="cogvideox",
@@ -262,6 +301,7 @@ FAMILIES: dict[str, Family] = {
             guidance=6.0,
             max_frames=81,
             note="CogVideoX 1.0: 49 frames at 720x480; 1.5: up to 81 frames",
+            perf_ids=("cogvideox-2b", "cogvideox-5b", "cogvideox1.5-5b"),
         ),
         Family(
             name="flux.1-dev",
@@ -288,6 +328,7 @@ FAMILIES: dict[str, Family] = {
             steps=28,
             guidance=3.5,
             max_frames=1,
+            perf_ids=("flux.1-dev",),
         ),
         Family(
             name="sd3.5",
@@ -316,6 +357,7 @@ FAMILIES: dict[str, Family] = {
             steps=28,
             guidance=4.5,
             max_frames=1,
+            perf_ids=("sd3.5-large", "sd3.5-medium"),
         ),
     ]
 }
@@ -329,6 +371,7 @@ FAMILIES["wan2.1-flf2v"] = replace(
     height=720,
     guidance=5.5,
     needs_end=True,
+    perf_ids=("wan2.1-flf2v-14b",),
 )
 FAMILIES["wan2.2-i2v-a14b"] = replace(
     FAMILIES["wan2.2-t2v-a14b"],
@@ -339,6 +382,7 @@ FAMILIES["wan2.2-i2v-a14b"] = replace(
     capabilities=I2V,
     keyframes="image+last_image",
     guidance=3.5,
+    perf_ids=("wan2.2-i2v-a14b",),
 )
 FAMILIES["hunyuanvideo-1.5"] = replace(
     FAMILIES["hunyuanvideo"],
@@ -351,6 +395,23 @@ FAMILIES["hunyuanvideo-1.5"] = replace(
     frames=121,
     guidance=6.0,  # set on the checkpoint's guider; the pipeline takes no guidance_scale
     max_frames=241,
+    perf_ids=("hunyuanvideo-1.5",),
+)
+FAMILIES["hunyuanvideo-1.5-i2v"] = replace(
+    FAMILIES["hunyuanvideo-1.5"],
+    name="hunyuanvideo-1.5-i2v",
+    title="HunyuanVideo 1.5 (8.3B) image-to-video",
+    pipelines={"i2v": "HunyuanVideo15ImageToVideoPipeline"},
+    index_classes=("HunyuanVideo15ImageToVideoPipeline",),
+    components=(*FAMILIES["hunyuanvideo-1.5"].components, "image_encoder", "feature_extractor"),
+    capabilities=I2V,
+    keyframes="image",
+    geometry=hunyuan15_i2v_geometry,
+    # The pipeline draws at the keyframe's aspect ratio, at the area its transformer was trained for
+    # (`target_size`: 480p or 720p checkpoints); Noor picks that size at create time (Geometry.target_side).
+    note="480p and 720p checkpoints; the size follows the start frame's aspect ratio at the checkpoint's area",
+    # the SigLIP image encoder (~0.4B, once per clip) is not in the catalog entry: small next to 50 steps
+    perf_ids=("hunyuanvideo-1.5",),
 )
 FAMILIES["cogvideox-i2v"] = replace(
     FAMILIES["cogvideox"],
@@ -361,10 +422,11 @@ FAMILIES["cogvideox-i2v"] = replace(
     capabilities=I2V,
     keyframes="image",
     note="",
+    perf_ids=("cogvideox-5b-i2v",),
 )
 FAMILIES["flux.1-schnell"] = replace(
     FAMILIES["flux.1-dev"], name="flux.1-schnell", title="FLUX.1 [schnell] text-to-image (4 steps, no guidance)",
-    steps=4, guidance=0.0,
+    steps=4, guidance=0.0, perf_ids=("flux.1-schnell",),
 )  # fmt: skip
 
 

@@ -6,6 +6,7 @@
     dtype = "bfloat16"
     width = 832          # defaults a request falls back to; the family's when absent
     cache = "first-block"
+    perf_id = "wan2.1-t2v-1.3b"   # catalog architecture for ETAs and prices (noor.perf); inferred when it matches
 
 `noor models add` writes it (after checking the weights dir); the registry reads it again whenever it
 has changed, so a model added by one process is seen by the next request of another.
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from noor.engine.diffusers import families, weights
-from noor.engine.diffusers.options import DTYPES, Options, check_dtype
+from noor.engine.diffusers.options import DTYPES, Options, cache_config, check_dtype
 from noor.engine.task import TaskError
 
 FILE_NAME = "models.toml"
@@ -42,6 +43,7 @@ class InstalledModel:
     fps: int | None = None
     steps: int | None = None
     guidance: float | None = None
+    perf_id: str | None = None  # catalog architecture its ETA and price come from; None: not priced
     options: Options = field(default_factory=Options)
 
     @property
@@ -123,12 +125,13 @@ def validate(model: InstalledModel) -> InstalledModel:
         raise ValueError(f"ID: {model.id!r} is built in; choose another id")
     path = Path(model.path).expanduser().resolve()
     family = families.get(model.family) if model.family else weights.detect(path)
-    weights.check(path, family)
+    index = weights.check(path, family)
     if model.dtype not in DTYPES:
         raise ValueError(f"--dtype: must be one of {', '.join(DTYPES)}, got {model.dtype!r}")
     device = resolve_device(model.device)
     check_dtype(model.dtype, device)
     model.options.check(device)
+    check_cache_support(model.options, path, family, index)
     geometry = family.geometry(path)
     d = replace(model, family=family.name, path=str(path)).defaults()
     for name in ("width", "height"):
@@ -140,7 +143,55 @@ def validate(model: InstalledModel) -> InstalledModel:
         raise ValueError(f"--frames: {family.name} needs {geometry.temporal}k+1 frames, got {d['frames']}")
     if d["frames"] > family.max_frames:
         raise ValueError(f"--frames: {family.name} makes at most {family.max_frames} frames, got {d['frames']}")
-    return replace(model, family=family.name, path=str(path))
+    return replace(model, family=family.name, path=str(path), perf_id=checked_perf_id(model.perf_id, path, family))
+
+
+def check_cache_support(options: Options, path: Path, family: families.Family, index: dict[str, Any]) -> None:
+    """A cache needs the transformer class to take diffusers' cache hooks (SD3's does not), else the worker
+    would fail when it loads the model."""
+    import diffusers
+    import torch
+
+    if options.cache == "none":
+        return
+    name = str(index.get("transformer", [None, ""])[1])
+    cls = getattr(diffusers, name, None)
+    if not hasattr(cls, "enable_cache"):
+        raise ValueError(f"--cache: {family.name}'s {name} has no diffusers cache support, got {options.cache!r}")
+    # the hooks find the transformer's blocks by class; build it on the meta device (no memory) and try them
+    with torch.device("meta"):
+        model = cls.from_config(families.read_config(path, "transformer"))  # type: ignore[union-attr]
+    try:
+        model.enable_cache(cache_config(_NoPipe(), options))
+    except (ValueError, TypeError, IndexError, KeyError) as err:
+        raise ValueError(
+            f"--cache: diffusers cannot attach {options.cache} to {family.name}'s {name} ({err}), got {options.cache!r}"
+        ) from None
+
+
+class _NoPipe:
+    """Stands in for the pipeline whose current timestep the timestep-driven caches read (only while running)."""
+
+    current_timestep = None
+
+
+def checked_perf_id(perf_id: str | None, path: Path, family: families.Family) -> str | None:
+    """The catalog architecture that prices this model: the one given (a catalog model of the family's kind),
+    else the family's architecture its transformer config matches, else None (its generations go unpriced)."""
+    from noor import catalog
+
+    if not perf_id:
+        return weights.match_perf_id(path, family)
+    try:
+        arch = catalog.model(perf_id)
+    except catalog.UnknownId as err:
+        raise ValueError(f"--perf-id: not a catalog model, got {perf_id!r}; valid: {', '.join(err.valid)}") from None
+    if arch.kind != family.kind:
+        raise ValueError(
+            f"--perf-id: {family.name} makes {family.kind}s and {perf_id} is a catalog {arch.kind} model,"
+            f" got {perf_id!r}"
+        )
+    return perf_id
 
 
 def resolve_device(device: str) -> str:

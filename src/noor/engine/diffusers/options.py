@@ -79,7 +79,7 @@ def check_dtype(dtype: str, device: str) -> None:
         raise ValueError(f"--dtype: this GPU has no bfloat16; use float16, got {dtype!r}")
 
 
-def _cache_config(pipe: Any, options: Options) -> Any:
+def cache_config(pipe: Any, options: Options) -> Any:
     import diffusers
 
     cls = getattr(diffusers, cache_kinds()[options.cache])
@@ -124,7 +124,13 @@ def apply(pipe: Any, options: Options, previous: Options | None = None) -> None:
                 raise ValueError(
                     f"--cache: {type(model).__name__} has no diffusers cache support, got {options.cache!r}"
                 )
-            model.enable_cache(_cache_config(pipe, options))
+            try:
+                model.enable_cache(cache_config(pipe, options))
+            except (ValueError, TypeError, IndexError, KeyError) as err:  # its blocks are not ones the hooks know
+                raise ValueError(
+                    f"--cache: diffusers cannot attach {options.cache} to {type(model).__name__} ({err}),"
+                    f" got {options.cache!r}"
+                ) from None
 
 
 def load_time(pipe: Any, options: Options, device: str) -> None:

@@ -21,13 +21,21 @@ class DiffusersSpec(ModelSpec):
     geometry: Geometry = field(default_factory=lambda: Geometry(16, 4))
     end_needs_start: bool = True
     needs_end: bool = False
+    perf_id: str | None = None  # the catalog architecture that prices its generations (api.pricing)
     entry: installed.InstalledModel | None = field(default=None, repr=False)
 
     def fit(self, task: Task) -> tuple[Task, list[str]]:
         """Round the size to the model's multiple and the length to its `t*k + 1` frames, saying so."""
         g, notes = self.geometry, []
         width, height = round_to(task.width, g.spatial), round_to(task.height, g.spatial)
-        if (width, height) != (task.width, task.height):
+        if g.target_side and not task.is_image:
+            width, height = g.drawn_size(task.width, task.height)
+            if (width, height) != (task.width, task.height):
+                notes.append(
+                    f"{self.id} draws about {g.target_side}x{g.target_side} pixels at the request's aspect ratio:"
+                    f" {task.width}x{task.height} drawn at {width}x{height}"
+                )
+        elif (width, height) != (task.width, task.height):
             notes.append(
                 f"{self.id} draws sides in multiples of {g.spatial}:"
                 f" {task.width}x{task.height} rounded to {width}x{height}"
@@ -53,6 +61,16 @@ class DiffusersSpec(ModelSpec):
             raise TaskError("num_frames", task.num_frames, f"model {self.id!r} makes at most {self.limits.max_frames}")
         if max(fitted.width, fitted.height) > self.limits.max_side:
             raise TaskError("width", task.width, f"model {self.id!r} draws sides up to {self.limits.max_side}")
+        if self.geometry.max_positions:
+            wanted = self.geometry.positions(fitted.width, fitted.height, fitted.num_frames)
+            for name, positions in wanted.items():
+                if positions > self.geometry.max_positions:
+                    raise TaskError(
+                        name,
+                        getattr(task, name),
+                        f"model {self.id!r} has rotary embeddings for {self.geometry.max_positions} positions per axis"
+                        f" (rope_max_seq_len) and this needs {positions}",
+                    )
         return notes
 
 
@@ -85,6 +103,7 @@ def spec_of(model: installed.InstalledModel) -> DiffusersSpec:
         geometry=geometry,
         end_needs_start=family.end_needs_start,
         needs_end=family.needs_end,
+        perf_id=model.perf_id,
         entry=model,
     )
 

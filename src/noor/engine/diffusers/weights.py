@@ -93,3 +93,28 @@ def detect(path: Path) -> Family:
         names = " or ".join(f.name for f in candidates)
         raise WeightsError(f"--family: {path} holds a {pipeline}, which could be {names}; say which with --family")
     return candidates[0]
+
+
+def transformer_shape(path: Path) -> tuple[int, int, int]:
+    """(blocks, hidden size, time patch) of a weights dir's transformer, as the catalog counts them:
+    dual-stream plus single-stream blocks, heads x head dim."""
+    config = read_config(path, "transformer")
+    blocks = int(config.get("num_layers", 0)) + int(config.get("num_single_layers", 0) or 0)
+    hidden = int(config.get("num_attention_heads", 0)) * int(config.get("attention_head_dim", 0))
+    patch = config.get("patch_size")
+    patch_t = patch[0] if isinstance(patch, list | tuple) else config.get("patch_size_t") or 1
+    return blocks, hidden, int(patch_t)
+
+
+def match_perf_id(path: Path, family: Family) -> str | None:
+    """The catalog architecture (noor.catalog) whose blocks, hidden size and time patch this dir's transformer
+    has, among the family's; None when none or several match (a toy, a fine-tune of another size)."""
+    from noor import catalog
+
+    blocks, hidden, patch_t = transformer_shape(path)
+    found = [
+        pid
+        for pid in family.perf_ids
+        if (arch := catalog.model(pid)).layers == blocks and arch.hidden_size == hidden and arch.patch[0] == patch_t
+    ]
+    return found[0] if len(found) == 1 else None
