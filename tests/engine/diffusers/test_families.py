@@ -104,3 +104,37 @@ def test_previews_are_offered_evenly_and_always_at_the_end() -> None:
     assert preview_steps(2) == {1, 2}
     assert preview_steps(50) == {6, 12, 18, 24, 30, 36, 42, 48, 50}
     assert preview_steps(1) == {1}
+
+
+def test_a_worker_shows_a_diffusers_models_preview_while_it_dreams(toy: Toy, data_dir: Path, tmp_path: Path) -> None:
+    """The same path as noor-tiny's: the worker's throttled preview -> progress.mp4 -> the job's progress_video."""
+    from noor.engine import media
+    from noor.jobs.assets import AssetStore
+    from noor.jobs.store import Store
+    from noor.runtime.worker import Worker, WorkerConfig
+
+    backend = _backend(toy, "ltx-video")
+    store = Store(f"sqlite:///{tmp_path / 'noor.db'}")
+    assets = AssetStore(str(tmp_path / "assets"))
+    seen: list[object] = []  # progress_video after each heartbeat that brought a preview
+    original = store.heartbeat
+
+    def watching(*args, **kwargs):  # type: ignore[no-untyped-def]
+        ok = original(*args, **kwargs)
+        if kwargs.get("preview"):
+            seen.append((store.get("acme", args[0]).assets or {}).get("progress_video"))
+        return ok
+
+    store.heartbeat = watching  # type: ignore[method-assign]
+    worker = Worker(
+        store, assets, WorkerConfig(name="w", models=["toy"], heartbeat_s=0.0, preview_s=0.0), lambda m: backend
+    )
+    task = {"prompt": "a red circle", "width": 32, "height": 32, "num_frames": 9, "fps": 8, "seed": 1, "steps": 3}
+    gid = store.create(tenant="acme", model="toy", request={}, task=task).id
+    assert worker.run_once()
+    assert seen == [f"acme/{gid}/progress.mp4"] * 3  # one per offered step when the worker asks for every one
+    (tmp_path / "p.mp4").write_bytes(assets.get(f"acme/{gid}/progress.mp4"))
+    assert media.video_info(tmp_path / "p.mp4")[:3] == (9, 32, 32)  # LTX toy: 3 latent frames -> 9 frames
+    done = store.get("acme", gid)
+    assert done.state == "completed" and done.assets and "progress_video" not in done.assets
+    store.close()
