@@ -119,7 +119,7 @@ def test_a_worker_shows_a_diffusers_models_preview_while_it_dreams(toy: Toy, dat
     seen: list[object] = []  # progress_video after each heartbeat that brought a preview
     original = store.heartbeat
 
-    def watching(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def watching(*args, **kwargs):
         ok = original(*args, **kwargs)
         if kwargs.get("preview"):
             seen.append((store.get("acme", args[0]).assets or {}).get("progress_video"))
