@@ -40,6 +40,19 @@ def test_create_get_list_delete_per_tenant(store: Store) -> None:
     assert store.list("acme")[1] == 4
 
 
+def test_usage_counts_active_and_recent_jobs_up_to_the_limits(store: Store) -> None:
+    before = now_utc() - timedelta(seconds=1)
+    first = store.create(tenant="acme", model="tiny", request={}, task={})
+    ids = [first.id] + [_create(store) for _ in range(3)]
+    _create(store, tenant="globex")
+    store.delete("acme", ids[0])  # deleted: no longer active, still counts towards the rate
+    running, recent, oldest = store.usage("acme", before)
+    assert (running, recent) == (3, 4) and oldest == first.created_at
+    assert store.usage("acme", before, max_active=2, max_recent=3)[:2] == (2, 3)  # counting stops at the limit
+    assert store.usage("acme", now_utc() + timedelta(seconds=1)) == (3, 0, None)
+    assert store.usage("initech", before) == (0, 0, None)
+
+
 def test_claim_orders_by_priority_then_age_and_filters_models(store: Store) -> None:
     low = _create(store, priority=5)
     first = _create(store)

@@ -42,6 +42,22 @@ _GET = select(_generations).where(
     _generations.c.tenant == bindparam("tenant"),
     _generations.c.deleted_at.is_(None),
 )
+_tenant_is = _generations.c.tenant == bindparam("tenant")
+_since = and_(_tenant_is, _generations.c.created_at >= bindparam("since"))
+_active = and_(
+    _tenant_is,
+    _generations.c.state.in_([State.QUEUED.value, State.DREAMING.value]),
+    _generations.c.deleted_at.is_(None),
+)
+_USAGE = select(
+    select(func.count())
+    .select_from(select(_generations.c.id).where(_active).limit(bindparam("max_active")).subquery())
+    .scalar_subquery(),
+    select(func.count())
+    .select_from(select(_generations.c.id).where(_since).limit(bindparam("max_recent")).subquery())
+    .scalar_subquery(),
+    select(_generations.c.created_at).where(_since).order_by(_generations.c.created_at).limit(1).scalar_subquery(),
+)
 REQUEUE_EVERY = timedelta(seconds=1)
 # A claim orders at most this many queued jobs (the oldest by tier) with the scheduling policy: bounded work
 # per claim; a policy that favours others (SJF, fair share) chooses among these.
@@ -257,20 +273,11 @@ class Store:
         """(active jobs, jobs created since `since`, the oldest of those) for rate and concurrency limits.
 
         Counts stop at `max_active` and `max_recent` (the limits being checked): a create costs the same
-        whether its tenant has ten jobs queued or ten thousand."""
-        mine = Generation.tenant == tenant
-        active = and_(
-            mine, Generation.state.in_([State.QUEUED.value, State.DREAMING.value]), Generation.deleted_at.is_(None)
-        )
-        recent_rows = and_(mine, Generation.created_at >= since)
-        with self.session() as s:
-            running = s.scalar(
-                select(func.count()).select_from(select(Generation.id).where(active).limit(max_active).subquery())
-            )
-            recent = s.scalar(
-                select(func.count()).select_from(select(Generation.id).where(recent_rows).limit(max_recent).subquery())
-            )
-            oldest = s.scalar(select(Generation.created_at).where(recent_rows).order_by(Generation.created_at).limit(1))
+        whether its tenant has ten jobs queued or ten thousand. Compiled once: this runs on every create."""
+        with self.engine.connect() as conn:
+            running, recent, oldest = conn.execute(
+                _USAGE, {"tenant": tenant, "since": since, "max_active": max_active, "max_recent": max_recent}
+            ).one()
         return int(running or 0), int(recent or 0), oldest
 
     def delete(self, tenant: str, generation_id: str) -> Generation:
