@@ -3,8 +3,8 @@ prediction side by side. For a machine with GPUs and real weights (`noor models 
 
     python scripts/gpu_smoke.py [--chip h100-sxm] [--steps N] [--models wan-1.3b,ltx] [--catalog ID=CATALOG_ID]
 
-`--catalog` maps a Noor model id to the perf catalog's model id when they differ (default: the same id,
-then the family name). The prediction prints "n/a" when noor.perf or the ids are not there.
+`--catalog` maps a Noor model id to the perf catalog's model id when they differ (default: the entry's
+`perf_id`, then the same id, then the family name). The prediction prints "n/a" when noor.perf or the ids are not there.
 """
 
 from __future__ import annotations
@@ -89,7 +89,9 @@ def main() -> None:
         except Exception as err:  # report and go on to the next model
             seconds, peak = "failed", type(err).__name__
             print(f"  {spec.id}: {err}")
-        pred_s, pred_gb = predicted([catalog.get(spec.id, spec.id), spec.family], args.chip, task, steps)
+        # the entry's own catalog architecture (`noor models add --perf-id`, or matched from its config) first
+        ids = [catalog.get(spec.id) or getattr(spec, "perf_id", None) or spec.id, spec.family]
+        pred_s, pred_gb = predicted([i for i in ids if i], args.chip, task, steps)
         print(f"{spec.id:24} {spec.family:18} {shape:22} {seconds:>9} {peak:>8} {pred_s:>8} {pred_gb:>8}")
 
 
