@@ -106,9 +106,12 @@ def main() -> None:
     parser.add_argument("--quick-jobs", type=int, default=40, help="one-step jobs per overhead run")
     args = parser.parse_args()
 
+    os.environ["NOOR_DATA_DIR"] = tempfile.mkdtemp(prefix="noor-ray-bench-data-")  # never the user's data dir
+    # this private, in-process Ray dies with the process; a new local Ray would otherwise make a token in ~/.ray
+    # that switches token auth on for every later Ray on the machine
+    os.environ.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
     import ray
 
-    os.environ["NOOR_DATA_DIR"] = tempfile.mkdtemp(prefix="noor-ray-bench-data-")  # never the user's data dir
     logging.getLogger("noor").setLevel(logging.WARNING)
     ray.init(
         num_cpus=2,

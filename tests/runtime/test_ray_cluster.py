@@ -101,8 +101,14 @@ def local_ray() -> Iterator[LocalRay]:
     eu-london, both on this machine; this process joins as a driver."""
     temp_dir = Path(tempfile.mkdtemp(prefix="noor-ray-", dir="/tmp"))  # short: Ray's socket paths must fit
     port = _free_port()
-    env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0"}
+    # auth said explicitly: a token a local Ray left in ~/.ray would otherwise switch token auth on for the nodes
+    # and not for this driver (the cluster listens on loopback, for the length of this module)
+    auth = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = os.environ | auth
     cluster = LocalRay(f"127.0.0.1:{port}", temp_dir, env, {})
+    patch = pytest.MonkeyPatch()
+    for name, value in auth.items():  # this process joins as a driver
+        patch.setenv(name, value)
     try:
         _ray_start(
             ["--head", "--node-ip-address=127.0.0.1", f"--port={port}", f"--num-cpus={CPUS_PER_NODE}",
@@ -120,6 +126,7 @@ def local_ray() -> Iterator[LocalRay]:
             ray.shutdown()
         _stop_processes(str(temp_dir))
         shutil.rmtree(temp_dir, ignore_errors=True)
+        patch.undo()
 
 
 @dataclass
