@@ -258,3 +258,18 @@ def test_perf_id_is_matched_from_the_transformer_or_given(toy: Toy, data_dir: Pa
         _add(toy, "wan2.1-t2v", perf_id="wan-9b")
     with pytest.raises(ValueError, match=r"wan2\.1-t2v makes videos and flux\.1-dev is a catalog image model"):
         _add(toy, "wan2.1-t2v", perf_id="flux.1-dev")
+
+
+def test_cogvideox_i2v_with_learnt_positions_draws_its_one_size(toy: Toy, data_dir: Path, tmp_path: Path) -> None:
+    # CogVideoX-5B-I2V's config: use_learned_positional_embeddings, a 90x60 latent grid (720x480); the toy's 2x2
+    fixed = shutil.copytree(toy("cogvideox-i2v"), tmp_path / "learnt")
+    config = json.loads((fixed / "transformer" / "config.json").read_text())
+    (fixed / "transformer" / "config.json").write_text(json.dumps(config | {"use_learned_positional_embeddings": True}))
+    installed.add(InstalledModel(id="cog", family="cogvideox-i2v", path=str(fixed), width=16, height=16, frames=9))
+    spec = registry.get("cog")
+    start = np.zeros((32, 32, 3), np.uint8)
+    task = Task(prompt="a cat", width=48, height=32, num_frames=9, start_frame=start)
+    assert spec.check(task) == ["cog draws only 16x16: 48x32 drawn at that size"]
+    assert spec.fit(task)[0].width == 16 and spec.check(replace(task, width=16, height=16)) == []
+    with pytest.raises(ValueError, match="--size: these cogvideox-i2v weights draw only 16x16, got 32x32"):
+        installed.add(InstalledModel(id="cog2", family="cogvideox-i2v", path=str(fixed), width=32, height=32, frames=9))

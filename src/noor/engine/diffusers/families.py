@@ -32,6 +32,8 @@ class Geometry:
     # a pipeline that sizes the clip itself draws about target_side**2 pixels (its transformer's target_size)
     # at the keyframe's aspect ratio (HunyuanVideo 1.5 I2V); Noor asks for that size up front. 0: the request's size
     target_side: int = 0
+    # (width, height): the only size the transformer can draw (learnt position embeddings); None: any multiple
+    fixed_size: tuple[int, int] | None = None
 
     def positions(self, width: int, height: int, num_frames: int) -> dict[str, int]:
         """Rotary positions per axis, named after the request field that sets them."""
@@ -136,7 +138,13 @@ def cogvideox_geometry(path: Path) -> Geometry:
     vae = read_config(path, "vae")
     spatial = 2 ** (len(vae.get("block_out_channels", [128, 256, 256, 512])) - 1)
     temporal = 2 * int(vae.get("temporal_compression_ratio", 4))
-    return Geometry(spatial * _patch(read_config(path, "transformer"), 2), temporal)
+    transformer = read_config(path, "transformer")
+    fixed = None
+    if transformer.get("use_learned_positional_embeddings"):
+        # CogVideoX-5B-I2V learnt its position embeddings for one latent grid (sample_width x sample_height = 90x60,
+        # i.e. 720x480) and diffusers raises at any other size
+        fixed = (int(transformer["sample_width"]) * spatial, int(transformer["sample_height"]) * spatial)
+    return Geometry(spatial * _patch(transformer, 2), temporal, fixed_size=fixed)
 
 
 def _vae_scale(path: Path) -> int:

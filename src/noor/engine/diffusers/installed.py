@@ -139,6 +139,9 @@ def validate(model: InstalledModel) -> InstalledModel:
             raise ValueError(f"--size: {name} must be between {geometry.spatial} and {family.max_side}, got {d[name]}")
         if d[name] % geometry.spatial:
             raise ValueError(f"--size: {family.name} needs {name} in multiples of {geometry.spatial}, got {d[name]}")
+    if geometry.fixed_size and (d["width"], d["height"]) != geometry.fixed_size:
+        w, h = geometry.fixed_size
+        raise ValueError(f"--size: these {family.name} weights draw only {w}x{h}, got {d['width']}x{d['height']}")
     if geometry.temporal and (d["frames"] - 1) % geometry.temporal:
         raise ValueError(f"--frames: {family.name} needs {geometry.temporal}k+1 frames, got {d['frames']}")
     if d["frames"] > family.max_frames:

@@ -28,7 +28,11 @@ class DiffusersSpec(ModelSpec):
         """Round the size to the model's multiple and the length to its `t*k + 1` frames, saying so."""
         g, notes = self.geometry, []
         width, height = round_to(task.width, g.spatial), round_to(task.height, g.spatial)
-        if g.target_side and not task.is_image:
+        if g.fixed_size is not None:
+            width, height = g.fixed_size
+            if (width, height) != (task.width, task.height):
+                notes.append(f"{self.id} draws only {width}x{height}: {task.width}x{task.height} drawn at that size")
+        elif g.target_side and not task.is_image:
             width, height = g.drawn_size(task.width, task.height)
             if (width, height) != (task.width, task.height):
                 notes.append(
