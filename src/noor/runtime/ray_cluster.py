@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -43,7 +44,7 @@ REGION_LABEL = "region"  # a node label: region=me-riyadh
 REGION_RESOURCE = "region:"  # or a custom resource: region:me-riyadh
 NODE_ID_LABEL = "ray.io/node-id"  # Ray's own label on every node
 NAMESPACE = "noor"  # the worker actors' Ray namespace (`noor cluster status` finds them there)
-ACTOR_PREFIX = "noor"  # actor names: noor.REGION.NODE8.SLOT.INCARNATION
+ACTOR_PREFIX = "noor"  # actor names: noor.REGION.NODE8.SLOT.DISPATCHER-INCARNATION
 
 
 class ClusterError(RuntimeError):
@@ -314,6 +315,7 @@ class RayCluster:
         self.slots: dict[tuple[str, int], Slot] = {}
         self.dispatched = 0  # jobs handed to workers
         self._incarnation: dict[tuple[str, int], int] = {}
+        self._tag = uuid.uuid4().hex[:4]  # names stay unique when two servers share a cluster
         self._retry_at: dict[tuple[str, int], tuple[float, int]] = {}  # slot -> (when to try again, failures)
         self._warned: set[str] = set()
         self._reconciled_at = -1e9
@@ -394,7 +396,7 @@ class RayCluster:
     def _start(self, node: Node, index: int) -> None:
         key = (node.id, index)
         self._incarnation[key] = self._incarnation.get(key, 0) + 1
-        name = f"{ACTOR_PREFIX}.{node.region or '-'}.{node.id[:8]}.{index}.{self._incarnation[key]}"
+        name = f"{ACTOR_PREFIX}.{node.region or '-'}.{node.id[:8]}.{index}.{self._tag}-{self._incarnation[key]}"
         config = ActorConfig(
             name=name,
             region=node.region,
