@@ -2,7 +2,12 @@
 
 Design notes:
 - 8x8 pixel patches, one frame per token row: a 16x64x64 clip is 16 x 64 tokens.
-- Factorised attention (within a frame, then across frames at each patch) keeps attention cheap.
+- Joint space-time self-attention over all of a clip's tokens with 3D rotary positions (time, row,
+  column), as Wan, HunyuanVideo and CogVideoX do: attention depends on relative offsets, so "the
+  object one frame later sits a little to the left" is one attention hop with a fixed query phase.
+  At 16 frames x 16 tokens it costs about what the older factorised layout (within a frame, then
+  across frames at each patch) cost, which had left the direction of motion at chance; that layout
+  is kept (`attention="factorised"`) so older checkpoints still load.
 - Each frame has its own timestep, so keyframes enter as clean frames at t=0 while the others are
   noised (the way LTX-Video and Wan 2.2 TI2V condition on frames).
 - It predicts x0, not noise or velocity: with 192-value patches and a 128-wide model, predicting
@@ -18,8 +23,9 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
 from diffusers.models.attention_processor import Attention
 from diffusers.models.cache_utils import CacheMixin
-from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps, apply_rotary_emb, get_1d_rotary_pos_embed
 from torch import nn
+from torch.nn import functional as F
 
 from noor.engine.tiny.text_encoder import sincos
 
@@ -28,15 +34,59 @@ def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torc
     return x * (1 + scale) + shift
 
 
-class TinyBlock(nn.Module):
-    """Spatial attention, temporal attention, cross-attention to the prompt, MLP; adaLN-Zero."""
+Rope = tuple[torch.Tensor, torch.Tensor]  # (cos, sin), each (tokens, head_dim)
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: int, text_dim: int):
+
+class RotaryAttnProcessor:
+    """Self-attention with rotary positions on queries and keys (diffusers' `apply_rotary_emb`), SDPA."""
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        rotary_emb: Rope | None = None,
+    ) -> torch.Tensor:
+        B, N, _ = hidden_states.shape
+        heads = attn.heads
+        q, k, v = (
+            proj(hidden_states).view(B, N, heads, -1).transpose(1, 2) for proj in (attn.to_q, attn.to_k, attn.to_v)
+        )
+        if rotary_emb is not None:
+            q, k = apply_rotary_emb(q, rotary_emb), apply_rotary_emb(k, rotary_emb)
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, -1)
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+def rope_3d(T: int, hp: int, wp: int, head_dim: int, theta: float = 100.0) -> Rope:
+    """Rotary (cos, sin) for a T x hp x wp token grid: a quarter of each head's channels for time, the
+    rest split between rows and columns (all even). theta 100, not 10,000: the grid is tens of tokens."""
+    dt = 2 * (head_dim // 8)
+    dh = 2 * ((head_dim - dt) // 4)
+    dw = head_dim - dt - dh
+    parts = [get_1d_rotary_pos_embed(d, n, theta=theta, use_real=True) for d, n in ((dt, T), (dh, hp), (dw, wp))]
+    t, y, x = torch.meshgrid(torch.arange(T), torch.arange(hp), torch.arange(wp), indexing="ij")
+    index = (t.flatten(), y.flatten(), x.flatten())
+    cos = torch.cat([part[0][i] for part, i in zip(parts, index, strict=True)], dim=-1)
+    sin = torch.cat([part[1][i] for part, i in zip(parts, index, strict=True)], dim=-1)
+    return cos, sin
+
+
+class TinyBlock(nn.Module):
+    """Self-attention (joint over space and time, or spatial then temporal), cross-attention to the
+    prompt, MLP; adaLN-Zero."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int, text_dim: int, joint: bool = False):
         super().__init__()
+        self.joint = joint
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.attn_spatial = Attention(dim, heads=heads, dim_head=dim // heads, bias=True, out_bias=True)
-        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.attn_temporal = Attention(dim, heads=heads, dim_head=dim // heads, bias=True, out_bias=True)
+        if joint:
+            self.attn_spatial.set_processor(RotaryAttnProcessor())
+        else:
+            self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+            self.attn_temporal = Attention(dim, heads=heads, dim_head=dim // heads, bias=True, out_bias=True)
         self.norm3 = nn.LayerNorm(dim, eps=1e-6)
         self.attn_cross = Attention(
             dim, cross_attention_dim=text_dim, heads=heads, dim_head=dim // heads, bias=True, out_bias=True
@@ -45,7 +95,7 @@ class TinyBlock(nn.Module):
         self.mlp = nn.Sequential(
             nn.Linear(dim, mlp_ratio * dim), nn.GELU(approximate="tanh"), nn.Linear(mlp_ratio * dim, dim)
         )
-        self.modulation = nn.Linear(dim, 9 * dim)
+        self.modulation = nn.Linear(dim, (6 if joint else 9) * dim)
         nn.init.zeros_(self.modulation.weight)
         nn.init.zeros_(self.modulation.bias)
 
@@ -55,17 +105,21 @@ class TinyBlock(nn.Module):
         encoder_hidden_states: torch.Tensor,
         temb: torch.Tensor,
         encoder_attention_bias: torch.Tensor,
+        rotary_emb: Rope | None = None,
     ) -> torch.Tensor:
         x = hidden_states  # (B, T, S, D)
         B, T, S, D = x.shape
-        mod = self.modulation(nn.functional.silu(temb))[:, :, None]  # (B, T, 1, 9D)
-        sh1, sc1, g1, sh2, sc2, g2, sh3, sc3, g3 = mod.chunk(9, dim=-1)
-
-        h = _modulate(self.norm1(x), sh1, sc1).reshape(B * T, S, D)
-        x = x + g1 * self.attn_spatial(h).reshape(B, T, S, D)
-
-        h = _modulate(self.norm2(x), sh2, sc2).transpose(1, 2).reshape(B * S, T, D)
-        x = x + g2 * self.attn_temporal(h).reshape(B, S, T, D).transpose(1, 2)
+        mod = self.modulation(nn.functional.silu(temb))[:, :, None]  # (B, T, 1, 6D or 9D)
+        if self.joint:
+            sh1, sc1, g1, sh3, sc3, g3 = mod.chunk(6, dim=-1)
+            h = _modulate(self.norm1(x), sh1, sc1).reshape(B, T * S, D)
+            x = x + g1 * self.attn_spatial(h, rotary_emb=rotary_emb).reshape(B, T, S, D)
+        else:
+            sh1, sc1, g1, sh2, sc2, g2, sh3, sc3, g3 = mod.chunk(9, dim=-1)
+            h = _modulate(self.norm1(x), sh1, sc1).reshape(B * T, S, D)
+            x = x + g1 * self.attn_spatial(h).reshape(B, T, S, D)
+            h = _modulate(self.norm2(x), sh2, sc2).transpose(1, 2).reshape(B * S, T, D)
+            x = x + g2 * self.attn_temporal(h).reshape(B, S, T, D).transpose(1, 2)
 
         h = self.norm3(x).reshape(B, T * S, D)
         x = x + self.attn_cross(h, encoder_hidden_states, attention_mask=encoder_attention_bias).reshape(B, T, S, D)
@@ -86,6 +140,7 @@ class TinyVideoTransformer(ModelMixin, ConfigMixin, CacheMixin):
         num_heads: int = 4,
         mlp_ratio: int = 3,
         text_dim: int = 128,
+        attention: str = "factorised",
     ):
         super().__init__()
         p, D = patch_size, hidden_size
@@ -93,7 +148,10 @@ class TinyVideoTransformer(ModelMixin, ConfigMixin, CacheMixin):
         self.time_proj = Timesteps(D, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embed = TimestepEmbedding(D, D)
         self.text_pool = nn.Sequential(nn.Linear(text_dim, D), nn.SiLU(), nn.Linear(D, D))
-        self.blocks = nn.ModuleList([TinyBlock(D, num_heads, mlp_ratio, text_dim) for _ in range(num_layers)])
+        if attention not in ("factorised", "joint"):
+            raise ValueError(f"attention must be 'factorised' or 'joint', got {attention!r}")
+        joint = attention == "joint"
+        self.blocks = nn.ModuleList([TinyBlock(D, num_heads, mlp_ratio, text_dim, joint) for _ in range(num_layers)])
         self.norm_out = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
         self.out_modulation = nn.Linear(D, 2 * D)
         self.proj_out = nn.Linear(D, in_channels * p * p)
@@ -129,13 +187,17 @@ class TinyVideoTransformer(ModelMixin, ConfigMixin, CacheMixin):
         temb = self.time_embed(self.time_proj(timestep.flatten()).to(x.dtype)).reshape(B, T, D)
         temb = temb + self.text_pool(pooled)[:, None]
         bias = (1.0 - mask)[:, None, :] * -10000.0  # (B, 1, L), additive attention bias
+        rope = None
+        if self.config.attention == "joint":
+            cos, sin = rope_3d(T, hp, wp, D // self.config.num_heads)
+            rope = (cos.to(x.device, x.dtype), sin.to(x.device, x.dtype))
 
         # 3. blocks
         for block in self.blocks:
             if torch.is_grad_enabled() and self.gradient_checkpointing:
-                x = self._gradient_checkpointing_func(block, x, encoder_hidden_states, temb, bias)
+                x = self._gradient_checkpointing_func(block, x, encoder_hidden_states, temb, bias, rope)
             else:
-                x = block(x, encoder_hidden_states, temb, bias)
+                x = block(x, encoder_hidden_states, temb, bias, rope)
 
         # 4. unpatchify
         shift, scale = self.out_modulation(nn.functional.silu(temb))[:, :, None].chunk(2, dim=-1)
