@@ -27,8 +27,10 @@ import psutil
 import pytest
 import ray
 from sqlalchemy import select
+from typer.testing import CliRunner
 
-from noor.config import Settings
+from noor.cli import app
+from noor.config import Settings, settings
 from noor.engine import registry
 from noor.jobs import tenants
 from noor.jobs.assets import AssetStore, RegionalAssets
@@ -235,7 +237,7 @@ def test_a_worker_actor_killed_mid_job_completes_it_exactly_once(deployment: Dep
 
 
 def test_a_node_that_joins_is_used_without_a_restart_and_status_shows_it(
-    deployment: Deployment, local_ray: LocalRay
+    deployment: Deployment, local_ray: LocalRay, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     d = deployment
     gid = d.create("westerner")
@@ -257,14 +259,16 @@ def test_a_node_that_joins_is_used_without_a_restart_and_status_shows_it(
     assert running and running[0]["region"] == "me-riyadh" and running[0]["node"] == local_ray.nodes["me-riyadh"]
     assert any(w["job"] == long for w in status["workers"])
     d.wait(lambda: d.row(long).is_done)
-    # the command line's view of the same
-    env = local_ray.env | {"NOOR_DATABASE_URL": d.settings.resolved_database_url}
-    run = subprocess.run([sys.executable, "-m", "noor.cli", "cluster", "status", "--address", local_ray.address],
-                         capture_output=True, text=True, env=env, timeout=120, check=False)  # fmt: skip
-    assert run.returncode == 0, run.stderr
-    for region in ("me-riyadh", "eu-london", "us-west"):
-        assert region in run.stdout
-    assert "3 nodes" in run.stdout and "3 workers" in run.stdout
+    # the command line's view of the same (in this process: it joins the cluster as this driver already has)
+    monkeypatch.setenv("NOOR_DATABASE_URL", d.settings.resolved_database_url)
+    settings.cache_clear()
+    try:
+        run = CliRunner().invoke(app, ["cluster", "status", "--address", local_ray.address])
+    finally:
+        settings.cache_clear()
+    assert run.exit_code == 0, run.output
+    assert "3 nodes (3 alive) in 3 regions (eu-london, me-riyadh, us-west), 3 workers, 0 jobs running" in run.output
+    assert ray.is_initialized()  # the command left this process's connection open
 
 
 def test_a_multi_gpu_worker_holds_its_gpus_on_one_node_in_a_placement_group(
