@@ -3,6 +3,10 @@ the queue it reads, how nodes become regions and workers, and the settings worke
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +19,15 @@ from noor.config import Settings
 from noor.jobs import tenants
 from noor.jobs.assets import AssetNotFound, RegionalAssets
 from noor.jobs.store import Store
-from noor.runtime.ray_cluster import ClusterConfig, ClusterError, Node, node_region, queued_jobs, settings_env
+from noor.runtime.ray_cluster import (
+    ClusterConfig,
+    ClusterError,
+    Node,
+    node_region,
+    queued_jobs,
+    settings_env,
+    unreachable,
+)
 
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -145,3 +157,19 @@ def test_regional_assets_write_home_and_read_everywhere(tmp_path: Path) -> None:
     server.add("me-riyadh", str(tmp_path / "riyadh"))
     assert server.get("acme/g1/video.mp4") == b"video" and server.exists("acme/g1/video.mp4")
     assert not (tmp_path / "default" / "acme" / "g1").exists()  # written only in its region
+
+
+def test_an_address_where_no_head_answers_is_refused_at_once(tmp_path: Path) -> None:
+    """ray.init would wait for it for as long as it takes; Noor asks first and says what is wrong."""
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert unreachable(f"127.0.0.1:{port}") == f"nothing answers at 127.0.0.1:{port} (Connection refused)"
+    assert unreachable("nonsense") == "an address is HOST:PORT or auto, got 'nonsense'"
+    env = os.environ | {"NOOR_DATA_DIR": str(tmp_path), "RAY_AUTH_MODE": "disabled"}
+    run = subprocess.run([sys.executable, "-m", "noor.cli", "serve", "--ray", f"127.0.0.1:{port}"],
+                         capture_output=True, text=True, env=env, timeout=120, check=False)  # fmt: skip
+    assert run.returncode == 2 and run.stderr.endswith(
+        f"noor: error: --ray: no Ray cluster at '127.0.0.1:{port}': nothing answers at 127.0.0.1:{port} "
+        "(Connection refused)\n"
+    )

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -60,10 +61,36 @@ def require_ray() -> Any:
     return ray
 
 
+def unreachable(address: str, timeout_s: float = 5.0) -> str | None:
+    """Why nothing can be reached at a cluster's address, or None if its head answers (or Ray should say why
+    not). ray.init waits for a head that does not answer for as long as it takes: this asks first."""
+    target: str | None = address
+    if address == "auto":
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+
+            target = canonicalize_bootstrap_address("auto")  # RAY_ADDRESS, else the last `ray start` here
+        except Exception:
+            return None
+    if target is None or target.startswith("ray://"):
+        return None
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return f"an address is HOST:PORT or auto, got {address!r}"
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return None
+    except OSError as err:
+        return f"nothing answers at {target} ({err.strerror or type(err).__name__})"
+
+
 def connect(address: str, *, log_to_driver: bool = True) -> Any:
     """Join the Ray cluster at `address` ("auto": the one started on this machine, or RAY_ADDRESS) as a driver."""
     ray = require_ray()
     if not ray.is_initialized():
+        problem = unreachable(address)
+        if problem:
+            raise ClusterError(f"no Ray cluster at {address!r}: {problem}")
         try:
             ray.init(address=address, namespace=NAMESPACE, log_to_driver=log_to_driver, logging_level=logging.WARNING)
         except (ConnectionError, ValueError, RuntimeError) as err:
