@@ -1,6 +1,6 @@
-"""Noor on a real Ray cluster: node processes on this machine, each labelled with a region, the built-in model
-(toy weights). Residency from job records and storage, a killed actor, a node that joins, a k-GPU worker in a
-placement group, `noor cluster status`, and `noor simulate sweep --ray`.
+"""Noor on a real Ray cluster: node processes on this machine, each labelled with a region, `noor serve --ray`,
+the built-in model (toy weights). Residency from job records, storage and the API, a killed actor, a node that
+joins, `noor cluster status`, a k-GPU worker in a placement group, and `noor simulate sweep --ray`.
 
 The cluster is started here (not in CI's script) with its own temp dir and free ports, and stopped by killing
 exactly the processes it started (`ray stop` would stop every Ray on the machine).
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import pytest
 import ray
@@ -38,6 +39,7 @@ from noor.jobs.generation import Generation
 from noor.jobs.outbox import WebhookDelivery
 from noor.jobs.store import Store
 from noor.runtime.ray_cluster import NAMESPACE, ClusterConfig, RayCluster, cluster_status, connect
+from tests.conftest import Served, start_serve
 
 RAY = str(Path(sys.executable).parent / "ray")
 TASK = {"prompt": "a red circle moves left", "width": 64, "height": 64, "num_frames": 16, "fps": 8, "seed": 1}
@@ -133,10 +135,11 @@ def local_ray() -> Iterator[LocalRay]:
 
 @dataclass
 class Deployment:
-    store: Store
+    store: Store  # the server's database, read and written here directly
     settings: Settings
-    cluster: RayCluster
     stores: dict[str, Path]  # region -> its asset folder
+    cluster: RayCluster | None = None  # a dispatcher in this process, or
+    served: Served | None = None  # `noor serve --ray` in its own
 
     def create(self, tenant: str, steps: int = 4, **kw: Any) -> str:
         return self.store.create(tenant=tenant, model="tiny", request={}, task=TASK | {"steps": steps}, **kw).id
@@ -151,14 +154,16 @@ class Deployment:
         deadline = time.monotonic() + timeout_s
         while not predicate():
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out; workers: {self.cluster.status()}")
+                raise AssertionError(f"timed out; cluster: {cluster_status(ray, self.store)}")
             time.sleep(0.05)
 
     def files(self, region: str) -> set[str]:
         return set(AssetStore(str(self.stores[region])).keys())
 
 
-def _deploy(tmp: Path, toy_weights: Path, config: ClusterConfig) -> Deployment:
+def _deploy(tmp: Path, toy_weights: Path) -> Deployment:
+    """Settings with a store for me-riyadh and one for eu-london (us-west gets the default place), a database
+    with three tenants, each bound to one region."""
     stores = {r: tmp / f"store-{r}" for r in ("me-riyadh", "eu-london")}
     settings = Settings(
         data_dir=tmp / "data",
@@ -173,22 +178,22 @@ def _deploy(tmp: Path, toy_weights: Path, config: ClusterConfig) -> Deployment:
     tenants.create_tenant(store, "sovereign", regions=["me-riyadh"])
     tenants.create_tenant(store, "londoner", regions=["eu-london"])
     tenants.create_tenant(store, "westerner", regions=["us-west"])
-    assets = RegionalAssets(settings.resolved_assets_url)
-    cluster = RayCluster(store, config, settings, assets, ray=ray)
-    return Deployment(store, settings, cluster, stores)
+    return Deployment(store, settings, stores)
 
 
 @pytest.fixture(scope="module")
 def deployment(
     local_ray: LocalRay, toy_weights: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Deployment]:
-    """`noor serve --ray`'s dispatcher in this process: one CPU worker (one torch thread) per node."""
-    models = [spec.id for spec in registry.available()] + ["resample"]
-    d = _deploy(tmp_path_factory.mktemp("ray-deploy"), toy_weights, ClusterConfig(models=models, workers_per_node=1))
-    d.cluster.start()
-    d.cluster.wait_ready(count=2)
+    """`noor serve --ray ADDRESS --workers 1`: one CPU worker (one torch thread) per node."""
+    d = _deploy(tmp_path_factory.mktemp("ray-deploy"), toy_weights)
+    with pytest.MonkeyPatch.context() as patch:  # the server's environment
+        patch.setenv("NOOR_DATABASE_URL", d.settings.resolved_database_url)
+        patch.setenv("NOOR_ASSETS_URL", d.settings.resolved_assets_url)
+        patch.setenv("NOOR_REGION_STORES", json.dumps(d.settings.region_stores))
+        d.served = start_serve(d.settings.data_dir, toy_weights, "--ray", local_ray.address, "--workers", "1")
     yield d
-    d.cluster.close()
+    d.served.stop()
     d.store.close()
 
 
@@ -196,7 +201,7 @@ def test_a_tenant_bound_to_a_region_runs_and_stores_only_there(deployment: Deplo
     d = deployment
     sovereign = [d.create("sovereign") for _ in range(4)]
     london = [d.create("londoner") for _ in range(3)]
-    d.wait(lambda: all(d.row(g).is_done for g in sovereign + london))
+    d.wait(lambda: all(d.row(g).is_done for g in sovereign + london), timeout_s=120)  # the workers start first
     riyadh_node, london_node = local_ray.nodes["me-riyadh"], local_ray.nodes["eu-london"]
     for g in sovereign:
         row = d.row(g)
@@ -212,9 +217,14 @@ def test_a_tenant_bound_to_a_region_runs_and_stores_only_there(deployment: Deplo
     assert not any(k.startswith("sovereign/") for k in eu | d.files("default"))
     assert not any(k.startswith("londoner/") for k in riyadh | d.files("default"))
     assert {f"londoner/{g}/video.mp4" for g in london} <= eu
-    # the server reads a finished video from whichever region wrote it
-    assert d.cluster.assets is not None
-    assert d.cluster.assets.get(f"sovereign/{sovereign[0]}/video.mp4")[4:8] == b"ftyp"
+    # the server serves a finished video from whichever region wrote it
+    assert d.served is not None
+    key = tenants.create_key(d.store, "sovereign")
+    got = httpx.get(f"{d.served.base}/dream-machine/v1/generations/{sovereign[0]}",
+                    headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+    assert got.status_code == 200 and got.json()["state"] == "completed"
+    video = httpx.get(got.json()["assets"]["video"])
+    assert video.status_code == 200 and video.content[4:8] == b"ftyp"
 
 
 def test_a_worker_actor_killed_mid_job_completes_it_exactly_once(deployment: Deployment) -> None:
@@ -277,7 +287,9 @@ def test_a_multi_gpu_worker_holds_its_gpus_on_one_node_in_a_placement_group(
     from ray.util import placement_group_table
 
     models = [spec.id for spec in registry.available()] + ["resample"]
-    d = _deploy(tmp_path, toy_weights, ClusterConfig(models=models, gpus_per_worker=2))
+    d = _deploy(tmp_path, toy_weights)
+    assets = RegionalAssets(d.settings.resolved_assets_url)
+    d.cluster = RayCluster(d.store, ClusterConfig(models=models, gpus_per_worker=2), d.settings, assets, ray=ray)
     d.cluster.start()
     try:
         d.cluster.wait_ready(count=1)

@@ -62,7 +62,10 @@ def keys_create(
 def serve(
     host: Annotated[str | None, typer.Option(help="address to listen on (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(min=1, max=65535, help="port (default 8000)")] = None,
-    workers: Annotated[int | None, typer.Option(min=0, max=64, help="local worker processes (default 1)")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=0, max=64, help="local worker processes (default 1); with --ray, at most this many per node"),
+    ] = None,
     ray: Annotated[
         str | None,
         typer.Option(
@@ -101,8 +104,6 @@ def serve(
     cfg = settings()
     host, port = host or cfg.host, port or cfg.port
     count = cfg.workers if workers is None else workers
-    if ray is not None and workers is not None:
-        fail("--workers", workers, "is not used with --ray (each Ray node gets workers for its GPUs or CPUs)")
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     try:
         policy = cfg.scheduling_policy()
@@ -137,7 +138,7 @@ def serve(
         pool = LocalWorkers(count, cfg.resolved_database_url, cfg.resolved_assets_url, cfg.threads)
         where = f"{count} local worker(s)"
     else:
-        assets, pool, where = _ray_workers(ray, gpus_per_worker, store)
+        assets, pool, where = _ray_workers(ray, gpus_per_worker, workers, store)
     api = create_app(store, assets, config)
     pool.start()
     base_url = cfg.public_url or f"http://{host}:{port}"
@@ -155,7 +156,9 @@ def serve(
         store.close()
 
 
-def _ray_workers(address: str, gpus_per_worker: float, store: Store) -> tuple[RegionalAssets, RayCluster, str]:
+def _ray_workers(
+    address: str, gpus_per_worker: float, per_node: int | None, store: Store
+) -> tuple[RegionalAssets, RayCluster, str]:
     """Workers as Ray actors on the cluster at `address`; the server reads files from every region's store."""
     from noor.config import settings
     from noor.engine import registry
@@ -166,7 +169,11 @@ def _ray_workers(address: str, gpus_per_worker: float, store: Store) -> tuple[Re
     try:
         models = [spec.id for spec in registry.available()] + ["resample"]
         config = ray_cluster.ClusterConfig(
-            models=models, gpus_per_worker=gpus_per_worker, threads=cfg.threads or 1, chip=cfg.worker_chip
+            models=models,
+            gpus_per_worker=gpus_per_worker,
+            threads=cfg.threads or 1,
+            workers_per_node=per_node,
+            chip=cfg.worker_chip,
         )
         ray = ray_cluster.connect(address)
     except ray_cluster.ClusterError as err:
