@@ -13,7 +13,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 
-from noor.api.app import Ctx, Tenant, check_limits, create_priced
+from noor.api.app import Ctx, Tenant, check_limits, create_priced, read
 from noor.api.requests import RequestError, check_task, resolve_model
 from noor.jobs.assets import AssetNotFound, asset_key
 from noor.jobs.generation import Generation
@@ -180,8 +180,8 @@ def list_videos(
 
 
 @router.get("/{video_id}")
-def retrieve_video(video_id: str, tenant: Tenant, ctx: Ctx) -> dict[str, Any]:
-    return video_out(_video_of(ctx, tenant.name, video_id))
+async def retrieve_video(video_id: str, tenant: Tenant, ctx: Ctx) -> dict[str, Any]:
+    return video_out(await read(ctx.store, _video_of, ctx, tenant.name, video_id))  # the SDK's poll
 
 
 @router.get("/{video_id}/content")

@@ -160,6 +160,10 @@ class Store:
         """`scheduler`: the queue-order policy claims follow (noor.scheduling; default: priority tiers, then oldest)."""
         self.scheduler = scheduler or scheduling.get("priority")
         self.engine = make_engine(url)
+        # A point read of a local SQLite file (WAL: readers never wait for writers) is a few hundred microseconds
+        # of CPU; an async caller may run it in place rather than hop to a thread (which, under load, costs more
+        # than the read). A networked database is I/O: callers keep it off the event loop.
+        self.reads_inline = url.startswith("sqlite")
         if run_migrations:
             migrate(self.engine)
         self.session = sessionmaker(self.engine, expire_on_commit=False)
