@@ -80,11 +80,11 @@ async def create_video(request: Request, tenant: Tenant, ctx: Ctx) -> JSONRespon
     # 1. the body: multipart (what the SDK sends) or JSON
     reference: bytes | None = None
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        form = await request.form()
-        fields: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
-        upload = form.get("input_reference")
-        if upload is not None and not isinstance(upload, str):
-            reference = await upload.read(MAX_REFERENCE_BYTES + 1)
+        async with request.form() as form:  # closes the uploads' spooled temp files when read
+            fields: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
+            upload = form.get("input_reference")
+            if upload is not None and not isinstance(upload, str):
+                reference = await upload.read(MAX_REFERENCE_BYTES + 1)
     else:
         try:
             fields = await request.json()

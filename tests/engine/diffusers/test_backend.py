@@ -89,6 +89,7 @@ def test_geometry_is_read_from_the_weights_configs(toy: Toy) -> None:
     assert families.get("flux.1-dev").geometry(toy("flux.1-dev")) == families.Geometry(16, 0)
     # the real checkpoints' configs give the published multiples
     assert families.fit_frames(80, 4) == 81 and families.fit_frames(120, 8) == 121 and families.fit_frames(1, 4) == 1
+    assert families.fit_frames(4, 8) == 9  # a short video stays a video, not one frame
 
 
 def test_weights_checks_name_what_is_missing(toy: Toy, tmp_path: Path) -> None:

@@ -462,7 +462,10 @@ def round_to(value: int, multiple: int) -> int:
 
 
 def fit_frames(num_frames: int, temporal: int) -> int:
-    """The nearest `temporal * k + 1` frame count (k >= 0); a one-frame request stays one frame."""
+    """The nearest `temporal * k + 1` frame count; a one-frame request stays one frame, and a video stays a video
+    (k >= 1: 4 frames on an 8k+1 model are 9, not a single image)."""
     if temporal <= 0:
         return 1
-    return temporal * max(0, round((num_frames - 1) / temporal)) + 1
+    if num_frames <= 1:
+        return 1
+    return temporal * max(1, round((num_frames - 1) / temporal)) + 1
