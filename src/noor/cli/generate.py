@@ -154,8 +154,13 @@ def train_tiny(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
     seed: Annotated[int, typer.Option()] = 0,
     bf16: Annotated[bool, typer.Option("--bf16/--fp32", help="bfloat16 autocast (faster only on some CPUs)")] = False,
+    attention: Annotated[
+        str, typer.Option(help="denoiser self-attention: factorised (the shipped weights) or joint (3D rotary)")
+    ] = "factorised",
 ) -> None:
     """Train noor-tiny from scratch on the synthetic world, with a fixed seed (VAE, then denoiser)."""
+    if attention not in ("factorised", "joint"):
+        fail("--attention", attention, "must be factorised or joint")
     from noor.engine.tiny.train import TrainConfig, train
 
     cfg = TrainConfig(
@@ -166,6 +171,7 @@ def train_tiny(
         batch_size=batch_size,
         seed=seed,
         bf16=bf16,
+        attention=attention,
     )
     started = time.perf_counter()
     labels = {"vae": "1/4 VAE", "decoder": "2/4 decoder", "encode": "3/4 encoding clips", "denoiser": "4/4 denoiser"}

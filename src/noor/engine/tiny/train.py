@@ -47,6 +47,8 @@ class TrainConfig:
     patch_size: int = 4  # latent patch: 4x4 of a 16x16 latent = 16 tokens a frame
     num_layers: int = 6
     num_heads: int = 4
+    # "factorised" (the shipped weights) or "joint": space-time attention with 3D rotary positions (transformer.py)
+    attention: str = "factorised"
     text_layers: int = 2
     vae_channels: tuple[int, ...] = (16, 32, 32)
     vae_steps: int = 1200
@@ -115,6 +117,7 @@ def build_models(cfg: TrainConfig) -> tuple[TinyVideoTransformer, TinyTextEncode
         num_layers=cfg.num_layers,
         num_heads=cfg.num_heads,
         text_dim=cfg.hidden_size,
+        attention=cfg.attention,
     )
     return transformer, text_encoder
 
