@@ -99,7 +99,8 @@ def keyframes_for(request: Request, ctx: Context, tenant: tenants.Tenant) -> Key
         suffix = _sniff(data)
         if suffix not in (".png", ".jpg", ".webp"):
             raise RequestError(400, f"keyframe url {url!r} is not a PNG, JPEG or WebP image")
-        return ctx.assets.put(asset_key(tenant.name, "uploads", f"{uuid.uuid4().hex}{suffix}"), data)
+        key = asset_key(tenant.name, "uploads", f"{uuid.uuid4().hex}{suffix}")
+        return ctx.assets.put_for(tenant.regions, key, data)
 
     return Keyframes(tenant.name, ctx.store, own_hosts, fetch)
 
@@ -401,7 +402,7 @@ def create_app(store: Store, assets: AssetStore, config: ApiConfig) -> FastAPI:
         if suffix is None:
             raise HTTPException(400, "file must be a PNG, JPEG, WebP image or an MP4 video")
         key = asset_key(tenant.name, "uploads", f"{uuid.uuid4().hex}{suffix}")
-        assets.put(key, data)
+        assets.put_for(tenant.regions, key, data)  # in the tenant's region where it is bound to one
         return {"url": asset_url(request, app.state.ctx, key), "size_bytes": len(data)}
 
     @app.get("/assets/{key:path}")

@@ -137,7 +137,7 @@ async def create_video(request: Request, tenant: Tenant, ctx: Ctx) -> JSONRespon
 
     # 3. store the reference, then the job
     if start is not None and reference is not None:
-        ctx.assets.put(start["asset"], reference)
+        ctx.assets.put_for(tenant.regions, start["asset"], reference)
     try:
         g = create_priced(
             ctx,

@@ -185,7 +185,7 @@ def _ray_workers(
             "(NOOR_DATABASE_URL) and region stores every node can reach (NOOR_REGION_STORES)",
             file=sys.stderr,
         )
-    assets = RegionalAssets(cfg.resolved_assets_url)
+    assets = RegionalAssets(cfg.resolved_assets_url, locate=cfg.region_assets_url)
     cluster = ray_cluster.RayCluster(store, config, cfg, assets, ray)
     regions = sorted({n.region or "no region" for n in nodes})
     return assets, cluster, f"Ray at {address}: {len(nodes)} node(s), regions {', '.join(regions)}"

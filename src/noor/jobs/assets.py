@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import fsspec
@@ -49,6 +50,10 @@ class AssetStore:
         self.fs.mv(tmp, path)
         return key
 
+    def put_for(self, regions: list[str] | None, key: str, data: bytes) -> str:
+        """Store a tenant's file (an upload, a fetched keyframe) where the tenant may keep files: one store here."""
+        return self.put(key, data)
+
     def get(self, key: str) -> bytes:
         try:
             with self.fs.open(self._path(key), "rb") as f:
@@ -76,8 +81,16 @@ class RegionalAssets(AssetStore):
     """A home store that writes (a region's, for its workers; the default one, for the server) and reads from
     every store it knows, home first: a file is found wherever its region put it, and written only at home."""
 
-    def __init__(self, url: str, region: str | None = None, others: dict[str | None, str] | None = None):
+    def __init__(
+        self,
+        url: str,
+        region: str | None = None,
+        others: dict[str | None, str] | None = None,
+        locate: Callable[[str], str] | None = None,
+    ):
+        """`locate(region)`: the URL of a region's store (config.region_assets_url), for a tenant's own files."""
         super().__init__(url, region)
+        self.locate = locate
         self.others: dict[str | None, AssetStore] = {}
         for other_region, other_url in (others or {}).items():
             self.add(other_region, other_url)
@@ -86,6 +99,18 @@ class RegionalAssets(AssetStore):
         """Another region's store to read from (a region that joined the cluster)."""
         if url.rstrip("/") != self.url and region not in self.others:
             self.others[region] = AssetStore(url, region)
+
+    def put_for(self, regions: list[str] | None, key: str, data: bytes) -> str:
+        """A tenant bound to regions keeps its uploads and fetched keyframes in its first region's store (where
+        that region's workers read them), never in the server's own store unless that is one of its regions."""
+        if not regions or self.region in regions:
+            return self.put(key, data)
+        region = next((r for r in regions if r in self.others), regions[0])
+        if region not in self.others:
+            if self.locate is None:
+                raise ValueError(f"no store is known for region {region!r}")
+            self.add(region, self.locate(region))
+        return AssetStore.put(self.others[region], key, data)
 
     def _stores(self) -> list[AssetStore]:
         return [self, *list(self.others.values())]
