@@ -7,12 +7,9 @@ import os
 import socket
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from noor import scheduling
 from noor.config import Settings
@@ -29,28 +26,7 @@ from noor.runtime.ray_cluster import (
     unreachable,
 )
 
-POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        s = Store(f"sqlite:///{tmp_path / 'noor.db'}")
-        yield s
-        s.close()
-        return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES)
-    with admin.begin() as c:
-        c.execute(text(f"CREATE SCHEMA {schema}"))
-    s = Store(f"{POSTGRES}?options=-csearch_path%3D{schema}")
-    try:
-        yield s
-    finally:
-        s.close()
-        with admin.begin() as c:
-            c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+# `store` (on SQLite and on the real PostgreSQL) comes from tests/runtime/conftest.py
 
 
 def _job(store: Store, tenant: str = "acme", **kw: object) -> str:
