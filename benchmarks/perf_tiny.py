@@ -59,10 +59,16 @@ def main() -> None:
         f"  linear / attention / conv  {chip.class_tflops['linear'] * 1e3:.1f} / "
         f"{chip.class_tflops['attention'] * 1e3:.1f} / {chip.class_tflops['conv'] * 1e3:.1f} GFLOP/s, "
         f"elementwise {(chip.hbm_tbps or 0.0) * 1e3:.1f} GB/s, "
-        f"activation ops {(chip.activation_tbps or 0.0) * 1e3:.1f} GB/s, {chip.op_overhead_s * 1e6:.1f} us/op"
+        f"activation ops {(chip.activation_tbps or 0.0) * 1e3:.1f} GB/s, {chip.op_overhead_s * 1e6:.1f} us/op, "
+        f"attention half-rate at {chip.attention_half_tokens:.0f} keys, "
+        f"{chip.attention_call_s * 1e6:.0f} us/attention call, "
+        f"conv half-rate at {chip.conv_half_channels:.0f} channels"
     )
     for stage in estimate.stages:
         print(f"  predicted {stage.name:13s} {stage.latency_s:8.3f} s")
+    step = estimate.stage("denoise").detail
+    parts = ("linear_s", "self_attention_s", "cross_attention_s", "elementwise_s", "launch_s")
+    print("  per step (ms)        " + ", ".join(f"{k[:-2]} {step[k] * 1e3:.2f}" for k in parts))
     ratio = estimate.latency_s / measured
     print(f"predicted            {estimate.latency_s:8.3f} s  ({estimate.flops / 1e9:.1f} GFLOP)")
     print(

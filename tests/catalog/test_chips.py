@@ -69,8 +69,34 @@ def test_cpu_local_is_measured_once_and_cached_when_absent(tmp_path: Path, monke
     first = local.load_or_measure()
     second = local.load_or_measure()
     assert calls == [1] and first == second and path.exists()
-    kinds = ("linear_tflops", "attention_tflops", "conv_tflops", "memory_tbps", "activation_tbps")
+    kinds = ("linear_tflops", "attention_tflops", "conv_tflops", "memory_tbps", "activation_tbps", "attention_call_s")
     assert all(first[k] > 0 for k in kinds)
+    assert first["attention_half_tokens"] >= 0 and first["conv_half_channels"] >= 0
+
+
+def test_cpu_local_is_measured_again_after_a_reboot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache measured before this boot (another load, another VM under the same name) is not trusted."""
+    path = tmp_path / "perf" / "cpu-local.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({**local._key(), "booted_at": 1, **RECORD}))
+    monkeypatch.setattr(local, "cache_path", lambda: path)
+    monkeypatch.setattr(local, "_boot_time", lambda: 2)
+    monkeypatch.setattr(local, "measure", lambda: {**local._key(), **RECORD, "linear_tflops": 0.5})
+    assert local.load_or_measure()["linear_tflops"] == 0.5
+    assert json.loads(path.read_text())["booted_at"] == 2
+
+
+@pytest.mark.parametrize("h", [0.0, 12.0, 50.0, 400.0])
+def test_saturation_half_recovers_the_curve_through_two_points(h: float) -> None:
+    def rate(n: float) -> float:
+        return 100.0 * n / (n + h)
+
+    assert local.saturation_half(16, rate(16), 1024, rate(1024)) == pytest.approx(h, abs=1e-6)
+
+
+def test_saturation_half_edges() -> None:
+    assert local.saturation_half(16, 50.0, 1024, 40.0) == 0.0  # no faster when longer
+    assert local.saturation_half(16, 1.0, 1024, 64.0) == float("inf")  # still linear at 1024
 
 
 def test_local_chip_is_not_listed_unless_asked() -> None:

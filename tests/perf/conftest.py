@@ -14,6 +14,8 @@ RECORD = {
     "conv_tflops": 0.03,
     "memory_tbps": 0.02,
     "op_overhead_s": 3e-6,
+    "attention_call_s": 1e-4,
+    "conv_half_channels": 60.0,
 }
 
 

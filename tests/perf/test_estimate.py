@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from noor import catalog, perf
-from noor.perf import Plan, Shape
+from noor.perf import Plan, Shape, efficiency, workload
 
 WAN = "wan2.1-t2v-14b"
 
@@ -100,3 +100,24 @@ def test_estimate_task_is_cached_per_request_shape(fixed_cpu_local: None) -> Non
 def test_unknown_ids_raise_with_the_valid_list() -> None:
     with pytest.raises(catalog.UnknownId, match=r"valid: .*h100-sxm"):
         perf.predict(WAN, "h100")
+
+
+def test_a_measured_cpu_pays_per_attention_call_per_operator_and_for_narrow_convs(fixed_cpu_local: None) -> None:
+    """On cpu-local, each attention layer call costs its measured fixed cost, every dispatched operator
+    its overhead, and narrow convs run below the wide-conv rate (catalog/local.py measures all three)."""
+    chip = catalog.chip("cpu-local")
+    tiny, shape = catalog.model("tiny"), Shape(64, 64, 16, 16)
+    base = perf.estimate(tiny, shape, chip)
+    no_calls = perf.estimate(tiny, shape, chip.model_copy(update={"attention_call_s": 0.0}))
+    step, step0 = base.stage("denoise").detail, no_calls.stage("denoise").detail
+    calls = tiny.layers * (2 if tiny.attention == "factorised" else 1)
+    assert step["self_attention_s"] - step0["self_attention_s"] == pytest.approx(calls * 1e-4)
+    assert step["cross_attention_s"] - step0["cross_attention_s"] == pytest.approx(tiny.layers * 1e-4)
+    assert step["launch_s"] == pytest.approx(140 * tiny.layers * chip.op_overhead_s)
+    wide = perf.estimate(tiny, shape, chip.model_copy(update={"conv_half_channels": 0.0}))
+    assert wide.stage("vae_decode").latency_s < base.stage("vae_decode").latency_s
+    # an accelerator pays per kernel launch only (its host runs ahead of the queue)
+    wan = catalog.model(WAN)
+    wan_h100 = perf.estimate(wan, Shape(1280, 720, 81, 50), catalog.chip("h100-sxm"))
+    launch = workload.KERNELS_PER_BLOCK * wan.layers * efficiency.load()["launch_overhead_s"]
+    assert wan_h100.stage("denoise").detail["launch_s"] == pytest.approx(launch)

@@ -40,17 +40,27 @@ CASES = {
 }
 
 
+SEEDS = (1, 2, 3, 4)  # one run's p95 wait moves by +-40% between seeds at high service variance
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_analytic_agrees_with_the_event_simulation(name: str) -> None:
+    """Against the event simulation's mean over a few seeds: the approximation has no sampling noise."""
     s = CASES[name]()
-    event, approx = sim.run(s), sim.run(s, analytic=True)
-    assert event["fleet"]["jobs"] > 30_000
-    wait_e, wait_a = event["fleet"]["wait_s"]["p95"], approx["fleet"]["wait_s"]["p95"]
+    events = [sim.run(s.model_copy(update={"seed": seed})) for seed in SEEDS]
+    approx = sim.run(s, analytic=True)
+    assert all(event["fleet"]["jobs"] > 30_000 for event in events)
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values)
+
+    wait_e, wait_a = mean([e["fleet"]["wait_s"]["p95"] for e in events]), approx["fleet"]["wait_s"]["p95"]
     assert wait_e > 1.0  # a p95 that is not zero, so the comparison means something
     assert wait_a == pytest.approx(wait_e, rel=0.10), (wait_e, wait_a)
-    assert approx["fleet"]["utilisation"] == pytest.approx(event["fleet"]["utilisation"], rel=0.10)
-    for ce, ca in zip(event["classes"], approx["classes"], strict=True):
-        assert ca["e2e_s"]["p50"] == pytest.approx(ce["e2e_s"]["p50"], rel=0.10)
+    utilisation = mean([e["fleet"]["utilisation"] for e in events])
+    assert approx["fleet"]["utilisation"] == pytest.approx(utilisation, rel=0.10)
+    for i, ca in enumerate(approx["classes"]):
+        assert ca["e2e_s"]["p50"] == pytest.approx(mean([e["classes"][i]["e2e_s"]["p50"] for e in events]), rel=0.10)
 
 
 def test_overloaded_hours_are_flagged_unstable_not_given_a_finite_wait() -> None:

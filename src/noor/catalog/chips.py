@@ -38,6 +38,8 @@ class Chip(BaseModel):
         None, gt=0, description="measured: activation traffic of norms, GELU, modulation (else hbm_tbps applies)"
     )
     op_overhead_s: float = Field(0.0, ge=0)
+    conv_half_channels: float = Field(0.0, ge=0, description="measured: conv channels at which it runs at half rate")
+    attention_call_s: float = Field(0.0, ge=0, description="measured: fixed cost of one attention layer call")
 
     def peak_tflops(self, precision: str, kernel: KernelClass = "linear") -> float:
         """Dense peak for a kernel class at a precision; fp8 falls back to bf16 where a chip has none."""

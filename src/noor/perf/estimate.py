@@ -74,6 +74,11 @@ class _Device:
         half = self.chip.attention_half_tokens if self.chip.measured else self.eff["attention_half_keys"]
         return flops / (self.rate("attention") * keys / (keys + half)) if flops else 0.0
 
+    def conv_rate(self, channels: int) -> float:
+        """3x3 conv FLOP/s at a channel width; a CPU (oneDNN vectorises over channels) saturates in it."""
+        half = self.chip.conv_half_channels if self.chip.measured else 0.0
+        return self.rate("conv") * channels / (channels + half)
+
     def memory_s(self, nbytes: float) -> float:
         if not self.chip.hbm_tbps:
             return 0.0
@@ -90,6 +95,11 @@ class _Device:
             return 0.0
         one_way = (self.chip.scaleup_gbps or 0.0) / 2 * 1e9 * self.eff["link_efficiency"]
         return nbytes / one_way if one_way else math.inf
+
+    @property
+    def attention_call_s(self) -> float:
+        """Fixed cost of one attention layer call, measured on cpu-local; in `kernel_s` elsewhere."""
+        return self.chip.attention_call_s if self.chip.measured else 0.0
 
     @property
     def kernel_s(self) -> float:
@@ -151,11 +161,13 @@ def _estimate_one(model: ModelArch, shape: Shape, chip: Chip, plan: Plan, eff: E
     active_params = model.params_b * 1e9 * model.experts_active / model.experts_total
     t_linear = max(dev.linear_s(work.linear_flops / sp, rows_dev), dev.memory_s(active_params * nbytes))
     t_attn = dev.attention_s(work.attention_flops / sp, work.attention_keys / r)
+    t_attn += work.self_attention_calls * dev.attention_call_s
     t_cross = dev.attention_s(work.cross_flops / sp, max(model.text_tokens + model.image_tokens, 1))
+    t_cross += work.cross_attention_calls * dev.attention_call_s
     t_conv = work.conv_flops / sp / dev.rate("conv") if work.conv_flops else 0.0
     passes_key = "activation_passes_compiled" if plan.compiled else "activation_passes_eager"
     t_elem = dev.activation_s(work.activation_elems / sp * act_bytes * eff[passes_key])
-    t_launch = work.kernels * dev.kernel_s * (0.3 if plan.compiled else 1.0)
+    t_launch = (work.host_ops if chip.measured else work.kernels) * dev.kernel_s * (0.3 if plan.compiled else 1.0)
     compute = t_linear + t_attn + t_cross + t_conv + t_elem + t_launch
     # communication: Ulysses all-to-alls (q, k, v, out) are on the critical path; ring passes K/V
     # around while attention runs; FSDP gathers each block's weights ahead of use.
@@ -195,8 +207,10 @@ def _estimate_one(model: ModelArch, shape: Shape, chip: Chip, plan: Plan, eff: E
     denoise_flops = work.flops * c * steps * (model.guidance_passes / (passes_per_group * c))
 
     # 3. VAE decode on one chip
-    vae_flops, vae_elems = workload.vae_decode(model, real)
-    vae_s = vae_flops / dev.rate("conv")
+    vae = workload.vae_decode(model, real)
+    vae_flops = vae.flops
+    # convs, plus a GroupNorm and a SiLU over every conv's input (fp32, each read and written once)
+    vae_s = sum(f / dev.conv_rate(c) for f, c in vae.conv_rows) + dev.activation_s(vae.activation_elems * 4 * 2 * 2)
 
     # 4. moving weights between host and chip (offload): once per request, and at each MoE switch
     offload_s = 0.0
@@ -220,7 +234,7 @@ def _estimate_one(model: ModelArch, shape: Shape, chip: Chip, plan: Plan, eff: E
     te_gb = 0.0 if plan.text_encoder_on_cpu else te_params * (4 if precision == "fp32" else 2) * gb
     keep_te = te_gb if plan.offload == "none" else 0.0
     act_gb = rows_dev * (model.ffn_size * model.ffn_matrices / 2 + 4 * model.hidden_size) * act_bytes * gb
-    vae_gb = model.vae.params_m * 1e6 * 4 * gb + vae_elems * real.batch * 4 * 3 * gb  # fp32 decode, in/out/skip
+    vae_gb = model.vae.params_m * 1e6 * 4 * gb + vae.largest_elems * real.batch * 4 * 3 * gb  # fp32 decode, in/out/skip
     resident_dit = dit_gb if plan.offload == "none" else 0.0
     memory = {
         "denoiser_weights_gb": dit_gb,

@@ -33,6 +33,9 @@ class PassWork:
     hidden_size: int = 0
     layers: int = 0
     kernels: int = 0  # kernel launches per pass (framework overhead)
+    host_ops: int = 0  # operators dispatched per pass (what eager PyTorch costs on a CPU)
+    self_attention_calls: int = 0  # attention layer calls per pass (their fixed cost on a measured CPU)
+    cross_attention_calls: int = 0
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -56,6 +59,10 @@ def latent_grid(model: ModelArch, shape: Shape) -> tuple[int, int, int]:
 # attention, MLP, gates and residuals. An assumption from reading diffusers' WanTransformerBlock and
 # noor-tiny's TinyBlock (about 40-60 ops each); it matters only where kernels are tiny (CPU, small images).
 KERNELS_PER_BLOCK = 50
+# Operators dispatched per block, views and transposes included: each costs host time, which a GPU
+# hides behind its queue but a CPU pays in line. Counted with torch's TorchDispatchMode on one
+# forward pass: diffusers' WanTransformerBlock 129, noor-tiny's factorised TinyBlock 147.
+DISPATCHED_OPS_PER_BLOCK = 140
 
 
 def denoise_pass(model: ModelArch, shape: Shape, batch: int) -> PassWork:
@@ -104,6 +111,9 @@ def denoise_pass(model: ModelArch, shape: Shape, batch: int) -> PassWork:
         hidden_size=d,
         layers=L,
         kernels=KERNELS_PER_BLOCK * L,
+        host_ops=DISPATCHED_OPS_PER_BLOCK * L,
+        self_attention_calls=L * (2 if model.attention == "factorised" else 1),
+        cross_attention_calls=L if model.cross_attention else 0,
     )
 
 
@@ -113,7 +123,7 @@ def _unet_pass(model: ModelArch, shape: Shape, batch: int) -> PassWork:
     lat_h, lat_w = shape.height // model.vae.spatial, shape.width // model.vae.spatial
     lpb, ctx = model.unet_layers_per_block, model.text_tokens
     linear = attention = cross = conv = act = 0.0
-    blocks = 0
+    blocks = tblocks_total = 0
     for level, (c, depth) in enumerate(model.unet_levels):
         n = (lat_h >> level) * (lat_w >> level)
         resnets = lpb + (lpb + 1) + (2 if level == len(model.unet_levels) - 1 else 0)
@@ -126,6 +136,7 @@ def _unet_pass(model: ModelArch, shape: Shape, batch: int) -> PassWork:
         cross += 4.0 * batch * tblocks * n * ctx * c
         act += float(batch) * n * c * (tblocks + 2 * resnets)
         blocks += tblocks + resnets
+        tblocks_total += tblocks
     n0 = lat_h * lat_w
     return PassWork(
         tokens=n0,
@@ -139,6 +150,9 @@ def _unet_pass(model: ModelArch, shape: Shape, batch: int) -> PassWork:
         hidden_size=model.hidden_size,
         layers=blocks,
         kernels=KERNELS_PER_BLOCK * blocks,
+        host_ops=DISPATCHED_OPS_PER_BLOCK * blocks,
+        self_attention_calls=int(tblocks_total),
+        cross_attention_calls=int(tblocks_total),
     )
 
 
@@ -152,18 +166,30 @@ def text_encoder_params(model: ModelArch) -> float:
     return sum(e.params_b * 1e9 for e in model.text_encoders)
 
 
-def vae_decode(model: ModelArch, shape: Shape) -> tuple[float, float]:
-    """(FLOPs, elements of the largest live feature map) of decoding the whole batch to pixels."""
+@dataclass
+class VaeWork:
+    flops: float
+    largest_elems: float  # the largest live feature map (one causal chunk for video VAEs)
+    activation_elems: float  # every conv's input feature map: GroupNorm + SiLU pass over each once
+    conv_rows: list[tuple[float, int]]  # (FLOPs, channels) per decoder row: narrow convs run slower on a CPU
+
+
+def vae_decode(model: ModelArch, shape: Shape) -> VaeWork:
+    """The work of decoding the whole batch to pixels."""
     vae = model.vae
     frames = shape.num_frames if model.kind == "video" else 1
     kernel = 27 if vae.conv3d else 9
-    flops, largest = 0.0, 0.0
+    flops, largest, elems = 0.0, 0.0, 0.0
+    rows: list[tuple[float, int]] = []
     # video VAEs decode causally a few frames at a time: live activations cover one chunk
     chunk = vae.temporal if vae.conv3d and frames > 1 else 1
     for row, (channels, convs, t_div) in enumerate(vae.decoder):
         scale = vae.first_row_scale << row
         pixels = (shape.height // scale) * (shape.width // scale)
         row_frames = max(1, frames // t_div) if vae.conv3d else frames
-        flops += shape.batch * row_frames * pixels * convs * 2.0 * kernel * channels * channels
+        row_flops = shape.batch * row_frames * pixels * convs * 2.0 * kernel * channels * channels
+        flops += row_flops
+        rows.append((row_flops, channels))
+        elems += shape.batch * row_frames * pixels * convs * channels
         largest = max(largest, chunk * pixels * channels)
-    return flops, largest
+    return VaeWork(flops, largest, elems, rows)
