@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -52,3 +53,16 @@ def test_check_prints_every_row_and_the_error_summary() -> None:
     assert "h100-sxm" in run.stdout and "median absolute error" in run.stdout and "p90" in run.stdout
     missing = noor("check", "no-such.csv")
     assert missing.returncode == 2 and "CSV" in missing.stderr
+
+
+def test_measure_writes_the_cpu_local_cache(tmp_path: Path) -> None:
+    env = {**os.environ, "NOOR_DATA_DIR": str(tmp_path)}
+    run = subprocess.run(
+        [sys.executable, "-m", "noor.cli", "perf", "measure", "--threads", "1"],
+        capture_output=True, text=True, timeout=120, check=False, env=env,
+    )
+    assert run.returncode == 0, run.stderr
+    record = json.loads((tmp_path / "perf" / "cpu-local.json").read_text())
+    assert record["threads"] == 1 and record["linear_tflops"] > 0 and "1 threads" in run.stdout
+    bad = noor("measure", "--threads", "0")
+    assert bad.returncode == 2 and bad.stderr.startswith("noor: error: --threads")

@@ -123,6 +123,35 @@ def perf_check(csv_path: PublishedCsv) -> None:
     print(report.summary_line(rows))
 
 
+@perf_app.command("measure")
+def perf_measure(
+    threads: Annotated[int | None, typer.Option(help="torch threads (default: NOOR_THREADS, else torch's)")] = None,
+) -> None:
+    """Measure this machine again (cpu-local) and cache it: do it on a quiet machine, as ETAs follow it."""
+    import torch
+
+    from noor.catalog import local
+    from noor.config import settings
+
+    n = threads if threads is not None else settings().threads
+    if n is not None and n < 1:
+        fail("--threads", str(n), "must be at least 1")
+    if n:
+        torch.set_num_threads(n)
+    with console.status("measuring this CPU…"):
+        chip = local.remeasure()
+    print(f"{chip.name}")
+    for kind, tflops in chip.class_tflops.items():
+        print(f"  {kind:22s} {tflops * 1e3:8.1f} GFLOP/s")
+    print(f"  {'elementwise':22s} {(chip.hbm_tbps or 0) * 1e3:8.1f} GB/s")
+    print(f"  {'activation ops':22s} {(chip.activation_tbps or 0) * 1e3:8.1f} GB/s")
+    print(f"  {'attention half-rate':22s} {chip.attention_half_tokens:8.0f} keys")
+    print(f"  {'conv half-rate':22s} {chip.conv_half_channels:8.0f} channels")
+    print(f"  {'attention call':22s} {chip.attention_call_s * 1e6:8.0f} us")
+    print(f"  {'operator dispatch':22s} {chip.op_overhead_s * 1e6:8.1f} us")
+    print(f"cached in {local.cache_path()}")
+
+
 @perf_app.command("calibrate")
 def perf_calibrate(
     data: Annotated[Path, typer.Option(help="folder with measurements.csv and mlperf_sdxl.csv")] = Path(
