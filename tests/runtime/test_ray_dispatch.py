@@ -21,7 +21,6 @@ from noor.runtime.ray_cluster import (
     ClusterError,
     Node,
     node_region,
-    queued_jobs,
     settings_env,
     unreachable,
 )
@@ -69,18 +68,18 @@ def test_the_queue_carries_each_jobs_allowed_regions(store: Store) -> None:
     e = _job(store, "unknown-tenant")
     claimed = _job(store, "anywhere")
     store.claim_job(claimed, "w", 30)
-    regions = {j.id: j.regions for j in queued_jobs(store)}
+    regions = {j.id: j.regions for j in store.queued()}
     assert regions == {a: ("me-riyadh",), b: None, c: ("eu-london",), d: (), e: None}
     # the policy places them: the sovereign job only on the Riyadh worker, the eu-london one only in London
     views = [scheduling.WorkerView(id=r, region=r, chip="cpu-local", free_gpus=1, memory_gb=0.0)
              for r in ("eu-london", "me-riyadh")]  # fmt: skip
-    placed = {x.jobs[0].id: x.worker_id for x in scheduling.assign(queued_jobs(store), views, 0.0, "fifo")}
+    placed = {x.jobs[0].id: x.worker_id for x in scheduling.assign(store.queued(), views, 0.0, "fifo")}
     assert placed == {a: "me-riyadh", b: "eu-london"}
     # with only a London worker free, the oldest job it may run goes there; the sovereign one waits for Riyadh
-    placed = {x.jobs[0].id: x.worker_id for x in scheduling.assign(queued_jobs(store), views[:1], 0.0, "fifo")}
+    placed = {x.jobs[0].id: x.worker_id for x in scheduling.assign(store.queued(), views[:1], 0.0, "fifo")}
     assert placed == {b: "eu-london"}
     store.claim_job(b, "w", 30)
-    placed = {x.jobs[0].id: x.worker_id for x in scheduling.assign(queued_jobs(store), views[:1], 0.0, "fifo")}
+    placed = {x.jobs[0].id: x.worker_id for x in scheduling.assign(store.queued(), views[:1], 0.0, "fifo")}
     assert placed == {c: "eu-london"}
 
 
@@ -149,3 +148,17 @@ def test_an_address_where_no_head_answers_is_refused_at_once(tmp_path: Path) -> 
         f"noor: error: --ray: no Ray cluster at '127.0.0.1:{port}': nothing answers at 127.0.0.1:{port} "
         "(Connection refused)\n"
     )
+
+
+def test_a_regional_workers_claim_honours_its_tenants_regions(store: Store) -> None:
+    """Local and remote workers (`noor worker --region`) claim through the same queue read as Ray:
+    a region-bound tenant's jobs go only to workers in its regions, and unbound jobs anywhere."""
+    tenants.create_tenant(store, "sovereign", regions=["me-riyadh"])
+    bound = _job(store, "sovereign")
+    free = _job(store, "anywhere")
+    first = store.claim("w-london", 30, regions=["eu-london"])
+    assert first is not None and first.id == free
+    assert store.claim("w-london", 30, regions=["eu-london"]) is None  # the sovereign job stays queued
+    got = store.claim("w-riyadh", 30, regions=["me-riyadh"])
+    assert got is not None and got.id == bound and got.worker_region == "me-riyadh"
+    assert [j.id for j in store.queued()] == []

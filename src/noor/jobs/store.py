@@ -327,27 +327,7 @@ class Store:
             self._requeued_at = now
         check_transition(State.QUEUED, State.DREAMING)
         # 1. candidates
-        query = select(
-            Generation.id, Generation.tenant, Generation.model, Generation.created_at, Generation.eta_s,
-            Generation.priority,
-        ).where(Generation.state == State.QUEUED.value, Generation.deleted_at.is_(None))  # fmt: skip
-        if models is not None:
-            query = query.where(Generation.model.in_(list(models)))
-        if regions is not None:
-            query = query.where(or_(Generation.region.is_(None), Generation.region.in_(list(regions))))
-        query = query.order_by(Generation.priority, Generation.created_at, Generation.id).limit(CLAIM_CANDIDATES)
-        with self.session() as s:
-            queue = [
-                scheduling.QueuedJob(
-                    id=row.id,
-                    tenant=row.tenant,
-                    model=row.model,
-                    submitted_at_s=(row.created_at - EPOCH).total_seconds(),
-                    predicted_s=row.eta_s or 0.0,
-                    priority=row.priority,
-                )
-                for row in s.execute(query)
-            ]
+        queue = self.queued(models=models, regions=regions)
         if not queue:
             return None
         # 2. the policy's order
@@ -360,6 +340,57 @@ class Store:
             if claimed is not None:
                 return claimed
         return None
+
+    def queued(
+        self,
+        limit: int = CLAIM_CANDIDATES,
+        models: Sequence[str] | None = None,
+        regions: Sequence[str] | None = None,
+    ) -> builtins.list[scheduling.QueuedJob]:
+        """The queue as the scheduling policies read it, in (priority, age) order, each job with the regions
+        it may run in: its own region if it has one (and its tenant allows it), else its tenant's; None: any.
+
+        With `models` and `regions` (a worker's), only the jobs that worker may run: residency holds for a
+        region-bound tenant's jobs on every path (local, remote and Ray workers).
+        """
+        from noor.jobs.tenants import Tenant
+
+        query = (
+            select(
+                Generation.id, Generation.tenant, Generation.model, Generation.created_at, Generation.eta_s,
+                Generation.priority, Generation.region, Tenant.regions,
+            )
+            .outerjoin(Tenant, Tenant.name == Generation.tenant)
+            .where(Generation.state == State.QUEUED.value, Generation.deleted_at.is_(None))
+        )  # fmt: skip
+        with self.session() as s:
+            if models is not None:
+                query = query.where(Generation.model.in_(list(models)))
+            if regions is not None:
+                query = query.where(or_(Generation.region.is_(None), Generation.region.in_(list(regions))))
+                # tenants bound to other regions only (few rows: read, then excluded in SQL so LIMIT stays right)
+                bound = s.execute(select(Tenant.name, Tenant.regions).where(Tenant.regions.is_not(None)))
+                elsewhere = [name for name, allowed in bound if allowed is not None and not set(allowed) & set(regions)]
+                if elsewhere:
+                    query = query.where(Generation.tenant.not_in(elsewhere))
+            query = query.order_by(Generation.priority, Generation.created_at, Generation.id).limit(limit)
+            out = []
+            for row in s.execute(query):
+                allowed: tuple[str, ...] | None = tuple(row.regions) if row.regions is not None else None
+                if row.region is not None:  # a job bound to one region: that one, if its tenant allows it
+                    allowed = (row.region,) if allowed is None or row.region in allowed else ()
+                out.append(
+                    scheduling.QueuedJob(
+                        id=row.id,
+                        tenant=row.tenant,
+                        model=row.model,
+                        submitted_at_s=(row.created_at - EPOCH).total_seconds(),
+                        predicted_s=row.eta_s or 0.0,
+                        priority=row.priority,
+                        regions=allowed,
+                    )
+                )
+        return out
 
     def claim_job(
         self,

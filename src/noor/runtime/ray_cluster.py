@@ -33,7 +33,7 @@ from sqlalchemy import func, select
 
 from noor import scheduling
 from noor.jobs.generation import Generation, State, now_utc
-from noor.jobs.store import CLAIM_CANDIDATES, EPOCH, Store
+from noor.jobs.store import EPOCH, Store
 
 if TYPE_CHECKING:
     from noor.config import Settings
@@ -283,46 +283,6 @@ class Slot:
         return self.ready_ref is None and self.job is None
 
 
-def queued_jobs(store: Store, limit: int = CLAIM_CANDIDATES) -> list[scheduling.QueuedJob]:
-    """The queue as the scheduling policies read it, each job with the regions it may run in (its tenant's)."""
-    from noor.jobs.tenants import Tenant
-
-    query = (
-        select(
-            Generation.id,
-            Generation.tenant,
-            Generation.model,
-            Generation.created_at,
-            Generation.eta_s,
-            Generation.priority,
-            Generation.region,
-            Tenant.regions,
-        )
-        .outerjoin(Tenant, Tenant.name == Generation.tenant)
-        .where(Generation.state == State.QUEUED.value, Generation.deleted_at.is_(None))
-        .order_by(Generation.priority, Generation.created_at, Generation.id)
-        .limit(limit)
-    )
-    out = []
-    with store.session() as s:
-        for row in s.execute(query):
-            regions: tuple[str, ...] | None = tuple(row.regions) if row.regions is not None else None
-            if row.region is not None:  # a job bound to one region: that one, if its tenant allows it
-                regions = (row.region,) if regions is None or row.region in regions else ()
-            out.append(
-                scheduling.QueuedJob(
-                    id=row.id,
-                    tenant=row.tenant,
-                    model=row.model,
-                    submitted_at_s=(row.created_at - EPOCH).total_seconds(),
-                    predicted_s=row.eta_s or 0.0,
-                    priority=row.priority,
-                    regions=regions,
-                )
-            )
-    return out
-
-
 class RayCluster:
     """The dispatcher: Noor's queue onto worker actors across the cluster's nodes and regions."""
 
@@ -505,7 +465,7 @@ class RayCluster:
         free = [slot for slot in self.slots.values() if slot.free]
         if not free:
             return
-        queue = queued_jobs(self.store)
+        queue = self.store.queued()
         if not queue:
             return
         now = now_utc()
