@@ -147,8 +147,10 @@ def _bearer(request: Request) -> str | None:
 
 def tenant_of(request: Request) -> tenants.Tenant:
     """The caller's tenant, or 401 (blocking: for sync code)."""
-    ctx: Context = request.app.state.ctx
-    key = _bearer(request)
+    return _tenant_for(request.app.state.ctx, _bearer(request))
+
+
+def _tenant_for(ctx: Context, key: str | None) -> tenants.Tenant:
     tenant = ctx.keys.tenant(ctx.store, key) if key else None
     if tenant is None:
         raise HTTPException(401, "Invalid API key is provided")
@@ -162,7 +164,7 @@ async def current_tenant(request: Request) -> tenants.Tenant:
     key = _bearer(request)
     tenant = ctx.keys.cached(key) if key else None
     if tenant is None:
-        tenant = await run_in_threadpool(tenant_of, request)
+        tenant = await run_in_threadpool(_tenant_for, ctx, key)
     return tenant
 
 

@@ -1,7 +1,7 @@
-"""noor-tiny's denoiser: a small video DiT in pixel space that predicts the clean clip.
+"""noor-tiny's denoiser: a small video DiT on the VAE's latents that predicts the clean clip.
 
 Design notes:
-- 8x8 pixel patches, one frame per token row: a 16x64x64 clip is 16 x 64 tokens.
+- 4x4 patches of the 4x16x16 latent of each 64x64 frame: a 16-frame clip is 16 x 16 tokens.
 - Joint space-time self-attention over all of a clip's tokens with 3D rotary positions (time, row,
   column), as Wan, HunyuanVideo and CogVideoX do: attention depends on relative offsets, so "the
   object one frame later sits a little to the left" is one attention hop with a fixed query phase.
@@ -10,12 +10,14 @@ Design notes:
   is kept (`attention="factorised"`) so older checkpoints still load.
 - Each frame has its own timestep, so keyframes enter as clean frames at t=0 while the others are
   noised (the way LTX-Video and Wan 2.2 TI2V condition on frames).
-- It predicts x0, not noise or velocity: with 192-value patches and a 128-wide model, predicting
-  the clean signal is what works in pixel space (Li & He 2025, "Back to Basics: Let Denoising
-  Generative Models Denoise"). The pipeline turns x0 into the scheduler's velocity.
+- It predicts x0, not noise or velocity: with 64-value patches and a 128-wide model, predicting
+  the clean signal trains best (as Li & He 2025, "Back to Basics: Let Denoising Generative Models
+  Denoise", found in pixel space). The pipeline turns x0 into the scheduler's velocity.
 """
 
 from __future__ import annotations
+
+from functools import cache
 
 import torch
 from diffusers import ConfigMixin, ModelMixin
@@ -59,6 +61,7 @@ class RotaryAttnProcessor:
         return attn.to_out[1](attn.to_out[0](out))
 
 
+@cache  # one per grid: the denoising loop asks for the same grid at every pass
 def rope_3d(T: int, hp: int, wp: int, head_dim: int, theta: float = 100.0) -> Rope:
     """Rotary (cos, sin) for a T x hp x wp token grid: a quarter of each head's channels for time, the
     rest split between rows and columns (all even). theta 100, not 10,000: the grid is tens of tokens."""
@@ -81,6 +84,7 @@ class TinyBlock(nn.Module):
         super().__init__()
         self.joint = joint
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        # in the joint layout this is the space-time attention; the name stays so checkpoints keep their keys
         self.attn_spatial = Attention(dim, heads=heads, dim_head=dim // heads, bias=True, out_bias=True)
         if joint:
             self.attn_spatial.set_processor(RotaryAttnProcessor())
