@@ -12,19 +12,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
-from noor.api.app import ApiConfig, create_app
-from noor.config import settings
 from noor.engine import media
-from noor.engine.diffusers import families, installed
+from noor.engine.diffusers import families
 from noor.engine.diffusers.installed import InstalledModel
-from noor.jobs import tenants
-from noor.jobs.assets import AssetStore
-from noor.jobs.store import Store
-from noor.runtime.local import load_backend
-from noor.runtime.worker import Worker, WorkerConfig
+from tests.api.toy_server import toy_server
 from tests.engine.diffusers.toys import TOYS, toy_dir
 
 PROMPT = "a red circle moves to the left"
@@ -36,26 +29,13 @@ def model_id(family: str) -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    tmp = tmp_path_factory.mktemp("api-families")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("NOOR_DATA_DIR", str(tmp / "data"))
-        settings.cache_clear()
-        for family in TOYS:
-            path = toy_dir(tmp_path_factory, family)
-            installed.add(
-                InstalledModel(id=model_id(family), family=family, path=str(path), dtype="float32", fps=1, steps=2)
-            )
-        store = Store(f"sqlite:///{tmp / 'noor.db'}")
-        assets = AssetStore(str(tmp / "assets"))
-        tenants.create_tenant(store, "acme", credits_cents=10_000)
-        worker = Worker(
-            store, assets, WorkerConfig(name="w", models=[model_id(f) for f in TOYS]), load_backend=load_backend
-        )
-        auth = {"Authorization": f"Bearer {tenants.create_key(store, 'acme')}"}
-        with TestClient(create_app(store, assets, ApiConfig(secret=b"test-secret"))) as client:
-            yield {"client": client, "worker": worker, "auth": auth, "tmp": tmp}
-        store.close()
-    settings.cache_clear()
+    entries = [
+        InstalledModel(id=model_id(family), family=family, path=str(toy_dir(tmp_path_factory, family)),
+                       dtype="float32", fps=1, steps=2)
+        for family in TOYS
+    ]  # fmt: skip
+    with toy_server(tmp_path_factory.mktemp("api-families"), entries, credits_cents=10_000) as s:
+        yield s
 
 
 def _png(width: int, height: int, colour: tuple[int, int, int]) -> bytes:

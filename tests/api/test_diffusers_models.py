@@ -8,19 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
-from noor.api.app import ApiConfig, create_app
-from noor.config import settings
 from noor.engine import media
-from noor.engine.diffusers import installed
 from noor.engine.diffusers.installed import InstalledModel
-from noor.jobs import tenants
-from noor.jobs.assets import AssetStore
-from noor.jobs.store import Store
-from noor.runtime.local import load_backend
-from noor.runtime.worker import Worker, WorkerConfig
+from tests.api.toy_server import toy_server
 from tests.engine.diffusers.toys import toy_dir
 
 # (family, model id); fps 1 keeps a 5 s clip at 5 frames (4k+1) or 9 frames (LTX toy: 4k+1 too)
@@ -28,24 +20,14 @@ MODELS = [("wan2.1-t2v", "wan"), ("ltx-video", "ltx"), ("flux.1-schnell", "flux"
 
 
 @pytest.fixture
-def server(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, Any]]:
-    monkeypatch.setenv("NOOR_DATA_DIR", str(tmp_path / "data"))
-    settings.cache_clear()
-    for family, model_id in MODELS:
-        path = toy_dir(tmp_path_factory, family)
-        installed.add(InstalledModel(id=model_id, family=family, path=str(path), dtype="float32", fps=1, steps=2))
-    store = Store(f"sqlite:///{tmp_path / 'noor.db'}")
-    assets = AssetStore(str(tmp_path / "assets"))
-    tenants.create_tenant(store, "acme", credits_cents=1000)
-    app = create_app(store, assets, ApiConfig(secret=b"test-secret"))
-    worker = Worker(store, assets, WorkerConfig(name="w1", models=[m for _, m in MODELS]), load_backend=load_backend)
-    auth = {"Authorization": f"Bearer {tenants.create_key(store, 'acme')}"}
-    with TestClient(app) as client:
-        yield {"client": client, "worker": worker, "auth": auth}
-    store.close()
-    settings.cache_clear()
+def server(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    entries = [
+        InstalledModel(id=model_id, family=family, path=str(toy_dir(tmp_path_factory, family)), dtype="float32",
+                       fps=1, steps=2)
+        for family, model_id in MODELS
+    ]  # fmt: skip
+    with toy_server(tmp_path, entries) as s:
+        yield s
 
 
 def _post(s: dict[str, Any], path: str, **body: Any) -> Any:

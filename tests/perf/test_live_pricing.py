@@ -8,42 +8,27 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
-from noor.api.app import ApiConfig, create_app
-from noor.config import settings
-from noor.engine.diffusers import installed
 from noor.engine.diffusers.installed import InstalledModel
-from noor.jobs import tenants
-from noor.jobs.assets import AssetStore
-from noor.jobs.store import Store
 from noor.perf import estimate_task
+from tests.api.toy_server import toy_server
 from tests.engine.diffusers.toys import toy_dir
 
 
 @pytest.fixture
-def server(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, Any]]:
-    monkeypatch.setenv("NOOR_DATA_DIR", str(tmp_path / "data"))
-    settings.cache_clear()
+def server(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     wan = str(toy_dir(tmp_path_factory, "wan2.1-t2v"))
     # the same toy weights twice: priced as Wan 2.1 1.3B (as `noor models add --perf-id` does), and unpriced;
     # 1 fps keeps a 5 s clip at 5 frames (4k+1)
     common = {"family": "wan2.1-t2v", "path": wan, "dtype": "float32", "fps": 1, "steps": 2}
-    installed.add(InstalledModel(id="wan", perf_id="wan2.1-t2v-1.3b", **common))  # type: ignore[arg-type]
-    installed.add(InstalledModel(id="wan-free", **common))  # type: ignore[arg-type]
-    store = Store(f"sqlite:///{tmp_path / 'noor.db'}")
-    assets = AssetStore(str(tmp_path / "assets"))
-    tenants.create_tenant(store, "acme", credits_cents=1000)
+    entries = [
+        InstalledModel(id="wan", perf_id="wan2.1-t2v-1.3b", **common),  # type: ignore[arg-type]
+        InstalledModel(id="wan-free", **common),  # type: ignore[arg-type]
+    ]
     # workers on L4s (NOOR_WORKER_CHIP=l4): a real 1.3B at 540p needs ~17 GB, more than this CPU's RAM allows
     # next to its text encoder in fp32 (noor.perf says it does not fit cpu-local, and such jobs go unpriced)
-    app = create_app(store, assets, ApiConfig(secret=b"test-secret", chip="l4"))
-    auth = {"Authorization": f"Bearer {tenants.create_key(store, 'acme')}"}
-    with TestClient(app) as client:
-        yield {"client": client, "auth": auth}
-    store.close()
-    settings.cache_clear()
+    with toy_server(tmp_path, entries, chip="l4") as s:
+        yield s
 
 
 def _create(s: dict[str, Any], **body: Any) -> dict[str, Any]:
