@@ -15,6 +15,7 @@ from noor.engine.tiny.train import (
     held_out_prompts,
     make_batch,
     make_pool,
+    shift_sigma,
     train,
     train_vae,
     training_loss,
@@ -79,6 +80,16 @@ def test_train_writes_a_loadable_pipeline_with_its_config(tmp_path: Path) -> Non
     assert json.loads((tmp_path / "train_config.json").read_text())["steps"] == 3
     pipe = NoorTinyPipeline.from_pretrained(str(tmp_path))
     assert pipe.transformer.config.hidden_size == 32
+    assert pipe.scheduler.config.shift == cfg.shift  # the sampler uses the noise shift it was trained with
+
+
+def test_the_noise_shift_moves_training_toward_high_noise() -> None:
+    sigma = torch.linspace(0, 1, 11)
+    assert torch.equal(shift_sigma(sigma, 1.0), sigma)
+    shifted = shift_sigma(sigma, 3.0)
+    assert shifted[0] == 0 and shifted[-1] == 1 and torch.all(shifted[1:-1] > sigma[1:-1])
+    assert torch.all(shifted[1:] > shifted[:-1])  # monotone: the same noise levels, spent differently
+    assert shifted[5].item() == 0.75  # 3 x 0.5 / (1 + 2 x 0.5)
 
 
 def test_training_is_reproducible_from_the_seed(tmp_path: Path) -> None:

@@ -58,6 +58,10 @@ class TrainConfig:
     decoder_lr: float = 5e-4
     pool_clips: int = 12000
     caption_dropout: float = 0.1
+    # Noise-level shift, sigma -> shift*sigma / (1 + (shift-1)*sigma), in training and in the saved sampler (as
+    # SD3 and Wan shift for large inputs): 16 frames together reveal an object's path through noise that hides
+    # it in any one frame, so at shift 1 the model read motion from the noisy input and never from the prompt.
+    shift: float = 1.0
     two_objects_p: float = 0.25
     image_p: float = 0.1  # share of batches that are single frames (images)
     start_frame_p: float = 0.25  # only the first frame given
@@ -272,8 +276,17 @@ def make_batch(cfg: TrainConfig, rng: np.random.Generator, pool: Pool, image: bo
     return Batch(latents, torch.from_numpy(known), prompts)
 
 
+def shift_sigma(sigma: torch.Tensor, shift: float) -> torch.Tensor:
+    """The flow-matching timestep shift (SD3, Wan): more of the schedule at high noise for shift > 1."""
+    return shift * sigma / (1 + (shift - 1) * sigma)
+
+
 def training_loss(
-    transformer: TinyVideoTransformer, text_encoder: TinyTextEncoder, batch: Batch, generator: torch.Generator
+    transformer: TinyVideoTransformer,
+    text_encoder: TinyTextEncoder,
+    batch: Batch,
+    generator: torch.Generator,
+    shift: float = 1.0,
 ) -> torch.Tensor:
     """Flow-matching loss on x0 predictions, keyframes excluded.
 
@@ -285,7 +298,7 @@ def training_loss(
     B = x0.shape[0]
     logit_normal = torch.sigmoid(0.8 + torch.randn(B, generator=generator))
     uniform = torch.rand(B, generator=generator)
-    sigma = torch.where(torch.rand(B, generator=generator) < 0.1, uniform, logit_normal)
+    sigma = torch.where(torch.rand(B, generator=generator) < 0.1, uniform, shift_sigma(logit_normal, shift))
     sigma_frames = torch.where(batch.known, 0.0, sigma[:, None])  # (B, T)
     s = sigma_frames[:, None, :, None, None]
     noise = torch.randn(x0.shape, generator=generator)
@@ -302,7 +315,7 @@ def training_loss(
 def save_pipeline(
     transformer: TinyVideoTransformer, text_encoder: TinyTextEncoder, vae: AutoencoderKL, out: Path, cfg: TrainConfig
 ) -> None:
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=cfg.shift)
     pipe = NoorTinyPipeline(transformer=transformer, text_encoder=text_encoder, vae=vae, scheduler=scheduler)
     pipe.save_pretrained(out, safe_serialization=True)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
@@ -352,7 +365,7 @@ def train(cfg: TrainConfig, out: Path, on_step: OnStep | None = None) -> list[fl
         for group in optim.param_groups:
             group["lr"] = lr_at(step)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            loss = training_loss(transformer, text_encoder, batch, generator)
+            loss = training_loss(transformer, text_encoder, batch, generator, cfg.shift)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
