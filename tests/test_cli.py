@@ -131,6 +131,14 @@ def test_train_tiny_runs_all_stages_with_progress(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr
 
 
+def test_train_tiny_refuses_a_bad_shift_or_layout(tmp_path: Path) -> None:
+    run = noor("train", "tiny", "--out", "x", "--shift", "0", cwd=tmp_path)
+    assert run.returncode == 2 and run.stderr.startswith("noor: error: --shift") and "'0.0'" in run.stderr
+    run = noor("train", "tiny", "--out", "x", "--attention", "diagonal", cwd=tmp_path)
+    assert run.returncode == 2 and "--attention" in run.stderr and "diagonal" in run.stderr
+    assert not (tmp_path / "x").exists()
+
+
 @pytest.mark.parametrize(
     ("env", "named"),
     [

@@ -157,10 +157,15 @@ def train_tiny(
     attention: Annotated[
         str, typer.Option(help="denoiser self-attention: factorised (the shipped weights) or joint (3D rotary)")
     ] = "factorised",
+    shift: Annotated[
+        float, typer.Option(help="noise-level shift in training and sampling (1: none; SD3/Wan shift large inputs)")
+    ] = 1.0,
 ) -> None:
     """Train noor-tiny from scratch on the synthetic world, with a fixed seed (VAE, then denoiser)."""
     if attention not in ("factorised", "joint"):
         fail("--attention", attention, "must be factorised or joint")
+    if not 0.1 <= shift <= 20:
+        fail("--shift", str(shift), "must be between 0.1 and 20")
     from noor.engine.tiny.train import TrainConfig, train
 
     cfg = TrainConfig(
@@ -172,6 +177,7 @@ def train_tiny(
         seed=seed,
         bf16=bf16,
         attention=attention,
+        shift=shift,
     )
     started = time.perf_counter()
     labels = {"vae": "1/4 VAE", "decoder": "2/4 decoder", "encode": "3/4 encoding clips", "denoiser": "4/4 denoiser"}
