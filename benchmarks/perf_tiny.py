@@ -22,6 +22,7 @@ from noor import catalog, perf
 from noor.catalog import local
 from noor.config import settings
 from noor.engine.task import Task
+from noor.perf import report
 from noor.runtime.local import load_backend
 
 TARGET = 0.25
@@ -54,16 +55,7 @@ def main() -> None:
     cpu_measured = statistics.median(cpu_times)
 
     # 3. side by side
-    print(f"cpu-local            {chip.name}")
-    print(
-        f"  linear / attention / conv  {chip.class_tflops['linear'] * 1e3:.1f} / "
-        f"{chip.class_tflops['attention'] * 1e3:.1f} / {chip.class_tflops['conv'] * 1e3:.1f} GFLOP/s, "
-        f"elementwise {(chip.hbm_tbps or 0.0) * 1e3:.1f} GB/s, "
-        f"activation ops {(chip.activation_tbps or 0.0) * 1e3:.1f} GB/s, {chip.op_overhead_s * 1e6:.1f} us/op, "
-        f"attention half-rate at {chip.attention_half_tokens:.0f} keys, "
-        f"{chip.attention_call_s * 1e6:.0f} us/attention call, "
-        f"conv half-rate at {chip.conv_half_channels:.0f} channels"
-    )
+    print("cpu-local: " + "\n".join(report.measured_chip_lines(chip)))
     for stage in estimate.stages:
         print(f"  predicted {stage.name:13s} {stage.latency_s:8.3f} s")
     step = estimate.stage("denoise").detail

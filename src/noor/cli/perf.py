@@ -132,6 +132,7 @@ def perf_measure(
 
     from noor.catalog import local
     from noor.config import settings
+    from noor.perf import report
 
     n = threads if threads is not None else settings().threads
     if n is not None and n < 1:
@@ -140,15 +141,7 @@ def perf_measure(
         torch.set_num_threads(n)
     with console.status("measuring this CPU…"):
         chip = local.remeasure()
-    print(f"{chip.name}")
-    for kind, tflops in chip.class_tflops.items():
-        print(f"  {kind:22s} {tflops * 1e3:8.1f} GFLOP/s")
-    print(f"  {'elementwise':22s} {(chip.hbm_tbps or 0) * 1e3:8.1f} GB/s")
-    print(f"  {'activation ops':22s} {(chip.activation_tbps or 0) * 1e3:8.1f} GB/s")
-    print(f"  {'attention half-rate':22s} {chip.attention_half_tokens:8.0f} keys")
-    print(f"  {'conv half-rate':22s} {chip.conv_half_channels:8.0f} channels")
-    print(f"  {'attention call':22s} {chip.attention_call_s * 1e6:8.0f} us")
-    print(f"  {'operator dispatch':22s} {chip.op_overhead_s * 1e6:8.1f} us")
+    print("\n".join(report.measured_chip_lines(chip)))
     print(f"cached in {local.cache_path()}")
 
 

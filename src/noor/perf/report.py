@@ -6,12 +6,28 @@ from typing import Any
 
 from rich.table import Table
 
+from noor.catalog import Chip
 from noor.perf.calibrate import Row, summary
 from noor.perf.estimate import Estimate
 
 
 def _num(value: float | None, fmt: str = "{:.2f}") -> str:
     return "-" if value is None else fmt.format(value)
+
+
+def measured_chip_lines(chip: Chip) -> list[str]:
+    """A measured chip's (cpu-local's) figures, one per line: what its estimates are made of."""
+    lines = [chip.name]
+    lines += [f"  {kind:22s} {tflops * 1e3:8.1f} GFLOP/s" for kind, tflops in chip.class_tflops.items()]
+    lines += [
+        f"  {'elementwise':22s} {(chip.hbm_tbps or 0) * 1e3:8.1f} GB/s",
+        f"  {'activation ops':22s} {(chip.activation_tbps or 0) * 1e3:8.1f} GB/s",
+        f"  {'attention half-rate':22s} {chip.attention_half_tokens:8.0f} keys",
+        f"  {'conv half-rate':22s} {chip.conv_half_channels:8.0f} channels",
+        f"  {'attention call':22s} {chip.attention_call_s * 1e6:8.0f} us",
+        f"  {'operator dispatch':22s} {chip.op_overhead_s * 1e6:8.1f} us",
+    ]
+    return lines
 
 
 def as_json(e: Estimate) -> dict[str, Any]:
