@@ -156,7 +156,6 @@ def measure(seconds_per_kernel: float = 0.3) -> dict[str, Any]:
         "activation_tbps": activation / 1e12,
         "op_overhead_s": overhead,
         "attention_call_s": attention_call,
-        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
 
 
