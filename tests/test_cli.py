@@ -136,6 +136,8 @@ def test_train_tiny_refuses_a_bad_shift_or_layout(tmp_path: Path) -> None:
     assert run.returncode == 2 and run.stderr.startswith("noor: error: --shift") and "'0.0'" in run.stderr
     run = noor("train", "tiny", "--out", "x", "--attention", "diagonal", cwd=tmp_path)
     assert run.returncode == 2 and "--attention" in run.stderr and "diagonal" in run.stderr
+    run = noor("train", "tiny", "--out", "x", "--conv-channels", "-8", cwd=tmp_path)
+    assert run.returncode == 2 and "--conv-channels" in run.stderr and "-8" in run.stderr
     assert not (tmp_path / "x").exists()
 
 

@@ -70,3 +70,19 @@ def test_unet_counts_convolutions_and_attention() -> None:
     assert work.conv_flops > 0 and work.attention_flops > 0 and work.cross_flops > 0
     # SDXL UNet forward at 1024^2 is a few TFLOPs per image (2 x ~2.6B weights x 4096+ tokens, plus convs)
     assert 3e12 < work.flops / 2 < 1.5e13
+
+
+def test_a_conv_stem_and_head_count_as_torch_counts_their_convolutions() -> None:
+    """noor-tiny's optional conv stem and head (transformer.py, conv_channels): analytic conv FLOPs against
+    torch's count on the real module."""
+    tiny = catalog.model("tiny")
+    c = 24
+    stem = tiny.model_copy(update={"conv_stem_channels": c})
+    model = TinyVideoTransformer(in_channels=4, patch_size=4, hidden_size=64, num_layers=1, conv_channels=c).eval()
+    B, T, S = 2, 16, 16
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.randn(B, 4, T, S, S), torch.zeros(B, T), torch.randn(B, 5, 128), torch.ones(B, 5, dtype=torch.bool))
+    convs = sum(v for k, v in counter.get_flop_counts()["Global"].items() if "conv" in str(k))
+    work = workload.denoise_pass(stem, Shape(64, 64, 16, 16), batch=B)
+    assert work.conv_flops == convs and work.conv_channels == c
+    assert workload.denoise_pass(tiny, Shape(64, 64, 16, 16), batch=B).conv_flops == 0.0

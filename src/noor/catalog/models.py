@@ -69,6 +69,9 @@ class ModelArch(_Frozen):
     default_frames: int = Field(gt=0)
     renders_native: bool = False
     precision: Literal["bf16", "fp32"] = "bf16"
+    conv_stem_channels: int = Field(
+        0, ge=0, description="a DiT's conv stem and head at full latent resolution (noor-tiny): their width"
+    )
     unet_levels: tuple[tuple[int, int], ...] = ()
     unet_layers_per_block: int = 2
     sources: dict[str, str]

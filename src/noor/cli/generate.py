@@ -160,12 +160,18 @@ def train_tiny(
     shift: Annotated[
         float, typer.Option(help="noise-level shift in training and sampling (1: none; SD3/Wan shift large inputs)")
     ] = 1.0,
+    conv_channels: Annotated[
+        int,
+        typer.Option("--conv-channels", help="conv stem and head width at full latent resolution (0: none)"),
+    ] = 0,
 ) -> None:
     """Train noor-tiny from scratch on the synthetic world, with a fixed seed (VAE, then denoiser)."""
     if attention not in ("factorised", "joint"):
         fail("--attention", attention, "must be factorised or joint")
     if not 0.1 <= shift <= 20:
         fail("--shift", str(shift), "must be between 0.1 and 20")
+    if not 0 <= conv_channels <= 256:
+        fail("--conv-channels", str(conv_channels), "must be between 0 and 256")
     from noor.engine.tiny.train import TrainConfig, train
 
     cfg = TrainConfig(
@@ -178,6 +184,7 @@ def train_tiny(
         bf16=bf16,
         attention=attention,
         shift=shift,
+        conv_channels=conv_channels,
     )
     started = time.perf_counter()
     labels = {"vae": "1/4 VAE", "decoder": "2/4 decoder", "encode": "3/4 encoding clips", "denoiser": "4/4 denoiser"}

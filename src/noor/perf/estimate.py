@@ -164,7 +164,8 @@ def _estimate_one(model: ModelArch, shape: Shape, chip: Chip, plan: Plan, eff: E
     t_attn += work.self_attention_calls * dev.attention_call_s
     t_cross = dev.attention_s(work.cross_flops / sp, max(model.text_tokens + model.image_tokens, 1))
     t_cross += work.cross_attention_calls * dev.attention_call_s
-    t_conv = work.conv_flops / sp / dev.rate("conv") if work.conv_flops else 0.0
+    conv_rate = dev.conv_rate(work.conv_channels) if work.conv_channels else dev.rate("conv")
+    t_conv = work.conv_flops / sp / conv_rate if work.conv_flops else 0.0
     passes_key = "activation_passes_compiled" if plan.compiled else "activation_passes_eager"
     t_elem = dev.activation_s(work.activation_elems / sp * act_bytes * eff[passes_key])
     t_launch = (work.host_ops if chip.measured else work.kernels) * dev.kernel_s * (0.3 if plan.compiled else 1.0)

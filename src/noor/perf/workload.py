@@ -28,6 +28,7 @@ class PassWork:
     attention_flops: float
     cross_flops: float
     conv_flops: float = 0.0
+    conv_channels: int = 0  # width of the convs, where they are narrow enough for it to set their rate (0: wide)
     attention_keys: int = 0  # keys each query attends to (sets how well attention kernels saturate)
     activation_elems: float = 0.0  # tokens x hidden x layers: the elementwise traffic unit
     hidden_size: int = 0
@@ -63,6 +64,8 @@ KERNELS_PER_BLOCK = 50
 # hides behind its queue but a CPU pays in line. Counted with torch's TorchDispatchMode on one
 # forward pass: diffusers' WanTransformerBlock 129, noor-tiny's factorised TinyBlock 147.
 DISPATCHED_OPS_PER_BLOCK = 140
+# Operators of noor-tiny's conv stem and head (two diffusers ResnetBlock2D, two convs, reshapes).
+CONV_STEM_OPS = 40
 
 
 def denoise_pass(model: ModelArch, shape: Shape, batch: int) -> PassWork:
@@ -100,18 +103,31 @@ def denoise_pass(model: ModelArch, shape: Shape, batch: int) -> PassWork:
 
     # 3. cross-attention to the prompt (and image tokens)
     cross = 4.0 * batch * L * video * context * d if model.cross_attention else 0.0
+
+    # 4. a conv stem and head at full latent resolution (noor-tiny): conv in, a resnet (two 3x3 convs), and
+    # after the blocks a resnet on [tokens' output, stem features] (2c -> c, with a 1x1 shortcut) and conv out
+    conv, conv_elems, conv_ops = 0.0, 0.0, 0
+    if c := model.conv_stem_channels:
+        pixels = batch * t * model.patch[0] * h * model.patch[1] * w * model.patch[2]  # latent pixels per pass
+        z = model.vae.latent_channels
+        per_pixel = 9 * (z * c + 2 * c * c + 2 * c * c + c * c + c * z) + 2 * c * c
+        conv = 2.0 * pixels * per_pixel
+        conv_elems = float(pixels) * c * 8  # GroupNorm + SiLU over each resnet input and output, and the head
+        conv_ops = CONV_STEM_OPS
     return PassWork(
         tokens=seq,
         video_tokens=video,
         linear_flops=linear,
         attention_flops=attention,
         cross_flops=cross,
+        conv_flops=conv,
+        conv_channels=model.conv_stem_channels,
         attention_keys=keys,
-        activation_elems=float(batch) * seq * d * L,
+        activation_elems=float(batch) * seq * d * L + conv_elems,
         hidden_size=d,
         layers=L,
-        kernels=KERNELS_PER_BLOCK * L,
-        host_ops=DISPATCHED_OPS_PER_BLOCK * L,
+        kernels=KERNELS_PER_BLOCK * L + conv_ops,
+        host_ops=DISPATCHED_OPS_PER_BLOCK * L + conv_ops,
         self_attention_calls=L * (2 if model.attention == "factorised" else 1),
         cross_attention_calls=L if model.cross_attention else 0,
     )

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from noor.engine.tiny.pipeline import NoorTinyPipeline
@@ -27,9 +28,10 @@ def _toy(**overrides: object) -> TrainConfig:
     return TrainConfig(**{**TOY, **overrides})  # type: ignore[arg-type]
 
 
-def test_a_few_steps_lower_the_denoiser_loss() -> None:
+@pytest.mark.parametrize(("attention", "conv_channels"), [("factorised", 0), ("joint", 8)])
+def test_a_few_steps_lower_the_denoiser_loss(attention: str, conv_channels: int) -> None:
     torch.manual_seed(0)
-    cfg = _toy()
+    cfg = _toy(attention=attention, conv_channels=conv_channels)
     vae = build_vae(cfg).requires_grad_(False)
     pool = make_pool(vae, cfg, np.random.default_rng(0), None)
     transformer, text_encoder = build_models(cfg)

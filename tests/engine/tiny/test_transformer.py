@@ -24,10 +24,12 @@ def test_rotary_scores_depend_only_on_the_offset_between_tokens() -> None:
     assert abs(scores[at(0, 1, 2), at(1, 1, 1)] - scores[at(0, 1, 2), at(1, 1, 3)]) > 1e-3
 
 
-@pytest.mark.parametrize("attention", ["joint", "factorised"])
-def test_both_attention_layouts_denoise_a_clip_of_any_length(attention: str) -> None:
+@pytest.mark.parametrize(("attention", "conv_channels"), [("joint", 0), ("factorised", 0), ("joint", 8)])
+def test_every_layout_denoises_a_clip_of_any_length(attention: str, conv_channels: int) -> None:
     torch.manual_seed(0)
-    model = TinyVideoTransformer(in_channels=4, patch_size=4, hidden_size=32, num_layers=1, attention=attention)
+    model = TinyVideoTransformer(
+        in_channels=4, patch_size=4, hidden_size=32, num_layers=1, attention=attention, conv_channels=conv_channels
+    )
     for frames in (1, 5):
         x = torch.randn(2, 4, frames, 8, 12)
         out = model(x, torch.full((2, frames), 500.0), torch.randn(2, 3, 128), torch.ones(2, 3, dtype=torch.bool))[0]
@@ -37,3 +39,18 @@ def test_both_attention_layouts_denoise_a_clip_of_any_length(attention: str) -> 
 def test_an_unknown_attention_layout_is_refused() -> None:
     with pytest.raises(ValueError, match="attention"):
         TinyVideoTransformer(attention="sparse")
+
+
+def test_the_conv_head_sees_the_noisy_input_at_full_resolution() -> None:
+    """With a conv stem and head, an output latent pixel depends most on the input right there (through the
+    skip, not only through its 4x4 token); the output starts at zero (zero-initialised, as adaLN-Zero)."""
+    torch.manual_seed(0)
+    model = TinyVideoTransformer(in_channels=4, patch_size=4, hidden_size=32, num_layers=1, conv_channels=8)
+    x = torch.randn(1, 4, 2, 8, 8)
+    args = (torch.full((1, 2), 300.0), torch.randn(1, 3, 128), torch.ones(1, 3, dtype=torch.bool))
+    assert model(x, *args)[0].abs().max() == 0.0
+    torch.nn.init.normal_(model.conv_out.weight, std=0.1)
+    x = x.requires_grad_(True)
+    model(x, *args)[0][0, :, 0, 5, 5].sum().backward()
+    grad = x.grad[0, :, 0].abs().sum(0)  # (8, 8)
+    assert divmod(int(grad.argmax()), 8) == (5, 5)

@@ -49,6 +49,8 @@ class TrainConfig:
     num_heads: int = 4
     # "factorised" (the shipped weights) or "joint": space-time attention with 3D rotary positions (transformer.py)
     attention: str = "factorised"
+    # >0: a conv stem and head of this width at full latent resolution around the transformer (transformer.py)
+    conv_channels: int = 0
     text_layers: int = 2
     vae_channels: tuple[int, ...] = (16, 32, 32)
     vae_steps: int = 1200
@@ -122,6 +124,7 @@ def build_models(cfg: TrainConfig) -> tuple[TinyVideoTransformer, TinyTextEncode
         num_heads=cfg.num_heads,
         text_dim=cfg.hidden_size,
         attention=cfg.attention,
+        conv_channels=cfg.conv_channels,
     )
     return transformer, text_encoder
 

@@ -10,6 +10,11 @@ Design notes:
   is kept (`attention="factorised"`) so older checkpoints still load.
 - Each frame has its own timestep, so keyframes enter as clean frames at t=0 while the others are
   noised (the way LTX-Video and Wan 2.2 TI2V condition on frames).
+- Optional conv stem and head at the latent's full 16x16 resolution (`conv_channels` > 0), with a
+  skip from stem to head, as U-ViT and the UNets around SD's transformer do: the transformer decides
+  layout, colour and motion on coarse 4x4-latent-pixel tokens, and diffusers' `ResnetBlock2D`s draw
+  crisp edges from the noisy input's own detail. Without them each token's 64 output values come
+  from one linear map of its 128-wide state, and shapes came out as wobbly blobs even at low noise.
 - It predicts x0, not noise or velocity: with 64-value patches and a 128-wide model, predicting
   the clean signal trains best (as Li & He 2025, "Back to Basics: Let Denoising Generative Models
   Denoise", found in pixel space). The pipeline turns x0 into the scheduler's velocity.
@@ -26,6 +31,7 @@ from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockR
 from diffusers.models.attention_processor import Attention
 from diffusers.models.cache_utils import CacheMixin
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps, apply_rotary_emb, get_1d_rotary_pos_embed
+from diffusers.models.resnet import ResnetBlock2D
 from torch import nn
 from torch.nn import functional as F
 
@@ -145,10 +151,19 @@ class TinyVideoTransformer(ModelMixin, ConfigMixin, CacheMixin):
         mlp_ratio: int = 3,
         text_dim: int = 128,
         attention: str = "factorised",
+        conv_channels: int = 0,
     ):
         super().__init__()
-        p, D = patch_size, hidden_size
-        self.patch_embed = nn.Linear(in_channels * p * p, D)
+        p, D, c = patch_size, hidden_size, conv_channels
+        if c:  # conv stem at full latent resolution; its features also skip to the head
+            self.conv_in = nn.Conv2d(in_channels, c, 3, padding=1)
+            self.res_in = ResnetBlock2D(in_channels=c, out_channels=c, temb_channels=D, groups=min(8, c))
+            self.res_out = ResnetBlock2D(in_channels=2 * c, out_channels=c, temb_channels=D, groups=min(8, c))
+            self.norm_conv_out = nn.GroupNorm(min(8, c), c, eps=1e-6)
+            self.conv_out = nn.Conv2d(c, in_channels, 3, padding=1)
+            nn.init.zeros_(self.conv_out.weight)
+            nn.init.zeros_(self.conv_out.bias)  # type: ignore[arg-type]
+        self.patch_embed = nn.Linear((c or in_channels) * p * p, D)
         self.time_proj = Timesteps(D, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embed = TimestepEmbedding(D, D)
         self.text_pool = nn.Sequential(nn.Linear(text_dim, D), nn.SiLU(), nn.Linear(D, D))
@@ -158,7 +173,7 @@ class TinyVideoTransformer(ModelMixin, ConfigMixin, CacheMixin):
         self.blocks = nn.ModuleList([TinyBlock(D, num_heads, mlp_ratio, text_dim, joint) for _ in range(num_layers)])
         self.norm_out = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
         self.out_modulation = nn.Linear(D, 2 * D)
-        self.proj_out = nn.Linear(D, in_channels * p * p)
+        self.proj_out = nn.Linear(D, (c or in_channels) * p * p)
         for layer in (self.out_modulation, self.proj_out):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
@@ -175,22 +190,28 @@ class TinyVideoTransformer(ModelMixin, ConfigMixin, CacheMixin):
         """hidden_states (B, C, T, H, W) noisy clip; timestep (B, T) per frame in [0, 1000];
         encoder_hidden_states (B, L, Dt) and mask (B, L) -> predicted clean clip (B, C, T, H, W)."""
         B, C, T, H, W = hidden_states.shape
-        p, D = self.config.patch_size, self.config.hidden_size
+        p, D, c = self.config.patch_size, self.config.hidden_size, self.config.conv_channels
         hp, wp = H // p, W // p
 
-        # 1. patchify: (B, C, T, H, W) -> (B, T, S, C*p*p)
-        x = hidden_states.reshape(B, C, T, hp, p, wp, p).permute(0, 2, 3, 5, 1, 4, 6).reshape(B, T, hp * wp, C * p * p)
+        # 1. conditioning: per-frame timestep plus the pooled prompt
+        mask = encoder_attention_mask.to(encoder_hidden_states.dtype)
+        pooled = (encoder_hidden_states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        temb = self.time_embed(self.time_proj(timestep.flatten()).to(hidden_states.dtype)).reshape(B, T, D)
+        temb = temb + self.text_pool(pooled)[:, None]
+        bias = (1.0 - mask)[:, None, :] * -10000.0  # (B, 1, L), additive attention bias
+
+        # 2. conv stem (optional), then patchify: (B, C', T, H, W) -> (B, T, S, C'*p*p)
+        x, skip = hidden_states, None
+        if c:
+            frames = hidden_states.transpose(1, 2).reshape(B * T, C, H, W)
+            skip = self.res_in(self.conv_in(frames), temb.reshape(B * T, D))  # (B*T, c, H, W)
+            x = skip.reshape(B, T, c, H, W).transpose(1, 2)
+        Cx = x.shape[1]
+        x = x.reshape(B, Cx, T, hp, p, wp, p).permute(0, 2, 3, 5, 1, 4, 6).reshape(B, T, hp * wp, Cx * p * p)
         x = self.patch_embed(x)
         ys, xs = torch.meshgrid(torch.arange(hp, device=x.device), torch.arange(wp, device=x.device), indexing="ij")
         pos = torch.cat([sincos(ys.flatten(), D // 2), sincos(xs.flatten(), D // 2)], dim=-1)  # (S, D)
         x = x + pos[None, None].to(x.dtype) + sincos(torch.arange(T, device=x.device), D)[None, :, None].to(x.dtype)
-
-        # 2. conditioning: per-frame timestep plus the pooled prompt
-        mask = encoder_attention_mask.to(encoder_hidden_states.dtype)
-        pooled = (encoder_hidden_states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-        temb = self.time_embed(self.time_proj(timestep.flatten()).to(x.dtype)).reshape(B, T, D)
-        temb = temb + self.text_pool(pooled)[:, None]
-        bias = (1.0 - mask)[:, None, :] * -10000.0  # (B, 1, L), additive attention bias
         rope = None
         if self.config.attention == "joint":
             cos, sin = rope_3d(T, hp, wp, D // self.config.num_heads)
@@ -203,10 +224,15 @@ class TinyVideoTransformer(ModelMixin, ConfigMixin, CacheMixin):
             else:
                 x = block(x, encoder_hidden_states, temb, bias, rope)
 
-        # 4. unpatchify
+        # 4. unpatchify, then the conv head (optional) on the tokens' output and the stem's features
         shift, scale = self.out_modulation(nn.functional.silu(temb))[:, :, None].chunk(2, dim=-1)
-        x = self.proj_out(_modulate(self.norm_out(x), shift, scale))  # (B, T, S, C*p*p)
-        x = x.reshape(B, T, hp, wp, C, p, p).permute(0, 4, 1, 2, 5, 3, 6).reshape(B, C, T, H, W)
+        x = self.proj_out(_modulate(self.norm_out(x), shift, scale))  # (B, T, S, C'*p*p)
+        x = x.reshape(B, T, hp, wp, Cx, p, p).permute(0, 4, 1, 2, 5, 3, 6).reshape(B, Cx, T, H, W)
+        if skip is not None:
+            frames = torch.cat([x.transpose(1, 2).reshape(B * T, Cx, H, W), skip], dim=1)
+            frames = self.res_out(frames, temb.reshape(B * T, D))
+            frames = self.conv_out(nn.functional.silu(self.norm_conv_out(frames)))
+            x = frames.reshape(B, T, C, H, W).transpose(1, 2)
         return (x,)
 
 
