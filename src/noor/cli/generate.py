@@ -164,6 +164,10 @@ def train_tiny(
         int,
         typer.Option("--conv-channels", help="conv stem and head width at full latent resolution (0: none)"),
     ] = 0,
+    shared_noise: Annotated[
+        float,
+        typer.Option("--shared-noise", help="share of each frame's noise common to all frames (0: none)"),
+    ] = 0.0,
 ) -> None:
     """Train noor-tiny from scratch on the synthetic world, with a fixed seed (VAE, then denoiser)."""
     if attention not in ("factorised", "joint"):
@@ -172,6 +176,8 @@ def train_tiny(
         fail("--shift", str(shift), "must be between 0.1 and 20")
     if not 0 <= conv_channels <= 256:
         fail("--conv-channels", str(conv_channels), "must be between 0 and 256")
+    if not 0 <= shared_noise < 1:
+        fail("--shared-noise", str(shared_noise), "must be at least 0 and below 1")
     from noor.engine.tiny.train import TrainConfig, train
 
     cfg = TrainConfig(
@@ -185,6 +191,7 @@ def train_tiny(
         attention=attention,
         shift=shift,
         conv_channels=conv_channels,
+        shared_noise=shared_noise,
     )
     started = time.perf_counter()
     labels = {"vae": "1/4 VAE", "decoder": "2/4 decoder", "encode": "3/4 encoding clips", "denoiser": "4/4 denoiser"}

@@ -9,7 +9,7 @@ import torch
 from noor.engine.backend import Cancelled
 from noor.engine.task import Task
 from noor.engine.tiny.backend import TinyBackend, retime
-from noor.engine.tiny.pipeline import NoorTinyPipeline, keyframe_tensor
+from noor.engine.tiny.pipeline import NoorTinyPipeline, frame_noise, keyframe_tensor
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,31 @@ def test_pipeline_saves_and_loads_in_hugging_face_layout(toy_weights: Path, tmp_
     first = pipe(**kwargs).frames
     kwargs["generator"] = torch.Generator().manual_seed(0)
     assert np.array_equal(first, again(**kwargs).frames)
+
+
+def test_frame_noise_shares_the_asked_part_between_frames() -> None:
+    shape = (64, 4, 8, 16, 16)  # (B, C, T, h, w)
+    plain = frame_noise(shape, 0.0, torch.Generator().manual_seed(0))
+    assert torch.equal(plain, torch.randn(shape, generator=torch.Generator().manual_seed(0)))  # old seeds, old clips
+    mixed = frame_noise(shape, 0.5, torch.Generator().manual_seed(0))
+    assert abs(mixed.std().item() - 1.0) < 0.02  # each frame is still unit Gaussian noise
+    frames = mixed.transpose(1, 2).reshape(64, 8, -1)  # (B, T, C*h*w)
+    corr = torch.corrcoef(frames.transpose(0, 1).reshape(8, -1))
+    off_diagonal = corr[~torch.eye(8, dtype=torch.bool)]
+    assert torch.all((off_diagonal - 0.5).abs() < 0.02), off_diagonal
+
+
+def test_a_pipeline_keeps_its_shared_noise_through_save_and_load(toy_weights: Path, tmp_path: Path) -> None:
+    pipe = NoorTinyPipeline.from_pretrained(str(toy_weights))
+    assert pipe.config.shared_noise == 0.0  # the default (and what pipelines saved without the key load as)
+    mixed = NoorTinyPipeline(**pipe.components, shared_noise=0.5)
+    mixed.save_pretrained(tmp_path)
+    again = NoorTinyPipeline.from_pretrained(str(tmp_path))
+    assert again.config.shared_noise == 0.5
+    kwargs = {"prompt": "a red circle", "num_inference_steps": 2, "generator": torch.Generator().manual_seed(0)}
+    a = again(**kwargs).frames
+    kwargs["generator"] = torch.Generator().manual_seed(0)
+    assert not np.array_equal(a, pipe(**kwargs).frames)  # the starting noise differs, so the clip does
 
 
 def test_same_seed_same_clip_other_seed_other_clip(backend: TinyBackend) -> None:

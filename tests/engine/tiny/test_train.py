@@ -75,7 +75,7 @@ def test_batches_mark_keyframes_and_never_show_eval_prompts() -> None:
 
 
 def test_train_writes_a_loadable_pipeline_with_its_config(tmp_path: Path) -> None:
-    cfg = _toy(steps=3, save_every=0, warmup_steps=1)
+    cfg = _toy(steps=3, save_every=0, warmup_steps=1, shared_noise=0.3)
     seen: set[str] = set()
     losses = train(cfg, tmp_path, on_step=lambda stage, step, total, loss: seen.add(stage))
     assert len(losses) == 3 and all(np.isfinite(losses)) and seen == {"vae", "encode", "denoiser", "decoder"}
@@ -83,6 +83,7 @@ def test_train_writes_a_loadable_pipeline_with_its_config(tmp_path: Path) -> Non
     pipe = NoorTinyPipeline.from_pretrained(str(tmp_path))
     assert pipe.transformer.config.hidden_size == 32
     assert pipe.scheduler.config.shift == cfg.shift  # the sampler uses the noise shift it was trained with
+    assert pipe.config.shared_noise == 0.3  # and the noise it was trained on
 
 
 def test_the_noise_shift_moves_training_toward_high_noise() -> None:

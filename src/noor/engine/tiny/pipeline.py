@@ -47,6 +47,22 @@ def encode_frames(vae: AutoencoderKL, frames: torch.Tensor) -> torch.Tensor:
     return (z - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor
 
 
+def frame_noise(
+    shape: tuple[int, ...],
+    shared: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Gaussian noise (..., C, T, h, w) whose frames share a `shared` part of their variance (PYoCo's mixed
+    noise, Ge et al. 2023): each frame is still N(0, I), and any two frames correlate by `shared`."""
+    noise = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    if not shared:
+        return noise
+    common = torch.randn((*shape[:-3], 1, *shape[-2:]), generator=generator, device=device, dtype=dtype)
+    return shared**0.5 * common + (1 - shared) ** 0.5 * noise
+
+
 class NoorTinyPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->transformer->vae"
     _callback_tensor_inputs: ClassVar[list[str]] = ["latents"]
@@ -57,9 +73,12 @@ class NoorTinyPipeline(DiffusionPipeline):
         text_encoder: TinyTextEncoder,
         vae: AutoencoderKL,
         scheduler: FlowMatchEulerDiscreteScheduler,
+        shared_noise: float = 0.0,
     ):
         super().__init__()
         self.register_modules(transformer=transformer, text_encoder=text_encoder, vae=vae, scheduler=scheduler)
+        # the share of each frame's starting noise common to all frames (as trained: train.frame_noise)
+        self.register_to_config(shared_noise=shared_noise)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 4
         self._interrupt = False
 
@@ -128,7 +147,9 @@ class NoorTinyPipeline(DiffusionPipeline):
                     known[b, :, index] = True
             tie_ends[b] = loops[b] and starts[b] is None and ends[b] is None and T > 1
         generators = generator if isinstance(generator, list) else [generator] * B
-        latents = torch.stack([torch.randn(C, T, h, w, generator=g, device=device, dtype=dtype) for g in generators])
+        latents = torch.stack(
+            [frame_noise((C, T, h, w), self.config.shared_noise, g, device, dtype) for g in generators]
+        )
 
         # 4. timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=device)

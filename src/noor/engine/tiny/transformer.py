@@ -10,11 +10,11 @@ Design notes:
   is kept (`attention="factorised"`) so older checkpoints still load.
 - Each frame has its own timestep, so keyframes enter as clean frames at t=0 while the others are
   noised (the way LTX-Video and Wan 2.2 TI2V condition on frames).
-- Optional conv stem and head at the latent's full 16x16 resolution (`conv_channels` > 0), with a
-  skip from stem to head, as U-ViT and the UNets around SD's transformer do: the transformer decides
-  layout, colour and motion on coarse 4x4-latent-pixel tokens, and diffusers' `ResnetBlock2D`s draw
-  crisp edges from the noisy input's own detail. Without them each token's 64 output values come
-  from one linear map of its 128-wide state, and shapes came out as wobbly blobs even at low noise.
+- An optional conv stem and head at the latent's full 16x16 resolution (`conv_channels` > 0), with
+  a skip from stem to head (as U-ViT and hourglass DiTs do), built from diffusers' `ResnetBlock2D`:
+  the transformer decides layout, colour and motion on 4x4-latent-pixel tokens, and the convs may
+  draw edges from the noisy input's own detail. Off in the shipped weights: a 2,000-step trial gave
+  single, cleaner objects early but was no sharper at low noise (README, "What we know").
 - It predicts x0, not noise or velocity: with 64-value patches and a 128-wide model, predicting
   the clean signal trains best (as Li & He 2025, "Back to Basics: Let Denoising Generative Models
   Denoise", found in pixel space). The pipeline turns x0 into the scheduler's velocity.
