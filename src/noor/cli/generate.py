@@ -170,29 +170,24 @@ def train_tiny(
     ] = 0.0,
 ) -> None:
     """Train noor-tiny from scratch on the synthetic world, with a fixed seed (VAE, then denoiser)."""
-    if attention not in ("factorised", "joint"):
-        fail("--attention", attention, "must be factorised or joint")
-    if not 0.1 <= shift <= 20:
-        fail("--shift", str(shift), "must be between 0.1 and 20")
-    if not 0 <= conv_channels <= 256:
-        fail("--conv-channels", str(conv_channels), "must be between 0 and 256")
-    if not 0 <= shared_noise < 1:
-        fail("--shared-noise", str(shared_noise), "must be at least 0 and below 1")
-    from noor.engine.tiny.train import TrainConfig, train
+    from noor.engine.tiny.train import ConfigError, TrainConfig, train
 
-    cfg = TrainConfig(
-        steps=steps,
-        vae_steps=vae_steps,
-        decoder_steps=decoder_steps,
-        pool_clips=pool_clips,
-        batch_size=batch_size,
-        seed=seed,
-        bf16=bf16,
-        attention=attention,
-        shift=shift,
-        conv_channels=conv_channels,
-        shared_noise=shared_noise,
-    )
+    try:
+        cfg = TrainConfig(
+            steps=steps,
+            vae_steps=vae_steps,
+            decoder_steps=decoder_steps,
+            pool_clips=pool_clips,
+            batch_size=batch_size,
+            seed=seed,
+            bf16=bf16,
+            attention=attention,
+            shift=shift,
+            conv_channels=conv_channels,
+            shared_noise=shared_noise,
+        )
+    except ConfigError as err:  # the option is the field's name; the CLI says which value it got
+        fail("--" + err.field.replace("_", "-"), str(err.value), err.message)
     started = time.perf_counter()
     labels = {"vae": "1/4 VAE", "decoder": "2/4 decoder", "encode": "3/4 encoding clips", "denoiser": "4/4 denoiser"}
     with progress() as bar:

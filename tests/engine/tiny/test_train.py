@@ -102,3 +102,12 @@ def test_training_is_reproducible_from_the_seed(tmp_path: Path) -> None:
     b = NoorTinyPipeline.from_pretrained(str(tmp_path / "b"))
     for x, y in zip(a.vae.parameters(), b.vae.parameters(), strict=True):
         assert torch.equal(x, y)
+
+
+def test_a_config_out_of_range_is_refused_naming_the_field() -> None:
+    from noor.engine.tiny.train import ConfigError
+
+    for field, value in (("shift", 0.0), ("attention", "sparse"), ("conv_channels", -8), ("shared_noise", 1.0)):
+        with pytest.raises(ConfigError, match=field) as caught:
+            _toy(**{field: value})
+        assert caught.value.field == field and caught.value.value == value

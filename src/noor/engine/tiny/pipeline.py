@@ -56,6 +56,8 @@ def frame_noise(
 ) -> torch.Tensor:
     """Gaussian noise (..., C, T, h, w) whose frames share a `shared` part of their variance (PYoCo's mixed
     noise, Ge et al. 2023): each frame is still N(0, I), and any two frames correlate by `shared`."""
+    if not 0 <= shared < 1:
+        raise ValueError(f"shared_noise must be at least 0 and below 1, got {shared!r}")
     noise = torch.randn(shape, generator=generator, device=device, dtype=dtype)
     if not shared:
         return noise

@@ -35,6 +35,14 @@ from noor.engine.tiny.world import NUM_FRAMES, SIZE, Scene, render, sample_scene
 OnStep = Callable[[str, int, int, float], None]
 
 
+class ConfigError(ValueError):
+    """A TrainConfig field out of range: names the field and the bad value."""
+
+    def __init__(self, field: str, value: object, message: str):
+        super().__init__(f"{field}: {message}, got {value!r}")
+        self.field, self.value, self.message = field, value, message
+
+
 @dataclass
 class TrainConfig:
     steps: int = 4500  # denoiser steps
@@ -78,6 +86,17 @@ class TrainConfig:
     # Start from a trained VAE (a pipeline dir or its vae/ folder) instead of stages 1-2. Those stages are
     # deterministic for a seed, so reusing the VAE of a run with the same seed and VAE settings changes nothing.
     init_vae: str | None = None
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("attention", self.attention in ("factorised", "joint"), "must be factorised or joint"),
+            ("shift", 0.1 <= self.shift <= 20, "must be between 0.1 and 20"),
+            ("conv_channels", 0 <= self.conv_channels <= 256, "must be between 0 and 256"),
+            ("shared_noise", 0 <= self.shared_noise < 1, "must be at least 0 and below 1"),
+        )
+        for name, ok, message in checks:
+            if not ok:
+                raise ConfigError(name, getattr(self, name), message)
 
 
 @dataclass
