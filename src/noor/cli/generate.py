@@ -168,6 +168,17 @@ def train_tiny(
         float,
         typer.Option("--shared-noise", help="share of each frame's noise common to all frames (0: none)"),
     ] = 0.0,
+    image_batch: Annotated[
+        int,
+        typer.Option("--image-batch", help="first frames (images) trained beside each batch of clips (0: none)"),
+    ] = 0,
+    image_first: Annotated[
+        bool,
+        typer.Option(
+            "--image-first/--clip-at-once",
+            help="sample text-to-video as first frame, then clip (Emu Video's two stages)",
+        ),
+    ] = False,
 ) -> None:
     """Train noor-tiny from scratch on the synthetic world, with a fixed seed (VAE, then denoiser)."""
     from noor.engine.tiny.train import ConfigError, TrainConfig, train
@@ -185,6 +196,8 @@ def train_tiny(
             shift=shift,
             conv_channels=conv_channels,
             shared_noise=shared_noise,
+            image_batch=image_batch,
+            image_first=image_first,
         )
     except ConfigError as err:  # the option is the field's name; the CLI says which value it got
         fail("--" + err.field.replace("_", "-"), str(err.value), err.message)

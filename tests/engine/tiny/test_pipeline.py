@@ -58,6 +58,42 @@ def test_a_pipeline_keeps_its_shared_noise_through_save_and_load(toy_weights: Pa
     assert not np.array_equal(a, pipe(**kwargs).frames)  # the starting noise differs, so the clip does
 
 
+def test_image_first_draws_the_first_frame_as_an_image_then_the_clip_from_it(toy_weights: Path, tmp_path: Path) -> None:
+    plain = NoorTinyPipeline.from_pretrained(str(toy_weights))
+    assert plain.config.image_first is False  # the default (and what pipelines saved without the key load as)
+    NoorTinyPipeline(**plain.components, image_first=True).save_pretrained(tmp_path)
+    pipe = NoorTinyPipeline.from_pretrained(str(tmp_path))
+    assert pipe.config.image_first is True
+    pipe.set_progress_bar_config(disable=True)
+    steps: list[int] = []
+
+    def run(pipeline: NoorTinyPipeline, frames: int, **kwargs: object) -> np.ndarray:
+        def count(p: object, i: int, t: object, kw: dict[str, object]) -> dict[str, object]:
+            steps.append(i)
+            return kw
+
+        return pipeline(
+            "a red circle moves left",
+            num_frames=frames,
+            num_inference_steps=3,
+            generator=torch.Generator().manual_seed(5),
+            callback_on_step_end=count,
+            **kwargs,
+        ).frames[0]
+
+    image = run(pipe, 1)
+    clip = run(pipe, 8)
+    assert np.allclose(clip[0], image[0], atol=1e-5)  # stage 1 is the image the same seed gives (to float error)
+    assert not np.allclose(clip[0], run(plain, 8)[0], atol=1e-2)  # a one-stage clip draws frame 0 with the rest
+    assert steps == [0, 1, 2] * 3  # the callback (progress, previews) sees the clip's steps, not stage 1's
+    looped = run(pipe, 8, loop=True)
+    assert np.allclose(looped[0], image[0], atol=1e-5) and np.allclose(looped[-1], image[0], atol=1e-5)
+    start = np.zeros((64, 64, 3), np.uint8)
+    start[20:40, 10:30] = (225, 35, 35)
+    given = run(pipe, 8, start_frame=start)  # a given start frame is used as it is, with no stage 1
+    assert np.array_equal(given, run(plain, 8, start_frame=start))
+
+
 def test_same_seed_same_clip_other_seed_other_clip(backend: TinyBackend) -> None:
     a, b, c = backend.generate(
         [

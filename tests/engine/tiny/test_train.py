@@ -15,6 +15,7 @@ from noor.engine.tiny.train import (
     build_vae,
     held_out_prompts,
     make_batch,
+    make_image_batch,
     make_pool,
     shift_sigma,
     train,
@@ -74,6 +75,31 @@ def test_batches_mark_keyframes_and_never_show_eval_prompts() -> None:
     assert images.latents.shape == (200, 4, 1, 16, 16) and not images.known.any()
 
 
+def test_image_batches_are_first_frames_with_fresh_captions() -> None:
+    cfg = _toy(image_batch=300, pool_clips=64)
+    vae = build_vae(cfg).requires_grad_(False)
+    pool = make_pool(vae, cfg, np.random.default_rng(0), None)
+    exclude = held_out_prompts()
+    images = make_image_batch(cfg, np.random.default_rng(2), pool, exclude)
+    assert images.latents.shape == (300, 4, 1, 16, 16) and images.known.shape == (300, 1) and not images.known.any()
+    # every image is the first frame of some pool clip (where the clip's motion starts), never a later one
+    firsts, lasts = pool.latents[:, :, 0].flatten(1), pool.latents[:, :, -1].flatten(1)
+    for latent in images.latents[:, :, 0].flatten(1)[:20]:
+        assert (firsts == latent).all(1).any() and not ((lasts == latent).all(1) & ~(firsts == latent).all(1)).any()
+    assert not {" ".join(words(p)) for p in images.prompts} & exclude
+    assert 5 < sum(p == "" for p in images.prompts) < 60  # caption dropout at 10%
+    assert len(set(images.prompts)) > 50  # captions drawn afresh, not one per clip
+
+
+def test_image_batches_train_beside_the_clips(tmp_path: Path) -> None:
+    base = _toy(steps=2, save_every=0, warmup_steps=1)
+    with_images = _toy(steps=2, save_every=0, warmup_steps=1, image_batch=16, image_first=True)
+    plain, mixed = train(base, tmp_path / "a"), train(with_images, tmp_path / "b")
+    assert plain != mixed and all(np.isfinite(mixed))  # the image loss is added to each step's
+    assert NoorTinyPipeline.from_pretrained(str(tmp_path / "b")).config.image_first is True
+    assert NoorTinyPipeline.from_pretrained(str(tmp_path / "a")).config.image_first is False
+
+
 def test_train_writes_a_loadable_pipeline_with_its_config(tmp_path: Path) -> None:
     cfg = _toy(steps=3, save_every=0, warmup_steps=1, shared_noise=0.3)
     seen: set[str] = set()
@@ -107,7 +133,8 @@ def test_training_is_reproducible_from_the_seed(tmp_path: Path) -> None:
 def test_a_config_out_of_range_is_refused_naming_the_field() -> None:
     from noor.engine.tiny.train import ConfigError
 
-    for field, value in (("shift", 0.0), ("attention", "sparse"), ("conv_channels", -8), ("shared_noise", 1.0)):
+    bad = (("shift", 0.0), ("attention", "sparse"), ("conv_channels", -8), ("shared_noise", 1.0), ("image_batch", -1))
+    for field, value in bad:
         with pytest.raises(ConfigError, match=field) as caught:
             _toy(**{field: value})
         assert caught.value.field == field and caught.value.value == value

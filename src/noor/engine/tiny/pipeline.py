@@ -76,11 +76,14 @@ class NoorTinyPipeline(DiffusionPipeline):
         vae: AutoencoderKL,
         scheduler: FlowMatchEulerDiscreteScheduler,
         shared_noise: float = 0.0,
+        image_first: bool = False,
     ):
         super().__init__()
         self.register_modules(transformer=transformer, text_encoder=text_encoder, vae=vae, scheduler=scheduler)
-        # the share of each frame's starting noise common to all frames (as trained: train.frame_noise)
-        self.register_to_config(shared_noise=shared_noise)
+        # shared_noise: the share of each frame's starting noise common to all frames (as trained: train.frame_noise).
+        # image_first: a clip with no keyframes is drawn in two stages, its first frame from the prompt and then
+        # the clip from the prompt and that frame (Emu Video's factorisation; trained by train.make_image_batch).
+        self.register_to_config(shared_noise=shared_noise, image_first=image_first)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 4
         self._interrupt = False
 
@@ -98,6 +101,50 @@ class NoorTinyPipeline(DiffusionPipeline):
         z = z / self.vae.config.scaling_factor + (self.vae.config.shift_factor or 0.0)
         frames = self.vae.decode(z.to(self.vae.dtype)).sample  # (B*T, 3, H, W)
         return frames.reshape(B, T, *frames.shape[1:]).transpose(1, 2)
+
+    def _denoise(
+        self,
+        latents: torch.Tensor,
+        latents_known: torch.Tensor,
+        known: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        guidance_scale: float,
+        num_inference_steps: int,
+        callback_on_step_end: Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]] | None,
+        tie_ends: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Flow-matching Euler from noise `latents` (B, C, T, h, w): predict x0, guide, tie loop ends, step along
+        the velocity; keyframes (`known`, (B, 1, T, 1, 1)) stay clean at t=0 throughout. Text rows are the
+        conditional ones, then (with guidance) the unconditional ones."""
+        device, dtype = latents.device, latents.dtype
+        do_cfg = guidance_scale != 1.0
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        for i, t in enumerate(self.scheduler.timesteps):
+            if self.interrupt:
+                break
+            sigma = self.scheduler.sigmas[i].to(device)
+            x_in = torch.where(known, latents_known, latents)
+            t_frames = torch.where(known[:, 0, :, 0, 0], 0.0, t.float()).to(dtype)  # (B, T)
+            with self.transformer.cache_context("denoise"):  # a no-op unless a diffusers cache is enabled
+                if do_cfg:
+                    x0 = self.transformer(torch.cat([x_in, x_in]), torch.cat([t_frames, t_frames]), text, text_mask)[0]
+                    x0_cond, x0_uncond = x0.chunk(2)
+                    x0 = x0_uncond + guidance_scale * (x0_cond - x0_uncond)
+                else:
+                    x0 = self.transformer(x_in, t_frames, text, text_mask)[0]
+            if tie_ends is not None and tie_ends.any():
+                mean = (x0[:, :, :1] + x0[:, :, -1:]) / 2
+                x0[tie_ends, :, :1] = mean[tie_ends]
+                x0[tie_ends, :, -1:] = mean[tie_ends]
+            velocity = (latents - x0) / sigma.clamp(min=1e-4)
+            latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
+            if callback_on_step_end is not None:
+                # x0: this step's estimate of the clean clip (keyframes in place), for previews
+                estimate = torch.where(known, latents_known, x0)
+                out = callback_on_step_end(self, i, t, {"latents": latents, "x0": estimate})
+                latents = out.get("latents", latents)
+        return torch.where(known, latents_known, latents)
 
     @torch.no_grad()
     def __call__(
@@ -139,7 +186,6 @@ class NoorTinyPipeline(DiffusionPipeline):
         # 3. keyframes: encoded, then clean (t=0) in every step; loop = the end repeats the start
         known = torch.zeros(B, 1, T, 1, 1, device=device, dtype=torch.bool)
         latents_known = torch.zeros(B, C, T, h, w, device=device, dtype=dtype)
-        tie_ends = torch.zeros(B, dtype=torch.bool, device=device)
         for b in range(B):
             end = starts[b] if loops[b] and ends[b] is None else ends[b]
             for index, image in ((0, starts[b]), (T - 1, end)):
@@ -147,44 +193,49 @@ class NoorTinyPipeline(DiffusionPipeline):
                     frame = keyframe_tensor(image, height, width).to(device)[None]
                     latents_known[b, :, index] = self.encode_frames(frame)[0].to(dtype)
                     known[b, :, index] = True
-            tie_ends[b] = loops[b] and starts[b] is None and ends[b] is None and T > 1
         generators = generator if isinstance(generator, list) else [generator] * B
+
+        # 4. image first (two-stage pipelines): clips with no keyframe get a first frame drawn from the prompt
+        free = [b for b in range(B) if T > 1 and not known[b].any()]
+        if self.config.image_first and free:
+            noise = torch.stack([frame_noise((C, 1, h, w), 0.0, generators[b], device, dtype) for b in free])
+            rows = free + [B + b for b in free] if do_cfg else free
+            first = self._denoise(
+                noise,
+                noise,
+                torch.zeros_like(noise[:, :1, :, :1, :1], dtype=torch.bool),
+                text[rows],
+                text_mask[rows],
+                guidance_scale,
+                num_inference_steps,
+                None,
+            )
+            for row, b in enumerate(free):
+                latents_known[b, :, 0] = first[row, :, 0]
+                known[b, :, 0] = True
+                if loops[b]:
+                    latents_known[b, :, -1] = first[row, :, 0]
+                    known[b, :, -1] = True
+        tie_ends = torch.tensor([loops[b] and T > 1 and not known[b].any() for b in range(B)], device=device)
         latents = torch.stack(
             [frame_noise((C, T, h, w), self.config.shared_noise, g, device, dtype) for g in generators]
         )
 
-        # 4. timesteps
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
-
-        # 5. denoise: predict x0, guide, tie loop ends, step along the velocity
-        for i, t in enumerate(timesteps):
-            if self.interrupt:
-                break
-            sigma = self.scheduler.sigmas[i].to(device)
-            x_in = torch.where(known, latents_known, latents)
-            t_frames = torch.where(known[:, 0, :, 0, 0], 0.0, t.float()).to(dtype)  # (B, T)
-            with self.transformer.cache_context("denoise"):  # a no-op unless a diffusers cache is enabled
-                if do_cfg:
-                    x0 = self.transformer(torch.cat([x_in, x_in]), torch.cat([t_frames, t_frames]), text, text_mask)[0]
-                    x0_cond, x0_uncond = x0.chunk(2)
-                    x0 = x0_uncond + guidance_scale * (x0_cond - x0_uncond)
-                else:
-                    x0 = self.transformer(x_in, t_frames, text, text_mask)[0]
-            if tie_ends.any():
-                mean = (x0[:, :, :1] + x0[:, :, -1:]) / 2
-                x0[tie_ends, :, :1] = mean[tie_ends]
-                x0[tie_ends, :, -1:] = mean[tie_ends]
-            velocity = (latents - x0) / sigma.clamp(min=1e-4)
-            latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
-            if callback_on_step_end is not None:
-                # x0: this step's estimate of the clean clip (keyframes in place), for previews
-                estimate = torch.where(known, latents_known, x0)
-                out = callback_on_step_end(self, i, t, {"latents": latents, "x0": estimate})
-                latents = out.get("latents", latents)
+        # 5. denoise the clips
+        latents = self._denoise(
+            latents,
+            latents_known,
+            known,
+            text,
+            text_mask,
+            guidance_scale,
+            num_inference_steps,
+            callback_on_step_end,
+            tie_ends,
+        )
 
         # 6. decode to pixels in [0, 1]
-        video = self.decode_latents(torch.where(known, latents_known, latents))
+        video = self.decode_latents(latents)
         video = ((video.float().clamp(-1.0, 1.0) + 1.0) / 2.0).permute(0, 2, 3, 4, 1)  # (B, T, H, W, 3)
         self.maybe_free_model_hooks()
         return NoorTinyPipelineOutput(frames=video.cpu().numpy())

@@ -77,6 +77,12 @@ class TrainConfig:
     shared_noise: float = 0.0
     two_objects_p: float = 0.25
     image_p: float = 0.1  # share of batches that are single frames (images)
+    # Single first frames (images) trained beside every clip batch: a frame is 1/16 of a clip's tokens, so
+    # images cost little, and the text-to-image half of two-stage sampling (`image_first`) learns from many.
+    image_batch: int = 0
+    # Sample text-to-video in two stages, as Emu Video factorises it: first frame from the prompt, then the
+    # clip from the prompt and that frame (saved in the pipeline's config; see NoorTinyPipeline).
+    image_first: bool = False
     start_frame_p: float = 0.25  # only the first frame given
     end_frame_p: float = 0.1  # only the last frame given
     both_frames_p: float = 0.1  # first and last given
@@ -93,6 +99,7 @@ class TrainConfig:
             ("shift", 0.1 <= self.shift <= 20, "must be between 0.1 and 20"),
             ("conv_channels", 0 <= self.conv_channels <= 256, "must be between 0 and 256"),
             ("shared_noise", 0 <= self.shared_noise < 1, "must be at least 0 and below 1"),
+            ("image_batch", 0 <= self.image_batch <= 4096, "must be between 0 and 4096"),
         )
         for name, ok, message in checks:
             if not ok:
@@ -273,6 +280,17 @@ def make_pool(vae: AutoencoderKL, cfg: TrainConfig, rng: np.random.Generator, on
     return Pool(torch.cat(chunks), scenes, np.concatenate(flags))
 
 
+def _fresh_caption(cfg: TrainConfig, rng: np.random.Generator, scene: Scene, exclude: set[str]) -> str:
+    """A random English or Arabic caption of the scene that is not an eval prompt; "" at the dropout rate."""
+    text = ""
+    if rng.random() >= cfg.caption_dropout:
+        for _ in range(10):
+            text = caption(scene, "ar" if rng.random() < 0.5 else "en", rng)
+            if " ".join(words(text)) not in exclude:
+                break
+    return text
+
+
 def make_batch(cfg: TrainConfig, rng: np.random.Generator, pool: Pool, image: bool, exclude: set[str]) -> Batch:
     """Clips (or single frames) from the pool, each with a fresh caption and random keyframes."""
     index = rng.integers(len(pool.scenes), size=cfg.batch_size)
@@ -291,14 +309,19 @@ def make_batch(cfg: TrainConfig, rng: np.random.Generator, pool: Pool, image: bo
                 known[row, 0] = True
             elif u < cfg.both_frames_p + cfg.start_frame_p + cfg.end_frame_p:
                 known[row, -1] = True
-        text = ""
-        if rng.random() >= cfg.caption_dropout:
-            for _ in range(10):
-                text = caption(pool.scenes[i], "ar" if rng.random() < 0.5 else "en", rng)
-                if " ".join(words(text)) not in exclude:
-                    break
-        prompts.append(text)
+        prompts.append(_fresh_caption(cfg, rng, pool.scenes[i], exclude))
     return Batch(latents, torch.from_numpy(known), prompts)
+
+
+def make_image_batch(cfg: TrainConfig, rng: np.random.Generator, pool: Pool, exclude: set[str]) -> Batch:
+    """`image_batch` first frames of random pool clips, each with a fresh caption (a one-frame clip, nothing known).
+
+    First frames, not random ones: two-stage sampling draws a clip's first frame from the prompt, and a
+    first frame is where its motion starts (an object that will move left starts on the right)."""
+    index = rng.integers(len(pool.scenes), size=cfg.image_batch)
+    prompts = [_fresh_caption(cfg, rng, pool.scenes[i], exclude) for i in index]
+    latents = pool.latents[torch.from_numpy(index), :, :1]
+    return Batch(latents, torch.zeros(len(index), 1, dtype=torch.bool), prompts)
 
 
 def shift_sigma(sigma: torch.Tensor, shift: float) -> torch.Tensor:
@@ -343,7 +366,12 @@ def save_pipeline(
 ) -> None:
     scheduler = FlowMatchEulerDiscreteScheduler(shift=cfg.shift)
     pipe = NoorTinyPipeline(
-        transformer=transformer, text_encoder=text_encoder, vae=vae, scheduler=scheduler, shared_noise=cfg.shared_noise
+        transformer=transformer,
+        text_encoder=text_encoder,
+        vae=vae,
+        scheduler=scheduler,
+        shared_noise=cfg.shared_noise,
+        image_first=cfg.image_first,
     )
     pipe.save_pretrained(out, safe_serialization=True)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
@@ -394,6 +422,9 @@ def train(cfg: TrainConfig, out: Path, on_step: OnStep | None = None) -> list[fl
             group["lr"] = lr_at(step)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             loss = training_loss(transformer, text_encoder, batch, generator, cfg.shift, cfg.shared_noise)
+            if cfg.image_batch:
+                images = make_image_batch(cfg, rng, pool, exclude)
+                loss = loss + training_loss(transformer, text_encoder, images, generator, cfg.shift)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
