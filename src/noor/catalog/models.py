@@ -72,6 +72,9 @@ class ModelArch(_Frozen):
     conv_stem_channels: int = Field(
         0, ge=0, description="a DiT's conv stem and head at full latent resolution (noor-tiny): their width"
     )
+    first_frame_stage: bool = Field(
+        False, description="draws a clip's first frame as an image, then the clip from it (Emu Video; noor-tiny)"
+    )
     unet_levels: tuple[tuple[int, int], ...] = ()
     unet_layers_per_block: int = 2
     sources: dict[str, str]

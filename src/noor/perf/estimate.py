@@ -20,7 +20,7 @@ from noor.perf.shape import Shape
 
 @dataclass
 class StageEstimate:
-    name: str  # text_encoder | denoise | vae_decode | offload
+    name: str  # text_encoder | first_frame | denoise | vae_decode | offload
     latency_s: float
     flops: float
     detail: dict[str, float] = field(default_factory=dict)  # seconds (or FLOPs) by part
@@ -224,6 +224,11 @@ def _estimate_one(model: ModelArch, shape: Shape, chip: Chip, plan: Plan, eff: E
         StageEstimate("denoise", denoise_s, denoise_flops, per_step),
         StageEstimate("vae_decode", vae_s, vae_flops),
     ]
+    if model.first_frame_stage and real.num_frames > 1:  # the first frame drawn as an image first (Emu Video)
+        image_model = model.model_copy(update={"first_frame_stage": False})
+        image_shape = Shape(real.width, real.height, 1, steps, real.batch)
+        first = _estimate_one(image_model, image_shape, chip, plan, eff).stage("denoise")
+        stages.insert(1, StageEstimate("first_frame", first.latency_s, first.flops, first.detail))
     if offload_s:
         stages.append(StageEstimate("offload", offload_s, 0.0))
     latency_s = sum(s.latency_s for s in stages)
@@ -262,7 +267,7 @@ def _estimate_one(model: ModelArch, shape: Shape, chip: Chip, plan: Plan, eff: E
     energy = chip.tdp_w * g * latency_s if chip.tdp_w else None
     if chip.tdp_w is None:
         notes.append(f"{chip.id}'s power is not published: no energy figure")
-    total_flops = te_flops + denoise_flops + vae_flops
+    total_flops = sum(s.flops for s in stages)
     return Estimate(
         model=model.id,
         chip=chip.id,
