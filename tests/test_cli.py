@@ -142,6 +142,8 @@ def test_train_tiny_refuses_a_bad_shift_or_layout(tmp_path: Path) -> None:
     assert run.returncode == 2 and "--shared-noise" in run.stderr and "1.0" in run.stderr
     run = noor("train", "tiny", "--out", "x", "--image-batch", "-4", cwd=tmp_path)
     assert run.returncode == 2 and "--image-batch" in run.stderr and "-4" in run.stderr
+    run = noor("train", "tiny", "--out", "x", "--clip-guidance", "-1", cwd=tmp_path)
+    assert run.returncode == 2 and "--clip-guidance" in run.stderr and "-1.0" in run.stderr
     assert not (tmp_path / "x").exists()
 
 

@@ -179,6 +179,10 @@ def train_tiny(
             help="sample text-to-video as first frame, then clip (Emu Video's two stages)",
         ),
     ] = False,
+    clip_guidance: Annotated[
+        float | None,
+        typer.Option("--clip-guidance", help="the saved pipeline's guidance for clips (default: the call's)"),
+    ] = None,
 ) -> None:
     """Train noor-tiny from scratch on the synthetic world, with a fixed seed (VAE, then denoiser)."""
     from noor.engine.tiny.train import ConfigError, TrainConfig, train
@@ -198,9 +202,11 @@ def train_tiny(
             shared_noise=shared_noise,
             image_batch=image_batch,
             image_first=image_first,
+            clip_guidance_scale=clip_guidance,
         )
-    except ConfigError as err:  # the option is the field's name; the CLI says which value it got
-        fail("--" + err.field.replace("_", "-"), str(err.value), err.message)
+    except ConfigError as err:  # the option is the field's name (but --clip-guidance); it says which value it got
+        option = {"clip_guidance_scale": "clip_guidance"}.get(err.field, err.field)
+        fail("--" + option.replace("_", "-"), str(err.value), err.message)
     started = time.perf_counter()
     labels = {"vae": "1/4 VAE", "decoder": "2/4 decoder", "encode": "3/4 encoding clips", "denoiser": "4/4 denoiser"}
     with progress() as bar:

@@ -94,6 +94,29 @@ def test_image_first_draws_the_first_frame_as_an_image_then_the_clip_from_it(toy
     assert np.array_equal(given, run(plain, 8, start_frame=start))
 
 
+def test_clip_guidance_guides_clips_and_guidance_scale_images_and_first_frames(toy_weights: Path) -> None:
+    pipe = NoorTinyPipeline.from_pretrained(str(toy_weights))
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.config.clip_guidance_scale is None  # the default: clips take the call's guidance_scale
+
+    def run(frames: int, **kwargs: object) -> np.ndarray:
+        generator = torch.Generator().manual_seed(3)
+        return pipe("a red circle", num_frames=frames, num_inference_steps=2, generator=generator, **kwargs).frames
+
+    unguided_clip = run(8, guidance_scale=1.0)
+    assert np.allclose(run(8, guidance_scale=4.0, clip_guidance_scale=1.0), unguided_clip, atol=1e-5)
+    assert not np.allclose(run(8, guidance_scale=4.0), unguided_clip, atol=1e-3)
+    image = run(1, guidance_scale=4.0)
+    assert np.array_equal(run(1, guidance_scale=4.0, clip_guidance_scale=1.0), image)  # an image is no clip
+    pipe.register_to_config(clip_guidance_scale=1.0)  # the pipeline's own setting, when the call gives none
+    assert np.allclose(run(8, guidance_scale=4.0), unguided_clip, atol=1e-5)
+    assert np.allclose(
+        run(8, guidance_scale=1.0, clip_guidance_scale=4.0),
+        run(8, guidance_scale=4.0, clip_guidance_scale=4.0),
+        atol=1e-5,
+    )
+
+
 def test_same_seed_same_clip_other_seed_other_clip(backend: TinyBackend) -> None:
     a, b, c = backend.generate(
         [

@@ -93,11 +93,12 @@ def test_image_batches_are_first_frames_with_fresh_captions() -> None:
 
 def test_image_batches_train_beside_the_clips(tmp_path: Path) -> None:
     base = _toy(steps=2, save_every=0, warmup_steps=1)
-    with_images = _toy(steps=2, save_every=0, warmup_steps=1, image_batch=16, image_first=True)
+    with_images = _toy(steps=2, save_every=0, warmup_steps=1, image_batch=16, image_first=True, clip_guidance_scale=1.5)
     plain, mixed = train(base, tmp_path / "a"), train(with_images, tmp_path / "b")
     assert plain != mixed and all(np.isfinite(mixed))  # the image loss is added to each step's
-    assert NoorTinyPipeline.from_pretrained(str(tmp_path / "b")).config.image_first is True
-    assert NoorTinyPipeline.from_pretrained(str(tmp_path / "a")).config.image_first is False
+    two_stage, one_stage = (NoorTinyPipeline.from_pretrained(str(tmp_path / d)) for d in "ba")
+    assert two_stage.config.image_first is True and two_stage.config.clip_guidance_scale == 1.5
+    assert one_stage.config.image_first is False and one_stage.config.clip_guidance_scale is None
 
 
 def test_train_writes_a_loadable_pipeline_with_its_config(tmp_path: Path) -> None:
@@ -133,7 +134,8 @@ def test_training_is_reproducible_from_the_seed(tmp_path: Path) -> None:
 def test_a_config_out_of_range_is_refused_naming_the_field() -> None:
     from noor.engine.tiny.train import ConfigError
 
-    bad = (("shift", 0.0), ("attention", "sparse"), ("conv_channels", -8), ("shared_noise", 1.0), ("image_batch", -1))
+    bad: list[tuple[str, object]] = [("shift", 0.0), ("attention", "sparse"), ("conv_channels", -8)]
+    bad += [("shared_noise", 1.0), ("image_batch", -1), ("clip_guidance_scale", -1.0)]
     for field, value in bad:
         with pytest.raises(ConfigError, match=field) as caught:
             _toy(**{field: value})

@@ -77,13 +77,19 @@ class NoorTinyPipeline(DiffusionPipeline):
         scheduler: FlowMatchEulerDiscreteScheduler,
         shared_noise: float = 0.0,
         image_first: bool = False,
+        clip_guidance_scale: float | None = None,
     ):
         super().__init__()
         self.register_modules(transformer=transformer, text_encoder=text_encoder, vae=vae, scheduler=scheduler)
         # shared_noise: the share of each frame's starting noise common to all frames (as trained: train.frame_noise).
         # image_first: a clip with no keyframes is drawn in two stages, its first frame from the prompt and then
         # the clip from the prompt and that frame (Emu Video's factorisation; trained by train.make_image_batch).
-        self.register_to_config(shared_noise=shared_noise, image_first=image_first)
+        # clip_guidance_scale: the guidance of a clip's denoising (None: the call's guidance_scale, which then steers
+        # only images and first frames). Guidance strong enough to fix a first frame's colour pulls the rest of a
+        # clip away from its keyframe (its background drifts), so a two-stage model guides the clip less.
+        self.register_to_config(
+            shared_noise=shared_noise, image_first=image_first, clip_guidance_scale=clip_guidance_scale
+        )
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 4
         self._interrupt = False
 
@@ -160,6 +166,7 @@ class NoorTinyPipeline(DiffusionPipeline):
         start_frame: Keyframe | list[Keyframe | None] | None = None,
         end_frame: Keyframe | list[Keyframe | None] | None = None,
         loop: bool | list[bool] = False,
+        clip_guidance_scale: float | None = None,
         callback_on_step_end: Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]] | None = None,
     ) -> NoorTinyPipelineOutput:
         # 1. check inputs; one value per clip in the batch
@@ -178,10 +185,17 @@ class NoorTinyPipeline(DiffusionPipeline):
         device, dtype = self._execution_device, self.transformer.dtype
         self._interrupt = False
 
-        # 2. encode the prompt, conditional and unconditional rows in one batch
-        do_cfg = guidance_scale != 1.0
-        text, text_mask = self.text_encoder.encode(prompts + negatives if do_cfg else prompts)
+        # 2. encode the prompt, conditional and unconditional rows in one batch; images and first frames take
+        # guidance_scale, clips clip_guidance_scale (the call's, else the pipeline's, else guidance_scale)
+        scales = (clip_guidance_scale, self.config.clip_guidance_scale, guidance_scale)
+        clip_guidance = next(g for g in scales if g is not None) if T > 1 else guidance_scale
+        any_cfg = guidance_scale != 1.0 or clip_guidance != 1.0
+        text, text_mask = self.text_encoder.encode(prompts + negatives if any_cfg else prompts)
         text = text.to(dtype)
+
+        def guided(rows: list[int], scale: float) -> list[int]:
+            """Text rows for these clips: conditional, then (with guidance) their unconditional rows."""
+            return rows + [B + b for b in rows] if scale != 1.0 else rows
 
         # 3. keyframes: encoded, then clean (t=0) in every step; loop = the end repeats the start
         known = torch.zeros(B, 1, T, 1, 1, device=device, dtype=torch.bool)
@@ -199,7 +213,7 @@ class NoorTinyPipeline(DiffusionPipeline):
         free = [b for b in range(B) if T > 1 and not known[b].any()]
         if self.config.image_first and free:
             noise = torch.stack([frame_noise((C, 1, h, w), 0.0, generators[b], device, dtype) for b in free])
-            rows = free + [B + b for b in free] if do_cfg else free
+            rows = guided(free, guidance_scale)
             first = self._denoise(
                 noise,
                 noise,
@@ -222,13 +236,14 @@ class NoorTinyPipeline(DiffusionPipeline):
         )
 
         # 5. denoise the clips
+        rows = guided(list(range(B)), clip_guidance)
         latents = self._denoise(
             latents,
             latents_known,
             known,
-            text,
-            text_mask,
-            guidance_scale,
+            text[rows],
+            text_mask[rows],
+            clip_guidance,
             num_inference_steps,
             callback_on_step_end,
             tie_ends,

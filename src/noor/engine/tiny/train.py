@@ -83,6 +83,8 @@ class TrainConfig:
     # Sample text-to-video in two stages, as Emu Video factorises it: first frame from the prompt, then the
     # clip from the prompt and that frame (saved in the pipeline's config; see NoorTinyPipeline).
     image_first: bool = False
+    # The saved pipeline's guidance for clips (None: the call's guidance_scale; see NoorTinyPipeline).
+    clip_guidance_scale: float | None = None
     start_frame_p: float = 0.25  # only the first frame given
     end_frame_p: float = 0.1  # only the last frame given
     both_frames_p: float = 0.1  # first and last given
@@ -100,6 +102,11 @@ class TrainConfig:
             ("conv_channels", 0 <= self.conv_channels <= 256, "must be between 0 and 256"),
             ("shared_noise", 0 <= self.shared_noise < 1, "must be at least 0 and below 1"),
             ("image_batch", 0 <= self.image_batch <= 4096, "must be between 0 and 4096"),
+            (
+                "clip_guidance_scale",
+                self.clip_guidance_scale is None or 0 <= self.clip_guidance_scale <= 30,
+                "must be between 0 and 30",
+            ),
         )
         for name, ok, message in checks:
             if not ok:
@@ -372,6 +379,7 @@ def save_pipeline(
         scheduler=scheduler,
         shared_noise=cfg.shared_noise,
         image_first=cfg.image_first,
+        clip_guidance_scale=cfg.clip_guidance_scale,
     )
     pipe.save_pretrained(out, safe_serialization=True)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
