@@ -148,6 +148,9 @@ def generate(
 def train_tiny(
     out: Annotated[Path, typer.Option(help="where to write the pipeline (Hugging Face layout)")] = Path("noor-tiny"),
     steps: Annotated[int, typer.Option(min=1, help="denoiser optimiser steps")] = 4500,
+    schedule_steps: Annotated[
+        int, typer.Option("--schedule-steps", help="the learning-rate schedule spans the larger of this and --steps")
+    ] = 0,
     vae_steps: Annotated[int, typer.Option("--vae-steps", min=1, help="VAE optimiser steps")] = 1200,
     decoder_steps: Annotated[int, typer.Option("--decoder-steps", min=0, help="decoder refinement steps")] = 1200,
     pool_clips: Annotated[int, typer.Option("--pool-clips", min=1, help="rendered clips encoded for training")] = 12000,
@@ -190,6 +193,7 @@ def train_tiny(
     try:
         cfg = TrainConfig(
             steps=steps,
+            schedule_steps=schedule_steps,
             vae_steps=vae_steps,
             decoder_steps=decoder_steps,
             pool_clips=pool_clips,

@@ -131,11 +131,19 @@ def test_training_is_reproducible_from_the_seed(tmp_path: Path) -> None:
         assert torch.equal(x, y)
 
 
+def test_a_run_shorter_than_its_schedule_is_the_start_of_the_full_run(tmp_path: Path) -> None:
+    full = train(_toy(steps=4, save_every=0, warmup_steps=1), tmp_path / "full")
+    stopped = train(_toy(steps=2, schedule_steps=4, save_every=0, warmup_steps=1), tmp_path / "stopped")
+    assert stopped == full[:2]  # the same learning rates (the schedule spans 4 steps), cut short
+    assert train(_toy(steps=2, save_every=0, warmup_steps=1), tmp_path / "short") != stopped  # its own schedule
+    assert json.loads((tmp_path / "stopped" / "train_config.json").read_text())["schedule_steps"] == 4
+
+
 def test_a_config_out_of_range_is_refused_naming_the_field() -> None:
     from noor.engine.tiny.train import ConfigError
 
     bad: list[tuple[str, object]] = [("shift", 0.0), ("attention", "sparse"), ("conv_channels", -8)]
-    bad += [("shared_noise", 1.0), ("image_batch", -1), ("clip_guidance_scale", -1.0)]
+    bad += [("shared_noise", 1.0), ("image_batch", -1), ("clip_guidance_scale", -1.0), ("schedule_steps", -1)]
     for field, value in bad:
         with pytest.raises(ConfigError, match=field) as caught:
             _toy(**{field: value})

@@ -46,6 +46,8 @@ class ConfigError(ValueError):
 @dataclass
 class TrainConfig:
     steps: int = 4500  # denoiser steps
+    # The cosine learning-rate schedule spans max(steps, schedule_steps): a run may stop before its schedule ends
+    schedule_steps: int = 0
     batch_size: int = 32
     lr: float = 4e-4
     warmup_steps: int = 200
@@ -102,6 +104,7 @@ class TrainConfig:
             ("conv_channels", 0 <= self.conv_channels <= 256, "must be between 0 and 256"),
             ("shared_noise", 0 <= self.shared_noise < 1, "must be at least 0 and below 1"),
             ("image_batch", 0 <= self.image_batch <= 4096, "must be between 0 and 4096"),
+            ("schedule_steps", self.schedule_steps >= 0, "must not be negative"),
             (
                 "clip_guidance_scale",
                 self.clip_guidance_scale is None or 0 <= self.clip_guidance_scale <= 30,
@@ -417,9 +420,11 @@ def train(cfg: TrainConfig, out: Path, on_step: OnStep | None = None) -> list[fl
     params = list(transformer.parameters()) + list(text_encoder.parameters())
     optim = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
 
+    horizon = max(1, cfg.steps, cfg.schedule_steps)
+
     def lr_at(step: int) -> float:
         warm = min(1.0, (step + 1) / cfg.warmup_steps)
-        cosine = 0.5 * (1 + math.cos(math.pi * step / max(1, cfg.steps)))
+        cosine = 0.5 * (1 + math.cos(math.pi * step / horizon))
         return cfg.lr * warm * (0.1 + 0.9 * cosine)
 
     exclude = held_out_prompts()
