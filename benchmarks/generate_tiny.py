@@ -59,7 +59,7 @@ def main() -> None:
     achieved = flops / median
     print(f"threads                 {args.threads}")
     print(f"matmul peak (fp32)      {peak / 1e9:8.1f} GFLOP/s")
-    print(f"FLOPs per default clip  {flops / 1e9:8.1f} GFLOP  (16 steps x 2 guidance passes + text encoder)")
+    print(f"FLOPs per default clip  {flops / 1e9:8.1f} GFLOP  (all it runs: text encoder, first frame, clip, decode)")
     print(
         f"seconds per clip        {median:8.2f} s  (median of {args.runs}; min {min(times):.2f}, max {max(times):.2f})"
     )

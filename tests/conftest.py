@@ -36,6 +36,8 @@ TOY = {
     "pool_clips": 12,
     "vae_steps": 2,
     "decoder_steps": 2,
+    "image_first": False,  # toy pipelines sample in one stage; tests of the two-stage path ask for it
+    "clip_guidance_scale": None,
 }
 
 

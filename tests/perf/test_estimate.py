@@ -125,21 +125,23 @@ def test_a_measured_cpu_pays_per_attention_call_per_operator_and_for_narrow_conv
 
 def test_a_first_frame_stage_adds_one_image_denoise_to_clips_only(fixed_cpu_local: None) -> None:
     """A model that draws a clip's first frame as an image first (Emu Video's two stages) pays for that
-    image's denoising on top of the clip's; an image request has no second stage to prepare."""
+    image's denoising, guided as its images are, on top of the clip's; an image has no second stage."""
     chip, tiny = catalog.chip("cpu-local"), catalog.model("tiny")
+    assert tiny.first_frame_stage and (tiny.guidance_passes, tiny.image_guidance_passes) == (1, 2)
     one = tiny.model_copy(update={"first_frame_stage": False})
-    two = tiny.model_copy(update={"first_frame_stage": True})
-    clip_one, clip_two = (
-        perf.estimate(one, Shape(64, 64, 16, 16), chip),
-        perf.estimate(two, Shape(64, 64, 16, 16), chip),
-    )
+    clip_one = perf.estimate(one, Shape(64, 64, 16, 16), chip)
+    clip_two = perf.estimate(tiny, Shape(64, 64, 16, 16), chip)
     image = perf.estimate(one, Shape(64, 64, 1, 16), chip)
     assert [s.name for s in clip_two.stages] == ["text_encoder", "first_frame", "denoise", "vae_decode"]
     first = clip_two.stage("first_frame")
+    assert first.detail["passes_per_step"] == 2 and clip_two.stage("denoise").detail["passes_per_step"] == 1
     assert first.latency_s == pytest.approx(image.stage("denoise").latency_s)
     assert first.flops == pytest.approx(image.stage("denoise").flops)
-    assert clip_two.latency_s == pytest.approx(clip_one.latency_s + first.latency_s)  # type: ignore[operator]
-    assert clip_two.flops == pytest.approx(clip_one.flops + first.flops)
-    assert 0 < first.flops < clip_one.stage("denoise").flops / 8  # one frame of sixteen, text tokens aside
-    image_two = perf.estimate(two, Shape(64, 64, 1, 16), chip)
+    for name in ("denoise", "vae_decode"):
+        assert clip_two.stage(name).latency_s == pytest.approx(clip_one.stage(name).latency_s)
+    assert clip_two.stage("text_encoder").flops == 2 * clip_one.stage("text_encoder").flops  # the negative prompt too
+    assert clip_two.latency_s == pytest.approx(sum(s.latency_s for s in clip_two.stages))
+    assert clip_two.flops == pytest.approx(sum(s.flops for s in clip_two.stages))
+    assert 0 < first.flops < clip_one.stage("denoise").flops / 4  # one frame of sixteen, guided twice
+    image_two = perf.estimate(tiny, Shape(64, 64, 1, 16), chip)
     assert image_two.latency_s == image.latency_s and "first_frame" not in [s.name for s in image_two.stages]

@@ -75,6 +75,9 @@ class ModelArch(_Frozen):
     first_frame_stage: bool = Field(
         False, description="draws a clip's first frame as an image, then the clip from it (Emu Video; noor-tiny)"
     )
+    image_guidance_passes: int = Field(
+        0, ge=0, le=3, description="passes per step for an image or a first frame, where not guidance_passes (0)"
+    )
     unet_levels: tuple[tuple[int, int], ...] = ()
     unet_layers_per_block: int = 2
     sources: dict[str, str]

@@ -147,10 +147,10 @@ def generate(
 @train_app.command("tiny")
 def train_tiny(
     out: Annotated[Path, typer.Option(help="where to write the pipeline (Hugging Face layout)")] = Path("noor-tiny"),
-    steps: Annotated[int, typer.Option(min=1, help="denoiser optimiser steps")] = 4500,
+    steps: Annotated[int, typer.Option(min=1, help="denoiser optimiser steps")] = 5500,
     schedule_steps: Annotated[
         int, typer.Option("--schedule-steps", help="the learning-rate schedule spans the larger of this and --steps")
-    ] = 0,
+    ] = 6500,
     vae_steps: Annotated[int, typer.Option("--vae-steps", min=1, help="VAE optimiser steps")] = 1200,
     decoder_steps: Annotated[int, typer.Option("--decoder-steps", min=0, help="decoder refinement steps")] = 1200,
     pool_clips: Annotated[int, typer.Option("--pool-clips", min=1, help="rendered clips encoded for training")] = 12000,
@@ -158,11 +158,11 @@ def train_tiny(
     seed: Annotated[int, typer.Option()] = 0,
     bf16: Annotated[bool, typer.Option("--bf16/--fp32", help="bfloat16 autocast (faster only on some CPUs)")] = False,
     attention: Annotated[
-        str, typer.Option(help="denoiser self-attention: factorised (the shipped weights) or joint (3D rotary)")
-    ] = "factorised",
+        str, typer.Option(help="denoiser self-attention: joint (3D rotary; the shipped weights) or factorised")
+    ] = "joint",
     shift: Annotated[
         float, typer.Option(help="noise-level shift in training and sampling (1: none; SD3/Wan shift large inputs)")
-    ] = 1.0,
+    ] = 3.0,
     conv_channels: Annotated[
         int,
         typer.Option("--conv-channels", help="conv stem and head width at full latent resolution (0: none)"),
@@ -174,18 +174,17 @@ def train_tiny(
     image_batch: Annotated[
         int,
         typer.Option("--image-batch", help="first frames (images) trained beside each batch of clips (0: none)"),
-    ] = 0,
+    ] = 128,
     image_first: Annotated[
         bool,
         typer.Option(
             "--image-first/--clip-at-once",
             help="sample text-to-video as first frame, then clip (Emu Video's two stages)",
         ),
-    ] = False,
+    ] = True,
     clip_guidance: Annotated[
-        float | None,
-        typer.Option("--clip-guidance", help="the saved pipeline's guidance for clips (default: the call's)"),
-    ] = None,
+        float, typer.Option("--clip-guidance", help="the saved pipeline's guidance for clips (images take the call's)")
+    ] = 1.0,
 ) -> None:
     """Train noor-tiny from scratch on the synthetic world, with a fixed seed (VAE, then denoiser)."""
     from noor.engine.tiny.train import ConfigError, TrainConfig, train

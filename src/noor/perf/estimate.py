@@ -125,6 +125,9 @@ def _estimate_one(model: ModelArch, shape: Shape, chip: Chip, plan: Plan, eff: E
     g = plan.gpus
     notes: list[str] = []
     real = shape.for_model(model)
+    if real.num_frames == 1 and model.image_guidance_passes:  # images are guided apart from clips
+        model = model.model_copy(update={"guidance_passes": model.image_guidance_passes})
+    first_frame = model.first_frame_stage and real.num_frames > 1
     if real != Shape(shape.width, shape.height, shape.num_frames, real.steps, shape.batch):
         notes.append(
             f"{model.id} always draws {real.width}x{real.height}x{real.num_frames} and resizes; priced at that size"
@@ -140,7 +143,8 @@ def _estimate_one(model: ModelArch, shape: Shape, chip: Chip, plan: Plan, eff: E
     steps = real.steps or model.default_steps
 
     # 1. text encoder: every prompt (and the negative one under CFG), on one chip or the host CPU
-    prompts = real.batch * (2 if model.guidance_passes > 1 else 1)
+    guided = model.guidance_passes > 1 or (first_frame and model.image_guidance_passes > 1)
+    prompts = real.batch * (2 if guided else 1)
     te_flops = workload.text_encoder_flops(model, prompts)
     te_params = workload.text_encoder_params(model)
     if plan.text_encoder_on_cpu:
@@ -224,7 +228,7 @@ def _estimate_one(model: ModelArch, shape: Shape, chip: Chip, plan: Plan, eff: E
         StageEstimate("denoise", denoise_s, denoise_flops, per_step),
         StageEstimate("vae_decode", vae_s, vae_flops),
     ]
-    if model.first_frame_stage and real.num_frames > 1:  # the first frame drawn as an image first (Emu Video)
+    if first_frame:  # the first frame drawn as an image first (Emu Video), guided as images are
         image_model = model.model_copy(update={"first_frame_stage": False})
         image_shape = Shape(real.width, real.height, 1, steps, real.batch)
         first = _estimate_one(image_model, image_shape, chip, plan, eff).stage("denoise")

@@ -62,7 +62,8 @@ def latent_grid(model: ModelArch, shape: Shape) -> tuple[int, int, int]:
 KERNELS_PER_BLOCK = 50
 # Operators dispatched per block, views and transposes included: each costs host time, which a GPU
 # hides behind its queue but a CPU pays in line. Counted with torch's TorchDispatchMode on one
-# forward pass: diffusers' WanTransformerBlock 129, noor-tiny's factorised TinyBlock 147.
+# forward pass: diffusers' WanTransformerBlock 129; noor-tiny's TinyBlock 114 joint, 128 factorised (under no_grad,
+# 2026-12-03).
 DISPATCHED_OPS_PER_BLOCK = 140
 # Operators noor-tiny's conv stem and head add to a pass (two diffusers ResnetBlock2D, two convs, reshapes),
 # counted the same way (tests/perf/test_workload.py counts them again).

@@ -92,7 +92,7 @@ def test_image_batches_are_first_frames_with_fresh_captions() -> None:
 
 
 def test_image_batches_train_beside_the_clips(tmp_path: Path) -> None:
-    base = _toy(steps=2, save_every=0, warmup_steps=1)
+    base = _toy(steps=2, save_every=0, warmup_steps=1, image_batch=0)
     with_images = _toy(steps=2, save_every=0, warmup_steps=1, image_batch=16, image_first=True, clip_guidance_scale=1.5)
     plain, mixed = train(base, tmp_path / "a"), train(with_images, tmp_path / "b")
     assert plain != mixed and all(np.isfinite(mixed))  # the image loss is added to each step's
@@ -132,11 +132,12 @@ def test_training_is_reproducible_from_the_seed(tmp_path: Path) -> None:
 
 
 def test_a_run_shorter_than_its_schedule_is_the_start_of_the_full_run(tmp_path: Path) -> None:
-    full = train(_toy(steps=4, save_every=0, warmup_steps=1), tmp_path / "full")
-    stopped = train(_toy(steps=2, schedule_steps=4, save_every=0, warmup_steps=1), tmp_path / "stopped")
-    assert stopped == full[:2]  # the same learning rates (the schedule spans 4 steps), cut short
-    assert train(_toy(steps=2, save_every=0, warmup_steps=1), tmp_path / "short") != stopped  # its own schedule
-    assert json.loads((tmp_path / "stopped" / "train_config.json").read_text())["schedule_steps"] == 4
+    full = train(_toy(steps=6, schedule_steps=0, save_every=0, warmup_steps=1), tmp_path / "full")
+    stopped = train(_toy(steps=3, schedule_steps=6, save_every=0, warmup_steps=1), tmp_path / "stopped")
+    assert stopped == full[:3]  # the same learning rates (the schedule spans 6 steps), cut short
+    short = train(_toy(steps=3, schedule_steps=0, save_every=0, warmup_steps=1), tmp_path / "short")
+    assert short[:2] == stopped[:2] and short[2] != stopped[2]  # its own schedule decays faster from step 1
+    assert json.loads((tmp_path / "stopped" / "train_config.json").read_text())["schedule_steps"] == 6
 
 
 def test_a_config_out_of_range_is_refused_naming_the_field() -> None:

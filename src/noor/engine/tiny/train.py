@@ -45,9 +45,9 @@ class ConfigError(ValueError):
 
 @dataclass
 class TrainConfig:
-    steps: int = 4500  # denoiser steps
+    steps: int = 5500  # denoiser steps
     # The cosine learning-rate schedule spans max(steps, schedule_steps): a run may stop before its schedule ends
-    schedule_steps: int = 0
+    schedule_steps: int = 6500  # the shipped weights stopped at 5,500 of a 6,500-step schedule (README)
     batch_size: int = 32
     lr: float = 4e-4
     warmup_steps: int = 200
@@ -57,8 +57,8 @@ class TrainConfig:
     patch_size: int = 4  # latent patch: 4x4 of a 16x16 latent = 16 tokens a frame
     num_layers: int = 6
     num_heads: int = 4
-    # "factorised" (the shipped weights) or "joint": space-time attention with 3D rotary positions (transformer.py)
-    attention: str = "factorised"
+    # "joint" (the shipped weights): space-time attention with 3D rotary positions, or "factorised" (transformer.py)
+    attention: str = "joint"
     # >0: a conv stem and head of this width at full latent resolution around the transformer (transformer.py)
     conv_channels: int = 0
     text_layers: int = 2
@@ -73,25 +73,27 @@ class TrainConfig:
     # Noise-level shift, sigma -> shift*sigma / (1 + (shift-1)*sigma), in training and in the saved sampler (as
     # SD3 and Wan shift for large inputs): 16 frames together reveal an object's path through noise that hides
     # it in any one frame, so at shift 1 the model read motion from the noisy input and never from the prompt.
-    shift: float = 1.0
+    shift: float = 3.0
     # Share of each frame's noise common to all frames of a clip, in training and sampling (PYoCo's mixed noise):
     # frames then start from correlated noise and break symmetry (where the object is) the same way.
     shared_noise: float = 0.0
     two_objects_p: float = 0.25
-    image_p: float = 0.1  # share of batches that are single frames (images)
+    image_p: float = 0.0  # share of batches that are single frames (images) instead of clips
     # Single first frames (images) trained beside every clip batch: a frame is 1/16 of a clip's tokens, so
     # images cost little, and the text-to-image half of two-stage sampling (`image_first`) learns from many.
-    image_batch: int = 0
+    image_batch: int = 128
     # Sample text-to-video in two stages, as Emu Video factorises it: first frame from the prompt, then the
     # clip from the prompt and that frame (saved in the pipeline's config; see NoorTinyPipeline).
-    image_first: bool = False
+    image_first: bool = True
     # The saved pipeline's guidance for clips (None: the call's guidance_scale; see NoorTinyPipeline).
-    clip_guidance_scale: float | None = None
-    start_frame_p: float = 0.25  # only the first frame given
+    clip_guidance_scale: float | None = 1.0
+    start_frame_p: float = 0.5  # only the first frame given (two-stage sampling always gives it)
     end_frame_p: float = 0.1  # only the last frame given
     both_frames_p: float = 0.1  # first and last given
     loop_p: float = 0.05  # share of the pool that plays there and back (first = last)
-    bf16: bool = False  # autocast matmuls to bfloat16: 1.34x faster a step on an AVX512-BF16 EPYC (2026-11-28)
+    # autocast matmuls to bfloat16: 1.34x faster a step on an AVX512-BF16 EPYC (2026-11-28), 2.6x slower on an
+    # Intel Xeon without it (2026-12-03)
+    bf16: bool = False
     save_every: int = 500
     # Start from a trained VAE (a pipeline dir or its vae/ folder) instead of stages 1-2. Those stages are
     # deterministic for a seed, so reusing the VAE of a run with the same seed and VAE settings changes nothing.
