@@ -38,6 +38,7 @@ TOY = {
     "decoder_steps": 2,
     "image_first": False,  # toy pipelines sample in one stage; tests of the two-stage path ask for it
     "clip_guidance_scale": None,
+    "clip_guidance_min_sigma": 0.0,
 }
 
 

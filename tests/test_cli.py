@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -162,3 +163,13 @@ def test_serve_refuses_an_unknown_scheduling_policy(tmp_path: Path, env: dict[st
     )  # fmt: skip
     lines = run.stderr.strip().splitlines()
     assert run.returncode == 2 and len(lines) == 1 and "NOOR_SCHEDULER" in lines[0] and named in lines[0], run.stderr
+
+
+def test_eval_tiny_reads_every_prompt_once_per_seed_and_says_below_target(toy_weights: Path, tmp_path: Path) -> None:
+    args = ["--per-language", "2", "--seeds", "2", "--keyframe-checks", "1", "--steps", "2", "--json", "r.json"]
+    run = noor("eval", "tiny", "--weights", str(toy_weights), *args, cwd=tmp_path)
+    assert run.returncode == 1 and run.stdout.strip().endswith("below target")  # toy weights draw no shapes
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert len(report["rows"]) == 8 and set(report["accuracy"]) == {"en", "ar"}  # 2 prompts x 2 languages x 2 seeds
+    bad = noor("eval", "tiny", "--seeds", "0", cwd=tmp_path)
+    assert bad.returncode == 2 and "--seeds" in bad.stderr

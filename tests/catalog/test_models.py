@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from diffusers import FlowMatchEulerDiscreteScheduler
 
 from noor import catalog
 from noor.engine.tiny import backend as tiny_backend
@@ -60,6 +61,16 @@ def test_tiny_matches_the_shipped_configs() -> None:
         tiny_backend.NATIVE_FRAMES,
         tiny_backend.DEFAULT_STEPS,
     )
+    # how it samples: the first frame as an image (guided at every step), the clip guided inside its interval
+    index = json.loads((WEIGHTS / "model_index.json").read_text())
+    assert tiny.first_frame_stage == index["image_first"]
+    assert tiny.image_guidance_passes == (2 if tiny_backend.DEFAULT_GUIDANCE != 1 else 1)
+    assert tiny.guidance_passes == (2 if index["clip_guidance_scale"] != 1 else 1)
+    scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(WEIGHTS / "scheduler")
+    scheduler.set_timesteps(tiny.default_steps)
+    sigmas = scheduler.sigmas[: tiny.default_steps]
+    share = float((sigmas >= index["clip_guidance_min_sigma"]).float().mean())
+    assert tiny.guided_step_share == pytest.approx(share)
 
 
 def test_unknown_model_lists_the_valid_ids() -> None:

@@ -4,6 +4,7 @@ import pytest
 
 from noor import catalog, perf
 from noor.perf import Plan, Shape, efficiency, workload
+from noor.perf.estimate import StageEstimate
 
 WAN = "wan2.1-t2v-14b"
 
@@ -126,8 +127,9 @@ def test_a_measured_cpu_pays_per_attention_call_per_operator_and_for_narrow_conv
 def test_a_first_frame_stage_adds_one_image_denoise_to_clips_only(fixed_cpu_local: None) -> None:
     """A model that draws a clip's first frame as an image first (Emu Video's two stages) pays for that
     image's denoising, guided as its images are, on top of the clip's; an image has no second stage."""
-    chip, tiny = catalog.chip("cpu-local"), catalog.model("tiny")
-    assert tiny.first_frame_stage and (tiny.guidance_passes, tiny.image_guidance_passes) == (1, 2)
+    chip = catalog.chip("cpu-local")
+    tiny = catalog.model("tiny").model_copy(update={"guidance_passes": 1, "guided_step_share": 1.0})  # clip unguided
+    assert tiny.first_frame_stage and tiny.image_guidance_passes == 2
     one = tiny.model_copy(update={"first_frame_stage": False})
     clip_one = perf.estimate(one, Shape(64, 64, 16, 16), chip)
     clip_two = perf.estimate(tiny, Shape(64, 64, 16, 16), chip)
@@ -145,3 +147,25 @@ def test_a_first_frame_stage_adds_one_image_denoise_to_clips_only(fixed_cpu_loca
     assert 0 < first.flops < clip_one.stage("denoise").flops / 4  # one frame of sixteen, guided twice
     image_two = perf.estimate(tiny, Shape(64, 64, 1, 16), chip)
     assert image_two.latency_s == image.latency_s and "first_frame" not in [s.name for s in image_two.stages]
+
+
+def test_a_guidance_interval_guides_only_its_share_of_a_clips_steps(fixed_cpu_local: None) -> None:
+    """guided_step_share: the clip's steps inside the guidance interval run both passes, the others one; an
+    image (or a first frame) is guided at every step."""
+    chip, tiny = catalog.chip("cpu-local"), catalog.model("tiny")
+    assert tiny.guidance_passes == 2 and 0 < tiny.guided_step_share < 1  # noor-tiny's shipped sampling
+    clip = Shape(64, 64, 16, 16)
+
+    def denoise(share: float, passes: int = 2, shape: Shape = clip) -> StageEstimate:
+        model = tiny.model_copy(update={"guided_step_share": share, "guidance_passes": passes})
+        return perf.estimate(model, shape, chip).stage("denoise")
+
+    full, single, part = denoise(1.0), denoise(1.0, passes=1), denoise(0.25)
+    assert full.latency_s > 1.5 * single.latency_s  # both passes cost nearly twice one
+    assert part.latency_s == pytest.approx(0.25 * full.latency_s + 0.75 * single.latency_s)
+    assert part.flops == pytest.approx(0.25 * full.flops + 0.75 * single.flops)
+    assert part.detail["passes_per_step"] == pytest.approx(1.25)
+    image = Shape(64, 64, 1, 16)
+    assert denoise(0.25, shape=image).latency_s == denoise(1.0, shape=image).latency_s
+    both = perf.estimate(tiny, clip, chip)
+    assert both.stage("first_frame").detail["passes_per_step"] == 2  # the first frame: guided at every step

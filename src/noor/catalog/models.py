@@ -78,6 +78,13 @@ class ModelArch(_Frozen):
     image_guidance_passes: int = Field(
         0, ge=0, le=3, description="passes per step for an image or a first frame, where not guidance_passes (0)"
     )
+    guided_step_share: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="share of a clip's denoising steps that run guidance_passes, the rest one pass (a guidance"
+        " interval, noor-tiny); images and first frames are guided at every step",
+    )
     unet_levels: tuple[tuple[int, int], ...] = ()
     unet_layers_per_block: int = 2
     sources: dict[str, str]

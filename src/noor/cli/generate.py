@@ -184,7 +184,11 @@ def train_tiny(
     ] = True,
     clip_guidance: Annotated[
         float, typer.Option("--clip-guidance", help="the saved pipeline's guidance for clips (images take the call's)")
-    ] = 1.0,
+    ] = 3.0,
+    clip_guidance_min_sigma: Annotated[
+        float,
+        typer.Option("--clip-guidance-min-sigma", help="guide a clip only at noise levels at or above this (0: all)"),
+    ] = 0.7,
 ) -> None:
     """Train noor-tiny from scratch on the synthetic world, with a fixed seed (VAE, then denoiser)."""
     from noor.engine.tiny.train import ConfigError, TrainConfig, train
@@ -206,6 +210,7 @@ def train_tiny(
             image_batch=image_batch,
             image_first=image_first,
             clip_guidance_scale=clip_guidance,
+            clip_guidance_min_sigma=clip_guidance_min_sigma,
         )
     except ConfigError as err:  # the option is the field's name (but --clip-guidance); it says which value it got
         option = {"clip_guidance_scale": "clip_guidance"}.get(err.field, err.field)
@@ -237,6 +242,7 @@ def eval_tiny(
     weights: Annotated[Path | None, typer.Option(help="weights dir (default: the packaged ones)")] = None,
     per_language: Annotated[int, typer.Option("--per-language", min=1, max=32, help="prompts per language")] = 32,
     keyframe_checks: Annotated[int, typer.Option("--keyframe-checks", min=0)] = 4,
+    seeds: Annotated[int, typer.Option(min=1, max=10, help="draws of each prompt, each with its own seed")] = 1,
     steps: Annotated[int | None, typer.Option(min=1, max=100)] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the full report here")] = None,
 ) -> None:
@@ -246,7 +252,7 @@ def eval_tiny(
     from noor.engine.tiny.eval import PSNR_TARGET_DB, TARGETS, eval_prompts, evaluate
 
     backend = TinyBackend(weights)
-    prompts = eval_prompts(per_language)
+    prompts = eval_prompts(per_language, seeds)
 
     def generate_clip(prompt: str, seed: int, start_frame: Any = None, loop: bool = False) -> Any:
         if start_frame is not None:

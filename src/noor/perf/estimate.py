@@ -127,6 +127,9 @@ def _estimate_one(model: ModelArch, shape: Shape, chip: Chip, plan: Plan, eff: E
     real = shape.for_model(model)
     if real.num_frames == 1 and model.image_guidance_passes:  # images are guided apart from clips
         model = model.model_copy(update={"guidance_passes": model.image_guidance_passes})
+    if real.num_frames == 1:
+        model = model.model_copy(update={"guided_step_share": 1.0})  # an image is guided at every step
+    interval = model.guidance_passes > 1 and model.guided_step_share < 1
     first_frame = model.first_frame_stage and real.num_frames > 1
     if real != Shape(shape.width, shape.height, shape.num_frames, real.steps, shape.batch):
         notes.append(
@@ -210,6 +213,13 @@ def _estimate_one(model: ModelArch, shape: Shape, chip: Chip, plan: Plan, eff: E
         "passes_per_step": float(model.guidance_passes),
     }
     denoise_flops = work.flops * c * steps * (model.guidance_passes / (passes_per_group * c))
+    if interval:  # a guidance interval: the steps outside it run one pass, priced as an unguided model's
+        share = model.guided_step_share
+        single = model.model_copy(update={"guidance_passes": 1, "guided_step_share": 1.0, "first_frame_stage": False})
+        one = _estimate_one(single, shape, chip, plan, eff).stage("denoise")
+        denoise_s = share * denoise_s + (1 - share) * one.latency_s
+        denoise_flops = share * denoise_flops + (1 - share) * one.flops
+        per_step = {k: share * v + (1 - share) * one.detail[k] if k != "tokens" else v for k, v in per_step.items()}
 
     # 3. VAE decode on one chip
     vae = workload.vae_decode(model, real)

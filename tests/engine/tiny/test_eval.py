@@ -20,6 +20,17 @@ def test_eval_set_is_balanced_and_bilingual() -> None:
     assert len({(p.prompt, p.seed) for p in prompts}) == len(prompts)
 
 
+def test_more_seeds_draw_every_prompt_again_with_other_seeds() -> None:
+    once, thrice = eval_prompts(per_language=8), eval_prompts(per_language=8, seeds=3)
+    assert len(thrice) == 3 * len(once) and thrice[: len(once)] == once  # the first draws stay the same
+    for k in (1, 2):
+        again = thrice[k * len(once) : (k + 1) * len(once)]
+        assert [(p.prompt, p.lang, p.colour, p.shape, p.motion) for p in again] == [
+            (p.prompt, p.lang, p.colour, p.shape, p.motion) for p in once
+        ]
+    assert len({(p.lang, p.seed) for p in thrice}) == len(thrice)  # a scene shares its seed across languages
+
+
 def test_evaluate_scores_a_perfect_and_a_blank_generator() -> None:
     prompts = eval_prompts(per_language=8)
     scenes = {p.seed: sample_scene(np.random.default_rng(p.seed), 0.0, p.shape, p.colour, p.motion) for p in prompts}

@@ -117,6 +117,38 @@ def test_clip_guidance_guides_clips_and_guidance_scale_images_and_first_frames(t
     )
 
 
+def test_clip_guidance_runs_only_inside_its_noise_interval(toy_weights: Path) -> None:
+    """clip_guidance_min_sigma: a clip's steps at noise >= it run the conditional and unconditional passes,
+    the steps below one conditional pass (a guidance interval); 0 guides every step."""
+    pipe = NoorTinyPipeline.from_pretrained(str(toy_weights))
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.config.clip_guidance_min_sigma == 0.0  # the default: every step
+    batches: list[int] = []
+    pipe.transformer.register_forward_hook(lambda module, args, out: batches.append(args[0].shape[0]))
+
+    def run(guidance_scale: float = 4.0, **kwargs: object) -> np.ndarray:
+        batches.clear()
+        generator = torch.Generator().manual_seed(3)
+        prompt = "a red circle moves left"
+        return pipe(
+            prompt, num_frames=8, num_inference_steps=6, guidance_scale=guidance_scale, generator=generator, **kwargs
+        ).frames
+
+    everywhere = run()
+    assert batches == [2] * 6
+    sigmas = [float(s) for s in pipe.scheduler.sigmas[:6]]
+    middle = (sigmas[2] + sigmas[3]) / 2
+    interval = run(clip_guidance_min_sigma=middle)
+    assert batches == [2, 2, 2, 1, 1, 1]  # the three noisiest steps guided, the three others not
+    unguided = run(guidance_scale=1.0)
+    assert batches == [1] * 6
+    assert not np.allclose(interval, everywhere, atol=1e-4) and not np.allclose(interval, unguided, atol=1e-4)
+    pipe.register_to_config(clip_guidance_min_sigma=middle)  # the pipeline's own setting, when the call gives none
+    assert np.array_equal(run(), interval) and batches == [2, 2, 2, 1, 1, 1]
+    with pytest.raises(ValueError, match=r"clip_guidance_min_sigma must be between 0 and 1, got 1\.5"):
+        run(clip_guidance_min_sigma=1.5)
+
+
 def test_same_seed_same_clip_other_seed_other_clip(backend: TinyBackend) -> None:
     a, b, c = backend.generate(
         [

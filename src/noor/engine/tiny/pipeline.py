@@ -78,6 +78,7 @@ class NoorTinyPipeline(DiffusionPipeline):
         shared_noise: float = 0.0,
         image_first: bool = False,
         clip_guidance_scale: float | None = None,
+        clip_guidance_min_sigma: float = 0.0,
     ):
         super().__init__()
         self.register_modules(transformer=transformer, text_encoder=text_encoder, vae=vae, scheduler=scheduler)
@@ -87,8 +88,14 @@ class NoorTinyPipeline(DiffusionPipeline):
         # clip_guidance_scale: the guidance of a clip's denoising (None: the call's guidance_scale, which then steers
         # only images and first frames). Guidance strong enough to fix a first frame's colour pulls the rest of a
         # clip away from its keyframe (its background drifts), so a two-stage model guides the clip less.
+        # clip_guidance_min_sigma: a clip is guided only at noise levels sigma >= this, one unguided pass a step
+        # below (a guidance interval, as Kynkaanniemi et al. 2024 limit guidance): motion is settled at high
+        # noise, where guidance makes the prompt's motion win, and the drift comes later.
         self.register_to_config(
-            shared_noise=shared_noise, image_first=image_first, clip_guidance_scale=clip_guidance_scale
+            shared_noise=shared_noise,
+            image_first=image_first,
+            clip_guidance_scale=clip_guidance_scale,
+            clip_guidance_min_sigma=clip_guidance_min_sigma,
         )
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 4
         self._interrupt = False
@@ -119,17 +126,20 @@ class NoorTinyPipeline(DiffusionPipeline):
         num_inference_steps: int,
         callback_on_step_end: Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]] | None,
         tie_ends: torch.Tensor | None = None,
+        min_sigma: float = 0.0,
     ) -> torch.Tensor:
         """Flow-matching Euler from noise `latents` (B, C, T, h, w): predict x0, guide, tie loop ends, step along
         the velocity; keyframes (`known`, (B, 1, T, 1, 1)) stay clean at t=0 throughout. Text rows are the
-        conditional ones, then (with guidance) the unconditional ones."""
+        conditional ones, then (with guidance) the unconditional ones; steps below noise `min_sigma` run the
+        conditional rows alone."""
         device, dtype = latents.device, latents.dtype
-        do_cfg = guidance_scale != 1.0
+        B = latents.shape[0]
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         for i, t in enumerate(self.scheduler.timesteps):
             if self.interrupt:
                 break
             sigma = self.scheduler.sigmas[i].to(device)
+            do_cfg = guidance_scale != 1.0 and float(sigma) >= min_sigma
             x_in = torch.where(known, latents_known, latents)
             t_frames = torch.where(known[:, 0, :, 0, 0], 0.0, t.float()).to(dtype)  # (B, T)
             with self.transformer.cache_context("denoise"):  # a no-op unless a diffusers cache is enabled
@@ -138,7 +148,7 @@ class NoorTinyPipeline(DiffusionPipeline):
                     x0_cond, x0_uncond = x0.chunk(2)
                     x0 = x0_uncond + guidance_scale * (x0_cond - x0_uncond)
                 else:
-                    x0 = self.transformer(x_in, t_frames, text, text_mask)[0]
+                    x0 = self.transformer(x_in, t_frames, text[:B], text_mask[:B])[0]
             if tie_ends is not None and tie_ends.any():
                 mean = (x0[:, :, :1] + x0[:, :, -1:]) / 2
                 x0[tie_ends, :, :1] = mean[tie_ends]
@@ -167,6 +177,7 @@ class NoorTinyPipeline(DiffusionPipeline):
         end_frame: Keyframe | list[Keyframe | None] | None = None,
         loop: bool | list[bool] = False,
         clip_guidance_scale: float | None = None,
+        clip_guidance_min_sigma: float | None = None,
         callback_on_step_end: Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]] | None = None,
     ) -> NoorTinyPipelineOutput:
         # 1. check inputs; one value per clip in the batch
@@ -182,6 +193,10 @@ class NoorTinyPipeline(DiffusionPipeline):
         C, h, w = self.transformer.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor
         if not (len(negatives) == len(starts) == len(ends) == len(loops) == B):
             raise ValueError("every per-clip argument must have one value per prompt")
+        if clip_guidance_min_sigma is None:
+            clip_guidance_min_sigma = self.config.clip_guidance_min_sigma
+        if not 0.0 <= clip_guidance_min_sigma <= 1.0:
+            raise ValueError(f"clip_guidance_min_sigma must be between 0 and 1, got {clip_guidance_min_sigma!r}")
         device, dtype = self._execution_device, self.transformer.dtype
         self._interrupt = False
 
@@ -247,6 +262,7 @@ class NoorTinyPipeline(DiffusionPipeline):
             num_inference_steps,
             callback_on_step_end,
             tie_ends,
+            clip_guidance_min_sigma,
         )
 
         # 6. decode to pixels in [0, 1]

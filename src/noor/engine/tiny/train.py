@@ -85,8 +85,11 @@ class TrainConfig:
     # Sample text-to-video in two stages, as Emu Video factorises it: first frame from the prompt, then the
     # clip from the prompt and that frame (saved in the pipeline's config; see NoorTinyPipeline).
     image_first: bool = True
-    # The saved pipeline's guidance for clips (None: the call's guidance_scale; see NoorTinyPipeline).
-    clip_guidance_scale: float | None = 1.0
+    # The saved pipeline's guidance for clips (None: the call's guidance_scale; see NoorTinyPipeline), applied at
+    # noise levels >= clip_guidance_min_sigma only (a guidance interval). Both set sampling, not training: the
+    # shipped values were chosen on the shipped weights (README).
+    clip_guidance_scale: float | None = 3.0
+    clip_guidance_min_sigma: float = 0.7
     start_frame_p: float = 0.5  # only the first frame given (two-stage sampling always gives it)
     end_frame_p: float = 0.1  # only the last frame given
     both_frames_p: float = 0.1  # first and last given
@@ -112,6 +115,7 @@ class TrainConfig:
                 self.clip_guidance_scale is None or 0 <= self.clip_guidance_scale <= 30,
                 "must be between 0 and 30",
             ),
+            ("clip_guidance_min_sigma", 0 <= self.clip_guidance_min_sigma <= 1, "must be between 0 and 1"),
         )
         for name, ok, message in checks:
             if not ok:
@@ -385,6 +389,7 @@ def save_pipeline(
         shared_noise=cfg.shared_noise,
         image_first=cfg.image_first,
         clip_guidance_scale=cfg.clip_guidance_scale,
+        clip_guidance_min_sigma=cfg.clip_guidance_min_sigma,
     )
     pipe.save_pretrained(out, safe_serialization=True)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
