@@ -125,10 +125,9 @@ def _estimate_one(model: ModelArch, shape: Shape, chip: Chip, plan: Plan, eff: E
     g = plan.gpus
     notes: list[str] = []
     real = shape.for_model(model)
-    if real.num_frames == 1 and model.image_guidance_passes:  # images are guided apart from clips
-        model = model.model_copy(update={"guidance_passes": model.image_guidance_passes})
-    if real.num_frames == 1:
-        model = model.model_copy(update={"guided_step_share": 1.0})  # an image is guided at every step
+    if real.num_frames == 1:  # an image is guided at every step, and apart from clips if the model says so
+        passes = model.image_guidance_passes or model.guidance_passes
+        model = model.model_copy(update={"guidance_passes": passes, "guided_step_share": 1.0})
     interval = model.guidance_passes > 1 and model.guided_step_share < 1
     first_frame = model.first_frame_stage and real.num_frames > 1
     if real != Shape(shape.width, shape.height, shape.num_frames, real.steps, shape.batch):
