@@ -143,8 +143,10 @@ def test_train_tiny_refuses_a_bad_shift_or_layout(tmp_path: Path) -> None:
     assert run.returncode == 2 and "--shared-noise" in run.stderr and "1.0" in run.stderr
     run = noor("train", "tiny", "--out", "x", "--image-batch", "-4", cwd=tmp_path)
     assert run.returncode == 2 and "--image-batch" in run.stderr and "-4" in run.stderr
-    run = noor("train", "tiny", "--out", "x", "--clip-guidance", "-1", cwd=tmp_path)
-    assert run.returncode == 2 and "--clip-guidance" in run.stderr and "-1.0" in run.stderr
+    run = noor("train", "tiny", "--out", "x", "--clip-guidance-scale", "-1", cwd=tmp_path)
+    assert run.returncode == 2 and "--clip-guidance-scale" in run.stderr and "-1.0" in run.stderr
+    run = noor("train", "tiny", "--out", "x", "--clip-guidance-min-sigma", "1.5", cwd=tmp_path)
+    assert run.returncode == 2 and "--clip-guidance-min-sigma" in run.stderr and "1.5" in run.stderr
     assert not (tmp_path / "x").exists()
 
 
@@ -173,3 +175,18 @@ def test_eval_tiny_reads_every_prompt_once_per_seed_and_says_below_target(toy_we
     assert len(report["rows"]) == 8 and set(report["accuracy"]) == {"en", "ar"}  # 2 prompts x 2 languages x 2 seeds
     bad = noor("eval", "tiny", "--seeds", "0", cwd=tmp_path)
     assert bad.returncode == 2 and "--seeds" in bad.stderr
+
+
+def test_train_tiny_defaults_are_train_configs() -> None:
+    """`noor train tiny` with no options trains what TrainConfig() says (the shipped weights' recipe)."""
+    import typer.main
+
+    from noor.cli import app
+    from noor.engine.tiny.train import TrainConfig
+
+    command = typer.main.get_command(app).commands["train"].commands["tiny"]  # type: ignore[attr-defined]
+    defaults = TrainConfig()
+    options = [p for p in command.params if p.name != "out"]
+    assert len(options) >= 15
+    for option in options:
+        assert option.default == getattr(defaults, option.name), option.name

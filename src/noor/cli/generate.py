@@ -182,8 +182,9 @@ def train_tiny(
             help="sample text-to-video as first frame, then clip (Emu Video's two stages)",
         ),
     ] = True,
-    clip_guidance: Annotated[
-        float, typer.Option("--clip-guidance", help="the saved pipeline's guidance for clips (images take the call's)")
+    clip_guidance_scale: Annotated[
+        float,
+        typer.Option("--clip-guidance-scale", help="the saved pipeline's guidance for clips (images take the call's)"),
     ] = 3.0,
     clip_guidance_min_sigma: Annotated[
         float,
@@ -209,12 +210,11 @@ def train_tiny(
             shared_noise=shared_noise,
             image_batch=image_batch,
             image_first=image_first,
-            clip_guidance_scale=clip_guidance,
+            clip_guidance_scale=clip_guidance_scale,
             clip_guidance_min_sigma=clip_guidance_min_sigma,
         )
-    except ConfigError as err:  # the option is the field's name (but --clip-guidance); it says which value it got
-        option = {"clip_guidance_scale": "clip_guidance"}.get(err.field, err.field)
-        fail("--" + option.replace("_", "-"), str(err.value), err.message)
+    except ConfigError as err:  # the option is the field's name; the CLI says which value it got
+        fail("--" + err.field.replace("_", "-"), str(err.value), err.message)
     started = time.perf_counter()
     labels = {"vae": "1/4 VAE", "decoder": "2/4 decoder", "encode": "3/4 encoding clips", "denoiser": "4/4 denoiser"}
     with progress() as bar:

@@ -145,6 +145,7 @@ def test_a_config_out_of_range_is_refused_naming_the_field() -> None:
 
     bad: list[tuple[str, object]] = [("shift", 0.0), ("attention", "sparse"), ("conv_channels", -8)]
     bad += [("shared_noise", 1.0), ("image_batch", -1), ("clip_guidance_scale", -1.0), ("schedule_steps", -1)]
+    bad += [("clip_guidance_min_sigma", 1.5)]
     for field, value in bad:
         with pytest.raises(ConfigError, match=field) as caught:
             _toy(**{field: value})
