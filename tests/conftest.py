@@ -39,6 +39,7 @@ TOY = {
     "image_first": False,  # toy pipelines sample in one stage; tests of the two-stage path ask for it
     "clip_guidance_scale": None,
     "clip_guidance_min_sigma": 0.0,
+    "tune_steps": 0,  # tests of the second phase ask for it
 }
 
 

@@ -124,12 +124,20 @@ def test_an_image_cannot_loop(tmp_path: Path) -> None:
 
 def test_train_tiny_runs_all_stages_with_progress(tmp_path: Path) -> None:
     args = "train tiny --out mine --steps 2 --vae-steps 2 --pool-clips 4 --batch-size 2 --decoder-steps 1"
+    args += " --tune-steps 1"
     run = noor(*args.split(), cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    assert "1/4 VAE" in run.stderr and "2/4 decoder" in run.stderr and "4/4 denoiser" in run.stderr
-    assert (tmp_path / "mine" / "model_index.json").is_file() and "2 denoiser steps" in run.stdout
+    assert "1/5 VAE" in run.stderr and "2/5 decoder" in run.stderr and "4/5 denoiser" in run.stderr
+    assert "5/5 second phase" in run.stderr and "2 + 1 denoiser steps" in run.stdout
+    assert (tmp_path / "mine" / "model_index.json").is_file()
     again = noor("generate", "a red circle", "--weights", "mine", "--steps", "1", "-o", "x.mp4", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
+    # the second phase alone, from those weights (the VAE and denoiser reused; the pool encoded again)
+    args = "train tiny --out tuned --tune-steps 2 --pool-clips 4 --batch-size 2 --init-vae mine --init-denoiser mine"
+    tuned = noor(*args.split(), cwd=tmp_path)
+    assert tuned.returncode == 0, tuned.stderr
+    assert "5/5 second phase" in tuned.stderr and "4/5 denoiser" not in tuned.stderr and "1/5 VAE" not in tuned.stderr
+    assert "0 + 2 denoiser steps" in tuned.stdout and (tmp_path / "tuned" / "model_index.json").is_file()
 
 
 def test_train_tiny_refuses_a_bad_shift_or_layout(tmp_path: Path) -> None:
@@ -147,6 +155,12 @@ def test_train_tiny_refuses_a_bad_shift_or_layout(tmp_path: Path) -> None:
     assert run.returncode == 2 and "--clip-guidance-scale" in run.stderr and "-1.0" in run.stderr
     run = noor("train", "tiny", "--out", "x", "--clip-guidance-min-sigma", "1.5", cwd=tmp_path)
     assert run.returncode == 2 and "--clip-guidance-min-sigma" in run.stderr and "1.5" in run.stderr
+    run = noor("train", "tiny", "--out", "x", "--tune-steps", "5", "--init-denoiser", "nowhere", cwd=tmp_path)
+    assert run.returncode == 2 and run.stderr.startswith("noor: error: --init-denoiser") and "nowhere" in run.stderr
+    run = noor("train", "tiny", "--out", "x", "--tune-steps", "0", "--init-denoiser", str(tmp_path), cwd=tmp_path)
+    assert run.returncode == 2 and "--init-denoiser" in run.stderr and "tune_steps" in run.stderr
+    run = noor("train", "tiny", "--out", "x", "--init-vae", "nowhere", cwd=tmp_path)
+    assert run.returncode == 2 and "--init-vae" in run.stderr and "holds no VAE" in run.stderr
     assert not (tmp_path / "x").exists()
 
 

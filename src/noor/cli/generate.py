@@ -190,6 +190,25 @@ def train_tiny(
         float,
         typer.Option("--clip-guidance-min-sigma", help="guide a clip only at noise levels at or above this (0: all)"),
     ] = 0.7,
+    tune_steps: Annotated[
+        int, typer.Option("--tune-steps", min=0, help="steps of the second denoiser phase (stage 5; 0: none)")
+    ] = 1500,
+    tune_lr: Annotated[float, typer.Option("--tune-lr", help="the second phase's peak learning rate")] = 2e-4,
+    tune_uniform_sigma_p: Annotated[
+        float,
+        typer.Option("--tune-uniform-sigma-p", help="share of the second phase's noise levels drawn uniformly"),
+    ] = 0.5,
+    tune_motion_weight: Annotated[
+        float,
+        typer.Option("--tune-motion-weight", help="extra loss weight where the clip changes, second phase (0: none)"),
+    ] = 0.0,
+    init_vae: Annotated[
+        str | None, typer.Option("--init-vae", help="start from this pipeline's VAE (skips stages 1-2)")
+    ] = None,
+    init_denoiser: Annotated[
+        str | None,
+        typer.Option("--init-denoiser", help="start the second phase from this pipeline's denoiser (skips stage 4)"),
+    ] = None,
 ) -> None:
     """Train noor-tiny from scratch on the synthetic world, with a fixed seed (VAE, then denoiser)."""
     from noor.engine.tiny.train import ConfigError, TrainConfig, train
@@ -212,11 +231,23 @@ def train_tiny(
             image_first=image_first,
             clip_guidance_scale=clip_guidance_scale,
             clip_guidance_min_sigma=clip_guidance_min_sigma,
+            tune_steps=tune_steps,
+            tune_lr=tune_lr,
+            tune_uniform_sigma_p=tune_uniform_sigma_p,
+            tune_motion_weight=tune_motion_weight,
+            init_vae=init_vae,
+            init_denoiser=init_denoiser,
         )
     except ConfigError as err:  # the option is the field's name; the CLI says which value it got
         fail("--" + err.field.replace("_", "-"), str(err.value), err.message)
     started = time.perf_counter()
-    labels = {"vae": "1/4 VAE", "decoder": "2/4 decoder", "encode": "3/4 encoding clips", "denoiser": "4/4 denoiser"}
+    labels = {
+        "vae": "1/5 VAE",
+        "decoder": "2/5 decoder",
+        "encode": "3/5 encoding clips",
+        "denoiser": "4/5 denoiser",
+        "tune": "5/5 second phase",
+    }
     with progress() as bar:
         jobs: dict[str, Any] = {}
         recent: list[float] = []
@@ -234,7 +265,8 @@ def train_tiny(
 
         losses = train(cfg, out, on_step=on_step)
     minutes = (time.perf_counter() - started) / 60
-    print(f"{out}  {steps} denoiser steps, final loss {sum(losses[-50:]) / len(losses[-50:]):.4f}, {minutes:.1f} min")
+    done = f"{0 if init_denoiser else steps} + {tune_steps}" if tune_steps else f"{steps}"
+    print(f"{out}  {done} denoiser steps, final loss {sum(losses[-50:]) / len(losses[-50:]):.4f}, {minutes:.1f} min")
 
 
 @eval_app.command("tiny")

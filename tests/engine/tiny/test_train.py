@@ -10,6 +10,7 @@ import torch
 from noor.engine.tiny.pipeline import NoorTinyPipeline
 from noor.engine.tiny.tokenizer import words
 from noor.engine.tiny.train import (
+    Batch,
     TrainConfig,
     build_models,
     build_vae,
@@ -145,8 +146,64 @@ def test_a_config_out_of_range_is_refused_naming_the_field() -> None:
 
     bad: list[tuple[str, object]] = [("shift", 0.0), ("attention", "sparse"), ("conv_channels", -8)]
     bad += [("shared_noise", 1.0), ("image_batch", -1), ("clip_guidance_scale", -1.0), ("schedule_steps", -1)]
-    bad += [("clip_guidance_min_sigma", 1.5)]
+    bad += [("clip_guidance_min_sigma", 1.5), ("tune_steps", -1), ("tune_lr", 0.0), ("uniform_sigma_p", 1.5)]
+    bad += [("tune_uniform_sigma_p", -0.1), ("tune_motion_weight", -1.0), ("init_denoiser", "weights")]
+    bad += [("init_vae", "/nonexistent"), ("init_vae", str(Path(__file__).parent))]
     for field, value in bad:
         with pytest.raises(ConfigError, match=field) as caught:
             _toy(**{field: value})
         assert caught.value.field == field and caught.value.value == value
+
+
+def test_the_second_phase_from_saved_weights_is_the_second_phase_of_a_full_run(tmp_path: Path) -> None:
+    """Stage 5 draws from its own streams, so starting it from stage 4's saved weights gives what one run gives."""
+    base = {"steps": 2, "save_every": 0, "warmup_steps": 1, "tune_warmup_steps": 1, "tune_lr": 1e-3}
+    seen: list[str] = []
+    full = train(_toy(**base, tune_steps=2, tune_motion_weight=2.0), tmp_path / "full", lambda s, *_: seen.append(s))
+    assert len(full) == 4 and seen.count("tune") == 2
+    first = train(_toy(**base), tmp_path / "first")
+    assert first == full[:2]
+    first_dir = str(tmp_path / "first")
+    resumed = _toy(**base, tune_steps=2, tune_motion_weight=2.0, init_vae=first_dir, init_denoiser=first_dir)
+    assert train(resumed, tmp_path / "resumed") == full[2:]
+    a = NoorTinyPipeline.from_pretrained(str(tmp_path / "full"))
+    b = NoorTinyPipeline.from_pretrained(str(tmp_path / "resumed"))
+    c = NoorTinyPipeline.from_pretrained(str(tmp_path / "first"))
+    full_weights, resumed_weights, first_weights = (list(p.transformer.parameters()) for p in (a, b, c))
+    assert all(torch.equal(x, y) for x, y in zip(full_weights, resumed_weights, strict=True))
+    assert not all(torch.equal(x, z) for x, z in zip(full_weights, first_weights, strict=True))  # stage 5 trained
+
+
+def test_the_motion_weight_weighs_only_what_changes_over_the_clip() -> None:
+    torch.manual_seed(0)
+    cfg = _toy()
+    transformer, text_encoder = build_models(cfg)
+    torch.nn.init.normal_(transformer.proj_out.weight, std=0.1)  # a non-zero prediction
+    still = torch.randn(2, 4, 1, 4, 4).expand(2, 4, 3, 4, 4).contiguous()
+    moving = torch.randn(2, 4, 3, 4, 4)
+    known = torch.zeros(2, 3, dtype=torch.bool)
+
+    def loss(latents: torch.Tensor, weight: float) -> float:
+        batch = Batch(latents, known, ["a red circle", "a blue square"])
+        generator = torch.Generator().manual_seed(3)
+        with torch.no_grad():
+            return training_loss(transformer, text_encoder, batch, generator, motion_weight=weight).item()
+
+    assert loss(still, 5.0) == pytest.approx(loss(still, 0.0))  # nothing changes: the plain loss
+    assert loss(moving, 5.0) > 1.5 * loss(moving, 0.0)
+
+
+def test_uniform_noise_levels_reach_the_low_end() -> None:
+    """The share of noise levels drawn uniformly decides how often training sees nearly clean clips."""
+    torch.manual_seed(0)
+    cfg = _toy()
+    transformer, text_encoder = build_models(cfg)
+    seen: list[torch.Tensor] = []
+    transformer.register_forward_pre_hook(lambda _m, args: seen.append(args[1][:, 0]))
+    batch = Batch(torch.zeros(512, 4, 1, 4, 4), torch.zeros(512, 1, dtype=torch.bool), [""] * 512)
+    low = {}
+    for p in (0.0, 0.5):
+        with torch.no_grad():
+            training_loss(transformer, text_encoder, batch, torch.Generator().manual_seed(0), 3.0, uniform_p=p)
+        low[p] = float((seen[-1] < 300).float().mean())  # sigma < 0.3
+    assert low[0.0] < 0.02 and 0.1 < low[0.5] < 0.2  # about half of the uniform half: 0.15

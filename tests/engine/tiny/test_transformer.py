@@ -54,3 +54,23 @@ def test_the_conv_head_sees_the_noisy_input_at_full_resolution() -> None:
     model(x, *args)[0][0, :, 0, 5, 5].sum().backward()
     grad = x.grad[0, :, 0].abs().sum(0)  # (8, 8)
     assert divmod(int(grad.argmax()), 8) == (5, 5)
+
+
+def test_the_input_skip_starts_closed_and_open_copies_a_nearly_clean_input() -> None:
+    """The gate starts at zero (the network's own x0, as without the skip); opened, the estimate at noise
+    sigma is c_skip(sigma) * x_t, which is x_t itself on a clean (t=0) frame."""
+    from noor.engine.tiny.train import with_input_skip
+
+    torch.manual_seed(0)
+    plain = TinyVideoTransformer(in_channels=4, patch_size=4, hidden_size=32, num_layers=1, attention="joint")
+    torch.nn.init.normal_(plain.proj_out.weight, std=0.1)
+    skipped = with_input_skip(plain)
+    assert skipped.config.input_skip and not plain.config.input_skip
+    x = torch.randn(1, 4, 3, 8, 8)
+    args = (torch.tensor([[0.0, 500.0, 1000.0]]), torch.randn(1, 3, 128), torch.ones(1, 3, dtype=torch.bool))
+    assert torch.equal(plain(x, *args)[0], skipped(x, *args)[0])
+    torch.nn.init.constant_(skipped.skip_gate.bias, 1.0)  # fully open
+    out = skipped(x, *args)[0]
+    assert torch.allclose(out[:, :, 0], x[:, :, 0], atol=1e-5)  # clean: c_skip = 1
+    assert torch.allclose(out[:, :, 1], x[:, :, 1], atol=1e-5)  # sigma 0.5: c_skip = 0.5 / (0.25 + 0.25) = 1
+    assert torch.allclose(out[:, :, 2], torch.zeros_like(out[:, :, 2]), atol=1e-5)  # pure noise: c_skip = 0

@@ -1,12 +1,14 @@
 """Train noor-tiny from scratch on clips rendered from the synthetic world.
 
-Four stages, all derived from `TrainConfig.seed` (so a run is reproducible on one machine):
+Five stages, all derived from `TrainConfig.seed` (so a run is reproducible on one machine):
 1. the VAE (diffusers' AutoencoderKL at toy size) learns to squeeze 64x64 frames into 4x16x16 latents;
 2. its decoder alone is sharpened further (own random stream; the latent space does not change);
 3. a pool of rendered clips is encoded once (encoding on the fly would cost ~40% more per step);
 4. the denoiser and text encoder learn flow matching on those latents, with fresh captions, caption
    dropout and random keyframes drawn for every batch. Every `save_every` steps the EMA weights are
-   saved as a complete pipeline in the output directory.
+   saved as a complete pipeline in the output directory;
+5. optionally (`tune_steps`), a second phase continues from stage 4's EMA weights with other noise
+   levels and loss weights, on its own random streams (so it can start from saved weights).
 """
 
 from __future__ import annotations
@@ -101,6 +103,21 @@ class TrainConfig:
     # Start from a trained VAE (a pipeline dir or its vae/ folder) instead of stages 1-2. Those stages are
     # deterministic for a seed, so reusing the VAE of a run with the same seed and VAE settings changes nothing.
     init_vae: str | None = None
+    # Stage 5, a second denoiser phase: continue from stage 4's EMA weights with a fresh optimiser, its own random
+    # stream, and noise levels that cover the low end (where edges and corners are drawn), optionally with extra
+    # loss weight where the clip changes over time (motion_weight). Its own stream lets it start from saved
+    # weights (`init_denoiser`: a pipeline dir) and give what a from-scratch run gives.
+    tune_steps: int = 1500
+    tune_lr: float = 2e-4
+    tune_warmup_steps: int = 50
+    # share of noise levels drawn uniformly from [0, 1] rather than from the high-leaning shifted logit-normal
+    uniform_sigma_p: float = 0.1
+    tune_uniform_sigma_p: float = 0.5
+    tune_motion_weight: float = 0.0
+    tune_ema_decay: float = 0.998
+    # stage 5 adds the denoiser's input skip (transformer.py: a gated blend toward c_skip * x_t, zero at first)
+    tune_input_skip: bool = True
+    init_denoiser: str | None = None
 
     def __post_init__(self) -> None:
         checks = (
@@ -116,10 +133,36 @@ class TrainConfig:
                 "must be between 0 and 30",
             ),
             ("clip_guidance_min_sigma", 0 <= self.clip_guidance_min_sigma <= 1, "must be between 0 and 1"),
+            ("tune_steps", self.tune_steps >= 0, "must not be negative"),
+            ("tune_lr", 0 < self.tune_lr <= 0.1, "must be above 0 and at most 0.1"),
+            ("uniform_sigma_p", 0 <= self.uniform_sigma_p <= 1, "must be between 0 and 1"),
+            ("tune_uniform_sigma_p", 0 <= self.tune_uniform_sigma_p <= 1, "must be between 0 and 1"),
+            ("tune_motion_weight", 0 <= self.tune_motion_weight <= 100, "must be between 0 and 100"),
+            ("tune_ema_decay", 0 <= self.tune_ema_decay < 1, "must be at least 0 and below 1"),
+            ("init_denoiser", self.init_denoiser is None or self.tune_steps > 0, "needs tune_steps above 0"),
+            ("init_vae", self.init_vae is None or _vae_folder(Path(self.init_vae)) is not None, "holds no VAE"),
+            (
+                "init_denoiser",
+                self.init_denoiser is None
+                or all((Path(self.init_denoiser) / part / "config.json").is_file() for part in DENOISER_PARTS),
+                "holds no transformer/ and text_encoder/",
+            ),
         )
         for name, ok, message in checks:
             if not ok:
                 raise ConfigError(name, getattr(self, name), message)
+
+
+DENOISER_PARTS = ("transformer", "text_encoder")
+
+
+def _vae_folder(path: Path) -> Path | None:
+    """`path/vae` of a pipeline dir, or `path` itself if it holds a VAE; None if neither."""
+    for folder in (path / "vae", path):
+        config = folder / "config.json"
+        if config.is_file() and json.loads(config.read_text()).get("_class_name") == "AutoencoderKL":
+            return folder
+    return None
 
 
 @dataclass
@@ -254,7 +297,9 @@ def refine_decoder(vae: AutoencoderKL, cfg: TrainConfig, on_step: OnStep | None)
 
 def load_vae(path: Path) -> AutoencoderKL:
     """A trained VAE from a pipeline dir or its `vae/` folder."""
-    folder = path / "vae" if (path / "vae" / "config.json").exists() else path
+    folder = _vae_folder(path)
+    if folder is None:
+        raise ConfigError("init_vae", str(path), "holds no VAE")
     return AutoencoderKL.from_pretrained(folder)
 
 
@@ -352,18 +397,22 @@ def training_loss(
     generator: torch.Generator,
     shift: float = 1.0,
     shared_noise: float = 0.0,
+    uniform_p: float = 0.1,
+    motion_weight: float = 0.0,
 ) -> torch.Tensor:
     """Flow-matching loss on x0 predictions, keyframes excluded.
 
-    Noise levels lean high (logit-normal centred at sigma ~0.69, plus 10% uniform): layout, colour and
-    motion are decided at high noise, and sampling starts from pure noise, so that regime must be
-    learnt well. The weight leans gently toward low noise, where detail (edges, shape) is decided.
+    Noise levels lean high (logit-normal centred at sigma ~0.69, shifted; `uniform_p` of them uniform):
+    layout, colour and motion are decided at high noise, and sampling starts from pure noise, so that
+    regime must be learnt well. The weight leans gently toward low noise, where detail (edges, shape)
+    is decided. With `motion_weight` > 0, each latent pixel's error also weighs
+    1 + motion_weight * |x0 - x0's mean over the clip| (channel mean): more where the clip changes.
     """
     x0 = batch.latents
     B = x0.shape[0]
     logit_normal = torch.sigmoid(0.8 + torch.randn(B, generator=generator))
     uniform = torch.rand(B, generator=generator)
-    sigma = torch.where(torch.rand(B, generator=generator) < 0.1, uniform, shift_sigma(logit_normal, shift))
+    sigma = torch.where(torch.rand(B, generator=generator) < uniform_p, uniform, shift_sigma(logit_normal, shift))
     sigma_frames = torch.where(batch.known, 0.0, sigma[:, None])  # (B, T)
     s = sigma_frames[:, None, :, None, None]
     noise = frame_noise(tuple(x0.shape), shared_noise, generator)
@@ -371,7 +420,11 @@ def training_loss(
     text, mask = text_encoder.encode(batch.prompts)
     pred = transformer(x_t, sigma_frames * 1000.0, text, mask)[0]
     weight = 1.0 / (sigma**2 + 0.25)  # 4 at sigma=0, 0.8 at sigma=1
-    per_frame = ((pred.float() - x0) ** 2).mean(dim=(1, 3, 4))  # (B, T)
+    error = (pred.float() - x0) ** 2
+    if motion_weight:
+        change = (x0 - x0.mean(dim=2, keepdim=True)).abs().mean(dim=1, keepdim=True)  # (B, 1, T, h, w)
+        error = error * (1.0 + motion_weight * change)
+    per_frame = error.mean(dim=(1, 3, 4))  # (B, T)
     free = (~batch.known).float()
     per_clip = (per_frame * free).sum(1) / free.sum(1).clamp(min=1)
     return (per_clip * weight).mean()
@@ -395,8 +448,86 @@ def save_pipeline(
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
 
-def train(cfg: TrainConfig, out: Path, on_step: OnStep | None = None) -> list[float]:
-    """Train all three stages, save the pipeline (EMA denoiser weights) in `out`; return denoiser losses."""
+def fit_denoiser(
+    cfg: TrainConfig,
+    transformer: TinyVideoTransformer,
+    text_encoder: TinyTextEncoder,
+    pool: Pool,
+    rng: np.random.Generator,
+    generator: torch.Generator,
+    stage: str,
+    save: Callable[[tuple[Any, ...]], None],
+    on_step: OnStep | None = None,
+) -> tuple[list[float], tuple[Any, ...]]:
+    """Train the denoiser and text encoder in place, stage 4 ("denoiser") or stage 5 ("tune"); return the losses
+    and the EMA copies (which `save` gets every `save_every` steps and at the end)."""
+    tune = stage == "tune"
+    steps = cfg.tune_steps if tune else cfg.steps
+    peak, warmup = (cfg.tune_lr, cfg.tune_warmup_steps) if tune else (cfg.lr, cfg.warmup_steps)
+    horizon = max(1, steps if tune else max(cfg.steps, cfg.schedule_steps))
+    uniform_p = cfg.tune_uniform_sigma_p if tune else cfg.uniform_sigma_p
+    motion_weight = cfg.tune_motion_weight if tune else 0.0
+    models: tuple[torch.nn.Module, ...] = (transformer, text_encoder)
+    ema: tuple[Any, ...] = tuple(copy.deepcopy(m).requires_grad_(False) for m in models)
+    params = list(transformer.parameters()) + list(text_encoder.parameters())
+    optim = torch.optim.AdamW(params, lr=peak, betas=(0.9, 0.99), weight_decay=0.0)
+
+    def lr_at(step: int) -> float:
+        warm = min(1.0, (step + 1) / max(1, warmup))
+        cosine = 0.5 * (1 + math.cos(math.pi * step / horizon))
+        return peak * warm * (0.1 + 0.9 * cosine)
+
+    exclude = held_out_prompts()
+    losses: list[float] = []
+    for step in range(steps):
+        batch = make_batch(cfg, rng, pool, bool(rng.random() < cfg.image_p), exclude)
+        for group in optim.param_groups:
+            group["lr"] = lr_at(step)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            loss = training_loss(
+                transformer, text_encoder, batch, generator, cfg.shift, cfg.shared_noise, uniform_p, motion_weight
+            )
+            if cfg.image_batch:
+                images = make_image_batch(cfg, rng, pool, exclude)
+                loss = loss + training_loss(transformer, text_encoder, images, generator, cfg.shift, 0.0, uniform_p)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optim.step()
+        # stage 5 starts from averaged weights, so its average needs no short-memory start
+        decay = cfg.tune_ema_decay if tune else min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for averaged, model in zip(ema, models, strict=True):
+                for p_ema, p in zip(averaged.parameters(), model.parameters(), strict=True):
+                    p_ema.lerp_(p, 1 - decay)
+        losses.append(loss.item())
+        if on_step is not None:
+            on_step(stage, step, steps, losses[-1])
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < steps:
+            save(ema)
+    save(ema)
+    return losses, ema
+
+
+def with_input_skip(transformer: TinyVideoTransformer) -> TinyVideoTransformer:
+    """The same denoiser with an input skip whose gate starts at zero: it predicts exactly what it did."""
+    settings = {key: value for key, value in transformer.config.items() if not key.startswith("_")}
+    skipped = TinyVideoTransformer(**{**settings, "input_skip": True})
+    missing, unexpected = skipped.load_state_dict(transformer.state_dict(), strict=False)
+    assert not unexpected and all(key.startswith("skip_gate.") for key in missing), (missing, unexpected)
+    return skipped.to(transformer.device)
+
+
+def load_denoiser(path: Path) -> tuple[TinyVideoTransformer, TinyTextEncoder]:
+    """The denoiser and text encoder of a saved pipeline, to train further."""
+    transformer = TinyVideoTransformer.from_pretrained(path / DENOISER_PARTS[0])
+    text_encoder = TinyTextEncoder.from_pretrained(path / DENOISER_PARTS[1])
+    return transformer.requires_grad_(True).train(), text_encoder.requires_grad_(True).train()
+
+
+def train(cfg: TrainConfig, out: Path, on_step: OnStep | None = None, pool: Pool | None = None) -> list[float]:
+    """Train all stages, save the pipeline (EMA denoiser weights) in `out`; return the denoiser's losses (stage 4,
+    then stage 5). `pool` (stage 3's, from an earlier run with the same seed and VAE) skips encoding."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -418,48 +549,29 @@ def train(cfg: TrainConfig, out: Path, on_step: OnStep | None = None) -> list[fl
     vae.save_pretrained(out / "vae")  # every checkpoint below is a complete pipeline
 
     # 3. a pool of encoded clips
-    pool = make_pool(vae, cfg, rng, on_step)
+    if pool is None:
+        pool = make_pool(vae, cfg, rng, on_step)
+
+    def save(ema: tuple[Any, ...]) -> None:
+        save_pipeline(ema[0], ema[1], vae, out, cfg)
 
     # 4. denoiser + text encoder
-    transformer, text_encoder = build_models(cfg)
-    models: tuple[torch.nn.Module, ...] = (transformer, text_encoder)
-    ema: list[Any] = [copy.deepcopy(m).requires_grad_(False) for m in models]
-    params = list(transformer.parameters()) + list(text_encoder.parameters())
-    optim = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
-
-    horizon = max(1, cfg.steps, cfg.schedule_steps)
-
-    def lr_at(step: int) -> float:
-        warm = min(1.0, (step + 1) / cfg.warmup_steps)
-        cosine = 0.5 * (1 + math.cos(math.pi * step / horizon))
-        return cfg.lr * warm * (0.1 + 0.9 * cosine)
-
-    exclude = held_out_prompts()
     losses: list[float] = []
-    for step in range(cfg.steps):
-        batch = make_batch(cfg, rng, pool, bool(rng.random() < cfg.image_p), exclude)
-        for group in optim.param_groups:
-            group["lr"] = lr_at(step)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            loss = training_loss(transformer, text_encoder, batch, generator, cfg.shift, cfg.shared_noise)
-            if cfg.image_batch:
-                images = make_image_batch(cfg, rng, pool, exclude)
-                loss = loss + training_loss(transformer, text_encoder, images, generator, cfg.shift)
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optim.step()
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for averaged, model in zip(ema, models, strict=True):
-                for p_ema, p in zip(averaged.parameters(), model.parameters(), strict=True):
-                    p_ema.lerp_(p, 1 - decay)
-        losses.append(loss.item())
-        if on_step is not None:
-            on_step("denoiser", step, cfg.steps, losses[-1])
-        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-            save_pipeline(ema[0], ema[1], vae, out, cfg)
-    save_pipeline(ema[0], ema[1], vae, out, cfg)
+    if cfg.init_denoiser:
+        transformer, text_encoder = load_denoiser(Path(cfg.init_denoiser))
+    else:
+        transformer, text_encoder = build_models(cfg)
+        losses, ema = fit_denoiser(cfg, transformer, text_encoder, pool, rng, generator, "denoiser", save, on_step)
+        transformer, text_encoder = (copy.deepcopy(m).requires_grad_(True) for m in ema)
+
+    # 5. the second phase, from stage 4's averaged weights, on its own random streams
+    if cfg.tune_steps:
+        if cfg.tune_input_skip and not transformer.config.input_skip:
+            transformer = with_input_skip(transformer)
+        rng5 = np.random.default_rng([cfg.seed, 5])
+        generator5 = torch.Generator().manual_seed(cfg.seed + 5)
+        tuned, _ = fit_denoiser(cfg, transformer, text_encoder, pool, rng5, generator5, "tune", save, on_step)
+        losses += tuned
     log = {
         "seconds": time.perf_counter() - started,
         "vae_final_loss_avg50": float(np.mean(vae_losses[-50:])) if vae_losses else None,
