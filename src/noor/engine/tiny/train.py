@@ -525,9 +525,9 @@ def load_denoiser(path: Path) -> tuple[TinyVideoTransformer, TinyTextEncoder]:
     return transformer.requires_grad_(True).train(), text_encoder.requires_grad_(True).train()
 
 
-def train(cfg: TrainConfig, out: Path, on_step: OnStep | None = None, pool: Pool | None = None) -> list[float]:
+def train(cfg: TrainConfig, out: Path, on_step: OnStep | None = None) -> list[float]:
     """Train all stages, save the pipeline (EMA denoiser weights) in `out`; return the denoiser's losses (stage 4,
-    then stage 5). `pool` (stage 3's, from an earlier run with the same seed and VAE) skips encoding."""
+    then stage 5)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -549,8 +549,7 @@ def train(cfg: TrainConfig, out: Path, on_step: OnStep | None = None, pool: Pool
     vae.save_pretrained(out / "vae")  # every checkpoint below is a complete pipeline
 
     # 3. a pool of encoded clips
-    if pool is None:
-        pool = make_pool(vae, cfg, rng, on_step)
+    pool = make_pool(vae, cfg, rng, on_step)
 
     def save(ema: tuple[Any, ...]) -> None:
         save_pipeline(ema[0], ema[1], vae, out, cfg)
