@@ -59,12 +59,10 @@ def test_the_conv_head_sees_the_noisy_input_at_full_resolution() -> None:
 def test_the_input_skip_starts_closed_and_open_copies_a_nearly_clean_input() -> None:
     """The gate starts at zero (the network's own x0, as without the skip); opened, the estimate at noise
     sigma is c_skip(sigma) * x_t, which is x_t itself on a clean (t=0) frame."""
-    from noor.engine.tiny.train import with_input_skip
-
     torch.manual_seed(0)
     plain = TinyVideoTransformer(in_channels=4, patch_size=4, hidden_size=32, num_layers=1, attention="joint")
     torch.nn.init.normal_(plain.proj_out.weight, std=0.1)
-    skipped = with_input_skip(plain)
+    skipped = plain.with_input_skip()
     assert skipped.config.input_skip and not plain.config.input_skip
     x = torch.randn(1, 4, 3, 8, 8)
     args = (torch.tensor([[0.0, 500.0, 1000.0]]), torch.randn(1, 3, 128), torch.ones(1, 3, dtype=torch.bool))

@@ -509,15 +509,6 @@ def fit_denoiser(
     return losses, ema
 
 
-def with_input_skip(transformer: TinyVideoTransformer) -> TinyVideoTransformer:
-    """The same denoiser with an input skip whose gate starts at zero: it predicts exactly what it did."""
-    settings = {key: value for key, value in transformer.config.items() if not key.startswith("_")}
-    skipped = TinyVideoTransformer(**{**settings, "input_skip": True})
-    missing, unexpected = skipped.load_state_dict(transformer.state_dict(), strict=False)
-    assert not unexpected and all(key.startswith("skip_gate.") for key in missing), (missing, unexpected)
-    return skipped.to(transformer.device)
-
-
 def load_denoiser(path: Path) -> tuple[TinyVideoTransformer, TinyTextEncoder]:
     """The denoiser and text encoder of a saved pipeline, to train further."""
     transformer = TinyVideoTransformer.from_pretrained(path / DENOISER_PARTS[0])
@@ -566,7 +557,7 @@ def train(cfg: TrainConfig, out: Path, on_step: OnStep | None = None) -> list[fl
     # 5. the second phase, from stage 4's averaged weights, on its own random streams
     if cfg.tune_steps:
         if cfg.tune_input_skip and not transformer.config.input_skip:
-            transformer = with_input_skip(transformer)
+            transformer = transformer.with_input_skip()
         rng5 = np.random.default_rng([cfg.seed, 5])
         generator5 = torch.Generator().manual_seed(cfg.seed + 5)
         tuned, _ = fit_denoiser(cfg, transformer, text_encoder, pool, rng5, generator5, "tune", save, on_step)

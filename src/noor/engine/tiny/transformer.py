@@ -18,8 +18,8 @@ Design notes:
 - Optionally (`input_skip`, set by training's second phase) the x0 estimate is blended, per frame
   and channel by a learnt gate that starts at zero, with the noisy input's own linear estimate of x0,
   c_skip(sigma) * x_t (EDM's skip connection, Karras et al. 2022): a network that predicts x0 outright
-  cannot copy a nearly clean input exactly (the shipped stage-4 weights miss it by 0.007 latent MSE at
-  every noise level below 0.2), so each low-noise step softened edges and corners.
+  cannot copy a nearly clean input exactly (the first training phase's weights miss it by 0.007 latent MSE
+  at every noise level below 0.2), so each low-noise step softened edges and corners.
 - It predicts x0, not noise or velocity: with 64-value patches and a 128-wide model, predicting
   the clean signal trains best (as Li & He 2025, "Back to Basics: Let Denoising Generative Models
   Denoise", found in pixel space). The pipeline turns x0 into the scheduler's velocity.
@@ -188,6 +188,14 @@ class TinyVideoTransformer(ModelMixin, ConfigMixin, CacheMixin):
             nn.init.zeros_(self.skip_gate.weight)
             nn.init.zeros_(self.skip_gate.bias)
         self.gradient_checkpointing = False
+
+    def with_input_skip(self) -> TinyVideoTransformer:
+        """This denoiser with an input skip whose gate starts at zero: a copy that predicts what this one does."""
+        settings = {key: value for key, value in self.config.items() if not key.startswith("_")}
+        skipped = TinyVideoTransformer(**{**settings, "input_skip": True})
+        missing, unexpected = skipped.load_state_dict(self.state_dict(), strict=False)
+        assert not unexpected and all(key.startswith("skip_gate.") for key in missing), (missing, unexpected)
+        return skipped.to(self.device)
 
     def forward(
         self,
