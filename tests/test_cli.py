@@ -187,6 +187,8 @@ def test_eval_tiny_reads_every_prompt_once_per_seed_and_says_below_target(toy_we
     assert run.returncode == 1 and run.stdout.strip().endswith("below target")  # toy weights draw no shapes
     report = json.loads((tmp_path / "r.json").read_text())
     assert len(report["rows"]) == 8 and set(report["accuracy"]) == {"en", "ar"}  # 2 prompts x 2 languages x 2 seeds
+    wrong_shapes = sum(row["want"]["shape"] != row["got"]["shape"] for row in report["rows"])
+    assert ("most common shape mistakes: " in run.stdout) == (wrong_shapes > 0), run.stdout
     bad = noor("eval", "tiny", "--seeds", "0", cwd=tmp_path)
     assert bad.returncode == 2 and "--seeds" in bad.stderr
 

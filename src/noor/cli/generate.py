@@ -303,6 +303,11 @@ def eval_tiny(
     for lang, acc in report.accuracy.items():
         table.add_row(lang, *(f"{acc[a]:.0%}" for a in TARGETS))
     Console().print(table)
+    for attribute in TARGETS:
+        mistakes = report.mistakes(attribute)
+        if mistakes:
+            listed = ", ".join(f"{want} as {got} ({n})" for want, got, n in mistakes)
+            print(f"most common {attribute} mistakes: {listed}")
     print(
         f"start frame: PSNR (min) {report.start_psnr_db:.1f} dB, colour+shape kept in {report.start_consistency:.0%};"
         f" loop: last-vs-first PSNR (min) {report.loop_psnr_db:.1f} dB (target >= {PSNR_TARGET_DB:.0f} dB)"

@@ -6,6 +6,7 @@ and read back by the pixel-level detector; plus keyframe fidelity (start frame a
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -55,6 +56,18 @@ class EvalReport:
     start_psnr_db: float = 0.0
     start_consistency: float = 0.0  # share of start-frame clips that keep the keyframe's colour and shape
     loop_psnr_db: float = 0.0
+
+    def mistakes(self, attribute: str, top: int = 3) -> list[tuple[str, str, int]]:
+        """The most common (wanted, got, count) errors in one attribute, both languages together; "none" where
+        the detector found no object or no motion."""
+        if attribute not in TARGETS:
+            raise ValueError(f"attribute must be one of {', '.join(TARGETS)}, got {attribute!r}")
+        wrong = Counter(
+            (str(r["want"][attribute]), str(r["got"][attribute] or "none"))
+            for r in self.rows
+            if r["want"][attribute] != r["got"][attribute]
+        )
+        return [(want, got, n) for (want, got), n in wrong.most_common(top)]
 
     def passed(self) -> bool:
         ok = all(acc[a] >= t for acc in self.accuracy.values() for a, t in TARGETS.items())
