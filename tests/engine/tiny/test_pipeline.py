@@ -33,6 +33,15 @@ def test_pipeline_saves_and_loads_in_hugging_face_layout(toy_weights: Path, tmp_
     assert np.array_equal(first, again(**kwargs).frames)
 
 
+def test_the_shipped_weights_are_safetensors_within_20_mb() -> None:
+    """The issue's budget for weights inside the package: every tensor file safetensors, 20 MB in all."""
+    from noor.engine.tiny.backend import weights_dir
+
+    files = [f for f in weights_dir().rglob("*") if f.is_file() and f.suffix not in (".json", ".md")]
+    assert files and all(f.suffix == ".safetensors" for f in files), files
+    assert sum(f.stat().st_size for f in files) <= 20_000_000
+
+
 def test_frame_noise_shares_the_asked_part_between_frames() -> None:
     shape = (64, 4, 8, 16, 16)  # (B, C, T, h, w)
     plain = frame_noise(shape, 0.0, torch.Generator().manual_seed(0))
