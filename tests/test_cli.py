@@ -19,6 +19,24 @@ def noor(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def noor_here(
+    *args: str, cwd: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, str]:
+    """`noor ARGS` through the same entry point, in this process (no interpreter and torch to start again):
+    exit code, stdout, stderr."""
+    from noor.cli import main
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["noor", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def test_generate_writes_a_video_and_a_one_line_summary(toy_weights: Path, tmp_path: Path) -> None:
     run = noor(
         "generate",
@@ -140,27 +158,26 @@ def test_train_tiny_runs_all_stages_with_progress(tmp_path: Path) -> None:
     assert "0 + 2 denoiser steps" in tuned.stdout and (tmp_path / "tuned" / "model_index.json").is_file()
 
 
-def test_train_tiny_refuses_a_bad_shift_or_layout(tmp_path: Path) -> None:
-    run = noor("train", "tiny", "--out", "x", "--shift", "0", cwd=tmp_path)
+def test_train_tiny_refuses_a_bad_shift_or_layout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = noor("train", "tiny", "--out", "x", "--shift", "0", cwd=tmp_path)  # once as its own process
     assert run.returncode == 2 and run.stderr.startswith("noor: error: --shift") and "'0.0'" in run.stderr
-    run = noor("train", "tiny", "--out", "x", "--attention", "diagonal", cwd=tmp_path)
-    assert run.returncode == 2 and "--attention" in run.stderr and "diagonal" in run.stderr
-    run = noor("train", "tiny", "--out", "x", "--conv-channels", "-8", cwd=tmp_path)
-    assert run.returncode == 2 and "--conv-channels" in run.stderr and "-8" in run.stderr
-    run = noor("train", "tiny", "--out", "x", "--shared-noise", "1", cwd=tmp_path)
-    assert run.returncode == 2 and "--shared-noise" in run.stderr and "1.0" in run.stderr
-    run = noor("train", "tiny", "--out", "x", "--image-batch", "-4", cwd=tmp_path)
-    assert run.returncode == 2 and "--image-batch" in run.stderr and "-4" in run.stderr
-    run = noor("train", "tiny", "--out", "x", "--clip-guidance-scale", "-1", cwd=tmp_path)
-    assert run.returncode == 2 and "--clip-guidance-scale" in run.stderr and "-1.0" in run.stderr
-    run = noor("train", "tiny", "--out", "x", "--clip-guidance-min-sigma", "1.5", cwd=tmp_path)
-    assert run.returncode == 2 and "--clip-guidance-min-sigma" in run.stderr and "1.5" in run.stderr
-    run = noor("train", "tiny", "--out", "x", "--tune-steps", "5", "--init-denoiser", "nowhere", cwd=tmp_path)
-    assert run.returncode == 2 and run.stderr.startswith("noor: error: --init-denoiser") and "nowhere" in run.stderr
-    run = noor("train", "tiny", "--out", "x", "--tune-steps", "0", "--init-denoiser", str(tmp_path), cwd=tmp_path)
-    assert run.returncode == 2 and "--init-denoiser" in run.stderr and "tune_steps" in run.stderr
-    run = noor("train", "tiny", "--out", "x", "--init-vae", "nowhere", cwd=tmp_path)
-    assert run.returncode == 2 and "--init-vae" in run.stderr and "holds no VAE" in run.stderr
+    cases = [  # (arguments, what stderr must hold); the same entry point in this process
+        ("--attention diagonal", ["--attention", "diagonal"]),
+        ("--conv-channels -8", ["--conv-channels", "-8"]),
+        ("--shared-noise 1", ["--shared-noise", "1.0"]),
+        ("--image-batch -4", ["--image-batch", "-4"]),
+        ("--clip-guidance-scale -1", ["--clip-guidance-scale", "-1.0"]),
+        ("--clip-guidance-min-sigma 1.5", ["--clip-guidance-min-sigma", "1.5"]),
+        ("--tune-steps 5 --init-denoiser nowhere", ["noor: error: --init-denoiser", "nowhere"]),
+        (f"--tune-steps 0 --init-denoiser {tmp_path}", ["--init-denoiser", "tune_steps"]),
+        ("--init-vae nowhere", ["--init-vae", "holds no VAE"]),
+    ]
+    for extra, needed in cases:
+        args = ("train", "tiny", "--out", "x", *extra.split())
+        code, _, err = noor_here(*args, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and all(n in err for n in needed), (extra, err)
     assert not (tmp_path / "x").exists()
 
 
