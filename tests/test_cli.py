@@ -32,7 +32,7 @@ def noor_here(
     try:
         main()
     except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
+        code = 0 if exit_.code is None else exit_.code if isinstance(exit_.code, int) else 1  # as the shell sees it
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 

@@ -168,7 +168,7 @@ def _caption_swap_ratios(sigma: float = 0.5) -> dict[tuple[str, str], float]:
 
 @pytest.mark.slow
 def test_the_shipped_denoiser_draws_the_triangle_its_prompt_names() -> None:
-    """The probe below can see a shape word at work: a triangle said to be a circle or square is drawn worse."""
+    """The probe above can see a shape word at work: a triangle said to be a circle or square is drawn worse."""
     ratios = _caption_swap_ratios()
     assert ratios["triangle", "circle"] > 1.2 and ratios["triangle", "square"] > 1.2, ratios
 

@@ -63,7 +63,7 @@ class EvalReport:
         if attribute not in TARGETS:
             raise ValueError(f"attribute must be one of {', '.join(TARGETS)}, got {attribute!r}")
         wrong = Counter(
-            (str(r["want"][attribute]), str(r["got"][attribute] or "none"))
+            (r["want"][attribute], r["got"][attribute] or "none")
             for r in self.rows
             if r["want"][attribute] != r["got"][attribute]
         )
