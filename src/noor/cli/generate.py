@@ -202,6 +202,13 @@ def train_tiny(
         float,
         typer.Option("--tune-motion-weight", help="extra loss weight where the clip changes, second phase (0: none)"),
     ] = 0.0,
+    tune_keyframe_concat: Annotated[
+        bool,
+        typer.Option(
+            "--tune-keyframe-concat/--no-tune-keyframe-concat",
+            help="the second phase adds keyframe concatenation (every token sees the given frames at its place)",
+        ),
+    ] = False,
     init_vae: Annotated[
         str | None, typer.Option("--init-vae", help="start from this pipeline's VAE (skips stages 1-2)")
     ] = None,
@@ -235,6 +242,7 @@ def train_tiny(
             tune_lr=tune_lr,
             tune_uniform_sigma_p=tune_uniform_sigma_p,
             tune_motion_weight=tune_motion_weight,
+            tune_keyframe_concat=tune_keyframe_concat,
             init_vae=init_vae,
             init_denoiser=init_denoiser,
         )

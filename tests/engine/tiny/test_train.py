@@ -174,6 +174,21 @@ def test_the_second_phase_from_saved_weights_is_the_second_phase_of_a_full_run(t
     assert not all(torch.equal(x, z) for x, z in zip(full_weights, first_weights, strict=True))  # stage 5 trained
 
 
+def test_the_second_phase_can_add_keyframe_concat_and_train_it(tmp_path: Path) -> None:
+    """`tune_keyframe_concat` adds the zero-initialised keyframe input in stage 5, trains it, and saves it so that
+    it loads; a later round from those weights keeps it rather than adding it again."""
+    base = {"steps": 2, "save_every": 0, "warmup_steps": 1, "tune_warmup_steps": 1, "tune_lr": 1e-3}
+    train(_toy(**base), tmp_path / "first")
+    first = str(tmp_path / "first")
+    cfg = _toy(**base, tune_steps=2, tune_keyframe_concat=True, init_vae=first, init_denoiser=first)
+    train(cfg, tmp_path / "concat")
+    transformer = NoorTinyPipeline.from_pretrained(str(tmp_path / "concat")).transformer
+    assert transformer.config.keyframe_concat and transformer.keyframe_embed.weight.abs().sum() > 0
+    again = str(tmp_path / "concat")
+    train(_toy(**base, tune_steps=1, tune_keyframe_concat=True, init_vae=again, init_denoiser=again), tmp_path / "2")
+    assert NoorTinyPipeline.from_pretrained(str(tmp_path / "2")).transformer.config.keyframe_concat
+
+
 def test_the_motion_weight_weighs_only_what_changes_over_the_clip() -> None:
     torch.manual_seed(0)
     cfg = _toy()

@@ -72,3 +72,30 @@ def test_the_input_skip_starts_closed_and_open_copies_a_nearly_clean_input() -> 
     assert torch.allclose(out[:, :, 0], x[:, :, 0], atol=1e-5)  # clean: c_skip = 1
     assert torch.allclose(out[:, :, 1], x[:, :, 1], atol=1e-5)  # sigma 0.5: c_skip = 0.5 / (0.25 + 0.25) = 1
     assert torch.allclose(out[:, :, 2], torch.zeros_like(out[:, :, 2]), atol=1e-5)  # pure noise: c_skip = 0
+
+
+def test_keyframe_concat_starts_silent_and_shows_every_token_the_given_frames_at_its_place() -> None:
+    """Zero at first (the copy predicts what the original does); then each token of every frame sees the given
+    first and last frames' patch at the same place, and nothing of a frame that is not given (t > 0)."""
+    torch.manual_seed(0)
+    plain = TinyVideoTransformer(in_channels=4, patch_size=4, hidden_size=32, num_layers=1, attention="joint")
+    torch.nn.init.normal_(plain.proj_out.weight, std=0.1)
+    concat = plain.with_keyframe_concat()
+    assert concat.config.keyframe_concat and not plain.config.keyframe_concat
+    x = torch.randn(2, 4, 3, 8, 8)
+    timestep = torch.tensor([[0.0, 500.0, 500.0], [500.0, 500.0, 500.0]])  # clip 0: first frame given; clip 1: none
+    args = (torch.randn(2, 3, 128), torch.ones(2, 3, dtype=torch.bool))
+    assert torch.equal(plain(x, timestep, *args)[0], concat(x, timestep, *args)[0])
+
+    features = concat._keyframes(x, timestep)  # (B, S, 2 * (C*p*p + 1))
+    assert features.shape == (2, 4, 2 * 65)
+    first = x[0, :, 0, 4:8, 0:4].reshape(-1)  # token (row 1, column 0) of clip 0's first frame
+    assert torch.equal(features[0, 2, :64], first) and features[0, 2, 64] == 1.0
+    assert features[0, :, 65:].abs().sum() == 0  # its last frame is not given
+    assert features[1].abs().sum() == 0  # clip 1 gives nothing
+
+    torch.nn.init.normal_(concat.keyframe_embed.weight, std=0.1)
+    x = x.requires_grad_(True)
+    concat(x, timestep, *args)[0][0, :, 2, 4:8, 0:4].sum().backward()  # frame 2, token (1, 0)
+    grad = x.grad[0, :, 0].abs().sum(0)  # (8, 8) over the first frame
+    assert grad[4:8, 0:4].sum() > 100 * (grad.sum() - grad[4:8, 0:4].sum())  # mostly through its own place

@@ -117,6 +117,9 @@ class TrainConfig:
     tune_ema_decay: float = 0.998
     # stage 5 adds the denoiser's input skip (transformer.py: a gated blend toward c_skip * x_t, zero at first)
     tune_input_skip: bool = True
+    # stage 5 adds keyframe concatenation (transformer.py: each token also sees the given first and last frames'
+    # patch at its place, as SVD and Wan's image-to-video models concatenate the image; zero at first)
+    tune_keyframe_concat: bool = False
     init_denoiser: str | None = None
 
     def __post_init__(self) -> None:
@@ -558,6 +561,8 @@ def train(cfg: TrainConfig, out: Path, on_step: OnStep | None = None) -> list[fl
     if cfg.tune_steps:
         if cfg.tune_input_skip and not transformer.config.input_skip:
             transformer = transformer.with_input_skip()
+        if cfg.tune_keyframe_concat and not transformer.config.keyframe_concat:
+            transformer = transformer.with_keyframe_concat()
         rng5 = np.random.default_rng([cfg.seed, 5])
         generator5 = torch.Generator().manual_seed(cfg.seed + 5)
         tuned, _ = fit_denoiser(cfg, transformer, text_encoder, pool, rng5, generator5, "tune", save, on_step)

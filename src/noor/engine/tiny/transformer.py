@@ -158,6 +158,7 @@ class TinyVideoTransformer(ModelMixin, ConfigMixin, CacheMixin):
         attention: str = "factorised",
         conv_channels: int = 0,
         input_skip: bool = False,
+        keyframe_concat: bool = False,
     ):
         super().__init__()
         p, D, c = patch_size, hidden_size, conv_channels
@@ -187,15 +188,29 @@ class TinyVideoTransformer(ModelMixin, ConfigMixin, CacheMixin):
             self.skip_gate = nn.Linear(D, in_channels)
             nn.init.zeros_(self.skip_gate.weight)
             nn.init.zeros_(self.skip_gate.bias)
+        if keyframe_concat:  # every token also sees the given first and last frames' patch at its place; zero at first
+            self.keyframe_embed = nn.Linear(2 * (in_channels * p * p + 1), D)
+            nn.init.zeros_(self.keyframe_embed.weight)
+            nn.init.zeros_(self.keyframe_embed.bias)
         self.gradient_checkpointing = False
 
     def with_input_skip(self) -> TinyVideoTransformer:
         """This denoiser with an input skip whose gate starts at zero: a copy that predicts what this one does."""
+        return self._with(input_skip=True)
+
+    def with_keyframe_concat(self) -> TinyVideoTransformer:
+        """This denoiser with keyframe concatenation whose weights start at zero: a copy that predicts what this
+        one does."""
+        return self._with(keyframe_concat=True)
+
+    def _with(self, **option: bool) -> TinyVideoTransformer:
+        """A copy with an added, zero-initialised part (`option`), the other weights this one's."""
         settings = {key: value for key, value in self.config.items() if not key.startswith("_")}
-        skipped = TinyVideoTransformer(**{**settings, "input_skip": True})
-        missing, unexpected = skipped.load_state_dict(self.state_dict(), strict=False)
-        assert not unexpected and all(key.startswith("skip_gate.") for key in missing), (missing, unexpected)
-        return skipped.to(self.device)
+        grown = TinyVideoTransformer(**{**settings, **option})
+        missing, unexpected = grown.load_state_dict(self.state_dict(), strict=False)
+        new = {"input_skip": "skip_gate.", "keyframe_concat": "keyframe_embed."}
+        assert not unexpected and all(any(k.startswith(new[o]) for o in option) for k in missing), (missing, unexpected)
+        return grown.to(self.device)
 
     def forward(
         self,
@@ -227,6 +242,8 @@ class TinyVideoTransformer(ModelMixin, ConfigMixin, CacheMixin):
         Cx = x.shape[1]
         x = x.reshape(B, Cx, T, hp, p, wp, p).permute(0, 2, 3, 5, 1, 4, 6).reshape(B, T, hp * wp, Cx * p * p)
         x = self.patch_embed(x)
+        if self.config.keyframe_concat:
+            x = x + self.keyframe_embed(self._keyframes(hidden_states, timestep))[:, None]
         ys, xs = torch.meshgrid(torch.arange(hp, device=x.device), torch.arange(wp, device=x.device), indexing="ij")
         pos = torch.cat([sincos(ys.flatten(), D // 2), sincos(xs.flatten(), D // 2)], dim=-1)  # (S, D)
         x = x + pos[None, None].to(x.dtype) + sincos(torch.arange(T, device=x.device), D)[None, :, None].to(x.dtype)
@@ -258,6 +275,20 @@ class TinyVideoTransformer(ModelMixin, ConfigMixin, CacheMixin):
             estimate = c_skip[:, None, :, None, None].to(x.dtype) * hidden_states
             x = x + gate * (estimate - x)
         return (x,)
+
+    def _keyframes(self, hidden_states: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        """The first and last frames' patches where those frames are given (timestep 0), else zeros, each with a
+        given/not flag: (B, S, 2 * (C*p*p + 1)), the same for every frame (as SVD and Wan's image-to-video models
+        concatenate the image latent to every frame's channels)."""
+        B, C, T, H, W = hidden_states.shape
+        p = self.config.patch_size
+        parts = []
+        for index in (0, T - 1):
+            given = (timestep[:, index] == 0).to(hidden_states.dtype)  # (B,)
+            frame = hidden_states[:, :, index] * given[:, None, None, None]  # (B, C, H, W)
+            patches = frame.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5).reshape(B, -1, C * p * p)
+            parts += [patches, given[:, None, None].expand(B, patches.shape[1], 1)]
+        return torch.cat(parts, dim=-1)
 
 
 # Tell diffusers' caching hooks (First Block Cache and friends) where a block's output is, so
