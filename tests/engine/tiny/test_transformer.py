@@ -56,12 +56,18 @@ def test_the_conv_head_sees_the_noisy_input_at_full_resolution() -> None:
     assert divmod(int(grad.argmax()), 8) == (5, 5)
 
 
-def test_the_input_skip_starts_closed_and_open_copies_a_nearly_clean_input() -> None:
-    """The gate starts at zero (the network's own x0, as without the skip); opened, the estimate at noise
-    sigma is c_skip(sigma) * x_t, which is x_t itself on a clean (t=0) frame."""
+def _trained_looking_denoiser() -> TinyVideoTransformer:
+    """A one-layer joint denoiser whose output head is not zero (as a trained one's is not)."""
     torch.manual_seed(0)
     plain = TinyVideoTransformer(in_channels=4, patch_size=4, hidden_size=32, num_layers=1, attention="joint")
     torch.nn.init.normal_(plain.proj_out.weight, std=0.1)
+    return plain
+
+
+def test_the_input_skip_starts_closed_and_open_copies_a_nearly_clean_input() -> None:
+    """The gate starts at zero (the network's own x0, as without the skip); opened, the estimate at noise
+    sigma is c_skip(sigma) * x_t, which is x_t itself on a clean (t=0) frame."""
+    plain = _trained_looking_denoiser()
     skipped = plain.with_input_skip()
     assert skipped.config.input_skip and not plain.config.input_skip
     x = torch.randn(1, 4, 3, 8, 8)
@@ -77,9 +83,7 @@ def test_the_input_skip_starts_closed_and_open_copies_a_nearly_clean_input() -> 
 def test_keyframe_concat_starts_silent_and_shows_every_token_the_given_frames_at_its_place() -> None:
     """Zero at first (the copy predicts what the original does); then each token of every frame sees the given
     first and last frames' patch at the same place, and nothing of a frame that is not given (t > 0)."""
-    torch.manual_seed(0)
-    plain = TinyVideoTransformer(in_channels=4, patch_size=4, hidden_size=32, num_layers=1, attention="joint")
-    torch.nn.init.normal_(plain.proj_out.weight, std=0.1)
+    plain = _trained_looking_denoiser()
     concat = plain.with_keyframe_concat()
     assert concat.config.keyframe_concat and not plain.config.keyframe_concat
     x = torch.randn(2, 4, 3, 8, 8)

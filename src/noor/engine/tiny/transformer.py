@@ -142,6 +142,12 @@ class TinyBlock(nn.Module):
         return x + g3 * self.mlp(_modulate(self.norm4(x), sh3, sc3))
 
 
+def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
+    """(B, C, T, H, W) -> (B, T, S, C*p*p): each frame's p x p patches in row-major order."""
+    B, C, T, H, W = x.shape
+    return x.reshape(B, C, T, H // p, p, W // p, p).permute(0, 2, 3, 5, 1, 4, 6).reshape(B, T, -1, C * p * p)
+
+
 class TinyVideoTransformer(ModelMixin, ConfigMixin, CacheMixin):
     _supports_gradient_checkpointing = True
 
@@ -240,8 +246,7 @@ class TinyVideoTransformer(ModelMixin, ConfigMixin, CacheMixin):
             skip = self.res_in(self.conv_in(frames), temb.reshape(B * T, D))  # (B*T, c, H, W)
             x = skip.reshape(B, T, c, H, W).transpose(1, 2)
         Cx = x.shape[1]
-        x = x.reshape(B, Cx, T, hp, p, wp, p).permute(0, 2, 3, 5, 1, 4, 6).reshape(B, T, hp * wp, Cx * p * p)
-        x = self.patch_embed(x)
+        x = self.patch_embed(patchify(x, p))
         if self.config.keyframe_concat:
             x = x + self.keyframe_embed(self._keyframes(hidden_states, timestep))[:, None]
         ys, xs = torch.meshgrid(torch.arange(hp, device=x.device), torch.arange(wp, device=x.device), indexing="ij")
@@ -280,13 +285,12 @@ class TinyVideoTransformer(ModelMixin, ConfigMixin, CacheMixin):
         """The first and last frames' patches where those frames are given (timestep 0), else zeros, each with a
         given/not flag: (B, S, 2 * (C*p*p + 1)), the same for every frame (as SVD and Wan's image-to-video models
         concatenate the image latent to every frame's channels)."""
-        B, C, T, H, W = hidden_states.shape
-        p = self.config.patch_size
+        B, T = hidden_states.shape[0], hidden_states.shape[2]
         parts = []
         for index in (0, T - 1):
             given = (timestep[:, index] == 0).to(hidden_states.dtype)  # (B,)
-            frame = hidden_states[:, :, index] * given[:, None, None, None]  # (B, C, H, W)
-            patches = frame.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5).reshape(B, -1, C * p * p)
+            frame = hidden_states[:, :, index : index + 1] * given[:, None, None, None, None]  # (B, C, 1, H, W)
+            patches = patchify(frame, self.config.patch_size)[:, 0]  # (B, S, C*p*p)
             parts += [patches, given[:, None, None].expand(B, patches.shape[1], 1)]
         return torch.cat(parts, dim=-1)
 
