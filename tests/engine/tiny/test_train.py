@@ -187,6 +187,12 @@ def test_the_second_phase_can_add_keyframe_concat_and_train_it(tmp_path: Path) -
     again = str(tmp_path / "concat")
     train(_toy(**base, tune_steps=1, tune_keyframe_concat=True, init_vae=again, init_denoiser=again), tmp_path / "2")
     assert NoorTinyPipeline.from_pretrained(str(tmp_path / "2")).transformer.config.keyframe_concat
+    # the third run's record holds the whole recipe: the runs its weights came from, oldest first
+    record = json.loads((tmp_path / "2" / "train_config.json").read_text())
+    assert [r["init_denoiser"] for r in record["earlier_rounds"]] == [None, first]
+    assert [r["tune_steps"] for r in record["earlier_rounds"]] == [0, 2] and record["tune_steps"] == 1
+    assert all("earlier_rounds" not in r for r in record["earlier_rounds"])
+    assert "earlier_rounds" not in json.loads((tmp_path / "first" / "train_config.json").read_text())
 
 
 def test_the_motion_weight_weighs_only_what_changes_over_the_clip() -> None:

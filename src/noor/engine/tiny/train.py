@@ -434,8 +434,15 @@ def training_loss(
 
 
 def save_pipeline(
-    transformer: TinyVideoTransformer, text_encoder: TinyTextEncoder, vae: AutoencoderKL, out: Path, cfg: TrainConfig
+    transformer: TinyVideoTransformer,
+    text_encoder: TinyTextEncoder,
+    vae: AutoencoderKL,
+    out: Path,
+    cfg: TrainConfig,
+    history: list[dict[str, Any]] | None = None,
 ) -> None:
+    """Save a complete pipeline and, in `train_config.json`, the config that made it, with `history` (the configs
+    of the runs its starting weights came from, oldest first) as `earlier_rounds`: the file tells the whole recipe."""
     scheduler = FlowMatchEulerDiscreteScheduler(shift=cfg.shift)
     pipe = NoorTinyPipeline(
         transformer=transformer,
@@ -448,7 +455,17 @@ def save_pipeline(
         clip_guidance_min_sigma=cfg.clip_guidance_min_sigma,
     )
     pipe.save_pretrained(out, safe_serialization=True)
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    record = asdict(cfg) | ({"earlier_rounds": history} if history else {})
+    (out / "train_config.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def earlier_rounds(init: Path) -> list[dict[str, Any]]:
+    """The chain of training configs behind a saved pipeline, oldest first (empty if it has no record)."""
+    saved = init / "train_config.json"
+    if not saved.is_file():
+        return []
+    record = json.loads(saved.read_text())
+    return [*record.pop("earlier_rounds", []), record]
 
 
 def fit_denoiser(
@@ -545,8 +562,10 @@ def train(cfg: TrainConfig, out: Path, on_step: OnStep | None = None) -> list[fl
     # 3. a pool of encoded clips
     pool = make_pool(vae, cfg, rng, on_step)
 
+    history = earlier_rounds(Path(cfg.init_denoiser)) if cfg.init_denoiser else []
+
     def save(ema: tuple[Any, ...]) -> None:
-        save_pipeline(ema[0], ema[1], vae, out, cfg)
+        save_pipeline(ema[0], ema[1], vae, out, cfg, history)
 
     # 4. denoiser + text encoder
     losses: list[float] = []
