@@ -172,7 +172,7 @@ def test_the_shipped_denoiser_draws_the_triangle_its_prompt_names() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the shipped denoiser barely tells 'square' from 'circle' by its prompt (README)")
+@pytest.mark.xfail(strict=True, reason="the shipped denoiser barely tells 'square' from 'circle' (README)")
 def test_the_shipped_denoiser_tells_a_square_from_a_circle_by_its_prompt() -> None:
     """Why most shape mistakes are squares drawn round: their shape word counts for little (measured 1.13-1.15;
     the previous weights 1.05-1.07, the first two phases' 1.01-1.03; the triangle 2.0-2.3)."""
