@@ -325,6 +325,7 @@ def eval_tiny(
     if not report.passed():
         print("below target")
         raise typer.Exit(1)
+    print("all targets met")
 
 
 # --- noor models ---
