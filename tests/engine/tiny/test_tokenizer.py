@@ -42,3 +42,22 @@ def test_any_utf8_text_is_accepted_and_unknown_words_ignored() -> None:
 def test_long_prompts_are_cut_to_max_length() -> None:
     tok = WordTokenizer.build(vocabulary_corpus(), max_length=8)
     assert len(tok.encode("red " * 100)) == 8
+
+
+def test_the_shipped_vocabulary_is_the_one_the_grammar_builds() -> None:
+    """`noor train tiny` builds its tokenizer from the caption grammar; the shipped text encoder must hold
+    that same vocabulary, word for word and id for id, or the weights it ships are not what training makes."""
+    import json
+
+    from noor.engine.tiny.backend import weights_dir
+
+    shipped = json.loads((weights_dir() / "text_encoder" / "config.json").read_text())["vocab"]
+    assert shipped == tokenizer().vocab
+
+
+def test_arabic_still_captions_say_in_its_place_correctly() -> None:
+    """"يبقى في مكانه" / "تبقى في مكانها" (it stays in its place): the pronoun suffix once came out doubled."""
+    tok = tokenizer()
+    assert tok.known_words("مربع يبقى في مكانه") == ["مربع", "يبقي", "في", "مكانه"]
+    assert tok.known_words("دائرة تبقى في مكانها")[-1] == "مكانها"
+    assert "مكانهه" not in tok.vocab
