@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
+from noor.engine.tiny.backend import weights_dir
 from noor.engine.tiny.captions import caption, vocabulary_corpus
 from noor.engine.tiny.tokenizer import BOS, WordTokenizer, words
 from noor.engine.tiny.world import sample_scene
@@ -47,16 +50,12 @@ def test_long_prompts_are_cut_to_max_length() -> None:
 def test_the_shipped_vocabulary_is_the_one_the_grammar_builds() -> None:
     """`noor train tiny` builds its tokenizer from the caption grammar; the shipped text encoder must hold
     that same vocabulary, word for word and id for id, or the weights it ships are not what training makes."""
-    import json
-
-    from noor.engine.tiny.backend import weights_dir
-
     shipped = json.loads((weights_dir() / "text_encoder" / "config.json").read_text())["vocab"]
     assert shipped == tokenizer().vocab
 
 
 def test_arabic_still_captions_say_in_its_place_correctly() -> None:
-    """"يبقى في مكانه" / "تبقى في مكانها" (it stays in its place): the pronoun suffix once came out doubled."""
+    """It stays in its place, "يبقى في مكانه" / "تبقى في مكانها": the pronoun suffix once came out doubled."""
     tok = tokenizer()
     assert tok.known_words("مربع يبقى في مكانه") == ["مربع", "يبقي", "في", "مكانه"]
     assert tok.known_words("دائرة تبقى في مكانها")[-1] == "مكانها"
