@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from noor import perf, sim
-from noor.sim.engine import simulate
-from noor.sim.world import resolve
+from noor.sim.core import simulate
+from noor.sim.fleet import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,16 +73,16 @@ def run_simpy(arrival_s: list[float], service_s: list[float], gpus: int) -> tupl
 
 
 def mgc(gpus: int, jobs: int, load: float, seed: int, repeats: int) -> float:
-    world = resolve(mgc_scenario(gpus, jobs, load, seed))
-    arrival = world.arrivals.t_s.tolist()
-    service = (world.arrivals.noise * world.latency_s(0, "h100-sxm")).tolist()
+    fleet = resolve(mgc_scenario(gpus, jobs, load, seed))
+    arrival = fleet.arrivals.t_s.tolist()
+    service = (fleet.arrivals.noise * fleet.latency_s(0, "h100-sxm")).tolist()
     n = len(arrival)
     # alternate the engines and keep each one's best run: this machine is shared, and a busy moment
     # should not land on one engine only
     noor_s = simpy_s = noor_cpu = simpy_cpu = float("inf")
     for _ in range(repeats):
         t0, c0 = time.perf_counter(), time.process_time()
-        rec = simulate(world)
+        rec = simulate(fleet)
         noor_s, noor_cpu = min(noor_s, time.perf_counter() - t0), min(noor_cpu, time.process_time() - c0)
         wall, cpu, simpy_waits = run_simpy(arrival, service, gpus)
         simpy_s, simpy_cpu = min(simpy_s, wall), min(simpy_cpu, cpu)
@@ -111,12 +111,12 @@ def fleet_day(gpus: int, seed: int) -> float:
     for tenant in data["tenants"]:
         tenant["requests_per_h"] *= scale
     t0 = time.perf_counter()
-    world = resolve(sim.parse(data))
+    fleet = resolve(sim.parse(data))
     t1 = time.perf_counter()
-    rec = simulate(world)
+    rec = simulate(fleet)
     t2 = time.perf_counter()
     done = int((~np.isnan(rec.end_s)).sum())
-    print(f"one day of {gpus:,} GPUs: {len(world.arrivals):,} jobs ({done:,} done), {rec.events:,} events; "
+    print(f"one day of {gpus:,} GPUs: {len(fleet.arrivals):,} jobs ({done:,} done), {rec.events:,} events; "
           f"set-up {t1 - t0:.1f} s (perf model, arrivals), engine {t2 - t1:.1f} s "
           f"({rec.events / (t2 - t1):,.0f} events/s), total {t2 - t0:.1f} s (target <= 60 s); "
           f"utilisation {sum(rec.busy_gpu_s) / (gpus * 86400):.1%}, "

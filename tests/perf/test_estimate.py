@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from noor import catalog, perf
-from noor.perf import Plan, Shape, efficiency, workload
+from noor.perf import ParallelPlan, Shape, efficiency, workload
 from noor.perf.estimate import StageEstimate
 
 WAN = "wan2.1-t2v-14b"
@@ -18,48 +18,50 @@ def test_a_plan_that_does_not_fit_says_why_instead_of_a_number() -> None:
 def test_more_chips_are_faster_and_memory_per_chip_falls_with_sharding() -> None:
     latencies = []
     for g in (1, 2, 4, 8):
-        e = perf.predict(WAN, "h100-sxm", plan=Plan(gpus=g, strategy="ulysses", shard_weights=True))
+        e = perf.predict(WAN, "h100-sxm", plan=ParallelPlan(gpus=g, strategy="ulysses", shard_weights=True))
         assert e.fits and e.latency_s is not None
         latencies.append(e.latency_s)
     assert latencies == sorted(latencies, reverse=True)
     one = perf.predict(WAN, "h100-sxm").peak_memory_gb
-    eight = perf.predict(WAN, "h100-sxm", plan=Plan(gpus=8, strategy="ulysses", shard_weights=True)).peak_memory_gb
+    eight_gpus = ParallelPlan(gpus=8, strategy="ulysses", shard_weights=True)
+    eight = perf.predict(WAN, "h100-sxm", plan=eight_gpus).peak_memory_gb
     assert eight < one
 
 
 def test_ulysses_must_divide_the_heads() -> None:
     with pytest.raises(perf.PerfError, match="ulysses=7 must divide"):
-        perf.predict(WAN, "h100-sxm", plan=Plan(gpus=7, strategy="ulysses"))
+        perf.predict(WAN, "h100-sxm", plan=ParallelPlan(gpus=7, strategy="ulysses"))
 
 
 def test_cfg_parallel_needs_guidance_passes() -> None:
     with pytest.raises(perf.PerfError, match="guidance passes"):
-        perf.predict("flux.1-dev", "h100-sxm", plan=Plan(gpus=2, strategy="cfg"))
+        perf.predict("flux.1-dev", "h100-sxm", plan=ParallelPlan(gpus=2, strategy="cfg"))
 
 
 def test_auto_picks_the_fastest_valid_split() -> None:
-    auto = perf.predict(WAN, "h100-sxm", plan=Plan(gpus=4))
+    auto = perf.predict(WAN, "h100-sxm", plan=ParallelPlan(gpus=4))
     for strategy in ("ulysses", "ring", "hybrid"):
-        other = perf.predict(WAN, "h100-sxm", plan=Plan(gpus=4, strategy=strategy))  # type: ignore[arg-type]
+        other = perf.predict(WAN, "h100-sxm", plan=ParallelPlan(gpus=4, strategy=strategy))  # type: ignore[arg-type]
         assert auto.latency_s is not None and other.latency_s is not None
         assert auto.latency_s <= other.latency_s
 
 
 def test_beyond_the_scale_up_domain_does_not_fit() -> None:
-    e = perf.predict(WAN, "rtx-4090", plan=Plan(gpus=16, strategy="ring", shard_weights=True))
+    e = perf.predict(WAN, "rtx-4090", plan=ParallelPlan(gpus=16, strategy="ring", shard_weights=True))
     assert not e.fits and "scale-up domain" in (e.why_not or "")
 
 
 def test_fp8_helps_where_the_chip_has_it() -> None:
     shape = Shape(1024, 1024, 1, 28)
-    h100 = [perf.predict("flux.1-dev", "h100-sxm", shape, Plan(precision=p)).latency_s for p in ("bf16", "fp8")]
-    a100 = [perf.predict("flux.1-dev", "a100-80gb", shape, Plan(precision=p)).latency_s for p in ("bf16", "fp8")]
+    h100 = [perf.predict("flux.1-dev", "h100-sxm", shape, ParallelPlan(precision=p)).latency_s for p in ("bf16", "fp8")]
+    a100 = [perf.predict("flux.1-dev", "a100-80gb", shape, ParallelPlan(precision=p)).latency_s
+            for p in ("bf16", "fp8")]
     assert h100[1] < h100[0]  # type: ignore[operator]
     assert a100[1] == a100[0]
 
 
 def test_energy_and_cost_follow_from_latency() -> None:
-    e = perf.predict(WAN, "h100-sxm", plan=Plan(gpus=2, strategy="ulysses", usd_per_hour=3.0))
+    e = perf.predict(WAN, "h100-sxm", plan=ParallelPlan(gpus=2, strategy="ulysses", usd_per_hour=3.0))
     assert e.latency_s is not None
     assert e.energy_j == pytest.approx(700 * 2 * e.latency_s)
     assert e.cost_usd == pytest.approx(3.0 * 2 * e.latency_s / 3600)

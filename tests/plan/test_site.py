@@ -63,7 +63,7 @@ def test_ten_mw_by_hand() -> None:
     used_mw = 4440 * 1000 * 1.5 * 1.2 * 1.25 / 1e6  # 9.99 MW drawn by what was bought
     assert site.power.used_facility_mw == approx(used_mw)
     # 5. videos/day: 4440 one-chip servers busy 80% of the time, each video takes the perf model's latency
-    latency_s = perf.predict("wan2.1-t2v-1.3b", "b200", perf.Shape(832, 480, 81), perf.Plan(gpus=1)).latency_s
+    latency_s = perf.predict("wan2.1-t2v-1.3b", "b200", perf.Shape(832, 480, 81), perf.ParallelPlan(gpus=1)).latency_s
     assert latency_s is not None
     videos_per_day = 0.8 * 4440 / latency_s * 86_400
     assert site.videos_per_day == approx(videos_per_day, rel=1e-9)

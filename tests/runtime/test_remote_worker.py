@@ -61,7 +61,7 @@ def test_a_remote_worker_runs_a_keyframed_job_through_the_api(
     assert done.state == "completed" and done.attempts == 1, done.failure_reason
     assert assets.keys(f"acme/{gid}") == [f"acme/{gid}/thumbnail.jpg", f"acme/{gid}/video.mp4"]
     video = client.get(f"/generations/{gid}", headers=tenant_auth).json()["assets"]["video"]
-    path = Path(store.engine.url.database or ".").parent / "v.mp4"
+    path = Path(store.db.url.database or ".").parent / "v.mp4"
     path.write_bytes(client.get(video).content)
     assert media.video_info(path)[:3] == (done.task["num_frames"], done.task["width"], done.task["height"])
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from noor import sim
-from noor.sim.world import resolve
+from noor.sim.fleet import resolve
 from tests.sim.conftest import scenario_dict
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "sim"
@@ -98,8 +98,8 @@ def test_other_cross_checks() -> None:
 
 
 def test_power_gives_whole_nodes() -> None:
-    world = resolve(sim.parse(with_site(gpus=None, power_mw=35, kw_per_gpu=1.785)))
-    assert world.sites[0].gpus == 19_600 and world.sites[0].nodes == 2450
+    fleet = resolve(sim.parse(with_site(gpus=None, power_mw=35, kw_per_gpu=1.785)))
+    assert fleet.sites[0].gpus == 19_600 and fleet.sites[0].nodes == 2450
 
 
 def test_overrides_and_files(tmp_path: Path) -> None:
@@ -118,8 +118,8 @@ def test_overrides_and_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["site-35mw", "site-150mw", "three-regions"])
 def test_examples_load_and_resolve(name: str) -> None:
     scenario = sim.load(EXAMPLES / f"{name}.toml")
-    world = resolve(scenario.model_copy(update={"horizon_h": 0.5}))  # the whole day is drawn in the CLI tests
-    assert world.sites and world.classes and len(world.arrivals) > 500
+    fleet = resolve(scenario.model_copy(update={"horizon_h": 0.5}))  # the whole day is drawn in the CLI tests
+    assert fleet.sites and fleet.classes and len(fleet.arrivals) > 500
 
 
 def test_three_regions_example_keeps_the_sovereign_tenant_home() -> None:
@@ -127,6 +127,6 @@ def test_three_regions_example_keeps_the_sovereign_tenant_home() -> None:
     assert sorted(s.regions) == ["eu-london", "me-riyadh", "us-west"]
     sovereign = next(t for t in s.tenants if "sovereign" in t.name)
     assert sovereign.regions == ["me-riyadh"]
-    world = resolve(s)
+    fleet = resolve(s)
     i = s.tenants.index(sovereign)
-    assert all(world.sites[k].region == "me-riyadh" for (t, _), ks in world.sites_for.items() if t == i for k in ks)
+    assert all(fleet.sites[k].region == "me-riyadh" for (t, _), ks in fleet.sites_for.items() if t == i for k in ks)

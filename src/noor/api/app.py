@@ -376,7 +376,7 @@ def create_app(store: Store, assets: AssetStore, config: ApiConfig) -> FastAPI:
 
     app.include_router(workers_router)
 
-    from noor.api.plan import router as plan_router
+    from noor.api.planner import router as plan_router
 
     app.include_router(plan_router)
 

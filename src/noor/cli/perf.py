@@ -40,7 +40,7 @@ def _perf_request(model: str, chips: list[str], gpus: int, strategy: str, width:
             arch.default_frames if frames is None else frames,
             steps,
         )
-        plan = perf.Plan(gpus=gpus, strategy=strategy, precision=None if precision == "auto" else precision,  # type: ignore[arg-type]
+        plan = perf.ParallelPlan(gpus=gpus, strategy=strategy, precision=None if precision == "auto" else precision,  # type: ignore[arg-type]
                          compiled=compiled, usd_per_hour=usd_per_hour)
         return [perf.estimate(arch, shape, catalog.chip(c), plan) for c in chips]
     except perf.PerfError as err:

@@ -129,28 +129,28 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 POOL_SIZE = 40
 
 
-def make_engine(url: str) -> Engine:
+def connect(url: str) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(
+        db = create_engine(
             url, connect_args={"check_same_thread": False}, pool_size=POOL_SIZE, max_overflow=POOL_SIZE // 4
         )
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
+        event.listen(db, "connect", _sqlite_pragmas)
+        return db
     # a PostgreSQL connection costs the server a process: fewer kept open, the rest on demand
     return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE // 4, max_overflow=POOL_SIZE)
 
 
-def migrate(engine: Engine) -> None:
+def migrate(db: Engine) -> None:
     """Bring the schema to the newest Alembic revision."""
     from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
+    with db.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
@@ -159,18 +159,18 @@ class Store:
     def __init__(self, url: str, *, run_migrations: bool = True, scheduler: scheduling.Policy | None = None):
         """`scheduler`: the queue-order policy claims follow (noor.scheduling; default: priority tiers, then oldest)."""
         self.scheduler = scheduler or scheduling.get("priority")
-        self.engine = make_engine(url)
+        self.db = connect(url)
         # A point read of a local SQLite file (WAL: readers never wait for writers) is a few hundred microseconds
         # of CPU; an async caller may run it in place rather than hop to a thread (which, under load, costs more
         # than the read). A networked database is I/O: callers keep it off the event loop.
         self.reads_inline = url.startswith("sqlite")
         if run_migrations:
-            migrate(self.engine)
-        self.session = sessionmaker(self.engine, expire_on_commit=False)
+            migrate(self.db)
+        self.session = sessionmaker(self.db, expire_on_commit=False)
         self._requeued_at: datetime | None = None
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.db.dispose()
 
     # --- tenants' view -----------------------------------------------------------------------
 
@@ -218,7 +218,7 @@ class Store:
     def get(self, tenant: str, generation_id: str) -> Generation:
         """A detached copy of one visible generation: the hot path of every SDK poll, so one compiled Core
         statement and a plain row, not an ORM query (4x less CPU per call)."""
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             row = conn.execute(_GET, {"gid": generation_id, "tenant": tenant}).mappings().first()
         if row is None:
             raise NotFound(generation_id)
@@ -278,7 +278,7 @@ class Store:
 
         Counts stop at `max_active` and `max_recent` (the limits being checked): a create costs the same
         whether its tenant has ten jobs queued or ten thousand. Compiled once: this runs on every create."""
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             running, recent, oldest = conn.execute(
                 _USAGE, {"tenant": tenant, "since": since, "max_active": max_active, "max_recent": max_recent}
             ).one()

@@ -1,20 +1,20 @@
 """The cost of one request on one chip and plan: FLOPs, bytes, latency, memory, energy, dollars.
 
 from noor import perf
-perf.predict("wan2.1-t2v-14b", "h100-sxm", Shape(1280, 720, 81, 50), Plan(gpus=8))
+perf.predict("wan2.1-t2v-14b", "h100-sxm", Shape(1280, 720, 81, 50), ParallelPlan(gpus=8))
 perf.estimate_task("tiny", 64, 64, 16, 16)   # per HTTP request: ETA and price on this machine
 """
 
 from noor.perf.estimate import Estimate, StageEstimate, estimate
-from noor.perf.plan import STRATEGIES, Plan
+from noor.perf.parallelism import STRATEGIES, ParallelPlan
 from noor.perf.shape import PerfError, Shape
 from noor.perf.task import estimate_task, predict
 
 __all__ = [
     "STRATEGIES",
     "Estimate",
+    "ParallelPlan",
     "PerfError",
-    "Plan",
     "Shape",
     "StageEstimate",
     "estimate",

@@ -14,7 +14,7 @@ from typing import Any
 from noor.catalog import Chip, ModelArch
 from noor.perf import workload
 from noor.perf.efficiency import Efficiency, load
-from noor.perf.plan import Plan, candidates
+from noor.perf.parallelism import ParallelPlan, candidates
 from noor.perf.shape import Shape
 
 
@@ -31,7 +31,7 @@ class Estimate:
     model: str
     chip: str
     shape: Shape
-    plan: Plan
+    plan: ParallelPlan
     fits: bool
     why_not: str | None
     latency_s: float | None  # None when the plan does not fit
@@ -107,10 +107,10 @@ class _Device:
 
 
 def estimate(
-    model: ModelArch, shape: Shape, chip: Chip, plan: Plan | None = None, efficiency: Efficiency | None = None
+    model: ModelArch, shape: Shape, chip: Chip, plan: ParallelPlan | None = None, efficiency: Efficiency | None = None
 ) -> Estimate:
     """Price one request. With several allowed splits (strategy auto/hybrid), the fastest that fits."""
-    plan = plan or Plan()
+    plan = plan or ParallelPlan()
     eff = efficiency or load()
     options = [_estimate_one(model, shape, chip, p, eff) for p in candidates(plan, model)]
     fitting = [e for e in options if e.fits]
@@ -119,7 +119,7 @@ def estimate(
     return min(options, key=lambda e: e.peak_memory_gb)
 
 
-def _estimate_one(model: ModelArch, shape: Shape, chip: Chip, plan: Plan, eff: Efficiency) -> Estimate:
+def _estimate_one(model: ModelArch, shape: Shape, chip: Chip, plan: ParallelPlan, eff: Efficiency) -> Estimate:
     assert plan.degrees is not None
     u, r, c = plan.degrees
     g = plan.gpus

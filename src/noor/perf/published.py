@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from noor.perf.plan import Plan
+from noor.perf.parallelism import ParallelPlan
 from noor.perf.shape import Shape
 
 MODEL_IDS = {
@@ -62,7 +62,7 @@ class Case:
     model: str
     chip: str
     shape: Shape
-    plan: Plan
+    plan: ParallelPlan
     seconds: float
     per_step: bool = False  # compare one denoising step, not the whole request
     per_image: bool = False  # seconds per image of a batch (throughput)
@@ -141,7 +141,7 @@ def read_measurements(path: Path) -> Published:
         offload = "sequential" if "sequential cpu offload" in par else ("model" if "offload_model" in par else "none")
         per_step = "per-step latency" in notes
         u, r, c = degrees
-        plan = Plan(
+        plan = ParallelPlan(
             gpus=gpus,
             ulysses=u,
             ring=r,
@@ -200,7 +200,7 @@ def read_mlperf(path: Path) -> Published:
                 shape=Shape(1024, 1024, 1, 20, MLPERF_BATCH),
                 # NVIDIA submits a TensorRT engine with an 8-bit (INT8/FP8) UNet (NVIDIA MLPerf v4.0 blog);
                 # Google's TPU submissions run bf16 JAX/flax. Both are compiled graphs.
-                plan=Plan(precision="fp8" if nvidia else "bf16", compiled=True),
+                plan=ParallelPlan(precision="fp8" if nvidia else "bf16", compiled=True),
                 seconds=1.0 / statistics.median(values),
                 per_image=True,
                 source="https://github.com/mlcommons/inference_results_" + rnd,

@@ -6,15 +6,15 @@ from functools import lru_cache
 
 from noor import catalog
 from noor.perf.estimate import Estimate, estimate
-from noor.perf.plan import Plan
+from noor.perf.parallelism import ParallelPlan
 from noor.perf.shape import Shape
 
 
-def predict(model_id: str, chip_id: str, shape: Shape | None = None, plan: Plan | None = None) -> Estimate:
+def predict(model_id: str, chip_id: str, shape: Shape | None = None, plan: ParallelPlan | None = None) -> Estimate:
     """Estimate by catalog ids; unknown ids raise catalog.UnknownId listing the valid ones."""
     model = catalog.model(model_id)
     chip = catalog.chip(chip_id)
-    return estimate(model, shape or Shape.default(model), chip, plan or Plan())
+    return estimate(model, shape or Shape.default(model), chip, plan or ParallelPlan())
 
 
 @lru_cache(maxsize=4096)
@@ -24,4 +24,4 @@ def estimate_task(
     """ETA and price of one generation on one worker chip. Cheap: the catalog, efficiencies and
     cpu-local's measurement are loaded once per process (cpu-local: from the data-dir cache, or
     measured once and cached); identical requests hit an in-process cache. Treat the result as read-only."""
-    return predict(model_id, chip, Shape(width, height, num_frames, steps), Plan())
+    return predict(model_id, chip, Shape(width, height, num_frames, steps), ParallelPlan())

@@ -81,7 +81,7 @@ def _estimate(model_id: str, chip_id: str, w: int, h: int, frames: int, steps: i
     for shard in (False, True) if gpus > 1 else (False,):
         try:
             est = perf.estimate(catalog.model(model_id), perf.Shape(w, h, frames, steps), catalog.chip(chip_id),
-                                perf.Plan(gpus=gpus, shard_weights=shard))
+                                perf.ParallelPlan(gpus=gpus, shard_weights=shard))
         except perf.PerfError as err:
             return str(err)
         if est.fits and est.latency_s is not None and math.isfinite(est.latency_s) and est.latency_s > 0:

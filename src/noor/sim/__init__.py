@@ -22,17 +22,17 @@ def run(
     """Simulate (or, with `analytic`, approximate) a scenario; the result holds the resolved scenario.
 
     With `keep`, the result also holds "_world" and "_record" (not JSON) for reports and tests."""
-    from noor.sim import engine, metrics
-    from noor.sim.world import resolve
+    from noor.sim import core, metrics
+    from noor.sim.fleet import resolve
 
-    world = resolve(scenario, draw=not analytic)
+    fleet = resolve(scenario, draw=not analytic)
     if analytic:
         from noor.sim.approximate import summarize
 
-        out = summarize(world)
+        out = summarize(fleet)
     else:
-        record = engine.simulate(world, progress)
-        out = metrics.summarize(world, record)
+        record = core.simulate(fleet, progress)
+        out = metrics.summarize(fleet, record)
         if keep:
             out["_record"] = record
     out["mode"] = "analytic" if analytic else "event"
@@ -40,16 +40,16 @@ def run(
     out["resolved_sites"] = [
         {"name": x.name, "region": x.region, "chip": x.chip, "gpus": x.gpus, "gpus_per_node": x.gpus_per_node,
          "tdp_w": x.tdp_w, "usd_per_gpu_hour": x.usd_per_gpu_hour}
-        for x in world.sites
+        for x in fleet.sites
     ]
     out["resolved_classes"] = [
         {"name": c.name, "model": c.model, "width": c.shape.width, "height": c.shape.height,
          "frames": c.shape.num_frames, "steps": c.shape.steps, "gpus": c.gpus, "slo_s": c.slo_s,
          "latency_s": c.latency_s, "peak_memory_gb": c.memory_gb}
-        for c in world.classes
+        for c in fleet.classes
     ]
     if keep:
-        out["_world"] = world
+        out["_world"] = fleet
     return out
 
 

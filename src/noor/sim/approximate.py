@@ -22,9 +22,9 @@ import numpy as np
 
 from noor.sim.analytic import pool_stats
 from noor.sim.arrivals import mix, rate_per_s
+from noor.sim.fleet import Fleet
 from noor.sim.metrics import ENERGY_ASSUMPTION, QUANTILES
 from noor.sim.scenario import ScenarioError
-from noor.sim.world import World
 
 SAMPLES = 200_000
 STEPS_PER_HOUR = 60  # the rate is averaged over each hour at one-minute points
@@ -42,19 +42,19 @@ def _pcts(values: np.ndarray) -> dict[str, float | None]:
     return {"mean": _finite(float(values.mean())), **{f"p{q}": _finite(v) for q, v in zip(QUANTILES, got, strict=True)}}
 
 
-def summarize(world: World) -> dict[str, Any]:
-    s = world.scenario
+def summarize(fleet: Fleet) -> dict[str, Any]:
+    s = fleet.scenario
     hours = max(1, math.ceil(s.horizon_h))
     horizon_s = s.horizon_h * 3600
     sigma2 = s.duration_noise_sigma**2
-    n_sites, n_classes, n_tenants = len(world.sites), len(world.classes), len(s.tenants)
+    n_sites, n_classes, n_tenants = len(fleet.sites), len(fleet.classes), len(s.tenants)
 
     # 1. arrivals per (tenant, class, site, hour), per second while the hour lasts (the last may be partial)
     span_s = np.clip(horizon_s - np.arange(hours) * 3600.0, 0.0, 3600.0)
     rates = np.zeros((n_tenants, n_classes, hours))
     if s.trace is not None:  # a replayed trace: its own counts per hour
-        hour = np.minimum((world.arrivals.t_s // 3600).astype(int), hours - 1)
-        np.add.at(rates, (world.arrivals.tenant, world.arrivals.cls, hour), 1.0)
+        hour = np.minimum((fleet.arrivals.t_s // 3600).astype(int), hours - 1)
+        np.add.at(rates, (fleet.arrivals.tenant, fleet.arrivals.cls, hour), 1.0)
         rates /= span_s
     else:
         for ti in range(n_tenants):
@@ -64,9 +64,9 @@ def summarize(world: World) -> dict[str, Any]:
             rate = rate_per_s(s, ti, points).reshape(hours, STEPS_PER_HOUR).mean(axis=1)
             rates[ti] = mix(s, ti)[:, None] * rate[None, :]
     lam = np.zeros((n_tenants, n_classes, n_sites, hours))
-    for (ti, ci), ok in world.sites_for.items():
+    for (ti, ci), ok in fleet.sites_for.items():
         if ok and rates[ti, ci].any():
-            capacity = np.array([world.sites[k].gpus for k in ok], dtype=float)
+            capacity = np.array([fleet.sites[k].gpus for k in ok], dtype=float)
             for k, share in zip(ok, capacity / capacity.sum(), strict=True):
                 lam[ti, ci, k] += rates[ti, ci] * share
     if not lam.any():
@@ -74,16 +74,16 @@ def summarize(world: World) -> dict[str, Any]:
 
     # 2-4. each site, each hour
     dur = np.array(
-        [[c.latency_s.get(site.chip, math.nan) + site.job_overhead_s for site in world.sites] for c in world.classes]
+        [[c.latency_s.get(site.chip, math.nan) + site.job_overhead_s for site in fleet.sites] for c in fleet.classes]
     )
-    k_of = np.array([c.gpus for c in world.classes], dtype=float)
+    k_of = np.array([c.gpus for c in fleet.classes], dtype=float)
     p_wait = np.zeros((n_sites, hours))
     tail = np.zeros((n_sites, hours))
     util = np.zeros((n_sites, hours))
     servers = np.zeros(n_sites, dtype=int)
     unstable: list[dict[str, Any]] = []
     busy_gpu_s = np.zeros(n_sites)
-    for k, site in enumerate(world.sites):
+    for k, site in enumerate(fleet.sites):
         per_class = lam[:, :, k, :].sum(axis=0)  # (class, hour)
         avail = 1.0 if site.mtbf_s is None else site.mtbf_s / (site.mtbf_s + site.mttr_s)
         work = per_class.sum(axis=1) * np.nan_to_num(dur[:, k])  # class -> busy seconds per second
@@ -120,20 +120,20 @@ def summarize(world: World) -> dict[str, Any]:
     e2e = waits + service
 
     def group(name: str, mask: np.ndarray, jobs: float) -> dict[str, Any]:
-        slo = np.array([c.slo_s if c.slo_s is not None else math.nan for c in world.classes])[c_of[mask]]
+        slo = np.array([c.slo_s if c.slo_s is not None else math.nan for c in fleet.classes])[c_of[mask]]
         has = ~np.isnan(slo)
         return {"name": name, "jobs": round(jobs), "completed": round(jobs), "wait_s": _pcts(waits[mask]),
                 "e2e_s": _pcts(e2e[mask]),
                 "slo_attainment": float((e2e[mask][has] <= slo[has]).mean()) if has.any() else None}
 
-    classes = [group(c.name, c_of == i, float(per[:, i].sum())) for i, c in enumerate(world.classes)]
-    regions = sorted({site.region for site in world.sites})
-    site_region = np.array([site.region for site in world.sites])
+    classes = [group(c.name, c_of == i, float(per[:, i].sum())) for i, c in enumerate(fleet.classes)]
+    regions = sorted({site.region for site in fleet.sites})
+    site_region = np.array([site.region for site in fleet.sites])
     by_region = [group(r, site_region[s_of] == r, float(per[:, :, site_region == r].sum())) for r in regions]
     tenants = [group(t.name, t_of == i, float(per[i].sum())) for i, t in enumerate(s.tenants)]
 
     sites = []
-    for k, site in enumerate(world.sites):
+    for k, site in enumerate(fleet.sites):
         gpu_s = site.gpus * horizon_s
         avail = 1.0 if site.mtbf_s is None else site.mtbf_s / (site.mtbf_s + site.mttr_s)
         busy, down = min(busy_gpu_s[k], gpu_s * avail), gpu_s * (1 - avail)
@@ -151,9 +151,9 @@ def summarize(world: World) -> dict[str, Any]:
             if site.tdp_w else None,
             "cost_usd": site.gpus * s.horizon_h * site.usd_per_gpu_hour,
         })
-    total_gpus = sum(site.gpus for site in world.sites)
+    total_gpus = sum(site.gpus for site in fleet.sites)
     energies = [x["energy_kwh"] for x in sites]
-    fleet: dict[str, Any] = {
+    overall: dict[str, Any] = {
         "gpus": total_gpus,
         "jobs": round(total_jobs),
         "completed": round(total_jobs),
@@ -168,20 +168,20 @@ def summarize(world: World) -> dict[str, Any]:
         "unstable_hours": unstable,
         **{key: v for key, v in group("all", np.ones(SAMPLES, bool), total_jobs).items() if key != "name"},
     }
-    fleet["usd_per_video"] = fleet["cost_usd"] / total_jobs if total_jobs else None
+    overall["usd_per_video"] = overall["cost_usd"] / total_jobs if total_jobs else None
     lq = np.where(np.isfinite(tail), lam[:, :, :, :].sum(axis=(0, 1)) * p_wait * tail, math.nan)  # Little: Lq = λ Wq
     # busy GPUs per site and hour: offered GPU-seconds per second (all served, capped at the site's GPUs)
     busy_series = np.minimum(np.einsum("tcsh,cs,c->sh", lam, np.nan_to_num(dur), k_of),
-                             np.array([site.gpus for site in world.sites], dtype=float)[:, None])
+                             np.array([site.gpus for site in fleet.sites], dtype=float)[:, None])
     home = [t.home or t.regions[0] for t in s.tenants]
     series = {
         "t_h": [h + 0.5 for h in range(hours)],
         "busy_gpus": {r: [float(busy_series[site_region == r, h].sum()) for h in range(hours)] for r in regions},
-        "gpus": {r: sum(site.gpus for site in world.sites if site.region == r) for r in regions},
+        "gpus": {r: sum(site.gpus for site in fleet.sites if site.region == r) for r in regions},
         # analytic queue lengths are per site; shown by the site's region
         "queued": {r: [_finite(float(lq[site_region == r, h].sum())) for h in range(hours)] for r in regions},
         "home_regions": sorted(set(home)),
     }
-    return {"fleet": fleet, "classes": classes, "regions": by_region, "tenants": tenants, "sites": sites,
-            "series": series, "engine": {"samples": SAMPLES},
+    return {"fleet": overall, "classes": classes, "regions": by_region, "tenants": tenants, "sites": sites,
+            "series": series, "core": {"samples": SAMPLES},
             "assumptions": {"energy_and_cost": ENERGY_ASSUMPTION, "analytic": (__doc__ or "").strip()}}

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from noor.sim.engine import Record
-from noor.sim.world import World
+from noor.sim.core import Record
+from noor.sim.fleet import Fleet
 
 QUANTILES = (50, 95, 99)
 ENERGY_ASSUMPTION = (
@@ -49,20 +49,20 @@ def _group(name: str, mask: np.ndarray, rec: Record, slo_s: np.ndarray) -> dict[
     }
 
 
-def summarize(world: World, rec: Record) -> dict[str, Any]:
-    s = world.scenario
+def summarize(fleet: Fleet, rec: Record) -> dict[str, Any]:
+    s = fleet.scenario
     horizon_s = s.horizon_h * 3600
     in_stats = rec.submitted_s >= s.warmup_h * 3600
-    slo = np.array([c.slo_s if c.slo_s is not None else math.nan for c in world.classes])[rec.cls]
-    classes = [_group(c.name, in_stats & (rec.cls == i), rec, slo) for i, c in enumerate(world.classes)]
-    regions = sorted({site.region for site in world.sites})
-    site_region = np.array([world.sites[k].region for k in range(len(world.sites))] + [""])
+    slo = np.array([c.slo_s if c.slo_s is not None else math.nan for c in fleet.classes])[rec.cls]
+    classes = [_group(c.name, in_stats & (rec.cls == i), rec, slo) for i, c in enumerate(fleet.classes)]
+    regions = sorted({site.region for site in fleet.sites})
+    site_region = np.array([fleet.sites[k].region for k in range(len(fleet.sites))] + [""])
     job_region = site_region[rec.site]  # site -1 (never ran) -> ""
     by_region = [_group(r, in_stats & (job_region == r), rec, slo) for r in regions]
     tenants = [_group(t.name, in_stats & (rec.tenant == i), rec, slo) for i, t in enumerate(s.tenants)]
 
     sites: list[dict[str, Any]] = []
-    for k, site in enumerate(world.sites):
+    for k, site in enumerate(fleet.sites):
         gpu_s = site.gpus * horizon_s
         busy, down = rec.busy_gpu_s[k], rec.down_gpu_s[k]
         idle = max(gpu_s - busy - down, 0.0)
@@ -76,10 +76,10 @@ def summarize(world: World, rec: Record) -> dict[str, Any]:
             "lost_work_gpu_h": rec.lost_gpu_s[k] / 3600, "failures": rec.failures[k],
             "energy_kwh": energy_kwh, "cost_usd": site.gpus * s.horizon_h * site.usd_per_gpu_hour,
         })
-    total_gpus = sum(site.gpus for site in world.sites)
+    total_gpus = sum(site.gpus for site in fleet.sites)
     finished_in_horizon = int((rec.end_s <= horizon_s).sum())
     energies = [x["energy_kwh"] for x in sites]
-    fleet = {
+    overall = {
         "gpus": total_gpus,
         "jobs": len(rec.submitted_s),
         "completed": int((~np.isnan(rec.end_s)).sum()),
@@ -97,8 +97,8 @@ def summarize(world: World, rec: Record) -> dict[str, Any]:
         # latency over the jobs after the warm-up; "jobs" and "completed" above count every job
         **{k: v for k, v in _group("all", in_stats, rec, slo).items() if k not in ("name", "jobs", "completed")},
     }
-    fleet["usd_per_video"] = fleet["cost_usd"] / finished_in_horizon if finished_in_horizon else None
-    region_of_site = [site.region for site in world.sites]
+    overall["usd_per_video"] = overall["cost_usd"] / finished_in_horizon if finished_in_horizon else None
+    region_of_site = [site.region for site in fleet.sites]
     home_of_tenant = [t.home or t.regions[0] for t in s.tenants]
     series = {
         "t_h": [t / 3600 for t in rec.ticks_s],
@@ -106,32 +106,32 @@ def summarize(world: World, rec: Record) -> dict[str, Any]:
                       for r in regions},
         "down_gpus": {r: [sum(row[k] for k in range(len(row)) if region_of_site[k] == r) for row in rec.down_series]
                       for r in regions},
-        "gpus": {r: sum(site.gpus for site in world.sites if site.region == r) for r in regions},
+        "gpus": {r: sum(site.gpus for site in fleet.sites if site.region == r) for r in regions},
         # queued jobs by the home region of their tenant
         "queued": {r: [sum(row[i] for i in range(len(row)) if home_of_tenant[i] == r) for row in rec.queued_series]
                    for r in sorted(set(home_of_tenant))},
     }
     return {
-        "fleet": fleet,
+        "fleet": overall,
         "classes": classes,
         "regions": by_region,
         "tenants": tenants,
         "sites": sites,
         "series": series,
-        "engine": {"events": rec.events, "wall_s": rec.wall_s, "events_per_s": rec.events / rec.wall_s
+        "core": {"events": rec.events, "wall_s": rec.wall_s, "events_per_s": rec.events / rec.wall_s
                    if rec.wall_s > 0 else None},
         "assumptions": {"energy_and_cost": ENERGY_ASSUMPTION},
     }
 
 
-def latency_samples(world: World, rec: Record) -> dict[str, dict[str, np.ndarray]]:
+def latency_samples(fleet: Fleet, rec: Record) -> dict[str, dict[str, np.ndarray]]:
     """End-to-end seconds of every finished job, by class and by region (for CDF plots)."""
-    s = world.scenario
+    s = fleet.scenario
     ok = (rec.submitted_s >= s.warmup_h * 3600) & ~np.isnan(rec.end_s)
     e2e = rec.end_s - rec.submitted_s
-    by_class = {c.name: np.sort(e2e[ok & (rec.cls == i)]) for i, c in enumerate(world.classes)}
+    by_class = {c.name: np.sort(e2e[ok & (rec.cls == i)]) for i, c in enumerate(fleet.classes)}
     by_region = {}
-    for r in sorted({site.region for site in world.sites}):
-        in_r = np.isin(rec.site, [k for k, site in enumerate(world.sites) if site.region == r])
+    for r in sorted({site.region for site in fleet.sites}):
+        in_r = np.isin(rec.site, [k for k, site in enumerate(fleet.sites) if site.region == r])
         by_region[r] = np.sort(e2e[ok & in_r])
     return {"class": by_class, "region": by_region}

@@ -30,7 +30,7 @@ def tables(result: dict[str, Any]) -> list[Table]:
     """Fleet totals, then latency and SLO per class, per region, per tenant; then sites."""
     f = result["fleet"]
     title = f"{result['scenario']['name']} ({result['mode']}"
-    title += f", {result['engine']['events']:,} events in {result['engine']['wall_s']:.1f} s)" \
+    title += f", {result['core']['events']:,} events in {result['core']['wall_s']:.1f} s)" \
         if result["mode"] == "event" else ")"
     fleet = Table(title=title)
     for col in ("GPUs", "jobs", "utilisation", "videos/h", "SLO met", "wait p95", "e2e p95", "energy MWh", "cost $",

@@ -10,7 +10,7 @@ import pytest
 
 from noor.engine.tiny.backend import TinyBackend, weights_dir
 from noor.engine.tiny.eval import PSNR_TARGET_DB, TARGETS, EvalReport, eval_prompts, evaluate
-from noor.engine.tiny.world import MOTIONS, render, sample_scene
+from noor.engine.tiny.scene import MOTIONS, render, sample_scene
 
 
 def test_eval_set_is_balanced_and_bilingual() -> None:
@@ -126,7 +126,7 @@ def test_shipped_vae_keeps_colours_apart_and_frames_sharp() -> None:
     import torch
 
     from noor.engine.tiny.detector import detect, psnr
-    from noor.engine.tiny.world import COLOURS
+    from noor.engine.tiny.scene import COLOURS
 
     pipe = TinyBackend().pipe
     rng = np.random.default_rng(11)
@@ -154,7 +154,7 @@ def _caption_swap_ratios(sigma: float = 0.5) -> dict[tuple[str, str], float]:
     import torch
 
     from noor.engine.tiny.captions import caption
-    from noor.engine.tiny.world import SHAPES, Scene
+    from noor.engine.tiny.scene import SHAPES, Scene
 
     pipe = TinyBackend().pipe
     ratios = {}

@@ -6,8 +6,8 @@ import numpy as np
 
 from noor.engine.tiny.backend import weights_dir
 from noor.engine.tiny.captions import caption, vocabulary_corpus
+from noor.engine.tiny.scene import sample_scene
 from noor.engine.tiny.tokenizer import BOS, WordTokenizer, words
-from noor.engine.tiny.world import sample_scene
 
 
 def tokenizer() -> WordTokenizer:

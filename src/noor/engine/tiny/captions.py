@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from noor.engine.tiny.world import Scene, Thing
+from noor.engine.tiny.scene import Scene, Thing
 
 # --- English -------------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from noor.engine.tiny.world import COLOURS, coverage
+from noor.engine.tiny.scene import COLOURS, coverage
 
 _PALETTE = np.array(list(COLOURS.values()), dtype=np.float32)  # (K, 3)
 _NAMES = list(COLOURS)

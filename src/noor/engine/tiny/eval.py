@@ -15,7 +15,7 @@ import numpy as np
 
 from noor.engine.tiny.captions import caption
 from noor.engine.tiny.detector import detect, psnr
-from noor.engine.tiny.world import COLOURS, MOTIONS, SHAPES, Scene, render, sample_scene
+from noor.engine.tiny.scene import COLOURS, MOTIONS, SHAPES, Scene, render, sample_scene
 
 TARGETS = {"colour": 0.90, "motion": 0.80, "shape": 0.70}
 PSNR_TARGET_DB = 25.0

@@ -28,10 +28,10 @@ from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 
 from noor.engine.tiny.captions import caption, vocabulary_corpus
 from noor.engine.tiny.pipeline import NoorTinyPipeline, encode_frames, frame_noise
+from noor.engine.tiny.scene import NUM_FRAMES, SIZE, Scene, render, sample_scene
 from noor.engine.tiny.text_encoder import TinyTextEncoder
 from noor.engine.tiny.tokenizer import WordTokenizer, words
 from noor.engine.tiny.transformer import TinyVideoTransformer
-from noor.engine.tiny.world import NUM_FRAMES, SIZE, Scene, render, sample_scene
 
 # on_step(stage, step, total, loss): stage is "vae", "encode" or "denoiser"
 OnStep = Callable[[str, int, int, float], None]

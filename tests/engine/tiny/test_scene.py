@@ -5,7 +5,7 @@ import pytest
 
 from noor.engine.tiny.captions import caption
 from noor.engine.tiny.detector import detect
-from noor.engine.tiny.world import BACKGROUNDS, COLOURS, MOTIONS, SHAPES, Scene, Thing, render, sample_scene
+from noor.engine.tiny.scene import BACKGROUNDS, COLOURS, MOTIONS, SHAPES, Scene, Thing, render, sample_scene
 
 
 def test_world_has_the_required_variety() -> None:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from noor import scheduling
-from noor.sim.world import World
+from noor.sim.fleet import Fleet
 
 END, REPAIR, FAIL, TICK = 0, 1, 2, 3
 
@@ -198,7 +198,7 @@ class _Queue:
 
 
 def simulate(
-    world: World,
+    fleet: Fleet,
     progress: Callable[[float], None] | None = None,
     record_trace: bool = False,
 ) -> Record:
@@ -208,14 +208,14 @@ def simulate(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _simulate(world, progress, record_trace)
+        return _simulate(fleet, progress, record_trace)
     finally:
         if collecting:
             gc.enable()
 
 
-def _simulate(world: World, progress: Callable[[float], None] | None, record_trace: bool) -> Record:
-    s = world.scenario
+def _simulate(fleet: Fleet, progress: Callable[[float], None] | None, record_trace: bool) -> Record:
+    s = fleet.scenario
     wall0 = time.perf_counter()
     rng = random.Random(s.seed * 1_000_003 + 1)  # failures and repairs; arrivals have their own stream
     sched = s.scheduling
@@ -227,7 +227,7 @@ def _simulate(world: World, progress: Callable[[float], None] | None, record_tra
     max_batch = sched.max_batch
     horizon = s.horizon_h * 3600
 
-    arr = world.arrivals
+    arr = fleet.arrivals
     n_jobs = len(arr)
     sub_t: list[float] = arr.t_s.tolist()
     j_tenant: list[int] = arr.tenant.tolist()
@@ -237,9 +237,9 @@ def _simulate(world: World, progress: Callable[[float], None] | None, record_tra
     end = [float("nan")] * n_jobs
     where = [-1] * n_jobs
 
-    sites = [_Site(i, info) for i, info in enumerate(world.sites)]
-    chips = [info.chip for info in world.sites]
-    overhead = [info.job_overhead_s for info in world.sites]  # per job, outside the model (not noisy)
+    sites = [_Site(i, info) for i, info in enumerate(fleet.sites)]
+    chips = [info.chip for info in fleet.sites]
+    overhead = [info.job_overhead_s for info in fleet.sites]  # per job, outside the model (not noisy)
     tenants = [t.name for t in s.tenants]
     regions_of = [tuple(t.regions) for t in s.tenants]
     prio_of = [t.priority for t in s.tenants]
@@ -247,30 +247,30 @@ def _simulate(world: World, progress: Callable[[float], None] | None, record_tra
     # 1. queues: per (tenant, class) for fair share, else per (region set, class); each knows its sites
     queues: dict[tuple[Any, int], _Queue] = {}
     queue_of: dict[tuple[int, int], _Queue] = {}
-    for (ti, ci), ok in world.sites_for.items():
+    for (ti, ci), ok in fleet.sites_for.items():
         if not ok:
             continue
         group: Any = ti if fair else regions_of[ti]
         q = queues.get((group, ci))
         if q is None:
-            q = queues[(group, ci)] = _Queue(ti if fair else -1, ci, world.classes[ci].gpus, ok)
+            q = queues[(group, ci)] = _Queue(ti if fair else -1, ci, fleet.classes[ci].gpus, ok)
             for k in ok:
                 sites[k].queues.append(q)
         queue_of[(ti, ci)] = q
-    predicted = {pair: world.predicted_s(*pair) for pair in queue_of}
+    predicted = {pair: fleet.predicted_s(*pair) for pair in queue_of}
     small = {pair: p <= sched.batch_max_predicted_s for pair, p in predicted.items()}
     usage = dict.fromkeys(tenants, 0.0)
     queued_by_tenant = [0] * len(tenants)
-    # perf-model seconds of one request of each class on each site (batches: world.latency_s, cached)
+    # perf-model seconds of one request of each class on each site (batches: fleet.latency_s, cached)
     for q in queues.values():
-        q.base_s = [world.classes[q.cls].latency_s.get(chip, 0.0) for chip in chips]
+        q.base_s = [fleet.classes[q.cls].latency_s.get(chip, 0.0) for chip in chips]
         q.site_objs = [sites[k] for k in q.sites]
 
     # every job's place in its queue: the policy's key, computed for all jobs at once, then the job index
-    pred_gpu_s = np.zeros((len(tenants), len(world.classes)))
+    pred_gpu_s = np.zeros((len(tenants), len(fleet.classes)))
     for (ti, ci), p in predicted.items():
-        pred_gpu_s[ti, ci] = p * world.classes[ci].gpus
-    prio = np.array([c.priority for c in world.classes])[arr.cls] + np.array(prio_of)[arr.tenant]
+        pred_gpu_s[ti, ci] = p * fleet.classes[ci].gpus
+    prio = np.array([c.priority for c in fleet.classes])[arr.cls] + np.array(prio_of)[arr.tenant]
     columns = policy.key_columns(arr.t_s, prio, pred_gpu_s[arr.tenant, arr.cls]) if n_jobs else []
     j_key: list[tuple[Any, ...]] = list(zip(*(np.asarray(c).tolist() for c in columns), range(n_jobs), strict=True))
     j_queue: list[_Queue] = [queue_of[pair] for pair in zip(j_tenant, j_cls, strict=True)]
@@ -306,7 +306,7 @@ def _simulate(world: World, progress: Callable[[float], None] | None, record_tra
             duration = q.base_s[site.index] * j_noise[j] + overhead[site.index]
             start[j] = now
         else:
-            duration = world.latency_s(q.cls, chips[site.index], n) * j_noise[jobs[0]] + overhead[site.index]
+            duration = fleet.latency_s(q.cls, chips[site.index], n) * j_noise[jobs[0]] + overhead[site.index]
             for j in jobs:
                 start[j] = now
         if fair:

@@ -48,7 +48,7 @@ class ClassInfo:
 
 
 @dataclass
-class World:
+class Fleet:
     scenario: Scenario
     sites: list[SiteInfo]
     classes: list[ClassInfo]
@@ -65,7 +65,7 @@ class World:
         if key not in self._batch_latency:
             c = self.classes[cls]
             shape = perf.Shape(c.shape.width, c.shape.height, c.shape.num_frames, c.shape.steps, batch)
-            est = perf.predict(c.model, chip, shape, perf.Plan(gpus=c.gpus))
+            est = perf.predict(c.model, chip, shape, perf.ParallelPlan(gpus=c.gpus))
             # a batch that no longer fits in memory runs as one request after another
             self._batch_latency[key] = est.latency_s if est.fits and est.latency_s else batch * c.latency_s[chip]
         return self._batch_latency[key]
@@ -109,7 +109,7 @@ def _class(spec: RequestClass, where: str, chips: list[str]) -> ClassInfo:
             spec.frames or arch.default_frames,
             spec.steps,
         )
-        plan = perf.Plan(gpus=spec.gpus)
+        plan = perf.ParallelPlan(gpus=spec.gpus)
     except perf.PerfError as err:
         raise ScenarioError(f"{where}.{err.field}: {str(err).split(': ', 1)[1]}") from None
     latency, memory, why = {}, {}, {}
@@ -123,7 +123,7 @@ def _class(spec: RequestClass, where: str, chips: list[str]) -> ClassInfo:
     return ClassInfo(spec.name, spec.model, shape, spec.gpus, spec.slo_s, spec.priority, latency, memory, why)
 
 
-def resolve(s: Scenario, draw: bool = True) -> World:
+def resolve(s: Scenario, draw: bool = True) -> Fleet:
     """Sites sized, classes priced by the perf model (one call per class and chip), arrivals drawn
     (`draw=False`: Poisson arrivals are not drawn, for the analytic mode; a trace is always read)."""
     sites = [_site(s, i) for i in range(len(s.sites))]
@@ -180,4 +180,4 @@ def resolve(s: Scenario, draw: bool = True) -> World:
                     f"tenants[{ti}].regions: tenant {ten.name!r} has class {c.name!r} that no site in its regions "
                     f"can run ({why}), got {ten.regions!r}"
                 )
-    return World(s, sites, classes, arrivals, sites_for)
+    return Fleet(s, sites, classes, arrivals, sites_for)

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from noor import perf, sim
-from noor.sim.engine import simulate
-from noor.sim.world import resolve
+from noor.sim.core import simulate
+from noor.sim.fleet import resolve
 from tests.sim.conftest import scenario_dict
 
 FLUX_H100 = perf.predict("flux.1-dev", "h100-sxm").latency_s
@@ -34,8 +34,8 @@ def micro(trace: Path, gpus: int = 2, per_node: int = 1, policy: str = "fifo", c
 
 
 def starts_and_ends(data: dict[str, Any]) -> list[tuple[float, str, tuple[int, ...]]]:
-    world = resolve(sim.parse(data))
-    rec = simulate(world, record_trace=True)
+    fleet = resolve(sim.parse(data))
+    rec = simulate(fleet, record_trace=True)
     return [(t, kind, jobs) for t, kind, jobs, _, _ in rec.trace if kind in ("start", "end")]
 
 
@@ -67,7 +67,7 @@ def test_job_overhead_holds_the_gpu_beyond_the_model_time(write_trace) -> None: 
 
 def test_a_four_gpu_job_waits_for_four_gpus_on_one_node(write_trace) -> None:  # type: ignore[no-untyped-def]
     classes = [{"name": "wide", "model": "flux.1-dev", "gpus": 4}]
-    L = perf.predict("flux.1-dev", "h100-sxm", plan=perf.Plan(gpus=4)).latency_s or 0
+    L = perf.predict("flux.1-dev", "h100-sxm", plan=perf.ParallelPlan(gpus=4)).latency_s or 0
     trace = write_trace([(0, "t", "wide"), (0, "t", "wide"), (0, "t", "wide")])
     # two nodes of 3 and 3 GPUs: 6 free, but never 4 on one node -> nothing could start; one node of 8: two at a time
     with pytest.raises(sim.ScenarioError, match=r"tenants\[0\]\.regions.*needs 4 GPUs on one node"):
@@ -87,8 +87,8 @@ def test_sjf_runs_the_short_job_first_and_batching_groups_small_jobs(write_trace
     assert [jobs for _, kind, jobs in sjf if kind == "start"] == [(0,), (2,), (3,), (4,), (1,)]
     batched = starts_and_ends(micro(trace, gpus=1, classes=classes, policy="sjf", aging_per_s=0.0, max_batch=4))
     assert [jobs for _, kind, jobs in batched if kind == "start"] == [(0,), (2, 3, 4), (1,)]
-    world = resolve(sim.parse(micro(trace, gpus=1, classes=classes, max_batch=4)))
-    three = world.latency_s(0, "h100-sxm", 3)
+    fleet = resolve(sim.parse(micro(trace, gpus=1, classes=classes, max_batch=4)))
+    three = fleet.latency_s(0, "h100-sxm", 3)
     assert FLUX_H100 < three < 3 * FLUX_H100  # a batch of 3 is cheaper than 3 one after another
     start_batch = next(t for t, kind, jobs in batched if jobs == (2, 3, 4) and kind == "start")
     assert next(t for t, kind, jobs in batched if jobs == (2, 3, 4) and kind == "end") == pytest.approx(
@@ -127,7 +127,7 @@ def test_bad_trace_rows_name_the_row_and_value(write_trace) -> None:  # type: ig
 
 
 def _strip(result: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in result.items() if k != "engine"}
+    return {k: v for k, v in result.items() if k != "core"}
 
 
 def test_same_seed_same_result_other_seed_other_result() -> None:
@@ -147,17 +147,17 @@ def test_residency_is_never_violated_even_with_failures() -> None:
         {"name": "us2", "region": "us-west", "chip": "a100-80gb", "gpus": 4},
         {"name": "eu1", "region": "eu-london", "chip": "h100-sxm", "gpus": 8, "mtbf_h": 5, "mttr_h": 0.2}])
     for policy in ("fifo", "priority", "sjf", "fair-share"):
-        world = resolve(sim.parse({**data, "scheduling": {"policy": policy, "max_batch": 3}}))
-        rec = simulate(world, record_trace=True)
-        allowed = [set(t.regions) for t in world.scenario.tenants]
+        fleet = resolve(sim.parse({**data, "scheduling": {"policy": policy, "max_batch": 3}}))
+        rec = simulate(fleet, record_trace=True)
+        allowed = [set(t.regions) for t in fleet.scenario.tenants]
         assert (~np.isnan(rec.end_s)).all() and rec.requeued > 0
         for _, kind, jobs, site, _ in rec.trace:
             if kind == "start":
                 for j in jobs:
-                    assert world.sites[site].region in allowed[rec.tenant[j]], (policy, j, site)
+                    assert fleet.sites[site].region in allowed[rec.tenant[j]], (policy, j, site)
         ran = rec.site
         for j in range(len(ran)):
-            assert world.sites[ran[j]].region in allowed[rec.tenant[j]]
+            assert fleet.sites[ran[j]].region in allowed[rec.tenant[j]]
 
 
 def test_metrics_add_up() -> None:
@@ -197,12 +197,12 @@ def test_failures_cost_gpu_hours_and_every_job_still_finishes() -> None:
 
 def test_a_blocked_wide_job_keeps_a_node_and_narrow_jobs_do_not_jump_onto_it(write_trace) -> None:  # type: ignore[no-untyped-def]
     classes = [{"name": "narrow", "model": "flux.1-dev"}, {"name": "wide", "model": "flux.1-dev", "gpus": 4}]
-    L4 = perf.predict("flux.1-dev", "h100-sxm", plan=perf.Plan(gpus=4)).latency_s or 0.0
+    L4 = perf.predict("flux.1-dev", "h100-sxm", plan=perf.ParallelPlan(gpus=4)).latency_s or 0.0
     assert L4 < FLUX_H100
     trace = write_trace([(0, "t", "narrow"), (0, "t", "narrow"), (0, "t", "narrow"), (0.1, "t", "wide"),
                          (0.2, "t", "wide"), (0.3, "t", "narrow")])
-    world = resolve(sim.parse(micro(trace, gpus=8, per_node=4, classes=classes)))
-    rec = simulate(world, record_trace=True)
+    fleet = resolve(sim.parse(micro(trace, gpus=8, per_node=4, classes=classes)))
+    rec = simulate(fleet, record_trace=True)
     starts = [(t, jobs, node) for t, kind, jobs, _, node in rec.trace if kind == "start"]
     # three narrow jobs pack node 0 (best fit), the first wide job takes node 1; the second wide job finds
     # no node with 4 free and keeps node 0 (1 free); the narrow job at 0.3 s may not take that free GPU

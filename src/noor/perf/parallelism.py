@@ -14,7 +14,7 @@ STRATEGIES: tuple[str, ...] = ("auto", "ulysses", "ring", "cfg", "hybrid")
 
 
 @dataclass(frozen=True)
-class Plan:
+class ParallelPlan:
     gpus: int = 1
     strategy: Strategy = "auto"
     # Explicit degrees (all three, product = gpus) override the strategy.
@@ -69,7 +69,7 @@ def _factorisations(gpus: int) -> list[tuple[int, int, int]]:
     return out
 
 
-def candidates(plan: Plan, model: ModelArch) -> list[Plan]:
+def candidates(plan: ParallelPlan, model: ModelArch) -> list[ParallelPlan]:
     """The concrete plans (all degrees set) a plan allows for this model; at least one, or PerfError."""
     if plan.degrees is not None:
         options = [plan.degrees]
