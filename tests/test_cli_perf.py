@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "published"
+from noor.config import PUBLISHED_DIR
+
+SHARED = PUBLISHED_DIR
 
 
 def noor(*args: str) -> subprocess.CompletedProcess[str]:

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from noor.scheduling import Policy
 
 
+# The published figures Noor calibrates on (each row with its source) live in the repository, data/published;
+# a source checkout has them, an installed wheel does not (then pass --data).
+PUBLISHED_DIR = Path(__file__).resolve().parents[2] / "data" / "published"
+
 REGION = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")  # e.g. me-riyadh (fits the 32-character column)
 
 

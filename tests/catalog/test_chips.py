@@ -7,13 +7,14 @@ import pytest
 
 from noor import catalog
 from noor.catalog import local
+from noor.config import PUBLISHED_DIR
 from tests.perf.conftest import RECORD
 
 REQUIRED = [
     "h100-sxm", "h200-sxm", "h20", "l20", "l40", "l40s", "l4", "a100-80gb", "rtx-4090", "b200", "gb200", "b300",
     "mi300x", "mi325x", "mi355x", "tpu-v5p", "tpu-v6e", "tpu7x", "trainium2", "gaudi3", "cpu-local",
 ]  # fmt: skip
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "published" / "chips.csv"
+SHARED = PUBLISHED_DIR / "chips.csv"
 
 
 def test_every_required_chip_is_in_the_catalog_and_cites_a_source() -> None:

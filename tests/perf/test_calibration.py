@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-from pathlib import Path
-
+from noor.config import PUBLISHED_DIR
 from noor.perf import calibrate, efficiency, published
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "published"
+DATA = PUBLISHED_DIR
 
 
 def _all() -> published.Published:

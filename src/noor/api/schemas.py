@@ -1,4 +1,4 @@
-"""Request and response bodies of the Dream Machine API (shared/reference/luma-api.md §3–4)."""
+"""Request and response bodies of the Dream Machine API (docs/reference/luma-api.md §3–4)."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from noor.cli.base import BadInput, app, console, fail
+from noor.config import PUBLISHED_DIR
 
 perf_app = typer.Typer(help="What a request costs on a chip: seconds, memory, energy, dollars.", no_args_is_help=True)
 app.add_typer(perf_app, name="perf")
@@ -147,9 +148,7 @@ def perf_measure(
 
 @perf_app.command("calibrate")
 def perf_calibrate(
-    data: Annotated[Path, typer.Option(help="folder with measurements.csv and mlperf_sdxl.csv")] = Path(
-        "../shared/data/published"
-    ),
+    data: Annotated[Path, typer.Option(help="folder with measurements.csv and mlperf_sdxl.csv")] = PUBLISHED_DIR,
     out: Annotated[Path | None, typer.Option(help="where to write (default: the package's calibration.toml)")] = None,
 ) -> None:
     """Fit the efficiency factors on the published figures; print every row and write the constants file."""

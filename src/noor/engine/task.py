@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# Dream Machine's names for frame shapes (see shared/reference/luma-api.md).
+# Dream Machine's names for frame shapes (see docs/reference/luma-api.md).
 ASPECT_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "21:9", "9:21")
 RESOLUTIONS = {"540p": 540, "720p": 720, "1080p": 1080, "4k": 2160}
 

@@ -142,7 +142,7 @@ def to_toml(eff: Efficiency, sources: list[Path], stats: dict[str, float], publi
         'command = "noor perf calibrate"',
         f'fitted_at = "{now}"',
         f"data = {[f'{p.name} sha256:{_sha256(p)}' for p in sources]!r}".replace("'", '"'),
-        'data_source = "/work/shared/data/published (every row carries its source_url)"',
+        'data_source = "data/published in the repository (every row carries its source_url)"',
         f"cases = {len(published.cases)}",
         f"skipped = {len(published.skipped)}",
         f"median_ape = {stats['median_ape']:.4f}",
