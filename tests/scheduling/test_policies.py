@@ -17,6 +17,12 @@ def ids(jobs: list[QueuedJob]) -> list[str]:
     return [j.id for j in jobs]
 
 
+def first(worker: WorkerView, queue: list[QueuedJob], **kw: object) -> list[QueuedJob]:
+    """What one free worker starts: its assignment when it is the only worker."""
+    plan = scheduling.assign(queue, [worker], **kw)  # type: ignore[arg-type]
+    return list(plan[0].jobs) if plan else []
+
+
 QUEUE = [
     job("a", 0.0, 100.0, priority=1),
     job("b", 1.0, 5.0, priority=0),
@@ -67,11 +73,11 @@ def test_memory_fit_and_models() -> None:
     big = job("big", 0.0, memory_gb=100.0)
     small = job("small", 1.0, memory_gb=40.0)
     h100 = WorkerView("w", "us", "h100-sxm", free_gpus=1, memory_gb=80.0)
-    assert scheduling.pick(h100, [big, small]) == [small]
+    assert first(h100, [big, small]) == [small]
     assert not scheduling.fits(big, h100)
     assert scheduling.fits(big, WorkerView("w", "us", "mi300x", free_gpus=1, memory_gb=192.0))
     only_flux = WorkerView("w", "us", "h100-sxm", 1, 80.0, models=("flux",))
-    assert scheduling.pick(only_flux, [small]) == []
+    assert first(only_flux, [small]) == []
 
 
 def test_multi_gpu_jobs_need_k_gpus_on_one_node_best_fit() -> None:
@@ -92,7 +98,7 @@ def test_assign_strict_order_without_backfill() -> None:
     assert scheduling.assign(queue, nodes, backfill=False) == []
 
 
-def test_pick_batches_compatible_small_jobs_in_policy_order() -> None:
+def test_assign_batches_compatible_small_jobs_in_policy_order() -> None:
     queue = [
         job("x1", 0.0, 2.0, batch_key="flux 1024"),
         job("y1", 1.0, 2.0, batch_key="sdxl 1024"),
@@ -102,12 +108,12 @@ def test_pick_batches_compatible_small_jobs_in_policy_order() -> None:
         job("x5", 5.0, 2.0, batch_key="flux 1024"),
     ]
     worker = WorkerView("w", None, "h100-sxm", 1, 80.0)
-    assert ids(scheduling.pick(worker, queue, max_batch=3)) == ["x1", "x2", "x3"]
-    assert ids(scheduling.pick(worker, queue, max_batch=8, batch_max_predicted_s=10.0)) == ["x1", "x2", "x3", "x5"]
-    assert ids(scheduling.pick(worker, queue)) == ["x1"]
-    assert ids(scheduling.pick(worker, [job("solo", 0.0), job("solo2", 1.0)], max_batch=4)) == ["solo"]
+    assert ids(first(worker, queue, max_batch=3)) == ["x1", "x2", "x3"]
+    assert ids(first(worker, queue, max_batch=8, batch_max_predicted_s=10.0)) == ["x1", "x2", "x3", "x5"]
+    assert ids(first(worker, queue)) == ["x1"]
+    assert ids(first(worker, [job("solo", 0.0), job("solo2", 1.0)], max_batch=4)) == ["solo"]
     with pytest.raises(SchedulingError, match="max_batch"):
-        scheduling.pick(worker, queue, max_batch=0)
+        first(worker, queue, max_batch=0)
 
 
 def test_residency_is_never_violated_on_random_queues() -> None:
@@ -132,7 +138,7 @@ def test_residency_is_never_violated_on_random_queues() -> None:
             used[a.worker_id] = used.get(a.worker_id, 0) + a.gpus
         assert all(used[w] <= by_id[w].free_gpus for w in used)
         for w in workers:
-            for j in scheduling.pick(w, queue, 50.0, policy, max_batch=3):
+            for j in first(w, queue, now_s=50.0, policy=policy, max_batch=3):
                 assert j.regions is None or w.region in j.regions
                 assert j.gpus <= w.free_gpus
 

@@ -30,6 +30,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.util import ClauseAdapter
 
 from noor import scheduling
 from noor.jobs import outbox
@@ -59,9 +60,10 @@ _USAGE = select(
     select(_generations.c.created_at).where(_since).order_by(_generations.c.created_at).limit(1).scalar_subquery(),
 )
 REQUEUE_EVERY = timedelta(seconds=1)
-# A claim orders at most this many queued jobs (the oldest by tier) with the scheduling policy: bounded work
-# per claim; a policy that favours others (SJF, fair share) chooses among these.
-CLAIM_CANDIDATES = 256
+# A claim reads the few jobs its policy could put first (`scheduling.frontier`), never the whole queue; it tries
+# this many of them, and reads again this many times, before it gives up on a queue other workers race it for.
+CLAIM_RETRIES = 8
+QUEUED_LIMIT = 256  # what `queued()` reads by default (a dispatcher's look at the queue's head, by priority then age)
 USAGE_WINDOW = timedelta(hours=1)  # fair share counts the GPU-seconds each tenant was given in this window
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -314,11 +316,13 @@ class Store:
         now: datetime | None = None,
         node: str | None = None,
     ) -> Generation | None:
-        """Hand `worker` the queued job the scheduling policy puts first, under a lease.
+        """Hand `worker` the queued job the scheduling policy puts first over the whole queue, under a lease.
 
-        The same `noor.scheduling` policy the simulator drives: 1. the jobs this worker may run (its models and
-        regions: residency) are read; 2. the policy orders them (fair share with each tenant's recent GPU-seconds);
-        3. one conditional UPDATE takes the first, and a job another worker took meanwhile is skipped.
+        The same `noor.scheduling` policy the simulator drives: 1. of the jobs this worker may run (its models
+        and regions: residency), the few the policy could put first are read in index order
+        (`scheduling.frontier`: not the whole queue, never just the oldest); 2. the policy orders them (fair
+        share with each tenant's GPU-seconds in the usage window); 3. one conditional UPDATE takes the first.
+        A job another worker took meanwhile is skipped for the next; if all were taken the queue is read again.
         """
         now = now or now_utc()
         # expired leases are looked for at most once a second per store, not on every idle poll
@@ -326,54 +330,101 @@ class Store:
             self.requeue_expired(now)
             self._requeued_at = now
         check_transition(State.QUEUED, State.DREAMING)
-        # 1. candidates
-        queue = self.queued(models=models, regions=regions)
-        if not queue:
-            return None
-        # 2. the policy's order
+        now_s = (now - EPOCH).total_seconds()
         usage = None if self.scheduler.static else self._usage(now)
-        ordered = self.scheduler.order(queue, (now - EPOCH).total_seconds(), usage)
-        # 3. take the first still queued (a conditional UPDATE: two workers never both win a job)
         region = regions[0] if regions is not None and len(regions) == 1 else None
-        for job in ordered[:8]:
-            claimed = self._take(job.id, worker, lease_s, now, node, region)
-            if claimed is not None:
-                return claimed
+
+        def read(order: tuple[str, ...], depth: int | None) -> builtins.list[scheduling.QueuedJob]:
+            return self.queued(depth, models=models, regions=regions, order=order)
+
+        for _ in range(CLAIM_RETRIES):
+            # 1. candidates: what the policy could put first, read from an index
+            candidates = scheduling.frontier(self.scheduler, read, now_s, usage)
+            if not candidates:
+                return None
+            # 2. the policy's order, 3. take the first still queued (a conditional UPDATE: one worker wins a job)
+            for job in self.scheduler.order(candidates, now_s, usage)[:CLAIM_RETRIES]:
+                claimed = self._take(job.id, worker, lease_s, now, node, region)
+                if claimed is not None:
+                    return claimed
         return None
 
     def queued(
         self,
-        limit: int = CLAIM_CANDIDATES,
+        limit: int | None = QUEUED_LIMIT,
         models: Sequence[str] | None = None,
         regions: Sequence[str] | None = None,
+        order: tuple[str, ...] = ("priority", "submitted_at_s"),
     ) -> builtins.list[scheduling.QueuedJob]:
-        """The queue as the scheduling policies read it, in (priority, age) order, each job with the regions
-        it may run in: its own region if it has one (and its tenant allows it), else its tenant's; None: any.
+        """The queue as the scheduling policies read it: the first `limit` jobs in `order` (fields of
+        `scheduling.QueuedJob`, then id; each order has an index), or with `limit=None` each tenant's first
+        job in `order`. Each job carries the regions it may run in: its own region if it has one (and its
+        tenant allows it), else its tenant's; None: any.
 
         With `models` and `regions` (a worker's), only the jobs that worker may run: residency holds for a
         region-bound tenant's jobs on every path (local, remote and Ray workers).
         """
         from noor.jobs.tenants import Tenant
 
-        query = (
-            select(
-                Generation.id, Generation.tenant, Generation.model, Generation.created_at, Generation.eta_s,
-                Generation.priority, Generation.region, Tenant.regions,
-            )
-            .outerjoin(Tenant, Tenant.name == Generation.tenant)
-            .where(Generation.state == State.QUEUED.value, Generation.deleted_at.is_(None))
-        )  # fmt: skip
+        sort_by = {"priority": _generations.c.priority, "submitted_at_s": _generations.c.created_at,
+                   "predicted_gpu_s": _generations.c.eta_s.nulls_first()}  # live jobs run on one GPU
+        unknown = [name for name in order if name not in sort_by]
+        if unknown:
+            raise ValueError(f"order: unknown field {unknown[0]!r}; valid: {', '.join(sort_by)}")
         with self.session() as s:
+            # 1. which queued jobs this worker may run (the same conditions for every read below)
+            may_run: builtins.list[ColumnElement[bool]] = [
+                _generations.c.state == State.QUEUED.value, _generations.c.deleted_at.is_(None)]
             if models is not None:
-                query = query.where(Generation.model.in_(list(models)))
+                may_run.append(_generations.c.model.in_(list(models)))
             if regions is not None:
-                query = query.where(or_(Generation.region.is_(None), Generation.region.in_(list(regions))))
+                may_run.append(or_(_generations.c.region.is_(None), _generations.c.region.in_(list(regions))))
                 # tenants bound to other regions only (few rows: read, then excluded in SQL so LIMIT stays right)
                 bound = s.execute(select(Tenant.name, Tenant.regions).where(Tenant.regions.is_not(None)))
                 elsewhere = [name for name, allowed in bound if allowed is not None and not set(allowed) & set(regions)]
                 if elsewhere:
-                    query = query.where(Generation.tenant.not_in(elsewhere))
-            query = query.order_by(Generation.priority, Generation.created_at, Generation.id).limit(limit)
+                    may_run.append(_generations.c.tenant.not_in(elsewhere))
+            columns = [sort_by[name] for name in order] + [_generations.c.id]
+            # 2. the first `limit` in order, or the first of each tenant (a point read per tenant from the index)
+            if limit is None:
+                # the tenants with such a job, skipping through the index from one tenant to the next (a point
+                # read each: PostgreSQL has no skip scan, and DISTINCT would walk every queued job)
+                skip = _generations.alias("skip")
+                to_skip = ClauseAdapter(skip).traverse
+                lowest = select(_generations.c.tenant).where(*may_run).order_by(_generations.c.tenant).limit(1)
+                tenants = select(lowest.scalar_subquery().label("tenant")).cte(recursive=True)
+                after = (
+                    select(skip.c.tenant)
+                    .where(*map(to_skip, may_run), skip.c.tenant > tenants.c.tenant)
+                    .order_by(skip.c.tenant)
+                    .limit(1)
+                )
+                tenants = tenants.union_all(
+                    select(after.scalar_subquery()).select_from(tenants).where(tenants.c.tenant.is_not(None))
+                )
+                inner = _generations.alias("inner")
+                to_inner = ClauseAdapter(inner).traverse
+                first = (
+                    select(inner.c.id)
+                    .where(*(to_inner(c) for c in may_run), inner.c.tenant == tenants.c.tenant)
+                    .order_by(*(to_inner(c) for c in columns))
+                    .limit(1)
+                    .scalar_subquery()
+                )
+                heads = select(first).select_from(tenants).where(tenants.c.tenant.is_not(None))
+                chosen: builtins.list[ColumnElement[bool]] = [_generations.c.id.in_(heads)]
+            else:
+                chosen = may_run
+            query = (
+                select(
+                    _generations.c.id, _generations.c.tenant, _generations.c.model, _generations.c.created_at,
+                    _generations.c.eta_s, _generations.c.priority, _generations.c.region, Tenant.regions,
+                )
+                .outerjoin(Tenant, Tenant.name == _generations.c.tenant)
+                .where(*chosen)
+                .order_by(*columns)
+                .limit(limit)
+            )  # fmt: skip
             out = []
             for row in s.execute(query):
                 allowed: tuple[str, ...] | None = tuple(row.regions) if row.regions is not None else None
@@ -460,15 +511,17 @@ class Store:
             return claimed
 
     def _usage(self, now: datetime) -> dict[str, float]:
-        """Seconds of work each tenant was given in the last USAGE_WINDOW (running jobs count up to now)."""
+        """GPU-seconds each tenant was given in the last USAGE_WINDOW: each run's part inside it, a running job's
+        up to `now` (what the simulator counts, with no window). Read from the state and finished_at indexes."""
         since = now - USAGE_WINDOW
-        query = select(Generation.tenant, Generation.started_at, Generation.finished_at).where(
-            Generation.started_at.is_not(None), or_(Generation.finished_at.is_(None), Generation.finished_at >= since)
+        query = select(_generations.c.tenant, _generations.c.started_at, _generations.c.finished_at).where(
+            _generations.c.started_at.is_not(None),
+            or_(_generations.c.state == State.DREAMING.value, _generations.c.finished_at >= since),
         )
         usage: dict[str, float] = {}
         with self.session() as s:
             for tenant, started, finished in s.execute(query):
-                seconds = ((finished or now) - max(started or now, since)).total_seconds()
+                seconds = ((finished or now) - max(started, since)).total_seconds()
                 usage[tenant] = usage.get(tenant, 0.0) + max(0.0, seconds)
         return usage
 

@@ -2,19 +2,23 @@
 
 from noor import scheduling
 policy = scheduling.get("sjf", aging_per_s=0.01)
-scheduling.pick(worker, queue, now_s, policy)       # pull: what one free worker takes now (a batch)
-scheduling.assign(queue, workers, now_s, policy)    # push: match free workers to the queue
+scheduling.frontier(policy, read, now_s, usage)     # the few queued jobs a store reads for a claim
+policy.order(jobs, now_s, usage)                    # the queue order the live claim and the simulator follow
+scheduling.assign(queue, workers, now_s, policy)    # push: match free workers to the queue (a batch each)
+scheduling.place(job, workers)                      # best fit, the rule the simulator's sites apply too
 """
 
 from noor.scheduling.base import POLICIES, Policy, SchedulingError, get
 from noor.scheduling.batching import batch, compatible
-from noor.scheduling.dispatch import assign, pick
-from noor.scheduling.placement import eligible, fits, place, region_allowed
+from noor.scheduling.dispatch import assign
+from noor.scheduling.frontier import frontier
+from noor.scheduling.placement import Nodes, eligible, fits, place, region_allowed
 from noor.scheduling.types import Assignment, QueuedJob, WorkerView
 
 __all__ = [
     "POLICIES",
     "Assignment",
+    "Nodes",
     "Policy",
     "QueuedJob",
     "SchedulingError",
@@ -24,9 +28,9 @@ __all__ = [
     "compatible",
     "eligible",
     "fits",
+    "frontier",
     "get",
     "names",
-    "pick",
     "place",
     "region_allowed",
 ]

@@ -32,6 +32,22 @@ class Policy(ABC):
     def order(self, queue: Sequence[QueuedJob], now_s: float = 0.0, usage: Usage | None = None) -> list[QueuedJob]:
         return sorted(queue, key=lambda job: self.key(job, now_s, usage))
 
+    # How a store finds the first job in policy order without reading the whole queue (`scheduling.frontier`):
+    # orders of a queued job's plain fields ("priority", "predicted_gpu_s", "submitted_at_s"; ties end on the id),
+    # each served by an index, along which `key` never decreases. With `per_tenant`, each tenant's queue is read
+    # in that order and only its first job counts (the policy ranks tenants, not jobs).
+    per_tenant: ClassVar[bool] = False
+
+    scan: ClassVar[tuple[str, ...]] = ("submitted_at_s",)
+
+    def scans(self) -> list[tuple[str, ...]]:
+        return [self.scan]
+
+    def bound(self, lasts: Sequence[QueuedJob], now_s: float = 0.0, usage: Usage | None = None) -> tuple[Any, ...]:
+        """A key no job read after `lasts` (the last job read in each of `scans`) can go below. The default holds
+        when `key` sorts exactly as the one scan does."""
+        return self.key(lasts[0], now_s, usage)
+
     @abstractmethod
     def key_columns(self, submitted_at_s: Any, priority: Any, predicted_gpu_s: Any) -> list[Any]:
         """`key` for many jobs at once, as numpy arrays without the final id (for the simulator, which

@@ -1,10 +1,10 @@
-"""The two entry points: pull (one free worker asks what to take) and push (match free workers to a queue).
+"""Push dispatch: match free workers to a queue (the Ray dispatcher).
 
-pick(worker, queue, now_s, policy)    -> the job(s) this worker should start now   (live store's claim)
-assign(queue, workers, now_s, policy) -> [Assignment(worker_id, jobs), ...]        (a dispatcher / simulator)
+assign(queue, workers, now_s, policy) -> [Assignment(worker_id, jobs), ...]
 
-Both order the queue with the policy, keep only what the worker may run (residency, model, memory,
-k GPUs on one node), and batch compatible small jobs behind the first.
+It orders the queue with the policy, places each job by `placement.place` (residency, model, memory, k GPUs
+on one node, best fit), and batches compatible small jobs behind it. One free worker pulling work (the live
+store's claim) is this with one worker; the store finds the policy's first jobs with `frontier`.
 """
 
 from __future__ import annotations
@@ -14,30 +14,12 @@ from dataclasses import replace
 
 from noor.scheduling.base import Policy, Usage, get
 from noor.scheduling.batching import batch
-from noor.scheduling.placement import eligible, fits, place
+from noor.scheduling.placement import eligible, place
 from noor.scheduling.types import Assignment, QueuedJob, WorkerView
 
 
 def _policy(policy: Policy | str) -> Policy:
     return get(policy) if isinstance(policy, str) else policy
-
-
-def pick(
-    worker: WorkerView,
-    queue: Sequence[QueuedJob],
-    now_s: float = 0.0,
-    policy: Policy | str = "fifo",
-    usage: Usage | None = None,
-    max_batch: int = 1,
-    batch_max_predicted_s: float = float("inf"),
-) -> list[QueuedJob]:
-    """What `worker` should start now: the first job in policy order that fits it, plus compatible jobs
-    to batch with it. Empty if nothing fits. Jobs this worker may never run do not block it."""
-    ordered = [job for job in _policy(policy).order(queue, now_s, usage) if eligible(job, worker)]
-    for i, job in enumerate(ordered):
-        if fits(job, worker):
-            return batch(job, ordered[i + 1 :], max_batch, batch_max_predicted_s)
-    return []
 
 
 def assign(

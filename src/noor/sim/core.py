@@ -1,21 +1,23 @@
-"""The discrete-event core: one heap of (time, kind, seq, ...), the clock moves in one place.
+"""The discrete-event core: one heap ordered by (time, kind, seq), a loop of a few lines in which the clock
+moves, and one handler per event kind (SimPy's shape).
 
-Events: a batch ends (0), a GPU is repaired (1), a GPU fails (2), a sample/horizon tick (3). Arrivals are
-read from a sorted array and merged with the heap (an arrival at the same instant as a heap event comes
-after it), so they cost no heap operations. Jobs are integer indices into flat lists. A queue is a heap
-per (region set, class), or per (tenant, class) under fair share, ordered by the policy's key computed
-for all jobs at once (`Policy.key_columns`, tested to order as `Policy.order` does); fair share picks
-among queue heads by its tenant rank. A job that finds a free GPU and nothing queued at the first site
-it may use starts at once, with no queue operation (what enqueue + dispatch would do).
+Event kinds, in the order they run at one instant: a batch ends (END), a GPU is repaired (REPAIR), a GPU fails
+(FAIL), a sample/horizon tick (TICK); arrivals come after them. Arrivals are read from a sorted array and merged
+with the heap by the loop, so they cost no heap operations. Jobs are integer indices into flat lists.
 
-Placement inside a site: the node with the fewest free GPUs that still has k (best fit), as
-`noor.scheduling.place`. If the first job in policy order needs more GPUs than any node has free, the
-node nearest to that is kept for it (one per site) and later jobs may start on the other nodes meanwhile
-(backfill in the manner of EASY: they cannot delay the kept node).
+Scheduling is `noor.scheduling`'s, as the live store applies it: a queue is a heap per (region set, class), or
+per (tenant, class) under fair share, ordered by the policy's key computed for all jobs at once
+(`Policy.key_columns`, tested to order as `Policy.order` does); fair share ranks queue heads by
+`FairShare.tenant_rank` over the GPU-seconds each tenant was given so far (ended runs, and running ones up to
+now: what the live store's usage counts). A job that finds a free GPU and nothing queued at the first site it
+may use starts at once, with no queue operation (what enqueue + dispatch would do). Placement inside a site is
+`noor.scheduling.Nodes` (best fit, and a node kept for a wide job: backfill in the manner of EASY), the rule
+`scheduling.place` applies to live workers.
 
 Failures: each up GPU fails at rate 1 / MTBF (exponential), is repaired after an exponential time with
 mean MTTR. A batch on a failed GPU is killed: its jobs go back to their queues with their original
-keys, the work done is counted as GPU-hours lost, its other GPUs are freed.
+keys, the work done is counted as GPU-hours lost, its other GPUs are freed, and its END event is cancelled
+(counted when it comes up, never silently dropped).
 """
 
 from __future__ import annotations
@@ -31,9 +33,12 @@ from typing import Any
 import numpy as np
 
 from noor import scheduling
+from noor.scheduling import Nodes
 from noor.sim.fleet import Fleet
+from noor.sim.scenario import Scenario
 
 END, REPAIR, FAIL, TICK = 0, 1, 2, 3
+NAN = float("nan")
 
 
 @dataclass
@@ -62,11 +67,12 @@ class Record:
     trace: list[tuple[float, str, tuple[int, ...], int, int]] = field(default_factory=list)
 
 
-class _Site:
+class _Site(Nodes):
+    """A site: its nodes (best fit, `noor.scheduling.Nodes`) and what it has counted."""
+
     __slots__ = (
         "busy",
         "busy_area",
-        "by_free",
         "down",
         "down_area",
         "fail_rate",
@@ -75,37 +81,19 @@ class _Site:
         "index",
         "info",
         "last_t",
-        "levels",
         "lost_gpu_s",
-        "node_down",
-        "node_free",
-        "node_size",
-        "per_node",
         "queues",
-        "reserved",
-        "reserved_k",
         "waiting",
     )
 
     def __init__(self, index: int, info: Any):
-        self.index = index
-        self.info = info
-        self.per_node = info.gpus_per_node
         sizes = [info.gpus_per_node] * (info.gpus // info.gpus_per_node)
         if info.gpus % info.gpus_per_node:
             sizes.append(info.gpus % info.gpus_per_node)
-        self.node_free = list(sizes)
-        self.node_size = sizes
-        self.levels = [range(k, self.per_node + 1) for k in range(self.per_node + 1)]  # free counts that fit k
-        self.node_down = [0] * len(sizes)
-        # by_free[c]: a stack of nodes that had c free GPUs when pushed; stale entries are dropped when met
-        # (a set's next(iter()) slows down after many deletions; this stays O(1) amortised)
-        self.by_free: list[list[int]] = [[] for _ in range(self.per_node + 1)]
-        for n in reversed(range(len(sizes))):
-            self.by_free[sizes[n]].append(n)
+        super().__init__(sizes, info.gpus_per_node)
+        self.index = index
+        self.info = info
         self.waiting = 0  # queued jobs that may run here
-        self.reserved = -1  # a node kept for the first job that needs more GPUs than any node has free
-        self.reserved_k = 0
         self.free = info.gpus
         self.busy = 0
         self.down = 0
@@ -124,63 +112,6 @@ class _Site:
             self.down_area += self.down * dt
             self.last_t = now
 
-    def take(self, k: int) -> int:
-        """Best fit: a node with the fewest free GPUs >= k (not the reserved node unless k is as wide as the
-        job it is kept for); -1 if none."""
-        by_free, node_free = self.by_free, self.node_free
-        if self.reserved < 0:  # the common case, kept short: this runs once per job
-            for c in self.levels[k]:
-                stack = by_free[c]
-                while stack:
-                    node = stack.pop()
-                    if node_free[node] == c:
-                        node_free[node] = c - k
-                        by_free[c - k].append(node)
-                        return node
-            return -1
-        reserved = self.reserved
-        for c in range(k, self.per_node + 1):
-            stack = by_free[c]
-            skipped = -1
-            while stack:
-                node = stack.pop()
-                if node_free[node] != c:
-                    continue  # stale
-                if node == reserved and k < self.reserved_k:
-                    skipped = node
-                    continue
-                if skipped >= 0:
-                    stack.append(skipped)
-                node_free[node] = c - k
-                by_free[c - k].append(node)
-                if k >= self.reserved_k:
-                    self.reserved, self.reserved_k = -1, 0  # the wide job this was kept for (or its like) runs
-                return node
-            if skipped >= 0:
-                stack.append(skipped)
-        return -1
-
-    def reserve(self, k: int) -> None:
-        """Keep the node nearest to k free GPUs for a k-GPU job: narrower jobs may not start there meanwhile."""
-        if self.reserved >= 0:
-            return
-        best = -1
-        for c in range(self.per_node, -1, -1):  # the most free GPUs first: the top of each stack
-            stack = self.by_free[c]
-            while stack and self.node_free[stack[-1]] != c:
-                stack.pop()  # stale
-            for node in reversed(stack):
-                if self.node_free[node] == c and self.node_size[node] - self.node_down[node] >= k:
-                    best = node
-                    break
-            if best >= 0:
-                break
-        self.reserved, self.reserved_k = best, (k if best >= 0 else 0)
-
-    def move(self, node: int, old: int, new: int) -> None:
-        self.node_free[node] = new
-        self.by_free[new].append(node)
-
 
 class _Queue:
     """Queued jobs of one (tenant or region set, class), a heap ordered by the policy key."""
@@ -195,6 +126,14 @@ class _Queue:
         self.heap: list[tuple[Any, ...]] = []
         self.base_s: list[float] = []  # perf-model seconds of one request of its class, per site
         self.site_objs: list[_Site] = []
+
+
+def policy_of(s: Scenario) -> scheduling.Policy:
+    """The scenario's queue-order policy, built as a live store would be given it."""
+    sched = s.scheduling
+    if sched.policy == "fair-share":
+        return scheduling.get("fair-share", weights={t.name: t.share for t in s.tenants})
+    return scheduling.get(sched.policy, **({"aging_per_s": sched.aging_per_s} if sched.policy == "sjf" else {}))
 
 
 def simulate(
@@ -215,137 +154,315 @@ def simulate(
 
 
 def _simulate(fleet: Fleet, progress: Callable[[float], None] | None, record_trace: bool) -> Record:
-    s = fleet.scenario
+    """The core: the next event is the heap's first or the next arrival, whichever is first (the heap's on a
+    tie); the clock moves here and nowhere else; each kind has its handler."""
     wall0 = time.perf_counter()
-    rng = random.Random(s.seed * 1_000_003 + 1)  # failures and repairs; arrivals have their own stream
-    sched = s.scheduling
-    policy = scheduling.get(sched.policy, **({"aging_per_s": sched.aging_per_s} if sched.policy == "sjf" else {}))
-    if sched.policy == "fair-share":
-        policy = scheduling.get("fair-share", weights={t.name: t.share for t in s.tenants})
-    fair = not policy.static
-    tenant_rank: Callable[[str, Any], float] = getattr(policy, "tenant_rank", lambda tenant, usage: 0.0)
-    max_batch = sched.max_batch
-    horizon = s.horizon_h * 3600
-
-    arr = fleet.arrivals
-    n_jobs = len(arr)
-    sub_t: list[float] = arr.t_s.tolist()
-    j_tenant: list[int] = arr.tenant.tolist()
-    j_cls: list[int] = arr.cls.tolist()
-    j_noise: list[float] = arr.noise.tolist()
-    start = [float("nan")] * n_jobs
-    end = [float("nan")] * n_jobs
-    where = [-1] * n_jobs
-
-    sites = [_Site(i, info) for i, info in enumerate(fleet.sites)]
-    chips = [info.chip for info in fleet.sites]
-    overhead = [info.job_overhead_s for info in fleet.sites]  # per job, outside the model (not noisy)
-    tenants = [t.name for t in s.tenants]
-    regions_of = [tuple(t.regions) for t in s.tenants]
-    prio_of = [t.priority for t in s.tenants]
-
-    # 1. queues: per (tenant, class) for fair share, else per (region set, class); each knows its sites
-    queues: dict[tuple[Any, int], _Queue] = {}
-    queue_of: dict[tuple[int, int], _Queue] = {}
-    for (ti, ci), ok in fleet.sites_for.items():
-        if not ok:
-            continue
-        group: Any = ti if fair else regions_of[ti]
-        q = queues.get((group, ci))
-        if q is None:
-            q = queues[(group, ci)] = _Queue(ti if fair else -1, ci, fleet.classes[ci].gpus, ok)
-            for k in ok:
-                sites[k].queues.append(q)
-        queue_of[(ti, ci)] = q
-    predicted = {pair: fleet.predicted_s(*pair) for pair in queue_of}
-    small = {pair: p <= sched.batch_max_predicted_s for pair, p in predicted.items()}
-    usage = dict.fromkeys(tenants, 0.0)
-    queued_by_tenant = [0] * len(tenants)
-    # perf-model seconds of one request of each class on each site (batches: fleet.latency_s, cached)
-    for q in queues.values():
-        q.base_s = [fleet.classes[q.cls].latency_s.get(chip, 0.0) for chip in chips]
-        q.site_objs = [sites[k] for k in q.sites]
-
-    # every job's place in its queue: the policy's key, computed for all jobs at once, then the job index
-    pred_gpu_s = np.zeros((len(tenants), len(fleet.classes)))
-    for (ti, ci), p in predicted.items():
-        pred_gpu_s[ti, ci] = p * fleet.classes[ci].gpus
-    prio = np.array([c.priority for c in fleet.classes])[arr.cls] + np.array(prio_of)[arr.tenant]
-    columns = policy.key_columns(arr.t_s, prio, pred_gpu_s[arr.tenant, arr.cls]) if n_jobs else []
-    j_key: list[tuple[Any, ...]] = list(zip(*(np.asarray(c).tolist() for c in columns), range(n_jobs), strict=True))
-    j_queue: list[_Queue] = [queue_of[pair] for pair in zip(j_tenant, j_cls, strict=True)]
-
-    heap: list[tuple[Any, ...]] = []
-    seq = 0
-    # batch -> (site, node, k, start, jobs); the same tuple rides in the batch's END event. Kept only where GPUs
-    # can fail (to find a failed GPU's batch); a killed batch leaves it, so its END event is then ignored.
-    running: dict[int, tuple[Any, ...]] = {}
-    failures_on = any(site.fail_rate > 0 for site in sites)
-    launches = [0]  # batches started (a list: bumped inside launch without a nonlocal)
-    requeued = 0
-    trace: list[tuple[float, str, tuple[int, ...], int, int]] = []
-    heappush, heappop = heapq.heappush, heapq.heappop
-
-    def enqueue(j: int) -> _Queue:
-        q = j_queue[j]
-        heappush(q.heap, j_key[j])
-        queued_by_tenant[j_tenant[j]] += 1
-        for k in q.sites:
-            sites[k].waiting += 1
-        return q
-
-    def launch(site: _Site, node: int, q: _Queue, jobs: list[int], now: float) -> None:
-        """Start a batch (one job or several of one queue) on k GPUs of one node."""
-        nonlocal seq
-        k = q.gpus
-        site.free -= k
-        site.busy += k
-        n = len(jobs)
-        if n == 1:
-            j = jobs[0]
-            duration = q.base_s[site.index] * j_noise[j] + overhead[site.index]
-            start[j] = now
+    run = _Run(fleet, progress, record_trace)
+    handlers = (run.on_end, run.on_repair, run.on_fail, run.on_tick)
+    heap, heappop, arrival_s, on_arrival = run.heap, heapq.heappop, run.arrival_s, run.on_arrival
+    next_arrival = arrival_s[0]
+    while not run.stopped:
+        if heap and heap[0][0] <= next_arrival:
+            event = heappop(heap)
+            run.now = event[0]
+            handlers[event[1]](event)
+        elif next_arrival < run.inf:
+            run.now = next_arrival
+            on_arrival(run.arrived)
+            run.arrived += 1
+            next_arrival = arrival_s[run.arrived]  # a sentinel inf ends the list
         else:
-            duration = fleet.latency_s(q.cls, chips[site.index], n) * j_noise[jobs[0]] + overhead[site.index]
-            for j in jobs:
-                start[j] = now
-        if fair:
-            for j in jobs:
-                usage[tenants[j_tenant[j]]] += predicted[(j_tenant[j], q.cls)] * k / n
-        launches[0] += 1
-        seq += 1  # the END event's seq doubles as the batch id
-        event = (now + duration, END, seq, site, node, k, now, jobs)
-        if failures_on:
-            running[seq] = event
-        heappush(heap, event)
-        if record_trace:
-            trace.append((now, "start", tuple(jobs), site.index, node))
+            break
+    return run.record(time.perf_counter() - wall0)
 
-    def launch_one(site: _Site, node: int, q: _Queue, j: int, now: float) -> None:
-        """`launch` for one job, without a batch: the path almost every job takes, kept short."""
-        nonlocal seq
+
+class _Run:
+    """One run's state, and a handler per event kind. An event is (time, kind, seq, site, node, k GPUs,
+    started, jobs); FAIL/REPAIR/TICK fill what they need. A batch's END event carries its jobs: an int for
+    one job (the path almost every job takes), else a list."""
+
+    def __init__(self, fleet: Fleet, progress: Callable[[float], None] | None, record_trace: bool):
+        s = fleet.scenario
+        self.fleet, self.progress, self.record_trace = fleet, progress, record_trace
+        self.rng = random.Random(s.seed * 1_000_003 + 1)  # failures and repairs; arrivals have their own stream
+        sched = s.scheduling
+        policy = self.policy = policy_of(s)
+        fair = self.fair = not policy.static
+        self.max_batch = sched.max_batch
+        self.horizon = s.horizon_h * 3600
+        self.inf = float("inf")
+
+        arr = self.arr = fleet.arrivals
+        n_jobs = self.n_jobs = len(arr)
+        self.arrival_s: list[float] = [*arr.t_s.tolist(), self.inf]
+        self.j_tenant: list[int] = arr.tenant.tolist()
+        self.j_cls: list[int] = arr.cls.tolist()
+        self.j_noise: list[float] = arr.noise.tolist()
+        self.start = [NAN] * n_jobs
+        self.end = [NAN] * n_jobs
+        self.where = [-1] * n_jobs
+
+        sites = self.sites = [_Site(i, info) for i, info in enumerate(fleet.sites)]
+        self.chips = [info.chip for info in fleet.sites]
+        self.overhead = [info.job_overhead_s for info in fleet.sites]  # per job, outside the model (not noisy)
+        self.tenants = [t.name for t in s.tenants]
+        regions_of = [tuple(t.regions) for t in s.tenants]
+        prio_of = [t.priority for t in s.tenants]
+
+        # 1. queues: per (tenant, class) for fair share, else per (region set, class); each knows its sites
+        queues: dict[tuple[Any, int], _Queue] = {}
+        self.queue_of: dict[tuple[int, int], _Queue] = {}
+        for (ti, ci), ok in fleet.sites_for.items():
+            if not ok:
+                continue
+            group: Any = ti if fair else regions_of[ti]
+            q = queues.get((group, ci))
+            if q is None:
+                q = queues[(group, ci)] = _Queue(ti if fair else -1, ci, fleet.classes[ci].gpus, ok)
+                for k in ok:
+                    sites[k].queues.append(q)
+            self.queue_of[(ti, ci)] = q
+        predicted = {pair: fleet.predicted_s(*pair) for pair in self.queue_of}
+        self.small = {pair: p <= sched.batch_max_predicted_s for pair, p in predicted.items()}
+        self.queued_by_tenant = [0] * len(self.tenants)
+        # fair share's usage: GPU-seconds of ended runs, and of running ones as k x (now - started), per tenant
+        self.given_gpu_s = [0.0] * len(self.tenants)
+        self.running_gpus = [0] * len(self.tenants)
+        self.running_started_gpu_s = [0.0] * len(self.tenants)  # sum of k x started over running batches
+        # perf-model seconds of one request of each class on each site (batches: fleet.latency_s, cached)
+        for q in queues.values():
+            q.base_s = [fleet.classes[q.cls].latency_s.get(chip, 0.0) for chip in self.chips]
+            q.site_objs = [sites[k] for k in q.sites]
+
+        # every job's place in its queue: the policy's key, computed for all jobs at once, then the job index
+        pred_gpu_s = np.zeros((len(self.tenants), len(fleet.classes)))
+        for (ti, ci), p in predicted.items():
+            pred_gpu_s[ti, ci] = p * fleet.classes[ci].gpus
+        prio = np.array([c.priority for c in fleet.classes])[arr.cls] + np.array(prio_of)[arr.tenant]
+        columns = policy.key_columns(arr.t_s, prio, pred_gpu_s[arr.tenant, arr.cls]) if n_jobs else []
+        self.j_key: list[tuple[Any, ...]] = list(
+            zip(*(np.asarray(c).tolist() for c in columns), range(n_jobs), strict=True))
+        self.j_queue: list[_Queue] = [self.queue_of[pair] for pair in zip(self.j_tenant, self.j_cls, strict=True)]
+
+        self.heap: list[tuple[Any, ...]] = []
+        self.seq = 0  # every push takes one: the tie-break after (time, kind), and a batch's id
+        # batch -> its END event. Kept only where GPUs can fail (to find a failed GPU's batch); a killed batch
+        # leaves it and its seq goes to `cancelled`, so its END event is recognised and counted when it comes up.
+        self.running: dict[int, tuple[Any, ...]] = {}
+        self.cancelled: set[int] = set()
+        self.cancelled_ends = 0
+        self.failures_on = any(site.fail_rate > 0 for site in sites)
+        self.batches = 0
+        self.requeued = 0
+        self.trace: list[tuple[float, str, tuple[int, ...], int, int]] = []
+        self.now = 0.0
+        self.arrived = 0
+        self.done = 0
+        self.stopped = False
+
+        # 2. the first failures and ticks
+        for site in sites:
+            self.schedule_failure(site)
+        ticks = np.arange(0.0, self.horizon + 1e-9, s.sample_s).tolist()
+        if ticks[-1] < self.horizon:
+            ticks.append(self.horizon)
+        for t in ticks:
+            self.push((t, TICK, 0, 0, 0, 0, 0.0, None))
+        self.ticks_s: list[float] = []
+        self.busy_series: list[list[int]] = []
+        self.down_series: list[list[int]] = []
+        self.queued_series: list[list[int]] = []
+        self.down_at_horizon: list[float] = [0.0] * len(sites)
+
+    def push(self, event: tuple[Any, ...]) -> int:
+        """Schedule an event; its seq (the third field) is set here."""
+        self.seq += 1
+        heapq.heappush(self.heap, (event[0], event[1], self.seq, *event[3:]))
+        return self.seq
+
+    # --- handlers, one per event kind ------------------------------------------------------------
+
+    def on_arrival(self, j: int) -> None:
+        """A job arrives: it starts at once where nothing waits, else it is queued and its sites dispatch."""
+        now = self.now
+        if self.record_trace:
+            self.trace.append((now, "arrive", (j,), -1, -1))
+        q = self.j_queue[j]
+        # fast path: the first site with a free GPU has nothing waiting and a node with k free GPUs:
+        # start here, as enqueue + dispatch would (this job would be the only one to choose from)
+        for site in q.site_objs:
+            if site.free:
+                if not site.waiting and site.free >= q.gpus:
+                    node = site.take(q.gpus)
+                    if node >= 0:
+                        self.launch(site, node, q, j)
+                        return
+                self.enqueue(j)
+                sites, start = self.sites, self.start
+                for k2 in q.sites:
+                    if sites[k2].free:
+                        self.dispatch(sites[k2])
+                        if start[j] == start[j]:  # started (not nan)
+                            break
+                return
+        self.enqueue(j)
+
+    def on_end(self, event: tuple[Any, ...]) -> None:
+        """A batch ends: its GPUs are freed, its jobs are done, its site dispatches."""
+        now, _, seq, site, node, k, started, jobs = event
+        if self.failures_on:
+            if seq in self.cancelled:  # killed by a failure: its jobs were re-queued then
+                self.cancelled.remove(seq)
+                self.cancelled_ends += 1
+                return
+            del self.running[seq]
+        si = site.index
+        horizon = self.horizon
+        # busy GPU-seconds within [0, horizon]
+        site.busy_area += k * ((now if now < horizon else horizon) - (started if started < horizon else horizon))
+        site.busy -= k
+        site.free += k
+        site.move(node, site.node_free[node] + k)
+        one = jobs.__class__ is int  # one job (the common case), else a list (a batch)
+        if one:
+            self.end[jobs] = now
+            self.where[jobs] = si
+            self.done += 1
+        else:
+            for j in jobs:
+                self.end[j] = now
+                self.where[j] = si
+            self.done += len(jobs)
+        if self.fair:
+            self.given(self.j_tenant[jobs if one else jobs[0]], k, started, now)
+        if self.record_trace:
+            self.trace.append((now, "end", (jobs,) if one else tuple(jobs), si, node))
+        if site.waiting:
+            self.dispatch(site)
+        self.stop_if_done()
+
+    def on_fail(self, event: tuple[Any, ...]) -> None:
+        """A GPU fails (uniformly among a site's GPUs; thinned if it is already down). A batch on it is
+        killed and its jobs are queued again; it is repaired after an exponential time."""
+        now, rng = event[0], self.rng
+        site = self.sites[event[3]]  # a FAIL event carries the site's index
+        if self.done < self.n_jobs or self.arrived < self.n_jobs:
+            self.schedule_failure(site)
+        node = rng.randrange(site.info.gpus) // site.per_node  # a GPU, uniformly
+        size = site.node_size[node]
+        up = size - site.node_down[node]
+        if rng.random() * size >= up:
+            return  # thinning: that GPU is already down
+        site.account(now)
+        site.failures += 1
+        if node == site.reserved:
+            site.reserved, site.reserved_k = -1, 0  # keep another node instead
+        busy_here = up - site.node_free[node]
+        if rng.random() * up < busy_here:  # the failed GPU was running a batch: kill it
+            self.kill(site, node)
+        else:
+            site.free -= 1
+            site.move(node, site.node_free[node] - 1)
+            if self.record_trace:
+                self.trace.append((now, "fail", (), site.index, node))
+        site.down += 1
+        site.node_down[node] += 1
+        self.push((now + rng.expovariate(1 / site.info.mttr_s), REPAIR, 0, site.index, node, 0, 0.0, None))
+
+    def on_repair(self, event: tuple[Any, ...]) -> None:
+        """A GPU is back: its node has one more free GPU, and its site dispatches."""
+        now, node = event[0], event[4]
+        site = self.sites[event[3]]  # a REPAIR event carries the site's index and the node
+        site.account(now)
+        site.down -= 1
+        site.node_down[node] -= 1
+        site.free += 1
+        site.move(node, site.node_free[node] + 1)
+        if self.record_trace:
+            self.trace.append((now, "repair", (), site.index, node))
+        self.dispatch(site)
+
+    def on_tick(self, event: tuple[Any, ...]) -> None:
+        """A sample of busy, down and queued; at the horizon, down GPU-seconds so far are kept."""
+        now = event[0]
+        for site in self.sites:
+            site.account(now)
+        self.ticks_s.append(now)
+        self.busy_series.append([site.busy for site in self.sites])
+        self.down_series.append([site.down for site in self.sites])
+        self.queued_series.append(list(self.queued_by_tenant))
+        if now >= self.horizon:
+            self.down_at_horizon = [site.down_area for site in self.sites]
+        if self.progress is not None:
+            self.progress(min(now / self.horizon, 1.0))
+        self.stop_if_done()
+
+    # --- what the handlers share ------------------------------------------------------------------
+
+    def stop_if_done(self) -> None:
+        if self.done == self.n_jobs and self.arrived == self.n_jobs and self.now >= self.horizon:
+            self.stopped = True
+
+    def enqueue(self, j: int) -> None:
+        q = self.j_queue[j]
+        heapq.heappush(q.heap, self.j_key[j])
+        self.queued_by_tenant[self.j_tenant[j]] += 1
+        for k in q.sites:
+            self.sites[k].waiting += 1
+
+    def given(self, tenant: int, k: int, started: float, now: float) -> None:
+        """A run of k GPUs since `started` ended (or was killed) now: fair share's usage counts it as given."""
+        self.given_gpu_s[tenant] += k * (now - started)
+        self.running_gpus[tenant] -= k
+        if self.running_gpus[tenant]:
+            self.running_started_gpu_s[tenant] -= k * started
+        else:
+            self.running_started_gpu_s[tenant] = 0.0  # no rounding left behind
+
+    def usage(self) -> dict[str, float]:
+        """GPU-seconds each tenant was given up to now (what the live store's `_usage` counts, with no window)."""
+        now = self.now
+        return {
+            name: self.given_gpu_s[t] + self.running_gpus[t] * now - self.running_started_gpu_s[t]
+            for t, name in enumerate(self.tenants)
+        }
+
+    def launch(self, site: _Site, node: int, q: _Queue, jobs: Any) -> None:
+        """Start a batch (one job as an int, or a list of several of one queue) on k GPUs of one node."""
+        now = self.now
         k = q.gpus
         site.free -= k
         site.busy += k
-        start[j] = now
-        if fair:
-            usage[tenants[j_tenant[j]]] += predicted[(j_tenant[j], q.cls)] * k
-        launches[0] += 1
-        seq += 1
-        end_s = now + q.base_s[site.index] * j_noise[j] + overhead[site.index]
-        event = (end_s, END, seq, site, node, k, now, j)  # jobs: an int
-        if failures_on:
-            running[seq] = event
-        heappush(heap, event)
-        if record_trace:
-            trace.append((now, "start", (j,), site.index, node))
+        if jobs.__class__ is int:
+            self.start[jobs] = now
+            first, duration = jobs, q.base_s[site.index] * self.j_noise[jobs]
+        else:
+            for j in jobs:
+                self.start[j] = now
+            first = jobs[0]
+            duration = self.fleet.latency_s(q.cls, self.chips[site.index], len(jobs)) * self.j_noise[first]
+        if self.fair:
+            tenant = self.j_tenant[first]
+            self.running_gpus[tenant] += k
+            self.running_started_gpu_s[tenant] += k * now
+        self.batches += 1
+        end_s = now + duration + self.overhead[site.index]
+        seq = self.push((end_s, END, 0, site, node, k, now, jobs))
+        if self.failures_on:
+            self.running[seq] = (end_s, END, seq, site, node, k, now, jobs)
+        if self.record_trace:
+            self.trace.append((now, "start", (jobs,) if jobs.__class__ is int else tuple(jobs), site.index, node))
 
-    def dispatch(site: _Site, now: float) -> None:
+    def dispatch(self, site: _Site) -> None:
+        """Start what the policy puts first on the site's free GPUs until nothing more fits."""
         if not site.waiting:
             return
         blocked: list[_Queue] = []
         if site.reserved >= 0 and not any(q.heap and q.gpus >= site.reserved_k for q in site.queues):
             site.reserved, site.reserved_k = -1, 0  # no job that wide waits here any more
+        fair, heappop, j_tenant, small = self.fair, heapq.heappop, self.j_tenant, self.small
+        if fair:
+            usage, tenant_rank, tenants = self.usage(), self.policy.tenant_rank, self.tenants  # type: ignore[attr-defined]
         while site.free:
             best: _Queue | None = None
             best_rank: Any = None
@@ -364,196 +481,70 @@ def _simulate(fleet: Fleet, progress: Callable[[float], None] | None, record_tra
                 blocked.append(best)
                 continue
             jobs = [heappop(best.heap)[-1]]
-            if max_batch > 1 and small[(j_tenant[jobs[0]], best.cls)]:
-                while len(jobs) < max_batch and best.heap and small[(j_tenant[best.heap[0][-1]], best.cls)]:
+            if self.max_batch > 1 and small[(j_tenant[jobs[0]], best.cls)]:
+                while len(jobs) < self.max_batch and best.heap and small[(j_tenant[best.heap[0][-1]], best.cls)]:
                     jobs.append(heappop(best.heap)[-1])
             for j in jobs:
-                queued_by_tenant[j_tenant[j]] -= 1
+                self.queued_by_tenant[j_tenant[j]] -= 1
             for k2 in best.sites:
-                sites[k2].waiting -= len(jobs)
-            if len(jobs) == 1:
-                launch_one(site, node, best, jobs[0], now)
-            else:
-                launch(site, node, best, jobs, now)
+                self.sites[k2].waiting -= len(jobs)
+            self.launch(site, node, best, jobs[0] if len(jobs) == 1 else jobs)
 
-    def schedule_failure(site: _Site, now: float) -> None:
-        nonlocal seq
+    def kill(self, site: _Site, node: int) -> None:
+        """A failed GPU's batch (drawn by GPUs among the batches on its node) stops: the work done is lost,
+        its jobs are queued again with their keys, its other GPUs are freed, its END event is cancelled."""
+        now = self.now
+        on_node = sorted(b for b, r in self.running.items() if r[3] is site and r[4] == node)
+        weights = [self.running[b][5] for b in on_node]
+        victim = self.rng.choices(on_node, weights)[0]
+        _, _, _, _, _, k, started, jobs = self.running.pop(victim)
+        self.cancelled.add(victim)
+        jobs = [jobs] if jobs.__class__ is int else jobs
+        site.lost_gpu_s += k * (now - started)
+        site.busy_area += k * (min(now, self.horizon) - min(started, self.horizon))
+        site.busy -= k
+        site.free += k - 1
+        site.move(node, site.node_free[node] + k - 1)
+        if self.fair:
+            self.given(self.j_tenant[jobs[0]], k, started, now)
+        self.requeued += len(jobs)
+        if self.record_trace:
+            self.trace.append((now, "fail", tuple(jobs), site.index, node))
+        for j in jobs:
+            self.start[j] = NAN
+            self.enqueue(j)
+        for j in jobs:
+            for k2 in self.queue_of[(self.j_tenant[j], self.j_cls[j])].sites:
+                if self.sites[k2].free:
+                    self.dispatch(self.sites[k2])
+
+    def schedule_failure(self, site: _Site) -> None:
         if site.fail_rate > 0:
-            seq += 1
-            heappush(heap, (now + rng.expovariate(site.fail_rate), FAIL, seq, site.index, 0, 0, 0.0, None))
+            self.push((self.now + self.rng.expovariate(site.fail_rate), FAIL, 0, site.index, 0, 0, 0.0, None))
 
-    # 2. the first failures and ticks
-    for site in sites:
-        schedule_failure(site, 0.0)
-    ticks = np.arange(0.0, horizon + 1e-9, s.sample_s).tolist()
-    if ticks[-1] < horizon:
-        ticks.append(horizon)
-    for t in ticks:
-        seq += 1
-        heappush(heap, (t, TICK, seq, 0, 0, 0, 0.0, None))
-    ticks_s: list[float] = []
-    busy_series: list[list[int]] = []
-    down_series: list[list[int]] = []
-    queued_series: list[list[int]] = []
-    down_at_horizon: list[float] = [0.0] * len(sites)
-
-    # 3. the loop: the next arrival or the next heap event, whichever is first
-    a = 0
-    inf = float("inf")
-    sub_t.append(inf)
-    next_arrival = sub_t[0]
-    done = 0
-    now = 0.0
-    while True:
-        if heap and heap[0][0] <= next_arrival:
-            # (time, kind, seq, site, node, k GPUs, started, jobs); FAIL/REPAIR/TICK fill what they need
-            now, kind, event_seq, site, node, k, started, jobs = heappop(heap)
-            if kind == END:
-                if failures_on and running.pop(event_seq, None) is None:
-                    continue  # killed by a failure: its jobs were re-queued
-                si = site.index
-                # busy GPU-seconds within [0, horizon]
-                site.busy_area += k * ((now if now < horizon else horizon)
-                                       - (started if started < horizon else horizon))
-                site.busy -= k
-                site.free += k
-                free_now = site.node_free[node] + k
-                site.node_free[node] = free_now
-                site.by_free[free_now].append(node)
-                if jobs.__class__ is int:  # one job (launch_one), else a list (a batch)
-                    end[jobs] = now
-                    where[jobs] = si
-                    done += 1
-                else:
-                    for j in jobs:
-                        end[j] = now
-                        where[j] = si
-                    done += len(jobs)
-                if record_trace:
-                    trace.append((now, "end", (jobs,) if jobs.__class__ is int else tuple(jobs), si, node))
-                if site.waiting:
-                    dispatch(site, now)
-                if done == n_jobs and a == n_jobs and now >= horizon:
-                    break
-            elif kind == FAIL:
-                site = sites[site]  # a FAIL event carries the site's index
-                if done < n_jobs or a < n_jobs:
-                    schedule_failure(site, now)
-                node = rng.randrange(site.info.gpus) // site.per_node  # a GPU, uniformly
-                size = site.node_size[node]
-                up = size - site.node_down[node]
-                if rng.random() * size >= up:
-                    continue  # thinning: that GPU is already down
-                site.account(now)
-                site.failures += 1
-                if node == site.reserved:
-                    site.reserved, site.reserved_k = -1, 0  # keep another node instead
-                busy_here = up - site.node_free[node]
-                if rng.random() * up < busy_here:  # the failed GPU was running a batch: kill it
-                    on_node = sorted(b for b, r in running.items() if r[3] is site and r[4] == node)
-                    weights = [running[b][5] for b in on_node]
-                    victim = rng.choices(on_node, weights)[0]
-                    _, _, _, _, _, k, started, jobs = running.pop(victim)
-                    jobs = [jobs] if jobs.__class__ is int else jobs
-                    site.lost_gpu_s += k * (now - started)
-                    site.busy_area += k * (min(now, horizon) - min(started, horizon))
-                    site.busy -= k
-                    site.free += k - 1
-                    site.move(node, site.node_free[node], site.node_free[node] + k - 1)
-                    requeued += len(jobs)
-                    if record_trace:
-                        trace.append((now, "fail", tuple(jobs), site.index, node))
-                    for j in jobs:
-                        start[j] = float("nan")
-                        enqueue(j)
-                    for j in jobs:
-                        for k2 in queue_of[(j_tenant[j], j_cls[j])].sites:
-                            if sites[k2].free:
-                                dispatch(sites[k2], now)
-                else:
-                    site.free -= 1
-                    site.move(node, site.node_free[node], site.node_free[node] - 1)
-                    if record_trace:
-                        trace.append((now, "fail", (), site.index, node))
-                site.down += 1
-                site.node_down[node] += 1
-                seq += 1
-                heappush(heap, (now + rng.expovariate(1 / site.info.mttr_s), REPAIR, seq, site.index, node, 0, 0.0,
-                               None))
-            elif kind == REPAIR:
-                site = sites[site]  # a REPAIR event carries the site's index and the node
-                site.account(now)
-                site.down -= 1
-                site.node_down[node] -= 1
-                site.free += 1
-                site.move(node, site.node_free[node], site.node_free[node] + 1)
-                if record_trace:
-                    trace.append((now, "repair", (), site.index, node))
-                dispatch(site, now)
-            elif kind == TICK:
-                for site in sites:
-                    site.account(now)
-                ticks_s.append(now)
-                busy_series.append([site.busy for site in sites])
-                down_series.append([site.down for site in sites])
-                queued_series.append(list(queued_by_tenant))
-                if now >= horizon:
-                    down_at_horizon = [site.down_area for site in sites]
-                if progress is not None:
-                    progress(min(now / horizon, 1.0))
-                if done == n_jobs and a == n_jobs and now >= horizon:
-                    break
-        elif a < n_jobs:
-            now = next_arrival
-            j = a
-            a += 1
-            next_arrival = sub_t[a]  # a sentinel inf ends the list
-            if record_trace:
-                trace.append((now, "arrive", (j,), -1, -1))
-            q = j_queue[j]
-            # fast path: the first site with a free GPU has nothing waiting and a node with k free GPUs:
-            # start here, as enqueue + dispatch would (this job would be the only one to choose from)
-            for site in q.site_objs:
-                if site.free:
-                    if not site.waiting and site.free >= q.gpus:
-                        node = site.take(q.gpus)
-                        if node >= 0:
-                            launch_one(site, node, q, j, now)
-                            break
-                    enqueue(j)
-                    for k2 in q.sites:
-                        if sites[k2].free:
-                            dispatch(sites[k2], now)
-                            if start[j] == start[j]:  # started (not nan)
-                                break
-                    break
-            else:
-                enqueue(j)
-        else:
-            break
-
-    for site in sites:
-        site.account(now)
-    busy_at_horizon = [site.busy_area for site in sites]
-    return Record(
-        submitted_s=arr.t_s,
-        start_s=np.asarray(start, dtype=float),
-        end_s=np.asarray(end, dtype=float),
-        site=np.asarray(where, dtype=np.int64),
-        tenant=arr.tenant,
-        cls=arr.cls,
-        busy_gpu_s=busy_at_horizon,
-        down_gpu_s=down_at_horizon,
-        lost_gpu_s=[site.lost_gpu_s for site in sites],
-        failures=[site.failures for site in sites],
-        requeued=requeued,
-        batches=launches[0],
-        ticks_s=ticks_s,
-        busy_series=busy_series,
-        down_series=down_series,
-        queued_series=queued_series,
-        events=a + seq - len(heap),  # arrivals + events popped (every push took a seq)
-        wall_s=time.perf_counter() - wall0,
-        end_time_s=now,
-        trace=trace,
-    )
+    def record(self, wall_s: float) -> Record:
+        sites = self.sites
+        for site in sites:
+            site.account(self.now)
+        return Record(
+            submitted_s=self.arr.t_s,
+            start_s=np.asarray(self.start, dtype=float),
+            end_s=np.asarray(self.end, dtype=float),
+            site=np.asarray(self.where, dtype=np.int64),
+            tenant=self.arr.tenant,
+            cls=self.arr.cls,
+            busy_gpu_s=[site.busy_area for site in sites],
+            down_gpu_s=self.down_at_horizon,
+            lost_gpu_s=[site.lost_gpu_s for site in sites],
+            failures=[site.failures for site in sites],
+            requeued=self.requeued,
+            batches=self.batches,
+            ticks_s=self.ticks_s,
+            busy_series=self.busy_series,
+            down_series=self.down_series,
+            queued_series=self.queued_series,
+            events=self.arrived + self.seq - len(self.heap),  # arrivals + events popped (every push took a seq)
+            wall_s=wall_s,
+            end_time_s=self.now,
+            trace=self.trace,
+        )

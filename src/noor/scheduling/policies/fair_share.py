@@ -21,6 +21,7 @@ from noor.scheduling.types import QueuedJob
 class FairShare(Policy):
     name = "fair-share"
     static = False
+    per_tenant = True  # the first job in `order` is always some tenant's oldest: only those are ranked
 
     def __init__(self, weights: Mapping[str, float] | None = None):
         self.weights = dict(weights or {})

@@ -11,6 +11,7 @@ from noor.scheduling.types import QueuedJob
 @register
 class PriorityTiers(Policy):
     name = "priority"
+    scan = ("priority", "submitted_at_s")
 
     def key(self, job: QueuedJob, now_s: float = 0.0, usage: Usage | None = None) -> tuple[Any, ...]:
         return (job.priority, job.submitted_at_s, job.id)

@@ -9,6 +9,7 @@ simulator keeps it in a heap). aging_per_s = 0 is pure SJF; a large value tends 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from noor.scheduling.base import Policy, SchedulingError, Usage, register
@@ -26,6 +27,22 @@ class ShortestPredictedFirst(Policy):
 
     def key(self, job: QueuedJob, now_s: float = 0.0, usage: Usage | None = None) -> tuple[Any, ...]:
         return (job.predicted_s * job.gpus + self.aging_per_s * job.submitted_at_s, job.submitted_at_s, job.id)
+
+    def scans(self) -> list[tuple[str, ...]]:
+        if self.aging_per_s == 0:
+            return [("predicted_gpu_s", "submitted_at_s")]  # the key's own order
+        # a sum of two fields: read the shortest and the oldest jobs side by side until `bound` says no unread job
+        # can rank first (Fagin's threshold algorithm; a few rows unless the queue is adversarial)
+        return [("predicted_gpu_s", "submitted_at_s"), ("submitted_at_s",)]
+
+    def bound(self, lasts: Sequence[QueuedJob], now_s: float = 0.0, usage: Usage | None = None) -> tuple[Any, ...]:
+        if len(lasts) == 1:
+            return self.key(lasts[0])
+        # an unread job has predicted GPU-seconds >= the last shortest's and a submission >= the last oldest's
+        # (and, at the same submission, a later id), so its key is at least this
+        shortest, oldest = lasts
+        floor = shortest.predicted_s * shortest.gpus + self.aging_per_s * oldest.submitted_at_s
+        return (floor, oldest.submitted_at_s, oldest.id)
 
     def key_columns(self, submitted_at_s: Any, priority: Any, predicted_gpu_s: Any) -> list[Any]:
         return [predicted_gpu_s + self.aging_per_s * submitted_at_s, submitted_at_s]
