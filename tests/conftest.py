@@ -9,14 +9,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import torch
+from sqlalchemy import event
+from sqlalchemy.pool import Pool
 
 from noor.engine.tiny.train import TrainConfig, build_models, build_vae, save_pipeline
+
+pytest_plugins = ["pytester"]  # tests/test_markers.py runs the resource guard below on tests of its own
 
 # Tests never read or write the user's data dir (keys, jobs, the cached cpu-local measurement): one temporary
 # data dir for the session, inherited by the `noor` subprocesses that tests start. Tests that need their own set it.
@@ -116,3 +122,70 @@ def start_serve(data_dir: Path, toy_weights: Path, *args: str, port: int | None 
         except httpx.HTTPError:
             time.sleep(0.1)
     return Served(proc, base, key, env)
+
+
+# --- The resource guard: a test that reaches PostgreSQL, joins Ray or drives Chromium carries its mark ---
+# The quick run (`pytest -m "not ray and not browser and not slow"`, README) stays quick and needs no cluster or
+# browser only if every such test says so. So each test's setup and call are watched, and a test that used one
+# of them without its mark fails, naming the mark. (A PostgreSQL-parametrised fixture attaches the mark with
+# pytest.param(..., marks=pytest.mark.postgres), as tests/jobs/conftest.py's `store` does.)
+
+_postgres_checkouts = 0
+
+
+@event.listens_for(Pool, "checkout")
+def _count_postgres_checkout(dbapi_connection: object, record: object, proxy: object) -> None:
+    """Every SQLAlchemy pool hands out connections here; psycopg's are PostgreSQL's (SQLite's are sqlite3's)."""
+    global _postgres_checkouts
+    if type(dbapi_connection).__module__.startswith("psycopg"):
+        _postgres_checkouts += 1
+
+
+def _chromium_running() -> bool:
+    """A Chromium process under this one (Playwright starts it as a grandchild, through its driver)."""
+    if "playwright" not in sys.modules:  # the only way tests drive a browser; skips a process scan per test
+        return False
+    return any("chrom" in child.name().lower() for child in psutil.Process().children(recursive=True))
+
+
+def _ray_joined() -> bool:
+    ray = sys.modules.get("ray")
+    return ray is not None and bool(ray.is_initialized())
+
+
+def resources_used(since_postgres_checkouts: int) -> set[str]:
+    """The marks that what is in use now calls for: `postgres` if a connection was checked out since the count
+    given, `ray` if this process is a driver on a Ray cluster, `browser` if a Chromium runs under it."""
+    used = set()
+    if _postgres_checkouts > since_postgres_checkouts:
+        used.add("postgres")
+    if _ray_joined():
+        used.add("ray")
+    if _chromium_running():
+        used.add("browser")
+    return used
+
+
+def _require_marks(item: pytest.Item, since_postgres_checkouts: int, phase: str) -> None:
+    missing = sorted(m for m in resources_used(since_postgres_checkouts) if item.get_closest_marker(m) is None)
+    if missing:
+        marks = ", ".join(f"@pytest.mark.{m}" for m in missing)
+        pytest.fail(f"{item.nodeid} used {'/'.join(missing)} in its {phase} without {marks}: mark it, "
+                    "so the quick run leaves it out", pytrace=False)  # fmt: skip
+
+
+def _guard(phase: str) -> Callable[[pytest.Item], Generator[None, object, object]]:
+    """A wrapper around one phase of each test (setup: fixtures start things; call: the test itself)."""
+
+    @pytest.hookimpl(wrapper=True)
+    def hook(item: pytest.Item) -> Generator[None, object, object]:
+        before = _postgres_checkouts
+        result = yield
+        _require_marks(item, before, phase)
+        return result
+
+    return hook
+
+
+pytest_runtest_setup = _guard("setup")
+pytest_runtest_call = _guard("call")

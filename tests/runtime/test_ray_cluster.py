@@ -45,6 +45,8 @@ RAY = str(Path(sys.executable).parent / "ray")
 TASK = {"prompt": "a red circle moves left", "width": 64, "height": 64, "num_frames": 16, "fps": 8, "seed": 1}
 CPUS_PER_NODE = 2  # logical: one for a Noor worker, one for sweep tasks
 
+pytestmark = pytest.mark.ray
+
 
 def _free_port() -> int:
     with socket.socket() as s:

@@ -134,6 +134,7 @@ def test_regional_assets_write_home_and_read_everywhere(tmp_path: Path) -> None:
     assert not (tmp_path / "default" / "acme" / "g1").exists()  # written only in its region
 
 
+@pytest.mark.ray
 def test_an_address_where_no_head_answers_is_refused_at_once(tmp_path: Path) -> None:
     """ray.init would wait for it for as long as it takes; Noor asks first and says what is wrong."""
     with socket.socket() as s:  # a port nothing listens on

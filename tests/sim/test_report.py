@@ -20,6 +20,7 @@ def test_html_report_has_the_plots_and_the_numbers() -> None:
                   "Latency CDF per region"):
         assert title in page
     assert "<script" not in page and not re.search(r"(src|href)=.https?:", page)  # opens offline
+    assert not re.search(r"<t[dh]>[-:| ]*-{2,}[-:| ]*</t[dh]>", page)  # no Markdown separator row as data
     for c in result["classes"]:
         assert f"<td>{c['name']}</td><td>{c['jobs']:,}</td>" in page
     assert f"{result['fleet']['videos_per_hour']:,.0f} videos/hour" in page

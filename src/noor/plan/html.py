@@ -22,6 +22,14 @@ figure { margin: 1em 0; } svg { max-width: 100%; height: auto; }
 """
 
 
+SEPARATOR_CELL = re.compile(r":?-+:?")  # a cell of the row under a Markdown table's header: ---, :---, ---:
+
+
+def _cells(row: str) -> list[str]:
+    """A pipe-table row's cells; report.py writes any `|` inside a cell as `/`, so every `|` is a border."""
+    return [c.strip() for c in row.strip().strip("|").split("|")]
+
+
 def _inline(text: str) -> str:
     out = html.escape(text, quote=True)
     return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
@@ -40,9 +48,11 @@ def markdown_to_html(md: str) -> str:
         elif line.startswith("|"):
             rows = []
             while i < len(lines) and lines[i].startswith("|"):
-                rows.append([c.strip() for c in lines[i].strip().strip("|").split(" | ")])
+                rows.append(_cells(lines[i]))
                 i += 1
-            head, body = rows[0], [r for r in rows[1:] if not all(set(c) <= {"-"} for c in r)]
+            head, body = rows[0], rows[1:]
+            if body and all(SEPARATOR_CELL.fullmatch(c) for c in body[0]):
+                body = body[1:]  # `|---|---|` ends the header; it is no row of data
             out.append("<table><thead><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head) + "</tr></thead><tbody>")
             out += ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in body]
             out.append("</tbody></table>")
@@ -73,12 +83,23 @@ def _figure(width: float = 8.0, height: float = 3.2) -> Any:
     return Figure(figsize=(width, height))
 
 
+def readable(value: float, _position: object = None) -> str:
+    """A tick label read at a glance: 10M, 2.5k, 0.5 (matplotlib's own would be 1, 2 and a "1e7" in the corner)."""
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
+
+
 def _barh(title: str, labels: list[str], values: list[float], xlabel: str) -> str:
+    from matplotlib.ticker import FuncFormatter
+
     fig = _figure(8, 0.45 * len(labels) + 1.2)
     ax = fig.subplots()
     ax.barh(labels[::-1], values[::-1], color="#3b75af")
     ax.set_title(title)
     ax.set_xlabel(xlabel)
+    ax.xaxis.set_major_formatter(FuncFormatter(readable))
     ax.grid(axis="x", alpha=0.3)
     return _svg(fig)
 
@@ -104,12 +125,16 @@ def charts(doc: dict[str, Any]) -> list[str]:
             _barh("$ per video", [r["chip"] for r in priced], [r["usd_per_video"] for r in priced], "USD/video"),
         ]
     if kind == "growth":
+        from matplotlib.ticker import FuncFormatter, NullFormatter
+
         fig = _figure(8, 3.6)
         ax = fig.subplots()
         months = [t["month"] for t in doc["timeline"]]
         ax.step(months, [t["capacity_videos_per_day"] for t in doc["timeline"]], where="post", label="capacity")
         ax.plot(months, [t["demand_videos_per_day"] for t in doc["timeline"]], label="demand")
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(readable))
+        ax.yaxis.set_minor_formatter(NullFormatter())  # 2x, 3x ... of each decade: ticks without labels
         ax.set_xlabel("month")
         ax.set_ylabel("videos/day")
         ax.set_title("Capacity vs demand")
