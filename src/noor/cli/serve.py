@@ -1,4 +1,4 @@
-"""`noor keys`, `noor serve` and `noor worker`: running the service."""
+"""`noor serve` and `noor worker`: running the service (keys and tenants: `noor keys`, `noor tenants`)."""
 
 from __future__ import annotations
 
@@ -15,48 +15,6 @@ if TYPE_CHECKING:
     from noor.jobs.store import Store
     from noor.runtime.local import LocalWorkers
     from noor.runtime.ray_cluster import RayCluster
-
-keys_app = typer.Typer(help="Tenants' API keys.", no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
-
-
-@keys_app.command("create")
-def keys_create(
-    tenant: Annotated[str | None, typer.Option(help="tenant name (created if new)")] = None,
-    worker: Annotated[bool, typer.Option("--worker", help="a key for `noor worker` instead of a tenant")] = False,
-    regions: Annotated[str | None, typer.Option(help="comma-separated regions the tenant's jobs may use")] = None,
-    credits: Annotated[float, typer.Option(help="starting credits for a new tenant, in US cents")] = 0.0,
-    max_concurrent: Annotated[int, typer.Option("--max-concurrent", min=1, help="queued+running jobs at once")] = 10,
-    per_minute: Annotated[int, typer.Option("--per-minute", min=1, help="creates per rolling minute")] = 20,
-) -> None:
-    """Create an API key (and the tenant if it is new). The key is printed once; only its hash is kept."""
-    from noor.config import settings
-    from noor.jobs import tenants
-    from noor.jobs.store import Store
-
-    if worker == (tenant is not None):
-        fail("--tenant", tenant, "give --tenant NAME for a tenant key, or --worker for a worker key")
-    store = Store(settings().resolved_database_url)
-    try:
-        if tenant is None:  # --worker
-            print(tenants.create_worker_key(store))
-            return
-        if tenant not in {t.name for t in tenants.list_tenants(store)}:
-            region_list = [r.strip() for r in regions.split(",") if r.strip()] if regions else None
-            tenants.create_tenant(
-                store,
-                tenant,
-                regions=region_list,
-                credits_cents=credits,
-                max_concurrent=max_concurrent,
-                max_per_minute=per_minute,
-            )
-        print(tenants.create_key(store, tenant))
-    except tenants.TenantError as err:
-        raise BadInput(f"--tenant: {err}") from err
-    finally:
-        store.close()
-
 
 @app.command()
 def serve(
@@ -97,6 +55,7 @@ def serve(
     from noor.jobs.assets import AssetStore
     from noor.jobs.store import Store
     from noor.runtime.local import LocalWorkers
+    from noor.runtime.reaper import Reaper
     from noor.runtime.ssrf import Guard
     from noor.runtime.webhooks import WebhookConfig, WebhookDeliverer
     from noor.scheduling import SchedulingError
@@ -110,9 +69,10 @@ def serve(
     except SchedulingError as err:
         raise BadInput(f"NOOR_SCHEDULER: {err}") from err
     store = Store(cfg.resolved_database_url, scheduler=policy)
-    if not tenants.list_tenants(store):  # first run: an admin tenant and its key, shown once
-        tenants.create_tenant(store, "admin", credits_cents=1_000_000, max_concurrent=100, max_per_minute=600)
-        print(f"admin API key (shown once): {tenants.create_key(store, 'admin')}")
+    if not tenants.list_tenants(store):  # first run: the local user's tenant (unmetered, docs/serve.md) and its key
+        tenants.create_tenant(store, "admin", metered=False, max_concurrent=100, max_per_minute=600)
+        print(f"admin API key (shown once; unmetered: `noor tenants set admin --credits N` meters it): "
+              f"{tenants.create_key(store, 'admin')}")  # fmt: skip
     logs.setup(cfg.log_level, cfg.log_format)
     aliases = DEFAULT_ALIASES | cfg.aliases
     for alias, target in aliases.items():
@@ -141,6 +101,7 @@ def serve(
         assets, pool, where = _ray_workers(ray, gpus_per_worker, workers, store)
     api = create_app(store, assets, config)
     pool.start()
+    reaper = Reaper(store).start()  # a dead worker's job goes back to the queue when its lease runs out
     base_url = cfg.public_url or f"http://{host}:{port}"
     hooks = WebhookDeliverer(
         store, WebhookConfig(secret=secret, guard=guard, render=lambda p: render_payload(base_url, secret, p))
@@ -152,6 +113,7 @@ def serve(
         uvicorn.run(api, host=host, port=port, log_config=logs.config(cfg.log_level, cfg.log_format))
     finally:
         stop_hooks.set()
+        reaper.close()
         pool.close()
         store.close()
 
@@ -167,7 +129,7 @@ def _ray_workers(
 
     cfg = settings()
     try:
-        models = [spec.id for spec in registry.available()] + ["resample"]
+        models = registry.worker_models(spec.id for spec in registry.available())
         config = ray_cluster.ClusterConfig(
             models=models,
             gpus_per_worker=gpus_per_worker,
@@ -227,7 +189,7 @@ def worker_command(
         remote.ping()  # checks the URL and the key before loading anything
     except ServerError as err:
         raise BadInput(f"--server: {err}") from err
-    config = WorkerConfig(name=name, models=[*model, "resample"], lease_s=lease_s, region=region)
+    config = WorkerConfig(name=name, models=list(model), lease_s=lease_s, region=region)
     worker = Worker(remote, remote, config, lambda m: load_backend(m, threads))
     for m in model:
         worker.backend(m)  # load once, before the first job

@@ -1,19 +1,23 @@
 """The models Noor can run: an id -> what the model can do, its limits and defaults, and a loader.
 
 The CLI and the API check a task against its `ModelSpec` before any work is queued, so a request a
-model cannot do is refused up front with the field and value named. `tiny` is built in; the models in
-the data dir's `models.toml` (`noor models add`) are read on every lookup.
+model cannot do is refused up front with the field and value named. `tiny` and `resample` (the Lanczos
+upscaler) are built in; the models in the data dir's `models.toml` (`noor models add`) are read on every lookup.
+Workers load a model through its spec (`ModelSpec.load`), so they need not know any backend class.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from noor.engine.backend import Backend
+from noor.engine.resample import ResampleBackend
 from noor.engine.task import Task, TaskError
 
-CAPABILITIES = ("t2v", "i2v", "end_frame", "extend", "loop", "image")
+CAPABILITIES = ("t2v", "i2v", "end_frame", "extend", "loop", "image")  # what a generating model may declare
+UPSCALE = "upscale"  # resizing a finished clip (`Task.source`): nothing is drawn, no prompt
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,8 @@ class Limits:
 class ModelSpec:
     id: str
     description: str
-    load: Callable[[], Backend] = field(repr=False)
+    # load(threads=N) -> the backend, loaded once by each worker; with `weights_option`, also load(weights=DIR)
+    load: Callable[..., Backend] = field(repr=False)
     capabilities: frozenset[str] = frozenset(CAPABILITIES)
     native_width: int = 64
     native_height: int = 64
@@ -41,12 +46,17 @@ class ModelSpec:
     limits: Limits = Limits()
     family: str = "noor-tiny"
     source: str = "built in"  # where the weights are
+    weights_option: bool = False  # its loader takes `weights=DIR`, another weights dir than the configured one
+    on_every_worker: bool = False  # no weights, little memory: every worker runs it, whatever models it was given
 
     def fit(self, task: Task) -> tuple[Task, list[str]]:
         """The task as this model will draw it, and notes on what differs from the request.
 
-        noor-tiny draws at its native shape and resamples to any size and length, so the task is kept."""
-        notes = []
+        noor-tiny draws at its native shape and resamples to any size and length, so the task is kept.
+        A task from a source clip (upscale) is not drawn at all: nothing to note."""
+        notes: list[str] = []
+        if task.source is not None:
+            return task, notes
         if (task.width, task.height) != (self.native_width, self.native_height):
             notes.append(
                 f"{self.id} draws {self.native_width}x{self.native_height}; resized to {task.width}x{task.height}"
@@ -58,7 +68,7 @@ class ModelSpec:
     def check(self, task: Task) -> list[str]:
         """Raise `TaskError` for what this model cannot do; return notes on what will be adapted."""
         lim = self.limits
-        if not task.prompt.strip():
+        if task.source is None and not task.prompt.strip():  # an upscale has no prompt
             raise TaskError("prompt", task.prompt, "must not be empty")
         if len(task.prompt) > lim.max_prompt_chars:
             raise TaskError(
@@ -84,7 +94,8 @@ class ModelSpec:
             "end_frame": task.end_frame is not None,
             "loop": task.loop,
             "image": task.is_image,
-            "t2v": not task.is_image and task.start_frame is None and task.end_frame is None,
+            "t2v": not task.is_image and task.start_frame is None and task.end_frame is None and task.source is None,
+            UPSCALE: task.source is not None,
         }
         for capability, wanted in wants.items():
             if wanted and capability not in self.capabilities:
@@ -125,18 +136,54 @@ def get(model_id: str) -> ModelSpec:
 
 
 def available() -> list[ModelSpec]:
+    """The models a generation request may name: built in and installed. Not the ones every worker carries for
+    other routes (the resampler, which only `upscale` names): `on_every_worker()`."""
     every = installed() | _REGISTRY
-    return [every[k] for k in sorted(every)]
+    return [every[k] for k in sorted(every) if not every[k].on_every_worker]
+
+
+def on_every_worker() -> list[ModelSpec]:
+    return [spec for spec in _REGISTRY.values() if spec.on_every_worker]
+
+
+def worker_models(models: Iterable[str]) -> list[str]:
+    """What a worker started for `models` runs: those, and the models every worker carries."""
+    return list(dict.fromkeys([*models, *(spec.id for spec in on_every_worker())]))
+
+
+def built_in() -> list[str]:
+    """Ids no installed model may take."""
+    return sorted(_REGISTRY)
+
+
+def _load_tiny(threads: int | None = None, weights: Path | None = None) -> Backend:
+    """noor-tiny from `weights`, else NOOR_TINY_WEIGHTS, else the weights that ship in the package."""
+    from noor.config import settings
+    from noor.engine.tiny.backend import TinyBackend  # torch and diffusers: imported when a worker loads it
+
+    return TinyBackend(weights or settings().tiny_weights, threads=threads)
 
 
 def _register_builtin() -> None:
-    from noor.engine.tiny.backend import TinyBackend
-
     register(
         ModelSpec(
             id="tiny",
             description="noor-tiny: the built-in 3M-parameter text-to-video model (shapes in motion), CPU",
-            load=TinyBackend,
+            load=_load_tiny,
+            weights_option=True,
+        )
+    )
+    register(
+        ModelSpec(
+            id="resample",
+            description="Lanczos resampling of a finished video to a new size (upscale); no weights, CPU",
+            load=ResampleBackend,
+            capabilities=frozenset({UPSCALE}),
+            # 4k (2160p) at 9:21 is 2160x5040; frames: a minute at 60 fps
+            limits=Limits(max_side=8192, max_frames=3600),
+            family="lanczos",
+            source="built in (no weights)",
+            on_every_worker=True,
         )
     )
 

@@ -34,6 +34,7 @@ class Task:
     start_frame: np.ndarray | None = field(default=None, repr=False)  # (H, W, 3) uint8
     end_frame: np.ndarray | None = field(default=None, repr=False)
     loop: bool = False
+    source: Media | None = field(default=None, repr=False)  # a finished clip to work from (upscale)
 
     @property
     def is_image(self) -> bool:

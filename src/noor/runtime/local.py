@@ -1,11 +1,16 @@
-"""Local worker processes for `noor serve`: each loads its model once and keeps it."""
+"""Local worker processes for `noor serve`: each loads its model once and keeps it; a supervisor thread
+restarts a worker that dies (with backoff, logged, and it gives up on a worker that keeps dying at once)."""
 
 from __future__ import annotations
 
 import logging
 import multiprocessing as mp
 import signal
+import threading
 import time
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 
@@ -15,20 +20,19 @@ log = logging.getLogger("noor.runtime")
 
 
 def load_backend(model: str, threads: int | None = None, weights: Path | None = None) -> Backend:
-    """A model's backend with this deployment's settings (noor-tiny: NOOR_TINY_WEIGHTS; all: NOOR_THREADS)."""
+    """A model's backend with this deployment's settings (all: NOOR_THREADS; the spec's loader reads its own,
+    e.g. NOOR_TINY_WEIGHTS). `weights`: another weights dir, for a model whose loader takes one."""
     from noor.config import settings
     from noor.engine import registry
-    from noor.engine.tiny.backend import TinyBackend
+    from noor.engine.task import TaskError
 
     spec = registry.get(model)
-    if spec.id == "tiny":
-        return TinyBackend(weights or settings().tiny_weights, threads=threads or settings().threads)
-    entry = getattr(spec, "entry", None)  # an installed diffusers model (models.toml)
-    if entry is not None:
-        from noor.engine.diffusers.backend import DiffusersBackend
-
-        return DiffusersBackend(entry, threads=threads or settings().threads)
-    return spec.load()
+    threads = threads or settings().threads
+    if weights is None:
+        return spec.load(threads=threads)
+    if not spec.weights_option:
+        raise TaskError("weights", str(weights), f"model {spec.id!r} reads its weights from {spec.source}")
+    return spec.load(threads=threads, weights=weights)
 
 
 def _work(name: str, database_url: str, assets_url: str, threads: int | None, lease_s: float, stop: MpEvent) -> None:
@@ -43,8 +47,9 @@ def _work(name: str, database_url: str, assets_url: str, threads: int | None, le
     store = Store(database_url, run_migrations=False, scheduler=settings().scheduling_policy())
     from noor.engine import registry
 
-    # every model installed when the server starts (each is loaded on its first job and kept)
-    models = [spec.id for spec in registry.available()] + ["resample"]
+    # every model installed when the server starts (each is loaded on its first job and kept); the Worker adds
+    # the ones the registry puts on every worker
+    models = [spec.id for spec in registry.available()]
     config = WorkerConfig(name=name, lease_s=lease_s, models=models)
     worker = Worker(store, AssetStore(assets_url), config, lambda m: load_backend(m, threads))
     worker.backend("tiny")  # load once, before the first job
@@ -75,28 +80,137 @@ class _UntilOrphaned:
         return True
 
 
+@dataclass(frozen=True)
+class Restarts:
+    """When the supervisor restarts a dead worker: after `backoff_s`, doubled for each death in a row that came
+    within `healthy_s` of the worker's start (up to `max_backoff_s`); at the `max_quick_deaths`-th of those it
+    gives up on that worker and says so. A worker that lived `healthy_s` starts a fresh count."""
+
+    backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
+    healthy_s: float = 60.0
+    max_quick_deaths: int = 5
+
+    def __post_init__(self) -> None:
+        if not 0 < self.backoff_s <= self.max_backoff_s:
+            raise ValueError(f"backoff_s must be in (0, max_backoff_s], got {self.backoff_s}")
+        if self.max_quick_deaths < 1:
+            raise ValueError(f"max_quick_deaths must be at least 1, got {self.max_quick_deaths}")
+
+
+@dataclass
+class _Slot:
+    name: str
+    process: BaseProcess
+    started_at: float = 0.0  # time.monotonic()
+    quick_deaths: int = 0  # deaths in a row, each within healthy_s of its start
+    restarts: int = 0
+    restart_at: float | None = None  # when a dead worker is started again
+    given_up: bool = False
+
+
 class LocalWorkers:
+    """`count` worker processes named local-0.., supervised: one that dies (a crash, the OOM killer, a SIGKILL)
+    is started again; its job goes back to the queue when its lease runs out (the server's reaper)."""
+
     def __init__(
-        self, count: int, database_url: str, assets_url: str, threads: int | None = None, lease_s: float = 30.0
+        self,
+        count: int,
+        database_url: str,
+        assets_url: str,
+        threads: int | None = None,
+        lease_s: float = 30.0,
+        restarts: Restarts | None = None,
     ):
-        ctx = mp.get_context("spawn")
-        self.stop = ctx.Event()
-        self.processes = [
-            ctx.Process(
-                target=_work,
-                args=(f"local-{i}", database_url, assets_url, threads, lease_s, self.stop),
-                daemon=True,
-            )
-            for i in range(count)
-        ]
+        self._ctx = mp.get_context("spawn")
+        self.stop = self._ctx.Event()
+        self._args = (database_url, assets_url, threads, lease_s, self.stop)
+        self.restarts = restarts or Restarts()
+        self.slots = [_Slot(name, self._process(name)) for name in (f"local-{i}" for i in range(count))]
+        self._lock = threading.Lock()
+        self._supervisor: threading.Thread | None = None
+
+    @property
+    def processes(self) -> list[BaseProcess]:
+        """The current process of each worker (a restarted worker has a new one)."""
+        return [slot.process for slot in self.slots]
+
+    def _process(self, name: str) -> BaseProcess:
+        return self._ctx.Process(target=_work, args=(name, *self._args), daemon=True, name=name)
 
     def start(self) -> None:
-        for p in self.processes:
-            p.start()
+        now = time.monotonic()
+        for slot in self.slots:
+            slot.process.start()
+            slot.started_at = now
+        self._supervisor = threading.Thread(target=self._supervise, daemon=True, name="local-workers")
+        self._supervisor.start()
+
+    def _supervise(self) -> None:
+        while not self.stop.is_set():
+            # 1. sleep until a worker exits, a restart is due, or a short poll (stop is checked after it)
+            with self._lock:
+                running = [s.process.sentinel for s in self.slots if s.restart_at is None and not s.given_up]
+                due = [s.restart_at for s in self.slots if s.restart_at is not None]
+            timeout_s = max(0.0, min([0.5, *(t - time.monotonic() for t in due)]))
+            if running:
+                wait(running, timeout_s)
+            else:
+                self.stop.wait(timeout_s)
+            # 2. note the dead, 3. start the ones whose wait is over
+            with self._lock:
+                if self.stop.is_set():
+                    return
+                for slot in self.slots:
+                    if slot.restart_at is None and not slot.given_up and not slot.process.is_alive():
+                        self._died(slot)
+                    elif slot.restart_at is not None and time.monotonic() >= slot.restart_at:
+                        self._restart(slot)
+
+    def _died(self, slot: _Slot) -> None:
+        cfg, process = self.restarts, slot.process
+        lived_s = time.monotonic() - slot.started_at
+        slot.quick_deaths = slot.quick_deaths + 1 if lived_s < cfg.healthy_s else 1
+        code = process.exitcode or 0
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        if slot.quick_deaths >= cfg.max_quick_deaths:
+            slot.given_up = True
+            log.error(
+                "local worker %s (pid %s) died (%s) after %.1f s: %d deaths in a row, each within %.0f s of starting; "
+                "not restarting it again (fix the cause, then restart the server)",
+                slot.name, process.pid, how, lived_s, slot.quick_deaths, cfg.healthy_s,
+            )  # fmt: skip
+            if all(s.given_up for s in self.slots):
+                log.error("no local workers are left: jobs wait for a remote worker (`noor worker`)")
+            return
+        wait_s = min(cfg.max_backoff_s, cfg.backoff_s * 2 ** (slot.quick_deaths - 1))
+        slot.restart_at = time.monotonic() + wait_s
+        log.error(
+            "local worker %s (pid %s) died (%s) after %.1f s; restarting it in %.1f s; its job, if it had one, goes "
+            "back to the queue when its lease runs out",
+            slot.name, process.pid, how, lived_s, wait_s,
+        )  # fmt: skip
+
+    def _restart(self, slot: _Slot) -> None:
+        old = slot.process.pid
+        slot.process.close()  # frees the dead process's resources; it was joined by is_alive()
+        slot.process = self._process(slot.name)
+        slot.process.start()
+        slot.started_at, slot.restart_at = time.monotonic(), None
+        slot.restarts += 1
+        log.warning(
+            "local worker %s restarted: pid %s (was %s), restart %d", slot.name, slot.process.pid, old, slot.restarts
+        )
 
     def close(self, timeout_s: float = 10.0) -> None:
-        self.stop.set()
-        for p in self.processes:
-            p.join(timeout_s)
-            if p.is_alive():
-                p.terminate()
+        with self._lock:  # no restart after this
+            self.stop.set()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout_s)
+        for slot in self.slots:
+            process = slot.process
+            if process.pid is None or slot.restart_at is not None or slot.given_up:
+                continue  # never started, or dead already
+            process.join(timeout_s)
+            if process.is_alive():
+                process.terminate()

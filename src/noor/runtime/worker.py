@@ -19,10 +19,10 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from noor.engine import media
+from noor.engine import media, registry
 from noor.engine.backend import Backend, Cancelled
+from noor.engine.resample import resize
 from noor.engine.task import Media, Task
-from noor.engine.tiny.backend import resize
 from noor.jobs.assets import asset_key
 
 log = logging.getLogger("noor.worker")
@@ -75,7 +75,7 @@ class Stop(Protocol):
 @dataclass
 class WorkerConfig:
     name: str
-    models: list[str] = field(default_factory=lambda: ["tiny", "resample"])
+    models: list[str] = field(default_factory=lambda: ["tiny"])  # and the registry's `on_every_worker` models
     lease_s: float = 30.0
     poll_s: float = 0.25
     heartbeat_s: float = 1.0  # at most this often a denoising step writes to the store (and sees a delete)
@@ -84,7 +84,21 @@ class WorkerConfig:
 
 
 def task_from_json(data: dict[str, Any], assets: Files) -> Task:
-    """The engine task a job stored, with keyframes read back from the asset store."""
+    """The engine task a job stored, with keyframes (or an upscale's source clip) read back from the asset store."""
+    if data.get("kind") == "upscale":  # the clip at a new size: its frames, at its frame rate
+        with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
+            f.write(assets.get(data["source"]))
+            f.flush()
+            frames, fps = media.read_clip(f.name)
+        source = Media(frames=frames, fps=round(fps) or 8)
+        return Task(
+            prompt="",
+            width=data["width"],
+            height=data["height"],
+            num_frames=len(frames),
+            fps=source.fps,
+            source=source,
+        )
 
     def keyframe(ref: dict[str, Any] | None) -> np.ndarray | None:
         if not ref:
@@ -150,18 +164,23 @@ class Worker:
         load_backend: Callable[[str], Backend],
     ):
         self.store, self.assets, self.config = store, assets, config
+        self.models = registry.worker_models(config.models)  # what it claims
         self._load_backend = load_backend
+        self._carried = {spec.id: spec for spec in registry.on_every_worker()}
         self._backends: dict[str, Backend] = {}
 
     def backend(self, model: str) -> Backend:
+        """The model's backend, loaded on first use and kept. `load_backend` loads the deployment's models (its
+        weights and threads); the ones every worker carries need neither and come from the registry."""
         if model not in self._backends:
-            self._backends[model] = self._load_backend(model)
+            carried = self._carried.get(model)
+            self._backends[model] = carried.load() if carried is not None else self._load_backend(model)
         return self._backends[model]
 
     def run_once(self) -> bool:
         """Claim and run one job; False when the queue had nothing for this worker."""
         regions = [self.config.region] if self.config.region else None
-        job = self.store.claim(self.config.name, self.config.lease_s, models=self.config.models, regions=regions)
+        job = self.store.claim(self.config.name, self.config.lease_s, models=self.models, regions=regions)
         if job is None:
             return False
         self.run(job)
@@ -179,14 +198,6 @@ class Worker:
                 busy = False
             if not busy:
                 stop.wait(self.config.poll_s * min(40, 2**failures))
-
-    def upscale(self, task: dict[str, Any]) -> Media:
-        """Lanczos resampling of a finished video to a new size (no model involved)."""
-        with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
-            f.write(self.assets.get(task["source"]))
-            f.flush()
-            frames, fps = media.read_clip(f.name)
-        return Media(frames=resize(frames, task["width"], task["height"]), fps=round(fps) or 8)
 
     def run(self, job: Job) -> None:
         name, lease_s = self.config.name, self.config.lease_s
@@ -220,12 +231,9 @@ class Worker:
                 raise Cancelled
 
         try:
-            # 1. the task, keyframes included; 2. pixels
-            if job.task.get("kind") == "upscale":
-                result = self.upscale(job.task)
-            else:
-                task = task_from_json(job.task, self.assets)
-                result = self.backend(job.model).generate([task], on_progress, on_preview)[0]
+            # 1. the task, keyframes (or source clip) included; 2. pixels
+            task = task_from_json(job.task, self.assets)
+            result = self.backend(job.model).generate([task], on_progress, on_preview)[0]
             # 3. files, then the record
             keys = {}
             image_format = str(job.request.get("format") or "png") if job.generation_type == "image" else "png"

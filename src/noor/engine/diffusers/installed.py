@@ -21,13 +21,14 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from noor.engine import registry
 from noor.engine.diffusers import families, weights
 from noor.engine.diffusers.options import DTYPES, Options, cache_config, check_dtype
 from noor.engine.task import TaskError
 
 FILE_NAME = "models.toml"
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-RESERVED_IDS = ("tiny", "resample")
+RESERVED_IDS = tuple(registry.built_in())  # tiny, resample
 
 
 @dataclass(frozen=True)

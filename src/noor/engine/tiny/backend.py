@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from noor.engine.backend import Preview, Progress
+from noor.engine.resample import resize
 from noor.engine.task import Media, Task
 
 NATIVE_SIZE = 64
@@ -31,13 +31,6 @@ def retime(frames: np.ndarray, num_frames: int) -> np.ndarray:
         return frames
     index = np.rint(np.linspace(0, len(frames) - 1, num_frames)).astype(int)
     return frames[index]
-
-
-def resize(frames: np.ndarray, width: int, height: int) -> np.ndarray:
-    """(T, H, W, 3) uint8 -> (T, height, width, 3) uint8, Lanczos."""
-    if frames.shape[1:3] == (height, width):
-        return frames
-    return np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.Resampling.LANCZOS)) for f in frames])
 
 
 class TinyBackend:
