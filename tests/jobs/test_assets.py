@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import io
 import uuid
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from noor.jobs.assets import AssetNotFound, AssetStore, asset_key, sign, verify
 
@@ -74,7 +76,9 @@ def test_a_region_bound_tenants_own_files_go_to_its_regions_store(tmp_path: Path
     store = Store(f"sqlite:///{tmp_path / 'noor.db'}")
     tenants.create_tenant(store, "sovereign", regions=["me-riyadh"])
     auth = {"Authorization": f"Bearer {tenants.create_key(store, 'sovereign')}"}
-    png = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buffer, format="PNG")  # a real image: uploads are decoded
+    png = buffer.getvalue()
     with TestClient(create_app(store, assets, ApiConfig(secret=b"s"))) as client:
         up = client.post("/v1/uploads", files={"file": ("k.png", png, "image/png")}, headers=auth)
         assert up.status_code == 201, up.text

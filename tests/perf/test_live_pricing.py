@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from noor.api.pricing import output_s
 from noor.engine.diffusers.installed import InstalledModel
 from noor.perf import estimate_task
 from tests.api.toy_server import toy_server
@@ -44,13 +45,14 @@ def test_an_installed_model_is_priced_for_the_shape_it_draws(server: dict[str, A
     task = c.get(f"/generations/{g['id']}", headers=auth).json()
     expected = estimate_task("wan2.1-t2v-1.3b", 960, 544, 5, 2, "l4")
     assert expected.fits and expected.latency_s and expected.cost_usd
-    assert g["eta_s"] == pytest.approx(expected.latency_s, rel=1e-3)
-    assert g["price_cents"] == pytest.approx(expected.cost_usd * 100, rel=1e-3) and g["price_cents"] > 0
+    eta_s = expected.latency_s + output_s(960, 544, 5)  # the model's work, then writing the file it drew
+    assert g["eta_s"] == pytest.approx(eta_s, rel=1e-3)
+    assert g["price_cents"] == pytest.approx(eta_s * expected.usd_per_hour / 36, rel=1e-3) and g["price_cents"] > 0
     assert c.get("/credits", headers=auth).json()["credit_balance"] == pytest.approx(1000.0 - g["price_cents"])
     assert task["eta_s"] == g["eta_s"]
     # more steps cost more: the request's own steps are priced when it gives them (none here: the entry's 2)
-    assert estimate_task("wan2.1-t2v-1.3b", 960, 544, 5, 4, "l4").latency_s > g["eta_s"]
-    assert estimate_task("wan2.1-t2v-1.3b", 960, 540, 5, 2, "l4").latency_s != g["eta_s"]  # not the request's 540
+    assert estimate_task("wan2.1-t2v-1.3b", 960, 544, 5, 4, "l4").latency_s > expected.latency_s
+    assert estimate_task("wan2.1-t2v-1.3b", 960, 540, 5, 2, "l4").latency_s != expected.latency_s  # not the 540
 
 
 def test_a_model_without_a_catalog_architecture_is_queued_unpriced(server: dict[str, Any]) -> None:

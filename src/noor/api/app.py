@@ -30,9 +30,9 @@ from noor.api.requests import (
 )
 from noor.api.schemas import Credits, GenerationList, GenerationOut, ImageCreate, Ping, Upscale, VideoCreate
 from noor.jobs import tenants
-from noor.jobs.assets import AssetNotFound, AssetStore, asset_key, sign, verify
+from noor.jobs.assets import AssetNotFound, AssetStore, asset_key, generation_of, sign, verify
 from noor.jobs.generation import Generation, now_utc
-from noor.jobs.store import InsufficientCredits, NotFound, Store
+from noor.jobs.store import InsufficientCredits, LimitExceeded, NotFound, Store
 from noor.runtime.ssrf import FetchError, Guard, SSRFError
 
 CONCEPTS = [
@@ -258,9 +258,11 @@ def create_priced(ctx: Context, *, model: str, task: dict[str, Any], **fields: A
     """Store a job with its ETA and price; the price comes out of the tenant's credits (402 if short)."""
     q = quote(model, task, ctx.config.chip, ctx.config.markup)
     try:
-        return ctx.store.create(model=model, task=task, price_cents=q.price_cents, eta_s=q.eta_s, **fields)
+        return ctx.store.create(model=model, task=task, price_microcents=q.price_microcents, eta_s=q.eta_s, **fields)
     except InsufficientCredits as err:
         raise HTTPException(402, str(err)) from err
+    except LimitExceeded as err:  # checked again atomically with the create: check_limits alone can be raced
+        raise HTTPException(429, str(err), headers={"Retry-After": str(err.retry_after_s)}) from err
 
 
 router = APIRouter()
@@ -348,6 +350,7 @@ def delete_generation(generation_id: str, tenant: Tenant, ctx: Ctx) -> Response:
         ctx.store.delete(tenant.name, generation_id)
     except NotFound as err:
         raise HTTPException(404, "Generation not found") from err
+    ctx.assets.delete_generation(tenant.name, generation_id)
     return Response(status_code=204)
 
 
@@ -414,6 +417,9 @@ def create_app(store: Store, assets: AssetStore, config: ApiConfig) -> FastAPI:
             tenant = tenant_of(request)
             if key.split("/", 1)[0] != tenant.name:
                 raise HTTPException(404, "Asset not found")
+        owner = generation_of(key)
+        if owner is not None and not app.state.ctx.store.exists(*owner):  # a deleted generation's files are gone
+            raise HTTPException(404, "Asset not found")
         try:
             data = assets.get(key)
         except (AssetNotFound, ValueError) as err:

@@ -152,8 +152,11 @@ async def create_video(request: Request, tenant: Tenant, ctx: Ctx) -> JSONRespon
             },
             task=task,
         )
+    except RequestError as err:  # pricing: the output would not fit in a worker's memory
+        raise OpenAIError(err.status, err.detail, param="size") from err
     except HTTPException as err:
-        raise OpenAIError(err.status_code, str(err.detail), code="insufficient_quota") from err
+        code = "rate_limit_exceeded" if err.status_code == 429 else "insufficient_quota"
+        raise OpenAIError(err.status_code, str(err.detail), code=code) from err
     return JSONResponse(video_out(g))
 
 
@@ -202,5 +205,9 @@ def download_content(video_id: str, tenant: Tenant, ctx: Ctx, variant: str = "vi
 @router.delete("/{video_id}")
 def delete_video(video_id: str, tenant: Tenant, ctx: Ctx) -> dict[str, Any]:
     _video_of(ctx, tenant.name, video_id)
-    ctx.store.delete(tenant.name, video_id)
+    try:
+        ctx.store.delete(tenant.name, video_id)
+    except NotFound as err:  # a delete racing this one won
+        raise OpenAIError(404, f"Video with id '{video_id}' not found.", code="video_not_found") from err
+    ctx.assets.delete_generation(tenant.name, video_id)
     return {"id": video_id, "object": "video.deleted", "deleted": True}

@@ -2,7 +2,9 @@
 
 The price is what the request's predicted seconds cost at that chip's $/hour (catalog, overridable),
 times a markup from settings; it is taken from the tenant's credits when the job is created and given
-back if the job fails.
+back if the job fails. Every kind of job is priced, upscales included: the model's work (none for an
+upscale) plus making the output file, which grows with its pixels and frames (noor-tiny draws 64x64x16
+whatever is asked, so a 4096x4096x64 request is almost all output work).
 """
 
 from __future__ import annotations
@@ -14,21 +16,41 @@ from typing import Any
 import numpy as np
 
 from noor import catalog
+from noor.api.requests import RequestError
 from noor.engine import registry
 from noor.engine.task import Task
+from noor.jobs import money
 from noor.perf import estimate_task
 from noor.perf.shape import PerfError
 
 log = logging.getLogger("noor.api")
 
 
+# Making the output file: Lanczos resampling to the requested size, H.264 encoding (libx264, preset medium,
+# crf 18) and a thumbnail, per output pixel (width x height x frames). Measured on this repository's 2-thread
+# EPYC VM with `noor.engine.tiny.backend.resize` + `media.write_video` on noor-tiny-like content (64x64 frames
+# drawn up): 960x544x40 took 7.6 s (364 ns/px), 1920x1088x16 9.7 s (290 ns/px). It runs on the worker's host CPU
+# whatever the chip, while the chip waits, so it is billed at the chip's rate; a bigger host encodes faster, so
+# on GPU chips this overstates the ETA (left so until measured there).
+OUTPUT_S_PER_PIXEL = 330e-9
+# The worker holds the output about three times at its peak (the resized frames, the stacked clip, the encoder's
+# YUV copy): peak RSS over the clip's bytes measured 2.8x (960x544x40) and 3.0x (1920x1088x16).
+OUTPUT_COPIES = 3.0
+# H.264's largest level (6.2) frame is 8192x4320; no side of an output may be longer
+MAX_OUTPUT_SIDE = 8192
+
+
 @dataclass(frozen=True)
 class Quote:
     eta_s: float | None  # predicted seconds of work on one worker, None if the model is unknown to the catalog
-    price_cents: float
+    price_microcents: int  # noor.jobs.money
+
+    @property
+    def price_cents(self) -> float:
+        return money.cents(self.price_microcents)
 
 
-FREE = Quote(None, 0.0)
+FREE = Quote(None, 0)
 _unpriced: set[str] = set()
 
 
@@ -44,25 +66,83 @@ def perf_id(model_id: str) -> str | None:
     return model_id if model_id in catalog.models() else None
 
 
-def quote(model_id: str, task: dict[str, Any], chip: str = "cpu-local", markup: float = 1.0) -> Quote:
-    if task.get("kind") == "upscale":  # Lanczos resampling: no model, not billed
+def quote(model_id: str, task: dict[str, Any], chip: str | catalog.Chip = "cpu-local", markup: float = 1.0) -> Quote:
+    """ETA and price of one job of any kind on one worker of `chip`: the model's work from the perf model, plus
+    making the output file at its size. Raises RequestError (400, naming the field) if the output cannot fit in a
+    worker's memory."""
+    # 1. the chip: its $/hour and its memory
+    try:
+        spec = chip if isinstance(chip, catalog.Chip) else catalog.chip(chip)
+    except catalog.UnknownId as err:
+        log.warning("cannot price on %s: %s", chip, err)
         return FREE
+    # 2. the model's work (an upscale runs none), and the size of the file it writes
+    model_s: float | None = 0.0
+    model_memory_gb = 0.0
+    if task.get("kind") == "upscale":
+        width, height, num_frames = int(task["width"]), int(task["height"]), int(task.get("source_frames") or 1)
+    else:
+        width, height, num_frames, steps = drawn_shape(model_id, task)
+        model_s, model_memory_gb = _model_work(model_id, (width, height, num_frames, steps), spec.id)
+    # 3. bounded by what a worker holds (before the unpriced return: an unpriced model is bounded too)
+    check_memory(task, width, height, num_frames, model_memory_gb, spec)
+    if model_s is None:
+        return FREE
+    # 4. seconds, and what they cost at the chip's rate
+    latency_s = model_s + output_s(width, height, num_frames)
+    cost_cents = latency_s * spec.usd_per_hour / 3600 * 100 * markup
+    return Quote(round(latency_s, 3), money.microcents(round(cost_cents, 6), "price"))
+
+
+def _model_work(model_id: str, drawn: tuple[int, int, int, int | None], chip: str) -> tuple[float | None, float]:
+    """(seconds, peak GB) of the model's own work from the perf model; None seconds if it cannot be priced."""
     arch = perf_id(model_id)
     if arch is None:
         if model_id not in _unpriced:  # once per model, not once per request
             _unpriced.add(model_id)
             log.warning("no perf model for %s: its generations carry no ETA and are not billed", model_id)
-        return FREE
-    width, height, num_frames, steps = drawn_shape(model_id, task)
+        return None, 0.0
     try:
-        e = estimate_task(arch, width, height, num_frames, steps, chip)
+        e = estimate_task(arch, *drawn, chip)
     except (catalog.UnknownId, PerfError) as err:
         log.warning("cannot price %s on %s: %s", model_id, chip, err)
-        return FREE
+        return None, 0.0
     if not e.fits or e.latency_s is None:
         log.warning("cannot price %s on %s: %s", model_id, chip, e.why_not or "no latency")
-        return FREE
-    return Quote(round(e.latency_s, 3), round((e.cost_usd or 0.0) * 100.0 * markup, 6))
+        return None, 0.0
+    return e.latency_s, e.peak_memory_gb
+
+
+def output_s(width: int, height: int, num_frames: int) -> float:
+    """Seconds to make the output file of that size (resample, encode, thumbnail) on a worker's host."""
+    return width * height * num_frames * OUTPUT_S_PER_PIXEL
+
+
+def check_memory(
+    task: dict[str, Any], width: int, height: int, num_frames: int, model_memory_gb: float, chip: catalog.Chip
+) -> None:
+    field, value = _size_field(task, width, height, num_frames)
+    if max(width, height) > MAX_OUTPUT_SIDE:
+        raise RequestError(
+            400,
+            f"{field}: the output would be {width}x{height}, longer than {MAX_OUTPUT_SIDE} on a side, got {value!r}",
+            field=field,
+        )
+    need_gb = model_memory_gb + width * height * num_frames * 3 * OUTPUT_COPIES / 1e9
+    if chip.hbm_gb is not None and need_gb > chip.hbm_gb:
+        raise RequestError(
+            400,
+            f"{field}: a {width}x{height} output of {num_frames} frames needs {need_gb:.1f} GB of worker memory, "
+            f"a worker ({chip.id}) has {chip.hbm_gb:.1f} GB; ask for fewer pixels or frames, got {value!r}",
+            field=field,
+        )
+
+
+def _size_field(task: dict[str, Any], width: int, height: int, num_frames: int) -> tuple[str, str]:
+    """The request field that sets the output size, and its value, for error messages."""
+    if task.get("kind") == "upscale":
+        return "resolution", str(task.get("resolution") or f"{width}x{height}")
+    return "size", f"{width}x{height}x{num_frames}"
 
 
 def drawn_shape(model_id: str, task: dict[str, Any]) -> tuple[int, int, int, int | None]:

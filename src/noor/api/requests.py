@@ -157,6 +157,9 @@ def resolve_upscale(source: Any, resolution: str) -> Resolved:
     scale = short / min(width, height)
     new_w, new_h = 2 * round(width * scale / 2), 2 * round(height * scale / 2)
     task = {"kind": "upscale", "source": source.assets["video"], "width": new_w, "height": new_h}
+    # what pricing needs: the frames it resamples (its source's) and the field the caller set
+    frames = source.task.get("num_frames") or source.task.get("source_frames")  # an upscale of an upscale
+    task |= {"resolution": resolution, "source_frames": frames}
     return Resolved(UPSCALE_MODEL, task)
 
 

@@ -1,7 +1,8 @@
 """Asset files through fsspec: a local directory by default, any fsspec URL (s3://…, memory://…) by configuration.
 
-Keys are `tenant/generation_id/name`. A store belongs to one region; `sign`/`verify` make expiring
-links (HMAC-SHA256 over key and expiry) so a browser can fetch a file without the tenant's key.
+Keys are `tenant/generation_id/name` (a generation's outputs) or `tenant/uploads/name`. A store belongs to
+one region; `sign`/`verify` make expiring links (HMAC-SHA256 over key and expiry) so a browser can fetch a
+file without the tenant's key.
 """
 
 from __future__ import annotations
@@ -27,6 +28,18 @@ def asset_key(tenant: str, generation_id: str, name: str) -> str:
     if not _KEY.match(key) or ".." in key.split("/"):
         raise ValueError(f"asset key must be plain path parts, got {key!r}")
     return key
+
+
+UPLOADS = "uploads"  # `tenant/uploads/name`: a tenant's own files; every other `tenant/id/name` is a generation's
+
+
+def generation_of(key: str) -> tuple[str, str] | None:
+    """(tenant, generation id) whose output `key` is, or None for an upload: a generation's files live and die
+    with its record (a deleted generation's are removed, and refused if one is left)."""
+    parts = key.split("/")
+    if len(parts) == 3 and parts[1] != UPLOADS:
+        return parts[0], parts[1]
+    return None
 
 
 class AssetStore:
@@ -68,6 +81,10 @@ class AssetStore:
         path = self._path(prefix)
         if self.fs.exists(path):
             self.fs.rm(path, recursive=True)
+
+    def delete_generation(self, tenant: str, generation_id: str) -> None:
+        """Remove a generation's files (its video, image, thumbnail, progress previews), wherever they are."""
+        self.delete_prefix(asset_key(tenant, generation_id, "-").rsplit("/", 1)[0])
 
     def keys(self, prefix: str = "") -> list[str]:
         base = self._path(prefix) if prefix else self.root

@@ -12,9 +12,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import JSON, BigInteger, DateTime, Float, Index, Integer, String, Text, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from noor.jobs.money import cents
 
 
 class State(enum.StrEnum):
@@ -86,7 +88,10 @@ class Generation(Base):
     task: Mapped[dict[str, Any]] = mapped_column(JSON)  # what the engine runs, resolved
     region: Mapped[str | None] = mapped_column(String(32), default=None)
     priority: Mapped[int] = mapped_column(Integer, default=0)  # lower runs first
-    price_cents: Mapped[float] = mapped_column(Float, default=0.0)
+    # money in integer micro-cents (noor.jobs.money): the price quoted, and what was taken from the tenant's
+    # credits for it (0 for an unmetered tenant), which is exactly what a failure gives back
+    price_microcents: Mapped[int] = mapped_column(BigInteger, default=0)
+    paid_microcents: Mapped[int] = mapped_column(BigInteger, default=0)
     eta_s: Mapped[float | None] = mapped_column(Float, default=None)
     progress: Mapped[float] = mapped_column(Float, default=0.0)  # 0..1 while dreaming
     assets: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
@@ -104,6 +109,11 @@ class Generation(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+    @property
+    def price_cents(self) -> float:
+        """The price as the API's `price_cents` field carries it."""
+        return cents(self.price_microcents or 0)
 
     @property
     def is_done(self) -> bool:

@@ -8,22 +8,27 @@ lease expired can no longer finish the job someone else has since claimed (exact
 from __future__ import annotations
 
 import builtins
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
+    Boolean,
     ColumnElement,
     Engine,
-    Float,
+    Integer,
     String,
     and_,
     bindparam,
+    case,
     column,
     create_engine,
     event,
     func,
+    literal,
     or_,
     select,
     table,
@@ -33,12 +38,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.util import ClauseAdapter
 
 from noor import scheduling
-from noor.jobs import outbox
+from noor.jobs import money, outbox
 from noor.jobs.generation import Generation, State, check_transition, now_utc
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _generations = Generation.__table__
 _GET = select(_generations).where(
+    _generations.c.id == bindparam("gid"),
+    _generations.c.tenant == bindparam("tenant"),
+    _generations.c.deleted_at.is_(None),
+)
+_EXISTS = select(_generations.c.id).where(
     _generations.c.id == bindparam("gid"),
     _generations.c.tenant == bindparam("tenant"),
     _generations.c.deleted_at.is_(None),
@@ -68,27 +78,44 @@ USAGE_WINDOW = timedelta(hours=1)  # fair share counts the GPU-seconds each tena
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-# The tenants table as the store charges and refunds it (jobs.tenants maps it; importing that here would loop).
-_tenants = table("tenants", column("name", String), column("credits_cents", Float))
+# The tenants table as the store admits, charges and refunds (jobs.tenants maps it; importing that would loop).
+_tenants = table(
+    "tenants",
+    column("name", String),
+    column("credits_microcents", BigInteger),
+    column("metered", Boolean),
+    column("max_concurrent", Integer),
+    column("max_per_minute", Integer),
+)
+RATE_WINDOW = timedelta(seconds=60)  # max_per_minute counts the creates of this rolling window
 
 
 class InsufficientCredits(Exception):
-    def __init__(self, balance_cents: float, price_cents: float):
-        self.balance_cents, self.price_cents = balance_cents, price_cents
+    def __init__(self, balance_microcents: int, price_microcents: int):
+        self.balance_microcents, self.price_microcents = balance_microcents, price_microcents
         super().__init__(
-            f"Insufficient credits: this generation costs {price_cents:.4f} cents, the balance is "
-            f"{balance_cents:.4f} cents"
+            f"Insufficient credits: this generation costs {money.usd(price_microcents)}, the balance is "
+            f"{money.usd(balance_microcents)}"
         )
 
 
+class LimitExceeded(Exception):
+    """A tenant's concurrency or rate limit refused a create (HTTP 429 with `retry_after_s`)."""
+
+    def __init__(self, limit: str, message: str, retry_after_s: int):
+        self.limit, self.retry_after_s = limit, retry_after_s
+        super().__init__(message)
+
+
 def _refund(s: Session, rows: Sequence[Generation]) -> None:
-    """A job that ends failed gives its price back."""
+    """A job that ends failed gives back exactly what was taken for it (nothing, for an unmetered tenant).
+    Called only with the rows a conditional UPDATE has just moved to failed, so once per job."""
     for row in rows:
-        if row.price_cents:
+        if row.paid_microcents:
             s.execute(
                 update(_tenants)
                 .where(_tenants.c.name == row.tenant)
-                .values(credits_cents=_tenants.c.credits_cents + row.price_cents)
+                .values(credits_microcents=_tenants.c.credits_microcents + row.paid_microcents)
             )
 
 
@@ -185,37 +212,79 @@ class Store:
         task: dict[str, Any],
         generation_type: str = "video",
         priority: int = 0,
-        price_cents: float = 0.0,
+        price_microcents: int = 0,
         eta_s: float | None = None,
         callback_url: str | None = None,
         region: str | None = None,
         max_attempts: int = 3,
     ) -> Generation:
-        generation = Generation(
-            tenant=tenant,
-            model=model,
-            request=request,
-            task=task,
-            generation_type=generation_type,
-            priority=priority,
-            price_cents=price_cents,
-            eta_s=eta_s,
-            callback_url=callback_url,
-            region=region,
-            max_attempts=max_attempts,
-        )
+        """Admit and queue one job, all in one transaction: the tenant's limits hold and its credits pay, or
+        nothing is stored (InsufficientCredits, LimitExceeded).
+
+        A tenant without a row (internal callers, tests) has no limits and no credits: only free jobs."""
+        if price_microcents < 0:
+            raise ValueError(f"price_microcents must not be negative, got {price_microcents}")
         with self.session.begin() as s:
-            if price_cents > 0:  # paid up front, atomically with the create; refunded if the job fails
-                charged = s.execute(
-                    update(_tenants)
-                    .where(_tenants.c.name == tenant, _tenants.c.credits_cents >= price_cents)
-                    .values(credits_cents=_tenants.c.credits_cents - price_cents)
-                ).rowcount  # type: ignore[attr-defined]
-                if charged != 1:
-                    balance = s.scalar(select(_tenants.c.credits_cents).where(_tenants.c.name == tenant))
-                    raise InsufficientCredits(float(balance or 0.0), price_cents)
+            # 1. pay, and lock the tenant's row: one conditional UPDATE, so admissions of one tenant run one at a
+            # time until this transaction ends (PostgreSQL: the row lock; SQLite: the database's write lock, taken
+            # by this first statement before anything is read). A metered tenant pays the price; the WHERE keeps
+            # the balance from going negative.
+            metered = _tenants.c.metered.is_(True)
+            admitted = s.execute(
+                update(_tenants)
+                .where(_tenants.c.name == tenant, or_(~metered, _tenants.c.credits_microcents >= price_microcents))
+                .values(
+                    credits_microcents=_tenants.c.credits_microcents
+                    - case((metered, price_microcents), else_=literal(0, BigInteger))
+                )
+                .returning(_tenants.c.metered, _tenants.c.max_concurrent, _tenants.c.max_per_minute)
+            ).one_or_none()
+            if admitted is None:
+                balance = s.scalar(select(_tenants.c.credits_microcents).where(_tenants.c.name == tenant))
+                if balance is not None or price_microcents > 0:
+                    raise InsufficientCredits(int(balance or 0), price_microcents)
+            # 2. the limits, counted under that lock: no other create of this tenant can slip in between (the clock is
+            # read under it too, so one tenant's jobs are created in the order they were admitted)
+            now = now_utc()
+            if admitted is not None:
+                self._admit(s, tenant, admitted.max_concurrent, admitted.max_per_minute, now)
+            # 3. the job, with what it paid (refunded exactly if it fails)
+            paid = price_microcents if admitted is not None and admitted.metered else 0
+            generation = Generation(
+                tenant=tenant,
+                model=model,
+                request=request,
+                task=task,
+                generation_type=generation_type,
+                priority=priority,
+                price_microcents=price_microcents,
+                paid_microcents=paid,
+                eta_s=eta_s,
+                callback_url=callback_url,
+                region=region,
+                max_attempts=max_attempts,
+                created_at=now,
+                updated_at=now,
+            )
             s.add(generation)
         return generation
+
+    @staticmethod
+    def _admit(s: Session, tenant: str, max_concurrent: int, max_per_minute: int, now: datetime) -> None:
+        """Raise LimitExceeded unless `tenant` may queue one more job now (inside create's transaction)."""
+        since = now - RATE_WINDOW
+        running, recent, oldest = s.execute(
+            _USAGE, {"tenant": tenant, "since": since, "max_active": max_concurrent, "max_recent": max_per_minute}
+        ).one()
+        if (running or 0) >= max_concurrent:
+            raise LimitExceeded(
+                "max_concurrent",
+                f"Too many concurrent generations: {running} of {max_concurrent}; wait for one to finish",
+                retry_after_s=5,
+            )
+        if (recent or 0) >= max_per_minute:
+            wait_s = max(1, math.ceil((oldest - since).total_seconds())) if oldest else int(RATE_WINDOW.total_seconds())
+            raise LimitExceeded("max_per_minute", f"Rate limit: {max_per_minute} generations per minute", wait_s)
 
     def get(self, tenant: str, generation_id: str) -> Generation:
         """A detached copy of one visible generation: the hot path of every SDK poll, so one compiled Core
@@ -225,6 +294,11 @@ class Store:
         if row is None:
             raise NotFound(generation_id)
         return Generation(**row)
+
+    def exists(self, tenant: str, generation_id: str) -> bool:
+        """Whether the generation is there for its tenant (not deleted): asset downloads ask this."""
+        with self.db.connect() as conn:
+            return conn.execute(_EXISTS, {"gid": generation_id, "tenant": tenant}).first() is not None
 
     def list(self, tenant: str, limit: int = 100, offset: int = 0) -> tuple[list[Generation], int]:
         """Newest first, and how many there are in all."""
@@ -287,23 +361,33 @@ class Store:
         return int(running or 0), int(recent or 0), oldest
 
     def delete(self, tenant: str, generation_id: str) -> Generation:
-        """Hide it from its tenant; a queued job fails at once, a running one stops at its next heartbeat."""
+        """Hide it from its tenant; a queued job fails at once (refunded), a running one stops at its next
+        heartbeat. Two conditional UPDATEs: of racing deletes exactly one wins (the others: NotFound), and only
+        the one that moved the job from queued to failed refunds it."""
         now = now_utc()
+        check_transition(State.QUEUED, State.FAILED)
         with self.session.begin() as s:
-            row = s.scalar(
-                select(Generation)
+            # 1. hide it: the winner's UPDATE also locks the row (the database, on SQLite) to the end
+            hidden = s.scalars(
+                update(Generation)
                 .where(Generation.id == generation_id, Generation.tenant == tenant, Generation.deleted_at.is_(None))
-                .with_for_update()
-            )
-            if row is None:
+                .values(deleted_at=now, updated_at=now)
+                .returning(Generation),
+                execution_options={"synchronize_session": False},
+            ).one_or_none()
+            if hidden is None:
                 raise NotFound(generation_id)
-            row.deleted_at = now
-            row.updated_at = now
-            if row.state == State.QUEUED.value:
-                check_transition(State.QUEUED, State.FAILED)
-                row.state, row.failure_reason, row.finished_at = State.FAILED.value, "Deleted", now
-                _refund(s, [row])
-        return row
+            # 2. a queued job fails now, and gives its price back
+            failed = s.scalars(
+                update(Generation)
+                .where(Generation.id == generation_id, Generation.state == State.QUEUED.value)
+                .values(**_failed("Deleted", now))
+                .returning(Generation),
+                execution_options={"synchronize_session": False, "populate_existing": True},
+            ).one_or_none()
+            if failed is not None:
+                _refund(s, [failed])
+        return failed or hidden
 
     # --- workers' view -----------------------------------------------------------------------
 

@@ -2,6 +2,10 @@
 
 Keys are 256-bit random tokens, so a plain SHA-256 (no salt, no slow hash) is the usual and safe way
 to store them: it is a lookup index, not a password.
+
+A tenant is metered (each generation's price comes out of its credits, 402 when they run short) or
+unmetered (never charged: the local user of a single-user `noor serve`). Money is integer micro-cents
+(noor.jobs.money); the functions here take and give cents, as the API and the CLI do.
 """
 
 from __future__ import annotations
@@ -12,13 +16,15 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, select, update
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, case, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
+from noor.jobs import money
 from noor.jobs.generation import Base, UTCDateTime, now_utc
 from noor.jobs.store import Store
 
 KEY_PREFIX = "noor_"
+PREFIX_CHARS = 12  # the start of a key kept in the clear, to tell keys apart in listings
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
@@ -27,10 +33,15 @@ class Tenant(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     regions: Mapped[list[str] | None] = mapped_column(JSON, default=None)  # None: any region
-    credits_cents: Mapped[float] = mapped_column(Float, default=0.0)
+    credits_microcents: Mapped[int] = mapped_column(BigInteger, default=0)
+    metered: Mapped[bool] = mapped_column(Boolean, default=True)  # False: never charged, credits unused
     max_concurrent: Mapped[int] = mapped_column(Integer, default=10)  # queued + dreaming at once
     max_per_minute: Mapped[int] = mapped_column(Integer, default=20)  # creates per rolling minute
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+
+    @property
+    def credits_cents(self) -> float:
+        return money.cents(self.credits_microcents or 0)
 
 
 class ApiKey(Base):
@@ -53,6 +64,22 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def _credits(cents: float, field: str = "credits") -> int:
+    try:
+        amount = money.microcents(cents, field)
+    except money.MoneyError as err:
+        raise TenantError(str(err)) from err
+    if amount < 0:
+        raise TenantError(f"{field} must not be negative, got {cents!r}")
+    return amount
+
+
+def _check_limits(max_concurrent: int | None, max_per_minute: int | None) -> None:
+    for field, value in (("max_concurrent", max_concurrent), ("max_per_minute", max_per_minute)):
+        if value is not None and (not isinstance(value, int) or value < 0):
+            raise TenantError(f"{field} must be a whole number >= 0, got {value!r}")
+
+
 def create_tenant(
     store: Store,
     name: str,
@@ -60,23 +87,79 @@ def create_tenant(
     credits_cents: float = 0.0,
     max_concurrent: int = 10,
     max_per_minute: int = 20,
+    metered: bool = True,
 ) -> Tenant:
+    """A new tenant: metered (it starts with `credits_cents`) or unmetered (never charged; no credits)."""
     if not _NAME.match(name):
         raise TenantError(f"tenant name must be lowercase letters, digits, - or _, got {name!r}")
-    if credits_cents < 0:
-        raise TenantError(f"credits must not be negative, got {credits_cents!r}")
+    credits = _credits(credits_cents)
+    if not metered and credits:
+        raise TenantError(f"an unmetered tenant is never charged: give no credits, got {credits_cents!r}")
+    _check_limits(max_concurrent, max_per_minute)
     with store.session.begin() as s:
         if s.get(Tenant, name) is not None:
             raise TenantError(f"tenant {name!r} exists already")
         tenant = Tenant(
             name=name,
             regions=regions,
-            credits_cents=credits_cents,
+            credits_microcents=credits,
+            metered=metered,
             max_concurrent=max_concurrent,
             max_per_minute=max_per_minute,
         )
         s.add(tenant)
     return tenant
+
+
+def get_tenant(store: Store, name: str) -> Tenant:
+    with store.session() as s:
+        tenant = s.get(Tenant, name)
+    if tenant is None:
+        raise TenantError(f"no tenant {name!r}")
+    return tenant
+
+
+def set_tenant(
+    store: Store,
+    name: str,
+    *,
+    credits_cents: float | None = None,
+    add_credits_cents: float | None = None,
+    metered: bool | None = None,
+    max_concurrent: int | None = None,
+    max_per_minute: int | None = None,
+) -> Tenant:
+    """Change a tenant in one UPDATE: set its balance, or add to it (a top-up; negative takes away, never below
+    zero), make it metered or unmetered, change its limits. Setting credits makes it metered."""
+    values: dict[str, Any] = {}
+    if credits_cents is not None and add_credits_cents is not None:
+        raise TenantError("give credits or add_credits, not both")
+    if credits_cents is not None:
+        values["credits_microcents"] = _credits(credits_cents)
+        if metered is False:
+            raise TenantError("an unmetered tenant is never charged: do not set its credits")
+        values["metered"] = True
+    if add_credits_cents is not None:
+        try:
+            delta = money.microcents(add_credits_cents, "add_credits")
+        except money.MoneyError as err:
+            raise TenantError(str(err)) from err
+        topped_up = Tenant.credits_microcents + delta
+        values["credits_microcents"] = case((topped_up < 0, 0), else_=topped_up)
+    if metered is not None:
+        values["metered"] = metered
+    _check_limits(max_concurrent, max_per_minute)
+    if max_concurrent is not None:
+        values["max_concurrent"] = max_concurrent
+    if max_per_minute is not None:
+        values["max_per_minute"] = max_per_minute
+    if not values:
+        raise TenantError("nothing to change: give credits, add_credits, metered or a limit")
+    with store.session.begin() as s:
+        changed: Any = s.execute(update(Tenant).where(Tenant.name == name).values(**values))
+        if changed.rowcount != 1:
+            raise TenantError(f"no tenant {name!r}")
+    return get_tenant(store, name)
 
 
 ROLES = ("tenant", "worker")
@@ -92,7 +175,7 @@ def create_key(store: Store, tenant: str, role: str = "tenant") -> str:
     with store.session.begin() as s:
         if s.get(Tenant, tenant) is None:
             raise TenantError(f"no tenant {tenant!r}")
-        s.add(ApiKey(key_hash=hash_key(key), tenant=tenant, prefix=key[:12], role=role))
+        s.add(ApiKey(key_hash=hash_key(key), tenant=tenant, prefix=key[:PREFIX_CHARS], role=role))
     return key
 
 
@@ -123,22 +206,58 @@ def revoke_key(store: Store, key: str) -> bool:
     return bool(result.rowcount == 1)
 
 
-def charge(store: Store, tenant: str, cents: float) -> float:
-    """Take `cents` from the tenant's credits (refund with a negative amount); returns the new balance."""
+def revoke_prefix(store: Store, prefix: str) -> ApiKey:
+    """Revoke the one live key that starts with `prefix` (its first 12 characters, as `list_keys` shows them)."""
+    if not prefix.startswith(KEY_PREFIX) or len(prefix) < PREFIX_CHARS:
+        raise TenantError(f"key must be a key or its {PREFIX_CHARS}-character prefix (noor keys list), got {prefix!r}")
     with store.session.begin() as s:
-        s.execute(update(Tenant).where(Tenant.name == tenant).values(credits_cents=Tenant.credits_cents - cents))
-        balance = s.scalar(select(Tenant.credits_cents).where(Tenant.name == tenant))
+        live = ApiKey.revoked_at.is_(None)
+        matches = list(s.scalars(select(ApiKey).where(live, ApiKey.key_hash == hash_key(prefix))).all())
+        if not matches and len(prefix) == PREFIX_CHARS:
+            matches = list(s.scalars(select(ApiKey).where(live, ApiKey.prefix == prefix)).all())
+        if not matches:
+            raise TenantError(f"no live key {prefix!r}")
+        if len(matches) > 1:
+            raise TenantError(f"{len(matches)} live keys start with {prefix!r}: give the whole key")
+        key = matches[0]
+        key.revoked_at = now_utc()
+    return key
+
+
+def list_keys(store: Store, tenant: str | None = None) -> list[ApiKey]:
+    """Every key (its prefix, tenant, role, and when it was created and revoked), oldest first."""
+    query = select(ApiKey).order_by(ApiKey.created_at, ApiKey.prefix)
+    if tenant is not None:
+        query = query.where(ApiKey.tenant == tenant)
+    with store.session() as s:
+        return list(s.scalars(query).all())
+
+
+def charge(store: Store, tenant: str, cents: float) -> float:
+    """Take `cents` from the tenant's credits (refund with a negative amount); returns the new balance in cents."""
+    try:
+        amount = money.microcents(cents, "cents")
+    except money.MoneyError as err:
+        raise TenantError(str(err)) from err
+    with store.session.begin() as s:
+        balance = s.scalar(
+            update(Tenant)
+            .where(Tenant.name == tenant)
+            .values(credits_microcents=Tenant.credits_microcents - amount)
+            .returning(Tenant.credits_microcents)
+        )
     if balance is None:
         raise TenantError(f"no tenant {tenant!r}")
-    return float(balance)
+    return money.cents(balance)
 
 
 def balance(store: Store, tenant: str) -> float:
+    """The tenant's credits in cents (an unmetered tenant's are never used: see `get_tenant(...).metered`)."""
     with store.session() as s:
-        value = s.scalar(select(Tenant.credits_cents).where(Tenant.name == tenant))
+        value = s.scalar(select(Tenant.credits_microcents).where(Tenant.name == tenant))
     if value is None:
         raise TenantError(f"no tenant {tenant!r}")
-    return float(value)
+    return money.cents(value)
 
 
 def list_tenants(store: Store) -> list[Tenant]:
