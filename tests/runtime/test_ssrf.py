@@ -21,6 +21,7 @@ ANSWERS = {
     "mapped.example": ["::ffff:10.0.0.1"],
     "nat64.example": ["64:ff9b::a9fe:a9fe"],
     "123.example.com": ["93.184.216.34"],
+    "mixed.example": ["93.184.216.34", "10.1.2.3"],  # one public and one private answer
 }
 
 REFUSED = [
@@ -81,6 +82,7 @@ REFUSED = [
     ("http://sixtofour.example/cb", "6to4 of 127.0.0.1"),
     ("http://mapped.example/cb", "private"),
     ("http://nat64.example/cb", "NAT64 of 169.254.169.254"),
+    ("http://mixed.example/cb", "10.1.2.3 (private)"),
     # not URLs this server connects to at all
     ("ftp://93.184.216.34/cb", "must be http or https"),
     ("http://user:pw@93.184.216.34/cb", "must not carry credentials"),
@@ -122,6 +124,18 @@ def test_public_addresses_pass_and_are_pinned(url: str, ip: str) -> None:
     pinned, _, connected = Guard(resolver=_resolver).resolve(url)
     assert connected == ip
     assert pinned.host == ip
+
+
+def test_the_checked_address_is_the_one_connected_to() -> None:
+    calls: list[str] = []
+
+    def rebinding(host: str, port: int) -> list[str]:  # public on the first look, loopback afterwards
+        calls.append(host)
+        return ["93.184.216.34"] if len(calls) == 1 else ["127.0.0.1"]
+
+    pinned, host, ip = Guard(resolver=rebinding).resolve("https://hooks.example.com:8443/cb?x=1")
+    assert (str(pinned), host, ip) == ("https://93.184.216.34:8443/cb?x=1", "hooks.example.com", "93.184.216.34")
+    assert len(calls) == 1  # resolved once; the connection goes to that answer
 
 
 def test_the_allow_list_lets_a_network_through_but_not_its_embedded_forms() -> None:
