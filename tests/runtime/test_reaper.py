@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -17,17 +16,7 @@ from noor.jobs.outbox import WebhookDelivery
 from noor.jobs.store import Store
 from noor.runtime.local import LocalWorkers, Restarts
 from noor.runtime.reaper import Reaper
-
-TASK = {"prompt": "a red circle moves left", "width": 64, "height": 64, "num_frames": 16, "fps": 8, "seed": 1}
-
-
-def _wait_for(predicate, timeout_s: float = 60.0, every_s: float = 0.05) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(every_s)
-    raise AssertionError("timed out")
+from tests.runtime.test_durability import TASK, _wait_for
 
 
 def test_the_reaper_requeues_an_expired_lease_with_no_claim(store: Store) -> None:

@@ -31,7 +31,7 @@ def load_backend(model: str, threads: int | None = None, weights: Path | None = 
     if weights is None:
         return spec.load(threads=threads)
     if not spec.weights_option:
-        raise TaskError("weights", str(weights), f"model {spec.id!r} reads its weights from {spec.source}")
+        raise TaskError("weights", str(weights), f"model {spec.id!r} takes no weights dir (its weights: {spec.source})")
     return spec.load(threads=threads, weights=weights)
 
 
