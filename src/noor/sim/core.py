@@ -158,22 +158,23 @@ def _simulate(fleet: Fleet, progress: Callable[[float], None] | None, record_tra
     tie); the clock moves here and nowhere else; each kind has its handler."""
     wall0 = time.perf_counter()
     run = _Run(fleet, progress, record_trace)
-    handlers = (run.on_end, run.on_repair, run.on_fail, run.on_tick)
+    handlers = (run.on_end, run.on_repair, run.on_fail, run.on_tick)  # each returns True when the run is over
     heap, heappop, arrival_s, on_arrival = run.heap, heapq.heappop, run.arrival_s, run.on_arrival
-    next_arrival = arrival_s[0]
-    while not run.stopped:
+    j, next_arrival, now = 0, arrival_s[0], 0.0
+    while True:
         if heap and heap[0][0] <= next_arrival:
             event = heappop(heap)
-            run.now = event[0]
-            handlers[event[1]](event)
-        elif next_arrival < run.inf:
-            run.now = next_arrival
-            on_arrival(run.arrived)
-            run.arrived += 1
-            next_arrival = arrival_s[run.arrived]  # a sentinel inf ends the list
+            now = event[0]
+            if handlers[event[1]](now, event):
+                break
+        elif j < run.n_jobs:
+            now = next_arrival
+            on_arrival(now, j)
+            j += 1
+            next_arrival = arrival_s[j]  # a sentinel inf ends the list
         else:
             break
-    return run.record(time.perf_counter() - wall0)
+    return run.record(now, time.perf_counter() - wall0)
 
 
 class _Run:
@@ -255,14 +256,12 @@ class _Run:
         self.batches = 0
         self.requeued = 0
         self.trace: list[tuple[float, str, tuple[int, ...], int, int]] = []
-        self.now = 0.0
-        self.arrived = 0
+        self.arrived = 0  # arrivals handled so far
         self.done = 0
-        self.stopped = False
 
         # 2. the first failures and ticks
         for site in sites:
-            self.schedule_failure(site)
+            self.schedule_failure(site, 0.0)
         ticks = np.arange(0.0, self.horizon + 1e-9, s.sample_s).tolist()
         if ticks[-1] < self.horizon:
             ticks.append(self.horizon)
@@ -274,17 +273,16 @@ class _Run:
         self.queued_series: list[list[int]] = []
         self.down_at_horizon: list[float] = [0.0] * len(sites)
 
-    def push(self, event: tuple[Any, ...]) -> int:
-        """Schedule an event; its seq (the third field) is set here."""
+    def push(self, event: tuple[Any, ...]) -> None:
+        """Schedule an event; its seq (the third field) is set here (`launch` does the same inline)."""
         self.seq += 1
         heapq.heappush(self.heap, (event[0], event[1], self.seq, *event[3:]))
-        return self.seq
 
     # --- handlers, one per event kind ------------------------------------------------------------
 
-    def on_arrival(self, j: int) -> None:
+    def on_arrival(self, now: float, j: int) -> None:
         """A job arrives: it starts at once where nothing waits, else it is queued and its sites dispatch."""
-        now = self.now
+        self.arrived = j + 1
         if self.record_trace:
             self.trace.append((now, "arrive", (j,), -1, -1))
         q = self.j_queue[j]
@@ -295,26 +293,26 @@ class _Run:
                 if not site.waiting and site.free >= q.gpus:
                     node = site.take(q.gpus)
                     if node >= 0:
-                        self.launch(site, node, q, j)
+                        self.launch(now, site, node, q, j)
                         return
                 self.enqueue(j)
                 sites, start = self.sites, self.start
                 for k2 in q.sites:
                     if sites[k2].free:
-                        self.dispatch(sites[k2])
+                        self.dispatch(now, sites[k2])
                         if start[j] == start[j]:  # started (not nan)
                             break
                 return
         self.enqueue(j)
 
-    def on_end(self, event: tuple[Any, ...]) -> None:
-        """A batch ends: its GPUs are freed, its jobs are done, its site dispatches."""
-        now, _, seq, site, node, k, started, jobs = event
+    def on_end(self, now: float, event: tuple[Any, ...]) -> bool:
+        """A batch ends: its GPUs are freed, its jobs are done, its site dispatches. Kept short: once per job."""
+        _, _, seq, site, node, k, started, jobs = event
         if self.failures_on:
             if seq in self.cancelled:  # killed by a failure: its jobs were re-queued then
                 self.cancelled.remove(seq)
                 self.cancelled_ends += 1
-                return
+                return False
             del self.running[seq]
         si = site.index
         horizon = self.horizon
@@ -322,7 +320,9 @@ class _Run:
         site.busy_area += k * ((now if now < horizon else horizon) - (started if started < horizon else horizon))
         site.busy -= k
         site.free += k
-        site.move(node, site.node_free[node] + k)
+        free_now = site.node_free[node] + k  # site.move, inline
+        site.node_free[node] = free_now
+        site.by_free[free_now].append(node)
         one = jobs.__class__ is int  # one job (the common case), else a list (a batch)
         if one:
             self.end[jobs] = now
@@ -338,28 +338,28 @@ class _Run:
         if self.record_trace:
             self.trace.append((now, "end", (jobs,) if one else tuple(jobs), si, node))
         if site.waiting:
-            self.dispatch(site)
-        self.stop_if_done()
+            self.dispatch(now, site)
+        return self.done == self.n_jobs and self.arrived == self.n_jobs and now >= horizon
 
-    def on_fail(self, event: tuple[Any, ...]) -> None:
+    def on_fail(self, now: float, event: tuple[Any, ...]) -> bool:
         """A GPU fails (uniformly among a site's GPUs; thinned if it is already down). A batch on it is
         killed and its jobs are queued again; it is repaired after an exponential time."""
-        now, rng = event[0], self.rng
+        rng = self.rng
         site = self.sites[event[3]]  # a FAIL event carries the site's index
         if self.done < self.n_jobs or self.arrived < self.n_jobs:
-            self.schedule_failure(site)
+            self.schedule_failure(site, now)
         node = rng.randrange(site.info.gpus) // site.per_node  # a GPU, uniformly
         size = site.node_size[node]
         up = size - site.node_down[node]
         if rng.random() * size >= up:
-            return  # thinning: that GPU is already down
+            return False  # thinning: that GPU is already down
         site.account(now)
         site.failures += 1
         if node == site.reserved:
             site.reserved, site.reserved_k = -1, 0  # keep another node instead
         busy_here = up - site.node_free[node]
         if rng.random() * up < busy_here:  # the failed GPU was running a batch: kill it
-            self.kill(site, node)
+            self.kill(now, site, node)
         else:
             site.free -= 1
             site.move(node, site.node_free[node] - 1)
@@ -368,10 +368,11 @@ class _Run:
         site.down += 1
         site.node_down[node] += 1
         self.push((now + rng.expovariate(1 / site.info.mttr_s), REPAIR, 0, site.index, node, 0, 0.0, None))
+        return False
 
-    def on_repair(self, event: tuple[Any, ...]) -> None:
+    def on_repair(self, now: float, event: tuple[Any, ...]) -> bool:
         """A GPU is back: its node has one more free GPU, and its site dispatches."""
-        now, node = event[0], event[4]
+        node = event[4]
         site = self.sites[event[3]]  # a REPAIR event carries the site's index and the node
         site.account(now)
         site.down -= 1
@@ -380,11 +381,11 @@ class _Run:
         site.move(node, site.node_free[node] + 1)
         if self.record_trace:
             self.trace.append((now, "repair", (), site.index, node))
-        self.dispatch(site)
+        self.dispatch(now, site)
+        return False
 
-    def on_tick(self, event: tuple[Any, ...]) -> None:
+    def on_tick(self, now: float, event: tuple[Any, ...]) -> bool:
         """A sample of busy, down and queued; at the horizon, down GPU-seconds so far are kept."""
-        now = event[0]
         for site in self.sites:
             site.account(now)
         self.ticks_s.append(now)
@@ -395,13 +396,9 @@ class _Run:
             self.down_at_horizon = [site.down_area for site in self.sites]
         if self.progress is not None:
             self.progress(min(now / self.horizon, 1.0))
-        self.stop_if_done()
+        return self.done == self.n_jobs and self.arrived == self.n_jobs and now >= self.horizon
 
     # --- what the handlers share ------------------------------------------------------------------
-
-    def stop_if_done(self) -> None:
-        if self.done == self.n_jobs and self.arrived == self.n_jobs and self.now >= self.horizon:
-            self.stopped = True
 
     def enqueue(self, j: int) -> None:
         q = self.j_queue[j]
@@ -419,17 +416,15 @@ class _Run:
         else:
             self.running_started_gpu_s[tenant] = 0.0  # no rounding left behind
 
-    def usage(self) -> dict[str, float]:
+    def usage(self, now: float) -> dict[str, float]:
         """GPU-seconds each tenant was given up to now (what the live store's `_usage` counts, with no window)."""
-        now = self.now
         return {
             name: self.given_gpu_s[t] + self.running_gpus[t] * now - self.running_started_gpu_s[t]
             for t, name in enumerate(self.tenants)
         }
 
-    def launch(self, site: _Site, node: int, q: _Queue, jobs: Any) -> None:
+    def launch(self, now: float, site: _Site, node: int, q: _Queue, jobs: Any) -> None:
         """Start a batch (one job as an int, or a list of several of one queue) on k GPUs of one node."""
-        now = self.now
         k = q.gpus
         site.free -= k
         site.busy += k
@@ -447,13 +442,14 @@ class _Run:
             self.running_started_gpu_s[tenant] += k * now
         self.batches += 1
         end_s = now + duration + self.overhead[site.index]
-        seq = self.push((end_s, END, 0, site, node, k, now, jobs))
+        self.seq = seq = self.seq + 1  # self.push, inline: this runs once per job
+        heapq.heappush(self.heap, (end_s, END, seq, site, node, k, now, jobs))
         if self.failures_on:
             self.running[seq] = (end_s, END, seq, site, node, k, now, jobs)
         if self.record_trace:
             self.trace.append((now, "start", (jobs,) if jobs.__class__ is int else tuple(jobs), site.index, node))
 
-    def dispatch(self, site: _Site) -> None:
+    def dispatch(self, now: float, site: _Site) -> None:
         """Start what the policy puts first on the site's free GPUs until nothing more fits."""
         if not site.waiting:
             return
@@ -462,7 +458,7 @@ class _Run:
             site.reserved, site.reserved_k = -1, 0  # no job that wide waits here any more
         fair, heappop, j_tenant, small = self.fair, heapq.heappop, self.j_tenant, self.small
         if fair:
-            usage, tenant_rank, tenants = self.usage(), self.policy.tenant_rank, self.tenants  # type: ignore[attr-defined]
+            usage, tenant_rank, tenants = self.usage(now), self.policy.tenant_rank, self.tenants  # type: ignore[attr-defined]
         while site.free:
             best: _Queue | None = None
             best_rank: Any = None
@@ -488,12 +484,11 @@ class _Run:
                 self.queued_by_tenant[j_tenant[j]] -= 1
             for k2 in best.sites:
                 self.sites[k2].waiting -= len(jobs)
-            self.launch(site, node, best, jobs[0] if len(jobs) == 1 else jobs)
+            self.launch(now, site, node, best, jobs[0] if len(jobs) == 1 else jobs)
 
-    def kill(self, site: _Site, node: int) -> None:
+    def kill(self, now: float, site: _Site, node: int) -> None:
         """A failed GPU's batch (drawn by GPUs among the batches on its node) stops: the work done is lost,
         its jobs are queued again with their keys, its other GPUs are freed, its END event is cancelled."""
-        now = self.now
         on_node = sorted(b for b, r in self.running.items() if r[3] is site and r[4] == node)
         weights = [self.running[b][5] for b in on_node]
         victim = self.rng.choices(on_node, weights)[0]
@@ -516,16 +511,16 @@ class _Run:
         for j in jobs:
             for k2 in self.queue_of[(self.j_tenant[j], self.j_cls[j])].sites:
                 if self.sites[k2].free:
-                    self.dispatch(self.sites[k2])
+                    self.dispatch(now, self.sites[k2])
 
-    def schedule_failure(self, site: _Site) -> None:
+    def schedule_failure(self, site: _Site, now: float) -> None:
         if site.fail_rate > 0:
-            self.push((self.now + self.rng.expovariate(site.fail_rate), FAIL, 0, site.index, 0, 0, 0.0, None))
+            self.push((now + self.rng.expovariate(site.fail_rate), FAIL, 0, site.index, 0, 0, 0.0, None))
 
-    def record(self, wall_s: float) -> Record:
+    def record(self, now: float, wall_s: float) -> Record:
         sites = self.sites
         for site in sites:
-            site.account(self.now)
+            site.account(now)
         return Record(
             submitted_s=self.arr.t_s,
             start_s=np.asarray(self.start, dtype=float),
@@ -545,6 +540,6 @@ class _Run:
             queued_series=self.queued_series,
             events=self.arrived + self.seq - len(self.heap),  # arrivals + events popped (every push took a seq)
             wall_s=wall_s,
-            end_time_s=self.now,
+            end_time_s=now,
             trace=self.trace,
         )
