@@ -25,17 +25,18 @@ from noor.jobs.assets import AssetStore
 from noor.jobs.outbox import WebhookDelivery
 from noor.jobs.store import Store
 from noor.runtime.slots import Busy, Slots
-from noor.runtime.ssrf import FetchError, Guard
+from noor.runtime.ssrf import FetchError, Guard, SSRFError
 from noor.runtime.webhooks import WebhookConfig, WebhookDeliverer
 
 GAP_S = 0.2  # between two bytes of a trickle: well inside any per-read timeout
+IMAGE = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
 STATUS_LINE = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n"
 
 
 class Peer:
     """A real HTTP server on loopback: /trickle-body sends its headers, then a byte every GAP_S; /trickle-headers
-    (and every POST) sends even its status line a byte at a time; /endless streams without a length; anything
-    else (and POST to /fast) answers at once. It counts the slow connections open at once and what reached /fast."""
+    (and every POST) sends even its status line a byte at a time; /endless streams without a length; /image
+    and POST /fast answer at once. It counts the slow connections open at once and what reached /fast."""
 
     def __init__(self) -> None:
         self.stop = threading.Event()
@@ -58,6 +59,11 @@ class Peer:
                     peer.fast[self.headers["Noor-Webhook-Id"]] = time.monotonic()
                     self.send_response(204)
                     self.end_headers()
+                elif self.path == "/image":
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(IMAGE)))
+                    self.end_headers()
+                    self.wfile.write(IMAGE)
                 elif self.path == "/endless":
                     self.wfile.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
                     while not peer.stop.is_set():
@@ -134,6 +140,37 @@ def test_a_trickling_keyframe_fetch_ends_at_its_deadline(peer: Peer, path: str) 
 def test_a_body_without_a_length_is_cut_at_max_bytes(peer: Peer) -> None:
     with pytest.raises(FetchError, match="is larger than 1000000 bytes"):
         loopback_guard().fetch(f"http://images.example:{peer.port}/endless", 1_000_000)
+
+
+def test_a_fetch_from_async_code_holds_no_thread(peer: Peer) -> None:
+    async def two_at_once() -> list[bytes | BaseException]:
+        guard = loopback_guard(fetch_slots=Slots(8, {"tenant": 1}))
+        url = f"http://images.example:{peer.port}/image"
+        return await asyncio.gather(*(guard.fetch_async(url, 2**20, tenant="acme") for _ in range(2)),
+                                    return_exceptions=True)  # fmt: skip
+
+    first, second = asyncio.run(two_at_once())
+    assert first == IMAGE
+    assert isinstance(second, Busy)  # the tenant's one slot was taken: bounded on a loop as on threads
+
+
+def test_a_name_lookup_that_hangs_is_given_up() -> None:
+    answer = threading.Event()
+
+    def hanging(host: str, port: int) -> list[str]:  # a name server that does not answer (until the test ends)
+        answer.wait(10)
+        return ["93.184.216.34"]
+
+    try:
+        guard = Guard(resolver=hanging, lookup_deadline_s=0.3, fetch_deadline_s=0.5)
+        t0 = time.monotonic()
+        with pytest.raises(SSRFError, match=r"cannot resolve 'slow-dns\.example': no answer within 0\.3 s"):
+            guard.resolve("http://slow-dns.example/cb")  # a callback_url check on a request thread
+        with pytest.raises(FetchError, match=r"within its 0\.5 s deadline"):
+            guard.fetch("http://slow-dns.example/x.png", 2**20)
+        assert time.monotonic() - t0 < 1.2
+    finally:
+        answer.set()
 
 
 def test_fetches_hold_at_most_their_slots_per_tenant_and_in_total(peer: Peer) -> None:

@@ -61,6 +61,7 @@ NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 # A label that the C resolver (inet_aton) reads as a number: decimal, octal (leading 0) or hex (0x).
 NUMERIC_LABEL = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$", re.IGNORECASE)
 FETCH_DEADLINE_S = 10.0
+LOOKUP_DEADLINE_S = 5.0  # glibc's default resolver timeout for one name server
 FETCH_SLOTS_TOTAL = 8  # well under the API's 40 request threads (AnyIO's default), so fetches cannot take them all
 FETCH_SLOTS_PER_TENANT = 2
 
@@ -79,8 +80,8 @@ def _system_resolver(host: str, port: int) -> list[str]:
     return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
 
 
-# Name lookups run here, not on the caller's thread, so the deadline covers them: a lookup that hangs past
-# it holds one of these threads until the system resolver gives up, never the caller.
+# Name lookups run here, not on the caller's thread, so a deadline covers them: a lookup that hangs past it
+# holds one of these threads until the system resolver gives up, never the caller.
 _LOOKUPS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="noor-ssrf-lookup")
 
 
@@ -120,6 +121,14 @@ def _check_host(host: str, url: str) -> None:
             ) from None
 
 
+def _literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _split(url: str) -> tuple[SplitResult, str, int]:
     """(parts, host, port) of an http(s) URL with a host and no credentials, or SSRFError."""
     try:
@@ -149,6 +158,7 @@ class Guard:
     allow: tuple[IPNetwork, ...] = ()  # networks let through despite BLOCKED (e.g. a test receiver on loopback)
     resolver: Resolver = _system_resolver
     fetch_deadline_s: float = FETCH_DEADLINE_S
+    lookup_deadline_s: float = LOOKUP_DEADLINE_S  # `resolve` on the caller's thread (a callback_url check)
     fetch_slots: Slots = field(
         default_factory=lambda: Slots(FETCH_SLOTS_TOTAL, {"tenant": FETCH_SLOTS_PER_TENANT}), compare=False
     )
@@ -175,15 +185,38 @@ class Guard:
         return self.refusal(address) is None
 
     def resolve(self, url: str) -> tuple[httpx.URL, str, str]:
-        """(URL to connect to, with the checked IP; the original host; the checked IP) or SSRFError."""
+        """(URL to connect to, with the checked IP; the original host; the checked IP) or SSRFError.
+
+        Blocks the calling thread for the name lookup, at most `lookup_deadline_s` (the lookup runs on a
+        lookup thread, so a name server that never answers holds that thread, not this one)."""
         parts, host, port = _split(url)
+        lookup = None if _literal(host) else _LOOKUPS.submit(self.resolver, host, port)
         try:
-            addresses = [ipaddress.ip_address(host)]
-        except ValueError:
-            try:
-                addresses = [ipaddress.ip_address(a.split("%")[0]) for a in self.resolver(host, port)]
-            except (OSError, UnicodeError) as err:
-                raise SSRFError(f"cannot resolve {host!r}: {err}") from err
+            answers = lookup.result(timeout=self.lookup_deadline_s) if lookup else None
+        except TimeoutError:
+            raise SSRFError(f"cannot resolve {host!r}: no answer within {self.lookup_deadline_s:g} s") from None
+        except (OSError, UnicodeError) as err:
+            raise SSRFError(f"cannot resolve {host!r}: {err}") from err
+        return self._pin(parts, host, port, answers)
+
+    async def _resolve_async(self, url: str) -> tuple[httpx.URL, str, str]:
+        """`resolve` for async callers: the lookup is awaited, so the caller's deadline bounds it."""
+        parts, host, port = _split(url)
+        lookup = None if _literal(host) else _LOOKUPS.submit(self.resolver, host, port)
+        answers: list[str] | None = None
+        try:
+            if lookup is not None:
+                answers = await asyncio.wrap_future(lookup)
+        except (OSError, UnicodeError) as err:
+            raise SSRFError(f"cannot resolve {host!r}: {err}") from err
+        return self._pin(parts, host, port, answers)
+
+    def _pin(self, parts: SplitResult, host: str, port: int, answers: list[str] | None) -> tuple[httpx.URL, str, str]:
+        """Check the host's addresses (its literal, or the lookup's `answers`) and pin the URL to the first."""
+        if answers is None:
+            addresses: list[IPAddress] = [ipaddress.ip_address(host)]
+        else:
+            addresses = [ipaddress.ip_address(a.split("%")[0]) for a in answers]
         if not addresses:
             raise SSRFError(f"cannot resolve {host!r}")
         refused = [f"{a} ({why})" for a in addresses if (why := self.refusal(a)) is not None]
@@ -194,15 +227,6 @@ class Guard:
         netloc = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
         pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
         return httpx.URL(pinned), host, ip
-
-    def _pinned(self, url: str, headers: dict[str, str] | None) -> tuple[httpx.URL, dict[str, str], dict[str, Any]]:
-        pinned, host, _ = self.resolve(url)
-        parts = urlsplit(url)
-        # identity: a compressed body is bounded by its raw length, but could inflate far past max_bytes in memory
-        headers = {"Accept-Encoding": "identity"} | dict(headers or {})
-        headers["Host"] = host if parts.port is None else f"{host}:{parts.port}"
-        extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
-        return pinned, headers, extensions
 
     async def send(
         self,
@@ -220,10 +244,13 @@ class Guard:
         deadline passed, the body is too large) or httpx.HTTPError (connection refused, bad TLS, …)."""
         try:
             async with asyncio.timeout(deadline_s):
-                # 1. resolve and check, off the caller's thread
-                pinned, headers, extensions = await asyncio.get_running_loop().run_in_executor(
-                    _LOOKUPS, self._pinned, url, headers
-                )
+                # 1. resolve (on a lookup thread) and check
+                pinned, host, _ = await self._resolve_async(url)
+                parts = urlsplit(url)
+                # identity: a compressed body is bounded by its raw size but could inflate far past it in memory
+                headers = {"Accept-Encoding": "identity"} | (headers or {})
+                headers["Host"] = host if parts.port is None else f"{host}:{parts.port}"
+                extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
                 # 2. connect, send, read the status line and headers (httpx's per-step timeouts are the
                 #    deadline too, so they never fire first)
                 async with (
@@ -245,14 +272,17 @@ class Guard:
         except TimeoutError:
             raise FetchError(f"did not answer in full within its {deadline_s:g} s deadline") from None
 
-    def fetch(self, url: str, max_bytes: int, *, tenant: str | None = None) -> bytes:
-        """GET `url` on the calling thread, whole within `fetch_deadline_s` and at most `max_bytes` long.
-
-        Holds one of `fetch_slots` (per tenant and in total) meanwhile, so slow peers can hold only that
-        many of the caller's threads; raises Busy at once when there is none free. Otherwise raises
+    async def fetch_async(self, url: str, max_bytes: int, *, tenant: str | None = None) -> bytes:
+        """GET `url`, whole within `fetch_deadline_s` and at most `max_bytes` long, holding one of `fetch_slots`
+        (per tenant and in total) meanwhile; Busy at once when there is none free. Otherwise raises
         SSRFError, httpx.HTTPError, or FetchError (deadline, size, or an answer other than 200)."""
         with self.fetch_slots.hold({"tenant": tenant} if tenant else {}):
-            answer = asyncio.run(self.send("GET", url, deadline_s=self.fetch_deadline_s, max_bytes=max_bytes))
+            answer = await self.send("GET", url, deadline_s=self.fetch_deadline_s, max_bytes=max_bytes)
         if answer.status != 200:
             raise FetchError(f"answered HTTP {answer.status}")
         return answer.body
+
+    def fetch(self, url: str, max_bytes: int, *, tenant: str | None = None) -> bytes:
+        """`fetch_async` on the calling thread (which must not be running an event loop: async code awaits
+        `fetch_async`). The slots bound how many of the caller's threads slow peers can hold at once."""
+        return asyncio.run(self.fetch_async(url, max_bytes, tenant=tenant))
