@@ -151,3 +151,24 @@ def test_a_leased_row_is_not_due_and_its_attempt_is_recorded_once(tmp_path: Path
         assert stored.last_error is None
         assert outbox.due(s, now + timedelta(seconds=71), per_tenant=16, limit=10) == []  # delivered: never due
     store.close()
+
+
+def test_a_delivery_that_fails_inside_noor_is_a_failed_attempt(tmp_path: Path, receiver: dict[str, Any]) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'n.db'}")
+    url = f"http://hooks.test:{receiver['port']}/cb"
+    _add_rows(store, [("acme", url), ("acme", url)])
+
+    def render(payload: dict[str, Any]) -> dict[str, Any]:
+        if payload["i"] == 0:
+            raise KeyError("assets")
+        return payload
+
+    d = WebhookDeliverer(store, WebhookConfig(secret=SECRET, guard=loopback_guard(), render=render))
+    assert d.deliver_due() == 1  # the other delivery goes on
+    with store.session() as s:
+        broken, fine = s.scalars(select(WebhookDelivery).order_by(WebhookDelivery.id)).all()
+    assert broken.attempts == 1 and broken.last_error == "KeyError: 'assets'" and broken.delivered_at is None
+    assert broken.next_attempt_at > now_utc()  # retried with backoff, so given up in the end, never leased forever
+    assert fine.delivered_at is not None
+    assert d.slots.in_flight == 0
+    store.close()

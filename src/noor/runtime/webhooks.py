@@ -139,11 +139,19 @@ class WebhookDeliverer:
         return taken
 
     async def _deliver(self, row: outbox.Due, keys: dict[str, str], now: datetime | None) -> int:
+        """Attempt and record one delivery; 1 if delivered. Never raises (a task nobody awaits must not)."""
         try:
             error = await self._attempt(row)
+        except Exception as err:  # a bug or a payload that does not render: a failed attempt, so it ends
+            log.exception("webhook %s: the attempt failed inside Noor", row.id)
+            error = f"{type(err).__name__}: {err}"
         finally:
             self.slots.give(keys)
-        return await asyncio.to_thread(self._record, row, now or now_utc(), error)
+        try:
+            return await asyncio.to_thread(self._record, row, now or now_utc(), error)
+        except Exception:  # the database: the row stays leased, and is attempted again when the lease ends
+            log.exception("webhook %s: the outcome (%s) could not be recorded", row.id, error or "delivered")
+            return 0
 
     async def _attempt(self, row: outbox.Due) -> str | None:
         """One POST; the error that makes it a failed attempt, or None."""
