@@ -107,8 +107,9 @@ def test_tenants_are_isolated_and_keys_checked(server: dict[str, Any]) -> None:
     bad = c.get("/generations", headers={"Authorization": "Bearer nope"})
     assert bad.status_code == 401 and bad.json() == {"detail": "Invalid API key is provided"}
     assert c.get("/generations").status_code == 401
-    assert c.get("/credits", headers=server["acme"]).json() == {"credit_balance": 1000.0 - created["price_cents"]}
-    assert c.get("/credits", headers=server["globex"]).json() == {"credit_balance": 1000.0}
+    credits = {"credit_balance": 1000.0 - created["price_cents"], "metered": True}
+    assert c.get("/credits", headers=server["acme"]).json() == credits
+    assert c.get("/credits", headers=server["globex"]).json() == {"credit_balance": 1000.0, "metered": True}
     assert c.get("/ping").json() == {"message": "pong"}
     assert c.get("/generations/concepts/list", headers=server["acme"]).json() == []  # no model acts on one
 

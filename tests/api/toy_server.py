@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from noor.api.app import ApiConfig, create_app
@@ -44,3 +48,20 @@ def toy_server(
         finally:
             store.close()
     settings.cache_clear()
+
+
+@contextmanager
+def on_loopback(app: FastAPI) -> Iterator[int]:
+    """`app` under a real uvicorn on a free loopback port (for what TestClient cannot do: chunked bodies, raw
+    sockets, concurrent connections); yields the port."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -67,7 +67,7 @@ def test_options_list_the_models_sizes_and_chips(server: dict[str, Any]) -> None
     names = {m["name"]: m["model"] for m in opts["models"]}
     assert names["ray-2"] == "tiny" and names["tiny"] == "tiny" and opts["default_model"] == "ray-2"
     assert opts["resolutions"] == ["540p", "720p", "1080p", "4k"] and opts["durations"] == ["5s", "9s"]
-    assert "16:9" in opts["aspect_ratios"] and "dolly_zoom" in opts["concepts"]
+    assert "16:9" in opts["aspect_ratios"] and opts["concepts"] == [] and opts["concept_models"] == {}
     assert {"id": "b200", "name": "NVIDIA B200 (HGX)"} in opts["chips"]
 
 

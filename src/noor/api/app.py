@@ -13,36 +13,35 @@ from urllib.parse import urlsplit
 
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from noor.api import metrics
+from noor.api import concepts, metrics
+from noor.api.errors import Error, Unprocessable, error_response, is_openai, responses
+from noor.api.gate import RequestGate
 from noor.api.pricing import quote
 from noor.api.requests import (
     DEFAULT_ALIASES,
     Keyframes,
     RequestError,
     Resolved,
+    parse_url,
     resolve_image,
     resolve_upscale,
     resolve_video,
 )
 from noor.api.schemas import Credits, GenerationList, GenerationOut, ImageCreate, Ping, Upscale, VideoCreate
+from noor.api.uploads import file_suffix, image_suffix
 from noor.jobs import tenants
 from noor.jobs.assets import AssetNotFound, AssetStore, asset_key, generation_of, sign, verify
 from noor.jobs.generation import Generation, now_utc
 from noor.jobs.store import InsufficientCredits, LimitExceeded, NotFound, Store
-from noor.runtime.ssrf import FetchError, Guard, SSRFError
+from noor.runtime.ssrf import Busy, FetchError, Guard, SSRFError
 
-CONCEPTS = [
-    "truck_left", "pan_right", "pedestal_down", "low_angle", "pedestal_up", "selfie", "pan_left", "roll_right",
-    "zoom_in", "over_the_shoulder", "orbit_right", "orbit_left", "static", "tiny_planet", "high_angle", "bolt_cam",
-    "dolly_zoom", "overhead", "zoom_out", "handheld", "roll_left", "pov", "aerial_drone", "push_in", "crane_down",
-    "truck_right", "tilt_down", "elevator_doors", "tilt_up", "ground_level", "pull_out", "aerial", "crane_up",
-    "eye_level",
-]  # fmt: skip
-CAMERA_MOTIONS = [c.replace("_", " ") for c in CONCEPTS]
 DM_PREFIX = "/dream-machine/v1"
 LINK_TTL_S = 7 * 24 * 3600
 T = TypeVar("T")
@@ -56,7 +55,9 @@ class ApiConfig:
     secret: bytes  # signs asset links
     aliases: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ALIASES))
     guard: Guard = field(default_factory=Guard)  # callback and keyframe URLs must not point inside
-    public_url: str | None = None  # how clients reach this server, if not the request's own host
+    # how clients reach this server (NOOR_PUBLIC_URL): the base of signed links. Unset: the address the
+    # request's connection arrived on, never the request's Host header (which the client chooses)
+    public_url: str | None = None
     chip: str = "cpu-local"  # what the workers run on: the perf model prices each generation for it
     markup: float = 1.0  # price = predicted cost at the chip's $/hour x markup
 
@@ -77,32 +78,43 @@ def render_payload(base_url: str, secret: bytes, payload: dict[str, Any]) -> dic
 def check_callback(ctx: Context, url: str | None) -> None:
     if url is None:
         return
+    parse_url(url, "callback_url")
     try:
         ctx.config.guard.resolve(url)
     except SSRFError as err:
         raise HTTPException(400, f"callback_url: {err}") from err
 
 
+def public_base(request: Request, ctx: Context) -> str:
+    """This server's base URL for links: the configured public URL, else the address the connection arrived on."""
+    if ctx.config.public_url:
+        return ctx.config.public_url.rstrip("/")
+    host, port = request.scope.get("server") or ("127.0.0.1", 80)
+    host = f"[{host}]" if ":" in host else host
+    default = {"http": 80, "https": 443}.get(request.url.scheme)
+    return f"{request.url.scheme}://{host}" + ("" if port == default else f":{port}")
+
+
 def keyframes_for(request: Request, ctx: Context, tenant: tenants.Tenant) -> Keyframes:
     """Keyframe URLs on this server are its assets; any other URL is fetched once through the SSRF guard."""
-    own_hosts = {request.url.netloc}
-    if ctx.config.public_url:
-        own_hosts.add(urlsplit(ctx.config.public_url).netloc)
+    own_hosts = {request.url.netloc, urlsplit(public_base(request, ctx)).netloc}
 
     def fetch(url: str) -> str:
         try:
-            data = ctx.config.guard.fetch(url, MAX_UPLOAD_BYTES)
+            data = ctx.config.guard.fetch(url, MAX_UPLOAD_BYTES, tenant=tenant.name)
+        except Busy as err:  # slow peers may hold only a few of the request threads (runtime/ssrf.py)
+            raise RequestError(429, f"keyframe url: {err}; retry when one has finished") from err
         except SSRFError as err:
             raise RequestError(400, f"keyframe url: {err}") from err
         except (FetchError, httpx.HTTPError) as err:
             raise RequestError(400, f"keyframe url {url!r} could not be fetched: {err or type(err).__name__}") from err
-        suffix = _sniff(data)
-        if suffix not in (".png", ".jpg", ".webp"):
-            raise RequestError(400, f"keyframe url {url!r} is not a PNG, JPEG or WebP image")
+        except ValueError as err:  # a URL the guard could not parse
+            raise RequestError(400, f"keyframe url: {url!r} is not a valid URL: {err}") from err
+        suffix = image_suffix(data, f"keyframe url {url!r}")
         key = asset_key(tenant.name, "uploads", f"{uuid.uuid4().hex}{suffix}")
         return ctx.assets.put_for(tenant.regions, key, data)
 
-    return Keyframes(tenant.name, ctx.store, own_hosts, fetch)
+    return Keyframes(tenant.name, ctx.store, own_hosts, fetch, ctx.assets.exists)
 
 
 class KeyCache:
@@ -157,11 +169,17 @@ def _tenant_for(ctx: Context, key: str | None) -> tenants.Tenant:
     return tenant
 
 
-async def current_tenant(request: Request) -> tenants.Tenant:
+bearer_scheme = HTTPBearer(auto_error=False, description="an API key: `noor keys create`")
+
+
+async def current_tenant(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
+) -> tenants.Tenant:
     """The dependency. Async, so a poll whose key is cached costs no thread hop: FastAPI runs a sync
-    dependency in its thread pool, and on a loaded server each hop costs as much as the DB read."""
+    dependency in its thread pool, and on a loaded server each hop costs as much as the DB read.
+    (`credentials` declares the bearer scheme in the OpenAPI document.)"""
     ctx: Context = request.app.state.ctx
-    key = _bearer(request)
+    key = credentials.credentials.strip() if credentials is not None and credentials.credentials.strip() else None
     tenant = ctx.keys.cached(key) if key else None
     if tenant is None:
         tenant = await run_in_threadpool(_tenant_for, ctx, key)
@@ -207,7 +225,7 @@ def check_limits(ctx: Context, tenant: tenants.Tenant) -> None:
 
 
 def asset_url(request: Request, ctx: Context, key: str | None) -> str | None:
-    return None if key is None else signed_link(str(request.base_url), ctx.config.secret, key, LINK_TTL_S)
+    return None if key is None else signed_link(public_base(request, ctx), ctx.config.secret, key, LINK_TTL_S)
 
 
 def generation_out(request: Request, ctx: Context, g: Generation) -> GenerationOut:
@@ -265,10 +283,11 @@ def create_priced(ctx: Context, *, model: str, task: dict[str, Any], **fields: A
         raise HTTPException(429, str(err), headers={"Retry-After": str(err.retry_after_s)}) from err
 
 
-router = APIRouter()
+router = APIRouter(responses=responses(Error, 401))
+CREATE_ERRORS = responses(Error, 400, 402, 404, 413, 429)
 
 
-@router.post("/generations/video", status_code=201, response_model=GenerationOut)
+@router.post("/generations/video", status_code=201, response_model=GenerationOut, responses=CREATE_ERRORS)
 @router.post("/generations", status_code=201, response_model=GenerationOut, include_in_schema=False)
 def create_video(body: VideoCreate, request: Request, tenant: Tenant, ctx: Ctx) -> GenerationOut:
     check_limits(ctx, tenant)
@@ -277,7 +296,7 @@ def create_video(body: VideoCreate, request: Request, tenant: Tenant, ctx: Ctx) 
     return store_generation(request, ctx, tenant, body, resolved, "video")
 
 
-@router.post("/generations/image", status_code=201, response_model=GenerationOut)
+@router.post("/generations/image", status_code=201, response_model=GenerationOut, responses=CREATE_ERRORS)
 def create_image(body: ImageCreate, request: Request, tenant: Tenant, ctx: Ctx) -> GenerationOut:
     check_limits(ctx, tenant)
     check_callback(ctx, body.callback_url)
@@ -286,13 +305,15 @@ def create_image(body: ImageCreate, request: Request, tenant: Tenant, ctx: Ctx) 
 
 
 @router.get("/generations/concepts/list")
-def concepts(tenant: Tenant) -> list[str]:
-    return CONCEPTS
+def concept_list(tenant: Tenant) -> list[str]:
+    """Concept keys an installed model acts on (none today; docs/api.md says which model acts on which)."""
+    return list(concepts.installed())
 
 
 @router.get("/generations/camera_motion/list")
 def camera_motions(tenant: Tenant) -> list[str]:
-    return CAMERA_MOTIONS
+    """The legacy prompt phrases for the same concepts: only moves an installed model acts on."""
+    return [concepts.camera_motion(key) for key in concepts.installed()]
 
 
 @router.post("/generations/video/modify", include_in_schema=False)
@@ -304,7 +325,7 @@ def not_available(request: Request, tenant: Tenant) -> Response:
     raise HTTPException(400, f"{feature} is not available: this deployment has no model for it")
 
 
-@router.post("/generations/{generation_id}/upscale", response_model=GenerationOut)
+@router.post("/generations/{generation_id}/upscale", response_model=GenerationOut, responses=CREATE_ERRORS)
 def upscale(
     generation_id: str, request: Request, tenant: Tenant, ctx: Ctx, body: Upscale | None = None
 ) -> GenerationOut:
@@ -315,10 +336,12 @@ def upscale(
     except NotFound as err:
         raise HTTPException(404, "Generation not found") from err
     resolved = resolve_upscale(source, body.resolution)
+    # the resampled video keeps the source's frames and rate: recorded so its length can be reported
+    resolved.task = {k: source.task[k] for k in ("num_frames", "fps") if k in source.task} | resolved.task
     return store_generation(request, ctx, tenant, body, resolved, "video", {"generation_id": generation_id})
 
 
-@router.get("/generations/{generation_id}", response_model=GenerationOut)
+@router.get("/generations/{generation_id}", response_model=GenerationOut, responses=responses(Error, 404))
 async def get_generation(generation_id: str, request: Request, tenant: Tenant, ctx: Ctx) -> GenerationOut:
     # async: no thread hop for the dependencies or the response (a sync endpoint costs three); the read in
     # place on SQLite, in the pool on a networked database (Store.reads_inline)
@@ -344,7 +367,7 @@ def list_generations(
     )
 
 
-@router.delete("/generations/{generation_id}", status_code=204)
+@router.delete("/generations/{generation_id}", status_code=204, responses=responses(Error, 404))
 def delete_generation(generation_id: str, tenant: Tenant, ctx: Ctx) -> Response:
     try:
         ctx.store.delete(tenant.name, generation_id)
@@ -356,19 +379,34 @@ def delete_generation(generation_id: str, tenant: Tenant, ctx: Ctx) -> Response:
 
 @router.get("/credits", response_model=Credits)
 def credits(tenant: Tenant, ctx: Ctx) -> Credits:
-    return Credits(credit_balance=tenants.balance(ctx.store, tenant.name))
+    account = tenants.get_tenant(ctx.store, tenant.name)  # not the cached tenant: a balance is read fresh
+    return Credits(credit_balance=account.credits_cents, metered=account.metered)
 
 
-@router.get("/ping", response_model=Ping)
+ping_router = APIRouter()  # the one Dream Machine route without a key
+
+
+@ping_router.get("/ping", response_model=Ping)
 def ping() -> Ping:
     return Ping()
 
 
+def body_limit_bytes(path: str) -> int:
+    """The request gate's cap on a body sent to `path`."""
+    if path in ("/v1/uploads", "/v1/videos"):
+        return MAX_UPLOAD_BYTES + 64 * 1024  # the file and its multipart framing
+    if path.startswith("/v1/worker/jobs/"):  # finished videos from remote workers
+        return WORKER_FILE_BYTES
+    return MAX_JSON_BYTES
+
+
 def create_app(store: Store, assets: AssetStore, config: ApiConfig) -> FastAPI:
     app = FastAPI(title="Noor", version="0.1.0")
-    app.state.ctx = Context(store, assets, config)
+    ctx = app.state.ctx = Context(store, assets, config)
     app.include_router(router, prefix=DM_PREFIX)
     app.include_router(router)
+    app.include_router(ping_router, prefix=DM_PREFIX)
+    app.include_router(ping_router)
 
     from noor.api.openai_videos import OpenAIError, openai_error_response
     from noor.api.openai_videos import router as openai_router
@@ -381,36 +419,56 @@ def create_app(store: Store, assets: AssetStore, config: ApiConfig) -> FastAPI:
 
     from noor.api.planner import router as plan_router
 
-    app.include_router(plan_router)
+    app.include_router(plan_router, responses=responses(Error, 400, 401, 413) | responses(Unprocessable, 422))
 
     from noor.api.studio import install as install_studio
 
     install_studio(app)  # the web studio at / and /studio/, and its /v1/studio routes
     metrics.install(app, store, prefixes=(DM_PREFIX,))
 
-    app.add_middleware(LimitBody)
+    async def authenticate(kind: str, key: str | None) -> bool:
+        if not key:
+            return False
+        if kind == "worker":
+            return await run_in_threadpool(tenants.authenticate, store, key, "worker") is not None
+        return ctx.keys.cached(key) is not None or await run_in_threadpool(ctx.keys.tenant, store, key) is not None
+
+    app.add_middleware(RequestGate, authenticate=authenticate, limit_for=body_limit_bytes)
 
     @app.exception_handler(RequestError)
     def request_error(request: Request, err: RequestError) -> JSONResponse:
-        return JSONResponse({"detail": err.detail}, status_code=err.status)
+        return error_response(request.url.path, err.status, err.detail, param=err.field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> Response:
+        """Routing's 404/405, a missing key's 401, a body's 413: in the OpenAI shape on the OpenAI routes."""
+        if not is_openai(request.url.path):
+            return await http_exception_handler(request, err)
+        return error_response(request.url.path, err.status_code, str(err.detail), headers=err.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, err: RequestValidationError) -> Response:
+        if not is_openai(request.url.path):
+            return await request_validation_exception_handler(request, err)
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"][1:]) or str(first["loc"][0])
+        return error_response(request.url.path, 400, f"{where}: {first['msg']}", param=where)
 
     @app.exception_handler(OpenAIError)
     def openai_error(request: Request, err: OpenAIError) -> JSONResponse:
         return openai_error_response(err)
 
-    @app.post("/v1/uploads", status_code=201)
+    @app.post("/v1/uploads", status_code=201, responses=responses(Error, 400, 401, 413))
     async def upload(request: Request, tenant: Tenant, file: Annotated[UploadFile, File()]) -> dict[str, Any]:
         data = await file.read(MAX_UPLOAD_BYTES + 1)
         if len(data) > MAX_UPLOAD_BYTES:
             raise HTTPException(413, f"file must be at most {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
-        suffix = _sniff(data)
-        if suffix is None:
-            raise HTTPException(400, "file must be a PNG, JPEG, WebP image or an MP4 video")
+        suffix = await run_in_threadpool(file_suffix, data, "file")  # decodes it: CPU, off the event loop
         key = asset_key(tenant.name, "uploads", f"{uuid.uuid4().hex}{suffix}")
         assets.put_for(tenant.regions, key, data)  # in the tenant's region where it is bound to one
         return {"url": asset_url(request, app.state.ctx, key), "size_bytes": len(data)}
 
-    @app.get("/assets/{key:path}")
+    @app.get("/assets/{key:path}", responses=responses(Error, 401, 404))
     def get_asset(key: str, request: Request, expires: int | None = None, sig: str | None = None) -> Response:
         signed = expires is not None and sig is not None and verify(config.secret, key, expires, sig)
         if not signed:
@@ -431,44 +489,6 @@ def create_app(store: Store, assets: AssetStore, config: ApiConfig) -> FastAPI:
         return {"status": "ok"}
 
     return app
-
-
-class LimitBody:
-    """Refuse oversized bodies from their Content-Length, before reading them (pure ASGI middleware)."""
-
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path: str = scope["path"]
-            limit = MAX_JSON_BYTES
-            if path in ("/v1/uploads", "/v1/videos"):
-                limit = MAX_UPLOAD_BYTES + 64 * 1024
-            elif path.startswith("/v1/worker/jobs/"):  # finished videos from remote workers
-                limit = WORKER_FILE_BYTES
-            length = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-length"), None)
-            refusal = None
-            if length is not None and not length.isdigit():
-                refusal = JSONResponse({"detail": f"Content-Length must be a number, got {length!r}"}, status_code=400)
-            elif length is not None and int(length) > limit:
-                refusal = JSONResponse({"detail": f"request body must be at most {limit} bytes"}, status_code=413)
-            if refusal is not None:
-                await refusal(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-def _sniff(data: bytes) -> str | None:
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return ".png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return ".jpg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return ".webp"
-    if data[4:8] == b"ftyp":
-        return ".mp4"
-    return None
 
 
 def _media_type(key: str) -> str:

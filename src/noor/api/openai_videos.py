@@ -1,20 +1,24 @@
 """OpenAI's Videos API (`client.videos` in the official `openai` SDK) over the same job store.
 
 Errors carry both Noor's `{"detail": ...}` and OpenAI's `{"error": {...}}`, so either client reads them.
+What the SDK can call but this server does not do (remix, edits, extensions, characters) is a 400 in that
+shape saying so, never a bare 404 or 405.
 """
 
 from __future__ import annotations
 
-import io
 import secrets
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
-from PIL import Image, UnidentifiedImageError
+from starlette.concurrency import run_in_threadpool
 
 from noor.api.app import Ctx, Tenant, check_limits, create_priced, read
+from noor.api.errors import OPENAI_PREFIX, OpenAIErrorBody, error_body, responses
+from noor.api.gate import BadJSON, strict_json
 from noor.api.requests import RequestError, check_task, resolve_model
+from noor.api.uploads import image_suffix
 from noor.jobs.assets import AssetNotFound, asset_key
 from noor.jobs.generation import Generation
 from noor.jobs.store import NotFound
@@ -23,7 +27,7 @@ SECONDS = ("4", "8", "12")
 STATUS = {"queued": "queued", "dreaming": "in_progress", "completed": "completed", "failed": "failed"}
 MAX_REFERENCE_BYTES = 20 * 1024 * 1024
 
-router = APIRouter(prefix="/v1/videos")
+router = APIRouter(prefix=OPENAI_PREFIX, responses=responses(OpenAIErrorBody, 400, 401))
 
 
 class OpenAIError(Exception):
@@ -33,16 +37,15 @@ class OpenAIError(Exception):
 
 
 def openai_error_response(err: OpenAIError) -> JSONResponse:
-    kind = "invalid_request_error" if err.status < 500 else "server_error"
-    body = {
-        "detail": err.message,
-        "error": {"message": err.message, "type": kind, "param": err.param, "code": err.code},
-    }
-    return JSONResponse(body, status_code=err.status)
+    return JSONResponse(error_body(OPENAI_PREFIX, err.status, err.message, err.param, err.code), status_code=err.status)
 
 
 def video_out(g: Generation) -> dict[str, Any]:
-    request = g.request
+    """A job as OpenAI's Video. Size and length are the video's own (its task's), whichever API created it:
+    an upscale or a Dream Machine "5s" job says what it made, not the OpenAI defaults."""
+    request, task = g.request, g.task
+    seconds = f"{task['num_frames'] / task['fps']:g}" if task.get("num_frames") and task.get("fps") else None
+    size = f"{task['width']}x{task['height']}" if task.get("width") and task.get("height") else None
     return {
         "id": g.id,
         "object": "video",
@@ -53,8 +56,8 @@ def video_out(g: Generation) -> dict[str, Any]:
         "completed_at": int(g.finished_at.timestamp()) if g.finished_at and g.state == "completed" else None,
         "expires_at": None,
         "prompt": request.get("prompt"),
-        "seconds": request.get("seconds", "4"),
-        "size": request.get("size", "720x1280"),
+        "seconds": seconds or request.get("seconds"),
+        "size": size or request.get("size"),
         "remixed_from_video_id": None,
         "eta_s": g.eta_s,  # Noor's additions
         "price_cents": g.price_cents,
@@ -74,7 +77,7 @@ def _video_of(ctx: Any, tenant: str, video_id: str) -> Generation:
     return g
 
 
-@router.post("")
+@router.post("", responses=responses(OpenAIErrorBody, 402, 413, 429))
 async def create_video(request: Request, tenant: Tenant, ctx: Ctx) -> JSONResponse:
     check_limits(ctx, tenant)
     # 1. the body: multipart (what the SDK sends) or JSON
@@ -87,7 +90,9 @@ async def create_video(request: Request, tenant: Tenant, ctx: Ctx) -> JSONRespon
                 reference = await upload.read(MAX_REFERENCE_BYTES + 1)
     else:
         try:
-            fields = await request.json()
+            fields = strict_json(await request.body())
+        except BadJSON as err:
+            raise OpenAIError(400, f"body: {err}") from err
         except ValueError as err:
             raise OpenAIError(400, "body must be JSON or multipart/form-data") from err
         if not isinstance(fields, dict):
@@ -115,11 +120,10 @@ async def create_video(request: Request, tenant: Tenant, ctx: Ctx) -> JSONRespon
         if len(reference) > MAX_REFERENCE_BYTES:
             raise OpenAIError(413, "input_reference must be at most 20 MB", param="input_reference")
         try:
-            with Image.open(io.BytesIO(reference)) as image:
-                image.verify()
-        except (UnidentifiedImageError, OSError) as err:
-            raise OpenAIError(400, "input_reference must be an image", param="input_reference") from err
-        start = {"asset": asset_key(tenant.name, "uploads", f"{secrets.token_hex(16)}.img")}
+            suffix = await run_in_threadpool(image_suffix, reference, "input_reference")  # decodes it
+        except RequestError as err:
+            raise OpenAIError(400, err.detail, param="input_reference") from err
+        start = {"asset": asset_key(tenant.name, "uploads", f"{secrets.token_hex(16)}{suffix}")}
     task: dict[str, Any] = {
         "prompt": prompt,
         "width": width,
@@ -160,6 +164,18 @@ async def create_video(request: Request, tenant: Tenant, ctx: Ctx) -> JSONRespon
     return JSONResponse(video_out(g))
 
 
+def _video_page(ctx: Any, tenant: str, limit: int, after: str | None, ascending: bool) -> tuple[list[Generation], bool]:
+    """Up to `limit` videos after `after`, and whether more follow. The store pages every generation, image
+    ones too (which `retrieve` answers 404), so those are skipped here, reading on until the page is full."""
+    videos: list[Generation] = []
+    more = True
+    while more and len(videos) <= limit:
+        rows, more = ctx.store.page(tenant, limit + 1, after, ascending=ascending)
+        videos += [g for g in rows if g.generation_type == "video"]
+        after = rows[-1].id if rows else None
+    return videos[:limit], len(videos) > limit
+
+
 @router.get("")
 def list_videos(
     tenant: Tenant, ctx: Ctx, after: str | None = None, limit: int = 20, order: str = "desc"
@@ -169,8 +185,10 @@ def list_videos(
     if order not in ("asc", "desc"):
         raise OpenAIError(400, f"order must be asc or desc, got {order!r}", param="order")
     try:
-        rows, more = ctx.store.page(tenant.name, limit, after, ascending=order == "asc")
-    except NotFound as err:
+        if after is not None:
+            _video_of(ctx, tenant.name, after)
+        rows, more = _video_page(ctx, tenant.name, limit, after, ascending=order == "asc")
+    except (NotFound, OpenAIError) as err:
         raise OpenAIError(400, f"after: no video {after!r}", param="after") from err
     data = [video_out(g) for g in rows]
     return {
@@ -182,12 +200,45 @@ def list_videos(
     }
 
 
-@router.get("/{video_id}")
+def _not_supported(what: str) -> OpenAIError:
+    return OpenAIError(
+        400, f"{what} is not supported by this server (Noor serves create, retrieve, list, delete and content)",
+        code="unsupported_operation",
+    )  # fmt: skip
+
+
+@router.post("/characters", responses=responses(OpenAIErrorBody, 413))
+def create_character(tenant: Tenant) -> None:
+    raise _not_supported("Characters (videos.create_character)")  # refused before its upload is read
+
+
+@router.get("/characters/{character_id}")
+def get_character(character_id: str, tenant: Tenant) -> None:
+    raise _not_supported("Characters (videos.get_character)")
+
+
+@router.post("/edits", responses=responses(OpenAIErrorBody, 413))
+def edit_video(tenant: Tenant) -> None:
+    raise _not_supported("Video edits (videos.edit)")
+
+
+@router.post("/extensions", responses=responses(OpenAIErrorBody, 413))
+def extend_video(tenant: Tenant) -> None:
+    raise _not_supported("Video extensions (videos.extend)")
+
+
+@router.post("/{video_id}/remix", responses=responses(OpenAIErrorBody, 404, 413))
+def remix_video(video_id: str, tenant: Tenant, ctx: Ctx) -> None:
+    _video_of(ctx, tenant.name, video_id)  # an unknown video is a 404, as it is everywhere else
+    raise _not_supported("Remix (videos.remix)")
+
+
+@router.get("/{video_id}", responses=responses(OpenAIErrorBody, 404))
 async def retrieve_video(video_id: str, tenant: Tenant, ctx: Ctx) -> dict[str, Any]:
     return video_out(await read(ctx.store, _video_of, ctx, tenant.name, video_id))  # the SDK's poll
 
 
-@router.get("/{video_id}/content")
+@router.get("/{video_id}/content", responses=responses(OpenAIErrorBody, 404))
 def download_content(video_id: str, tenant: Tenant, ctx: Ctx, variant: str = "video") -> Response:
     g = _video_of(ctx, tenant.name, video_id)
     if variant not in ("video", "thumbnail"):
@@ -202,7 +253,7 @@ def download_content(video_id: str, tenant: Tenant, ctx: Ctx, variant: str = "vi
     return Response(data, media_type="video/mp4" if variant == "video" else "image/jpeg")
 
 
-@router.delete("/{video_id}")
+@router.delete("/{video_id}", responses=responses(OpenAIErrorBody, 404))
 def delete_video(video_id: str, tenant: Tenant, ctx: Ctx) -> dict[str, Any]:
     _video_of(ctx, tenant.name, video_id)
     try:

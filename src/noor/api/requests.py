@@ -6,8 +6,9 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import SplitResult, unquote, urlsplit
 
+from noor.api import concepts
 from noor.api.schemas import GenerationKeyframe, ImageCreate, ImageKeyframe, VideoCreate
 from noor.engine import registry
 from noor.engine.task import Task, TaskError, size_from_aspect
@@ -62,15 +63,36 @@ def _prompt(prompt: str | None, required: bool) -> str:
 Fetch = Callable[[str], str]
 
 
-def _asset_key_of(url: str, tenant: str, own_hosts: set[str], fetch: Fetch | None) -> str:
-    """A keyframe URL as an asset key: this server's own upload or asset, or an external image fetched once."""
-    parts = urlparse(url)
+def parse_url(url: str, what: str) -> SplitResult:
+    """An http(s) URL with a host and a valid port, or RequestError(400) naming `what` (urlsplit raises
+    ValueError for `http://[::1/`, and its `.port` for `:99999`)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError when out of range or not a number
+    except ValueError as err:
+        raise RequestError(400, f"{what}: {url!r} is not a valid URL: {err}", field=what) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RequestError(400, f"{what}: {url!r} must be an http or https URL with a host", field=what)
+    return parts
+
+
+def _asset_key_of(url: str, keyframes: Keyframes) -> str:
+    """A keyframe URL as an asset key: this server's own upload or asset, or an external image fetched once.
+
+    An own link must name an existing file of the tenant's, checked here: a missing file would otherwise be
+    charged and fail in a worker, with the store's path in its reason."""
+    parts = parse_url(url, "keyframe url")
     marker = "/assets/"
-    if parts.netloc in own_hosts and marker in parts.path:
-        key = parts.path.split(marker, 1)[1]
-        if key.split("/", 1)[0] != tenant:
+    if parts.netloc in keyframes.own_hosts and marker in parts.path:
+        key = unquote(parts.path.split(marker, 1)[1])
+        if any(segment in ("", ".", "..") for segment in key.split("/")) or "\\" in key:
+            raise RequestError(400, f"keyframe url {url!r} does not name a file (no '.', '..' or empty segments)")
+        if key.split("/", 1)[0] != keyframes.tenant:
             raise RequestError(404, "Keyframe not found")
+        if keyframes.exists is not None and not keyframes.exists(key):
+            raise RequestError(400, f"keyframe url {url!r}: no such upload (was it deleted?)")
         return key
+    fetch = keyframes.fetch
     if fetch is None:
         raise RequestError(
             400, f"keyframe url must be an upload to this server (POST /v1/uploads); external urls are refused: {url!r}"
@@ -86,12 +108,13 @@ class Keyframes:
     store: Store
     own_hosts: set[str] = field(default_factory=set)
     fetch: Fetch | None = None
+    exists: Callable[[str], bool] | None = None  # whether an asset key names a stored file
 
     def resolve(self, frame: ImageKeyframe | GenerationKeyframe | None, which: str) -> Any:
         if frame is None:
             return None
         if isinstance(frame, ImageKeyframe):
-            return {"asset": _asset_key_of(frame.url, self.tenant, self.own_hosts, self.fetch)}
+            return {"asset": _asset_key_of(frame.url, self)}
         try:
             source = self.store.get(self.tenant, frame.id)
         except NotFound as err:
@@ -105,6 +128,10 @@ class Keyframes:
 
 def resolve_video(req: VideoCreate, keyframes: Keyframes, aliases: dict[str, str]) -> Resolved:
     spec = resolve_model(req.model, aliases)
+    concept_keys = [c.key for c in req.concepts or []]
+    refused = concepts.refusal(concept_keys, spec)
+    if refused:
+        raise RequestError(400, refused, field="concepts")
     frames = req.keyframes or None
     frame0 = keyframes.resolve(frames.frame0, "frame0") if frames else None
     frame1 = keyframes.resolve(frames.frame1, "frame1") if frames else None
@@ -137,6 +164,8 @@ def resolve_video(req: VideoCreate, keyframes: Keyframes, aliases: dict[str, str
         "start": frame0,
         "end": frame1,
     }
+    if concept_keys:
+        task["concepts"] = concept_keys  # only a model that declares them gets here (concepts.refusal)
     check_task(spec, task)
     return Resolved(spec.id, task)
 

@@ -15,7 +15,9 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from noor import catalog
-from noor.api.app import CONCEPTS, Ctx, Tenant, generation_out, keyframes_for
+from noor.api import concepts
+from noor.api.app import Ctx, Tenant, generation_out, keyframes_for
+from noor.api.errors import Error, responses
 from noor.api.pricing import quote
 from noor.api.requests import DURATIONS_S, resolve_video
 from noor.api.schemas import GenerationList, VideoCreate
@@ -35,7 +37,7 @@ CSP = (
     "media-src 'self' blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 
-router = APIRouter()
+router = APIRouter(responses=responses(Error, 401))
 
 
 class ModelOption(BaseModel):
@@ -56,7 +58,8 @@ class Options(BaseModel):
     aspect_ratios: list[str]
     resolutions: list[str]
     durations: list[str]
-    concepts: list[str]
+    concepts: list[str]  # the concept keys an installed model acts on
+    concept_models: dict[str, list[str]]  # concept key -> the models that act on it
     chips: list[ChipOption]  # catalog chips, for the planner page
 
 
@@ -84,6 +87,7 @@ def index() -> FileResponse:
 @router.get("/v1/studio/options", response_model=Options, tags=["studio"])
 def options(tenant: Tenant, ctx: Ctx) -> Options:
     specs = {s.id: s for s in registry.available()}
+    installed_concepts = concepts.by_concept(specs.values())
     names = {alias: target for alias, target in ctx.config.aliases.items() if target in specs}
     names |= {model_id: model_id for model_id in specs}
     models = [
@@ -101,12 +105,13 @@ def options(tenant: Tenant, ctx: Ctx) -> Options:
         aspect_ratios=list(ASPECT_RATIOS),
         resolutions=list(RESOLUTIONS),
         durations=list(DURATIONS_S),
-        concepts=CONCEPTS,
+        concepts=list(installed_concepts),
+        concept_models=installed_concepts,
         chips=[ChipOption(id=c.id, name=c.name) for c in catalog.chips().values()],
     )
 
 
-@router.post("/v1/studio/quote", response_model=Quote, tags=["studio"])
+@router.post("/v1/studio/quote", response_model=Quote, tags=["studio"], responses=responses(Error, 400, 404, 413))
 def quote_video(body: VideoCreate, request: Request, tenant: Tenant, ctx: Ctx) -> Quote:
     """What POST /generations/video would check, predict and charge for this body, without queuing it."""
     resolved = resolve_video(body, keyframes_for(request, ctx, tenant), ctx.config.aliases)

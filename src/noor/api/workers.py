@@ -101,7 +101,7 @@ async def put_file(
     generation_id: str, filename: Annotated[str, Path(pattern=_FILENAME)], worker: str, request: Request
 ) -> dict[str, str]:
     job = _leased(request, generation_id, worker)
-    data = await request.body()  # at most WORKER_FILE_BYTES: the LimitBody middleware checked its length
+    data = await request.body()  # at most WORKER_FILE_BYTES: the request gate counts it as it streams
     key = request.app.state.ctx.assets.put(asset_key(job.tenant, job.id, filename), data)
     return {"key": key}
 
