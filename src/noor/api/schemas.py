@@ -97,7 +97,8 @@ class GenerationList(BaseModel):
 
 
 class Credits(BaseModel):
-    credit_balance: float
+    credit_balance: float  # cents, exact to the micro-cent (noor.jobs.money)
+    metered: bool = True  # Noor's addition: False for a tenant that is never charged (credit_balance unused)
 
 
 class Ping(BaseModel):

@@ -2,7 +2,7 @@
 // the request that made it and, if it failed, why. Polled until it is completed or failed.
 
 import { api } from "./api.js";
-import { cents, seconds, t, when } from "./i18n.js";
+import { dollars, seconds, t, when } from "./i18n.js";
 import { fail, refreshCredits } from "./session.js";
 import { clearError, h, notice, progressBar, select, stateBadge, updateProgress } from "./ui.js";
 
@@ -17,7 +17,7 @@ function info(g) {
     [t("detail.model"), h("span", { class: "ltr" }, g.model)],
     [t("detail.created"), when(g.created_at)],
     [t("detail.eta"), h("span", { "data-testid": "eta" }, seconds(g.eta_s))],
-    [t("detail.price"), h("span", { "data-testid": "price" }, cents(g.price_cents))],
+    [t("detail.price"), h("span", { "data-testid": "price" }, dollars(g.price_cents))],
   ];
   if (g.request.negative_prompt) rows.push([t("detail.negative"), h("span", { dir: "auto" }, g.request.negative_prompt)]);
   return h("dl", { class: "info" }, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));

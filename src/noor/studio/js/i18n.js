@@ -55,14 +55,12 @@ export function seconds(value) {
   return value >= 120 ? t("unit.min", { n: num(value / 60, 1) }) : t("unit.s", { n: num(value, 1) });
 }
 
-// Prices are tiny fractions of a cent on a CPU: show four significant digits, not two decimals.
-export function cents(value) {
-  const fmt = new Intl.NumberFormat(current, { maximumSignificantDigits: 4 });
-  return t("unit.cents", { n: fmt.format(value || 0) });
-}
-
+// Money: the API gives cents (credit_balance, price_cents; exact to the micro-cent). Every amount is shown the
+// same way, as the CLI shows it (noor.jobs.money.usd): US dollars, two decimals, more only where the amount has
+// them, to the micro-cent: $50.00, $0.00002336, $49.99997664.
 export function dollars(centsValue) {
-  return new Intl.NumberFormat(current, { style: "currency", currency: "USD" }).format(centsValue / 100);
+  const fmt = { style: "currency", currency: "USD", minimumFractionDigits: 2, maximumFractionDigits: 8 };
+  return new Intl.NumberFormat(current, fmt).format((centsValue || 0) / 100);
 }
 
 export function when(iso) {

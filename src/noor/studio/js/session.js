@@ -11,9 +11,11 @@ export async function refreshCredits() {
     return;
   }
   try {
-    const { credit_balance } = await api.credits();
-    badge.textContent = t("credits", { amount: dollars(credit_balance) });
+    const { credit_balance, metered } = await api.credits();
+    // an unmetered tenant (a local server's own user) is never charged: no balance to show
+    badge.textContent = metered === false ? t("credits.unmetered") : t("credits", { amount: dollars(credit_balance) });
     badge.dataset.cents = String(credit_balance);
+    badge.dataset.metered = String(metered !== false);
     badge.hidden = false;
   } catch (err) {
     fail(null, err);
