@@ -174,7 +174,7 @@ def test_keys_are_listed_and_revoked_by_their_prefix(store: Store) -> None:
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def test_the_migration_turns_float_cents_into_exact_microcents(backend: str, tmp_path: Path) -> None:
-    """A database at 0006 with float money upgrades to integers; the old balance and prices survive."""
+    """A database at 0007 with float money upgrades to integers; the old balance and prices survive."""
     from alembic import command
     from alembic.config import Config
 
@@ -203,7 +203,7 @@ def test_the_migration_turns_float_cents_into_exact_microcents(backend: str, tmp
     try:
         with db.begin() as connection:
             config.attributes["connection"] = connection
-            command.upgrade(config, "0006")
+            command.upgrade(config, "0007")  # the revision before 0008
             now = now_utc()
             connection.execute(
                 text("INSERT INTO tenants VALUES ('acme', NULL, 4999.982268000002, 10, 20, :now)"), {"now": now}
