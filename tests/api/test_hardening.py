@@ -258,6 +258,7 @@ def test_keyframe_links_to_missing_or_dotted_paths_are_refused_at_create(api: di
         (f"{base}/assets/acme/uploads/../../globex/x.png", 400),
         (f"{base}/assets/acme/uploads/%2e%2e/%2e%2e/noor.db", 400),
         (f"{base}/assets/acme//x.png", 400),
+        (f"{base}/assets/acme/uploads/a%20b%00.png", 400),
         (f"{base}/assets/globex/uploads/x.png", 404),
     ]:
         body = {"prompt": "a red circle", "keyframes": {"frame0": {"type": "image", "url": url}}}

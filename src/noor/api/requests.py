@@ -89,7 +89,7 @@ def _asset_key_of(url: str, keyframes: Keyframes) -> str:
             raise RequestError(400, f"keyframe url {url!r} does not name a file (no '.', '..' or empty segments)")
         if key.split("/", 1)[0] != keyframes.tenant:
             raise RequestError(404, "Keyframe not found")
-        if keyframes.exists is not None and not keyframes.exists(key):
+        if keyframes.exists is not None and not _exists(keyframes.exists, key):
             raise RequestError(400, f"keyframe url {url!r}: no such upload (was it deleted?)")
         return key
     fetch = keyframes.fetch
@@ -98,6 +98,13 @@ def _asset_key_of(url: str, keyframes: Keyframes) -> str:
             400, f"keyframe url must be an upload to this server (POST /v1/uploads); external urls are refused: {url!r}"
         )
     return fetch(url)
+
+
+def _exists(exists: Callable[[str], bool], key: str) -> bool:
+    try:
+        return exists(key)
+    except ValueError:  # not a key the asset store could have written (AssetStore refuses odd characters)
+        return False
 
 
 @dataclass
