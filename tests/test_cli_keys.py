@@ -94,6 +94,8 @@ def test_tenants_are_shown_topped_up_and_limited(noor: Noor) -> None:
         (("tenants", "set", "acme", "--max-concurrent", "0"), "'--max-concurrent'"),
         (("keys", "revoke", "noor_x"), "key must be a key or its 12-character prefix"),
         (("keys", "list", "--tenant", "nobody"), "no tenant 'nobody'"),
+        (("keys", "create", "--tenant", "Bad Name"), "--tenant: tenant name must be lowercase"),
+        (("keys", "create", "--tenant", "new", "--credits", "-1"), "--credits: credits must not be negative, got -1.0"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(noor: Noor, args: tuple[str, ...], message: str) -> None:

@@ -73,15 +73,19 @@ def keys_create(
                 if value is not None:  # never accepted and ignored
                     fail(option, value, f"tenant {tenant!r} exists; change it with `noor tenants set {tenant}`")
         else:
-            created = tenants.create_tenant(
-                store,
-                tenant,
-                regions=[r.strip() for r in regions.split(",") if r.strip()] if regions else None,
-                credits_cents=credits or 0.0,
-                metered=credits is not None,
-                max_concurrent=DEFAULT_MAX_CONCURRENT if max_concurrent is None else max_concurrent,
-                max_per_minute=DEFAULT_PER_MINUTE if per_minute is None else per_minute,
-            )
+            try:
+                created = tenants.create_tenant(
+                    store,
+                    tenant,
+                    regions=[r.strip() for r in regions.split(",") if r.strip()] if regions else None,
+                    credits_cents=credits or 0.0,
+                    metered=credits is not None,
+                    max_concurrent=DEFAULT_MAX_CONCURRENT if max_concurrent is None else max_concurrent,
+                    max_per_minute=DEFAULT_PER_MINUTE if per_minute is None else per_minute,
+                )
+            except tenants.TenantError as err:
+                option = "--credits" if str(err).startswith("credits") else "--tenant"
+                raise BadInput(f"{option}: {err}") from err
             billing = f"metered, credits {money.usd(created.credits_microcents)}" if created.metered else "unmetered"
             print(f"tenant {tenant} created ({billing})", file=sys.stderr)
         print(tenants.create_key(store, tenant))
