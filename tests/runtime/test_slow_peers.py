@@ -267,7 +267,7 @@ def test_a_trickling_receiver_does_not_hold_back_other_tenants_webhooks(tmp_path
         for i in range(10):
             s.add(WebhookDelivery(generation_id=f"f{i}", tenant=f"fast{i % 5}",
                                   url=f"http://fast{i % 5}.test:{peer.port}/fast", payload={"i": i}))  # fmt: skip
-    config = WebhookConfig(secret=b"k", guard=loopback_guard(), render=lambda p: p, deadline_s=2.0, per_host=2)
+    config = WebhookConfig(secret=b"k", guard=loopback_guard(), render=lambda p: p, deadline_s=3.0, per_host=2)
     deliverer = WebhookDeliverer(store, config)
     stop = threading.Event()
     t0 = time.monotonic()
@@ -276,14 +276,14 @@ def test_a_trickling_receiver_does_not_hold_back_other_tenants_webhooks(tmp_path
     try:
         _wait_for(lambda: len(peer.fast) == 10, timeout_s=10)
         fast_s = max(peer.fast.values()) - t0
-        assert fast_s < 1.0, fast_s  # before: one delivery at a time, behind six trickles of 5 s per read each
-        _wait_for(lambda: time.monotonic() - t0 > 2.5)
+        assert fast_s < 2.0, fast_s  # not behind the trickles (before: one at a time, behind six trickles of ~200 s)
+        _wait_for(lambda: time.monotonic() - t0 > 3.5)
     finally:
         stop.set()
         running.join()
     # the slow host had its per-host bound in flight, and no more until the first ones' deadline ended them
     first_s = peer.slow_starts[0]
-    assert len([t for t in peer.slow_starts if t < first_s + 1.9]) == 2, [t - first_s for t in peer.slow_starts]
+    assert len([t for t in peer.slow_starts if t < first_s + 2.4]) == 2, [t - first_s for t in peer.slow_starts]
     with store.session() as s:
         rows = s.scalars(select(WebhookDelivery).order_by(WebhookDelivery.id)).all()
     slow, fast = rows[:6], rows[6:]
@@ -291,6 +291,6 @@ def test_a_trickling_receiver_does_not_hold_back_other_tenants_webhooks(tmp_path
     tried = [r for r in slow if r.attempts]
     assert len(tried) >= 2 and all(r.delivered_at is None for r in slow)
     for r in tried:  # ended by the deadline, to be retried with backoff
-        assert r.attempts == 1 and "within its 2 s deadline" in (r.last_error or ""), r.last_error
+        assert r.attempts == 1 and "within its 3 s deadline" in (r.last_error or ""), r.last_error
         assert r.gave_up_at is None and r.next_attempt_at > r.created_at
     store.close()

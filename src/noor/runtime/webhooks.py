@@ -130,8 +130,13 @@ class WebhookDeliverer:
             # 3. the lease, else another deliverer has it
             t = now or now_utc()
             until = t + timedelta(seconds=self.config.deadline_s + self.config.lease_margin_s)
-            with self.store.session.begin() as s:
-                leased = outbox.lease(s, row, t, until)
+            try:
+                with self.store.session.begin() as s:
+                    leased = outbox.lease(s, row, t, until)
+            except Exception:  # the database: start what is leased so far, try the rest next pass
+                self.slots.give(keys)
+                log.exception("webhook %s could not be leased", row.id)
+                break
             if leased:
                 taken.append((row, keys))
             else:
