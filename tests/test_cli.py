@@ -74,7 +74,7 @@ def test_generate_arabic_image_resized_with_a_note(toy_weights: Path, tmp_path: 
         cwd=tmp_path,
     )
     assert run.returncode == 0, run.stderr
-    assert "resized to 960x540" in run.stderr
+    assert "scaled to 540x540 in the middle of 960x540" in run.stderr
     with Image.open(tmp_path / "still.png") as image:
         assert image.size == (960, 540)
 

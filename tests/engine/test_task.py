@@ -53,7 +53,12 @@ def test_check_notes_resizing_and_retiming() -> None:
     spec = registry.get("tiny")
     assert spec.check(Task(prompt="a red circle")) == []
     notes = spec.check(Task(prompt="a red circle", width=128, height=72, num_frames=24))
-    assert notes == ["tiny draws 64x64; resized to 128x72", "tiny draws 16 frames; retimed to 24"]
+    assert notes == [
+        "tiny draws 64x64: scaled to 72x72 in the middle of 128x72, the rest filled with its background "
+        "(not stretched)",
+        "tiny draws 16 frames; retimed to 24",
+    ]
+    assert spec.check(Task(prompt="a red circle", width=256, height=256)) == ["tiny draws 64x64; resized to 256x256"]
 
 
 def test_check_refuses_what_the_model_cannot_do() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -98,6 +99,8 @@ def generate(
     # 1. validate everything before any work
     try:
         spec = registry.get(model)
+        if weights is not None and not spec.weights_option:
+            fail("--weights", str(weights), f"model {spec.id!r} takes no weights dir (its weights: {spec.source})")
         suffix = output.suffix.lower()
         if suffix not in media.VIDEO_SUFFIXES + media.IMAGE_SUFFIXES:
             fail("-o", str(output), "must end in .mp4, .png, .jpg, .jpeg or .webp")
@@ -281,18 +284,20 @@ def train_tiny(
 def eval_tiny(
     weights: Annotated[Path | None, typer.Option(help="weights dir (default: the packaged ones)")] = None,
     per_language: Annotated[int, typer.Option("--per-language", min=1, max=32, help="prompts per language")] = 32,
-    keyframe_checks: Annotated[int, typer.Option("--keyframe-checks", min=0)] = 4,
+    keyframe_checks: Annotated[
+        int, typer.Option("--keyframe-checks", min=0, help="start-frame clips and loops, half in each language")
+    ] = 16,
     seeds: Annotated[int, typer.Option(min=1, max=10, help="draws of each prompt, each with its own seed")] = 1,
     steps: Annotated[int | None, typer.Option(min=1, max=100)] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the full report here")] = None,
 ) -> None:
     """Check noor-tiny's colour, shape and motion on held-out prompts, and its keyframe fidelity."""
     from noor.engine.task import Task
+    from noor.engine.tiny import eval as tiny_eval
     from noor.engine.tiny.backend import TinyBackend
-    from noor.engine.tiny.eval import PSNR_TARGET_DB, TARGETS, eval_prompts, evaluate
 
     backend = TinyBackend(weights)
-    prompts = eval_prompts(per_language, seeds)
+    prompts = tiny_eval.eval_prompts(per_language, seeds)
 
     def generate_clip(prompt: str, seed: int, start_frame: Any = None, loop: bool = False) -> Any:
         if start_frame is not None:
@@ -302,24 +307,30 @@ def eval_tiny(
 
     with progress() as bar:
         job = bar.add_task("evaluating", total=len(prompts) + keyframe_checks, info="")
-        report = evaluate(generate_clip, prompts, keyframe_checks, on_item=lambda: bar.advance(job))
+        report = tiny_eval.evaluate(generate_clip, prompts, keyframe_checks, on_item=lambda: bar.advance(job))
 
     table = Table(title="noor-tiny on held-out prompts")
     table.add_column("language")
-    for attribute, target in TARGETS.items():
+    for attribute, target in tiny_eval.TARGETS.items():
         table.add_column(f"{attribute} (>= {target:.0%})", justify="right")
     for lang, acc in report.accuracy.items():
-        table.add_row(lang, *(f"{acc[a]:.0%}" for a in TARGETS))
+        table.add_row(lang, *(f"{acc[a]:.0%}" for a in tiny_eval.TARGETS))
     Console().print(table)
-    for attribute in TARGETS:
+    for attribute in tiny_eval.TARGETS:
         mistakes = report.mistakes(attribute)
         if mistakes:
             listed = ", ".join(f"{want} as {got} ({n})" for want, got, n in mistakes)
             print(f"most common {attribute} mistakes: {listed}")
-    print(
-        f"start frame: PSNR (min) {report.start_psnr_db:.1f} dB, colour+shape kept in {report.start_consistency:.0%};"
-        f" loop: last-vs-first PSNR (min) {report.loop_psnr_db:.1f} dB (target >= {PSNR_TARGET_DB:.0f} dB)"
-    )
+    if keyframe_checks:
+        ev, seams, first_steps = tiny_eval, report.seam_ratios, report.start_step_ratios
+        print(
+            f"start frame: colour and shape kept in {report.start_kept:.0%} of clips (>= {ev.START_KEPT_TARGET:.0%}); "
+            f"step out of it {statistics.median(first_steps):.1f}x the median step (median over clips)\n"
+            f"loop: seam <= {ev.SEAM_RATIO_MAX}x the median step in {report.loop_smooth:.0%} of loops (>= "
+            f"{ev.LOOP_SMOOTH_TARGET:.0%}); seam ratio median {statistics.median(seams):.2f}, max {max(seams):.2f}\n"
+            f"sanity (given frames are held clean, not scored): start PSNR (min) {report.start_psnr_db:.1f} dB, "
+            f"loop end PSNR (min) {report.loop_psnr_db:.1f} dB, {'ok' if report.sane() else 'BROKEN'}"
+        )
     if json_out:
         json_out.write_text(json.dumps(report.__dict__, indent=2, ensure_ascii=False) + "\n")
     if not report.passed():

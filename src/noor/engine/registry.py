@@ -52,15 +52,21 @@ class ModelSpec:
     def fit(self, task: Task) -> tuple[Task, list[str]]:
         """The task as this model will draw it, and notes on what differs from the request.
 
-        noor-tiny draws at its native shape and resamples to any size and length, so the task is kept.
-        A task from a source clip (upscale) is not drawn at all: nothing to note."""
+        noor-tiny draws at its native shape and brings it to any size and length, so the task is kept: another
+        aspect is never stretched, the square is scaled to the short side and the rest filled with the clip's
+        background (`noor.engine.tiny.backend.fit`). A task from a source clip (upscale) is not drawn at all."""
         notes: list[str] = []
         if task.source is not None:
             return task, notes
-        if (task.width, task.height) != (self.native_width, self.native_height):
+        native, wanted = (self.native_width, self.native_height), (task.width, task.height)
+        if wanted != native and task.width * self.native_height != task.height * self.native_width:
+            side = min(wanted)
             notes.append(
-                f"{self.id} draws {self.native_width}x{self.native_height}; resized to {task.width}x{task.height}"
+                f"{self.id} draws {native[0]}x{native[1]}: scaled to {side}x{side} in the middle of "
+                f"{task.width}x{task.height}, the rest filled with its background (not stretched)"
             )
+        elif wanted != native:
+            notes.append(f"{self.id} draws {native[0]}x{native[1]}; resized to {task.width}x{task.height}")
         if not task.is_image and task.num_frames != self.native_frames:
             notes.append(f"{self.id} draws {self.native_frames} frames; retimed to {task.num_frames}")
         return task, notes

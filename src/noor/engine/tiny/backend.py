@@ -20,6 +20,32 @@ DEFAULT_STEPS = 16
 DEFAULT_GUIDANCE = 4.0
 
 
+def centre_square(image: np.ndarray | None) -> np.ndarray | None:
+    """The middle square of a keyframe (H, W, 3): the part of a non-square frame noor-tiny draws (see `fit`)."""
+    if image is None or image.shape[0] == image.shape[1]:
+        return image
+    H, W = image.shape[:2]
+    side = min(H, W)
+    top, left = (H - side) // 2, (W - side) // 2
+    return image[top : top + side, left : left + side]
+
+
+def fit(frames: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Square frames (T, S, S, 3) uint8 into (T, height, width, 3) without distortion: scaled to the short side,
+    centred, the rest filled with the clip's background (the median of its border pixels). noor-tiny draws on a
+    flat background, so the fill continues it; what it draws stays round, and nothing is invented at the sides."""
+    side = min(width, height)
+    square = resize(frames, side, side)
+    if side == width == height:
+        return square
+    border = np.concatenate([frames[:, 0], frames[:, -1], frames[:, :, 0], frames[:, :, -1]], axis=1)  # (T, N, 3)
+    background = np.median(border.reshape(-1, 3), axis=0).round().astype(np.uint8)
+    out = np.broadcast_to(background, (len(frames), height, width, 3)).copy()
+    top, left = (height - side) // 2, (width - side) // 2
+    out[:, top : top + side, left : left + side] = square
+    return out
+
+
 def weights_dir() -> Path:
     """The weights that ship inside the package (Hugging Face layout)."""
     return Path(str(resources.files("noor.engine.tiny") / "weights"))
@@ -89,8 +115,8 @@ class TinyBackend:
                 num_inference_steps=steps,
                 guidance_scale=guidance,
                 generator=[torch.Generator().manual_seed(t.seed) for t in batch],
-                start_frame=[t.start_frame for t in batch],
-                end_frame=[t.end_frame for t in batch],
+                start_frame=[centre_square(t.start_frame) for t in batch],
+                end_frame=[centre_square(t.end_frame) for t in batch],
                 loop=[t.loop for t in batch],
                 callback_on_step_end=on_step,
             )
@@ -107,6 +133,6 @@ class TinyBackend:
 
     @staticmethod
     def _pixels(clip: np.ndarray, task: Task) -> np.ndarray:
-        """(T, H, W, 3) floats in [0, 1] -> uint8 at the task's length and size."""
+        """(T, H, W, 3) floats in [0, 1] -> uint8 at the task's length and size (non-square: see `fit`)."""
         frames = (np.clip(clip, 0.0, 1.0) * 255.0).round().astype(np.uint8)
-        return resize(retime(frames, task.num_frames), task.width, task.height)
+        return fit(retime(frames, task.num_frames), task.width, task.height)
