@@ -68,32 +68,37 @@ def test_fair_share_claims_the_quiet_tenants_job_behind_a_backlog(store: Store) 
 
 
 def test_a_claim_reads_a_few_rows_not_the_backlog() -> None:
-    """`frontier` stops as soon as no unread job can come first: one round of 16 rows per scan here."""
+    """`frontier` stops as soon as no unread job can come first: one round of 16 rows per scan here (SJF with
+    aging reads one job per predicted length, fair share one per tenant), and finds what `order` puts first."""
     rng = random.Random(0)
-    queue = [scheduling.QueuedJob(f"{i:05d}", f"t{i % 7}", "m", float(i), rng.choice([60.0, 100.0, 300.0]))
-             for i in range(5000)]
+    queue = [scheduling.QueuedJob(f"{i:05d}", f"t{i % 7}", "m", float(i), rng.choice([60.0, 100.0, 300.0]),
+                                  priority=rng.randint(0, 2)) for i in range(5000)]
     queue.append(scheduling.QueuedJob("short", "t0", "m", 5000.0, 1.0))
-    reads: list[tuple[tuple[str, ...], int | None]] = []
-    sort_by = {"submitted_at_s": lambda j: j.submitted_at_s, "priority": lambda j: j.priority,
-               "predicted_gpu_s": lambda j: j.predicted_s * j.gpus}
+    reads: list[tuple[tuple[str, ...], int | None, str | None, int]] = []
+    field = {"submitted_at_s": lambda j: j.submitted_at_s, "priority": lambda j: j.priority,
+             "predicted_gpu_s": lambda j: j.predicted_s * j.gpus, "tenant": lambda j: j.tenant}
 
-    def read(order: tuple[str, ...], depth: int | None) -> list[scheduling.QueuedJob]:
-        reads.append((order, depth))
-        ranked = sorted(queue, key=lambda j: (*(sort_by[f](j) for f in order), j.id))
-        if depth is not None:
-            return ranked[:depth]
-        heads: dict[str, scheduling.QueuedJob] = {}
-        for job in ranked:
-            heads.setdefault(job.tenant, job)
-        return list(heads.values())
+    def read(order: tuple[str, ...], depth: int | None, group: str | None) -> list[scheduling.QueuedJob]:
+        ranked = sorted(queue, key=lambda j: (*(field[f](j) for f in order), j.id))
+        if group is not None:
+            heads: dict[Any, scheduling.QueuedJob] = {}
+            for job in ranked:
+                heads.setdefault(field[group](job), job)
+            ranked = [heads[value] for value in sorted(heads)]
+        rows = ranked if depth is None else ranked[:depth]
+        reads.append((order, depth, group, len(rows)))
+        return rows
 
     for name, settings in POLICIES:
         policy = scheduling.get(name, **settings)
-        reads.clear()
-        usage = {f"t{i}": float(i) for i in range(7)}
-        found = scheduling.frontier(policy, read, 5000.0, usage)
-        assert policy.order(found, 5000.0, usage)[0] == policy.order(queue, 5000.0, usage)[0], name
-        assert all(depth is None or depth <= 64 for _, depth in reads), (name, reads)
+        for claim in range(50):  # the first job, then the next once it is taken, ...
+            reads.clear()
+            usage = {f"t{i}": float((i * 37 + claim * 11) % 50) for i in range(7)}
+            found = scheduling.frontier(policy, read, 5000.0, usage)
+            first = policy.order(queue, 5000.0, usage)[0]
+            assert policy.order(found, 5000.0, usage)[0] == first, (name, claim)
+            assert sum(rows for *_, rows in reads) <= 32, (name, claim, reads)
+            queue.remove(first)
 
 
 # --- the same arrivals through the live store and the simulator's core --------------------------------------

@@ -34,14 +34,15 @@ class Policy(ABC):
 
     # How a store finds the first job in policy order without reading the whole queue (`scheduling.frontier`):
     # orders of a queued job's plain fields ("priority", "predicted_gpu_s", "submitted_at_s"; ties end on the id),
-    # each served by an index, along which `key` never decreases. With `per_tenant`, each tenant's queue is read
-    # in that order and only its first job counts (the policy ranks tenants, not jobs).
+    # each served by an index, along which `key` never decreases. A scan with a group field reads only the first
+    # job of each value of that field (the others rank behind it). With `per_tenant`, the policy ranks tenants,
+    # not jobs: each tenant's first job in `scan` is read, and only those count.
     per_tenant: ClassVar[bool] = False
-
     scan: ClassVar[tuple[str, ...]] = ("submitted_at_s",)
 
-    def scans(self) -> list[tuple[str, ...]]:
-        return [self.scan]
+    def scans(self) -> list[tuple[tuple[str, ...], str | None]]:
+        """(order, group field or None) for each scan."""
+        return [(self.scan, None)]
 
     def bound(self, lasts: Sequence[QueuedJob], now_s: float = 0.0, usage: Usage | None = None) -> tuple[Any, ...]:
         """A key no job read after `lasts` (the last job read in each of `scans`) can go below. The default holds

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from noor.scheduling.base import Policy, Usage
 from noor.scheduling.types import QueuedJob
 
-# `read(order, depth)`: the first `depth` queued jobs in `order` (then id); `depth=None`: each tenant's first job
-Read = Callable[[tuple[str, ...], int | None], list[QueuedJob]]
+# `read(order, depth, group)`: the first `depth` queued jobs in `order` (then id; depth None: all); with a group
+# field, only the first job of each of its values, those of the lowest `depth` values
+Read = Callable[[tuple[str, ...], int | None, str | None], list[QueuedJob]]
 
 FIRST_DEPTH = 16  # rows per order on the first read; a claim that lost a race falls back on the next ones
 
@@ -29,9 +30,9 @@ def frontier(
     whole queue) or the best key seen is at most the bound on every unread job's key (Fagin's threshold
     algorithm; one round when the key is a scan's own order)."""
     if policy.per_tenant:
-        return read(policy.scans()[0], None)
+        return read(policy.scans()[0][0], None, "tenant")
     while True:
-        scans = [read(order, depth) for order in policy.scans()]
+        scans = [read(order, depth, group) for order, group in policy.scans()]
         seen = list({job.id: job for scan in scans for job in scan}.values())
         if not seen or any(len(scan) < depth for scan in scans):
             return seen

@@ -182,6 +182,15 @@ class _Run:
     started, jobs); FAIL/REPAIR/TICK fill what they need. A batch's END event carries its jobs: an int for
     one job (the path almost every job takes), else a list."""
 
+    __slots__ = (
+        "arr", "arrival_s", "arrived", "batches", "busy_series", "cancelled", "cancelled_ends", "chips", "done",
+        "down_at_horizon", "down_series", "end", "failures_on", "fair", "fleet", "given_gpu_s", "heap", "horizon",
+        "inf", "j_cls", "j_key", "j_noise", "j_queue", "j_tenant", "max_batch", "n_jobs", "overhead", "policy",
+        "progress", "queue_of", "queued_by_tenant", "queued_series", "record_trace", "requeued", "rng", "running",
+        "running_gpus", "running_started_gpu_s", "seq", "sites", "small", "start", "tenants", "ticks_s", "trace",
+        "where",
+    )  # fmt: skip
+
     def __init__(self, fleet: Fleet, progress: Callable[[float], None] | None, record_trace: bool):
         s = fleet.scenario
         self.fleet, self.progress, self.record_trace = fleet, progress, record_trace
@@ -339,7 +348,7 @@ class _Run:
             self.trace.append((now, "end", (jobs,) if one else tuple(jobs), si, node))
         if site.waiting:
             self.dispatch(now, site)
-        return self.done == self.n_jobs and self.arrived == self.n_jobs and now >= horizon
+        return self.done == self.n_jobs and now >= horizon  # every job done: every job arrived
 
     def on_fail(self, now: float, event: tuple[Any, ...]) -> bool:
         """A GPU fails (uniformly among a site's GPUs; thinned if it is already down). A batch on it is
@@ -396,7 +405,7 @@ class _Run:
             self.down_at_horizon = [site.down_area for site in self.sites]
         if self.progress is not None:
             self.progress(min(now / self.horizon, 1.0))
-        return self.done == self.n_jobs and self.arrived == self.n_jobs and now >= self.horizon
+        return self.done == self.n_jobs and now >= self.horizon
 
     # --- what the handlers share ------------------------------------------------------------------
 
@@ -457,6 +466,7 @@ class _Run:
         if site.reserved >= 0 and not any(q.heap and q.gpus >= site.reserved_k for q in site.queues):
             site.reserved, site.reserved_k = -1, 0  # no job that wide waits here any more
         fair, heappop, j_tenant, small = self.fair, heapq.heappop, self.j_tenant, self.small
+        max_batch, queued_by_tenant, sites, launch = self.max_batch, self.queued_by_tenant, self.sites, self.launch
         if fair:
             usage, tenant_rank, tenants = self.usage(now), self.policy.tenant_rank, self.tenants  # type: ignore[attr-defined]
         while site.free:
@@ -477,14 +487,14 @@ class _Run:
                 blocked.append(best)
                 continue
             jobs = [heappop(best.heap)[-1]]
-            if self.max_batch > 1 and small[(j_tenant[jobs[0]], best.cls)]:
-                while len(jobs) < self.max_batch and best.heap and small[(j_tenant[best.heap[0][-1]], best.cls)]:
+            if max_batch > 1 and small[(j_tenant[jobs[0]], best.cls)]:
+                while len(jobs) < max_batch and best.heap and small[(j_tenant[best.heap[0][-1]], best.cls)]:
                     jobs.append(heappop(best.heap)[-1])
             for j in jobs:
-                self.queued_by_tenant[j_tenant[j]] -= 1
+                queued_by_tenant[j_tenant[j]] -= 1
             for k2 in best.sites:
-                self.sites[k2].waiting -= len(jobs)
-            self.launch(now, site, node, best, jobs[0] if len(jobs) == 1 else jobs)
+                sites[k2].waiting -= len(jobs)
+            launch(now, site, node, best, jobs[0] if len(jobs) == 1 else jobs)
 
     def kill(self, now: float, site: _Site, node: int) -> None:
         """A failed GPU's batch (drawn by GPUs among the batches on its node) stops: the work done is lost,

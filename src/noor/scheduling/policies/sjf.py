@@ -28,18 +28,20 @@ class ShortestPredictedFirst(Policy):
     def key(self, job: QueuedJob, now_s: float = 0.0, usage: Usage | None = None) -> tuple[Any, ...]:
         return (job.predicted_s * job.gpus + self.aging_per_s * job.submitted_at_s, job.submitted_at_s, job.id)
 
-    def scans(self) -> list[tuple[str, ...]]:
+    def scans(self) -> list[tuple[tuple[str, ...], str | None]]:
         if self.aging_per_s == 0:
-            return [("predicted_gpu_s", "submitted_at_s")]  # the key's own order
+            return [(("predicted_gpu_s", "submitted_at_s"), None)]  # the key's own order
         # a sum of two fields: read the shortest and the oldest jobs side by side until `bound` says no unread job
-        # can rank first (Fagin's threshold algorithm; a few rows unless the queue is adversarial)
-        return [("predicted_gpu_s", "submitted_at_s"), ("submitted_at_s",)]
+        # can rank first (Fagin's threshold algorithm). Of the jobs predicted alike only the oldest can rank
+        # first, so the shortest are read one per predicted length: a few rows when the lengths are few
+        return [(("predicted_gpu_s", "submitted_at_s"), "predicted_gpu_s"), (("submitted_at_s",), None)]
 
     def bound(self, lasts: Sequence[QueuedJob], now_s: float = 0.0, usage: Usage | None = None) -> tuple[Any, ...]:
         if len(lasts) == 1:
             return self.key(lasts[0])
-        # an unread job has predicted GPU-seconds >= the last shortest's and a submission >= the last oldest's
-        # (and, at the same submission, a later id), so its key is at least this
+        # an unread job that is the oldest of its length has predicted GPU-seconds >= the last length read and a
+        # submission >= the last oldest's (and, at the same submission, a later id), so its key is at least this;
+        # any other job ranks behind the oldest of its length
         shortest, oldest = lasts
         floor = shortest.predicted_s * shortest.gpus + self.aging_per_s * oldest.submitted_at_s
         return (floor, oldest.submitted_at_s, oldest.id)
