@@ -29,7 +29,8 @@ log = logging.getLogger("noor.api")
 # Making the output file: Lanczos resampling to the requested size, H.264 encoding (libx264, preset medium,
 # crf 18) and a thumbnail, per output pixel (width x height x frames). Measured on this repository's 2-thread
 # EPYC VM with `noor.engine.tiny.backend.resize` + `media.write_video` on noor-tiny-like content (64x64 frames
-# drawn up): 960x544x40 took 7.6 s (364 ns/px), 1920x1088x16 9.7 s (290 ns/px). It runs on the worker's host CPU
+# drawn up): 960x544x40 took 7.6 s (364 ns/px), 1920x1088x16 9.7 s (290 ns/px), with its 2 cores shared with
+# other work (so rather an upper bound). It runs on the worker's host CPU
 # whatever the chip, while the chip waits, so it is billed at the chip's rate; a bigger host encodes faster, so
 # on GPU chips this overstates the ETA (left so until measured there).
 OUTPUT_S_PER_PIXEL = 330e-9
