@@ -70,3 +70,11 @@ def test_check_refuses_what_the_model_cannot_do() -> None:
     with pytest.raises(TaskError) as err:
         narrow.check(Task(prompt="a", num_frames=1))
     assert err.value.field == "image"
+
+
+def test_check_names_the_words_the_built_in_model_does_not_know() -> None:
+    spec = registry.get("tiny")
+    assert spec.check(Task(prompt="a cat playing the piano at sunset")) == [
+        "tiny does not know 'cat', 'playing', 'piano', 'at', 'sunset' and ignores them"
+    ]
+    assert spec.check(Task(prompt="a red circle and a cat")) == ["tiny does not know 'cat' and ignores it"]

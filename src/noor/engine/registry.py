@@ -48,6 +48,8 @@ class ModelSpec:
     source: str = "built in"  # where the weights are
     weights_option: bool = False  # its loader takes `weights=DIR`, another weights dir than the configured one
     on_every_worker: bool = False  # no weights, little memory: every worker runs it, whatever models it was given
+    # for a model with a closed vocabulary: the words of a prompt it does not know (and ignores)
+    unknown_words: Callable[[str], list[str]] | None = field(default=None, repr=False)
 
     def fit(self, task: Task) -> tuple[Task, list[str]]:
         """The task as this model will draw it, and notes on what differs from the request.
@@ -108,7 +110,16 @@ class ModelSpec:
                 raise TaskError(capability, True, f"model {self.id!r} cannot do {capability}")
         if task.is_image and (task.end_frame is not None or task.loop):
             raise TaskError("num_frames", 1, "an image has no end frame and cannot loop")
-        return self.fit(task)[1]
+        return self._vocabulary_notes(task) + self.fit(task)[1]
+
+    def _vocabulary_notes(self, task: Task) -> list[str]:
+        if self.unknown_words is None or task.source is not None:
+            return []
+        unknown = self.unknown_words(task.prompt)
+        if not unknown:
+            return []
+        listed = ", ".join(f"'{w}'" for w in unknown)
+        return [f"{self.id} does not know {listed} and ignores {'it' if len(unknown) == 1 else 'them'}"]
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -170,6 +181,14 @@ def _load_tiny(threads: int | None = None, weights: Path | None = None) -> Backe
     return TinyBackend(weights or settings().tiny_weights, threads=threads)
 
 
+def _tiny_unknown_words(prompt: str) -> list[str]:
+    """Words of a prompt outside noor-tiny's vocabulary (the configured weights', else the packaged ones)."""
+    from noor.config import settings
+    from noor.engine.tiny.tokenizer import vocabulary
+
+    return vocabulary(settings().tiny_weights).unknown_words(prompt)
+
+
 def _register_builtin() -> None:
     register(
         ModelSpec(
@@ -177,6 +196,7 @@ def _register_builtin() -> None:
             description="noor-tiny: the built-in 3M-parameter text-to-video model (shapes in motion), CPU",
             load=_load_tiny,
             weights_option=True,
+            unknown_words=_tiny_unknown_words,
         )
     )
     register(

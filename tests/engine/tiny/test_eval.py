@@ -10,6 +10,8 @@ import pytest
 
 from noor.engine.tiny.backend import TinyBackend, weights_dir
 from noor.engine.tiny.eval import (
+    LOOP_SMOOTH_TARGET,
+    START_KEPT_TARGET,
     TARGETS,
     EvalReport,
     eval_prompts,
@@ -124,6 +126,11 @@ def test_the_report_names_the_most_common_mistakes() -> None:
 # What the shipped weights measured on the full held-out set (README, "noor eval tiny"), less a margin of
 # a clip or two: a regression guard above the issue's targets (TARGETS), which the next test holds them to.
 FLOORS = {"colour": 0.9, "motion": 0.9, "shape": 0.75}  # measured: colour 97-100%, motion 100%, shape 81-84%
+# Keyframes, measured on the 16 checks `noor eval tiny` runs (2026-12-05): the start frame's object kept in 81%
+# (13 of 16; the floor allows two clips fewer), loop seams 1.5-6.0x the median step, median 3.3 (the ceiling
+# allows about one clip's worth of drift). Loops miss their target (docs/noor-tiny.md): see the xfail below.
+START_KEPT_FLOOR = 0.68
+SEAM_MEDIAN_CEILING = 4.0
 
 
 @dataclass
@@ -156,16 +163,33 @@ def test_shipped_noor_tiny_keeps_its_measured_accuracy_and_keyframes(shipped_run
         for attribute, floor in FLOORS.items():
             assert acc[attribute] >= floor, (lang, attribute, acc)
     assert report.sane(), (report.start_psnr_db, report.loop_psnr_db)
+    assert len(report.seam_ratios) == len(report.start_step_ratios) == 16
+    assert report.start_kept >= START_KEPT_FLOOR, report.start_kept
+    assert float(np.median(report.seam_ratios)) <= SEAM_MEDIAN_CEILING, report.seam_ratios
 
 
 @pytest.mark.slow
-def test_shipped_noor_tiny_meets_the_accuracy_targets(shipped_run: ShippedRun) -> None:
-    """The issue's check as a user runs it (`noor eval tiny`, every held-out prompt once): the exit code says
-    whether the targets are met."""
+def test_shipped_noor_tiny_meets_the_prompt_targets(shipped_run: ShippedRun) -> None:
     for lang, acc in shipped_run.report.accuracy.items():
         for attribute, target in TARGETS.items():
             assert acc[attribute] >= target, (lang, attribute, acc)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="loops snap back to their first frame: seam 3.3x the median step, target 1.5x")
+def test_shipped_noor_tiny_meets_every_target(shipped_run: ShippedRun) -> None:
+    """The check as a user runs it (`noor eval tiny`, every held-out prompt once, 16 keyframe checks): the exit
+    code says whether every target is met, keyframe targets included."""
+    report = shipped_run.report
+    assert report.start_kept >= START_KEPT_TARGET and report.loop_smooth >= LOOP_SMOOTH_TARGET, report.seam_ratios
     assert shipped_run.exit_code == 0 and shipped_run.output.strip().endswith("all targets met"), shipped_run.output
+
+
+@pytest.mark.slow
+def test_noor_eval_tiny_exit_code_and_last_line_follow_the_targets(shipped_run: ShippedRun) -> None:
+    passed = shipped_run.report.passed()
+    assert shipped_run.exit_code == (0 if passed else 1), shipped_run.output
+    assert shipped_run.output.strip().endswith("all targets met" if passed else "below target"), shipped_run.output
 
 
 @pytest.mark.slow

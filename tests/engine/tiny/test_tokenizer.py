@@ -60,3 +60,15 @@ def test_arabic_still_captions_say_in_its_place_correctly() -> None:
     assert tok.known_words("مربع يبقى في مكانه") == ["مربع", "يبقي", "في", "مكانه"]
     assert tok.known_words("دائرة تبقى في مكانها")[-1] == "مكانها"
     assert "مكانهه" not in tok.vocab
+
+
+def test_unknown_words_are_named_as_written_once_each() -> None:
+    from noor.engine.tiny.tokenizer import vocabulary
+
+    shipped = vocabulary()
+    assert shipped.unknown_words("a cat playing the piano at sunset, a CAT") == [
+        "cat", "playing", "piano", "at", "sunset", "CAT"
+    ]
+    assert shipped.unknown_words("A red circle moves to the left") == []
+    assert shipped.unknown_words("دائرة حمراء تتحرك إلى اليسار") == []  # article and letter forms normalised
+    assert shipped.unknown_words("مربع أخضر بجانب قطة") == ["بجانب", "قطة"]

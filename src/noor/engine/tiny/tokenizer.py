@@ -7,8 +7,12 @@ outside the vocabulary are ignored, never an error.
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
 
 PAD, BOS = 0, 1
 SPECIALS = ("<pad>", "<bos>")
@@ -62,3 +66,18 @@ class WordTokenizer:
 
     def known_words(self, text: str) -> list[str]:
         return [self.vocab[i] for i in self.encode(text)[1:]]
+
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of `text` (as written, each once, in order) that the vocabulary does not hold: the ones
+        `encode` drops."""
+        found = [w for w in _WORD.findall(_DIACRITICS.sub("", text)) if self._lookup(normalize_word(w)) is None]
+        return list(dict.fromkeys(found))
+
+
+@functools.cache
+def vocabulary(weights: Path | None = None) -> WordTokenizer:
+    """The tokenizer of saved noor-tiny weights (the packaged ones by default), read from its text encoder's
+    config.json without loading the model."""
+    folder = Path(weights) if weights else Path(str(resources.files("noor.engine.tiny") / "weights"))
+    config = json.loads((folder / "text_encoder" / "config.json").read_text(encoding="utf-8"))
+    return WordTokenizer(config["vocab"], config.get("max_length", 32))
