@@ -36,13 +36,16 @@ PNG = _png()
 
 @pytest.fixture(scope="module")
 def origin() -> Iterator[int]:
-    """An image host on loopback: /red.png, /notes.txt, /big.png (over the limit), anything else 404."""
+    """An image host on loopback: /red.png, /notes.txt, /big.png (over the limit), /cut.png (truncated), else 404."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = {"/red.png": PNG, "/notes.txt": b"not an image", "/big.png": PNG + b"\0" * (21 * 2**20)}.get(
-                self.path
-            )
+            body = {
+                "/red.png": PNG,
+                "/notes.txt": b"not an image",
+                "/big.png": PNG + b"\0" * (21 * 2**20),
+                "/cut.png": PNG[: len(PNG) // 2],
+            }.get(self.path)
             self.send_response(200 if body is not None else 404)
             self.send_header("Content-Length", str(len(body or b"")))
             self.end_headers()
@@ -90,7 +93,12 @@ def test_an_allowed_external_keyframe_is_fetched_and_used(tmp_path: Path, origin
 
 @pytest.mark.parametrize(
     ("path", "detail"),
-    [("/notes.txt", "is not a PNG, JPEG or WebP image"), ("/gone.png", "HTTP 404"), ("/big.png", "larger than")],
+    [
+        ("/notes.txt", "must be a PNG, JPEG or WebP image"),
+        ("/cut.png", "is not a whole image"),
+        ("/gone.png", "HTTP 404"),
+        ("/big.png", "larger than"),
+    ],
 )
 def test_a_bad_external_keyframe_is_a_400(
     tmp_path: Path, origin: int, toy_weights: Path, path: str, detail: str
