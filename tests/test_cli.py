@@ -122,10 +122,13 @@ def test_extend_and_loop_from_files(toy_weights: Path, tmp_path: Path) -> None:
         (["a", "-o", "x.gif"], "-o"),
         (["a", "-o", "x.png", "--frames", "4"], "--frames"),
         (["a", "--frames", "ten"], "--frames"),
+        (["a", "-o", "missing/x.mp4"], "-o"),  # a mistyped folder is not made
+        (["a", "--loop", "--end-image", "ok.png"], "--loop"),  # a loop ends on its first frame
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_file(tmp_path: Path, args: list[str], named: str) -> None:
     (tmp_path / "bogus.png").write_bytes(b"not a png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "ok.png")
     before = set(tmp_path.iterdir())
     run = noor("generate", *args, cwd=tmp_path)
     assert run.returncode == 2, (run.stdout, run.stderr)
@@ -223,3 +226,32 @@ def test_train_tiny_defaults_are_train_configs() -> None:
     assert len(options) >= 15
     for option in options:
         assert option.default == getattr(defaults, option.name), option.name
+
+
+def test_help_shows_plain_usage_and_flags_without_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COLUMNS", "120")
+    code, out, _ = noor_here("generate", "--help", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0 and "Usage: noor generate [OPTIONS] PROMPT" in out and "{prompt}" not in out, out
+    loop = next(line for line in out.splitlines() if "--loop" in line)
+    assert "<bool>" not in out and "end where it starts" in loop, out
+    assert "<int>" in next(line for line in out.splitlines() if "--seed" in line)  # options with values keep theirs
+
+
+def test_an_error_names_the_value_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = noor_here(
+        "generate", "a", "--start-image", "nonexist.png", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert code == 2 and err.count("nonexist.png") == 1, err
+
+
+def test_the_api_model_names_work_in_the_cli(
+    toy_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["a red circle", "--model", "ray-2", "--steps", "1", "--weights", str(toy_weights), "-o", "r.png"]
+    code, _, err = noor_here("generate", *args, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0 and (tmp_path / "r.png").is_file(), err
+    assert oct((tmp_path / "r.png").stat().st_mode & 0o777) != oct(0o600)  # mkstemp's mode is not kept

@@ -82,3 +82,21 @@ def test_unreadable_images_are_media_errors(tmp_path: Path) -> None:
         media.read_image(bogus)
     with pytest.raises(media.MediaError, match="no such file"):
         media.read_image(tmp_path / "missing.png")
+
+
+def test_a_written_file_gets_the_usual_mode_and_no_folder_is_made(tmp_path: Path) -> None:
+    import os
+    import stat
+
+
+    frames = np.zeros((2, 16, 16, 3), np.uint8)
+    old = os.umask(0o022)
+    try:
+        video = media.write_video(tmp_path / "a.mp4", frames, 8)
+        image = media.write_image(tmp_path / "a.png", frames[0])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(video.stat().st_mode) == stat.S_IMODE(image.stat().st_mode) == 0o644
+    with pytest.raises(media.MediaError, match="no such folder"):
+        media.write_video(tmp_path / "missing" / "b.mp4", frames, 8)
+    assert not (tmp_path / "missing").exists()

@@ -14,14 +14,7 @@ from noor.engine import registry
 from noor.engine.task import Task, TaskError, size_from_aspect
 from noor.jobs.store import NotFound, Store
 
-# Dream Machine and OpenAI model names, mapped to installed Noor models (overridable in settings).
-DEFAULT_ALIASES = {
-    "ray-2": "tiny",
-    "ray-flash-2": "tiny",
-    "photon-1": "tiny",
-    "photon-flash-1": "tiny",
-    "sora-2": "tiny",
-}
+DEFAULT_ALIASES = registry.DEFAULT_ALIASES  # Dream Machine and OpenAI model names (overridable in settings)
 DURATIONS_S = {"5s": 5.0, "9s": 9.0}
 DEFAULT_RESOLUTION = "540p"
 

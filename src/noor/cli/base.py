@@ -5,8 +5,31 @@ from __future__ import annotations
 from typing import NoReturn
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+# typer 0.29 writes a required argument as `{prompt}` in the usage line and gives every flag a `<bool>` value
+# in the help, as if `--loop` took one. Noor's help follows the usual convention instead (`PROMPT`, `[OUTPUT]`,
+# a flag with no value): two display hooks of typer.core, pinned by pyproject's typer range and held by
+# tests/test_cli.py::test_help_shows_plain_usage_and_flags_without_values.
+
+
+def _usage_name(self: typer.core.TyperArgument) -> str:
+    name = self.display_name_raw.upper()
+    name = name if self.required else f"[{name}]"
+    return name + ("..." if self.nargs != 1 else "")
+
+
+_option_type = typer.core.TyperOption.display_type_rich
+
+
+def _option_type_unless_flag(self: typer.core.TyperOption, ctx: typer.core._click.Context) -> str | None:
+    return None if self.is_flag else _option_type(self, ctx)
+
+
+typer.core.TyperArgument._usage_display_name = _usage_name  # type: ignore[method-assign]
+typer.core.TyperOption.display_type_rich = _option_type_unless_flag  # type: ignore[method-assign]
 
 app = typer.Typer(
     help="Noor: open generative video. Generate, serve and plan.",
@@ -22,6 +45,10 @@ class BadInput(Exception):
 
 
 def fail(option: str, value: object, message: str) -> NoReturn:
+    """One line naming the option and the value (once: a message that already quotes the value is not followed
+    by it again)."""
+    if repr(value) in message:
+        raise BadInput(f"{option}: {message}")
     raise BadInput(f"{option}: {message}, got {value!r}")
 
 

@@ -72,7 +72,9 @@ def generate(
     output: Annotated[
         Path, typer.Option("-o", "--output", help=".mp4 for a video; .png/.jpg/.webp for one frame")
     ] = Path("noor.mp4"),
-    model: Annotated[str, typer.Option(help="model id (`tiny` is built in; see `noor models list`)")] = "tiny",
+    model: Annotated[
+        str, typer.Option(help="model id (`tiny` is built in; see `noor models list`) or an API name such as ray-2")
+    ] = "tiny",
     seed: Annotated[int, typer.Option(help="random seed; same seed, same clip")] = 0,
     frames: Annotated[int | None, typer.Option("--frames", help="number of frames (1 = an image)")] = None,
     fps: Annotated[int | None, typer.Option(help="frames per second of the video (default: the model's)")] = None,
@@ -98,12 +100,17 @@ def generate(
     started = time.perf_counter()
     # 1. validate everything before any work
     try:
-        spec = registry.get(model)
+        from noor.config import settings
+
+        aliases = registry.DEFAULT_ALIASES | settings().aliases  # the API's model names too (ray-2, sora-2...)
+        spec = registry.get(aliases.get(model, model))
         if weights is not None and not spec.weights_option:
             fail("--weights", str(weights), f"model {spec.id!r} takes no weights dir (its weights: {spec.source})")
         suffix = output.suffix.lower()
         if suffix not in media.VIDEO_SUFFIXES + media.IMAGE_SUFFIXES:
             fail("-o", str(output), "must end in .mp4, .png, .jpg, .jpeg or .webp")
+        if not output.parent.is_dir():
+            fail("-o", str(output), f"no such folder: {str(output.parent)!r}")
         is_image_path = suffix in media.IMAGE_SUFFIXES
         num_frames = frames if frames is not None else (1 if is_image_path else spec.native_frames)
         if is_image_path and num_frames != 1:

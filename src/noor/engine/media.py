@@ -26,10 +26,30 @@ class MediaError(ValueError):
     """A file that cannot be read or written as the media asked for."""
 
 
+def _umask() -> int:
+    """The process's umask, read without setting it where Linux allows (setting it, even back, races with other
+    threads creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def _atomic(path: Path) -> Iterator[Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """A temporary file beside `path`, renamed into place when the block ends without an error. The folder must
+    exist (a mistyped folder is an error, not a new folder); the file gets the mode any new file gets (mkstemp's
+    0600 would hide it from the user's group and others, unlike every other file they write)."""
+    if not path.parent.is_dir():
+        raise MediaError(f"no such folder: {str(path.parent)!r}")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     try:
         yield Path(tmp)

@@ -110,6 +110,8 @@ class ModelSpec:
                 raise TaskError(capability, True, f"model {self.id!r} cannot do {capability}")
         if task.is_image and (task.end_frame is not None or task.loop):
             raise TaskError("num_frames", 1, "an image has no end frame and cannot loop")
+        if task.loop and task.end_frame is not None:  # the API's rule too: "Loop is not supported for end frame"
+            raise TaskError("loop", True, "a loop ends on its first frame, so it cannot also be given an end frame")
         return self._vocabulary_notes(task) + self.fit(task)[1]
 
     def _vocabulary_notes(self, task: Task) -> list[str]:
@@ -123,6 +125,16 @@ class ModelSpec:
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
+
+# Dream Machine and OpenAI model names, mapped to Noor models (NOOR_ALIASES merges over these): the API and
+# the CLI accept the same names.
+DEFAULT_ALIASES = {
+    "ray-2": "tiny",
+    "ray-flash-2": "tiny",
+    "photon-1": "tiny",
+    "photon-flash-1": "tiny",
+    "sora-2": "tiny",
+}
 
 
 class UnknownModel(TaskError):
