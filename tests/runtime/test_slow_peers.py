@@ -173,6 +173,18 @@ def test_a_name_lookup_that_hangs_is_given_up() -> None:
         answer.set()
 
 
+def test_slots_are_taken_all_or_nothing() -> None:
+    slots = Slots(3, {"host": 1, "tenant": 2})
+    assert slots.take({"host": "a", "tenant": "acme"})
+    assert not slots.take({"host": "a", "tenant": "globex"})  # host a is full: globex's count is not touched
+    assert slots.take({"host": "b", "tenant": "globex"}) and slots.take({"host": "c", "tenant": "globex"})
+    assert not slots.take({"host": "d", "tenant": "initech"})  # 3 in total
+    slots.give({"host": "a", "tenant": "acme"})
+    assert slots.in_flight == 2 and slots.take({"host": "a", "tenant": "initech"})
+    with pytest.raises(ValueError, match="at least 1"):
+        Slots(0, {"host": 1})
+
+
 def test_fetches_hold_at_most_their_slots_per_tenant_and_in_total(peer: Peer) -> None:
     guard = loopback_guard(fetch_deadline_s=1.0, fetch_slots=Slots(3, {"tenant": 2}))
     url = f"http://images.example:{peer.port}/trickle-body"

@@ -30,9 +30,6 @@ class Slots:
     def in_flight(self) -> int:
         return self._in_flight
 
-    def full(self, kind: str, value: str) -> bool:
-        return self._in_flight >= self.total or self._held[(kind, value)] >= self.per_key[kind]
-
     def take(self, keys: Mapping[str, str]) -> bool:
         """One slot in total and one for each (kind, value) in `keys`, or nothing and False."""
         with self._lock:
