@@ -162,6 +162,9 @@ def test_a_declared_length_over_the_cap_is_a_413_before_the_body(api: dict[str, 
     headers = api["auth"] | {"Content-Type": "application/json", "Content-Length": str(MAX_JSON_BYTES + 1)}
     r = api["client"].post("/generations/video", content=b"{}", headers=headers)
     assert r.status_code == 413 and r.json() == {"detail": f"request body must be at most {MAX_JSON_BYTES} bytes"}
+    # the gate's refusals are counted like any other answer
+    metrics = api["client"].get("/metrics").text
+    assert 'noor_http_requests_total{method="POST",route="unmatched",status="413"} 1.0' in metrics
 
 
 # --- #25-15: 500s that are 4xx ------------------------------------------------------------------------------------

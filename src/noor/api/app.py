@@ -424,7 +424,6 @@ def create_app(store: Store, assets: AssetStore, config: ApiConfig) -> FastAPI:
     from noor.api.studio import install as install_studio
 
     install_studio(app)  # the web studio at / and /studio/, and its /v1/studio routes
-    metrics.install(app, store, prefixes=(DM_PREFIX,))
 
     async def authenticate(kind: str, key: str | None) -> bool:
         if not key:
@@ -433,7 +432,9 @@ def create_app(store: Store, assets: AssetStore, config: ApiConfig) -> FastAPI:
             return await run_in_threadpool(tenants.authenticate, store, key, "worker") is not None
         return ctx.keys.cached(key) is not None or await run_in_threadpool(ctx.keys.tenant, store, key) is not None
 
+    # inside the metrics middleware, so its refusals are counted too (route "unmatched")
     app.add_middleware(RequestGate, authenticate=authenticate, limit_for=body_limit_bytes)
+    metrics.install(app, store, prefixes=(DM_PREFIX,))
 
     @app.exception_handler(RequestError)
     def request_error(request: Request, err: RequestError) -> JSONResponse:
