@@ -91,6 +91,21 @@ def test_multi_gpu_jobs_need_k_gpus_on_one_node_best_fit() -> None:
     assert [(a.worker_id, ids(list(a.jobs))) for a in plan] == [("n3", ["wide"]), ("n3", ["one"])]
 
 
+def test_place_is_best_fit_the_rule_the_simulators_sites_apply() -> None:
+    """One placement rule: `place` and the simulator's sites are both `Nodes.take` (fewest free GPUs that fit,
+    then the first listed); checked against the rule written out, on random pools."""
+    from noor.sim.core import _Site
+
+    assert issubclass(_Site, scheduling.Nodes)
+    rng = random.Random(2)
+    for _ in range(300):
+        workers = [WorkerView(f"n{i}", None, "c", rng.randint(0, 8), 0.0) for i in range(rng.randint(1, 8))]
+        wide = job("j", 0.0, gpus=rng.choice([1, 2, 4, 8]))
+        fitting = [w for w in workers if w.free_gpus >= wide.gpus]
+        expected = min(fitting, key=lambda w: (w.free_gpus, workers.index(w))) if fitting else None
+        assert scheduling.place(wide, workers) == expected
+
+
 def test_assign_strict_order_without_backfill() -> None:
     nodes = [WorkerView("n1", None, "c", 2, 0.0)]
     queue = [job("wide", 0.0, gpus=4), job("one", 1.0)]

@@ -8,6 +8,7 @@ lease expired can no longer finish the job someone else has since claimed (exact
 from __future__ import annotations
 
 import builtins
+import functools
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -188,12 +189,57 @@ def migrate(db: Engine) -> None:
 
 
 
+_SORT_BY = {"priority": _generations.c.priority, "submitted_at_s": _generations.c.created_at,
+            "predicted_gpu_s": _generations.c.eta_s.nulls_first()}  # live jobs run on one GPU
+_GROUP_BY = {"tenant": _generations.c.tenant, "predicted_gpu_s": _generations.c.eta_s}
+
+
+@functools.lru_cache(maxsize=256)
+def _queued_statements(
+    models: tuple[str, ...] | None,
+    regions: tuple[str, ...] | None,
+    elsewhere: tuple[str, ...],
+    order: tuple[str, ...],
+    group: str | None,
+    limit: int | None,
+) -> tuple[Any, Any]:
+    """`Store.queued`'s statements, built once per worker's view (building one costs more than running it):
+    the ids of each group's first job (None without a group), and the rows (of those ids, bound as `ids`)."""
+    from noor.jobs.tenants import Tenant
+
+    # 1. which queued jobs this worker may run (the same conditions for every read)
+    may_run: list[ColumnElement[bool]] = [
+        _generations.c.state == State.QUEUED.value, _generations.c.deleted_at.is_(None)]
+    if models is not None:
+        may_run.append(_generations.c.model.in_(models))
+    if regions is not None:
+        may_run.append(or_(_generations.c.region.is_(None), _generations.c.region.in_(regions)))
+    if elsewhere:
+        may_run.append(_generations.c.tenant.not_in(elsewhere))
+    columns = [_SORT_BY[name] for name in order] + [_generations.c.id]
+    # 2. the first `limit` in order, or the first of each group (a point read per group from the index; their
+    # ids first, then their rows: in one statement PostgreSQL joined them with a table scan)
+    heads = None if group is None else _heads(may_run, columns, _GROUP_BY[group], limit)
+    chosen = may_run if heads is None else [_generations.c.id.in_(bindparam("ids", expanding=True))]
+    query = (
+        select(
+            _generations.c.id, _generations.c.tenant, _generations.c.model, _generations.c.created_at,
+            _generations.c.eta_s, _generations.c.priority, _generations.c.region, Tenant.regions,
+        )
+        .outerjoin(Tenant, Tenant.name == _generations.c.tenant)
+        .where(*chosen)
+        .order_by(*columns)
+        .limit(limit)
+    )  # fmt: skip
+    return heads, query
+
+
 def _heads(
     may_run: Sequence[ColumnElement[bool]], columns: Sequence[ColumnElement[Any]], field: Any, limit: int | None
-) -> ColumnElement[bool]:
-    """Jobs that are the first in `columns` order among those with their value of `field`, for the lowest `limit`
-    values (NULL, if any, first). The values are found by skipping through the index from one to the next, a
-    point read each (PostgreSQL has no skip scan, and DISTINCT would walk every queued job)."""
+) -> Any:
+    """The ids of the jobs that are first in `columns` order among those with their value of `field`, for the
+    lowest `limit` values (NULL, if any, first). The values are found by skipping through the index from one to
+    the next, a point read each (PostgreSQL has no skip scan, and DISTINCT would walk every queued job)."""
     skip, inner = _generations.alias("skip"), _generations.alias("inner")
     to_skip, to_inner = ClauseAdapter(skip).traverse, ClauseAdapter(inner).traverse
     # in the index's own order (eta_s is indexed NULLS FIRST: PostgreSQL uses that index only for that order)
@@ -212,10 +258,7 @@ def _heads(
         return rows.order_by(*map(to_inner, columns)).limit(1).scalar_subquery()
 
     heads = select(first(inner.c[field.name] == values.c.value).label("id")).where(values.c.value.is_not(None))
-    if not field.nullable:
-        return _generations.c.id.in_(heads)
-    # and the first job without a value, in the same IN list (an OR would cost PostgreSQL a table scan)
-    return _generations.c.id.in_(union_all(heads, select(first(inner.c[field.name].is_(None)).label("id"))))
+    return union_all(heads, select(first(inner.c[field.name].is_(None)).label("id"))) if field.nullable else heads
 
 
 class Store:
@@ -486,42 +529,24 @@ class Store:
         """
         from noor.jobs.tenants import Tenant
 
-        sort_by = {"priority": _generations.c.priority, "submitted_at_s": _generations.c.created_at,
-                   "predicted_gpu_s": _generations.c.eta_s.nulls_first()}  # live jobs run on one GPU
-        group_by = {"tenant": _generations.c.tenant, "predicted_gpu_s": _generations.c.eta_s}
-        unknown = [name for name in order if name not in sort_by]
+        unknown = [name for name in order if name not in _SORT_BY]
         if unknown:
-            raise ValueError(f"order: unknown field {unknown[0]!r}; valid: {', '.join(sort_by)}")
-        if group is not None and group not in group_by:
-            raise ValueError(f"group: unknown field {group!r}; valid: {', '.join(group_by)}")
+            raise ValueError(f"order: unknown field {unknown[0]!r}; valid: {', '.join(_SORT_BY)}")
+        if group is not None and group not in _GROUP_BY:
+            raise ValueError(f"group: unknown field {group!r}; valid: {', '.join(_GROUP_BY)}")
         with self.session() as s:
-            # 1. which queued jobs this worker may run (the same conditions for every read below)
-            may_run: builtins.list[ColumnElement[bool]] = [
-                _generations.c.state == State.QUEUED.value, _generations.c.deleted_at.is_(None)]
-            if models is not None:
-                may_run.append(_generations.c.model.in_(list(models)))
-            if regions is not None:
-                may_run.append(or_(_generations.c.region.is_(None), _generations.c.region.in_(list(regions))))
-                # tenants bound to other regions only (few rows: read, then excluded in SQL so LIMIT stays right)
+            elsewhere: tuple[str, ...] = ()
+            if regions is not None:  # tenants bound to other regions only (few rows: excluded in SQL, so LIMIT holds)
                 bound = s.execute(select(Tenant.name, Tenant.regions).where(Tenant.regions.is_not(None)))
-                elsewhere = [name for name, allowed in bound if allowed is not None and not set(allowed) & set(regions)]
-                if elsewhere:
-                    may_run.append(_generations.c.tenant.not_in(elsewhere))
-            columns = [sort_by[name] for name in order] + [_generations.c.id]
-            # 2. the first `limit` in order, or the first of each group (a point read per group from the index)
-            chosen = may_run if group is None else [_heads(may_run, columns, group_by[group], limit)]
-            query = (
-                select(
-                    _generations.c.id, _generations.c.tenant, _generations.c.model, _generations.c.created_at,
-                    _generations.c.eta_s, _generations.c.priority, _generations.c.region, Tenant.regions,
-                )
-                .outerjoin(Tenant, Tenant.name == _generations.c.tenant)
-                .where(*chosen)
-                .order_by(*columns)
-                .limit(limit)
+                elsewhere = tuple(
+                    name for name, allowed in bound if allowed is not None and not set(allowed) & set(regions))
+            heads, query = _queued_statements(
+                tuple(models) if models is not None else None, tuple(regions) if regions is not None else None,
+                elsewhere, order, group, limit,
             )  # fmt: skip
+            ids = [] if heads is None else [gid for gid in s.scalars(heads) if gid is not None]
             out = []
-            for row in s.execute(query):
+            for row in s.execute(query, {"ids": ids} if heads is not None else {}):
                 allowed: tuple[str, ...] | None = tuple(row.regions) if row.regions is not None else None
                 if row.region is not None:  # a job bound to one region: that one, if its tenant allows it
                     allowed = (row.region,) if allowed is None or row.region in allowed else ()
