@@ -64,3 +64,23 @@ def test_no_generated_request_is_a_server_error(fuzzed_app: FastAPI) -> None:
     assert len(cases) >= 500, len(cases)
     statuses = {status for _, status in cases}
     assert any(s < 300 for s in statuses) and any(400 <= s < 500 for s in statuses), statuses
+
+
+def test_without_a_key_every_secured_operation_is_a_declared_401(fuzzed_app: FastAPI) -> None:
+    """The document's `security` is the truth: each operation that declares the bearer scheme answers 401 (with its
+    declared body) without a key, and the others answer without one."""
+    seen: dict[str, set[int]] = {}
+
+    @settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def check(case: Any) -> None:
+        response = case.call()
+        seen.setdefault(case.operation.label, set()).add(response.status_code)
+        case.validate_response(response, checks=RESPONSE_CHECKS)
+        if case.operation.definition.raw.get("security"):
+            assert response.status_code == 401, (case.operation.label, response.text)
+
+    for operation in _operations(fuzzed_app):
+        given(case=operation.as_strategy())(check)()
+    secured = {label for label, statuses in seen.items() if statuses == {401}}
+    assert "POST /dream-machine/v1/generations/video" in secured and "POST /v1/videos" in secured
+    assert 401 not in seen["GET /dream-machine/v1/ping"]
