@@ -19,8 +19,8 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     ColumnElement,
-    DateTime,
     Engine,
+    Float,
     Integer,
     String,
     and_,
@@ -34,11 +34,12 @@ from sqlalchemy import (
     or_,
     select,
     table,
-    type_coerce,
     union_all,
     update,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.util import ClauseAdapter
 
 from noor import scheduling
@@ -187,6 +188,42 @@ def migrate(db: Engine) -> None:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
+
+
+class _epoch_s(FunctionElement[float]):
+    """Seconds since 1970 of a stored UTC datetime, as a float on both databases: whole seconds exact, as the
+    simulator's (SQLite's julianday drops the microseconds, and a difference of two is off by ~20 us more: fair
+    share would break ties unlike the simulator)."""
+
+    type = Float()
+    inherit_cache = True
+
+
+@compiles(_epoch_s, "sqlite")
+def _epoch_s_sqlite(element: _epoch_s, compiler: Any, **kw: Any) -> str:
+    # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' (SQLAlchemy's format): whole seconds, then the fraction after them
+    value = compiler.process(element.clauses, **kw)
+    return f"(CAST(strftime('%s', {value}) AS REAL) + CAST(substr({value}, 20) AS REAL))"
+
+
+@compiles(_epoch_s, "postgresql")
+def _epoch_s_postgresql(element: _epoch_s, compiler: Any, **kw: Any) -> str:
+    return f"EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)})"
+
+
+class _greatest(FunctionElement[float]):
+    type = Float()
+    inherit_cache = True
+
+
+@compiles(_greatest, "sqlite")
+def _greatest_sqlite(element: _greatest, compiler: Any, **kw: Any) -> str:
+    return f"max({compiler.process(element.clauses, **kw)})"  # SQLite's max() of several arguments is a scalar
+
+
+@compiles(_greatest, "postgresql")
+def _greatest_postgresql(element: _greatest, compiler: Any, **kw: Any) -> str:
+    return f"GREATEST({compiler.process(element.clauses, **kw)})"
 
 
 _SORT_BY = {"priority": _generations.c.priority, "submitted_at_s": _generations.c.created_at,
@@ -632,24 +669,18 @@ class Store:
 
     def _usage(self, now: datetime) -> dict[str, float]:
         """GPU-seconds each tenant was given in the last USAGE_WINDOW: each run's part inside it, a running job's
-        up to `now` (what the simulator counts, with no window). Read from the state and finished_at indexes."""
-        since = now - USAGE_WINDOW
-        # plain DateTime, not UTCDateTime: its per-value conversion was 4/5 of this read's time (2,000 runs: 57 ms
-        # -> 12 ms on SQLite); SQLite's come back naive (UTC), PostgreSQL's aware, and both are compared as such
+        up to `now` (what the simulator counts, with no window). Summed in SQL per tenant, from the state and
+        finished_at indexes (2,000 runs in the window: one row per tenant back, not 2,000 to convert)."""
+        now_s, since_s = (now - EPOCH).total_seconds(), (now - USAGE_WINDOW - EPOCH).total_seconds()
         g = _generations.c
-        query = select(g.tenant, type_coerce(g.started_at, DateTime()), type_coerce(g.finished_at, DateTime())).where(
-            _generations.c.started_at.is_not(None),
-            or_(_generations.c.state == State.DREAMING.value, _generations.c.finished_at >= since),
+        given_s = func.coalesce(_epoch_s(g.finished_at), now_s) - _greatest(_epoch_s(g.started_at), since_s)
+        query = (
+            select(g.tenant, func.sum(_greatest(given_s, 0.0)))
+            .where(g.started_at.is_not(None), or_(g.state == State.DREAMING.value, g.finished_at >= now - USAGE_WINDOW))
+            .group_by(g.tenant)
         )
-        usage: dict[str, float] = {}
         with self.session() as s:
-            rows = s.execute(query).all()
-        if rows and rows[0][1].tzinfo is None:
-            now, since = (t.astimezone(UTC).replace(tzinfo=None) for t in (now, since))
-        for tenant, start, end in rows:
-            seconds = ((end or now) - max(start, since)).total_seconds()
-            usage[tenant] = usage.get(tenant, 0.0) + max(0.0, seconds)
-        return usage
+            return {tenant: float(seconds) for tenant, seconds in s.execute(query)}
 
     def heartbeat(
         self,
