@@ -44,6 +44,8 @@ def serve(
     ] = 0.0,
 ) -> None:
     """Serve the Dream Machine-compatible API with local workers (or Ray actors) on the built-in model."""
+    import signal
+
     import uvicorn
 
     from noor import catalog, logs
@@ -100,6 +102,9 @@ def serve(
     else:
         assets, pool, where = _ray_workers(ray, gpus_per_worker, workers, store)
     api = create_app(store, assets, config)
+    # Ctrl+C reaches every process of the terminal's group: workers started while SIGINT is ignored inherit that
+    # from their first instruction (the server alone decides when they stop); uvicorn handles it for the server.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     pool.start()
     reaper = Reaper(store).start()  # a dead worker's job goes back to the queue when its lease runs out
     base_url = cfg.public_url or f"http://{host}:{port}"
@@ -109,6 +114,11 @@ def serve(
     stop_hooks = threading.Event()
     threading.Thread(target=hooks.run_forever, args=(stop_hooks,), daemon=True, name="webhooks").start()
     print(f"Noor is serving on http://{host}:{port}  (data in {cfg.data_dir}, {where})", flush=True)
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again for the handler it found: with
+    # Python's defaults that is a KeyboardInterrupt inside its event loop (a logged traceback) or, for SIGTERM, an
+    # exit that skips the clean-up below (workers and their semaphores leaked). SIGINT is ignored (above) and
+    # SIGTERM only noted, so the clean-up runs.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         uvicorn.run(api, host=host, port=port, log_config=logs.config(cfg.log_level, cfg.log_format))
     finally:

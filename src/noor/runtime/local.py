@@ -36,13 +36,13 @@ def load_backend(model: str, threads: int | None = None, weights: Path | None = 
 
 
 def _work(name: str, database_url: str, assets_url: str, threads: int | None, lease_s: float, stop: MpEvent) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop (Ctrl+C hits the group)
     from noor import logs
     from noor.config import settings
     from noor.jobs.assets import AssetStore
     from noor.jobs.store import Store
     from noor.runtime.worker import Worker, WorkerConfig
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     logs.setup(settings().log_level, settings().log_format)
     store = Store(database_url, run_migrations=False, scheduler=settings().scheduling_policy())
     from noor.engine import registry
