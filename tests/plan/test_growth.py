@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -78,3 +79,27 @@ def test_chips_retire_after_their_life() -> None:
         {"site": "hall-1", "chip": "b200", "chips": plan_site(115, "b200", sc.mix, a).hardware.chips, "month": 60.0},
     ]
     assert doc["phases"][-1]["power_mw"] == 2150  # the buildings and their power stay
+
+
+def test_the_table_shortfall_is_what_the_chart_shows_month_by_month(noor_plan: Callable[..., Any]) -> None:
+    """Issue #26: the table showed 0 at every phase (demand read only on the day new capacity arrives) while the
+    chart's series had demand above capacity in months 7-11 and 26-35."""
+    run = noor_plan("growth", str(EXAMPLE), "--json")
+    assert run.code == 0, run.stderr
+    doc = json.loads(run.stdout)
+    months = [t["month"] for t in doc["timeline"]]
+    assert months == [float(m) for m in range(0, 61)]  # the chart's x: every month to the horizon
+    starts = [p["month"] for p in doc["phases"]] + [math.inf]
+    for i, phase in enumerate(doc["phases"]):
+        window = [t for t in doc["timeline"] if starts[i] <= t["month"] < starts[i + 1]]
+        gaps = {t["month"]: t["demand_videos_per_day"] - t["capacity_videos_per_day"] for t in window}
+        assert phase["short_months"] == [m for m, gap in gaps.items() if gap > 0]
+        assert phase["shortfall_videos_per_day"] == pytest.approx(max(0.0, *gaps.values()))
+    assert [p["short_months"] for p in doc["phases"]] == [
+        [7.0, 8.0, 9.0, 10.0, 11.0], [float(m) for m in range(26, 36)], []]
+    # month 35: 56.7M videos/day wanted of 24.4M built, 2.3x
+    year_end = doc["phases"][1]
+    assert year_end["shortfall_videos_per_day"] > 1.3 * year_end["capacity_videos_per_day"]
+    table = noor_plan("growth", str(EXAMPLE)).stdout
+    row = next(line for line in table.splitlines() if line.startswith("| year end |"))
+    assert f"{year_end['shortfall_videos_per_day']:,.0f} (months 26-35)" in row

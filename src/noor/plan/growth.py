@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,18 @@ class GrowthPlan:
     timeline: list[dict[str, float]]  # month by month: capacity and demand
     retirements: list[dict[str, Any]] = field(default_factory=list)  # builds whose chips reach end of life
 
+    def shortfall(self, index: int) -> tuple[float, list[float]]:
+        """The largest shortfall (demand - capacity, videos/day) while phase `index` is the latest one built,
+        read from the month-by-month timeline, and the months in which demand exceeds capacity then. A phase's
+        own month is the day its capacity arrives: demand that outgrows it later shows only month by month."""
+        start = self.phases[index].phase.month
+        end = self.phases[index + 1].phase.month if index + 1 < len(self.phases) else math.inf
+        window = [t for t in self.timeline
+                  if start <= t["month"] < end or (end == math.inf and t["month"] >= start)]
+        short = [t for t in window if t["demand_videos_per_day"] > t["capacity_videos_per_day"]]
+        peak = max((t["demand_videos_per_day"] - t["capacity_videos_per_day"] for t in short), default=0.0)
+        return peak, [t["month"] for t in short]
+
     def to_dict(self) -> dict[str, Any]:
         cap = self.assumptions.num("serve.utilisation")
         chips = sorted({b.chip for p in self.scenario.phases for b in p.builds})
@@ -146,13 +159,14 @@ class GrowthPlan:
                     "capacity_videos_per_day": r.capacity_videos_per_day,
                     "demand_videos_per_day": r.demand_videos_per_day,
                     "served_videos_per_day": r.served,
-                    "shortfall_videos_per_day": max(0.0, r.demand_videos_per_day - r.capacity_videos_per_day),
+                    "shortfall_videos_per_day": self.shortfall(i)[0],  # the worst month until the next phase
+                    "short_months": self.shortfall(i)[1],
                     "utilisation": r.utilisation(cap),
                     "capex_usd": r.capex_usd,
                     "cost_per_day_usd": r.cost_per_day_usd,
                     "usd_per_video_served": r.video_cost_per_day_usd / r.served if r.served > 0 else None,
                 }
-                for r in self.phases
+                for i, r in enumerate(self.phases)
             ],
             "timeline": self.timeline,
             "summary": {

@@ -157,6 +157,15 @@ def html_report(doc: dict[str, Any]) -> str:
     return render(doc)
 
 
+def _shortfall(phase: dict[str, Any]) -> str:
+    """The phase's worst month-by-month shortfall and the months demand exceeds capacity (as the chart shows)."""
+    months = phase["short_months"]
+    if not months:
+        return "0"
+    span = f"month {_n(months[0])}" if len(months) == 1 else f"months {_n(months[0])}-{_n(months[-1])}"
+    return f"{_n(phase['shortfall_videos_per_day'])} ({span})"
+
+
 def growth_markdown(doc: dict[str, Any]) -> str:
     inputs = doc["inputs"]
     lines = [f"# Growth plan: {inputs['scenario']}", ""]
@@ -172,13 +181,13 @@ def growth_markdown(doc: dict[str, Any]) -> str:
     lines += [""]
     lines += ["## Phases", ""]
     lines += _table(
-        ["phase", "month", "buy", "power MW", "capacity videos/day", "demand videos/day", "shortfall", "utilisation",
-         "capex", "cost/day", "$/video served"],
+        ["phase", "month", "buy", "power MW", "capacity videos/day", "demand videos/day",
+         "worst shortfall to next phase", "utilisation", "capex", "cost/day", "$/video served"],
         [[p["name"], _n(p["month"]),
           "; ".join(f"{_n(b['chips_to_buy'])} {b['chip']} at {b['site']} "
                     f"(+{_n(b['power_mw'])} MW, {_n(b['racks'])} racks)" for b in p["builds"]),
           _n(p["power_mw"]), _n(p["capacity_videos_per_day"]), _n(p["demand_videos_per_day"]),
-          _n(p["shortfall_videos_per_day"]), _n(p["utilisation"]), _usd(p["capex_usd"]), _usd(p["cost_per_day_usd"]),
+          _shortfall(p), _n(p["utilisation"]), _usd(p["capex_usd"]), _usd(p["cost_per_day_usd"]),
           _usd(p["usd_per_video_served"])] for p in doc["phases"]],
     )
     lines += ["", "## Demand forecast", ""]
