@@ -167,7 +167,8 @@ def test_metrics_add_up() -> None:
     assert 0 < f["utilisation"] < 1
     busy_h = sum(s["busy_gpu_h"] for s in r["sites"])
     assert f["energy_kwh"] == pytest.approx(sum(
-        (s["busy_gpu_h"] + (s["gpus"] * 2 - s["busy_gpu_h"]) * 0.15) * 700 * 1.3 / 1000 for s in r["sites"]))
+        ((s["busy_gpu_h"] + (s["gpus"] * 2 - s["busy_gpu_h"]) * 0.15) * 700 + s["gpus"] * 2 * 0.53 * 700)  # + host
+        * 1.3 / 1000 for s in r["sites"]))
     assert busy_h == pytest.approx(f["utilisation"] * 24 * 2)
     assert f["cost_usd"] == pytest.approx(24 * 2 * 2.5)
     for c in r["classes"]:

@@ -23,7 +23,10 @@ def test_html_report_has_the_plots_and_the_numbers() -> None:
     assert not re.search(r"<t[dh]>[-:| ]*-{2,}[-:| ]*</t[dh]>", page)  # no Markdown separator row as data
     for c in result["classes"]:
         assert f"<td>{c['name']}</td><td>{c['jobs']:,}</td>" in page
-    assert f"{result['fleet']['videos_per_hour']:,.0f} videos/hour" in page
+    f = result["fleet"]
+    assert f"{f['videos_per_hour']:,.0f} videos/hour, {f['images_per_hour']:,.0f} images/hour" in page
+    images = sum(c["jobs"] for c in result["classes"] if c["name"] == "image-1k")  # not videos (issue #26)
+    assert f["videos_per_hour"] * 4.0 < sum(c["jobs"] for c in result["classes"]) - 0.9 * images
     assert "ksa-sovereign" in page and "me-riyadh-1" in page and "mi300x" in page
     assert re.search(r"busy GPU at TDP", page)
 

@@ -23,7 +23,7 @@ import numpy as np
 from noor.sim.analytic import pool_stats
 from noor.sim.arrivals import mix, rate_per_s
 from noor.sim.fleet import Fleet
-from noor.sim.metrics import ENERGY_ASSUMPTION, QUANTILES
+from noor.sim.metrics import ENERGY_ASSUMPTION, QUANTILES, energy, per_kind
 from noor.sim.scenario import ScenarioError
 
 SAMPLES = 200_000
@@ -146,10 +146,7 @@ def summarize(fleet: Fleet) -> dict[str, Any]:
             "name": site.name, "region": site.region, "chip": site.chip, "gpus": site.gpus,
             "servers": int(servers[k]), "utilisation": busy / gpu_s, "busy_gpu_h": busy / 3600,
             "down_gpu_h": down / 3600, "lost_work_gpu_h": lost / 3600, "failures": failures,
-            "energy_kwh": ((busy + idle * site.idle_power_fraction) * site.tdp_w + (busy + idle) * site.host_w_per_gpu)
-            * site.pue / 3.6e6
-            if site.tdp_w else None,
-            "cost_usd": site.gpus * s.horizon_h * site.usd_per_gpu_hour,
+            **energy(site, busy, idle), "cost_usd": site.gpus * s.horizon_h * site.usd_per_gpu_hour,
         })
     total_gpus = sum(site.gpus for site in fleet.sites)
     energies = [x["energy_kwh"] for x in sites]
@@ -158,7 +155,6 @@ def summarize(fleet: Fleet) -> dict[str, Any]:
         "jobs": round(total_jobs),
         "completed": round(total_jobs),
         "utilisation": float(sum(x["busy_gpu_h"] for x in sites) * 3600 / (total_gpus * horizon_s)),
-        "videos_per_hour": total_jobs / s.horizon_h,
         "energy_kwh": sum(e for e in energies if e is not None) if all(e is not None for e in energies) else None,
         "cost_usd": sum(x["cost_usd"] for x in sites),
         "gpu_hours_lost_to_failures": sum(x["lost_work_gpu_h"] + x["down_gpu_h"] for x in sites),
@@ -168,7 +164,8 @@ def summarize(fleet: Fleet) -> dict[str, Any]:
         "unstable_hours": unstable,
         **{key: v for key, v in group("all", np.ones(SAMPLES, bool), total_jobs).items() if key != "name"},
     }
-    overall["usd_per_video"] = overall["cost_usd"] / total_jobs if total_jobs else None
+    gpu_s = (per.sum(axis=(0, 3)) * np.nan_to_num(dur) * k_of[:, None]).sum(axis=1)  # (class,) GPU-seconds
+    overall.update(per_kind(fleet, per.sum(axis=(0, 2, 3)), gpu_s, overall["cost_usd"]))
     lq = np.where(np.isfinite(tail), lam[:, :, :, :].sum(axis=(0, 1)) * p_wait * tail, math.nan)  # Little: Lq = λ Wq
     # busy GPUs per site and hour: offered GPU-seconds per second (all served, capped at the site's GPUs)
     busy_series = np.minimum(np.einsum("tcsh,cs,c->sh", lam, np.nan_to_num(dur), k_of),

@@ -14,6 +14,14 @@ from noor.scheduling import QueuedJob, WorkerView, eligible
 from noor.sim.arrivals import Arrivals, poisson, trace
 from noor.sim.scenario import RequestClass, Scenario, ScenarioError
 
+# A site that gives no host power draws this share of its GPU's TDP per GPU for the rest of its server
+# (CPUs, host memory, NICs, local storage, fans): Epoch AI, total server power = 1.53 x GPU power (GPUs'
+# power usage in AI data centers, 18 Dec 2025, https://epoch-website.web.app/data-insights/gpus-power-usage-in-ai-data-centers;
+# data/published/datacenter.md §3), the planner's it.server_per_accelerator. Never 0: a server's host draws.
+HOST_SHARE_OF_TDP = 0.53
+HOST_DEFAULT_SOURCE = ("default: 0.53 x TDP (Epoch AI: a server draws 1.53 x its GPUs' power; "
+                       "datacenter.md §3); set host_w_per_gpu to replace it")
+
 
 @dataclass
 class SiteInfo:
@@ -32,6 +40,7 @@ class SiteInfo:
     pue: float
     usd_per_gpu_hour: float
     memory_gb: float
+    host_w_source: str = "scenario"  # where host_w_per_gpu came from
 
 
 @dataclass
@@ -81,6 +90,9 @@ def _site(s: Scenario, i: int) -> SiteInfo:
     chip = catalog.chip(site.chip)
     gpus = site.gpu_count
     tdp = site.tdp_w if site.tdp_w is not None else chip.tdp_w
+    host_w, host_source = site.host_w_per_gpu, "scenario"
+    if host_w is None:
+        host_w, host_source = HOST_SHARE_OF_TDP * (tdp or 0.0), HOST_DEFAULT_SOURCE
     return SiteInfo(
         name=site.name,
         region=site.region,
@@ -91,12 +103,13 @@ def _site(s: Scenario, i: int) -> SiteInfo:
         mtbf_s=site.mtbf_h * 3600 if site.mtbf_h is not None else None,
         mttr_s=site.mttr_h * 3600,
         tdp_w=tdp,
-        host_w_per_gpu=site.host_w_per_gpu,
+        host_w_per_gpu=host_w,
         idle_power_fraction=site.idle_power_fraction,
         job_overhead_s=site.job_overhead_s,
         pue=site.pue,
         usd_per_gpu_hour=site.usd_per_gpu_hour if site.usd_per_gpu_hour is not None else chip.usd_per_hour,
         memory_gb=chip.hbm_gb or 0.0,
+        host_w_source=host_source,
     )
 
 

@@ -5,7 +5,10 @@ Energy (an assumption, stated in each result): a busy GPU draws its TDP, an idle
 `idle_power_fraction` x TDP, a down one nothing; each up GPU adds `host_w_per_gpu` (its share of the
 server: CPUs, NICs, fans); facility energy = IT energy x the site's PUE.
 Cost: every GPU of the site is paid for the whole horizon at its $/GPU-hour (rented or amortised),
-busy or not.
+busy or not. Videos and images are counted apart (a request of one frame is an image, as the planner
+counts them): $/video is the cost share of the GPU-seconds the finished videos took (perf-model time on
+their site's chip plus the job overhead, x GPUs per job; idle time shared alike) over the videos, and
+$/image the same over the images.
 """
 
 from __future__ import annotations
@@ -15,15 +18,48 @@ from typing import Any
 
 import numpy as np
 
+from noor import catalog
 from noor.sim.core import Record
-from noor.sim.fleet import Fleet
+from noor.sim.fleet import Fleet, SiteInfo
 
 QUANTILES = (50, 95, 99)
 ENERGY_ASSUMPTION = (
     "busy GPU at TDP, idle GPU at idle_power_fraction x TDP, down GPU 0 W, + host_w_per_gpu while up; "
     "facility = IT x PUE; "
-    "cost = all GPUs x horizon x $/GPU-hour"
+    "cost = all GPUs x horizon x $/GPU-hour, split between videos and images by the GPU-seconds each took"
 )
+
+
+def energy(site: SiteInfo, busy_gpu_s: float, idle_gpu_s: float) -> dict[str, Any]:
+    """A site's facility kWh (None if its chip's power is unpublished) and the host power it assumed."""
+    kwh = (((busy_gpu_s + idle_gpu_s * site.idle_power_fraction) * site.tdp_w
+            + (busy_gpu_s + idle_gpu_s) * site.host_w_per_gpu) * site.pue / 3.6e6) if site.tdp_w else None
+    return {"energy_kwh": kwh, "host_w_per_gpu": site.host_w_per_gpu, "host_w_source": site.host_w_source}
+
+
+def is_video(fleet: Fleet) -> np.ndarray:
+    """(class,) True where a class makes videos: more than one frame, as the model draws it."""
+    return np.array([c.shape.for_model(catalog.model(c.model)).num_frames > 1 for c in fleet.classes], dtype=bool)
+
+
+def job_gpu_s(fleet: Fleet) -> np.ndarray:
+    """(class, site) GPU-seconds one job takes: perf-model time on the site's chip + overhead, x its GPUs."""
+    return np.array([[(c.latency_s.get(site.chip, math.nan) + site.job_overhead_s) * c.gpus for site in fleet.sites]
+                     for c in fleet.classes]).reshape(len(fleet.classes), len(fleet.sites))
+
+
+def per_kind(fleet: Fleet, done: np.ndarray, gpu_s: np.ndarray, cost_usd: float) -> dict[str, float | None]:
+    """Videos and images apart: per hour, and each kind's share of the cost (by the GPU-seconds its finished
+    jobs took, `gpu_s` per class) over its count (`done` per class)."""
+    video = is_video(fleet)
+    total_gpu_s = float(gpu_s.sum())
+    out: dict[str, float | None] = {}
+    for kind, mask in (("video", video), ("image", ~video)):
+        count = float(done[mask].sum())
+        share = float(gpu_s[mask].sum()) / total_gpu_s if total_gpu_s > 0 else 0.0
+        out[f"{kind}s_per_hour"] = count / fleet.scenario.horizon_h
+        out[f"usd_per_{kind}"] = cost_usd * share / count if count else None
+    return out
 
 
 def _pcts(values: np.ndarray) -> dict[str, float | None]:
@@ -66,25 +102,24 @@ def summarize(fleet: Fleet, rec: Record) -> dict[str, Any]:
         gpu_s = site.gpus * horizon_s
         busy, down = rec.busy_gpu_s[k], rec.down_gpu_s[k]
         idle = max(gpu_s - busy - down, 0.0)
-        energy_kwh = (
-            ((busy + idle * site.idle_power_fraction) * site.tdp_w + (busy + idle) * site.host_w_per_gpu)
-            * site.pue / 3.6e6 if site.tdp_w else None
-        )
         sites.append({
             "name": site.name, "region": site.region, "chip": site.chip, "gpus": site.gpus,
             "utilisation": busy / gpu_s, "busy_gpu_h": busy / 3600, "down_gpu_h": down / 3600,
             "lost_work_gpu_h": rec.lost_gpu_s[k] / 3600, "failures": rec.failures[k],
-            "energy_kwh": energy_kwh, "cost_usd": site.gpus * s.horizon_h * site.usd_per_gpu_hour,
+            **energy(site, busy, idle), "cost_usd": site.gpus * s.horizon_h * site.usd_per_gpu_hour,
         })
     total_gpus = sum(site.gpus for site in fleet.sites)
-    finished_in_horizon = int((rec.end_s <= horizon_s).sum())
+    finished = rec.end_s <= horizon_s  # nan (never finished) compares False
+    n_classes = len(fleet.classes)
+    done = np.bincount(rec.cls[finished], minlength=n_classes)
+    work = np.nan_to_num(job_gpu_s(fleet)[rec.cls[finished], rec.site[finished]])
+    class_gpu_s = np.bincount(rec.cls[finished], weights=work, minlength=n_classes)
     energies = [x["energy_kwh"] for x in sites]
     overall = {
         "gpus": total_gpus,
         "jobs": len(rec.submitted_s),
         "completed": int((~np.isnan(rec.end_s)).sum()),
         "utilisation": sum(rec.busy_gpu_s) / (total_gpus * horizon_s),
-        "videos_per_hour": finished_in_horizon / s.horizon_h,
         "energy_kwh": sum(e for e in energies if e is not None) if all(e is not None for e in energies) else None,
         "cost_usd": sum(x["cost_usd"] for x in sites),
         "gpu_hours_lost_to_failures": (sum(rec.lost_gpu_s) + sum(rec.down_gpu_s)) / 3600,
@@ -97,7 +132,7 @@ def summarize(fleet: Fleet, rec: Record) -> dict[str, Any]:
         # latency over the jobs after the warm-up; "jobs" and "completed" above count every job
         **{k: v for k, v in _group("all", in_stats, rec, slo).items() if k not in ("name", "jobs", "completed")},
     }
-    overall["usd_per_video"] = overall["cost_usd"] / finished_in_horizon if finished_in_horizon else None
+    overall.update(per_kind(fleet, done, class_gpu_s, overall["cost_usd"]))
     region_of_site = [site.region for site in fleet.sites]
     home_of_tenant = [t.home or t.regions[0] for t in s.tenants]
     series = {

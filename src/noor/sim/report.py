@@ -119,7 +119,8 @@ def html_report(result: dict[str, Any]) -> str:
         f"<style>{CSS}</style></head><body>",
         f"<h1>{html.escape(r['scenario']['name'])}</h1>",
         f"<p>Mode: <b>{r['mode']}</b>. Utilisation {100 * f['utilisation']:.1f}%, "
-        f"{f['videos_per_hour']:,.0f} videos/hour, SLO met {_fmt(f['slo_attainment'])}, "
+        f"{f['videos_per_hour']:,.0f} videos/hour, {f['images_per_hour']:,.0f} images/hour, "
+        f"SLO met {_fmt(f['slo_attainment'])}, "
         f"energy {_fmt(f['energy_kwh'])} kWh, cost ${f['cost_usd']:,.0f}.</p>",
         "<div class='plots'>" + "".join(f"<figure>{p}</figure>" for p in plots) + "</div>",
         "<h2>Fleet</h2>" + _table(fleet_rows, [("k", "metric"), ("v", "value")]),

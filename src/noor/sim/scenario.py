@@ -58,7 +58,8 @@ class Site(_Strict):
     pue: float = Field(1.3, ge=1, allow_inf_nan=False)
     idle_power_fraction: float = Field(0.15, ge=0, le=1)  # of TDP, drawn by an idle GPU
     tdp_w: PositiveFloat | None = None  # default: the chip's from the catalog
-    host_w_per_gpu: NonNegFloat = 0.0  # the GPU's share of its server's CPUs, NICs, fans: drawn while it is up
+    # the GPU's share of its server's CPUs, NICs, fans: drawn while it is up; None: noor.sim.fleet's sourced default
+    host_w_per_gpu: NonNegFloat | None = None
     usd_per_gpu_hour: NonNegFloat | None = None  # default: the chip's from the catalog
     # per job, time a GPU is held outside the model's work (encoding, storing, dispatch): not in the perf model
     job_overhead_s: NonNegFloat = 0.0

@@ -26,6 +26,10 @@ def _num(x: float | None, unit: str = "") -> str:
     return "-" if x is None else f"{x:,.0f}{unit}"
 
 
+def _usd(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}" if x < 0.1 else f"{x:.3f}"
+
+
 def tables(result: dict[str, Any]) -> list[Table]:
     """Fleet totals, then latency and SLO per class, per region, per tenant; then sites."""
     f = result["fleet"]
@@ -33,14 +37,14 @@ def tables(result: dict[str, Any]) -> list[Table]:
     title += f", {result['core']['events']:,} events in {result['core']['wall_s']:.1f} s)" \
         if result["mode"] == "event" else ")"
     fleet = Table(title=title)
-    for col in ("GPUs", "jobs", "utilisation", "videos/h", "SLO met", "wait p95", "e2e p95", "energy MWh", "cost $",
-                "$/video", "GPU-h lost"):
+    for col in ("GPUs", "jobs", "utilisation", "videos/h", "images/h", "SLO met", "wait p95", "e2e p95", "energy MWh",
+                "cost $", "$/video", "$/image", "GPU-h lost"):
         fleet.add_column(col, justify="right")
     fleet.add_row(
-        _num(f["gpus"]), _num(f["jobs"]), _pct(f["utilisation"]), _num(f["videos_per_hour"]), _pct(f["slo_attainment"]),
-        _s(f["wait_s"]["p95"]), _s(f["e2e_s"]["p95"]),
+        _num(f["gpus"]), _num(f["jobs"]), _pct(f["utilisation"]), _num(f["videos_per_hour"]),
+        _num(f["images_per_hour"]), _pct(f["slo_attainment"]), _s(f["wait_s"]["p95"]), _s(f["e2e_s"]["p95"]),
         "-" if f["energy_kwh"] is None else f"{f['energy_kwh'] / 1000:,.1f}", _num(f["cost_usd"]),
-        "-" if f["usd_per_video"] is None else f"{f['usd_per_video']:.3f}", f"{f['gpu_hours_lost_to_failures']:,.1f}",
+        _usd(f["usd_per_video"]), _usd(f["usd_per_image"]), f"{f['gpu_hours_lost_to_failures']:,.1f}",
     )
     unstable = f.get("unstable_hours") or []
     if unstable:
