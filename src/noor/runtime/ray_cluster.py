@@ -8,8 +8,8 @@ thread in the server repeats:
 
 1. reconcile: actors match the alive nodes (a node that joins gets workers; a dead actor is replaced);
 2. collect: finished runs; an actor or node that died puts its job back in the queue at once;
-3. dispatch: the configured `noor.scheduling` policy orders the queue and `scheduling.assign` places each
-   job on a free worker in one of its tenant's regions; the store then leases the job to that worker.
+3. dispatch: each free worker claims from the store what the configured `noor.scheduling` policy puts first
+   over the whole queue, among the jobs of tenants allowed in its node's region (the local workers' claim).
 
 The store's leases make completion exactly-once whatever dies (a worker that lost its lease cannot complete),
 and each worker writes files only to its own region's asset store.
@@ -26,14 +26,12 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
-from noor import scheduling
 from noor.jobs.generation import Generation, State, now_utc
-from noor.jobs.store import EPOCH, Store
+from noor.jobs.store import Store
 
 if TYPE_CHECKING:
     from noor.config import Settings
@@ -462,30 +460,16 @@ class RayCluster:
     # --- 3. dispatch ---
 
     def dispatch(self) -> None:
-        free = [slot for slot in self.slots.values() if slot.free]
-        if not free:
-            return
-        queue = self.store.queued()
-        if not queue:
-            return
+        """Each free worker claims the job the store's policy puts first over the whole queue, of those it may
+        run (its models; its node's region): the claim every local worker makes, so Ray workers, local workers
+        and the simulator start jobs in one order (`Store.claim`, `scheduling.frontier`)."""
         now = now_utc()
-        usage = None if self.policy.static else self.store._usage(now)
-        models = tuple(self.config.models)
-        views = [
-            scheduling.WorkerView(
-                id=s.name, region=s.node.region, chip=self.config.chip, free_gpus=1, memory_gb=0.0, models=models
-            )
-            for s in free
-        ]
-        by_name = {s.name: s for s in free}
-        for assignment in scheduling.assign(queue, views, _seconds(now), self.policy, usage):
-            slot, job = by_name[assignment.worker_id], assignment.jobs[0]
-            claimed = self.store.claim_job(
-                job.id, slot.name, self.config.lease_s, node=slot.node.id, region=slot.node.region, now=now
-            )
-            if claimed is None:  # deleted, or taken by another dispatcher or worker since the queue was read
+        for slot in [s for s in self.slots.values() if s.free]:
+            region = [slot.node.region] if slot.node.region else []  # a node of no region: unbound jobs only
+            claimed = self.store.claim(slot.name, self.config.lease_s, self.config.models, region, now, slot.node.id)
+            if claimed is None:  # nothing it may run; a free worker of another region may still find work
                 continue
-            slot.job, slot.run_ref = job.id, slot.actor.run.remote(job.id)
+            slot.job, slot.run_ref = claimed.id, slot.actor.run.remote(claimed.id)
             self.dispatched += 1
 
     # --- what runs where ---
@@ -515,8 +499,6 @@ class RayCluster:
             time.sleep(0.1)
 
 
-def _seconds(t: datetime) -> float:
-    return (t - EPOCH).total_seconds()
 
 
 # --- `noor cluster status` ----------------------------------------------------------------------------
