@@ -36,7 +36,7 @@ def test_unknown_model_lists_the_available_ones() -> None:
         (Task(prompt="a", width=65), "width"),
         (Task(prompt="a", height=8), "height"),
         (Task(prompt="a", num_frames=0), "num_frames"),
-        (Task(prompt="a", num_frames=65), "num_frames"),
+        (Task(prompt="a", num_frames=721), "num_frames"),
         (Task(prompt="a", steps=0), "steps"),
         (Task(prompt="a", fps=0), "fps"),
         (Task(prompt="a", num_frames=1, loop=True), "num_frames"),
@@ -78,3 +78,14 @@ def test_check_names_the_words_the_built_in_model_does_not_know() -> None:
         "tiny does not know 'cat', 'playing', 'piano', 'at', 'sunset' and ignores them"
     ]
     assert spec.check(Task(prompt="a red circle and a cat")) == ["tiny does not know 'cat' and ignores it"]
+
+
+def test_the_built_in_model_serves_every_duration_the_apis_offer() -> None:
+    """Dream Machine's 9 s and OpenAI's 12 s at the model's 8 fps (72 and 96 frames) were refused with an
+    internal 'between 1 and 64'; noor-tiny retimes its 16 frames to any length and says so."""
+    spec = registry.get("tiny")
+    for seconds in (5, 9, 12):
+        notes = spec.check(Task(prompt="a red circle", num_frames=seconds * spec.default_fps, fps=spec.default_fps))
+        assert notes == [f"tiny draws 16 frames; retimed to {seconds * 8}"]
+    with pytest.raises(TaskError, match="num_frames: must be between 1 and 720"):
+        spec.check(Task(prompt="a red circle", num_frames=721))

@@ -209,6 +209,9 @@ def _register_builtin() -> None:
             load=_load_tiny,
             weights_option=True,
             unknown_words=_tiny_unknown_words,
+            # it draws 16 frames and retimes them to any length (noted): every duration the APIs offer (Dream
+            # Machine 9 s, OpenAI 12 s) at up to 60 fps fits
+            limits=Limits(max_frames=720),
         )
     )
     register(
