@@ -294,6 +294,9 @@ def eval_tiny(
     keyframe_checks: Annotated[
         int, typer.Option("--keyframe-checks", min=0, help="start-frame clips and loops, half in each language")
     ] = 16,
+    two_object_scenes: Annotated[
+        int, typer.Option("--two-object-scenes", min=0, max=64, help="two-object scenes, each in both languages")
+    ] = 8,
     seeds: Annotated[int, typer.Option(min=1, max=10, help="draws of each prompt, each with its own seed")] = 1,
     steps: Annotated[int | None, typer.Option(min=1, max=100)] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the full report here")] = None,
@@ -313,8 +316,10 @@ def eval_tiny(
         return backend.generate([task])[0].frames.astype("float32") / 255.0
 
     with progress() as bar:
-        job = bar.add_task("evaluating", total=len(prompts) + keyframe_checks, info="")
-        report = tiny_eval.evaluate(generate_clip, prompts, keyframe_checks, on_item=lambda: bar.advance(job))
+        job = bar.add_task("evaluating", total=len(prompts) + keyframe_checks + 2 * two_object_scenes, info="")
+        report = tiny_eval.evaluate(
+            generate_clip, prompts, keyframe_checks, lambda: bar.advance(job), two_object_scenes=two_object_scenes
+        )
 
     table = Table(title="noor-tiny on held-out prompts")
     table.add_column("language")
@@ -338,6 +343,9 @@ def eval_tiny(
             f"sanity (given frames are held clean, not scored): start PSNR (min) {report.start_psnr_db:.1f} dB, "
             f"loop end PSNR (min) {report.loop_psnr_db:.1f} dB, {'ok' if report.sane() else 'BROKEN'}"
         )
+    if two_object_scenes:
+        shares = ", ".join(f"{lang} {share:.0%}" for lang, share in report.two_objects.items())
+        print(f"two objects: both in their colour and shape in {shares} (>= {tiny_eval.TWO_OBJECTS_TARGET:.0%})")
     if json_out:
         json_out.write_text(json.dumps(report.__dict__, indent=2, ensure_ascii=False) + "\n")
     if not report.passed():

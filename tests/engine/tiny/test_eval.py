@@ -18,8 +18,9 @@ from noor.engine.tiny.eval import (
     evaluate,
     seam_ratio,
     start_step_ratio,
+    two_object_prompts,
 )
-from noor.engine.tiny.scene import MOTIONS, render, sample_scene
+from noor.engine.tiny.scene import MOTIONS, Scene, render, sample_scene
 
 
 def test_eval_set_is_balanced_and_bilingual() -> None:
@@ -42,9 +43,10 @@ def test_more_seeds_draw_every_prompt_again_with_other_seeds() -> None:
     assert len({(p.lang, p.seed) for p in thrice}) == len(thrice)  # a scene shares its seed across languages
 
 
-def _oracle(prompts: list[Any]) -> Any:
+def _oracle(prompts: list[Any], two_object_scenes: int = 0) -> Any:
     """Draws each eval prompt's own scene; holds a given start frame still; loops play forward then back."""
     scenes = {p.seed: sample_scene(np.random.default_rng(p.seed), 0.0, p.shape, p.colour, p.motion) for p in prompts}
+    scenes |= {700 + k: scene for k, (_, _, scene) in enumerate(two_object_prompts(two_object_scenes))}
 
     def generate(prompt: str, seed: int, start_frame: Any = None, loop: bool = False) -> np.ndarray:
         if seed in scenes:
@@ -58,9 +60,10 @@ def _oracle(prompts: list[Any]) -> Any:
 
 def test_evaluate_scores_a_perfect_and_a_blank_generator() -> None:
     prompts = eval_prompts(per_language=8)
-    report = evaluate(_oracle(prompts), prompts, keyframe_checks=4)
+    report = evaluate(_oracle(prompts, 4), prompts, keyframe_checks=4, two_object_scenes=4)
     assert all(v == 1.0 for acc in report.accuracy.values() for v in acc.values())
     assert report.start_kept == 1.0 and report.loop_smooth == 1.0 and report.sane()
+    assert report.two_objects == {"ar": 1.0, "en": 1.0} and len(report.two_object_rows) == 8
     assert report.passed()
     blank = evaluate(lambda *a, **k: np.zeros((16, 64, 64, 3), np.float32), prompts, keyframe_checks=0)
     assert not blank.passed() and blank.accuracy["en"]["colour"] == 0.0
@@ -88,6 +91,17 @@ def test_copied_keyframes_pass_the_sanity_checks_but_not_the_keyframe_targets() 
     assert report.loop_smooth == 0.0 and min(report.seam_ratios) > 3
     assert report.start_kept < 0.5  # only a green triangle in the keyframe would be "kept"
     assert not report.passed()
+
+
+def test_a_generator_that_draws_one_of_two_objects_fails_the_two_object_target() -> None:
+    """The failure the issue found: a two-object prompt drawn as one object (here, only the first)."""
+    two = two_object_prompts(4)
+    assert all(len(scene.things) == 2 for _, _, scene in two) and {lang for _, lang, _ in two} == {"en", "ar"}
+    first_only = {700 + k: Scene(scene.background, scene.things[:1]) for k, (_, _, scene) in enumerate(two)}
+    report = evaluate(lambda prompt, seed, **_: render(first_only[seed]), [], keyframe_checks=0, two_object_scenes=4)
+    assert report.two_objects == {"ar": 0.0, "en": 0.0} and not report.passed()
+    row = report.two_object_rows[0]
+    assert row["got"][0]["shape"] == row["want"][0]["shape"] and row["got"][1]["colour"] is None
 
 
 def test_seam_and_start_step_ratios() -> None:

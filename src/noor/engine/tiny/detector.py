@@ -58,26 +58,25 @@ def _shape(mask: np.ndarray) -> str | None:
     return best
 
 
-def detect(clip: np.ndarray) -> Detection:
-    """Read colour, shape and motion from a clip (T, H, W, 3) in [0, 1] holding one object."""
-    frames = np.asarray(clip, dtype=np.float32) * 255.0
-    T, W = frames.shape[0], frames.shape[2]
-    bg = _background(frames)
-    distance = np.linalg.norm(frames - bg, axis=-1)  # (T, H, W)
+def _foreground(frames: np.ndarray) -> np.ndarray:
+    """(T, H, W) mask of what stands out from the background, cut at half the objects' own contrast."""
+    distance = np.linalg.norm(frames - _background(frames), axis=-1)  # (T, H, W)
     fg = distance > 60.0
-    if fg.any():  # cut at half the object's own contrast against the background
+    if fg.any():
         fg = distance > 0.5 * float(np.median(distance[fg]))
+    return fg
 
-    # 1. colour: the palette entry most foreground pixels are nearest to (and near enough)
-    pixels = frames[fg]
-    colour = None
-    if len(pixels):
-        dist = np.linalg.norm(pixels[:, None, :] - _PALETTE[None], axis=-1)  # (N, K)
-        close = dist.min(axis=1) < 70.0
-        if close.any():
-            colour = _NAMES[int(np.bincount(dist[close].argmin(axis=1), minlength=len(_NAMES)).argmax())]
 
-    # 2. track: centroid and area per frame, on frames with a visible object
+def _nearest_palette(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For pixels (..., 3) in 0..255: the index of the nearest palette colour and whether it is near enough."""
+    dist = np.linalg.norm(pixels[..., None, :] - _PALETTE, axis=-1)  # (..., K)
+    return dist.argmin(axis=-1), dist.min(axis=-1) < 70.0
+
+
+def _read(fg: np.ndarray, colour: str | None) -> Detection:
+    """Shape and motion of the object a foreground mask (T, H, W) holds, named `colour`."""
+    T, W = fg.shape[0], fg.shape[2]
+    # 1. track: centroid and area per frame, on frames with a visible object
     scale = 64.0 / W
     track = []
     for t in range(T):
@@ -87,11 +86,11 @@ def detect(clip: np.ndarray) -> Detection:
     if len(track) < max(2, T // 2):
         return Detection(colour, None, None, track)
 
-    # 3. shape: the most common verdict over frames
+    # 2. shape: the most common verdict over frames
     verdicts = [s for s in (_shape(fg[t]) for t in range(T)) if s is not None]
     shape = max(set(verdicts), key=verdicts.count) if verdicts else None
 
-    # 4. motion: net displacement, area change, vertical hops
+    # 3. motion: net displacement, area change, vertical hops
     xs_, ys_, areas = (np.array(v) for v in zip(*track, strict=True))
     k = max(1, len(track) // 5)
     dx = xs_[-k:].mean() - xs_[:k].mean()
@@ -108,3 +107,28 @@ def detect(clip: np.ndarray) -> Detection:
     else:
         motion = "still"
     return Detection(colour, shape, motion, track)
+
+
+def detect(clip: np.ndarray) -> Detection:
+    """Read colour, shape and motion from a clip (T, H, W, 3) in [0, 1] holding one object."""
+    frames = np.asarray(clip, dtype=np.float32) * 255.0
+    fg = _foreground(frames)
+    # colour: the palette entry most foreground pixels are nearest to (and near enough)
+    colour = None
+    if fg.any():
+        nearest, close = _nearest_palette(frames[fg])
+        if close.any():
+            colour = _NAMES[int(np.bincount(nearest[close], minlength=len(_NAMES)).argmax())]
+    return _read(fg, colour)
+
+
+def detect_colour(clip: np.ndarray, colour: str) -> Detection:
+    """Read the object of one palette colour from a clip that may hold others: its shape and motion from the
+    foreground pixels nearest that colour (colour None where it is not on at least half the frames)."""
+    if colour not in COLOURS:
+        raise ValueError(f"colour must be one of {', '.join(COLOURS)}, got {colour!r}")
+    frames = np.asarray(clip, dtype=np.float32) * 255.0
+    nearest, close = _nearest_palette(frames)  # (T, H, W) each
+    mask = _foreground(frames) & close & (nearest == _NAMES.index(colour))
+    found = _read(mask, colour)
+    return found if found.shape is not None else Detection(None, None, None, found.track)

@@ -3,7 +3,8 @@
 64 fixed prompts (32 English, 32 Arabic) that training never shows verbatim, each generated once
 and read back by the pixel-level detector; plus what keyframes ask of the model: a clip given its first
 frame keeps that frame's object (colour and shape, read on the clip's second half), and a loop wraps
-around without a jump (its seam step no larger than 1.5x its median frame step).
+around without a jump (its seam step no larger than 1.5x its median frame step); and 16 two-object
+prompts (8 scenes, each in both languages): both objects drawn, each in its colour and shape.
 
 The start frame's and the loop end's PSNR are reported as sanity checks only: the pipeline holds given
 frames clean and copies the loop's first frame to its end, so they pass by construction.
@@ -19,13 +20,14 @@ from typing import Any
 import numpy as np
 
 from noor.engine.tiny.captions import caption
-from noor.engine.tiny.detector import detect, psnr
+from noor.engine.tiny.detector import detect, detect_colour, psnr
 from noor.engine.tiny.scene import COLOURS, MOTIONS, SHAPES, Scene, render, sample_scene
 
 TARGETS = {"colour": 0.90, "motion": 0.80, "shape": 0.70}
 START_KEPT_TARGET = 0.80  # share of start-frame clips whose second half keeps the keyframe's colour and shape
 SEAM_RATIO_MAX = 1.5  # a loop's seam step may be at most this many times its median frame step...
 LOOP_SMOOTH_TARGET = 0.80  # ...in this share of loops
+TWO_OBJECTS_TARGET = 0.70  # share of two-object clips with both objects in their colour and shape
 PSNR_SANITY_DB = 25.0  # given frames come back (sanity check: held clean by the pipeline, not learnt)
 # Mean absolute step (pixels in [0, 1]) below which a clip counts as still: half a grey level. It keeps a
 # still clip's seam ratio from dividing by nothing.
@@ -60,6 +62,17 @@ def eval_prompts(per_language: int = 32, seeds: int = 1) -> list[EvalPrompt]:
     return out + [replace(p, seed=p.seed + k * SEED_STRIDE) for k in range(1, seeds) for p in out]
 
 
+def two_object_prompts(scenes: int = 8) -> list[tuple[str, str, Scene]]:
+    """(prompt, lang, scene) for `scenes` fixed two-object scenes, each captioned in English and in Arabic."""
+    rng = np.random.default_rng(20261205)
+    out: list[tuple[str, str, Scene]] = []
+    while len(out) < 2 * scenes:
+        scene = sample_scene(rng, two_objects_p=1.0)
+        if len(scene.things) == 2:  # the sampler gives up on a second object that will not keep apart
+            out += [(caption(scene, lang, rng), lang, scene) for lang in ("en", "ar")]
+    return out
+
+
 @dataclass
 class EvalReport:
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -68,6 +81,8 @@ class EvalReport:
     loop_smooth: float = 0.0  # share of loops whose seam ratio is at most SEAM_RATIO_MAX
     seam_ratios: list[float] = field(default_factory=list)  # one per loop
     start_step_ratios: list[float] = field(default_factory=list)  # first step / median step, per start-frame clip
+    two_objects: dict[str, float] = field(default_factory=dict)  # lang -> share with both objects right
+    two_object_rows: list[dict[str, Any]] = field(default_factory=list)
     start_psnr_db: float = 0.0  # sanity
     loop_psnr_db: float = 0.0  # sanity
 
@@ -89,6 +104,7 @@ class EvalReport:
 
     def passed(self) -> bool:
         ok = all(acc[a] >= t for acc in self.accuracy.values() for a, t in TARGETS.items())
+        ok = ok and all(share >= TWO_OBJECTS_TARGET for share in self.two_objects.values())
         return ok and self.start_kept >= START_KEPT_TARGET and self.loop_smooth >= LOOP_SMOOTH_TARGET
 
 
@@ -123,6 +139,7 @@ def evaluate(
     prompts: list[EvalPrompt],
     keyframe_checks: int = 4,
     on_item: Callable[[], None] | None = None,
+    two_object_scenes: int = 0,
 ) -> EvalReport:
     report = EvalReport()
     # 1. prompt following, per language and attribute
@@ -163,4 +180,18 @@ def evaluate(
     report.loop_psnr_db = float(np.min(loop_scores)) if loop_scores else 0.0
     report.start_kept = float(np.mean(kept)) if kept else 0.0
     report.loop_smooth = float(np.mean([r <= SEAM_RATIO_MAX for r in report.seam_ratios])) if kept else 0.0
+    # 3. two objects: each drawn in its colour and shape (read from the pixels nearest its colour)
+    for k, (prompt, lang, scene) in enumerate(two_object_prompts(two_object_scenes)):
+        clip = generate(prompt, 700 + k)
+        got = [detect_colour(clip, thing.colour) for thing in scene.things]
+        report.two_object_rows.append({
+            "prompt": prompt, "lang": lang,
+            "want": [{"colour": t.colour, "shape": t.shape, "motion": t.motion} for t in scene.things],
+            "got": [{"colour": g.colour, "shape": g.shape, "motion": g.motion} for g in got],
+            "both": all(g.shape == t.shape for g, t in zip(got, scene.things, strict=True)),
+        })  # fmt: skip
+        if on_item:
+            on_item()
+    for lang in sorted({r["lang"] for r in report.two_object_rows}):
+        report.two_objects[lang] = float(np.mean([r["both"] for r in report.two_object_rows if r["lang"] == lang]))
     return report
