@@ -80,6 +80,21 @@ def test_check_names_the_words_the_built_in_model_does_not_know() -> None:
     assert spec.check(Task(prompt="a red circle and a cat")) == ["tiny does not know 'cat' and ignores it"]
 
 
+@pytest.mark.parametrize(
+    ("prompt", "two"),
+    [
+        ("a red circle moves left and a blue square moves right", True),
+        ("مثلث أحمر ومربع أخضر يتحركان إلى الأعلى", True),  # the issue's Arabic two-object prompt
+        ("a red ball and a green box", True),
+        ("a red circle moves left", False),
+        ("دائرة حمراء تتحرك إلى اليسار", False),
+    ],
+)
+def test_check_says_plainly_that_the_built_in_model_draws_one_of_two_objects(prompt: str, two: bool) -> None:
+    notes = registry.get("tiny").check(Task(prompt=prompt))
+    assert any("mostly draws one object where two are asked for" in n for n in notes) == two, notes
+
+
 def test_the_built_in_model_serves_every_duration_the_apis_offer() -> None:
     """Dream Machine's 9 s and OpenAI's 12 s at the model's 8 fps (72 and 96 frames) were refused with an
     internal 'between 1 and 64'; noor-tiny retimes its 16 frames to any length and says so."""

@@ -48,8 +48,9 @@ class ModelSpec:
     source: str = "built in"  # where the weights are
     weights_option: bool = False  # its loader takes `weights=DIR`, another weights dir than the configured one
     on_every_worker: bool = False  # no weights, little memory: every worker runs it, whatever models it was given
-    # for a model with a closed vocabulary: the words of a prompt it does not know (and ignores)
-    unknown_words: Callable[[str], list[str]] | None = field(default=None, repr=False)
+    # what the model would tell a user about a prompt before drawing it (words it does not know, what it
+    # draws poorly): notes, never refusals
+    prompt_notes: Callable[[str], list[str]] | None = field(default=None, repr=False)
 
     def fit(self, task: Task) -> tuple[Task, list[str]]:
         """The task as this model will draw it, and notes on what differs from the request.
@@ -112,16 +113,8 @@ class ModelSpec:
             raise TaskError("num_frames", 1, "an image has no end frame and cannot loop")
         if task.loop and task.end_frame is not None:  # the API's rule too: "Loop is not supported for end frame"
             raise TaskError("loop", True, "a loop ends on its first frame, so it cannot also be given an end frame")
-        return self._vocabulary_notes(task) + self.fit(task)[1]
-
-    def _vocabulary_notes(self, task: Task) -> list[str]:
-        if self.unknown_words is None or task.source is not None:
-            return []
-        unknown = self.unknown_words(task.prompt)
-        if not unknown:
-            return []
-        listed = ", ".join(f"'{w}'" for w in unknown)
-        return [f"{self.id} does not know {listed} and ignores {'it' if len(unknown) == 1 else 'them'}"]
+        prompt_notes = self.prompt_notes(task.prompt) if self.prompt_notes and task.source is None else []
+        return prompt_notes + self.fit(task)[1]
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -193,12 +186,21 @@ def _load_tiny(threads: int | None = None, weights: Path | None = None) -> Backe
     return TinyBackend(weights or settings().tiny_weights, threads=threads)
 
 
-def _tiny_unknown_words(prompt: str) -> list[str]:
-    """Words of a prompt outside noor-tiny's vocabulary (the configured weights', else the packaged ones)."""
+def _tiny_prompt_notes(prompt: str) -> list[str]:
+    """The words noor-tiny does not know (of the configured weights', else the packaged ones' vocabulary), and
+    that it draws one object of two (measured by `noor eval tiny`: docs/noor-tiny.md)."""
     from noor.config import settings
+    from noor.engine.tiny.captions import objects_named
     from noor.engine.tiny.tokenizer import vocabulary
 
-    return vocabulary(settings().tiny_weights).unknown_words(prompt)
+    notes = []
+    unknown = vocabulary(settings().tiny_weights).unknown_words(prompt)
+    if unknown:
+        listed = ", ".join(f"'{w}'" for w in unknown)
+        notes.append(f"tiny does not know {listed} and ignores {'it' if len(unknown) == 1 else 'them'}")
+    if objects_named(prompt) >= 2:
+        notes.append("tiny mostly draws one object where two are asked for (both right in 1 of 16 held-out prompts)")
+    return notes
 
 
 def _register_builtin() -> None:
@@ -208,7 +210,7 @@ def _register_builtin() -> None:
             description="noor-tiny: the built-in 3M-parameter text-to-video model (shapes in motion), CPU",
             load=_load_tiny,
             weights_option=True,
-            unknown_words=_tiny_unknown_words,
+            prompt_notes=_tiny_prompt_notes,
             # it draws 16 frames and retimes them to any length (noted): every duration the APIs offer (Dream
             # Machine 9 s, OpenAI 12 s) at up to 60 fps fits
             limits=Limits(max_frames=720),

@@ -155,3 +155,12 @@ def vocabulary_corpus() -> list[str]:
                     )
                 )
     return lines
+
+
+def objects_named(text: str) -> int:
+    """How many objects a prompt names: its shape words ("a red circle and a blue box": 2), in either language."""
+    from noor.engine.tiny.tokenizer import normalize_word, words
+
+    shapes = {normalize_word(w) for options in EN_SHAPE.values() for w in options}
+    shapes |= {normalize_word(w) for w, _ in [*AR_SHAPE.values(), *(a for alts in AR_SHAPE_ALT.values() for a in alts)]}
+    return sum(w in shapes or (w.startswith("و") and w[1:] in shapes) for w in words(text))
