@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from noor import catalog
+from noor.perf import efficiency
 from noor.plan import assumptions, mix
-from noor.plan.chips import rank_chips
+from noor.plan.capacity import estimate
+from noor.plan.chips import driver, rank_chips
 from noor.plan.site import plan_site
 
 WAN14 = mix.from_dict({"classes": [{"model": "wan2.1-t2v-14b", "width": 1280, "height": 720, "frames": 81,
@@ -70,3 +76,76 @@ def test_rank_by_dollars_or_time(noor_plan: Callable[..., Any]) -> None:
         assert [r["ranks"][by] for r in rows] == [1, 2, 3, 4]
     run = noor_plan("chips", "--power-mw", "10", "--by", "fame")
     assert run.code == 2 and "--by: must be one of videos_per_mw, usd_per_video, time_to_video" in run.stderr
+
+
+def test_every_ranked_row_says_what_decides_its_figure(noor_plan: Callable[..., Any]) -> None:
+    """Issue #26: Gaudi 3 and MI300X ranked ~45% above B200 with no reason given."""
+    rows = [r for r in json.loads(noor_plan("chips", "--power-mw", "35", "--json").stdout)["ranking"] if r["ok"]]
+    table = noor_plan("chips", "--power-mw", "35").stdout
+    assert "| what decides it |" in table
+    for r in rows:
+        d = r["driver"]
+        assert d["bound"] in ("compute", "memory", "link", "launch", "host link") and 0 < d["share"] <= 1
+        assert d["tdp_w"] == r["figures"]["tdp_w"] and d["text"].startswith(d["part"])
+        ranks = " / ".join(map(str, r["ranks"].values()))
+        line = next(line for line in table.splitlines() if line.startswith(f"| {ranks} | {r['chip']} |"))
+        assert d["text"] in line
+    by_chip = {r["chip"]: r["driver"] for r in rows}
+    # where each efficiency comes from: fitted on Hopper measurements, borrowed for Blackwell, AMD and Gaudi
+    assert by_chip["h100-sxm"]["efficiency_fitted"] and by_chip["h100-sxm"]["efficiency_from"] == "hopper"
+    assert (by_chip["b200"]["efficiency_from"], by_chip["b200"]["efficiency_fitted"]) == ("hopper", False)
+    for chip_id in ("mi300x", "gaudi3"):
+        assert (by_chip[chip_id]["efficiency_from"], by_chip[chip_id]["efficiency_fitted"]) == ("ampere", False)
+        assert "assumed: no" in by_chip[chip_id]["text"]
+
+
+def test_the_driver_is_the_perf_models_own_breakdown() -> None:
+    a = assumptions.resolve()
+    site = rank_chips(20, WAN14, a, chips=["b200"]).rows[0].site
+    assert site is not None
+    (c,) = site.classes
+    est = estimate(c.request, "b200", c.gpus, c.shard_weights)
+    denoise = est.stage("denoise")
+    attention_s = (denoise.detail["self_attention_s"] + denoise.detail["cross_attention_s"]) \
+        * denoise.latency_s / denoise.detail["step_s"]
+    d = driver(site)
+    assert d["part"] == "attention" and d["share"] == pytest.approx(attention_s / est.latency_s)
+    assert d["efficiency"] == efficiency.load().factor("blackwell", "attention")
+
+
+def test_b300_is_not_b200_and_says_where_they_differ() -> None:
+    rows = {r.chip: r.to_dict() for r in rank_chips(35, mix.load(), assumptions.resolve(),
+                                                    chips=["b200", "b300"]).rows}
+    b200, b300 = rows["b200"], rows["b300"]
+    assert b200 != b300
+    assert (b300["figures"]["hbm_gb"], b200["figures"]["hbm_gb"]) == (288, 180)
+    assert b300["usd_per_video"] != b200["usd_per_video"] and b300["driver"]["text"] != b200["driver"]["text"]
+    # the same dense BF16/FP8, HBM bandwidth, link and power (published), so the same videos/day per MW: said so
+    assert b300["videos_per_day_per_mw"] == b200["videos_per_day_per_mw"]
+    assert "same compute, HBM bandwidth, link and power as b200" in b300["driver"]["same_as"]
+    assert "hbm_gb 288 vs 180" in b300["driver"]["same_as"] and "same_as" not in b200["driver"]
+
+
+PUBLISHED = Path(__file__).resolve().parents[2] / "data" / "published" / "chips.csv"
+CATALOG_ID = {"H100 SXM": "h100-sxm", "H200 SXM": "h200-sxm", "B200 (HGX/DGX, SXM)": "b200",
+              "GB200 (per Blackwell GPU in NVL72)": "gb200", "B300 (Blackwell Ultra, SXM)": "b300", "MI300X": "mi300x",
+              "MI325X": "mi325x", "MI355X": "mi355x", "TPU v5p": "tpu-v5p", "TPU v6e (Trillium)": "tpu-v6e",
+              "TPU7x (Ironwood)": "tpu7x", "Trainium2": "trainium2", "Gaudi 3": "gaudi3",
+              "GeForce RTX 4090": "rtx-4090", "L40S": "l40s", "A100 80GB SXM": "a100-80gb", "H20": "h20", "L20": "l20",
+              "L40": "l40"}
+
+
+def test_the_catalog_figures_behind_the_ranking_are_the_published_ones() -> None:
+    """Every figure data/published/chips.csv gives is the catalog's; a blank one the catalog's source explains."""
+    fields = {"bf16_dense_tflops": "bf16_tflops", "fp8_dense_tflops": "fp8_tflops", "hbm_gb": "hbm_gb",
+              "hbm_tbps": "hbm_tbps", "tdp_w": "tdp_w", "scaleup_gbps": "scaleup_gbps"}
+    with PUBLISHED.open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["chip"] for r in rows) == sorted(CATALOG_ID)
+    for row in rows:
+        chip = catalog.chip(CATALOG_ID[row["chip"]])
+        urls = [u.strip() for u in row["source_url"].split(";")]
+        assert any(u in chip.source for u in urls), chip.id
+        for published, ours in fields.items():
+            if row[published].strip():
+                assert getattr(chip, ours) == pytest.approx(float(row[published])), (chip.id, ours)

@@ -35,6 +35,7 @@ class Option:
     gpus: int
     latency_s: float
     plan_label: str
+    shard_weights: bool = False
 
 
 @dataclass
@@ -49,6 +50,7 @@ class ClassPlan:
     utilisation: float
     wait_p95_s: float
     e2e_p95_s: float
+    shard_weights: bool = False
 
     @property
     def per_day(self) -> float:
@@ -74,19 +76,30 @@ class ClassPlan:
         }
 
 
+def estimate(rc: RequestClass, chip_id: str, gpus: int, shard_weights: bool) -> perf.Estimate:
+    """noor.perf's estimate of one request of a class on `gpus` chips: its latency and where the time goes."""
+    return _perf(rc.model, chip_id, rc.width, rc.height, rc.frames, rc.steps, gpus, shard_weights)
+
+
+@lru_cache(maxsize=8192)
+def _perf(model_id: str, chip_id: str, w: int, h: int, frames: int, steps: int | None, gpus: int,
+          shard: bool) -> perf.Estimate:
+    return perf.estimate(catalog.model(model_id), perf.Shape(w, h, frames, steps), catalog.chip(chip_id),
+                         perf.ParallelPlan(gpus=gpus, shard_weights=shard))
+
+
 @lru_cache(maxsize=8192)
 def _estimate(model_id: str, chip_id: str, w: int, h: int, frames: int, steps: int | None, gpus: int) -> Option | str:
     """The fastest fitting split on `gpus` chips (weights whole on each chip, or sharded), or why none fits."""
     fitting, why = [], "does not fit"
     for shard in (False, True) if gpus > 1 else (False,):
         try:
-            est = perf.estimate(catalog.model(model_id), perf.Shape(w, h, frames, steps), catalog.chip(chip_id),
-                                perf.ParallelPlan(gpus=gpus, shard_weights=shard))
+            est = _perf(model_id, chip_id, w, h, frames, steps, gpus, shard)
         except perf.PerfError as err:
             return str(err)
         if est.fits and est.latency_s is not None and math.isfinite(est.latency_s) and est.latency_s > 0:
             label = est.plan.label() + (", weights sharded" if shard else "")
-            fitting.append(Option(gpus, est.latency_s, label))
+            fitting.append(Option(gpus, est.latency_s, label, shard))
         elif not shard:
             why = est.why_not or why
     return min(fitting, key=lambda o: o.latency_s) if fitting else why
@@ -236,5 +249,6 @@ def fleet(mix: Mix, chip_id: str, chips_total: int, a: Assumptions) -> list[Clas
         lam = total_per_s * rc.share
         wait = wait_p95_s(lam, o.latency_s, servers, cs2, ca2) if servers else math.inf
         plans.append(ClassPlan(rc, o.gpus, o.plan_label, o.latency_s, chips[rc.name], servers, lam,
-                               lam * o.latency_s / servers if servers else 0.0, wait, wait + o.latency_s))
+                               lam * o.latency_s / servers if servers else 0.0, wait, wait + o.latency_s,
+                               o.shard_weights))
     return plans

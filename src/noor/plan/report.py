@@ -134,11 +134,12 @@ def chips_markdown(doc: dict[str, Any]) -> str:
              ""]
     lines += _table(
         ["rank (per MW / $ / time)", "chip", "videos/day per MW", "videos/day", "$/video", "kWh/video",
-         "video p95 e2e s", "chips", "racks", "note"],
+         "video p95 e2e s", "chips", "racks", "what decides it", "note"],
         [[" / ".join(str(v) for v in r["ranks"].values()) if r["ok"] else "-", r["chip"],
           _n(r.get("videos_per_day_per_mw")), _n(r.get("videos_per_day")),
           _usd(r.get("usd_per_video")), _n(r.get("kwh_per_video")), _n(r.get("video_e2e_p95_s")), _n(r.get("chips")),
-          _n(r.get("racks")), r["why_not"] or ""] for r in doc["ranking"]],
+          _n(r.get("racks")), "; ".join(filter(None, [r["driver"]["text"], r["driver"].get("same_as")]))
+          if r["ok"] else "-", r["why_not"] or ""] for r in doc["ranking"]],
     )
     lines += ["", *inputs_markdown(inputs)]
     return "\n".join(lines) + "\n"
