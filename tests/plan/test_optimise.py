@@ -11,6 +11,7 @@ import pytest
 from noor.plan import assumptions, mix
 from noor.plan.errors import PlanError
 from noor.plan.optimise import Candidate, SiteLimit, optimise, solve
+from noor.plan.site import plan_site
 
 # Per server: A = 10 videos/day, 1 MW, $1 capex, $1/day; B = 15 videos/day, 1 MW, $3 capex, $2/day.
 A = Candidate("s", "A", 8, videos_per_day=10, facility_mw=1, capex_usd=1, cost_per_day_usd=1)
@@ -88,3 +89,15 @@ def test_cli_optimise_json(noor_plan: Callable[..., Any]) -> None:
     assert sum(r["chips"] for r in doc["allocation"] if r["chip"] == "b200") <= 800
     assert {c["kind"] for c in doc["constraints"]} == {"power", "budget", "supply"}
     assert all(c["explanation"] for c in doc["constraints"])
+
+
+def test_dollars_per_video_are_over_videos_and_dollars_per_image_over_images() -> None:
+    """Issue #26: the whole fleet's cost over the videos charged the images' chips to the videos."""
+    a = assumptions.resolve()
+    out = optimise([SiteLimit("hall", 20, "liquid")], ["h100-sxm"], mix.load(), a).to_dict()["output"]
+    site = plan_site(20, "h100-sxm", mix.load(), a)  # the optimiser fills the hall with whole servers of it
+    assert out["images_per_day"] == pytest.approx(site.images_per_day, rel=1e-6) and out["images_per_day"] > 0
+    assert out["usd_per_video"] == pytest.approx(site.per_item(True)[1], rel=1e-6)
+    assert out["usd_per_image"] == pytest.approx(site.per_item(False)[1], rel=1e-6)
+    assert out["usd_per_video"] * out["videos_per_day"] + out["usd_per_image"] * out["images_per_day"] \
+        == pytest.approx(out["cost_per_day_usd"])

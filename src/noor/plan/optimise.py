@@ -51,6 +51,8 @@ class Candidate:
     facility_mw: float
     capex_usd: float
     cost_per_day_usd: float
+    images_per_day: float = 0.0
+    video_share: float = 1.0  # of the cost: the chips serving videos (an image is not a video)
 
 
 @dataclass
@@ -104,6 +106,14 @@ class Solution:
     @property
     def cost_per_day_usd(self) -> float:
         return sum(c.cost_per_day_usd * n for c, n in zip(self.candidates, self.nodes, strict=True))
+
+    @property
+    def images_per_day(self) -> float:
+        return sum(c.images_per_day * n for c, n in zip(self.candidates, self.nodes, strict=True))
+
+    @property
+    def video_cost_per_day_usd(self) -> float:
+        return sum(c.cost_per_day_usd * c.video_share * n for c, n in zip(self.candidates, self.nodes, strict=True))
 
     @property
     def capex_usd(self) -> float:
@@ -202,6 +212,8 @@ def candidates_for(sites: list[SiteLimit], chips: list[str], mix: Mix, a: Assump
                 capex_usd=(plan.cost.servers_usd + plan.cost.network_storage_usd
                            + plan.power.used_facility_mw * a.num("capex.facility_usd_per_mw")) / nodes,
                 cost_per_day_usd=plan.cost.total_per_day_usd / nodes,
+                images_per_day=plan.images_per_day / nodes,
+                video_share=plan.fraction(True),
             ))
     return out, excluded
 
@@ -244,7 +256,10 @@ class OptimisePlan:
                 "videos_per_day": videos,
                 "capex_usd": sol.capex_usd,
                 "cost_per_day_usd": sol.cost_per_day_usd,
-                "usd_per_video": sol.cost_per_day_usd / videos if videos > 0 else None,
+                "usd_per_video": sol.video_cost_per_day_usd / videos if videos > 0 else None,
+                "images_per_day": sol.images_per_day,
+                "usd_per_image": (sol.cost_per_day_usd - sol.video_cost_per_day_usd) / sol.images_per_day
+                if sol.images_per_day > 0 else None,
             },
             "constraints": [c.to_dict(sol.objective) for c in sol.constraints],
             "excluded": sol.excluded,

@@ -203,9 +203,9 @@ def optimise_markdown(doc: dict[str, Any]) -> str:
     inputs, out = doc["inputs"], doc["output"]
     lines = [f"# Optimised chip mix ({inputs['objective']})", ""]
     lines += _table(
-        ["videos/day", "capex", "cost/day", "$/video"],
-        [[_n(out["videos_per_day"]), _usd(out["capex_usd"]), _usd(out["cost_per_day_usd"]),
-          _usd(out["usd_per_video"])]],
+        ["videos/day", "images/day", "capex", "cost/day", "$/video", "$/image"],
+        [[_n(out["videos_per_day"]), _n(out["images_per_day"]), _usd(out["capex_usd"]), _usd(out["cost_per_day_usd"]),
+          _usd(out["usd_per_video"]), _usd(out["usd_per_image"])]],
     )
     lines += ["", "## Allocation", ""]
     lines += _table(
