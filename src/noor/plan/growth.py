@@ -131,6 +131,7 @@ class GrowthPlan:
         chips = sorted({b.chip for p in self.scenario.phases for b in p.builds})
         short = next((t["month"] for t in self.timeline if t["demand_videos_per_day"] > t["capacity_videos_per_day"]),
                      None)
+        shortfalls = [self.shortfall(i) for i in range(len(self.phases))]
         return {
             "kind": "growth",
             "inputs": {
@@ -159,8 +160,8 @@ class GrowthPlan:
                     "capacity_videos_per_day": r.capacity_videos_per_day,
                     "demand_videos_per_day": r.demand_videos_per_day,
                     "served_videos_per_day": r.served,
-                    "shortfall_videos_per_day": self.shortfall(i)[0],  # the worst month until the next phase
-                    "short_months": self.shortfall(i)[1],
+                    "shortfall_videos_per_day": shortfalls[i][0],  # the worst month until the next phase
+                    "short_months": shortfalls[i][1],
                     "utilisation": r.utilisation(cap),
                     "capex_usd": r.capex_usd,
                     "cost_per_day_usd": r.cost_per_day_usd,
