@@ -37,6 +37,7 @@ def noor_here(
     return code, captured.out, captured.err
 
 
+@pytest.mark.slow
 def test_generate_writes_a_video_and_a_one_line_summary(toy_weights: Path, tmp_path: Path) -> None:
     run = noor(
         "generate",
@@ -57,6 +58,7 @@ def test_generate_writes_a_video_and_a_one_line_summary(toy_weights: Path, tmp_p
     assert media.video_info(tmp_path / "out.mp4")[:3] == (16, 64, 64)
 
 
+@pytest.mark.slow
 def test_generate_arabic_image_resized_with_a_note(toy_weights: Path, tmp_path: Path) -> None:
     run = noor(
         "generate",
@@ -79,6 +81,7 @@ def test_generate_arabic_image_resized_with_a_note(toy_weights: Path, tmp_path: 
         assert image.size == (960, 540)
 
 
+@pytest.mark.slow
 def test_extend_and_loop_from_files(toy_weights: Path, tmp_path: Path) -> None:
     first = noor(
         "generate", "a blue square", "-o", "a.mp4", "--steps", "2", "--weights", str(toy_weights), cwd=tmp_path
@@ -143,6 +146,7 @@ def test_an_image_cannot_loop(tmp_path: Path) -> None:
     assert run.returncode == 2 and "--frames" in run.stderr
 
 
+@pytest.mark.slow
 def test_train_tiny_runs_all_stages_with_progress(tmp_path: Path) -> None:
     args = "train tiny --out mine --steps 2 --vae-steps 2 --pool-clips 4 --batch-size 2 --decoder-steps 1"
     args += " --tune-steps 1"
@@ -161,6 +165,7 @@ def test_train_tiny_runs_all_stages_with_progress(tmp_path: Path) -> None:
     assert "0 + 2 denoiser steps" in tuned.stdout and (tmp_path / "tuned" / "model_index.json").is_file()
 
 
+@pytest.mark.slow
 def test_train_tiny_refuses_a_bad_shift_or_layout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -201,6 +206,7 @@ def test_serve_refuses_an_unknown_scheduling_policy(tmp_path: Path, env: dict[st
     assert run.returncode == 2 and len(lines) == 1 and "NOOR_SCHEDULER" in lines[0] and named in lines[0], run.stderr
 
 
+@pytest.mark.slow
 def test_eval_tiny_reads_every_prompt_once_per_seed_and_says_below_target(toy_weights: Path, tmp_path: Path) -> None:
     args = ["--per-language", "2", "--seeds", "2", "--keyframe-checks", "1", "--steps", "2", "--json", "r.json"]
     run = noor("eval", "tiny", "--weights", str(toy_weights), *args, cwd=tmp_path)

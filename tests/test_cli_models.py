@@ -46,6 +46,7 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
     return lambda family: toy_dir(tmp_path_factory, family)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", list(TOYS))
 def test_register_and_generate_every_family(family: str, noor: Callable, toy: Callable, tmp_path: Path) -> None:
     code, out, err = noor(*register_args(family, toy(family)))
@@ -114,6 +115,7 @@ def test_generate_refuses_what_the_model_cannot_before_loading(noor: Callable, t
     assert code == 2 and "--frames: must be between 1 and 81, got 200" in err
 
 
+@pytest.mark.slow
 def test_generate_rounds_with_a_note(noor: Callable, toy: Callable) -> None:
     assert noor(*register_args("wan2.1-t2v", toy("wan2.1-t2v"), "wan"))[0] == 0
     code, out, err = noor("generate", "a cat", "--model", "wan", "--size", "42x30", "--frames", "6")

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from noor.config import PUBLISHED_DIR
 
 SHARED = PUBLISHED_DIR
@@ -57,6 +59,7 @@ def test_check_prints_every_row_and_the_error_summary() -> None:
     assert missing.returncode == 2 and "CSV" in missing.stderr
 
 
+@pytest.mark.slow
 def test_measure_writes_the_cpu_local_cache(tmp_path: Path) -> None:
     env = {**os.environ, "NOOR_DATA_DIR": str(tmp_path)}
     run = subprocess.run(

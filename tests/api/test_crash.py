@@ -8,10 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import start_serve
 
 
+@pytest.mark.slow
 def test_every_acknowledged_create_survives_a_kill(tmp_path: Path, toy_weights: Path) -> None:
     served = start_serve(tmp_path / "data", toy_weights, "--workers", "0")
     auth = {"Authorization": f"Bearer {served.key}"}

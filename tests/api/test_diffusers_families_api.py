@@ -48,6 +48,7 @@ def _run(s: dict[str, Any]) -> None:
     assert s["worker"].run_once(), "the worker found no job"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", list(TOYS))
 def test_every_family_through_the_api(server: dict[str, Any], family: str) -> None:
     client, auth, tmp = server["client"], server["auth"], server["tmp"]

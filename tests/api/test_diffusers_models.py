@@ -50,12 +50,14 @@ def _upload(s: dict[str, Any], color: tuple[int, int, int]) -> str:
     return str(up.json()["url"])
 
 
+@pytest.mark.slow
 def test_video_rounded_to_the_model_multiples(server: dict[str, Any], tmp_path: Path) -> None:
     done = _finished(server, _post(server, "/generations/video", model="ltx", aspect_ratio="1:1", resolution="540p"))
     (tmp_path / "v.mp4").write_bytes(server["client"].get(done["assets"]["video"]).content)
     assert media.video_info(tmp_path / "v.mp4")[:3] == (5, 544, 544)  # 540 -> 544 (multiples of 32)
 
 
+@pytest.mark.slow
 def test_ltx_keyframes_and_loop(server: dict[str, Any], tmp_path: Path) -> None:
     start, end = _upload(server, (200, 0, 0)), _upload(server, (0, 0, 200))
     keyframes = {"frame0": {"type": "image", "url": start}, "frame1": {"type": "image", "url": end}}
@@ -67,6 +69,7 @@ def test_ltx_keyframes_and_loop(server: dict[str, Any], tmp_path: Path) -> None:
     _finished(server, looped)
 
 
+@pytest.mark.slow
 def test_flux_image(server: dict[str, Any]) -> None:
     done = _finished(server, _post(server, "/generations/image", model="flux", aspect_ratio="16:9", format="png"))
     with Image.open(io.BytesIO(server["client"].get(done["assets"]["image"]).content)) as image:

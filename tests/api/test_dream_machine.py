@@ -46,6 +46,7 @@ def _video(s: dict[str, Any], **body: Any) -> Any:
     )
 
 
+@pytest.mark.slow
 def test_video_is_created_run_and_downloadable(server: dict[str, Any], tmp_path: Path) -> None:
     c = server["client"]
     created = _video(server, duration="5s", resolution="540p", aspect_ratio="1:1")
@@ -63,6 +64,7 @@ def test_video_is_created_run_and_downloadable(server: dict[str, Any], tmp_path:
     assert thumb.headers["content-type"] == "image/jpeg"
 
 
+@pytest.mark.slow
 def test_image_generation_and_extend_from_a_generation(server: dict[str, Any]) -> None:
     c = server["client"]
     image = c.post(
@@ -83,6 +85,7 @@ def test_image_generation_and_extend_from_a_generation(server: dict[str, Any]) -
     assert c.get(f"/generations/{extended.json()['id']}", headers=server["acme"]).json()["state"] == "completed"
 
 
+@pytest.mark.slow
 def test_upload_as_start_keyframe(server: dict[str, Any]) -> None:
     c = server["client"]
     buf = io.BytesIO()
@@ -158,6 +161,7 @@ def test_features_without_a_model_say_so(server: dict[str, Any]) -> None:
     assert r.status_code == 400 and "no model" in r.json()["detail"]
 
 
+@pytest.mark.slow
 def test_upscale_resamples_the_video_into_a_new_generation(server: dict[str, Any], tmp_path: Path) -> None:
     c = server["client"]
     source = _video(server, resolution="540p", aspect_ratio="16:9").json()["id"]
@@ -240,6 +244,7 @@ def test_malformed_bodies_get_4xx_with_detail(server: dict[str, Any], content: b
     assert r.status_code == status and "detail" in r.json()
 
 
+@pytest.mark.slow
 def test_each_generation_is_priced_and_paid_from_credits(server: dict[str, Any], tmp_path: Path) -> None:
     """ETA and price come from the perf model for the workers' chip; a failed job gives its price back."""
     from noor.api.pricing import output_s

@@ -46,6 +46,7 @@ def _operations(app: FastAPI) -> list[Any]:
     return [result.ok() for result in schema.get_all_operations()]
 
 
+@pytest.mark.slow
 def test_no_generated_request_is_a_server_error(fuzzed_app: FastAPI) -> None:
     """Hypothesis draws requests from each operation's schema (valid and, via the negative mode, invalid)."""
     cases: list[tuple[str, int]] = []

@@ -76,6 +76,7 @@ def _create(client: TestClient, auth: dict[str, str], url: str) -> Any:
     return client.post("/generations/video", json=body, headers=auth)
 
 
+@pytest.mark.slow
 def test_an_allowed_external_keyframe_is_fetched_and_used(tmp_path: Path, origin: int, toy_weights: Path) -> None:
     # "images.example" resolves to loopback, which this deployment's allow list lets through
     guard = Guard.from_strings(["127.0.0.1/32"], resolver=lambda host, port: ["127.0.0.1"])

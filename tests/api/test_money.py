@@ -106,6 +106,7 @@ def test_racing_deletes_refund_once_and_never_answer_500(live: dict[str, Any]) -
         assert c.get("/credits").json()["credit_balance"] == before  # every price back exactly once, exact
 
 
+@pytest.mark.slow
 def test_racing_creates_hold_the_concurrency_and_rate_limits(live: dict[str, Any]) -> None:
     # the probes: 100 concurrent creates with a limit of 5 concurrent left 44 active; 10 per minute let 48 in
     store: Store = live["store"]

@@ -33,6 +33,7 @@ def _wait(client: Any, gid: str, timeout_s: float = 120) -> Any:
     raise AssertionError(f"generation {gid} did not finish")
 
 
+@pytest.mark.slow
 def test_lumaai_sdk_end_to_end(served: dict[str, Any], tmp_path: Path) -> None:
     client = lumaai.LumaAI(
         auth_token=served["key"], base_url=f"{served['base']}/dream-machine/v1", _strict_response_validation=True
@@ -69,6 +70,7 @@ def test_lumaai_sdk_end_to_end(served: dict[str, Any], tmp_path: Path) -> None:
         client.generations.create(prompt="a red circle", model="ray-2", resolution="8k")
 
 
+@pytest.mark.slow
 def test_openai_sdk_videos_end_to_end(served: dict[str, Any], tmp_path: Path) -> None:
     import warnings
 

@@ -61,6 +61,7 @@ def test_cpu_local_is_read_from_the_cache_without_measuring(tmp_path: Path, monk
     assert chip.peak_tflops("bf16", "conv") == 0.03 and chip.op_overhead_s == 3e-6
 
 
+@pytest.mark.slow
 def test_cpu_local_is_measured_once_and_cached_when_absent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "perf" / "cpu-local.json"
     monkeypatch.setattr(local, "cache_path", lambda: path)

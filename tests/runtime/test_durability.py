@@ -28,6 +28,7 @@ def _wait_for(predicate, timeout_s: float = 60.0) -> None:  # type: ignore[no-un
     raise AssertionError("timed out")
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_generation_loses_nothing(
     tmp_path: Path, toy_weights: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -89,6 +90,7 @@ def test_deleting_a_running_generation_stops_it_between_steps(tmp_path: Path, to
     store.close()
 
 
+@pytest.mark.slow
 def test_a_dreaming_job_shows_a_preview_of_the_work_so_far(tmp_path: Path, toy_weights: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'noor.db'}")
     assets = AssetStore(str(tmp_path / "assets"))

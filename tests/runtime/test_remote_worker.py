@@ -42,6 +42,7 @@ def _png() -> bytes:
     return out.getvalue()
 
 
+@pytest.mark.slow
 def test_a_remote_worker_runs_a_keyframed_job_through_the_api(
     app_parts: tuple[TestClient, Store, AssetStore], toy_weights: Path
 ) -> None:
@@ -108,6 +109,7 @@ def test_a_bad_key_or_server_is_a_clear_error(app_parts: tuple[TestClient, Store
     nowhere.close()
 
 
+@pytest.mark.slow
 def test_noor_worker_process_serves_a_live_server(tmp_path: Path, toy_weights: Path) -> None:
     served = start_serve(tmp_path / "data", toy_weights, "--workers", "0")
     worker = None
@@ -139,6 +141,7 @@ def test_noor_worker_process_serves_a_live_server(tmp_path: Path, toy_weights: P
         served.stop()
 
 
+@pytest.mark.slow
 def test_noor_worker_refuses_a_bad_key_in_one_line(tmp_path: Path, toy_weights: Path) -> None:
     served = start_serve(tmp_path / "data", toy_weights, "--workers", "0")
     try:

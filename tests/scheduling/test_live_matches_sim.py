@@ -67,6 +67,7 @@ def test_fair_share_claims_the_quiet_tenants_job_behind_a_backlog(store: Store) 
     assert later.created_at == t0 + timedelta(seconds=100)
 
 
+@pytest.mark.slow
 def test_a_claim_reads_a_few_rows_not_the_backlog() -> None:
     """`frontier` stops as soon as no unread job can come first: one round of 16 rows per scan here (SJF with
     aging reads one job per predicted length, fair share one per tenant), and finds what `order` puts first."""

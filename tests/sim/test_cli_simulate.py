@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "sim"
 
 
@@ -28,6 +30,7 @@ def test_run_prints_tables_and_writes_json_with_the_resolved_scenario(tmp_path: 
     assert "simulating" in run.stderr  # the progress bar
 
 
+@pytest.mark.slow
 def test_seed_changes_the_draws_and_json_to_stdout() -> None:
     base = ["run", str(EXAMPLES / "three-regions.toml"), "--json", "-", "--set", "horizon_h=1"]
     a, b, c = noor(*base, "--seed", "1"), noor(*base, "--seed", "1"), noor(*base, "--seed", "2")
@@ -43,6 +46,7 @@ def test_analytic_mode(tmp_path: Path) -> None:
     assert 0.3 < data["fleet"]["utilisation"] < 0.9
 
 
+@pytest.mark.slow
 def test_bad_scenarios_are_one_line_naming_the_key_and_value(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     text = (EXAMPLES / "three-regions.toml").read_text()

@@ -38,6 +38,7 @@ def test_a_bad_point_is_named_before_anything_runs() -> None:
         sweeps.sweep(scenario_dict(), {"sites[0].gpus": [4, -1]})
 
 
+@pytest.mark.slow
 def test_cli_sweep_table_json_and_ray_missing(tmp_path: Path) -> None:
     out = tmp_path / "s.json"
     cmd = [sys.executable, "-m", "noor.cli", "simulate", "sweep", str(EXAMPLES / "three-regions.toml")]

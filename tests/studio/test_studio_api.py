@@ -107,6 +107,7 @@ def test_quote_refuses_what_create_refuses(
     assert detail in quoted.json()["detail"] and quoted.json() == created.json()
 
 
+@pytest.mark.slow
 def test_negative_prompt_reaches_the_engine_task(server: dict[str, Any]) -> None:
     c, auth = server["client"], server["auth"]
     body = {"prompt": "a red circle moves to the left", "negative_prompt": "  blue squares  "}
@@ -118,6 +119,7 @@ def test_negative_prompt_reaches_the_engine_task(server: dict[str, Any]) -> None
     assert c.get(f"/generations/{created['id']}", headers=auth).json()["state"] == "completed"
 
 
+@pytest.mark.slow
 def test_gallery_filters_by_state_and_prompt_and_pages(server: dict[str, Any]) -> None:
     c, auth = server["client"], server["auth"]
     prompts = ["a red circle moves left", "دائرة حمراء تتحرك", "A RED square grows"]

@@ -160,6 +160,7 @@ def test_pipelines_without_step_callbacks_still_report_progress(toy: Toy, data_d
     assert "step" not in vars(backend.pipe("t2v").scheduler)  # the wrapper is gone afterwards
 
 
+@pytest.mark.slow
 def test_keyframes_reach_the_pipeline_and_loop_ends_on_the_start(toy: Toy, data_dir: Path) -> None:
     ltx = DiffusersBackend(_add(toy, "ltx-video"))
     red = np.zeros((32, 32, 3), np.uint8)
@@ -181,6 +182,7 @@ def test_keyframes_reach_the_pipeline_and_loop_ends_on_the_start(toy: Toy, data_
     assert frames[0].frames.shape == (5, 32, 32, 3)
 
 
+@pytest.mark.slow
 def test_mode_switch_shares_components(toy: Toy, data_dir: Path) -> None:
     backend = DiffusersBackend(_add(toy, "wan2.2-ti2v"))
     t2v = backend.generate([Task(prompt="a cat", width=64, height=32, num_frames=5, steps=2)])[0]
@@ -190,6 +192,7 @@ def test_mode_switch_shares_components(toy: Toy, data_dir: Path) -> None:
     assert backend.pipe("i2v").transformer is backend.pipe("t2v").transformer
 
 
+@pytest.mark.slow
 def test_other_caches_and_vae_options_switch_on_and_off(toy: Toy, data_dir: Path) -> None:
     backend = DiffusersBackend(_add(toy, "wan2.1-t2v"))
     task = Task(prompt="a cat", width=32, height=32, num_frames=5, steps=2)
@@ -223,6 +226,7 @@ def test_wan_sizes_beyond_its_rotary_table_are_refused_at_create_time(toy: Toy, 
         DiffusersBackend(entry).generate([Task(prompt="a cat", width=80, height=32, num_frames=5, steps=1)])
 
 
+@pytest.mark.slow
 def test_hunyuanvideo15_i2v_draws_its_own_bucket_for_the_keyframe(toy: Toy, data_dir: Path) -> None:
     backend = DiffusersBackend(_add(toy, "hunyuanvideo-1.5-i2v"))
     spec = registry.get("toy-hunyuanvideo-1.5-i2v")

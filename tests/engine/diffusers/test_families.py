@@ -51,6 +51,7 @@ def _task(family: str, steps: int) -> Task:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", list(TOYS))
 def test_previews_and_cache_a_b_a(toy: Toy, data_dir: Path, family: str) -> None:
     backend = _backend(toy, family)

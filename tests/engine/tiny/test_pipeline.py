@@ -67,6 +67,7 @@ def test_a_pipeline_keeps_its_shared_noise_through_save_and_load(toy_weights: Pa
     assert not np.array_equal(a, pipe(**kwargs).frames)  # the starting noise differs, so the clip does
 
 
+@pytest.mark.slow
 def test_image_first_draws_the_first_frame_as_an_image_then_the_clip_from_it(toy_weights: Path, tmp_path: Path) -> None:
     plain = NoorTinyPipeline.from_pretrained(str(toy_weights))
     assert plain.config.image_first is False  # the default (and what pipelines saved without the key load as)
@@ -126,6 +127,7 @@ def test_clip_guidance_guides_clips_and_guidance_scale_images_and_first_frames(t
     )
 
 
+@pytest.mark.slow
 def test_clip_guidance_runs_only_inside_its_noise_interval(toy_weights: Path) -> None:
     """clip_guidance_min_sigma: a clip's steps at noise >= it run the conditional and unconditional passes,
     the steps below one conditional pass (a guidance interval); 0 guides every step."""
@@ -218,6 +220,7 @@ def test_keyframes_are_kept_and_loops_close(backend: TinyBackend) -> None:
     assert same(looped_from_start.frames[-1], roundtrip(start))
 
 
+@pytest.mark.slow
 def test_progress_reports_every_step_and_cancel_stops(backend: TinyBackend) -> None:
     seen: list[tuple[int, int]] = []
     backend.generate(

@@ -30,6 +30,7 @@ def _toy(**overrides: object) -> TrainConfig:
     return TrainConfig(**{**TOY, **overrides})  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("attention", "conv_channels"), [("factorised", 0), ("joint", 8)])
 def test_a_few_steps_lower_the_denoiser_loss(attention: str, conv_channels: int) -> None:
     torch.manual_seed(0)
@@ -50,6 +51,7 @@ def test_a_few_steps_lower_the_denoiser_loss(attention: str, conv_channels: int)
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
 
 
+@pytest.mark.slow
 def test_a_few_steps_lower_the_vae_loss() -> None:
     torch.manual_seed(0)
     cfg = _toy(vae_channels=(16, 32, 32), vae_steps=60, vae_batch_size=8)
@@ -59,6 +61,7 @@ def test_a_few_steps_lower_the_vae_loss() -> None:
     assert vae.config.scaling_factor != 0.18215  # set from data, not diffusers' SD default
 
 
+@pytest.mark.slow
 def test_batches_mark_keyframes_and_never_show_eval_prompts() -> None:
     cfg = _toy(batch_size=200, pool_clips=64)
     vae = build_vae(cfg).requires_grad_(False)
@@ -76,6 +79,7 @@ def test_batches_mark_keyframes_and_never_show_eval_prompts() -> None:
     assert images.latents.shape == (200, 4, 1, 16, 16) and not images.known.any()
 
 
+@pytest.mark.slow
 def test_image_batches_are_first_frames_with_fresh_captions() -> None:
     cfg = _toy(image_batch=300, pool_clips=64)
     vae = build_vae(cfg).requires_grad_(False)
@@ -92,6 +96,7 @@ def test_image_batches_are_first_frames_with_fresh_captions() -> None:
     assert len(set(images.prompts)) > 50  # captions drawn afresh, not one per clip
 
 
+@pytest.mark.slow
 def test_image_batches_train_beside_the_clips(tmp_path: Path) -> None:
     base = _toy(steps=2, save_every=0, warmup_steps=1, image_batch=0)
     with_images = _toy(steps=2, save_every=0, warmup_steps=1, image_batch=16, image_first=True, clip_guidance_scale=1.5)
@@ -102,6 +107,7 @@ def test_image_batches_train_beside_the_clips(tmp_path: Path) -> None:
     assert one_stage.config.image_first is False and one_stage.config.clip_guidance_scale is None
 
 
+@pytest.mark.slow
 def test_train_writes_a_loadable_pipeline_with_its_config(tmp_path: Path) -> None:
     cfg = _toy(steps=3, save_every=0, warmup_steps=1, shared_noise=0.3)
     seen: set[str] = set()
@@ -123,6 +129,7 @@ def test_the_noise_shift_moves_training_toward_high_noise() -> None:
     assert shifted[5].item() == 0.75  # 3 x 0.5 / (1 + 2 x 0.5)
 
 
+@pytest.mark.slow
 def test_training_is_reproducible_from_the_seed(tmp_path: Path) -> None:
     cfg = _toy(steps=2, save_every=0, warmup_steps=1)
     assert train(cfg, tmp_path / "a") == train(cfg, tmp_path / "b")
@@ -132,6 +139,7 @@ def test_training_is_reproducible_from_the_seed(tmp_path: Path) -> None:
         assert torch.equal(x, y)
 
 
+@pytest.mark.slow
 def test_a_run_shorter_than_its_schedule_is_the_start_of_the_full_run(tmp_path: Path) -> None:
     full = train(_toy(steps=6, schedule_steps=0, save_every=0, warmup_steps=1), tmp_path / "full")
     stopped = train(_toy(steps=3, schedule_steps=6, save_every=0, warmup_steps=1), tmp_path / "stopped")
@@ -155,6 +163,7 @@ def test_a_config_out_of_range_is_refused_naming_the_field() -> None:
         assert caught.value.field == field and caught.value.value == value
 
 
+@pytest.mark.slow
 def test_the_second_phase_from_saved_weights_is_the_second_phase_of_a_full_run(tmp_path: Path) -> None:
     """Stage 5 draws from its own streams, so starting it from stage 4's saved weights gives what one run gives."""
     base = {"steps": 2, "save_every": 0, "warmup_steps": 1, "tune_warmup_steps": 1, "tune_lr": 1e-3}
@@ -174,6 +183,7 @@ def test_the_second_phase_from_saved_weights_is_the_second_phase_of_a_full_run(t
     assert not all(torch.equal(x, z) for x, z in zip(full_weights, first_weights, strict=True))  # stage 5 trained
 
 
+@pytest.mark.slow
 def test_the_second_phase_can_add_keyframe_concat_and_train_it(tmp_path: Path) -> None:
     """`tune_keyframe_concat` adds the zero-initialised keyframe input in stage 5, trains it, and saves it so that
     it loads; a later round from those weights keeps it rather than adding it again."""
