@@ -245,6 +245,7 @@ def generation_out(request: Request, ctx: Context, g: Generation) -> GenerationO
             "eta_s": g.eta_s,
             "price_cents": g.price_cents,
             "progress": g.progress,
+            "warnings": g.task.get("notes", []),
         }
     )
 

@@ -134,7 +134,7 @@ async def create_video(request: Request, tenant: Tenant, ctx: Ctx) -> JSONRespon
         "start": start,
     }
     try:
-        check_task(spec, task)
+        task["notes"] = check_task(spec, task)
     except RequestError as err:
         param = {"width": "size", "height": "size", "num_frames": "seconds"}.get(err.field or "", err.field)
         raise OpenAIError(400, err.detail, param=param) from err

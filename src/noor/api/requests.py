@@ -166,7 +166,7 @@ def resolve_video(req: VideoCreate, keyframes: Keyframes, aliases: dict[str, str
     }
     if concept_keys:
         task["concepts"] = concept_keys  # only a model that declares them gets here (concepts.refusal)
-    check_task(spec, task)
+    task["notes"] = check_task(spec, task)
     return Resolved(spec.id, task)
 
 
@@ -203,12 +203,13 @@ def resolve_image(req: ImageCreate, aliases: dict[str, str]) -> Resolved:
         "fps": spec.default_fps,
         "seed": secrets.randbelow(2**31),
     }
-    check_task(spec, task)
+    task["notes"] = check_task(spec, task)
     return Resolved(spec.id, task)
 
 
-def check_task(spec: registry.ModelSpec, task: dict[str, Any]) -> None:
-    """The model's own limits and capabilities, on a stand-in task (keyframes are checked as present/absent).
+def check_task(spec: registry.ModelSpec, task: dict[str, Any]) -> list[str]:
+    """The model's own limits and capabilities, on a stand-in task (keyframes are checked as present/absent);
+    returns the model's notes on what it will adapt or does not know (the generation's `warnings`).
 
     Raises RequestError(400); its `field` names the engine field that was refused."""
     probe = Task(
@@ -223,9 +224,13 @@ def check_task(spec: registry.ModelSpec, task: dict[str, Any]) -> None:
         end_frame=_PRESENT if task.get("end") else None,
     )
     try:
-        spec.check(probe)
+        notes = spec.check(probe)
     except TaskError as err:
         raise RequestError(400, str(err), field=err.field) from err
+    if not task["prompt"] and spec.prompt_notes:  # notes on the stand-in prompt are not the user's
+        stand_in = set(spec.prompt_notes(probe.prompt))
+        notes = [n for n in notes if n not in stand_in]
+    return notes
 
 
 class _Present:

@@ -86,6 +86,8 @@ class GenerationOut(BaseModel):
     eta_s: float | None = None  # predicted seconds of work on this deployment's workers (noor.perf)
     price_cents: float = 0.0  # taken from the credits at create time; refunded if the job fails
     progress: float = 0.0  # share of the work done, 0..1
+    # what the model adapts or cannot do for this request (another aspect filled, words it does not know)
+    warnings: list[str] = Field(default_factory=list)
 
 
 class GenerationList(BaseModel):
