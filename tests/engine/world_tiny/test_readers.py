@@ -4,12 +4,15 @@ import numpy as np
 import pytest
 
 from noor.engine.world_tiny.readers import (
+    MIN_PEAK,
     SIGNATURE_SEEDS,
     action_of_shift,
     check_windows,
     colour_histogram,
     expected_shift,
+    read_actions,
     read_biome,
+    read_shifts,
     scene_shift,
     scene_shifts,
     signatures,
@@ -32,6 +35,16 @@ def test_phase_correlation_recovers_every_action_of_true_rollouts() -> None:
             expected = np.array([expected_shift(a) for a in actions])
             assert np.abs(shifts - expected).max() < 0.25, biome  # none = 0 px, a move = exactly the step
             assert [action_of_shift(dx, dy) for dx, dy in shifts] == actions, biome
+            assert read_actions(frames) == actions, biome
+
+
+def test_phase_correlation_reads_no_action_between_noise_frames() -> None:
+    rng = np.random.default_rng(15)
+    noise = rng.integers(0, 256, size=(40, 64, 64, 3), dtype=np.uint8)
+    reading = read_shifts(noise)
+    assert reading.peaks.max() < MIN_PEAK and read_actions(noise) == [None] * 39
+    frames, _ = rollout(make_map("coast", 9), (0, 0), ["right", "none"])
+    assert read_shifts(frames).peaks.min() > 3 * MIN_PEAK  # true steps stand far above
 
 
 def test_the_shift_follows_the_camera_convention() -> None:

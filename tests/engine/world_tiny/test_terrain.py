@@ -145,8 +145,11 @@ def test_bad_input_is_refused_with_its_name_and_value(maps: dict) -> None:
         rollout(maps["desert"], (0, 0), ["right", "jump"])
     with pytest.raises(ValueError, match=r"action must be one of .*got 'fly'"):
         step(maps["desert"], 0, 0, "fly")
-    with pytest.raises(ValueError, match="size must be"):
+    with pytest.raises(ValueError, match=r"size must be in 16\.\.64, got 65"):
         view(maps["desert"], 0, 0, size=65)
+    with pytest.raises(ValueError, match=r"size must be in 16\.\.64, got 8"):
+        view(maps["desert"], 0, 0, size=8)
+    assert view(maps["desert"], 0, 0, size=16).shape == (16, 16, 3)
     with pytest.raises(ValueError, match="size must be"):
         make_map("desert", 0, size=100)
 

@@ -455,8 +455,8 @@ def player_mask(size: int = VIEW_SIZE) -> np.ndarray:
 
 def view(terrain: TerrainMap, x: int, y: int, size: int = VIEW_SIZE) -> np.ndarray:
     """The (size, size, 3) uint8 view centred on the player at map pixel (x, y), player drawn on top."""
-    if not 8 <= size <= VIEW_SIZE:
-        raise ValueError(f"size must be in 8..{VIEW_SIZE}, got {size}")
+    if not 16 <= size <= VIEW_SIZE:  # at least the player and some ground; at most the wrapped margin
+        raise ValueError(f"size must be in 16..{VIEW_SIZE}, got {size}")
     # 1. the map around (x, y): one slice of the wrapped copy
     x0, y0 = (int(x) - size // 2) % terrain.width, (int(y) - size // 2) % terrain.height
     frame = terrain.padded[y0 : y0 + size, x0 : x0 + size].copy()
