@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from noor.engine.world_tiny.actions import STEP_PX, random_actions
 from noor.engine.world_tiny.readers import (
     MIN_PEAK,
     SIGNATURE_SEEDS,
@@ -17,11 +18,7 @@ from noor.engine.world_tiny.readers import (
     scene_shifts,
     signatures,
 )
-from noor.engine.world_tiny.terrain import ACTIONS, BIOMES, STEP_PX, make_map, rollout, view
-
-
-def _walk(rng: np.random.Generator, n: int) -> list[str]:
-    return [ACTIONS[i] for i in rng.integers(0, len(ACTIONS), size=n)]
+from noor.engine.world_tiny.terrain import BIOMES, make_map, rollout, view
 
 
 def test_phase_correlation_recovers_every_action_of_true_rollouts() -> None:
@@ -29,7 +26,7 @@ def test_phase_correlation_recovers_every_action_of_true_rollouts() -> None:
     for biome in BIOMES:
         for seed in (21, 22):
             terrain = make_map(biome, seed)
-            actions = _walk(rng, 100)
+            actions = random_actions(rng, 100)
             frames, _ = rollout(terrain, (int(rng.integers(512)), int(rng.integers(512))), actions)
             shifts = scene_shifts(frames)  # (T - 1, 2)
             expected = np.array([expected_shift(a) for a in actions])
@@ -105,7 +102,7 @@ def test_long_true_rollouts_stay_within_their_biome_colour_range_and_collapses_d
     rng = np.random.default_rng(14)
     for biome in ("desert", "coast"):
         terrain = make_map(biome, 50)
-        frames, _ = rollout(terrain, (0, 0), _walk(rng, 599))
+        frames, _ = rollout(terrain, (0, 0), random_actions(rng, 599))
         checks = check_windows(frames, biome)
         assert [c.start for c in checks] == [0, 100, 200, 300, 400, 500] and all(c.ok for c in checks), checks
         other = "city_night"

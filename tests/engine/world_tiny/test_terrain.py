@@ -5,14 +5,13 @@ import time
 import numpy as np
 import pytest
 
+from noor.engine.world_tiny.actions import ACTIONS, STEP_PX, closed_path
 from noor.engine.world_tiny.terrain import (
-    ACTIONS,
     BIOMES,
     CLASSES,
     MAP_SIZE,
     PALETTES,
     PLAYER_RGB,
-    STEP_PX,
     VIEW_SIZE,
     make_map,
     player_box,
@@ -131,7 +130,7 @@ def test_moving_right_scrolls_the_scene_left_by_exactly_one_step(maps: dict) -> 
 
 @pytest.mark.parametrize("n", [1, 8, 16, 130])
 def test_a_closed_path_returns_the_identical_frame(maps: dict, n: int) -> None:
-    actions = ["right"] * n + ["up"] * n + ["left"] * n + ["down"] * n
+    actions = closed_path(n)
     for terrain in maps.values():
         frames, positions = rollout(terrain, (500, 3), actions)
         assert np.array_equal(frames[-1], frames[0]) and positions[-1].tolist() == [500, 3]

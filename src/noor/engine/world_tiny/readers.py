@@ -21,10 +21,9 @@ from functools import lru_cache
 
 import numpy as np
 
+from noor.engine.world_tiny.actions import MOVES, check_actions
 from noor.engine.world_tiny.terrain import (
-    ACTIONS,
     BIOMES,
-    MOVES,
     PLAYER_RADIUS_PX,
     TerrainMap,
     make_map,
@@ -143,8 +142,7 @@ def action_of_shift(dx: float, dy: float, still_px: float = 1.0) -> str:
 
 def expected_shift(action: str) -> tuple[int, int]:
     """The scene's shift in pixels that `action` should cause: the player's move, reversed."""
-    if action not in MOVES:
-        raise ValueError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
+    check_actions([action])
     dx, dy = MOVES[action]
     return -dx, -dy
 

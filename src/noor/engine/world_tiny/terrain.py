@@ -12,7 +12,7 @@ Geometry and the camera convention:
   wall, a special case at the border or a patch of undrawn space, and a walk needs no collision
   rule: a closed path of actions (right n, up n, left n, down n) ends exactly where it began.
 - Positions are integer map pixels (x to the right, y downwards), always kept in [0, W) x [0, H).
-- One action moves the player `STEP_PX` = 4 pixels: `right` +x, `left` -x, `down` +y, `up` -y,
+- One action (`actions.MOVES`) moves the player `STEP_PX` = 4 pixels: `right` +x, `left` -x, `down` +y, `up` -y,
   `none` stays.
 - **The camera follows the player, so moving right scrolls the scene left** (and moving up scrolls
   it down). The view of side `size` centred on (x, y) covers map columns x - size//2 .. x + size//2 - 1
@@ -25,20 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from noor.engine.world_tiny.actions import MOVES, check_actions
+
 MAP_SIZE = 512  # map side, pixels
 VIEW_SIZE = 64  # view side, pixels
-STEP_PX = 4  # pixels the player moves per action
-
-# Map pixels the player moves per action (dx, dy); y grows downwards as in an image.
-MOVES: dict[str, tuple[int, int]] = {
-    "none": (0, 0),
-    "up": (0, -STEP_PX),
-    "down": (0, STEP_PX),
-    "left": (-STEP_PX, 0),
-    "right": (STEP_PX, 0),
-}
-ACTIONS = tuple(MOVES)
-
 BIOMES = ("desert", "city_night", "coast", "oasis")
 
 # Semantic class of each map pixel: terrain first, then the landmarks' parts.
@@ -468,8 +458,7 @@ def view(terrain: TerrainMap, x: int, y: int, size: int = VIEW_SIZE) -> np.ndarr
 
 def step(terrain: TerrainMap, x: int, y: int, action: str) -> tuple[int, int]:
     """The player's position after one action (wrapped onto the torus)."""
-    if action not in MOVES:
-        raise ValueError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
+    check_actions([action])
     dx, dy = MOVES[action]
     return (x + dx) % terrain.width, (y + dy) % terrain.height
 
@@ -480,9 +469,7 @@ def rollout(
     """Walk `actions` from `start_xy`: frames (T, size, size, 3) uint8 and positions (T, 2) int (x, y), with
     T = len(actions) + 1: frames[0] is the start view and frames[t + 1] the view after actions[t]."""
     # 1. positions: validate every action first, then a cumulative sum of the moves
-    bad = [a for a in actions if a not in MOVES]
-    if bad:
-        raise ValueError(f"action must be one of {', '.join(ACTIONS)}, got {bad[0]!r}")
+    check_actions(actions)
     moves = np.array([(0, 0)] + [MOVES[a] for a in actions], np.int64)  # (T, 2)
     start = np.array([start_xy[0] % terrain.width, start_xy[1] % terrain.height], np.int64)
     positions = (start + np.cumsum(moves, axis=0)) % np.array([terrain.width, terrain.height])
