@@ -67,6 +67,7 @@ def test_no_generated_request_is_a_server_error(fuzzed_app: FastAPI) -> None:
     assert any(s < 300 for s in statuses) and any(400 <= s < 500 for s in statuses), statuses
 
 
+@pytest.mark.slow
 def test_without_a_key_every_secured_operation_is_a_declared_401(fuzzed_app: FastAPI) -> None:
     """The document's `security` is the truth: each operation that declares the bearer scheme answers 401 (with its
     declared body) without a key, and the others answer without one."""

@@ -123,6 +123,7 @@ def test_a_dreaming_job_shows_a_preview_of_the_work_so_far(tmp_path: Path, toy_w
     store.close()
 
 
+@pytest.mark.slow
 def test_local_workers_stop_when_their_server_is_killed(tmp_path: Path, toy_weights: Path) -> None:
     """No orphans: a SIGKILLed server's workers exit, so a restarted server does not end up with twice as many."""
     script = (

@@ -212,6 +212,7 @@ def test_fetches_hold_at_most_their_slots_per_tenant_and_in_total(peer: Peer) ->
     assert guard.fetch_slots.in_flight == 0
 
 
+@pytest.mark.slow
 def test_trickling_keyframes_do_not_starve_other_tenants_requests(tmp_path: Path, peer: Peer) -> None:
     """Keyframe URLs that trickle, from several tenants at once, against a real server whose request-thread pool is
     cut to 6 (so a few requests stand for a loaded server's 40): before, each fetch held a request thread for its
@@ -270,6 +271,7 @@ def test_trickling_keyframes_do_not_starve_other_tenants_requests(tmp_path: Path
     assert peer.max_open == 3  # never more fetches at once than the server's slots
 
 
+@pytest.mark.slow
 def test_a_trickling_receiver_does_not_hold_back_other_tenants_webhooks(tmp_path: Path, peer: Peer) -> None:
     store = Store(f"sqlite:///{tmp_path / 'noor.db'}")
     with store.session.begin() as s:  # the trickler's rows first, so a one-at-a-time deliverer meets them first

@@ -71,6 +71,7 @@ def test_options_list_the_models_sizes_and_chips(server: dict[str, Any]) -> None
     assert {"id": "b200", "name": "NVIDIA B200 (HGX)"} in opts["chips"]
 
 
+@pytest.mark.slow
 def test_quote_is_what_create_then_charges_and_stores_nothing(server: dict[str, Any]) -> None:
     c, auth = server["client"], server["auth"]
     body = {"model": "ray-2", "prompt": "دائرة حمراء تتحرك إلى اليسار", "resolution": "720p", "aspect_ratio": "1:1"}
