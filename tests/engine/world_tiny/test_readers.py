@@ -70,10 +70,10 @@ def test_biome_reader_names_the_biome_of_true_views_on_unseen_seeds() -> None:
     rng = np.random.default_rng(12)
     right, total = 0, 0
     for biome in BIOMES:
-        for seed in range(40, 43):
+        for seed in range(40, 42):
             assert seed not in SIGNATURE_SEEDS
             terrain = make_map(biome, seed)
-            for x, y in rng.integers(0, 512, size=(40, 2)):
+            for x, y in rng.integers(0, 512, size=(60, 2)):
                 right += read_biome(view(terrain, int(x), int(y))).biome == biome
                 total += 1
     assert right / total >= 0.95, right / total
