@@ -232,6 +232,7 @@ def generation_out(request: Request, ctx: Context, g: Generation) -> GenerationO
     assets = None
     if g.assets:
         assets = {k: asset_url(request, ctx, v) for k, v in g.assets.items()}
+    timing = ctx.store.timing(g) if g.eta_s is not None or g.state not in ("queued", "dreaming") else None
     return GenerationOut.model_validate(
         {
             "id": g.id,
@@ -243,6 +244,9 @@ def generation_out(request: Request, ctx: Context, g: Generation) -> GenerationO
             "model": g.request.get("model") or g.model,
             "request": g.request,
             "eta_s": g.eta_s,
+            "wait_s": timing and round(timing.wait_s, 3),
+            "run_s": timing and round(timing.run_s, 3),
+            "done_in_s": timing and round(timing.left_s, 3),
             "price_cents": g.price_cents,
             "progress": g.progress,
             "warnings": g.task.get("notes", []),

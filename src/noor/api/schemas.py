@@ -83,7 +83,12 @@ class GenerationOut(BaseModel):
     model: str
     request: dict[str, Any]
     # Noor's additions (the SDKs ignore fields they do not know)
-    eta_s: float | None = None  # predicted seconds of work on this deployment's workers (noor.perf)
+    eta_s: float | None = None  # predicted seconds of work on the catalog chip (noor.perf): what the price is of
+    # when it will be done, as the queue stands now (noor.jobs.eta): seconds until it starts, its run time on this
+    # deployment's workers (learnt from the model's last runs; what it took, once done), and until it is done
+    wait_s: float | None = None
+    run_s: float | None = None
+    done_in_s: float | None = None
     price_cents: float = 0.0  # taken from the credits at create time; refunded if the job fails
     progress: float = 0.0  # share of the work done, 0..1
     # what the model adapts or cannot do for this request (another aspect filled, words it does not know)

@@ -23,6 +23,7 @@ from noor.api.requests import DURATIONS_S, resolve_video
 from noor.api.schemas import GenerationList, VideoCreate
 from noor.engine import registry
 from noor.engine.task import ASPECT_RATIOS, RESOLUTIONS
+from noor.jobs.generation import Generation, now_utc
 from noor.studio import STUDIO_DIR
 
 # The gallery filter reads the newest generations in batches; past this many it stops and says so
@@ -66,6 +67,7 @@ class Options(BaseModel):
 class Quote(BaseModel):
     model: str
     eta_s: float | None  # predicted seconds of work on one of this deployment's workers; None: not in the catalog
+    done_in_s: float | None = None  # when it would be done if queued now: the queue ahead, then its run (learnt)
     price_cents: float
     width: int
     height: int
@@ -117,9 +119,12 @@ def quote_video(body: VideoCreate, request: Request, tenant: Tenant, ctx: Ctx) -
     resolved = resolve_video(body, keyframes_for(request, ctx, tenant), ctx.config.aliases)
     q = quote(resolved.model, resolved.task, ctx.config.chip, ctx.config.markup)
     task = resolved.task
+    now = now_utc()
+    behind_the_queue = Generation(model=resolved.model, eta_s=q.eta_s, state="queued", created_at=now, progress=0.0)
     return Quote(
         model=resolved.model,
         eta_s=q.eta_s,
+        done_in_s=None if q.eta_s is None else round(ctx.store.timing(behind_the_queue, now).left_s, 3),
         price_cents=q.price_cents,
         width=task["width"],
         height=task["height"],

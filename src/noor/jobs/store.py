@@ -43,7 +43,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.util import ClauseAdapter
 
 from noor import scheduling
-from noor.jobs import money, outbox
+from noor.jobs import eta, money, outbox
 from noor.jobs.generation import Generation, State, check_transition, now_utc
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -408,6 +408,12 @@ class Store:
         if row is None:
             raise NotFound(generation_id)
         return Generation(**row)
+
+    def timing(self, job: Generation, now: datetime | None = None) -> eta.Timing:
+        """When `job` will start and be done on this deployment's workers, as the queue stands now
+        (`noor.jobs.eta`). A job not stored yet (a quote) waits behind the whole queue."""
+        with self.session() as s:
+            return eta.Clock(s, now or now_utc()).timing(job)
 
     def exists(self, tenant: str, generation_id: str) -> bool:
         """Whether the generation is there for its tenant (not deleted): asset downloads ask this."""
