@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 import uuid
@@ -301,12 +302,30 @@ def create_video(body: VideoCreate, request: Request, tenant: Tenant, ctx: Ctx) 
     return store_generation(request, ctx, tenant, body, resolved, "video")
 
 
-@router.post("/generations/image", status_code=201, response_model=GenerationOut, responses=CREATE_ERRORS)
-def create_image(body: ImageCreate, request: Request, tenant: Tenant, ctx: Ctx) -> GenerationOut:
+SYNC_POLL_S = 0.2
+
+
+def _create_image(body: ImageCreate, request: Request, tenant: tenants.Tenant, ctx: Context) -> GenerationOut:
     check_limits(ctx, tenant)
     check_callback(ctx, body.callback_url)
     resolved = resolve_image(body, ctx.config.aliases)
     return store_generation(request, ctx, tenant, body, resolved, "image")
+
+
+@router.post("/generations/image", status_code=201, response_model=GenerationOut, responses=CREATE_ERRORS)
+async def create_image(body: ImageCreate, request: Request, tenant: Tenant, ctx: Ctx) -> GenerationOut:
+    """With `sync`, the answer waits (on the event loop, holding no thread) until the image is done or
+    `sync_timeout` has passed, and is the generation as it then stands."""
+    out = await run_in_threadpool(_create_image, body, request, tenant, ctx)
+    deadline = time.monotonic() + body.sync_timeout
+    while body.sync and out.state in ("queued", "dreaming") and time.monotonic() < deadline:
+        await asyncio.sleep(SYNC_POLL_S)
+        try:
+            g = await read(ctx.store, ctx.store.get, tenant.name, out.id)
+        except NotFound:  # deleted meanwhile: the answer is what was created
+            break
+        out = await run_in_threadpool(generation_out, request, ctx, g)
+    return out
 
 
 @router.get("/generations/concepts/list")

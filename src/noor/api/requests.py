@@ -192,8 +192,17 @@ def resolve_upscale(source: Any, resolution: str) -> Resolved:
     return Resolved(UPSCALE_MODEL, task)
 
 
+REFERENCES = ("image_ref", "style_ref", "character_ref", "modify_image_ref")
+
+
 def resolve_image(req: ImageCreate, aliases: dict[str, str]) -> Resolved:
     spec = resolve_model(req.model, aliases)
+    for name in REFERENCES:
+        if getattr(req, name) is not None:  # never accepted and dropped
+            raise RequestError(
+                400, f"{name}: no model on this server takes reference images yet ({spec.id} draws from the prompt "
+                "alone); send the request without it", field=name,
+            )
     width, height = size_from_aspect(req.aspect_ratio, DEFAULT_RESOLUTION)
     task = {
         "prompt": _prompt(req.prompt, required=True),

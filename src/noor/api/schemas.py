@@ -57,6 +57,14 @@ class ImageCreate(BaseModel):
     format: Literal["jpg", "png"] = "jpg"
     callback_url: str | None = Field(None, max_length=4096)
     generation_type: Literal["image"] = "image"
+    # answered with the finished image, waiting up to sync_timeout seconds (the SDK's read timeout is 60 s)
+    sync: bool = False
+    sync_timeout: float = Field(60.0, gt=0, le=60)
+    # image conditioning: no installed model takes it yet, so a request that sends it is refused, not run without
+    image_ref: list[Any] | None = None
+    style_ref: list[Any] | None = None
+    character_ref: dict[str, Any] | None = None
+    modify_image_ref: dict[str, Any] | None = None
 
 
 class Upscale(BaseModel):
