@@ -8,6 +8,7 @@ docs/architecture.md ("Allowed imports"); a test holds the two to each other.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -74,6 +75,7 @@ def imported_modules(path: Path) -> list[tuple[int, str]]:
     return found
 
 
+@functools.cache  # one read of the tree for all the tests here
 def arrows() -> dict[tuple[str, str], list[str]]:
     """(from unit, to unit) -> where: file:line, for every import between two different units."""
     out: dict[tuple[str, str], list[str]] = {}
@@ -127,7 +129,7 @@ def test_docs_architecture_has_the_same_table() -> None:
 
 def test_the_reader_sees_lazy_and_relative_imports(tmp_path: Path) -> None:
     """The check would pass on anything if it missed imports inside functions or written relative."""
-    found = dict(arrows())
+    found = arrows()
     assert ("engine", "engine.tiny") in found  # the registry imports the built-in backend inside a function
     assert ("plan", "sim") in found  # noor.plan.queueing: `from noor.sim import analytic`
     assert unit("noor.engine.tiny.scene") == "engine.tiny" and unit("noor.engine.task") == "engine"
