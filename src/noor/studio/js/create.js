@@ -213,7 +213,7 @@ function build(main, heading, opts, completed, extend, controller) {
     quote.textContent = t("create.quote.busy");
     try {
       const q = await api.quote(body, mine.signal);
-      const vars = { eta: seconds(q.eta_s), price: dollars(q.price_cents), width: q.width, height: q.height, frames: q.num_frames, fps: q.fps };
+      const vars = { eta: seconds(q.eta_s), done: seconds(q.done_in_s), price: dollars(q.price_cents), width: q.width, height: q.height, frames: q.num_frames, fps: q.fps };
       quote.textContent = q.eta_s === null ? t("create.quote.noeta", vars) : t("create.quote.line", vars);
       quote.dataset.etaS = q.eta_s === null ? "" : String(q.eta_s);
       quote.dataset.priceCents = String(q.price_cents);
@@ -225,6 +225,7 @@ function build(main, heading, opts, completed, extend, controller) {
     }
   };
   changed = () => {
+    clearError(errors); // a refusal of the last submit says nothing about the form as it is now
     clearTimeout(timer);
     timer = setTimeout(requote, 250);
   };
@@ -241,7 +242,7 @@ function build(main, heading, opts, completed, extend, controller) {
       draft.frame0 = blankFrame();
       draft.frame1 = blankFrame();
       refreshCredits();
-      notice(t("create.submitted", { id: g.id, eta: seconds(g.eta_s), price: dollars(g.price_cents) }), "info", true);
+      notice(t("create.submitted", { id: g.id, eta: seconds(g.done_in_s ?? g.eta_s), price: dollars(g.price_cents) }), "info", true);
       location.hash = `#/g/${encodeURIComponent(g.id)}`;
     } catch (err) {
       fail(errors, err);

@@ -4,19 +4,25 @@
 import { api } from "./api.js";
 import { dollars, seconds, t, when } from "./i18n.js";
 import { fail, refreshCredits } from "./session.js";
-import { clearError, h, notice, progressBar, select, stateBadge, updateProgress } from "./ui.js";
+import { clearError, h, kindBadge, notice, progressBar, select, stateBadge, title, updateProgress } from "./ui.js";
 
 const POLL_MS = 1000;
 const PREVIEW_RELOAD_MS = 4000;
 const UPSCALE_TO = ["720p", "1080p", "4k"];
 
+// When it will be done as the queue stands (updated each poll); once done, what it took (noor.jobs.eta).
+const doneLabel = (g) => (g.state === "queued" || g.state === "dreaming" ? t("detail.done_in") : t("detail.took"));
+const doneIn = (g) => seconds(g.state === "queued" || g.state === "dreaming" ? g.done_in_s : g.run_s);
+
 function info(g) {
   const rows = [
     [t("detail.id"), h("code", {}, g.id)],
+    [t("detail.kind"), kindBadge(g)],
     [t("detail.state"), stateBadge(g.state)],
     [t("detail.model"), h("span", { class: "ltr" }, g.model)],
     [t("detail.created"), when(g.created_at)],
     [t("detail.eta"), h("span", { "data-testid": "eta" }, seconds(g.eta_s))],
+    [doneLabel(g), h("span", { "data-testid": "done-in" }, doneIn(g))],
     [t("detail.price"), h("span", { "data-testid": "price" }, dollars(g.price_cents))],
   ];
   if (g.request.negative_prompt) rows.push([t("detail.negative"), h("span", { dir: "auto" }, g.request.negative_prompt)]);
@@ -79,6 +85,8 @@ export function render(main, { id }) {
     const sig = `${g.state}|${g.assets?.progress_video ? 1 : 0}`;
     if (sig === shown) {
       updateProgress(main, g);
+      const done = main.querySelector("[data-testid=done-in]");
+      if (done) done.textContent = doneIn(g);
       const preview = main.querySelector("video.preview");
       if (preview && g.assets.progress_video && Date.now() - previewAt > PREVIEW_RELOAD_MS) {
         preview.src = g.assets.progress_video;
@@ -118,10 +126,9 @@ export function render(main, { id }) {
     actions.append(h("button", { type: "button", class: "danger", onclick: () => dialog.showModal() }, t("detail.delete")));
     const hadFocus = main.contains(document.activeElement); // a redraw must not drop the keyboard focus
     const running = g.state === "queued" || g.state === "dreaming";
-    const title = g.request.prompt || g.id;
     main.replaceChildren(
       h("p", {}, h("a", { href: "#/gallery" }, t("detail.back"))),
-      h("h1", { dir: "auto" }, title),
+      title("h1", g),
       h(
         "div",
         { class: "grid-2" },

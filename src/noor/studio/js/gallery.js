@@ -4,7 +4,7 @@
 import { api } from "./api.js";
 import { num, t, when } from "./i18n.js";
 import { fail } from "./session.js";
-import { clearError, field, h, progressBar, select, stateBadge, updateProgress } from "./ui.js";
+import { clearError, field, h, kindBadge, progressBar, select, stateBadge, title, updateProgress } from "./ui.js";
 
 const PAGE_SIZE = 12;
 const POLL_MS = 1500;
@@ -20,19 +20,18 @@ function thumb(g) {
 }
 
 function tile(g) {
-  const prompt = g.request.prompt || g.request.generation_type || g.id;
   return h(
     "li",
     { class: "tile", "data-id": g.id, "data-state": g.state },
     h(
       "a",
       { class: "open", href: `#/g/${encodeURIComponent(g.id)}` },
-      h("div", { class: "thumb" }, thumb(g)),
+      h("div", { class: "thumb" }, kindBadge(g), thumb(g)),
       h(
         "div",
         { class: "meta" },
         stateBadge(g.state),
-        h("p", { class: "prompt", dir: "auto" }, prompt),
+        title("p", g, { class: "prompt" }),
         g.state === "queued" || g.state === "dreaming" ? progressBar(g) : null,
         h("small", { class: "muted" }, when(g.created_at)),
       ),

@@ -58,9 +58,13 @@ export function seconds(value) {
 // Money: the API gives cents (credit_balance, price_cents; exact to the micro-cent). Every amount is shown the
 // same way, as the CLI shows it (noor.jobs.money.usd): US dollars, two decimals, more only where the amount has
 // them, to the micro-cent: $50.00, $0.00002336, $49.99997664.
+// In Arabic, Intl writes "\u200f50.00 US$" (number, then the symbol); set in a right-to-left line it was shown
+// as "$US 50.00". The amount goes into a left-to-right isolate (LRI ... PDI, without the RLM), so every Arabic
+// string that carries it shows "50.00 US$", as Intl means it, and the text around it keeps its own order.
 export function dollars(centsValue) {
   const fmt = { style: "currency", currency: "USD", minimumFractionDigits: 2, maximumFractionDigits: 8 };
-  return new Intl.NumberFormat(current, fmt).format((centsValue || 0) / 100);
+  const text = new Intl.NumberFormat(current, fmt).format((centsValue || 0) / 100);
+  return current === "ar" ? `\u2066${text.replace(/[\u200e\u200f\u061c]/g, "")}\u2069` : text;
 }
 
 export function when(iso) {

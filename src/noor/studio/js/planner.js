@@ -17,30 +17,49 @@ function svg(tag, attrs = {}, text = null) {
   return node;
 }
 
-// A horizontal bar chart; in Arabic the bars grow from the right and labels sit on the right.
+// The width `text` takes at `sizePx` in the page's font (the SVG's text inherits it): a canvas measures it before
+// the chart is in the page, so every column is as wide as its longest text and no label is clipped.
+const ruler = document.createElement("canvas").getContext("2d");
+function textWidth(text, sizePx) {
+  ruler.font = `${sizePx}px ${getComputedStyle(document.documentElement).fontFamily}`;
+  return ruler.measureText(text).width;
+}
+
+// A horizontal bar chart: labels, bars, then values, inside a padded viewBox about as wide as the chart will be
+// drawn (so 13 px text stays 13 px on a phone). In Arabic the bars grow from the right, the labels sit at the
+// right and every text runs right to left (text-anchor "start" is then its right edge).
 export function barChart(title, rows, format) {
   const rtl = lang() === "ar";
-  const width = 560;
-  const labelW = 170;
-  const valueW = 80;
+  const labelPx = 13;
+  const valuePx = 12;
+  const pad = 8; // inside the viewBox, at both ends
+  const gap = 6; // between a label, its bar and its value
+  const slack = 1.08; // a measured width, plus a margin for the renderer's own rounding
+  const labelW = Math.ceil(Math.max(0, ...rows.map((r) => textWidth(r.label, labelPx))) * slack);
+  const values = rows.map((r) => format(r.value));
+  const valueW = Math.ceil(Math.max(0, ...values.map((v) => textWidth(v, valuePx))) * slack);
+  const minPlot = 60;
+  const drawnW = Math.min(560, Math.max(300, document.documentElement.clientWidth - 90));
+  const width = Math.max(drawnW, 2 * pad + labelW + valueW + 2 * gap + minPlot);
+  const plotW = width - 2 * pad - labelW - valueW - 2 * gap;
   const barH = 22;
-  const gap = 8;
-  const top = 8;
-  const height = top + rows.length * (barH + gap);
+  const step = barH + 8;
+  const height = 2 * pad + rows.length * step - 8;
   const max = Math.max(...rows.map((r) => r.value), 0) || 1;
-  const plotW = width - labelW - valueW;
-  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": title });
-  chart.append(svg("title", {}, `${title}: ${rows.map((r) => `${r.label} ${format(r.value)}`).join(", ")}`));
+  // x measured from the start side (left in English, right in Arabic)
+  const at = (x) => (rtl ? width - x : x);
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": title, direction: rtl ? "rtl" : "ltr" });
+  chart.append(svg("title", {}, `${title}: ${rows.map((r, i) => `${r.label} ${values[i]}`).join(", ")}`));
   rows.forEach((r, i) => {
-    const y = top + i * (barH + gap);
+    const y = pad + i * step;
     const w = Math.max(1, (r.value / max) * plotW);
-    const barX = rtl ? width - labelW - w : labelW;
-    const labelX = rtl ? width - labelW + 8 : labelW - 8;
-    const valueX = rtl ? width - labelW - w - 6 : labelW + w + 6;
+    const barStart = pad + labelW + gap;
+    const baseline = y + barH * 0.7;
     chart.append(
-      svg("text", { x: labelX, y: y + barH * 0.7, "text-anchor": rtl ? "start" : "end", "font-size": 13, fill: "#14213d", direction: "ltr" }, r.label),
-      svg("rect", { x: barX, y, width: w, height: barH, rx: 3, fill: r.color || "#1d4ed8" }),
-      svg("text", { x: valueX, y: y + barH * 0.7, "text-anchor": rtl ? "end" : "start", "font-size": 12, fill: "#5c6475", direction: "ltr" }, format(r.value)),
+      // the label ends where the bar starts; the value starts after the bar
+      svg("text", { x: at(barStart - gap), y: baseline, "text-anchor": "end", "font-size": labelPx, fill: "#14213d" }, r.label),
+      svg("rect", { x: rtl ? at(barStart) - w : barStart, y, width: w, height: barH, rx: 3, fill: r.color || "#1d4ed8" }),
+      svg("text", { x: at(barStart + w + gap), y: baseline, "text-anchor": "start", "font-size": valuePx, fill: "#5c6475" }, values[i]),
     );
   });
   return h("figure", { class: "chart" }, h("figcaption", {}, title), chart);
@@ -50,7 +69,7 @@ const usd = (v) => t("planner.usd", { n: compact(v) });
 const mw = (v) => t("planner.mw", { n: num(v, 1) });
 
 function facts(pairs) {
-  return h("dl", { class: "info" }, pairs.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+  return h("dl", { class: "figures", "data-testid": "figures" }, pairs.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v))));
 }
 
 function siteResult(plan) {

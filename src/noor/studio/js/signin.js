@@ -3,7 +3,7 @@
 import { api, setKey } from "./api.js";
 import { t } from "./i18n.js";
 import { refreshCredits } from "./session.js";
-import { clearError, field, h, showError } from "./ui.js";
+import { clearError, field, h, rich, showError } from "./ui.js";
 
 export function render(main) {
   const input = h("input", { type: "password", name: "key", autocomplete: "off", spellcheck: "false", required: true, dir: "ltr" });
@@ -42,6 +42,6 @@ export function render(main) {
       status.textContent = "";
     }
   });
-  main.replaceChildren(h("h1", {}, t("signin.title")), h("p", {}, t("signin.intro")), form);
+  main.replaceChildren(h("h1", {}, t("signin.title")), h("p", {}, rich(t("signin.intro"))), form);
   input.focus();
 }

@@ -1,5 +1,6 @@
 // Small DOM helpers shared by the views: element builder, readable API errors, state badges.
 
+import { api } from "./api.js";
 import { t, num } from "./i18n.js";
 
 // h("a", {href: "#/"}, "text", child): an element; attributes starting with "on" become listeners.
@@ -17,6 +18,13 @@ export function h(tag, attrs = {}, ...children) {
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
   return node;
+}
+
+// Text with `code` in backticks (a command in an interface string or a server message) as nodes: each pair of
+// backticks becomes a <code> (left to right, isolated, also inside Arabic); a lone backtick stays as it is.
+export function rich(text) {
+  const parts = String(text).split(/`([^`]+)`/);
+  return parts.map((part, i) => (i % 2 ? h("code", {}, part) : part)).filter((part) => part !== "");
 }
 
 // An API failure as one sentence a person can act on: what kind of failure, then the server's own words.
@@ -37,7 +45,7 @@ export function errorText(err) {
 // An error box in `where` (role=alert: screen readers announce it); replaces the previous one.
 export function showError(where, err) {
   clearError(where);
-  const box = h("p", { class: "error", role: "alert", "data-status": err && err.status !== undefined ? err.status : "" }, errorText(err));
+  const box = h("p", { class: "error", role: "alert", "data-status": err && err.status !== undefined ? err.status : "" }, rich(errorText(err)));
   where.append(box);
   return box;
 }
@@ -59,10 +67,48 @@ export function notice(message, kind = "error", keep = false) {
     h(
       "div",
       { class: `notice ${kind}`, role: kind === "error" ? "alert" : "status" },
-      h("span", {}, text),
+      h("span", {}, rich(text)),
       h("button", { type: "button", class: "link", onclick: () => area.replaceChildren() }, t("err.dismiss")),
     ),
   );
+}
+
+// What a generation is, in words (the thumbnails of a clip and a picture look alike).
+export function kindBadge(g) {
+  return h("span", { class: "kind", "data-kind": g.generation_type }, t(`kind.${g.generation_type}`));
+}
+
+// A generation's title: its prompt; an upscale (which has none) is named after its source, "Upscale to 720p of:
+// <the source's prompt>", looked up once per source (an upscale of an upscale goes back to the first prompt).
+const sourcePrompts = new Map(); // id -> Promise of the prompt, or null (deleted, or no prompt)
+function promptOf(id) {
+  if (!sourcePrompts.has(id)) {
+    const found = api
+      .get(id)
+      .then((g) => g.request.prompt || (g.request.generation_id ? promptOf(g.request.generation_id) : null))
+      .catch(() => null);
+    sourcePrompts.set(id, found);
+  }
+  return sourcePrompts.get(id);
+}
+
+export function title(tag, g, attrs = {}) {
+  const req = g.request || {};
+  const node = h(tag, { dir: "auto", ...attrs });
+  if (req.prompt || !req.generation_id) {
+    node.textContent = req.prompt || t(`kind.${g.generation_type}`);
+    return node;
+  }
+  // the label in the interface's language, the prompt in its own direction (<bdi>)
+  node.removeAttribute("dir");
+  node.dataset.upscaleOf = req.generation_id;
+  const vars = { resolution: req.resolution || "" };
+  node.textContent = t("title.upscale.busy", vars);
+  promptOf(req.generation_id).then((prompt) => {
+    if (prompt) node.replaceChildren(`${t("title.upscale", vars)} `, h("bdi", {}, prompt));
+    else node.replaceChildren(t("title.upscale.gone", { ...vars, id: req.generation_id.slice(0, 8) }));
+  });
+  return node;
 }
 
 export function stateBadge(state) {

@@ -1,0 +1,79 @@
+"""The studio's browser tests' parts: a live `noor serve` (toy model) per module, Debian's Chromium driven by
+Playwright, a page that fails its test on any JavaScript error, signing in, screenshots at two widths."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Served, start_serve
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "studio"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, toy_weights: Path) -> Iterator[Served]:
+    server = start_serve(tmp_path_factory.mktemp("studio-data"), toy_weights)
+    assert server.key, "noor serve printed no admin key"
+    yield server
+    server.stop()
+
+
+def tenant_key(served: Served, name: str, *flags: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "noor.cli", "keys", "create", "--tenant", name, *flags],
+        env=served.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox", "--disable-gpu"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any, served: Served) -> Iterator[Any]:
+    context = browser.new_context(viewport=DESKTOP, base_url=served.base)
+    context.set_default_timeout(15_000)
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda err: errors.append(str(err)))
+    yield pg
+    context.close()
+    assert not errors, f"JavaScript errors in the page: {errors}"
+
+
+def sign_in(pg: Any, key: str) -> None:
+    pg.goto("/")
+    pg.get_by_label("API key").fill(key)
+    pg.get_by_role("button", name="Sign in").click()
+    pg.wait_for_selector("main[data-view=create] textarea[name=prompt]")
+
+
+def shoot(pg: Any, name: str) -> None:
+    """The page as it is now, at desktop and at phone width."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
+        pg.set_viewport_size(size)
+        overflow = pg.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 1, f"{name} at {label} width scrolls sideways by {overflow}px"
+        pg.screenshot(path=str(ARTIFACTS / f"{name}-{label}.png"), full_page=True)
+    pg.set_viewport_size(DESKTOP)
