@@ -297,6 +297,9 @@ def eval_tiny(
     two_object_scenes: Annotated[
         int, typer.Option("--two-object-scenes", min=0, max=64, help="two-object scenes, each in both languages")
     ] = 8,
+    aspect_prompts: Annotated[
+        int, typer.Option("--aspect-prompts", min=0, max=64, help="prompts also drawn at 16:9 and 9:16")
+    ] = 16,
     seeds: Annotated[int, typer.Option(min=1, max=10, help="draws of each prompt, each with its own seed")] = 1,
     steps: Annotated[int | None, typer.Option(min=1, max=100)] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the full report here")] = None,
@@ -309,16 +312,20 @@ def eval_tiny(
     backend = TinyBackend(weights)
     prompts = tiny_eval.eval_prompts(per_language, seeds)
 
-    def generate_clip(prompt: str, seed: int, start_frame: Any = None, loop: bool = False) -> Any:
+    def generate_clip(
+        prompt: str, seed: int, start_frame: Any = None, loop: bool = False, width: int = 64, height: int = 64
+    ) -> Any:
         if start_frame is not None:
             start_frame = (start_frame * 255).round().astype("uint8")
-        task = Task(prompt=prompt, seed=seed, steps=steps, start_frame=start_frame, loop=loop)
+        task = Task(prompt, seed=seed, steps=steps, start_frame=start_frame, loop=loop, width=width, height=height)
         return backend.generate([task])[0].frames.astype("float32") / 255.0
 
     with progress() as bar:
-        job = bar.add_task("evaluating", total=len(prompts) + keyframe_checks + 2 * two_object_scenes, info="")
+        aspect_prompts = min(aspect_prompts, len(prompts))
+        total = len(prompts) + keyframe_checks + 2 * two_object_scenes + len(tiny_eval.ASPECTS) * aspect_prompts
+        job = bar.add_task("evaluating", total=total, info="")
         report = tiny_eval.evaluate(
-            generate_clip, prompts, keyframe_checks, lambda: bar.advance(job), two_object_scenes=two_object_scenes
+            generate_clip, prompts, keyframe_checks, lambda: bar.advance(job), two_object_scenes, aspect_prompts
         )
 
     table = Table(title="noor-tiny on held-out prompts")
@@ -327,6 +334,8 @@ def eval_tiny(
         table.add_column(f"{attribute} (>= {target:.0%})", justify="right")
     for lang, acc in report.accuracy.items():
         table.add_row(lang, *(f"{acc[a]:.0%}" for a in tiny_eval.TARGETS))
+    for aspect, acc in report.aspects.items():  # the first prompts again, wide and tall
+        table.add_row(f"{aspect} ({aspect_prompts})", *(f"{acc[a]:.0%}" for a in tiny_eval.TARGETS))
     Console().print(table)
     for attribute in tiny_eval.TARGETS:
         mistakes = report.mistakes(attribute)

@@ -32,6 +32,13 @@ def test_fit_keeps_a_circle_round_and_fills_with_the_background(width: int, heig
     sides = out[:, :, :margin] if width > height else out[:, :margin]
     assert (sides == white).all()
     assert detect(centre_square(out[0])[None].repeat(4, 0) / 255.0).shape == "circle"
+    assert detect(out / 255.0).stretch == pytest.approx(1.0, abs=0.05)  # read on the whole filled frame
+
+
+@pytest.mark.parametrize("shape", ["circle", "square", "triangle"])
+def test_every_shape_spreads_evenly_so_stretch_reads_one(shape: str) -> None:
+    scene = Scene("black", (Thing(shape, "green", "still", 32.0, 32.0, 10.0, 0.0),))
+    assert detect(render(scene, 4)).stretch == pytest.approx(1.0, abs=0.06)
 
 
 def test_centre_square_crops_a_keyframe_to_what_the_model_draws() -> None:

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from noor.engine.tiny.backend import TinyBackend, weights_dir
+from noor.engine.resample import resize
+from noor.engine.tiny.backend import TinyBackend, fit, weights_dir
 from noor.engine.tiny.eval import (
     LOOP_SMOOTH_TARGET,
     START_KEPT_TARGET,
@@ -48,9 +49,12 @@ def _oracle(prompts: list[Any], two_object_scenes: int = 0) -> Any:
     scenes = {p.seed: sample_scene(np.random.default_rng(p.seed), 0.0, p.shape, p.colour, p.motion) for p in prompts}
     scenes |= {700 + k: scene for k, (_, _, scene) in enumerate(two_object_prompts(two_object_scenes))}
 
-    def generate(prompt: str, seed: int, start_frame: Any = None, loop: bool = False) -> np.ndarray:
-        if seed in scenes:
-            return render(scenes[seed])
+    def generate(
+        prompt: str, seed: int, start_frame: Any = None, loop: bool = False, width: int = 64, height: int = 64
+    ) -> np.ndarray:
+        if seed in scenes:  # drawn square, brought to the size as the backend does (never stretched)
+            square = (render(scenes[seed]) * 255).round().astype(np.uint8)
+            return fit(square, width, height).astype(np.float32) / 255.0
         if start_frame is not None:
             return np.repeat(start_frame[None], 16, axis=0)
         return render(sample_scene(np.random.default_rng(seed), 0.0, motion="right"), pingpong=loop)
@@ -60,8 +64,10 @@ def _oracle(prompts: list[Any], two_object_scenes: int = 0) -> Any:
 
 def test_evaluate_scores_a_perfect_and_a_blank_generator() -> None:
     prompts = eval_prompts(per_language=8)
-    report = evaluate(_oracle(prompts, 4), prompts, keyframe_checks=4, two_object_scenes=4)
+    report = evaluate(_oracle(prompts, 4), prompts, keyframe_checks=4, two_object_scenes=4, aspect_prompts=8)
     assert all(v == 1.0 for acc in report.accuracy.values() for v in acc.values())
+    assert set(report.aspects) == {"16:9", "9:16"}
+    assert all(v == 1.0 for a in report.aspects.values() for v in a.values())
     assert report.start_kept == 1.0 and report.loop_smooth == 1.0 and report.sane()
     assert report.two_objects == {"ar": 1.0, "en": 1.0} and len(report.two_object_rows) == 8
     assert report.passed()
@@ -102,6 +108,19 @@ def test_a_generator_that_draws_one_of_two_objects_fails_the_two_object_target()
     assert report.two_objects == {"ar": 0.0, "en": 0.0} and not report.passed()
     row = report.two_object_rows[0]
     assert row["got"][0]["shape"] == row["want"][0]["shape"] and row["got"][1]["colour"] is None
+
+
+def test_a_stretched_aspect_fails_where_a_filled_one_passes() -> None:
+    """The issue's stretched 16:9: circles become ovals and the reader sees it; the filled frame reads as square."""
+    prompts = [p for p in eval_prompts(per_language=8) if p.shape == "circle"]
+    scenes = {p.seed: sample_scene(np.random.default_rng(p.seed), 0.0, p.shape, p.colour, p.motion) for p in prompts}
+
+    def stretched(prompt: str, seed: int, width: int = 64, height: int = 64, **_: Any) -> np.ndarray:
+        return resize((render(scenes[seed]) * 255).round().astype(np.uint8), width, height) / 255.0
+
+    report = evaluate(stretched, prompts, keyframe_checks=0, aspect_prompts=len(prompts))
+    assert report.accuracy["en"]["shape"] == 1.0  # square: right
+    assert report.aspects["16:9"]["shape"] < 0.5 and report.aspects["9:16"]["shape"] < 0.5, report.aspects
 
 
 def test_seam_and_start_step_ratios() -> None:

@@ -24,6 +24,9 @@ class Detection:
     shape: str | None
     motion: str | None
     track: list[tuple[float, float, float]]  # (x, y, area) per frame with an object
+    # width over height of the object's spread (second moments), median over frames: 1 for a circle, a square
+    # or an equilateral triangle alike (regular shapes spread evenly), 16/9 for one stretched to 16:9
+    stretch: float | None = None
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -75,16 +78,18 @@ def _nearest_palette(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _read(fg: np.ndarray, colour: str | None) -> Detection:
     """Shape and motion of the object a foreground mask (T, H, W) holds, named `colour`."""
-    T, W = fg.shape[0], fg.shape[2]
+    T, side = fg.shape[0], min(fg.shape[1:3])
     # 1. track: centroid and area per frame, on frames with a visible object
-    scale = 64.0 / W
-    track = []
+    scale = 64.0 / side  # native pixels: a non-square clip holds its square at the short side
+    track, spreads = [], []
     for t in range(T):
         ys, xs = np.nonzero(fg[t])
         if len(xs) >= 12:
             track.append((float(xs.mean()) * scale, float(ys.mean()) * scale, float(len(xs)) * scale * scale))
+            spreads.append(float(np.sqrt((xs.var() + 1 / 12) / (ys.var() + 1 / 12))))  # 1/12: a pixel's own spread
     if len(track) < max(2, T // 2):
         return Detection(colour, None, None, track)
+    stretch = float(np.median(spreads))
 
     # 2. shape: the most common verdict over frames
     verdicts = [s for s in (_shape(fg[t]) for t in range(T)) if s is not None]
@@ -106,7 +111,7 @@ def _read(fg: np.ndarray, colour: str | None) -> Detection:
         motion = "bounce"
     else:
         motion = "still"
-    return Detection(colour, shape, motion, track)
+    return Detection(colour, shape, motion, track, stretch)
 
 
 def detect(clip: np.ndarray) -> Detection:

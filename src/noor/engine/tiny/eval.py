@@ -4,7 +4,8 @@
 and read back by the pixel-level detector; plus what keyframes ask of the model: a clip given its first
 frame keeps that frame's object (colour and shape, read on the clip's second half), and a loop wraps
 around without a jump (its seam step no larger than 1.5x its median frame step); and 16 two-object
-prompts (8 scenes, each in both languages): both objects drawn, each in its colour and shape.
+prompts (8 scenes, each in both languages): both objects drawn, each in its colour and shape; and the
+first 16 prompts again at 16:9 and 9:16, read as drawn (the square is never stretched: same targets).
 
 The start frame's and the loop end's PSNR are reported as sanity checks only: the pipeline holds given
 frames clean and copies the loop's first frame to its end, so they pass by construction.
@@ -27,6 +28,8 @@ TARGETS = {"colour": 0.90, "motion": 0.80, "shape": 0.70}
 START_KEPT_TARGET = 0.80  # share of start-frame clips whose second half keeps the keyframe's colour and shape
 SEAM_RATIO_MAX = 1.5  # a loop's seam step may be at most this many times its median frame step...
 LOOP_SMOOTH_TARGET = 0.80  # ...in this share of loops
+ASPECTS = {"16:9": (256, 144), "9:16": (144, 256)}  # read at these sizes as well as square
+MAX_STRETCH = 1.2  # an object's spread may differ this much across and down (16:9 stretches it 1.78x)
 TWO_OBJECTS_TARGET = 0.70  # share of two-object clips with both objects in their colour and shape
 PSNR_SANITY_DB = 25.0  # given frames come back (sanity check: held clean by the pipeline, not learnt)
 # Mean absolute step (pixels in [0, 1]) below which a clip counts as still: half a grey level. It keeps a
@@ -82,6 +85,7 @@ class EvalReport:
     seam_ratios: list[float] = field(default_factory=list)  # one per loop
     start_step_ratios: list[float] = field(default_factory=list)  # first step / median step, per start-frame clip
     two_objects: dict[str, float] = field(default_factory=dict)  # lang -> share with both objects right
+    aspects: dict[str, dict[str, float]] = field(default_factory=dict)  # aspect -> attribute -> share
     two_object_rows: list[dict[str, Any]] = field(default_factory=list)
     start_psnr_db: float = 0.0  # sanity
     loop_psnr_db: float = 0.0  # sanity
@@ -105,6 +109,7 @@ class EvalReport:
     def passed(self) -> bool:
         ok = all(acc[a] >= t for acc in self.accuracy.values() for a, t in TARGETS.items())
         ok = ok and all(share >= TWO_OBJECTS_TARGET for share in self.two_objects.values())
+        ok = ok and all(acc[a] >= t for acc in self.aspects.values() for a, t in TARGETS.items())
         return ok and self.start_kept >= START_KEPT_TARGET and self.loop_smooth >= LOOP_SMOOTH_TARGET
 
 
@@ -131,7 +136,8 @@ def start_step_ratio(clip: np.ndarray) -> float:
     return float(steps[0]) / max(float(np.median(steps[1:])), STILL_STEP)
 
 
-Generate = Callable[..., np.ndarray]  # (prompt, seed, start_frame=None, loop=False) -> (T, H, W, 3) in [0, 1]
+# (prompt, seed, start_frame=None, loop=False, width=64, height=64) -> (T, H, W, 3) in [0, 1]
+Generate = Callable[..., np.ndarray]
 
 
 def evaluate(
@@ -140,6 +146,7 @@ def evaluate(
     keyframe_checks: int = 4,
     on_item: Callable[[], None] | None = None,
     two_object_scenes: int = 0,
+    aspect_prompts: int = 0,
 ) -> EvalReport:
     report = EvalReport()
     # 1. prompt following, per language and attribute
@@ -194,4 +201,16 @@ def evaluate(
             on_item()
     for lang in sorted({r["lang"] for r in report.two_object_rows}):
         report.two_objects[lang] = float(np.mean([r["both"] for r in report.two_object_rows if r["lang"] == lang]))
+    # 4. other aspects: the first prompts again, wide and tall, read as drawn (same targets as square)
+    for aspect, (width, height) in ASPECTS.items() if aspect_prompts else ():
+        hits: dict[str, list[bool]] = {a: [] for a in TARGETS}
+        for item in prompts[:aspect_prompts]:
+            drawn = detect(generate(item.prompt, item.seed, width=width, height=height))
+            hits["colour"].append(drawn.colour == item.colour)
+            # a shape drawn stretched is not the shape asked for, whatever template it is nearest
+            hits["shape"].append(drawn.shape == item.shape and abs(np.log(drawn.stretch or 1.0)) < np.log(MAX_STRETCH))
+            hits["motion"].append(drawn.motion == item.motion)
+            if on_item:
+                on_item()
+        report.aspects[aspect] = {a: float(np.mean(v)) for a, v in hits.items()}
     return report
