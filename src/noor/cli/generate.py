@@ -287,6 +287,10 @@ def train_tiny(
     print(f"{out}  {done} denoiser steps, final loss {sum(losses[-50:]) / len(losses[-50:]):.4f}, {minutes:.1f} min")
 
 
+def _median(pairs: list[tuple[float, float]], index: int) -> str:
+    return f"{statistics.median(p[index] for p in pairs):.1f}" if pairs else "-"
+
+
 @eval_app.command("tiny")
 def eval_tiny(
     weights: Annotated[Path | None, typer.Option(help="weights dir (default: the packaged ones)")] = None,
@@ -313,11 +317,18 @@ def eval_tiny(
     prompts = tiny_eval.eval_prompts(per_language, seeds)
 
     def generate_clip(
-        prompt: str, seed: int, start_frame: Any = None, loop: bool = False, width: int = 64, height: int = 64
+        prompt: str,
+        seed: int,
+        start_frame: Any = None,
+        loop: bool = False,
+        width: int = 64,
+        height: int = 64,
+        end_frame: Any = None,
     ) -> Any:
-        if start_frame is not None:
-            start_frame = (start_frame * 255).round().astype("uint8")
-        task = Task(prompt, seed=seed, steps=steps, start_frame=start_frame, loop=loop, width=width, height=height)
+        start, end = ((f * 255).round().astype("uint8") if f is not None else None for f in (start_frame, end_frame))
+        task = Task(
+            prompt, seed=seed, steps=steps, start_frame=start, end_frame=end, loop=loop, width=width, height=height
+        )
         return backend.generate([task])[0].frames.astype("float32") / 255.0
 
     with progress() as bar:
@@ -349,6 +360,8 @@ def eval_tiny(
             f"step out of it {statistics.median(first_steps):.1f}x the median step (median over clips)\n"
             f"loop: seam <= {ev.SEAM_RATIO_MAX}x the median step in {report.loop_smooth:.0%} of loops (>= "
             f"{ev.LOOP_SMOOTH_TARGET:.0%}); seam ratio median {statistics.median(seams):.2f}, max {max(seams):.2f}\n"
+            f"start and end frames of two scenes: step out of the first {_median(report.pair_step_ratios, 0)}x, "
+            f"into the last {_median(report.pair_step_ratios, 1)}x the median step (1 is a blend; not a target yet)\n"
             f"sanity (given frames are held clean, not scored): start PSNR (min) {report.start_psnr_db:.1f} dB, "
             f"loop end PSNR (min) {report.loop_psnr_db:.1f} dB, {'ok' if report.sane() else 'BROKEN'}"
         )

@@ -50,11 +50,19 @@ def _oracle(prompts: list[Any], two_object_scenes: int = 0) -> Any:
     scenes |= {700 + k: scene for k, (_, _, scene) in enumerate(two_object_prompts(two_object_scenes))}
 
     def generate(
-        prompt: str, seed: int, start_frame: Any = None, loop: bool = False, width: int = 64, height: int = 64
+        prompt: str,
+        seed: int,
+        start_frame: Any = None,
+        loop: bool = False,
+        width: int = 64,
+        height: int = 64,
+        end_frame: Any = None,
     ) -> np.ndarray:
         if seed in scenes:  # drawn square, brought to the size as the backend does (never stretched)
             square = (render(scenes[seed]) * 255).round().astype(np.uint8)
             return fit(square, width, height).astype(np.float32) / 255.0
+        if start_frame is not None and end_frame is not None:  # a cross-fade: every step the same size
+            return np.stack([(1 - w) * start_frame + w * end_frame for w in np.linspace(0, 1, 16)])
         if start_frame is not None:
             return np.repeat(start_frame[None], 16, axis=0)
         return render(sample_scene(np.random.default_rng(seed), 0.0, motion="right"), pingpong=loop)
@@ -69,6 +77,7 @@ def test_evaluate_scores_a_perfect_and_a_blank_generator() -> None:
     assert set(report.aspects) == {"16:9", "9:16"}
     assert all(v == 1.0 for a in report.aspects.values() for v in a.values())
     assert report.start_kept == 1.0 and report.loop_smooth == 1.0 and report.sane()
+    assert len(report.pair_step_ratios) == 2 and all(r == pytest.approx((1.0, 1.0)) for r in report.pair_step_ratios)
     assert report.two_objects == {"ar": 1.0, "en": 1.0} and len(report.two_object_rows) == 8
     assert report.passed()
     blank = evaluate(lambda *a, **k: np.zeros((16, 64, 64, 3), np.float32), prompts, keyframe_checks=0)
@@ -81,7 +90,9 @@ def test_copied_keyframes_pass_the_sanity_checks_but_not_the_keyframe_targets() 
     prompts = eval_prompts(per_language=8)
     perfect = _oracle(prompts)
 
-    def copies_keyframes_only(prompt: str, seed: int, start_frame: Any = None, loop: bool = False) -> np.ndarray:
+    def copies_keyframes_only(
+        prompt: str, seed: int, start_frame: Any = None, loop: bool = False, end_frame: Any = None
+    ) -> np.ndarray:
         if start_frame is None and not loop:
             return perfect(prompt, seed)
         rng = np.random.default_rng(seed)
@@ -90,12 +101,15 @@ def test_copied_keyframes_pass_the_sanity_checks_but_not_the_keyframe_targets() 
             other[0] = start_frame
         if loop:
             other[-1] = other[0]
+        if end_frame is not None:
+            other[-1] = end_frame
         return other
 
     report = evaluate(copies_keyframes_only, prompts, keyframe_checks=6)
     assert report.sane()  # frame 0 and the loop's end are exact copies
     assert report.loop_smooth == 0.0 and min(report.seam_ratios) > 3
     assert report.start_kept < 0.5  # only a green triangle in the keyframe would be "kept"
+    assert all(start > 3 and end > 3 for start, end in report.pair_step_ratios)  # cuts at both ends
     assert not report.passed()
 
 

@@ -84,6 +84,9 @@ class EvalReport:
     loop_smooth: float = 0.0  # share of loops whose seam ratio is at most SEAM_RATIO_MAX
     seam_ratios: list[float] = field(default_factory=list)  # one per loop
     start_step_ratios: list[float] = field(default_factory=list)  # first step / median step, per start-frame clip
+    # clips given a start frame and an end frame of another scene (every other check): (first step, last step)
+    # over the median step; 1 is a blend, much more is a cut (reported: the model does not blend yet)
+    pair_step_ratios: list[tuple[float, float]] = field(default_factory=list)
     two_objects: dict[str, float] = field(default_factory=dict)  # lang -> share with both objects right
     aspects: dict[str, dict[str, float]] = field(default_factory=dict)  # aspect -> attribute -> share
     two_object_rows: list[dict[str, Any]] = field(default_factory=list)
@@ -136,7 +139,13 @@ def start_step_ratio(clip: np.ndarray) -> float:
     return float(steps[0]) / max(float(np.median(steps[1:])), STILL_STEP)
 
 
-# (prompt, seed, start_frame=None, loop=False, width=64, height=64) -> (T, H, W, 3) in [0, 1]
+def end_step_ratio(clip: np.ndarray) -> float:
+    """The step into a given last frame over the median of the clip's other steps (1: no pop)."""
+    steps = frame_steps(clip)
+    return float(steps[-1]) / max(float(np.median(steps[:-1])), STILL_STEP)
+
+
+# (prompt, seed, start_frame=None, loop=False, width=64, height=64, end_frame=None) -> (T, H, W, 3) in [0, 1]
 Generate = Callable[..., np.ndarray]
 
 
@@ -181,6 +190,10 @@ def evaluate(
         looped = generate(caption(moving, lang, rng), 600 + k, loop=True)
         loop_scores.append(psnr(looped[-1], looped[0]))
         report.seam_ratios.append(seam_ratio(looped))
+        if k % 2 == 0:  # a start frame and another scene's end frame: does it move from one to the other?
+            other = render(sample_scene(rng, two_objects_p=0.0), 2)[0]
+            pair = generate(caption(scene, lang, rng), 800 + k, start_frame=start, end_frame=other)
+            report.pair_step_ratios.append((start_step_ratio(pair), end_step_ratio(pair)))
         if on_item:
             on_item()
     report.start_psnr_db = float(np.min(start_scores)) if start_scores else 0.0
