@@ -6,7 +6,6 @@ Each probe that found a bug is here, against uvicorn on loopback with httpx clie
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +14,6 @@ from typing import Any, TypeVar
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
 from noor import catalog
 from noor.api.app import ApiConfig, create_app
@@ -25,6 +23,7 @@ from noor.engine import media
 from noor.jobs import tenants
 from noor.jobs.assets import AssetStore, asset_key
 from noor.jobs.store import Store
+from tests.api.toy_server import on_loopback
 from tests.jobs.conftest import store as store  # the store on SQLite and on PostgreSQL
 
 T = TypeVar("T")
@@ -38,20 +37,12 @@ def live(store: Store, tmp_path: Path) -> Iterator[dict[str, Any]]:
     root = tmp_path / "assets"
     assets = AssetStore(str(root))
     app = create_app(store, assets, ApiConfig(secret=b"test-secret"))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
 
     def key(tenant: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {tenants.create_key(store, tenant)}"}
 
-    yield {"url": f"http://127.0.0.1:{port}", "store": store, "assets": assets, "root": root, "key": key}
-    server.should_exit = True
-    thread.join(10)
+    with on_loopback(app) as port:
+        yield {"url": f"http://127.0.0.1:{port}", "store": store, "assets": assets, "root": root, "key": key}
 
 
 def _race(n: int, fn: Callable[[httpx.Client, int], T], url: str) -> list[T]:
