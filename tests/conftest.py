@@ -81,6 +81,33 @@ class Served:
             self.proc.stdout.close()
 
 
+@pytest.fixture
+def noor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Generator[Callable[..., tuple[int, str, str]], None, None]:
+    """Run `noor ARGS` in this process with a fresh data dir (cwd: tmp_path); returns (exit code, stdout,
+    stderr)."""
+    from noor import cli
+    from noor.config import settings
+
+    monkeypatch.setenv("NOOR_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    settings.cache_clear()
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["noor", *args])
+        code = 0
+        try:
+            cli.main()
+        except SystemExit as exit_:
+            code = int(exit_.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    yield run
+    settings.cache_clear()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -2,38 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from noor import cli
 from noor.config import settings
 from noor.jobs import tenants
 from noor.jobs.store import Store
 
 Noor = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def noor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[Noor]:
-    """Run `noor ARGS` in this process with a fresh data dir; returns (exit code, stdout, stderr)."""
-    monkeypatch.setenv("NOOR_DATA_DIR", str(tmp_path / "data"))
-    settings.cache_clear()
-
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["noor", *args])
-        code = 0
-        try:
-            cli.main()
-        except SystemExit as exit_:
-            code = int(exit_.code or 0)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    yield run
-    settings.cache_clear()
 
 
 def _store() -> Store:

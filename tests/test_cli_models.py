@@ -3,42 +3,18 @@
 from __future__ import annotations
 
 import shutil
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from noor import cli
-from noor.config import settings
 from noor.engine import media
 from tests.engine.diffusers.toys import TOYS, register_args, toy_dir
 
 I2V_ONLY = {"wan2.1-i2v", "wan2.1-flf2v", "wan2.2-i2v-a14b", "cogvideox-i2v", "hunyuanvideo-1.5-i2v"}
 IMAGE = {"flux.1-dev", "flux.1-schnell", "sd3.5"}
-
-
-@pytest.fixture
-def noor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[Callable]:
-    """Run `noor ARGS` in this process with a fresh data dir; returns (exit code, stdout, stderr)."""
-    monkeypatch.setenv("NOOR_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.chdir(tmp_path)
-    settings.cache_clear()
-
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["noor", *args])
-        code = 0
-        try:
-            cli.main()
-        except SystemExit as exit_:
-            code = int(exit_.code or 0)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    yield run
-    settings.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,11 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.conftest import free_port
 
 
 @pytest.mark.slow
@@ -25,7 +20,7 @@ def _free_port() -> int:
 def test_serve_stops_cleanly_with_its_workers(tmp_path: Path, toy_weights: Path, sig: signal.Signals) -> None:
     """Before: Ctrl+C logged a KeyboardInterrupt traceback from inside uvicorn's loop, and SIGTERM ended the
     process before its clean-up, leaving the workers' semaphores to multiprocessing's leak warning."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "NOOR_DATA_DIR": str(tmp_path / "data"), "NOOR_TINY_WEIGHTS": str(toy_weights)}
     server = subprocess.Popen(
         [sys.executable, "-m", "noor.cli", "serve", "--port", str(port), "--workers", "1"],
