@@ -42,4 +42,6 @@ def test_a_video_carries_the_models_warnings_and_a_plain_one_carries_none(tmp_pa
             "/dream-machine/v1/generations/image", json={"prompt": "a red ball and a blue box"}, headers=auth
         ).json()
         assert any("mostly draws one object where two are asked for" in w for w in image["warnings"]), image
+        looped = client.post(url, json={**plain, "resolution": "540p", "loop": True}, headers=auth).json()
+        assert any("loops snap back" in w for w in looped["warnings"]), looped
     store.close()

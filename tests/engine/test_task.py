@@ -104,3 +104,13 @@ def test_the_built_in_model_serves_every_duration_the_apis_offer() -> None:
         assert notes == [f"tiny draws 16 frames; retimed to {seconds * 8}"]
     with pytest.raises(TaskError, match="num_frames: must be between 1 and 720"):
         spec.check(Task(prompt="a red circle", num_frames=721))
+
+
+def test_check_says_what_the_built_in_model_does_poorly_with_keyframes_and_loops() -> None:
+    spec = registry.get("tiny")
+    frame = np.zeros((64, 64, 3), np.uint8)
+    ends = spec.check(Task(prompt="a red circle", start_frame=frame, end_frame=frame))
+    assert ends == [spec.caveats["end_frame"]] and "appears at the last frame" in ends[0]
+    loops = spec.check(Task(prompt="a red circle", loop=True))
+    assert loops == [spec.caveats["loop"]] and "snap back" in loops[0]
+    assert spec.check(Task(prompt="a red circle", start_frame=frame)) == []  # a start frame alone is kept (81%)

@@ -8,7 +8,7 @@ Workers load a model through its spec (`ModelSpec.load`), so they need not know 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +51,8 @@ class ModelSpec:
     # what the model would tell a user about a prompt before drawing it (words it does not know, what it
     # draws poorly): notes, never refusals
     prompt_notes: Callable[[str], list[str]] | None = field(default=None, repr=False)
+    # what it does poorly when asked for a capability it has (measured, docs/noor-tiny.md): noted, never refused
+    caveats: Mapping[str, str] = field(default_factory=dict)
 
     def fit(self, task: Task) -> tuple[Task, list[str]]:
         """The task as this model will draw it, and notes on what differs from the request.
@@ -114,7 +116,8 @@ class ModelSpec:
         if task.loop and task.end_frame is not None:  # the API's rule too: "Loop is not supported for end frame"
             raise TaskError("loop", True, "a loop ends on its first frame, so it cannot also be given an end frame")
         prompt_notes = self.prompt_notes(task.prompt) if self.prompt_notes and task.source is None else []
-        return prompt_notes + self.fit(task)[1]
+        caveats = [self.caveats[c] for c, wanted in wants.items() if wanted and c in self.caveats]
+        return prompt_notes + caveats + self.fit(task)[1]
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -211,6 +214,12 @@ def _register_builtin() -> None:
             load=_load_tiny,
             weights_option=True,
             prompt_notes=_tiny_prompt_notes,
+            caveats={  # `noor eval tiny` on the shipped weights, 2026-12-05
+                "end_frame": "tiny does not move toward an end frame: it appears at the last frame (the step into it "
+                "is about 20x the clip's median step)",
+                "loop": "tiny's loops snap back to the first frame at the end (the seam is about 3x the clip's median "
+                "step)",
+            },
             # it draws 16 frames and retimes them to any length (noted): every duration the APIs offer (Dream
             # Machine 9 s, OpenAI 12 s) at up to 60 fps fits
             limits=Limits(max_frames=720),
