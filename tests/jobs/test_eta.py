@@ -49,3 +49,21 @@ def test_a_queued_job_waits_for_the_work_ahead_over_the_workers_serving(store: S
     # as the work ahead ends, the estimate comes down (it is read live, not stored)
     assert store.complete(first.id, "w1", {}, now=t0 + timedelta(seconds=5))
     assert store.timing(store.get("acme", mine), now=t0 + timedelta(seconds=5)).wait_s < busy.wait_s
+
+
+def test_a_running_job_is_timed_at_its_own_workers_speed(store: Store) -> None:
+    """Two workers of one deployment, one five times slower: a job running on the slow one says so."""
+    t0 = now_utc()
+    at = 0
+    for worker, took_s in (("fast", 4), ("slow", 20)) * 3:
+        gid = _create(store, eta_s=2.0)
+        job = store.claim(worker, 60, now=t0 + timedelta(seconds=at))
+        assert job is not None and job.id == gid
+        assert store.complete(gid, worker, {}, now=t0 + timedelta(seconds=at + took_s))
+        at += 100
+    now = t0 + timedelta(seconds=at)
+    queued = store.get("acme", _create(store, eta_s=2.0))
+    assert store.timing(queued, now=now).run_s == pytest.approx(2.0 * 6)  # any worker: the median of 2x and 10x
+    running = store.claim("slow", 60, now=now)
+    assert running is not None
+    assert store.timing(store.get("acme", running.id), now=now).run_s == pytest.approx(20.0)
