@@ -63,7 +63,8 @@ def test_state_changes_are_delivered_signed_in_order(tmp_path: Path, receiver: d
     store.create(tenant="acme", model="tiny", request={}, task={})  # no callback: no deliveries
     assert store.claim("w", 30) is not None
     assert store.complete(gid, "w", {"video": "acme/x/video.mp4"})
-    assert deliverer(store, loopback_guard()).deliver_due() == 2
+    d = deliverer(store, loopback_guard())
+    assert [d.deliver_due(), d.deliver_due()] == [1, 1]  # a pass sends a generation's oldest change only
     bodies = [json.loads(c["body"]) for c in receiver["calls"]]
     assert [b["state"] for b in bodies] == ["dreaming", "completed"] and bodies[1]["id"] == gid
     for call in receiver["calls"]:
@@ -131,6 +132,24 @@ def test_due_rows_take_turns_across_tenants(tmp_path: Path) -> None:
         due = outbox.due(s, now_utc(), per_tenant=16, limit=5)
     # one tenant's backlog of 30 does not hide the other's one row behind it
     assert [(r.tenant, r.id) for r in due] == [("busy", 1), ("quiet", 31), ("busy", 2), ("busy", 3), ("busy", 4)]
+    store.close()
+
+
+def test_a_generation_has_one_change_in_flight_at_a_time(tmp_path: Path) -> None:
+    """Many deliveries run at once, but a generation's later change waits for its earlier one (in order)."""
+    store = Store(f"sqlite:///{tmp_path / 'n.db'}")
+    with store.session.begin() as s:
+        for state in ("dreaming", "completed"):
+            s.add(WebhookDelivery(generation_id="g1", tenant="acme", url="http://a.test/cb", payload={"state": state}))
+        s.add(WebhookDelivery(generation_id="g2", tenant="acme", url="http://a.test/cb", payload={"state": "queued"}))
+    now = now_utc()
+    with store.session.begin() as s:
+        due = outbox.due(s, now, per_tenant=16, limit=10)
+        assert [r.payload["state"] for r in due] == ["dreaming", "queued"]  # not g1's "completed" beside its "dreaming"
+        assert outbox.lease(s, due[0], now, until=now + timedelta(seconds=70))
+        assert [r.id for r in outbox.due(s, now, per_tenant=16, limit=10)] == [3]  # leased: g1 still waits
+        assert outbox.record(s, due[0], delivered_at=now, last_error=None)
+        assert [r.payload["state"] for r in outbox.due(s, now, per_tenant=16, limit=10)] == ["completed", "queued"]
     store.close()
 
 

@@ -78,9 +78,15 @@ def _is_due(now: datetime) -> list[ColumnElement[bool]]:
 
 def due(session: Session, now: datetime, per_tenant: int, limit: int) -> list[Due]:
     """Due rows, oldest first within a tenant and taken in turns across tenants (each tenant's oldest,
-    then each one's second, …, at most `per_tenant` each), so one tenant's backlog never hides another's."""
+    then each one's second, …, at most `per_tenant` each), so one tenant's backlog never hides another's.
+
+    Only a generation's oldest pending row is handed out: while one of its changes is in flight, waiting
+    to be retried or not yet due, its later changes wait, so a receiver gets a generation's changes in the
+    order they happened even with many deliveries in flight at once ("dreaming" never after "completed")."""
+    pending = [WebhookDelivery.delivered_at.is_(None), WebhookDelivery.gave_up_at.is_(None)]
+    head = select(func.min(WebhookDelivery.id)).where(*pending).group_by(WebhookDelivery.generation_id)
     turn = func.row_number().over(partition_by=WebhookDelivery.tenant, order_by=WebhookDelivery.id).label("turn")
-    ranked = select(WebhookDelivery.id, turn).where(*_is_due(now)).subquery()
+    ranked = select(WebhookDelivery.id, turn).where(*_is_due(now), WebhookDelivery.id.in_(head)).subquery()
     rows = session.scalars(
         select(WebhookDelivery)
         .join(ranked, WebhookDelivery.id == ranked.c.id)
