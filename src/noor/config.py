@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=_default_data_dir, description="where Noor keeps its files")
     default_model: str = Field("tiny", description="the model used when a request names none")
     tiny_weights: Path | None = Field(None, description="noor-tiny weights dir; default: the ones in the package")
+    world_tiny_weights: Path | None = Field(
+        None, description="noor-world-tiny weights dir; default: the ones in the package"
+    )
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's choice")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in the data dir")
     assets_url: str | None = Field(None, description="fsspec URL for asset files; default: a folder in the data dir")

@@ -2,7 +2,8 @@
 
 The CLI and the API check a task against its `ModelSpec` before any work is queued, so a request a
 model cannot do is refused up front with the field and value named. `tiny` and `resample` (the Lanczos
-upscaler) are built in; the models in the data dir's `models.toml` (`noor models add`) are read on every lookup.
+upscaler) are built in, and one interactive world model, `world-tiny` (`WorldSpec`: a stream of frames, not a
+batch of tasks, `noor.engine.interactive`); the models in the data dir's `models.toml` (`noor models add`) are read on every lookup.
 Workers load a model through its spec (`ModelSpec.load`), so they need not know any backend class.
 """
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from noor.engine.backend import Backend
+from noor.engine.interactive import Interactive, UnknownWorldModel, WorldSpec
 from noor.engine.resample import ResampleBackend
 from noor.engine.task import Task, TaskError
 
@@ -206,7 +208,41 @@ def _tiny_prompt_notes(prompt: str) -> list[str]:
     return notes
 
 
+_WORLDS: dict[str, WorldSpec] = {}
+
+
+def register_world(spec: WorldSpec) -> None:
+    _WORLDS[spec.id] = spec
+
+
+def worlds() -> list[WorldSpec]:
+    """The interactive world models a session or `noor world run` may name."""
+    return [_WORLDS[k] for k in sorted(_WORLDS)]
+
+
+def get_world(model_id: str) -> WorldSpec:
+    if model_id not in _WORLDS:
+        raise UnknownWorldModel(model_id, sorted(_WORLDS))
+    return _WORLDS[model_id]
+
+
+def _load_world_tiny(threads: int | None = None, weights: Path | None = None) -> Interactive:
+    """noor-world-tiny from `weights`, else NOOR_WORLD_TINY_WEIGHTS, else the weights that ship in the package."""
+    from noor.config import settings
+    from noor.engine.world_tiny.backend import WorldTinyBackend  # torch and diffusers: imported when loaded
+
+    return WorldTinyBackend(weights or settings().world_tiny_weights, threads=threads)
+
+
 def _register_builtin() -> None:
+    register_world(
+        WorldSpec(
+            id="world-tiny",
+            description="noor-world-tiny: the built-in interactive world model (a top-down world in four biomes), CPU",
+            load=_load_world_tiny,
+            perf_id="noor-world-tiny",
+        )
+    )
     register(
         ModelSpec(
             id="tiny",
