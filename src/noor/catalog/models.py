@@ -107,6 +107,55 @@ class ModelArch(_Frozen):
         return self.hidden_size // self.heads
 
 
+class WorldArch(_Frozen):
+    """An autoregressive (interactive) world model: each chunk of new latent frames is denoised in `steps`
+    passes over its own tokens while attending to cached keys/values of earlier frames (and memory tokens),
+    then one more pass writes its clean keys/values to the cache, then the VAE decodes it."""
+
+    id: str
+    name: str
+    base: str = Field(description="what the denoiser is built on (a catalog model id, or 'own')")
+    params_b: float = Field(gt=0)
+    layers: int = Field(gt=0)
+    hidden_size: int = Field(gt=0)
+    heads: int = Field(gt=0)
+    ffn_size: int = Field(gt=0)
+    ffn_matrices: Literal[2, 3] = 2
+    patch: tuple[int, int] = Field(description="(h, w) latent pixels per token")
+    width: int = Field(gt=0, description="output pixels")
+    height: int = Field(gt=0)
+    vae: Vae
+    chunk_latent_frames: int = Field(1, ge=1, description="latent frames denoised together (1: frame by frame)")
+    context_frames: int = Field(ge=0, description="earlier latent frames whose keys/values each chunk attends to")
+    memory_tokens: int = Field(0, ge=0, description="extra cached tokens every chunk attends to (a memory)")
+    cross_tokens: int = Field(0, ge=0, description="prompt/image tokens read by cross-attention each pass")
+    steps: int = Field(gt=0, description="denoising passes per chunk")
+    cache_pass: bool = Field(True, description="one more pass over the clean chunk to write its keys/values")
+    precision: Literal["bf16", "fp32"] = "bf16"
+    sources: dict[str, str]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WorldArch:
+        if self.hidden_size % self.heads:
+            raise ValueError(f"{self.id}: hidden_size {self.hidden_size} is not a multiple of heads {self.heads}")
+        for name, side in (("width", self.width), ("height", self.height)):
+            if side % (self.vae.spatial * self.patch[0 if name == "height" else 1]):
+                raise ValueError(f"{self.id}: {name} {side} is not a whole number of tokens")
+        for group in ("transformer", "defaults"):
+            if not self.sources.get(group):
+                raise ValueError(f"{self.id}: sources.{group} must cite where those fields come from")
+        return self
+
+    @property
+    def tokens_per_latent_frame(self) -> int:
+        return (self.height // (self.vae.spatial * self.patch[0])) * (self.width // (self.vae.spatial * self.patch[1]))
+
+    @property
+    def frames_per_chunk(self) -> int:
+        """Output frames a chunk decodes to: a causal video VAE turns each latent frame into `temporal` frames."""
+        return self.chunk_latent_frames * self.vae.temporal
+
+
 def _load_toml(name: str) -> dict[str, Any]:
     return tomllib.loads((resources.files("noor.catalog") / name).read_text(encoding="utf-8"))
 
@@ -123,6 +172,29 @@ def models() -> dict[str, ModelArch]:
         fields["vae"] = vaes[fields["vae"]]
         out[key] = ModelArch(id=key, **fields)
     return out
+
+
+@cache
+def worlds() -> dict[str, WorldArch]:
+    raw = _load_toml("models.toml")
+    vaes = {k: Vae(id=k, **v) for k, v in raw["vaes"].items()}
+    out = {}
+    for key, fields in raw.get("worlds", {}).items():
+        fields = dict(fields)
+        fields["vae"] = vaes[fields["vae"]]
+        out[key] = WorldArch(id=key, **fields)
+    return out
+
+
+def world_ids() -> list[str]:
+    return sorted(worlds())
+
+
+def world(world_id: str) -> WorldArch:
+    table = worlds()
+    if world_id not in table:
+        raise UnknownId("world model", world_id, table)
+    return table[world_id]
 
 
 def model_ids() -> list[str]:

@@ -14,14 +14,31 @@ from noor.config import PUBLISHED_DIR
 
 perf_app = typer.Typer(help="What a request costs on a chip: seconds, memory, energy, dollars.", no_args_is_help=True)
 app.add_typer(perf_app, name="perf")
-PERF_OPTION_OF = {"width": "--width", "height": "--height", "num_frames": "--frames", "steps": "--steps",
-                  "gpus": "--gpus", "strategy": "--strategy", "usd_per_hour": "--usd-per-hour"}
+PERF_OPTION_OF = {
+    "width": "--width",
+    "height": "--height",
+    "num_frames": "--frames",
+    "steps": "--steps",
+    "gpus": "--gpus",
+    "strategy": "--strategy",
+    "usd_per_hour": "--usd-per-hour",
+}
 PublishedCsv = Annotated[Path, typer.Argument(metavar="CSV", help="a CSV in the shared published format")]
 
 
-def _perf_request(model: str, chips: list[str], gpus: int, strategy: str, width: int | None, height: int | None,
-                  frames: int | None, steps: int | None, precision: str, compiled: bool,
-                  usd_per_hour: float | None) -> list[Any]:
+def _perf_request(
+    model: str,
+    chips: list[str],
+    gpus: int,
+    strategy: str,
+    width: int | None,
+    height: int | None,
+    frames: int | None,
+    steps: int | None,
+    precision: str,
+    compiled: bool,
+    usd_per_hour: float | None,
+) -> list[Any]:
     """Parse the shared `noor perf` options and estimate on each chip; bad input names its option."""
     from noor import catalog, perf
 
@@ -41,8 +58,13 @@ def _perf_request(model: str, chips: list[str], gpus: int, strategy: str, width:
             arch.default_frames if frames is None else frames,
             steps,
         )
-        plan = perf.ParallelPlan(gpus=gpus, strategy=strategy, precision=None if precision == "auto" else precision,  # type: ignore[arg-type]
-                         compiled=compiled, usd_per_hour=usd_per_hour)
+        plan = perf.ParallelPlan(
+            gpus=gpus,
+            strategy=strategy,  # type: ignore[arg-type]
+            precision=None if precision == "auto" else precision,  # type: ignore[arg-type]
+            compiled=compiled,
+            usd_per_hour=usd_per_hour,
+        )
         return [perf.estimate(arch, shape, catalog.chip(c), plan) for c in chips]
     except perf.PerfError as err:
         raise BadInput(f"{PERF_OPTION_OF.get(err.field, err.field)}: {str(err).split(': ', 1)[1]}") from err
@@ -66,8 +88,9 @@ def perf_predict(
     """Predict one request's latency, peak memory, energy, FLOPs and cost, with a per-stage breakdown."""
     from noor.perf import report
 
-    (estimate,) = _perf_request(model, [chip], gpus, strategy, width, height, frames, steps, precision, compiled,
-                                usd_per_hour)
+    (estimate,) = _perf_request(
+        model, [chip], gpus, strategy, width, height, frames, steps, precision, compiled, usd_per_hour
+    )
     data = report.as_json(estimate)
     if as_json:
         print(json.dumps(data, indent=2))
@@ -77,8 +100,10 @@ def perf_predict(
         print(f"does not fit: {estimate.why_not} (peak {estimate.peak_memory_gb:.1f} GB per chip)")
         return
     energy = "-" if estimate.energy_j is None else f"{estimate.energy_j / 1e3:.1f} kJ"
-    print(f"latency {estimate.latency_s:.2f} s, peak memory {estimate.peak_memory_gb:.1f} GB/chip, energy {energy},"
-          f" {estimate.flops / 1e12:.1f} TFLOP, ${estimate.cost_usd:.4f} at ${estimate.usd_per_hour:.2f}/chip-h")
+    print(
+        f"latency {estimate.latency_s:.2f} s, peak memory {estimate.peak_memory_gb:.1f} GB/chip, energy {energy},"
+        f" {estimate.flops / 1e12:.1f} TFLOP, ${estimate.cost_usd:.4f} at ${estimate.usd_per_hour:.2f}/chip-h"
+    )
     for note in estimate.notes:
         print(f"note: {note}")
 
@@ -164,6 +189,71 @@ def perf_calibrate(
     Console(width=220).print(report.check_table(rows, "calibration: published vs fitted"))
     print(report.summary_line(rows))
     print(f"wrote {out or efficiency.calibration_path()}")
+
+
+@perf_app.command("world")
+def perf_world(
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="world model id, e.g. matrix-game-2 (see below)")],
+    chip: Annotated[str, typer.Option(help="chip id, e.g. h100-sxm or cpu-local")] = "h100-sxm",
+    sessions: Annotated[int, typer.Option(help="sessions the chip runs at once (their chunks batched)")] = 1,
+    steps: Annotated[int | None, typer.Option(help="denoising steps per chunk (default: the model's)")] = None,
+    fps: Annotated[float, typer.Option(help="target frames/s of a session: how many sessions a chip holds")] = 24.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """An interactive world model on a chip: per-frame latency, frames/s, the breakdown, sessions per chip."""
+    from noor import catalog
+    from noor.perf import PerfError
+    from noor.perf.world import estimate_world, sessions_per_chip
+
+    try:
+        world = catalog.world(model)
+    except catalog.UnknownId as err:
+        fail("MODEL", model, f"unknown world model; valid: {', '.join(err.valid)}")
+    if chip not in catalog.chip_ids():
+        fail("--chip", chip, f"unknown chip; valid: {', '.join(catalog.chip_ids())}")
+    option = {"batch": "--sessions", "steps": "--steps", "fps": "--fps"}
+    try:
+        est = estimate_world(world, catalog.chip(chip), sessions, steps)
+        most, at_most = sessions_per_chip(world, catalog.chip(chip), fps, steps)
+    except PerfError as err:
+        raise BadInput(f"{option.get(err.field, err.field)}: {str(err).split(': ', 1)[1]}") from err
+    if as_json:
+        print(json.dumps({**est.to_dict(), "target_fps": fps, "sessions_per_chip_at_target": most}, indent=2))
+        return
+    from rich.table import Table
+
+    title = f"{world.name} on {chip}: one chunk of {world.frames_per_chunk} frame(s) x {sessions} session(s)"
+    table = Table(title=title)
+    table.add_column("part")
+    table.add_column("seconds", justify="right")
+    table.add_column("GFLOP", justify="right")
+    flops = {
+        "linear_s": "linear",
+        "self_attention_s": "self_attention",
+        "cross_attention_s": "cross_attention",
+        "vae_decode_s": "vae_decode",
+    }
+    for part, seconds in est.breakdown_s.items():
+        gflop = est.flops_per_chunk.get(flops.get(part, ""), None)
+        table.add_row(part.removesuffix("_s"), f"{seconds:.4f}", "" if gflop is None else f"{gflop / 1e9:,.1f}")
+    Console().print(table)
+    if est.frame_latency_s is None or est.chunk_latency_s is None:
+        print(f"does not fit: {est.why_not}")
+    else:
+        print(
+            f"frame latency {est.frame_latency_s * 1e3:.1f} ms, {est.fps:.1f} frames/s per session, chunk "
+            f"{est.chunk_latency_s * 1e3:.1f} ms, {est.flops_per_frame / 1e9:,.2f} GFLOP/frame, peak memory "
+            f"{est.peak_memory_gb:.1f} GB"
+        )
+    one = estimate_world(world, catalog.chip(chip), 1, steps)
+    if one.fps is not None:
+        print(f"largest frames/s one session gets on {chip}: {one.fps:.1f}")
+    if most and at_most.frame_latency_s is not None:
+        print(f"sessions per {chip} at {fps:g} frames/s: {most} (frame latency {at_most.frame_latency_s * 1e3:.1f} ms)")
+    else:
+        print(f"sessions per {chip} at {fps:g} frames/s: 0 (one session gets {one.fps or 0:.1f} frames/s)")
+    for note in est.notes:
+        print(f"note: {note}")
 
 
 # --- end noor perf ---

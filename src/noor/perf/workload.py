@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from noor.catalog import ModelArch
+from noor.catalog import ModelArch, Vae
 from noor.perf.shape import PerfError, Shape
 
 BYTES = {"bf16": 2, "fp8": 1, "fp32": 4}
@@ -194,8 +194,12 @@ class VaeWork:
 
 def vae_decode(model: ModelArch, shape: Shape) -> VaeWork:
     """The work of decoding the whole batch to pixels."""
-    vae = model.vae
     frames = shape.num_frames if model.kind == "video" else 1
+    return decode_frames(model.vae, frames, shape.width, shape.height, shape.batch)
+
+
+def decode_frames(vae: Vae, frames: int, width: int, height: int, batch: int = 1) -> VaeWork:
+    """The work of decoding `batch` clips of `frames` frames at width x height (a world model's chunk too)."""
     kernel = 27 if vae.conv3d else 9
     flops, largest, elems = 0.0, 0.0, 0.0
     rows: list[tuple[float, int]] = []
@@ -203,11 +207,11 @@ def vae_decode(model: ModelArch, shape: Shape) -> VaeWork:
     chunk = vae.temporal if vae.conv3d and frames > 1 else 1
     for row, (channels, convs, t_div) in enumerate(vae.decoder):
         scale = vae.first_row_scale << row
-        pixels = (shape.height // scale) * (shape.width // scale)
+        pixels = (height // scale) * (width // scale)
         row_frames = max(1, frames // t_div) if vae.conv3d else frames
-        row_flops = shape.batch * row_frames * pixels * convs * 2.0 * kernel * channels * channels
+        row_flops = batch * row_frames * pixels * convs * 2.0 * kernel * channels * channels
         flops += row_flops
         rows.append((row_flops, channels))
-        elems += shape.batch * row_frames * pixels * convs * channels
+        elems += batch * row_frames * pixels * convs * channels
         largest = max(largest, chunk * pixels * channels)
     return VaeWork(flops, largest, elems, rows)
