@@ -9,6 +9,7 @@ import * as create from "./create.js";
 import * as gallery from "./gallery.js";
 import * as detail from "./detail.js";
 import * as planner from "./planner.js";
+import * as play from "./play.js";
 
 const main = document.getElementById("main");
 let cleanup = null;
@@ -29,7 +30,7 @@ function route() {
     location.replace("#/signin");
     return;
   }
-  const views = { signin, create, gallery, g: detail, planner };
+  const views = { signin, create, gallery, g: detail, planner, play };
   const view = views[page];
   if (!view) {
     location.replace(key() ? "#/create" : "#/signin");
