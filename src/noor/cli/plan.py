@@ -16,7 +16,9 @@ PLAN_OPTION_OF = {"power_mw": "--power-mw", "chip": "--chip", "chips": "--chips"
                   "pue": "--pue", "power_price": "--power-price", "life_years": "--life-years",
                   "utilisation": "--utilisation", "set": "--set", "assumptions_file": "--assumptions", "mix": "--mix",
                   "scenario": "SCENARIO", "budget_usd": "--budget-usd", "site": "--site", "objective": "--objective",
-                  "demand_per_day": "--demand", "sort_by": "--by"}
+                  "demand_per_day": "--demand", "sort_by": "--by", "model": "--model", "fps": "--fps",
+                  "blocking": "--blocking", "sessions_per_chip": "--sessions-per-chip",
+                  "sessions_per_h": "--sessions-per-h", "mean_session_s": "--mean-session-s"}
 PlanPue = Annotated[float | None, typer.Option("--pue", help="facility W per IT W (default: by --cooling)")]
 PlanPowerPrice = Annotated[float | None, typer.Option("--power-price", help="USD per kWh")]
 PlanLife = Annotated[float | None, typer.Option("--life-years", help="accelerator depreciation, years")]
@@ -185,6 +187,45 @@ def plan_optimise_cmd(
     except PlanError as err:
         _plan_bad(err)
     _plan_emit(doc, as_json, md_out, html_out)
+
+
+@plan_app.command("players")
+def plan_players_cmd(
+    power_mw: Annotated[float, typer.Option("--power-mw", help="facility power, MW")],
+    model: Annotated[str, typer.Option(help="world model id (noor perf world), e.g. matrix-game-2")],
+    chip: Annotated[str, typer.Option(help="chip id, e.g. h100-sxm")],
+    fps: Annotated[float, typer.Option(help="frames/s every player gets: a frame within 1/fps")] = 24.0,
+    sessions_per_chip: Annotated[str, typer.Option("--sessions-per-chip",
+                                                   help="sessions one chip holds: a number, or auto (the most "
+                                                        "it batches within the frame budget)")] = "1",
+    sessions_per_h: Annotated[float | None, typer.Option("--sessions-per-h",
+                                                         help="demand: sessions starting an hour")] = None,
+    mean_session_s: Annotated[float | None, typer.Option("--mean-session-s",
+                                                         help="demand: mean session length, s")] = None,
+    blocking: Annotated[float, typer.Option(help="target share of sessions refused (Erlang B)")] = 0.01,
+    cooling: PlanCooling = "liquid",
+    pue: PlanPue = None,
+    power_price: PlanPowerPrice = None,
+    life_years: PlanLife = None,
+    sets: PlanSet = None,
+    assumptions_file: PlanAssumptions = None,
+    as_json: PlanJson = False,
+) -> None:
+    """How many concurrent players a site holds for a world model: chips, racks, MW, dollars, Erlang B sizing."""
+    from noor.plan import PlanError, players, report
+
+    per_chip: int | str = sessions_per_chip
+    if sessions_per_chip != "auto":
+        if not sessions_per_chip.strip().isdigit():
+            raise BadInput(f"--sessions-per-chip: must be a positive integer or auto, got {sessions_per_chip!r}")
+        per_chip = int(sessions_per_chip)
+    try:
+        _, a = _plan_inputs(pue, power_price, life_years, None, sets, assumptions_file, None)
+        doc = players.plan_players(power_mw, model, chip, a, fps, cooling, per_chip, sessions_per_h,  # type: ignore[arg-type]
+                                   mean_session_s, blocking).to_dict()
+    except PlanError as err:
+        _plan_bad(err)
+    print(report.to_json(doc) if as_json else players.markdown(doc))
 
 
 # --- end noor plan ---

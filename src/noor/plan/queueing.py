@@ -73,3 +73,55 @@ def max_arrival_per_s(
         if high - low <= 1e-6 * top:
             break
     return low
+
+
+def erlang_b(servers: int, offered_erlangs: float) -> float:
+    """Blocking probability of an M/G/c/c loss system (Erlang B; insensitive to the service distribution,
+    so it holds for sessions of any length distribution with Poisson arrivals): the share of sessions that
+    find every slot busy. The recursion below EXACT_UP_TO servers, the Poisson form above."""
+    if servers < 0:
+        raise ValueError(f"servers must be >= 0, got {servers}")
+    if offered_erlangs <= 0:
+        return 0.0
+    if servers <= EXACT_UP_TO:
+        b = 1.0
+        for k in range(1, servers + 1):
+            b = offered_erlangs * b / (k + offered_erlangs * b)
+        return b
+    log_pmf = servers * math.log(offered_erlangs) - offered_erlangs - gammaln(servers + 1)
+    cdf = float(gammaincc(servers + 1, offered_erlangs))
+    return math.exp(log_pmf) / cdf if cdf > 0 else 1.0
+
+
+def max_offered_erlangs(servers: int, blocking: float) -> float:
+    """The most offered load (Erlangs) `servers` slots carry with Erlang B blocking <= `blocking`."""
+    if servers < 1:
+        return 0.0
+    low, high = 0.0, float(servers)
+    while erlang_b(servers, high) <= blocking:  # blocking rises with the load: bracket, then bisect
+        low, high = high, high * 2
+    for _ in range(100):
+        mid = (low + high) / 2
+        if erlang_b(servers, mid) <= blocking:
+            low = mid
+        else:
+            high = mid
+        if high - low <= 1e-9 * max(high, 1.0):
+            break
+    return low
+
+
+def servers_for_blocking(offered_erlangs: float, blocking: float) -> int:
+    """The fewest slots that carry `offered_erlangs` with Erlang B blocking <= `blocking`."""
+    if offered_erlangs <= 0:
+        return 0
+    low, high = 0, max(1, math.ceil(offered_erlangs))
+    while erlang_b(high, offered_erlangs) > blocking:
+        low, high = high, high * 2
+    while high - low > 1:  # erlang_b(low) > blocking >= erlang_b(high)
+        mid = (low + high) // 2
+        if erlang_b(mid, offered_erlangs) <= blocking:
+            high = mid
+        else:
+            low = mid
+    return high

@@ -6,8 +6,10 @@ scheduling.frontier(policy, read, now_s, usage)     # the few queued jobs a stor
 policy.order(jobs, now_s, usage)                    # the queue order the live claim and the simulator follow
 scheduling.assign(queue, workers, now_s, policy)    # push: match free workers to the queue (a batch each)
 scheduling.place(job, workers)                      # best fit, the rule the simulator's sites apply too
+scheduling.admit(free_slots, queued, max_queue)     # a session: start, queue (a position) or refuse (429)
 """
 
+from noor.scheduling.admission import Admission, admit, meets_frame_slo
 from noor.scheduling.base import POLICIES, Policy, SchedulingError, get
 from noor.scheduling.batching import batch, compatible
 from noor.scheduling.dispatch import assign
@@ -17,12 +19,14 @@ from noor.scheduling.types import Assignment, QueuedJob, WorkerView
 
 __all__ = [
     "POLICIES",
+    "Admission",
     "Assignment",
     "Nodes",
     "Policy",
     "QueuedJob",
     "SchedulingError",
     "WorkerView",
+    "admit",
     "assign",
     "batch",
     "compatible",
@@ -30,6 +34,7 @@ __all__ = [
     "fits",
     "frontier",
     "get",
+    "meets_frame_slo",
     "names",
     "place",
     "region_allowed",

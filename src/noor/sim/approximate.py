@@ -44,6 +44,10 @@ def _pcts(values: np.ndarray) -> dict[str, float | None]:
 
 def summarize(fleet: Fleet) -> dict[str, Any]:
     s = fleet.scenario
+    for i, c in enumerate(fleet.classes):
+        if c.interactive:
+            raise ScenarioError(f"classes[{i}].kind: interactive sessions are not in the analytic mode (run the event "
+                                f"simulation, or size them with `noor plan players`), got 'interactive'")
     hours = max(1, math.ceil(s.horizon_h))
     horizon_s = s.horizon_h * 3600
     sigma2 = s.duration_noise_sigma**2

@@ -65,6 +65,7 @@ class Record:
     wall_s: float
     end_time_s: float
     trace: list[tuple[float, str, tuple[int, ...], int, int]] = field(default_factory=list)
+    refused: np.ndarray | None = None  # per job: an interactive session refused at arrival (its queue was full)
 
 
 class _Site(Nodes):
@@ -116,9 +117,10 @@ class _Site(Nodes):
 class _Queue:
     """Queued jobs of one (tenant or region set, class), a heap ordered by the policy key."""
 
-    __slots__ = ("base_s", "cls", "gpus", "heap", "site_objs", "sites", "tenant")
+    __slots__ = ("base_s", "cls", "gpus", "heap", "max_queue", "site_objs", "sites", "tenant")
 
-    def __init__(self, tenant: int, cls: int, gpus: int, sites: list[int]):
+    def __init__(self, tenant: int, cls: int, gpus: int, sites: list[int], max_queue: int | None = None):
+        self.max_queue = max_queue  # interactive sessions: admission (`scheduling.admit`) refuses past this
         self.tenant = tenant  # -1: several tenants that share regions (static policies)
         self.cls = cls
         self.gpus = gpus
@@ -186,7 +188,8 @@ class _Run:
         "arr", "arrival_s", "arrived", "batches", "busy_series", "cancelled", "cancelled_ends", "chips", "done",
         "down_at_horizon", "down_series", "end", "failures_on", "fair", "fleet", "given_gpu_s", "heap", "horizon",
         "inf", "j_cls", "j_key", "j_noise", "j_queue", "j_tenant", "max_batch", "n_jobs", "overhead", "policy",
-        "progress", "queue_of", "queued_by_tenant", "queued_series", "record_trace", "requeued", "rng", "running",
+        "progress", "queue_of", "queued_by_tenant", "queued_series", "record_trace", "refused", "requeued", "rng",
+        "running",
         "running_gpus", "running_started_gpu_s", "seq", "sites", "small", "start", "tenants", "ticks_s", "trace",
         "where",
     )  # fmt: skip
@@ -211,6 +214,7 @@ class _Run:
         self.start = [NAN] * n_jobs
         self.end = [NAN] * n_jobs
         self.where = [-1] * n_jobs
+        self.refused: list[int] = []  # interactive sessions refused at arrival
 
         sites = self.sites = [_Site(i, info) for i, info in enumerate(fleet.sites)]
         self.chips = [info.chip for info in fleet.sites]
@@ -228,12 +232,15 @@ class _Run:
             group: Any = ti if fair else regions_of[ti]
             q = queues.get((group, ci))
             if q is None:
-                q = queues[(group, ci)] = _Queue(ti if fair else -1, ci, fleet.classes[ci].gpus, ok)
+                c = fleet.classes[ci]
+                q = queues[(group, ci)] = _Queue(ti if fair else -1, ci, c.gpus, ok, c.max_queue)
                 for k in ok:
                     sites[k].queues.append(q)
             self.queue_of[(ti, ci)] = q
         predicted = {pair: fleet.predicted_s(*pair) for pair in self.queue_of}
-        self.small = {pair: p <= sched.batch_max_predicted_s for pair, p in predicted.items()}
+        # sessions are never batched: each holds its own slot
+        self.small = {pair: p <= sched.batch_max_predicted_s and not fleet.classes[pair[1]].interactive
+                      for pair, p in predicted.items()}
         self.queued_by_tenant = [0] * len(self.tenants)
         # fair share's usage: GPU-seconds of ended runs, and of running ones as k x (now - started), per tenant
         self.given_gpu_s = [0.0] * len(self.tenants)
@@ -295,6 +302,14 @@ class _Run:
         if self.record_trace:
             self.trace.append((now, "arrive", (j,), -1, -1))
         q = self.j_queue[j]
+        if q.max_queue is not None:  # a session: a slot, a place in the queue, or refused (the server's 429)
+            free = sum(site.free for site in q.site_objs)
+            if scheduling.admit(free, len(q.heap), q.max_queue).decision == "refuse":
+                self.refused.append(j)
+                self.done += 1  # it will never run: the run ends without it
+                if self.record_trace:
+                    self.trace.append((now, "refuse", (j,), -1, -1))
+                return
         # fast path: the first site with a free GPU has nothing waiting and a node with k free GPUs:
         # start here, as enqueue + dispatch would (this job would be the only one to choose from)
         for site in q.site_objs:
@@ -552,4 +567,5 @@ class _Run:
             wall_s=wall_s,
             end_time_s=now,
             trace=self.trace,
+            refused=np.isin(np.arange(self.n_jobs), self.refused),
         )

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from noor import catalog, perf
-from noor.scheduling import QueuedJob, WorkerView, eligible
+from noor.scheduling import QueuedJob, WorkerView, eligible, meets_frame_slo
 from noor.sim.arrivals import Arrivals, poisson, trace
 from noor.sim.scenario import RequestClass, Scenario, ScenarioError
 
@@ -54,6 +54,14 @@ class ClassInfo:
     latency_s: dict[str, float]  # chip -> seconds for one request (batch 1), only chips it fits on
     memory_gb: dict[str, float]  # chip -> peak GB per GPU
     why_not: dict[str, str]  # chip -> why it does not fit
+    kind: str = "clip"  # or "interactive": a session holding one chip for its length (latency_s: the mean)
+    fps: float | None = None  # interactive: the per-frame SLO is 1 / fps
+    frame_latency_s: dict[str, float] = field(default_factory=dict)  # interactive: chip -> a frame's seconds
+    max_queue: int | None = None  # interactive: sessions allowed to wait
+
+    @property
+    def interactive(self) -> bool:
+        return self.kind == "interactive"
 
 
 @dataclass
@@ -113,7 +121,47 @@ def _site(s: Scenario, i: int) -> SiteInfo:
     )
 
 
+def _session_class(spec: RequestClass, where: str, chips: list[str]) -> ClassInfo:
+    """An interactive class: eligible on a chip only where one session's frames meet 1 / fps there
+    (`scheduling.meets_frame_slo`); it then holds the chip for the session's length (mean: session_mean_s)."""
+    from noor.perf.world import estimate_world
+
+    world = catalog.world(spec.model)
+    assert spec.session_mean_s is not None  # scenario.check_interactive
+    try:
+        shape = perf.Shape(world.width, world.height, 1, spec.steps)
+    except perf.PerfError as err:
+        raise ScenarioError(f"{where}.{err.field}: {str(err).split(': ', 1)[1]}") from None
+    latency, memory, why, frame = {}, {}, {}, {}
+    for chip in chips:
+        est = estimate_world(world, catalog.chip(chip), 1, spec.steps)
+        memory[chip] = est.peak_memory_gb
+        if est.frame_latency_s is not None:
+            frame[chip] = est.frame_latency_s
+        if meets_frame_slo(est.frame_latency_s, spec.fps):
+            latency[chip] = spec.session_mean_s
+        elif est.frame_latency_s is None:
+            why[chip] = est.why_not or "does not fit"
+        else:
+            why[chip] = (f"{est.frame_latency_s * 1e3:.1f} ms a frame, above the {1e3 / spec.fps:.1f} ms that "
+                         f"{spec.fps:g} frames/s allow")
+    return ClassInfo(spec.name, spec.model, shape, 1, None, spec.priority, latency, memory, why, kind="interactive",
+                     fps=spec.fps, frame_latency_s=frame, max_queue=spec.max_queue)
+
+
+def session_lengths(spec: RequestClass, rng: np.random.Generator, n: int) -> np.ndarray:
+    """n session lengths over their mean (mean 1): exponential, lognormal (sigma of the log) or fixed."""
+    if spec.session_dist == "exponential":
+        return rng.exponential(1.0, n)
+    if spec.session_dist == "lognormal":
+        sigma = spec.session_sigma
+        return np.exp(rng.normal(-sigma * sigma / 2, sigma, n))
+    return np.ones(n)
+
+
 def _class(spec: RequestClass, where: str, chips: list[str]) -> ClassInfo:
+    if spec.kind == "interactive":
+        return _session_class(spec, where, chips)
     arch = catalog.model(spec.model)
     try:
         shape = perf.Shape(
@@ -156,10 +204,18 @@ def resolve(s: Scenario, draw: bool = True) -> Fleet:
             parsed = RequestClass.model_validate(spec)
         except Exception as err:
             raise ScenarioError(f"{where}: {err}") from None
-        if parsed.model not in catalog.model_ids():
+        if parsed.kind == "interactive":
+            from noor.sim.scenario import check_interactive
+
+            check_interactive(parsed, where)
+        elif parsed.model not in catalog.model_ids():
             valid = ", ".join(catalog.model_ids())
             raise ScenarioError(f"{where}.model: unknown model {parsed.model!r}; valid: {valid}")
         classes.append(_class(parsed, where, chips))
+        if parsed.kind == "interactive" and len(arrivals):  # a session's length, over the class's mean
+            mine = arrivals.cls == i
+            rng = np.random.default_rng([s.seed, 27, i])  # its own stream: clips' draws stay as they were
+            arrivals.noise[mine] = session_lengths(parsed, rng, int(mine.sum()))
 
     # which (tenant, class) pairs occur: the mixes with weight > 0, and what the trace holds
     pairs: set[tuple[int, int]] = set()

@@ -38,8 +38,9 @@ def energy(site: SiteInfo, busy_gpu_s: float, idle_gpu_s: float) -> dict[str, An
 
 
 def is_video(fleet: Fleet) -> np.ndarray:
-    """(class,) True where a class makes videos: more than one frame, as the model draws it."""
-    return np.array([c.shape.for_model(catalog.model(c.model)).num_frames > 1 for c in fleet.classes], dtype=bool)
+    """(class,) True where a class makes videos: more than one frame, as the model draws it (a session: no)."""
+    return np.array([not c.interactive and c.shape.for_model(catalog.model(c.model)).num_frames > 1
+                     for c in fleet.classes], dtype=bool)
 
 
 def job_gpu_s(fleet: Fleet) -> np.ndarray:
@@ -52,9 +53,10 @@ def per_kind(fleet: Fleet, done: np.ndarray, gpu_s: np.ndarray, cost_usd: float)
     """Videos and images apart: per hour, and each kind's share of the cost (by the GPU-seconds its finished
     jobs took, `gpu_s` per class) over its count (`done` per class)."""
     video = is_video(fleet)
+    clip = np.array([not c.interactive for c in fleet.classes], dtype=bool)
     total_gpu_s = float(gpu_s.sum())
     out: dict[str, float | None] = {}
-    for kind, mask in (("video", video), ("image", ~video)):
+    for kind, mask in (("video", video), ("image", ~video & clip)):
         count = float(done[mask].sum())
         share = float(gpu_s[mask].sum()) / total_gpu_s if total_gpu_s > 0 else 0.0
         out[f"{kind}s_per_hour"] = count / fleet.scenario.horizon_h
@@ -83,6 +85,52 @@ def _group(name: str, mask: np.ndarray, rec: Record, slo_s: np.ndarray) -> dict[
         "e2e_s": {"mean": float(e2e.mean()) if len(e2e) else None, **_pcts(e2e)},
         "slo_attainment": float(met.mean()) if len(met) else None,
     }
+
+
+def concurrency(start_s: np.ndarray, end_s: np.ndarray, horizon_s: float) -> tuple[float, int]:
+    """Mean and peak number of runs at once over [0, horizon] (runs clipped to it)."""
+    ok = ~np.isnan(start_s) & (start_s < horizon_s)
+    starts, ends = start_s[ok], np.minimum(np.nan_to_num(end_s[ok], nan=horizon_s), horizon_s)
+    if not len(starts):
+        return 0.0, 0
+    times = np.concatenate([starts, ends])
+    steps = np.concatenate([np.ones(len(starts)), -np.ones(len(ends))])
+    order = np.lexsort((steps, times))  # at one instant an end (-1) before a start (+1)
+    peak = int(np.cumsum(steps[order]).max())
+    return float((ends - starts).sum() / horizon_s), peak
+
+
+def sessions(fleet: Fleet, rec: Record, in_stats: np.ndarray) -> list[dict[str, Any]]:
+    """Per interactive class: sessions, refused, queued, waits, sessions at once, the frame SLO and the
+    utilisation of the chips it may use."""
+    horizon_s = fleet.scenario.horizon_h * 3600
+    refused = rec.refused if rec.refused is not None else np.zeros(len(rec.cls), dtype=bool)
+    out = []
+    for i, c in enumerate(fleet.classes):
+        if not c.interactive:
+            continue
+        mine = rec.cls == i
+        stats = mine & in_stats
+        started = stats & ~np.isnan(rec.start_s)
+        wait = rec.start_s[started] - rec.submitted_s[started]
+        mean_at_once, peak = concurrency(rec.start_s[mine], rec.end_s[mine], horizon_s)
+        used = sorted({int(k) for k in rec.site[mine & ~np.isnan(rec.start_s)] if k >= 0})
+        frame_ms = {fleet.sites[k].chip: 1e3 * c.frame_latency_s[fleet.sites[k].chip] for k in used}
+        on_time = [c.frame_latency_s[fleet.sites[int(k)].chip] <= 1 / (c.fps or math.inf) for k in rec.site[started]]
+        eligible = sorted({k for (_, ci), ok in fleet.sites_for.items() if ci == i for k in ok})
+        chips = sum(fleet.sites[k].gpus for k in eligible)
+        out.append({
+            "name": c.name, "model": c.model, "fps": c.fps, "sessions": int(stats.sum()),
+            "started": int(started.sum()), "refused": int((stats & refused).sum()),
+            "queued": int((wait > 0).sum()), "refused_share": int((stats & refused).sum()) / int(stats.sum())
+            if stats.any() else None,
+            "wait_s": {"mean": float(wait.mean()) if len(wait) else None, **_pcts(wait)},
+            "concurrent_mean": mean_at_once, "concurrent_peak": peak,
+            "frame_latency_ms": frame_ms, "frame_slo_met": float(np.mean(on_time)) if on_time else None,
+            "chips_eligible": chips,
+            "session_utilisation": mean_at_once / chips if chips else None,
+        })  # fmt: skip
+    return out
 
 
 def summarize(fleet: Fleet, rec: Record) -> dict[str, Any]:
@@ -146,9 +194,13 @@ def summarize(fleet: Fleet, rec: Record) -> dict[str, Any]:
         "queued": {r: [sum(row[i] for i in range(len(row)) if home_of_tenant[i] == r) for row in rec.queued_series]
                    for r in sorted(set(home_of_tenant))},
     }
+    interactive = sessions(fleet, rec, in_stats)
+    if interactive:
+        overall["refused_sessions"] = sum(x["refused"] for x in interactive)
     return {
         "fleet": overall,
         "classes": classes,
+        "sessions": interactive,
         "regions": by_region,
         "tenants": tenants,
         "sites": sites,

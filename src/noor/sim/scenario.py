@@ -82,9 +82,15 @@ class Site(_Strict):
         return nodes * self.gpus_per_node
 
 
+INTERACTIVE_ONLY = ("fps", "session_mean_s", "session_dist", "session_sigma", "max_queue")
+
+
 class RequestClass(_Strict):
     name: str
-    model: str
+    # "clip": a generation that runs for the perf model's time; "interactive": a world-model session that holds
+    # its chips (one slot) for its length, placed only on chips that draw a frame within 1 / fps
+    kind: Literal["clip", "interactive"] = "clip"
+    model: str  # a catalog model id; for kind = "interactive" a world model id (noor perf world)
     width: int | None = Field(None, gt=0)  # default: the model's
     height: int | None = Field(None, gt=0)
     frames: int | None = Field(None, gt=0)
@@ -93,6 +99,12 @@ class RequestClass(_Strict):
     weight: NonNegFloat = 1.0  # share of requests, unless a tenant gives its own
     slo_s: PositiveFloat | None = None  # end-to-end target
     priority: int = 0  # lower runs first under the priority policy
+    # interactive sessions only:
+    fps: PositiveFloat = 24.0  # the per-frame SLO: a frame's time on the chip <= 1 / fps
+    session_mean_s: PositiveFloat | None = None  # mean session length (required)
+    session_dist: Literal["exponential", "lognormal", "fixed"] = "exponential"
+    session_sigma: PositiveFloat = 1.0  # lognormal: sigma of log(length)
+    max_queue: int | None = Field(None, ge=0)  # sessions allowed to wait; one more is refused (None: no limit)
 
 
 class Tenant(_Strict):
@@ -226,6 +238,13 @@ def check(s: Scenario) -> None:
             )
     classes = {c.name for c in s.classes}
     for i, c in enumerate(s.classes):
+        if c.kind == "interactive":
+            check_interactive(c, f"classes[{i}]")
+            continue
+        given = sorted(set(INTERACTIVE_ONLY) & c.model_fields_set)
+        if given:
+            value = getattr(c, given[0])
+            raise ScenarioError(f"classes[{i}].{given[0]}: only for kind = \"interactive\" classes, got {value!r}")
         if c.model not in catalog.model_ids():
             valid = ", ".join(catalog.model_ids())
             raise ScenarioError(f"classes[{i}].model: unknown model {c.model!r}; valid: {valid}")
@@ -255,6 +274,26 @@ def check(s: Scenario) -> None:
             raise ScenarioError(f"bursts[{i}].tenant: unknown tenant {b.tenant!r}; valid: {', '.join(sorted(tenants))}")
     if s.warmup_h >= s.horizon_h:
         raise ScenarioError(f"warmup_h: must be below horizon_h ({s.horizon_h}), got {s.warmup_h!r}")
+
+
+def check_interactive(c: RequestClass, where: str) -> None:
+    """An interactive class: a world model, a session length, and none of a clip's fields."""
+    from noor import catalog
+
+    if c.model not in catalog.world_ids():
+        valid = ", ".join(catalog.world_ids())
+        raise ScenarioError(f"{where}.model: unknown world model {c.model!r}; valid: {valid}")
+    if c.session_mean_s is None:
+        raise ScenarioError(f"{where}.session_mean_s: missing: an interactive class needs its mean session length (s)")
+    for name in ("width", "height", "frames"):
+        if getattr(c, name) is not None:
+            raise ScenarioError(f"{where}.{name}: an interactive class draws its world model's own size, "
+                                f"got {getattr(c, name)!r}")
+    if c.gpus != 1:
+        raise ScenarioError(f"{where}.gpus: an interactive session holds one chip (multi-chip sessions are not "
+                            f"modelled), got {c.gpus!r}")
+    if c.slo_s is not None:
+        raise ScenarioError(f"{where}.slo_s: an interactive class's SLO is per frame (fps), got {c.slo_s!r}")
 
 
 def apply_overrides(data: dict[str, Any], assignments: dict[str, Any]) -> dict[str, Any]:

@@ -63,6 +63,18 @@ def tables(result: dict[str, Any]) -> list[Table]:
             t.add_row(g["name"], _num(g["jobs"]), _s(w["p50"]), _s(w["p95"]), _s(w["p99"]), _s(e["p50"]),
                       _s(e["p95"]), _s(e["p99"]), _pct(g["slo_attainment"]))
         out.append(t)
+    if result.get("sessions"):
+        t = Table(title="interactive sessions (a session holds one chip for its length)")
+        for col in ("class", "fps", "sessions", "refused", "queued", "wait p50", "wait p95", "at once mean",
+                    "at once peak", "frame ms", "frame SLO met", "chips", "utilisation"):
+            t.add_column(col, justify="left" if col == "class" else "right")
+        for x in result["sessions"]:
+            frame = ", ".join(f"{chip} {ms:.1f}" for chip, ms in x["frame_latency_ms"].items()) or "-"
+            t.add_row(x["name"], f"{x['fps']:g}", _num(x["sessions"]), _num(x["refused"]), _num(x["queued"]),
+                      _s(x["wait_s"]["p50"]), _s(x["wait_s"]["p95"]), f"{x['concurrent_mean']:,.1f}",
+                      _num(x["concurrent_peak"]), frame, _pct(x["frame_slo_met"]), _num(x["chips_eligible"]),
+                      _pct(x["session_utilisation"]))
+        out.append(t)
     sites = Table(title="per site")
     for col in ("site", "region", "chip", "GPUs", "utilisation", "failures", "down GPU-h", "energy MWh", "cost $"):
         sites.add_column(col, justify="left" if col in ("site", "region", "chip") else "right")
