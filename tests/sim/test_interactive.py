@@ -74,6 +74,10 @@ def test_sessions_hold_one_chip_for_their_length_and_share_the_site_with_clips()
     assert x["name"] == "play" and x["refused"] == 0 and x["frame_slo_met"] == 1.0
     assert 0 < x["concurrent_mean"] <= x["concurrent_peak"] <= 8
     assert result["classes"][1]["completed"] > 0  # the clips ran beside them
+    from noor.sim.report import html_report
+
+    page = html_report(result)
+    assert "<h2>Interactive sessions</h2>" in page and "frame SLO met" in page
 
 
 def test_a_chip_too_slow_for_the_frame_rate_is_never_used() -> None:

@@ -94,6 +94,11 @@ def _table(rows: list[dict[str, Any]], cols: list[tuple[str, str]]) -> str:
 LATENCY_COLS = [("name", "name"), ("jobs", "jobs"), ("wait_s.p50", "wait p50 s"), ("wait_s.p95", "wait p95 s"),
                 ("wait_s.p99", "wait p99 s"), ("e2e_s.p50", "e2e p50 s"), ("e2e_s.p95", "e2e p95 s"),
                 ("e2e_s.p99", "e2e p99 s"), ("slo_attainment", "SLO met")]
+SESSION_COLS = [("name", "class"), ("model", "world model"), ("fps", "fps"), ("sessions", "sessions"),
+                ("refused", "refused"), ("queued", "queued"), ("wait_s.p50", "wait p50 s"),
+                ("wait_s.p95", "wait p95 s"), ("concurrent_mean", "at once, mean"),
+                ("concurrent_peak", "at once, peak"), ("frame_slo_met", "frame SLO met"), ("chips_eligible", "chips"),
+                ("session_utilisation", "utilisation")]
 
 
 def html_report(result: dict[str, Any]) -> str:
@@ -127,6 +132,7 @@ def html_report(result: dict[str, Any]) -> str:
         "<h2>Per class</h2>" + _table(r["classes"], LATENCY_COLS),
         "<h2>Per region (where jobs ran)</h2>" + _table(r["regions"], LATENCY_COLS),
         "<h2>Per tenant</h2>" + _table(r["tenants"], LATENCY_COLS),
+        *(["<h2>Interactive sessions</h2>" + _table(r["sessions"], SESSION_COLS)] if r.get("sessions") else []),
         "<h2>Per site</h2>" + _table(r["sites"], [("name", "site"), ("region", "region"), ("chip", "chip"),
                                                    ("gpus", "GPUs"), ("utilisation", "utilisation"),
                                                    ("failures", "failures"), ("down_gpu_h", "down GPU-h"),
