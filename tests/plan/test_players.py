@@ -128,6 +128,7 @@ def test_cli_prints_players_and_json(noor_plan: Callable[..., Run]) -> None:
         "600",
     )
     assert r.code == 0 and "concurrent players" in r.stdout and "Erlangs" in r.stdout and "racks" in r.stdout
+    assert "MW IT" in r.stdout
     r = noor_plan("players", "--power-mw", "150", "--model", "matrix-game-2", "--chip", "h100-sxm", "--json")
     doc = json.loads(r.stdout)
     assert doc["kind"] == "players" and doc["output"]["concurrent_players"] == doc["hardware"]["chips"]

@@ -222,6 +222,9 @@ def markdown(doc: dict[str, Any]) -> str:
         f"- a frame takes {s['frame_latency_ms']:.1f} ms ({s['fps_per_session']:.1f} frames/s a session), "
         f"{s['gflop_per_frame']:,.1f} GFLOP, {s['peak_memory_gb']:.1f} GB a chip",
         f"- {hw['nodes']:,} servers of {hw['chips_per_node']} in {hw['racks']:,} racks ({hw['rack_kw']:g} kW each)",
+        f"- power: {doc['power']['facility_mw']:g} MW facility at PUE {doc['power']['pue']:.2f} -> "
+        f"{doc['power']['it_mw']:,.1f} MW IT, {doc['power']['accelerators_mw']:,.1f} MW of accelerators; the servers "
+        f"bought draw {doc['power']['used_facility_mw']:,.1f} MW of facility power at TDP",
         f"- at {i['blocking']:.1%} blocking it carries {o['max_offered_erlangs']:,.0f} Erlangs of offered load "
         f"(sessions/h x mean hours)",
         f"- capex ${c['capex_usd']:,.0f}; ${c['total_per_day_usd']:,.0f} a day all-in; "
