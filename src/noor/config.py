@@ -110,6 +110,23 @@ class Settings(BaseSettings):
                 f.write(secrets.token_hex(32))
         return path.read_text().strip().encode()
 
+    # --- world sessions (noor.runtime.interactive; docs/serve.md) ---
+    world_slots: int = Field(1, ge=1, le=256, description="world sessions `noor serve` runs at once (one thread each)")
+    world_queue: int = Field(4, ge=0, le=10_000, description="world sessions that may wait for a slot; more: 429")
+    world_idle_s: float = Field(
+        60.0, gt=0, le=86_400, description="a world session with no socket and no message for this long ends"
+    )
+    world_region: str | None = Field(
+        None, description="the region world sessions run in (this server's host); none: only unbound tenants'"
+    )
+
+    @field_validator("world_region")
+    @classmethod
+    def _world_region_name(cls, region: str | None) -> str | None:
+        if region is not None and not REGION.match(region):
+            raise ValueError(f"region names are lowercase letters, digits and - ({region!r} is not)")
+        return region
+
 
 @lru_cache(maxsize=1)
 def settings() -> Settings:

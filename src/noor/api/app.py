@@ -425,8 +425,11 @@ def body_limit_bytes(path: str) -> int:
 
 
 def create_app(store: Store, assets: AssetStore, config: ApiConfig) -> FastAPI:
-    app = FastAPI(title="Noor", version="0.1.0")
+    from noor.api import worlds
+
+    app = FastAPI(title="Noor", version="0.1.0", lifespan=worlds.lifespan)  # starts and stops the session host
     ctx = app.state.ctx = Context(store, assets, config)
+    worlds.install(app, ctx)  # world sessions: /v1/worlds
     app.include_router(router, prefix=DM_PREFIX)
     app.include_router(router)
     app.include_router(ping_router, prefix=DM_PREFIX)

@@ -1,0 +1,299 @@
+"""World sessions: the record of one player's session with an interactive world model, and its state machine.
+
+queued -> active -> ended | failed, or queued -> ended (deleted, idle or the server went before a slot came).
+A session is a job of a new kind: it holds a worker slot for its length instead of making a file, and it is
+billed per second served, debited as the seconds pass. Every state change and every charge is one conditional
+UPDATE, so it happens once however many threads race it (the tick loop, a DELETE, the idle check, recovery).
+
+Money is integer micro-cents (noor.jobs.money). The socket's token is random, shown once by the POST and
+stored as its SHA-256 (as API keys are: a 256-bit token needs no slow hash).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import BigInteger, ColumnElement, Float, Index, Integer, String, Text, select, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from noor.jobs import money
+from noor.jobs.generation import Base, UTCDateTime, now_utc
+from noor.jobs.store import Store
+from noor.jobs.tenants import Tenant
+
+TOKEN_TTL = timedelta(minutes=10)  # a token opens the socket for this long after the POST
+
+
+class SessionState(enum.StrEnum):
+    QUEUED = "queued"
+    ACTIVE = "active"
+    ENDED = "ended"
+    FAILED = "failed"
+
+
+LIVE = (SessionState.QUEUED.value, SessionState.ACTIVE.value)
+
+
+class EndReason(enum.StrEnum):
+    CLIENT = "client"  # DELETE, or the client said so
+    IDLE = "idle"  # no socket and no message for NOOR_WORLD_IDLE_S
+    MAX_SECONDS = "max_seconds"
+    CREDITS = "credits"  # the tenant ran out of credits
+    SERVER_RESTART = "server_restart"  # the server stopped (or died) while it was live
+    ERROR = "error"  # the model failed: the session ends `failed` with a failure_reason
+
+
+class WorldSession(Base):
+    __tablename__ = "world_sessions"
+    __table_args__ = (
+        Index("ix_world_sessions_tenant", "tenant", "created_at"),
+        Index("ix_world_sessions_state", "state"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    tenant: Mapped[str] = mapped_column(String(64))
+    region: Mapped[str | None] = mapped_column(String(32), default=None)  # the region of the host it runs on
+    model: Mapped[str] = mapped_column(String(64))
+    prompt: Mapped[str] = mapped_column(Text)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    fps: Mapped[int] = mapped_column(Integer)
+    max_seconds: Mapped[int] = mapped_column(Integer)
+    start_image_key: Mapped[str | None] = mapped_column(Text, default=None)  # an asset key
+    state: Mapped[str] = mapped_column(String(16), default=SessionState.QUEUED.value)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    frames: Mapped[int] = mapped_column(Integer, default=0)  # frames drawn after the opening one
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)  # active seconds served and billed
+    cost_microcents: Mapped[int] = mapped_column(BigInteger, default=0)  # what those seconds cost
+    paid_microcents: Mapped[int] = mapped_column(BigInteger, default=0)  # what was taken (0: unmetered)
+    end_reason: Mapped[str | None] = mapped_column(String(16), default=None)
+    failure_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    worker: Mapped[str | None] = mapped_column(String(64), default=None)  # the host that ran it
+    token_hash: Mapped[str] = mapped_column(String(64))
+    token_expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    @property
+    def cost_cents(self) -> float:
+        return money.cents(self.cost_microcents or 0)
+
+    @property
+    def is_live(self) -> bool:
+        return self.state in LIVE
+
+
+class SessionNotFound(LookupError):
+    """No such session for this tenant (another tenant's is not found either)."""
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create(
+    store: Store,
+    *,
+    tenant: str,
+    model: str,
+    prompt: str,
+    seed: int,
+    fps: int,
+    max_seconds: int,
+    region: str | None = None,
+    start_image_key: str | None = None,
+    now: datetime | None = None,
+) -> tuple[WorldSession, str]:
+    """A new queued session and its socket token (returned once, stored hashed)."""
+    now = now or now_utc()
+    token = secrets.token_urlsafe(32)
+    row = WorldSession(
+        id=str(uuid.uuid4()),
+        tenant=tenant,
+        model=model,
+        prompt=prompt,
+        seed=seed,
+        fps=fps,
+        max_seconds=max_seconds,
+        region=region,
+        start_image_key=start_image_key,
+        state=SessionState.QUEUED.value,
+        created_at=now,
+        frames=0,
+        seconds=0.0,
+        cost_microcents=0,
+        paid_microcents=0,
+        token_hash=hash_token(token),
+        token_expires_at=now + TOKEN_TTL,
+    )
+    with store.session.begin() as s:
+        s.add(row)
+    return row, token
+
+
+def get(store: Store, tenant: str, session_id: str) -> WorldSession:
+    with store.session() as s:
+        row = s.scalar(select(WorldSession).where(WorldSession.id == session_id, WorldSession.tenant == tenant))
+    if row is None:
+        raise SessionNotFound(session_id)
+    return row
+
+
+def by_id(store: Store, session_id: str) -> WorldSession | None:
+    """Any tenant's session (for the host and the socket, which authenticates by token)."""
+    with store.session() as s:
+        return s.get(WorldSession, session_id)
+
+
+def list_for(store: Store, tenant: str, limit: int = 20) -> list[WorldSession]:
+    """The tenant's sessions, newest first."""
+    query = (
+        select(WorldSession)
+        .where(WorldSession.tenant == tenant)
+        .order_by(WorldSession.created_at.desc(), WorldSession.id)
+        .limit(limit)
+    )
+    with store.session() as s:
+        return list(s.scalars(query).all())
+
+
+def check_token(store: Store, session_id: str, token: str, now: datetime | None = None) -> WorldSession | None:
+    """The session if `token` is its own and has not expired, else None (a wrong session, token or time alike)."""
+    row = by_id(store, session_id)
+    if row is None or not hmac.compare_digest(row.token_hash, hash_token(token)):
+        return None
+    return row if (now or now_utc()) < row.token_expires_at else None
+
+
+def activate(store: Store, session_id: str, worker: str, now: datetime | None = None) -> bool:
+    """queued -> active on `worker`; False if it is no longer queued (ended meanwhile)."""
+    with store.session.begin() as s:
+        result: Any = s.execute(
+            update(WorldSession)
+            .where(WorldSession.id == session_id, WorldSession.state == SessionState.QUEUED.value)
+            .values(state=SessionState.ACTIVE.value, started_at=now or now_utc(), worker=worker)
+        )
+    return bool(result.rowcount == 1)
+
+
+@dataclass(frozen=True)
+class Billed:
+    """The outcome of one `record`: whether the session is still active, and whether credits ran out."""
+
+    recorded: bool  # False: the session was no longer active (or another record won the race): nothing changed
+    out_of_credits: bool = False
+    cost_microcents: int = 0
+
+
+def _tenant_row(s: Session, tenant: str) -> Tenant | None:
+    return s.scalar(select(Tenant).where(Tenant.name == tenant))
+
+
+def record(
+    store: Store, session_id: str, *, frames: int, seconds: float, price_per_s_microcents: int, final: bool = False
+) -> Billed:
+    """Write what an active session has served so far (frames, active seconds) and charge the seconds not yet
+    charged, at `price_per_s_microcents`, in one transaction: the session's row moves only from the cost it had,
+    so a charge is taken once. A metered tenant whose credits cannot cover the new seconds pays what is left and
+    `out_of_credits` is set (the host then ends the session, end_reason "credits"). `final` also allows a
+    session that has just ended (its last part-second is billed after the state change)."""
+    try:
+        return _record(store, session_id, frames, seconds, price_per_s_microcents, final)
+    except _Lost:  # the transaction rolled back, the tenant's charge with it
+        return Billed(False)
+
+
+class _Lost(Exception):
+    pass
+
+
+def _record(
+    store: Store, session_id: str, frames: int, seconds: float, price_per_s_microcents: int, final: bool
+) -> Billed:
+    with store.session.begin() as s:
+        row = s.get(WorldSession, session_id)
+        states: tuple[str, ...] = (SessionState.ACTIVE.value,)
+        if final:
+            states = (SessionState.ACTIVE.value, SessionState.ENDED.value, SessionState.FAILED.value)
+        if row is None or row.state not in states or seconds < row.seconds or (final and row.started_at is None):
+            return Billed(False)
+        cost = round(seconds * price_per_s_microcents)
+        due = max(0, cost - row.cost_microcents)
+        tenant = _tenant_row(s, row.tenant)
+        paid, short = 0, False
+        if tenant is not None and tenant.metered and due:
+            balance = int(tenant.credits_microcents or 0)
+            paid = min(due, max(balance, 0))
+            short = paid < due or balance - paid <= 0
+            if paid:
+                s.execute(
+                    update(Tenant)
+                    .where(Tenant.name == row.tenant)
+                    .values(credits_microcents=Tenant.credits_microcents - paid)
+                )
+            cost = row.cost_microcents + paid  # what was not paid was not served: not billed
+        result: Any = s.execute(
+            update(WorldSession)
+            .where(
+                WorldSession.id == session_id,
+                WorldSession.state.in_(states),
+                WorldSession.cost_microcents == row.cost_microcents,
+            )
+            .values(
+                frames=max(frames, row.frames),
+                seconds=seconds,
+                cost_microcents=cost,
+                paid_microcents=WorldSession.paid_microcents + paid,
+            )
+        )
+        if result.rowcount != 1:  # another record moved it first: undo this one's charge with the transaction
+            raise _Lost
+    return Billed(True, short, cost)
+
+
+def end(
+    store: Store,
+    session_id: str,
+    reason: EndReason | str,
+    failure_reason: str | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """queued/active -> ended (or failed, for reason "error"), once: False if it had already ended."""
+    reason = EndReason(reason)
+    state = SessionState.FAILED if reason is EndReason.ERROR else SessionState.ENDED
+    with store.session.begin() as s:
+        result: Any = s.execute(
+            update(WorldSession)
+            .where(WorldSession.id == session_id, WorldSession.state.in_(LIVE))
+            .values(
+                state=state.value, end_reason=reason.value, failure_reason=failure_reason, ended_at=now or now_utc()
+            )
+        )
+    return bool(result.rowcount == 1)
+
+
+def recover(store: Store, worker: str | None = None, now: datetime | None = None) -> list[str]:
+    """Sessions a dead server left queued or active (on `worker`, or anywhere) end with "server_restart". They
+    were billed as their seconds were recorded, at most a second behind, so nothing more is charged."""
+    live: ColumnElement[bool] = WorldSession.state.in_(LIVE)
+    if worker is not None:  # on this host, or still queued (a queue lives in the server that took the POST)
+        live = live & ((WorldSession.worker == worker) | (WorldSession.state == SessionState.QUEUED.value))
+    with store.session.begin() as s:
+        ids = list(s.scalars(select(WorldSession.id).where(live)).all())
+        if ids:
+            s.execute(
+                update(WorldSession)
+                .where(WorldSession.id.in_(ids), WorldSession.state.in_(LIVE))
+                .values(
+                    state=SessionState.ENDED.value,
+                    end_reason=EndReason.SERVER_RESTART.value,
+                    ended_at=now or now_utc(),
+                )
+            )
+    return ids
