@@ -31,15 +31,17 @@ const KEYS = {
 };
 
 // The WebSocket's close codes (the sessions API): what the player is told.
-const CLOSED = { 4401: "token", 4410: "ended", 1008: "flood", 1003: "binary" };
+const CLOSED = { 4401: "token", 4409: "replaced", 4410: "ended", 1008: "flood", 1003: "binary" };
 
 const worlds = {
+  models: () => call("GET", "/v1/worlds/models"),
   start: (body) => call("POST", "/v1/worlds/sessions", { json: body }),
   get: (id, auth) => call("GET", `/v1/worlds/sessions/${encodeURIComponent(id)}`, { auth }),
   end: (id, auth) => call("DELETE", `/v1/worlds/sessions/${encodeURIComponent(id)}`, { auth }),
 };
 
 const draft = { prompt: "", model: "" }; // what the user typed survives a language switch or a visit elsewhere
+let models = null; // GET /v1/worlds/models, read once
 let game = null; // the session being played, if any (it survives a re-render of the page)
 let view = null; // the elements of the page as drawn now, which the game updates
 let leaving = null; // leaving the page ends the session, unless the page is drawn again at once
@@ -54,6 +56,7 @@ function newGame(session) {
     state: session.state === "queued" ? "queued" : "connecting", // queued | connecting | active | ended | failed
     position: session.queue_position ?? null,
     status: null, // the latest status message
+    latency: null, // ms from the last change of action to its frame (a status carries it on that frame only)
     message: null, // {kind: "info" | "error", text}: why it ended, or an error the server sent
     frames: 0, // frames drawn
     bitmap: null, // the latest frame, redrawn when the page is
@@ -114,6 +117,7 @@ function onText(g, data) {
   }
   if (msg.type === "status") {
     g.status = msg;
+    if (msg.latency_ms !== null && msg.latency_ms !== undefined) g.latency = msg.latency_ms;
     if (msg.state && LIVE.has(msg.state)) g.state = msg.state;
     else if (!msg.state) g.state = "active";
     if (!g.applied && msg.action === g.sent && msg.frame > g.sentAt) {
@@ -124,16 +128,21 @@ function onText(g, data) {
     g.state = "queued";
     g.position = msg.position;
   } else if (msg.type === "ended") {
-    g.state = "ended";
-    g.message = { kind: "info", text: endedText(msg.reason) };
+    g.state = msg.reason === "error" ? "failed" : "ended"; // the model failed: failure_reason says how
+    g.message = { kind: g.state === "failed" ? "error" : "info", text: endedText(msg.reason, msg.failure_reason) };
   } else if (msg.type === "error") {
     g.message = { kind: "error", text: t("play.error", { code: msg.code, message: msg.message }) };
   }
   paint();
 }
 
-function endedText(reason) {
-  return reason ? t("play.ended.reason", { reason }) : t("play.ended");
+// Why a session ends (the sessions API's end reasons), in words; one this page does not know, as the server says it.
+const REASONS = new Set(["client", "idle", "max_seconds", "credits", "server_restart", "error"]);
+
+function endedText(reason, failure = null) {
+  if (!reason) return t("play.ended");
+  const text = t("play.ended.reason", { reason: REASONS.has(reason) ? t(`play.reason.${reason}`) : reason });
+  return failure ? `${text} ${failure}` : text;
 }
 
 function onFrame(g, blob) {
@@ -178,7 +187,7 @@ async function onClose(g, event) {
 async function end(g) {
   if (!LIVE.has(g.state)) return;
   try {
-    g.session = await worlds.end(g.session.id, g.auth);
+    await worlds.end(g.session.id, g.auth); // 204; the socket then says `ended` and closes
   } catch (err) {
     if (err.status !== 404 && err.status !== 409) {
       fail(view && view.errors, err);
@@ -307,10 +316,16 @@ export function render(main) {
   clearTimeout(leaving); // drawn again at once (a language switch): the session goes on
   leaving = null;
 
-  const prompt = h("input", { type: "text", name: "prompt", dir: "auto", maxlength: 2000, autocomplete: "off", value: draft.prompt });
+  const prompt = h("input", { type: "text", name: "prompt", dir: "auto", maxlength: 500, autocomplete: "off", value: draft.prompt });
   prompt.addEventListener("input", () => (draft.prompt = prompt.value));
-  const model = h("input", { type: "text", name: "model", dir: "ltr", autocomplete: "off", value: draft.model, placeholder: "world-tiny" });
-  model.addEventListener("input", () => (draft.model = model.value.trim()));
+  // the server's world models (GET /v1/worlds/models), filled in when read; the server's default is world-tiny
+  const model = h("select", { name: "model", dir: "ltr" });
+  model.addEventListener("change", () => (draft.model = model.value));
+  const fillModels = (list) => {
+    if (!list.some((m) => m.id === draft.model)) draft.model = (list.find((m) => m.id === "world-tiny") || list[0] || { id: "" }).id;
+    model.replaceChildren(...list.map((m) => h("option", { value: m.id, title: m.description }, m.id)));
+    model.value = draft.model;
+  };
   const suggestions = h(
     "div",
     { class: "suggestions", role: "group", "aria-label": t("play.suggestions") },
@@ -336,7 +351,7 @@ export function render(main) {
     { class: "card play-form", novalidate: true },
     field("play-prompt", t("play.prompt"), prompt, t("play.prompt.hint")),
     suggestions,
-    h("details", { class: "play-more" }, h("summary", {}, t("play.more")), field("play-model", t("play.model"), model, t("play.model.hint"))),
+    h("details", { class: "play-more" }, h("summary", {}, t("play.more")), field("play-model", t("play.model"), model)),
     h("div", { class: "actions" }, startButton),
     errors,
   );
@@ -354,7 +369,7 @@ export function render(main) {
     startButton.disabled = true;
     startButton.textContent = t("play.starting");
     try {
-      await start(text, model.value.trim());
+      await start(text, model.value);
       view.stage.scrollIntoView({ block: "nearest" });
       view.canvas.focus({ preventScroll: true }); // the keys play now
     } catch (err) {
@@ -378,6 +393,13 @@ export function render(main) {
   );
   main.replaceChildren(h("h1", {}, t("play.title")), h("p", { class: "muted" }, t("play.intro")), form, stage);
   view = { main, form, prompt, startButton, errors, canvas, stage, stateLine, message, endButton, stats, shownMessage: null };
+
+  (models ? Promise.resolve(models) : worlds.models())
+    .then((list) => {
+      models = list;
+      if (view && view.form === form) fillModels(list);
+    })
+    .catch((err) => fail(errors, err));
 
   window.addEventListener("keydown", onKey);
   window.addEventListener("keyup", onKey);
@@ -427,7 +449,7 @@ function paint() {
   const record = g.session || {};
   const values = {
     fps: s.fps === undefined || s.fps === null ? "—" : num(s.fps, 1),
-    latency: s.latency_ms === undefined || s.latency_ms === null ? "—" : t("play.ms", { n: num(s.latency_ms, 0) }),
+    latency: g.latency === null ? "—" : t("play.ms", { n: num(g.latency, 0) }),
     frame: s.frame === undefined ? "—" : num(s.frame, 0),
     seconds: seconds(LIVE.has(state) ? (s.seconds ?? record.seconds) : (record.seconds ?? s.seconds)),
     cost: money(LIVE.has(state) ? (s.cost ?? record.cost) : (record.cost ?? s.cost)),

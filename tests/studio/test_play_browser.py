@@ -1,0 +1,261 @@
+"""The studio's Play page in a real browser: Playwright drives Debian's Chromium against a live `noor serve` that
+knows the terrain double (`tests/world_double.py`: the real procedural terrain, no model), so the picture on the
+canvas truly scrolls with the world.
+
+Start a session from a suggested prompt, press ArrowRight and D, and read the canvas before and after: the scene
+moved left (the camera follows the player) by 4 px for every step the server reports it applied, drawn as crisp
+squares. The page in Arabic (right to left, the pad's arrows still physical directions, the session going on
+through the switch), End (the session is ended on the server), refusals as readable messages; on a phone, the
+on-screen buttons move the scene too.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from noor.engine.world_tiny.actions import STEP_PX
+from noor.engine.world_tiny.readers import scene_shift
+from noor.engine.world_tiny.terrain import VIEW_SIZE
+from tests.conftest import Served, free_port
+from tests.studio.conftest import PHONE, shoot, sign_in, tenant_key
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+DESERT = "a desert with palm trees"
+
+
+def start_double_serve(data_dir: Path, toy_weights: Path) -> Served:
+    """`noor serve` as tests.conftest.start_serve starts it, in a process that has registered the terrain double
+    (`python -m tests.world_double serve`)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "NOOR_DATA_DIR": str(data_dir),
+        "NOOR_TINY_WEIGHTS": str(toy_weights),
+        "NOOR_THREADS": "1",
+        "NOOR_LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.world_double", "serve", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    key = ""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            raise AssertionError(f"noor serve exited with {proc.returncode}")
+        if "admin API key" in line:
+            key = line.rsplit(" ", 1)[-1].strip()
+        if "serving on" in line:
+            break
+    base = f"http://127.0.0.1:{port}"
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz").status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    return Served(proc, base, key, env)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, toy_weights: Path) -> Iterator[Served]:
+    """Overrides tests/studio/conftest.py's server (its `page` fixture then opens this one)."""
+    server = start_double_serve(tmp_path_factory.mktemp("play-data"), toy_weights)
+    assert server.key, "noor serve printed no admin key"
+    yield server
+    server.stop()
+
+
+class Statuses:
+    """Every JSON message the page's WebSockets receive (Playwright sees the frames the page sees)."""
+
+    def __init__(self, pg: Any):
+        self.messages: list[dict[str, Any]] = []
+        pg.on("websocket", lambda ws: ws.on("framereceived", self._received))
+
+    def _received(self, payload: str | bytes) -> None:
+        if isinstance(payload, str):
+            self.messages.append(json.loads(payload))
+
+    def steps(self, action: str) -> int:
+        """Frames the server drew with `action` applied (a status message per frame)."""
+        return sum(1 for m in self.messages if m.get("type") == "status" and m.get("action") == action)
+
+
+def grab(pg: Any) -> np.ndarray:
+    """The canvas's picture at the frame's own size, (H, W, 3) uint8; it must be drawn as crisp squares."""
+    url, scale = pg.evaluate(
+        """() => { const c = document.querySelector("canvas.screen");
+                   return [c.toDataURL("image/png"), Number(c.dataset.scale)]; }"""
+    )
+    drawn = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
+    h, w = drawn.shape[0] // scale, drawn.shape[1] // scale
+    assert (h, w) == (VIEW_SIZE, VIEW_SIZE) and drawn.shape[:2] == (h * scale, w * scale), (drawn.shape, scale)
+    blocks = drawn.reshape(h, scale, w, scale, 3).astype(np.int16)
+    spread = int((blocks.max(axis=(1, 3)) - blocks.min(axis=(1, 3))).max())
+    assert spread == 0, f"a frame pixel is drawn as a {scale}x{scale} square of {spread} levels: smoothed"
+    return drawn[scale // 2 :: scale, scale // 2 :: scale]
+
+
+def settle(pg: Any) -> None:
+    """Wait until the page has released every move and the server has drawn a few frames since (the picture is
+    still: the last move is on the canvas)."""
+    pg.wait_for_function("() => document.querySelector('.play-stage').dataset.sent === 'none'")
+    frame = int(pg.locator(".play-stage").get_attribute("data-frame"))
+    drawn = int(pg.locator(".play-stage").get_attribute("data-drawn"))
+    pg.wait_for_function(
+        f"""() => {{ const s = document.querySelector('.play-stage').dataset;
+            return s.action === 'none' && Number(s.frame) >= {frame + 3} && Number(s.drawn) >= {drawn + 3}; }}"""
+    )
+
+
+def start_session(pg: Any, prompt_button: str) -> str:
+    """Pick a suggested prompt, the terrain double, Start; wait for frames. The session's id."""
+    pg.get_by_role("button", name=prompt_button, exact=True).click()
+    pg.locator("details.play-more summary").click()
+    pg.get_by_label("World model").select_option("terrain-double")
+    pg.locator("form.play-form button[type=submit]").click()
+    pg.wait_for_selector("main[data-view=play][data-state=active]")
+    pg.wait_for_function("() => Number(document.querySelector('.play-stage').dataset.drawn) >= 2")
+    return str(pg.locator("main").get_attribute("data-id"))
+
+
+def session_state(served: Served, key: str, sid: str) -> str:
+    res = httpx.get(f"{served.base}/v1/worlds/sessions/{sid}", headers={"Authorization": f"Bearer {key}"})
+    assert res.status_code == 200, res.text
+    return str(res.json()["state"])
+
+
+def test_keys_scroll_the_scene_arabic_and_end(page: Any, served: Served) -> None:
+    statuses = Statuses(page)
+    # refusals: no prompt (in the page), then no credits for a second of play (the server's own words)
+    sign_in(page, tenant_key(served, "broke", "--credits", "0"))
+    page.get_by_role("link", name="Play", exact=True).click()
+    page.wait_for_selector("main[data-view=play] h1:text('Play a world')")
+    page.get_by_role("button", name="Start", exact=True).click()
+    assert page.locator("form.play-form .error").inner_text() == "Describe a world, or pick one of the suggestions."
+    page.get_by_role("button", name="a coast", exact=True).click()
+    page.get_by_role("button", name="Start", exact=True).click()
+    page.wait_for_selector("form.play-form .error[data-status='402']")
+    refused = page.locator("form.play-form .error").inner_text()
+    assert refused.startswith("Not enough credits (402): Insufficient credits: a second of a world session costs $")
+    page.get_by_role("button", name="Sign out").click()
+
+    sign_in(page, served.key)
+    page.get_by_role("link", name="Play", exact=True).click()
+    sid = start_session(page, DESERT)
+    assert page.get_by_label("World", exact=True).input_value() == DESERT
+    assert page.locator(".play-state").inner_text() == "Playing"
+    settle(page)
+    before, right_before = grab(page), statuses.steps("right")
+
+    # three taps of ArrowRight and one of D, each released before the next (a human's taps): each moves the
+    # player at least one step (the page holds a move until the server has drawn it)
+    for key in ("ArrowRight", "ArrowRight", "ArrowRight", "d"):
+        page.keyboard.press(key)
+        page.wait_for_function("() => document.querySelector('.play-stage').dataset.sent === 'none'")
+    settle(page)
+    after = grab(page)
+    steps = statuses.steps("right") - right_before
+    assert 4 <= steps <= 8, f"4 taps made {steps} steps"
+    dx, dy = scene_shift(before, after)
+    # the camera follows the player: moving right scrolls the scene left, STEP_PX a step
+    assert dx == pytest.approx(-STEP_PX * steps, abs=1.0) and abs(dy) < 1.0, (dx, dy, steps)
+    stats = page.get_by_test_id("play-stats")
+    assert stats.locator("[data-stat=frame]").inner_text() != "—"
+    assert stats.locator("[data-stat=latency]").inner_text().endswith(" ms")
+    shoot(page, "play")
+
+    # Arabic: right to left, the session goes on through the switch; the pad keeps its physical directions
+    page.get_by_role("button", name="العربية").click()
+    html = page.locator("html")
+    assert (html.get_attribute("lang"), html.get_attribute("dir")) == ("ar", "rtl")
+    assert page.locator("h1").inner_text() == "العب في عالم"
+    drawn = int(page.locator(".play-stage").get_attribute("data-drawn"))
+    page.wait_for_function(f"() => Number(document.querySelector('.play-stage').dataset.drawn) > {drawn}")
+    assert page.locator("main").get_attribute("data-state") == "active"
+    assert session_state(served, served.key, sid) == "active"
+    assert page.locator(".play-state").inner_text() == "تلعب الآن"
+    left = page.get_by_role("button", name="إلى اليسار").bounding_box()
+    right = page.get_by_role("button", name="إلى اليمين").bounding_box()
+    assert left["x"] + left["width"] <= right["x"], (left, right)  # left at the left, in a right-to-left page
+    assert page.get_by_role("button", name="صحراء فيها نخيل").is_visible()
+    shoot(page, "play-ar")
+    before, left_before = grab(page), statuses.steps("left")
+    page.keyboard.press("ArrowLeft")  # the arrow keys too: left is left
+    settle(page)
+    steps = statuses.steps("left") - left_before
+    dx, dy = scene_shift(before, grab(page))
+    assert steps >= 1 and dx == pytest.approx(STEP_PX * steps, abs=1.0) and abs(dy) < 1.0, (dx, dy, steps)
+
+    # End: the server ends the session and the page says so
+    page.get_by_role("button", name="أنهِ الجلسة").click()
+    page.wait_for_selector("main[data-view=play][data-state=ended]")
+    assert page.locator(".play-message").inner_text().startswith("انتهت الجلسة")
+    assert session_state(served, served.key, sid) == "ended"
+    assert page.get_by_role("button", name="أنهِ الجلسة").is_disabled()
+    assert page.get_by_role("button", name="ابدأ").is_enabled()  # another can start
+
+
+@pytest.fixture
+def phone(browser: Any, served: Served) -> Iterator[Any]:
+    """A phone: 390x844, touch."""
+    context = browser.new_context(viewport=PHONE, base_url=served.base, has_touch=True, is_mobile=True)
+    context.set_default_timeout(15_000)
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda err: errors.append(str(err)))
+    yield pg
+    context.close()
+    assert not errors, f"JavaScript errors in the page: {errors}"
+
+
+def test_phone_buttons_scroll_the_scene(phone: Any, served: Served) -> None:
+    statuses = Statuses(phone)
+    sign_in(phone, served.key)
+    phone.goto("/#/play")
+    sid = start_session(phone, "a city at night")
+    assert phone.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth") <= 1
+    pad = phone.get_by_role("group", name="Move")
+    for button in pad.get_by_role("button").all():
+        box = button.bounding_box()
+        assert box["width"] >= 44 and box["height"] >= 44, box  # a finger's target
+    settle(phone)
+    before, right_before, down_before = grab(phone), statuses.steps("right"), statuses.steps("down")
+    for name in ("Right", "Right", "Down"):
+        pad.get_by_role("button", name=name).tap()
+        phone.wait_for_function("() => document.querySelector('.play-stage').dataset.sent === 'none'")
+    settle(phone)
+    right, down = statuses.steps("right") - right_before, statuses.steps("down") - down_before
+    assert right >= 2 and down >= 1, (right, down)
+    dx, dy = scene_shift(before, grab(phone))
+    # right: the scene goes left; down: it goes up
+    assert dx == pytest.approx(-STEP_PX * right, abs=1.0) and dy == pytest.approx(-STEP_PX * down, abs=1.0), (dx, dy)
+    # leaving the page ends the session (it would hold a worker until its idle timeout)
+    phone.get_by_role("link", name="Create", exact=True).click()
+    deadline = time.monotonic() + 10
+    while session_state(served, served.key, sid) != "ended":
+        assert time.monotonic() < deadline, "leaving the Play page did not end the session"
+        time.sleep(0.1)
