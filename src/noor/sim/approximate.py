@@ -6,6 +6,8 @@ For fleets too large to simulate job by job. Per site and hour:
      the event simulation fills the tenant's first region first);
   2. service: the mix of the classes' perf-model durations on the site's chip, with the lognormal noise:
      E[S] = sum p_c d_c, E[S^2] = sum p_c d_c^2 exp(sigma^2), so cs^2 = E[S^2]/E[S]^2 - 1; Poisson arrivals (ca^2 = 1);
+     an interactive class's d_c is its mean session length and its own spread replaces exp(sigma^2)
+     (ClassInfo.length_m2); a bounded session queue (max_queue) is not modelled and is refused;
   3. servers: GPUs available on average (MTBF / (MTBF + MTTR)) divided by the work-weighted GPUs per job;
   4. the hour's wait: P(W > t) = P(wait) exp(-t / m) (analytic.pool_stats).
 Day-long percentiles come from the mixture over hours, weighted by arrivals, by drawing from it (seeded).
@@ -22,7 +24,7 @@ import numpy as np
 
 from noor.sim.analytic import pool_stats
 from noor.sim.arrivals import mix, rate_per_s
-from noor.sim.fleet import Fleet
+from noor.sim.fleet import Fleet, session_lengths
 from noor.sim.metrics import ENERGY_ASSUMPTION, QUANTILES, energy, per_kind
 from noor.sim.scenario import ScenarioError
 
@@ -45,9 +47,11 @@ def _pcts(values: np.ndarray) -> dict[str, float | None]:
 def summarize(fleet: Fleet) -> dict[str, Any]:
     s = fleet.scenario
     for i, c in enumerate(fleet.classes):
-        if c.interactive:
-            raise ScenarioError(f"classes[{i}].kind: interactive sessions are not in the analytic mode (run the event "
-                                f"simulation, or size them with `noor plan players`), got 'interactive'")
+        if c.interactive and c.max_queue is not None:
+            raise ScenarioError(f"classes[{i}].max_queue: a bounded session queue is not in the analytic mode (run "
+                                f"the event simulation, or size a loss system with `noor plan players`), "
+                                f"got {c.max_queue!r}")
+    m2 = np.array([c.length_m2(s.duration_noise_sigma) for c in fleet.classes])  # E[(actual / mean)^2] per class
     hours = max(1, math.ceil(s.horizon_h))
     horizon_s = s.horizon_h * 3600
     sigma2 = s.duration_noise_sigma**2
@@ -101,7 +105,7 @@ def summarize(fleet: Fleet) -> dict[str, Any]:
             p = lam_h / total
             d = np.nan_to_num(dur[:, k])
             mean_s = float((p * d).sum())
-            cs2 = float((p * d * d).sum() * math.exp(sigma2) / mean_s**2 - 1)
+            cs2 = float((p * d * d * m2).sum() / mean_s**2 - 1)
             stats = pool_stats(float(total), mean_s, int(servers[k]), service_cv2=max(cs2, 0.0))
             util[k, h] = min(stats.utilisation, 1.0)
             p_wait[k, h] = stats.p_wait
@@ -120,7 +124,11 @@ def summarize(fleet: Fleet) -> dict[str, Any]:
     t_of, c_of, s_of, h_of = np.unravel_index(comp, lam.shape)
     waits = np.where(rng.uniform(size=SAMPLES) < p_wait[s_of, h_of],
                      rng.exponential(1.0, SAMPLES) * tail[s_of, h_of], 0.0)
-    service = dur[c_of, s_of] * np.exp(rng.normal(-sigma2 / 2, math.sqrt(sigma2), SAMPLES))
+    noise = np.exp(rng.normal(-sigma2 / 2, math.sqrt(sigma2), SAMPLES))
+    for i, c in enumerate(fleet.classes):  # a session's length spreads its own way
+        if c.interactive and (mine := c_of == i).any():
+            noise[mine] = session_lengths(c, rng, int(mine.sum()))
+    service = dur[c_of, s_of] * noise
     e2e = waits + service
 
     def group(name: str, mask: np.ndarray, jobs: float) -> dict[str, Any]:
@@ -174,6 +182,22 @@ def summarize(fleet: Fleet) -> dict[str, Any]:
     # busy GPUs per site and hour: offered GPU-seconds per second (all served, capped at the site's GPUs)
     busy_series = np.minimum(np.einsum("tcsh,cs,c->sh", lam, np.nan_to_num(dur), k_of),
                              np.array([site.gpus for site in fleet.sites], dtype=float)[:, None])
+    sessions = []
+    for i, c in enumerate(fleet.classes):
+        if not c.interactive:
+            continue
+        mine = c_of == i
+        at_once = float((per[:, i] * np.nan_to_num(dur[i])[:, None]).sum() / horizon_s)  # Little: L = λ E[S]
+        used = sorted({k for (_, ci), ok in fleet.sites_for.items() if ci == i for k in ok})
+        chips = sum(fleet.sites[k].gpus for k in used)
+        waited = float((per[:, i] * p_wait[None]).sum())
+        sessions.append({
+            "name": c.name, "model": c.model, "fps": c.fps, "sessions": round(float(per[:, i].sum())),
+            "started": round(float(per[:, i].sum())), "refused": 0, "queued": round(waited), "refused_share": 0.0,
+            "wait_s": _pcts(waits[mine]), "concurrent_mean": at_once, "concurrent_peak": None,
+            "frame_latency_ms": {fleet.sites[k].chip: 1e3 * c.frame_latency_s[fleet.sites[k].chip] for k in used},
+            "frame_slo_met": 1.0, "chips_eligible": chips, "session_utilisation": at_once / chips if chips else None,
+        })  # fmt: skip
     home = [t.home or t.regions[0] for t in s.tenants]
     series = {
         "t_h": [h + 0.5 for h in range(hours)],
@@ -183,6 +207,7 @@ def summarize(fleet: Fleet) -> dict[str, Any]:
         "queued": {r: [_finite(float(lq[site_region == r, h].sum())) for h in range(hours)] for r in regions},
         "home_regions": sorted(set(home)),
     }
-    return {"fleet": overall, "classes": classes, "regions": by_region, "tenants": tenants, "sites": sites,
+    return {"fleet": overall, "classes": classes, "sessions": sessions, "regions": by_region, "tenants": tenants,
+            "sites": sites,
             "series": series, "core": {"samples": SAMPLES},
             "assumptions": {"energy_and_cost": ENERGY_ASSUMPTION, "analytic": (__doc__ or "").strip()}}

@@ -4,6 +4,7 @@ and which sites each (tenant, class) may use: residency, memory fit and k GPUs p
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +59,14 @@ class ClassInfo:
     fps: float | None = None  # interactive: the per-frame SLO is 1 / fps
     frame_latency_s: dict[str, float] = field(default_factory=dict)  # interactive: chip -> a frame's seconds
     max_queue: int | None = None  # interactive: sessions allowed to wait
+    session_dist: str = "exponential"  # interactive: how lengths spread around their mean
+    session_sigma: float = 1.0  # interactive, lognormal: sigma of log(length)
+
+    def length_m2(self, noise_sigma: float) -> float:
+        """E[X^2] of actual / mean duration (mean 1): a clip's lognormal noise, or a session's length."""
+        if not self.interactive:
+            return math.exp(noise_sigma**2)
+        return {"exponential": 2.0, "lognormal": math.exp(self.session_sigma**2), "fixed": 1.0}[self.session_dist]
 
     @property
     def interactive(self) -> bool:
@@ -146,10 +155,11 @@ def _session_class(spec: RequestClass, where: str, chips: list[str]) -> ClassInf
             why[chip] = (f"{est.frame_latency_s * 1e3:.1f} ms a frame, above the {1e3 / spec.fps:.1f} ms that "
                          f"{spec.fps:g} frames/s allow")
     return ClassInfo(spec.name, spec.model, shape, 1, None, spec.priority, latency, memory, why, kind="interactive",
-                     fps=spec.fps, frame_latency_s=frame, max_queue=spec.max_queue)
+                     fps=spec.fps, frame_latency_s=frame, max_queue=spec.max_queue, session_dist=spec.session_dist,
+                     session_sigma=spec.session_sigma)
 
 
-def session_lengths(spec: RequestClass, rng: np.random.Generator, n: int) -> np.ndarray:
+def session_lengths(spec: RequestClass | ClassInfo, rng: np.random.Generator, n: int) -> np.ndarray:
     """n session lengths over their mean (mean 1): exponential, lognormal (sigma of the log) or fixed."""
     if spec.session_dist == "exponential":
         return rng.exponential(1.0, n)
