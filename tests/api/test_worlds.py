@@ -383,3 +383,32 @@ def test_restart_ends_what_a_dead_server_left_live(tmp_path: Path) -> None:
         got = w.client.get(f"/v1/worlds/sessions/{row.id}", headers=w.auth).json()
         assert got["seconds"] == 2.0 and got["frames"] == 20 and got["cost"] == 0.002778
         assert tenants.balance(w.store, "acme") == pytest.approx(1.0 - 0.002778)
+
+
+@pytest.mark.slow
+def test_a_real_world_tiny_session_on_toy_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """noor-world-tiny itself (untrained toy-size weights) behind the same protocol: the registry's world-tiny
+    loads from NOOR_WORLD_TINY_WEIGHTS, opens a world and draws with the actions sent."""
+    from noor.engine.world_tiny.train import save_toy_weights
+
+    weights = save_toy_weights(tmp_path / "world-tiny")
+    monkeypatch.setenv("NOOR_WORLD_TINY_WEIGHTS", str(weights))
+    with world_server(tmp_path) as w:
+        answer = w.client.post(
+            "/v1/worlds/sessions", json={"prompt": "a desert with palm trees", "fps": 5}, headers=w.auth
+        )
+        assert answer.status_code == 201, answer.text
+        s = answer.json()
+        assert s["model"] == "world-tiny" and s["fps"] == 5
+        with stream(w, s) as ws:
+            ws.send_json({"token": s["token"], "format": "png"})
+            data, status = next_status(ws)
+            assert data is not None and frame_of(data).shape == (64, 64, 3) and status["frame"] == 0
+            ws.send_json({"action": "right"})
+            _, status = next_status(ws)
+            while status["action"] != "right":
+                _, status = next_status(ws)
+            assert status["latency_ms"] is not None and status["frame"] >= 1
+            assert w.client.delete(f"/v1/worlds/sessions/{s['id']}", headers=w.auth).status_code == 204
+        got = w.client.get(f"/v1/worlds/sessions/{s['id']}", headers=w.auth).json()
+        assert got["state"] == "ended" and got["end_reason"] == "client" and got["frames"] >= 1
