@@ -232,11 +232,26 @@ def phone(browser: Any, served: Served) -> Iterator[Any]:
     assert not errors, f"JavaScript errors in the page: {errors}"
 
 
-def test_phone_buttons_scroll_the_scene(phone: Any, served: Served) -> None:
+def test_phone_queue_then_buttons_scroll_the_scene(phone: Any, served: Served) -> None:
     statuses = Statuses(phone)
+    # the server's one slot is taken (NOOR_WORLD_SLOTS=1): the page's session waits, showing its place
+    auth = {"Authorization": f"Bearer {served.key}"}
+    body = {"prompt": "a coast", "model": "terrain-double"}
+    blocker = httpx.post(f"{served.base}/v1/worlds/sessions", json=body, headers=auth)
+    assert blocker.status_code == 201 and blocker.json()["state"] == "active", blocker.text
     sign_in(phone, served.key)
     phone.goto("/#/play")
-    sid = start_session(phone, "a city at night")
+    phone.get_by_role("button", name="a city at night", exact=True).click()
+    phone.locator("details.play-more summary").click()
+    phone.get_by_label("World model").select_option("terrain-double")
+    phone.locator("form.play-form button[type=submit]").click()
+    phone.wait_for_selector("main[data-view=play][data-state=queued]")
+    phone.wait_for_selector(".play-state:text('Queued: position 1')")
+    sid = str(phone.locator("main").get_attribute("data-id"))
+    assert session_state(served, served.key, sid) == "queued"
+    assert httpx.delete(f"{served.base}/v1/worlds/sessions/{blocker.json()['id']}", headers=auth).status_code == 204
+    phone.wait_for_selector("main[data-view=play][data-state=active]")
+    phone.wait_for_function("() => Number(document.querySelector('.play-stage').dataset.drawn) >= 2")
     assert phone.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth") <= 1
     pad = phone.get_by_role("group", name="Move")
     for button in pad.get_by_role("button").all():

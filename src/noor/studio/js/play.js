@@ -32,6 +32,10 @@ const KEYS = {
 
 // The WebSocket's close codes (the sessions API): what the player is told.
 const CLOSED = { 4401: "token", 4409: "replaced", 4410: "ended", 1008: "flood", 1003: "binary" };
+// After these the socket is not opened again: the session is over, the token is refused, or another window
+// plays it now. After any other (a lost connection, or the server's 1003/1008, which keep the session) it is.
+const FINAL_CLOSES = new Set([1000, 4401, 4409, 4410]);
+const RETRY_MS = [500, 1000, 2000]; // the waits before each new socket
 
 const worlds = {
   models: () => call("GET", "/v1/worlds/models"),
@@ -69,6 +73,8 @@ function newGame(session) {
     applied: true,
     sentAt: -1, // the status frame number when it was sent
     holdTimer: null,
+    retries: 0, // sockets opened again after a lost one, since the last frame
+    retryTimer: null,
   };
 }
 
@@ -94,9 +100,9 @@ function connect(g) {
   g.socket = socket;
   socket.addEventListener("open", () => {
     socket.send(JSON.stringify({ token: g.session.token }));
-    g.sent = "none";
+    g.sent = null; // the server may hold any action (a socket lost with a key down): say the wanted one
     g.applied = true;
-    steer(g); // a key already held
+    steer(g);
   });
   socket.addEventListener("message", (event) => {
     if (g !== game) return;
@@ -116,6 +122,10 @@ function onText(g, data) {
     return;
   }
   if (msg.type === "status") {
+    if (g.retries) {
+      g.retries = 0; // connected again
+      if (g.message && g.message.retrying) g.message = null;
+    }
     g.status = msg;
     if (msg.latency_ms !== null && msg.latency_ms !== undefined) g.latency = msg.latency_ms;
     if (msg.state && LIVE.has(msg.state)) g.state = msg.state;
@@ -166,11 +176,23 @@ function onFrame(g, blob) {
 async function onClose(g, event) {
   clearTimeout(g.holdTimer);
   if (g !== game) return;
+  const text = t(`play.closed.${CLOSED[event.code] || "lost"}`, { code: event.code });
+  const why = event.reason ? `${text} (${event.reason})` : text;
+  if (LIVE.has(g.state) && !FINAL_CLOSES.has(event.code) && g.retries < RETRY_MS.length) {
+    // the session lives on without a socket until its idle timeout: open another with the same token
+    g.state = "connecting";
+    g.message = { kind: "error", text: why, retrying: true };
+    g.retryTimer = setTimeout(() => g === game && connect(g), RETRY_MS[g.retries++]);
+    paint();
+    return;
+  }
   if (LIVE.has(g.state)) {
     // the socket closed before an `ended` message: say why, by its close code
-    const text = t(`play.closed.${CLOSED[event.code] || "lost"}`, { code: event.code });
-    g.state = event.code === 4410 || event.code === 1000 ? "ended" : "failed";
-    g.message = { kind: g.state === "ended" ? "info" : "error", text: event.reason ? `${text} (${event.reason})` : text };
+    const gaveUp = !FINAL_CLOSES.has(event.code);
+    g.state = event.code === 4410 || event.code === 1000 || event.code === 4409 ? "ended" : "failed";
+    g.message = { kind: g.state === "ended" ? "info" : "error", text: why };
+    // given up on a session the server still holds (and bills): end it there too
+    if (gaveUp) await worlds.end(g.session.id, g.auth).catch(() => {});
   }
   paint();
   // the record as the server closed it: the seconds served and what they cost
@@ -209,6 +231,7 @@ function abandon(keepalive = false) {
   game = null;
   if (!g) return;
   clearTimeout(g.holdTimer);
+  clearTimeout(g.retryTimer);
   if (g.bitmap) g.bitmap.close();
   if (LIVE.has(g.state)) {
     const url = `/v1/worlds/sessions/${encodeURIComponent(g.session.id)}`;
