@@ -390,7 +390,7 @@ async def _read(websocket: WebSocket, live: LiveSession, sink: Sink) -> None:
             else:
                 live.touch()
                 sink.queue.put_nowait(("json", error))
-    except (WebSocketDisconnect, RuntimeError):
+    except (WebSocketDisconnect, RuntimeError, OSError):
         pass
     sink.queue.put_nowait(("gone",))
 
@@ -430,7 +430,7 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
     reader = asyncio.create_task(_read(websocket, live, sink))
     try:
         await _send(websocket, sink)
-    except (WebSocketDisconnect, RuntimeError):
+    except (WebSocketDisconnect, RuntimeError, OSError):  # the client went (uvicorn's ClientDisconnected is an OSError)
         pass
     finally:
         live.detach(sink)
