@@ -324,6 +324,19 @@ def test_billing_ends_a_session_when_credits_run_out(tmp_path: Path) -> None:
         assert answer.status_code == 402 and "a second of a world session costs $0.00001389" in answer.json()["detail"]
 
 
+def test_a_session_without_a_socket_is_billed_and_draws_nothing(tmp_path: Path) -> None:
+    config = HostConfig(slots=1, queue=1, idle_s=30, bill_every_s=0.1)
+    with world_server(tmp_path, config, credits_cents=0.0015) as w:  # about 1.1 s at 1389 micro-cents a second
+        s = w.open()
+        got = wait_for(
+            lambda: (
+                (g := w.client.get(f"/v1/worlds/sessions/{s['id']}", headers=w.auth).json())["state"] == "ended" and g
+            )
+        )
+        assert got["end_reason"] == "credits" and got["frames"] == 0 and got["cost"] == 0.0015
+        assert 1.0 < got["seconds"] < 1.3
+
+
 def test_a_failing_model_fails_the_session(tmp_path: Path) -> None:
     with world_server(tmp_path, double=world_double.TerrainDouble(fail_at_step=3)) as w:
         s = w.open()

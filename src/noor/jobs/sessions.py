@@ -195,16 +195,14 @@ def _tenant_row(s: Session, tenant: str) -> Tenant | None:
     return s.scalar(select(Tenant).where(Tenant.name == tenant))
 
 
-def record(
-    store: Store, session_id: str, *, frames: int, seconds: float, price_per_s_microcents: int, final: bool = False
-) -> Billed:
+def record(store: Store, session_id: str, *, frames: int, seconds: float, price_per_s_microcents: int) -> Billed:
     """Write what an active session has served so far (frames, active seconds) and charge the seconds not yet
     charged, at `price_per_s_microcents`, in one transaction: the session's row moves only from the cost it had,
     so a charge is taken once. A metered tenant whose credits cannot cover the new seconds pays what is left and
-    `out_of_credits` is set (the host then ends the session, end_reason "credits"). `final` also allows a
-    session that has just ended (its last part-second is billed after the state change)."""
+    `out_of_credits` is set (the host then ends the session, end_reason "credits"); the host bills a session's
+    last part-second before it ends it."""
     try:
-        return _record(store, session_id, frames, seconds, price_per_s_microcents, final)
+        return _record(store, session_id, frames, seconds, price_per_s_microcents)
     except _Lost:  # the transaction rolled back, the tenant's charge with it
         return Billed(False)
 
@@ -213,15 +211,10 @@ class _Lost(Exception):
     pass
 
 
-def _record(
-    store: Store, session_id: str, frames: int, seconds: float, price_per_s_microcents: int, final: bool
-) -> Billed:
+def _record(store: Store, session_id: str, frames: int, seconds: float, price_per_s_microcents: int) -> Billed:
     with store.session.begin() as s:
         row = s.get(WorldSession, session_id)
-        states: tuple[str, ...] = (SessionState.ACTIVE.value,)
-        if final:
-            states = (SessionState.ACTIVE.value, SessionState.ENDED.value, SessionState.FAILED.value)
-        if row is None or row.state not in states or seconds < row.seconds or (final and row.started_at is None):
+        if row is None or row.state != SessionState.ACTIVE.value or seconds < row.seconds:
             return Billed(False)
         cost = round(seconds * price_per_s_microcents)
         due = max(0, cost - row.cost_microcents)
@@ -242,7 +235,7 @@ def _record(
             update(WorldSession)
             .where(
                 WorldSession.id == session_id,
-                WorldSession.state.in_(states),
+                WorldSession.state == SessionState.ACTIVE.value,
                 WorldSession.cost_microcents == row.cost_microcents,
             )
             .values(

@@ -361,26 +361,29 @@ class SessionHost:
                 return EndReason.IDLE
             # 3. draw with the latest action; while no socket watches, nothing is drawn (the slot is still held
             # and billed: the world waits as it was for a reconnect, and the CPU is spared)
-            if live.sink is None:
-                next_tick = max(next_tick + period_s, time.monotonic())
-                continue
-            action, changed_at = live.take_action()
-            frame = world.step(action)
-            drawn = time.monotonic()
-            live.frame, live.frames = frame, live.frames + 1
-            latency_ms = None if changed_at is None else round((drawn - changed_at) * 1000, 1)
-            drawn_at.append(drawn)
-            while drawn_at and drawn - drawn_at[0] > 1.0:
-                drawn_at.popleft()
-            self._emit(live, frame, action, latency_ms, len(drawn_at), opened, drawn)
+            if live.sink is not None:
+                self._draw(live, world, drawn_at, opened)
             # 4. record and bill the seconds served, every second
-            if drawn - billed_at >= self.config.bill_every_s:
-                billed_at = drawn
-                if self._bill(live, min(drawn - opened, float(live.max_seconds))):
+            now = time.monotonic()
+            if now - billed_at >= self.config.bill_every_s:
+                billed_at = now
+                if self._bill(live, min(now - opened, float(live.max_seconds))):
                     return EndReason.CREDITS
             next_tick = max(next_tick + period_s, time.monotonic())  # behind: the next tick now, no burst
 
-    def _bill(self, live: LiveSession, seconds: float, final: bool = False) -> bool:
+    def _draw(self, live: LiveSession, world: World, drawn_at: deque[float], opened: float) -> None:
+        """One frame with the latest action, sent with its status (the latency of an action that changed)."""
+        action, changed_at = live.take_action()
+        frame = world.step(action)
+        drawn = time.monotonic()
+        live.frame, live.frames = frame, live.frames + 1
+        latency_ms = None if changed_at is None else round((drawn - changed_at) * 1000, 1)
+        drawn_at.append(drawn)
+        while drawn_at and drawn - drawn_at[0] > 1.0:
+            drawn_at.popleft()
+        self._emit(live, frame, action, latency_ms, len(drawn_at), opened, drawn)
+
+    def _bill(self, live: LiveSession, seconds: float) -> bool:
         """Record frames and seconds and charge them; True when the tenant's credits have run out."""
         live.seconds = seconds
         billed = sessions.record(
@@ -389,7 +392,6 @@ class SessionHost:
             frames=live.frames,
             seconds=round(seconds, 3),
             price_per_s_microcents=self.price_per_s_microcents,
-            final=final,
         )
         if billed.recorded:
             live.cost_microcents = billed.cost_microcents
