@@ -283,6 +283,24 @@ def test_admission_queue_and_429(tmp_path: Path) -> None:
             assert data is not None and status["state"] == "active"
         got = w.client.get(f"/v1/worlds/sessions/{second['id']}", headers=w.auth).json()
         assert got["state"] == "active" and got["queue_position"] is None
+        # a queued session deleted before its slot came: ended, never started, nothing billed
+        waiting = w.open()
+        assert waiting["queue_position"] == 1
+        assert w.client.delete(f"/v1/worlds/sessions/{waiting['id']}", headers=w.auth).status_code == 204
+        got = w.client.get(f"/v1/worlds/sessions/{waiting['id']}", headers=w.auth).json()
+        assert (got["state"], got["end_reason"], got["started_at"], got["cost"]) == ("ended", "client", None, 0.0)
+        assert w.open()["queue_position"] == 1  # its place is free again
+
+
+def test_a_stopping_server_ends_its_sessions(tmp_path: Path) -> None:
+    with world_server(tmp_path, HostConfig(slots=1, queue=1, idle_s=30)) as w:
+        active, queued = w.open(), w.open()
+        w.host.close()
+        for s in (active, queued):
+            got = w.client.get(f"/v1/worlds/sessions/{s['id']}", headers=w.auth).json()
+            assert got["state"] == "ended" and got["end_reason"] == "server_restart"
+        answer = w.client.post("/v1/worlds/sessions", json={"prompt": "x", "model": "terrain-double"}, headers=w.auth)
+        assert answer.status_code == 429 and answer.json()["detail"] == "the session host has stopped; retry in 5 s"
 
 
 def test_idle_and_max_seconds(tmp_path: Path) -> None:
