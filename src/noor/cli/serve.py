@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from noor.runtime.local import LocalWorkers
     from noor.runtime.ray_cluster import RayCluster
 
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="address to listen on (default 127.0.0.1)")] = None,
@@ -102,6 +103,8 @@ def serve(
     else:
         assets, pool, where = _ray_workers(ray, gpus_per_worker, workers, store)
     api = create_app(store, assets, config)
+    region = f" in {cfg.world_region}" if cfg.world_region else ""
+    where += f"; {cfg.world_slots} world session slot(s) on this host{region}"  # with --ray too (docs/world.md)
     # Ctrl+C reaches every process of the terminal's group: workers started while SIGINT is ignored inherit that
     # from their first instruction (the server alone decides when they stop); uvicorn handles it for the server.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
