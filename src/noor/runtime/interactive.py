@@ -96,7 +96,8 @@ class Sink:
     def __init__(self, loop: asyncio.AbstractEventLoop, fmt: str = "jpeg"):
         self.loop, self.format = loop, fmt
         self.queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
-        self._frames = 0
+        self._frames = 0  # frames queued and not yet sent
+        self._dropping = False  # the last frame was dropped: drop its status too
 
     def put(self, *item: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the socket's loop has closed
@@ -104,9 +105,13 @@ class Sink:
 
     def _put(self, item: tuple[Any, ...]) -> None:
         if item[0] == "bytes":
-            if self._frames >= SINK_FRAMES:
-                return  # drop: the socket is behind; the next frame supersedes this one
+            self._dropping = self._frames >= SINK_FRAMES
+            if self._dropping:
+                return  # the socket is behind: the next frame supersedes this one (and its status goes with it)
             self._frames += 1
+        elif item[0] == "json" and item[1].get("type") == "status" and self._dropping:
+            self._dropping = False
+            return
         self.queue.put_nowait(item)
 
     def taken(self, item: tuple[Any, ...]) -> None:
