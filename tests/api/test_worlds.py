@@ -443,3 +443,39 @@ def test_a_real_world_tiny_session_on_toy_weights(tmp_path: Path, monkeypatch: p
             assert w.client.delete(f"/v1/worlds/sessions/{s['id']}", headers=w.auth).status_code == 204
         got = w.client.get(f"/v1/worlds/sessions/{s['id']}", headers=w.auth).json()
         assert got["state"] == "ended" and got["end_reason"] == "client" and got["frames"] >= 1
+
+
+@pytest.mark.postgres
+def test_a_session_on_postgresql(tmp_path: Path) -> None:
+    """The same session, recorded and billed in PostgreSQL (a schema of its own)."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    from tests.jobs.conftest import POSTGRES
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES)
+    with admin.begin() as c:
+        c.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        config = HostConfig(slots=1, queue=1, idle_s=30, bill_every_s=0.1)
+        url = f"{POSTGRES}?options=-csearch_path%3D{schema}"
+        with world_server(tmp_path, config, store_url=url, credits_cents=1.0) as w:
+            s = w.open()
+            with stream(w, s) as ws:
+                ws.send_json({"token": s["token"]})
+                ws.send_json({"action": "down"})
+                _, status = next_status(ws)
+                while status.get("frame", 0) < 5:
+                    _, status = next_status(ws)
+                assert w.client.delete(f"/v1/worlds/sessions/{s['id']}", headers=w.auth).status_code == 204
+            got = w.client.get(f"/v1/worlds/sessions/{s['id']}", headers=w.auth).json()
+            assert got["state"] == "ended" and got["frames"] >= 5 and got["seconds"] > 0
+            assert got["cost"] == round(got["seconds"] * 1389) / 1e6
+            assert tenants.balance(w.store, "acme") == pytest.approx(1.0 - got["cost"])
+            assert w.double.worlds[-1].actions.count("down") >= 4
+    finally:
+        with admin.begin() as c:
+            c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
