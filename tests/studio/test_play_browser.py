@@ -239,6 +239,9 @@ def test_phone_queue_then_buttons_scroll_the_scene(phone: Any, served: Served) -
     body = {"prompt": "a coast", "model": "terrain-double"}
     blocker = httpx.post(f"{served.base}/v1/worlds/sessions", json=body, headers=auth)
     assert blocker.status_code == 201 and blocker.json()["state"] == "active", blocker.text
+    # every socket goes through Playwright (unchanged), so the test can cut the page's end of one
+    routes: list[Any] = []
+    phone.route_web_socket("**/stream", lambda ws: routes.append((ws, ws.connect_to_server())))
     sign_in(phone, served.key)
     phone.goto("/#/play")
     phone.get_by_role("button", name="a city at night", exact=True).click()
@@ -268,6 +271,17 @@ def test_phone_queue_then_buttons_scroll_the_scene(phone: Any, served: Served) -
     dx, dy = scene_shift(before, grab(phone))
     # right: the scene goes left; down: it goes up
     assert dx == pytest.approx(-STEP_PX * right, abs=1.0) and dy == pytest.approx(-STEP_PX * down, abs=1.0), (dx, dy)
+    # a lost connection: the page opens another socket with the same token and plays on
+    assert len(routes) == 1
+    routes[-1][0].close(code=4000, reason="cut by the test")
+    lost = phone.locator(".play-message .error")
+    lost.wait_for()
+    assert lost.inner_text() == "The connection to the world was lost (code 4000) (cut by the test)."
+    lost.wait_for(state="detached")  # gone with the first status on the new socket
+    drawn = int(phone.locator(".play-stage").get_attribute("data-drawn"))
+    phone.wait_for_function(f"() => Number(document.querySelector('.play-stage').dataset.drawn) > {drawn}")
+    assert len(routes) == 2 and phone.locator("main").get_attribute("data-state") == "active"
+    assert session_state(served, served.key, sid) == "active"
     # leaving the page ends the session (it would hold a worker until its idle timeout)
     phone.get_by_role("link", name="Create", exact=True).click()
     deadline = time.monotonic() + 10

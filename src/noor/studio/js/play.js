@@ -177,7 +177,7 @@ async function onClose(g, event) {
   clearTimeout(g.holdTimer);
   if (g !== game) return;
   const text = t(`play.closed.${CLOSED[event.code] || "lost"}`, { code: event.code });
-  const why = event.reason ? `${text} (${event.reason})` : text;
+  const why = event.reason ? `${text.replace(/\.$/, "")} (${event.reason}).` : text; // the server's words inside
   if (LIVE.has(g.state) && !FINAL_CLOSES.has(event.code) && g.retries < RETRY_MS.length) {
     // the session lives on without a socket until its idle timeout: open another with the same token
     g.state = "connecting";
