@@ -28,7 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     "runtime": {"engine", "jobs", "scheduling", "perf", "catalog", "config", "logs"},
     "engine": {"engine.tiny", "engine.world_tiny", "engine.diffusers", "perf", "catalog", "config"},
     "engine.tiny": {"engine"},
-    "engine.world_tiny": {"engine"},
+    "engine.world_tiny": {"engine", "engine.tiny"},
     "engine.diffusers": {"engine", "perf", "catalog", "config"},
     "jobs": {"scheduling", "perf", "catalog"},
     "scheduling": {"perf", "catalog"},

@@ -3,7 +3,8 @@
 The CLI and the API check a task against its `ModelSpec` before any work is queued, so a request a
 model cannot do is refused up front with the field and value named. `tiny` and `resample` (the Lanczos
 upscaler) are built in, and one interactive world model, `world-tiny` (`WorldSpec`: a stream of frames, not a
-batch of tasks, `noor.engine.interactive`); the models in the data dir's `models.toml` (`noor models add`) are read on every lookup.
+batch of tasks, `noor.engine.interactive`); the models in the data dir's `models.toml` (`noor models add`) are
+read on every lookup.
 Workers load a model through its spec (`ModelSpec.load`), so they need not know any backend class.
 """
 

@@ -443,17 +443,25 @@ def player_mask(size: int = VIEW_SIZE) -> np.ndarray:
     return mask
 
 
+def draw_player(frame: np.ndarray) -> np.ndarray:
+    """`frame` ((size, size, 3) uint8, written in place and returned) with the player at its centre: the model
+    draws the ground and the player is drawn on it, as the camera that follows it sees it (always there)."""
+    rows, cols = player_box(frame.shape[0])
+    frame[rows, cols][_PLAYER_MASK] = _PLAYER_RGB[_PLAYER_MASK]  # a basic slice is a view: this writes into frame
+    return frame
+
+
+def ground(terrain: TerrainMap, x: int, y: int, size: int = VIEW_SIZE) -> np.ndarray:
+    """The (size, size, 3) uint8 map around the player at (x, y), without the player."""
+    x0, y0 = (int(x) - size // 2) % terrain.width, (int(y) - size // 2) % terrain.height
+    return terrain.padded[y0 : y0 + size, x0 : x0 + size].copy()
+
+
 def view(terrain: TerrainMap, x: int, y: int, size: int = VIEW_SIZE) -> np.ndarray:
     """The (size, size, 3) uint8 view centred on the player at map pixel (x, y), player drawn on top."""
     if not 16 <= size <= VIEW_SIZE:  # at least the player and some ground; at most the wrapped margin
         raise ValueError(f"size must be in 16..{VIEW_SIZE}, got {size}")
-    # 1. the map around (x, y): one slice of the wrapped copy
-    x0, y0 = (int(x) - size // 2) % terrain.width, (int(y) - size // 2) % terrain.height
-    frame = terrain.padded[y0 : y0 + size, x0 : x0 + size].copy()
-    # 2. the player at the centre
-    rows, cols = player_box(size)
-    frame[rows, cols][_PLAYER_MASK] = _PLAYER_RGB[_PLAYER_MASK]  # a basic slice is a view: this writes into frame
-    return frame
+    return draw_player(ground(terrain, x, y, size))  # one slice of the wrapped copy, the player on top
 
 
 def step(terrain: TerrainMap, x: int, y: int, action: str) -> tuple[int, int]:
