@@ -13,24 +13,13 @@ import statistics
 import time
 
 import torch
+from machine import matmul_peak_flops  # benchmarks/machine.py (scripts run from this folder)
 from torch.utils.flop_counter import FlopCounterMode
 
 from noor.engine.task import Task
 from noor.engine.tiny.backend import TinyBackend
 
 TARGET_S = 3.0
-
-
-def matmul_peak_flops(n: int = 1024, seconds: float = 2.0) -> float:
-    """Best fp32 GEMM rate over short bursts: the practical ceiling for this model's kernels."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    best, deadline = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        t0 = time.perf_counter()
-        for _ in range(10):
-            a @ b
-        best = max(best, 10 * 2 * n**3 / (time.perf_counter() - t0))
-    return best
 
 
 def main() -> None:
