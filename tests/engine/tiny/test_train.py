@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from noor.engine.tiny.pipeline import NoorTinyPipeline
 from noor.engine.tiny.tokenizer import words
 from noor.engine.tiny.train import (
     Batch,
+    Pool,
     TrainConfig,
     build_models,
     build_vae,
@@ -27,7 +29,28 @@ from tests.conftest import TOY
 
 
 def _toy(**overrides: object) -> TrainConfig:
-    return TrainConfig(**{**TOY, **overrides})  # type: ignore[arg-type]
+    """TOY, with image batches of 8 first frames (TrainConfig's 128 would be two thirds of a toy step's work); the
+    tests of image batches set their own size."""
+    return TrainConfig(**{**TOY, "image_batch": 8, **overrides})  # type: ignore[arg-type]
+
+
+# a short first round that the reproducibility and second-phase tests share (run once for the module)
+ROUND_ONE = {"steps": 2, "save_every": 0, "warmup_steps": 1, "tune_warmup_steps": 1, "tune_lr": 1e-3}
+
+
+@pytest.fixture(scope="module")
+def round_one(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[float]]:
+    """`train(_toy(**ROUND_ONE))` once: its output folder (read, never written, by the tests) and its losses."""
+    out = tmp_path_factory.mktemp("round-one")
+    return out, train(_toy(**ROUND_ONE), out)
+
+
+@pytest.fixture(scope="module")
+def pool_of_64() -> tuple[TrainConfig, Pool]:
+    """A 64-clip pool from an untrained toy VAE, which the batch tests read (never change)."""
+    cfg = _toy(pool_clips=64)
+    vae = build_vae(cfg).requires_grad_(False)
+    return cfg, make_pool(vae, cfg, np.random.default_rng(0), None)
 
 
 @pytest.mark.slow
@@ -62,10 +85,9 @@ def test_a_few_steps_lower_the_vae_loss() -> None:
 
 
 @pytest.mark.slow
-def test_batches_mark_keyframes_and_never_show_eval_prompts() -> None:
-    cfg = _toy(batch_size=200, pool_clips=64)
-    vae = build_vae(cfg).requires_grad_(False)
-    pool = make_pool(vae, cfg, np.random.default_rng(0), None)
+def test_batches_mark_keyframes_and_never_show_eval_prompts(pool_of_64: tuple[TrainConfig, Pool]) -> None:
+    pool_cfg, pool = pool_of_64
+    cfg = replace(pool_cfg, batch_size=200)
     assert pool.latents.shape == (64, 4, 16, 16, 16)
     exclude = held_out_prompts()
     batch = make_batch(cfg, np.random.default_rng(0), pool, False, exclude)
@@ -80,10 +102,9 @@ def test_batches_mark_keyframes_and_never_show_eval_prompts() -> None:
 
 
 @pytest.mark.slow
-def test_image_batches_are_first_frames_with_fresh_captions() -> None:
-    cfg = _toy(image_batch=300, pool_clips=64)
-    vae = build_vae(cfg).requires_grad_(False)
-    pool = make_pool(vae, cfg, np.random.default_rng(0), None)
+def test_image_batches_are_first_frames_with_fresh_captions(pool_of_64: tuple[TrainConfig, Pool]) -> None:
+    pool_cfg, pool = pool_of_64
+    cfg = replace(pool_cfg, image_batch=300)
     exclude = held_out_prompts()
     images = make_image_batch(cfg, np.random.default_rng(2), pool, exclude)
     assert images.latents.shape == (300, 4, 1, 16, 16) and images.known.shape == (300, 1) and not images.known.any()
@@ -130,10 +151,10 @@ def test_the_noise_shift_moves_training_toward_high_noise() -> None:
 
 
 @pytest.mark.slow
-def test_training_is_reproducible_from_the_seed(tmp_path: Path) -> None:
-    cfg = _toy(steps=2, save_every=0, warmup_steps=1)
-    assert train(cfg, tmp_path / "a") == train(cfg, tmp_path / "b")
-    a = NoorTinyPipeline.from_pretrained(str(tmp_path / "a"))
+def test_training_is_reproducible_from_the_seed(tmp_path: Path, round_one: tuple[Path, list[float]]) -> None:
+    first_dir, first_losses = round_one  # the same config, trained once already in this process
+    assert train(_toy(**ROUND_ONE), tmp_path / "b") == first_losses
+    a = NoorTinyPipeline.from_pretrained(str(first_dir))
     b = NoorTinyPipeline.from_pretrained(str(tmp_path / "b"))
     for x, y in zip(a.vae.parameters(), b.vae.parameters(), strict=True):
         assert torch.equal(x, y)
@@ -164,32 +185,35 @@ def test_a_config_out_of_range_is_refused_naming_the_field() -> None:
 
 
 @pytest.mark.slow
-def test_the_second_phase_from_saved_weights_is_the_second_phase_of_a_full_run(tmp_path: Path) -> None:
+def test_the_second_phase_from_saved_weights_is_the_second_phase_of_a_full_run(
+    tmp_path: Path, round_one: tuple[Path, list[float]]
+) -> None:
     """Stage 5 draws from its own streams, so starting it from stage 4's saved weights gives what one run gives."""
-    base = {"steps": 2, "save_every": 0, "warmup_steps": 1, "tune_warmup_steps": 1, "tune_lr": 1e-3}
+    base = ROUND_ONE
     seen: list[str] = []
     full = train(_toy(**base, tune_steps=2, tune_motion_weight=2.0), tmp_path / "full", lambda s, *_: seen.append(s))
     assert len(full) == 4 and seen.count("tune") == 2
-    first = train(_toy(**base), tmp_path / "first")
+    first_path, first = round_one  # train(_toy(**base)): the first round alone
     assert first == full[:2]
-    first_dir = str(tmp_path / "first")
+    first_dir = str(first_path)
     resumed = _toy(**base, tune_steps=2, tune_motion_weight=2.0, init_vae=first_dir, init_denoiser=first_dir)
     assert train(resumed, tmp_path / "resumed") == full[2:]
     a = NoorTinyPipeline.from_pretrained(str(tmp_path / "full"))
     b = NoorTinyPipeline.from_pretrained(str(tmp_path / "resumed"))
-    c = NoorTinyPipeline.from_pretrained(str(tmp_path / "first"))
+    c = NoorTinyPipeline.from_pretrained(first_dir)
     full_weights, resumed_weights, first_weights = (list(p.transformer.parameters()) for p in (a, b, c))
     assert all(torch.equal(x, y) for x, y in zip(full_weights, resumed_weights, strict=True))
     assert not all(torch.equal(x, z) for x, z in zip(full_weights, first_weights, strict=True))  # stage 5 trained
 
 
 @pytest.mark.slow
-def test_the_second_phase_can_add_keyframe_concat_and_train_it(tmp_path: Path) -> None:
+def test_the_second_phase_can_add_keyframe_concat_and_train_it(
+    tmp_path: Path, round_one: tuple[Path, list[float]]
+) -> None:
     """`tune_keyframe_concat` adds the zero-initialised keyframe input in stage 5, trains it, and saves it so that
     it loads; a later round from those weights keeps it rather than adding it again."""
-    base = {"steps": 2, "save_every": 0, "warmup_steps": 1, "tune_warmup_steps": 1, "tune_lr": 1e-3}
-    train(_toy(**base), tmp_path / "first")
-    first = str(tmp_path / "first")
+    base = ROUND_ONE
+    first = str(round_one[0])  # train(_toy(**base))
     cfg = _toy(**base, tune_steps=2, tune_keyframe_concat=True, init_vae=first, init_denoiser=first)
     train(cfg, tmp_path / "concat")
     transformer = NoorTinyPipeline.from_pretrained(str(tmp_path / "concat")).transformer
@@ -202,7 +226,7 @@ def test_the_second_phase_can_add_keyframe_concat_and_train_it(tmp_path: Path) -
     assert [r["init_denoiser"] for r in record["earlier_rounds"]] == [None, first]
     assert [r["tune_steps"] for r in record["earlier_rounds"]] == [0, 2] and record["tune_steps"] == 1
     assert all("earlier_rounds" not in r for r in record["earlier_rounds"])
-    assert "earlier_rounds" not in json.loads((tmp_path / "first" / "train_config.json").read_text())
+    assert "earlier_rounds" not in json.loads((round_one[0] / "train_config.json").read_text())
 
 
 def test_the_motion_weight_weighs_only_what_changes_over_the_clip() -> None:
