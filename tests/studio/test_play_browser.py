@@ -209,11 +209,19 @@ def test_keys_scroll_the_scene_arabic_and_end(page: Any, served: Served) -> None
     steps = statuses.steps("left") - left_before
     dx, dy = scene_shift(before, grab(page))
     assert steps >= 1 and dx == pytest.approx(STEP_PX * steps, abs=1.0) and abs(dy) < 1.0, (dx, dy, steps)
+    # the pad from the keyboard: Enter on its focused "right" button is one tap
+    before, right_before = grab(page), statuses.steps("right")
+    page.get_by_role("button", name="إلى اليمين").focus()
+    page.keyboard.press("Enter")
+    settle(page)
+    steps = statuses.steps("right") - right_before
+    dx, dy = scene_shift(before, grab(page))
+    assert steps >= 1 and dx == pytest.approx(-STEP_PX * steps, abs=1.0) and abs(dy) < 1.0, (dx, dy, steps)
 
     # End: the server ends the session and the page says so
     page.get_by_role("button", name="أنهِ الجلسة").click()
     page.wait_for_selector("main[data-view=play][data-state=ended]")
-    assert page.locator(".play-message").inner_text().startswith("انتهت الجلسة")
+    assert page.locator(".play-message").inner_text() == "انتهت الجلسة: أنهيتها بنفسك."  # reason "client"
     assert session_state(served, served.key, sid) == "ended"
     assert page.get_by_role("button", name="أنهِ الجلسة").is_disabled()
     assert page.get_by_role("button", name="ابدأ").is_enabled()  # another can start

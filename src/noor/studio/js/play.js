@@ -75,6 +75,7 @@ function newGame(session) {
     holdTimer: null,
     retries: 0, // sockets opened again after a lost one, since the last frame
     retryTimer: null,
+    ending: false, // End was pressed
   };
 }
 
@@ -178,7 +179,7 @@ async function onClose(g, event) {
   if (g !== game) return;
   const text = t(`play.closed.${CLOSED[event.code] || "lost"}`, { code: event.code });
   const why = event.reason ? `${text.replace(/\.$/, "")} (${event.reason}).` : text; // the server's words inside
-  if (LIVE.has(g.state) && !FINAL_CLOSES.has(event.code) && g.retries < RETRY_MS.length) {
+  if (LIVE.has(g.state) && !g.ending && !FINAL_CLOSES.has(event.code) && g.retries < RETRY_MS.length) {
     // the session lives on without a socket until its idle timeout: open another with the same token
     g.state = "connecting";
     g.message = { kind: "error", text: why, retrying: true };
@@ -188,7 +189,7 @@ async function onClose(g, event) {
   }
   if (LIVE.has(g.state)) {
     // the socket closed before an `ended` message: say why, by its close code
-    const gaveUp = !FINAL_CLOSES.has(event.code);
+    const gaveUp = !FINAL_CLOSES.has(event.code) && !g.ending;
     g.state = event.code === 4410 || event.code === 1000 || event.code === 4409 ? "ended" : "failed";
     g.message = { kind: g.state === "ended" ? "info" : "error", text: why };
     // given up on a session the server still holds (and bills): end it there too
@@ -208,6 +209,8 @@ async function onClose(g, event) {
 
 async function end(g) {
   if (!LIVE.has(g.state)) return;
+  g.ending = true; // no socket is opened again from now on
+  clearTimeout(g.retryTimer);
   try {
     await worlds.end(g.session.id, g.auth); // 204; the socket then says `ended` and closes
   } catch (err) {
