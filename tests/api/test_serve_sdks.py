@@ -15,9 +15,10 @@ from noor.engine import media
 from tests.conftest import start_serve
 
 
-@pytest.fixture
-def served(tmp_path: Path, toy_weights: Path) -> Iterator[dict[str, Any]]:
-    server = start_serve(tmp_path / "data", toy_weights)
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, toy_weights: Path) -> Iterator[dict[str, Any]]:
+    """One server for both SDKs (each reads only what it created, whatever else the tenant has)."""
+    server = start_serve(tmp_path_factory.mktemp("serve-sdks") / "data", toy_weights)
     assert server.key, "noor serve printed no admin key"
     yield {"base": server.base, "key": server.key}
     server.stop()
