@@ -218,7 +218,7 @@ def test_arabic_interface_and_back(page: Any, served: Served) -> None:
     html = page.locator("html")
     assert (html.get_attribute("lang"), html.get_attribute("dir")) == ("ar", "rtl")
     assert page.locator("h1").inner_text() == "إنشاء فيديو"
-    assert page.get_by_role("navigation").get_by_role("link").all_inner_texts() == ["إنشاء", "المعرض", "المخطِّط"]
+    assert page.get_by_role("navigation").get_by_role("link").all_inner_texts() == ["إنشاء", "المعرض", "المخطِّط", "العب"]
     # mirrored: the brand sits at the right, the account controls at the left
     brand = page.locator(".brand").bounding_box()
     account = page.locator(".account").bounding_box()
