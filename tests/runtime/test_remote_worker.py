@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -23,7 +24,7 @@ from noor.jobs.assets import AssetStore
 from noor.jobs.store import Store
 from noor.runtime.remote import Server, ServerError
 from noor.runtime.worker import Worker, WorkerConfig
-from tests.conftest import start_serve
+from tests.conftest import Served, start_serve
 
 
 @pytest.fixture
@@ -32,6 +33,14 @@ def app_parts(tmp_path: Path) -> tuple[TestClient, Store, AssetStore]:
     assets = AssetStore(str(tmp_path / "assets"))
     tenants.create_tenant(store, "acme", credits_cents=100)
     return TestClient(create_app(store, assets, ApiConfig(secret=b"s"))), store, assets
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, toy_weights: Path) -> Iterator[Served]:
+    """`noor serve --workers 0`, shared by the tests of `noor worker` processes (a worker refused changes nothing)."""
+    server = start_serve(tmp_path_factory.mktemp("remote-worker") / "data", toy_weights, "--workers", "0")
+    yield server
+    server.stop()
 
 
 def _png() -> bytes:
@@ -110,8 +119,7 @@ def test_a_bad_key_or_server_is_a_clear_error(app_parts: tuple[TestClient, Store
 
 
 @pytest.mark.slow
-def test_noor_worker_process_serves_a_live_server(tmp_path: Path, toy_weights: Path) -> None:
-    served = start_serve(tmp_path / "data", toy_weights, "--workers", "0")
+def test_noor_worker_process_serves_a_live_server(served: Served) -> None:
     worker = None
     try:
         keys = subprocess.run(
@@ -138,19 +146,14 @@ def test_noor_worker_process_serves_a_live_server(tmp_path: Path, toy_weights: P
             worker.wait(30)
             assert worker.stderr is not None
             worker.stderr.close()
-        served.stop()
 
 
 @pytest.mark.slow
-def test_noor_worker_refuses_a_bad_key_in_one_line(tmp_path: Path, toy_weights: Path) -> None:
-    served = start_serve(tmp_path / "data", toy_weights, "--workers", "0")
-    try:
-        run = subprocess.run(
-            [sys.executable, "-m", "noor.cli", "worker", "--server", served.base, "--key", "noor_nope"],
-            env=served.env, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-    finally:
-        served.stop()
+def test_noor_worker_refuses_a_bad_key_in_one_line(served: Served) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "noor.cli", "worker", "--server", served.base, "--key", "noor_nope"],
+        env=served.env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
     assert run.returncode == 2
     assert run.stderr.strip().splitlines() == [
         "noor: error: --server: the server refused this worker key (create one with `noor keys create --worker`)"
