@@ -23,8 +23,9 @@ from tests.conftest import free_port
 REPO = Path(__file__).resolve().parents[2]
 
 
-def serve(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], str]:
-    """`noor serve` that knows the terrain double (`python -m tests.world_double serve`); (process, admin key)."""
+def serve(data_dir: Path, port: int, started: list[subprocess.Popen[str]]) -> tuple[subprocess.Popen[str], str]:
+    """`noor serve` that knows the terrain double (`python -m tests.world_double serve`); (process, admin key).
+    The process is added to `started` at once, so the test stops it whatever happens."""
     env = {
         **os.environ,
         "NOOR_DATA_DIR": str(data_dir),
@@ -41,9 +42,10 @@ def serve(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], str]:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    started.append(proc)
     assert proc.stdout is not None
     key = ""
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120  # a loaded machine starts it slowly
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line and proc.poll() is not None:
@@ -55,10 +57,10 @@ def serve(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], str]:
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                break
+                return proc, key
         except httpx.HTTPError:
             time.sleep(0.1)
-    return proc, key
+    raise AssertionError("noor serve did not answer /healthz within 120 s")
 
 
 def status_after(ws: ClientConnection) -> tuple[bytes | None, dict[str, Any]]:
@@ -90,7 +92,8 @@ def latencies(ws: ClientConnection, changes: int) -> tuple[list[float], list[flo
 @pytest.mark.slow
 def test_a_killed_server_leaves_the_session_ended_and_billed_for_recorded_seconds(tmp_path: Path) -> None:
     data_dir, port = tmp_path / "data", free_port()
-    proc, key = serve(data_dir, port)
+    started: list[subprocess.Popen[str]] = []
+    proc, key = serve(data_dir, port, started)
     store = Store(f"sqlite:///{data_dir / 'noor.db'}", run_migrations=False)
     try:
         tenants.set_tenant(store, "admin", credits_cents=1.0)  # metered, so seconds are charged
@@ -124,7 +127,7 @@ def test_a_killed_server_leaves_the_session_ended_and_billed_for_recorded_second
         recorded_s, cost, balance = row.seconds, row.cost_microcents, tenants.balance(store, "admin")
         assert cost == round(recorded_s * 1389) and balance == pytest.approx(1.0 - cost / 1e6)
         # 3. the next server ends it: server_restart, the recorded seconds, nothing more charged
-        proc, _ = serve(data_dir, port)
+        proc, _ = serve(data_dir, port, started)
         got = httpx.get(f"{base}/v1/worlds/sessions/{s['id']}", headers=auth).json()
         assert got["state"] == "ended" and got["end_reason"] == "server_restart"
         assert got["seconds"] == recorded_s and got["cost"] == cost / 1e6
@@ -135,9 +138,14 @@ def test_a_killed_server_leaves_the_session_ended_and_billed_for_recorded_second
                 ws.recv(timeout=10)
             assert "4410" in str(closed.value) and "server_restart" in str(closed.value)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        for server in started:
+            if server.poll() is None:
+                server.send_signal(signal.SIGTERM)
+                try:
+                    server.wait(30)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                    server.wait(10)
+            if server.stdout is not None and not server.stdout.closed:
+                server.stdout.close()
         store.close()
