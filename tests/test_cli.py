@@ -59,8 +59,10 @@ def test_generate_writes_a_video_and_a_one_line_summary(toy_weights: Path, tmp_p
 
 
 @pytest.mark.slow
-def test_generate_arabic_image_resized_with_a_note(toy_weights: Path, tmp_path: Path) -> None:
-    run = noor(
+def test_generate_arabic_image_resized_with_a_note(
+    toy_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = noor_here(
         "generate",
         "دائرة حمراء تتحرك إلى اليسار",
         "-o",
@@ -74,20 +76,27 @@ def test_generate_arabic_image_resized_with_a_note(toy_weights: Path, tmp_path: 
         "--weights",
         str(toy_weights),
         cwd=tmp_path,
+        monkeypatch=monkeypatch,
+        capsys=capsys,
     )
-    assert run.returncode == 0, run.stderr
-    assert "scaled to 540x540 in the middle of 960x540" in run.stderr
+    assert code == 0, err
+    assert "scaled to 540x540 in the middle of 960x540" in err
     with Image.open(tmp_path / "still.png") as image:
         assert image.size == (960, 540)
 
 
 @pytest.mark.slow
-def test_extend_and_loop_from_files(toy_weights: Path, tmp_path: Path) -> None:
-    first = noor(
-        "generate", "a blue square", "-o", "a.mp4", "--steps", "2", "--weights", str(toy_weights), cwd=tmp_path
-    )
-    assert first.returncode == 0, first.stderr
-    run = noor(
+def test_extend_and_loop_from_files(
+    toy_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In this process (test_generate_writes_a_video_and_a_one_line_summary runs `noor generate` as the shell does)."""
+
+    def here(*args: str) -> tuple[int, str, str]:
+        return noor_here(*args, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+
+    code, _, err = here("generate", "a blue square", "-o", "a.mp4", "--steps", "2", "--weights", str(toy_weights))
+    assert code == 0, err
+    code, _, err = here(
         "generate",
         "a blue square",
         "-o",
@@ -103,9 +112,8 @@ def test_extend_and_loop_from_files(toy_weights: Path, tmp_path: Path) -> None:
         "12",
         "--weights",
         str(toy_weights),
-        cwd=tmp_path,
     )
-    assert run.returncode == 0, run.stderr
+    assert code == 0, err
     assert media.video_info(tmp_path / "b.mp4") == (12, 64, 64, 12.0)
 
 
@@ -129,27 +137,35 @@ def test_extend_and_loop_from_files(toy_weights: Path, tmp_path: Path) -> None:
         (["a", "--loop", "--end-image", "ok.png"], "--loop"),  # a loop ends on its first frame
     ],
 )
-def test_bad_input_is_one_line_exit_2_and_no_file(tmp_path: Path, args: list[str], named: str) -> None:
+def test_bad_input_is_one_line_exit_2_and_no_file(
+    tmp_path: Path, args: list[str], named: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In this process, through `noor`'s entry point (an exception other than the exit fails the test, as a
+    traceback would); test_an_image_cannot_loop checks the same as the shell sees it."""
     (tmp_path / "bogus.png").write_bytes(b"not a png")
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "ok.png")
     before = set(tmp_path.iterdir())
-    run = noor("generate", *args, cwd=tmp_path)
-    assert run.returncode == 2, (run.stdout, run.stderr)
-    lines = run.stderr.strip().splitlines()
-    assert len(lines) == 1 and named in lines[0] and "Traceback" not in run.stderr, run.stderr
+    code, out, err = noor_here("generate", *args, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0] and "Traceback" not in err, err
     assert set(tmp_path.iterdir()) == before
 
 
 def test_an_image_cannot_loop(tmp_path: Path) -> None:
+    """A bad input as its own process: one line on stderr, exit code 2, no traceback and no file."""
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "ok.png")
+    before = set(tmp_path.iterdir())
     run = noor("generate", "a", "--start-image", "ok.png", "--frames", "1", "--loop", cwd=tmp_path)
-    assert run.returncode == 2 and "--frames" in run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1 and "--frames" in lines[0] and "Traceback" not in run.stderr
+    assert set(tmp_path.iterdir()) == before
 
 
 @pytest.mark.slow
 def test_train_tiny_runs_all_stages_with_progress(tmp_path: Path) -> None:
     args = "train tiny --out mine --steps 2 --vae-steps 2 --pool-clips 4 --batch-size 2 --decoder-steps 1"
-    args += " --tune-steps 1"
+    args += " --tune-steps 1 --image-batch 8"  # image batches at a toy size too (the default is 128)
     run = noor(*args.split(), cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "1/5 VAE" in run.stderr and "2/5 decoder" in run.stderr and "4/5 denoiser" in run.stderr
@@ -158,7 +174,8 @@ def test_train_tiny_runs_all_stages_with_progress(tmp_path: Path) -> None:
     again = noor("generate", "a red circle", "--weights", "mine", "--steps", "1", "-o", "x.mp4", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     # the second phase alone, from those weights (the VAE and denoiser reused; the pool encoded again)
-    args = "train tiny --out tuned --tune-steps 2 --pool-clips 4 --batch-size 2 --init-vae mine --init-denoiser mine"
+    args = "train tiny --out tuned --tune-steps 2 --pool-clips 4 --batch-size 2 --image-batch 8 --init-vae mine"
+    args += " --init-denoiser mine"
     tuned = noor(*args.split(), cwd=tmp_path)
     assert tuned.returncode == 0, tuned.stderr
     assert "5/5 second phase" in tuned.stderr and "4/5 denoiser" not in tuned.stderr and "1/5 VAE" not in tuned.stderr
