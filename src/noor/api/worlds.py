@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import secrets
 import time
 from collections import deque
@@ -449,7 +450,10 @@ def host_config(chip: str, markup: float) -> HostConfig:
         region=cfg.world_region,
         chip=chip,
         markup=markup,
-        threads=cfg.threads,
+        # a world's frames share the CPU with the server's sockets: unless NOOR_THREADS says otherwise, torch gets
+        # all cores but one (on 2 cores, 1 thread: p95 action-to-frame 68 ms against 153 ms with 2,
+        # benchmarks/world_tiny.py)
+        threads=cfg.threads or max(1, (os.cpu_count() or 2) - 1),
     )
 
 

@@ -167,6 +167,9 @@ def train_world(
     maps_per_biome: Annotated[int, typer.Option("--maps-per-biome", min=1, help="training maps of each biome")] = 16,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
     seed: Annotated[int, typer.Option(min=0)] = 0,
+    save_every: Annotated[
+        int, typer.Option("--save-every", min=0, help="also write the pipeline every N steps (0: at the end only)")
+    ] = 500,
 ) -> None:
     """Train noor-world-tiny from scratch on the procedural terrain with a fixed seed (VAE, then denoiser)."""
     from noor.engine.world_tiny.train import ConfigError, TrainConfig, train

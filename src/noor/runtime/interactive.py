@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from noor import catalog
+from noor import catalog, scheduling
 from noor.engine.interactive import Interactive, World, WorldSpec
 from noor.jobs import money, sessions
 from noor.jobs.sessions import EndReason, WorldSession
@@ -232,11 +232,13 @@ class SessionHost:
         with self._lock:
             if self._closed.is_set():
                 raise QueueFull(self.config.slots, self.config.queue, 5, "the session host has stopped")
-            free = len(self._active) < self.config.slots
-            if not free and len(self._queue) >= self.config.queue:
+            # the simulator's interactive class admits by the same rule (scheduling.admission)
+            free = self.config.slots - len(self._active)
+            decision = scheduling.admit(free, len(self._queue), self.config.queue).decision
+            if decision == "refuse":
                 raise QueueFull(self.config.slots, self.config.queue, self._retry_after_s())
             live = LiveSession(create(), spec, start_image)
-            if free:
+            if decision == "start":
                 self._run(live)
             else:
                 self._queue.append(live)

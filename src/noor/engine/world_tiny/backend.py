@@ -88,7 +88,12 @@ class WorldTinyBackend:
         if threads:
             torch.set_num_threads(threads)
         diffusers_logging.disable_progress_bar()  # loading takes well under a second: no bar on the CLI's stderr
-        self.pipe = NoorWorldPipeline.from_pretrained(folder)
+        verbosity = diffusers_logging.get_verbosity()
+        diffusers_logging.set_verbosity_error()  # AutoencoderTiny saves a config key it then warns about on load
+        try:
+            self.pipe = NoorWorldPipeline.from_pretrained(folder)
+        finally:
+            diffusers_logging.set_verbosity(verbosity)
         self.pipe.set_progress_bar_config(disable=True)
         self.steps, self.open_steps, self.memory = steps, open_steps, memory
         self.lock = threading.Lock()

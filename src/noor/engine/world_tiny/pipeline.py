@@ -1,8 +1,9 @@
 """noor-world-tiny as a diffusers pipeline: a caption (or a start image) opens a world; each action draws a frame.
 
 Components, saved and loaded in Hugging Face layout (`save_pretrained` / `from_pretrained`):
-- `vae`: an `AutoencoderKL`, 64x64x3 <-> 4x16x16, with no attention in its middle block, so a view's latent is
-  the same as the crop of a whole map's latent (the memory relies on that).
+- `vae`: an `AutoencoderTiny` (TAESD's layout), 64x64x3 <-> 8x16x16: convolutions only, no attention and no
+  normalisation over the frame, so a view's latent is the crop of a whole map's latent (the memory relies on
+  that) and the same ground decodes the same wherever it is in the view (the scene's shift relies on that).
 - `text_encoder`: noor-tiny's tokenizer and two-layer text encoder class (`TinyTextEncoder`), its own weights
   and vocabulary (the world captions, English and Arabic).
 - `transformer`: `WorldTransformer`, the causal denoiser with its KV cache (`model.py`).
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, DiffusionPipeline, FlowMatchEulerDiscreteScheduler
+from diffusers import AutoencoderTiny, DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from PIL import Image
 
 from noor.engine.tiny.text_encoder import TinyTextEncoder
@@ -53,7 +54,7 @@ class NoorWorldPipeline(DiffusionPipeline):
 
     def __init__(
         self,
-        vae: AutoencoderKL,
+        vae: AutoencoderTiny,
         transformer: WorldTransformer,
         text_encoder: TinyTextEncoder,
         scheduler: FlowMatchEulerDiscreteScheduler,
@@ -64,11 +65,11 @@ class NoorWorldPipeline(DiffusionPipeline):
     # -- conversions ------------------------------------------------------------------------------------------
     def normalise(self, z: torch.Tensor) -> torch.Tensor:
         cfg = self.vae.config
-        return (z - (cfg.shift_factor or 0.0)) * cfg.scaling_factor
+        return (z - cfg.shift_factor) * cfg.scaling_factor
 
     def denormalise(self, z: torch.Tensor) -> torch.Tensor:
         cfg = self.vae.config
-        return z / cfg.scaling_factor + (cfg.shift_factor or 0.0)
+        return z / cfg.scaling_factor + cfg.shift_factor
 
     @torch.no_grad()
     def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
@@ -87,7 +88,7 @@ class NoorWorldPipeline(DiffusionPipeline):
         square = Image.fromarray(np.ascontiguousarray(image[top : top + side, left : left + side, :3]))
         pixels = np.asarray(square.resize((VIEW, VIEW), Image.Resampling.LANCZOS), np.float32) / 127.5 - 1.0
         x = torch.from_numpy(pixels).permute(2, 0, 1)[None].to(self.vae.dtype)
-        return self.normalise(self.vae.encode(x).latent_dist.mode())
+        return self.normalise(self.vae.encode(x).latents)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> np.ndarray:
