@@ -114,7 +114,54 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_serve(data_dir: Path, toy_weights: Path, *args: str, port: int | None = None) -> Served:
+REPO = Path(__file__).resolve().parent.parent
+
+
+def serve_process(
+    module: str,
+    port: int,
+    env: dict[str, str],
+    *args: str,
+    timeout_s: float = 60,
+    started: list[subprocess.Popen[str]] | None = None,
+) -> tuple[subprocess.Popen[str], str]:
+    """`python -m MODULE serve --port PORT ARGS` (`noor.cli`, or `tests.world_double`: noor serve that knows the
+    terrain double), waited for until /healthz answers: (process, the admin key it printed). The process goes into
+    `started` at once, so a caller can stop it whatever happens; no answer within `timeout_s` is a failure."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, "serve", "--port", str(port), *args],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    if started is not None:
+        started.append(proc)
+    assert proc.stdout is not None
+    key = ""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            raise AssertionError(f"{module} serve exited with {proc.returncode}")
+        if "admin API key" in line:
+            key = line.rsplit(" ", 1)[-1].strip()
+        if "serving on" in line:
+            break
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                return proc, key
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"{module} serve did not answer /healthz within {timeout_s:.0f} s")
+
+
+def start_serve(
+    data_dir: Path, toy_weights: Path, *args: str, port: int | None = None, module: str = "noor.cli"
+) -> Served:
     port = port or free_port()
     env = {
         **os.environ,
@@ -123,32 +170,8 @@ def start_serve(data_dir: Path, toy_weights: Path, *args: str, port: int | None 
         "NOOR_THREADS": "1",
         "NOOR_LOG_LEVEL": "WARNING",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "noor.cli", "serve", "--port", str(port), *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    key = ""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line and proc.poll() is not None:
-            raise AssertionError(f"noor serve exited with {proc.returncode}")
-        if "admin API key" in line:
-            key = line.rsplit(" ", 1)[-1].strip()
-        if "serving on" in line:
-            break
-    base = f"http://127.0.0.1:{port}"
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz").status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    return Served(proc, base, key, env)
+    proc, key = serve_process(module, port, env, *args)
+    return Served(proc, f"http://127.0.0.1:{port}", key, env)
 
 
 # --- The resource guard: a test that reaches PostgreSQL, joins Ray or drives Chromium carries its mark ---

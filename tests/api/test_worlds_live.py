@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,13 @@ from websockets.sync.client import ClientConnection, connect
 
 from noor.jobs import sessions, tenants
 from noor.jobs.store import Store
-from tests.conftest import free_port
+from tests.conftest import free_port, serve_process
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def serve(data_dir: Path, port: int, started: list[subprocess.Popen[str]]) -> tuple[subprocess.Popen[str], str]:
-    """`noor serve` that knows the terrain double (`python -m tests.world_double serve`); (process, admin key).
-    The process is added to `started` at once, so the test stops it whatever happens."""
+    """`noor serve` that knows the terrain double; (process, admin key), in `started` at once."""
     env = {
         **os.environ,
         "NOOR_DATA_DIR": str(data_dir),
@@ -34,33 +32,8 @@ def serve(data_dir: Path, port: int, started: list[subprocess.Popen[str]]) -> tu
         "NOOR_WORLD_SLOTS": "1",
         "PYTHONPATH": str(REPO),
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.world_double", "serve", "--port", str(port), "--workers", "0"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    started.append(proc)
-    assert proc.stdout is not None
-    key = ""
-    deadline = time.monotonic() + 120  # a loaded machine starts it slowly
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line and proc.poll() is not None:
-            raise AssertionError(f"noor serve exited with {proc.returncode}")
-        if "admin API key" in line:
-            key = line.rsplit(" ", 1)[-1].strip()
-        if "serving on" in line:
-            break
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                return proc, key
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise AssertionError("noor serve did not answer /healthz within 120 s")
+    # a loaded machine starts it slowly
+    return serve_process("tests.world_double", port, env, "--workers", "0", timeout_s=120, started=started)
 
 
 def status_after(ws: ClientConnection) -> tuple[bytes | None, dict[str, Any]]:

@@ -14,9 +14,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +27,7 @@ from PIL import Image
 from noor.engine.world_tiny.actions import STEP_PX
 from noor.engine.world_tiny.readers import scene_shift
 from noor.engine.world_tiny.terrain import VIEW_SIZE
-from tests.conftest import Served, free_port
+from tests.conftest import Served, start_serve
 from tests.studio.conftest import PHONE, shoot, sign_in, tenant_key
 
 pytestmark = pytest.mark.browser
@@ -39,50 +36,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DESERT = "a desert with palm trees"
 
 
-def start_double_serve(data_dir: Path, toy_weights: Path) -> Served:
-    """`noor serve` as tests.conftest.start_serve starts it, in a process that has registered the terrain double
-    (`python -m tests.world_double serve`)."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "NOOR_DATA_DIR": str(data_dir),
-        "NOOR_TINY_WEIGHTS": str(toy_weights),
-        "NOOR_THREADS": "1",
-        "NOOR_LOG_LEVEL": "WARNING",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.world_double", "serve", "--port", str(port)],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    key = ""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line and proc.poll() is not None:
-            raise AssertionError(f"noor serve exited with {proc.returncode}")
-        if "admin API key" in line:
-            key = line.rsplit(" ", 1)[-1].strip()
-        if "serving on" in line:
-            break
-    base = f"http://127.0.0.1:{port}"
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz").status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    return Served(proc, base, key, env)
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, toy_weights: Path) -> Iterator[Served]:
     """Overrides tests/studio/conftest.py's server (its `page` fixture then opens this one)."""
-    server = start_double_serve(tmp_path_factory.mktemp("play-data"), toy_weights)
+    server = start_serve(tmp_path_factory.mktemp("play-data"), toy_weights, module="tests.world_double")
     assert server.key, "noor serve printed no admin key"
     yield server
     server.stop()

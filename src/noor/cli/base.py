@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
 
 import typer
 import typer.core
@@ -65,3 +67,23 @@ def progress() -> Progress:
     )
 
 
+@contextmanager
+def stage_bars(labels: dict[str, str]) -> Iterator[Callable[[str, int, int, float], None]]:
+    """A bar per training stage (labelled by `labels[stage]`); yields the `on_step(stage, step, total, loss)` that
+    moves them, with the loss averaged over the stage's last 50 steps (none for a stage named "encode")."""
+    with progress() as bar:
+        jobs: dict[str, Any] = {}
+        recent: list[float] = []
+
+        def on_step(stage: str, step: int, total: int, loss: float) -> None:
+            if stage not in jobs:
+                jobs[stage] = bar.add_task(labels[stage], total=total, info="")
+                recent.clear()
+            info = ""
+            if stage != "encode":
+                recent.append(loss)
+                del recent[:-50]
+                info = f"loss {sum(recent) / len(recent):.4f}"
+            bar.update(jobs[stage], completed=step + 1, info=info)
+
+        yield on_step

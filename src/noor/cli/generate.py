@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from noor.cli.base import BadInput, app, console, fail, progress
+from noor.cli.base import BadInput, app, console, fail, progress, stage_bars
 
 train_app = typer.Typer(help="Train the built-in model.", no_args_is_help=True)
 eval_app = typer.Typer(help="Evaluate a model.", no_args_is_help=True)
@@ -266,21 +266,7 @@ def train_tiny(
         "denoiser": "4/5 denoiser",
         "tune": "5/5 second phase",
     }
-    with progress() as bar:
-        jobs: dict[str, Any] = {}
-        recent: list[float] = []
-
-        def on_step(stage: str, step: int, total: int, loss: float) -> None:
-            if stage not in jobs:
-                jobs[stage] = bar.add_task(labels[stage], total=total, info="")
-                recent.clear()
-            info = ""
-            if stage != "encode":
-                recent.append(loss)
-                del recent[:-50]
-                info = f"loss {sum(recent) / len(recent):.4f}"
-            bar.update(jobs[stage], completed=step + 1, info=info)
-
+    with stage_bars(labels) as on_step:
         losses = train(cfg, out, on_step=on_step)
     minutes = (time.perf_counter() - started) / 60
     done = f"{0 if init_denoiser else steps} + {tune_steps}" if tune_steps else f"{steps}"

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from noor.cli.base import app, fail, progress
+from noor.cli.base import app, fail, progress, stage_bars
 from noor.cli.generate import _keyframe, train_app
 
 world_app = typer.Typer(
@@ -181,21 +181,7 @@ def train_world(
     except ConfigError as err:
         fail("--" + err.field.replace("_", "-"), "", str(err))
     labels = {"vae": "1/3 VAE", "encode": "2/3 encoding maps", "denoiser": "3/3 denoiser"}
-    with progress() as bar:
-        jobs: dict[str, Any] = {}
-        recent: list[float] = []
-
-        def on_step(stage: str, step: int, total: int, loss: float) -> None:
-            if stage not in jobs:
-                jobs[stage] = bar.add_task(labels[stage], total=total, info="")
-                recent.clear()
-            info = ""
-            if stage != "encode":
-                recent.append(loss)
-                del recent[:-50]
-                info = f"loss {sum(recent) / len(recent):.4f}"
-            bar.update(jobs[stage], completed=step + 1, info=info)
-
+    with stage_bars(labels) as on_step:
         log = train(cfg, out, on_step=on_step)
     loss, minutes = log["denoiser_final_loss_avg100"], log["seconds"] / 60
     print(f"{out}  {steps} denoiser steps, final loss {loss:.4f}, {minutes:.1f} min")
