@@ -49,9 +49,10 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
-@pytest.fixture
-def page(browser: Any, served: Served) -> Iterator[Any]:
-    context = browser.new_context(viewport=DESKTOP, base_url=served.base)
+def open_page(browser: Any, served: Served, **options: Any) -> Iterator[Any]:
+    """A page of its own browser context on the served studio (`options`: the context's viewport, touch…); after
+    the test, a JavaScript error the page raised fails it."""
+    context = browser.new_context(base_url=served.base, **options)
     context.set_default_timeout(15_000)
     pg = context.new_page()
     errors: list[str] = []
@@ -59,6 +60,11 @@ def page(browser: Any, served: Served) -> Iterator[Any]:
     yield pg
     context.close()
     assert not errors, f"JavaScript errors in the page: {errors}"
+
+
+@pytest.fixture
+def page(browser: Any, served: Served) -> Iterator[Any]:
+    yield from open_page(browser, served, viewport=DESKTOP)
 
 
 def sign_in(pg: Any, key: str) -> None:

@@ -28,7 +28,7 @@ from noor.engine.world_tiny.actions import STEP_PX
 from noor.engine.world_tiny.readers import scene_shift
 from noor.engine.world_tiny.terrain import VIEW_SIZE
 from tests.conftest import Served, start_serve
-from tests.studio.conftest import PHONE, shoot, sign_in, tenant_key
+from tests.studio.conftest import PHONE, open_page, shoot, sign_in, tenant_key
 
 pytestmark = pytest.mark.browser
 
@@ -182,14 +182,7 @@ def test_keys_scroll_the_scene_arabic_and_end(page: Any, served: Served) -> None
 @pytest.fixture
 def phone(browser: Any, served: Served) -> Iterator[Any]:
     """A phone: 390x844, touch."""
-    context = browser.new_context(viewport=PHONE, base_url=served.base, has_touch=True, is_mobile=True)
-    context.set_default_timeout(15_000)
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda err: errors.append(str(err)))
-    yield pg
-    context.close()
-    assert not errors, f"JavaScript errors in the page: {errors}"
+    yield from open_page(browser, served, viewport=PHONE, has_touch=True, is_mobile=True)
 
 
 def test_phone_queue_then_buttons_scroll_the_scene(phone: Any, served: Served) -> None:

@@ -52,6 +52,8 @@ def run(
     ] = True,
 ) -> None:
     """Walk a world with a script of actions and write the video: one frame per action after the opening one."""
+    import numpy as np
+
     from noor.config import settings
     from noor.engine.media import MediaError, save
     from noor.engine.task import Media, TaskError
@@ -85,8 +87,6 @@ def run(
             frames.append(world.step(action))
             bar.update(job, advance=1, info=action)
     seconds = time.perf_counter() - started
-    import numpy as np
-
     try:
         path = save(Media(np.stack(frames), fps), output)
     except MediaError as err:

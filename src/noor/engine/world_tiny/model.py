@@ -212,18 +212,11 @@ class WorldTransformer(ModelMixin, ConfigMixin):
     def remember(self, cache: Cache, kv: list[KV], frame: int) -> Cache:
         """The cache with a committed frame's (k, v) appended and frames beyond the context dropped."""
         keep = self.config.context_frames
+        if keep == 0:
+            return Cache([], [])
         S = self.tokens_grid**2
-        if not cache.layers:
-            layers = kv
-            frames = [frame]
-        else:
-            layers = [
-                (torch.cat([ck, k], 2), torch.cat([cv, v], 2))
-                for (ck, cv), (k, v) in zip(cache.layers, kv, strict=True)
-            ]
-            frames = [*cache.frames, frame]
-        if len(frames) > keep:
-            drop = len(frames) - keep
-            layers = [(k[:, :, drop * S :], v[:, :, drop * S :]) for k, v in layers]
-            frames = frames[drop:]
-        return Cache(layers if keep > 0 else [], frames if keep > 0 else [])
+        layers = [
+            (torch.cat([ck, k], 2)[:, :, -keep * S :], torch.cat([cv, v], 2)[:, :, -keep * S :])
+            for (ck, cv), (k, v) in zip(cache.layers or [(k[:, :, :0], v[:, :, :0]) for k, v in kv], kv, strict=True)
+        ]
+        return Cache(layers, [*cache.frames, frame][-keep:])
