@@ -95,8 +95,15 @@ def tap(pg: Any, statuses: Statuses, action: str, press: Any) -> tuple[int, floa
     before, steps_before = grab(pg), statuses.steps(action)
     press()
     settle(pg)
-    dx, dy = scene_shift(before, grab(pg))
-    return statuses.steps(action) - steps_before, dx, dy
+    steps = statuses.steps(action) - steps_before
+    # the canvas is painted from each frame asynchronously (an image decode): give it a moment to show the last
+    # drawn frame before reading it (the shift is asserted by the caller all the same)
+    deadline = time.monotonic() + 3.0
+    while True:
+        dx, dy = scene_shift(before, grab(pg))
+        if abs(dx + STEP_PX * steps) <= 1.0 or time.monotonic() > deadline:
+            return steps, dx, dy
+        pg.wait_for_timeout(100)
 
 
 def start_session(pg: Any, prompt_button: str) -> str:
