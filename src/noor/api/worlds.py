@@ -37,7 +37,7 @@ from noor.engine import registry
 from noor.engine.interactive import UnknownWorldModel, WorldSpec
 from noor.jobs import money, sessions, tenants
 from noor.jobs.sessions import EndReason, SessionNotFound, WorldSession
-from noor.runtime.interactive import HostConfig, LiveSession, QueueFull, SessionHost, Sink
+from noor.runtime.interactive import HostConfig, LiveSession, QueueFull, SessionHost, Sink, WorldRunner
 
 PREFIX = "/v1/worlds/sessions"
 DEFAULT_MODEL = "world-tiny"
@@ -166,13 +166,10 @@ def _check(body: WorldSessionCreate) -> tuple[WorldSpec, int]:
 
 
 def _check_region(host: SessionHost, tenant: tenants.Tenant) -> None:
-    if tenant.regions is not None and host.config.region not in tenant.regions:
-        where = f"region {host.config.region}" if host.config.region else "no region"
-        raise HTTPException(
-            403,
-            f"tenant {tenant.name!r} may run only in {', '.join(tenant.regions)}; this server's world sessions run "
-            f"in {where} (NOOR_WORLD_REGION)",
-        )
+    """403 when the host's runner has no slot in the tenant's regions at all (busy slots there: the queue)."""
+    why = host.runner.refuse(tenant.regions)
+    if why is not None:
+        raise HTTPException(403, f"tenant {tenant.name!r} may run only in {', '.join(tenant.regions or [])}; {why}")
 
 
 def _check_credits(ctx: Context, host: SessionHost, tenant: tenants.Tenant) -> None:
@@ -228,13 +225,13 @@ def create_session(body: WorldSessionCreate, request: Request, tenant: Tenant, c
             seed=seed,
             fps=fps,
             max_seconds=body.max_seconds,
-            region=host.config.region,
+            region=host.runner.region,  # under Ray: the node's, once it has one (sessions.activate)
             start_image_key=key,
         )
         return row
 
     try:
-        live = host.admit(create, spec, pixels)
+        live = host.admit(create, spec, pixels, tenant.regions)
     except QueueFull as err:
         raise HTTPException(429, str(err), headers={"Retry-After": str(err.retry_after_s)}) from err
     return session_out(request, ctx, sessions.get(ctx.store, tenant.name, live.id), created["token"])
@@ -461,6 +458,14 @@ def install(app: FastAPI, ctx: Context, config: HostConfig | None = None) -> Non
     """Mount the routes and make the session host (started and stopped with the app: `lifespan`)."""
     app.include_router(router)
     app.state.world_host = SessionHost(ctx.store, config or host_config(ctx.config.chip, ctx.config.markup))
+
+
+def run_worlds_on(app: FastAPI, runner: WorldRunner, config: HostConfig | None = None) -> SessionHost:
+    """Sessions' worlds run where `runner` puts them (`noor serve --ray`: `RayWorlds`); before the app starts."""
+    ctx: Context = app.state.ctx
+    host = SessionHost(ctx.store, config or host_config(ctx.config.chip, ctx.config.markup), runner)
+    app.state.world_host = host
+    return host
 
 
 @asynccontextmanager

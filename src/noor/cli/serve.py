@@ -11,6 +11,8 @@ import typer
 from noor.cli.base import BadInput, app, fail
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from noor.jobs.assets import RegionalAssets
     from noor.jobs.store import Store
     from noor.runtime.local import LocalWorkers
@@ -103,8 +105,12 @@ def serve(
     else:
         assets, pool, where = _ray_workers(ray, gpus_per_worker, workers, store)
     api = create_app(store, assets, config)
-    region = f" in {cfg.world_region}" if cfg.world_region else ""
-    where += f"; {cfg.world_slots} world session slot(s) on this host{region}"  # with --ray too (docs/world.md)
+    if ray is None:
+        region = f" in {cfg.world_region}" if cfg.world_region else ""
+        where += f"; {cfg.world_slots} world session slot(s) on this host{region}"
+    else:  # sessions' worlds in actors on nodes of their tenants' regions (docs/world.md)
+        _ray_worlds(api)
+        where += f"; {cfg.world_slots} world session slot(s) per node"
     # Ctrl+C reaches every process of the terminal's group: workers started while SIGINT is ignored inherit that
     # from their first instruction (the server alone decides when they stop); uvicorn handles it for the server.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -164,6 +170,18 @@ def _ray_workers(
     cluster = ray_cluster.RayCluster(store, config, cfg, assets, ray)
     regions = sorted({n.region or "no region" for n in nodes})
     return assets, cluster, f"Ray at {address}: {len(nodes)} node(s), regions {', '.join(regions)}"
+
+
+def _ray_worlds(api: FastAPI) -> None:
+    """World sessions' models as Ray actors (this process is already the cluster's driver: `_ray_workers`)."""
+    from noor.api import worlds
+    from noor.config import settings
+    from noor.runtime import ray_cluster
+    from noor.runtime.ray_worlds import RayWorlds, RayWorldsConfig
+
+    cfg = settings()
+    config = RayWorldsConfig(slots_per_node=cfg.world_slots, threads=cfg.threads or 1)
+    worlds.run_worlds_on(api, RayWorlds(config, ray_cluster.settings_env(cfg), ray_cluster.require_ray()))
 
 
 @app.command("worker")

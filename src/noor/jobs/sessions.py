@@ -171,13 +171,17 @@ def check_token(store: Store, session_id: str, token: str, now: datetime | None 
     return row if (now or now_utc()) < row.token_expires_at else None
 
 
-def activate(store: Store, session_id: str, worker: str, now: datetime | None = None) -> bool:
-    """queued -> active on `worker`; False if it is no longer queued (ended meanwhile)."""
+def activate(
+    store: Store, session_id: str, worker: str, now: datetime | None = None, region: str | None = None
+) -> bool:
+    """queued -> active on `worker` (in `region`, when where it runs is known only now: a Ray node); False if it
+    is no longer queued (ended meanwhile)."""
+    placed = {"region": region} if region is not None else {}
     with store.session.begin() as s:
         result: Any = s.execute(
             update(WorldSession)
             .where(WorldSession.id == session_id, WorldSession.state == SessionState.QUEUED.value)
-            .values(state=SessionState.ACTIVE.value, started_at=now or now_utc(), worker=worker)
+            .values(state=SessionState.ACTIVE.value, started_at=now or now_utc(), worker=worker, **placed)
         )
     return bool(result.rowcount == 1)
 

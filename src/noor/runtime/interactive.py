@@ -12,8 +12,10 @@ ends by the client (DELETE), idle (no socket and no message for NOOR_WORLD_IDLE_
 error of the model ("failed"), or the server stopping (and on the next start, `recover` ends what a dead server
 left live). Frames go to at most one socket (`Sink`) at a time, JPEG or PNG, each followed by a status message.
 
-Under `noor serve --ray` sessions run here too, on the API server's own host (docs/world.md says so): a
-session's frames are a few KB every tick, and the host is what holds its socket.
+Where a session's `World` runs is a `WorldRunner`'s choice, so the host is one code path: `LocalWorlds` (this
+process, NOOR_WORLD_SLOTS slots, the server's region) or, under `noor serve --ray`, `RayWorlds`
+(runtime/ray_worlds.py: each world in a Ray actor on a node of a region the tenant may use). The host keeps the
+socket, the tick loop and the billing either way; only `start` and `step` move.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -65,6 +67,89 @@ class QueueFull(Exception):
         self.retry_after_s = retry_after_s
         why = why or f"all {slots} world session slot(s) are busy and the queue of {queue} is full"
         super().__init__(f"{why}; retry in {retry_after_s} s")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A slot a runner reserved for one session: where its world will run."""
+
+    region: str | None  # what the session's record says it ran in
+    node: str | None = None  # a Ray node's id; None: this process
+
+
+class WorldRunner(Protocol):
+    """Where worlds run: the slots (per region), and opening a world in a reserved one."""
+
+    region: str | None  # the one region all its worlds run in; None: it depends on the slot (Ray)
+
+    def refuse(self, regions: list[str] | None) -> str | None:
+        """Why a tenant bound to `regions` (None: unbound) can never run a world here, or None."""
+        ...
+
+    def free(self, regions: list[str] | None) -> int:
+        """Free slots a tenant bound to `regions` may use now."""
+        ...
+
+    def reserve(self, regions: list[str] | None) -> Placement | None:
+        """Take one of those slots, or None if there is none."""
+        ...
+
+    def open(
+        self, placement: Placement, spec: WorldSpec, prompt: str, seed: int, start_image: np.ndarray | None
+    ) -> World:
+        """Open a world in the reserved slot (loading the model there if it is not loaded yet)."""
+        ...
+
+    def release(self, placement: Placement) -> None:
+        """The slot is free again (its world, if one opened, is closed)."""
+        ...
+
+    def close(self) -> None:
+        """Free what the runner holds (loaded models, actors)."""
+        ...
+
+
+class LocalWorlds:
+    """Worlds on threads of this process: `slots` of them, in the server's region; the model loaded once and shared
+    by its worlds."""
+
+    def __init__(self, config: HostConfig):
+        self.config, self.region = config, config.region
+        self._busy = 0
+        self._lock = threading.Lock()
+        self._models: dict[str, Interactive] = {}
+
+    def refuse(self, regions: list[str] | None) -> str | None:
+        if regions is None or self.region in regions:
+            return None
+        where = f"region {self.region}" if self.region else "no region"
+        return f"this server's world sessions run in {where} (NOOR_WORLD_REGION)"
+
+    def free(self, regions: list[str] | None) -> int:
+        return 0 if self.refuse(regions) else max(0, self.config.slots - self._busy)
+
+    def reserve(self, regions: list[str] | None) -> Placement | None:
+        with self._lock:
+            if self.free(regions) == 0:
+                return None
+            self._busy += 1
+        return Placement(self.region)
+
+    def open(
+        self, placement: Placement, spec: WorldSpec, prompt: str, seed: int, start_image: np.ndarray | None
+    ) -> World:
+        with self._lock:  # loaded once per host (its worlds share it)
+            if spec.id not in self._models:
+                self._models[spec.id] = spec.load(threads=self.config.threads)
+            model = self._models[spec.id]
+        return model.start(prompt, seed, start_image)
+
+    def release(self, placement: Placement) -> None:
+        with self._lock:
+            self._busy -= 1
+
+    def close(self) -> None:
+        self._models.clear()
 
 
 def second_price_microcents(chip: str, markup: float) -> int:
@@ -123,8 +208,17 @@ class Sink:
 class LiveSession:
     """A session this host holds (queued or active): the latest action, the socket, the counters."""
 
-    def __init__(self, record: WorldSession, spec: WorldSpec, start_image: np.ndarray | None):
+    def __init__(
+        self,
+        record: WorldSession,
+        spec: WorldSpec,
+        start_image: np.ndarray | None,
+        regions: list[str] | None = None,
+    ):
         self.id, self.tenant, self.spec = record.id, record.tenant, spec
+        self.regions = regions  # the tenant's: where its world may run (None: anywhere)
+        self.placement: Placement | None = None  # its slot, once it has one
+        self.world: World | None = None  # once open
         self.prompt, self.seed, self.fps, self.max_seconds = record.prompt, record.seed, record.fps, record.max_seconds
         self.start_image = start_image
         self.state = "queued"
@@ -185,15 +279,15 @@ class LiveSession:
 
 
 class SessionHost:
-    def __init__(self, store: Store, config: HostConfig | None = None):
+    def __init__(self, store: Store, config: HostConfig | None = None, runner: WorldRunner | None = None):
+        """`runner`: where worlds run (default: `LocalWorlds`, on this host's `config.slots` threads)."""
         self.store, self.config = store, config or HostConfig()
+        self.runner: WorldRunner = runner or LocalWorlds(self.config)
         self.price_per_s_microcents = second_price_microcents(self.config.chip, self.config.markup)
         self._lock = threading.Lock()
         self._active: dict[str, LiveSession] = {}
         self._queue: deque[LiveSession] = deque()
         self._threads: dict[str, threading.Thread] = {}
-        self._models: dict[str, Interactive] = {}
-        self._model_lock = threading.Lock()
         self._closed = threading.Event()
         self._watch: threading.Thread | None = None
 
@@ -223,23 +317,34 @@ class SessionHost:
             thread.join(10)
         if self._watch is not None:
             self._watch.join(5)
+        self.runner.close()
 
     # --- admission -----------------------------------------------------------------------------
 
-    def admit(self, create: Callable[[], WorldSession], spec: WorldSpec, start_image: np.ndarray | None) -> LiveSession:
-        """Create the record (`create`) and start it in a free slot, or queue it; QueueFull when both are full
-        (nothing is created then)."""
+    def admit(
+        self,
+        create: Callable[[], WorldSession],
+        spec: WorldSpec,
+        start_image: np.ndarray | None,
+        regions: list[str] | None = None,
+    ) -> LiveSession:
+        """Create the record (`create`) and start it in a free slot of `regions` (the tenant's; None: any), or
+        queue it; QueueFull when both are full (nothing is created then)."""
         with self._lock:
             if self._closed.is_set():
                 raise QueueFull(self.config.slots, self.config.queue, 5, "the session host has stopped")
-            # the simulator's interactive class admits by the same rule (scheduling.admission)
-            free = self.config.slots - len(self._active)
-            decision = scheduling.admit(free, len(self._queue), self.config.queue).decision
+            # the simulator's interactive class admits by the same rule (scheduling.admission); those queued that
+            # could take a free slot now wait ahead (with one region, all of the queue when a slot is free)
+            free = self.runner.free(regions)
+            ahead = sum(1 for waiting in self._queue if self.runner.free(waiting.regions) > 0)
+            room = self.config.queue - (len(self._queue) - ahead)
+            decision = scheduling.admit(free, ahead, room).decision
             if decision == "refuse":
                 raise QueueFull(self.config.slots, self.config.queue, self._retry_after_s())
-            live = LiveSession(create(), spec, start_image)
-            if decision == "start":
-                self._run(live)
+            placement = self.runner.reserve(regions) if decision == "start" else None
+            live = LiveSession(create(), spec, start_image, regions)
+            if placement is not None:
+                self._run(live, placement)
             else:
                 self._queue.append(live)
         return live
@@ -249,22 +354,29 @@ class SessionHost:
         left = [max(0.0, s.max_seconds - s.seconds) for s in self._active.values()]
         return int(min(60, max(1, math.ceil(min(left, default=5.0)))))
 
-    def _run(self, live: LiveSession) -> None:
-        """Start `live` in a slot (caller holds the lock)."""
-        if not sessions.activate(self.store, live.id, self.config.name):
+    def _run(self, live: LiveSession, placement: Placement) -> None:
+        """Start `live` in the slot reserved for it (caller holds the lock)."""
+        if not sessions.activate(self.store, live.id, self.config.name, region=placement.region):
+            self.runner.release(placement)
             live.done.set()  # ended while it waited
             return
-        live.state = "active"
+        live.state, live.placement = "active", placement
         self._active[live.id] = live
         thread = threading.Thread(target=self._serve, args=(live,), daemon=True, name=f"world-{live.id[:8]}")
         self._threads[live.id] = thread
         thread.start()
 
     def _next(self) -> None:
-        """Fill free slots from the queue's head; tell the queued their new places."""
+        """Fill free slots from the queue, first come first served among those a slot's region allows; tell the
+        queued their new places."""
         with self._lock:
-            while self._queue and len(self._active) < self.config.slots and not self._closed.is_set():
-                self._run(self._queue.popleft())
+            for waiting in list(self._queue):
+                if self._closed.is_set():
+                    break
+                placement = self.runner.reserve(waiting.regions)
+                if placement is not None:
+                    self._queue.remove(waiting)
+                    self._run(waiting, placement)
             for position, waiting in enumerate(self._queue, start=1):
                 waiting.send("json", {"type": "queued", "position": position})
 
@@ -326,19 +438,13 @@ class SessionHost:
 
     # --- one session ---------------------------------------------------------------------------
 
-    def _model(self, spec: WorldSpec) -> Interactive:
-        """The loaded model of `spec`, loaded once per host (its worlds share it)."""
-        with self._model_lock:
-            if spec.id not in self._models:
-                self._models[spec.id] = spec.load(threads=self.config.threads)
-            return self._models[spec.id]
-
     def _serve(self, live: LiveSession) -> None:
         world: World | None = None
         reason, failure = EndReason.SERVER_RESTART, None
         try:
-            # 1. open the world (loading the model is not billed) and send its opening frame at once
-            world = self._model(live.spec).start(live.prompt, live.seed, live.start_image)
+            # 1. open the world where its slot is (loading the model is not billed); send its opening frame at once
+            assert live.placement is not None  # _run gave it one
+            world = live.world = self.runner.open(live.placement, live.spec, live.prompt, live.seed, live.start_image)
             opened = time.monotonic()
             live.frame = world.frame
             self._emit(live, world.frame, "none", None, 0, opened, opened)
@@ -443,6 +549,8 @@ class SessionHost:
             sessions.end(self.store, live.id, reason, failure)
         except Exception:
             log.exception("world session %s: could not record its end", live.id)
+        if live.placement is not None:
+            self.runner.release(live.placement)
         live.end_reason, live.state = reason, "failed" if reason is EndReason.ERROR else "ended"
         live.send("json", {"type": "ended", "reason": reason.value} | ({"failure_reason": failure} if failure else {}))
         live.send("close", 1000, f"session ended: {reason.value}")
