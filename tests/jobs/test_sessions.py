@@ -8,7 +8,7 @@ import pytest
 
 from noor.jobs import sessions, tenants
 from noor.jobs.sessions import EndReason
-from noor.jobs.store import Store
+from noor.jobs.store import LimitExceeded, Store
 
 
 def open_session(store: Store, tenant: str = "acme") -> sessions.WorldSession:
@@ -76,3 +76,55 @@ def test_tokens(store: Store) -> None:
     assert sessions.check_token(store, "nope", token) is None
     assert sessions.check_token(store, row.id, token, now=row.token_expires_at + timedelta(seconds=1)) is None
     assert row.token_expires_at - row.created_at == sessions.TOKEN_TTL
+
+
+def _job(store: Store, tenant: str = "acme") -> str:
+    return store.create(tenant=tenant, model="tiny", request={}, task={}).id
+
+
+def test_live_sessions_count_against_max_concurrent_as_jobs_do(store: Store) -> None:
+    """Decided (docs/serve.md, "Limits"): a queued or active session holds one place of max_concurrent, as a
+    queued or running job does; a session is refused as a job is, and a job as a session is."""
+    tenants.create_tenant(store, "acme", metered=False, max_concurrent=2)
+    job = _job(store)
+    session = open_session(store)  # one job and one session: 2 of 2
+    with pytest.raises(LimitExceeded, match=r"^Too many concurrent generations: 2 of 2; wait for one to finish$"):
+        open_session(store)
+    with pytest.raises(LimitExceeded, match=r"^Too many concurrent generations: 2 of 2;") as refused:
+        _job(store)
+    assert (refused.value.limit, refused.value.retry_after_s) == ("max_concurrent", 5)
+    assert store.usage("acme", sessions.now_utc())[0] == 2  # what the API's check_limits reads
+    assert [s.id for s in sessions.list_for(store, "acme")] == [session.id]  # the refused one stored nothing
+    # an ended session frees its place, for a job or a session alike
+    assert sessions.end(store, session.id, EndReason.CLIENT)
+    second = _job(store)
+    with pytest.raises(LimitExceeded):
+        open_session(store)
+    store.delete("acme", second)
+    assert open_session(store).state == "queued"
+    assert store.get("acme", job).state == "queued"
+    # a tenant without a row (an internal caller) has no limit, as for jobs
+    for _ in range(3):
+        open_session(store, "internal")
+
+
+def test_a_job_is_not_claimed_while_its_tenants_sessions_fill_its_limit(store: Store) -> None:
+    tenants.create_tenant(store, "acme", metered=False, max_concurrent=2)
+    tenants.create_tenant(store, "other", metered=False)
+    first = _job(store)
+    session = open_session(store)
+    sessions.activate(store, session.id, "host-1")
+    # a running job and a session fill 2 of 2; the queued job was counted when it came, so it runs
+    claimed = store.claim("w1", 30)
+    assert claimed is not None and claimed.id == first
+    store.complete(first, "w1", {})
+    # acme's limit lowered below what its sessions hold: its queued job waits; another tenant's runs past it
+    acme_job = _job(store)
+    other_job = _job(store, "other")
+    tenants.set_tenant(store, "acme", max_concurrent=1)
+    claimed = store.claim("w1", 30)
+    assert claimed is not None and claimed.id == other_job  # not head-of-line blocked by acme's
+    assert store.claim("w2", 30) is None  # acme's session fills its 1
+    sessions.end(store, session.id, EndReason.CLIENT)
+    claimed = store.claim("w2", 30)
+    assert claimed is not None and claimed.id == acme_job

@@ -37,6 +37,7 @@ from noor.engine import registry
 from noor.engine.interactive import UnknownWorldModel, WorldSpec
 from noor.jobs import money, sessions, tenants
 from noor.jobs.sessions import EndReason, SessionNotFound, WorldSession
+from noor.jobs.store import LimitExceeded
 from noor.runtime.interactive import HostConfig, LiveSession, QueueFull, SessionHost, Sink, WorldRunner
 
 PREFIX = "/v1/worlds/sessions"
@@ -227,12 +228,13 @@ def create_session(body: WorldSessionCreate, request: Request, tenant: Tenant, c
             max_seconds=body.max_seconds,
             region=host.runner.region,  # under Ray: the node's, once it has one (sessions.activate)
             start_image_key=key,
+            worker=host.config.name,
         )
         return row
 
     try:
         live = host.admit(create, spec, pixels, tenant.regions)
-    except QueueFull as err:
+    except (QueueFull, LimitExceeded) as err:  # the host's slots and queue, or the tenant's max_concurrent
         raise HTTPException(429, str(err), headers={"Retry-After": str(err.retry_after_s)}) from err
     return session_out(request, ctx, sessions.get(ctx.store, tenant.name, live.id), created["token"])
 
@@ -256,6 +258,21 @@ def _own(ctx: Context, tenant: tenants.Tenant, session_id: str) -> WorldSession:
 @router.get("/sessions/{session_id}", response_model=WorldSessionOut, responses=responses(Error, 404))
 def get_session(session_id: str, request: Request, tenant: Tenant, ctx: Ctx) -> WorldSessionOut:
     return session_out(request, ctx, _own(ctx, tenant, session_id))
+
+
+TOKEN_ERRORS = responses(Error, 404) | {409: {"model": Error, "description": "The session has ended"}}
+
+
+@router.post("/sessions/{session_id}/token", response_model=WorldSessionOut, responses=TOKEN_ERRORS)
+def new_token(session_id: str, request: Request, tenant: Tenant, ctx: Ctx) -> WorldSessionOut:
+    """A fresh socket token for the tenant's own live session (a reloaded page resumes its session after the
+    POST's token expired); it replaces the one before. 409 once the session has ended."""
+    row = _own(ctx, tenant, session_id)
+    try:
+        row, token = sessions.new_token(ctx.store, tenant.name, row.id)
+    except SessionNotFound as err:  # it is this tenant's (read above): it ended
+        raise HTTPException(409, f"World session {session_id} has ended: no socket opens for it") from err
+    return session_out(request, ctx, row, token)
 
 
 @router.delete("/sessions/{session_id}", status_code=204, responses=responses(Error, 404))

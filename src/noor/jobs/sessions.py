@@ -20,15 +20,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Float, Index, Integer, String, Text, select, update
+from sqlalchemy import BigInteger, ColumnElement, Float, Index, Integer, String, Text, delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from noor.jobs import money
 from noor.jobs.generation import Base, UTCDateTime, now_utc
-from noor.jobs.store import Store
+from noor.jobs.store import LIVE_SESSION_STATES, Store, check_concurrency, hold_limits
 from noor.jobs.tenants import Tenant
 
-TOKEN_TTL = timedelta(minutes=10)  # a token opens the socket for this long after the POST
+TOKEN_TTL = timedelta(minutes=10)  # a token opens the socket for this long after the POST (or a new token's mint)
+# A session host beats every second (HEARTBEAT_S); one silent for DEAD_AFTER is dead, and the sessions it held are
+# ended by the next host that starts or beats. 15 missed beats: a loaded 2-core machine stalls a thread for
+# seconds, and a host taken for dead while it runs would see its sessions ended under it.
+HEARTBEAT_S = 1.0
+DEAD_AFTER = timedelta(seconds=15)
 
 
 class SessionState(enum.StrEnum):
@@ -39,6 +45,7 @@ class SessionState(enum.StrEnum):
 
 
 LIVE = (SessionState.QUEUED.value, SessionState.ACTIVE.value)
+assert LIVE == LIVE_SESSION_STATES  # what a tenant's max_concurrent counts (jobs.store)
 
 
 class EndReason(enum.StrEnum):
@@ -76,7 +83,7 @@ class WorldSession(Base):
     paid_microcents: Mapped[int] = mapped_column(BigInteger, default=0)  # what was taken (0: unmetered)
     end_reason: Mapped[str | None] = mapped_column(String(16), default=None)
     failure_reason: Mapped[str | None] = mapped_column(Text, default=None)
-    worker: Mapped[str | None] = mapped_column(String(64), default=None)  # the host that ran it
+    worker: Mapped[str | None] = mapped_column(String(64), default=None)  # the host that holds (held) it
     token_hash: Mapped[str] = mapped_column(String(64))
     token_expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -87,6 +94,17 @@ class WorldSession(Base):
     @property
     def is_live(self) -> bool:
         return self.state in LIVE
+
+
+class WorldHost(Base):
+    """A session host's heartbeat (HostConfig.name): hosts sharing one database end only their own sessions and
+    those of dead hosts."""
+
+    __tablename__ = "world_hosts"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class SessionNotFound(LookupError):
@@ -108,10 +126,14 @@ def create(
     max_seconds: int,
     region: str | None = None,
     start_image_key: str | None = None,
+    worker: str | None = None,
     now: datetime | None = None,
 ) -> tuple[WorldSession, str]:
-    """A new queued session and its socket token (returned once, stored hashed)."""
-    now = now or now_utc()
+    """A new queued session held by host `worker`, and its socket token (returned once, stored hashed).
+
+    It takes a place of its tenant's max_concurrent, as a job does: counted under the tenant's row lock, with
+    the tenant's queued and running jobs and live sessions, so LimitExceeded (nothing stored) when they fill it.
+    A tenant without a row (internal callers) has no limit."""
     token = secrets.token_urlsafe(32)
     row = WorldSession(
         id=str(uuid.uuid4()),
@@ -124,17 +146,38 @@ def create(
         region=region,
         start_image_key=start_image_key,
         state=SessionState.QUEUED.value,
-        created_at=now,
         frames=0,
         seconds=0.0,
         cost_microcents=0,
         paid_microcents=0,
+        worker=worker,
         token_hash=hash_token(token),
-        token_expires_at=now + TOKEN_TTL,
     )
     with store.session.begin() as s:
+        limits = hold_limits(s, tenant)
+        if limits is not None:
+            check_concurrency(s, tenant, limits[0])
+        row.created_at = now or now_utc()  # read under the lock, as a job's is
+        row.token_expires_at = row.created_at + TOKEN_TTL
         s.add(row)
     return row, token
+
+
+def new_token(store: Store, tenant: str, session_id: str, now: datetime | None = None) -> tuple[WorldSession, str]:
+    """A fresh socket token for the tenant's own live session (a page reloaded past the first token's life): it
+    replaces the one before, so only the newest opens a socket. SessionNotFound for another tenant's or an
+    ended one (None of it is changed then)."""
+    now = now or now_utc()
+    token = secrets.token_urlsafe(32)
+    with store.session.begin() as s:
+        result: Any = s.execute(
+            update(WorldSession)
+            .where(WorldSession.id == session_id, WorldSession.tenant == tenant, WorldSession.state.in_(LIVE))
+            .values(token_hash=hash_token(token), token_expires_at=now + TOKEN_TTL)
+        )
+    if result.rowcount != 1:
+        raise SessionNotFound(session_id)
+    return get(store, tenant, session_id), token
 
 
 def get(store: Store, tenant: str, session_id: str) -> WorldSession:
@@ -275,22 +318,62 @@ def end(
     return bool(result.rowcount == 1)
 
 
-def recover(store: Store, worker: str | None = None, now: datetime | None = None) -> list[str]:
-    """Sessions a dead server left queued or active (on `worker`, or anywhere) end with "server_restart". They
-    were billed as their seconds were recorded, at most a second behind, so nothing more is charged."""
-    live: ColumnElement[bool] = WorldSession.state.in_(LIVE)
-    if worker is not None:  # on this host, or still queued (a queue lives in the server that took the POST)
-        live = live & ((WorldSession.worker == worker) | (WorldSession.state == SessionState.QUEUED.value))
+def beat(store: Store, host: str, now: datetime | None = None) -> None:
+    """Host `host` is alive now (its first beat records when it started)."""
+    now = now or now_utc()
     with store.session.begin() as s:
-        ids = list(s.scalars(select(WorldSession.id).where(live)).all())
+        result: Any = s.execute(update(WorldHost).where(WorldHost.name == host).values(heartbeat_at=now))
+    if result.rowcount == 1:
+        return
+    try:
+        with store.session.begin() as s:
+            s.add(WorldHost(name=host, started_at=now, heartbeat_at=now))
+    except IntegrityError:  # its first beat raced another of the same name: that one's row will do
+        beat(store, host, now)
+
+
+def forget(store: Store, host: str) -> None:
+    """Host `host` stopped cleanly (its sessions have ended): its heartbeat goes."""
+    with store.session.begin() as s:
+        s.execute(delete(WorldHost).where(WorldHost.name == host))
+
+
+def _held_by_dead(host: str, now: datetime, dead_after: timedelta) -> ColumnElement[bool]:
+    """Held by a host other than `host` that has not beaten for `dead_after` (or never did: an older server)."""
+    alive = select(WorldHost.name).where(WorldHost.heartbeat_at >= now - dead_after)
+    return WorldSession.worker.is_not(None) & (WorldSession.worker != host) & WorldSession.worker.not_in(alive)
+
+
+def recover(
+    store: Store, host: str | None = None, now: datetime | None = None, dead_after: timedelta = DEAD_AFTER
+) -> list[str]:
+    """At a host's start: the sessions a stopped server left queued or active end with "server_restart": those of
+    `host` (its previous run's: it holds none yet), those of hosts dead for `dead_after`, and those no host holds
+    (queued by an older server). Without `host`, every live session (one host per database). They were billed as
+    their seconds were recorded, at most a second behind, so nothing more is charged."""
+    now = now or now_utc()
+    live: ColumnElement[bool] = WorldSession.state.in_(LIVE)
+    if host is not None:
+        live = live & (
+            (WorldSession.worker == host) | WorldSession.worker.is_(None) | _held_by_dead(host, now, dead_after)
+        )
+    return _end_restarted(store, live, now)
+
+
+def reap(store: Store, host: str, now: datetime | None = None, dead_after: timedelta = DEAD_AFTER) -> list[str]:
+    """While `host` runs: end the live sessions of hosts dead for `dead_after` ("server_restart"), so a host that
+    died and never came back does not hold its tenants' places of max_concurrent for ever."""
+    now = now or now_utc()
+    return _end_restarted(store, WorldSession.state.in_(LIVE) & _held_by_dead(host, now, dead_after), now)
+
+
+def _end_restarted(store: Store, which: ColumnElement[bool], now: datetime) -> list[str]:
+    with store.session.begin() as s:
+        ids = list(s.scalars(select(WorldSession.id).where(which)).all())
         if ids:
             s.execute(
                 update(WorldSession)
                 .where(WorldSession.id.in_(ids), WorldSession.state.in_(LIVE))
-                .values(
-                    state=SessionState.ENDED.value,
-                    end_reason=EndReason.SERVER_RESTART.value,
-                    ended_at=now or now_utc(),
-                )
+                .values(state=SessionState.ENDED.value, end_reason=EndReason.SERVER_RESTART.value, ended_at=now)
             )
     return ids

@@ -65,9 +65,17 @@ _active = and_(
     _generations.c.state.in_([State.QUEUED.value, State.DREAMING.value]),
     _generations.c.deleted_at.is_(None),
 )
+# A tenant's world sessions (noor.jobs.sessions, which imports this module: the table is named, not imported) hold
+# a place of max_concurrent while queued or active, as its queued and running jobs do.
+_world_sessions = table("world_sessions", column("tenant", String), column("state", String))
+LIVE_SESSION_STATES = ("queued", "active")  # = sessions.LIVE
+_session_open = and_(_world_sessions.c.tenant == bindparam("tenant"), _world_sessions.c.state.in_(LIVE_SESSION_STATES))
 _USAGE = select(
     select(func.count())
     .select_from(select(_generations.c.id).where(_active).limit(bindparam("max_active")).subquery())
+    .scalar_subquery()
+    + select(func.count())
+    .select_from(select(_world_sessions.c.tenant).where(_session_open).limit(bindparam("max_active")).subquery())
     .scalar_subquery(),
     select(func.count())
     .select_from(select(_generations.c.id).where(_since).limit(bindparam("max_recent")).subquery())
@@ -93,6 +101,21 @@ _tenants = table(
     column("max_per_minute", Integer),
 )
 RATE_WINDOW = timedelta(seconds=60)  # max_per_minute counts the creates of this rolling window
+# The tenants that hold a live world session and whose running jobs and live sessions fill max_concurrent: a claim
+# skips their queued jobs (few rows: live sessions are at most a host's slots and queue).
+_g = _generations.alias("running")
+_FULL_TENANTS = select(_tenants.c.name).where(
+    _tenants.c.name.in_(select(_world_sessions.c.tenant).where(_world_sessions.c.state.in_(LIVE_SESSION_STATES))),
+    select(func.count())
+    .select_from(_g)
+    .where(_g.c.tenant == _tenants.c.name, _g.c.state == State.DREAMING.value, _g.c.deleted_at.is_(None))
+    .scalar_subquery()
+    + select(func.count())
+    .select_from(_world_sessions)
+    .where(_world_sessions.c.tenant == _tenants.c.name, _world_sessions.c.state.in_(LIVE_SESSION_STATES))
+    .scalar_subquery()
+    >= _tenants.c.max_concurrent,
+)
 
 
 class InsufficientCredits(Exception):
@@ -110,6 +133,36 @@ class LimitExceeded(Exception):
     def __init__(self, limit: str, message: str, retry_after_s: int):
         self.limit, self.retry_after_s = limit, retry_after_s
         super().__init__(message)
+
+
+def hold_limits(s: Session, tenant: str) -> tuple[int, int] | None:
+    """Lock `tenant`'s row for the rest of the transaction `s` (one no-op UPDATE: a PostgreSQL row lock, SQLite's
+    write lock) and read its (max_concurrent, max_per_minute); None if it has no row (no limits)."""
+    row = s.execute(
+        update(_tenants)
+        .where(_tenants.c.name == tenant)
+        .values(name=_tenants.c.name)
+        .returning(_tenants.c.max_concurrent, _tenants.c.max_per_minute)
+    ).one_or_none()
+    return None if row is None else (int(row.max_concurrent), int(row.max_per_minute))
+
+
+def check_concurrency(s: Session, tenant: str, max_concurrent: int) -> None:
+    """LimitExceeded("max_concurrent") if `tenant`'s queued and running jobs and live world sessions fill
+    max_concurrent (counted in `s`: call it under the row lock of `hold_limits` or of a create)."""
+    running = s.execute(
+        _USAGE, {"tenant": tenant, "since": now_utc(), "max_active": max_concurrent, "max_recent": 0}
+    ).one()[0]
+    if (running or 0) >= max_concurrent:
+        raise _too_many(running, max_concurrent)
+
+
+def _too_many(running: int, max_concurrent: int) -> LimitExceeded:
+    return LimitExceeded(
+        "max_concurrent",
+        f"Too many concurrent generations: {running} of {max_concurrent}; wait for one to finish",
+        retry_after_s=5,
+    )
 
 
 def _refund(s: Session, rows: Sequence[Generation]) -> None:
@@ -391,11 +444,7 @@ class Store:
             _USAGE, {"tenant": tenant, "since": since, "max_active": max_concurrent, "max_recent": max_per_minute}
         ).one()
         if (running or 0) >= max_concurrent:
-            raise LimitExceeded(
-                "max_concurrent",
-                f"Too many concurrent generations: {running} of {max_concurrent}; wait for one to finish",
-                retry_after_s=5,
-            )
+            raise _too_many(running, max_concurrent)
         if (recent or 0) >= max_per_minute:
             wait_s = max(1, math.ceil((oldest - since).total_seconds())) if oldest else int(RATE_WINDOW.total_seconds())
             raise LimitExceeded("max_per_minute", f"Rate limit: {max_per_minute} generations per minute", wait_s)
@@ -538,8 +587,11 @@ class Store:
         usage = None if self.scheduler.static else self._usage(now)
         region = regions[0] if regions is not None and len(regions) == 1 else None
 
+        with self.db.connect() as conn:  # tenants whose world sessions fill max_concurrent wait for them
+            full = tuple(conn.scalars(_FULL_TENANTS).all())
+
         def read(order: tuple[str, ...], depth: int | None, group: str | None) -> builtins.list[scheduling.QueuedJob]:
-            return self.queued(depth, models=models, regions=regions, order=order, group=group)
+            return self.queued(depth, models=models, regions=regions, order=order, group=group, exclude=full)
 
         for _ in range(CLAIM_RETRIES):
             # 1. candidates: what the policy could put first, read from an index
@@ -560,6 +612,7 @@ class Store:
         regions: Sequence[str] | None = None,
         order: tuple[str, ...] = ("priority", "submitted_at_s"),
         group: str | None = None,
+        exclude: Sequence[str] = (),
     ) -> builtins.list[scheduling.QueuedJob]:
         """The queue as the scheduling policies read it: the first `limit` jobs (None: all) in `order` (fields
         of `scheduling.QueuedJob`, then id; each order has an index). With `group` ("tenant" or
@@ -568,7 +621,8 @@ class Store:
         (and its tenant allows it), else its tenant's; None: any.
 
         With `models` and `regions` (a worker's), only the jobs that worker may run: residency holds for a
-        region-bound tenant's jobs on every path (local, remote and Ray workers).
+        region-bound tenant's jobs on every path (local, remote and Ray workers). The jobs of the tenants in
+        `exclude` are left out (a claim's: tenants whose world sessions fill max_concurrent).
         """
         from noor.jobs.tenants import Tenant
 
@@ -583,6 +637,8 @@ class Store:
                 bound = s.execute(select(Tenant.name, Tenant.regions).where(Tenant.regions.is_not(None)))
                 elsewhere = tuple(
                     name for name, allowed in bound if allowed is not None and not set(allowed) & set(regions))
+            if exclude:
+                elsewhere = tuple(sorted(set(elsewhere) | set(exclude)))
             heads, query = _queued_statements(
                 tuple(models) if models is not None else None, tuple(regions) if regions is not None else None,
                 elsewhere, order, group, limit,

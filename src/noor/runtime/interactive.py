@@ -42,6 +42,7 @@ from noor.engine.interactive import Interactive, World, WorldSpec
 from noor.jobs import money, sessions
 from noor.jobs.sessions import EndReason, WorldSession
 from noor.jobs.store import Store
+from noor.runtime.heartbeat import Heartbeat
 
 log = logging.getLogger("noor.runtime")
 
@@ -290,13 +291,16 @@ class SessionHost:
         self._threads: dict[str, threading.Thread] = {}
         self._closed = threading.Event()
         self._watch: threading.Thread | None = None
+        self._heartbeat: Heartbeat | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> SessionHost:
-        """End what a dead server left live (billed only for the seconds it recorded), then watch the queue."""
+        """Beat (other hosts on the database see this one alive), end what this host's last run and dead hosts
+        left live (billed only for the seconds they recorded), then watch the queue."""
         self._closed.clear()
-        ended = sessions.recover(self.store)
+        self._heartbeat = Heartbeat(self.store, self.config.name).start()
+        ended = sessions.recover(self.store, self.config.name)
         if ended:
             log.warning("ended %d world session(s) a stopped server left live (server_restart)", len(ended))
         self._watch = threading.Thread(target=self._watch_queue, daemon=True, name="world-queue")
@@ -317,6 +321,8 @@ class SessionHost:
             thread.join(10)
         if self._watch is not None:
             self._watch.join(5)
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         self.runner.close()
 
     # --- admission -----------------------------------------------------------------------------
