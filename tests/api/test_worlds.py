@@ -479,3 +479,117 @@ def test_a_session_on_postgresql(tmp_path: Path) -> None:
         with admin.begin() as c:
             c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+def test_sessions_and_jobs_share_max_concurrent(tmp_path: Path) -> None:
+    """A tenant at its max_concurrent gets the jobs API's 429 when it opens a session, and the other way round."""
+    video = {"model": "ray-2", "prompt": "a red circle moves to the left"}
+    with world_server(tmp_path, max_concurrent=1, metered=False) as w:
+        job = w.client.post("/dream-machine/v1/generations/video", json=video, headers=w.auth)
+        assert job.status_code == 201, job.text
+        refused_job = w.client.post("/dream-machine/v1/generations/video", json=video, headers=w.auth)
+        refused = w.client.post("/v1/worlds/sessions", json={"prompt": "x", "model": "terrain-double"}, headers=w.auth)
+        assert refused.status_code == refused_job.status_code == 429
+        assert refused.json() == refused_job.json() == {
+            "detail": "Too many concurrent generations: 1 of 1; wait for one to finish"
+        }
+        assert refused.headers["Retry-After"] == refused_job.headers["Retry-After"] == "5"
+        assert w.client.delete(f"/dream-machine/v1/generations/{job.json()['id']}", headers=w.auth).status_code < 300
+        s = w.open()
+        refused_job = w.client.post("/dream-machine/v1/generations/video", json=video, headers=w.auth)
+        assert refused_job.status_code == 429 and refused_job.json()["detail"].startswith(
+            "Too many concurrent generations: 1 of 1"
+        )
+        assert w.client.delete(f"/v1/worlds/sessions/{s['id']}", headers=w.auth).status_code == 204
+        assert w.client.post("/dream-machine/v1/generations/video", json=video, headers=w.auth).status_code == 201
+
+
+def test_an_unmetered_tenants_session_follows_the_jobs_rule(tmp_path: Path) -> None:
+    """As a job of an unmetered tenant carries its price_cents and takes nothing (docs/serve.md), a session shows
+    what its seconds cost and takes nothing: the balance stays 0 and `paid` 0."""
+    config = HostConfig(slots=1, queue=1, idle_s=30, bill_every_s=0.1)
+    video = {"model": "ray-2", "prompt": "a red circle moves to the left"}
+    with world_server(tmp_path, config) as w:  # acme: unmetered
+        job = w.client.post("/dream-machine/v1/generations/video", json=video, headers=w.auth).json()
+        assert job["price_cents"] > 0  # the jobs' rule: priced, not charged
+        s = w.open()
+        wait_for(lambda: w.client.get(f"/v1/worlds/sessions/{s['id']}", headers=w.auth).json()["seconds"] >= 0.5)
+        assert w.client.delete(f"/v1/worlds/sessions/{s['id']}", headers=w.auth).status_code == 204
+        got = w.client.get(f"/v1/worlds/sessions/{s['id']}", headers=w.auth).json()
+        assert got["cost"] == round(got["seconds"] * w.host.price_per_s_microcents) / 1_000_000 > 0
+        assert w.client.get("/dream-machine/v1/credits", headers=w.auth).json() == {
+            "credit_balance": 0.0,
+            "metered": False,
+        }
+        row = sessions.get(w.store, "acme", s["id"])
+        assert row.paid_microcents == 0 and tenants.get_tenant(w.store, "acme").credits_microcents == 0
+
+
+def test_a_new_token_for_the_tenants_own_live_session(tmp_path: Path) -> None:
+    with world_server(tmp_path) as w:
+        s = w.open()
+        url = f"/v1/worlds/sessions/{s['id']}/token"
+        minted = w.client.post(url, headers=w.auth)
+        assert minted.status_code == 200 and minted.json()["id"] == s["id"]
+        token = minted.json()["token"]
+        assert token and token != s["token"] and minted.json()["state"] == "active"
+        with stream(w, s) as ws:  # the first token is replaced: only the newest opens the socket
+            ws.send_json({"token": s["token"]})
+            assert closed(ws) == (4401, "invalid or expired token for this session")
+        with stream(w, s) as ws:
+            ws.send_json({"token": token})
+            data, status = next_status(ws)
+            assert data is not None and status["type"] == "status"
+        other = w.key_for("other", metered=False)
+        assert w.client.post(url, headers=other).status_code == 404  # another tenant's: not found
+        assert w.client.post("/v1/worlds/sessions/nope/token", headers=w.auth).status_code == 404
+        assert w.client.delete(f"/v1/worlds/sessions/{s['id']}", headers=w.auth).status_code == 204
+        ended = w.client.post(url, headers=w.auth)
+        assert ended.status_code == 409
+        assert ended.json()["detail"] == f"World session {s['id']} has ended: no socket opens for it"
+
+
+def test_two_hosts_on_one_database_recover_only_their_own_and_dead_hosts_sessions(tmp_path: Path) -> None:
+    """Hosts a and b share one SQLite file. a restarts (a new host of the same name, as after a crash): it ends
+    its own last run's session and a dead host's, never b's; b's heartbeat ends a dead host's as it runs."""
+    from datetime import timedelta
+
+    from noor.jobs.store import Store
+    from noor.runtime.interactive import SessionHost
+
+    db = f"sqlite:///{tmp_path / 'noor.db'}"
+    with (
+        world_server(tmp_path / "a", HostConfig(slots=1, queue=1, idle_s=30, name="host-a"), store_url=db) as a,
+        world_server(
+            tmp_path / "b", HostConfig(slots=1, queue=1, idle_s=30, name="host-b"), store_url=db, create_acme=False
+        ) as b,
+    ):
+        on_a, on_b = a.open(), b.open()
+        assert sessions.by_id(a.store, on_a["id"]).worker == "host-a"  # type: ignore[union-attr]
+        assert sessions.by_id(a.store, on_b["id"]).worker == "host-b"  # type: ignore[union-attr]
+        # host-c died a minute ago with a session active
+        dead, _ = sessions.create(a.store, tenant="acme", model="terrain-double", prompt="x", seed=0, fps=10,
+                                  max_seconds=60, worker="host-c")  # fmt: skip
+        sessions.activate(a.store, dead.id, "host-c")
+        sessions.beat(a.store, "host-c", now=sessions.now_utc() - timedelta(seconds=60))
+        # a restarts on the same database while b runs
+        store = Store(db)
+        restarted = SessionHost(store, HostConfig(name="host-a")).start()
+        try:
+            state = {sid: sessions.by_id(store, sid) for sid in (on_a["id"], on_b["id"], dead.id)}
+            assert state[on_a["id"]].end_reason == "server_restart"  # type: ignore[union-attr]
+            assert state[dead.id].end_reason == "server_restart"  # type: ignore[union-attr]
+            assert state[on_b["id"]].state == "active"  # type: ignore[union-attr]
+            with stream(b, on_b) as ws:  # b's session still plays
+                ws.send_json({"token": on_b["token"]})
+                data, status = next_status(ws)
+                assert data is not None and status["state"] == "active"
+            # host-d dies while both run: the next beat of a live host ends its session
+            late, _ = sessions.create(store, tenant="acme", model="terrain-double", prompt="x", seed=0, fps=10,
+                                      max_seconds=60, worker="host-d")  # fmt: skip
+            sessions.beat(store, "host-d", now=sessions.now_utc() - timedelta(seconds=60))
+            wait_for(lambda: sessions.by_id(store, late.id).state == "ended")  # type: ignore[union-attr]
+            assert sessions.by_id(store, on_b["id"]).state == "active"  # type: ignore[union-attr]
+        finally:
+            restarted.close()
+            store.close()
