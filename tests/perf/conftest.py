@@ -1,8 +1,10 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from noor.catalog import local
 
@@ -20,14 +22,34 @@ RECORD = {
 
 
 @pytest.fixture
-def fixed_cpu_local(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def cpu_local_record(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """`use(record)`: cpu-local is that record from then on (no measurement) until the test ends."""
     from noor.perf import task
 
-    monkeypatch.setattr(
-        local, "load_or_measure", lambda remeasure=False: {**local._key(), **RECORD, "processor": "test"}
-    )
+    def use(record: dict[str, Any]) -> None:
+        monkeypatch.setattr(
+            local, "load_or_measure", lambda remeasure=False: {**local._key(), **record, "processor": "test"}
+        )
+        local._record.cache_clear()
+        task.estimate_task.cache_clear()
+
+    yield use
     local._record.cache_clear()
     task.estimate_task.cache_clear()
-    yield
-    local._record.cache_clear()
-    task.estimate_task.cache_clear()
+
+
+@pytest.fixture
+def fixed_cpu_local(cpu_local_record: Callable[[dict[str, Any]], None]) -> None:
+    cpu_local_record(RECORD)
+
+
+class CountOps(TorchDispatchMode):
+    """Counts the operators dispatched inside it (views included): what eager PyTorch costs a CPU, op by op."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        self.ops += 1
+        return func(*args, **(kwargs or {}))

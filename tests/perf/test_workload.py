@@ -4,13 +4,13 @@ import json
 from pathlib import Path
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from noor import catalog
 from noor.engine.tiny import backend as tiny_backend
 from noor.engine.tiny.transformer import TinyVideoTransformer
 from noor.perf import Shape, workload
+from tests.perf.conftest import CountOps
 
 
 def test_wan_720p_token_grid() -> None:
@@ -89,16 +89,6 @@ def test_a_conv_stem_and_head_count_as_torch_counts_their_convolutions() -> None
     assert workload.denoise_pass(tiny, Shape(64, 64, 16, 16), batch=B).conv_flops == 0.0
 
 
-class _CountOps(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        self.ops += 1
-        return func(*args, **(kwargs or {}))
-
-
 def test_the_conv_stem_adds_the_operators_the_perf_model_charges() -> None:
     text, mask = torch.randn(2, 5, 128), torch.ones(2, 5, dtype=torch.bool)
     args = (torch.randn(2, 4, 16, 16, 16), torch.zeros(2, 16), text, mask)
@@ -107,7 +97,7 @@ def test_the_conv_stem_adds_the_operators_the_perf_model_charges() -> None:
         model = TinyVideoTransformer(in_channels=4, patch_size=4, num_layers=1, attention="joint", conv_channels=c)
         with torch.no_grad():
             model(*args)  # warm: the rotary table is cached per grid
-            with _CountOps() as counter:
+            with CountOps() as counter:
                 model(*args)
         counts.append(counter.ops)
     assert counts[1] - counts[0] == workload.CONV_STEM_OPS

@@ -5,17 +5,38 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
 from noor import catalog
 from noor.catalog import WorldArch
+from noor.engine.world_tiny.backend import WorldTinyBackend
+from noor.engine.world_tiny.pipeline import NoorWorldPipeline, Rollout
 from noor.perf import PerfError
-from noor.perf.world import chunk_work, estimate_world, predict_world, sessions_per_chip
+from noor.perf.world import chunk_work, dispatched_ops, estimate_world, predict_world, sessions_per_chip
+from tests.perf.conftest import CountOps
 
 PUBLISHED = Path(__file__).parents[2] / "data" / "published" / "world_models.csv"
+# benchmarks/world_tiny.py on this machine, 2 cores, otherwise idle (docs/world.md, docs/benchmarks.md, 2026-12-05)
+MEASURED_WORLD_TINY_FPS = 35.4
+# cpu-local as catalog/local.py measured it on this machine, quiet (loadavg 0.8), 2026-12-05 07:04 UTC
+QUIET_CPU_LOCAL = {
+    "linear_tflops": 0.1776,
+    "attention_tflops": 0.1430,
+    "attention_half_tokens": 38.76,
+    "conv_tflops": 0.2493,
+    "conv_half_channels": 66.34,
+    "memory_tbps": 0.1852,
+    "activation_tbps": 0.02888,
+    "op_overhead_s": 2.923e-6,
+    "attention_call_s": 1.087e-4,
+}
 
 
 def toy(**update: object) -> WorldArch:
@@ -128,3 +149,81 @@ def test_cli_prints_the_breakdown_and_sessions_and_refuses_bad_input(
     ):
         code, out, err = noor(*args)
         assert code == 2 and message in err and "Traceback" not in err, (args, err)
+
+
+# -- noor-world-tiny: what perf/world.py assumes, against torch's own count on the shipped model ---------------
+
+
+@pytest.fixture(scope="module")
+def playing() -> Iterator[tuple[NoorWorldPipeline, Rollout]]:
+    """The shipped pipeline with a world open and its cache full (the opening frame and `context_frames` moves)."""
+    torch.manual_seed(0)
+    pipe = WorldTinyBackend().pipe
+    rollout = pipe.open("a desert with palm trees", seed=0)
+    for action in ("right", "up"):
+        pipe.step(rollout, action)
+    assert len(rollout.cache.frames) == catalog.world("noor-world-tiny").context_frames
+    yield pipe, rollout
+
+
+def test_noor_world_tinys_flops_are_what_torch_counts_on_the_shipped_model(
+    playing: tuple[NoorWorldPipeline, Rollout], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One frame of the shipped model (its denoising passes, the cache pass, the decode) under torch's
+    FlopCounterMode, attention through the math kernel: torch has no formula for the CPU's fused attention
+    and would count none (which is why benchmarks/world_tiny.py's 1.11 GFLOP a frame has no attention)."""
+    pipe, rollout = playing
+    world = catalog.world("noor-world-tiny")
+    work = chunk_work(world)
+    passes: list[float] = []
+    denoise = pipe.transformer.denoise
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        passes.append(args[3])  # its noise level
+        return denoise(*args, **kwargs)
+
+    monkeypatch.setattr(pipe.transformer, "denoise", counted)
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+        with FlopCounterMode(display=False) as frame:
+            latents = pipe.step(rollout, "right")
+        with FlopCounterMode(display=False) as decode:
+            pipe.decode(latents)
+    torch_count = {str(k): v for k, v in frame.get_flop_counts()["Global"].items()}
+    assert set(torch_count) == {"aten.addmm", "aten.bmm"}  # linear layers; QK^T and PV
+    assert len(passes) == work.passes == world.steps + 1 and passes[-1] == 0.0  # 4 noise levels, then the cache pass
+    # the count leaves out the patch embedding and output head, the timestep MLP and adaLN (per frame, not token)
+    assert 0.97 < work.linear_flops / torch_count["aten.addmm"] <= 1.0
+    assert work.attention_flops == pytest.approx(torch_count["aten.bmm"], rel=1e-9)  # 64 queries x 192 keys
+    # the decoder's rows leave out its 8->32 conv in and 32->3 conv out
+    assert 0.97 < work.decode_flops / decode.get_total_flops() <= 1.0
+    assert work.flops == pytest.approx(frame.get_total_flops() + decode.get_total_flops(), rel=0.03)
+
+
+def test_a_cpu_pays_for_the_operators_noor_world_tiny_dispatches(playing: tuple[NoorWorldPipeline, Rollout]) -> None:
+    """On a measured CPU each dispatched operator costs its overhead in line: the catalog carries the shipped
+    model's count (a third below the generic 140 a block), re-counted here on one pass against a full cache."""
+    pipe, rollout = playing
+    world = catalog.world("noor-world-tiny")
+    memory, known = (t[None] for t in rollout.canvas.crop(rollout.x, rollout.y))
+    assert rollout.latents is not None
+    with torch.no_grad(), CountOps() as counter:
+        pipe.transformer.denoise(rollout.latents, memory, known, 0.5, 1, rollout.text, rollout.frame, rollout.cache)
+    assert world.dispatched_ops_per_pass is not None
+    assert abs(counter.ops - world.dispatched_ops_per_pass) <= 0.05 * world.dispatched_ops_per_pass, counter.ops
+    assert dispatched_ops(world) == world.dispatched_ops_per_pass
+    assert dispatched_ops(catalog.world("matrix-game-2")) == 140 * 30  # no count: diffusers' blocks' figure
+
+
+def test_noor_world_tiny_on_a_quiet_cpu_local_is_near_its_measured_speed(
+    cpu_local_record: Callable[[dict[str, Any]], None],
+) -> None:
+    """With cpu-local as measured on the quiet machine, the prediction is within 1.5x of the frames/s measured on
+    it (a record measured under load, its activation rate 160x lower, is what once made it 2.2: docs/perf.md)."""
+    cpu_local_record(QUIET_CPU_LOCAL)
+    world = catalog.world("noor-world-tiny")
+    e = predict_world("noor-world-tiny", "cpu-local")
+    assert e.fps is not None
+    assert 1 / 1.5 < e.fps / MEASURED_WORLD_TINY_FPS < 1.5, e.fps
+    assert e.flops_per_chunk["vae_decode"] > 0.3 * e.flops_per_frame  # its own decoder, not noor-tiny's
+    ops = e.breakdown_s["launch_s"] / (QUIET_CPU_LOCAL["op_overhead_s"] * (e.steps + 1))
+    assert ops == pytest.approx(world.dispatched_ops_per_pass)  # every pass pays the counted operators

@@ -132,6 +132,9 @@ class WorldArch(_Frozen):
     steps: int = Field(gt=0, description="denoising passes per chunk")
     cache_pass: bool = Field(True, description="one more pass over the clean chunk to write its keys/values")
     precision: Literal["bf16", "fp32"] = "bf16"
+    dispatched_ops_per_pass: int | None = Field(
+        None, gt=0, description="operators one pass dispatches, counted (a CPU pays each); unset: 140 per block"
+    )
     sources: dict[str, str]
 
     @model_validator(mode="after")

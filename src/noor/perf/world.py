@@ -14,13 +14,16 @@ FLOPs per chunk (a multiply-add = 2 FLOPs, workload.py's rules), with n the chun
   cross     4 x n x cross_tokens x d x layers x passes
   decode    the VAE decoder's convolutions over the chunk's frames (workload.decode_frames)
 where passes = steps + 1 with a cache pass. The prompt's encoding and its cross-attention keys/values are
-computed once per session, not per frame, and are left out.
+computed once per session, not per frame, and are left out. On the shipped noor-world-tiny this is torch's own
+count (FlopCounterMode, attention through the math kernel: on a CPU torch has no formula for the fused one and
+counts no attention at all) to within 3% (tests/perf/test_world.py).
 
 Latency is estimate.py's roofline on the same chip, with the same fitted efficiencies: each pass's linear
 layers at the GEMM rate or the time to read the weights, whichever is longer (at batch 1 a 1.3B model reads
 2.6 GB of weights per pass), attention at the attention rate or the time to read the cache, elementwise
-traffic, kernel launches (operators dispatched, on a measured CPU). A chip may hold `batch` sessions at once:
-their chunks run together, which shares the weight reads.
+traffic, kernel launches (on a measured CPU every operator dispatched, views included: the model's own count,
+`dispatched_ops_per_pass`, where the catalog has one). A chip may hold `batch` sessions at once: their chunks
+run together, which shares the weight reads.
 """
 
 from __future__ import annotations
@@ -85,6 +88,12 @@ def chunk_work(world: WorldArch, batch: int = 1, steps: int | None = None) -> Ch
     )
 
 
+def dispatched_ops(world: WorldArch) -> int:
+    """Operators one pass dispatches in eager PyTorch (a CPU runs each in line): counted for the model, or the
+    generic diffusers-block figure per layer."""
+    return world.dispatched_ops_per_pass or workload.DISPATCHED_OPS_PER_BLOCK * world.layers
+
+
 @dataclass
 class WorldEstimate:
     model: str
@@ -132,8 +141,7 @@ def estimate_world(
     cross_s = dev.attention_s(work.cross_flops / p, max(world.cross_tokens, 1)) if world.cross_tokens else 0.0
     cross_s += L * dev.attention_call_s if world.cross_tokens else 0.0
     elementwise_s = dev.activation_s(rows * d * L * act_bytes * eff["activation_passes_eager"])
-    ops = (workload.DISPATCHED_OPS_PER_BLOCK if chip.measured else workload.KERNELS_PER_BLOCK) * L
-    launch_s = ops * dev.kernel_s
+    launch_s = dispatched_ops(world) * dev.kernel_s if chip.measured else workload.KERNELS_PER_BLOCK * L * dev.kernel_s
     pass_s = linear_s + attention_s + cross_s + elementwise_s + launch_s
 
     # 2. the VAE decode of the chunk's frames (fp32 convs, a GroupNorm and a SiLU over each conv's input)
