@@ -244,3 +244,33 @@ def test_phone_queue_then_buttons_scroll_the_scene(phone: Any, served: Served) -
     while session_state(served, served.key, sid) != "ended":
         assert time.monotonic() < deadline, "leaving the Play page did not end the session"
         time.sleep(0.1)
+
+
+def test_a_reload_resumes_the_session(page: Any, served: Served) -> None:
+    """The tab keeps its session's id (sessionStorage): after a reload the page reads the session, asks for a
+    fresh token and plays on: the same id, the picture streaming, the server's session still the one."""
+    sign_in(page, served.key)
+    page.get_by_role("link", name="Play", exact=True).click()
+    sid = start_session(page, DESERT)
+    assert page.get_by_test_id("play-session").inner_text() == f"Session {sid}"
+    sockets: list[Any] = []
+    page.on("websocket", lambda ws: sockets.append(ws))
+    page.reload()
+    page.wait_for_selector("main[data-view=play][data-state=active]")
+    assert page.locator("main").get_attribute("data-id") == sid
+    assert page.get_by_test_id("play-session").inner_text() == f"Session {sid}"
+    # the picture streams: frames keep coming and being drawn, over a new socket
+    page.wait_for_function("() => Number(document.querySelector('.play-stage').dataset.drawn) >= 3")
+    frame = int(page.locator(".play-stage").get_attribute("data-frame"))
+    page.wait_for_function(f"() => Number(document.querySelector('.play-stage').dataset.frame) >= {frame + 5}")
+    grab(page)  # a frame on the canvas, drawn as crisp squares
+    assert len(sockets) == 1 and session_state(served, served.key, sid) == "active"
+    # End still ends it, and a reload then starts from the form
+    page.get_by_role("button", name="End the session").click()
+    page.wait_for_selector("main[data-view=play][data-state=ended]")
+    assert session_state(served, served.key, sid) == "ended"
+    page.reload()
+    page.wait_for_selector("main[data-view=play][data-state=idle]")
+    page.wait_for_function("() => sessionStorage.getItem('noor.play.session') === null")  # read, found ended
+    page.wait_for_timeout(500)
+    assert page.locator("main").get_attribute("data-state") == "idle" and len(sockets) == 1

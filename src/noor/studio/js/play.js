@@ -5,7 +5,11 @@
 // arrives). The server sends each frame as one binary message (a JPEG), drawn scaled up by a whole number on a
 // canvas, and JSON text: status (frame, action, latency, fps, seconds, cost), queued (position), ended (reason)
 // and error (code, message). End deletes the session. The session outlives a re-render of the page (a language
-// switch): the new page takes it over; leaving the page ends it (it holds a worker and is billed by the second).
+// switch): the new page takes it over; leaving the page for another of the studio's ends it (it holds a worker and
+// is billed by the second). A reload resumes it: its id is kept in this tab's sessionStorage, and the reloaded page
+// reads the session and, while it is live, opens a socket with a fresh token (POST .../token: the POST's token
+// is not kept, and lives only ten minutes). Closing the tab leaves it to end idle (NOOR_WORLD_IDLE_S): a page
+// being unloaded cannot tell a reload from a close.
 
 import { call, key } from "./api.js";
 import { dollars, num, seconds, t } from "./i18n.js";
@@ -36,13 +40,17 @@ const CLOSED = { 4401: "token", 4409: "replaced", 4410: "ended", 1008: "flood", 
 // plays it now. After any other (a lost connection, or the server's 1003/1008, which keep the session) it is.
 const FINAL_CLOSES = new Set([1000, 4401, 4409, 4410]);
 const RETRY_MS = [500, 1000, 2000]; // the waits before each new socket
+const KEPT = "noor.play.session"; // sessionStorage: the id of this tab's live session, for a reload to resume
 
 const worlds = {
   models: () => call("GET", "/v1/worlds/models"),
   start: (body) => call("POST", "/v1/worlds/sessions", { json: body }),
   get: (id, auth) => call("GET", `/v1/worlds/sessions/${encodeURIComponent(id)}`, { auth }),
   end: (id, auth) => call("DELETE", `/v1/worlds/sessions/${encodeURIComponent(id)}`, { auth }),
+  token: (id) => call("POST", `/v1/worlds/sessions/${encodeURIComponent(id)}/token`),
 };
+
+const keep = (id) => (id ? sessionStorage.setItem(KEPT, id) : sessionStorage.removeItem(KEPT));
 
 const draft = { prompt: "", model: "" }; // what the user typed survives a language switch or a visit elsewhere
 let models = null; // GET /v1/worlds/models, read once
@@ -83,6 +91,27 @@ async function start(prompt, model) {
   const body = { prompt };
   if (model) body.model = model;
   const session = await worlds.start(body);
+  game = newGame(session);
+  keep(session.id);
+  connect(game);
+  paint();
+}
+
+// A reloaded page: the tab's session, if it is still live, played on with a fresh token; else forgotten.
+async function resume(errors) {
+  const id = sessionStorage.getItem(KEPT);
+  if (!id || game || !key()) return;
+  let session;
+  try {
+    session = await worlds.get(id);
+    if (!LIVE.has(session.state)) throw null;
+    session = await worlds.token(id); // 409 if it ended meanwhile
+  } catch (err) {
+    keep(null);
+    if (err && err.status !== 404 && err.status !== 409) fail(errors, err);
+    return;
+  }
+  if (game) return; // Start was pressed meanwhile
   game = newGame(session);
   connect(game);
   paint();
@@ -228,22 +257,21 @@ async function end(g) {
   paint();
 }
 
-// Leaving the page (or the tab) ends the session: it would otherwise hold a worker until its idle timeout.
-function abandon(keepalive = false) {
+// Leaving the page for another ends the session: it would otherwise hold a worker until its idle timeout.
+function abandon() {
   const g = game;
   game = null;
+  keep(null);
   if (!g) return;
   clearTimeout(g.holdTimer);
   clearTimeout(g.retryTimer);
   if (g.bitmap) g.bitmap.close();
-  if (LIVE.has(g.state)) {
-    const url = `/v1/worlds/sessions/${encodeURIComponent(g.session.id)}`;
-    fetch(url, { method: "DELETE", headers: { Authorization: `Bearer ${g.auth}` }, keepalive }).then(refreshCredits, () => {});
-  }
+  if (LIVE.has(g.state)) worlds.end(g.session.id, g.auth).then(refreshCredits, () => {});
   if (g.socket) g.socket.close(1000);
 }
 
-window.addEventListener("pagehide", () => abandon(true));
+// Unloading the tab (a reload, or a close: the page cannot tell which) does not end the session: the browser
+// closes its socket, a reload resumes it (`resume`), and a closed tab's ends idle on the server.
 
 // --- steering ----------------------------------------------------------------------------------------------------
 
@@ -408,6 +436,7 @@ export function render(main) {
 
   const canvas = h("canvas", { class: "screen", tabindex: "0", role: "img", "aria-label": t("play.screen"), width: 512, height: 512 });
   const stateLine = h("p", { class: "play-state", role: "status" });
+  const sessionLine = h("p", { class: "muted play-id", "data-testid": "play-session", dir: "auto" });
   const message = h("div", { class: "play-message" });
   const endButton = h("button", { type: "button", class: "danger", onclick: () => game && end(game) }, t("play.end"));
   const stats = h("dl", { class: "figures play-stats", "data-testid": "play-stats" }, ["fps", "latency", "frame", "seconds", "cost"].map(stat));
@@ -415,10 +444,10 @@ export function render(main) {
     "section",
     { class: "play-stage", "aria-label": t("play.stage") },
     h("div", { class: "screen-box" }, canvas),
-    h("div", { class: "play-side" }, stateLine, message, pad(), h("p", { class: "muted" }, t("play.keys")), stats, h("div", { class: "actions" }, endButton)),
+    h("div", { class: "play-side" }, stateLine, sessionLine, message, pad(), h("p", { class: "muted" }, t("play.keys")), stats, h("div", { class: "actions" }, endButton)),
   );
   main.replaceChildren(h("h1", {}, t("play.title")), h("p", { class: "muted" }, t("play.intro")), form, stage);
-  view = { main, form, prompt, startButton, errors, canvas, stage, stateLine, message, endButton, stats, shownMessage: null };
+  view = { main, form, prompt, startButton, errors, canvas, stage, stateLine, sessionLine, message, endButton, stats, shownMessage: null };
 
   (models ? Promise.resolve(models) : worlds.models())
     .then((list) => {
@@ -432,6 +461,7 @@ export function render(main) {
   window.addEventListener("blur", releaseAll); // a key released in another window never sends its keyup here
   paint();
   draw();
+  resume(errors); // a reloaded page plays on with the tab's session
   return () => {
     window.removeEventListener("keydown", onKey);
     window.removeEventListener("keyup", onKey);
@@ -459,6 +489,8 @@ function paint() {
   for (const button of view.stage.querySelectorAll(".pad .move")) button.disabled = !(g && LIVE.has(g.state));
   if (!g) return;
   view.main.dataset.id = g.session.id;
+  const idLine = t("play.session", { id: g.session.id });
+  if (view.sessionLine.textContent !== idLine) view.sessionLine.textContent = idLine;
   const line = state === "queued" && g.position !== null ? t("play.state.queued.at", { n: num(g.position, 0) }) : t(`play.state.${state}`);
   if (view.stateLine.textContent !== line) view.stateLine.textContent = line; // a live region: only changes
   view.stateLine.dataset.state = state;
