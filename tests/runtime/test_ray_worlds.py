@@ -70,7 +70,7 @@ def server(local_ray: LocalRay, tmp_path_factory: pytest.TempPathFactory) -> Ite
         store = Store(f"sqlite:///{tmp / 'noor.db'}")
         keys = {}
         for tenant, regions in (("sovereign", ["me-riyadh"]), ("londoner", ["eu-london"]), ("westerner", ["us-west"])):
-            tenants.create_tenant(store, tenant, regions=regions)
+            tenants.create_tenant(store, tenant, regions=regions, metered=False)
             keys[tenant] = {"Authorization": f"Bearer {tenants.create_key(store, tenant)}"}
         app = create_app(store, AssetStore(str(tmp / "assets")), ApiConfig(secret=b"test-secret"))
         runner = RayWorlds(RayWorldsConfig(slots_per_node=1), ray=ray)
