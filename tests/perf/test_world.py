@@ -191,12 +191,13 @@ def test_noor_world_tinys_flops_are_what_torch_counts_on_the_shipped_model(
     torch_count = {str(k): v for k, v in frame.get_flop_counts()["Global"].items()}
     assert set(torch_count) == {"aten.addmm", "aten.bmm"}  # linear layers; QK^T and PV
     assert len(passes) == work.passes == world.steps + 1 and passes[-1] == 0.0  # 4 noise levels, then the cache pass
-    # the count leaves out the patch embedding and output head, the timestep MLP and adaLN (per frame, not token)
-    assert 0.97 < work.linear_flops / torch_count["aten.addmm"] <= 1.0
+    # the count leaves out the patch embedding and output head (16 latent channels in, twice over with the memory,
+    # and out: 2.5% of it), the timestep MLP and adaLN (per frame, not token): 3.5% in all
+    assert 0.95 < work.linear_flops / torch_count["aten.addmm"] <= 1.0
     assert work.attention_flops == pytest.approx(torch_count["aten.bmm"], rel=1e-9)  # 64 queries x 192 keys
-    # the decoder's rows leave out its 8->32 conv in and 32->3 conv out
+    # the decoder's rows leave out its 16->32 conv in and 32->3 conv out
     assert 0.97 < work.decode_flops / decode.get_total_flops() <= 1.0
-    assert work.flops == pytest.approx(frame.get_total_flops() + decode.get_total_flops(), rel=0.03)
+    assert work.flops == pytest.approx(frame.get_total_flops() + decode.get_total_flops(), rel=0.04)
 
 
 def test_a_cpu_pays_for_the_operators_noor_world_tiny_dispatches(playing: tuple[NoorWorldPipeline, Rollout]) -> None:

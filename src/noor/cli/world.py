@@ -176,7 +176,12 @@ def train_world(
 
     try:
         cfg = TrainConfig(
-            seed=seed, steps=steps, vae_steps=vae_steps, maps_per_biome=maps_per_biome, batch_size=batch_size
+            seed=seed,
+            steps=steps,
+            vae_steps=vae_steps,
+            maps_per_biome=maps_per_biome,
+            batch_size=batch_size,
+            save_every=save_every,
         )
     except ConfigError as err:
         fail("--" + err.field.replace("_", "-"), "", str(err))

@@ -47,6 +47,8 @@ def _window(B: int = 2, T: int = 4) -> dict[str, torch.Tensor]:
         "sigma": torch.rand(B, T, generator=g),
         "actions": torch.randint(0, len(ACTION_IDS), (B, T), generator=g),
         "text": torch.randn(B, 8, generator=g),
+        "origin": torch.randint(0, 128, (B, 1, 2), generator=g)
+        + torch.randint(-1, 2, (B, T, 2), generator=g).cumsum(1),  # a walk: each frame within a step of the last
     }
 
 
@@ -72,18 +74,35 @@ def test_playing_with_the_cache_gives_what_the_window_gives() -> None:
     sigma = torch.tensor([[0.0, 0.0, 0.0, 0.7]])
     x0 = w["noisy"].clone()
     with torch.no_grad():
-        window = model(x0, w["memory"], w["known"], sigma, w["actions"], w["text"])
+        window = model(x0, w["memory"], w["known"], sigma, w["actions"], w["text"], w["origin"])
         cache = Cache([], [])
+        at = [tuple(int(v) for v in w["origin"][0, t]) for t in range(4)]
         for t in range(3):  # commit frames 0..2 clean, as the pipeline does
             _, kv = model.denoise(
-                x0[:, t], w["memory"][:, t], w["known"][:, t], 0.0, int(w["actions"][0, t]), w["text"], t, cache
+                x0[:, t], w["memory"][:, t], w["known"][:, t], 0.0, int(w["actions"][0, t]), w["text"], t, cache, at[t]
             )
             cache = model.remember(cache, kv, t)
         assert cache.frames == [1, 2]  # two frames of context kept
         last, _ = model.denoise(
-            x0[:, 3], w["memory"][:, 3], w["known"][:, 3], 0.7, int(w["actions"][0, 3]), w["text"], 3, cache
+            x0[:, 3], w["memory"][:, 3], w["known"][:, 3], 0.7, int(w["actions"][0, 3]), w["text"], 3, cache, at[3]
         )
     assert torch.allclose(last, window[:, 3], atol=1e-4)
+
+
+def test_positions_are_the_worlds_only_where_frames_are_relative_to_each_other_around_the_torus() -> None:
+    """The same ground has the same position in every frame: moving the whole walk, or taking it once round the
+    torus, changes nothing; moving one frame against the others changes what is drawn."""
+    model, w = _toy_transformer(context=2), _window()
+    with torch.no_grad():
+        base = model(**w)
+        moved = model(**dict(w, origin=w["origin"] + torch.tensor([37, -5])))
+        round_ = model(**dict(w, origin=w["origin"] + torch.tensor([128, 0])))
+        shifted = w["origin"].clone()
+        shifted[:, 3] += torch.tensor([1, 0])  # the last frame one latent pixel further right than it was
+        apart = model(**dict(w, origin=shifted))
+    assert torch.allclose(base, moved, atol=1e-4) and torch.allclose(base, round_, atol=1e-4)
+    assert torch.allclose(base[:, :3], apart[:, :3], atol=1e-5)
+    assert not torch.allclose(base[:, 3], apart[:, 3], atol=1e-3)
 
 
 def test_the_canvas_keeps_what_it_saw_and_wraps_around_the_torus() -> None:
@@ -180,6 +199,18 @@ def test_memory_off_forgets_and_memory_on_remembers(toy_weights: Path) -> None:
     for action in ["right"] * 3:
         a.step(action), b.step(action)
     assert a.remembered > 0 and b.remembered == 0
+
+
+def test_a_step_keeps_what_the_canvas_knew_exactly_and_draws_only_the_strip_it_reveals(toy_weights: Path) -> None:
+    pipe = NoorWorldPipeline.from_pretrained(toy_weights)
+    rollout = pipe.open("a sandy beach", 2)
+    before = rollout.latents.clone()
+    after = pipe.step(rollout, "right")  # the view moves one latent pixel right: columns 1..15 were seen
+    assert torch.equal(after[..., :15], before[..., 1:])
+    assert not torch.equal(after[..., 15], before[..., 15])  # the revealed column is the model's
+    off = pipe.open("a sandy beach", 2, memory=False)  # without the memory every cell is the model's own
+    assert torch.equal(off.latents, before)
+    assert not torch.equal(pipe.step(off, "right")[..., :15], before[..., 1:])
 
 
 def test_the_pipeline_saves_and_loads_in_hugging_face_layout(toy_weights: Path, tmp_path: Path) -> None:

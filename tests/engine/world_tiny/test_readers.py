@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image, ImageFilter
 
 from noor.engine.world_tiny.actions import STEP_PX, random_actions
 from noor.engine.world_tiny.readers import (
@@ -11,12 +12,14 @@ from noor.engine.world_tiny.readers import (
     check_windows,
     colour_histogram,
     expected_shift,
+    ground_detail,
     read_actions,
     read_biome,
     read_shifts,
     scene_shift,
     scene_shifts,
     signatures,
+    true_detail,
 )
 from noor.engine.world_tiny.terrain import BIOMES, make_map, rollout, view
 
@@ -124,3 +127,15 @@ def test_bad_frames_are_refused() -> None:
         scene_shifts(np.zeros((2, 64, 64, 3), np.int64))
     with pytest.raises(ValueError, match="action must be one of"):
         expected_shift("jump")
+
+
+def test_detail_counts_edges_not_grain_nor_a_blur_of_the_right_colours() -> None:
+    city = make_map("city_night", 4321)
+    views = [view(city, x, 200) for x in range(0, 480, 40)]
+    sharp = np.mean([ground_detail(v) for v in views])
+    soft = [np.asarray(Image.fromarray(v).filter(ImageFilter.GaussianBlur(2))) for v in views]
+    blurred = np.mean([ground_detail(v) for v in soft])
+    assert sharp > 0.04 and blurred < sharp / 4  # lit windows are edges; blurred away, they are not
+    grain = np.clip(np.random.default_rng(0).normal(120, 3, (64, 64, 3)), 0, 255).astype(np.uint8)
+    assert ground_detail(grain) == 0.0
+    assert true_detail("city_night") > true_detail("desert") > 0  # lights and roads against dunes and a few palms

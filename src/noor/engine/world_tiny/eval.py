@@ -3,13 +3,17 @@ long walks and draw the world its caption names? Per language, on captions train
 
 What is read (the readers in `readers.py`, which recover 100% of these from the true terrain):
 - action adherence: over random actions, the scene's shift between consecutive frames (phase correlation) must
-  imply the action taken; for `none`, a shift below 1 px;
+  imply the action taken; for `none`, a shift below 1 px. The world's memory carries what the player has seen
+  along exactly (`memory.py`), so with it on this reads the memory and the model's new strip together; the same
+  walks with the memory off read the model alone (its context frames only), reported beside it;
 - revisit consistency: after a few random steps, a closed path (right n, up n, left n, down n) returns to where
   it began; the PSNR of the ground (the player's pixels left out: they are the same in every frame) between the
   last frame and the frame where the loop began, with the model's memory on and, as the baseline, off;
 - long rollouts: every 100-frame window of 1,000 frames of random actions within the caption's biome's colour
   range, and the last window still read as that biome;
-- caption adherence: the biome read from the opening frame's colours is the caption's.
+- caption adherence: the biome read from the opening frame's colours is the caption's;
+- detail (reported, no target): the opening frames' `ground_detail` over true views' of the same biome, 1 for
+  a world as crisp as the truth, near 0 for a blur of its colours.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import numpy as np
 
 from noor.engine.world_tiny.actions import closed_path, random_actions
 from noor.engine.world_tiny.captions import LANGS, held_out_captions
-from noor.engine.world_tiny.readers import check_windows, read_actions, read_biome
+from noor.engine.world_tiny.readers import check_windows, ground_detail, read_actions, read_biome, true_detail
 from noor.engine.world_tiny.terrain import BIOMES, player_mask
 
 ACTION_TARGET = 0.90  # share of moving steps read as their action
@@ -67,12 +71,15 @@ class LanguageFigures:
     moving: int = 0
     still_hits: int = 0
     still: int = 0
+    alone_hits: int = 0  # the same walks with the memory off: the model's own reading of the action
+    alone: int = 0
     revisit: dict[tuple[int, bool], list[float]] = field(default_factory=dict)  # (n, memory) -> PSNRs
     windows_ok: int = 0
     windows: int = 0
     long_biome_hits: int = 0
     long_rollouts: int = 0
     misread: Counter[str] = field(default_factory=Counter)  # "right->left" etc.
+    detail: list[float] = field(default_factory=list)  # each opening frame's ground detail over the truth's
 
     def share(self, hits: int, n: int) -> float:
         return hits / n if n else float("nan")
@@ -84,6 +91,10 @@ class LanguageFigures:
     @property
     def action(self) -> float:
         return self.share(self.moving_hits, self.moving)
+
+    @property
+    def action_alone(self) -> float:
+        return self.share(self.alone_hits, self.alone)
 
     @property
     def still_share(self) -> float:
@@ -152,6 +163,7 @@ def evaluate(open_world: OpenWorld, size: Size = FULL, progress: Progress | None
                     world = open_world(caption, EVAL_SEED + 100 * b + 10 * c + s, True)
                     figs.captions += 1
                     figs.caption_hits += read_biome(world.frame).biome == biome
+                    figs.detail.append(ground_detail(world.frame) / true_detail(biome))
         tick("captions")
         # 2. action adherence over random actions
         for b, biome in enumerate(BIOMES):
@@ -168,6 +180,11 @@ def evaluate(open_world: OpenWorld, size: Size = FULL, progress: Progress | None
                         figs.moving_hits += got == want
                     if got != want:
                         figs.misread[f"{want}->{got}"] += 1
+                # the same walk without the memory: only the model's context frames can carry the scene along
+                alone = _walk(open_world(caption, EVAL_SEED + 500 + 10 * b + w, False), actions)
+                moving = [(want, got) for want, got in zip(actions, read_actions(alone), strict=True) if want != "none"]
+                figs.alone += len(moving)
+                figs.alone_hits += sum(want == got for want, got in moving)
         tick("actions")
         # 3. revisit: a closed path after a few random steps, memory on and off (the same seed and steps)
         for b, biome in enumerate(BIOMES):
@@ -207,7 +224,21 @@ def table(report: Report) -> list[tuple[str, ...]]:
         )
     )
     rows.append(
+        (
+            "detail of the opening frames (1: the truth's)",
+            "report",
+            *(f"{np.mean(f.detail):.2f}" if f.detail else "-" for f in figs),
+        )
+    )
+    rows.append(
         ("action adherence (moving steps)", f">= {ACTION_TARGET:.0%}", *(f"{f.action:.0%} of {f.moving}" for f in figs))
+    )
+    rows.append(
+        (
+            "action adherence, memory off (the model alone)",
+            "report",
+            *(f"{f.action_alone:.0%} of {f.alone}" for f in figs),
+        )
     )
     rows.append(("'none' moves < 1 px", f">= {STILL_TARGET:.0%}", *(f"{f.still_share:.0%} of {f.still}" for f in figs)))
     for n in report.size.revisit_sides:

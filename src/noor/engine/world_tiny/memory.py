@@ -3,8 +3,10 @@
 The world is a torus of 128x128 latent pixels (the 512 px maps the model learnt from, at the VAE's 4x); a view is
 16x16 of it and a step moves it one latent pixel. The canvas keeps, for every latent pixel, what was first drawn
 there and whether anything was (`known`). Each new frame is denoised with the canvas cropped at the player's
-new position as an input (the denoiser's `memory` and `known`), and only the pixels the canvas did not know
-are written back: what the player has seen stays as it was, so coming back shows the same place.
+new position as an input (the denoiser's `memory` and `known`); the frame keeps the canvas's latents wherever the
+canvas knows them (the model's own prediction there, a near copy, is dropped: its small errors blurred the
+scene's shift between frames) and only the pixels the canvas did not know are written back. What the player has
+seen stays exactly as it was, so coming back shows the same place, and the model draws the strip a step reveals.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ Design (docs/world.md, "The model"):
 - Attention is block-causal over frames: a frame's tokens see each other and the last `context_frames`
   frames' tokens, never a later frame. While playing, the earlier frames' keys and values are cached (computed
   once per frame with the frame clean, as CausVid and Self-Forcing do), so a new frame costs its own tokens
-  only. Rotary positions over (frame, row, column) make "the same place one frame ago" one relative offset.
+  only. Rotary positions over (frame, row, column), the rows and columns the world's (the view's place on the
+  torus added, at whole turns around it), make "the same ground one frame ago" relative offset zero in space
+  whichever way the player stepped: the model follows its own context without having to learn each shift.
 - Every frame has its own noise level (Diffusion Forcing): in training the context frames are clean or noised
   independently of the frame being learnt; while playing they are clean. The noise level, the action that
   led to the frame and the caption's pooled state enter each block through adaLN-Zero, per frame.
@@ -18,33 +20,57 @@ Design (docs/world.md, "The model"):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
-from diffusers.models.embeddings import TimestepEmbedding, Timesteps, apply_rotary_emb, get_1d_rotary_pos_embed
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps, get_1d_rotary_pos_embed
 from torch import nn
 from torch.nn import functional as F
 
 # Action ids: the five moves, then "start" (the opening frame, which no move led to).
 ACTION_IDS = {"none": 0, "up": 1, "down": 2, "left": 3, "right": 4, "start": 5}
 
-Rope = tuple[torch.Tensor, torch.Tensor]  # (cos, sin), each (tokens, head_dim)
+Rope = tuple[torch.Tensor, torch.Tensor]  # (cos, sin), each (B, tokens, head_dim)
 KV = tuple[torch.Tensor, torch.Tensor]  # one layer's cached keys and values, (B, heads, tokens, head_dim)
 
 
-def rope(frames: torch.Tensor, grid: int, head_dim: int, theta: float) -> Rope:
-    """Rotary (cos, sin) for the tokens of `frames` (absolute frame numbers, (T,)) on a grid x grid patch grid:
-    a quarter of each head's channels for the frame, the rest split between rows and columns."""
+def _torus_angles(positions: torch.Tensor, pairs: int, period: float) -> torch.Tensor:
+    """(..., N) positions -> (..., N, pairs) angles at whole numbers of turns around `period` (16 turns down to
+    one, geometrically): the same place on the torus gets the same angle whichever way round it is reached."""
+    turns = torch.logspace(4.0, 0.0, pairs, base=2.0).round()
+    return positions[..., None] * (2 * math.pi * turns / period)
+
+
+def rope(frames: torch.Tensor, grid: int, head_dim: int, theta: float, origin: torch.Tensor, period: float) -> Rope:
+    """Rotary (cos, sin), each (B, T * grid * grid, head_dim), for the tokens of `frames` (absolute frame numbers,
+    (T,)) on a grid x grid patch grid whose top-left patch is at `origin` (B, T, 2) (x, y, in patches) on a torus of
+    `period` patches: a quarter of each head's channels for the frame, the rest split between rows and columns.
+
+    Rows and columns are the world's, not the view's: the same ground has the same position in every frame, so
+    what a frame held one step ago is at relative offset zero whichever way the player went."""
+    B, T = origin.shape[:2]
     dt = 2 * (head_dim // 8)
     dh = 2 * ((head_dim - dt) // 4)
     dw = head_dim - dt - dh
-    t = frames.float().repeat_interleave(grid * grid)
-    rows = torch.arange(grid).repeat_interleave(grid).repeat(len(frames)).float()
-    cols = torch.arange(grid).repeat(grid * len(frames)).float()
-    parts = [get_1d_rotary_pos_embed(d, p, theta=theta, use_real=True) for d, p in ((dt, t), (dh, rows), (dw, cols))]
-    return torch.cat([p[0] for p in parts], dim=-1), torch.cat([p[1] for p in parts], dim=-1)
+    t = get_1d_rotary_pos_embed(dt, frames.float().repeat_interleave(grid * grid), theta=theta, use_real=True)
+    cells = torch.arange(grid, dtype=torch.float32)
+    rows = (origin[..., 1, None, None] + cells[:, None]).expand(B, T, grid, grid).reshape(B, -1)
+    cols = (origin[..., 0, None, None] + cells[None, :]).expand(B, T, grid, grid).reshape(B, -1)
+    angles = [_torus_angles(rows, dh // 2, period), _torus_angles(cols, dw // 2, period)]
+    cos = [t[0].expand(B, -1, -1)] + [a.cos().repeat_interleave(2, dim=-1) for a in angles]
+    sin = [t[1].expand(B, -1, -1)] + [a.sin().repeat_interleave(2, dim=-1) for a in angles]
+    return torch.cat(cos, dim=-1), torch.cat(sin, dim=-1)
+
+
+def rotate(x: torch.Tensor, rotary: Rope) -> torch.Tensor:
+    """x (B, heads, N, head_dim) rotated by per-sample (cos, sin) (B, N, head_dim), channel pairs interleaved (as
+    diffusers' `apply_rotary_emb` with real (cos, sin), which takes one rotation for the whole batch)."""
+    cos, sin = (r[:, None].to(x.dtype) for r in rotary)
+    real, imag = x.reshape(*x.shape[:-1], -1, 2).unbind(-1)
+    return x * cos + torch.stack([-imag, real], dim=-1).flatten(3) * sin
 
 
 class WorldBlock(nn.Module):
@@ -72,7 +98,7 @@ class WorldBlock(nn.Module):
         sh1, sc1, g1, sh2, sc2, g2 = self.modulation(F.silu(emb))[:, :, None].chunk(6, dim=-1)
         h = (self.norm1(x) * (1 + sc1) + sh1).reshape(B, T * S, D)
         q, k, v = self.qkv(h).view(B, T * S, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        q, k = apply_rotary_emb(q, rotary), apply_rotary_emb(k, rotary)
+        q, k = rotate(q, rotary), rotate(k, rotary)
         keys, values = (torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)) if past else (k, v)
         o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         x = x + g1 * self.out(o.transpose(1, 2).reshape(B, T, S, D))
@@ -102,6 +128,7 @@ class WorldTransformer(ModelMixin, ConfigMixin):
         text_dim: int = 64,
         context_frames: int = 2,
         rope_theta: float = 100.0,
+        world_size: int = 128,
     ):
         super().__init__()
         C, p, D = latent_channels, patch_size, hidden_size
@@ -146,12 +173,16 @@ class WorldTransformer(ModelMixin, ConfigMixin):
         known: torch.Tensor,
         emb: torch.Tensor,
         frames: torch.Tensor,
+        origin: torch.Tensor,
         mask: torch.Tensor | None,
         cache: Cache | None,
     ) -> tuple[torch.Tensor, list[KV]]:
         tokens = self.proj_in(torch.cat([self._patchify(noisy), self._patchify(memory), self._patchify(known)], -1))
         cfg = self.config
-        rotary = rope(frames, self.tokens_grid, cfg.hidden_size // cfg.num_heads, cfg.rope_theta)
+        p = cfg.patch_size
+        rotary = rope(
+            frames, self.tokens_grid, cfg.hidden_size // cfg.num_heads, cfg.rope_theta, origin / p, cfg.world_size / p
+        )
         kv = []
         h = tokens
         for i, block in enumerate(self.blocks):
@@ -170,11 +201,13 @@ class WorldTransformer(ModelMixin, ConfigMixin):
         sigma: torch.Tensor,
         actions: torch.Tensor,
         text: torch.Tensor,
+        origin: torch.Tensor,
         valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """A window of T frames: noisy/memory (B, T, C, H, W), known (B, T, 1, H, W), sigma (B, T), actions (B, T)
-        ids, text (B, text_dim) pooled, valid (B, T) bool (False: a frame before the walk began, seen by none)
-        -> the clean latents x0 (B, T, C, H, W). Frame i sees frames i - context_frames .. i."""
+        ids, text (B, text_dim) pooled, origin (B, T, 2) each view's top-left latent pixel (x, y) on the world's
+        torus, valid (B, T) bool (False: a frame before the walk began, seen by none) -> the clean latents x0
+        (B, T, C, H, W). Frame i sees frames i - context_frames .. i."""
         B, T = sigma.shape
         S = self.tokens_grid**2
         i = torch.arange(T, device=noisy.device)
@@ -185,7 +218,7 @@ class WorldTransformer(ModelMixin, ConfigMixin):
             allowed = allowed | torch.eye(T, dtype=torch.bool, device=noisy.device)[None]  # a frame sees itself
         mask = allowed.repeat_interleave(S, dim=1).repeat_interleave(S, dim=2)[:, None]
         emb = self.frame_embedding(sigma, actions, text)
-        x0, _ = self._run(noisy, memory, known, emb, i, mask, None)
+        x0, _ = self._run(noisy, memory, known, emb, i, origin.float(), mask, None)
         return x0
 
     # -- playing: one frame at a time against the cache ----------------------------------------------------
@@ -199,14 +232,17 @@ class WorldTransformer(ModelMixin, ConfigMixin):
         text: torch.Tensor,
         frame: int,
         cache: Cache,
+        origin: tuple[int, int] = (0, 0),
     ) -> tuple[torch.Tensor, list[KV]]:
-        """One frame (B, C, H, W) at noise level `sigma` against the cached frames -> its x0 and its (k, v)."""
+        """One frame (B, C, H, W) at noise level `sigma` against the cached frames, its view's top-left latent pixel
+        at `origin` (x, y) on the torus -> its x0 and its (k, v)."""
         B = noisy.shape[0]
         sig = torch.full((B, 1), float(sigma), device=noisy.device)
         act = torch.full((B, 1), action, dtype=torch.long, device=noisy.device)
         emb = self.frame_embedding(sig, act, text)
         frames = torch.tensor([frame], device=noisy.device)
-        x0, kv = self._run(noisy[:, None], memory[:, None], known[:, None], emb, frames, None, cache)
+        at = torch.tensor([[origin]], dtype=torch.float32, device=noisy.device).expand(B, 1, 2)
+        x0, kv = self._run(noisy[:, None], memory[:, None], known[:, None], emb, frames, at, None, cache)
         return x0[:, 0], kv
 
     def remember(self, cache: Cache, kv: list[KV], frame: int) -> Cache:

@@ -129,15 +129,18 @@ class NoorWorldPipeline(DiffusionPipeline):
     def _draw(self, rollout: Rollout, action: str, steps: int) -> torch.Tensor:
         C = self.transformer.config.latent_channels
         memory, known = (t[None] for t in rollout.canvas.crop(rollout.x, rollout.y))
+        at = (rollout.x, rollout.y)
         x = torch.randn((1, C, LATENT, LATENT), generator=rollout.generator)
         self.scheduler.set_timesteps(sigmas=sigmas(steps))
         x0 = x
         for t in self.scheduler.timesteps:
             sigma = float(t) / self.scheduler.config.num_train_timesteps
             x0, _ = self.transformer.denoise(
-                x, memory, known, sigma, ACTION_IDS[action], rollout.text, rollout.frame, rollout.cache
+                x, memory, known, sigma, ACTION_IDS[action], rollout.text, rollout.frame, rollout.cache, at
             )
             x = self.scheduler.step((x - x0) / sigma, t, x).prev_sample
+        # what the world already holds stays exactly as it was: the model draws only what the canvas does not know
+        x0 = torch.where(known > 0, memory, x0)
         return self._commit(rollout, x0, action, memory, known)
 
     def _commit(
@@ -151,8 +154,9 @@ class NoorWorldPipeline(DiffusionPipeline):
         """The frame is final: its clean keys and values go into the cache, its new pixels onto the canvas."""
         if memory is None or known is None:
             memory, known = (t[None] for t in rollout.canvas.crop(rollout.x, rollout.y))
+        at = (rollout.x, rollout.y)
         _, kv = self.transformer.denoise(
-            x0, memory, known, 0.0, ACTION_IDS[action], rollout.text, rollout.frame, rollout.cache
+            x0, memory, known, 0.0, ACTION_IDS[action], rollout.text, rollout.frame, rollout.cache, at
         )
         rollout.cache = self.transformer.remember(rollout.cache, kv, rollout.frame)
         rollout.canvas.write(rollout.x, rollout.y, x0[0])

@@ -8,6 +8,8 @@ They know nothing about the model; they read frames the way the eval needs:
   follows the player, so a scene moving left means the player went right).
 - `read_biome`: the biome whose colour distribution a frame is nearest to. Each biome's signature is
   the colour histogram of maps drawn by `terrain.make_map` (computed on first use, never typed in).
+- `ground_detail` / `true_detail`: the share of a frame's neighbouring pixels that make an edge, and the same
+  for true views of a biome: a blurred world reads far below the truth.
 - `check_windows`: whether each window of frames (100 in the eval) keeps its colour histogram within
   the range that true views of the same biome span: the "no collapse" check.
 
@@ -269,6 +271,37 @@ def read_biome(frame: np.ndarray) -> BiomeReading:
     best = sig.biomes[int(kl.argmin())]
     near = float(kl.min()) <= sig.ranges[best].kl_max
     return BiomeReading(best if near else None, {b: float(v) for b, v in zip(sig.biomes, kl, strict=True)})
+
+
+# --- detail ---------------------------------------------------------------------------------------
+
+
+EDGE_LEVELS = 16  # grey levels between neighbours that make an edge: 4 sigma of the terrain grain's difference
+
+
+def ground_detail(frame: np.ndarray) -> float:
+    """The share of neighbouring pixel pairs of a frame (H, W, 3) more than EDGE_LEVELS grey levels apart, the
+    player's square left out: palms, tents, lit windows, roads and shorelines make edges; the terrain's grain
+    (which no model is asked to draw) and a blur of the right colours do not."""
+    grey = _as_uint8(frame).astype(np.float64).mean(axis=-1)
+    keep = np.ones(grey.shape, bool)
+    if grey.shape[0] == grey.shape[1]:
+        keep[player_box(grey.shape[0])] = False
+    dy = (np.abs(np.diff(grey, axis=0)) > EDGE_LEVELS)[keep[1:] & keep[:-1]]
+    dx = (np.abs(np.diff(grey, axis=1)) > EDGE_LEVELS)[keep[:, 1:] & keep[:, :-1]]
+    return float((dy.sum() + dx.sum()) / (dy.size + dx.size))
+
+
+@lru_cache(maxsize=len(BIOMES))
+def true_detail(biome: str) -> float:
+    """`ground_detail` of true views of a biome: the mean over CALIBRATION_VIEWS random views of its signature maps."""
+    rng = np.random.default_rng(1)
+    values = []
+    for s in SIGNATURE_SEEDS:
+        terrain = _signature_map(biome, s)
+        xy = rng.integers(0, terrain.width, (CALIBRATION_VIEWS // 2, 2))
+        values += [ground_detail(view(terrain, int(x), int(y))) for x, y in xy]
+    return float(np.mean(values))
 
 
 # --- no collapse over long rollouts --------------------------------------------------------------
