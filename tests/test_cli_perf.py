@@ -4,7 +4,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -81,3 +81,45 @@ def test_measure_writes_the_cpu_local_cache(tmp_path: Path) -> None:
     assert record["threads"] == 1 and record["linear_tflops"] > 0 and "1 threads" in run.stdout
     bad = noor_process("measure", "--threads", "0")
     assert bad.returncode == 2 and bad.stderr.startswith("noor: error: --threads")
+
+
+@pytest.fixture
+def cached_cpu_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[float], None]]:
+    """`cache(load)`: `noor`'s data dir holds a cpu-local record measured under that 1-min load; the machine reads
+    busy now, so nothing is measured again (and nothing measures this machine)."""
+    from noor.catalog import local
+    from tests.perf.conftest import RECORD
+
+    def cache(load: float) -> None:
+        limit = local.load_limit(os.cpu_count(), local._key()["threads"])
+        record = {**local._key(), **RECORD, "measured_at": 0.0, "load_1m": load, "load_limit": limit}
+        path = tmp_path / "data" / "perf" / "cpu-local.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**record, "contended": load > limit}))
+
+    monkeypatch.setattr(local, "load_1m", lambda: 99.0)
+    monkeypatch.setattr(local, "measure", lambda: pytest.fail("measured this machine"))
+    local._record.cache_clear()
+    yield cache
+    local._record.cache_clear()
+
+
+def test_predictions_from_a_record_measured_under_load_say_so_in_one_line(
+    noor: Noor, cached_cpu_local: Callable[[float], None]
+) -> None:
+    cached_cpu_local(62.0)
+    warning = f"warning: cpu-local measured under load (1-min load 62.0 on {os.cpu_count()} cores,"
+    code, out, err = noor("perf", "world", "noor-world-tiny", "--chip", "cpu-local")
+    assert code == 0, err
+    assert err.startswith(warning) and err.count("\n") == 1 and "frames/s" in out
+    code, out, err = noor("perf", "predict", "--model", "tiny", "--chip", "cpu-local", "--json")
+    assert code == 0 and err.startswith(warning) and err.count("\n") == 1
+    assert json.loads(out)["chip"] == "cpu-local"  # stdout stays JSON: the line goes to stderr
+
+
+def test_predictions_from_a_quiet_record_carry_no_warning(
+    noor: Noor, cached_cpu_local: Callable[[float], None]
+) -> None:
+    cached_cpu_local(0.0)
+    code, out, err = noor("perf", "world", "noor-world-tiny", "--chip", "cpu-local")
+    assert code == 0 and "frames/s" in out and err == ""

@@ -1,7 +1,11 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,3 +107,101 @@ def test_saturation_half_edges() -> None:
 
 def test_local_chip_is_not_listed_unless_asked() -> None:
     assert "cpu-local" not in catalog.chips()
+
+
+class Machine:
+    """What `os.getloadavg` reads and what `measure()` finds, set by the test: no test measures this machine."""
+
+    def __init__(self, load: float) -> None:
+        self.load = load
+        self.linear_tflops = 0.05
+        self.measured = 0
+
+    def measure(self) -> dict[str, Any]:
+        self.measured += 1
+        # measured long enough ago that only the load decides whether a contended record is measured again
+        measured_at = time.time() - 2 * local.RETRY_AFTER_S
+        return {**local._key(), **RECORD, "linear_tflops": self.linear_tflops, "measured_at": measured_at}
+
+
+@pytest.fixture
+def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Machine]:
+    """A 2-core machine measured with 2 threads (a load limit of 0.5), its cpu-local cache in tmp_path."""
+    fake = Machine(load=0.0)
+    key = {**local._key(), "cpus": 2, "threads": 2}
+    monkeypatch.setattr(local, "cache_path", lambda: tmp_path / "perf" / "cpu-local.json")
+    monkeypatch.setattr(local, "_key", lambda: key)
+    monkeypatch.setattr(local, "load_1m", lambda: fake.load)
+    monkeypatch.setattr(local, "measure", fake.measure)
+    local._record.cache_clear()
+    yield fake
+    local._record.cache_clear()
+
+
+def test_a_measurement_under_load_is_marked_and_measured_again_once_quiet(machine: Machine) -> None:
+    machine.load = 6.2
+    first = local.load_or_measure()
+    assert first["contended"] is True and first["load_1m"] == 6.2 and first["load_limit"] == 0.5
+    assert json.loads(local.cache_path().read_text())["contended"] is True  # cached, marked
+    assert local.load_or_measure() == first and machine.measured == 1  # still busy: kept, not measured again
+
+    machine.load, machine.linear_tflops = 0.1, 0.35
+    quiet = local.load_or_measure()
+    assert machine.measured == 2 and quiet["contended"] is False and quiet["linear_tflops"] == 0.35
+    assert json.loads(local.cache_path().read_text()) == quiet
+
+
+def test_a_quiet_measurement_is_cached_as_before(machine: Machine) -> None:
+    machine.load = 0.3
+    record = local.load_or_measure()
+    assert record["contended"] is False and record["load_1m"] == 0.3 and record["threads"] == 2
+    machine.load = 6.2  # a quiet record is not measured again because the machine is busy now
+    assert local.load_or_measure() == record and machine.measured == 1
+    assert local.contention_note(record) is None
+
+
+def test_this_process_measures_its_contended_record_again_on_a_quiet_use(
+    machine: Machine, caplog: pytest.LogCaptureFixture
+) -> None:
+    machine.load = 6.2
+    with caplog.at_level(logging.WARNING, logger="noor.catalog"):
+        busy = catalog.chip("cpu-local")
+        assert catalog.chip("cpu-local") == busy and machine.measured == 1
+    assert [r.getMessage() for r in caplog.records] == [local.contention_note()]  # logged once, for servers
+    machine.load, machine.linear_tflops = 0.1, 0.35
+    quiet = catalog.chip("cpu-local")
+    assert machine.measured == 2 and quiet.class_tflops["linear"] == 0.35 and local.contention_note() is None
+
+
+def test_the_note_names_the_load_the_cores_and_the_threads(machine: Machine) -> None:
+    machine.load = 6.2
+    note = local.contention_note(local.load_or_measure())
+    assert note is not None and "\n" not in note
+    assert note.startswith("cpu-local measured under load (1-min load 6.2 on 2 cores, 2 measuring threads)")
+
+
+def test_a_contended_record_waits_a_minute_before_it_is_measured_again(machine: Machine) -> None:
+    record = {**local._key(), "measured_at": 1000.0, "contended": True}
+    machine.load = 0.1
+    assert not local.retry_due(record, now=1000.0 + local.RETRY_AFTER_S - 1)
+    assert local.retry_due(record, now=1000.0 + local.RETRY_AFTER_S)
+    machine.load = 0.6
+    assert not local.retry_due(record, now=1000.0 + 10 * local.RETRY_AFTER_S)
+    assert not local.retry_due({**record, "contended": False}, now=1e9)
+
+
+@pytest.mark.parametrize(
+    ("cores", "threads", "load", "busy"),
+    [
+        (2, 2, 0.5, False),  # as many threads as cores: half a core of others' work is tolerated
+        (2, 2, 0.51, True),
+        (8, 2, 6.5, False),  # six cores free for the others
+        (8, 2, 6.6, True),
+        (2, 4, 0.6, True),  # more threads than cores: no core is free for anyone else
+        (None, 2, 0.4, False),  # os.cpu_count() unknown: taken as the thread count
+    ],
+)
+def test_busy_is_a_load_beyond_the_cores_the_measuring_threads_leave_free(
+    cores: int | None, threads: int, load: float, busy: bool
+) -> None:
+    assert local.is_busy(load, cores, threads) is busy

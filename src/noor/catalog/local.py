@@ -18,11 +18,22 @@ sustained rate on a shared VM):
                fraction of its rate at 128)
   - memory:    an elementwise add of 1M-float tensors (read 2, write 1), bytes/s
   - overhead:  one small elementwise op, seconds (framework dispatch per kernel)
+
+The activation and elementwise tensors are larger than a small model's (noor-world-tiny's are 64 tokens x 128
+= 8k floats, noor-tiny's 256 x 128) on purpose: at 8k floats an op takes about as long as its dispatch, so a
+rate measured there would hold the dispatch cost the perf model already charges per operator (`overhead`).
+
+A measurement is only as good as the machine was quiet: competing processes once cut the activation rate
+160x (0.18 GB/s against 28.9, docs/perf.md). So each record carries the 1-minute load average read just
+before measuring and is marked `contended` when that load leaves the measuring threads fewer free cores than
+they use (`is_busy`). A contended record is used (there is nothing better) but said so (`contention_note`),
+and is measured again on a later use once the machine is quiet (`retry_due`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import statistics
@@ -34,7 +45,17 @@ from typing import Any
 
 from noor.catalog.chips import Chip
 
-CACHE_VERSION = 4
+CACHE_VERSION = 5  # 5: records carry the load they were measured under (older ones are measured again once)
+# Others may use this much of a core beyond the cores the measuring threads leave free: a quiet VM's 1-min load
+# sits at 0.0-0.3 (daemons, an idle server); half a core taken from the measuring threads costs them a few
+# percent, a whole one halves a thread (and stalls the others at its barriers).
+LOAD_SLACK = 0.5
+# A contended record is measured again no sooner than this after it was measured: the 1-min load average moves
+# on this time scale, so it bounds the re-measuring (about 2 s each) when the load hovers at the limit.
+RETRY_AFTER_S = 60.0
+
+log = logging.getLogger("noor.catalog")
+log.addHandler(logging.NullHandler())  # a server's configured "noor" logger shows it; a CLI prints its own line
 
 
 def cache_path() -> Path:
@@ -64,6 +85,47 @@ def _boot_time() -> int | None:
     except OSError:
         pass
     return None
+
+
+def load_1m() -> float:
+    """The system's 1-minute load average: tasks running or waiting for a core, averaged over about a minute."""
+    return os.getloadavg()[0]
+
+
+def load_limit(cores: int | None, threads: int) -> float:
+    """The highest 1-min load under which `threads` measuring threads still get their cores.
+
+    The load others put on the machine may fill the cores the measuring threads leave free, plus LOAD_SLACK;
+    with a thread per core (this 2-core VM) that is 0.5. It is read before measuring, so it does not
+    count the measuring threads themselves."""
+    return max((cores or threads) - threads, 0) + LOAD_SLACK
+
+
+def is_busy(load: float, cores: int | None, threads: int) -> bool:
+    return load > load_limit(cores, threads)
+
+
+def retry_due(record: dict[str, Any], now: float | None = None) -> bool:
+    """Whether a contended record should be measured again now: the machine is quiet and the record is not new."""
+    if not record.get("contended"):
+        return False
+    age_s = (time.time() if now is None else now) - float(record.get("measured_at", 0.0))
+    return age_s >= RETRY_AFTER_S and not is_busy(load_1m(), record.get("cpus"), int(record["threads"]))
+
+
+def contention_note(record: dict[str, Any] | None = None) -> str | None:
+    """One line for whoever prints predictions from a contended record (this process's, by default)."""
+    if record is None:
+        import torch
+
+        record = _record(torch.get_num_threads())
+    if not record.get("contended"):
+        return None
+    return (
+        f"cpu-local measured under load (1-min load {record['load_1m']:.1f} on {record.get('cpus')} cores,"
+        f" {record['threads']} measuring threads): predictions may be slow; it is measured again when the machine"
+        " is quiet (or run `noor perf measure` then)"
+    )
 
 
 def _rate(work: float, fn: Callable[[], object], seconds: float, inner: int = 3) -> float:
@@ -159,17 +221,34 @@ def measure(seconds_per_kernel: float = 0.3) -> dict[str, Any]:
     }
 
 
+def measure_under_load() -> dict[str, Any]:
+    """`measure()` with the load it ran under, marked `contended` if others' work left its threads short of cores.
+
+    It does not wait for a quiet machine: the 1-min average takes minutes to fall, and the first measurement
+    may be on a request's path. A contended record is measured again on a later use instead (`retry_due`)."""
+    load = load_1m()  # before measuring: the measuring threads are not in it
+    record = measure()
+    cores, threads = record.get("cpus"), int(record["threads"])
+    return {
+        **record,
+        "load_1m": round(load, 2),
+        "load_limit": load_limit(cores, threads),
+        "contended": is_busy(load, cores, threads),
+    }
+
+
 def load_or_measure(remeasure: bool = False) -> dict[str, Any]:
-    """The cached record for this machine and thread count; measured (and cached) if absent or stale."""
+    """The cached record for this machine and thread count; measured (and cached) if absent, stale, or
+    contended and the machine is quiet now."""
     path = cache_path()
     if not remeasure and path.exists():
         try:
             record = json.loads(path.read_text())
-            if all(record.get(k) == v for k, v in _key().items()):
+            if all(record.get(k) == v for k, v in _key().items()) and not retry_due(record):
                 return dict(record)
         except (OSError, ValueError):
             pass  # unreadable cache: measure again
-    record = measure()
+    record = measure_under_load()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
@@ -207,14 +286,24 @@ def _memory_gb() -> float | None:
 
 @cache
 def _record(threads: int) -> dict[str, Any]:
-    return load_or_measure()
+    """This process's record for a thread count; a contended one is logged, as servers print no predictions."""
+    record = load_or_measure()
+    if note := contention_note(record):
+        log.warning("%s", note)
+    return record
 
 
 def local_chip(entry: Chip) -> Chip:
-    """cpu-local with measured figures: from the in-process cache, the disk cache, or one measurement."""
+    """cpu-local with measured figures: from the in-process cache, the disk cache, or one measurement (again,
+    if the one this process holds was contended and the machine is quiet now)."""
     import torch
 
-    return chip_from_record(entry, _record(torch.get_num_threads()))
+    threads = torch.get_num_threads()
+    record = _record(threads)
+    if retry_due(record):
+        _record.cache_clear()  # every thread count's; the others reload from disk or measure when next asked
+        record = _record(threads)
+    return chip_from_record(entry, record)
 
 
 def remeasure() -> Chip:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,6 +25,15 @@ PERF_OPTION_OF = {
     "usd_per_hour": "--usd-per-hour",
 }
 PublishedCsv = Annotated[Path, typer.Argument(metavar="CSV", help="a CSV in the shared published format")]
+
+
+def _say_if_contended(chip_ids: list[str]) -> None:
+    """One line on stderr when predictions came from a cpu-local record measured under load (stdout may be JSON)."""
+    if "cpu-local" in chip_ids:
+        from noor.catalog import local
+
+        if note := local.contention_note():
+            print(f"warning: {note}", file=sys.stderr)
 
 
 def _perf_request(
@@ -91,6 +101,7 @@ def perf_predict(
     (estimate,) = _perf_request(
         model, [chip], gpus, strategy, width, height, frames, steps, precision, compiled, usd_per_hour
     )
+    _say_if_contended([chip])
     data = report.as_json(estimate)
     if as_json:
         print(json.dumps(data, indent=2))
@@ -127,6 +138,7 @@ def perf_compare(
 
     ids = [c.strip() for c in chips.split(",") if c.strip()] if chips else sorted(catalog.chips())
     estimates = _perf_request(model, ids, gpus, strategy, width, height, frames, steps, precision, compiled, None)
+    _say_if_contended(ids)
     Console(width=200).print(report.compare_table(estimates))
 
 
@@ -169,6 +181,7 @@ def perf_measure(
         chip = local.remeasure()
     print("\n".join(report.measured_chip_lines(chip)))
     print(f"cached in {local.cache_path()}")
+    _say_if_contended(["cpu-local"])
 
 
 @perf_app.command("calibrate")
@@ -217,6 +230,7 @@ def perf_world(
         most, at_most = sessions_per_chip(world, catalog.chip(chip), fps, steps)
     except PerfError as err:
         raise BadInput(f"{option.get(err.field, err.field)}: {str(err).split(': ', 1)[1]}") from err
+    _say_if_contended([chip])
     if as_json:
         print(json.dumps({**est.to_dict(), "target_fps": fps, "sessions_per_chip_at_target": most}, indent=2))
         return
