@@ -120,6 +120,15 @@ class Settings(BaseSettings):
         None, description="the region world sessions run in (this server's host); none: only unbound tenants'"
     )
 
+    world_host: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="this server's name as a session host (sessions it holds, its heartbeat); none: the machine's "
+        "name. Stable across restarts, so a restarted server ends its last run's sessions at once; give each of "
+        "several servers on one machine that share a database its own",
+    )
+
     @field_validator("world_region")
     @classmethod
     def _world_region_name(cls, region: str | None) -> str | None:

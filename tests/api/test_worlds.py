@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
 from noor.api import worlds
+from noor.config import settings
 from noor.engine.world_tiny import terrain
 from noor.jobs import sessions, tenants
 from noor.runtime.interactive import HostConfig
@@ -490,9 +492,11 @@ def test_sessions_and_jobs_share_max_concurrent(tmp_path: Path) -> None:
         refused_job = w.client.post("/dream-machine/v1/generations/video", json=video, headers=w.auth)
         refused = w.client.post("/v1/worlds/sessions", json={"prompt": "x", "model": "terrain-double"}, headers=w.auth)
         assert refused.status_code == refused_job.status_code == 429
-        assert refused.json() == refused_job.json() == {
-            "detail": "Too many concurrent generations: 1 of 1; wait for one to finish"
-        }
+        assert (
+            refused.json()
+            == refused_job.json()
+            == {"detail": "Too many concurrent generations: 1 of 1; wait for one to finish"}
+        )
         assert refused.headers["Retry-After"] == refused_job.headers["Retry-After"] == "5"
         assert w.client.delete(f"/dream-machine/v1/generations/{job.json()['id']}", headers=w.auth).status_code < 300
         s = w.open()
@@ -593,3 +597,14 @@ def test_two_hosts_on_one_database_recover_only_their_own_and_dead_hosts_session
         finally:
             restarted.close()
             store.close()
+
+
+def test_a_host_is_named_by_noor_world_host_else_by_its_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stable name: a restarted server is the same host, so it ends its last run's sessions at its start."""
+    monkeypatch.delenv("NOOR_WORLD_HOST", raising=False)
+    settings.cache_clear()
+    assert worlds.host_config("cpu-local", 1.0).name == socket.gethostname()[:64]
+    monkeypatch.setenv("NOOR_WORLD_HOST", "edge-1")
+    settings.cache_clear()
+    assert worlds.host_config("cpu-local", 1.0).name == "edge-1"
+    settings.cache_clear()

@@ -468,6 +468,7 @@ def host_config(chip: str, markup: float) -> HostConfig:
         # all cores but one (on 2 cores, 1 thread: p95 action-to-frame 68 ms against 153 ms with 2,
         # benchmarks/world_tiny.py)
         threads=cfg.threads or max(1, (os.cpu_count() or 2) - 1),
+        **({"name": cfg.world_host} if cfg.world_host else {}),
     )
 
 

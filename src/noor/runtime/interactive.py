@@ -25,7 +25,6 @@ import contextlib
 import io
 import logging
 import math
-import os
 import socket
 import threading
 import time
@@ -60,7 +59,7 @@ class HostConfig:
     markup: float = 1.0  # NOOR_PRICE_MARKUP
     threads: int | None = None  # torch threads a loaded model uses
     bill_every_s: float = 1.0  # record and charge this often
-    name: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}"[:64])
+    name: str = field(default_factory=lambda: socket.gethostname()[:64])  # NOOR_WORLD_HOST: stable across restarts
 
 
 class QueueFull(Exception):
