@@ -10,6 +10,7 @@ only check, record and relay.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import os
@@ -457,7 +458,7 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
 
 def host_config(chip: str, markup: float) -> HostConfig:
     cfg = settings()
-    return HostConfig(
+    config = HostConfig(
         slots=cfg.world_slots,
         queue=cfg.world_queue,
         idle_s=cfg.world_idle_s,
@@ -468,8 +469,8 @@ def host_config(chip: str, markup: float) -> HostConfig:
         # all cores but one (on 2 cores, 1 thread: p95 action-to-frame 68 ms against 153 ms with 2,
         # benchmarks/world_tiny.py)
         threads=cfg.threads or max(1, (os.cpu_count() or 2) - 1),
-        **({"name": cfg.world_host} if cfg.world_host else {}),
     )
+    return dataclasses.replace(config, name=cfg.world_host) if cfg.world_host else config
 
 
 def install(app: FastAPI, ctx: Context, config: HostConfig | None = None) -> None:
