@@ -178,7 +178,7 @@ def test_the_migration_turns_float_cents_into_exact_microcents(backend: str, tmp
     from alembic import command
     from alembic.config import Config
 
-    from noor.jobs.store import MIGRATIONS, connect
+    from noor.jobs.db import MIGRATIONS, connect
 
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path / 'old.db'}"

@@ -12,23 +12,18 @@ import functools
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     ColumnElement,
-    Engine,
-    Float,
     Integer,
     String,
     and_,
     bindparam,
     case,
     column,
-    create_engine,
-    event,
     func,
     literal,
     or_,
@@ -37,16 +32,14 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.util import ClauseAdapter
 
 from noor import scheduling
 from noor.jobs import eta, money, outbox
+from noor.jobs.db import connect, epoch_s, greatest, migrate
 from noor.jobs.generation import Generation, State, check_transition, now_utc
 
-MIGRATIONS = Path(__file__).parent / "migrations"
 _generations = Generation.__table__
 _GET = select(_generations).where(
     _generations.c.id == bindparam("gid"),
@@ -203,84 +196,11 @@ class NotFound(LookupError):
     """No such generation for this tenant (another tenant's is not found either)."""
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
-
-
-# Sync routes run on anyio's thread pool (40 threads): with SQLAlchemy's default pool (5 + 10 overflow) a busy
-# server opened and closed a connection (and ran the pragmas) for most requests beyond the 15th concurrent one.
-POOL_SIZE = 40
-
-
-def connect(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        db = create_engine(
-            url, connect_args={"check_same_thread": False}, pool_size=POOL_SIZE, max_overflow=POOL_SIZE // 4
-        )
-        event.listen(db, "connect", _sqlite_pragmas)
-        return db
-    # a PostgreSQL connection costs the server a process: fewer kept open, the rest on demand
-    return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE // 4, max_overflow=POOL_SIZE)
-
-
-def migrate(db: Engine) -> None:
-    """Bring the schema to the newest Alembic revision."""
-    from alembic import command
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with db.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
-
-
-
-class _epoch_s(FunctionElement[float]):
-    """Seconds since 1970 of a stored UTC datetime, as a float on both databases: whole seconds exact, as the
-    simulator's (SQLite's julianday drops the microseconds, and a difference of two is off by ~20 us more: fair
-    share would break ties unlike the simulator)."""
-
-    type = Float()
-    inherit_cache = True
-
-
-@compiles(_epoch_s, "sqlite")
-def _epoch_s_sqlite(element: _epoch_s, compiler: Any, **kw: Any) -> str:
-    # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' (SQLAlchemy's format): whole seconds, then the fraction after them
-    value = compiler.process(element.clauses, **kw)
-    return f"(CAST(strftime('%s', {value}) AS REAL) + CAST(substr({value}, 20) AS REAL))"
-
-
-@compiles(_epoch_s, "postgresql")
-def _epoch_s_postgresql(element: _epoch_s, compiler: Any, **kw: Any) -> str:
-    return f"EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)})"
-
-
-class _greatest(FunctionElement[float]):
-    type = Float()
-    inherit_cache = True
-
-
-@compiles(_greatest, "sqlite")
-def _greatest_sqlite(element: _greatest, compiler: Any, **kw: Any) -> str:
-    return f"max({compiler.process(element.clauses, **kw)})"  # SQLite's max() of several arguments is a scalar
-
-
-@compiles(_greatest, "postgresql")
-def _greatest_postgresql(element: _greatest, compiler: Any, **kw: Any) -> str:
-    return f"GREATEST({compiler.process(element.clauses, **kw)})"
-
-
-_SORT_BY = {"priority": _generations.c.priority, "submitted_at_s": _generations.c.created_at,
-            "predicted_gpu_s": _generations.c.eta_s.nulls_first()}  # live jobs run on one GPU
+_SORT_BY = {
+    "priority": _generations.c.priority,
+    "submitted_at_s": _generations.c.created_at,
+    "predicted_gpu_s": _generations.c.eta_s.nulls_first(),
+}  # live jobs run on one GPU
 _GROUP_BY = {"tenant": _generations.c.tenant, "predicted_gpu_s": _generations.c.eta_s}
 
 
@@ -299,7 +219,9 @@ def _queued_statements(
 
     # 1. which queued jobs this worker may run (the same conditions for every read)
     may_run: list[ColumnElement[bool]] = [
-        _generations.c.state == State.QUEUED.value, _generations.c.deleted_at.is_(None)]
+        _generations.c.state == State.QUEUED.value,
+        _generations.c.deleted_at.is_(None),
+    ]
     if models is not None:
         may_run.append(_generations.c.model.in_(models))
     if regions is not None:
@@ -636,7 +558,8 @@ class Store:
             if regions is not None:  # tenants bound to other regions only (few rows: excluded in SQL, so LIMIT holds)
                 bound = s.execute(select(Tenant.name, Tenant.regions).where(Tenant.regions.is_not(None)))
                 elsewhere = tuple(
-                    name for name, allowed in bound if allowed is not None and not set(allowed) & set(regions))
+                    name for name, allowed in bound if allowed is not None and not set(allowed) & set(regions)
+                )
             if exclude:
                 elsewhere = tuple(sorted(set(elsewhere) | set(exclude)))
             heads, query = _queued_statements(
@@ -736,7 +659,7 @@ class Store:
         walk the whole table in tenant order instead)."""
         now_s, since_s = (now - EPOCH).total_seconds(), (now - USAGE_WINDOW - EPOCH).total_seconds()
         g = _generations.c
-        given_s = func.coalesce(_epoch_s(g.finished_at), now_s) - _greatest(_epoch_s(g.started_at), since_s)
+        given_s = func.coalesce(epoch_s(g.finished_at), now_s) - greatest(epoch_s(g.started_at), since_s)
         query = select(g.tenant, given_s).where(
             g.started_at.is_not(None), or_(g.state == State.DREAMING.value, g.finished_at >= now - USAGE_WINDOW)
         )

@@ -1,4 +1,4 @@
-"""Alembic environment: runs on the connection `noor.jobs.store.migrate` hands over."""
+"""Alembic environment: runs on the connection `noor.jobs.db.migrate` hands over."""
 
 from alembic import context
 
