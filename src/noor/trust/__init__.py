@@ -1,0 +1,1 @@
+"""Trust: provenance (C2PA manifest + invisible watermark), moderation, idempotency, audit log."""
