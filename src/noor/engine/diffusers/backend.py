@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,14 @@ from PIL import Image
 
 from noor.engine.backend import Preview, Progress
 from noor.engine.diffusers import options as opts
+from noor.engine.diffusers import parallel as par
 from noor.engine.diffusers.families import Family, mode_of
 from noor.engine.diffusers.installed import InstalledModel, resolve_device
 from noor.engine.diffusers.preview import decode as decode_preview
 from noor.engine.diffusers.preview import preview_steps
 from noor.engine.diffusers.spec import spec_of
 from noor.engine.task import Media, Task
+from noor.perf.parallelism import ParallelPlan
 
 
 def _pil(frame: np.ndarray | None, width: int, height: int) -> Image.Image | None:
@@ -53,9 +56,12 @@ def to_uint8(frames: Any) -> np.ndarray:
 
 
 class DiffusersBackend:
-    """One installed model: its pipeline(s) loaded once, with the entry's memory and speed options."""
+    """One installed model: its pipeline(s) loaded once, with the entry's memory and speed options.
 
-    def __init__(self, model: InstalledModel, threads: int | None = None):
+    With a `parallel` plan of k > 1 ranks, this is one rank of k: the process group is initialised (see
+    `noor.runtime.ranks`), every rank makes the same calls, and each returns the same media."""
+
+    def __init__(self, model: InstalledModel, threads: int | None = None, parallel: ParallelPlan | None = None):
         import diffusers
         import torch
         from diffusers.utils import logging as diffusers_logging
@@ -80,6 +86,12 @@ class DiffusersBackend:
         opts.load_time(self.pipes[first], self.options, self.device)
         self.pipes[first].set_progress_bar_config(disable=True)
         opts.apply(self.pipes[first], self.options)
+        # 3. split across ranks (modes loaded later share this transformer, so they run split too)
+        self.parallel = parallel if parallel is not None and parallel.gpus > 1 else None
+        self.ranks: par.Ranks | None = None
+        if self.parallel is not None:
+            self.split = par.family_plan(type(self.pipes[first].transformer).__name__)
+            self.ranks = par.enable(self.pipes[first], self.parallel, self.split)
 
     def pipe(self, mode: str) -> Any:
         """The pipeline for a mode; other modes share the loaded components (`from_pipe`, no copy)."""
@@ -155,13 +167,33 @@ class DiffusersBackend:
                 preview(lambda: decode_preview(pipe, latents, w, h, n))
 
         opts.reset_cache_state(pipe)
-        with _step_reporter(pipe, params, after_step, kwargs):
+        with _step_reporter(pipe, params, after_step, kwargs), self._guidance_split(pipe, task, kwargs):
             out = pipe(**kwargs)
         # 4. to uint8 frames
         frames = to_uint8(out.images[0] if hasattr(out, "images") else out.frames[0])
         if frames.shape[1:3] != (h, w):
             notes.append(f"{self.spec.id} drew {frames.shape[2]}x{frames.shape[1]} for {w}x{h}")
         return Media(frames=frames, fps=task.fps, notes=notes)
+
+    @contextlib.contextmanager
+    def _guidance_split(self, pipe: Any, task: Task, kwargs: dict[str, Any]) -> Iterator[None]:
+        """cfg=2: the call runs without the pipeline's own guidance, both branches' prompts encoded here and each
+        rank computing one branch (`parallel.GuidanceSplit`)."""
+        if self.ranks is None or self.parallel is None or self.parallel.cfg != 2:
+            yield
+            return
+        scale = kwargs["guidance_scale"]
+        embeds = par.encode_for_guidance(pipe, self.split, task.prompt, task.negative_prompt)
+        for key in ("prompt", "negative_prompt"):
+            kwargs.pop(key, None)
+        assert self.split.guidance_args is not None
+        kwargs.update({pos: embeds[pos] for _, pos, _ in self.split.guidance_args})
+        kwargs["guidance_scale"] = 1.0
+        split = par.GuidanceSplit(pipe.transformer, self.ranks, self.split, embeds, scale)
+        try:
+            yield
+        finally:
+            split.remove()
 
 
 def _index_class(path: Path) -> str:

@@ -1,0 +1,323 @@
+"""One request across k ranks: diffusers' own context parallelism (Ulysses, ring) and CFG parallelism.
+
+A rank is one process of a k-process group (`torch.distributed`: NCCL on GPUs, gloo on CPU slots). Every
+rank loads the same pipeline and runs the same call with the same seed; the transformer is split:
+
+- **ulysses / ring** (`diffusers.ContextParallelConfig` + `ModelMixin.enable_parallelism`): each rank holds
+  1/(ulysses x ring) of the video tokens; self-attention is all-to-all over heads (Ulysses) or passes
+  key/value blocks round a ring, merged by their log-sum-exp. Cross-attention over the prompt needs no
+  collective: this rank's queries against the whole prompt, which every rank holds (diffusers does the same
+  for Wan, huggingface/diffusers#12909; Noor applies it to LTX-Video too, see `PLANS`).
+- **cfg**: the two guidance branches run on two ranks at once instead of one after the other; each rank
+  computes its branch and the pair is all-gathered and combined exactly as the pipeline would
+  (`uncond + scale * (cond - uncond)`), so the pipeline itself is called without guidance.
+
+Ranks are laid out as a (cfg, ring, ulysses) device mesh. What a family cannot split is refused by `check`
+before any work is queued.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from noor.perf.parallelism import ParallelPlan
+
+STRATEGIES = ("ulysses", "ring", "cfg")
+
+
+class ParallelError(ValueError):
+    """A parallel plan this model, request or worker cannot run; the message names the field and value."""
+
+
+def parse(text: str) -> ParallelPlan:
+    """`ulysses=2`, `ring=2`, `cfg=2`, `ulysses=2,cfg=2`, ... -> a plan with all three degrees (perf's names)."""
+    degrees = {"ulysses": 1, "ring": 1, "cfg": 1}
+    seen: set[str] = set()
+    for part in (p.strip() for p in text.split(",")):
+        name, _, value = part.partition("=")
+        name = name.strip()
+        if name not in degrees or not value.strip().isdigit():
+            raise ParallelError(
+                f"parallel: expected strategy=degree[,strategy=degree] with strategies {', '.join(STRATEGIES)}, "
+                f"got {text!r}"
+            )
+        if name in seen:
+            raise ParallelError(f"parallel: {name} given twice in {text!r}")
+        seen.add(name)
+        degrees[name] = int(value)
+        if degrees[name] < 1:
+            raise ParallelError(f"parallel: {name} must be >= 1, got {degrees[name]}")
+    u, r, c = degrees["ulysses"], degrees["ring"], degrees["cfg"]
+    return ParallelPlan(gpus=u * r * c, ulysses=u, ring=r, cfg=c)
+
+
+def label(plan: ParallelPlan) -> str:
+    """The `--parallel` text of a plan ("1" for one rank)."""
+    u, r, c = plan.degrees or (1, 1, 1)
+    parts = [f"{n}={d}" for n, d in (("ulysses", u), ("ring", r), ("cfg", c)) if d > 1]
+    return ",".join(parts) or "1"
+
+
+@dataclass(frozen=True)
+class FamilyPlan:
+    """How one transformer class splits: its context-parallel plan (None: diffusers' own `_cp_plan`), the
+    attention modules that attend to the prompt (they run locally, see the module docstring), and how the
+    pipeline's prompt encoding maps onto the transformer's arguments for the guidance branches."""
+
+    cp_plan: Any = None
+    cross_attention: tuple[str, ...] = ()  # attribute names, on each block, of prompt attention
+    # encode_prompt's outputs -> (transformer kwarg, positive name, negative name); None: no cfg parallelism
+    guidance_args: tuple[tuple[str, str, str], ...] | None = None
+    encode_prompt_outputs: tuple[str, ...] = ()
+
+
+def _ltx_cp_plan() -> Any:
+    from diffusers.models._modeling_parallel import ContextParallelInput, ContextParallelOutput
+
+    # diffusers' LTX plan without splitting the prompt: its cross-attention then needs no collective (and no
+    # prompt length divisible by the degree), and its prompt mask never meets the Ulysses all-to-all, whose
+    # mask handling does not split the mask's head axis in diffusers 0.42 (huggingface/diffusers#14316).
+    return {
+        "": {"hidden_states": ContextParallelInput(split_dim=1, expected_dims=3, split_output=False)},
+        "rope": {
+            0: ContextParallelInput(split_dim=1, expected_dims=3, split_output=True),
+            1: ContextParallelInput(split_dim=1, expected_dims=3, split_output=True),
+        },
+        "proj_out": ContextParallelOutput(gather_dim=1, expected_dims=3),
+    }
+
+
+# transformer class -> how it splits. A class missing here cannot run on several ranks (yet).
+PLANS: dict[str, Any] = {
+    "WanTransformer3DModel": lambda: FamilyPlan(
+        cross_attention=(),  # Wan's processor already keeps prompt attention local (diffusers#12909)
+        guidance_args=(("encoder_hidden_states", "prompt_embeds", "negative_prompt_embeds"),),
+        encode_prompt_outputs=("prompt_embeds", "negative_prompt_embeds"),
+    ),
+    "LTXVideoTransformer3DModel": lambda: FamilyPlan(
+        cp_plan=_ltx_cp_plan(),
+        cross_attention=("attn2",),
+        guidance_args=(
+            ("encoder_hidden_states", "prompt_embeds", "negative_prompt_embeds"),
+            ("encoder_attention_mask", "prompt_attention_mask", "negative_prompt_attention_mask"),
+        ),
+        encode_prompt_outputs=(
+            "prompt_embeds",
+            "prompt_attention_mask",
+            "negative_prompt_embeds",
+            "negative_prompt_attention_mask",
+        ),
+    ),
+}
+WHY_NOT = {
+    "HunyuanVideoTransformer3DModel": (
+        "HunyuanVideo attends to video and prompt tokens as one joint sequence; diffusers 0.42 has no context "
+        "parallel plan for it, and is guidance-distilled (one transformer call per step: nothing for cfg to split)"
+    ),
+}
+
+
+def family_plan(transformer_class: str) -> FamilyPlan:
+    if transformer_class not in PLANS:
+        why = WHY_NOT.get(transformer_class, f"no parallel plan for {transformer_class} yet")
+        supported = ", ".join(sorted(PLANS))
+        raise ParallelError(f"parallel: {why}; transformers that run on several ranks: {supported}")
+    plan: FamilyPlan = PLANS[transformer_class]()
+    return plan
+
+
+def check(
+    plan: ParallelPlan,
+    transformer_class: str,
+    heads: int,
+    tokens: int,
+    guidance: float,
+    *,
+    transformers: int = 1,
+) -> None:
+    """Refuse a plan the model or request cannot run, naming the reason (before anything is queued).
+
+    `tokens`: the video tokens one transformer call sees; `guidance`: the request's guidance scale;
+    `transformers`: how many denoisers the pipeline switches between (Wan 2.2 A14B has two)."""
+    u, r, c = plan.degrees or (1, 1, 1)
+    if plan.gpus == 1:
+        return
+    fam = family_plan(transformer_class)
+    if heads % u:
+        raise ParallelError(f"parallel: ulysses={u} must divide the model's {heads} attention heads")
+    if tokens % (u * r):
+        raise ParallelError(f"parallel: ulysses x ring = {u * r} must divide the request's {tokens} video tokens")
+    if c > 2:
+        raise ParallelError(f"parallel: cfg={c}; classifier-free guidance has 2 branches, so cfg is 1 or 2")
+    if c == 2:
+        if fam.guidance_args is None:
+            raise ParallelError(f"parallel: cfg=2 is not available for {transformer_class}")
+        if guidance <= 1.0:
+            raise ParallelError(f"parallel: cfg=2 needs guidance > 1 (two branches), got guidance {guidance:g}")
+        if transformers > 1:
+            raise ParallelError("parallel: cfg=2 on a two-expert pipeline (Wan 2.2 A14B) is not supported yet")
+
+
+@contextlib.contextmanager
+def _cpu_counts_as_one_device() -> Iterator[None]:
+    """diffusers' `_resolve_parallel_config` places rank r on device `r % torch.accelerator.device_count()`,
+    which divides by zero on a machine with no accelerator. There every rank is a process on the CPU, so count
+    the CPU as one device for that call only (narrow: nothing else reads the count meanwhile)."""
+    import torch
+
+    if torch.accelerator.device_count() > 0:
+        yield
+        return
+    real = torch.accelerator.device_count
+    torch.accelerator.device_count = lambda: 1
+    try:
+        yield
+    finally:
+        torch.accelerator.device_count = real
+
+
+_CPU_FLASH_REGISTERED = False
+
+
+def _register_cpu_flash_kernel() -> None:
+    """Ring attention merges per-block results by their log-sum-exp, so it needs an attention op that returns
+    it. diffusers' `native` op does not; its `_native_flash` backend calls `aten::_scaled_dot_product_flash_
+    attention`, which PyTorch implements for CUDA only, while its CPU flash kernel is a separate op
+    (`_scaled_dot_product_flash_attention_for_cpu`, same maths, returns the LSE). Register that as the CPU
+    kernel of the first, once per process, so diffusers' own ring path runs unchanged on CPU ranks. GPUs use
+    the fast backends (flash, cuDNN) as they are."""
+    global _CPU_FLASH_REGISTERED
+    if _CPU_FLASH_REGISTERED:
+        return
+    import torch
+
+    def flash_on_cpu(
+        query: Any,
+        key: Any,
+        value: Any,
+        dropout_p: float = 0.0,
+        is_causal: bool = False,
+        return_debug_mask: bool = False,
+        *,
+        scale: float | None = None,
+    ) -> tuple[Any, ...]:
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            query, key, value, dropout_p, is_causal, scale=scale
+        )
+        empty = query.new_empty(0)
+        # (output, logsumexp, cum_seq_q, cum_seq_k, max_q, max_k, philox_seed, philox_offset, debug_attn_mask)
+        return out, lse, empty, empty, query.shape[2], key.shape[2], empty, empty, empty
+
+    library = torch.library.Library("aten", "IMPL")
+    library.impl("_scaled_dot_product_flash_attention", flash_on_cpu, "CPU")
+    _LIBRARIES.append(library)  # a Library unregisters its kernels when it is garbage-collected
+    _CPU_FLASH_REGISTERED = True
+
+
+_LIBRARIES: list[Any] = []
+
+
+@dataclass
+class Ranks:
+    """This process's place in the k-rank group: the mesh and the cfg branch it computes."""
+
+    mesh: Any
+    cfg_rank: int
+    cfg_group: Any
+
+
+def enable(pipe: Any, plan: ParallelPlan, family: FamilyPlan) -> Ranks:
+    """Split `pipe.transformer` across the ranks of the initialised process group, as `plan` says."""
+    import torch
+    import torch.distributed as dist
+    from diffusers import ContextParallelConfig
+
+    u, r, c = plan.degrees or (1, 1, 1)
+    if not dist.is_initialized() or dist.get_world_size() != plan.gpus:
+        world = dist.get_world_size() if dist.is_initialized() else 1
+        raise ParallelError(f"parallel: {label(plan)} needs {plan.gpus} ranks, this process group has {world}")
+    device_type = torch._C._get_accelerator().type
+    mesh = dist.device_mesh.init_device_mesh(device_type, (c, r, u), mesh_dim_names=("cfg", "ring", "ulysses"))
+    transformers = [m for name in ("transformer", "transformer_2") if (m := getattr(pipe, name, None)) is not None]
+    if u * r > 1:
+        for transformer in transformers:
+            config = ContextParallelConfig(ulysses_degree=u, ring_degree=r, mesh=mesh["ring", "ulysses"])
+            with _cpu_counts_as_one_device():
+                transformer.enable_parallelism(config=config, cp_plan=family.cp_plan)
+            _attention_backends(transformer, family, ring_on_cpu=r > 1 and device_type == "cpu")
+    return Ranks(mesh=mesh, cfg_rank=mesh["cfg"].get_local_rank(), cfg_group=mesh["cfg"].get_group())
+
+
+def _attention_backends(transformer: Any, family: FamilyPlan, ring_on_cpu: bool) -> None:
+    """Prompt attention runs locally (see the module docstring); on CPU, ring self-attention runs on
+    `_native_flash` with the CPU kernel registered by `_register_cpu_flash_kernel`. Set per processor, not by
+    `set_attention_backend`, which would also change the process-wide default backend."""
+    from diffusers.models.attention_dispatch import AttentionBackendName
+
+    blocks = getattr(transformer, "transformer_blocks", None) or getattr(transformer, "blocks", [])
+    prompt = {id(getattr(block, name)) for block in blocks for name in family.cross_attention}
+    if ring_on_cpu:
+        _register_cpu_flash_kernel()
+    for module in transformer.modules():
+        processor = getattr(module, "processor", None)
+        if processor is None or not hasattr(processor, "_parallel_config"):
+            continue
+        if id(module) in prompt:
+            processor._parallel_config = None
+        elif ring_on_cpu:
+            processor._attention_backend = AttentionBackendName._NATIVE_FLASH
+
+
+class GuidanceSplit:
+    """cfg=2: the pipeline is called without guidance; each transformer call computes this rank's branch (rank 0
+    the prompt, rank 1 the negative prompt), all-gathers the pair, and returns the guided prediction exactly as
+    the pipeline would have combined it: `uncond + scale * (cond - uncond)`, in float32."""
+
+    def __init__(self, transformer: Any, ranks: Ranks, family: FamilyPlan, embeds: dict[str, Any], scale: float):
+        self.ranks, self.scale = ranks, scale
+        # the negative branch's arguments, swapped in on the rank that computes it
+        assert family.guidance_args is not None
+        self.swap = {arg: embeds[neg] for arg, _, neg in family.guidance_args}
+        self.handles = [
+            transformer.register_forward_pre_hook(self.before, with_kwargs=True),
+            transformer.register_forward_hook(self.after),
+        ]
+
+    def before(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict]:
+        if self.ranks.cfg_rank == 1:
+            kwargs = {**kwargs, **{k: v for k, v in self.swap.items() if k in kwargs}}
+        return args, kwargs
+
+    def after(self, module: Any, args: Any, output: Any) -> Any:
+        import torch
+        import torch.distributed as dist
+
+        sample = output[0] if isinstance(output, tuple) else output.sample
+        mine = sample.float().contiguous()
+        both = [torch.empty_like(mine) for _ in range(2)]
+        dist.all_gather(both, mine, group=self.ranks.cfg_group)
+        cond, uncond = both
+        guided = (uncond + self.scale * (cond - uncond)).to(sample.dtype)
+        if isinstance(output, tuple):
+            return (guided, *output[1:])
+        output.sample = guided
+        return output
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def encode_for_guidance(pipe: Any, family: FamilyPlan, prompt: str, negative_prompt: str | None) -> dict[str, Any]:
+    """Both branches' prompt encodings, by the pipeline's own `encode_prompt`."""
+    import inspect
+
+    params = inspect.signature(pipe.encode_prompt).parameters
+    kwargs: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative_prompt or ""}
+    if "do_classifier_free_guidance" in params:
+        kwargs["do_classifier_free_guidance"] = True
+    out = pipe.encode_prompt(**kwargs)
+    return dict(zip(family.encode_prompt_outputs, out, strict=True))

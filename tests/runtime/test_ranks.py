@@ -1,0 +1,168 @@
+"""One request on two ranks (gloo on CPU) equals it on one: diffusers' context parallelism and CFG parallelism
+on the toy pipelines, and the local k-rank worker (progress, cancel, a rank killed)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from noor.engine.backend import Cancelled
+from noor.engine.diffusers import parallel
+from noor.engine.diffusers.installed import InstalledModel
+from noor.engine.task import Task
+from noor.runtime.ranks import LocalRanks, RankFailed
+from tests.engine.diffusers.toys import TOYS, toy_dir
+
+Toy = Callable[[str], Path]
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> Toy:
+    return lambda family: toy_dir(tmp_path_factory, family)
+
+
+PLANS = ("ulysses=2", "ring=2", "cfg=2")
+FAMILIES = ("wan2.1-t2v", "ltx-video")
+
+
+def entry(toy: Toy, family: str) -> InstalledModel:
+    _, width, height, frames = TOYS[family]
+    return InstalledModel(
+        id=f"toy-{family}", family=family, path=str(toy(family)), dtype="float32", device="cpu",
+        width=width, height=height, frames=frames, fps=8, steps=2,
+    )  # fmt: skip
+
+
+def task(model: InstalledModel, seed: int = 1, steps: int = 2) -> Task:
+    assert model.width and model.height and model.frames
+    return Task(
+        prompt="a red circle moves left", negative_prompt="blue square", width=model.width, height=model.height,
+        num_frames=model.frames, fps=8, steps=steps, guidance=3.0, seed=seed,
+    )  # fmt: skip
+
+
+def floats(model: InstalledModel, plan: str | None) -> np.ndarray:
+    """The pipeline's float frames (before uint8) for `task(model)`, on this rank."""
+    from noor.engine.diffusers import backend as module
+
+    seen: list[np.ndarray] = []
+    real = module.to_uint8
+
+    def spy(frames: Any) -> np.ndarray:
+        seen.append(np.asarray(frames, dtype=np.float32))
+        return real(frames)
+
+    module.to_uint8 = spy  # type: ignore[assignment]
+    try:
+        b = module.DiffusersBackend(model, threads=1, parallel=parallel.parse(plan) if plan else None)
+        b.generate([task(model)])
+    finally:
+        module.to_uint8 = real  # type: ignore[assignment]
+    return seen[0]
+
+
+def _two_ranks(rank: int, port: int, models: list[InstalledModel], out: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        results = {f"{m.family}|{p}": floats(m, p) for m in models for p in PLANS}
+        if rank == 0:
+            np.savez(out, **results)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_equal_one_for_each_strategy_on_wan_and_ltx(toy: Toy, tmp_path: Path) -> None:
+    import torch
+    import torch.multiprocessing as tmp
+
+    from noor.runtime.ranks import _free_port
+
+    torch.set_num_threads(1)
+    models = [entry(toy, f) for f in FAMILIES]
+    one = {m.family: floats(m, None) for m in models}
+    out = tmp_path / "two.npz"
+    tmp.spawn(_two_ranks, args=(_free_port(), models, str(out)), nprocs=2)
+    two = np.load(out)
+    for m in models:
+        for plan in PLANS:
+            diff = float(np.abs(two[f"{m.family}|{plan}"] - one[m.family]).max())
+            assert diff <= 1e-4, f"{m.family} {plan}: max abs diff {diff:.2e}"
+
+
+def test_plans_parse_and_what_a_model_cannot_split_is_refused() -> None:
+    plan = parallel.parse("ulysses=2,cfg=2")
+    assert (plan.gpus, plan.degrees, parallel.label(plan)) == (4, (2, 1, 2), "ulysses=2,cfg=2")
+    for bad, why in [
+        ("ulysses", "expected strategy=degree"),
+        ("tensor=2", "expected strategy=degree"),
+        ("ring=0", "ring must be >= 1, got 0"),
+        ("ring=2,ring=2", "ring given twice"),
+    ]:
+        with pytest.raises(parallel.ParallelError, match=why):
+            parallel.parse(bad)
+    wan = "WanTransformer3DModel"
+    parallel.check(parallel.parse("ulysses=2"), wan, heads=2, tokens=32, guidance=5.0)
+    refusals = [
+        (parallel.parse("ulysses=4"), wan, 2, 32, 5.0, "ulysses=4 must divide the model's 2 attention heads"),
+        (parallel.parse("ring=2"), wan, 2, 33, 5.0, "must divide the request's 33 video tokens"),
+        (parallel.parse("cfg=2"), wan, 2, 32, 1.0, "cfg=2 needs guidance > 1"),
+        (parallel.parse("cfg=4"), wan, 2, 32, 5.0, "cfg is 1 or 2"),
+        (parallel.parse("ulysses=2"), "HunyuanVideoTransformer3DModel", 2, 32, 5.0, "joint sequence"),
+        (parallel.parse("ring=2"), "CogVideoXTransformer3DModel", 2, 32, 5.0, "no parallel plan for CogVideoX"),
+    ]
+    for plan, cls, heads, tokens, guidance, why in refusals:
+        with pytest.raises(parallel.ParallelError, match=why):
+            parallel.check(plan, cls, heads=heads, tokens=tokens, guidance=guidance)
+    with pytest.raises(parallel.ParallelError, match="two-expert"):
+        parallel.check(parallel.parse("cfg=2"), wan, heads=2, tokens=32, guidance=5.0, transformers=2)
+
+
+def test_local_ranks_report_steps_cancel_together_and_survive_a_killed_rank(toy: Toy) -> None:
+    from noor.engine.diffusers.backend import DiffusersBackend
+
+    model = entry(toy, "wan2.1-t2v")
+    alone = DiffusersBackend(model, threads=1).generate([task(model, seed=3, steps=3)])[0].frames
+    ranks = LocalRanks(model, parallel.parse("ulysses=2"), threads=1, step_timeout_s=120)
+    try:
+        # 1. the same clip as one rank, each step reported once
+        steps: list[tuple[int, int]] = []
+        media = ranks.generate([task(model, seed=3, steps=3)], lambda d, t: steps.append((d, t)))
+        assert np.array_equal(media[0].frames, alone)
+        assert steps == [(1, 3), (2, 3), (3, 3)]
+
+        # 2. a cancel after the first step stops both ranks, and they take the next job
+        def cancel(done: int, total: int) -> None:
+            raise Cancelled
+
+        with pytest.raises(Cancelled):
+            ranks.generate([task(model, seed=3, steps=3)], cancel)
+        assert np.array_equal(ranks.generate([task(model, seed=3, steps=3)])[0].frames, alone)
+
+        # 3. a rank killed: the attempt fails naming it; the next call starts fresh ranks
+        first = ranks.pids
+        os.kill(first[1], signal.SIGKILL)
+        with pytest.raises(RankFailed, match=r"rank 1 of 2 exited \(code -9\)"):
+            ranks.generate([task(model, seed=3, steps=3)])
+        assert np.array_equal(ranks.generate([task(model, seed=3, steps=3)])[0].frames, alone)
+        assert set(ranks.pids).isdisjoint(first)
+    finally:
+        ranks.close()
+
+
+def test_a_model_that_cannot_split_fails_at_load_with_the_reason(toy: Toy) -> None:
+    model = entry(toy, "hunyuanvideo")
+    ranks = LocalRanks(model, parallel.parse("ulysses=2"), threads=1, start_timeout_s=120)
+    with pytest.raises(RankFailed, match=r"rank \d could not load toy-hunyuanvideo as ulysses=2: .*joint sequence"):
+        ranks.start()
+    assert ranks.pids == []
