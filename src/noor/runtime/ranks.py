@@ -164,8 +164,8 @@ class LocalRanks:
             elif kind == "cancelled":
                 finished.add(rank)
                 cancelled = True
-            elif kind == "error":
-                self._fail(f"rank {rank} failed: {detail}")
+            elif kind == "error":  # a rank that lost its peer says so; the peer that died is the cause
+                self._fail(self._exited("a denoising step") or f"rank {rank} failed: {detail}")
         if cancelled:
             raise Cancelled
         assert result is not None
@@ -180,11 +180,17 @@ class LocalRanks:
                 return message
             except queue.Empty:
                 pass
-            for rank, proc in enumerate(self._procs):
-                if not proc.is_alive():
-                    self._fail(f"rank {rank} of {len(self._procs)} exited (code {proc.exitcode}) during {doing}")
+            exited = self._exited(doing)
+            if exited:
+                self._fail(exited)
             if time.monotonic() > deadline:
                 self._fail(f"no rank reported for {timeout_s:g} s during {doing}: a rank hung")
+
+    def _exited(self, doing: str) -> str:
+        for rank, proc in enumerate(self._procs):
+            if not proc.is_alive():
+                return f"rank {rank} of {len(self._procs)} exited (code {proc.exitcode}) during {doing}"
+        return ""
 
     def _fail(self, reason: str) -> None:
         log.warning("%s (%s): %s", self.model.id, label(self.plan), reason)

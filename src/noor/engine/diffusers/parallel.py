@@ -19,7 +19,8 @@ before any work is queued.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import fnmatch
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,42 +65,38 @@ def label(plan: ParallelPlan) -> str:
 @dataclass(frozen=True)
 class FamilyPlan:
     """How one transformer class splits: its context-parallel plan (None: diffusers' own `_cp_plan`), the
-    attention modules that attend to the prompt (they run locally, see the module docstring), and how the
+    attention modules that run locally on every rank (prompt attention, see the module docstring), and how the
     pipeline's prompt encoding maps onto the transformer's arguments for the guidance branches."""
 
     cp_plan: Any = None
-    cross_attention: tuple[str, ...] = ()  # attribute names, on each block, of prompt attention
-    # encode_prompt's outputs -> (transformer kwarg, positive name, negative name); None: no cfg parallelism
+    local_attention: tuple[str, ...] = ()  # fnmatch patterns over the transformer's module names
+    no_ring: str = ""  # why ring attention cannot run this transformer ("": it can)
+    # (transformer kwarg, encode_prompt's positive output, its negative output); None: no cfg parallelism
     guidance_args: tuple[tuple[str, str, str], ...] | None = None
+    no_cfg: str = ""  # why cfg parallelism cannot run this family, when guidance_args is None
     encode_prompt_outputs: tuple[str, ...] = ()
+    prepare: Callable[[Any, int], None] | None = None  # (transformer, ulysses rank): family-specific hooks
 
 
-def _ltx_cp_plan() -> Any:
+def _cp(kind: str, dim: int, dims: int, output: bool = False) -> Any:
     from diffusers.models._modeling_parallel import ContextParallelInput, ContextParallelOutput
 
+    if kind == "gather":
+        return ContextParallelOutput(gather_dim=dim, expected_dims=dims)
+    return ContextParallelInput(split_dim=dim, expected_dims=dims, split_output=output)
+
+
+def _ltx() -> FamilyPlan:
     # diffusers' LTX plan without splitting the prompt: its cross-attention then needs no collective (and no
     # prompt length divisible by the degree), and its prompt mask never meets the Ulysses all-to-all, whose
     # mask handling does not split the mask's head axis in diffusers 0.42 (huggingface/diffusers#14316).
-    return {
-        "": {"hidden_states": ContextParallelInput(split_dim=1, expected_dims=3, split_output=False)},
-        "rope": {
-            0: ContextParallelInput(split_dim=1, expected_dims=3, split_output=True),
-            1: ContextParallelInput(split_dim=1, expected_dims=3, split_output=True),
+    return FamilyPlan(
+        cp_plan={
+            "": {"hidden_states": _cp("split", 1, 3)},
+            "rope": {0: _cp("split", 1, 3, output=True), 1: _cp("split", 1, 3, output=True)},
+            "proj_out": _cp("gather", 1, 3),
         },
-        "proj_out": ContextParallelOutput(gather_dim=1, expected_dims=3),
-    }
-
-
-# transformer class -> how it splits. A class missing here cannot run on several ranks (yet).
-PLANS: dict[str, Any] = {
-    "WanTransformer3DModel": lambda: FamilyPlan(
-        cross_attention=(),  # Wan's processor already keeps prompt attention local (diffusers#12909)
-        guidance_args=(("encoder_hidden_states", "prompt_embeds", "negative_prompt_embeds"),),
-        encode_prompt_outputs=("prompt_embeds", "negative_prompt_embeds"),
-    ),
-    "LTXVideoTransformer3DModel": lambda: FamilyPlan(
-        cp_plan=_ltx_cp_plan(),
-        cross_attention=("attn2",),
+        local_attention=("transformer_blocks.*.attn2",),
         guidance_args=(
             ("encoder_hidden_states", "prompt_embeds", "negative_prompt_embeds"),
             ("encoder_attention_mask", "prompt_attention_mask", "negative_prompt_attention_mask"),
@@ -110,23 +107,66 @@ PLANS: dict[str, Any] = {
             "negative_prompt_embeds",
             "negative_prompt_attention_mask",
         ),
+    )
+
+
+def _hunyuanvideo() -> FamilyPlan:
+    """HunyuanVideo attends to its video and prompt tokens as one joint sequence; diffusers 0.42 has no plan for
+    it. Noor's: the video tokens are split, the prompt (after the token refiner, which runs locally) stays whole
+    on every rank, and on every rank but the first its prompt keys are masked out, so that after the Ulysses
+    all-to-all each prompt key is attended to exactly once (the prompt queries then get the same result on
+    every rank, and the prompt stream stays identical everywhere)."""
+    return FamilyPlan(
+        cp_plan={
+            "x_embedder": {0: _cp("split", 1, 3, output=True)},
+            "rope": {0: _cp("split", 0, 2, output=True), 1: _cp("split", 0, 2, output=True)},
+            "proj_out": _cp("gather", 1, 3),
+        },
+        local_attention=("context_embedder*",),
+        no_ring=(
+            "ring attention reuses each rank's key mask for every block of keys (diffusers 0.42), and "
+            "HunyuanVideo's joint sequence needs the prompt keys masked per block"
+        ),
+        no_cfg="HunyuanVideo is guidance-distilled: one transformer call per step, nothing for cfg to split",
+        prepare=_mask_repeated_prompt,
+    )
+
+
+def _mask_repeated_prompt(transformer: Any, ulysses_rank: int) -> None:
+    """On ranks but the first, mask the prompt keys in each block's attention mask (B, 1, 1, video + prompt)."""
+    if ulysses_rank == 0:
+        return
+
+    def hook(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        hidden_states, encoder_hidden_states, temb, mask, *rest = args  # the blocks' positional call
+        mask = mask.clone()
+        mask[..., hidden_states.shape[1] :] = False
+        return (hidden_states, encoder_hidden_states, temb, mask, *rest)
+
+    for block in [*transformer.transformer_blocks, *transformer.single_transformer_blocks]:
+        block.register_forward_pre_hook(hook)
+
+
+# transformer class -> how it splits. A class missing here cannot run on several ranks (yet).
+PLANS: dict[str, Callable[[], FamilyPlan]] = {
+    "WanTransformer3DModel": lambda: FamilyPlan(
+        local_attention=(),  # Wan's processor already keeps prompt attention local (diffusers#12909)
+        guidance_args=(("encoder_hidden_states", "prompt_embeds", "negative_prompt_embeds"),),
+        encode_prompt_outputs=("prompt_embeds", "negative_prompt_embeds"),
     ),
-}
-WHY_NOT = {
-    "HunyuanVideoTransformer3DModel": (
-        "HunyuanVideo attends to video and prompt tokens as one joint sequence; diffusers 0.42 has no context "
-        "parallel plan for it, and is guidance-distilled (one transformer call per step: nothing for cfg to split)"
-    ),
+    "LTXVideoTransformer3DModel": _ltx,
+    "HunyuanVideoTransformer3DModel": _hunyuanvideo,
 }
 
 
 def family_plan(transformer_class: str) -> FamilyPlan:
     if transformer_class not in PLANS:
-        why = WHY_NOT.get(transformer_class, f"no parallel plan for {transformer_class} yet")
         supported = ", ".join(sorted(PLANS))
-        raise ParallelError(f"parallel: {why}; transformers that run on several ranks: {supported}")
-    plan: FamilyPlan = PLANS[transformer_class]()
-    return plan
+        raise ParallelError(
+            f"parallel: no parallel plan for {transformer_class} yet; transformers that run on several ranks: "
+            f"{supported}"
+        )
+    return PLANS[transformer_class]()
 
 
 def check(
@@ -148,13 +188,15 @@ def check(
     fam = family_plan(transformer_class)
     if heads % u:
         raise ParallelError(f"parallel: ulysses={u} must divide the model's {heads} attention heads")
+    if r > 1 and fam.no_ring:
+        raise ParallelError(f"parallel: ring={r} cannot run {transformer_class}: {fam.no_ring}")
     if tokens % (u * r):
         raise ParallelError(f"parallel: ulysses x ring = {u * r} must divide the request's {tokens} video tokens")
     if c > 2:
         raise ParallelError(f"parallel: cfg={c}; classifier-free guidance has 2 branches, so cfg is 1 or 2")
     if c == 2:
         if fam.guidance_args is None:
-            raise ParallelError(f"parallel: cfg=2 is not available for {transformer_class}")
+            raise ParallelError(f"parallel: cfg=2 cannot run {transformer_class}: {fam.no_cfg or 'no plan'}")
         if guidance <= 1.0:
             raise ParallelError(f"parallel: cfg=2 needs guidance > 1 (two branches), got guidance {guidance:g}")
         if transformers > 1:
@@ -248,6 +290,8 @@ def enable(pipe: Any, plan: ParallelPlan, family: FamilyPlan) -> Ranks:
             with _cpu_counts_as_one_device():
                 transformer.enable_parallelism(config=config, cp_plan=family.cp_plan)
             _attention_backends(transformer, family, ring_on_cpu=r > 1 and device_type == "cpu")
+            if family.prepare is not None:
+                family.prepare(transformer, mesh["ulysses"].get_local_rank())
     return Ranks(mesh=mesh, cfg_rank=mesh["cfg"].get_local_rank(), cfg_group=mesh["cfg"].get_group())
 
 
@@ -257,15 +301,13 @@ def _attention_backends(transformer: Any, family: FamilyPlan, ring_on_cpu: bool)
     `set_attention_backend`, which would also change the process-wide default backend."""
     from diffusers.models.attention_dispatch import AttentionBackendName
 
-    blocks = getattr(transformer, "transformer_blocks", None) or getattr(transformer, "blocks", [])
-    prompt = {id(getattr(block, name)) for block in blocks for name in family.cross_attention}
     if ring_on_cpu:
         _register_cpu_flash_kernel()
-    for module in transformer.modules():
+    for name, module in transformer.named_modules():
         processor = getattr(module, "processor", None)
         if processor is None or not hasattr(processor, "_parallel_config"):
             continue
-        if id(module) in prompt:
+        if any(fnmatch.fnmatch(name, pattern) for pattern in family.local_attention):
             processor._parallel_config = None
         elif ring_on_cpu:
             processor._attention_backend = AttentionBackendName._NATIVE_FLASH
