@@ -93,6 +93,8 @@ class Generation(Base):
     price_microcents: Mapped[int] = mapped_column(BigInteger, default=0)
     paid_microcents: Mapped[int] = mapped_column(BigInteger, default=0)
     eta_s: Mapped[float | None] = mapped_column(Float, default=None)
+    # jobs with the same key run together in one call (noor.scheduling.batching.batch_key); None: never batched
+    batch_key: Mapped[str | None] = mapped_column(String(200), default=None)
     progress: Mapped[float] = mapped_column(Float, default=0.0)  # 0..1 while dreaming
     assets: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     callback_url: Mapped[str | None] = mapped_column(Text, default=None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,6 +39,7 @@ from noor import scheduling
 from noor.jobs import eta, money, outbox
 from noor.jobs.db import connect, epoch_s, greatest, migrate
 from noor.jobs.generation import Generation, State, check_transition, now_utc
+from noor.scheduling.batching import batch_key
 
 _generations = Generation.__table__
 _GET = select(_generations).where(
@@ -212,9 +213,12 @@ def _queued_statements(
     order: tuple[str, ...],
     group: str | None,
     limit: int | None,
+    keyed: bool = False,
+    one_tenant: bool = False,
 ) -> tuple[Any, Any]:
     """`Store.queued`'s statements, built once per worker's view (building one costs more than running it):
-    the ids of each group's first job (None without a group), and the rows (of those ids, bound as `ids`)."""
+    the ids of each group's first job (None without a group), and the rows (of those ids, bound as `ids`).
+    `keyed`: only the jobs of one batch key (bound as `batch_key`); `one_tenant`: of one tenant (bound as `tenant`)."""
     from noor.jobs.tenants import Tenant
 
     # 1. which queued jobs this worker may run (the same conditions for every read)
@@ -228,6 +232,10 @@ def _queued_statements(
         may_run.append(or_(_generations.c.region.is_(None), _generations.c.region.in_(regions)))
     if elsewhere:
         may_run.append(_generations.c.tenant.not_in(elsewhere))
+    if keyed:
+        may_run.append(_generations.c.batch_key == bindparam("batch_key"))
+    if one_tenant:
+        may_run.append(_generations.c.tenant == bindparam("tenant"))
     columns = [_SORT_BY[name] for name in order] + [_generations.c.id]
     # 2. the first `limit` in order, or the first of each group (a point read per group from the index; their
     # ids first, then their rows: in one statement PostgreSQL joined them with a table scan)
@@ -236,7 +244,8 @@ def _queued_statements(
     query = (
         select(
             _generations.c.id, _generations.c.tenant, _generations.c.model, _generations.c.created_at,
-            _generations.c.eta_s, _generations.c.priority, _generations.c.region, Tenant.regions,
+            _generations.c.eta_s, _generations.c.priority, _generations.c.region, _generations.c.batch_key,
+            Tenant.regions,
         )
         .outerjoin(Tenant, Tenant.name == _generations.c.tenant)
         .where(*chosen)
@@ -271,6 +280,22 @@ def _heads(
 
     heads = select(first(inner.c[field.name] == values.c.value).label("id")).where(values.c.value.is_not(None))
     return union_all(heads, select(first(inner.c[field.name].is_(None)).label("id"))) if field.nullable else heads
+
+
+def task_batch_key(model: str, task: Mapping[str, Any]) -> str | None:
+    """A stored task's batch key (`noor.scheduling.batching.batch_key`); None for a task that always runs alone:
+    an upscale (its source clip is its own), one with concepts (adapters are loaded per call), or a task with no
+    shape (internal callers)."""
+    if task.get("kind") is not None or task.get("concepts") or task.get("source") is not None:
+        return None
+    try:
+        width, height, num_frames = int(task["width"]), int(task["height"]), int(task["num_frames"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    inputs = "+".join(name for name in ("start", "end") if task.get(name)) or "text"
+    if task.get("loop"):
+        inputs += "+loop"
+    return batch_key(model, width, height, num_frames, task.get("steps"), task.get("guidance"), inputs)
 
 
 class Store:
@@ -349,6 +374,7 @@ class Store:
                 price_microcents=price_microcents,
                 paid_microcents=paid,
                 eta_s=eta_s,
+                batch_key=task_batch_key(model, task),
                 callback_url=callback_url,
                 region=region,
                 max_attempts=max_attempts,
@@ -491,14 +517,36 @@ class Store:
         now: datetime | None = None,
         node: str | None = None,
     ) -> Generation | None:
-        """Hand `worker` the queued job the scheduling policy puts first over the whole queue, under a lease.
+        """Hand `worker` the queued job the scheduling policy puts first over the whole queue, under a lease
+        (`claim_batch` with max_batch 1)."""
+        claimed = self.claim_batch(worker, lease_s, models, regions, now, node)
+        return claimed[0] if claimed else None
+
+    def claim_batch(
+        self,
+        worker: str,
+        lease_s: float,
+        models: Sequence[str] | None = None,
+        regions: Sequence[str] | None = None,
+        now: datetime | None = None,
+        node: str | None = None,
+        max_batch: int = 1,
+    ) -> builtins.list[Generation]:
+        """Hand `worker` the queued job the scheduling policy puts first over the whole queue, and up to
+        `max_batch - 1` queued jobs that run with it in one call, each under a lease; [] if nothing is queued
+        for it.
 
         The same `noor.scheduling` policy the simulator drives: 1. of the jobs this worker may run (its models
         and regions: residency), the few the policy could put first are read in index order
         (`scheduling.frontier`: not the whole queue, never just the oldest); 2. the policy orders them (fair
         share with each tenant's GPU-seconds in the usage window); 3. one conditional UPDATE takes the first.
         A job another worker took meanwhile is skipped for the next; if all were taken the queue is read again.
+        4. with max_batch > 1, the jobs of the first one's batch key are read in the policy's order and
+        `scheduling.batch` picks the batch (the function `scheduling.assign` and so the dispatcher use), each
+        taken by its own conditional UPDATE: one another worker took meanwhile is skipped.
         """
+        if max_batch < 1:
+            raise scheduling.SchedulingError(f"max_batch: must be >= 1, got {max_batch!r}")
         now = now or now_utc()
         # expired leases are looked for at most once a second per store, not on every idle poll
         if self._requeued_at is None or not timedelta(0) <= now - self._requeued_at < REQUEUE_EVERY:
@@ -519,13 +567,64 @@ class Store:
             # 1. candidates: what the policy could put first, read from an index
             candidates = scheduling.frontier(self.scheduler, read, now_s, usage)
             if not candidates:
-                return None
+                return []
             # 2. the policy's order, 3. take the first still queued (a conditional UPDATE: one worker wins a job)
             for job in self.scheduler.order(candidates, now_s, usage)[:CLAIM_RETRIES]:
                 claimed = self._take(job.id, worker, lease_s, now, node, region)
                 if claimed is not None:
-                    return claimed
-        return None
+                    if max_batch == 1 or job.batch_key is None:
+                        return [claimed]
+                    # 4. the jobs that run with it
+                    rest = self._batch_after(
+                        job, worker, lease_s, now, node, region, max_batch, usage, full, models, regions
+                    )
+                    return [claimed, *rest]
+        return []
+
+    def _batch_after(
+        self,
+        head: scheduling.QueuedJob,
+        worker: str,
+        lease_s: float,
+        now: datetime,
+        node: str | None,
+        region: str | None,
+        max_batch: int,
+        usage: Mapping[str, float] | None,
+        exclude: tuple[str, ...],
+        models: Sequence[str] | None,
+        regions: Sequence[str] | None,
+    ) -> builtins.list[Generation]:
+        """Take up to `max_batch - 1` queued jobs of `head`'s batch key (already taken by `worker`), in policy order.
+
+        The jobs of one key are one model at one shape, so they are predicted alike and each policy ranks them as
+        its scans read them: each scan read a few more than the batch needs (no group: every job, not one per tenant
+        or length) holds the policy's first ones.
+        Fair share ranks tenants, not jobs: its batch takes the head's tenant's jobs, as the simulator's queues (one
+        per tenant and class under fair share) do."""
+        now_s = (now - EPOCH).total_seconds()
+        depth = max_batch - 1 + CLAIM_RETRIES  # room for a few taken by other workers meanwhile
+        pool: dict[str, scheduling.QueuedJob] = {}
+        tenant = head.tenant if self.scheduler.per_tenant else None
+        for order, _ in self.scheduler.scans():
+            for job in self.queued(
+                depth, models, regions, order, exclude=exclude, batch_key=head.batch_key, tenant=tenant
+            ):
+                if job.id != head.id:
+                    pool[job.id] = job
+        ordered = self.scheduler.order(list(pool.values()), now_s, usage)
+        taken: builtins.list[Generation] = []
+        while ordered and len(taken) < max_batch - 1:
+            chosen = scheduling.batch(head, ordered, max_batch - len(taken))[1:]
+            if not chosen:
+                break
+            for job in chosen:
+                claimed = self._take(job.id, worker, lease_s, now, node, region)
+                if claimed is not None:
+                    taken.append(claimed)
+            gone = {job.id for job in chosen}
+            ordered = [job for job in ordered if job.id not in gone]
+        return taken
 
     def queued(
         self,
@@ -535,6 +634,8 @@ class Store:
         order: tuple[str, ...] = ("priority", "submitted_at_s"),
         group: str | None = None,
         exclude: Sequence[str] = (),
+        batch_key: str | None = None,
+        tenant: str | None = None,
     ) -> builtins.list[scheduling.QueuedJob]:
         """The queue as the scheduling policies read it: the first `limit` jobs (None: all) in `order` (fields
         of `scheduling.QueuedJob`, then id; each order has an index). With `group` ("tenant" or
@@ -544,7 +645,8 @@ class Store:
 
         With `models` and `regions` (a worker's), only the jobs that worker may run: residency holds for a
         region-bound tenant's jobs on every path (local, remote and Ray workers). The jobs of the tenants in
-        `exclude` are left out (a claim's: tenants whose world sessions fill max_concurrent).
+        `exclude` are left out (a claim's: tenants whose world sessions fill max_concurrent). With `batch_key`, only
+        the jobs of that key (a batch's); with `tenant`, only that tenant's.
         """
         from noor.jobs.tenants import Tenant
 
@@ -564,11 +666,14 @@ class Store:
                 elsewhere = tuple(sorted(set(elsewhere) | set(exclude)))
             heads, query = _queued_statements(
                 tuple(models) if models is not None else None, tuple(regions) if regions is not None else None,
-                elsewhere, order, group, limit,
+                elsewhere, order, group, limit, batch_key is not None, tenant is not None,
             )  # fmt: skip
-            ids = [] if heads is None else [gid for gid in s.scalars(heads) if gid is not None]
+            params: dict[str, Any] = {k: v for k, v in (("batch_key", batch_key), ("tenant", tenant)) if v is not None}
+            ids = [] if heads is None else [gid for gid in s.scalars(heads, params) if gid is not None]
+            if heads is not None:
+                params["ids"] = ids
             out = []
-            for row in s.execute(query, {"ids": ids} if heads is not None else {}):
+            for row in s.execute(query, params):
                 allowed: tuple[str, ...] | None = tuple(row.regions) if row.regions is not None else None
                 if row.region is not None:  # a job bound to one region: that one, if its tenant allows it
                     allowed = (row.region,) if allowed is None or row.region in allowed else ()
@@ -581,6 +686,7 @@ class Store:
                         predicted_s=row.eta_s or 0.0,
                         priority=row.priority,
                         regions=allowed,
+                        batch_key=row.batch_key,
                     )
                 )
         return out
