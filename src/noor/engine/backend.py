@@ -20,6 +20,11 @@ class Cancelled(Exception):
     """Raised from a progress callback to stop a generation between denoising steps."""
 
 
+class AttemptFailed(Exception):
+    """Raised by a backend when this attempt failed for a reason outside the request (a rank process died or
+    hung): the worker gives the job back to the queue, to be retried like a job whose worker was lost."""
+
+
 class Backend(Protocol):
     """Loads a model once; turns a batch of tasks into media, one per task, in order."""
 

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from noor.engine.backend import Cancelled, Preview, Progress
+from noor.engine.backend import AttemptFailed, Cancelled, Preview, Progress
 from noor.engine.diffusers.installed import InstalledModel
 from noor.engine.diffusers.parallel import label
 from noor.engine.task import Media, Task
@@ -33,7 +33,17 @@ from noor.perf.parallelism import ParallelPlan
 log = logging.getLogger("noor.ranks")
 
 
-class RankFailed(RuntimeError):
+def rank_threads(model: InstalledModel, plan: ParallelPlan, threads: int | None) -> int | None:
+    """Torch threads per rank: on GPUs each rank's own default; on the CPU the worker's threads shared out,
+    so k ranks do not oversubscribe the cores they were given."""
+    from noor.engine.diffusers.installed import resolve_device
+
+    if resolve_device(model.device) != "cpu" or threads is None:
+        return threads
+    return max(1, threads // plan.gpus)
+
+
+class RankFailed(AttemptFailed):
     """A rank died, raised or hung: the attempt fails and the job is retried."""
 
 
