@@ -53,57 +53,74 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _rank_main(
-    rank: int,
-    world: int,
-    port: int,
-    model: InstalledModel,
-    plan: ParallelPlan,
-    threads: int | None,
-    inbox: Any,
-    outbox: Any,
-    cancel: Any,
-) -> None:
-    """One rank: join the group, load the model split by `plan`, then run what the driver sends until None."""
-    import torch
-    import torch.distributed as dist
+class Rank:
+    """One rank of a k-rank worker, in its own process (a local process or a Ray actor): joins the group, loads
+    the model split by the plan, and runs the calls every rank gets."""
 
-    from noor.engine.diffusers.backend import DiffusersBackend
+    def __init__(self, rank: int, world: int, model: InstalledModel, plan: ParallelPlan, threads: int | None):
+        self.rank, self.world, self.model, self.plan, self.threads = rank, world, model, plan, threads
+        self.backend: Any = None
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    cuda = torch.cuda.is_available() and model.device != "cpu"
-    if cuda:
-        torch.cuda.set_device(rank % torch.cuda.device_count())
-    dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world)
+    def join(self, address: str, port: int) -> None:
+        import torch
+        import torch.distributed as dist
+
+        from noor.engine.diffusers.backend import DiffusersBackend
+
+        os.environ.update(MASTER_ADDR=address, MASTER_PORT=str(port))
+        cuda = torch.cuda.is_available() and self.model.device != "cpu"
+        if cuda:  # under Ray, the one GPU the actor was given; locally, one GPU per rank
+            torch.cuda.set_device(self.rank % torch.cuda.device_count())
+        dist.init_process_group("nccl" if cuda else "gloo", rank=self.rank, world_size=self.world)
+        self.backend = DiffusersBackend(self.model, threads=self.threads, parallel=self.plan)
+
+    def run(self, tasks: list[Task], report: Any, cancelled: Any) -> list[Media] | None:
+        """The tasks' media (rank 0; None on the others). Each step, every rank takes rank 0's word on whether
+        to go on (`cancelled()`, read on rank 0 only), so all stop, or none, between the same two steps;
+        `report(done, total)` is called on rank 0."""
+        import torch
+        import torch.distributed as dist
+
+        go_on = torch.zeros(1)
+
+        def on_step(done: int, total: int) -> None:
+            go_on[0] = 0.0 if self.rank == 0 and cancelled() else 1.0
+            dist.broadcast(go_on, src=0)
+            if self.rank == 0:
+                report(done, total)
+            if go_on.item() == 0.0:
+                raise Cancelled
+
+        media = self.backend.generate(tasks, on_step)
+        return media if self.rank == 0 else None
+
+    def leave(self) -> None:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _rank_main(rank: Rank, port: int, inbox: Any, outbox: Any, cancel: Any) -> None:
+    """A local rank process: join, then run what the driver sends until None, answering on `outbox`."""
     try:
         try:
-            backend = DiffusersBackend(model, threads=threads, parallel=plan)
+            rank.join("127.0.0.1", port)
         except Exception as err:
-            outbox.put(("error", rank, f"{type(err).__name__}: {err}"))
+            outbox.put(("error", rank.rank, f"{type(err).__name__}: {err}"))
             return
-        outbox.put(("ready", rank, None))
-        go_on = torch.zeros(1)
+        outbox.put(("ready", rank.rank, None))
         while (tasks := inbox.get()) is not None:
-
-            def on_step(done: int, total: int) -> None:
-                # every rank takes rank 0's word, so all stop (or none) between the same two steps
-                go_on[0] = 0.0 if rank == 0 and cancel.is_set() else 1.0
-                dist.broadcast(go_on, src=0)
-                if rank == 0:
-                    outbox.put(("progress", done, total))
-                if go_on.item() == 0.0:
-                    raise Cancelled
-
             try:
-                media = backend.generate(tasks, on_step)
-                outbox.put(("done", rank, media if rank == 0 else None))
+                media = rank.run(tasks, lambda done, total: outbox.put(("progress", done, total)), cancel.is_set)
+                outbox.put(("done", rank.rank, media))
             except Cancelled:
-                outbox.put(("cancelled", rank, None))
+                outbox.put(("cancelled", rank.rank, None))
             except Exception as err:
-                outbox.put(("error", rank, f"{type(err).__name__}: {err}"))
+                outbox.put(("error", rank.rank, f"{type(err).__name__}: {err}"))
                 return  # the group may be left mid-collective: the driver restarts every rank
     finally:
-        dist.destroy_process_group()
+        rank.leave()
 
 
 class LocalRanks:
@@ -137,8 +154,9 @@ class LocalRanks:
         self._outbox, self._cancel = ctx.Queue(), ctx.Event()
         self._inboxes = [ctx.Queue() for _ in range(world)]
         for rank in range(world):
-            args = (rank, world, port, self.model, self.plan, self.threads, self._inboxes[rank], self._outbox)
-            proc = ctx.Process(target=_rank_main, args=(*args, self._cancel), name=f"noor-rank-{rank}", daemon=True)
+            one = Rank(rank, world, self.model, self.plan, self.threads)
+            args = (one, port, self._inboxes[rank], self._outbox, self._cancel)
+            proc = ctx.Process(target=_rank_main, args=args, name=f"noor-rank-{rank}", daemon=True)
             proc.start()
             self._procs.append(proc)
         ready: set[int] = set()
@@ -222,3 +240,151 @@ class LocalRanks:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # interpreter shutdown: the daemon processes die with it
             self.close()
+
+
+class RankActor:
+    """A `Rank` as a Ray actor (one GPU, or CPUs, of a STRICT_PACK placement group). Threaded (two calls at
+    once), so the driver can read progress and cancel while `run` works."""
+
+    def __init__(self, rank: int, world: int, model: InstalledModel, plan: ParallelPlan, threads: int | None):
+        import threading
+
+        self.rank = Rank(rank, world, model, plan, threads)
+        self.steps = (0, 0)
+        self.cancel = threading.Event()
+
+    def address(self) -> tuple[str, int]:
+        """Where the group meets: this actor's node and a free port on it (asked of rank 0)."""
+        import ray  # type: ignore[import-not-found,unused-ignore]
+
+        return str(ray.util.get_node_ip_address()), _free_port()
+
+    def join(self, address: str, port: int) -> int:
+        self.rank.join(address, port)
+        return os.getpid()
+
+    def run(self, tasks: list[Task]) -> list[Media] | None:
+        self.cancel.clear()
+        self.steps = (0, 0)
+
+        def report(done: int, total: int) -> None:
+            self.steps = (done, total)
+
+        try:
+            return self.rank.run(tasks, report, self.cancel.is_set)
+        except Cancelled:
+            return None
+
+    def progress(self) -> tuple[int, int, bool]:
+        return (*self.steps, self.cancel.is_set())
+
+    def stop(self) -> None:
+        self.cancel.set()
+
+
+class RayRanks:
+    """A Backend whose every call runs on k Ray actors in one STRICT_PACK placement group (one GPU each, or
+    `threads` CPUs each on a CPU deployment), driven together as `LocalRanks` drives local processes. An actor
+    that dies fails the attempt (`RankFailed`); the group is made afresh for the next call."""
+
+    def __init__(
+        self,
+        model: InstalledModel,
+        plan: ParallelPlan,
+        threads: int | None = None,
+        *,
+        gpus: bool = True,
+        step_timeout_s: float = 600.0,
+        poll_s: float = 0.1,
+    ):
+        from noor.runtime.ray_cluster import require_ray
+
+        self.ray = require_ray()
+        self.model, self.plan, self.threads, self.gpus = model, plan, threads, gpus
+        self.step_timeout_s, self.poll_s = step_timeout_s, poll_s
+        self.actors: list[Any] = []
+        self.group: Any = None
+        self.pids: list[int] = []
+
+    def start(self) -> None:
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        self.close()
+        ray, k = self.ray, self.plan.gpus
+        bundle = {"GPU": 1.0} if self.gpus else {"CPU": float(self.threads or 1)}
+        self.group = placement_group([bundle] * k, strategy="STRICT_PACK")  # one node: the collectives stay on it
+        ray.get(self.group.ready())
+        actor = ray.remote(RankActor)
+        resources = {"num_gpus": 1, "num_cpus": 0} if self.gpus else {"num_gpus": 0, "num_cpus": self.threads or 1}
+        self.actors = [
+            actor.options(
+                max_concurrency=2,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=i),
+                **resources,
+            ).remote(i, k, self.model, self.plan, self.threads)
+            for i in range(k)
+        ]
+        address, port = ray.get(self.actors[0].address.remote())
+        try:
+            self.pids = ray.get([a.join.remote(address, port) for a in self.actors])
+        except Exception as err:
+            self._fail(f"a rank could not load {self.model.id} as {label(self.plan)}: {_cause(err)}")
+
+    def generate(
+        self, tasks: Sequence[Task], progress: Progress | None = None, preview: Preview | None = None
+    ) -> list[Media]:
+        ray = self.ray
+        if not self.actors:
+            self.start()
+        refs = [a.run.remote(list(tasks)) for a in self.actors]
+        seen, cancelled = (0, 0), False
+        last_change = time.monotonic()
+        while True:
+            done, _ = ray.wait(refs, num_returns=len(refs), timeout=self.poll_s)
+            try:
+                steps = ray.get(self.actors[0].progress.remote())
+            except Exception as err:
+                self._fail(f"rank 0 of {len(self.actors)} was lost: {_cause(err)}")
+            if steps[:2] != seen:
+                seen, last_change = steps[:2], time.monotonic()
+                if progress is not None and not cancelled and seen[1]:
+                    try:
+                        progress(*seen)
+                    except Cancelled:
+                        cancelled = True
+                        self.actors[0].stop.remote()
+            if len(done) == len(refs):
+                break
+            if time.monotonic() - last_change > self.step_timeout_s:
+                self._fail(f"no step for {self.step_timeout_s:g} s: a rank hung")
+        try:
+            results = ray.get(refs)
+        except Exception as err:
+            self._fail(f"a rank failed: {_cause(err)}")
+        if cancelled or results[0] is None:
+            raise Cancelled
+        media: list[Media] = results[0]
+        return media
+
+    def _fail(self, reason: str) -> None:
+        log.warning("%s (%s on Ray): %s", self.model.id, label(self.plan), reason)
+        self.close()
+        raise RankFailed(reason)
+
+    def close(self) -> None:
+        for actor in self.actors:
+            with contextlib.suppress(Exception):
+                self.ray.kill(actor)
+        if self.group is not None:
+            from ray.util.placement_group import remove_placement_group
+
+            with contextlib.suppress(Exception):
+                remove_placement_group(self.group)
+        self.actors, self.group, self.pids = [], None, []
+
+
+def _cause(err: BaseException) -> str:
+    """A Ray error's first line (the actor's own exception, or why the actor died)."""
+    text = str(err).strip().splitlines()
+    return text[-1] if text else type(err).__name__
