@@ -168,3 +168,34 @@ def test_a_model_that_cannot_split_fails_at_load_with_the_reason(toy: Toy) -> No
     with pytest.raises(RankFailed, match=r"rank \d could not load toy-cogvideox as ulysses=2: .*no parallel plan"):
         ranks.start()
     assert ranks.pids == []
+
+
+def test_cli_generates_on_two_ranks_and_refuses_what_cannot_split(
+    noor: Callable[..., tuple[int, str, str]], toy: Toy, tmp_path: Path
+) -> None:
+    from noor.engine import media
+    from tests.engine.diffusers.toys import register_args
+
+    # 1. a plan the checkpoint cannot split is refused when the model is added, and when it is asked for
+    code, _, err = noor(*register_args("wan2.1-t2v", toy("wan2.1-t2v"), "wan"), "--parallel", "ulysses=4")
+    assert code == 2 and err.endswith("noor: error: --parallel: ulysses=4 must divide the model's 2 attention heads\n")
+    assert noor(*register_args("wan2.1-t2v", toy("wan2.1-t2v"), "wan"))[0] == 0
+    args = ["generate", "a red circle moves left", "--model", "wan", "--seed", "2"]
+    for plan, why in [("cfg=2", "cfg=2 needs guidance > 1"), ("tensor=2", "expected strategy=degree")]:
+        code, _, err = noor(*args, "--guidance", "1", "--parallel", plan, "-o", "x.mp4")
+        assert code == 2 and "--parallel: " in err and why in err, err
+    code, _, err = noor(*args, "--model", "tiny", "--parallel", "ulysses=2", "-o", "x.mp4")
+    assert code == 2 and "model 'tiny' runs on one rank" in err
+
+    # 2. the same clip on two ranks as on one
+    assert noor(*args, "-o", "one.mp4")[0] == 0
+    code, out, err = noor(*args, "--parallel", "ring=2", "-o", "two.mp4")
+    assert code == 0 and "on 2 ranks (ring=2)" in out, err
+    assert np.array_equal(media.read_video(tmp_path / "two.mp4"), media.read_video(tmp_path / "one.mp4"))
+
+    # 3. a model pinned to a plan runs every request on it
+    assert noor(*register_args("hunyuanvideo", toy("hunyuanvideo"), "hy"), "--parallel", "ulysses=2")[0] == 0
+    code, out, err = noor("generate", "a red circle", "--model", "hy", "-o", "hy.mp4")
+    assert code == 0 and "on 2 ranks (ulysses=2)" in out, err
+    code, _, err = noor(*register_args("hunyuanvideo", toy("hunyuanvideo"), "hy2"), "--parallel", "ring=2")
+    assert code == 2 and "--parallel: ring=2 cannot run HunyuanVideoTransformer3DModel" in err

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from noor.engine import registry
-from noor.engine.diffusers import families, weights
+from noor.engine.diffusers import families, parallel, weights
 from noor.engine.diffusers.options import DTYPES, Options, cache_config, check_dtype
 from noor.engine.task import TaskError
 
@@ -45,6 +45,7 @@ class InstalledModel:
     steps: int | None = None
     guidance: float | None = None
     perf_id: str | None = None  # catalog architecture its ETA and price come from; None: not priced
+    parallel: str | None = None  # ranks every request runs on, e.g. "ulysses=2" (engine.diffusers.parallel)
     options: Options = field(default_factory=Options)
 
     @property
@@ -147,6 +148,18 @@ def validate(model: InstalledModel) -> InstalledModel:
         raise ValueError(f"--frames: {family.name} needs {geometry.temporal}k+1 frames, got {d['frames']}")
     if d["frames"] > family.max_frames:
         raise ValueError(f"--frames: {family.name} makes at most {family.max_frames} frames, got {d['frames']}")
+    if model.parallel is not None:  # the plan must split this checkpoint at its default shape
+        try:
+            plan = parallel.parse(model.parallel)
+        except parallel.ParallelError as err:
+            raise ValueError(f"--{err}") from None
+        positions = geometry.positions(d["width"], d["height"], d["frames"])
+        tokens = positions["num_frames"] * positions["height"] * positions["width"]
+        try:
+            parallel.Denoiser.read(path).check(plan, tokens, d["guidance"])
+        except parallel.ParallelError as err:
+            raise ValueError(f"--{err}") from None
+        model = replace(model, parallel=parallel.label(plan))
     return replace(model, family=family.name, path=str(path), perf_id=checked_perf_id(model.perf_id, path, family))
 
 

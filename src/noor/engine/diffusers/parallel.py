@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from noor.perf.parallelism import ParallelPlan
@@ -201,6 +203,27 @@ def check(
             raise ParallelError(f"parallel: cfg=2 needs guidance > 1 (two branches), got guidance {guidance:g}")
         if transformers > 1:
             raise ParallelError("parallel: cfg=2 on a two-expert pipeline (Wan 2.2 A14B) is not supported yet")
+
+
+@dataclass(frozen=True)
+class Denoiser:
+    """What a plan needs to know of a checkpoint's transformer (read from its config, no weights loaded)."""
+
+    class_name: str
+    heads: int
+    count: int  # denoisers the pipeline switches between (Wan 2.2 A14B: 2)
+
+    @classmethod
+    def read(cls, path: Path) -> Denoiser:
+        config = json.loads((path / "transformer" / "config.json").read_text())
+        return cls(
+            class_name=str(config.get("_class_name", "")),
+            heads=int(config.get("num_attention_heads") or 1),
+            count=2 if (path / "transformer_2" / "config.json").is_file() else 1,
+        )
+
+    def check(self, plan: ParallelPlan, tokens: int, guidance: float) -> None:
+        check(plan, self.class_name, heads=self.heads, tokens=tokens, guidance=guidance, transformers=self.count)
 
 
 @contextlib.contextmanager

@@ -12,8 +12,10 @@ from pathlib import Path
 
 from noor.engine.diffusers import installed
 from noor.engine.diffusers.families import Geometry, fit_frames, round_to
+from noor.engine.diffusers.parallel import Denoiser, ParallelError, label, parse
 from noor.engine.registry import CAPABILITIES, Limits, ModelSpec
 from noor.engine.task import Task, TaskError
+from noor.perf.parallelism import ParallelPlan
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,21 @@ class DiffusersSpec(ModelSpec):
     needs_end: bool = False
     perf_id: str | None = None  # the catalog architecture that prices its generations (api.pricing)
     entry: installed.InstalledModel | None = field(default=None, repr=False)
+    parallel: ParallelPlan | None = None  # the ranks each request runs on (models.toml `parallel`); None: one
+
+    def check_parallel(self, task: Task, plan: ParallelPlan | None = None) -> None:
+        """Refuse a request that `plan` (default: the model's own) cannot split, naming why (a 400 / exit 2)."""
+        plan = plan or self.parallel
+        if plan is None or plan.gpus == 1 or self.source is None:
+            return
+        fitted, _ = self.fit(task)
+        positions = self.geometry.positions(fitted.width, fitted.height, fitted.num_frames)
+        tokens = positions["num_frames"] * positions["height"] * positions["width"]
+        guidance = self.default_guidance if task.guidance is None else task.guidance
+        try:
+            Denoiser.read(Path(self.source)).check(plan, tokens, guidance)
+        except ParallelError as err:
+            raise TaskError("parallel", label(plan), str(err).split(": ", 1)[1]) from None
 
     def fit(self, task: Task) -> tuple[Task, list[str]]:
         """Round the size to the model's multiple and the length to its `t*k + 1` frames, saying so."""
@@ -75,6 +92,7 @@ class DiffusersSpec(ModelSpec):
                         f"model {self.id!r} has rotary embeddings for {self.geometry.max_positions} positions per axis"
                         f" (rope_max_seq_len) and this needs {positions}",
                     )
+        self.check_parallel(task)
         return notes
 
 
@@ -109,6 +127,7 @@ def spec_of(model: installed.InstalledModel) -> DiffusersSpec:
         needs_end=family.needs_end,
         perf_id=model.perf_id,
         entry=model,
+        parallel=parse(model.parallel) if model.parallel else None,
     )
 
 
