@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
@@ -87,3 +88,40 @@ def stage_bars(labels: dict[str, str]) -> Iterator[Callable[[str, int, int, floa
             bar.update(jobs[stage], completed=step + 1, info=info)
 
         yield on_step
+
+
+def run_training(
+    train: Callable[..., Any],
+    labels: dict[str, str],
+    cfg: Any,
+    out: Path,
+    nproc: int,
+    checkpoint_every: int,
+    resume: bool,
+    batches: dict[str, int],
+) -> Any:
+    """`train(cfg, out, on_step=, group=, checkpoint_every=, resume=)` on `nproc` processes (`noor.engine.ddp`),
+    rank 0 showing `stage_bars(labels)`; rank 0's result. Refused before any rank starts: a batch (`batches`: option
+    -> size) that does not split evenly over the ranks, or a checkpoint to resume made with other settings. A rank
+    that dies is one line and exit code 1."""
+    from dataclasses import asdict
+    from functools import partial
+
+    from noor.engine.checkpoint import CheckpointMismatch, verify
+    from noor.engine.ddp import RankFailed, launch, train_on_rank
+
+    for option, size in batches.items():
+        if size % nproc:
+            fail(option, size, f"must split evenly over --nproc {nproc} processes")
+    if resume:
+        try:
+            if not verify(out / "checkpoints", asdict(cfg)):
+                typer.echo(f"no checkpoint in {out / 'checkpoints'}: starting from the beginning", err=True)
+        except CheckpointMismatch as err:
+            fail("--resume", str(out / "checkpoints"), str(err))
+    run = partial(train, checkpoint_every=checkpoint_every, resume=resume)
+    try:
+        return launch(nproc, train_on_rank, run, partial(stage_bars, labels), cfg, out)
+    except RankFailed as err:
+        typer.echo(f"noor: error: {err}; continue with --resume", err=True)
+        raise typer.Exit(1) from err

@@ -2,7 +2,7 @@
 
 The whole API, for a trainer that should also run on several processes:
 
-    def train_on_rank(group: Group, cfg, out) -> Result:       # module level, so the launcher can pickle it
+    def fit_on_rank(group: Group, cfg, out) -> Result:         # module level, so the launcher can pickle it
         model = group.wrap(build(cfg))                         # DistributedDataParallel when N > 1, else as is
         for step in range(cfg.steps):
             batch = make_batch(cfg, rng)                       # the whole global batch, the same on every rank
@@ -13,7 +13,7 @@ The whole API, for a trainer that should also run on several processes:
             save(out)                                          # rank 0 alone writes outputs
         group.barrier()
 
-    result = launch(nproc, train_on_rank, cfg, out)            # rank 0's return value
+    result = launch(nproc, fit_on_rank, cfg, out)              # rank 0's return value
 
 `launch(1, ...)` calls the function in this process with `SINGLE` (no process group, no DDP, no launcher), so a
 one-process run is exactly what it was before; `launch(N > 1, ...)` starts N ranks with
@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+from torch.distributed.elastic.multiprocessing.errors import record
 
 T = TypeVar("T")
 
@@ -102,6 +103,16 @@ class Group:
 SINGLE = Group()
 
 
+def train_on_rank(
+    group: Group, train: Callable[..., T], bars: Callable[[], AbstractContextManager[Any]] | None, *args: Any
+) -> T:
+    """`train(*args, on_step=..., group=group)` on one rank, with `bars()` (a progress display that yields the
+    `on_step` callback, e.g. the CLI's bars) on rank 0 only and `on_step=None` on the others. What the trainers'
+    CLI commands launch: `launch(n, train_on_rank, partial(train, ...), bars, cfg, out)`."""
+    with group.on_main(bars) as on_step:
+        return train(*args, on_step=on_step, group=group)
+
+
 def default_backend() -> str:
     return "nccl" if torch.cuda.is_available() else "gloo"
 
@@ -127,6 +138,7 @@ def leave(group: Group) -> None:
         dist.destroy_process_group()
 
 
+@record  # a rank's exception (type, message, traceback) reaches the launcher's error report
 def _rank_main(fn: Callable[..., T], backend: str | None, threads: int, args: tuple[Any, ...]) -> T:
     """What each launched rank runs: join, `fn(group, *args)`, leave."""
     torch.set_num_threads(threads)

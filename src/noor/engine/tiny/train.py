@@ -9,6 +9,14 @@ Five stages, all derived from `TrainConfig.seed` (so a run is reproducible on on
    saved as a complete pipeline in the output directory;
 5. optionally (`tune_steps`), a second phase continues from stage 4's EMA weights with other noise
    levels and loss weights, on its own random streams (so it can start from saved weights).
+
+On N processes (`noor.engine.ddp.launch`), stages 1-3 run identically on every rank
+(the same seed gives the same VAE and pool, with no communication; they are a small share of a run), and in stages
+4-5 every rank draws the whole global batch from the same random streams (indices, captions, keyframes, noise
+levels, noise: cheap beside the model) and runs the model on its own rows, gradients averaged by
+DistributedDataParallel: the run follows one process's random streams, so its loss curve is one process's (to
+float rounding), for any N that divides the batches. With `checkpoint_every`, stages 4-5 save a checkpoint (models,
+EMA, optimiser, random streams, step) in `out/checkpoints`; `resume` continues from it (`noor.engine.checkpoint`).
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 
+from noor.engine.checkpoint import Checkpoints, restore_stage, stage_state
+from noor.engine.ddp import SINGLE, Group
 from noor.engine.tiny.captions import caption, vocabulary_corpus
 from noor.engine.tiny.pipeline import NoorTinyPipeline, encode_frames, frame_noise
 from noor.engine.tiny.scene import NUM_FRAMES, SIZE, Scene, render, sample_scene
@@ -402,8 +412,11 @@ def training_loss(
     shared_noise: float = 0.0,
     uniform_p: float = 0.1,
     motion_weight: float = 0.0,
+    rows: slice = slice(None),
 ) -> torch.Tensor:
-    """Flow-matching loss on x0 predictions, keyframes excluded.
+    """Flow-matching loss on x0 predictions, keyframes excluded; on the batch's `rows` only (one rank's share of a
+    global batch: the noise levels and noise are drawn for the whole batch, so each row gets what it would in one
+    process).
 
     Noise levels lean high (logit-normal centred at sigma ~0.69, shifted; `uniform_p` of them uniform):
     layout, colour and motion are decided at high noise, and sampling starts from pure noise, so that
@@ -419,8 +432,10 @@ def training_loss(
     sigma_frames = torch.where(batch.known, 0.0, sigma[:, None])  # (B, T)
     s = sigma_frames[:, None, :, None, None]
     noise = frame_noise(tuple(x0.shape), shared_noise, generator)
+    x0, s, noise, sigma, known = x0[rows], s[rows], noise[rows], sigma[rows], batch.known[rows]  # this rank's rows
+    sigma_frames = sigma_frames[rows]
     x_t = (1 - s) * x0 + s * noise
-    text, mask = text_encoder.encode(batch.prompts)
+    text, mask = text_encoder.encode(batch.prompts[rows])
     pred = transformer(x_t, sigma_frames * 1000.0, text, mask)[0]
     weight = 1.0 / (sigma**2 + 0.25)  # 4 at sigma=0, 0.8 at sigma=1
     error = (pred.float() - x0) ** 2
@@ -428,7 +443,7 @@ def training_loss(
         change = (x0 - x0.mean(dim=2, keepdim=True)).abs().mean(dim=1, keepdim=True)  # (B, 1, T, h, w)
         error = error * (1.0 + motion_weight * change)
     per_frame = error.mean(dim=(1, 3, 4))  # (B, T)
-    free = (~batch.known).float()
+    free = (~known).float()
     per_clip = (per_frame * free).sum(1) / free.sum(1).clamp(min=1)
     return (per_clip * weight).mean()
 
@@ -468,6 +483,44 @@ def earlier_rounds(init: Path) -> list[dict[str, Any]]:
     return [*record.pop("earlier_rounds", []), record]
 
 
+class StepLoss(torch.nn.Module):
+    """The denoiser and text encoder as one module whose forward is a step's loss on this rank's rows, so that
+    DistributedDataParallel sees one forward a step (clips and images together)."""
+
+    def __init__(self, transformer: TinyVideoTransformer, text_encoder: TinyTextEncoder):
+        super().__init__()
+        self.transformer, self.text_encoder = transformer, text_encoder
+
+    def forward(
+        self,
+        cfg: TrainConfig,
+        clips: Batch,
+        images: Batch | None,
+        generator: torch.Generator,
+        uniform_p: float,
+        motion_weight: float,
+        group: Group,
+    ) -> torch.Tensor:
+        rows = group.shard(len(clips.prompts))
+        loss = training_loss(
+            self.transformer,
+            self.text_encoder,
+            clips,
+            generator,
+            cfg.shift,
+            cfg.shared_noise,
+            uniform_p,
+            motion_weight,
+            rows,
+        )
+        if images is not None:
+            rows = group.shard(len(images.prompts))
+            loss = loss + training_loss(
+                self.transformer, self.text_encoder, images, generator, cfg.shift, 0.0, uniform_p, rows=rows
+            )
+        return loss
+
+
 def fit_denoiser(
     cfg: TrainConfig,
     transformer: TinyVideoTransformer,
@@ -478,9 +531,13 @@ def fit_denoiser(
     stage: str,
     save: Callable[[tuple[Any, ...]], None],
     on_step: OnStep | None = None,
+    group: Group = SINGLE,
+    checkpoints: Checkpoints | None = None,
+    resumed: dict[str, Any] | None = None,
 ) -> tuple[list[float], tuple[Any, ...]]:
     """Train the denoiser and text encoder in place, stage 4 ("denoiser") or stage 5 ("tune"); return the losses
-    and the EMA copies (which `save` gets every `save_every` steps and at the end)."""
+    and the EMA copies (which `save` gets every `save_every` steps and at the end). `checkpoints` saves this stage's
+    state when due; `resumed` (a checkpoint of this stage) continues from it."""
     tune = stage == "tune"
     steps = cfg.tune_steps if tune else cfg.steps
     peak, warmup = (cfg.tune_lr, cfg.tune_warmup_steps) if tune else (cfg.lr, cfg.warmup_steps)
@@ -491,6 +548,10 @@ def fit_denoiser(
     ema: tuple[Any, ...] = tuple(copy.deepcopy(m).requires_grad_(False) for m in models)
     params = list(transformer.parameters()) + list(text_encoder.parameters())
     optim = torch.optim.AdamW(params, lr=peak, betas=(0.9, 0.99), weight_decay=0.0)
+    first, losses = 0, list[float]()
+    if resumed is not None:
+        first, losses = restore_stage(resumed, models + ema, optim, rng, generator)
+    step_loss = group.wrap(StepLoss(transformer, text_encoder))
 
     def lr_at(step: int) -> float:
         warm = min(1.0, (step + 1) / max(1, warmup))
@@ -498,33 +559,35 @@ def fit_denoiser(
         return peak * warm * (0.1 + 0.9 * cosine)
 
     exclude = held_out_prompts()
-    losses: list[float] = []
-    for step in range(steps):
+    for step in range(first, steps):
+        # 1. the whole global batch, drawn on every rank alike (each trains on its rows)
         batch = make_batch(cfg, rng, pool, bool(rng.random() < cfg.image_p), exclude)
-        for group in optim.param_groups:
-            group["lr"] = lr_at(step)
+        images = make_image_batch(cfg, rng, pool, exclude) if cfg.image_batch else None
+        for group_ in optim.param_groups:
+            group_["lr"] = lr_at(step)
+        # 2. loss on this rank's rows; backward averages the gradients over the ranks
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            loss = training_loss(
-                transformer, text_encoder, batch, generator, cfg.shift, cfg.shared_noise, uniform_p, motion_weight
-            )
-            if cfg.image_batch:
-                images = make_image_batch(cfg, rng, pool, exclude)
-                loss = loss + training_loss(transformer, text_encoder, images, generator, cfg.shift, 0.0, uniform_p)
+            loss = step_loss(cfg, batch, images, generator, uniform_p, motion_weight, group)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optim.step()
-        # stage 5 starts from averaged weights, so its average needs no short-memory start
+        # 3. the average weights (stage 5 starts from averaged weights, so its average needs no short-memory start)
         decay = cfg.tune_ema_decay if tune else min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             for averaged, model in zip(ema, models, strict=True):
                 for p_ema, p in zip(averaged.parameters(), model.parameters(), strict=True):
                     p_ema.lerp_(p, 1 - decay)
-        losses.append(loss.item())
+        # 4. log, save, checkpoint
+        losses.append(group.mean(loss.item()))
         if on_step is not None:
             on_step(stage, step, steps, losses[-1])
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < steps:
             save(ema)
+        if checkpoints is not None:
+            checkpoints.record(stage, step, losses[-1])
+            if checkpoints.due(step, steps):
+                checkpoints.save(stage_state(stage, step + 1, losses, models + ema, optim, rng, generator))
     save(ema)
     return losses, ema
 
@@ -536,17 +599,31 @@ def load_denoiser(path: Path) -> tuple[TinyVideoTransformer, TinyTextEncoder]:
     return transformer.requires_grad_(True).train(), text_encoder.requires_grad_(True).train()
 
 
-def train(cfg: TrainConfig, out: Path, on_step: OnStep | None = None) -> list[float]:
+def train(
+    cfg: TrainConfig,
+    out: Path,
+    on_step: OnStep | None = None,
+    group: Group = SINGLE,
+    checkpoint_every: int = 0,
+    resume: bool = False,
+) -> list[float]:
     """Train all stages, save the pipeline (EMA denoiser weights) in `out`; return the denoiser's losses (stage 4,
-    then stage 5)."""
+    then stage 5). On a rank of `group`, rank 0 alone writes; `checkpoint_every` steps of stages 4-5 a checkpoint
+    goes to `out/checkpoints`, and `resume` continues from the last one there (from scratch if there is none)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     started = time.perf_counter()
+    checkpoints = Checkpoints(out / "checkpoints", checkpoint_every, asdict(cfg), group)
+    resumed = checkpoints.start(resume)
 
     # 1. VAE, then frozen
     vae_losses: list[float] = []
-    if cfg.init_vae:
+    if resumed is not None:  # stages 1-2 as the checkpointed run ended them, and the random stream after them
+        vae = AutoencoderKL.from_config(resumed["vae_config"])
+        vae.load_state_dict(resumed["vae"])
+        rng.bit_generator.state = resumed["pool_random"]
+    elif cfg.init_vae:
         vae = load_vae(Path(cfg.init_vae))
         _skip_vae_stage(cfg, rng)
     else:
@@ -557,7 +634,13 @@ def train(cfg: TrainConfig, out: Path, on_step: OnStep | None = None) -> list[fl
         if cfg.decoder_steps:
             refine_decoder(vae, cfg, on_step)
     vae.requires_grad_(False).eval()
-    vae.save_pretrained(out / "vae")  # every checkpoint below is a complete pipeline
+    if group.is_main:
+        vae.save_pretrained(out / "vae")  # every checkpoint below is a complete pipeline
+    checkpoints.context = {
+        "vae": vae.state_dict(),
+        "vae_config": dict(vae.config),
+        "pool_random": rng.bit_generator.state,
+    }
 
     # 3. a pool of encoded clips
     pool = make_pool(vae, cfg, rng, on_step)
@@ -565,15 +648,25 @@ def train(cfg: TrainConfig, out: Path, on_step: OnStep | None = None) -> list[fl
     history = earlier_rounds(Path(cfg.init_denoiser)) if cfg.init_denoiser else []
 
     def save(ema: tuple[Any, ...]) -> None:
-        save_pipeline(ema[0], ema[1], vae, out, cfg, history)
+        if group.is_main:
+            save_pipeline(ema[0], ema[1], vae, out, cfg, history)
+
+    def at(stage: str) -> dict[str, Any] | None:
+        return resumed if resumed is not None and resumed["stage"] == stage else None
 
     # 4. denoiser + text encoder
     losses: list[float] = []
     if cfg.init_denoiser:
         transformer, text_encoder = load_denoiser(Path(cfg.init_denoiser))
+    elif at("tune"):  # stage 4 ended before the checkpoint: stage 5 loads its own weights below
+        transformer, text_encoder = build_models(cfg)
+        losses = list(resumed["stage4_losses"]) if resumed else []
     else:
         transformer, text_encoder = build_models(cfg)
-        losses, ema = fit_denoiser(cfg, transformer, text_encoder, pool, rng, generator, "denoiser", save, on_step)
+        losses, ema = fit_denoiser(
+            cfg, transformer, text_encoder, pool, rng, generator, "denoiser", save, on_step, group, checkpoints,
+            at("denoiser"),
+        )  # fmt: skip
         transformer, text_encoder = (copy.deepcopy(m).requires_grad_(True) for m in ema)
 
     # 5. the second phase, from stage 4's averaged weights, on its own random streams
@@ -584,12 +677,17 @@ def train(cfg: TrainConfig, out: Path, on_step: OnStep | None = None) -> list[fl
             transformer = transformer.with_keyframe_concat()
         rng5 = np.random.default_rng([cfg.seed, 5])
         generator5 = torch.Generator().manual_seed(cfg.seed + 5)
-        tuned, _ = fit_denoiser(cfg, transformer, text_encoder, pool, rng5, generator5, "tune", save, on_step)
+        checkpoints.context["stage4_losses"] = losses
+        tuned, _ = fit_denoiser(
+            cfg, transformer, text_encoder, pool, rng5, generator5, "tune", save, on_step, group, checkpoints,
+            at("tune"),
+        )  # fmt: skip
         losses += tuned
-    log = {
-        "seconds": time.perf_counter() - started,
-        "vae_final_loss_avg50": float(np.mean(vae_losses[-50:])) if vae_losses else None,
-        "denoiser_final_loss_avg100": float(np.mean(losses[-100:])),
-    }
-    (out / "train_log.json").write_text(json.dumps(log) + "\n")
+    if group.is_main:
+        log = {
+            "seconds": time.perf_counter() - started,
+            "vae_final_loss_avg50": float(np.mean(vae_losses[-50:])) if vae_losses else None,
+            "denoiser_final_loss_avg100": float(np.mean(losses[-100:])),
+        }
+        (out / "train_log.json").write_text(json.dumps(log) + "\n")
     return losses

@@ -13,6 +13,13 @@ Stages:
    before alone. Each frame's place on the torus goes with it (the rotary positions are the world's). Walks hold
    each action for a few steps (as a player holds a key) and a share start at their first frame (the
    opening frame: from the caption only).
+
+On N processes (`noor.engine.ddp.launch`), stages 1-2 run identically on every rank
+(the same seed gives the same maps and VAE with no communication), and in stage 3 every rank draws the whole global
+batch from the same random streams and runs the model on its own rows, gradients averaged by
+DistributedDataParallel: the run follows one process's random streams, so its loss curve is one process's (to
+float rounding). With `checkpoint_every`, stage 3 saves a checkpoint in `out/checkpoints`; `resume` continues from
+it (`noor.engine.checkpoint`).
 """
 
 from __future__ import annotations
@@ -24,11 +31,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from diffusers import AutoencoderTiny, FlowMatchEulerDiscreteScheduler
 
+from noor.engine.checkpoint import Checkpoints, restore_stage, stage_state
+from noor.engine.ddp import SINGLE, Group
 from noor.engine.tiny.text_encoder import TinyTextEncoder
 from noor.engine.tiny.tokenizer import WordTokenizer
 from noor.engine.world_tiny.actions import ACTIONS, MOVES, STEP_PX
@@ -294,17 +304,40 @@ def training_loss(
     sigma: torch.Tensor,
     noise: torch.Tensor,
     known_weight: float = 1.0,
+    rows: slice = slice(None),
+    world_size: int = 1,
 ) -> torch.Tensor:
+    """The batch's loss (mean squared error over its noised frames) on its `rows` only, one of `world_size` equal
+    shares: scaled so that the mean over the shares is the whole batch's loss, and DDP's mean of their gradients
+    the whole batch's gradient."""
+    weight = (sigma > 0).float()  # (B, T) of the whole batch: the loss divides by its noised frames
+    x0, sigma, noise, known = batch.x0[rows], sigma[rows], noise[rows], batch.known[rows]  # this rank's rows
     s = sigma[..., None, None, None]
-    noisy = (1 - s) * batch.x0 + s * noise
-    states, mask = text_encoder.encode(batch.captions)
+    noisy = (1 - s) * x0 + s * noise
+    states, mask = text_encoder.encode(batch.captions[rows])
     w = mask[..., None].to(states.dtype)
     text = (states * w).sum(1) / w.sum(1).clamp(min=1)
-    pred = transformer(noisy, batch.memory, batch.known, sigma, batch.actions, text, batch.origin)
-    cell = 1.0 + (known_weight - 1.0) * batch.known
-    per_frame = (cell * (pred - batch.x0) ** 2).mean(dim=(2, 3, 4))
-    weight = (sigma > 0).float()
-    return (per_frame * weight).sum() / weight.sum().clamp(min=1)
+    pred = transformer(noisy, batch.memory[rows], known, sigma, batch.actions[rows], text, batch.origin[rows])
+    cell = 1.0 + (known_weight - 1.0) * known
+    per_frame = (cell * (pred - x0) ** 2).mean(dim=(2, 3, 4))
+    return (per_frame * weight[rows]).sum() / (weight.sum().clamp(min=1) / world_size)
+
+
+class StepLoss(torch.nn.Module):
+    """The denoiser and text encoder as one module whose forward is a step's loss on this rank's rows (what
+    DistributedDataParallel wraps)."""
+
+    def __init__(self, transformer: WorldTransformer, text_encoder: TinyTextEncoder):
+        super().__init__()
+        self.transformer, self.text_encoder = transformer, text_encoder
+
+    def forward(
+        self, batch: Batch, sigma: torch.Tensor, noise: torch.Tensor, known_weight: float, group: Group
+    ) -> torch.Tensor:
+        rows = group.shard(len(batch.captions))
+        return training_loss(
+            self.transformer, self.text_encoder, batch, sigma, noise, known_weight, rows, group.world_size
+        )
 
 
 def build_models(cfg: TrainConfig) -> tuple[WorldTransformer, TinyTextEncoder]:
@@ -334,6 +367,9 @@ def fit(
     biomes: list[str],
     on_step: OnStep | None,
     save: Callable[[WorldTransformer, TinyTextEncoder], None] | None = None,
+    group: Group = SINGLE,
+    checkpoints: Checkpoints | None = None,
+    resumed: dict[str, Any] | None = None,
 ) -> tuple[list[float], WorldTransformer, TinyTextEncoder]:
     rng = np.random.default_rng([cfg.seed, 3])
     generator = torch.Generator().manual_seed(cfg.seed + 3)
@@ -341,14 +377,20 @@ def fit(
     optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.99))
     ema_t, ema_e = copy.deepcopy(transformer).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
     ema_params = list(ema_t.parameters()) + list(ema_e.parameters())
-    losses = []
-    for step in range(cfg.steps):
+    models = (transformer, text_encoder, ema_t, ema_e)
+    first, losses = 0, list[float]()
+    if resumed is not None:
+        first, losses = restore_stage(resumed, models, optim, rng, generator)
+    step_loss = group.wrap(StepLoss(transformer, text_encoder))
+    for step in range(first, cfg.steps):
+        # 1. the whole global batch, drawn on every rank alike (each trains on its rows)
         batch = make_batch(cfg, rng, latents, biomes)
         sigma = frame_sigmas(cfg, rng, *batch.actions.shape)
         noise = torch.randn(batch.x0.shape, generator=generator)
-        for group in optim.param_groups:
-            group["lr"] = _cosine(cfg.lr, step, cfg.steps, cfg.warmup)
-        loss = training_loss(transformer, text_encoder, batch, sigma, noise, cfg.known_weight)
+        for group_ in optim.param_groups:
+            group_["lr"] = _cosine(cfg.lr, step, cfg.steps, cfg.warmup)
+        # 2. loss on this rank's rows; backward averages the gradients over the ranks
+        loss = step_loss(batch, sigma, noise, cfg.known_weight, group)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -356,26 +398,50 @@ def fit(
         decay = min(cfg.ema, (1 + step) / (10 + step))
         with torch.no_grad():
             torch._foreach_lerp_(ema_params, params, 1 - decay)
-        losses.append(loss.item())
+        # 3. log, save, checkpoint
+        losses.append(group.mean(loss.item()))
         if on_step:
             on_step("denoiser", step, cfg.steps, losses[-1])
         if save and cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
             save(ema_t, ema_e)
+        if checkpoints is not None:
+            checkpoints.record("denoiser", step, losses[-1])
+            if checkpoints.due(step, cfg.steps):
+                checkpoints.save(stage_state("denoiser", step + 1, losses, models, optim, rng, generator))
     return losses, ema_t, ema_e
 
 
-def train(cfg: TrainConfig, out: Path, on_step: OnStep | None = None) -> dict[str, float]:
-    """All stages; the pipeline saved in `out` (Hugging Face layout) with train_config.json and train_log.json."""
+def train(
+    cfg: TrainConfig,
+    out: Path,
+    on_step: OnStep | None = None,
+    group: Group = SINGLE,
+    checkpoint_every: int = 0,
+    resume: bool = False,
+) -> dict[str, float]:
+    """All stages; the pipeline saved in `out` (Hugging Face layout) with train_config.json and train_log.json. On a
+    rank of `group`, rank 0 alone writes; every `checkpoint_every` denoiser steps a checkpoint goes to
+    `out/checkpoints`, and `resume` continues from the last one there (from scratch if there is none)."""
     torch.manual_seed(cfg.seed)
     started = time.perf_counter()
+    checkpoints = Checkpoints(out / "checkpoints", checkpoint_every, asdict(cfg), group)
+    resumed = checkpoints.start(resume)
     maps = train_maps(cfg)
-    vae = build_vae(cfg)
-    vae_losses = train_vae(vae, maps, cfg, on_step)
+    vae_losses: list[float] = []
+    if resumed is not None:  # the VAE the checkpointed run trained
+        vae = AutoencoderTiny.from_config(resumed["vae_config"])
+        vae.load_state_dict(resumed["vae"])
+    else:
+        vae = build_vae(cfg)
+        vae_losses = train_vae(vae, maps, cfg, on_step)
     vae.requires_grad_(False).eval()
     latents = encode_maps(vae, maps, on_step)
+    checkpoints.context = {"vae": vae.state_dict(), "vae_config": dict(vae.config)}
     transformer, text_encoder = build_models(cfg)
 
     def save(transformer: WorldTransformer, text_encoder: TinyTextEncoder) -> None:
+        if not group.is_main:
+            return
         pipe = NoorWorldPipeline(
             vae=vae, transformer=transformer.eval(), text_encoder=text_encoder.eval(), scheduler=scheduler()
         )
@@ -383,7 +449,7 @@ def train(cfg: TrainConfig, out: Path, on_step: OnStep | None = None) -> dict[st
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
     losses, transformer, text_encoder = fit(
-        cfg, transformer, text_encoder, latents, [m.biome for m in maps], on_step, save
+        cfg, transformer, text_encoder, latents, [m.biome for m in maps], on_step, save, group, checkpoints, resumed
     )
     save(transformer, text_encoder)
     log = {
@@ -392,7 +458,8 @@ def train(cfg: TrainConfig, out: Path, on_step: OnStep | None = None) -> dict[st
         "denoiser_final_loss_avg100": float(np.mean(losses[-100:])) if losses else float("nan"),
         "threads": torch.get_num_threads(),
     }
-    (out / "train_log.json").write_text(json.dumps(log, indent=2) + "\n")
+    if group.is_main:
+        (out / "train_log.json").write_text(json.dumps(log, indent=2) + "\n")
     return log
 
 
