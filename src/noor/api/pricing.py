@@ -18,9 +18,12 @@ import numpy as np
 from noor import catalog
 from noor.api.requests import RequestError
 from noor.engine import registry
-from noor.engine.task import Task
+from noor.engine.diffusers.parallel import label
+from noor.engine.diffusers.spec import DiffusersSpec
+from noor.engine.task import Task, TaskError
 from noor.jobs import money
 from noor.perf import estimate_task
+from noor.perf.parallelism import ParallelPlan
 from noor.perf.shape import PerfError
 
 log = logging.getLogger("noor.api")
@@ -45,6 +48,7 @@ MAX_OUTPUT_SIDE = 8192
 class Quote:
     eta_s: float | None  # predicted seconds of work on one worker, None if the model is unknown to the catalog
     price_microcents: int  # noor.jobs.money
+    parallel: str | None = None  # the split the job runs on (`--parallel` text) when its model runs on k ranks
 
     @property
     def price_cents(self) -> float:
@@ -80,38 +84,72 @@ def quote(model_id: str, task: dict[str, Any], chip: str | catalog.Chip = "cpu-l
     # 2. the model's work (an upscale runs none), and the size of the file it writes
     model_s: float | None = 0.0
     model_memory_gb = 0.0
+    plan: ParallelPlan | None = None
     if task.get("kind") == "upscale":
         width, height, num_frames = int(task["width"]), int(task["height"]), int(task.get("source_frames") or 1)
     else:
         width, height, num_frames, steps = drawn_shape(model_id, task)
-        model_s, model_memory_gb = _model_work(model_id, (width, height, num_frames, steps), spec.id)
+        splits = model_splits(model_id, task)
+        model_s, model_memory_gb, plan = _model_work(model_id, (width, height, num_frames, steps), spec.id, splits)
     # 3. bounded by what a worker holds (before the unpriced return: an unpriced model is bounded too)
     check_memory(task, width, height, num_frames, model_memory_gb, spec)
+    parallel = label(plan) if plan is not None else None
     if model_s is None:
-        return FREE
-    # 4. seconds, and what they cost at the chip's rate
+        return Quote(None, 0, parallel)
+    # 4. seconds, and what they cost at the chip's rate: all k chips of a k-rank worker are held for them
     latency_s = model_s + output_s(width, height, num_frames)
-    cost_cents = latency_s * spec.usd_per_hour / 3600 * 100 * markup
-    return Quote(round(latency_s, 3), money.microcents(round(cost_cents, 6), "price"))
+    chips = plan.gpus if plan is not None else 1
+    cost_cents = latency_s * chips * spec.usd_per_hour / 3600 * 100 * markup
+    return Quote(round(latency_s, 3), money.microcents(round(cost_cents, 6), "price"), parallel)
 
 
-def _model_work(model_id: str, drawn: tuple[int, int, int, int | None], chip: str) -> tuple[float | None, float]:
-    """(seconds, peak GB) of the model's own work from the perf model; None seconds if it cannot be priced."""
+def model_splits(model_id: str, task: dict[str, Any]) -> list[ParallelPlan]:
+    """The k-rank splits this request can run on, when its model runs on k ranks (models.toml `parallel`)."""
+    try:
+        spec = registry.get(model_id)
+    except registry.UnknownModel:
+        return []
+    if not isinstance(spec, DiffusersSpec) or spec.parallel is None:
+        return []
+    probe = Task(
+        prompt="-",
+        width=task["width"],
+        height=task["height"],
+        num_frames=task["num_frames"],
+        guidance=task.get("guidance"),
+        start_frame=_KEYFRAME if task.get("start") else None,
+    )
+    try:
+        return spec.splits(probe)
+    except TaskError as err:
+        raise RequestError(400, str(err), field="parallel") from None
+
+
+def _model_work(
+    model_id: str, drawn: tuple[int, int, int, int | None], chip: str, splits: list[ParallelPlan]
+) -> tuple[float | None, float, ParallelPlan | None]:
+    """(seconds, peak GB per chip, split) of the model's own work from the perf model: on a k-rank model, the
+    fastest of its `splits` that fits (the first of them when it cannot be priced); None seconds if unpriced."""
+    first = splits[0] if splits else None
     arch = perf_id(model_id)
     if arch is None:
         if model_id not in _unpriced:  # once per model, not once per request
             _unpriced.add(model_id)
             log.warning("no perf model for %s: its generations carry no ETA and are not billed", model_id)
-        return None, 0.0
+        return None, 0.0, first
     try:
-        e = estimate_task(arch, *drawn, chip)
+        plans: list[ParallelPlan | None] = [*splits] or [None]
+        estimates = [estimate_task(arch, *drawn, chip, plan) for plan in plans]
     except (catalog.UnknownId, PerfError) as err:
         log.warning("cannot price %s on %s: %s", model_id, chip, err)
-        return None, 0.0
-    if not e.fits or e.latency_s is None:
+        return None, 0.0, first
+    fitting = [e for e in estimates if e.fits and e.latency_s is not None]
+    if not fitting:
+        e = estimates[0]
         log.warning("cannot price %s on %s: %s", model_id, chip, e.why_not or "no latency")
-        return None, 0.0
-    return e.latency_s, e.peak_memory_gb
+        return None, 0.0, first
+    best = min(fitting, key=lambda e: e.latency_s or 0.0)
+    return best.latency_s, best.peak_memory_gb, best.plan if splits else None
 
 
 def output_s(width: int, height: int, num_frames: int) -> float:

@@ -19,9 +19,15 @@ def predict(model_id: str, chip_id: str, shape: Shape | None = None, plan: Paral
 
 @lru_cache(maxsize=4096)
 def estimate_task(
-    model_id: str, width: int, height: int, num_frames: int, steps: int | None = None, chip: str = "cpu-local"
+    model_id: str,
+    width: int,
+    height: int,
+    num_frames: int,
+    steps: int | None = None,
+    chip: str = "cpu-local",
+    plan: ParallelPlan | None = None,
 ) -> Estimate:
-    """ETA and price of one generation on one worker chip. Cheap: the catalog, efficiencies and
-    cpu-local's measurement are loaded once per process (cpu-local: from the data-dir cache, or
+    """ETA and price of one generation on one worker of `plan.gpus` chips (default: one). Cheap: the catalog,
+    efficiencies and cpu-local's measurement are loaded once per process (cpu-local: from the data-dir cache, or
     measured once and cached); identical requests hit an in-process cache. Treat the result as read-only."""
-    return predict(model_id, chip, Shape(width, height, num_frames, steps), ParallelPlan())
+    return predict(model_id, chip, Shape(width, height, num_frames, steps), plan or ParallelPlan())

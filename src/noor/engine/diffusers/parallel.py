@@ -36,7 +36,13 @@ class ParallelError(ValueError):
 
 
 def parse(text: str) -> ParallelPlan:
-    """`ulysses=2`, `ring=2`, `cfg=2`, `ulysses=2,cfg=2`, ... -> a plan with all three degrees (perf's names)."""
+    """`ulysses=2`, `ring=2`, `cfg=2`, `ulysses=2,cfg=2`, ... -> a plan with all three degrees (perf's names);
+    `auto=K`: K ranks, split per request as the perf model finds fastest (`splits`)."""
+    name, _, value = text.partition("=")
+    if name.strip() == "auto":
+        if not value.strip().isdigit() or int(value) < 1:
+            raise ParallelError(f"parallel: auto=K needs a rank count K >= 1, got {text!r}")
+        return ParallelPlan(gpus=int(value), strategy="auto")
     degrees = {"ulysses": 1, "ring": 1, "cfg": 1}
     seen: set[str] = set()
     for part in (p.strip() for p in text.split(",")):
@@ -45,7 +51,7 @@ def parse(text: str) -> ParallelPlan:
         if name not in degrees or not value.strip().isdigit():
             raise ParallelError(
                 f"parallel: expected strategy=degree[,strategy=degree] with strategies {', '.join(STRATEGIES)}, "
-                f"got {text!r}"
+                f"or auto=K, got {text!r}"
             )
         if name in seen:
             raise ParallelError(f"parallel: {name} given twice in {text!r}")
@@ -59,7 +65,9 @@ def parse(text: str) -> ParallelPlan:
 
 def label(plan: ParallelPlan) -> str:
     """The `--parallel` text of a plan ("1" for one rank)."""
-    u, r, c = plan.degrees or (1, 1, 1)
+    if plan.degrees is None:
+        return f"auto={plan.gpus}"
+    u, r, c = plan.degrees
     parts = [f"{n}={d}" for n, d in (("ulysses", u), ("ring", r), ("cfg", c)) if d > 1]
     return ",".join(parts) or "1"
 
@@ -184,7 +192,10 @@ def check(
 
     `tokens`: the video tokens one transformer call sees; `guidance`: the request's guidance scale;
     `transformers`: how many denoisers the pipeline switches between (Wan 2.2 A14B has two)."""
-    u, r, c = plan.degrees or (1, 1, 1)
+    if plan.degrees is None:  # auto: at least one split must run
+        splits(plan, transformer_class, heads=heads, tokens=tokens, guidance=guidance, transformers=transformers)
+        return
+    u, r, c = plan.degrees
     if plan.gpus == 1:
         return
     fam = family_plan(transformer_class)
@@ -203,6 +214,33 @@ def check(
             raise ParallelError(f"parallel: cfg=2 needs guidance > 1 (two branches), got guidance {guidance:g}")
         if transformers > 1:
             raise ParallelError("parallel: cfg=2 on a two-expert pipeline (Wan 2.2 A14B) is not supported yet")
+
+
+def splits(
+    plan: ParallelPlan, transformer_class: str, *, heads: int, tokens: int, guidance: float, transformers: int = 1
+) -> list[ParallelPlan]:
+    """The concrete plans of `plan`'s rank count this transformer and request can run: cfg first, then fewer
+    sequence collectives (the order a request with no perf model to choose by takes the first of). ParallelError
+    with the first reason when there is none."""
+    if plan.degrees is not None:
+        check(plan, transformer_class, heads=heads, tokens=tokens, guidance=guidance, transformers=transformers)
+        return [plan]
+    g, found, reasons = plan.gpus, [], []
+    for c in (2, 1):
+        for u in range(g // c, 0, -1):
+            if g % (c * u) == 0:
+                one = ParallelPlan(gpus=g, ulysses=u, ring=g // (c * u), cfg=c)
+                try:
+                    check(
+                        one, transformer_class, heads=heads, tokens=tokens, guidance=guidance, transformers=transformers
+                    )
+                except ParallelError as err:
+                    reasons.append(str(err))
+                    continue
+                found.append(one)
+    if not found:
+        raise ParallelError(f"parallel: no split of {g} ranks runs this request ({reasons[0].split(': ', 1)[1]})")
+    return found
 
 
 @dataclass(frozen=True)
@@ -224,6 +262,11 @@ class Denoiser:
 
     def check(self, plan: ParallelPlan, tokens: int, guidance: float) -> None:
         check(plan, self.class_name, heads=self.heads, tokens=tokens, guidance=guidance, transformers=self.count)
+
+    def splits(self, plan: ParallelPlan, tokens: int, guidance: float) -> list[ParallelPlan]:
+        return splits(
+            plan, self.class_name, heads=self.heads, tokens=tokens, guidance=guidance, transformers=self.count
+        )
 
 
 @contextlib.contextmanager

@@ -29,15 +29,20 @@ class DiffusersSpec(ModelSpec):
 
     def check_parallel(self, task: Task, plan: ParallelPlan | None = None) -> None:
         """Refuse a request that `plan` (default: the model's own) cannot split, naming why (a 400 / exit 2)."""
+        self.splits(task, plan)
+
+    def splits(self, task: Task, plan: ParallelPlan | None = None) -> list[ParallelPlan]:
+        """The concrete splits of `plan` (default: the model's own; auto=K: each K-rank split this request can
+        run, see `parallel.splits`); [] on one rank. TaskError naming why when none can."""
         plan = plan or self.parallel
         if plan is None or plan.gpus == 1 or self.source is None:
-            return
+            return []
         fitted, _ = self.fit(task)
         positions = self.geometry.positions(fitted.width, fitted.height, fitted.num_frames)
         tokens = positions["num_frames"] * positions["height"] * positions["width"]
         guidance = self.default_guidance if task.guidance is None else task.guidance
         try:
-            Denoiser.read(Path(self.source)).check(plan, tokens, guidance)
+            return Denoiser.read(Path(self.source)).splits(plan, tokens, guidance)
         except ParallelError as err:
             raise TaskError("parallel", label(plan), str(err).split(": ", 1)[1]) from None
 
