@@ -32,7 +32,7 @@ ALLOWED: dict[str, set[str]] = {
     "engine.diffusers": {"engine", "perf", "catalog", "config"},
     "jobs": {"scheduling", "perf", "catalog"},
     "scheduling": {"perf", "catalog"},
-    "trust": {"config"},
+    "trust": {"jobs", "config"},
     "perf": {"catalog"},
     "catalog": {"config"},
     "sim": {"scheduling", "perf", "catalog"},

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from noor.api import concepts, metrics
 from noor.api.errors import Error, Unprocessable, error_response, is_openai, responses
 from noor.api.gate import RequestGate
+from noor.api.idempotency import IDEMPOTENT, IdempotentRoute, conflict
 from noor.api.pricing import quote
 from noor.api.requests import (
     DEFAULT_ALIASES,
@@ -190,6 +191,15 @@ async def current_tenant(
 Tenant = Annotated[tenants.Tenant, Depends(current_tenant)]
 
 
+async def tenant_or_none(request: Request) -> tenants.Tenant | None:
+    """The caller's tenant if its key is valid, else None (for what runs before a route's own 401)."""
+    ctx: Context = request.app.state.ctx
+    key = _bearer(request)
+    if key is None:
+        return None
+    return ctx.keys.cached(key) or await run_in_threadpool(ctx.keys.tenant, ctx.store, key)
+
+
 async def read(store: Store, fn: Callable[..., T], *args: Any) -> T:
     """Run a store read from async code: in place where the store says its reads are local and short, else
     in the thread pool."""
@@ -281,6 +291,8 @@ def store_generation(
 def create_priced(ctx: Context, *, model: str, task: dict[str, Any], **fields: Any) -> Generation:
     """Store a job with its ETA and price; the price comes out of the tenant's credits (402 if short)."""
     q = quote(model, task, ctx.config.chip, ctx.config.markup)
+    if q.parallel is not None:  # the split its k-rank worker runs, chosen by the perf model, kept with the job
+        task = task | {"parallel": q.parallel}
     try:
         return ctx.store.create(model=model, task=task, price_microcents=q.price_microcents, eta_s=q.eta_s, **fields)
     except InsufficientCredits as err:
@@ -289,12 +301,20 @@ def create_priced(ctx: Context, *, model: str, task: dict[str, Any], **fields: A
         raise HTTPException(429, str(err), headers={"Retry-After": str(err.retry_after_s)}) from err
 
 
-router = APIRouter(responses=responses(Error, 401))
-CREATE_ERRORS = responses(Error, 400, 402, 404, 413, 429)
+router = APIRouter(responses=responses(Error, 401), route_class=IdempotentRoute)
+CREATE_ERRORS = responses(Error, 400, 402, 404, 413, 429) | conflict(Error)
 
 
-@router.post("/generations/video", status_code=201, response_model=GenerationOut, responses=CREATE_ERRORS)
-@router.post("/generations", status_code=201, response_model=GenerationOut, include_in_schema=False)
+@router.post(
+    "/generations/video",
+    status_code=201,
+    response_model=GenerationOut,
+    responses=CREATE_ERRORS,
+    openapi_extra=IDEMPOTENT,
+)
+@router.post(
+    "/generations", status_code=201, response_model=GenerationOut, include_in_schema=False, openapi_extra=IDEMPOTENT
+)
 def create_video(body: VideoCreate, request: Request, tenant: Tenant, ctx: Ctx) -> GenerationOut:
     check_limits(ctx, tenant)
     check_callback(ctx, body.callback_url)
@@ -312,7 +332,13 @@ def _create_image(body: ImageCreate, request: Request, tenant: tenants.Tenant, c
     return store_generation(request, ctx, tenant, body, resolved, "image")
 
 
-@router.post("/generations/image", status_code=201, response_model=GenerationOut, responses=CREATE_ERRORS)
+@router.post(
+    "/generations/image",
+    status_code=201,
+    response_model=GenerationOut,
+    responses=CREATE_ERRORS,
+    openapi_extra=IDEMPOTENT,
+)
 async def create_image(body: ImageCreate, request: Request, tenant: Tenant, ctx: Ctx) -> GenerationOut:
     """With `sync`, the answer waits (on the event loop, holding no thread) until the image is done or
     `sync_timeout` has passed, and is the generation as it then stands."""
@@ -349,7 +375,12 @@ def not_available(request: Request, tenant: Tenant) -> Response:
     raise HTTPException(400, f"{feature} is not available: this deployment has no model for it")
 
 
-@router.post("/generations/{generation_id}/upscale", response_model=GenerationOut, responses=CREATE_ERRORS)
+@router.post(
+    "/generations/{generation_id}/upscale",
+    response_model=GenerationOut,
+    responses=CREATE_ERRORS,
+    openapi_extra=IDEMPOTENT,
+)
 def upscale(
     generation_id: str, request: Request, tenant: Tenant, ctx: Ctx, body: Upscale | None = None
 ) -> GenerationOut:

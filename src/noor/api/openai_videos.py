@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from noor.api.app import Ctx, Tenant, check_limits, create_priced, read
 from noor.api.errors import OPENAI_PREFIX, OpenAIErrorBody, error_body, responses
 from noor.api.gate import BadJSON, strict_json
+from noor.api.idempotency import IDEMPOTENT, IdempotentRoute, conflict
 from noor.api.requests import RequestError, check_task, resolve_model
 from noor.api.uploads import image_suffix
 from noor.jobs.assets import AssetNotFound, asset_key
@@ -27,7 +28,7 @@ SECONDS = ("4", "8", "12")
 STATUS = {"queued": "queued", "dreaming": "in_progress", "completed": "completed", "failed": "failed"}
 MAX_REFERENCE_BYTES = 20 * 1024 * 1024
 
-router = APIRouter(prefix=OPENAI_PREFIX, responses=responses(OpenAIErrorBody, 400, 401))
+router = APIRouter(prefix=OPENAI_PREFIX, responses=responses(OpenAIErrorBody, 400, 401), route_class=IdempotentRoute)
 
 
 class OpenAIError(Exception):
@@ -77,7 +78,9 @@ def _video_of(ctx: Any, tenant: str, video_id: str) -> Generation:
     return g
 
 
-@router.post("", responses=responses(OpenAIErrorBody, 402, 413, 429))
+@router.post(
+    "", responses=responses(OpenAIErrorBody, 402, 413, 429) | conflict(OpenAIErrorBody), openapi_extra=IDEMPOTENT
+)
 async def create_video(request: Request, tenant: Tenant, ctx: Ctx) -> JSONResponse:
     check_limits(ctx, tenant)
     # 1. the body: multipart (what the SDK sends) or JSON

@@ -31,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 
 from noor.api.app import Context, Ctx, Tenant, keyframes_for, public_base
 from noor.api.errors import Error, responses
+from noor.api.idempotency import IDEMPOTENT, IdempotentRoute, conflict
 from noor.api.requests import RequestError
 from noor.api.schemas import ImageKeyframe
 from noor.config import settings
@@ -100,7 +101,7 @@ class WorldModel(BaseModel):
     max_fps: int
 
 
-router = APIRouter(prefix="/v1/worlds", responses=responses(Error, 401))
+router = APIRouter(prefix="/v1/worlds", responses=responses(Error, 401), route_class=IdempotentRoute)
 
 
 def host_of(app: FastAPI) -> SessionHost:
@@ -203,9 +204,12 @@ def _start_image(request: Request, ctx: Context, tenant: tenants.Tenant, url: st
 
 
 CREATE_ERRORS = responses(Error, 400, 402, 404, 413, 429) | {403: {"model": Error, "description": "Not in this region"}}
+CREATE_ERRORS |= conflict(Error)
 
 
-@router.post("/sessions", status_code=201, response_model=WorldSessionOut, responses=CREATE_ERRORS)
+@router.post(
+    "/sessions", status_code=201, response_model=WorldSessionOut, responses=CREATE_ERRORS, openapi_extra=IDEMPOTENT
+)
 def create_session(body: WorldSessionCreate, request: Request, tenant: Tenant, ctx: Ctx) -> WorldSessionOut:
     host = host_of(request.app)
     # 1. the request, the tenant's region and credits
