@@ -2,6 +2,11 @@
 prediction side by side. For a machine with GPUs and real weights (`noor models add`); not run in CI.
 
     python scripts/gpu_smoke.py [--chip h100-sxm] [--steps N] [--models wan-1.3b,ltx] [--catalog ID=CATALOG_ID]
+                                [--ranks 1,2,4]
+
+`--ranks`: each model also on k ranks (k <= the GPUs here), one process per GPU (`noor.runtime.ranks`), in
+the split the perf model finds fastest among those the engine can run for it (`auto=k`), beside its
+prediction for that split.
 
 `--catalog` maps a Noor model id to the perf catalog's model id when they differ (default: the entry's
 `perf_id`, then the same id, then the family name). The prediction prints "n/a" when noor.perf or the ids are not there.
@@ -17,10 +22,12 @@ import torch
 
 from noor.engine import registry
 from noor.engine.diffusers.backend import DiffusersBackend
+from noor.engine.diffusers.parallel import label, parse
 from noor.engine.task import Task
+from noor.runtime.ranks import LocalRanks
 
 
-def predicted(catalog_ids: list[str], chip: str | None, task: Task, steps: int) -> tuple[str, str]:
+def predicted(catalog_ids: list[str], chip: str | None, task: Task, steps: int, plan: Any = None) -> tuple[str, str]:
     """(seconds, peak GB) from noor.perf, or "n/a" when it cannot say."""
     if chip is None:
         return "n/a", "n/a"
@@ -32,7 +39,7 @@ def predicted(catalog_ids: list[str], chip: str | None, task: Task, steps: int) 
     shape = Shape(task.width, task.height, task.num_frames, steps)
     for catalog_id in catalog_ids:
         try:
-            e: Any = predict(catalog_id, chip, shape)
+            e: Any = predict(catalog_id, chip, shape, plan)
         except Exception:  # an id the catalog does not know: try the next
             continue
         return f"{e.latency_s:.1f}", f"{e.peak_memory_gb:.1f}"
@@ -45,6 +52,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="denoising steps (default: each model's)")
     parser.add_argument("--models", help="comma-separated model ids (default: every installed diffusers model)")
     parser.add_argument("--catalog", action="append", default=[], help="NOOR_ID=CATALOG_ID (repeatable)")
+    parser.add_argument("--ranks", default="1", help="rank counts to run each model on, e.g. 1,2,4")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA device: this script measures GPUs (the toy-size CPU path is covered by the tests)")
@@ -52,7 +60,10 @@ def main() -> None:
     wanted = set(args.models.split(",")) if args.models else None
     specs = [s for s in registry.available() if getattr(s, "entry", None) is not None]
     specs = [s for s in specs if wanted is None or s.id in wanted]
-    print(f"{'model':24} {'family':18} {'shape':22} {'seconds':>9} {'peak GB':>8} {'pred s':>8} {'pred GB':>8}")
+    print(
+        f"{'model':24} {'family':18} {'shape':22} {'split':>12} {'seconds':>9} {'peak GB':>8} {'pred s':>8}"
+        f" {'pred GB':>8}"
+    )
     for spec in specs:
         steps = args.steps or spec.default_steps
         is_image = "t2v" not in spec.capabilities and "image" in spec.capabilities
@@ -72,27 +83,48 @@ def main() -> None:
             end_frame=start if spec.family == "wan2.1-flf2v" else None,
         )
         shape = f"{task.width}x{task.height}x{task.num_frames}, {steps} st"
-        try:
-            backend = DiffusersBackend(spec.entry)  # type: ignore[attr-defined]
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-            t0 = time.perf_counter()
-            backend.generate([task])
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            seconds = f"{time.perf_counter() - t0:.1f}"
-            peak = f"{torch.cuda.max_memory_allocated() / 1e9:.1f}" if torch.cuda.is_available() else "n/a"
-            del backend
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except Exception as err:  # report and go on to the next model
-            seconds, peak = "failed", type(err).__name__
-            print(f"  {spec.id}: {err}")
         # the entry's own catalog architecture (`noor models add --perf-id`, or matched from its config) first
-        ids = [catalog.get(spec.id) or getattr(spec, "perf_id", None) or spec.id, spec.family]
-        pred_s, pred_gb = predicted([i for i in ids if i], args.chip, task, steps)
-        print(f"{spec.id:24} {spec.family:18} {shape:22} {seconds:>9} {peak:>8} {pred_s:>8} {pred_gb:>8}")
+        ids = [i for i in (catalog.get(spec.id) or getattr(spec, "perf_id", None) or spec.id, spec.family) if i]
+        for k in (int(r) for r in args.ranks.split(",")):
+            if k > 1 and k > torch.cuda.device_count():
+                print(f"  {spec.id}: {k} ranks need {k} GPUs, this machine has {torch.cuda.device_count()}")
+                continue
+            plan, seconds, peak = run(spec, task, k)
+            pred_s, pred_gb = predicted(ids, args.chip, task, steps, plan)
+            split = label(plan) if plan is not None else "1"
+            print(
+                f"{spec.id:24} {spec.family:18} {shape:22} {split:>12} {seconds:>9} {peak:>8} {pred_s:>8} {pred_gb:>8}"
+            )
+
+
+def run(spec: Any, task: Task, ranks: int) -> tuple[Any, str, str]:
+    """(split, seconds, peak GB of rank 0's process) of one clip on `ranks` ranks."""
+    plan = None
+    try:
+        if ranks > 1:
+            plan = spec.splits(task, parse(f"auto={ranks}"))[0]
+            backend: Any = LocalRanks(spec.entry, plan)
+        else:
+            backend = DiffusersBackend(spec.entry)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        backend.generate([task])
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        seconds = f"{time.perf_counter() - t0:.1f}"
+        # on k ranks the memory is in the rank processes; this process's peak says nothing then
+        peak = f"{torch.cuda.max_memory_allocated() / 1e9:.1f}" if torch.cuda.is_available() and ranks == 1 else "n/a"
+        if ranks > 1:
+            backend.close()
+        del backend
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception as err:  # report and go on to the next model
+        seconds, peak = "failed", type(err).__name__
+        print(f"  {spec.id} on {ranks} ranks: {err}")
+    return plan, seconds, peak
 
 
 if __name__ == "__main__":
