@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from noor.engine import ddp
 from noor.engine.backend import AttemptFailed, Cancelled, Preview, Progress
 from noor.engine.diffusers.installed import InstalledModel
 from noor.engine.diffusers.parallel import label
@@ -43,8 +44,9 @@ def rank_threads(model: InstalledModel, plan: ParallelPlan, threads: int | None)
     return max(1, threads // plan.gpus)
 
 
-class RankFailed(AttemptFailed):
-    """A rank died, raised or hung: the attempt fails and the job is retried."""
+class RankFailed(AttemptFailed, ddp.RankFailed):
+    """A rank of a k-rank worker died, raised or hung: the attempt fails and the job is retried. The same
+    failure as a training run's (`noor.engine.ddp.RankFailed`), for a generation."""
 
 
 def _free_port() -> int:
