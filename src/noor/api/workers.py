@@ -19,6 +19,7 @@ from noor.jobs.generation import Generation
 router = APIRouter(prefix="/v1/worker", include_in_schema=False)
 
 _FILENAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+MAX_BATCH = 64  # the most jobs one claim may take
 
 
 def current_worker(request: Request) -> None:
@@ -36,6 +37,8 @@ class ClaimIn(BaseModel):
     lease_s: float = Field(30.0, gt=0, le=3600)
     models: list[str] = Field(min_length=1)
     region: str | None = None
+    # up to this many jobs of one batch key, answered as {"jobs": [...]}; absent: one job, as before batching
+    max_batch: int | None = Field(None, ge=1, le=MAX_BATCH)
 
 
 class HeartbeatIn(BaseModel):
@@ -79,10 +82,13 @@ def ping() -> dict[str, bool]:
 @router.post("/claim", dependencies=[WorkerAuth])
 def claim(body: ClaimIn, request: Request) -> Response:
     regions = [body.region] if body.region else None
-    job = request.app.state.ctx.store.claim(body.worker, body.lease_s, models=body.models, regions=regions)
-    if job is None:
+    store = request.app.state.ctx.store
+    jobs = store.claim_batch(body.worker, body.lease_s, body.models, regions, max_batch=body.max_batch or 1)
+    if not jobs:
         return Response(status_code=204)
-    return JSONResponse(job_json(job))
+    if body.max_batch is None:  # a worker from before batching reads one job, of these fields only
+        return JSONResponse(job_json(jobs[0]))
+    return JSONResponse({"jobs": [job_json(job) | {"batch_key": job.batch_key} for job in jobs]})
 
 
 @router.post("/jobs/{generation_id}/heartbeat", dependencies=[WorkerAuth])

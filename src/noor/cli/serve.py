@@ -45,6 +45,16 @@ def serve(
             "k > 1: k GPUs on one node)",
         ),
     ] = 0.0,
+    max_batch: Annotated[
+        int,
+        typer.Option(
+            "--max-batch",
+            min=1,
+            max=64,
+            help="each worker runs up to this many queued jobs of one shape (model, size, frames, steps, guidance) "
+            "as one call, each with its own prompt and seed (1: one job at a time)",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the Dream Machine-compatible API with local workers (or Ray actors) on the built-in model."""
     import signal
@@ -100,10 +110,12 @@ def serve(
     pool: LocalWorkers | RayCluster
     if ray is None:
         assets = AssetStore(cfg.resolved_assets_url)
-        pool = LocalWorkers(count, cfg.resolved_database_url, cfg.resolved_assets_url, cfg.threads)
+        pool = LocalWorkers(count, cfg.resolved_database_url, cfg.resolved_assets_url, cfg.threads, max_batch=max_batch)
         where = f"{count} local worker(s)"
     else:
-        assets, pool, where = _ray_workers(ray, gpus_per_worker, workers, store)
+        assets, pool, where = _ray_workers(ray, gpus_per_worker, workers, store, max_batch)
+    if max_batch > 1:
+        where += f", batches of up to {max_batch}"
     api = create_app(store, assets, config)
     if ray is None:
         region = f" in {cfg.world_region}" if cfg.world_region else ""
@@ -138,7 +150,7 @@ def serve(
 
 
 def _ray_workers(
-    address: str, gpus_per_worker: float, per_node: int | None, store: Store
+    address: str, gpus_per_worker: float, per_node: int | None, store: Store, max_batch: int = 1
 ) -> tuple[RegionalAssets, RayCluster, str]:
     """Workers as Ray actors on the cluster at `address`; the server reads files from every region's store."""
     from noor.config import settings
@@ -155,6 +167,7 @@ def _ray_workers(
             threads=cfg.threads or 1,
             workers_per_node=per_node,
             chip=cfg.worker_chip,
+            max_batch=max_batch,
         )
         ray = ray_cluster.connect(address)
     except ray_cluster.ClusterError as err:
@@ -193,6 +206,10 @@ def worker_command(
     region: Annotated[str | None, typer.Option(help="only run jobs that may run in this region")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads")] = None,
     lease_s: Annotated[float, typer.Option("--lease-s", min=5, help="seconds a claim lasts without a heartbeat")] = 30,
+    max_batch: Annotated[
+        int,
+        typer.Option("--max-batch", min=1, max=64, help="run up to this many queued jobs of one shape as one call"),
+    ] = 1,
 ) -> None:
     """Run jobs for a `noor serve` from this process or machine, through its worker API."""
     import os
@@ -220,7 +237,7 @@ def worker_command(
         remote.ping()  # checks the URL and the key before loading anything
     except ServerError as err:
         raise BadInput(f"--server: {err}") from err
-    config = WorkerConfig(name=name, models=list(model), lease_s=lease_s, region=region)
+    config = WorkerConfig(name=name, models=list(model), lease_s=lease_s, region=region, max_batch=max_batch)
     worker = Worker(remote, remote, config, lambda m: load_backend(m, threads))
     for m in model:
         worker.backend(m)  # load once, before the first job

@@ -13,21 +13,36 @@ from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from noor.engine.backend import Backend
+
+if TYPE_CHECKING:
+    from noor.perf.parallelism import ParallelPlan
 
 log = logging.getLogger("noor.runtime")
 
 
-def load_backend(model: str, threads: int | None = None, weights: Path | None = None) -> Backend:
+def load_backend(
+    model: str, threads: int | None = None, weights: Path | None = None, parallel: ParallelPlan | None = None
+) -> Backend:
     """A model's backend with this deployment's settings (all: NOOR_THREADS; the spec's loader reads its own,
-    e.g. NOOR_TINY_WEIGHTS). `weights`: another weights dir, for a model whose loader takes one."""
+    e.g. NOOR_TINY_WEIGHTS). `weights`: another weights dir, for a model whose loader takes one. `parallel`: the
+    ranks it runs on (default: the model's own, models.toml `parallel`); k > 1 ranks are local processes."""
     from noor.config import settings
     from noor.engine import registry
+    from noor.engine.diffusers.spec import DiffusersSpec
     from noor.engine.task import TaskError
 
     spec = registry.get(model)
     threads = threads or settings().threads
+    plan = parallel or getattr(spec, "parallel", None)
+    if plan is not None and plan.gpus > 1:
+        if not isinstance(spec, DiffusersSpec) or spec.entry is None:
+            raise TaskError("parallel", plan.gpus, f"model {spec.id!r} runs on one rank only")
+        from noor.runtime.ranks import LocalRanks, rank_threads
+
+        return LocalRanks(spec.entry, plan, rank_threads(spec.entry, plan, threads))
     if weights is None:
         return spec.load(threads=threads)
     if not spec.weights_option:
@@ -35,7 +50,15 @@ def load_backend(model: str, threads: int | None = None, weights: Path | None = 
     return spec.load(threads=threads, weights=weights)
 
 
-def _work(name: str, database_url: str, assets_url: str, threads: int | None, lease_s: float, stop: MpEvent) -> None:
+def _work(
+    name: str,
+    database_url: str,
+    assets_url: str,
+    threads: int | None,
+    lease_s: float,
+    max_batch: int,
+    stop: MpEvent,
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop (Ctrl+C hits the group)
     from noor import logs
     from noor.config import settings
@@ -50,7 +73,7 @@ def _work(name: str, database_url: str, assets_url: str, threads: int | None, le
     # every model installed when the server starts (each is loaded on its first job and kept); the Worker adds
     # the ones the registry puts on every worker
     models = [spec.id for spec in registry.available()]
-    config = WorkerConfig(name=name, lease_s=lease_s, models=models)
+    config = WorkerConfig(name=name, lease_s=lease_s, models=models, max_batch=max_batch)
     worker = Worker(store, AssetStore(assets_url), config, lambda m: load_backend(m, threads))
     worker.backend("tiny")  # load once, before the first job
     worker.run_forever(_UntilOrphaned(stop))
@@ -121,10 +144,14 @@ class LocalWorkers:
         threads: int | None = None,
         lease_s: float = 30.0,
         restarts: Restarts | None = None,
+        max_batch: int = 1,
     ):
+        """`max_batch`: up to this many queued jobs of one batch key run as one call (`WorkerConfig.max_batch`)."""
+        if max_batch < 1:
+            raise ValueError(f"max_batch: must be >= 1, got {max_batch!r}")
         self._ctx = mp.get_context("spawn")
         self.stop = self._ctx.Event()
-        self._args = (database_url, assets_url, threads, lease_s, self.stop)
+        self._args = (database_url, assets_url, threads, lease_s, max_batch, self.stop)
         self.restarts = restarts or Restarts()
         self.slots = [_Slot(name, self._process(name)) for name in (f"local-{i}" for i in range(count))]
         self._lock = threading.Lock()

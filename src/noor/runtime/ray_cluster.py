@@ -9,7 +9,8 @@ thread in the server repeats:
 1. reconcile: actors match the alive nodes (a node that joins gets workers; a dead actor is replaced);
 2. collect: finished runs; an actor or node that died puts its job back in the queue at once;
 3. dispatch: each free worker claims from the store what the configured `noor.scheduling` policy puts first
-   over the whole queue, among the jobs of tenants allowed in its node's region (the local workers' claim).
+   over the whole queue, among the jobs of tenants allowed in its node's region (the local workers' claim), and
+   with `max_batch` > 1 the jobs of one batch key that run with it as one call (`Store.claim_batch`).
 
 The store's leases make completion exactly-once whatever dies (a worker that lost its lease cannot complete),
 and each worker writes files only to its own region's asset store.
@@ -163,6 +164,7 @@ class ClusterConfig:
     reconcile_s: float = 1.0  # how often nodes and actors are checked
     chip: str = "cpu-local"
     preload: str | None = "tiny"  # loaded when a worker starts, before it is given jobs
+    max_batch: int = 1  # up to this many queued jobs of one batch key run as one call on a worker
 
     def __post_init__(self) -> None:
         g = self.gpus_per_worker
@@ -172,6 +174,8 @@ class ClusterConfig:
             raise ClusterError(f"threads: must be >= 1, got {self.threads!r}")
         if self.workers_per_node is not None and self.workers_per_node < 0:
             raise ClusterError(f"workers_per_node: must be >= 0, got {self.workers_per_node!r}")
+        if self.max_batch < 1:
+            raise ClusterError(f"max_batch: must be >= 1, got {self.max_batch!r}")
 
     def slots(self, node: Node) -> int:
         """How many workers this node gets."""
@@ -218,7 +222,7 @@ class ActorConfig:
 
 
 class WorkerActor:
-    """A Noor worker inside a Ray actor: one job at a time, each leased to it by the dispatcher."""
+    """A Noor worker inside a Ray actor: one job, or one batch, at a time, each leased to it by the dispatcher."""
 
     def __init__(self, config: ActorConfig):
         os.environ.update(config.env)
@@ -250,12 +254,13 @@ class WorkerActor:
             "gpus": [str(g) for g in ray.get_gpu_ids()],
         }
 
-    def run(self, generation_id: str) -> str:
-        """Run a job the dispatcher leased to this worker; "lost" if the lease is no longer ours."""
-        job = self.store.leased(generation_id, self.config.name)
-        if job is None:
+    def run(self, generation_ids: list[str]) -> str:
+        """Run jobs the dispatcher leased to this worker as one batch (those whose lease is still ours); "lost" if
+        none is."""
+        jobs = [job for gid in generation_ids if (job := self.store.leased(gid, self.config.name)) is not None]
+        if not jobs:
             return "lost"
-        self.worker.run(job)
+        self.worker.run_batch(jobs)
         return "ran"
 
 
@@ -272,13 +277,13 @@ class Slot:
     actor: Any
     ready_ref: Any | None  # until the actor has loaded its model
     placement_group: Any | None = None
-    job: str | None = None
+    jobs: list[str] = field(default_factory=list)  # the job, or batch, it runs now
     run_ref: Any | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def free(self) -> bool:
-        return self.ready_ref is None and self.job is None
+        return self.ready_ref is None and not self.jobs
 
 
 class RayCluster:
@@ -440,12 +445,15 @@ class RayCluster:
                 slot.ready_ref, slot.info = None, result
                 self._retry_at.pop(key, None)
             else:
-                slot.run_ref, slot.job = None, None
+                slot.run_ref, slot.jobs = None, []
 
     def _drop(self, slot: Slot, why: str) -> None:
-        """Forget a worker: its job (if any) goes back to the queue now; the actor and its GPUs are freed."""
-        if slot.job is not None and self.store.release(slot.job, slot.name):
-            log.warning("generation %s put back in the queue: worker %s lost (%s)", slot.job, slot.name, why)
+        """Forget a worker: its jobs (if any) go back to the queue now; the actor and its GPUs are freed."""
+        released = [gid for gid in slot.jobs if self.store.release(gid, slot.name)]
+        if released:
+            log.warning(
+                "generation(s) %s put back in the queue: worker %s lost (%s)", ", ".join(released), slot.name, why
+            )
         elif not self._stop.is_set():
             log.warning("worker %s lost: %s", slot.name, why)
         with contextlib.suppress(Exception):  # already dead
@@ -461,16 +469,20 @@ class RayCluster:
 
     def dispatch(self) -> None:
         """Each free worker claims the job the store's policy puts first over the whole queue, of those it may
-        run (its models; its node's region): the claim every local worker makes, so Ray workers, local workers
-        and the simulator start jobs in one order (`Store.claim`, `scheduling.frontier`)."""
+        run (its models; its node's region), and up to `max_batch - 1` of its batch key: the claim every local
+        worker makes, so Ray workers, local workers and the simulator start jobs in one order (`Store.claim_batch`,
+        `scheduling.frontier`, `scheduling.batch`)."""
         now = now_utc()
         for slot in [s for s in self.slots.values() if s.free]:
             region = [slot.node.region] if slot.node.region else []  # a node of no region: unbound jobs only
-            claimed = self.store.claim(slot.name, self.config.lease_s, self.config.models, region, now, slot.node.id)
-            if claimed is None:  # nothing it may run; a free worker of another region may still find work
+            claimed = self.store.claim_batch(
+                slot.name, self.config.lease_s, self.config.models, region, now, slot.node.id, self.config.max_batch
+            )
+            if not claimed:  # nothing it may run; a free worker of another region may still find work
                 continue
-            slot.job, slot.run_ref = claimed.id, slot.actor.run.remote(claimed.id)
-            self.dispatched += 1
+            slot.jobs = [job.id for job in claimed]
+            slot.run_ref = slot.actor.run.remote(slot.jobs)
+            self.dispatched += len(claimed)
 
     # --- what runs where ---
 
@@ -483,7 +495,8 @@ class RayCluster:
                     "node": s.node.id,
                     "region": s.node.region,
                     "ready": s.ready_ref is None,
-                    "job": s.job,
+                    "job": s.jobs[0] if s.jobs else None,
+                    "jobs": list(s.jobs),
                     "gpus": s.info.get("gpus", []),
                     "pid": s.info.get("pid"),
                 }
@@ -497,8 +510,6 @@ class RayCluster:
             if time.monotonic() > deadline:
                 raise ClusterError(f"fewer than {count} Ray workers ready after {timeout_s:.0f} s: {self.status()}")
             time.sleep(0.1)
-
-
 
 
 # --- `noor cluster status` ----------------------------------------------------------------------------

@@ -27,6 +27,7 @@ class ClaimedJob:
     task: dict[str, Any]
     request: dict[str, Any]
     generation_type: str
+    batch_key: str | None = None  # jobs with one key run as one call (a server before batching sends none)
 
 
 class Server:
@@ -68,10 +69,28 @@ class Server:
     def claim(
         self, worker: str, lease_s: float, models: Sequence[str] | None = None, regions: Sequence[str] | None = None
     ) -> ClaimedJob | None:
+        claimed = self.claim_batch(worker, lease_s, models, regions)
+        return claimed[0] if claimed else None
+
+    def claim_batch(
+        self,
+        worker: str,
+        lease_s: float,
+        models: Sequence[str] | None = None,
+        regions: Sequence[str] | None = None,
+        *,
+        max_batch: int = 1,
+    ) -> list[ClaimedJob]:
+        """The job the server's policy puts first and up to `max_batch - 1` that run with it (`Store.claim_batch`)."""
         region = regions[0] if regions else None
-        body = {"worker": worker, "lease_s": lease_s, "models": list(models or []), "region": region}
+        body = {
+            "worker": worker, "lease_s": lease_s, "models": list(models or []), "region": region, "max_batch": max_batch
+        }  # fmt: skip
         response = self._call("POST", "/v1/worker/claim", json=body)
-        return None if response.status_code == 204 else ClaimedJob(**response.json())
+        if response.status_code == 204:
+            return []
+        data = response.json()
+        return [ClaimedJob(**job) for job in data["jobs"]] if "jobs" in data else [ClaimedJob(**data)]  # old server
 
     def heartbeat(
         self,

@@ -1,8 +1,13 @@
 """A worker: claims jobs from the store, runs them on the engine, writes assets, reports back.
 
-The model is loaded once per worker and kept. Progress doubles as the heartbeat: each denoising step
-may extend the lease, and when the store says the job is no longer ours (deleted, or the lease was
-lost) the step callback raises `Cancelled`, so the engine stops between steps.
+The model is loaded once per worker and kept. With `max_batch` > 1 a claim takes up to that many queued jobs
+of one batch key (`Store.claim_batch`, `noor.scheduling.batching`) and the engine runs them as one call, with
+each job's own prompt and seed; each job then has its own heartbeats, files, completion, webhook and refund.
+
+Progress doubles as the heartbeat: each denoising step may extend the leases, and when the store says a job is
+no longer ours (deleted, or the lease was lost) that job ends failed "Deleted" at once and its result is
+dropped; the others of its batch go on. When none is left the step callback raises `Cancelled`, so the engine
+stops between steps.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from noor.engine.backend import Backend, Cancelled
 from noor.engine.resample import resize
 from noor.engine.task import Media, Task
 from noor.jobs.assets import asset_key
+from noor.scheduling.batching import check_batch
 
 log = logging.getLogger("noor.worker")
 
@@ -43,14 +49,22 @@ class Job(Protocol):
     def request(self) -> dict[str, Any]: ...
     @property
     def generation_type(self) -> str: ...
+    @property
+    def batch_key(self) -> str | None: ...
 
 
 class Jobs(Protocol):
     """What a worker needs of the job store: `Store` itself, or `remote.Server` through the worker API."""
 
-    def claim(
-        self, worker: str, lease_s: float, models: Sequence[str] | None = None, regions: Sequence[str] | None = None
-    ) -> Job | None: ...
+    def claim_batch(
+        self,
+        worker: str,
+        lease_s: float,
+        models: Sequence[str] | None = None,
+        regions: Sequence[str] | None = None,
+        *,
+        max_batch: int = 1,
+    ) -> Sequence[Job]: ...
     def heartbeat(
         self, generation_id: str, worker: str, lease_s: float, progress: float | None = None, *, preview: str | None
     ) -> bool: ...
@@ -81,6 +95,11 @@ class WorkerConfig:
     heartbeat_s: float = 1.0  # at most this often a denoising step writes to the store (and sees a delete)
     preview_s: float | None = 2.0  # at most this often a preview of the work so far is written; None: never
     region: str | None = None
+    max_batch: int = 1  # up to this many queued jobs of one batch key run as one engine call
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch: must be >= 1, got {self.max_batch!r}")
 
 
 def task_from_json(data: dict[str, Any], assets: Files) -> Task:
@@ -178,12 +197,14 @@ class Worker:
         return self._backends[model]
 
     def run_once(self) -> bool:
-        """Claim and run one job; False when the queue had nothing for this worker."""
+        """Claim and run one job, or one batch; False when the queue had nothing for this worker."""
         regions = [self.config.region] if self.config.region else None
-        job = self.store.claim(self.config.name, self.config.lease_s, models=self.models, regions=regions)
-        if job is None:
+        jobs = self.store.claim_batch(
+            self.config.name, self.config.lease_s, models=self.models, regions=regions, max_batch=self.config.max_batch
+        )
+        if not jobs:
             return False
-        self.run(job)
+        self.run_batch(jobs)
         return True
 
     def run_forever(self, stop: Stop) -> None:
@@ -200,8 +221,34 @@ class Worker:
                 stop.wait(self.config.poll_s * min(40, 2**failures))
 
     def run(self, job: Job) -> None:
+        self.run_batch([job])
+
+    def run_batch(self, jobs: Sequence[Job]) -> None:
+        """Run jobs this worker holds as one engine call: one job, or a batch of one batch key (mixed shapes are
+        refused before anything runs: `SchedulingError`). Each job ends on its own, completed or failed."""
+        check_batch(jobs)
         name, lease_s = self.config.name, self.config.lease_s
+        live: dict[str, Job] = {}  # still ours: beaten, and completed at the end
+        tasks: list[Task] = []
+        for job in jobs:  # 1. each task, keyframes (or source clip) included; one that cannot be read fails alone
+            try:
+                tasks.append(task_from_json(job.task, self.assets))
+                live[job.id] = job
+            except Exception as err:
+                log.exception("generation %s failed", job.id)
+                self._fail(job, err)
+        ran = [job for job in jobs if job.id in live]
+        if not ran:
+            return
+        lead = ran[0]  # the engine's preview draws the first task's clip
         last_beat = time.monotonic()
+
+        def gone(job: Job) -> None:
+            """The store says `job` is no longer ours (deleted, or its lease lost): it ends now, the batch goes on."""
+            live.pop(job.id, None)
+            self.store.fail(job.id, name, "Deleted")
+            if not live:
+                raise Cancelled
 
         def on_progress(done: int, total: int) -> None:
             nonlocal last_beat
@@ -209,45 +256,62 @@ class Worker:
             if now - last_beat < min(self.config.heartbeat_s, lease_s / 3) and done < total:
                 return
             last_beat = now
-            if not self.store.heartbeat(job.id, name, lease_s, progress=0.95 * done / max(1, total), preview=None):
-                raise Cancelled
+            for job in list(live.values()):
+                if not self.store.heartbeat(job.id, name, lease_s, progress=0.95 * done / max(1, total), preview=None):
+                    gone(job)
 
         last_preview = time.monotonic()
 
         def on_preview(render: Callable[[], np.ndarray]) -> None:
-            """Now and then, the work so far as a small video (`progress_video`) while the job is dreaming."""
+            """Now and then, the work so far as a small video (`progress_video`) of the batch's first job."""
             nonlocal last_preview
             if self.config.preview_s is None or time.monotonic() - last_preview < self.config.preview_s:
+                return
+            if lead.id not in live:
                 return
             frames = preview_frames(render())
             with tempfile.TemporaryDirectory() as tmp:
                 if len(frames) == 1:
                     path = media.write_image(Path(tmp) / "progress.jpg", frames[0])
                 else:
-                    path = media.write_video(Path(tmp) / "progress.mp4", frames, int(job.task.get("fps") or 8))
-                key = self.assets.put(asset_key(job.tenant, job.id, path.name), path.read_bytes())
+                    path = media.write_video(Path(tmp) / "progress.mp4", frames, int(lead.task.get("fps") or 8))
+                key = self.assets.put(asset_key(lead.tenant, lead.id, path.name), path.read_bytes())
             last_preview = time.monotonic()
-            if not self.store.heartbeat(job.id, name, lease_s, preview=key):
-                raise Cancelled
+            if not self.store.heartbeat(lead.id, name, lease_s, preview=key):
+                gone(lead)
 
         try:
-            # 1. the task, keyframes (or source clip) included; 2. pixels
-            task = task_from_json(job.task, self.assets)
-            result = self.backend(job.model).generate([task], on_progress, on_preview)[0]
-            # 3. files, then the record
-            keys = {}
-            image_format = str(job.request.get("format") or "png") if job.generation_type == "image" else "png"
-            for filename, data in encode(result, image_format).items():
-                keys[filename] = self.assets.put(asset_key(job.tenant, job.id, filename), data)
-            main = next(k for f, k in keys.items() if not f.startswith("thumbnail"))
-            assets = {
-                "video": None if result.is_image else main,
-                "image": main if result.is_image else keys["thumbnail.jpg"],
-            }
-            if not self.store.complete(job.id, name, assets):
-                log.warning("generation %s was taken from %s before it finished; result dropped", job.id, name)
+            # 2. pixels: one call for the batch
+            results = self.backend(lead.model).generate(tasks, on_progress, on_preview)
         except Cancelled:
-            self.store.fail(job.id, name, "Deleted")
-        except Exception as err:  # a failed job is never dropped: it ends failed with a reason
-            log.exception("generation %s failed", job.id)
-            self.store.fail(job.id, name, f"Job failed: {type(err).__name__}: {err}")
+            return  # every job of the batch is gone, each failed "Deleted" as it went
+        except Exception as err:  # a failed job is never dropped: each ends failed with the reason
+            log.exception("generation(s) %s failed", ", ".join(live))
+            for job in list(live.values()):
+                self._fail(job, err)
+            return
+        # 3. files, then each record
+        for job, result in zip(ran, results, strict=True):
+            if job.id not in live:
+                continue  # deleted while it ran: failed already, its result is dropped
+            try:
+                self._complete(job, result)
+            except Exception as err:
+                log.exception("generation %s failed", job.id)
+                self._fail(job, err)
+
+    def _complete(self, job: Job, result: Media) -> None:
+        keys = {}
+        image_format = str(job.request.get("format") or "png") if job.generation_type == "image" else "png"
+        for filename, data in encode(result, image_format).items():
+            keys[filename] = self.assets.put(asset_key(job.tenant, job.id, filename), data)
+        main = next(k for f, k in keys.items() if not f.startswith("thumbnail"))
+        assets = {
+            "video": None if result.is_image else main,
+            "image": main if result.is_image else keys["thumbnail.jpg"],
+        }
+        if not self.store.complete(job.id, self.config.name, assets):
+            log.warning("generation %s was taken from %s before it finished; result dropped", job.id, self.config.name)
+
+    def _fail(self, job: Job, err: Exception) -> None:
+        self.store.fail(job.id, self.config.name, f"Job failed: {type(err).__name__}: {err}")
