@@ -35,7 +35,8 @@ def test_two_rank_actors_in_a_placement_group_equal_one_rank(
 
     model = entry(toy, "ltx-video")
     alone = DiffusersBackend(model, threads=1).generate([task(model, seed=4, steps=3)])[0].frames
-    ranks = RayRanks(model, parallel.parse("ulysses=2"), threads=1, gpus=True, step_timeout_s=120)
+    node = local_ray.nodes["me-riyadh"]  # the head: it counts the GPUs
+    ranks = RayRanks(model, parallel.parse("ulysses=2"), threads=1, gpus=True, node=node, step_timeout_s=120)
     try:
         # 1. the same clip, each step reported, both actors on one node in one STRICT_PACK group of GPU bundles
         steps: list[tuple[int, int]] = []
@@ -44,6 +45,7 @@ def test_two_rank_actors_in_a_placement_group_equal_one_rank(
         assert steps[-1] == (3, 3) and steps == sorted(set(steps))
         table = ray.util.placement_group_table(ranks.group)
         assert table["strategy"] == "STRICT_PACK" and list(table["bundles"].values()) == [{"GPU": 1.0}] * 2
+        assert set(table["bundles_to_node_id"].values()) == {node}
         # 2. cancelled after a step: both stop; the next call runs
         with pytest.raises(Cancelled):
             ranks.generate([task(model, seed=4, steps=3)], lambda d, t: (_ for _ in ()).throw(Cancelled()))

@@ -296,13 +296,15 @@ class RayRanks:
         threads: int | None = None,
         *,
         gpus: bool = True,
+        node: str | None = None,
         step_timeout_s: float = 600.0,
         poll_s: float = 0.1,
     ):
+        """`node`: the Ray node id the group must be on (a worker actor's own node); None: any node."""
         from noor.runtime.ray_cluster import require_ray
 
         self.ray = require_ray()
-        self.model, self.plan, self.threads, self.gpus = model, plan, threads, gpus
+        self.model, self.plan, self.threads, self.gpus, self.node = model, plan, threads, gpus, node
         self.step_timeout_s, self.poll_s = step_timeout_s, poll_s
         self.actors: list[Any] = []
         self.group: Any = None
@@ -312,10 +314,13 @@ class RayRanks:
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+        from noor.runtime.ray_cluster import NODE_ID_LABEL
+
         self.close()
         ray, k = self.ray, self.plan.gpus
         bundle = {"GPU": 1.0} if self.gpus else {"CPU": float(self.threads or 1)}
-        self.group = placement_group([bundle] * k, strategy="STRICT_PACK")  # one node: the collectives stay on it
+        pin = {"bundle_label_selector": [{NODE_ID_LABEL: self.node}] * k} if self.node else {}
+        self.group = placement_group([bundle] * k, strategy="STRICT_PACK", **pin)  # one node: collectives stay on it
         ray.get(self.group.ready())
         actor = ray.remote(RankActor)
         resources = {"num_gpus": 1, "num_cpus": 0} if self.gpus else {"num_gpus": 0, "num_cpus": self.threads or 1}
