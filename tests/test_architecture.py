@@ -27,12 +27,12 @@ ALLOWED: dict[str, set[str]] = {
     "api": {"runtime", "engine", "jobs", "scheduling", "perf", "catalog", "plan", "studio", "trust", "config", "logs"},
     "runtime": {"engine", "jobs", "trust", "scheduling", "perf", "catalog", "config", "logs"},
     "engine": {"engine.tiny", "engine.world_tiny", "engine.diffusers", "perf", "catalog", "config"},
-    "engine.tiny": {"engine"},
+    "engine.tiny": {"engine", "arabic"},
     "engine.world_tiny": {"engine", "engine.tiny"},
     "engine.diffusers": {"engine", "perf", "catalog", "config"},
     "jobs": {"scheduling", "perf", "catalog"},
     "scheduling": {"perf", "catalog"},
-    "trust": {"jobs", "config"},
+    "trust": {"jobs", "config", "arabic"},
     "perf": {"catalog"},
     "catalog": {"config"},
     "sim": {"scheduling", "perf", "catalog"},
@@ -40,6 +40,7 @@ ALLOWED: dict[str, set[str]] = {
     "studio": set(),
     "config": {"scheduling"},
     "logs": set(),
+    "arabic": set(),
 }  # fmt: skip
 
 

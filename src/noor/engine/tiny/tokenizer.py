@@ -1,7 +1,7 @@
 """noor-tiny's word tokenizer: any UTF-8 text in, ids of the words it knows out.
 
-Arabic is normalised the usual way (diacritics and tatweel removed, alef/yaa/taa-marbuta forms
-unified, the article "ال" and a joined "و" dropped) so spelling variants meet the same id. Words
+Arabic is normalised the usual way (noor.arabic: diacritics and tatweel removed, alef/yaa/taa-marbuta forms
+unified, the article "ال" dropped; a joined "و" is dropped here) so spelling variants meet the same id. Words
 outside the vocabulary are ignored, never an error.
 """
 
@@ -9,28 +9,14 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 
+from noor.arabic import WORD, normalize_word, strip_marks, words
+
 PAD, BOS = 0, 1
 SPECIALS = ("<pad>", "<bos>")
-
-_DIACRITICS = re.compile("[\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06ed\u0640]")
-_WORD = re.compile(r"\w+")
-_LETTERS = str.maketrans({"أ": "ا", "إ": "ا", "آ": "ا", "ٱ": "ا", "ى": "ي", "ة": "ه", "ؤ": "و", "ئ": "ي"})
-
-
-def normalize_word(word: str) -> str:
-    word = word.lower().translate(_LETTERS)
-    if word.startswith("ال") and len(word) > 3:
-        word = word[2:]
-    return word
-
-
-def words(text: str) -> list[str]:
-    return [normalize_word(w) for w in _WORD.findall(_DIACRITICS.sub("", text))]
 
 
 class WordTokenizer:
@@ -70,7 +56,7 @@ class WordTokenizer:
     def unknown_words(self, text: str) -> list[str]:
         """The words of `text` (as written, each once, in order) that the vocabulary does not hold: the ones
         `encode` drops."""
-        found = [w for w in _WORD.findall(_DIACRITICS.sub("", text)) if self._lookup(normalize_word(w)) is None]
+        found = [w for w in WORD.findall(strip_marks(text)) if self._lookup(normalize_word(w)) is None]
         return list(dict.fromkeys(found))
 
 
