@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -128,6 +128,24 @@ class Settings(BaseSettings):
         "name. Stable across restarts, so a restarted server ends its last run's sessions at once; give each of "
         "several servers on one machine that share a database its own",
     )
+
+    # --- provenance (noor.trust; docs/trust.md): per deployment, never per request ---
+    provenance: bool = Field(True, description="sign every MP4, PNG and JPEG written with a C2PA manifest")
+    watermark: bool = Field(True, description="mark every output's pixels with the invisible watermark")
+    signing_cert: Path | None = Field(
+        None, description="PEM chain (signer first) that signs manifests; default: one made in the data dir"
+    )
+    signing_key: Path | None = Field(
+        None, validate_default=True, description="the PEM private key of NOOR_SIGNING_CERT (both or neither)"
+    )
+    signing_trust: Path | None = Field(None, description="PEM CAs `noor verify` trusts besides the deployment's own")
+
+    @field_validator("signing_key")
+    @classmethod
+    def _signing_pair(cls, key: Path | None, info: ValidationInfo) -> Path | None:
+        if (info.data.get("signing_cert") is None) != (key is None):
+            raise ValueError("NOOR_SIGNING_CERT and NOOR_SIGNING_KEY are set together or not at all")
+        return key
 
     @field_validator("world_region")
     @classmethod

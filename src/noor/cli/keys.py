@@ -118,3 +118,33 @@ def keys_revoke(
     with open_store() as store:
         revoked = tenants.revoke_prefix(store, key.removesuffix("..."))
     print(f"revoked {revoked.prefix}... ({revoked.role} key of {revoked.tenant})")
+
+
+@keys_app.command("signing")
+def keys_signing(
+    rotate: Annotated[
+        bool, typer.Option("--rotate", help="a new signer key and certificate under the deployment's existing CA")
+    ] = False,
+) -> None:
+    """Create the deployment's C2PA signing key and certificate (a self-signed CA and a signer it issues, in the
+    data dir), or rotate the signer key. Files signed before a rotation still verify: the CA stays."""
+    from noor.config import settings
+    from noor.trust import signing
+
+    config = settings()
+    if config.signing_cert is not None:
+        fail(
+            "NOOR_SIGNING_CERT",
+            str(config.signing_cert),
+            "this deployment signs with that certificate; replace it there",
+        )
+    try:
+        where = signing.create(config, rotate=rotate)
+        credentials = signing.load(config, create_missing=False)
+    except signing.SigningError as err:
+        raise BadInput(str(err)) from err
+    action = "rotated" if rotate else "created"
+    print(
+        f"signing key {action} in {where} (deployment id {credentials.deployment_id}, {credentials.alg}, "
+        f"signer valid until {credentials.not_after:%Y-%m-%d})"
+    )
