@@ -18,6 +18,7 @@ from fastapi.exception_handlers import http_exception_handler, request_validatio
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -43,6 +44,7 @@ from noor.jobs.assets import AssetNotFound, AssetStore, asset_key, generation_of
 from noor.jobs.generation import Generation, now_utc
 from noor.jobs.store import InsufficientCredits, LimitExceeded, NotFound, Store
 from noor.runtime.ssrf import Busy, FetchError, Guard, SSRFError
+from noor.trust import audit
 
 DM_PREFIX = "/dream-machine/v1"
 LINK_TTL_S = 7 * 24 * 3600
@@ -212,6 +214,24 @@ async def ctx_of(request: Request) -> Context:
 
 
 Ctx = Annotated[Context, Depends(ctx_of)]
+
+
+def refused(ctx: Context, tenant: str, kind: str, resource_id: str, owner: str | None) -> None:
+    """Put a 404 that hid another tenant's resource in the audit log (`access.refused`, filed under the tenant
+    that asked). A 404 for what does not exist, or is the caller's own, is no event."""
+    if owner is not None and owner != tenant:
+        audit.record("access.refused", store=ctx.store, tenant=tenant, owner=owner, kind=kind, id=resource_id)
+
+
+def generation_owner(store: Store, generation_id: str) -> str | None:
+    """Whose generation this is, whoever asks (deleted ones too): only on a 404's path, for `refused`."""
+    with store.session() as s:
+        return s.scalar(select(Generation.tenant).where(Generation.id == generation_id))
+
+
+def generation_not_found(ctx: Context, tenant: str, generation_id: str, kind: str = "generation") -> None:
+    """Audit a generation's 404 when another tenant has it (a blocking read and maybe a write: for sync code)."""
+    refused(ctx, tenant, kind, generation_id, generation_owner(ctx.store, generation_id))
 
 
 def check_limits(ctx: Context, tenant: tenants.Tenant) -> None:
@@ -389,6 +409,7 @@ def upscale(
     try:
         source = ctx.store.get(tenant.name, generation_id)
     except NotFound as err:
+        generation_not_found(ctx, tenant.name, generation_id)
         raise HTTPException(404, "Generation not found") from err
     resolved = resolve_upscale(source, body.resolution)
     # the resampled video keeps the source's frames and rate: recorded so its length can be reported
@@ -403,6 +424,7 @@ async def get_generation(generation_id: str, request: Request, tenant: Tenant, c
     try:
         generation = await read(ctx.store, ctx.store.get, tenant.name, generation_id)
     except NotFound as err:
+        await run_in_threadpool(generation_not_found, ctx, tenant.name, generation_id)
         raise HTTPException(404, "Generation not found") from err
     return generation_out(request, ctx, generation)
 
@@ -427,6 +449,7 @@ def delete_generation(generation_id: str, tenant: Tenant, ctx: Ctx) -> Response:
     try:
         ctx.store.delete(tenant.name, generation_id)
     except NotFound as err:
+        generation_not_found(ctx, tenant.name, generation_id)
         raise HTTPException(404, "Generation not found") from err
     ctx.assets.delete_generation(tenant.name, generation_id)
     return Response(status_code=204)
@@ -532,7 +555,9 @@ def create_app(store: Store, assets: AssetStore, config: ApiConfig) -> FastAPI:
         signed = expires is not None and sig is not None and verify(config.secret, key, expires, sig)
         if not signed:
             tenant = tenant_of(request)
-            if key.split("/", 1)[0] != tenant.name:
+            key_tenant = key.split("/", 1)[0]
+            if key_tenant != tenant.name:
+                refused(app.state.ctx, tenant.name, "asset", key, key_tenant if _stored(assets, key) else None)
                 raise HTTPException(404, "Asset not found")
         owner = generation_of(key)
         if owner is not None and not app.state.ctx.store.exists(*owner):  # a deleted generation's files are gone
@@ -548,6 +573,13 @@ def create_app(store: Store, assets: AssetStore, config: ApiConfig) -> FastAPI:
         return {"status": "ok"}
 
     return app
+
+
+def _stored(assets: AssetStore, key: str) -> bool:
+    try:
+        return assets.exists(key)
+    except ValueError:  # not a key the store could hold
+        return False
 
 
 def _media_type(key: str) -> str:

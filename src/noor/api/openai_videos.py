@@ -14,7 +14,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from noor.api.app import Ctx, Tenant, check_limits, create_priced, read
+from noor.api.app import Ctx, Tenant, check_limits, create_priced, generation_not_found, read
 from noor.api.errors import OPENAI_PREFIX, OpenAIErrorBody, error_body, responses
 from noor.api.gate import BadJSON, strict_json
 from noor.api.idempotency import IDEMPOTENT, IdempotentRoute, conflict
@@ -72,6 +72,7 @@ def _video_of(ctx: Any, tenant: str, video_id: str) -> Generation:
     try:
         g = ctx.store.get(tenant, video_id)
     except NotFound as err:
+        generation_not_found(ctx, tenant, video_id, "video")
         raise OpenAIError(404, f"Video with id '{video_id}' not found.", code="video_not_found") from err
     if g.generation_type != "video":
         raise OpenAIError(404, f"Video with id '{video_id}' not found.", code="video_not_found")

@@ -29,7 +29,7 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from noor.api.app import Context, Ctx, Tenant, keyframes_for, public_base
+from noor.api.app import Context, Ctx, Tenant, keyframes_for, public_base, refused
 from noor.api.errors import Error, responses
 from noor.api.idempotency import IDEMPOTENT, IdempotentRoute, conflict
 from noor.api.requests import RequestError
@@ -257,6 +257,8 @@ def _own(ctx: Context, tenant: tenants.Tenant, session_id: str) -> WorldSession:
     try:
         return sessions.get(ctx.store, tenant.name, session_id)
     except SessionNotFound as err:
+        other = sessions.by_id(ctx.store, session_id)
+        refused(ctx, tenant.name, "world_session", session_id, other.tenant if other else None)
         raise HTTPException(404, "World session not found") from err
 
 

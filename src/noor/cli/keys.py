@@ -37,6 +37,19 @@ def open_store() -> Iterator[Store]:
         store.close()
 
 
+def audited(store: Store, event: str, **fields: object) -> None:
+    """An audit-log entry for what this command did, saying it came from the CLI and which OS user ran it."""
+    import getpass
+
+    from noor.trust import audit
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        user = None
+    audit.record(event, store=store, via="cli", by=user, **fields)
+
+
 @keys_app.command("create")
 def keys_create(
     tenant: Annotated[str | None, typer.Option(help="tenant name (created if new)")] = None,
@@ -64,7 +77,11 @@ def keys_create(
         fail("--tenant", tenant, "give --tenant NAME for a tenant key, or --worker for a worker key")
     with open_store() as store:
         if tenant is None:  # --worker
-            print(tenants.create_worker_key(store))
+            key = tenants.create_worker_key(store)
+            audited(
+                store, "key.created", tenant=tenants.WORKERS_TENANT, prefix=key[: tenants.PREFIX_CHARS], role="worker"
+            )
+            print(key)
             return
         given = {"--credits": credits, "--regions": regions, "--max-concurrent": max_concurrent}
         given["--per-minute"] = per_minute
@@ -87,8 +104,20 @@ def keys_create(
                 option = "--credits" if str(err).startswith("credits") else "--tenant"
                 raise BadInput(f"{option}: {err}") from err
             billing = f"metered, credits {money.usd(created.credits_microcents)}" if created.metered else "unmetered"
+            audited(
+                store,
+                "tenant.created",
+                tenant=tenant,
+                metered=created.metered,
+                credits_cents=created.credits_cents,
+                max_concurrent=created.max_concurrent,
+                max_per_minute=created.max_per_minute,
+                regions=created.regions,
+            )
             print(f"tenant {tenant} created ({billing})", file=sys.stderr)
-        print(tenants.create_key(store, tenant))
+        key = tenants.create_key(store, tenant)
+        audited(store, "key.created", tenant=tenant, prefix=key[: tenants.PREFIX_CHARS], role="tenant")
+        print(key)
 
 
 @keys_app.command("list")
@@ -117,6 +146,7 @@ def keys_revoke(
 
     with open_store() as store:
         revoked = tenants.revoke_prefix(store, key.removesuffix("..."))
+        audited(store, "key.revoked", tenant=revoked.tenant, prefix=revoked.prefix, role=revoked.role)
     print(f"revoked {revoked.prefix}... ({revoked.role} key of {revoked.tenant})")
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from noor.cli.base import BadInput, app
-from noor.cli.keys import open_store
+from noor.cli.keys import audited, open_store
 
 if TYPE_CHECKING:
     from noor.jobs.store import Store
@@ -96,6 +96,7 @@ def tenants_set(
     if all(v is None for v in (credits, add_credits, metered, max_concurrent, per_minute)):
         raise BadInput("noor tenants set: give --credits, --add-credits, --metered/--unmetered or a limit")
     with open_store() as store:
+        before = tenants.get_tenant(store, name)
         changed = tenants.set_tenant(
             store,
             name,
@@ -105,4 +106,9 @@ def tenants_set(
             max_concurrent=max_concurrent,
             max_per_minute=per_minute,
         )
+        fields = ("credits_cents", "metered", "max_concurrent", "max_per_minute")
+        changes = {
+            f: [getattr(before, f), getattr(changed, f)] for f in fields if getattr(before, f) != getattr(changed, f)
+        }
+        audited(store, "tenant.changed", tenant=name, changes=changes)
         print(describe(changed, _live_keys(store, name)))
