@@ -20,8 +20,8 @@ from noor.engine.media import write_image, write_video
 from tests.engine.diffusers.toys import TOYS, register_args
 
 Toy = Callable[[str], Path]
-# two video families, HunyuanVideo's joint blocks, and an image family
-FAMILIES = ["wan2.1-t2v", "ltx-video", "hunyuanvideo", "flux.1-dev"]
+# every family noor train lora trains (flux.1-schnell's toy is flux.1-dev's)
+FAMILIES = ["wan2.1-t2v", "wan2.2-ti2v", "ltx-video", "hunyuanvideo", "flux.1-dev", "sd3.5"]
 
 
 @pytest.fixture(autouse=True)

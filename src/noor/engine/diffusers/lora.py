@@ -206,7 +206,7 @@ def _read_sidecars(data_dir: Path) -> list[Example]:
 
 def load_pixels(examples: list[Example], width: int, height: int, frames: int, video: bool) -> torch.Tensor:
     """Every example as (N, 3, T, H, W) floats in [-1, 1] (an image family: (N, 3, H, W)): its first `frames`
-    frames, centre-cropped to the training aspect ratio and resized (said in the docs; sizes differ in practice)."""
+    frames, centre-cropped to the training aspect ratio and resized to the training size."""
     clips = []
     for example in examples:
         try:
@@ -544,9 +544,8 @@ def prepare(
     works (the transformer trains alone on the device)."""
     objective = OBJECTIVES[cfg.family]
     video = families.get(cfg.family).kind == "video"
-    encoders = [
-        getattr(pipe, n) for n in ("text_encoder", "text_encoder_2", "text_encoder_3") if getattr(pipe, n, None)
-    ]
+    names = ("text_encoder", "text_encoder_2", "text_encoder_3")
+    encoders = [getattr(pipe, n) for n in names if getattr(pipe, n, None) is not None]
     with torch.no_grad():
         for encoder in encoders:
             encoder.to(device)
