@@ -154,6 +154,18 @@ class Settings(BaseSettings):
             raise ValueError(f"region names are lowercase letters, digits and - ({region!r} is not)")
         return region
 
+    # --- moderation (noor.trust.moderation; docs/trust.md) ---
+    moderation_policy_dir: Path | None = Field(
+        None, description="tenants' moderation policy files, <tenant>.toml each, read at start"
+    )
+    moderation_classifier_url: str | None = Field(
+        None, description="an external classifier that also judges prompts and output frames (HTTP POST JSON)"
+    )
+    moderation_classifier_timeout_s: float = Field(5.0, gt=0, le=120)
+    moderation_fail_open: bool = Field(
+        False, description="let work through when the classifier cannot answer (default: refuse it)"
+    )
+
 
 @lru_cache(maxsize=1)
 def settings() -> Settings:
