@@ -36,6 +36,12 @@ class CheckpointMismatch(ValueError):
         self.field = field
 
 
+def vae_config(vae: Any) -> dict[str, Any]:
+    """A diffusers model's config to rebuild it with `from_config`: without `_use_default_values`, which would
+    reset what `register_to_config` set after construction (a VAE's latent shift and scale) to the defaults."""
+    return {key: value for key, value in vae.config.items() if key != "_use_default_values"}
+
+
 def stage_state(
     stage: str,
     step: int,

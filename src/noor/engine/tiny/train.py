@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 
-from noor.engine.checkpoint import Checkpoints, restore_stage, stage_state
+from noor.engine.checkpoint import Checkpoints, restore_stage, stage_state, vae_config
 from noor.engine.ddp import SINGLE, Group
 from noor.engine.tiny.captions import caption, vocabulary_corpus
 from noor.engine.tiny.pipeline import NoorTinyPipeline, encode_frames, frame_noise
@@ -638,7 +638,7 @@ def train(
         vae.save_pretrained(out / "vae")  # every checkpoint below is a complete pipeline
     checkpoints.context = {
         "vae": vae.state_dict(),
-        "vae_config": dict(vae.config),
+        "vae_config": vae_config(vae),
         "pool_random": rng.bit_generator.state,
     }
 

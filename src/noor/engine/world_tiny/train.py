@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderTiny, FlowMatchEulerDiscreteScheduler
 
-from noor.engine.checkpoint import Checkpoints, restore_stage, stage_state
+from noor.engine.checkpoint import Checkpoints, restore_stage, stage_state, vae_config
 from noor.engine.ddp import SINGLE, Group
 from noor.engine.tiny.text_encoder import TinyTextEncoder
 from noor.engine.tiny.tokenizer import WordTokenizer
@@ -436,7 +436,7 @@ def train(
         vae_losses = train_vae(vae, maps, cfg, on_step)
     vae.requires_grad_(False).eval()
     latents = encode_maps(vae, maps, on_step)
-    checkpoints.context = {"vae": vae.state_dict(), "vae_config": dict(vae.config)}
+    checkpoints.context = {"vae": vae.state_dict(), "vae_config": vae_config(vae)}
     transformer, text_encoder = build_models(cfg)
 
     def save(transformer: WorldTransformer, text_encoder: TinyTextEncoder) -> None:
