@@ -74,6 +74,7 @@ def serve(
     from noor.runtime.ssrf import Guard
     from noor.runtime.webhooks import WebhookConfig, WebhookDeliverer
     from noor.scheduling import SchedulingError
+    from noor.trust import moderation
 
     cfg = settings()
     host, port = host or cfg.host, port or cfg.port
@@ -83,6 +84,10 @@ def serve(
         policy = cfg.scheduling_policy()
     except SchedulingError as err:
         raise BadInput(f"NOOR_SCHEDULER: {err}") from err
+    try:
+        moderation.configured()  # the built-in policy and the tenants' files: a bad one stops the start
+    except moderation.PolicyError as err:
+        raise BadInput(str(err)) from err
     store = Store(cfg.resolved_database_url, scheduler=policy)
     if not tenants.list_tenants(store):  # first run: the local user's tenant (unmetered, docs/serve.md) and its key
         tenants.create_tenant(store, "admin", metered=False, max_concurrent=100, max_per_minute=600)
