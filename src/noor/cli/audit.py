@@ -39,7 +39,8 @@ def audit_verify(
     if not verdict.intact:
         print(f"noor: audit log broken: {verdict.problem}", file=sys.stderr)
         raise typer.Exit(1)
-    print(f"audit log intact: {verdict.entries} entries, head {verdict.head_seq}:{verdict.head_hash}")
+    entries = f"{verdict.entries} {'entry' if verdict.entries == 1 else 'entries'}"
+    print(f"audit log intact: {entries}, head {verdict.head_seq}:{verdict.head_hash}")
 
 
 @audit_app.command("list")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from noor.cli.base import BadInput, app, fail
+from noor.cli.keys import audited
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -91,8 +92,9 @@ def serve(
     store = Store(cfg.resolved_database_url, scheduler=policy)
     if not tenants.list_tenants(store):  # first run: the local user's tenant (unmetered, docs/serve.md) and its key
         tenants.create_tenant(store, "admin", metered=False, max_concurrent=100, max_per_minute=600)
-        print(f"admin API key (shown once; unmetered: `noor tenants set admin --credits N` meters it): "
-              f"{tenants.create_key(store, 'admin')}")  # fmt: skip
+        key = tenants.create_key(store, "admin")
+        audited(store, "key.created", tenant="admin", prefix=key[: tenants.PREFIX_CHARS], role="tenant")
+        print(f"admin API key (shown once; unmetered: `noor tenants set admin --credits N` meters it): {key}")
     logs.setup(cfg.log_level, cfg.log_format)
     aliases = DEFAULT_ALIASES | cfg.aliases
     for alias, target in aliases.items():
