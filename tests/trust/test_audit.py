@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import subprocess
 import sys
 import time
@@ -20,7 +22,7 @@ from noor.jobs.store import Store
 from noor.trust import audit
 from noor.trust.audit import AuditEntry, AuditHead
 from tests.api.world_server import world_server
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port, serve_process
 from tests.jobs.conftest import store  # noqa: F401  (SQLite, and PostgreSQL in a schema of its own)
 from tests.trust.test_idempotency import api  # noqa: F401  (the app on `store`, tenants acme and globex)
 
@@ -233,3 +235,27 @@ def _png() -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (32, 32), (10, 200, 30)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+@pytest.mark.slow  # a real `noor serve` process up to its first answer: 27 s on the loaded 2-core dev machine
+def test_noor_serve_audits_the_admin_key_it_makes_on_first_start(tmp_path: Path) -> None:
+    # the session's data dir (its cpu-local measurement is made once), a database of the test's own
+    url = f"sqlite:///{tmp_path / 'noor.db'}"
+    env = {**os.environ, "NOOR_DATABASE_URL": url, "NOOR_LOG_LEVEL": "WARNING", "NOOR_THREADS": "1"}
+    started: list[subprocess.Popen[str]] = []
+    try:
+        _, key = serve_process("noor.cli", free_port(), env, "--workers", "0", started=started)
+    finally:
+        for proc in started:
+            proc.terminate()
+            proc.wait(30)
+            if proc.stdout is not None:
+                proc.stdout.close()
+    db = Store(url)
+    try:
+        [entry] = audit.entries(db)
+        fields = json.loads(entry.fields)
+        assert (entry.event, entry.tenant, fields["role"]) == ("key.created", "admin", "tenant")
+        assert key.startswith(fields["prefix"]) and len(fields["prefix"]) == 12 and audit.verify(db).intact
+    finally:
+        db.close()

@@ -118,6 +118,9 @@ def test_a_key_over_255_characters_is_a_400_in_the_apis_shape(api: dict[str, Any
     else:
         assert answer.json()["error"] == {"message": message, "type": "invalid_request_error",
                                           "param": "Idempotency-Key", "code": None}  # fmt: skip
+    # the API key is checked first
+    [unknown] = post_all(api["app"], [(path, body, {"Authorization": "Bearer nope", "Idempotency-Key": "k" * 256})])
+    assert unknown.status_code == 401
     [ok] = post_all(api["app"], [(path, body, api["acme"] | {"Idempotency-Key": "k" * 255})])
     assert ok.status_code in (200, 201), ok.text
     assert jobs_of(api["store"], "acme") == 1

@@ -88,14 +88,14 @@ async def run_once(request: Request, handler: Handler) -> Response:
     attempt = int(count) if count.isdigit() else None
     if given is None and attempt is None:
         return await handler(request)
+    tenant = await tenant_or_none(request)
+    if tenant is None:
+        return await handler(request)  # the route's own 401: the API key is checked first
     if given is not None:
         try:
             idempotency.check_key(given)
         except idempotency.BadKey as err:
             return error_response(path, 400, str(err), param=HEADER)
-    tenant = await tenant_or_none(request)
-    if tenant is None:
-        return await handler(request)  # the route's own 401
     # 2. the request's fingerprint (a multipart body's form is parsed here, and closed here whoever answers)
     try:
         fingerprint = idempotency.fingerprint(request.method, path, await canonical_body(request))
