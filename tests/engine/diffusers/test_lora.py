@@ -231,6 +231,7 @@ def test_cli_trains_an_installed_model_at_its_size_and_refuses_bad_input_in_one_
         (["--steps", "0"], "--steps: must be at least 1, got 0"),
         (["--size", "33x32"], "--size: wan2.1-t2v needs a multiple of 16, got 33"),
         (["--nproc", "64"], "--nproc: this machine has"),
+        (["--frames", "9"], "--data: ex0.mp4 is 5 frames; training takes clips of 9 frames"),
         (["--model", str(toy("cogvideox"))], "--model: noor train lora does not train cogvideox models yet"),
     ]:
         code, out, err = noor("train", "lora", *good, *args)
