@@ -3,15 +3,23 @@
 
 from __future__ import annotations
 
+import heapq
 import threading
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import insert
 
-from noor import scheduling
+from noor import scheduling, sim
 from noor.jobs.generation import Generation, now_utc
-from noor.jobs.store import Store, task_batch_key
+from noor.jobs.store import EPOCH, Store, task_batch_key
 from noor.scheduling.batching import batch_key, check_batch
+from noor.sim.core import policy_of, simulate
+from noor.sim.fleet import Fleet
+from tests.scheduling.test_live_matches_sim import CHIP, POLICIES, _scenario
 
 
 def _task(prompt: str = "p", seed: int = 0, **shape: Any) -> dict[str, Any]:
@@ -145,3 +153,69 @@ def test_a_batch_of_mixed_shapes_is_refused_in_one_line() -> None:
         check_batch([a, alone])
     with pytest.raises(scheduling.SchedulingError, match="width must be >= 1, got 0"):
         batch_key("tiny", 0, 64, 16)
+
+
+# --- the same arrivals through the live store and the simulator's core, batched -----------------------------
+
+
+def _live_batches(
+    store: Store, scenario: sim.Scenario, fleet: Fleet, max_batch: int, worker: str
+) -> list[tuple[int, ...]]:
+    """Drive the store as one worker with `max_batch` would, at the simulator's instants (a batch that ends, and
+    the claim after it, before a job that arrives). Each job's batch key is its class. Returns the batches."""
+    store.scheduler = policy_of(scenario)
+    arr = fleet.arrivals
+    tenant_prio = [t.priority for t in scenario.tenants]
+    index: dict[str, int] = {}
+    events: list[tuple[float, int, int]] = [(float(t), 1, j) for j, t in enumerate(arr.t_s.tolist())]  # 1: arrives
+    heapq.heapify(events)
+    running: list[str] = []
+    batches: list[tuple[int, ...]] = []
+
+    def at(t_s: float) -> datetime:
+        return EPOCH + timedelta(seconds=t_s)
+
+    def claim(t_s: float) -> None:
+        got = store.claim_batch(worker, 1e6, now=at(t_s), max_batch=max_batch)
+        if got:
+            running.extend(_ids(got))
+            batches.append(tuple(index[g.id] for g in got))
+            duration_s = fleet.latency_s(int(arr.cls[index[got[0].id]]), CHIP, len(got))
+            heapq.heappush(events, (t_s + duration_s, 0, -1))  # 0: ends (first at one instant)
+
+    while events:
+        t_s, kind, j = heapq.heappop(events)
+        if kind == 0:
+            assert running and all(store.complete(gid, worker, {"video": "v"}, now=at(t_s)) for gid in running)
+            running.clear()
+            claim(t_s)
+        else:
+            ti, ci = int(arr.tenant[j]), int(arr.cls[j])
+            now = at(t_s)
+            prio = fleet.classes[ci].priority + tenant_prio[ti]
+            row = {"id": str(uuid.uuid4()), "tenant": scenario.tenants[ti].name, "model": "tiny", "request": {},
+                   "task": {}, "eta_s": fleet.predicted_s(ti, ci), "priority": prio,
+                   "batch_key": fleet.classes[ci].name, "created_at": now, "updated_at": now}  # fmt: skip
+            with store.session.begin() as s:
+                s.execute(insert(Generation), [row])
+            index[row["id"]] = j
+            if not running:
+                claim(t_s)
+    return batches
+
+
+@pytest.mark.parametrize(("policy", "settings"), POLICIES, ids=[f"{p}{s.get('aging_per_s', '')}" for p, s in POLICIES])
+def test_live_batches_are_the_simulators(store: Store, tmp_path: Path, policy: str, settings: dict[str, Any]) -> None:
+    """One worker, batches of up to 3: the live claim starts the same jobs together, in the same order, as the
+    simulator's core (its per-class queues: same key; fair share's per-tenant ones: the head's tenant)."""
+    batched = 0
+    for seed in (0, 3, 9):  # 9: a batch counted as its jobs' summed seconds would give its tenant the wrong rank
+        scenario, fleet = _scenario(seed, policy, settings | {"max_batch": 3, "batch_max_predicted_s": 1e9}, tmp_path)
+        for ci, c in enumerate(fleet.classes):  # a batch's seconds, whole as the store's clock needs them
+            for size in (2, 3):
+                fleet._batch_latency[(ci, CHIP, size)] = c.latency_s[CHIP] + size - 1
+        record = simulate(fleet, record_trace=True)
+        simulated = [jobs for _, kind, jobs, _, _ in record.trace if kind == "start"]
+        assert _live_batches(store, scenario, fleet, 3, f"w{seed}") == simulated, (policy, seed)
+        batched += sum(len(b) > 1 for b in simulated)
+    assert batched >= 3  # the traces do batch

@@ -762,17 +762,28 @@ class Store:
         """GPU-seconds each tenant was given in the last USAGE_WINDOW: each run's part inside it, a running job's
         up to `now` (what the simulator counts, with no window). Each run's seconds are computed in SQL (no
         datetime converted per row), from the state and finished_at indexes; summed here (a GROUP BY made SQLite
-        walk the whole table in tenant order instead)."""
+        walk the whole table in tenant order instead). The jobs of one batch held the GPU together, so each counts
+        its share of the batch's seconds, as the simulator counts a batch once."""
         now_s, since_s = (now - EPOCH).total_seconds(), (now - USAGE_WINDOW - EPOCH).total_seconds()
         g = _generations.c
         given_s = func.coalesce(epoch_s(g.finished_at), now_s) - greatest(epoch_s(g.started_at), since_s)
-        query = select(g.tenant, given_s).where(
+        query = select(g.id, g.tenant, g.worker, g.started_at, g.batch_key, given_s).where(
             g.started_at.is_not(None), or_(g.state == State.DREAMING.value, g.finished_at >= now - USAGE_WINDOW)
         )
-        usage: dict[str, float] = {}
         with self.session() as s:
-            for tenant, seconds in s.execute(query):
-                usage[tenant] = usage.get(tenant, 0.0) + max(0.0, float(seconds))
+            runs = s.execute(query).all()
+        # one claim's batch: one worker, one start, one key (a job with no key ran alone). Its seconds are summed per
+        # tenant before they are shared, so a batch of one tenant counts exactly its run's seconds (fair share
+        # breaks ties on equal usage)
+        in_batch: dict[tuple[Any, ...], int] = {}
+        given: dict[tuple[Any, ...], float] = {}
+        for gid, tenant, worker, started_at, key, seconds in runs:
+            batch = (worker, started_at, key) if key is not None else (gid,)
+            in_batch[batch] = in_batch.get(batch, 0) + 1
+            given[(tenant, batch)] = given.get((tenant, batch), 0.0) + max(0.0, float(seconds))
+        usage: dict[str, float] = {}
+        for (tenant, batch), seconds in given.items():
+            usage[tenant] = usage.get(tenant, 0.0) + seconds / in_batch[batch]
         return usage
 
     def heartbeat(
