@@ -64,11 +64,12 @@ Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
 class IdempotentRoute(APIRoute):
-    """A route class that makes the routes marked `openapi_extra=IDEMPOTENT` idempotent (the others run as is)."""
+    """A route class that makes idempotent the routes whose OpenAPI parameters declare the header (those marked
+    `openapi_extra=IDEMPOTENT`); the others run as they are."""
 
     def get_route_handler(self) -> Handler:
         handler = super().get_route_handler()
-        if (self.openapi_extra or {}).get("parameters") != IDEMPOTENT["parameters"]:
+        if not any(p.get("name") == HEADER for p in (self.openapi_extra or {}).get("parameters", [])):
             return handler
 
         async def idempotent_handler(request: Request) -> Response:
