@@ -86,6 +86,14 @@ def test_an_edited_deleted_or_moved_entry_is_named(
     assert verdict.problem is not None and verdict.problem.startswith(problem.format(**at)), verdict.problem
 
 
+def test_a_deleted_head_is_named(store: Store) -> None:  # noqa: F811
+    five(store)
+    with store.session.begin() as s:
+        s.execute(delete(AuditHead))
+    verdict = audit.verify(store)
+    assert verdict.problem == "the chain's head (table audit_head) is gone: the log was tampered with"
+
+
 def _rewrite(db: Store, seq: int) -> None:
     [row] = [r for r in audit.entries(db) if r.seq == seq]
     fields = row.fields.replace("noor_2", "noor_X")

@@ -144,7 +144,9 @@ def verify(store: Store, expect: tuple[int, str] | None = None) -> Verdict:
     and hash to its `hash`; the head must name the last. `expect` = (seq, hash) of an entry seen before (a kept
     head): it must still be there with that hash."""
     with store.session() as s:
-        head = s.execute(select(_head.c.seq, _head.c.hash).where(_head.c.id == HEAD_ID)).one()
+        head = s.execute(select(_head.c.seq, _head.c.hash).where(_head.c.id == HEAD_ID)).one_or_none()
+        if head is None:
+            return Verdict(0, 0, "", "the chain's head (table audit_head) is gone: the log was tampered with", 0)
         result = s.execute(select(AuditEntry).order_by(AuditEntry.seq).execution_options(yield_per=1000))
         try:
             count, last_seq, last_hash, trouble = _walk(result.scalars(), expect)
