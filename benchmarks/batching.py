@@ -102,7 +102,10 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,2,4,8", help="batch sizes, comma-separated (default 1,2,4,8)")
     parser.add_argument("--peak-s", type=float, default=2.0, help="seconds spent measuring the matmul peak")
     args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
+    try:
+        sizes = [int(s) for s in args.sizes.split(",")]
+    except ValueError:
+        parser.error(f"--sizes: whole numbers, comma-separated, got {args.sizes!r}")
     if 1 not in sizes or any(s < 1 for s in sizes):
         parser.error(f"--sizes: must include 1 (the baseline) and be >= 1 each, got {args.sizes!r}")
     if args.jobs < max(sizes) or args.rounds < 1 or args.threads < 1:
