@@ -33,14 +33,17 @@ def test_the_clip_is_the_default_size(clip: np.ndarray) -> None:
 
 
 def test_a_mark_survives_noor_h264_and_a_reencode_at_the_same_settings(clip: np.ndarray, tmp_path: Path) -> None:
-    marked = watermark.watermark_frames(clip, MARK)
+    marked = watermark.watermark_frames(clip, MARK)  # frames 0 and 4 of 8 (every 4th)
+    assert [np.array_equal(m, c) for m, c in zip(marked, clip, strict=True)] == [False, *[True] * 3] * 2
     first = media.read_video(media.write_video(tmp_path / "a.mp4", marked, 8))  # crf 18, yuv420p, as the worker
     again = media.read_video(media.write_video(tmp_path / "b.mp4", first, 8))
     for frames in (first, again):
         reading = watermark.read(frames)
         assert (reading.status, reading.mark) == ("found", MARK)
-        assert reading.frames == 8 and reading.agreement > 0.9
-    assert watermark.read(again[5]).mark == MARK  # one frame alone carries it too
+        assert reading.frames == 2 and reading.agreement > 0.9
+    assert watermark.read(again[4]).mark == MARK  # a marked frame alone carries all of it
+    assert watermark.read(again[5]).mark is None
+    assert watermark.read(again[3:]).mark == MARK  # trimmed at the start: another of the interleaved sets
 
 
 def test_a_mark_survives_jpeg_at_noor_quality_twice_and_png(clip: np.ndarray, tmp_path: Path) -> None:
@@ -52,10 +55,10 @@ def test_a_mark_survives_jpeg_at_noor_quality_twice_and_png(clip: np.ndarray, tm
 
 
 def test_the_mark_is_invisible(clip: np.ndarray) -> None:
-    marked = watermark.watermark_frames(clip, MARK)
-    mse = np.mean((marked.astype(np.float64) - clip) ** 2)
+    marked = watermark.watermark_frames(clip[:1], MARK)
+    mse = np.mean((marked.astype(np.float64) - clip[:1]) ** 2)
     assert 10 * np.log10(255**2 / mse) > 40  # dB; imwatermark's own mark measures 44 here
-    assert np.array_equal(marked[..., 0], clip[..., 0])  # only U moves, so red stays
+    assert np.array_equal(marked[..., 0], clip[:1, ..., 0])  # only U moves, so red stays
 
 
 def test_it_is_invisible_watermarks_mark_bit_for_bit(clip: np.ndarray) -> None:

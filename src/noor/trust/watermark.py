@@ -16,7 +16,9 @@ and moving the largest singular value of the DCT by d moves the block by `d * u 
 vectors); the top singular triplet of a 4x4 block of the LL band (all values > 0, one value far above the
 rest) takes a few power iterations. Only U changes, so only G and B move (Y and V are kept exactly).
 
-A video is marked in every frame and read by a vote over all decoded frames (the mean of each bit's votes).
+A clip is marked in every 4th frame (`VIDEO_EVERY`, for the time budget) and read by a vote over the decoded
+frames of each of the 4 interleaved sets (the mean of each bit's votes), so a clip trimmed at the start is read
+too.
 An image below 256x256 pixels (its area, as in imwatermark: `MIN_PIXELS`) has too few blocks for a mark
 that survives; it is left unmarked, and `read` says so instead of "no mark".
 
@@ -38,6 +40,12 @@ SCALE = 36.0  # imwatermark's default strength for dwtDctSvd (its `scales=[0, 36
 BLOCK = 4  # imwatermark's default block side, in LL coefficients (8x8 pixels)
 PAYLOAD_BITS = 64
 MIN_PIXELS = 256 * 256  # imwatermark refuses smaller images ("image too small, should be larger than 256x256")
+# A clip is marked in every 4th frame (0, 4, 8, ...): marking costs 10-15 ms of one core per 960x540 frame, and
+# in every frame it would be 20-40% of a default clip's generation (its budget: 10%); each marked frame carries
+# the whole mark, and 10 of a default clip's 40 are plenty to vote. A still taken from a clip carries it if it
+# is one of the marked frames.
+VIDEO_EVERY = 4
+CHUNK_FRAMES = 4  # frames worked on at once: their float planes stay in cache (2x faster than a whole clip)
 POWER_STEPS = 3  # each step shrinks v's error by (s1 / s0)^2, and s0's error is the square of v's (a test holds it)
 
 # OpenCV's RGB <-> YUV (COLOR_BGR2YUV), which imwatermark uses: U = 0.492 (B - Y) + 128; G = Y - 0.395 (U - 128)
@@ -121,10 +129,10 @@ def _ll_blocks(frames: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int
     """The U plane's Haar LL band in 4x4 blocks: (T, bh, bw, 4, 4) float32, and their grid (T, bh, bw, 4)."""
     T, H, W, _ = frames.shape
     bh, bw = H // 4 * 4 // 2 // BLOCK, W // 4 * 4 // 2 // BLOCK  # imwatermark's crop: whole blocks of 8x8 pixels
-    pixels = frames[:, : bh * 2 * BLOCK, : bw * 2 * BLOCK]
-    u = sum(_U_FROM_RGB[c] * pixels[..., c].astype(np.float32) for c in range(3))  # (T, h, w): U - 128
-    rows = u[:, 0::2] + u[:, 1::2]
-    ll = (rows[:, :, 0::2] + rows[:, :, 1::2] + 4 * 128.0) / 2.0  # (T, h/2, w/2): haar LL, (a + b + c + d) / 2
+    pixels = frames[:, : bh * 2 * BLOCK, : bw * 2 * BLOCK].astype(np.float32)  # (T, h, w, 3)
+    rows = pixels[:, 0::2] + pixels[:, 1::2]
+    sums = rows[:, :, 0::2] + rows[:, :, 1::2]  # (T, h/2, w/2, 3): each 2x2 of pixels summed
+    ll = (sums @ _U_FROM_RGB + 4 * 128.0) / 2.0  # (T, h/2, w/2): the haar LL of U, (a + b + c + d) / 2
     return ll.reshape(T, bh, BLOCK, bw, BLOCK).transpose(0, 1, 3, 2, 4), (T, bh, bw, BLOCK)
 
 
@@ -145,47 +153,75 @@ def _bit_of_block(bh: int, bw: int) -> np.ndarray:
     return np.arange(bh * bw).reshape(bh, bw) % PAYLOAD_BITS
 
 
-def embed(frames: np.ndarray, payload: bytes) -> np.ndarray:
-    """The frames with the 8-byte payload in every frame; frames under MIN_PIXELS come back unchanged (check
-    `large_enough` first to say so)."""
+def embed(frames: np.ndarray, payload: bytes, every: int = 1) -> np.ndarray:
+    """The frames with the 8-byte payload in frames 0, every, 2 every, ...; frames under MIN_PIXELS come back
+    unchanged (check `large_enough` first to say so)."""
     if len(payload) * 8 != PAYLOAD_BITS:
         raise WatermarkError(f"payload must be {PAYLOAD_BITS // 8} bytes, got {len(payload)}")
     clip = _frames(frames)
-    T, H, W, _ = clip.shape
+    H, W = clip.shape[1:3]
     if not large_enough(W, H):
         return frames
-    # 1. the blocks and their largest singular values
-    blocks, (_, bh, bw, _) = _ll_blocks(clip)  # (T, bh, bw, 4, 4)
-    s0, u0, v0 = _top_singular(blocks)  # (T, bh, bw), (T, bh, bw, 4) x2
-    # 2. each s0 moved to its bit's lattice point: (s0 // scale + 0.25 + 0.5 bit) * scale
-    bits = np.unpackbits(np.frombuffer(payload, np.uint8)).astype(np.float32)[_bit_of_block(bh, bw)]  # (bh, bw)
-    delta = (np.floor(s0 / SCALE) + 0.25 + 0.5 * bits) * SCALE - s0  # (T, bh, bw)
-    # 3. the change to the LL band (d u v^T); each LL coefficient is 2x2 pixels' sum / 2, so each of them moves
-    # by its change / 2 in U, and (Y and V kept) by -0.395 of that in G and 2.032 in B
-    d_ll = delta[..., None, None] * u0[..., :, None] * v0[..., None, :]  # (T, bh, bw, 4, 4)
-    d_u = d_ll.transpose(0, 1, 3, 2, 4).reshape(T, bh * BLOCK, 1, bw * BLOCK, 1) / 2.0  # (T, h/2, 1, w/2, 1)
     marked = clip.copy()
-    h, w = bh * BLOCK * 2, bw * BLOCK * 2
-    for channel, per_u in ((1, _G_PER_U), (2, _B_PER_U)):
-        plane = clip[:, :h, :w, channel].reshape(T, h // 2, 2, w // 2, 2).astype(np.float32) + per_u * d_u
-        marked[:, :h, :w, channel] = np.clip(np.rint(plane), 0, 255).astype(np.uint8).reshape(T, h, w)
+    bits = np.unpackbits(np.frombuffer(payload, np.uint8)).astype(np.float32)
+    chosen = marked[::every]  # a view: marking it marks `marked`
+    for start in range(0, len(chosen), CHUNK_FRAMES):
+        _embed_chunk(chosen[start : start + CHUNK_FRAMES], bits)
     return marked if frames.ndim == 4 else marked[0]
 
 
-def watermark_frames(frames: np.ndarray, mark: Mark) -> np.ndarray:
-    """`embed` with a Mark: what a worker calls on a result's frames before it encodes them."""
-    return embed(frames, mark.payload())
+def _embed_chunk(chunk: np.ndarray, bits: np.ndarray) -> None:
+    """Mark a few frames in place ((t, H, W, 3) uint8; the 64 bits as float32)."""
+    t = len(chunk)
+    # 1. the blocks and their largest singular values
+    blocks, (_, bh, bw, _) = _ll_blocks(chunk)  # (t, bh, bw, 4, 4)
+    s0, u0, v0 = _top_singular(blocks)  # (t, bh, bw), (t, bh, bw, 4) x2
+    # 2. each s0 moved to its bit's lattice point: (s0 // scale + 0.25 + 0.5 bit) * scale
+    delta = (np.floor(s0 / SCALE) + 0.25 + 0.5 * bits[_bit_of_block(bh, bw)]) * SCALE - s0  # (t, bh, bw)
+    # 3. the change to the LL band (d u v^T); each LL coefficient is 2x2 pixels' sum / 2, so each of those pixels
+    # moves by its change / 2 in U, and (Y and V kept) by -0.395 of that in G and 2.032 in B
+    d_ll = delta[..., None, None] * u0[..., :, None] * v0[..., None, :]  # (t, bh, bw, 4, 4)
+    d_u = d_ll.transpose(0, 1, 3, 2, 4).reshape(t, bh * BLOCK, bw * BLOCK) / 2.0  # (t, h/2, w/2)
+    # 4. added to the integer pixels, rounded (rint(x + d) = x + rint(d) for an integer x: round at a quarter of
+    # the pixels), and clipped
+    h, w = bh * BLOCK * 2, bw * BLOCK * 2
+    for channel, per_u in ((1, _G_PER_U), (2, _B_PER_U)):
+        step = np.rint(per_u * d_u).astype(np.int16)[:, :, None, :, None]  # (t, h/2, 1, w/2, 1)
+        plane = chunk[:, :h, :w, channel].reshape(t, h // 2, 2, w // 2, 2)  # a view: 2x2 pixels per LL value
+        plane[...] = np.clip(plane.astype(np.int16) + step, 0, 255)
 
 
-def read(frames: np.ndarray) -> Reading:
-    """The mark in one frame or a clip (a vote over every frame), none, or too small to carry one."""
+def watermark_frames(frames: np.ndarray, mark: Mark, every: int = VIDEO_EVERY) -> np.ndarray:
+    """`embed` with a Mark in every `every`-th frame (an image: its one frame): what a worker calls on a result's
+    frames before it encodes them."""
+    return embed(frames, mark.payload(), every)
+
+
+def read(frames: np.ndarray, every: int = VIDEO_EVERY) -> Reading:
+    """The mark in one frame or a clip, none, or too small to carry one. A clip is read as `every` interleaved
+    sets of frames (a vote in each): the marked frames are one of them, whichever frame the clip now starts at
+    (a trimmed clip), and all frames together last (a clip marked in every frame)."""
     clip = _frames(frames)
     T, H, W, _ = clip.shape
     if not large_enough(W, H):
         return Reading("too-small", frames=T, size=(W, H))
-    blocks, (_, bh, bw, _) = _ll_blocks(clip)
-    s0, _, _ = _top_singular(blocks)  # (T, bh, bw)
-    ones = (np.mod(s0, SCALE) > SCALE / 2).sum(axis=0).reshape(-1)  # (bh * bw,): frames voting 1 in each block
+    sets = [clip[phase::every] for phase in range(min(every, T))] if every > 1 else []
+    for subset in sets:
+        reading = _read(subset)
+        if reading.mark is not None:
+            return reading
+    return _read(clip)
+
+
+def _read(clip: np.ndarray) -> Reading:
+    """The mark voted by all of these frames ((T, H, W, 3), large enough), or none."""
+    T, H, W, _ = clip.shape
+    ones = np.zeros(0)
+    for start in range(0, T, CHUNK_FRAMES):
+        blocks, (_, bh, bw, _) = _ll_blocks(clip[start : start + CHUNK_FRAMES])
+        s0, _, _ = _top_singular(blocks)  # (t, bh, bw)
+        votes = (np.mod(s0, SCALE) > SCALE / 2).sum(axis=0).reshape(-1)  # (bh * bw,): frames voting 1 per block
+        ones = votes if start == 0 else ones + votes
     which = _bit_of_block(bh, bw).reshape(-1)
     share = np.bincount(which, ones, PAYLOAD_BITS) / (T * np.bincount(which, minlength=PAYLOAD_BITS))  # (64,)
     bits = share > 0.5
