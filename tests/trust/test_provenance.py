@@ -16,6 +16,7 @@ from noor.config import Settings
 from noor.engine import media
 from noor.trust import provenance, signing, watermark
 from noor.trust.provenance import Ingredient, Manifest, Provenance, ProvenanceError
+from tests.trust.outputs import check_output
 
 WHEN = dt.datetime(2026, 12, 5, 10, 0, tzinfo=dt.UTC)
 
@@ -186,3 +187,16 @@ def test_bad_manifests_and_files_are_one_line_errors() -> None:
         provenance.verify(b"%PDF-1.4 not a picture")
     with pytest.raises(ProvenanceError, match=r"cannot sign 'notes\.txt'"):
         provenance.mime_of("notes.txt")
+
+
+def test_the_output_check_for_api_tests_passes_signed_files_and_fails_plain_ones(
+    settings: Settings, tmp_path: Path
+) -> None:
+    files, _ = stamped(settings, tmp_path, frames(4))
+    anchors = signing.trust_anchors(settings)
+    assert {name: check_output(name, data, anchors) for name, data in files.items()} == {
+        "video.mp4": "gen-0001",
+        "thumbnail.jpg": "gen-0001",
+    }
+    with pytest.raises(AssertionError, match=r"video\.mp4: none: no C2PA manifest"):
+        check_output("video.mp4", encode(frames(4), tmp_path)["video.mp4"], anchors)
