@@ -204,6 +204,41 @@ def test_the_lumaai_sdks_own_retry_makes_one_job(tmp_path: Path) -> None:
         db.close()
 
 
+def test_the_openai_sdks_own_retry_of_a_multipart_create_makes_one_job(tmp_path: Path) -> None:
+    """The same with the openai SDK, whose create with a reference image is multipart: a new boundary each try."""
+    import warnings
+
+    import httpx2
+    import openai
+
+    db = Store(f"sqlite:///{tmp_path / 'noor.db'}")
+    tenants.create_tenant(db, "acme", credits_cents=1000)
+    app = create_app(db, AssetStore(str(tmp_path / "assets")), ApiConfig(secret=b"test-secret"))
+    lost: list[httpx2.Response] = []
+
+    def lose_the_first_answer(response: httpx2.Response) -> None:
+        if response.request.method == "POST" and not lost:
+            response.read()
+            lost.append(response)
+            raise httpx2.ReadTimeout("the answer was lost", request=response.request)
+
+    try:
+        with on_loopback(app) as port, httpx2.Client(event_hooks={"response": [lose_the_first_answer]}) as http:
+            client = openai.OpenAI(
+                api_key=tenants.create_key(db, "acme"), base_url=f"http://127.0.0.1:{port}/v1", http_client=http
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # the SDK marks the Sora endpoints deprecated
+                video = client.videos.create(
+                    prompt="a red circle", seconds="4", size="64x64", input_reference=("a.png", _png(), "image/png")
+                )
+            assert len(lost) == 1 and lost[0].json()["id"] == video.id
+            assert lost[0].request.headers["content-type"].startswith("multipart/form-data")
+            assert jobs_of(db, "acme") == 1
+    finally:
+        db.close()
+
+
 def test_world_sessions_are_idempotent(tmp_path: Path) -> None:
     with world_server(tmp_path) as w:
         body = {"prompt": "a city at night", "model": "terrain-double", "fps": 20, "seed": 1}
