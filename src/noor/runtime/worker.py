@@ -228,6 +228,7 @@ class Worker:
         refused before anything runs: `SchedulingError`). Each job ends on its own, completed or failed."""
         check_batch(jobs)
         name, lease_s = self.config.name, self.config.lease_s
+        last_beat = time.monotonic()  # the claim's lease runs from about now
         live: dict[str, Job] = {}  # still ours: beaten, and completed at the end
         tasks: list[Task] = []
         for job in jobs:  # 1. each task, keyframes (or source clip) included; one that cannot be read fails alone
@@ -241,7 +242,6 @@ class Worker:
         if not ran:
             return
         lead = ran[0]  # the engine's preview draws the first task's clip
-        last_beat = time.monotonic()
 
         def gone(job: Job) -> None:
             """The store says `job` is no longer ours (deleted, or its lease lost): it ends now, the batch goes on."""
