@@ -162,3 +162,15 @@ def test_a_missing_key_file_names_its_setting(real: dict[str, object]) -> None:
 def test_cert_and_key_are_set_together(tmp_path: Path) -> None:
     with pytest.raises(pydantic.ValidationError, match="set together or not at all"):
         Settings(data_dir=tmp_path, signing_cert=tmp_path / "chain.pem")
+
+
+def test_workers_starting_together_share_one_set(tmp_path: Path) -> None:
+    """Each of several processes that find no credentials makes a set; one rename wins and all load it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = Settings(data_dir=tmp_path)
+    with ThreadPoolExecutor(4) as pool:
+        loaded = list(pool.map(lambda _: signing.load(settings), range(8)))
+    assert len({c.key_pem for c in loaded}) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["signing"]
+    assert signing.create(settings, exist_ok=True) == tmp_path / "signing"

@@ -153,15 +153,18 @@ def _write_private(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-def create(settings: Settings, *, rotate: bool = False, signer_days: int = SIGNER_DAYS) -> Path:
+def create(settings: Settings, *, rotate: bool = False, exist_ok: bool = False, signer_days: int = SIGNER_DAYS) -> Path:
     """Make the deployment's CA and signer in the data dir, or (rotate) a new signer key and certificate under
     the existing CA. Files are written to a new folder that replaces the old one in one rename, so a signer never
-    reads half a set. Returns the folder."""
+    reads half a set, and of two processes making them at once one set wins (`exist_ok`: no error for the other).
+    Returns the folder."""
     target = folder(settings)
     now = dt.datetime.now(dt.UTC)
     if rotate and not (target / CA_KEY).exists():
         raise SigningError(f"no deployment CA to rotate under in {str(target)!r}; create one first (without --rotate)")
     if not rotate and target.exists():
+        if exist_ok:
+            return target
         raise SigningError(f"signing credentials exist in {str(target)!r}; use --rotate for a new signer key")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".signing.", dir=settings.data_dir))
@@ -189,6 +192,8 @@ def create(settings: Settings, *, rotate: bool = False, signer_days: int = SIGNE
             except OSError:  # another process made them first: theirs stand
                 if not (target / SIGNER_KEY).exists():
                     raise
+                if not exist_ok:
+                    raise SigningError(f"signing credentials exist in {str(target)!r}; use --rotate") from None
     finally:
         if staging.exists():
             shutil.rmtree(staging)
@@ -298,7 +303,7 @@ def load(settings: Settings, *, create_missing: bool = True) -> Credentials:
         if not (where / SIGNER_KEY).exists():
             if not create_missing:
                 raise SigningError(f"no signing key in {str(where)!r}; run `noor keys signing`")
-            create(settings)
+            create(settings, exist_ok=True)  # another worker may be making them this moment
         cert_path, key_path = where / SIGNER_CERT, where / SIGNER_KEY
         cert_setting, key_setting, source = str(cert_path), str(key_path), str(where)
     chain_pem, key_pem = _read(cert_path, cert_setting), _read(key_path, key_setting)
