@@ -22,7 +22,7 @@ import torch
 
 from noor.engine import registry
 from noor.engine.diffusers.backend import DiffusersBackend
-from noor.engine.diffusers.parallel import label, parse
+from noor.engine.diffusers.parallel import parse
 from noor.engine.task import Task
 from noor.runtime.ranks import LocalRanks
 
@@ -91,7 +91,7 @@ def main() -> None:
                 continue
             plan, seconds, peak = run(spec, task, k)
             pred_s, pred_gb = predicted(ids, args.chip, task, steps, plan)
-            split = label(plan) if plan is not None else "1"
+            split = plan.text() if plan is not None else "1"
             print(
                 f"{spec.id:24} {spec.family:18} {shape:22} {split:>12} {seconds:>9} {peak:>8} {pred_s:>8} {pred_gb:>8}"
             )
@@ -103,7 +103,7 @@ def run(spec: Any, task: Task, ranks: int) -> tuple[Any, str, str]:
     try:
         if ranks > 1:
             plan = spec.splits(task, parse(f"auto={ranks}"))[0]
-            backend: Any = LocalRanks(spec.entry, plan)
+            backend: Any = LocalRanks(spec, plan)
         else:
             backend = DiffusersBackend(spec.entry)
         if torch.cuda.is_available():

@@ -15,6 +15,7 @@ import pytest
 from noor.engine.backend import Cancelled
 from noor.engine.diffusers import parallel
 from noor.engine.diffusers.installed import InstalledModel
+from noor.engine.diffusers.spec import spec_of
 from noor.engine.task import Task
 from noor.runtime.ranks import LocalRanks, RankFailed
 from tests.engine.diffusers.toys import TOYS, toy_dir
@@ -103,7 +104,7 @@ def test_two_ranks_equal_one_for_each_strategy_on_wan_ltx_and_hunyuanvideo(toy: 
 
 def test_plans_parse_and_what_a_model_cannot_split_is_refused() -> None:
     plan = parallel.parse("ulysses=2,cfg=2")
-    assert (plan.gpus, plan.degrees, parallel.label(plan)) == (4, (2, 1, 2), "ulysses=2,cfg=2")
+    assert (plan.gpus, plan.degrees, plan.text()) == (4, (2, 1, 2), "ulysses=2,cfg=2")
     for bad, why in [
         ("ulysses", "expected strategy=degree"),
         ("tensor=2", "expected strategy=degree"),
@@ -135,7 +136,7 @@ def test_local_ranks_report_steps_cancel_together_and_survive_a_killed_rank(toy:
 
     model = entry(toy, "wan2.1-t2v")
     alone = DiffusersBackend(model, threads=1).generate([task(model, seed=3, steps=3)])[0].frames
-    ranks = LocalRanks(model, parallel.parse("ulysses=2"), threads=1, step_timeout_s=120)
+    ranks = LocalRanks(spec_of(model), parallel.parse("ulysses=2"), threads=1, step_timeout_s=120)
     try:
         # 1. the same clip as one rank, each step reported once
         steps: list[tuple[int, int]] = []
@@ -164,7 +165,7 @@ def test_local_ranks_report_steps_cancel_together_and_survive_a_killed_rank(toy:
 
 def test_a_model_that_cannot_split_fails_at_load_with_the_reason(toy: Toy) -> None:
     model = entry(toy, "cogvideox")
-    ranks = LocalRanks(model, parallel.parse("ulysses=2"), threads=1, start_timeout_s=120)
+    ranks = LocalRanks(spec_of(model), parallel.parse("ulysses=2"), threads=1, start_timeout_s=120)
     with pytest.raises(RankFailed, match=r"rank \d could not load toy-cogvideox as ulysses=2: .*no parallel plan"):
         ranks.start()
     assert ranks.pids == []

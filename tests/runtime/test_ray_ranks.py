@@ -14,6 +14,7 @@ import pytest
 from noor.engine.backend import Cancelled
 from noor.engine.diffusers import parallel
 from noor.engine.diffusers.backend import DiffusersBackend
+from noor.engine.diffusers.spec import spec_of
 from noor.runtime.ranks import RankFailed, RayRanks
 from tests.engine.diffusers.toys import toy_dir
 from tests.runtime.test_ranks import entry, task
@@ -36,7 +37,7 @@ def test_two_rank_actors_in_a_placement_group_equal_one_rank(
     model = entry(toy, "ltx-video")
     alone = DiffusersBackend(model, threads=1).generate([task(model, seed=4, steps=3)])[0].frames
     node = local_ray.nodes["me-riyadh"]  # the head: it counts the GPUs
-    ranks = RayRanks(model, parallel.parse("ulysses=2"), threads=1, gpus=True, node=node, step_timeout_s=120)
+    ranks = RayRanks(spec_of(model), parallel.parse("ulysses=2"), threads=1, gpus=True, node=node, step_timeout_s=120)
     try:
         # 1. the same clip, each step reported, both actors on one node in one STRICT_PACK group of GPU bundles
         steps: list[tuple[int, int]] = []

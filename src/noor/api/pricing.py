@@ -18,8 +18,6 @@ import numpy as np
 from noor import catalog
 from noor.api.requests import RequestError
 from noor.engine import registry
-from noor.engine.diffusers.parallel import label
-from noor.engine.diffusers.spec import DiffusersSpec
 from noor.engine.task import Task, TaskError
 from noor.jobs import money
 from noor.perf import estimate_task
@@ -93,7 +91,7 @@ def quote(model_id: str, task: dict[str, Any], chip: str | catalog.Chip = "cpu-l
         model_s, model_memory_gb, plan = _model_work(model_id, (width, height, num_frames, steps), spec.id, splits)
     # 3. bounded by what a worker holds (before the unpriced return: an unpriced model is bounded too)
     check_memory(task, width, height, num_frames, model_memory_gb, spec)
-    parallel = label(plan) if plan is not None else None
+    parallel = plan.text() if plan is not None else None
     if model_s is None:
         return Quote(None, 0, parallel)
     # 4. seconds, and what they cost at the chip's rate: all k chips of a k-rank worker are held for them
@@ -109,7 +107,7 @@ def model_splits(model_id: str, task: dict[str, Any]) -> list[ParallelPlan]:
         spec = registry.get(model_id)
     except registry.UnknownModel:
         return []
-    if not isinstance(spec, DiffusersSpec) or spec.parallel is None:
+    if spec.parallel is None:
         return []
     probe = Task(
         prompt="-",

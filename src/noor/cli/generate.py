@@ -14,7 +14,7 @@ from rich.table import Table
 
 from noor.cli.base import BadInput, app, console, fail, progress, run_training
 
-train_app = typer.Typer(help="Train the built-in model.", no_args_is_help=True)
+train_app = typer.Typer(help="Train the built-in models, or a LoRA on an open model.", no_args_is_help=True)
 eval_app = typer.Typer(help="Evaluate a model.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
@@ -36,6 +36,7 @@ OPTION_OF = {
     "loop": "--loop",
     "aspect_ratio": "--aspect-ratio",
     "resolution": "--resolution",
+    "parallel": "--parallel",
 }
 
 
@@ -66,6 +67,23 @@ def _keyframe(option: str, path: Path | None) -> Any:
         fail(option, str(path), str(err))
 
 
+def _parallel_plan(spec: Any, task: Any, text: str | None) -> Any:
+    """`--parallel` as a plan this model and request can run (TaskError naming why not); None: the model's own."""
+    from noor.engine.diffusers import parallel
+    from noor.engine.task import TaskError
+
+    if text is None:
+        return None
+    try:
+        plan = parallel.parse(text)
+    except parallel.ParallelError as err:
+        raise TaskError("parallel", text, str(err).split(": ", 1)[1]) from None
+    if plan.gpus > 1 and not spec.can_split:
+        raise TaskError("parallel", text, f"model {spec.id!r} runs on one rank; several ranks are for the open models")
+    spec.splits(task, plan)
+    return plan
+
+
 @app.command()
 def generate(
     prompt: Annotated[str, typer.Argument(help="what to see, in English or Arabic")],
@@ -92,6 +110,10 @@ def generate(
     loop: Annotated[bool, typer.Option("--loop", help="end where it starts")] = False,
     negative_prompt: Annotated[str, typer.Option("--negative-prompt", help="what not to see")] = "",
     weights: Annotated[Path | None, typer.Option(help="weights dir for `tiny` (default: the packaged ones)")] = None,
+    parallel: Annotated[
+        str | None,
+        typer.Option(help="run on several ranks: ulysses=K, ring=K, cfg=2 or a mix (ulysses=2,cfg=2); open models"),
+    ] = None,
 ) -> None:
     """Generate a video (or an image) from a prompt."""
     from noor.engine import media, registry
@@ -131,6 +153,7 @@ def generate(
             loop=loop,
         )
         notes = spec.check(task)
+        plan = _parallel_plan(spec, task, parallel)
     except TaskError as err:
         raise BadInput(f"{OPTION_OF.get(err.field, err.field)}: {str(err).split(': ', 1)[1]}") from err
     for note in notes:
@@ -140,7 +163,11 @@ def generate(
     with console.status(f"loading {spec.id}…"):
         from noor.runtime.local import load_backend
 
-        backend = load_backend(spec.id, weights=weights)
+        backend = load_backend(spec.id, weights=weights, parallel=plan)
+    ranks = getattr(backend, "plan", None)  # a k-rank backend (noor.runtime.ranks)
+    on_ranks = ""
+    if ranks is not None:
+        on_ranks = f", on {ranks.gpus} ranks ({ranks.text()})"
     with progress() as bar:
         job = bar.add_task("denoising", total=task.steps or spec.default_steps, info="")
 
@@ -151,7 +178,7 @@ def generate(
     path = media.save(result, output)
     seconds = time.perf_counter() - started
     kind = "image" if result.is_image else f"{len(result.frames)} frames, {result.fps} fps"
-    print(f"{path}  {kind}, {result.width}x{result.height}, {seconds:.1f} s")
+    print(f"{path}  {kind}, {result.width}x{result.height}, {seconds:.1f} s{on_ranks}")
 
 
 @train_app.command("tiny")
@@ -415,10 +442,15 @@ def models_add(
         str | None,
         typer.Option("--perf-id", help="catalog architecture for ETAs and prices (default: matched from the weights)"),
     ] = None,
+    parallel: Annotated[
+        str | None,
+        typer.Option(help="every request on K ranks: ulysses=K, ring=K, cfg=2, a mix, or auto=K (perf model's pick)"),
+    ] = None,
 ) -> None:
     """Register a local weights dir under a model id, after checking it is complete and of its family."""
     from noor.engine.diffusers import installed, weights
     from noor.engine.diffusers.options import Options
+    from noor.engine.diffusers.parallel import parse as parse_plan
 
     width, height = _parse_size(size, None, None) or (None, None)
     entry = installed.InstalledModel(
@@ -434,6 +466,7 @@ def models_add(
         steps=steps,
         guidance=guidance,
         perf_id=perf_id,
+        parallel=parallel,
         options=Options(offload, vae_tiling, vae_slicing, attention, cache, cache_threshold),
     )
     try:
@@ -441,6 +474,8 @@ def models_add(
     except ValueError as err:
         raise BadInput(str(err)) from err
     print(f"{added.id}  {added.family}, {added.dtype}, {added.path}  (in {installed.config_path()})")
+    if added.parallel:
+        print(f"each request runs on {parse_plan(added.parallel).gpus} ranks ({added.parallel})")
     if added.perf_id:
         print(f"priced as {added.perf_id} (noor.perf): `noor serve` gives its generations an ETA and a price")
     else:

@@ -18,6 +18,7 @@ from noor.engine.backend import Backend
 from noor.engine.interactive import Interactive, UnknownWorldModel, WorldSpec
 from noor.engine.resample import ResampleBackend
 from noor.engine.task import Task, TaskError
+from noor.perf.parallelism import ParallelPlan
 
 CAPABILITIES = ("t2v", "i2v", "end_frame", "extend", "loop", "image")  # what a generating model may declare
 UPSCALE = "upscale"  # resizing a finished clip (`Task.source`): nothing is drawn, no prompt
@@ -56,6 +57,19 @@ class ModelSpec:
     prompt_notes: Callable[[str], list[str]] | None = field(default=None, repr=False)
     # what it does poorly when asked for a capability it has (measured, docs/noor-tiny.md): noted, never refused
     caveats: Mapping[str, str] = field(default_factory=dict)
+    # the ranks each request runs on (an open model's models.toml `parallel`); None: one. `load(parallel=plan)`
+    # then makes one rank of them, in a process group the caller set up (noor.runtime.ranks)
+    parallel: ParallelPlan | None = None
+    can_split: bool = False  # whether it runs on several ranks at all
+    device: str = "cpu"  # "auto": a GPU if there is one
+
+    def splits(self, task: Task, plan: ParallelPlan | None = None) -> list[ParallelPlan]:
+        """The concrete splits of `plan` (default: the model's own) this request can run; [] on one rank.
+        TaskError naming why when none can. A model that cannot split runs on one rank only."""
+        plan = plan or self.parallel
+        if plan is None or plan.gpus == 1:
+            return []
+        raise TaskError("parallel", plan.text(), f"model {self.id!r} runs on one rank only")
 
     def fit(self, task: Task) -> tuple[Task, list[str]]:
         """The task as this model will draw it, and notes on what differs from the request.

@@ -49,6 +49,13 @@ class ParallelPlan:
             return None
         return self.ulysses, self.ring, self.cfg
 
+    def text(self) -> str:
+        """The `--parallel` text: `ulysses=2,cfg=2`; `auto=K` when the perf model splits each request; `1`: one."""
+        if self.degrees is None:
+            return f"auto={self.gpus}"
+        parts = [f"{n}={d}" for n, d in zip(("ulysses", "ring", "cfg"), self.degrees, strict=True) if d > 1]
+        return ",".join(parts) or "1"
+
     def label(self) -> str:
         if self.degrees is None:
             return f"{self.gpus} chip(s), {self.strategy}"

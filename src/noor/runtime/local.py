@@ -31,18 +31,17 @@ def load_backend(
     ranks it runs on (default: the model's own, models.toml `parallel`); k > 1 ranks are local processes."""
     from noor.config import settings
     from noor.engine import registry
-    from noor.engine.diffusers.spec import DiffusersSpec
     from noor.engine.task import TaskError
 
     spec = registry.get(model)
     threads = threads or settings().threads
-    plan = parallel or getattr(spec, "parallel", None)
+    plan = parallel or spec.parallel
     if plan is not None and plan.gpus > 1:
-        if not isinstance(spec, DiffusersSpec) or spec.entry is None:
-            raise TaskError("parallel", plan.gpus, f"model {spec.id!r} runs on one rank only")
+        if not spec.can_split:
+            raise TaskError("parallel", plan.text(), f"model {spec.id!r} runs on one rank only")
         from noor.runtime.ranks import LocalRanks, rank_threads
 
-        return LocalRanks(spec.entry, plan, rank_threads(spec.entry, plan, threads))
+        return LocalRanks(spec, plan, rank_threads(spec, plan, threads))
     if weights is None:
         return spec.load(threads=threads)
     if not spec.weights_option:

@@ -26,20 +26,23 @@ from typing import Any
 
 from noor.engine import ddp
 from noor.engine.backend import AttemptFailed, Cancelled, Preview, Progress
-from noor.engine.diffusers.installed import InstalledModel
-from noor.engine.diffusers.parallel import label
+from noor.engine.registry import ModelSpec
 from noor.engine.task import Media, Task
 from noor.perf.parallelism import ParallelPlan
 
 log = logging.getLogger("noor.ranks")
 
 
-def rank_threads(model: InstalledModel, plan: ParallelPlan, threads: int | None) -> int | None:
+def on_gpus(spec: ModelSpec) -> bool:
+    import torch
+
+    return spec.device != "cpu" and torch.cuda.is_available()
+
+
+def rank_threads(spec: ModelSpec, plan: ParallelPlan, threads: int | None) -> int | None:
     """Torch threads per rank: on GPUs each rank's own default; on the CPU the worker's threads shared out,
     so k ranks do not oversubscribe the cores they were given."""
-    from noor.engine.diffusers.installed import resolve_device
-
-    if resolve_device(model.device) != "cpu" or threads is None:
+    if threads is None or on_gpus(spec):
         return threads
     return max(1, threads // plan.gpus)
 
@@ -59,22 +62,20 @@ class Rank:
     """One rank of a k-rank worker, in its own process (a local process or a Ray actor): joins the group, loads
     the model split by the plan, and runs the calls every rank gets."""
 
-    def __init__(self, rank: int, world: int, model: InstalledModel, plan: ParallelPlan, threads: int | None):
-        self.rank, self.world, self.model, self.plan, self.threads = rank, world, model, plan, threads
+    def __init__(self, rank: int, world: int, spec: ModelSpec, plan: ParallelPlan, threads: int | None):
+        self.rank, self.world, self.spec, self.plan, self.threads = rank, world, spec, plan, threads
         self.backend: Any = None
 
     def join(self, address: str, port: int) -> None:
         import torch
         import torch.distributed as dist
 
-        from noor.engine.diffusers.backend import DiffusersBackend
-
         os.environ.update(MASTER_ADDR=address, MASTER_PORT=str(port))
-        cuda = torch.cuda.is_available() and self.model.device != "cpu"
+        cuda = on_gpus(self.spec)
         if cuda:  # under Ray, the one GPU the actor was given; locally, one GPU per rank
             torch.cuda.set_device(self.rank % torch.cuda.device_count())
         dist.init_process_group("nccl" if cuda else "gloo", rank=self.rank, world_size=self.world)
-        self.backend = DiffusersBackend(self.model, threads=self.threads, parallel=self.plan)
+        self.backend = self.spec.load(threads=self.threads, parallel=self.plan)  # one rank of the split
 
     def run(self, tasks: list[Task], report: Any, cancelled: Any) -> list[Media] | None:
         """The tasks' media (rank 0; None on the others). Each step, every rank takes rank 0's word on whether
@@ -130,14 +131,14 @@ class LocalRanks:
 
     def __init__(
         self,
-        model: InstalledModel,
+        spec: ModelSpec,
         plan: ParallelPlan,
         threads: int | None = None,
         *,
         start_timeout_s: float = 600.0,
         step_timeout_s: float = 600.0,
     ):
-        self.model, self.plan, self.threads = model, plan, threads
+        self.spec, self.plan, self.threads = spec, plan, threads
         self.start_timeout_s, self.step_timeout_s = start_timeout_s, step_timeout_s
         self._context = mp.get_context("spawn")  # CUDA and torch's threads do not survive a fork
         self._procs: list[BaseProcess] = []
@@ -156,7 +157,7 @@ class LocalRanks:
         self._outbox, self._cancel = ctx.Queue(), ctx.Event()
         self._inboxes = [ctx.Queue() for _ in range(world)]
         for rank in range(world):
-            one = Rank(rank, world, self.model, self.plan, self.threads)
+            one = Rank(rank, world, self.spec, self.plan, self.threads)
             args = (one, port, self._inboxes[rank], self._outbox, self._cancel)
             proc = ctx.Process(target=_rank_main, args=args, name=f"noor-rank-{rank}", daemon=True)
             proc.start()
@@ -165,7 +166,7 @@ class LocalRanks:
         while len(ready) < world:
             kind, rank, detail = self._next(self.start_timeout_s, "loading the model")
             if kind != "ready":
-                self._fail(f"rank {rank} could not load {self.model.id} as {label(self.plan)}: {detail}")
+                self._fail(f"rank {rank} could not load {self.spec.id} as {self.plan.text()}: {detail}")
             ready.add(rank)
 
     def generate(
@@ -223,7 +224,7 @@ class LocalRanks:
         return ""
 
     def _fail(self, reason: str) -> None:
-        log.warning("%s (%s): %s", self.model.id, label(self.plan), reason)
+        log.warning("%s (%s): %s", self.spec.id, self.plan.text(), reason)
         self.close()
         raise RankFailed(reason)
 
@@ -248,10 +249,10 @@ class RankActor:
     """A `Rank` as a Ray actor (one GPU, or CPUs, of a STRICT_PACK placement group). Threaded (two calls at
     once), so the driver can read progress and cancel while `run` works."""
 
-    def __init__(self, rank: int, world: int, model: InstalledModel, plan: ParallelPlan, threads: int | None):
+    def __init__(self, rank: int, world: int, spec: ModelSpec, plan: ParallelPlan, threads: int | None):
         import threading
 
-        self.rank = Rank(rank, world, model, plan, threads)
+        self.rank = Rank(rank, world, spec, plan, threads)
         self.steps = (0, 0)
         self.cancel = threading.Event()
 
@@ -291,7 +292,7 @@ class RayRanks:
 
     def __init__(
         self,
-        model: InstalledModel,
+        spec: ModelSpec,
         plan: ParallelPlan,
         threads: int | None = None,
         *,
@@ -304,7 +305,7 @@ class RayRanks:
         from noor.runtime.ray_cluster import require_ray
 
         self.ray = require_ray()
-        self.model, self.plan, self.threads, self.gpus, self.node = model, plan, threads, gpus, node
+        self.spec, self.plan, self.threads, self.gpus, self.node = spec, plan, threads, gpus, node
         self.step_timeout_s, self.poll_s = step_timeout_s, poll_s
         self.actors: list[Any] = []
         self.group: Any = None
@@ -329,14 +330,14 @@ class RayRanks:
                 max_concurrency=2,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=i),
                 **resources,
-            ).remote(i, k, self.model, self.plan, self.threads)
+            ).remote(i, k, self.spec, self.plan, self.threads)
             for i in range(k)
         ]
         address, port = ray.get(self.actors[0].address.remote())
         try:
             self.pids = ray.get([a.join.remote(address, port) for a in self.actors])
         except Exception as err:
-            self._fail(f"a rank could not load {self.model.id} as {label(self.plan)}: {_cause(err)}")
+            self._fail(f"a rank could not load {self.spec.id} as {self.plan.text()}: {_cause(err)}")
 
     def generate(
         self, tasks: Sequence[Task], progress: Progress | None = None, preview: Preview | None = None
@@ -375,7 +376,7 @@ class RayRanks:
         return media
 
     def _fail(self, reason: str) -> None:
-        log.warning("%s (%s on Ray): %s", self.model.id, label(self.plan), reason)
+        log.warning("%s (%s on Ray): %s", self.spec.id, self.plan.text(), reason)
         self.close()
         raise RankFailed(reason)
 

@@ -159,7 +159,7 @@ def validate(model: InstalledModel) -> InstalledModel:
             parallel.Denoiser.read(path).check(plan, tokens, d["guidance"])
         except parallel.ParallelError as err:
             raise ValueError(f"--{err}") from None
-        model = replace(model, parallel=parallel.label(plan))
+        model = replace(model, parallel=plan.text())
     return replace(model, family=family.name, path=str(path), perf_id=checked_perf_id(model.perf_id, path, family))
 
 

@@ -63,15 +63,6 @@ def parse(text: str) -> ParallelPlan:
     return ParallelPlan(gpus=u * r * c, ulysses=u, ring=r, cfg=c)
 
 
-def label(plan: ParallelPlan) -> str:
-    """The `--parallel` text of a plan ("1" for one rank)."""
-    if plan.degrees is None:
-        return f"auto={plan.gpus}"
-    u, r, c = plan.degrees
-    parts = [f"{n}={d}" for n, d in (("ulysses", u), ("ring", r), ("cfg", c)) if d > 1]
-    return ",".join(parts) or "1"
-
-
 @dataclass(frozen=True)
 class FamilyPlan:
     """How one transformer class splits: its context-parallel plan (None: diffusers' own `_cp_plan`), the
@@ -346,7 +337,7 @@ def enable(pipe: Any, plan: ParallelPlan, family: FamilyPlan) -> Ranks:
     u, r, c = plan.degrees or (1, 1, 1)
     if not dist.is_initialized() or dist.get_world_size() != plan.gpus:
         world = dist.get_world_size() if dist.is_initialized() else 1
-        raise ParallelError(f"parallel: {label(plan)} needs {plan.gpus} ranks, this process group has {world}")
+        raise ParallelError(f"parallel: {plan.text()} needs {plan.gpus} ranks, this process group has {world}")
     device_type = torch._C._get_accelerator().type
     mesh = dist.device_mesh.init_device_mesh(device_type, (c, r, u), mesh_dim_names=("cfg", "ring", "ulysses"))
     transformers = [m for name in ("transformer", "transformer_2") if (m := getattr(pipe, name, None)) is not None]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from noor.engine.diffusers import installed
 from noor.engine.diffusers.families import Geometry, fit_frames, round_to
-from noor.engine.diffusers.parallel import Denoiser, ParallelError, label, parse
+from noor.engine.diffusers.parallel import Denoiser, ParallelError, parse
 from noor.engine.registry import CAPABILITIES, Limits, ModelSpec
 from noor.engine.task import Task, TaskError
 from noor.perf.parallelism import ParallelPlan
@@ -25,8 +25,6 @@ class DiffusersSpec(ModelSpec):
     needs_end: bool = False
     perf_id: str | None = None  # the catalog architecture that prices its generations (api.pricing)
     entry: installed.InstalledModel | None = field(default=None, repr=False)
-    parallel: ParallelPlan | None = None  # the ranks each request runs on (models.toml `parallel`); None: one
-
     def check_parallel(self, task: Task, plan: ParallelPlan | None = None) -> None:
         """Refuse a request that `plan` (default: the model's own) cannot split, naming why (a 400 / exit 2)."""
         self.splits(task, plan)
@@ -44,7 +42,7 @@ class DiffusersSpec(ModelSpec):
         try:
             return Denoiser.read(Path(self.source)).splits(plan, tokens, guidance)
         except ParallelError as err:
-            raise TaskError("parallel", label(plan), str(err).split(": ", 1)[1]) from None
+            raise TaskError("parallel", plan.text(), str(err).split(": ", 1)[1]) from None
 
     def fit(self, task: Task) -> tuple[Task, list[str]]:
         """Round the size to the model's multiple and the length to its `t*k + 1` frames, saying so."""
@@ -133,6 +131,8 @@ def spec_of(model: installed.InstalledModel) -> DiffusersSpec:
         perf_id=model.perf_id,
         entry=model,
         parallel=parse(model.parallel) if model.parallel else None,
+        can_split=True,
+        device=model.device,
     )
 
 
