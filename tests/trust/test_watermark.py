@@ -118,3 +118,10 @@ def test_bad_frames_and_payloads_are_refused() -> None:
         watermark.embed(np.zeros((256, 256, 3), np.float32), MARK.payload())
     with pytest.raises(watermark.WatermarkError, match="payload must be 8 bytes, got 3"):
         watermark.embed(np.zeros((256, 256, 3), np.uint8), b"abc")
+
+
+def test_marking_in_threads_is_marking_in_turn(clip: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(watermark, "THREADS", 1)
+    one = watermark.watermark_frames(clip, MARK, every=1)
+    monkeypatch.setattr(watermark, "THREADS", 3)
+    assert np.array_equal(watermark.watermark_frames(clip, MARK, every=1), one)
