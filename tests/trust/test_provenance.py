@@ -200,3 +200,18 @@ def test_the_output_check_for_api_tests_passes_signed_files_and_fails_plain_ones
     }
     with pytest.raises(AssertionError, match=r"video\.mp4: none: no C2PA manifest"):
         check_output("video.mp4", encode(frames(4), tmp_path)["video.mp4"], anchors)
+
+
+def test_a_png_with_its_manifest_chunk_cut_out_has_none_but_keeps_its_mark(settings: Settings, tmp_path: Path) -> None:
+    files, _ = stamped(settings, tmp_path, frames(1))
+    data, kept, at = files["image.png"], [], 8
+    while at < len(data):  # PNG chunks: length, type, data, CRC; C2PA's is `caBX`
+        length = int.from_bytes(data[at : at + 4], "big")
+        if data[at + 4 : at + 8] != b"caBX":
+            kept.append(data[at : at + 12 + length])
+        at += 12 + length
+    stripped = data[:8] + b"".join(kept)
+    assert len(stripped) < len(data)
+    verdict = provenance.verify(stripped, anchors=signing.trust_anchors(settings))
+    assert verdict.status == "none" and "stripped" in verdict.problem
+    assert watermark.read(provenance.frames_of(stripped, "image/png")).mark is not None
