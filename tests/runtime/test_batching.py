@@ -27,6 +27,7 @@ from noor.jobs.assets import AssetStore
 from noor.jobs.generation import Generation
 from noor.jobs.outbox import WebhookDelivery
 from noor.jobs.store import Store
+from noor.runtime.ranks import RankFailed
 from noor.runtime.ray_cluster import ClusterConfig, ClusterError, Node, RayCluster, Slot
 from noor.runtime.remote import Server
 from noor.runtime.worker import Worker, WorkerConfig, task_from_json
@@ -190,6 +191,19 @@ def test_a_failed_call_fails_each_job_with_the_reason(parts: tuple[Store, AssetS
     assert _credits(store) == START  # every job refunded, once
 
 
+def test_an_attempt_that_failed_outside_the_requests_puts_each_job_back(
+    parts: tuple[Store, AssetStore], backend: TinyBackend
+) -> None:
+    store, assets = parts
+    ids = _queue(store, 2)
+    assert _worker(store, assets, Counted(backend, RankFailed("rank 1 died")), max_batch=4).run_once()
+    assert [(store.get("acme", g).state, store.get("acme", g).attempts) for g in ids] == [("queued", 1)] * 2
+    assert _credits(store) == START - 2 * PRICE  # charged once, kept: the jobs are not over
+    assert _worker(store, assets, Counted(backend), max_batch=4).run_once()
+    assert [(store.get("acme", g).state, store.get("acme", g).attempts) for g in ids] == [("completed", 2)] * 2
+    assert _hooks(store, ids[0]) == ["dreaming", "dreaming", "completed"]
+
+
 def test_mixed_shapes_never_batch_and_a_mixed_batch_is_refused(
     parts: tuple[Store, AssetStore], backend: TinyBackend
 ) -> None:
@@ -230,6 +244,9 @@ def test_the_worker_api_hands_out_batches(tmp_path: Path, backend: TinyBackend) 
     assert _worker(remote, remote, counted, max_batch=4, name="far-1").run_once()
     assert counted.calls == [2]
     assert [store.get("acme", g).state for g in ids] == ["dreaming", "completed", "completed"]
+    again = _queue(store, 1)
+    assert _worker(remote, remote, Counted(backend, RankFailed("rank 1 hung")), 4, "far-1").run_once()
+    assert store.get("acme", again[0]).state == "queued"  # given back through the API
     store.close()
 
 

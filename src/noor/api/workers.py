@@ -127,6 +127,12 @@ def fail(generation_id: str, body: FinishIn, request: Request) -> dict[str, bool
     return {"ok": bool(request.app.state.ctx.store.fail(generation_id, body.worker, reason))}
 
 
+@router.post("/jobs/{generation_id}/release", dependencies=[WorkerAuth])
+def release(generation_id: str, body: FinishIn, request: Request) -> dict[str, bool]:
+    """The worker gives the job back: its attempt failed for a reason outside the request (a rank died)."""
+    return {"ok": bool(request.app.state.ctx.store.release(generation_id, body.worker))}
+
+
 @router.get("/assets/{key:path}", dependencies=[WorkerAuth])
 def get_asset(key: str, request: Request) -> Response:
     """Inputs of a job (keyframes, a video to upscale): workers are trusted to read any asset."""

@@ -112,6 +112,11 @@ class Server:
         body = {"worker": worker, "reason": reason}
         return bool(self._call("POST", f"/v1/worker/jobs/{generation_id}/fail", json=body).json()["ok"])
 
+    def release(self, generation_id: str, worker: str, now: datetime | None = None) -> bool:
+        """Give a job back to the queue (its attempt failed for a reason outside the request)."""
+        body = {"worker": worker}
+        return bool(self._call("POST", f"/v1/worker/jobs/{generation_id}/release", json=body).json()["ok"])
+
     # --- the AssetStore calls a Worker makes --------------------------------------------------------
 
     def get(self, key: str) -> bytes:

@@ -7,7 +7,8 @@ each job's own prompt and seed; each job then has its own heartbeats, files, com
 Progress doubles as the heartbeat: each denoising step may extend the leases, and when the store says a job is
 no longer ours (deleted, or the lease was lost) that job ends failed "Deleted" at once and its result is
 dropped; the others of its batch go on. When none is left the step callback raises `Cancelled`, so the engine
-stops between steps.
+stops between steps. A call that fails fails each job with the reason, unless the attempt failed for a reason
+outside the requests (`AttemptFailed`: a rank died): then each job goes back to the queue, to be retried.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from noor.engine import media, registry
-from noor.engine.backend import Backend, Cancelled
+from noor.engine.backend import AttemptFailed, Backend, Cancelled
 from noor.engine.resample import resize
 from noor.engine.task import Media, Task
 from noor.jobs.assets import asset_key
@@ -70,6 +71,7 @@ class Jobs(Protocol):
     ) -> bool: ...
     def complete(self, generation_id: str, worker: str, assets: dict[str, Any]) -> bool: ...
     def fail(self, generation_id: str, worker: str, reason: str) -> bool: ...
+    def release(self, generation_id: str, worker: str) -> bool: ...
 
 
 class Files(Protocol):
@@ -285,6 +287,11 @@ class Worker:
             results = self.backend(lead.model).generate(tasks, on_progress, on_preview)
         except Cancelled:
             return  # every job of the batch is gone, each failed "Deleted" as it went
+        except AttemptFailed as err:  # not the requests' fault (a rank died): each goes back to the queue, retried
+            log.warning("generation(s) %s go back to the queue: %s", ", ".join(live), err)
+            for job in list(live.values()):
+                self.store.release(job.id, name)
+            return
         except Exception as err:  # a failed job is never dropped: each ends failed with the reason
             log.exception("generation(s) %s failed", ", ".join(live))
             for job in list(live.values()):
