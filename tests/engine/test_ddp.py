@@ -160,6 +160,10 @@ def test_a_resumed_run_gives_the_uninterrupted_runs_losses_and_weights(tmp_path:
     # a checkpoint is resumed only by a run with the same settings
     with pytest.raises(CheckpointMismatch, match="steps 5, this run has 6"):
         verify(tmp_path / "run" / "checkpoints", asdict(replace(cfg, steps=6)))
+    # a fresh run (no --resume) in the same folder starts over: the earlier run's checkpoint cannot be resumed as its
+    with pytest.raises(Crash):
+        world.train(cfg, tmp_path / "run", _crash_at(0), checkpoint_every=2)
+    assert not verify(tmp_path / "run" / "checkpoints", asdict(cfg))
 
 
 def test_noor_tiny_resumes_in_its_second_phase(tmp_path: Path) -> None:

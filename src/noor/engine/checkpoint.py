@@ -123,6 +123,8 @@ class Checkpoints:
         if not (self.active and self.group.is_main):
             return saved
         self.folder.mkdir(parents=True, exist_ok=True)
+        if not resume:  # a fresh run: an earlier run's checkpoint must not be resumed as this one's
+            self.path.unlink(missing_ok=True)
         runs = self.folder / "runs.jsonl"
         past = runs.read_text().splitlines() if resume and runs.is_file() else []
         self._run = len(past)
