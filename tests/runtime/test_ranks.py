@@ -105,11 +105,15 @@ def test_two_ranks_equal_one_for_each_strategy_on_wan_ltx_and_hunyuanvideo(toy: 
 def test_plans_parse_and_what_a_model_cannot_split_is_refused() -> None:
     plan = parallel.parse("ulysses=2,cfg=2")
     assert (plan.gpus, plan.degrees, plan.text()) == (4, (2, 1, 2), "ulysses=2,cfg=2")
+    auto = parallel.parse("auto=4")
+    assert (auto.gpus, auto.degrees, auto.text()) == (4, None, "auto=4")
+    assert parallel.parse(plan.text()) == plan and parallel.parse("1").gpus == 1
     for bad, why in [
         ("ulysses", "expected strategy=degree"),
         ("tensor=2", "expected strategy=degree"),
-        ("ring=0", "ring must be >= 1, got 0"),
-        ("ring=2,ring=2", "ring given twice"),
+        ("ring=0", "ring must be >= 1, got 'ring=0'"),
+        ("ring=2,ring=2", "ring is given twice"),
+        ("auto=0", "auto=K needs a chip count K >= 1"),
     ]:
         with pytest.raises(parallel.ParallelError, match=why):
             parallel.parse(bad)

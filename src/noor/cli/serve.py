@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from functools import partial
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -245,7 +246,7 @@ def worker_command(
     except ServerError as err:
         raise BadInput(f"--server: {err}") from err
     config = WorkerConfig(name=name, models=list(model), lease_s=lease_s, region=region, max_batch=max_batch)
-    worker = Worker(remote, remote, config, lambda m: load_backend(m, threads))
+    worker = Worker(remote, remote, config, partial(load_backend, threads=threads))
     for m in model:
         worker.backend(m)  # load once, before the first job
     stop = threading.Event()

@@ -49,6 +49,33 @@ class ParallelPlan:
             return None
         return self.ulysses, self.ring, self.cfg
 
+    @classmethod
+    def from_text(cls, text: str) -> ParallelPlan:
+        """`ulysses=2`, `ring=2`, `cfg=2`, `ulysses=2,cfg=2`, ... -> a plan with all three degrees; `auto=K`: K
+        chips, split as `estimate` finds fastest; `1`: one chip. The inverse of `text`."""
+        name, _, value = text.partition("=")
+        if name.strip() == "auto":
+            if not value.strip().isdigit() or int(value) < 1:
+                raise PerfError("parallel", text, "auto=K needs a chip count K >= 1")
+            return cls(gpus=int(value), strategy="auto")
+        degrees = {"ulysses": 1, "ring": 1, "cfg": 1}
+        seen: set[str] = set()
+        for part in [] if text.strip() == "1" else [p.strip() for p in text.split(",")]:
+            name, _, value = part.partition("=")
+            name = name.strip()
+            if name not in degrees or not value.strip().isdigit():
+                raise PerfError(
+                    "parallel", text, "expected strategy=degree[,strategy=degree] (ulysses, ring, cfg), or auto=K"
+                )
+            if name in seen:
+                raise PerfError("parallel", text, f"{name} is given twice")
+            seen.add(name)
+            degrees[name] = int(value)
+            if degrees[name] < 1:
+                raise PerfError("parallel", text, f"{name} must be >= 1")
+        u, r, c = degrees["ulysses"], degrees["ring"], degrees["cfg"]
+        return cls(gpus=u * r * c, ulysses=u, ring=r, cfg=c)
+
     def text(self) -> str:
         """The `--parallel` text: `ulysses=2,cfg=2`; `auto=K` when the perf model splits each request; `1`: one."""
         if self.degrees is None:

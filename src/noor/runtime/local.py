@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as MpEvent
@@ -73,7 +74,7 @@ def _work(
     # the ones the registry puts on every worker
     models = [spec.id for spec in registry.available()]
     config = WorkerConfig(name=name, lease_s=lease_s, models=models, max_batch=max_batch)
-    worker = Worker(store, AssetStore(assets_url), config, lambda m: load_backend(m, threads))
+    worker = Worker(store, AssetStore(assets_url), config, partial(load_backend, threads=threads))
     worker.backend("tiny")  # load once, before the first job
     worker.run_forever(_UntilOrphaned(stop))
     store.close()

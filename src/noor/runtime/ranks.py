@@ -5,10 +5,9 @@ parallel plan) and waits for work. `LocalRanks.generate` hands every rank the sa
 each denoising step and returns the media. The ranks agree at every step whether to go on (rank 0
 broadcasts the driver's cancel), so a cancelled job stops all of them between the same two steps.
 
-A rank that dies, raises, or stays silent for `step_timeout_s` fails the attempt with `RankFailed`: the
-processes are stopped and started afresh for the next job, and the worker fails the job with the reason,
-so the store retries it once as it retries any failed attempt (nothing is billed twice: a job is charged
-once, at create).
+A rank that dies, raises, or stays silent for `step_timeout_s` fails the attempt with `RankFailed` (an
+`AttemptFailed`): the processes are stopped and started afresh for the next job, and the worker gives the job
+back to the queue, to be retried as a job whose worker was lost is (it was charged once, at create).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
@@ -240,7 +241,8 @@ class WorkerActor:
         worker_config = WorkerConfig(
             name=config.name, models=config.models, lease_s=config.lease_s, region=config.region
         )
-        self.worker = Worker(self.store, assets, worker_config, lambda m: load_backend(m, config.threads))
+        # a split model (models.toml `parallel`) runs on local rank processes, one per GPU the actor holds
+        self.worker = Worker(self.store, assets, worker_config, partial(load_backend, threads=config.threads))
 
     def ready(self) -> dict[str, Any]:
         """Load the model before the first job; where this actor runs."""

@@ -18,19 +18,22 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
 
+from noor.config import settings
 from noor.engine import media, registry
 from noor.engine.backend import AttemptFailed, Backend, Cancelled
 from noor.engine.resample import resize
 from noor.engine.task import Media, Task
 from noor.jobs.assets import asset_key
+from noor.perf.parallelism import ParallelPlan
 from noor.scheduling.batching import check_batch
+from noor.trust.provenance import Ingredient, Manifest, Provenance, sniff
 
 log = logging.getLogger("noor.worker")
 
@@ -176,27 +179,66 @@ def encode(result: Media, image_format: str = "png") -> dict[str, bytes]:
     return files
 
 
+def model_version(model: str) -> str:
+    """What a manifest says of the model's version: its family and weights, and this Noor's version (the
+    registry keeps no version of its own for a model)."""
+    from noor import __version__
+
+    try:
+        spec = registry.get(model)
+    except registry.UnknownModel:
+        return f"noor {__version__}"
+    return f"{spec.family} ({spec.source}), noor {__version__}"
+
+
+def ingredients(data: dict[str, Any], assets: Files) -> tuple[Ingredient, ...]:
+    """What an output was made from, for its manifest: an upscale's source clip, a clip's keyframes."""
+    if data.get("kind") == "upscale":
+        source = data["source"]
+        return (Ingredient(f"generation video {source}", assets.get(source), "video/mp4", "parentOf"),)
+    out = []
+    for which in ("start", "end"):
+        ref = data.get(which)
+        if ref:
+            raw = assets.get(ref["asset"])
+            out.append(Ingredient(f"{which} keyframe {ref['asset']}", raw, sniff(raw) or "image/png", "inputTo"))
+    return tuple(out)
+
+
+class LoadBackend(Protocol):
+    """Loads a deployment's model (its weights and threads); `parallel`: on the ranks of that split."""
+
+    def __call__(self, model: str, parallel: ParallelPlan | None = None) -> Backend: ...
+
+
 class Worker:
-    def __init__(
-        self,
-        store: Jobs,
-        assets: Files,
-        config: WorkerConfig,
-        load_backend: Callable[[str], Backend],
-    ):
+    def __init__(self, store: Jobs, assets: Files, config: WorkerConfig, load_backend: LoadBackend):
         self.store, self.assets, self.config = store, assets, config
         self.models = registry.worker_models(config.models)  # what it claims
         self._load_backend = load_backend
         self._carried = {spec.id: spec for spec in registry.on_every_worker()}
-        self._backends: dict[str, Backend] = {}
+        self._backends: dict[str, tuple[str | None, Backend]] = {}  # model -> (its split, its backend)
+        # signs and marks every output (NOOR_PROVENANCE, NOOR_WATERMARK); bad credentials stop the worker here
+        self.provenance = Provenance.load(settings())
 
-    def backend(self, model: str) -> Backend:
-        """The model's backend, loaded on first use and kept. `load_backend` loads the deployment's models (its
-        weights and threads); the ones every worker carries need neither and come from the registry."""
-        if model not in self._backends:
+    def backend(self, model: str, parallel: str | None = None) -> Backend:
+        """The model's backend, loaded on first use and kept: on one rank, or on the ranks of the split a job was
+        priced with (`parallel`, e.g. "ulysses=2"; a job of another split stops these ranks and starts its own).
+        `load_backend` loads the deployment's models; the ones every worker carries come from the registry."""
+        held = self._backends.get(model)
+        if held is None or held[0] != parallel:
+            if held is not None:
+                close = getattr(held[1], "close", None)
+                if close is not None:
+                    close()  # its ranks' memory and chips are the next split's
             carried = self._carried.get(model)
-            self._backends[model] = carried.load() if carried is not None else self._load_backend(model)
-        return self._backends[model]
+            plan = ParallelPlan.from_text(parallel) if parallel else None
+            if carried is not None:
+                backend = carried.load()
+            else:
+                backend = self._load_backend(model, parallel=plan) if plan else self._load_backend(model)
+            self._backends[model] = (parallel, backend)
+        return self._backends[model][1]
 
     def run_once(self) -> bool:
         """Claim and run one job, or one batch; False when the queue had nothing for this worker."""
@@ -284,7 +326,8 @@ class Worker:
 
         try:
             # 2. pixels: one call for the batch
-            results = self.backend(lead.model).generate(tasks, on_progress, on_preview)
+            backend = self.backend(lead.model, lead.task.get("parallel"))  # a batch shares one key: one split
+            results = backend.generate(tasks, on_progress, on_preview)
         except Cancelled:
             return  # every job of the batch is gone, each failed "Deleted" as it went
         except AttemptFailed as err:  # not the requests' fault (a rank died): each goes back to the queue, retried
@@ -308,9 +351,21 @@ class Worker:
                 self._fail(job, err)
 
     def _complete(self, job: Job, result: Media) -> None:
-        keys = {}
+        # 1. the watermark in the pixels, 2. the files, 3. each signed with the generation's manifest, 4. stored
+        frames, marked = self.provenance.mark(result.frames, job.id)
         image_format = str(job.request.get("format") or "png") if job.generation_type == "image" else "png"
-        for filename, data in encode(result, image_format).items():
+        files = encode(replace(result, frames=frames), image_format)
+        manifest = Manifest(
+            model=job.model,
+            model_version=model_version(job.model),
+            action="upscaled" if job.task.get("kind") == "upscale" else "created",
+            generation_id=job.id,
+            region=self.config.region,
+            ingredients=ingredients(job.task, self.assets),
+            marked=marked,
+        )
+        keys = {}
+        for filename, data in self.provenance.sign_files(files, manifest).items():
             keys[filename] = self.assets.put(asset_key(job.tenant, job.id, filename), data)
         main = next(k for f, k in keys.items() if not f.startswith("thumbnail"))
         assets = {

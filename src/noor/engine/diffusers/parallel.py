@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from noor.perf.parallelism import ParallelPlan
+from noor.perf.shape import PerfError
 
 STRATEGIES = ("ulysses", "ring", "cfg")
 
@@ -36,31 +37,11 @@ class ParallelError(ValueError):
 
 
 def parse(text: str) -> ParallelPlan:
-    """`ulysses=2`, `ring=2`, `cfg=2`, `ulysses=2,cfg=2`, ... -> a plan with all three degrees (perf's names);
-    `auto=K`: K ranks, split per request as the perf model finds fastest (`splits`)."""
-    name, _, value = text.partition("=")
-    if name.strip() == "auto":
-        if not value.strip().isdigit() or int(value) < 1:
-            raise ParallelError(f"parallel: auto=K needs a rank count K >= 1, got {text!r}")
-        return ParallelPlan(gpus=int(value), strategy="auto")
-    degrees = {"ulysses": 1, "ring": 1, "cfg": 1}
-    seen: set[str] = set()
-    for part in (p.strip() for p in text.split(",")):
-        name, _, value = part.partition("=")
-        name = name.strip()
-        if name not in degrees or not value.strip().isdigit():
-            raise ParallelError(
-                f"parallel: expected strategy=degree[,strategy=degree] with strategies {', '.join(STRATEGIES)}, "
-                f"or auto=K, got {text!r}"
-            )
-        if name in seen:
-            raise ParallelError(f"parallel: {name} given twice in {text!r}")
-        seen.add(name)
-        degrees[name] = int(value)
-        if degrees[name] < 1:
-            raise ParallelError(f"parallel: {name} must be >= 1, got {degrees[name]}")
-    u, r, c = degrees["ulysses"], degrees["ring"], degrees["cfg"]
-    return ParallelPlan(gpus=u * r * c, ulysses=u, ring=r, cfg=c)
+    """`ParallelPlan.from_text`, its error a ParallelError."""
+    try:
+        return ParallelPlan.from_text(text)
+    except PerfError as err:
+        raise ParallelError(str(err)) from None
 
 
 @dataclass(frozen=True)
