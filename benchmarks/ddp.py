@@ -51,7 +51,7 @@ def run(model: str, cfg: object, nproc: int, out: Path) -> tuple[list[float], fl
     train = tiny.train if model == "tiny" else world.train
     steps = cfg.steps  # type: ignore[attr-defined]
     started = time.perf_counter()
-    ddp.launch(nproc, ddp.train_on_rank, partial(train, checkpoint_every=steps), None, cfg, out)
+    ddp.launch(nproc, ddp.train_on_rank, partial(train, checkpoint_every=steps), None, cfg, out, backend="gloo")
     seconds = time.perf_counter() - started
     lines = (out / "checkpoints" / "steps.jsonl").read_text().splitlines()
     return [json.loads(line)["loss"] for line in lines], seconds

@@ -53,7 +53,8 @@ def test_two_ranks_follow_the_loss_curve_of_one_process_with_the_same_global_bat
 ) -> None:
     torch.set_num_threads(1)
     one = train(cfg, tmp_path / "one", checkpoint_every=2)
-    two = ddp.launch(2, ddp.train_on_rank, partial(train, checkpoint_every=2), None, cfg, tmp_path / "two")
+    run = partial(train, checkpoint_every=2)
+    two = ddp.launch(2, ddp.train_on_rank, run, None, cfg, tmp_path / "two", backend="gloo")
     one_losses, two_losses = ([s["loss"] for s in _steps(tmp_path / name)] for name in ("one", "two"))
     assert len(one_losses) == len(two_losses) == (5 if cfg is TINY else 3)
     # the same random streams on every rank: the same batches and noise, only float sums in another order

@@ -99,11 +99,13 @@ def run_training(
     checkpoint_every: int,
     resume: bool,
     batches: dict[str, int],
+    backend: str | None = "gloo",
 ) -> Any:
     """`train(cfg, out, on_step=, group=, checkpoint_every=, resume=)` on `nproc` processes (`noor.engine.ddp`),
     rank 0 showing `stage_bars(labels)`; rank 0's result. Refused before any rank starts: a batch (`batches`: option
     -> size) that does not split evenly over the ranks, or a checkpoint to resume made with other settings. A rank
-    that dies is one line and exit code 1."""
+    that dies is one line and exit code 1. `backend`: gloo, as the built-in trainers run on CPU (they do not move
+    their models to a GPU); None picks nccl where CUDA is, for a trainer that puts each rank on its GPU."""
     from dataclasses import asdict
     from functools import partial
 
@@ -121,7 +123,7 @@ def run_training(
             fail("--resume", str(out / "checkpoints"), str(err))
     run = partial(train, checkpoint_every=checkpoint_every, resume=resume)
     try:
-        return launch(nproc, train_on_rank, run, partial(stage_bars, labels), cfg, out)
+        return launch(nproc, train_on_rank, run, partial(stage_bars, labels), cfg, out, backend=backend)
     except RankFailed as err:
         typer.echo(f"noor: error: {err}; continue with --resume", err=True)
         raise typer.Exit(1) from err
