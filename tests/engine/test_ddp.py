@@ -29,10 +29,10 @@ from tests.conftest import REPO, TOY
 
 Noor = Callable[..., tuple[int, str, str]]
 
-# both denoiser phases (stage 5 adds the input skip), image batches beside the clips
-TINY = tiny.TrainConfig(
-    **{**TOY, "image_batch": 4, "steps": 3, "tune_steps": 2, "save_every": 0, "warmup_steps": 1, "tune_warmup_steps": 1}  # type: ignore[arg-type]
-)
+# both denoiser phases (stage 5 adds the input skip), image batches beside the clips, a pool of two chunks (each
+# of 2 ranks encodes one)
+SHORT = {"steps": 3, "tune_steps": 2, "save_every": 0, "warmup_steps": 1, "tune_warmup_steps": 1}
+TINY = tiny.TrainConfig(**{**TOY, **SHORT, "image_batch": 4, "pool_clips": 40})  # type: ignore[arg-type]
 WORLD = replace(world.toy_config(), steps=3, batch_size=4)
 
 

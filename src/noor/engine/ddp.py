@@ -91,6 +91,12 @@ class Group:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return float(tensor.item()) / self.world_size
 
+    def broadcast(self, tensor: torch.Tensor, src: int) -> torch.Tensor:
+        """`tensor`, in place, as rank `src` has it (work one rank did, shared); unchanged in a run of one process."""
+        if self.distributed:
+            dist.broadcast(tensor, src)
+        return tensor
+
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()

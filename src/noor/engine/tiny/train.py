@@ -10,8 +10,9 @@ Five stages, all derived from `TrainConfig.seed` (so a run is reproducible on on
 5. optionally (`tune_steps`), a second phase continues from stage 4's EMA weights with other noise
    levels and loss weights, on its own random streams (so it can start from saved weights).
 
-On N processes (`noor.engine.ddp.launch`), stages 1-3 run identically on every rank
-(the same seed gives the same VAE and pool, with no communication; they are a small share of a run), and in stages
+On N processes (`noor.engine.ddp.launch`), stages 1-2 run identically on every rank
+(the same seed gives the same VAE with no communication; a small share of a run), stage 3 is shared (each rank
+encodes every Nth chunk of clips, then broadcasts it), and in stages
 4-5 every rank draws the whole global batch from the same random streams (indices, captions, keyframes, noise
 levels, noise: cheap beside the model) and runs the model on its own rows, gradients averaged by
 DistributedDataParallel: the run follows one process's random streams, so its loss curve is one process's (to
@@ -337,20 +338,31 @@ def encode_clips(vae: AutoencoderKL, clips: np.ndarray) -> torch.Tensor:
     return z.reshape(N, T, *z.shape[1:]).transpose(1, 2).contiguous()
 
 
-def make_pool(vae: AutoencoderKL, cfg: TrainConfig, rng: np.random.Generator, on_step: OnStep | None) -> Pool:
+def make_pool(
+    vae: AutoencoderKL, cfg: TrainConfig, rng: np.random.Generator, on_step: OnStep | None, group: Group = SINGLE
+) -> Pool:
+    """`pool_clips` rendered clips, encoded in chunks of 32. On N ranks each renders and encodes every Nth chunk,
+    then every chunk is broadcast from the rank that encoded it; every rank draws every scene, so the random stream
+    and the pool are one process's."""
     scenes, flags, chunks = [], [], []
     chunk = 32
-    for start in range(0, cfg.pool_clips, chunk):
+    h = SIZE // 2 ** (len(vae.config.block_out_channels) - 1)  # latent side: each block but the last halves it
+    for k, start in enumerate(range(0, cfg.pool_clips, chunk)):
         n = min(chunk, cfg.pool_clips - start)
         batch_scenes = [sample_scene(rng, cfg.two_objects_p) for _ in range(n)]
         batch_flags = rng.random(n) < cfg.loop_p
-        pairs = zip(batch_scenes, batch_flags, strict=True)
-        clips = np.stack([render(scene, NUM_FRAMES, pingpong=bool(flag)) for scene, flag in pairs])
-        chunks.append(encode_clips(vae, clips))
+        if k % group.world_size == group.rank:
+            pairs = zip(batch_scenes, batch_flags, strict=True)
+            clips = np.stack([render(scene, NUM_FRAMES, pingpong=bool(flag)) for scene, flag in pairs])
+            chunks.append(encode_clips(vae, clips))
+        else:  # another rank's chunk: filled by the broadcast below
+            chunks.append(torch.empty(n, vae.config.latent_channels, NUM_FRAMES, h, h))
         scenes += batch_scenes
         flags.append(batch_flags)
         if on_step:
             on_step("encode", start + n - 1, cfg.pool_clips, 0.0)
+    for k, latents in enumerate(chunks):
+        group.broadcast(latents, src=k % group.world_size)
     return Pool(torch.cat(chunks), scenes, np.concatenate(flags))
 
 
@@ -643,7 +655,7 @@ def train(
     }
 
     # 3. a pool of encoded clips
-    pool = make_pool(vae, cfg, rng, on_step)
+    pool = make_pool(vae, cfg, rng, on_step, group)
 
     history = earlier_rounds(Path(cfg.init_denoiser)) if cfg.init_denoiser else []
 
