@@ -20,7 +20,10 @@ one-process run is exactly what it was before; `launch(N > 1, ...)` starts N ran
 `torch.distributed.launcher.api.elastic_launch` (what `torchrun --standalone` runs: a c10d rendezvous on a free
 local port, `spawn`), each of which joins the group from the launcher's environment (`RANK`, `WORLD_SIZE`,
 `MASTER_ADDR`, ...), gloo on CPU or nccl on CUDA. A rank that dies (killed, out of memory, an exception) ends the
-whole run with `RankFailed`, one line naming the rank and how it ended; no restarts (resume from a checkpoint).
+whole run with `RankFailed`, one line naming the rank and how it ended; no restarts (resume from a checkpoint:
+`noor.engine.checkpoint`). Also: `group.broadcast(tensor, src)` shares work one rank did (noor-tiny's clip pool),
+`group.on_main(bars)` enters a progress display on rank 0 only, and `train_on_rank` runs a trainer of the form
+`train(*args, on_step=, group=)` with the CLI's bars on rank 0 (`noor train tiny|world`).
 """
 
 from __future__ import annotations
