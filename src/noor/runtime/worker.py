@@ -182,13 +182,13 @@ def encode(result: Media, image_format: str = "png") -> dict[str, bytes]:
 def model_version(model: str) -> str:
     """What a manifest says of the model's version: its family and weights, and this Noor's version (the
     registry keeps no version of its own for a model)."""
-    from noor import __version__
+    import noor
 
     try:
         spec = registry.get(model)
     except registry.UnknownModel:
-        return f"noor {__version__}"
-    return f"{spec.family} ({spec.source}), noor {__version__}"
+        return f"noor {noor.__version__}"
+    return f"{spec.family} ({spec.source}), noor {noor.__version__}"
 
 
 def ingredients(data: dict[str, Any], assets: Files) -> tuple[Ingredient, ...]:
