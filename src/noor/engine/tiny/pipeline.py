@@ -112,7 +112,9 @@ class NoorTinyPipeline(DiffusionPipeline):
         B, C, T, h, w = latents.shape
         z = latents.transpose(1, 2).reshape(B * T, C, h, w)
         z = z / self.vae.config.scaling_factor + (self.vae.config.shift_factor or 0.0)
-        frames = self.vae.decode(z.to(self.vae.dtype)).sample  # (B*T, 3, H, W)
+        # one clip at a time: each clip's frames decode exactly as they would alone (batch-invariant), and the
+        # convolutions stay the size that runs fastest on a CPU (4 clips at once measured 10x one's time, not 4x)
+        frames = torch.cat([self.vae.decode(clip.to(self.vae.dtype)).sample for clip in z.split(T)])  # (B*T, 3, H, W)
         return frames.reshape(B, T, *frames.shape[1:]).transpose(1, 2)
 
     def _denoise(
