@@ -21,28 +21,28 @@ MARK = Mark.of("a1b2c3", "generation-0001")
 
 @pytest.fixture(scope="module")
 def clip() -> np.ndarray:
-    """A noor-tiny clip at the API's default size (16:9 at 540p: 960x540); 8 frames keep the test quick (the
-    mark is per frame; a default clip's 40 only add votes)."""
+    """A noor-tiny clip at the API's default size (16:9 at 540p: 960x540); 16 frames (two marked) keep the test
+    quick (the mark is per frame; a default clip's 40 only add votes)."""
     width, height = size_from_aspect("16:9", "540p")
-    task = Task(prompt="a red circle moves to the left over a blue sea", width=width, height=height, num_frames=8)
-    return TinyBackend().generate([task])[0].frames  # (8, 540, 960, 3)
+    task = Task(prompt="a red circle moves to the left over a blue sea", width=width, height=height, num_frames=16)
+    return TinyBackend().generate([task])[0].frames  # (16, 540, 960, 3)
 
 
 def test_the_clip_is_the_default_size(clip: np.ndarray) -> None:
-    assert clip.shape == (8, 540, 960, 3)
+    assert clip.shape == (16, 540, 960, 3)
 
 
 def test_a_mark_survives_noor_h264_and_a_reencode_at_the_same_settings(clip: np.ndarray, tmp_path: Path) -> None:
-    marked = watermark.watermark_frames(clip, MARK)  # frames 0 and 4 of 8 (every 4th)
-    assert [np.array_equal(m, c) for m, c in zip(marked, clip, strict=True)] == [False, *[True] * 3] * 2
+    marked = watermark.watermark_frames(clip, MARK)  # frames 0 and 8 of 16 (every 8th)
+    assert [np.array_equal(m, c) for m, c in zip(marked, clip, strict=True)] == [False, *[True] * 7] * 2
     first = media.read_video(media.write_video(tmp_path / "a.mp4", marked, 8))  # crf 18, yuv420p, as the worker
     again = media.read_video(media.write_video(tmp_path / "b.mp4", first, 8))
     for frames in (first, again):
         reading = watermark.read(frames)
         assert (reading.status, reading.mark) == ("found", MARK)
         assert reading.frames == 2 and reading.agreement > 0.9
-    assert watermark.read(again[4]).mark == MARK  # a marked frame alone carries all of it
-    assert watermark.read(again[5]).mark is None
+    assert watermark.read(again[8]).mark == MARK  # a marked frame alone carries all of it
+    assert watermark.read(again[9]).mark is None
     assert watermark.read(again[3:]).mark == MARK  # trimmed at the start: another of the interleaved sets
 
 

@@ -16,8 +16,8 @@ and moving the largest singular value of the DCT by d moves the block by `d * u 
 vectors); the top singular triplet of a 4x4 block of the LL band (all values > 0, one value far above the
 rest) takes a few power iterations. Only U changes, so only G and B move (Y and V are kept exactly).
 
-A clip is marked in every 4th frame (`VIDEO_EVERY`, for the time budget) and read by a vote over the decoded
-frames of each of the 4 interleaved sets (the mean of each bit's votes), so a clip trimmed at the start is read
+A clip is marked in every 8th frame (`VIDEO_EVERY`, for the time budget) and read by a vote over the decoded
+frames of each of the 8 interleaved sets (the mean of each bit's votes), so a clip trimmed at the start is read
 too.
 An image below 256x256 pixels (its area, as in imwatermark: `MIN_PIXELS`) has too few blocks for a mark
 that survives; it is left unmarked, and `read` says so instead of "no mark".
@@ -42,11 +42,11 @@ SCALE = 36.0  # imwatermark's default strength for dwtDctSvd (its `scales=[0, 36
 BLOCK = 4  # imwatermark's default block side, in LL coefficients (8x8 pixels)
 PAYLOAD_BITS = 64
 MIN_PIXELS = 256 * 256  # imwatermark refuses smaller images ("image too small, should be larger than 256x256")
-# A clip is marked in every 4th frame (0, 4, 8, ...): marking costs 10-15 ms of one core per 960x540 frame, and
-# in every frame it would be 20-40% of a default clip's generation (its budget: 10%); each marked frame carries
-# the whole mark, and 10 of a default clip's 40 are plenty to vote. A still taken from a clip carries it if it
-# is one of the marked frames.
-VIDEO_EVERY = 4
+# A clip is marked in every 8th frame (0, 8, 16, ...): marking costs 10-15 ms of one core per 960x540 frame; in
+# every 4th it measured 11.4% of a default clip's generation (budget: 10%), in every frame 20-40%. Each marked
+# frame carries the whole mark, and 5 of a default clip's 40 (one a second at 8 fps) are plenty to vote. A still
+# taken from a clip carries it if it is one of the marked frames.
+VIDEO_EVERY = 8
 CHUNK_FRAMES = 2  # frames worked on at once: their float planes stay in cache (measured 1.2x faster than 4)
 THREADS = min(4, os.cpu_count() or 1)  # chunks marked at once: a worker's cores are idle between generate and encode
 POWER_STEPS = 3  # each step shrinks v's error by (s1 / s0)^2, and s0's error is the square of v's (a test holds it)
