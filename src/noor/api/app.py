@@ -44,7 +44,7 @@ from noor.jobs.assets import AssetNotFound, AssetStore, asset_key, generation_of
 from noor.jobs.generation import Generation, now_utc
 from noor.jobs.store import InsufficientCredits, LimitExceeded, NotFound, Store
 from noor.runtime.ssrf import Busy, FetchError, Guard, SSRFError
-from noor.trust import audit
+from noor.trust import audit, moderation
 
 DM_PREFIX = "/dream-machine/v1"
 LINK_TTL_S = 7 * 24 * 3600
@@ -308,8 +308,18 @@ def store_generation(
     return generation_out(request, ctx, g)
 
 
+def screen(ctx: Context, tenant: str, task: dict[str, Any]) -> None:
+    """Moderation before anything is charged or stored (docs/trust.md): a refusal is a 400 with Luma's message."""
+    decision = moderation.screen_task(task, tenant, ctx.assets.get)
+    if not decision.allowed:
+        audit.record("moderation.refused", store=ctx.store, tenant=tenant, category=decision.category,
+                     rule=decision.matched_rule_id)  # fmt: skip
+        raise HTTPException(400, moderation.REFUSAL_MESSAGE)
+
+
 def create_priced(ctx: Context, *, model: str, task: dict[str, Any], **fields: Any) -> Generation:
     """Store a job with its ETA and price; the price comes out of the tenant's credits (402 if short)."""
+    screen(ctx, fields["tenant"], task)
     q = quote(model, task, ctx.config.chip, ctx.config.markup)
     if q.parallel is not None:  # the split its k-rank worker runs, chosen by the perf model, kept with the job
         task = task | {"parallel": q.parallel}

@@ -163,7 +163,7 @@ async def create_video(request: Request, tenant: Tenant, ctx: Ctx) -> JSONRespon
     except RequestError as err:  # pricing: the output would not fit in a worker's memory
         raise OpenAIError(err.status, err.detail, param="size") from err
     except HTTPException as err:
-        code = "rate_limit_exceeded" if err.status_code == 429 else "insufficient_quota"
+        code = {429: "rate_limit_exceeded", 400: "moderation_blocked"}.get(err.status_code, "insufficient_quota")
         raise OpenAIError(err.status_code, str(err.detail), code=code) from err
     return JSONResponse(video_out(g))
 

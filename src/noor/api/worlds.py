@@ -29,7 +29,7 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from noor.api.app import Context, Ctx, Tenant, keyframes_for, public_base, refused
+from noor.api.app import Context, Ctx, Tenant, keyframes_for, public_base, refused, screen
 from noor.api.errors import Error, responses
 from noor.api.idempotency import IDEMPOTENT, IdempotentRoute, conflict
 from noor.api.requests import RequestError
@@ -214,6 +214,7 @@ def create_session(body: WorldSessionCreate, request: Request, tenant: Tenant, c
     host = host_of(request.app)
     # 1. the request, the tenant's region and credits
     spec, fps = _check(body)
+    screen(ctx, tenant.name, {"prompt": body.prompt})  # moderation (docs/trust.md)
     _check_region(host, tenant)
     _check_credits(ctx, host, tenant)
     # 2. the start image, fetched once
