@@ -33,6 +33,7 @@ from noor.engine.task import Media, Task
 from noor.jobs.assets import asset_key
 from noor.perf.parallelism import ParallelPlan
 from noor.scheduling.batching import check_batch
+from noor.trust import moderation
 from noor.trust.provenance import Ingredient, Manifest, Provenance, sniff
 
 log = logging.getLogger("noor.worker")
@@ -351,6 +352,12 @@ class Worker:
                 self._fail(job, err)
 
     def _complete(self, job: Job, result: Media) -> None:
+        # 0. the output's moderation (the deployment's frame checkers; none configured: allowed): a refusal fails
+        # the job with its reason, which refunds it, and nothing is stored
+        decision = moderation.screen_frames(result.frames, job.tenant)
+        if not decision.allowed:
+            self.store.fail(job.id, self.config.name, decision.reason)
+            return
         # 1. the watermark in the pixels, 2. the files, 3. each signed with the generation's manifest, 4. stored
         frames, marked = self.provenance.mark(result.frames, job.id)
         image_format = str(job.request.get("format") or "png") if job.generation_type == "image" else "png"
