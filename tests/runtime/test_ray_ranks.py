@@ -58,3 +58,14 @@ def test_two_rank_actors_in_a_placement_group_equal_one_rank(
         assert np.array_equal(ranks.generate([task(model, seed=4, steps=3)])[0].frames, alone)
     finally:
         ranks.close()
+
+
+def test_a_group_no_node_can_hold_fails_the_attempt_after_its_wait(
+    local_ray: LocalRay,  # noqa: F811
+    toy: Callable[[str], Path],
+) -> None:
+    model = entry(toy, "ltx-video")  # 3 ranks: the head has 2 GPUs, the other node none
+    ranks = RayRanks(spec_of(model), parallel.parse("ring=3"), threads=1, gpus=True, start_timeout_s=3)
+    with pytest.raises(RankFailed, match="no node had 3 free GPUs for ring=3 within 3 s"):
+        ranks.generate([task(model)])
+    assert ranks.actors == [] and ranks.group is None

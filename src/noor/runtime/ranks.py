@@ -297,6 +297,7 @@ class RayRanks:
         *,
         gpus: bool = True,
         node: str | None = None,
+        start_timeout_s: float = 600.0,
         step_timeout_s: float = 600.0,
         poll_s: float = 0.1,
     ):
@@ -305,7 +306,7 @@ class RayRanks:
 
         self.ray = require_ray()
         self.spec, self.plan, self.threads, self.gpus, self.node = spec, plan, threads, gpus, node
-        self.step_timeout_s, self.poll_s = step_timeout_s, poll_s
+        self.start_timeout_s, self.step_timeout_s, self.poll_s = start_timeout_s, step_timeout_s, poll_s
         self.actors: list[Any] = []
         self.group: Any = None
         self.pids: list[int] = []
@@ -321,7 +322,13 @@ class RayRanks:
         bundle = {"GPU": 1.0} if self.gpus else {"CPU": float(self.threads or 1)}
         pin = {"bundle_label_selector": [{NODE_ID_LABEL: self.node}] * k} if self.node else {}
         self.group = placement_group([bundle] * k, strategy="STRICT_PACK", **pin)  # one node: collectives stay on it
-        ray.get(self.group.ready())
+        try:  # the group waits for k free GPUs on one node: a bounded wait, then a failed attempt
+            ray.get(self.group.ready(), timeout=self.start_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            self._fail(
+                f"no node had {k} free {'GPUs' if self.gpus else 'CPU slots'} for {self.plan.text()} within "
+                f"{self.start_timeout_s:g} s"
+            )
         actor = ray.remote(RankActor)
         resources = {"num_gpus": 1, "num_cpus": 0} if self.gpus else {"num_gpus": 0, "num_cpus": self.threads or 1}
         self.actors = [
