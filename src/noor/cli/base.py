@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 import typer.core
@@ -88,6 +88,18 @@ def stage_bars(labels: dict[str, str]) -> Iterator[Callable[[str, int, int, floa
             bar.update(jobs[stage], completed=step + 1, info=info)
 
         yield on_step
+
+
+# the options every `noor train` command that runs on N processes takes (run_training reads them)
+Nproc = Annotated[
+    int, typer.Option("--nproc", min=1, help="training processes (DDP ranks; each trains on its share of a batch)")
+]
+CheckpointEvery = Annotated[
+    int, typer.Option("--checkpoint-every", min=0, help="save a checkpoint every N denoiser steps (0: none)")
+]
+Resume = Annotated[
+    bool, typer.Option("--resume", help="continue from the last checkpoint in the output's checkpoints/ (if any)")
+]
 
 
 def run_training(

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from noor.cli.base import BadInput, app, console, fail, progress, run_training
+from noor.cli.base import BadInput, CheckpointEvery, Nproc, Resume, app, console, fail, progress, run_training
 
 train_app = typer.Typer(help="Train the built-in models, or a LoRA on an open model.", no_args_is_help=True)
 eval_app = typer.Typer(help="Evaluate a model.", no_args_is_help=True)
@@ -253,17 +253,9 @@ def train_tiny(
         str | None,
         typer.Option("--init-denoiser", help="start the second phase from this pipeline's denoiser (skips stage 4)"),
     ] = None,
-    nproc: Annotated[
-        int,
-        typer.Option("--nproc", min=1, help="training processes (DDP ranks; each trains on its share of a batch)"),
-    ] = 1,
-    checkpoint_every: Annotated[
-        int,
-        typer.Option("--checkpoint-every", min=0, help="save a checkpoint every N denoiser steps (0: none)"),
-    ] = 0,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="continue from the last checkpoint in OUT/checkpoints (if there is one)")
-    ] = False,
+    nproc: Nproc = 1,
+    checkpoint_every: CheckpointEvery = 0,
+    resume: Resume = False,
 ) -> None:
     """Train noor-tiny from scratch on the synthetic world, with a fixed seed (VAE, then denoiser); on --nproc
     processes, the same run (the same seed gives the same loss curve) in less time."""

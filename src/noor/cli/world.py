@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from noor.cli.base import app, fail, progress, run_training
+from noor.cli.base import CheckpointEvery, Nproc, Resume, app, fail, progress, run_training
 from noor.cli.generate import _keyframe, train_app
 
 world_app = typer.Typer(
@@ -170,18 +170,9 @@ def train_world(
     save_every: Annotated[
         int, typer.Option("--save-every", min=0, help="also write the pipeline every N steps (0: at the end only)")
     ] = 500,
-    nproc: Annotated[
-        int,
-        typer.Option("--nproc", min=1, help="training processes (DDP ranks; each trains on its share of a batch)"),
-    ] = 1,
-    checkpoint_every: Annotated[
-        int,
-        typer.Option("--checkpoint-every", min=0, help="save a checkpoint every N denoiser steps (0: none)"),
-    ] = 0,
-    resume: Annotated[
-        bool,
-        typer.Option("--resume", help="continue from the last checkpoint in OUTPUT/checkpoints (if there is one)"),
-    ] = False,
+    nproc: Nproc = 1,
+    checkpoint_every: CheckpointEvery = 0,
+    resume: Resume = False,
 ) -> None:
     """Train noor-world-tiny from scratch on the procedural terrain with a fixed seed (VAE, then denoiser); on
     --nproc processes, the same run (the same seed gives the same loss curve) in less time."""
