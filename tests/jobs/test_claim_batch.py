@@ -15,7 +15,8 @@ from sqlalchemy import insert
 
 from noor import scheduling, sim
 from noor.jobs.generation import Generation, now_utc
-from noor.jobs.store import EPOCH, Store, task_batch_key
+from noor.jobs.queue import task_batch_key
+from noor.jobs.store import EPOCH, Store
 from noor.scheduling.batching import batch_key, check_batch
 from noor.sim.core import policy_of, simulate
 from noor.sim.fleet import Fleet

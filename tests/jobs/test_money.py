@@ -14,7 +14,8 @@ from sqlalchemy import create_engine, text
 
 from noor.jobs import money, tenants
 from noor.jobs.generation import now_utc
-from noor.jobs.store import InsufficientCredits, LimitExceeded, NotFound, Store
+from noor.jobs.limits import InsufficientCredits, LimitExceeded
+from noor.jobs.store import NotFound, Store
 
 PRICE = 2336  # micro-cents: 0.002336 cents, a noor-tiny job on a CPU
 

@@ -7,8 +7,9 @@ from datetime import timedelta
 import pytest
 
 from noor.jobs import sessions, tenants
+from noor.jobs.limits import LimitExceeded
 from noor.jobs.sessions import EndReason
-from noor.jobs.store import LimitExceeded, Store
+from noor.jobs.store import Store
 
 
 def open_session(store: Store, tenant: str = "acme") -> sessions.WorldSession:

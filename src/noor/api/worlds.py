@@ -38,8 +38,8 @@ from noor.config import settings
 from noor.engine import registry
 from noor.engine.interactive import UnknownWorldModel, WorldSpec
 from noor.jobs import money, sessions, tenants
+from noor.jobs.limits import LimitExceeded
 from noor.jobs.sessions import EndReason, SessionNotFound, WorldSession
-from noor.jobs.store import LimitExceeded
 from noor.runtime.interactive import HostConfig, LiveSession, QueueFull, SessionHost, Sink, WorldRunner
 
 PREFIX = "/v1/worlds/sessions"

@@ -26,7 +26,8 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from noor.jobs import money
 from noor.jobs.generation import Base, UTCDateTime, now_utc
-from noor.jobs.store import LIVE_SESSION_STATES, Store, check_concurrency, hold_limits
+from noor.jobs.limits import LIVE_SESSION_STATES, check_concurrency, hold_limits
+from noor.jobs.store import Store
 from noor.jobs.tenants import Tenant
 
 TOKEN_TTL = timedelta(minutes=10)  # a token opens the socket for this long after the POST (or a new token's mint)

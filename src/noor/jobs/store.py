@@ -8,38 +8,30 @@ lease expired can no longer finish the job someone else has since claimed (exact
 from __future__ import annotations
 
 import builtins
-import functools
-import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
-    Boolean,
     ColumnElement,
-    Integer,
-    String,
     and_,
     bindparam,
     case,
-    column,
     func,
     literal,
     or_,
     select,
-    table,
-    union_all,
     update,
 )
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.sql.util import ClauseAdapter
 
 from noor import scheduling
-from noor.jobs import eta, money, outbox
+from noor.jobs import eta, outbox
 from noor.jobs.db import connect, epoch_s, greatest, migrate
 from noor.jobs.generation import Generation, State, check_transition, now_utc
-from noor.scheduling.batching import batch_key
+from noor.jobs.limits import FULL_TENANTS, TENANTS, USAGE, InsufficientCredits, admit
+from noor.jobs.queue import GROUP_BY, SORT_BY, queued_statements, task_batch_key
 
 _generations = Generation.__table__
 _GET = select(_generations).where(
@@ -52,30 +44,6 @@ _EXISTS = select(_generations.c.id).where(
     _generations.c.tenant == bindparam("tenant"),
     _generations.c.deleted_at.is_(None),
 )
-_tenant_is = _generations.c.tenant == bindparam("tenant")
-_since = and_(_tenant_is, _generations.c.created_at >= bindparam("since"))
-_active = and_(
-    _tenant_is,
-    _generations.c.state.in_([State.QUEUED.value, State.DREAMING.value]),
-    _generations.c.deleted_at.is_(None),
-)
-# A tenant's world sessions (noor.jobs.sessions, which imports this module: the table is named, not imported) hold
-# a place of max_concurrent while queued or active, as its queued and running jobs do.
-_world_sessions = table("world_sessions", column("tenant", String), column("state", String))
-LIVE_SESSION_STATES = ("queued", "active")  # = sessions.LIVE
-_session_open = and_(_world_sessions.c.tenant == bindparam("tenant"), _world_sessions.c.state.in_(LIVE_SESSION_STATES))
-_USAGE = select(
-    select(func.count())
-    .select_from(select(_generations.c.id).where(_active).limit(bindparam("max_active")).subquery())
-    .scalar_subquery()
-    + select(func.count())
-    .select_from(select(_world_sessions.c.tenant).where(_session_open).limit(bindparam("max_active")).subquery())
-    .scalar_subquery(),
-    select(func.count())
-    .select_from(select(_generations.c.id).where(_since).limit(bindparam("max_recent")).subquery())
-    .scalar_subquery(),
-    select(_generations.c.created_at).where(_since).order_by(_generations.c.created_at).limit(1).scalar_subquery(),
-)
 REQUEUE_EVERY = timedelta(seconds=1)
 # A claim reads the few jobs its policy could put first (`scheduling.frontier`), never the whole queue; it tries
 # this many of them, and reads again this many times, before it gives up on a queue other workers race it for.
@@ -85,89 +53,15 @@ USAGE_WINDOW = timedelta(hours=1)  # fair share counts the GPU-seconds each tena
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-# The tenants table as the store admits, charges and refunds (jobs.tenants maps it; importing that would loop).
-_tenants = table(
-    "tenants",
-    column("name", String),
-    column("credits_microcents", BigInteger),
-    column("metered", Boolean),
-    column("max_concurrent", Integer),
-    column("max_per_minute", Integer),
-)
-RATE_WINDOW = timedelta(seconds=60)  # max_per_minute counts the creates of this rolling window
-# The tenants that hold a live world session and whose running jobs and live sessions fill max_concurrent: a claim
-# skips their queued jobs (few rows: live sessions are at most a host's slots and queue).
-_g = _generations.alias("running")
-_FULL_TENANTS = select(_tenants.c.name).where(
-    _tenants.c.name.in_(select(_world_sessions.c.tenant).where(_world_sessions.c.state.in_(LIVE_SESSION_STATES))),
-    select(func.count())
-    .select_from(_g)
-    .where(_g.c.tenant == _tenants.c.name, _g.c.state == State.DREAMING.value, _g.c.deleted_at.is_(None))
-    .scalar_subquery()
-    + select(func.count())
-    .select_from(_world_sessions)
-    .where(_world_sessions.c.tenant == _tenants.c.name, _world_sessions.c.state.in_(LIVE_SESSION_STATES))
-    .scalar_subquery()
-    >= _tenants.c.max_concurrent,
-)
-
-
-class InsufficientCredits(Exception):
-    def __init__(self, balance_microcents: int, price_microcents: int):
-        self.balance_microcents, self.price_microcents = balance_microcents, price_microcents
-        super().__init__(
-            f"Insufficient credits: this generation costs {money.usd(price_microcents)}, the balance is "
-            f"{money.usd(balance_microcents)}"
-        )
-
-
-class LimitExceeded(Exception):
-    """A tenant's concurrency or rate limit refused a create (HTTP 429 with `retry_after_s`)."""
-
-    def __init__(self, limit: str, message: str, retry_after_s: int):
-        self.limit, self.retry_after_s = limit, retry_after_s
-        super().__init__(message)
-
-
-def hold_limits(s: Session, tenant: str) -> tuple[int, int] | None:
-    """Lock `tenant`'s row for the rest of the transaction `s` (one no-op UPDATE: a PostgreSQL row lock, SQLite's
-    write lock) and read its (max_concurrent, max_per_minute); None if it has no row (no limits)."""
-    row = s.execute(
-        update(_tenants)
-        .where(_tenants.c.name == tenant)
-        .values(name=_tenants.c.name)
-        .returning(_tenants.c.max_concurrent, _tenants.c.max_per_minute)
-    ).one_or_none()
-    return None if row is None else (int(row.max_concurrent), int(row.max_per_minute))
-
-
-def check_concurrency(s: Session, tenant: str, max_concurrent: int) -> None:
-    """LimitExceeded("max_concurrent") if `tenant`'s queued and running jobs and live world sessions fill
-    max_concurrent (counted in `s`: call it under the row lock of `hold_limits` or of a create)."""
-    running = s.execute(
-        _USAGE, {"tenant": tenant, "since": now_utc(), "max_active": max_concurrent, "max_recent": 0}
-    ).one()[0]
-    if (running or 0) >= max_concurrent:
-        raise _too_many(running, max_concurrent)
-
-
-def _too_many(running: int, max_concurrent: int) -> LimitExceeded:
-    return LimitExceeded(
-        "max_concurrent",
-        f"Too many concurrent generations: {running} of {max_concurrent}; wait for one to finish",
-        retry_after_s=5,
-    )
-
-
 def _refund(s: Session, rows: Sequence[Generation]) -> None:
     """A job that ends failed gives back exactly what was taken for it (nothing, for an unmetered tenant).
     Called only with the rows a conditional UPDATE has just moved to failed, so once per job."""
     for row in rows:
         if row.paid_microcents:
             s.execute(
-                update(_tenants)
-                .where(_tenants.c.name == row.tenant)
-                .values(credits_microcents=_tenants.c.credits_microcents + row.paid_microcents)
+                update(TENANTS)
+                .where(TENANTS.c.name == row.tenant)
+                .values(credits_microcents=TENANTS.c.credits_microcents + row.paid_microcents)
             )
 
 
@@ -195,107 +89,6 @@ def _failed(reason: str, now: datetime) -> dict[str, Any]:
 
 class NotFound(LookupError):
     """No such generation for this tenant (another tenant's is not found either)."""
-
-
-_SORT_BY = {
-    "priority": _generations.c.priority,
-    "submitted_at_s": _generations.c.created_at,
-    "predicted_gpu_s": _generations.c.eta_s.nulls_first(),
-}  # live jobs run on one GPU
-_GROUP_BY = {"tenant": _generations.c.tenant, "predicted_gpu_s": _generations.c.eta_s}
-
-
-@functools.lru_cache(maxsize=256)
-def _queued_statements(
-    models: tuple[str, ...] | None,
-    regions: tuple[str, ...] | None,
-    elsewhere: tuple[str, ...],
-    order: tuple[str, ...],
-    group: str | None,
-    limit: int | None,
-    keyed: bool = False,
-    one_tenant: bool = False,
-) -> tuple[Any, Any]:
-    """`Store.queued`'s statements, built once per worker's view (building one costs more than running it):
-    the ids of each group's first job (None without a group), and the rows (of those ids, bound as `ids`).
-    `keyed`: only the jobs of one batch key (bound as `batch_key`); `one_tenant`: of one tenant (bound as `tenant`)."""
-    from noor.jobs.tenants import Tenant
-
-    # 1. which queued jobs this worker may run (the same conditions for every read)
-    may_run: list[ColumnElement[bool]] = [
-        _generations.c.state == State.QUEUED.value,
-        _generations.c.deleted_at.is_(None),
-    ]
-    if models is not None:
-        may_run.append(_generations.c.model.in_(models))
-    if regions is not None:
-        may_run.append(or_(_generations.c.region.is_(None), _generations.c.region.in_(regions)))
-    if elsewhere:
-        may_run.append(_generations.c.tenant.not_in(elsewhere))
-    if keyed:
-        may_run.append(_generations.c.batch_key == bindparam("batch_key"))
-    if one_tenant:
-        may_run.append(_generations.c.tenant == bindparam("tenant"))
-    columns = [_SORT_BY[name] for name in order] + [_generations.c.id]
-    # 2. the first `limit` in order, or the first of each group (a point read per group from the index; their
-    # ids first, then their rows: in one statement PostgreSQL joined them with a table scan)
-    heads = None if group is None else _heads(may_run, columns, _GROUP_BY[group], limit)
-    chosen = may_run if heads is None else [_generations.c.id.in_(bindparam("ids", expanding=True))]
-    query = (
-        select(
-            _generations.c.id, _generations.c.tenant, _generations.c.model, _generations.c.created_at,
-            _generations.c.eta_s, _generations.c.priority, _generations.c.region, _generations.c.batch_key,
-            Tenant.regions,
-        )
-        .outerjoin(Tenant, Tenant.name == _generations.c.tenant)
-        .where(*chosen)
-        .order_by(*columns)
-        .limit(limit)
-    )  # fmt: skip
-    return heads, query
-
-
-def _heads(
-    may_run: Sequence[ColumnElement[bool]], columns: Sequence[ColumnElement[Any]], field: Any, limit: int | None
-) -> Any:
-    """The ids of the jobs that are first in `columns` order among those with their value of `field`, for the
-    lowest `limit` values (NULL, if any, first). The values are found by skipping through the index from one to
-    the next, a point read each (PostgreSQL has no skip scan, and DISTINCT would walk every queued job)."""
-    skip, inner = _generations.alias("skip"), _generations.alias("inner")
-    to_skip, to_inner = ClauseAdapter(skip).traverse, ClauseAdapter(inner).traverse
-    # in the index's own order (eta_s is indexed NULLS FIRST: PostgreSQL uses that index only for that order)
-    ascending = field.nulls_first() if field.nullable else field
-    lowest = select(field).where(*may_run, field.is_not(None)).order_by(ascending).limit(1)
-    values = select(lowest.scalar_subquery().label("value"), literal(1).label("n")).cte(recursive=True)
-    after = (
-        select(skip.c[field.name]).where(*map(to_skip, may_run), skip.c[field.name] > values.c.value)
-        .order_by(to_skip(ascending)).limit(1)
-    )  # fmt: skip
-    more = [values.c.value.is_not(None)] + ([values.c.n < limit] if limit is not None else [])
-    values = values.union_all(select(after.scalar_subquery(), values.c.n + 1).where(*more))
-
-    def first(same_value: ColumnElement[bool]) -> Any:
-        rows = select(inner.c.id).where(*map(to_inner, may_run), same_value)
-        return rows.order_by(*map(to_inner, columns)).limit(1).scalar_subquery()
-
-    heads = select(first(inner.c[field.name] == values.c.value).label("id")).where(values.c.value.is_not(None))
-    return union_all(heads, select(first(inner.c[field.name].is_(None)).label("id"))) if field.nullable else heads
-
-
-def task_batch_key(model: str, task: Mapping[str, Any]) -> str | None:
-    """A stored task's batch key (`noor.scheduling.batching.batch_key`); None for a task that always runs alone:
-    an upscale (its source clip is its own), one with concepts (adapters are loaded per call), or a task with no
-    shape (internal callers)."""
-    if task.get("kind") is not None or task.get("concepts") or task.get("source") is not None:
-        return None
-    try:
-        width, height, num_frames = int(task["width"]), int(task["height"]), int(task["num_frames"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    inputs = "+".join(name for name in ("start", "end") if task.get(name)) or "text"
-    if task.get("loop"):
-        inputs += "+loop"
-    return batch_key(model, width, height, num_frames, task.get("steps"), task.get("guidance"), inputs)
 
 
 class Store:
@@ -343,25 +136,25 @@ class Store:
             # time until this transaction ends (PostgreSQL: the row lock; SQLite: the database's write lock, taken
             # by this first statement before anything is read). A metered tenant pays the price; the WHERE keeps
             # the balance from going negative.
-            metered = _tenants.c.metered.is_(True)
+            metered = TENANTS.c.metered.is_(True)
             admitted = s.execute(
-                update(_tenants)
-                .where(_tenants.c.name == tenant, or_(~metered, _tenants.c.credits_microcents >= price_microcents))
+                update(TENANTS)
+                .where(TENANTS.c.name == tenant, or_(~metered, TENANTS.c.credits_microcents >= price_microcents))
                 .values(
-                    credits_microcents=_tenants.c.credits_microcents
+                    credits_microcents=TENANTS.c.credits_microcents
                     - case((metered, price_microcents), else_=literal(0, BigInteger))
                 )
-                .returning(_tenants.c.metered, _tenants.c.max_concurrent, _tenants.c.max_per_minute)
+                .returning(TENANTS.c.metered, TENANTS.c.max_concurrent, TENANTS.c.max_per_minute)
             ).one_or_none()
             if admitted is None:
-                balance = s.scalar(select(_tenants.c.credits_microcents).where(_tenants.c.name == tenant))
+                balance = s.scalar(select(TENANTS.c.credits_microcents).where(TENANTS.c.name == tenant))
                 if balance is not None or price_microcents > 0:
                     raise InsufficientCredits(int(balance or 0), price_microcents)
             # 2. the limits, counted under that lock: no other create of this tenant can slip in between (the clock is
             # read under it too, so one tenant's jobs are created in the order they were admitted)
             now = now_utc()
             if admitted is not None:
-                self._admit(s, tenant, admitted.max_concurrent, admitted.max_per_minute, now)
+                admit(s, tenant, admitted.max_concurrent, admitted.max_per_minute, now)
             # 3. the job, with what it paid (refunded exactly if it fails)
             paid = price_microcents if admitted is not None and admitted.metered else 0
             generation = Generation(
@@ -383,19 +176,6 @@ class Store:
             )
             s.add(generation)
         return generation
-
-    @staticmethod
-    def _admit(s: Session, tenant: str, max_concurrent: int, max_per_minute: int, now: datetime) -> None:
-        """Raise LimitExceeded unless `tenant` may queue one more job now (inside create's transaction)."""
-        since = now - RATE_WINDOW
-        running, recent, oldest = s.execute(
-            _USAGE, {"tenant": tenant, "since": since, "max_active": max_concurrent, "max_recent": max_per_minute}
-        ).one()
-        if (running or 0) >= max_concurrent:
-            raise _too_many(running, max_concurrent)
-        if (recent or 0) >= max_per_minute:
-            wait_s = max(1, math.ceil((oldest - since).total_seconds())) if oldest else int(RATE_WINDOW.total_seconds())
-            raise LimitExceeded("max_per_minute", f"Rate limit: {max_per_minute} generations per minute", wait_s)
 
     def get(self, tenant: str, generation_id: str) -> Generation:
         """A detached copy of one visible generation: the hot path of every SDK poll, so one compiled Core
@@ -473,7 +253,7 @@ class Store:
         whether its tenant has ten jobs queued or ten thousand. Compiled once: this runs on every create."""
         with self.db.connect() as conn:
             running, recent, oldest = conn.execute(
-                _USAGE, {"tenant": tenant, "since": since, "max_active": max_active, "max_recent": max_recent}
+                USAGE, {"tenant": tenant, "since": since, "max_active": max_active, "max_recent": max_recent}
             ).one()
         return int(running or 0), int(recent or 0), oldest
 
@@ -558,7 +338,7 @@ class Store:
         region = regions[0] if regions is not None and len(regions) == 1 else None
 
         with self.db.connect() as conn:  # tenants whose world sessions fill max_concurrent wait for them
-            full = tuple(conn.scalars(_FULL_TENANTS).all())
+            full = tuple(conn.scalars(FULL_TENANTS).all())
 
         def read(order: tuple[str, ...], depth: int | None, group: str | None) -> builtins.list[scheduling.QueuedJob]:
             return self.queued(depth, models=models, regions=regions, order=order, group=group, exclude=full)
@@ -650,11 +430,11 @@ class Store:
         """
         from noor.jobs.tenants import Tenant
 
-        unknown = [name for name in order if name not in _SORT_BY]
+        unknown = [name for name in order if name not in SORT_BY]
         if unknown:
-            raise ValueError(f"order: unknown field {unknown[0]!r}; valid: {', '.join(_SORT_BY)}")
-        if group is not None and group not in _GROUP_BY:
-            raise ValueError(f"group: unknown field {group!r}; valid: {', '.join(_GROUP_BY)}")
+            raise ValueError(f"order: unknown field {unknown[0]!r}; valid: {', '.join(SORT_BY)}")
+        if group is not None and group not in GROUP_BY:
+            raise ValueError(f"group: unknown field {group!r}; valid: {', '.join(GROUP_BY)}")
         with self.session() as s:
             elsewhere: tuple[str, ...] = ()
             if regions is not None:  # tenants bound to other regions only (few rows: excluded in SQL, so LIMIT holds)
@@ -664,7 +444,7 @@ class Store:
                 )
             if exclude:
                 elsewhere = tuple(sorted(set(elsewhere) | set(exclude)))
-            heads, query = _queued_statements(
+            heads, query = queued_statements(
                 tuple(models) if models is not None else None, tuple(regions) if regions is not None else None,
                 elsewhere, order, group, limit, batch_key is not None, tenant is not None,
             )  # fmt: skip
