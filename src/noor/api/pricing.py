@@ -109,16 +109,8 @@ def model_splits(model_id: str, task: dict[str, Any]) -> list[ParallelPlan]:
         return []
     if spec.parallel is None:
         return []
-    probe = Task(
-        prompt="-",
-        width=task["width"],
-        height=task["height"],
-        num_frames=task["num_frames"],
-        guidance=task.get("guidance"),
-        start_frame=_KEYFRAME if task.get("start") else None,
-    )
     try:
-        return spec.splits(probe)
+        return spec.splits(probe(spec, task))
     except TaskError as err:
         raise RequestError(400, str(err), field="parallel") from None
 
@@ -189,16 +181,21 @@ def drawn_shape(model_id: str, task: dict[str, Any]) -> tuple[int, int, int, int
         spec = registry.get(model_id)
     except registry.UnknownModel:
         return task["width"], task["height"], task["num_frames"], task.get("steps")
-    probe = Task(
+    fitted, _ = spec.fit(probe(spec, task))
+    return fitted.width, fitted.height, fitted.num_frames, task.get("steps") or spec.default_steps
+
+
+def probe(spec: registry.ModelSpec, task: dict[str, Any]) -> Task:
+    """A stored task as the engine task the worker will run, as far as its shape and guidance go (no pixels)."""
+    return Task(
         prompt="-",
         width=task["width"],
         height=task["height"],
         num_frames=task["num_frames"],
         fps=task.get("fps") or spec.default_fps,
+        guidance=task.get("guidance"),
         start_frame=_KEYFRAME if task.get("start") else None,
     )
-    fitted, _ = spec.fit(probe)
-    return fitted.width, fitted.height, fitted.num_frames, task.get("steps") or spec.default_steps
 
 
 _KEYFRAME = np.zeros((1, 1, 3), np.uint8)  # keyframes matter to the shape only by being there

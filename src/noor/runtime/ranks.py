@@ -114,7 +114,7 @@ def _rank_main(rank: Rank, port: int, inbox: Any, outbox: Any, cancel: Any) -> N
         outbox.put(("ready", rank.rank, None))
         while (tasks := inbox.get()) is not None:
             try:
-                media = rank.run(tasks, lambda done, total: outbox.put(("progress", done, total)), cancel.is_set)
+                media = rank.run(tasks, lambda done, total: outbox.put(("progress", 0, (done, total))), cancel.is_set)
                 outbox.put(("done", rank.rank, media))
             except Cancelled:
                 outbox.put(("cancelled", rank.rank, None))
@@ -184,7 +184,7 @@ class LocalRanks:
             kind, rank, detail = self._next(self.step_timeout_s, "a denoising step")
             if kind == "progress" and progress is not None and not cancelled:
                 try:
-                    progress(rank, detail)  # ("progress", done, total)
+                    progress(*detail)  # rank 0's (done, total)
                 except Cancelled:
                     cancelled = True
                     self._cancel.set()

@@ -206,6 +206,21 @@ def ingredients(data: dict[str, Any], assets: Files) -> tuple[Ingredient, ...]:
     return tuple(out)
 
 
+class _ReadOnce:
+    """An asset store whose reads are kept for one batch, so a job's inputs are fetched once."""
+
+    def __init__(self, assets: Files):
+        self.assets, self.read = assets, dict[str, bytes]()
+
+    def get(self, key: str) -> bytes:
+        if key not in self.read:
+            self.read[key] = self.assets.get(key)
+        return self.read[key]
+
+    def put(self, key: str, data: bytes) -> str:
+        return self.assets.put(key, data)
+
+
 class LoadBackend(Protocol):
     """Loads a deployment's model (its weights and threads); `parallel`: on the ranks of that split."""
 
@@ -274,11 +289,12 @@ class Worker:
         check_batch(jobs)
         name, lease_s = self.config.name, self.config.lease_s
         last_beat = time.monotonic()  # the claim's lease runs from about now
+        reads = _ReadOnce(self.assets)  # keyframes and sources: read for the task, named again in the manifest
         live: dict[str, Job] = {}  # still ours: beaten, and completed at the end
         tasks: list[Task] = []
         for job in jobs:  # 1. each task, keyframes (or source clip) included; one that cannot be read fails alone
             try:
-                tasks.append(task_from_json(job.task, self.assets))
+                tasks.append(task_from_json(job.task, reads))
                 live[job.id] = job
             except Exception as err:
                 log.exception("generation %s failed", job.id)
@@ -346,12 +362,12 @@ class Worker:
             if job.id not in live:
                 continue  # deleted while it ran: failed already, its result is dropped
             try:
-                self._complete(job, result)
+                self._complete(job, result, reads)
             except Exception as err:
                 log.exception("generation %s failed", job.id)
                 self._fail(job, err)
 
-    def _complete(self, job: Job, result: Media) -> None:
+    def _complete(self, job: Job, result: Media, reads: Files) -> None:
         # 0. the output's moderation (the deployment's frame checkers; none configured: allowed): a refusal fails
         # the job with its reason, which refunds it, and nothing is stored
         decision = moderation.screen_frames(result.frames, job.tenant)
@@ -368,7 +384,7 @@ class Worker:
             action="upscaled" if job.task.get("kind") == "upscale" else "created",
             generation_id=job.id,
             region=self.config.region,
-            ingredients=ingredients(job.task, self.assets),
+            ingredients=ingredients(job.task, reads),
             marked=marked,
         )
         keys = {}

@@ -29,8 +29,6 @@ from typing import Any
 from noor.perf.parallelism import ParallelPlan
 from noor.perf.shape import PerfError
 
-STRATEGIES = ("ulysses", "ring", "cfg")
-
 
 class ParallelError(ValueError):
     """A parallel plan this model, request or worker cannot run; the message names the field and value."""
@@ -259,7 +257,7 @@ def _cpu_counts_as_one_device() -> Iterator[None]:
         torch.accelerator.device_count = real
 
 
-_CPU_FLASH_REGISTERED = False
+_LIBRARIES: list[Any] = []  # a torch Library unregisters its kernels when it is garbage-collected
 
 
 def _register_cpu_flash_kernel() -> None:
@@ -269,8 +267,7 @@ def _register_cpu_flash_kernel() -> None:
     (`_scaled_dot_product_flash_attention_for_cpu`, same maths, returns the LSE). Register that as the CPU
     kernel of the first, once per process, so diffusers' own ring path runs unchanged on CPU ranks. GPUs use
     the fast backends (flash, cuDNN) as they are."""
-    global _CPU_FLASH_REGISTERED
-    if _CPU_FLASH_REGISTERED:
+    if _LIBRARIES:  # once per process
         return
     import torch
 
@@ -293,11 +290,7 @@ def _register_cpu_flash_kernel() -> None:
 
     library = torch.library.Library("aten", "IMPL")
     library.impl("_scaled_dot_product_flash_attention", flash_on_cpu, "CPU")
-    _LIBRARIES.append(library)  # a Library unregisters its kernels when it is garbage-collected
-    _CPU_FLASH_REGISTERED = True
-
-
-_LIBRARIES: list[Any] = []
+    _LIBRARIES.append(library)
 
 
 @dataclass

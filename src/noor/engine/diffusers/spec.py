@@ -25,10 +25,6 @@ class DiffusersSpec(ModelSpec):
     needs_end: bool = False
     perf_id: str | None = None  # the catalog architecture that prices its generations (api.pricing)
     entry: installed.InstalledModel | None = field(default=None, repr=False)
-    def check_parallel(self, task: Task, plan: ParallelPlan | None = None) -> None:
-        """Refuse a request that `plan` (default: the model's own) cannot split, naming why (a 400 / exit 2)."""
-        self.splits(task, plan)
-
     def splits(self, task: Task, plan: ParallelPlan | None = None) -> list[ParallelPlan]:
         """The concrete splits of `plan` (default: the model's own; auto=K: each K-rank split this request can
         run, see `parallel.splits`); [] on one rank. TaskError naming why when none can."""
@@ -95,7 +91,7 @@ class DiffusersSpec(ModelSpec):
                         f"model {self.id!r} has rotary embeddings for {self.geometry.max_positions} positions per axis"
                         f" (rope_max_seq_len) and this needs {positions}",
                     )
-        self.check_parallel(task)
+        self.splits(task)  # a request the model's split cannot run is refused here, with the reason
         return notes
 
 
