@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -21,6 +22,15 @@ if TYPE_CHECKING:
 PUBLISHED_DIR = Path(__file__).resolve().parents[2] / "data" / "published"
 
 REGION = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")  # e.g. me-riyadh (fits the 32-character column)
+
+
+class RegionPlane(BaseModel):
+    """A region's data plane: where a tenant bound to it keeps its rows (database_url) and files (assets_url)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    database_url: str | None = Field(None, min_length=1, description="SQLAlchemy URL of the region's database")
+    assets_url: str | None = Field(None, min_length=1, description="fsspec URL of the region's asset store")
 
 
 def _default_data_dir() -> Path:
@@ -62,19 +72,39 @@ class Settings(BaseSettings):
     ssrf_allow: list[str] = Field(
         default_factory=list, description="networks callbacks may reach despite being private, e.g. 10.0.0.0/8"
     )
-    region_stores: dict[str, str] = Field(
+    regions: dict[str, RegionPlane] = Field(
         default_factory=dict,
-        description='fsspec URL of each region\'s asset store, JSON, e.g. {"me-riyadh": "s3://noor-riyadh/assets"}; '
-        "a region not listed: a folder in the data dir",
+        description="each region's data plane, JSON, e.g. "
+        '{"me-riyadh": {"database_url": "postgresql://db.riyadh/noor", "assets_url": "s3://noor-riyadh/assets"}}: '
+        "a tenant bound to a region with a database keeps its generations, prompts, uploads, outputs and webhook "
+        "outbox there only; a region without an assets_url keeps its files in a folder of the data dir",
+    )
+    regions_file: Path | None = Field(
+        None, description="the regions as a TOML file, a table each ([me-riyadh] database_url = ...), instead of JSON"
     )
 
-    @field_validator("region_stores")
+    @field_validator("regions")
     @classmethod
-    def _region_names(cls, stores: dict[str, str]) -> dict[str, str]:
-        for region in stores:
+    def _region_names(cls, regions: dict[str, RegionPlane]) -> dict[str, RegionPlane]:
+        for region in regions:
             if not REGION.match(region):
                 raise ValueError(f"region names are lowercase letters, digits and - ({region!r} is not)")
-        return stores
+        return regions
+
+    @model_validator(mode="after")
+    def _regions_from_file(self) -> Settings:
+        if self.regions_file is None:
+            return self
+        if self.regions:
+            raise ValueError("NOOR_REGIONS and NOOR_REGIONS_FILE: set one, not both")
+        try:
+            table = tomllib.loads(self.regions_file.read_text())
+        except OSError as err:
+            raise ValueError(f"NOOR_REGIONS_FILE: cannot read {str(self.regions_file)!r}: {err.strerror}") from err
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"NOOR_REGIONS_FILE: {str(self.regions_file)!r} is not TOML: {err}") from err
+        self.regions = self._region_names({name: RegionPlane.model_validate(plane) for name, plane in table.items()})
+        return self
 
     @property
     def resolved_database_url(self) -> str:
@@ -88,11 +118,17 @@ class Settings(BaseSettings):
         """Where a region's workers write files (data residency); no region: the default store."""
         if region is None:
             return self.resolved_assets_url
-        if region in self.region_stores:
-            return self.region_stores[region]
+        plane = self.regions.get(region)
+        if plane is not None and plane.assets_url:
+            return plane.assets_url
         if not REGION.match(region):
             raise ValueError(f"region must be lowercase letters, digits and -, got {region!r}")
         return str(self.data_dir / "regions" / region / "assets")
+
+    def region_database_url(self, region: str | None) -> str | None:
+        """The database of a region's data plane; None: the region keeps its rows in the central database."""
+        plane = self.regions.get(region) if region is not None else None
+        return plane.database_url if plane is not None else None
 
     def scheduling_policy(self) -> Policy:
         """The configured queue-order policy (NOOR_SCHEDULER, NOOR_SCHEDULER_SETTINGS); SchedulingError if unknown."""
@@ -116,8 +152,10 @@ class Settings(BaseSettings):
     world_idle_s: float = Field(
         60.0, gt=0, le=86_400, description="a world session with no socket and no message for this long ends"
     )
-    world_region: str | None = Field(
-        None, description="the region world sessions run in (this server's host); none: only unbound tenants'"
+    region: str | None = Field(
+        None,
+        description="this host's region: its local workers and world sessions run there (a bound tenant's work "
+        "runs only in its regions); none: only unbound tenants' work",
     )
 
     world_host: str | None = Field(
@@ -147,9 +185,9 @@ class Settings(BaseSettings):
             raise ValueError("NOOR_SIGNING_CERT and NOOR_SIGNING_KEY are set together or not at all")
         return key
 
-    @field_validator("world_region")
+    @field_validator("region")
     @classmethod
-    def _world_region_name(cls, region: str | None) -> str | None:
+    def _host_region_name(cls, region: str | None) -> str | None:
         if region is not None and not REGION.match(region):
             raise ValueError(f"region names are lowercase letters, digits and - ({region!r} is not)")
         return region

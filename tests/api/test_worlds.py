@@ -387,7 +387,7 @@ def test_regions(tmp_path: Path) -> None:
         assert answer.status_code == 403
         assert answer.json()["detail"] == (
             "tenant 'sovereign' may run only in me-riyadh; this server's world sessions run in no region "
-            "(NOOR_WORLD_REGION)"
+            "(NOOR_REGION)"
         )
     with world_server(tmp_path / "riyadh", HostConfig(region="me-riyadh")) as w:
         bound = w.key_for("sovereign", regions=["me-riyadh"], metered=False)

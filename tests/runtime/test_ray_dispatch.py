@@ -107,7 +107,7 @@ def test_workers_per_node_and_their_resources() -> None:
 
 
 def test_workers_get_the_servers_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    s = Settings(data_dir=tmp_path, region_stores={"me-riyadh": "s3://riyadh/assets"}, threads=2,
+    s = Settings(data_dir=tmp_path, regions={"me-riyadh": {"assets_url": "s3://riyadh/assets"}}, threads=2,
                  aliases={"ray-2": "tiny"})  # type: ignore[call-arg]  # fmt: skip
     env = settings_env(s)
     assert env["NOOR_DATA_DIR"] == str(tmp_path) and env["NOOR_THREADS"] == "2"

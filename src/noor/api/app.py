@@ -43,7 +43,7 @@ from noor.jobs import tenants
 from noor.jobs.assets import AssetNotFound, AssetStore, asset_key, generation_of, sign, verify
 from noor.jobs.generation import Generation, now_utc
 from noor.jobs.limits import InsufficientCredits, LimitExceeded
-from noor.jobs.store import NotFound, Store
+from noor.jobs.store import NotFound, RegionUnavailable, Store
 from noor.runtime.ssrf import Busy, FetchError, Guard, SSRFError
 from noor.trust import audit, moderation
 
@@ -280,6 +280,7 @@ def generation_out(request: Request, ctx: Context, g: Generation) -> GenerationO
             "run_s": timing and round(timing.run_s, 3),
             "done_in_s": timing and round(timing.left_s, 3),
             "price_cents": g.price_cents,
+            "region": g.region,
             "progress": g.progress,
             "warnings": g.task.get("notes", []),
         }
@@ -550,6 +551,11 @@ def create_app(store: Store, assets: AssetStore, config: ApiConfig) -> FastAPI:
     @app.exception_handler(OpenAIError)
     def openai_error(request: Request, err: OpenAIError) -> JSONResponse:
         return openai_error_response(err)
+
+    @app.exception_handler(RegionUnavailable)
+    def region_unavailable(request: Request, err: RegionUnavailable) -> JSONResponse:
+        """A region-bound tenant's data plane is down: its requests wait for it (nothing is written elsewhere)."""
+        return error_response(request.url.path, 503, f"{err}; try again later", headers={"Retry-After": "5"})
 
     @app.post("/v1/uploads", status_code=201, responses=responses(Error, 400, 401, 413))
     async def upload(request: Request, tenant: Tenant, file: Annotated[UploadFile, File()]) -> dict[str, Any]:

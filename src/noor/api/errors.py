@@ -81,9 +81,11 @@ def responses(model: type[BaseModel], *statuses: int) -> dict[int | str, dict[st
         400: "Bad request: the message names the field and the value",
         401: "Missing or invalid API key",
         402: "Not enough credits for this generation",
+        403: "Forbidden: this key may not do that here",
         404: "Not found (another tenant's resource is a 404 too)",
         413: "Request body too large",
         422: "The body does not fit the schema, or a value is out of range",
         429: "Too many requests; see Retry-After",
+        503: "The tenant's region cannot be reached now; see Retry-After",
     }
     return {status: {"model": model, "description": what[status]} for status in statuses}

@@ -110,6 +110,8 @@ async def _answer(
 ) -> Response:
     """Steps 3 and 4 of `run_once`: the claim, then the route's answer or the first one's."""
     store, path = request.app.state.ctx.store, request.url.path
+    if store.planes:  # a region-bound tenant's kept answers (its requests, prompts included) live in its region
+        store = await run_in_threadpool(store.home, tenant)
     # 3. the claim
     if given is None and attempt == 0:  # an SDK's first attempt: always a new request
         key = idempotency.retry_key(fingerprint)

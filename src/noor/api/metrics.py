@@ -69,11 +69,17 @@ def install(app: FastAPI, store: Store, prefixes: tuple[str, ...] = ()) -> None:
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
-        with store.session() as s:
-            rows = s.execute(
-                select(Generation.state, Generation.model, func.count()).group_by(Generation.state, Generation.model)
-            ).all()
+        counts: dict[tuple[str, str], int] = {}
+        for each in store.stores():  # the central store and each region's data plane
+            with each.session() as s:
+                rows = s.execute(
+                    select(Generation.state, Generation.model, func.count()).group_by(
+                        Generation.state, Generation.model
+                    )
+                ).all()
+            for state, model, count in rows:
+                counts[(state, model)] = counts.get((state, model), 0) + count
         generations.clear()
-        for state, model, count in rows:
+        for (state, model), count in counts.items():
             generations.labels(state, model).set(count)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -98,6 +98,7 @@ class GenerationOut(BaseModel):
     run_s: float | None = None
     done_in_s: float | None = None
     price_cents: float = 0.0  # taken from the credits at create time; refunded if the job fails
+    region: str | None = None  # where its data lives: its tenant's region's data plane (None: the central store)
     progress: float = 0.0  # share of the work done, 0..1
     # what the model adapts or cannot do for this request (another aspect filled, words it does not know)
     warnings: list[str] = Field(default_factory=list)

@@ -469,7 +469,7 @@ def host_config(chip: str, markup: float) -> HostConfig:
         slots=cfg.world_slots,
         queue=cfg.world_queue,
         idle_s=cfg.world_idle_s,
-        region=cfg.world_region,
+        region=cfg.region,
         chip=chip,
         markup=markup,
         # a world's frames share the CPU with the server's sockets: unless NOOR_THREADS says otherwise, torch gets

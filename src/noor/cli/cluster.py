@@ -23,7 +23,7 @@ def cluster_status(
 ) -> None:
     """Nodes with their regions, Noor's worker actors, and the jobs running on them."""
     from noor.config import settings
-    from noor.jobs.store import Store
+    from noor.jobs.store import RegionUnavailable, Store
     from noor.runtime import ray_cluster
 
     try:
@@ -31,7 +31,10 @@ def cluster_status(
         ray = ray_cluster.connect(address, log_to_driver=False)
     except ray_cluster.ClusterError as err:
         raise BadInput(f"--address: {err}") from err
-    store = Store(settings().resolved_database_url)
+    try:  # the central store and each region's data plane: their running and queued jobs
+        store = Store.configured(settings(), run_migrations=False)
+    except RegionUnavailable as err:
+        raise BadInput(f"NOOR_REGIONS: {err}") from err
     try:
         status = ray_cluster.cluster_status(ray, store)
     finally:

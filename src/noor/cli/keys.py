@@ -50,6 +50,26 @@ def audited(store: Store, event: str, **fields: object) -> None:
     audit.record(event, store=store, via="cli", by=user, **fields)
 
 
+def _regions(text: str | None) -> list[str] | None:
+    """--regions as a list: region names, each configured where the deployment names its regions (NOOR_REGIONS)."""
+    from noor.config import REGION, settings
+
+    if text is None:
+        return None
+    names = [r.strip() for r in text.split(",") if r.strip()]
+    if not names:
+        fail("--regions", text, "name at least one region, e.g. me-riyadh")
+    configured = settings().regions
+    for name in names:
+        if not REGION.match(name):
+            fail("--regions", text, f"region names are lowercase letters, digits and - ({name!r} is not)")
+        if configured and name not in configured:
+            fail(
+                "--regions", text, f"region {name!r} is not configured (NOOR_REGIONS: {', '.join(sorted(configured))})"
+            )
+    return names
+
+
 @keys_app.command("create")
 def keys_create(
     tenant: Annotated[str | None, typer.Option(help="tenant name (created if new)")] = None,
@@ -90,11 +110,12 @@ def keys_create(
                 if value is not None:  # never accepted and ignored
                     fail(option, value, f"tenant {tenant!r} exists; change it with `noor tenants set {tenant}`")
         else:
+            bound = _regions(regions)
             try:
                 created = tenants.create_tenant(
                     store,
                     tenant,
-                    regions=[r.strip() for r in regions.split(",") if r.strip()] if regions else None,
+                    regions=bound,
                     credits_cents=credits or 0.0,
                     metered=credits is not None,
                     max_concurrent=DEFAULT_MAX_CONCURRENT if max_concurrent is None else max_concurrent,

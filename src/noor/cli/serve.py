@@ -69,9 +69,9 @@ def serve(
     from noor.config import settings
     from noor.engine import registry
     from noor.jobs import tenants
-    from noor.jobs.assets import AssetStore
-    from noor.jobs.store import Store
-    from noor.runtime.local import LocalWorkers
+    from noor.jobs.assets import RegionalAssets
+    from noor.jobs.store import RegionUnavailable, Store
+    from noor.runtime.local import LocalWorkers, Region
     from noor.runtime.reaper import Reaper
     from noor.runtime.ssrf import Guard
     from noor.runtime.webhooks import WebhookConfig, WebhookDeliverer
@@ -90,7 +90,10 @@ def serve(
         moderation.configured()  # the built-in policy and the tenants' files: a bad one stops the start
     except moderation.PolicyError as err:
         raise BadInput(str(err)) from err
-    store = Store(cfg.resolved_database_url, scheduler=policy)
+    try:  # the central store and each region's data plane: one that cannot be reached stops the start
+        store = Store.configured(cfg, scheduler=policy)
+    except RegionUnavailable as err:
+        raise BadInput(f"NOOR_REGIONS: {err}; the server does not start without it") from err
     if not tenants.list_tenants(store):  # first run: the local user's tenant (unmetered, docs/serve.md) and its key
         tenants.create_tenant(store, "admin", metered=False, max_concurrent=100, max_per_minute=600)
         key = tenants.create_key(store, "admin")
@@ -117,8 +120,12 @@ def serve(
     )
     pool: LocalWorkers | RayCluster
     if ray is None:
-        assets = AssetStore(cfg.resolved_assets_url)
-        pool = LocalWorkers(count, cfg.resolved_database_url, cfg.resolved_assets_url, cfg.threads, max_batch=max_batch)
+        # the server reads every region's files and writes a bound tenant's uploads in its region
+        assets = RegionalAssets(cfg.resolved_assets_url, locate=cfg.region_assets_url)
+        pool = LocalWorkers(
+            count, cfg.resolved_database_url, cfg.resolved_assets_url, cfg.threads, max_batch=max_batch,
+            region=Region.of_host(cfg),
+        )  # fmt: skip
         where = f"{count} local worker(s)"
     else:
         assets, pool, where = _ray_workers(ray, gpus_per_worker, workers, store, max_batch)
@@ -126,7 +133,7 @@ def serve(
         where += f", batches of up to {max_batch}"
     api = create_app(store, assets, config)
     if ray is None:
-        region = f" in {cfg.world_region}" if cfg.world_region else ""
+        region = f" in {cfg.region}" if cfg.region else ""
         where += f"; {cfg.world_slots} world session slot(s) on this host{region}"
     else:  # sessions' worlds in actors on nodes of their tenants' regions (docs/world.md)
         _ray_worlds(api)
@@ -137,11 +144,12 @@ def serve(
     pool.start()
     reaper = Reaper(store).start()  # a dead worker's job goes back to the queue when its lease runs out
     base_url = cfg.public_url or f"http://{host}:{port}"
-    hooks = WebhookDeliverer(
-        store, WebhookConfig(secret=secret, guard=guard, render=lambda p: render_payload(base_url, secret, p))
-    )
+    hooks = WebhookConfig(secret=secret, guard=guard, render=lambda p: render_payload(base_url, secret, p))
     stop_hooks = threading.Event()
-    threading.Thread(target=hooks.run_forever, args=(stop_hooks,), daemon=True, name="webhooks").start()
+    for each in store.stores():  # each data plane keeps its own outbox: delivered from there
+        deliverer = WebhookDeliverer(each, hooks)
+        name = f"webhooks-{each.region}" if each.region else "webhooks"
+        threading.Thread(target=deliverer.run_forever, args=(stop_hooks,), daemon=True, name=name).start()
     print(f"Noor is serving on http://{host}:{port}  (data in {cfg.data_dir}, {where})", flush=True)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again for the handler it found: with
     # Python's defaults that is a KeyboardInterrupt inside its event loop (a logged traceback) or, for SIGTERM, an
@@ -184,7 +192,7 @@ def _ray_workers(
     if cfg.resolved_database_url.startswith("sqlite") and len({n.address for n in nodes}) > 1:
         print(
             "noor: warning: SQLite reaches only workers on this machine; give the cluster PostgreSQL "
-            "(NOOR_DATABASE_URL) and region stores every node can reach (NOOR_REGION_STORES)",
+            "(NOOR_DATABASE_URL) and region stores every node can reach (NOOR_REGIONS)",
             file=sys.stderr,
         )
     assets = RegionalAssets(cfg.resolved_assets_url, locate=cfg.region_assets_url)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
-from sqlalchemy import BigInteger, Boolean, Integer, String, and_, bindparam, column, func, select, table, update
+from sqlalchemy import JSON, BigInteger, Boolean, Integer, String, and_, bindparam, column, func, select, table, update
 from sqlalchemy.orm import Session
 
 from noor.jobs import money
@@ -49,6 +49,7 @@ TENANTS = table(
     column("metered", Boolean),
     column("max_concurrent", Integer),
     column("max_per_minute", Integer),
+    column("regions", JSON),
 )
 RATE_WINDOW = timedelta(seconds=60)  # max_per_minute counts the creates of this rolling window
 # The tenants that hold a live world session and whose running jobs and live sessions fill max_concurrent: a claim

@@ -54,7 +54,7 @@ class HostConfig:
     slots: int = 1  # NOOR_WORLD_SLOTS
     queue: int = 4  # NOOR_WORLD_QUEUE
     idle_s: float = 60.0  # NOOR_WORLD_IDLE_S
-    region: str | None = None  # NOOR_WORLD_REGION: where this host is
+    region: str | None = None  # NOOR_REGION: where this host is
     chip: str = "cpu-local"  # NOOR_WORKER_CHIP: a slot's second costs a second of this chip
     markup: float = 1.0  # NOOR_PRICE_MARKUP
     threads: int | None = None  # torch threads a loaded model uses
@@ -123,7 +123,7 @@ class LocalWorlds:
         if regions is None or self.region in regions:
             return None
         where = f"region {self.region}" if self.region else "no region"
-        return f"this server's world sessions run in {where} (NOOR_WORLD_REGION)"
+        return f"this server's world sessions run in {where} (NOOR_REGION)"
 
     def free(self, regions: list[str] | None) -> int:
         return 0 if self.refuse(regions) else max(0, self.config.slots - self._busy)

@@ -19,9 +19,31 @@ from typing import TYPE_CHECKING
 from noor.engine.backend import Backend
 
 if TYPE_CHECKING:
+    from noor.config import Settings
     from noor.perf.parallelism import ParallelPlan
 
 log = logging.getLogger("noor.runtime")
+
+
+@dataclass(frozen=True)
+class Region:
+    """Where a host's local workers run (NOOR_REGION): its name, the data planes they reach (that region's own, if it
+    has a database), the asset store they write to and every store they read inputs from."""
+
+    name: str
+    assets_url: str
+    reads: dict[str | None, str]
+    planes: dict[str, str]
+
+    @classmethod
+    def of_host(cls, settings: Settings) -> Region | None:
+        if settings.region is None:
+            return None
+        name = settings.region
+        database = settings.region_database_url(name)
+        reads: dict[str | None, str] = {None: settings.resolved_assets_url}
+        reads |= {r: settings.region_assets_url(r) for r in settings.regions}
+        return cls(name, settings.region_assets_url(name), reads, {name: database} if database else {})
 
 
 def load_backend(
@@ -58,23 +80,28 @@ def _work(
     lease_s: float,
     max_batch: int,
     stop: MpEvent,
+    region: Region | None = None,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop (Ctrl+C hits the group)
     from noor import logs
     from noor.config import settings
-    from noor.jobs.assets import AssetStore
+    from noor.jobs.assets import AssetStore, RegionalAssets
     from noor.jobs.store import Store
     from noor.runtime.worker import Worker, WorkerConfig
 
     logs.setup(settings().log_level, settings().log_format)
-    store = Store(database_url, run_migrations=False, scheduler=settings().scheduling_policy())
+    planes = region.planes if region is not None else {}
+    store = Store(database_url, run_migrations=False, scheduler=settings().scheduling_policy(), planes=planes)
     from noor.engine import registry
 
     # every model installed when the server starts (each is loaded on its first job and kept); the Worker adds
     # the ones the registry puts on every worker
     models = [spec.id for spec in registry.available()]
-    config = WorkerConfig(name=name, lease_s=lease_s, models=models, max_batch=max_batch)
-    worker = Worker(store, AssetStore(assets_url), config, partial(load_backend, threads=threads))
+    config = WorkerConfig(
+        name=name, lease_s=lease_s, models=models, max_batch=max_batch, region=region.name if region else None
+    )
+    assets = AssetStore(assets_url) if region is None else RegionalAssets(region.assets_url, region.name, region.reads)
+    worker = Worker(store, assets, config, partial(load_backend, threads=threads))
     worker.backend("tiny")  # load once, before the first job
     worker.run_forever(_UntilOrphaned(stop))
     store.close()
@@ -145,13 +172,16 @@ class LocalWorkers:
         lease_s: float = 30.0,
         restarts: Restarts | None = None,
         max_batch: int = 1,
+        region: Region | None = None,
     ):
-        """`max_batch`: up to this many queued jobs of one batch key run as one call (`WorkerConfig.max_batch`)."""
+        """`max_batch`: up to this many queued jobs of one batch key run as one call (`WorkerConfig.max_batch`).
+        `region`: the host's region, where the workers run (its data plane's jobs first) and write their files;
+        None: they write to `assets_url` and run the central store's jobs only."""
         if max_batch < 1:
             raise ValueError(f"max_batch: must be >= 1, got {max_batch!r}")
         self._ctx = mp.get_context("spawn")
         self.stop = self._ctx.Event()
-        self._args = (database_url, assets_url, threads, lease_s, max_batch, self.stop)
+        self._args = (database_url, assets_url, threads, lease_s, max_batch, self.stop, region)
         self.restarts = restarts or Restarts()
         self.slots = [_Slot(name, self._process(name)) for name in (f"local-{i}" for i in range(count))]
         self._lock = threading.Lock()
