@@ -4,6 +4,7 @@ on the toy pipelines, and the local k-rank worker (progress, cancel, a rank kill
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from collections.abc import Callable
 from dataclasses import replace
@@ -25,33 +26,56 @@ from tests.engine.diffusers.toys import TOYS, toy_dir
 Toy = Callable[[str], Path]
 
 
+TRUE_CFG = "-true-cfg"  # a toy HunyuanVideo without a guidance embedder: its guidance is true CFG
+
+
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory: pytest.TempPathFactory) -> Toy:
-    return lambda family: toy_dir(tmp_path_factory, family)
+    def path(name: str) -> Path:
+        family = name.removesuffix(TRUE_CFG)
+        if name == family:
+            return toy_dir(tmp_path_factory, family)
+        out = tmp_path_factory.getbasetemp() / "toys" / name
+        if not out.is_dir():
+            shutil.copytree(toy_dir(tmp_path_factory, family), out)
+            _without_guidance_embedder(out / "transformer")
+        return out
+
+    return path
 
 
-# each family with each strategy it can run (HunyuanVideo's refusals of ring and cfg: the test below)
+def _without_guidance_embedder(transformer: Path) -> None:
+    import torch
+    from diffusers import HunyuanVideoTransformer3DModel
+
+    config = dict(HunyuanVideoTransformer3DModel.load_config(transformer), guidance_embeds=False)
+    torch.manual_seed(0)
+    HunyuanVideoTransformer3DModel.from_config(config).save_pretrained(transformer, safe_serialization=True)
+
+
+# each toy with each strategy it can run (cfg=2 on the guidance-distilled HunyuanVideo is refused: the test below)
 RUNS = {"wan2.1-t2v": ("ulysses=2", "ring=2", "cfg=2"), "ltx-video": ("ulysses=2", "ring=2", "cfg=2"),
-        "hunyuanvideo": ("ulysses=2",)}  # fmt: skip
+        "hunyuanvideo": ("ulysses=2", "ring=2"), "hunyuanvideo" + TRUE_CFG: ("cfg=2",)}  # fmt: skip
 
 
-def entry(toy: Toy, family: str) -> InstalledModel:
+def entry(toy: Toy, name: str) -> InstalledModel:
+    family = name.removesuffix(TRUE_CFG)
     _, width, height, frames = TOYS[family]
     return InstalledModel(
-        id=f"toy-{family}", family=family, path=str(toy(family)), dtype="float32", device="cpu",
+        id=f"toy-{name}", family=family, path=str(toy(name)), dtype="float32", device="cpu",
         width=width, height=height, frames=frames, fps=8, steps=2,
     )  # fmt: skip
 
 
-def task(model: InstalledModel, seed: int = 1, steps: int = 2) -> Task:
+def task(model: InstalledModel, seed: int = 1, steps: int = 2, guidance: float = 3.0) -> Task:
     assert model.width and model.height and model.frames
     return Task(
         prompt="a red circle moves left", negative_prompt="blue square", width=model.width, height=model.height,
-        num_frames=model.frames, fps=8, steps=steps, guidance=3.0, seed=seed,
+        num_frames=model.frames, fps=8, steps=steps, guidance=guidance, seed=seed,
     )  # fmt: skip
 
 
-def floats(model: InstalledModel, plan: str | None) -> np.ndarray:
+def floats(model: InstalledModel, plan: str | None, guidance: float = 3.0) -> np.ndarray:
     """The pipeline's float frames (before uint8) for `task(model)`, on this rank."""
     from noor.engine.diffusers import backend as module
 
@@ -65,7 +89,7 @@ def floats(model: InstalledModel, plan: str | None) -> np.ndarray:
     module.to_uint8 = spy  # type: ignore[assignment]
     try:
         b = module.DiffusersBackend(model, threads=1, parallel=parallel.parse(plan) if plan else None)
-        b.generate([task(model)])
+        b.generate([task(model, guidance=guidance)])
     finally:
         module.to_uint8 = real  # type: ignore[assignment]
     return seen[0]
@@ -79,7 +103,7 @@ def _two_ranks(rank: int, port: int, models: list[InstalledModel], out: str) -> 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
-        results = {f"{m.family}|{p}": floats(m, p) for m in models for p in RUNS[m.family]}
+        results = {f"{m.id}|{p}": floats(m, p) for m in models for p in RUNS[m.id.removeprefix("toy-")]}
         if rank == 0:
             np.savez(out, **results)
     finally:
@@ -93,15 +117,18 @@ def test_two_ranks_equal_one_for_each_strategy_on_wan_ltx_and_hunyuanvideo(toy: 
     from noor.runtime.ranks import _free_port
 
     torch.set_num_threads(1)
-    models = [entry(toy, f) for f in RUNS]
-    one = {m.family: floats(m, None) for m in models}
+    models = [entry(toy, name) for name in RUNS]
+    one = {m.id: floats(m, None) for m in models}
     out = tmp_path / "two.npz"
     tmp.spawn(_two_ranks, args=(_free_port(), models, str(out)), nprocs=2)
     two = np.load(out)
     for m in models:
-        for plan in RUNS[m.family]:
-            diff = float(np.abs(two[f"{m.family}|{plan}"] - one[m.family]).max())
-            assert diff <= 1e-4, f"{m.family} {plan}: max abs diff {diff:.2e}"
+        for plan in RUNS[m.id.removeprefix("toy-")]:
+            diff = float(np.abs(two[f"{m.id}|{plan}"] - one[m.id]).max())
+            assert diff <= 1e-4, f"{m.id} {plan}: max abs diff {diff:.2e}"
+    # the true-CFG toy's guidance and negative prompt are used: without them the clip differs
+    unguided = floats(models[-1], None, guidance=1.0)
+    assert float(np.abs(unguided - one[models[-1].id]).max()) > 1e-3
 
 
 def test_plans_parse_and_what_a_model_cannot_split_is_refused() -> None:
@@ -119,22 +146,29 @@ def test_plans_parse_and_what_a_model_cannot_split_is_refused() -> None:
     ]:
         with pytest.raises(parallel.ParallelError, match=why):
             parallel.parse(bad)
-    wan = "WanTransformer3DModel"
-    parallel.check(parallel.parse("ulysses=2"), wan, heads=2, tokens=32, guidance=5.0)
+    wan, hunyuan = parallel.Denoiser("WanTransformer3DModel", heads=2), "HunyuanVideoTransformer3DModel"
+    wan.check(parallel.parse("ulysses=2"), tokens=32, guidance=5.0)
+    distilled = parallel.Denoiser(hunyuan, heads=2, embedded_guidance=True)
+    for plan in ("ulysses=2", "ring=2", "ulysses=2,ring=2"):
+        distilled.check(parallel.parse(plan), tokens=32, guidance=6.0)
+    parallel.Denoiser(hunyuan, heads=2).check(parallel.parse("cfg=2"), tokens=32, guidance=6.0)
+    assert [p.text() for p in distilled.splits(parallel.parse("auto=2"), tokens=32, guidance=6.0)] == [
+        "ulysses=2", "ring=2"
+    ]  # fmt: skip
     refusals = [
-        (parallel.parse("ulysses=4"), wan, 2, 32, 5.0, "ulysses=4 must divide the model's 2 attention heads"),
-        (parallel.parse("ring=2"), wan, 2, 33, 5.0, "must divide the request's 33 video tokens"),
-        (parallel.parse("cfg=2"), wan, 2, 32, 1.0, "cfg=2 needs guidance > 1"),
-        (parallel.parse("cfg=4"), wan, 2, 32, 5.0, "cfg is 1 or 2"),
-        (parallel.parse("ring=2"), "HunyuanVideoTransformer3DModel", 2, 32, 5.0, "prompt keys masked per block"),
-        (parallel.parse("cfg=2"), "HunyuanVideoTransformer3DModel", 2, 32, 5.0, "guidance-distilled"),
-        (parallel.parse("ring=2"), "CogVideoXTransformer3DModel", 2, 32, 5.0, "no parallel plan for CogVideoX"),
+        (parallel.parse("ulysses=4"), wan, 32, 5.0, "ulysses=4 must divide the model's 2 attention heads"),
+        (parallel.parse("ring=2"), wan, 33, 5.0, "must divide the request's 33 video tokens"),
+        (parallel.parse("cfg=2"), wan, 32, 1.0, "cfg=2 needs guidance > 1"),
+        (parallel.parse("cfg=4"), wan, 32, 5.0, "cfg is 1 or 2"),
+        (parallel.parse("cfg=2"), distilled, 32, 6.0, f"cfg=2 cannot run this {hunyuan} checkpoint: it is guidance-"),
+        (parallel.parse("cfg=2"), parallel.Denoiser(hunyuan, heads=2), 32, 1.0, "cfg=2 needs guidance > 1"),
+        (parallel.parse("ring=2"), parallel.Denoiser("CogVideoXTransformer3DModel", 2), 32, 5.0, "no parallel plan"),
     ]
-    for plan, cls, heads, tokens, guidance, why in refusals:
+    for plan, denoiser, tokens, guidance, why in refusals:
         with pytest.raises(parallel.ParallelError, match=why):
-            parallel.check(plan, cls, heads=heads, tokens=tokens, guidance=guidance)
+            denoiser.check(plan, tokens=tokens, guidance=guidance)
     with pytest.raises(parallel.ParallelError, match="two-expert"):
-        parallel.check(parallel.parse("cfg=2"), wan, heads=2, tokens=32, guidance=5.0, transformers=2)
+        parallel.Denoiser(wan.class_name, heads=2, count=2).check(parallel.parse("cfg=2"), tokens=32, guidance=5.0)
 
 
 def test_local_ranks_report_steps_cancel_together_and_survive_a_killed_rank(toy: Toy) -> None:
@@ -204,8 +238,8 @@ def test_cli_generates_on_two_ranks_and_refuses_what_cannot_split(
     assert noor(*register_args("hunyuanvideo", toy("hunyuanvideo"), "hy"), "--parallel", "ulysses=2")[0] == 0
     code, out, err = noor("generate", "a red circle", "--model", "hy", "-o", "hy.mp4")
     assert code == 0 and "on 2 ranks (ulysses=2)" in out, err
-    code, _, err = noor(*register_args("hunyuanvideo", toy("hunyuanvideo"), "hy2"), "--parallel", "ring=2")
-    assert code == 2 and "--parallel: ring=2 cannot run HunyuanVideoTransformer3DModel" in err
+    code, _, err = noor(*register_args("hunyuanvideo", toy("hunyuanvideo"), "hy2"), "--parallel", "cfg=2")
+    assert code == 2 and "--parallel: cfg=2 cannot run this HunyuanVideoTransformer3DModel checkpoint" in err
 
 
 def test_a_served_job_records_its_split_and_runs_on_its_ranks(

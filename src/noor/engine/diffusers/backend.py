@@ -153,6 +153,9 @@ class DiffusersBackend:
         if mode == "i2v":
             kwargs |= keyframe_kwargs(self.family.keyframes, start, end, n)
         params = inspect.signature(pipe.__call__).parameters
+        if self.family.name == "hunyuanvideo" and not pipe.transformer.config.guidance_embeds:
+            # a checkpoint not guidance-distilled: the guidance is true CFG, with an empty negative prompt if none
+            kwargs |= {"true_cfg_scale": kwargs["guidance_scale"], "negative_prompt": task.negative_prompt}
         kwargs = {k: v for k, v in kwargs.items() if k in params and v is not None}
         # 3. denoise, reporting each step (and stopping between steps when cancelled); now and then offer a
         # preview of the latents so far, which the receiver decodes only if it wants one (engine.backend.Preview)
@@ -182,13 +185,13 @@ class DiffusersBackend:
         if self.ranks is None or self.parallel is None or self.parallel.cfg != 2:
             yield
             return
-        scale = kwargs["guidance_scale"]
+        scale = kwargs[self.split.guidance_kwarg]
         embeds = par.encode_for_guidance(pipe, self.split, task.prompt, task.negative_prompt)
         for key in ("prompt", "negative_prompt"):
             kwargs.pop(key, None)
         assert self.split.guidance_args is not None
         kwargs.update({pos: embeds[pos] for _, pos, _ in self.split.guidance_args})
-        kwargs["guidance_scale"] = 1.0
+        kwargs[self.split.guidance_kwarg] = 1.0
         split = par.GuidanceSplit(pipe.transformer, self.ranks, self.split, embeds, scale)
         try:
             yield

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from noor.perf.parallelism import ParallelPlan
 from noor.perf.shape import PerfError
@@ -50,12 +51,12 @@ class FamilyPlan:
 
     cp_plan: Any = None
     local_attention: tuple[str, ...] = ()  # fnmatch patterns over the transformer's module names
-    no_ring: str = ""  # why ring attention cannot run this transformer ("": it can)
     # (transformer kwarg, encode_prompt's positive output, its negative output); None: no cfg parallelism
     guidance_args: tuple[tuple[str, str, str], ...] | None = None
-    no_cfg: str = ""  # why cfg parallelism cannot run this family, when guidance_args is None
+    guidance_kwarg: str = "guidance_scale"  # the pipeline argument that carries the classifier-free guidance scale
     encode_prompt_outputs: tuple[str, ...] = ()
-    prepare: Callable[[Any, int], None] | None = None  # (transformer, ulysses rank): family-specific hooks
+    # (transformer, ulysses rank, ring degree): family-specific hooks
+    prepare: Callable[[Any, int, int], None] | None = None
 
 
 def _cp(kind: str, dim: int, dims: int, output: bool = False) -> Any:
@@ -92,10 +93,18 @@ def _ltx() -> FamilyPlan:
 
 def _hunyuanvideo() -> FamilyPlan:
     """HunyuanVideo attends to its video and prompt tokens as one joint sequence; diffusers 0.42 has no plan for
-    it. Noor's: the video tokens are split, the prompt (after the token refiner, which runs locally) stays whole
-    on every rank, and on every rank but the first its prompt keys are masked out, so that after the Ulysses
-    all-to-all each prompt key is attended to exactly once (the prompt queries then get the same result on
-    every rank, and the prompt stream stays identical everywhere)."""
+    it. Noor's: the video tokens are split, and the prompt (after the token refiner, which runs locally) stays whole
+    on every rank, its padding keys masked. How each prompt key is then attended to exactly once:
+
+    - ulysses: on every rank but the first the prompt keys are masked out, so that after the all-to-all each is
+      there once (the prompt queries then get the same result on every rank, and the prompt stream stays the same
+      everywhere);
+    - ring (and ulysses x ring): diffusers' ring reuses a rank's key mask for every block of keys, so the joint
+      attention is taken apart (`_joint_attention`): every query over the video keys of all ranks by diffusers'
+      ring, unmasked, and over the prompt's unpadded keys locally, the two merged by their log-sum-exp.
+
+    Its classifier-free guidance is the pipeline's true CFG (`true_cfg_scale`, a second transformer call on the
+    negative prompt), which a checkpoint without a guidance embedder takes (see `Denoiser.check`)."""
     return FamilyPlan(
         cp_plan={
             "x_embedder": {0: _cp("split", 1, 3, output=True)},
@@ -103,28 +112,124 @@ def _hunyuanvideo() -> FamilyPlan:
             "proj_out": _cp("gather", 1, 3),
         },
         local_attention=("context_embedder*",),
-        no_ring=(
-            "ring attention reuses each rank's key mask for every block of keys (diffusers 0.42), and "
-            "HunyuanVideo's joint sequence needs the prompt keys masked per block"
+        guidance_args=(
+            ("encoder_hidden_states", "prompt_embeds", "negative_prompt_embeds"),
+            ("encoder_attention_mask", "prompt_attention_mask", "negative_prompt_attention_mask"),
+            ("pooled_projections", "pooled_prompt_embeds", "negative_pooled_prompt_embeds"),
         ),
-        no_cfg="HunyuanVideo is guidance-distilled: one transformer call per step, nothing for cfg to split",
-        prepare=_mask_repeated_prompt,
+        guidance_kwarg="true_cfg_scale",
+        encode_prompt_outputs=("prompt_embeds", "pooled_prompt_embeds", "prompt_attention_mask"),
+        prepare=_prompt_once,
     )
 
 
-def _mask_repeated_prompt(transformer: Any, ulysses_rank: int) -> None:
-    """On ranks but the first, mask the prompt keys in each block's attention mask (B, 1, 1, video + prompt)."""
-    if ulysses_rank == 0:
-        return
+def _joint_blocks(transformer: Any) -> list[Any]:
+    return [*transformer.transformer_blocks, *transformer.single_transformer_blocks]
 
-    def hook(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        hidden_states, encoder_hidden_states, temb, mask, *rest = args  # the blocks' positional call
-        mask = mask.clone()
-        mask[..., hidden_states.shape[1] :] = False
-        return (hidden_states, encoder_hidden_states, temb, mask, *rest)
 
-    for block in [*transformer.transformer_blocks, *transformer.single_transformer_blocks]:
-        block.register_forward_pre_hook(hook)
+def _prompt_once(transformer: Any, ulysses_rank: int, ring: int) -> None:
+    """Each prompt key attended to once (see `_hunyuanvideo`), through the blocks' attention mask (B, 1, 1, video +
+    prompt), which the blocks take positionally and hand to their attention unchanged."""
+    if ring > 1:
+        joint = _joint_processor()
+        for block in _joint_blocks(transformer):
+            old = block.attn.processor
+            block.attn.set_processor(joint())
+            block.attn.processor._attention_backend = old._attention_backend
+            block.attn.processor._parallel_config = old._parallel_config
+            block.register_forward_pre_hook(_prompt_keys)
+    elif ulysses_rank > 0:
+        for block in _joint_blocks(transformer):
+            block.register_forward_pre_hook(_mask_prompt)
+
+
+def _mask_prompt(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    hidden_states, encoder_hidden_states, temb, mask, *rest = args
+    mask = mask.clone()
+    mask[..., hidden_states.shape[1] :] = False
+    return (hidden_states, encoder_hidden_states, temb, mask, *rest)
+
+
+class PromptKeys(NamedTuple):
+    """A joint block's attention mask, as `_joint_attention` reads it: how many prompt tokens end the sequence and
+    which of them are keys (the rest are padding)."""
+
+    tokens: int
+    keep: Any  # (B, P) bool
+
+
+def _prompt_keys(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    hidden_states, encoder_hidden_states, temb, mask, *rest = args
+    prompt = encoder_hidden_states.shape[1]
+    return (hidden_states, encoder_hidden_states, temb, PromptKeys(prompt, mask[:, 0, 0, -prompt:].bool()), *rest)
+
+
+@functools.cache
+def _joint_processor() -> type:
+    """diffusers' own HunyuanVideo attention processor with its one attention call (`dispatch_attention_fn`) bound
+    to `_joint_attention`: the projections, norms, rotary embedding and output stay diffusers' code."""
+    import types
+
+    from diffusers.models.transformers.transformer_hunyuan_video import HunyuanVideoAttnProcessor2_0 as base
+
+    call = base.__call__
+    if "dispatch_attention_fn" not in call.__code__.co_names:
+        raise ParallelError(
+            "parallel: this diffusers' HunyuanVideoAttnProcessor2_0 no longer calls dispatch_attention_fn"
+        )
+    scope = {**call.__globals__, "dispatch_attention_fn": _joint_attention}
+    joint = types.FunctionType(call.__code__, scope, call.__name__, call.__defaults__, call.__closure__)
+    return type("HunyuanVideoJointRingProcessor", (base,), {"__call__": joint})
+
+
+def _joint_attention(
+    query: Any,
+    key: Any,
+    value: Any,
+    attn_mask: PromptKeys,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    *,
+    backend: Any = None,
+    parallel_config: Any = None,
+) -> Any:
+    """Softmax attention of this rank's queries over the video keys of every rank and the prompt's unpadded keys,
+    as one rank computes it over the whole joint sequence.
+
+    query, key, value: (B, S + P, H, D), this rank's S video tokens then the whole prompt's P."""
+    import torch
+    from diffusers.models.attention_dispatch import _native_flash_attention_forward_op, dispatch_attention_fn
+
+    assert dropout_p == 0.0 and not is_causal
+    video = key.shape[1] - attn_mask.tokens
+    # 1. over the video keys of every rank: diffusers' ring (and Ulysses), with its log-sum-exp; no key is padding
+    out, lse = dispatch_attention_fn(
+        query,
+        key[:, :video],
+        value[:, :video],
+        attention_kwargs={"return_lse": True},
+        backend=backend,
+        parallel_config=parallel_config,
+    )  # (B, S + P, H, D), (B, S + P, H)
+    out, lse = out.float(), lse.float().unsqueeze(-1)
+    # 2. over the prompt's keys, which every rank holds: here, each sample's padding keys left out
+    merged = []
+    for b, keep in enumerate(attn_mask.keep):
+        if not keep.any():
+            merged.append(out[b : b + 1])
+            continue
+        prompt_out, prompt_lse = _native_flash_attention_forward_op(
+            None,
+            query[b : b + 1],
+            key[b : b + 1, video:][:, keep],
+            value[b : b + 1, video:][:, keep],
+            return_lse=True,
+            _save_ctx=False,
+        )
+        # 3. the two softmaxes as one: each part weighted by its share of the total exp-sum
+        weight = torch.sigmoid(prompt_lse.float().unsqueeze(-1) - lse[b : b + 1])
+        merged.append(torch.lerp(out[b : b + 1], prompt_out.float(), weight))
+    return torch.cat(merged).to(query.dtype)
 
 
 # transformer class -> how it splits. A class missing here cannot run on several ranks (yet).
@@ -149,77 +254,14 @@ def family_plan(transformer_class: str) -> FamilyPlan:
     return PLANS[transformer_class]()
 
 
-def check(
-    plan: ParallelPlan,
-    transformer_class: str,
-    heads: int,
-    tokens: int,
-    guidance: float,
-    *,
-    transformers: int = 1,
-) -> None:
-    """Refuse a plan the model or request cannot run, naming the reason (before anything is queued).
-
-    `tokens`: the video tokens one transformer call sees; `guidance`: the request's guidance scale;
-    `transformers`: how many denoisers the pipeline switches between (Wan 2.2 A14B has two)."""
-    if plan.degrees is None:  # auto: at least one split must run
-        splits(plan, transformer_class, heads=heads, tokens=tokens, guidance=guidance, transformers=transformers)
-        return
-    u, r, c = plan.degrees
-    if plan.gpus == 1:
-        return
-    fam = family_plan(transformer_class)
-    if heads % u:
-        raise ParallelError(f"parallel: ulysses={u} must divide the model's {heads} attention heads")
-    if r > 1 and fam.no_ring:
-        raise ParallelError(f"parallel: ring={r} cannot run {transformer_class}: {fam.no_ring}")
-    if tokens % (u * r):
-        raise ParallelError(f"parallel: ulysses x ring = {u * r} must divide the request's {tokens} video tokens")
-    if c > 2:
-        raise ParallelError(f"parallel: cfg={c}; classifier-free guidance has 2 branches, so cfg is 1 or 2")
-    if c == 2:
-        if fam.guidance_args is None:
-            raise ParallelError(f"parallel: cfg=2 cannot run {transformer_class}: {fam.no_cfg or 'no plan'}")
-        if guidance <= 1.0:
-            raise ParallelError(f"parallel: cfg=2 needs guidance > 1 (two branches), got guidance {guidance:g}")
-        if transformers > 1:
-            raise ParallelError("parallel: cfg=2 on a two-expert pipeline (Wan 2.2 A14B) is not supported yet")
-
-
-def splits(
-    plan: ParallelPlan, transformer_class: str, *, heads: int, tokens: int, guidance: float, transformers: int = 1
-) -> list[ParallelPlan]:
-    """The concrete plans of `plan`'s rank count this transformer and request can run: cfg first, then fewer
-    sequence collectives (the order a request with no perf model to choose by takes the first of). ParallelError
-    with the first reason when there is none."""
-    if plan.degrees is not None:
-        check(plan, transformer_class, heads=heads, tokens=tokens, guidance=guidance, transformers=transformers)
-        return [plan]
-    g, found, reasons = plan.gpus, [], []
-    for c in (2, 1):
-        for u in range(g // c, 0, -1):
-            if g % (c * u) == 0:
-                one = ParallelPlan(gpus=g, ulysses=u, ring=g // (c * u), cfg=c)
-                try:
-                    check(
-                        one, transformer_class, heads=heads, tokens=tokens, guidance=guidance, transformers=transformers
-                    )
-                except ParallelError as err:
-                    reasons.append(str(err))
-                    continue
-                found.append(one)
-    if not found:
-        raise ParallelError(f"parallel: no split of {g} ranks runs this request ({reasons[0].split(': ', 1)[1]})")
-    return found
-
-
 @dataclass(frozen=True)
 class Denoiser:
     """What a plan needs to know of a checkpoint's transformer (read from its config, no weights loaded)."""
 
     class_name: str
     heads: int
-    count: int  # denoisers the pipeline switches between (Wan 2.2 A14B: 2)
+    count: int = 1  # denoisers the pipeline switches between (Wan 2.2 A14B: 2)
+    embedded_guidance: bool = False  # guidance-distilled: the config's `guidance_embeds` (HunyuanVideo, FLUX)
 
     @classmethod
     def read(cls, path: Path) -> Denoiser:
@@ -228,15 +270,61 @@ class Denoiser:
             class_name=str(config.get("_class_name", "")),
             heads=int(config.get("num_attention_heads") or 1),
             count=2 if (path / "transformer_2" / "config.json").is_file() else 1,
+            embedded_guidance=bool(config.get("guidance_embeds", False)),
         )
 
     def check(self, plan: ParallelPlan, tokens: int, guidance: float) -> None:
-        check(plan, self.class_name, heads=self.heads, tokens=tokens, guidance=guidance, transformers=self.count)
+        """Refuse a plan this checkpoint or request cannot run, naming the reason (before anything is queued).
+
+        `tokens`: the video tokens one transformer call sees; `guidance`: the request's guidance scale."""
+        if plan.degrees is None:  # auto: at least one split must run
+            self.splits(plan, tokens, guidance)
+            return
+        u, r, c = plan.degrees
+        if plan.gpus == 1:
+            return
+        fam = family_plan(self.class_name)
+        if self.heads % u:
+            raise ParallelError(f"parallel: ulysses={u} must divide the model's {self.heads} attention heads")
+        if tokens % (u * r):
+            raise ParallelError(f"parallel: ulysses x ring = {u * r} must divide the request's {tokens} video tokens")
+        if c > 2:
+            raise ParallelError(f"parallel: cfg={c}; classifier-free guidance has 2 branches, so cfg is 1 or 2")
+        if c == 2:
+            if fam.guidance_args is None:
+                raise ParallelError(f"parallel: cfg=2 cannot run {self.class_name}: no plan")
+            if self.embedded_guidance:
+                raise ParallelError(
+                    f"parallel: cfg=2 cannot run this {self.class_name} checkpoint: it is guidance-distilled "
+                    "(guidance_embeds), its guidance taken in the one transformer call of each step, so there is "
+                    "no second branch to split"
+                )
+            if guidance <= 1.0:
+                raise ParallelError(f"parallel: cfg=2 needs guidance > 1 (two branches), got guidance {guidance:g}")
+            if self.count > 1:
+                raise ParallelError("parallel: cfg=2 on a two-expert pipeline (Wan 2.2 A14B) is not supported yet")
 
     def splits(self, plan: ParallelPlan, tokens: int, guidance: float) -> list[ParallelPlan]:
-        return splits(
-            plan, self.class_name, heads=self.heads, tokens=tokens, guidance=guidance, transformers=self.count
-        )
+        """The concrete plans of `plan`'s rank count this checkpoint and request can run: cfg first, then fewer
+        sequence collectives (the order a request with no perf model to choose by takes the first of).
+        ParallelError with the first reason when there is none."""
+        if plan.degrees is not None:
+            self.check(plan, tokens, guidance)
+            return [plan]
+        g, found, reasons = plan.gpus, [], []
+        for c in (2, 1):
+            for u in range(g // c, 0, -1):
+                if g % (c * u) == 0:
+                    one = ParallelPlan(gpus=g, ulysses=u, ring=g // (c * u), cfg=c)
+                    try:
+                        self.check(one, tokens, guidance)
+                    except ParallelError as err:
+                        reasons.append(str(err))
+                        continue
+                    found.append(one)
+        if not found:
+            raise ParallelError(f"parallel: no split of {g} ranks runs this request ({reasons[0].split(': ', 1)[1]})")
+        return found
 
 
 @contextlib.contextmanager
@@ -322,7 +410,7 @@ def enable(pipe: Any, plan: ParallelPlan, family: FamilyPlan) -> Ranks:
                 transformer.enable_parallelism(config=config, cp_plan=family.cp_plan)
             _attention_backends(transformer, family, ring_on_cpu=r > 1 and device_type == "cpu")
             if family.prepare is not None:
-                family.prepare(transformer, mesh["ulysses"].get_local_rank())
+                family.prepare(transformer, mesh["ulysses"].get_local_rank(), r)
     return Ranks(mesh=mesh, cfg_rank=mesh["cfg"].get_local_rank(), cfg_group=mesh["cfg"].get_group())
 
 
@@ -360,8 +448,8 @@ class GuidanceSplit:
         ]
 
     def before(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict]:
-        if self.ranks.cfg_rank == 1:
-            kwargs = {**kwargs, **{k: v for k, v in self.swap.items() if k in kwargs}}
+        if self.ranks.cfg_rank == 1:  # in the dtype the pipeline gave the positive branch's (HunyuanVideo: its mask)
+            kwargs = {**kwargs, **{k: v.to(kwargs[k].dtype) for k, v in self.swap.items() if k in kwargs}}
         return args, kwargs
 
     def after(self, module: Any, args: Any, output: Any) -> Any:
@@ -385,11 +473,17 @@ class GuidanceSplit:
 
 
 def encode_for_guidance(pipe: Any, family: FamilyPlan, prompt: str, negative_prompt: str | None) -> dict[str, Any]:
-    """Both branches' prompt encodings, by the pipeline's own `encode_prompt`."""
+    """Both branches' prompt encodings, by the pipeline's own `encode_prompt`: in one call where it takes the
+    negative prompt, else one call per prompt (HunyuanVideo), the second's outputs named `negative_...`."""
     import inspect
 
     params = inspect.signature(pipe.encode_prompt).parameters
-    kwargs: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative_prompt or ""}
+    negative = negative_prompt or ""
+    if "negative_prompt" not in params:
+        positive = dict(zip(family.encode_prompt_outputs, pipe.encode_prompt(prompt=prompt), strict=True))
+        negatives = zip(family.encode_prompt_outputs, pipe.encode_prompt(prompt=negative), strict=True)
+        return positive | {f"negative_{name}": value for name, value in negatives}
+    kwargs: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative}
     if "do_classifier_free_guidance" in params:
         kwargs["do_classifier_free_guidance"] = True
     out = pipe.encode_prompt(**kwargs)

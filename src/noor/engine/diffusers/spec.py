@@ -27,7 +27,7 @@ class DiffusersSpec(ModelSpec):
     entry: installed.InstalledModel | None = field(default=None, repr=False)
     def splits(self, task: Task, plan: ParallelPlan | None = None) -> list[ParallelPlan]:
         """The concrete splits of `plan` (default: the model's own; auto=K: each K-rank split this request can
-        run, see `parallel.splits`); [] on one rank. TaskError naming why when none can."""
+        run, see `parallel.Denoiser.splits`); [] on one rank. TaskError naming why when none can."""
         plan = plan or self.parallel
         if plan is None or plan.gpus == 1 or self.source is None:
             return []
