@@ -1,7 +1,7 @@
 """World sessions under `noor serve --ray`: each session's world in a Ray actor on a node of its tenant's region.
 
 A real Ray cluster on this machine (a me-riyadh head and an eu-london node: the `local_ray` fixture of
-test_ray_cluster.py, started once for this module), a real app and WebSocket client, the terrain double
+tests/runtime/conftest.py, one for the package's Ray tests), a real app and WebSocket client, the terrain double
 (tests/world_double.py) as the model, loaded inside the actors.
 """
 
@@ -27,7 +27,7 @@ from noor.runtime.ray_cluster import NAMESPACE
 from noor.runtime.ray_worlds import RayWorlds, RayWorldsConfig, RemoteWorld
 from tests import world_double
 from tests.api.test_worlds import frame_of, next_status, wait_for
-from tests.runtime.test_ray_cluster import LocalRay, local_ray  # noqa: F401  (the module's cluster)
+from tests.runtime.conftest import LocalRay
 
 pytestmark = pytest.mark.ray
 
@@ -60,7 +60,7 @@ class RayWorldServer:
 
 
 @pytest.fixture(scope="module")
-def server(local_ray: LocalRay, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayWorldServer]:  # noqa: F811
+def server(local_ray: LocalRay, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayWorldServer]:
     """The app with its sessions on `RayWorlds` (one world slot per node), tenants bound to one region each."""
     tmp = tmp_path_factory.mktemp("ray-worlds")
     with pytest.MonkeyPatch.context() as mp:
@@ -90,7 +90,7 @@ def _connect(s: RayWorldServer, session: dict[str, Any]) -> Any:
 
 def test_a_region_bound_session_runs_on_an_actor_in_its_region_and_streams_frames(
     server: RayWorldServer,
-    local_ray: LocalRay,  # noqa: F811
+    local_ray: LocalRay,
 ) -> None:
     s = server
     # 1. a tenant whose region has no node: 403, naming its region and the cluster's

@@ -1,4 +1,6 @@
-"""A k-rank worker on one machine: k local processes, one per GPU (NCCL) or per CPU slot (gloo), driven together.
+"""A k-rank worker: k processes, one per GPU (NCCL) or per CPU slot (gloo), on one machine, driven together. Without
+Ray they are local processes (`LocalRanks`); under `noor serve --ray`, Ray actors in one STRICT_PACK placement
+group (`RayRanks`).
 
 Each rank process loads the model as one rank of a `torch.distributed` group (`DiffusersBackend` with a
 parallel plan) and waits for work. `LocalRanks.generate` hands every rank the same tasks; rank 0 reports
@@ -6,8 +8,8 @@ each denoising step and returns the media. The ranks agree at every step whether
 broadcasts the driver's cancel), so a cancelled job stops all of them between the same two steps.
 
 A rank that dies, raises, or stays silent for `step_timeout_s` fails the attempt with `RankFailed` (an
-`AttemptFailed`): the processes are stopped and started afresh for the next job, and the worker gives the job
-back to the queue, to be retried as a job whose worker was lost is (it was charged once, at create).
+`AttemptFailed`): the processes (or actors) are stopped and started afresh for the next job, and the worker gives
+the job back to the queue, to be retried as a job whose worker was lost is (it was charged once, at create).
 """
 
 from __future__ import annotations
@@ -284,10 +286,21 @@ class RankActor:
         self.cancel.set()
 
 
+class NoPlacement(RuntimeError):
+    """No node could hold a k-rank group within the wait (`start_timeout_s`), or the worker's group is smaller than
+    the split: not an attempt that failed by chance, so the job fails with this reason rather than going back to
+    the queue to wait again."""
+
+
 class RayRanks:
     """A Backend whose every call runs on k Ray actors in one STRICT_PACK placement group (one GPU each, or
     `threads` CPUs each on a CPU deployment), driven together as `LocalRanks` drives local processes. An actor
-    that dies fails the attempt (`RankFailed`); the group is made afresh for the next call."""
+    that dies fails the attempt (`RankFailed`); the next call starts fresh actors in the same group.
+
+    The group is either given (`group`: a k-GPU worker's own, which the dispatcher made with the worker and
+    removes with it; a split of up to k ranks takes its first bundles) or made here on the first call, pinned to
+    `node`, kept across calls and removed by `close` (named `name`.ranks, so whoever started the caller can
+    remove it should the caller die first)."""
 
     def __init__(
         self,
@@ -297,53 +310,77 @@ class RayRanks:
         *,
         gpus: bool = True,
         node: str | None = None,
+        group: Any = None,
+        name: str | None = None,
         start_timeout_s: float = 600.0,
         step_timeout_s: float = 600.0,
         poll_s: float = 0.1,
     ):
-        """`node`: the Ray node id the group must be on (a worker actor's own node); None: any node."""
+        """`node`: the Ray node id the group must be on (a worker actor's own node); None: any node. `name`: the
+        rank actors' names are `name`.rank{i}-{start} (in the caller's namespace), the group's `name`.ranks."""
         from noor.runtime.ray_cluster import require_ray
 
         self.ray = require_ray()
         self.spec, self.plan, self.threads, self.gpus, self.node = spec, plan, threads, gpus, node
+        self.name = name
         self.start_timeout_s, self.step_timeout_s, self.poll_s = start_timeout_s, step_timeout_s, poll_s
+        self.given = group is not None
+        if group is not None and group.bundle_count < plan.gpus:
+            held = group.bundle_count
+            raise NoPlacement(
+                f"{plan.text()} needs {plan.gpus} ranks; this worker holds {held} GPUs (--gpus-per-worker {held})"
+            )
+        self.group: Any = group
         self.actors: list[Any] = []
-        self.group: Any = None
         self.pids: list[int] = []
+        self.starts = 0  # rank actors started afresh this many times (each after a failed attempt)
 
     def start(self) -> None:
-        from ray.util.placement_group import placement_group
+        """The group (made once and kept; a given one as it is), then k fresh rank actors in it, each loaded."""
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        from noor.runtime.ray_cluster import NODE_ID_LABEL
-
-        self.close()
+        self._stop_actors()
         ray, k = self.ray, self.plan.gpus
-        bundle = {"GPU": 1.0} if self.gpus else {"CPU": float(self.threads or 1)}
-        pin = {"bundle_label_selector": [{NODE_ID_LABEL: self.node}] * k} if self.node else {}
-        self.group = placement_group([bundle] * k, strategy="STRICT_PACK", **pin)  # one node: collectives stay on it
-        try:  # the group waits for k free GPUs on one node: a bounded wait, then a failed attempt
+        if self.group is None:
+            self.group = self._make_group()
+        try:  # the group waits for k free GPUs on one node: a bounded wait, then the job fails saying why
             ray.get(self.group.ready(), timeout=self.start_timeout_s)
         except ray.exceptions.GetTimeoutError:
-            self._fail(
-                f"no node had {k} free {'GPUs' if self.gpus else 'CPU slots'} for {self.plan.text()} within "
+            self.close()
+            where = f"node {self.node}" if self.node else "no node"
+            raise NoPlacement(
+                f"{where} had {k} free {'GPUs' if self.gpus else 'CPU slots'} for {self.plan.text()} within "
                 f"{self.start_timeout_s:g} s"
-            )
+            ) from None
         actor = ray.remote(RankActor)
         resources = {"num_gpus": 1, "num_cpus": 0} if self.gpus else {"num_gpus": 0, "num_cpus": self.threads or 1}
+        self.starts += 1
         self.actors = [
             actor.options(
                 max_concurrency=2,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=i),
                 **resources,
+                **({"name": f"{self.name}.rank{i}-{self.starts}"} if self.name else {}),
             ).remote(i, k, self.spec, self.plan, self.threads)
             for i in range(k)
         ]
-        address, port = ray.get(self.actors[0].address.remote())
         try:
+            address, port = ray.get(self.actors[0].address.remote())
             self.pids = ray.get([a.join.remote(address, port) for a in self.actors])
         except Exception as err:
             self._fail(f"a rank could not load {self.spec.id} as {self.plan.text()}: {_cause(err)}")
+
+    def _make_group(self) -> Any:
+        """k bundles on one node (STRICT_PACK: the collectives stay on it), on `node` if given."""
+        from ray.util.placement_group import placement_group
+
+        from noor.runtime.ray_cluster import NODE_ID_LABEL
+
+        k = self.plan.gpus
+        bundle = {"GPU": 1.0} if self.gpus else {"CPU": float(self.threads or 1)}
+        pin = {"bundle_label_selector": [{NODE_ID_LABEL: self.node}] * k} if self.node else {}
+        named = {"name": f"{self.name}.ranks"} if self.name else {}
+        return placement_group([bundle] * k, strategy="STRICT_PACK", **pin, **named)
 
     def generate(
         self, tasks: Sequence[Task], progress: Progress | None = None, preview: Preview | None = None
@@ -356,6 +393,9 @@ class RayRanks:
         last_change = time.monotonic()
         while True:
             done, _ = ray.wait(refs, num_returns=len(refs), timeout=self.poll_s)
+            failed = self._failed(refs, done)  # a rank that died or raised: its peers may wait on it for ever
+            if failed:
+                self._fail(failed)
             try:
                 steps = ray.get(self.actors[0].progress.remote())
             except Exception as err:
@@ -372,30 +412,47 @@ class RayRanks:
                 break
             if time.monotonic() - last_change > self.step_timeout_s:
                 self._fail(f"no step for {self.step_timeout_s:g} s: a rank hung")
-        try:
-            results = ray.get(refs)
-        except Exception as err:
-            self._fail(f"a rank failed: {_cause(err)}")
+        results = ray.get(refs)
         if cancelled or results[0] is None:
             raise Cancelled
         media: list[Media] = results[0]
         return media
 
+    def _failed(self, refs: list[Any], done: list[Any]) -> str:
+        """Why the attempt failed, if a finished call did: the rank whose actor died first (its peers then fail
+        too, having lost it), else the first that raised; "" if none did."""
+        errors = []
+        for ref in done:
+            try:
+                self.ray.get(ref)
+            except Exception as err:
+                died = isinstance(err, self.ray.exceptions.RayActorError)
+                errors.append((not died, refs.index(ref), f"{'died' if died else 'failed'}: {_cause(err)}"))
+        if not errors:
+            return ""
+        _, rank, why = min(errors)
+        return f"rank {rank} of {len(refs)} {why}"
+
     def _fail(self, reason: str) -> None:
         log.warning("%s (%s on Ray): %s", self.spec.id, self.plan.text(), reason)
-        self.close()
+        self._stop_actors()
         raise RankFailed(reason)
 
-    def close(self) -> None:
+    def _stop_actors(self) -> None:
         for actor in self.actors:
             with contextlib.suppress(Exception):
-                self.ray.kill(actor)
-        if self.group is not None:
+                self.ray.kill(actor, no_restart=True)
+        self.actors, self.pids = [], []
+
+    def close(self) -> None:
+        """Stop the rank actors and remove the group made here (a given group stays its owner's)."""
+        self._stop_actors()
+        if self.group is not None and not self.given:
             from ray.util.placement_group import remove_placement_group
 
             with contextlib.suppress(Exception):
                 remove_placement_group(self.group)
-        self.actors, self.group, self.pids = [], None, []
+            self.group = None
 
 
 def _cause(err: BaseException) -> str:

@@ -3,8 +3,11 @@
 Ray does placement, health and scaling; Noor keeps the queue. Each node carries its region, as a node label
 (`ray start --labels region=me-riyadh`) or a custom resource (`--resources '{"region:me-riyadh": 1}'`). Every
 node gets worker actors pinned to it: one per `threads` CPUs for a CPU model (the built-in one), one per GPU,
-several per GPU for a fractional share, or one per k GPUs held in a STRICT_PACK placement group. A dispatcher
-thread in the server repeats:
+several per GPU for a fractional share, or one per k GPUs. A k-GPU worker's GPUs are a STRICT_PACK placement
+group of k one-GPU bundles on its node, made with the worker and removed with it; the worker itself holds none:
+a job split over k ranks (its task's `parallel`) runs on k rank actors in that group, one per GPU
+(`noor.runtime.ranks.RayRanks`), kept for the next job of that model and split. A dispatcher thread in the
+server repeats:
 
 1. reconcile: actors match the alive nodes (a node that joins gets workers; a dead actor is replaced);
 2. collect: finished runs; an actor or node that died puts its job back in the queue at once;
@@ -27,7 +30,6 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
@@ -37,7 +39,9 @@ from noor.jobs.store import Store
 
 if TYPE_CHECKING:
     from noor.config import Settings
+    from noor.engine.backend import Backend
     from noor.jobs.assets import RegionalAssets
+    from noor.perf.parallelism import ParallelPlan
 
 log = logging.getLogger("noor.runtime")
 
@@ -166,6 +170,7 @@ class ClusterConfig:
     chip: str = "cpu-local"
     preload: str | None = "tiny"  # loaded when a worker starts, before it is given jobs
     max_batch: int = 1  # up to this many queued jobs of one batch key run as one call on a worker
+    rank_start_timeout_s: float = 600.0  # how long a split job's rank group may wait for its node's GPUs (or CPUs)
 
     def __post_init__(self) -> None:
         g = self.gpus_per_worker
@@ -177,6 +182,14 @@ class ClusterConfig:
             raise ClusterError(f"workers_per_node: must be >= 0, got {self.workers_per_node!r}")
         if self.max_batch < 1:
             raise ClusterError(f"max_batch: must be >= 1, got {self.max_batch!r}")
+        if self.rank_start_timeout_s <= 0:
+            raise ClusterError(f"rank_start_timeout_s: must be > 0, got {self.rank_start_timeout_s!r}")
+
+    @property
+    def ranks(self) -> int:
+        """The one-GPU ranks each worker holds in its placement group; 0: none (the worker holds its share)."""
+        g = self.gpus_per_worker
+        return int(g) if g > 1 else 0
 
     def slots(self, node: Node) -> int:
         """How many workers this node gets."""
@@ -185,11 +198,13 @@ class ClusterConfig:
         return fit if self.workers_per_node is None else min(fit, self.workers_per_node)
 
     def actor_options(self, node: Node) -> dict[str, Any]:
-        """Ray resources of one worker, pinned to `node` (a k-GPU worker's GPUs come from its placement group)."""
+        """Ray resources of one worker, pinned to `node` (a k-GPU worker's GPUs are its rank group's, not its own)."""
         g = self.gpus_per_worker
         options: dict[str, Any] = {"label_selector": {NODE_ID_LABEL: node.id}}
         if g == 0:
             return options | {"num_cpus": self.threads, "num_gpus": 0}
+        if self.ranks:
+            return options | {"num_cpus": 0, "num_gpus": 0}
         # a GPU worker's scarce resource is its GPU: it does not also hold a CPU, so a node's CPUs never cap it
         return options | {"num_cpus": 0, "num_gpus": g}
 
@@ -220,6 +235,9 @@ class ActorConfig:
     lease_s: float
     env: dict[str, str]
     preload: str | None = "tiny"
+    gpus: float = 0.0  # the worker's GPUs (`gpus_per_worker`): a split job's ranks take one GPU each, or (0) CPUs
+    rank_group: Any = None  # a k-GPU worker's placement group (k one-GPU bundles on its node), for its ranks
+    rank_start_timeout_s: float = 600.0
 
 
 class WorkerActor:
@@ -230,7 +248,6 @@ class WorkerActor:
         from noor import config as noor_config
         from noor import logs
         from noor.jobs.assets import RegionalAssets
-        from noor.runtime.local import load_backend
         from noor.runtime.worker import Worker, WorkerConfig
 
         noor_config.settings.cache_clear()  # the server's settings, from the environment just set
@@ -241,13 +258,39 @@ class WorkerActor:
         worker_config = WorkerConfig(
             name=config.name, models=config.models, lease_s=config.lease_s, region=config.region
         )
-        # a split model (models.toml `parallel`) runs on local rank processes, one per GPU the actor holds
-        self.worker = Worker(self.store, assets, worker_config, partial(load_backend, threads=config.threads))
+        self.worker = Worker(self.store, assets, worker_config, self.load_backend)
 
-    def ready(self) -> dict[str, Any]:
-        """Load the model before the first job; where this actor runs."""
+    def load_backend(self, model: str, parallel: ParallelPlan | None = None) -> Backend:
+        """A model's backend in this worker: a split of k > 1 ranks (the job's, or models.toml `parallel`) on k rank
+        actors on this node, in this worker's group of k GPUs (CPU workers: a group of CPU bundles made for the
+        split); one rank: in this actor (`noor.runtime.local.load_backend`)."""
         import ray
 
+        from noor.engine import registry
+        from noor.runtime.local import load_backend
+        from noor.runtime.ranks import RayRanks, rank_threads
+
+        spec = registry.get(model)
+        plan = parallel or spec.parallel
+        if plan is None or plan.gpus == 1 or not spec.can_split:  # one rank (or refused there, with the reason)
+            return load_backend(model, threads=self.config.threads, parallel=parallel)
+        return RayRanks(
+            spec,
+            plan,
+            rank_threads(spec, plan, self.config.threads),
+            gpus=self.config.gpus > 0,
+            node=ray.get_runtime_context().get_node_id(),
+            group=self.config.rank_group,
+            name=self.config.name,
+            start_timeout_s=self.config.rank_start_timeout_s,
+        )
+
+    def ready(self) -> dict[str, Any]:
+        """Load the model before the first job (and, on a k-GPU worker, wait for its GPUs); where this actor runs."""
+        import ray
+
+        if self.config.rank_group is not None:
+            ray.get(self.config.rank_group.ready())
         if self.config.preload:
             self.worker.backend(self.config.preload)
         return {
@@ -400,22 +443,25 @@ class RayCluster:
             lease_s=self.config.lease_s,
             env=self._env,
             preload=self.config.preload,
+            gpus=self.config.gpus_per_worker,
+            rank_group=self._rank_group(node, name),
+            rank_start_timeout_s=self.config.rank_start_timeout_s,
         )
         options = self.config.actor_options(node) | {"name": name, "namespace": NAMESPACE, "max_restarts": 0}
-        group = None
-        k = self.config.gpus_per_worker
-        if k > 1:  # k GPUs on this one node, reserved together; the worker uses them all
-            from ray.util.placement_group import placement_group
-            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-            group = placement_group(
-                [{"GPU": k}], strategy="STRICT_PACK", name=name, bundle_label_selector=[{NODE_ID_LABEL: node.id}]
-            )
-            options.pop("label_selector")
-            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0)
         actor = self._actor_class.options(**options).remote(config)
-        self.slots[key] = Slot(node, index, name, actor, actor.ready.remote(), group)
+        self.slots[key] = Slot(node, index, name, actor, actor.ready.remote(), config.rank_group)
         log.info("starting worker %s on node %s (region %s)", name, node.id, node.region)
+
+    def _rank_group(self, node: Node, name: str) -> Any:
+        """A k-GPU worker's GPUs: k one-GPU bundles on its node (STRICT_PACK: its ranks' collectives stay on the
+        node), made here so that they are freed with the worker whatever ends it; None for other workers."""
+        k = self.config.ranks
+        if not k:
+            return None
+        from ray.util.placement_group import placement_group
+
+        pin = [{NODE_ID_LABEL: node.id}] * k
+        return placement_group([{"GPU": 1.0}] * k, strategy="STRICT_PACK", name=name, bundle_label_selector=pin)
 
     # --- 2. collect ---
 
@@ -459,12 +505,16 @@ class RayCluster:
         elif not self._stop.is_set():
             log.warning("worker %s lost: %s", slot.name, why)
         with contextlib.suppress(Exception):  # already dead
-            self.ray.kill(slot.actor, no_restart=True)
-        if slot.placement_group is not None:
-            from ray.util.placement_group import remove_placement_group
+            self.ray.kill(slot.actor, no_restart=True)  # its rank actors, its children, die with it
+        from ray.util.placement_group import get_placement_group, remove_placement_group
 
-            with contextlib.suppress(Exception):  # its node is gone
-                remove_placement_group(slot.placement_group)
+        groups = [slot.placement_group]  # a k-GPU worker's; a CPU worker's split may have made one of its own:
+        with contextlib.suppress(Exception):  # it outlives its maker (Ray ties it to this driver)
+            groups.append(get_placement_group(f"{slot.name}.ranks"))
+        for group in groups:
+            if group is not None:
+                with contextlib.suppress(Exception):  # its node is gone
+                    remove_placement_group(group)
         self.slots.pop((slot.node.id, slot.index), None)
 
     # --- 3. dispatch ---
