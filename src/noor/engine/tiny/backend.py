@@ -60,7 +60,7 @@ def retime(frames: np.ndarray, num_frames: int) -> np.ndarray:
 
 
 class TinyBackend:
-    """Loads NoorTinyPipeline once (CPU, float32) and serves batches of tasks."""
+    """Loads NoorTinyPipeline once (CPU, float32, batch-invariant) and serves batches of tasks."""
 
     def __init__(self, path: str | Path | None = None, threads: int | None = None):
         import torch
@@ -75,6 +75,8 @@ class TinyBackend:
         self.torch = torch
         self.pipe = NoorTinyPipeline.from_pretrained(str(path or weights_dir()))
         self.pipe.set_progress_bar_config(disable=True)
+        # a request's clip is the same bytes whether a worker batches it or runs it alone (noor.engine.tiny.invariance)
+        self.pipe.enable_batch_invariance()
 
     def generate(
         self, tasks: Sequence[Task], progress: Progress | None = None, preview: Preview | None = None

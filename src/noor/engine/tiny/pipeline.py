@@ -17,6 +17,7 @@ from diffusers import AutoencoderKL, DiffusionPipeline, FlowMatchEulerDiscreteSc
 from diffusers.utils import BaseOutput
 from PIL import Image
 
+from noor.engine.tiny import invariance
 from noor.engine.tiny.text_encoder import TinyTextEncoder
 from noor.engine.tiny.transformer import TinyVideoTransformer
 
@@ -103,6 +104,19 @@ class NoorTinyPipeline(DiffusionPipeline):
     @property
     def interrupt(self) -> bool:
         return self._interrupt
+
+    def enable_batch_invariance(self) -> None:
+        """Make each clip's output bit-identical whatever batch it runs in (alone, or beside other prompts and
+        seeds): the denoiser's Linears run sample by sample and each prompt is encoded alone, padded to the text
+        encoder's max_length. Off by default; `disable_batch_invariance` undoes it. See noor.engine.tiny.invariance."""
+        invariance.enable(self.transformer)
+
+    def disable_batch_invariance(self) -> None:
+        invariance.disable(self.transformer)
+
+    @property
+    def batch_invariant(self) -> bool:
+        return invariance.is_enabled(self.transformer)
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         return encode_frames(self.vae, frames)
@@ -207,7 +221,8 @@ class NoorTinyPipeline(DiffusionPipeline):
         scales = (clip_guidance_scale, self.config.clip_guidance_scale, guidance_scale)
         clip_guidance = next(g for g in scales if g is not None) if T > 1 else guidance_scale
         any_cfg = guidance_scale != 1.0 or clip_guidance != 1.0
-        text, text_mask = self.text_encoder.encode(prompts + negatives if any_cfg else prompts)
+        encode = self.text_encoder.encode_each if self.batch_invariant else self.text_encoder.encode
+        text, text_mask = encode(prompts + negatives if any_cfg else prompts)
         text = text.to(dtype)
 
         def guided(rows: list[int], scale: float) -> list[int]:

@@ -53,5 +53,17 @@ class TinyTextEncoder(ModelMixin, ConfigMixin):
         return self.norm(h) * attention_mask[..., None]
 
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, D) states and (B, L) mask, the prompts padded to the longest."""
         ids, mask = self.tokenize(prompts)
         return self(ids, mask), mask
+
+    def encode_each(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """As `encode`, but each prompt encoded alone at its own length, then padded (zero states, masked) to
+        `max_length`: a prompt's states and their length do not depend on the prompts beside it (batch
+        invariance, see noor.engine.tiny.invariance)."""
+        states = torch.zeros(len(prompts), self.config.max_length, self.config.hidden_size, device=self.device)
+        mask = torch.zeros(len(prompts), self.config.max_length, dtype=torch.bool, device=self.device)
+        for i, prompt in enumerate(prompts):
+            one, one_mask = self.encode([prompt])  # (1, l, D), (1, l)
+            states[i, : one.shape[1]], mask[i, : one.shape[1]] = one[0], one_mask[0]
+        return states.to(self.dtype), mask

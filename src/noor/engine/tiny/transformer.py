@@ -235,7 +235,8 @@ class TinyVideoTransformer(ModelMixin, ConfigMixin, CacheMixin):
         # 1. conditioning: per-frame timestep plus the pooled prompt
         mask = encoder_attention_mask.to(encoder_hidden_states.dtype)
         pooled = (encoder_hidden_states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-        temb = self.time_embed(self.time_proj(timestep.flatten()).to(hidden_states.dtype)).reshape(B, T, D)
+        # (B, T, D) into the embedding, not (B*T, D): its Linears then see one clip per leading index (batch invariance)
+        temb = self.time_embed(self.time_proj(timestep.flatten()).to(hidden_states.dtype).reshape(B, T, D))
         temb = temb + self.text_pool(pooled)[:, None]
         bias = (1.0 - mask)[:, None, :] * -10000.0  # (B, 1, L), additive attention bias
 

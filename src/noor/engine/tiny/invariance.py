@@ -1,0 +1,66 @@
+"""Batch invariance for noor-tiny: a request's clip comes out bit-identical whether it runs alone or in a batch.
+
+Why a batch moves results at all (measured on this project's CPUs, PyTorch 2.13 with MKL, AVX2): a float32 GEMM
+sums a row's products in an order that depends on the call's row count M, not only on the row. From about 12 rows
+up (4 on one thread) a row comes out the same whatever M is; below that MKL takes other kernels (M = 1 is a GEMV),
+and each small M its own. noor-tiny has such calls wherever there is one row per clip or per frame: the pooled
+prompt (M = the batch's text rows), the timestep embedding and the adaLN modulations of an image or first frame
+(M = clips), the text encoder's few tokens. And the text encoder pads a batch's prompts to the longest, so a prompt
+alone is encoded, and attended to, at another length.
+
+What the switch does (`enable_batch_invariance`, off by default, reversible):
+- every Linear of the denoiser runs sample by sample, each on its own (1, ...) slice: the same GEMM a clip alone
+  gets, whatever the batch (a diffusers `ModelHook` on each `nn.Linear`, attached from outside; no weight moves);
+- the pipeline encodes each prompt alone, at its own length, and pads the states to the text encoder's
+  `max_length` with masked zeros, so every batch's cross-attention has the same key length.
+Everything else in the denoiser is already per sample: LayerNorm and softmax reduce along a row, SDPA on a CPU
+splits work by (sample, head, query block), and the rest is elementwise. The VAE decodes clip by clip and each clip
+draws its noise from its own generator. Not covered: the optional conv stem (`conv_channels` > 0, off in the
+shipped weights) convolves a batch's frames in one call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+from torch import nn
+from torch.nn import functional as F
+
+HOOK = "noor_batch_invariance"
+
+
+class PerSampleLinear(ModelHook):
+    """An `nn.Linear` applied to each sample (leading index) on its own: a (1, ...) slice is one GEMM whose shape
+    does not depend on how many samples share the call."""
+
+    def new_forward(self, module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 1 or x.shape[0] == 1:
+            return F.linear(x, module.weight, module.bias)
+        return torch.cat([F.linear(x[i : i + 1], module.weight, module.bias) for i in range(x.shape[0])])
+
+
+def _registries(model: nn.Module) -> list[Any]:
+    """The diffusers hook registries of the Linears under `model` that have one."""
+    linears = (layer for layer in model.modules() if isinstance(layer, nn.Linear))
+    return [registry for layer in linears if (registry := getattr(layer, "_diffusers_hook", None)) is not None]
+
+
+def enable(model: nn.Module) -> None:
+    """Run every Linear under `model` sample by sample (see the module docstring). Idempotent."""
+    for layer in model.modules():
+        if isinstance(layer, nn.Linear):
+            registry = HookRegistry.check_if_exists_or_initialize(layer)
+            if registry.get_hook(HOOK) is None:
+                registry.register_hook(PerSampleLinear(), HOOK)
+
+
+def disable(model: nn.Module) -> None:
+    """Undo `enable`: the Linears run on the whole batch again."""
+    for registry in _registries(model):
+        registry.remove_hook(HOOK, recurse=False)
+
+
+def is_enabled(model: nn.Module) -> bool:
+    return any(registry.get_hook(HOOK) is not None for registry in _registries(model))
