@@ -228,6 +228,59 @@ def plan_players_cmd(
     print(report.to_json(doc) if as_json else players.markdown(doc))
 
 
+PLAN_OPTION_OF.update({"mfu": "--mfu", "params": "--params", "tokens": "--tokens", "videos": "--videos",
+                       "checkpoints_kept": "--checkpoints-kept"})
+
+
+@plan_app.command("train")
+def plan_train_cmd(
+    model: Annotated[str | None, typer.Option(help="catalog model id (noor perf models), e.g. wan2.1-t2v-14b")] = None,
+    params: Annotated[float | None, typer.Option(help="parameters of a dense model, e.g. 70e9 (instead of "
+                                                      "--model)")] = None,
+    tokens: Annotated[float | None, typer.Option(help="training tokens, e.g. 2e12")] = None,
+    videos: Annotated[float | None, typer.Option(help="training clips at the model's default size and frames "
+                                                      "(with --model), converted to tokens")] = None,
+    chip: Annotated[str | None, typer.Option(help="chip id, e.g. h100-sxm")] = None,
+    chips: Annotated[int | None, typer.Option(help="chips training together")] = None,
+    mfu: Annotated[str, typer.Option(help="model FLOP utilisation in (0, 1], or auto (fitted on published "
+                                          "training runs)")] = "auto",
+    checkpoints_kept: Annotated[int, typer.Option("--checkpoints-kept", help="checkpoints stored")] = 3,
+    check: Annotated[bool, typer.Option("--check", help="print the published runs held out one at a time "
+                                                        "against the MFU model, and nothing else")] = False,
+    cooling: PlanCooling = "liquid",
+    pue: PlanPue = None,
+    power_price: PlanPowerPrice = None,
+    sets: PlanSet = None,
+    assumptions_file: PlanAssumptions = None,
+    as_json: PlanJson = False,
+    html_out: PlanHtml = None,
+    md_out: PlanMd = None,
+) -> None:
+    """A training run: FLOPs, days on K chips at an MFU, energy, dollars, checkpoint storage, network tier."""
+    from noor.plan import PlanError, train, training_runs
+
+    if check:
+        print(training_runs.check_markdown(training_runs.leave_one_out()), end="")
+        return
+    for name, value in (("--chip", chip), ("--chips", chips)):
+        if value is None:
+            raise BadInput(f"{name}: required (or --check)")
+    if (model is None) == (params is None):
+        raise BadInput(f"--model: give one of --model or --params, got {model!r} and {params!r}")
+    try:
+        if model is not None:
+            job = train.job_for_model(model, tokens, videos)
+        elif videos is not None:
+            raise PlanError("videos", videos, "needs --model (clip size and VAE); give --tokens with --params")
+        else:
+            job = train.job_for_params(params or 0.0, tokens if tokens is not None else 0.0)
+        _, a = _plan_inputs(pue, power_price, None, None, sets, assumptions_file, None)
+        doc = train.plan_training(job, chip or "", chips or 0, mfu, a, cooling, checkpoints_kept).to_dict()
+    except PlanError as err:
+        _plan_bad(err)
+    _plan_emit(doc, as_json, md_out, html_out)
+
+
 # --- end noor plan ---
 
 

@@ -146,9 +146,38 @@ def chips_markdown(doc: dict[str, Any]) -> str:
 
 
 
+def train_markdown(doc: dict[str, Any]) -> str:
+    inputs, fl, t, cost = doc["inputs"], doc["flops"], doc["time"], doc["cost"]
+    what = inputs["model"] or f"{_n(inputs['params'] / 1e9)}B parameters"
+    lines = [f"# Training plan: {what} on {_n(inputs['chips'])} {inputs['chip']}", ""]
+    lines += _table(
+        ["FLOPs", "of which attention", "MFU", "days", "chip-hours", "energy MWh", "energy $", "rental $",
+         "checkpoints TB"],
+        [[f"{fl['total']:.3g}", f"{fl['attention']:.3g}", _n(t["mfu"]), _n(t["days"]), _n(t["chip_hours"]),
+          _n(doc["energy"]["mwh"]), _usd(doc["energy"]["usd"]), _usd(cost["rental_usd"]),
+          _n(doc["checkpoints"]["tb_total"])]],
+    )
+    ck = doc["checkpoints"]
+    lines += ["", "## How", "",
+              f"- data: {_n(inputs['tokens'])} tokens" + (f" = {_n(inputs['videos'])} clips of {inputs['clip']}, "
+                                                          f"{_n(fl['tokens_per_clip'])} tokens each"
+                                                          if inputs["videos"] else ""),
+              f"- FLOPs: 6 x {_n(inputs['active_params'])} active parameters x tokens = {fl['dense']:.3g}, "
+              f"+ attention {fl['attention']:.3g}",
+              f"- rate: {_n(inputs['chips'])} x {_n(t['bf16_peak_tflops'])} TFLOP/s (dense BF16) x MFU {inputs['mfu']}",
+              f"- checkpoints: {_n(ck['gb_each'])} GB each ({ck['bytes_per_param']} bytes a parameter: bf16 weights "
+              f"and gradients, fp32 master weights and Adam moments) x {ck['kept']} kept",
+              f"- dollars: chip-hours x {_usd(cost['usd_per_chip_hour'])}/chip-hour (catalog rental; it includes "
+              "power, which the energy line prices separately for an owned site)",
+              f"- network: {doc['network']}"]
+    lines += [f"- {n}" for n in doc["notes"]]
+    lines += ["", *inputs_markdown({k: v for k, v in inputs.items() if v is not None})]
+    return "\n".join(lines) + "\n"
+
+
 def markdown(doc: dict[str, Any]) -> str:
     render = {"site": site_markdown, "chips": chips_markdown, "growth": growth_markdown,
-              "optimise": optimise_markdown}[doc["kind"]]
+              "optimise": optimise_markdown, "train": train_markdown}[doc["kind"]]
     return render(doc)
 
 
