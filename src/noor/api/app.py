@@ -506,6 +506,11 @@ def create_app(store: Store, assets: AssetStore, config: ApiConfig) -> FastAPI:
 
     app.include_router(openai_router)
 
+    from noor.api import agent_files, agents
+
+    app.include_router(agents.router)  # Luma's Agents API: /agents/v1
+    app.include_router(agent_files.router)
+
     from noor.api.workers import router as workers_router
 
     app.include_router(workers_router)
@@ -526,7 +531,10 @@ def create_app(store: Store, assets: AssetStore, config: ApiConfig) -> FastAPI:
         return ctx.keys.cached(key) is not None or await run_in_threadpool(ctx.keys.tenant, store, key) is not None
 
     # inside the metrics middleware, so its refusals are counted too (route "unmatched")
-    app.add_middleware(RequestGate, authenticate=authenticate, limit_for=body_limit_bytes)
+    app.add_middleware(
+        RequestGate, authenticate=authenticate, limit_for=agent_files.body_limit(body_limit_bytes),
+        presigned=agent_files.presigned,
+    )  # fmt: skip
     metrics.install(app, store, prefixes=(DM_PREFIX,))
 
     @app.exception_handler(RequestError)

@@ -88,8 +88,16 @@ Authenticate = Callable[[str, str | None], Awaitable[bool]]
 
 
 class RequestGate:
-    def __init__(self, app: ASGIApp, authenticate: Authenticate, limit_for: Callable[[str], int]):
-        self.app, self.authenticate, self.limit_for = app, authenticate, limit_for
+    def __init__(
+        self,
+        app: ASGIApp,
+        authenticate: Authenticate,
+        limit_for: Callable[[str], int],
+        presigned: Callable[[str], bool] = lambda path: False,
+    ):
+        """`presigned`: paths whose URL carries its own signature (a presigned upload), which their route checks
+        before it reads the body: no API key is asked of them."""
+        self.app, self.authenticate, self.limit_for, self.presigned = app, authenticate, limit_for, presigned
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -104,7 +112,7 @@ class RequestGate:
             await error_response(path, status, message)(scope, receive, send)
 
         # 1. the key, before the body
-        if has_body:
+        if has_body and not self.presigned(path):
             kind = "worker" if path.startswith("/v1/worker/") else "tenant"
             if not await self.authenticate(kind, _bearer(headers)):
                 message = "a worker key is required" if kind == "worker" else "Invalid API key is provided"

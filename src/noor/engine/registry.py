@@ -147,6 +147,9 @@ DEFAULT_ALIASES = {
     "photon-1": "tiny",
     "photon-flash-1": "tiny",
     "sora-2": "tiny",
+    "ray-3.2": "tiny",  # the Agents API's models
+    "uni-1": "tiny",
+    "uni-1-max": "tiny",
 }
 
 

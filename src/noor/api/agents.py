@@ -1,0 +1,465 @@
+"""Luma's Agents API (`luma-agents` 0.5.0, strict response mode) at /agents/v1, over the same job store.
+
+`POST /generations` validates the body (docs/reference/luma-agents-api.md §2.1), turns it into an engine task,
+screens it, prices it and queues it exactly as the Dream Machine routes do (`create_priced`); `GET
+/generations/{id}` answers the SDK's Generation. The types this deployment runs are the keys of `OPERATIONS`;
+the others are a 400 naming the type (`PENDING`). The files API is noor.api.agent_files; `GET /usage` (Noor's
+addition: the spec has no usage call) sums a tenant's generations per end user (`user_id`).
+
+Errors are `{"detail": "..."}`, one line naming the field and the value; nothing is queued or charged for them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+from collections.abc import Callable
+from datetime import UTC
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from noor.api import agent_files
+from noor.api.agent_files import PREFIX, parse_body, rfc3339
+from noor.api.app import (
+    MAX_UPLOAD_BYTES,
+    Context,
+    Ctx,
+    Tenant,
+    check_limits,
+    create_priced,
+    generation_not_found,
+    keyframes_for,
+    public_base,
+    read,
+    signed_link,
+)
+from noor.api.errors import Error, responses
+from noor.api.idempotency import IDEMPOTENT, IdempotentRoute, conflict
+from noor.api.requests import Keyframes, RequestError, Resolved, check_task, resolve_model
+from noor.api.schemas import GenerationKeyframe, ImageKeyframe
+from noor.api.uploads import image_suffix
+from noor.engine import registry
+from noor.jobs import tenants
+from noor.jobs.assets import UPLOADS, asset_key
+from noor.jobs.generation import Generation
+from noor.jobs.money import cents
+from noor.jobs.store import NotFound
+from noor.trust import moderation
+
+GenerationType = Literal["image", "image_edit", "video", "video_edit", "video_reframe", "layering"]
+AspectRatio = Literal["3:1", "2:1", "21:9", "16:9", "4:3", "3:2", "1:1", "3:4", "2:3", "9:16", "1:2", "1:3"]
+VIDEO_ASPECTS = ("9:16", "3:4", "1:1", "4:3", "16:9", "21:9")  # the docs' subset for video
+MODEL_TYPES = {  # which model does which type (the docs); layering runs on uni-1
+    "uni-1": ("image", "image_edit", "layering"),
+    "uni-1-max": ("image", "image_edit"),
+    "ray-3.2": ("video", "video_edit", "video_reframe"),
+}
+SHORT_SIDES = {"360p": 360, "540p": 540, "720p": 720, "1080p": 1080}  # a resolution names the short side
+DURATIONS_S = {"5s": 5.0, "10s": 10.0}
+FRAME_GRID_FPS = 24  # keyframe_indexes count frames of a 24 fps output (5s: 0..120)
+IMAGE_RESOLUTION, VIDEO_RESOLUTION = "540p", "540p"  # Noor's defaults, as the Dream Machine routes have
+STATES = {"queued": "queued", "dreaming": "processing", "completed": "completed", "failed": "failed"}
+OUTPUT_TTL_S = 3600  # output links are valid an hour (the spec's presigned output URLs)
+MAX_PROMPT_CHARS = 6000
+FRAME_MEDIA = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
+
+
+class ImageRef(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    url: str | None = Field(None, max_length=4096)
+    data: str | None = Field(None, max_length=(MAX_UPLOAD_BYTES * 4) // 3 + 4)  # base64 of at most 20 MB
+    generation_id: str | None = Field(None, max_length=64)
+    file_id: str | None = Field(None, max_length=64)
+    media_type: str | None = Field(None, max_length=100)
+
+
+class SourcePosition(BaseModel):
+    x_norm: float
+    y_norm: float
+    w_norm: float = Field(gt=0, le=2)
+    h_norm: float = Field(gt=0, le=2)
+
+
+class VideoOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    duration: Literal["5s", "10s"] | None = None
+    resolution: Literal["360p", "540p", "720p", "1080p"] | None = None
+    hdr: bool | None = None
+    exr_export: bool | None = None
+    loop: bool | None = None
+    start_frame: ImageRef | None = None
+    end_frame: ImageRef | None = None
+    keyframes: list[ImageRef] | None = Field(None, min_length=1, max_length=64)
+    keyframe_indexes: list[int] | None = Field(None, max_length=64)
+    source_position: SourcePosition | None = None
+    edit: dict[str, Any] | None = None  # VideoEditOptions: read by the video_edit operation
+
+
+class LayeringOptions(BaseModel):
+    resolution: Literal["1k", "2k"] | None = None
+
+
+class GenerationCreate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: str = Field(max_length=20000)  # its length is checked with a one-line reason (`_prompt`)
+    type: GenerationType = "image"
+    model: Literal["uni-1", "uni-1-max", "ray-3.2"] | None = None
+    aspect_ratio: AspectRatio | None = None
+    image_ref: list[ImageRef] | None = Field(None, max_length=9)
+    source: ImageRef | None = None
+    output_format: Literal["png", "jpeg"] | None = None
+    style: Literal["auto", "manga"] | None = None
+    web_search: bool | None = None
+    user_id: str | None = Field(None, max_length=256)
+    video: VideoOptions | None = None
+    layering: LayeringOptions | None = None
+
+
+# --- what each type runs as -----------------------------------------------------------------------------------
+
+
+class Refs:
+    """How this request's ImageRefs become the engine's keyframes: `{"asset": key}` (or a generation's frame)."""
+
+    def __init__(self, ctx: Context, tenant: tenants.Tenant, keyframes: Keyframes):
+        self.ctx, self.tenant, self.keyframes = ctx, tenant, keyframes
+
+    def frame(self, ref: ImageRef | None, field: str, which: str = "frame0") -> dict[str, Any] | None:
+        """`which`: frame0 takes a generation's last frame (it extends that video), frame1 its first."""
+        if ref is None:
+            return None
+        given = [k for k in ("url", "data", "generation_id", "file_id") if getattr(ref, k) is not None]
+        if len(given) != 1:
+            raise RequestError(
+                400, f"{field}: give exactly one of url, data, generation_id or file_id, got {given or 'none'}",
+                field=field,
+            )  # fmt: skip
+        if ref.file_id is not None:
+            record = agent_files.usable(self.ctx, self.tenant, ref.file_id, f"{field}.file_id")
+            if record["mime_type"] not in FRAME_MEDIA:
+                raise RequestError(
+                    400, f"{field}.file_id: file {ref.file_id!r} is {record['mime_type']}; a frame is an image",
+                    field=f"{field}.file_id",
+                )  # fmt: skip
+            return {"asset": record["key"]}
+        if ref.data is not None:
+            return {"asset": self._data(ref, field)}
+        try:
+            if ref.url is not None:
+                return dict(self.keyframes.resolve(ImageKeyframe(type="image", url=ref.url), which))
+            assert ref.generation_id is not None
+            return dict(self.keyframes.resolve(GenerationKeyframe(type="generation", id=ref.generation_id), which))
+        except RequestError as err:
+            value = ref.url if ref.url is not None else ref.generation_id
+            key = "url" if ref.url is not None else "generation_id"
+            if err.status == 404:
+                raise RequestError(
+                    400, f"{field}.{key}: no {key.split('_')[0]} {value!r} of yours", field=field
+                ) from err
+            raise RequestError(err.status, f"{field}.{key}: {err.detail}", field=field) from err
+
+    def _data(self, ref: ImageRef, field: str) -> str:
+        if ref.media_type not in FRAME_MEDIA:
+            raise RequestError(
+                400, f"{field}.media_type must be one of {', '.join(FRAME_MEDIA)} with data, got {ref.media_type!r}",
+                field=f"{field}.media_type",
+            )  # fmt: skip
+        try:
+            raw = base64.b64decode(ref.data or "", validate=True)
+        except binascii.Error as err:
+            raise RequestError(400, f"{field}.data is not base64: {err}", field=f"{field}.data") from err
+        suffix = image_suffix(raw, f"{field}.data")
+        if suffix != FRAME_MEDIA[ref.media_type]:
+            raise RequestError(400, f"{field}.data is not {ref.media_type}", field=f"{field}.data")
+        key = asset_key(self.tenant.name, UPLOADS, f"{secrets.token_hex(16)}{suffix}")
+        return self.ctx.assets.put_for(self.tenant.regions, key, raw)
+
+
+def _prompt(prompt: str) -> str:
+    if not prompt.strip():
+        raise RequestError(400, "prompt is required (1 to 6000 characters), got an empty prompt", field="prompt")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise RequestError(
+            400, f"prompt must be at most {MAX_PROMPT_CHARS} characters, got {len(prompt)}", field="prompt"
+        )
+    return prompt
+
+
+def frame_size(aspect_ratio: str, resolution: str) -> tuple[int, int]:
+    """(width, height), even sides, for an aspect ratio at a resolution's short side: 16:9 at 360p -> 640x360."""
+    a, b = (int(x) for x in aspect_ratio.split(":"))
+    short = SHORT_SIDES[resolution]
+    long = 2 * round(short * max(a, b) / min(a, b) / 2)
+    return (long, short) if a >= b else (short, long)
+
+
+def _not_for(body: GenerationCreate, *fields: str) -> None:
+    """Fields the type does not take: a 400 naming the first one sent (never accepted and dropped)."""
+    video = body.video or VideoOptions()
+    for name in fields:
+        owner, _, key = name.rpartition(".")
+        value = getattr(video if owner == "video" else body, key)
+        if value is not None and value is not False:
+            shown = repr(value) if isinstance(value, str | int | float) else "a value"
+            raise RequestError(400, f"{name} is not for type {body.type!r}, got {shown}", field=name)
+
+
+def image_task(body: GenerationCreate, refs: Refs, spec: registry.ModelSpec) -> dict[str, Any]:
+    _not_for(body, "source", "video", "layering")
+    for i, ref in enumerate(body.image_ref or []):
+        refs.frame(ref, f"image_ref[{i}]")  # an unknown or unready file is named first
+    if body.image_ref:
+        raise RequestError(
+            400, f"image_ref: no model on this server takes reference images yet ({body.model} runs on {spec.id}, "
+            "which draws from the prompt alone); send the request without it", field="image_ref",
+        )  # fmt: skip
+    width, height = frame_size(body.aspect_ratio or "16:9", IMAGE_RESOLUTION)
+    return {
+        "prompt": _prompt(body.prompt),
+        "width": width,
+        "height": height,
+        "num_frames": 1,
+        "fps": spec.default_fps,
+        "seed": secrets.randbelow(2**31),
+    }
+
+
+def video_task(body: GenerationCreate, refs: Refs, spec: registry.ModelSpec) -> dict[str, Any]:
+    # 1. what a text/image-to-video takes
+    _not_for(body, "source", "image_ref", "layering", "output_format", "video.source_position", "video.edit")
+    video = body.video or VideoOptions()
+    aspect = body.aspect_ratio or "16:9"
+    if aspect not in VIDEO_ASPECTS:
+        raise RequestError(
+            400, f"aspect_ratio must be one of {', '.join(VIDEO_ASPECTS)} for video, got {aspect!r}",
+            field="aspect_ratio",
+        )  # fmt: skip
+    if video.hdr or video.exr_export:
+        which = "video.hdr" if video.hdr else "video.exr_export"
+        raise RequestError(400, f"{which}: HDR output is not available in this deployment", field=which)
+    duration = video.duration or "5s"
+    if video.loop and duration == "10s":
+        raise RequestError(400, "video.loop is not offered with video.duration '10s'", field="video.loop")
+    # 2. the frames it is pinned to
+    if video.keyframes is not None or video.keyframe_indexes is not None:
+        if video.loop or video.start_frame is not None or video.end_frame is not None:
+            other = "video.loop" if video.loop else "video.start_frame/end_frame"
+            raise RequestError(400, f"video.keyframes cannot be combined with {other}", field="video.keyframes")
+        start, end = _keyframes(video, duration, refs)
+    else:
+        start = refs.frame(video.start_frame, "video.start_frame", "frame0")
+        end = refs.frame(video.end_frame, "video.end_frame", "frame1")
+    # 3. the task
+    width, height = frame_size(aspect, video.resolution or VIDEO_RESOLUTION)
+    return {
+        "prompt": _prompt(body.prompt),
+        "negative_prompt": "",
+        "width": width,
+        "height": height,
+        "num_frames": round(DURATIONS_S[duration] * spec.default_fps),
+        "fps": spec.default_fps,
+        "seed": secrets.randbelow(2**31),
+        "loop": bool(video.loop),
+        "start": start,
+        "end": end,
+    }
+
+
+def _keyframes(video: VideoOptions, duration: str, refs: Refs) -> tuple[Any, Any]:
+    """Keyframes on the 24 fps grid: the opening (0) and closing (last index) frames are what the installed
+    models pin; keyframes between them wait for the engine's many-keyframe operation."""
+    frames, indexes = video.keyframes or [], video.keyframe_indexes or []
+    if len(frames) != len(indexes):
+        raise RequestError(
+            400, f"video.keyframe_indexes must have one index per keyframe: {len(frames)} keyframes, "
+            f"{len(indexes)} indexes", field="video.keyframe_indexes",
+        )  # fmt: skip
+    last = round(DURATIONS_S[duration] * FRAME_GRID_FPS)
+    if len(set(indexes)) != len(indexes):
+        raise RequestError(400, f"video.keyframe_indexes must be unique, got {indexes}", field="video.keyframe_indexes")
+    pinned: dict[int, Any] = {}
+    for i, (ref, index) in enumerate(zip(frames, indexes, strict=True)):
+        field = f"video.keyframe_indexes[{i}]"
+        if not 0 <= index <= last:
+            raise RequestError(400, f"{field} must be within 0..{last} for {duration}, got {index}", field=field)
+        if index not in (0, last):
+            raise RequestError(
+                400, f"{field}: a keyframe inside the video (index {index}) is not available yet in this deployment; "
+                f"0 (the opening frame) and {last} (the last) are", field=field,
+            )  # fmt: skip
+        pinned[index] = refs.frame(ref, f"video.keyframes[{i}]", "frame0" if index == 0 else "frame1")
+    return pinned.get(0), pinned.get(last)
+
+
+# The types this deployment runs: each turns a request into an engine task. A type without one is a 400 naming it
+# (PENDING says why); the engine's edit and reframe operations plug in here when they land.
+Operation = Callable[[GenerationCreate, Refs, registry.ModelSpec], dict[str, Any]]
+OPERATIONS: dict[str, tuple[Operation, str]] = {"image": (image_task, "image"), "video": (video_task, "video")}
+PENDING = {
+    "image_edit": "the engine's image edit operation is not installed here yet",
+    "video_edit": "the engine's video edit operation is not installed here yet",
+    "video_reframe": "the engine's reframe operation is not installed here yet",
+    "layering": "no installed model separates an image into layers",
+}
+
+
+def resolve(body: GenerationCreate, refs: Refs, aliases: dict[str, str]) -> tuple[str, Resolved, str]:
+    """(the Agents model name, the resolved job, its record's kind) or RequestError(400)."""
+    model = body.model or ("ray-3.2" if body.type.startswith("video") else "uni-1")
+    if body.type not in MODEL_TYPES[model]:
+        raise RequestError(
+            400, f"model {model!r} does not do type {body.type!r}; it does {', '.join(MODEL_TYPES[model])}",
+            field="model",
+        )  # fmt: skip
+    if body.type not in OPERATIONS:
+        raise RequestError(
+            400, f"type {body.type!r} is not available yet in this deployment: {PENDING[body.type]}", field="type"
+        )
+    if body.style == "manga" or body.web_search:
+        which = "style" if body.style == "manga" else "web_search"
+        value = getattr(body, which)
+        raise RequestError(400, f"{which} {value!r} is not available in this deployment", field=which)
+    spec = resolve_model(model, aliases)
+    operation, kind = OPERATIONS[body.type]
+    body = body.model_copy(update={"model": model})
+    task = operation(body, refs, spec)
+    task["notes"] = check_task(spec, task)
+    return model, Resolved(spec.id, task), kind
+
+
+# --- routes -------------------------------------------------------------------------------------------------------
+
+router = APIRouter(prefix=PREFIX, responses=responses(Error, 400, 401), route_class=IdempotentRoute)
+
+
+def failure_code(reason: str | None) -> str:
+    """The SDK's typed code for a failed job's reason (the worker writes reasons; moderation's start with its code)."""
+    if reason and (reason.startswith(moderation.FAILURE_CODE) or reason == moderation.REFUSAL_MESSAGE):
+        return "content_moderated"
+    return "generation_failed"
+
+
+def generation_out(request: Request, ctx: Context, g: Generation) -> dict[str, Any]:
+    """A job as the SDK's Generation, with Noor's fields beside it (the SDK keeps extra keys)."""
+    out: dict[str, Any] = {
+        "id": g.id,
+        "created_at": rfc3339(g.created_at.astimezone(UTC)),
+        "model": g.request["model"],
+        "state": STATES[g.state],
+        "type": g.request["type"],
+        "user_id": g.request.get("user_id"),
+        "price_cents": g.price_cents,
+        "progress": 1.0 if g.state == "completed" else g.progress,
+        "warnings": g.task.get("notes", []),
+    }
+    if g.state == "failed":
+        out |= {"failure_code": failure_code(g.failure_reason), "failure_reason": g.failure_reason or "Job failed"}
+    if g.state == "completed" and g.assets:
+        kind = g.generation_type
+        link = signed_link(public_base(request, ctx), ctx.config.secret, g.assets[kind], OUTPUT_TTL_S)
+        out["output"] = [{"type": kind, "url": link}]
+    return out
+
+
+@router.post(
+    "/generations",
+    status_code=201,
+    responses=responses(Error, 402, 413, 429) | conflict(Error),
+    openapi_extra=IDEMPOTENT,
+)
+async def create_generation(request: Request, tenant: Tenant, ctx: Ctx) -> dict[str, Any]:
+    body = parse_body(GenerationCreate, await request.body())
+    return await run_in_threadpool(_create, body, request, tenant, ctx)
+
+
+def _create(body: GenerationCreate, request: Request, tenant: tenants.Tenant, ctx: Context) -> dict[str, Any]:
+    # 1. the request, whole, before anything is stored or charged
+    check_limits(ctx, tenant)
+    refs = Refs(ctx, tenant, keyframes_for(request, ctx, tenant))
+    model, resolved, kind = resolve(body, refs, ctx.config.aliases)
+    echoed = _without_data(body.model_dump(mode="json", exclude_none=True)) | {"model": model, "api": "agents"}
+    if kind == "image":
+        echoed["format"] = "jpg" if body.output_format == "jpeg" else "png"  # what the worker writes
+    # 2. moderation, pricing, credits and the queue: the Dream Machine routes' path
+    try:
+        g = create_priced(
+            ctx, tenant=tenant.name, model=resolved.model, request=echoed, task=resolved.task, generation_type=kind
+        )
+    except HTTPException as err:
+        if err.detail == moderation.REFUSAL_MESSAGE:  # refused before it was queued: nothing stored or charged
+            raise HTTPException(
+                400,
+                f"{moderation.REFUSAL_MESSAGE} (failure_code content_moderated)",
+                headers={"x-should-retry": "false"},
+            ) from err
+        raise
+    return generation_out(request, ctx, g)
+
+
+def _without_data(value: Any) -> Any:
+    """The request as echoed and stored: an ImageRef's base64 `data` (up to 20 MB) is stored as its asset, not here."""
+    if isinstance(value, dict):
+        return {k: f"<{len(v)} base64 characters>" if k == "data" else _without_data(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_data(v) for v in value]
+    return value
+
+
+def _agents_generation(ctx: Context, tenant: str, generation_id: str) -> Generation:
+    try:
+        g = ctx.store.get(tenant, generation_id)
+    except NotFound as err:
+        generation_not_found(ctx, tenant, generation_id)
+        raise RequestError(404, f"generation_id: no generation {generation_id!r}", field="generation_id") from err
+    if g.request.get("api") != "agents":
+        raise RequestError(
+            404, f"generation {generation_id!r} was made through another API (Dream Machine or OpenAI Videos): "
+            "read it there", field="generation_id",
+        )  # fmt: skip
+    return g
+
+
+@router.get("/generations/{generation_id}", responses=responses(Error, 404))
+async def get_generation(generation_id: str, request: Request, tenant: Tenant, ctx: Ctx) -> dict[str, Any]:
+    try:
+        g = await read(ctx.store, ctx.store.get, tenant.name, generation_id)
+    except NotFound:
+        g = None
+    if g is None or g.request.get("api") != "agents":  # the slow path: audited, explained
+        g = await run_in_threadpool(_agents_generation, ctx, tenant.name, generation_id)
+    return generation_out(request, ctx, g)
+
+
+@router.get("/usage")
+def usage(tenant: Tenant, ctx: Ctx, user_id: str | None = None) -> dict[str, Any]:
+    """What one end user (`user_id` on their generations) has made and cost: counts by state and type, and the
+    price of what was not refunded. Noor's addition: the spec has no usage call (docs/api.md)."""
+    if not user_id:
+        raise RequestError(400, "user_id is required: GET /usage?user_id=...", field="user_id")
+    counts: dict[str, int] = {}
+    by_type: dict[str, int] = {}
+    cost_microcents, after, more = 0, None, True
+    while more:  # the tenant's generations, newest first, a page at a time
+        rows, more = ctx.store.page(tenant.name, 500, after)
+        for g in rows:
+            if g.request.get("api") == "agents" and g.request.get("user_id") == user_id:
+                state = STATES[g.state]
+                counts[state] = counts.get(state, 0) + 1
+                by_type[g.request["type"]] = by_type.get(g.request["type"], 0) + 1
+                cost_microcents += 0 if g.state == "failed" else g.price_microcents
+        after = rows[-1].id if rows else None
+    return {
+        "object": "usage",
+        "user_id": user_id,
+        "generations": sum(counts.values()),
+        "by_state": counts,
+        "by_type": by_type,
+        "price_cents": cents(cost_microcents),
+    }
