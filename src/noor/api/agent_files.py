@@ -41,6 +41,7 @@ LIST_LIMIT = 25
 B = TypeVar("B", bound=BaseModel)
 
 router = APIRouter(prefix=PREFIX, responses=responses(Error, 400, 401, 404))
+CONFLICT = {409: {"model": Error, "description": "The file is no longer pending: it takes no more bytes"}}
 
 
 class FileCreate(BaseModel):
@@ -187,7 +188,7 @@ def _create_file(body: FileCreate, request: Request, tenant: tenants.Tenant, ctx
     }
 
 
-@router.put("/uploads/{tenant_name}/{file_id}", status_code=200, responses=responses(Error, 403, 413))
+@router.put("/uploads/{tenant_name}/{file_id}", status_code=200, responses=responses(Error, 403, 413) | CONFLICT)
 async def put_bytes(
     tenant_name: str, file_id: str, request: Request, ctx: Ctx, expires: int = 0, sig: str = ""
 ) -> Response:
