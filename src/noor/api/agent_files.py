@@ -41,7 +41,9 @@ LIST_LIMIT = 25
 B = TypeVar("B", bound=BaseModel)
 
 router = APIRouter(prefix=PREFIX, responses=responses(Error, 400, 401, 404))
-CONFLICT = {409: {"model": Error, "description": "The file is no longer pending: it takes no more bytes"}}
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": Error, "description": "The file is no longer pending: it takes no more bytes"}
+}
 
 
 class FileCreate(BaseModel):
