@@ -9,8 +9,9 @@ prompt (M = the batch's text rows), the timestep embedding and the adaLN modulat
 alone is encoded, and attended to, at another length.
 
 What the switch does (`enable_batch_invariance`, off by default, reversible):
-- every Linear of the denoiser runs sample by sample, each on its own (1, ...) slice: the same GEMM a clip alone
-  gets, whatever the batch (a diffusers `ModelHook` on each `nn.Linear`, attached from outside; no weight moves);
+- every Linear of the denoiser runs sample by sample, one GEMM of each sample's rows written into its place in the
+  output: the same GEMM a clip alone gets, whatever the batch (a diffusers `ModelHook` on each `nn.Linear`,
+  attached from outside; no weight moves). Under no_grad only: with autograd on (training) a Linear runs as usual;
 - the pipeline encodes each prompt alone, at its own length, and pads the states to the text encoder's
   `max_length` with masked zeros, so every batch's cross-attention has the same key length.
 Everything else in the denoiser is already per sample: LayerNorm and softmax reduce along a row, SDPA on a CPU
@@ -36,9 +37,17 @@ class PerSampleLinear(ModelHook):
     does not depend on how many samples share the call."""
 
     def new_forward(self, module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 1 or x.shape[0] == 1:
-            return F.linear(x, module.weight, module.bias)
-        return torch.cat([F.linear(x[i : i + 1], module.weight, module.bias) for i in range(x.shape[0])])
+        weight, bias = module.weight, module.bias
+        if x.dim() == 1 or torch.is_grad_enabled():  # sampling only: autograd refuses out=, training needs no match
+            return F.linear(x, weight, bias)
+        out = x.new_empty(*x.shape[:-1], weight.shape[0])
+        for sample, result in zip(x, out, strict=True):  # one GEMM of the sample's rows, written in place
+            rows, into = sample.reshape(-1, x.shape[-1]), result.view(-1, weight.shape[0])
+            if bias is None:
+                torch.mm(rows, weight.t(), out=into)
+            else:
+                torch.addmm(bias, rows, weight.t(), out=into)
+        return out
 
 
 def _registries(model: nn.Module) -> list[Any]:
