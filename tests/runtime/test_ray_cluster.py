@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import ray
-from sqlalchemy import select
+from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from noor.cli import app
@@ -48,10 +48,18 @@ class Deployment:
         return self.store.create(tenant=tenant, model="tiny", request={}, task=TASK | {"steps": steps}, **kw).id
 
     def row(self, generation_id: str) -> Generation:
-        with self.store.session() as s:
+        with self.holder(generation_id).session() as s:
             row = s.get(Generation, generation_id)
         assert row is not None
         return row
+
+    def holder(self, generation_id: str) -> Store:
+        """The store a job lives in: me-riyadh's data plane for its bound tenant, else the central one."""
+        for store in self.store.stores():
+            with store.session() as s:
+                if s.get(Generation, generation_id) is not None:
+                    return store
+        raise AssertionError(f"no store holds {generation_id}")
 
     def wait(self, predicate: Callable[[], bool], timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -73,11 +81,12 @@ def _deploy(tmp: Path, toy_weights: Path) -> Deployment:
         database_url=f"sqlite:///{tmp / 'noor.db'}",
         assets_url=str(tmp / "store-default"),
         tiny_weights=toy_weights,
-        region_stores={r: str(p) for r, p in stores.items()},
+        regions={r: {"assets_url": str(p)} for r, p in stores.items()}
+        | {"me-riyadh": {"assets_url": str(stores["me-riyadh"]), "database_url": f"sqlite:///{tmp / 'riyadh.db'}"}},
     )  # type: ignore[call-arg]
     stores["us-west"] = tmp / "data" / "regions" / "us-west" / "assets"  # not configured: the default place
     stores["default"] = tmp / "store-default"
-    store = Store(settings.resolved_database_url, scheduler=settings.scheduling_policy())
+    store = Store.configured(settings, scheduler=settings.scheduling_policy())  # with me-riyadh's data plane
     tenants.create_tenant(store, "sovereign", regions=["me-riyadh"])
     tenants.create_tenant(store, "londoner", regions=["eu-london"])
     tenants.create_tenant(store, "westerner", regions=["us-west"])
@@ -93,7 +102,7 @@ def deployment(
     with pytest.MonkeyPatch.context() as patch:  # the server's environment
         patch.setenv("NOOR_DATABASE_URL", d.settings.resolved_database_url)
         patch.setenv("NOOR_ASSETS_URL", d.settings.resolved_assets_url)
-        patch.setenv("NOOR_REGION_STORES", json.dumps(d.settings.region_stores))
+        patch.setenv("NOOR_REGIONS", json.dumps(d.settings.model_dump(mode="json")["regions"]))
         d.served = start_serve(d.settings.data_dir, toy_weights, "--ray", local_ray.address, "--workers", "1")
     yield d
     d.served.stop()
@@ -102,9 +111,9 @@ def deployment(
 
 def test_a_tenant_bound_to_a_region_runs_and_stores_only_there(deployment: Deployment, local_ray: LocalRay) -> None:
     d = deployment
-    sovereign = [d.create("sovereign") for _ in range(4)]
+    sovereign = [d.create("sovereign", steps=2) for _ in range(50)]
     london = [d.create("londoner") for _ in range(3)]
-    d.wait(lambda: all(d.row(g).is_done for g in sovereign + london), timeout_s=120)  # the workers start first
+    d.wait(lambda: all(d.row(g).is_done for g in sovereign + london), timeout_s=240)  # the workers start first
     riyadh_node, london_node = local_ray.nodes["me-riyadh"], local_ray.nodes["eu-london"]
     for g in sovereign:
         row = d.row(g)
@@ -120,6 +129,14 @@ def test_a_tenant_bound_to_a_region_runs_and_stores_only_there(deployment: Deplo
     assert not any(k.startswith("sovereign/") for k in eu | d.files("default"))
     assert not any(k.startswith("londoner/") for k in riyadh | d.files("default"))
     assert {f"londoner/{g}/video.mp4" for g in london} <= eu
+    # rows: the bound tenant's 50 jobs (prompts, outbox) in me-riyadh's database only; the central one keeps its
+    # tenant row and credits (NOOR_REGIONS' data plane, docs/trust.md)
+    plane = d.store.planes["me-riyadh"]
+    assert {d.holder(g) for g in sovereign} == {plane} and {d.holder(g) for g in london} == {d.store}
+    with d.store.session() as s:
+        assert s.scalar(select(func.count()).where(Generation.tenant == "sovereign")) == 0
+    with plane.session() as s:
+        assert s.scalar(select(func.count()).where(Generation.tenant != "sovereign")) == 0
     # the server serves a finished video from whichever region wrote it
     assert d.served is not None
     key = tenants.create_key(d.store, "sovereign")
@@ -141,7 +158,7 @@ def test_a_worker_actor_killed_mid_job_completes_it_exactly_once(deployment: Dep
     row = d.row(gid)
     assert row.state == "completed" and row.attempts == 2
     assert row.worker != victim and row.worker_region == "me-riyadh"
-    with d.store.session() as s:
+    with d.holder(gid).session() as s:  # the outbox of its tenant's region
         states = [p["state"] for p in s.scalars(
             select(WebhookDelivery.payload).where(WebhookDelivery.generation_id == gid).order_by(WebhookDelivery.id)
         )]  # fmt: skip

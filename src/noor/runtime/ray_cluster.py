@@ -218,6 +218,12 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def _plane_of(settings: Settings, region: str | None) -> dict[str, str]:
+    """The data plane a worker of `region` reaches besides the central store: its region's, if it has a database."""
+    url = settings.region_database_url(region)
+    return {region: url} if region is not None and url is not None else {}
+
+
 # --- the worker actor ---------------------------------------------------------------------------------
 
 
@@ -228,6 +234,7 @@ class ActorConfig:
     name: str
     region: str | None
     database_url: str
+    planes: dict[str, str]  # its region's data plane, if that region has a database: the only one it reaches
     write_url: str  # its region's asset store: the only one it writes to
     read_urls: dict[str | None, str]  # every store it may read keyframes and sources from
     models: list[str]
@@ -253,7 +260,7 @@ class WorkerActor:
         noor_config.settings.cache_clear()  # the server's settings, from the environment just set
         logs.setup(noor_config.settings().log_level, noor_config.settings().log_format)
         self.config = config
-        self.store = Store(config.database_url, run_migrations=False)
+        self.store = Store(config.database_url, run_migrations=False, planes=config.planes)
         assets = RegionalAssets(config.write_url, config.region, config.read_urls)
         worker_config = WorkerConfig(
             name=config.name, models=config.models, lease_s=config.lease_s, region=config.region
@@ -359,7 +366,7 @@ class RayCluster:
         self._lock = threading.Lock()  # status() reads slots while the dispatcher changes them
         self._actor_class = self.ray.remote(WorkerActor)
         self._env = settings_env(settings)
-        self._regions: set[str | None] = {None, *settings.region_stores}
+        self._regions: set[str | None] = {None, *settings.regions}
         with store.session() as s:  # regions that ran jobs before: their files must stay readable
             self._regions |= {r for r in s.scalars(select(Generation.worker_region).distinct()) if r}
         for region in self._regions:
@@ -436,6 +443,7 @@ class RayCluster:
             name=name,
             region=node.region,
             database_url=self.settings.resolved_database_url,
+            planes=_plane_of(self.settings, node.region),
             write_url=self.settings.region_assets_url(node.region),
             read_urls={r: self.settings.region_assets_url(r) for r in self._regions},
             models=self.config.models,
@@ -567,6 +575,26 @@ class RayCluster:
 # --- `noor cluster status` ----------------------------------------------------------------------------
 
 
+def _running_and_queued(store: Store) -> tuple[list[Any], int]:
+    """One store's running jobs (where each runs) and how many are queued."""
+    with store.session() as s:
+        rows = s.execute(
+            select(
+                Generation.id,
+                Generation.tenant,
+                Generation.model,
+                Generation.lease_owner,
+                Generation.worker_node,
+                Generation.worker_region,
+                Generation.progress,
+                Generation.attempts,
+                Generation.started_at,
+            ).where(Generation.state == State.DREAMING.value)
+        ).all()
+        queued = s.scalar(select(func.count()).where(Generation.state == State.QUEUED.value)) or 0
+    return list(rows), int(queued)
+
+
 def cluster_status(ray: Any, store: Store) -> dict[str, Any]:
     """Nodes (with regions), Noor's worker actors, and the jobs running and queued, as plain data."""
     nodes = list_nodes(ray)
@@ -582,22 +610,12 @@ def cluster_status(ray: Any, store: Store) -> dict[str, Any]:
         workers.append({"worker": name, "region": None if parts[1] == "-" else parts[1], "node": node, "job": None})
     by_worker = {w["worker"]: w for w in workers}
     running = []
-    with store.session() as s:
-        rows = s.execute(
-            select(
-                Generation.id,
-                Generation.tenant,
-                Generation.model,
-                Generation.lease_owner,
-                Generation.worker_node,
-                Generation.worker_region,
-                Generation.progress,
-                Generation.attempts,
-            )
-            .where(Generation.state == State.DREAMING.value)
-            .order_by(Generation.started_at)
-        ).all()
-        queued = s.scalar(select(func.count()).where(Generation.state == State.QUEUED.value)) or 0
+    rows, queued = [], 0
+    for each in store.stores():  # the central store and each region's data plane
+        found, waiting = _running_and_queued(each)
+        rows += found
+        queued += waiting
+    rows.sort(key=lambda row: row.started_at)
     for row in rows:
         job = {
             "id": row.id,
