@@ -67,7 +67,10 @@ class LocalRay:
             new = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] not in before]
             if new:
                 self.nodes[region] = new[0]
-                self.added[region] = [p for p in _processes(str(self.temp_dir)) if p.pid not in running]
+                # its own processes: new ones, and not workers the other nodes started meanwhile
+                self.added[region] = [
+                    p for p in _processes(str(self.temp_dir)) if p.pid not in running and p.ppid() not in running
+                ]
                 return new[0]
             time.sleep(0.1)
         raise AssertionError(f"node of {region} did not join")
