@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import math
 import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from noor import catalog
 from noor.plan import assumptions
-from noor.plan.growth import load_scenario, plan_growth
+from noor.plan.growth import load_scenario, plan_growth, scenario_from_dict
 from noor.plan.site import plan_site
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "plan" / "growth.toml"
@@ -103,3 +105,44 @@ def test_the_table_shortfall_is_what_the_chart_shows_month_by_month(noor_plan: C
     table = noor_plan("growth", str(EXAMPLE)).stdout
     row = next(line for line in table.splitlines() if line.startswith("| year end |"))
     assert f"{year_end['shortfall_videos_per_day']:,.0f} (months 26-35)" in row
+
+
+def _with_share(tmp_path: Path, phase_head: str, share: float) -> Path:
+    """The example scenario with `training_share = share` after `phase_head` (its name and month lines)."""
+    text = EXAMPLE.read_text().replace(phase_head, f"{phase_head}\ntraining_share = {share}")
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(text.replace('mix = "mix.toml"', f'mix = "{EXAMPLE.parent / "mix.toml"}"'))
+    return scenario
+
+
+def test_a_training_share_takes_chips_from_serving(noor_plan: Callable[..., Any], tmp_path: Path) -> None:
+    raw = tomllib.loads(EXAMPLE.read_text())
+    raw["scenario"]["mix"] = str(EXAMPLE.parent / raw["scenario"]["mix"])
+    raw["phase"][1]["training_share"] = 0.25
+    sc = scenario_from_dict(raw)
+    a = assumptions.resolve(sc.overrides)
+    base = plan_growth(load_scenario(EXAMPLE), a).to_dict()
+    doc = plan_growth(sc, a).to_dict()
+    phase = doc["phases"][1]
+    assert phase["capacity_videos_per_day"] == pytest.approx(0.75 * base["phases"][1]["capacity_videos_per_day"])
+    assert phase["training_chips"] == {c: round(0.25 * n) for c, n in phase["chips"].items()}
+    peak = sum(n * (catalog.chip(c).bf16_tflops or 0) for c, n in phase["training_chips"].items()) / 1e3
+    assert phase["training_peak_pflops"] == pytest.approx(peak)
+    assert phase["training_cost_per_day_usd"] == pytest.approx(0.25 * phase["cost_per_day_usd"])
+    # the share holds until the next phase: month 12-23 serve 75%, the campus (share 0) serves everything
+    months = {t["month"]: t for t in doc["timeline"]}
+    before = {t["month"]: t for t in base["timeline"]}
+    assert months[18.0]["capacity_videos_per_day"] == pytest.approx(0.75 * before[18.0]["capacity_videos_per_day"])
+    assert doc["phases"][0]["capacity_videos_per_day"] == base["phases"][0]["capacity_videos_per_day"]
+    assert doc["phases"][2]["capacity_videos_per_day"] == base["phases"][2]["capacity_videos_per_day"]
+    # the report shows both
+    run = noor_plan("growth", str(_with_share(tmp_path, 'name = "year end"\nmonth = 12', 0.25)))
+    assert run.code == 0, run.stderr
+    assert "## Training" in run.stdout and "0.25" in run.stdout
+
+
+@pytest.mark.parametrize("share", [1.5, -0.1])
+def test_a_training_share_outside_0_1_is_refused(noor_plan: Callable[..., Any], tmp_path: Path, share: float) -> None:
+    run = noor_plan("growth", str(_with_share(tmp_path, 'name = "today"\nmonth = 0', share)))
+    assert run.code == 2
+    assert "phase[0].training_share: must be" in run.stderr and str(share) in run.stderr

@@ -11,6 +11,7 @@ A scenario TOML:
     [[phase]]
     name = "now"
     month = 0
+    training_share = 0.25                 # optional: share of the fleet training models from here on (0..1)
     [[phase.build]]                       # power added in this phase at one site, with one chip
     site = "hall-1"
     power_mw = 35
@@ -21,6 +22,9 @@ A scenario TOML:
     videos_per_day = [2e5, 2e6, 3e7]
 
 Each build is planned as a site of its own (noor.plan.site) and stays in service to the horizon.
+A phase's `training_share` of every chip in service (its own builds and the earlier ones) trains models until the
+next phase; the rest serves. Serving capacity is the rest's; the training part is reported as chips and their
+dense BF16 peak (what `noor plan train` turns into days for a run).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from noor import catalog
 from noor.plan import assumptions as assumptions_mod
 from noor.plan import mix as mix_mod
 from noor.plan.assumptions import Assumptions
@@ -54,6 +59,7 @@ class Phase:
     name: str
     month: float
     builds: tuple[Build, ...]
+    training_share: float = 0.0  # of the fleet in service, from this phase's month to the next phase's
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,9 @@ class PhaseResult:
     capex_usd: float  # spent in this phase
     cost_per_day_usd: float  # whole fleet: amortised capex + energy + opex
     video_cost_per_day_usd: float  # the part spent on the chips serving videos
+    training_chips: dict[str, int] = field(default_factory=dict)  # of `chips`, training (phase.training_share)
+    training_peak_pflops: float = 0.0  # their dense BF16 peak
+    training_cost_per_day_usd: float = 0.0
 
     @property
     def served(self) -> float:
@@ -137,8 +146,8 @@ class GrowthPlan:
             "inputs": {
                 "scenario": self.scenario.name,
                 "source": self.scenario.source,
-                "phases": [{"name": p.name, "month": p.month, "builds": [vars(b) for b in p.builds]}
-                           for p in self.scenario.phases],
+                "phases": [{"name": p.name, "month": p.month, "training_share": p.training_share,
+                            "builds": [vars(b) for b in p.builds]} for p in self.scenario.phases],
                 "demand": {"month": list(self.scenario.demand.months),
                            "videos_per_day": list(self.scenario.demand.videos_per_day)},
                 "mix": self.scenario.mix.to_dict(),
@@ -166,6 +175,10 @@ class GrowthPlan:
                     "capex_usd": r.capex_usd,
                     "cost_per_day_usd": r.cost_per_day_usd,
                     "usd_per_video_served": r.video_cost_per_day_usd / r.served if r.served > 0 else None,
+                    "training_share": r.phase.training_share,
+                    "training_chips": r.training_chips,
+                    "training_peak_pflops": r.training_peak_pflops,
+                    "training_cost_per_day_usd": r.training_cost_per_day_usd,
                 }
                 for i, r in enumerate(self.phases)
             ],
@@ -219,7 +232,10 @@ def scenario_from_dict(raw: dict[str, Any], base: Path | None = None, source: st
                 chip=check_chip(str(b.get("chip")), f"{bw}.chip"),
                 cooling=check_cooling(str(b.get("cooling", "liquid")), f"{bw}.cooling"),
             ))
-        phases.append(Phase(str(p.get("name", f"phase {i}")), month, tuple(builds)))
+        share = _number(f"{where}.training_share", p.get("training_share", 0.0))
+        if share > 1:
+            raise PlanError(f"{where}.training_share", p.get("training_share"), "must be between 0 and 1")
+        phases.append(Phase(str(p.get("name", f"phase {i}")), month, tuple(builds), share))
     demand_raw = raw.get("demand")
     if not isinstance(demand_raw, dict):
         raise PlanError("demand", demand_raw, "needs a [demand] table with month and videos_per_day lists")
@@ -267,6 +283,11 @@ def plan_growth(scenario: Scenario, a: Assumptions, mix: Mix | None = None) -> G
     def alive(month: float) -> list[tuple[Build, SitePlan]]:
         return [(b, s) for m, b, s in everything if m <= month < m + life_months]
 
+    def serving(month: float) -> float:
+        """The share of the fleet serving at `month`: what the latest phase by then does not train with."""
+        latest = [p for p in scenario.phases if p.month <= month]
+        return 1.0 - (latest[-1].training_share if latest else 0.0)
+
     for phase in scenario.phases:
         # 1. plan what this phase adds
         new = []
@@ -282,22 +303,28 @@ def plan_growth(scenario: Scenario, a: Assumptions, mix: Mix | None = None) -> G
         chips: dict[str, int] = {}
         for b, s in built:
             chips[b.chip] = chips.get(b.chip, 0) + s.hardware.chips
+        share = phase.training_share
+        training = {c: round(n * share) for c, n in chips.items()}
+        fleet_cost = sum(s.cost.total_per_day_usd for _, s in built)
         results.append(PhaseResult(
             phase=phase,
             plans=new,
             power_mw=sum(b.power_mw for _month, b, _plan in everything),  # power and buildings stay
             chips=chips,
-            capacity_videos_per_day=sum(s.videos_per_day for _, s in built),
+            capacity_videos_per_day=sum(s.videos_per_day for _, s in built) * (1 - share),
             demand_videos_per_day=scenario.demand.at(phase.month),
             capex_usd=sum(s.cost.capex_usd for _, s in new),
-            cost_per_day_usd=sum(s.cost.total_per_day_usd for _, s in built),
-            video_cost_per_day_usd=sum(s.cost.total_per_day_usd * s.fraction(True) for _, s in built),
+            cost_per_day_usd=fleet_cost,
+            video_cost_per_day_usd=sum(s.cost.total_per_day_usd * s.fraction(True) for _, s in built) * (1 - share),
+            training_chips=training,
+            training_peak_pflops=sum(n * (catalog.chip(c).bf16_tflops or 0.0) for c, n in training.items()) / 1e3,
+            training_cost_per_day_usd=fleet_cost * share,
         ))
     # 3. month by month to the horizon: capacity steps up at each phase, demand follows the forecast
     horizon = int(max(scenario.demand.months[-1], scenario.phases[-1].month))
     timeline = [
         {"month": float(month),
-         "capacity_videos_per_day": sum(s.videos_per_day for _, s in alive(month)),
+         "capacity_videos_per_day": sum(s.videos_per_day for _, s in alive(month)) * serving(month),
          "demand_videos_per_day": scenario.demand.at(month)}
         for month in range(int(scenario.phases[0].month), horizon + 1)
     ]

@@ -141,8 +141,12 @@ def charts(doc: dict[str, Any]) -> list[str]:
         ax.grid(alpha=0.3)
         ax.legend()
         phases = doc["phases"]
-        return [_svg(fig), _barh("Capex per phase", [p["name"] for p in phases], [p["capex_usd"] / 1e9 for p in phases],
-                                 "billion USD")]
+        figures = [_svg(fig), _barh("Capex per phase", [p["name"] for p in phases],
+                                    [p["capex_usd"] / 1e9 for p in phases], "billion USD")]
+        if any(p.get("training_share") for p in phases):
+            figures.append(_barh("Training: dense BF16 peak per phase", [p["name"] for p in phases],
+                                 [p["training_peak_pflops"] for p in phases], "PFLOP/s"))
+        return figures
     if kind == "optimise":
         rows = doc["allocation"]
         return [_barh("Videos/day by site and chip", [f"{r['site']}: {r['chip']}" for r in rows],
