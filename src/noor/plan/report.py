@@ -220,6 +220,17 @@ def growth_markdown(doc: dict[str, Any]) -> str:
           _shortfall(p), _n(p["utilisation"]), _usd(p["capex_usd"]), _usd(p["cost_per_day_usd"]),
           _usd(p["usd_per_video_served"])] for p in doc["phases"]],
     )
+    if any(p.get("training_share") for p in doc["phases"]):
+        lines += ["", "## Training (each phase's training_share of the fleet, until the next phase)", ""]
+        lines += _table(
+            ["phase", "training share", "training chips", "dense BF16 peak PFLOP/s", "cost/day", "serving capacity"],
+            [[p["name"], _n(p["training_share"]),
+              "; ".join(f"{_n(n)} {c}" for c, n in p["training_chips"].items()) or "0",
+              _n(p["training_peak_pflops"]), _usd(p["training_cost_per_day_usd"]),
+              f"{_n(1 - p['training_share'])} of the fleet: {_n(p['capacity_videos_per_day'])} videos/day"]
+             for p in doc["phases"]],
+        )
+        lines += ["", "Days for a run on the training chips: `noor plan train --chip C --chips K` (docs/plan.md)."]
     lines += ["", "## Demand forecast", ""]
     lines += _table(["month", "videos/day"], [[_n(m), _n(v)] for m, v in
                                               zip(inputs["demand"]["month"], inputs["demand"]["videos_per_day"],
