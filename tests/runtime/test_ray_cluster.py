@@ -87,7 +87,7 @@ def _deploy(tmp: Path, toy_weights: Path) -> Deployment:
     stores["us-west"] = tmp / "data" / "regions" / "us-west" / "assets"  # not configured: the default place
     stores["default"] = tmp / "store-default"
     store = Store.configured(settings, scheduler=settings.scheduling_policy())  # with me-riyadh's data plane
-    tenants.create_tenant(store, "sovereign", regions=["me-riyadh"])
+    tenants.create_tenant(store, "sovereign", regions=["me-riyadh"], max_concurrent=100, max_per_minute=600)
     tenants.create_tenant(store, "londoner", regions=["eu-london"])
     tenants.create_tenant(store, "westerner", regions=["us-west"])
     return Deployment(store, settings, stores)
