@@ -1,18 +1,21 @@
 """Batching: compatible small jobs (same `batch_key`: same model and request shape) run as one call.
 
 A batch starts from the job the policy put first and takes the next compatible jobs in policy order,
-so batching never lets a job overtake one the policy ranks ahead of it for a different key. The live
-store's claim (`Store.claim_batch`), the Ray dispatcher and `dispatch.assign` call `batch`; a request's key
-is `batch_key`, computed once when it is queued and stored with it.
+so batching never lets a job overtake one the policy ranks ahead of it for a different key. `take` is that
+rule, over any jobs read one at a time: the live store's claim (`Store.claim_batch`), the Ray dispatcher and
+`dispatch.assign` call it through `batch` (a list of `QueuedJob`s); the simulator's core calls it on its
+per-class heaps. A request's key is `batch_key`, computed once when it is queued and stored with it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol, TypeVar
 
 from noor.scheduling.base import SchedulingError
 from noor.scheduling.types import QueuedJob
+
+J = TypeVar("J")
 
 
 class Keyed(Protocol):
@@ -68,16 +71,27 @@ def compatible(head: QueuedJob, job: QueuedJob, max_predicted_s: float) -> bool:
     )
 
 
+def take(head: J, candidates: Iterable[J], max_batch: int, joins: Callable[[J], bool]) -> list[J]:
+    """The batch `head` (the policy's first job) starts: `head` alone if `joins(head)` is false (a job never
+    batched), else `head` and the next `candidates` (the rest of the queue, in policy order) that `joins`
+    accepts, up to `max_batch` jobs. Candidates are read one at a time and none after the batch is full, so a
+    queue that pops as it is read gives up only the jobs taken and the ones `joins` turned down."""
+    if max_batch < 1:
+        raise SchedulingError(f"max_batch: must be >= 1, got {max_batch!r}")
+    out = [head]
+    if max_batch == 1 or not joins(head):
+        return out
+    for job in candidates:
+        if joins(job):
+            out.append(job)
+            if len(out) == max_batch:
+                break
+    return out
+
+
 def batch(
     head: QueuedJob, ordered: Sequence[QueuedJob], max_batch: int = 1, max_predicted_s: float = float("inf")
 ) -> list[QueuedJob]:
     """`head` and up to `max_batch - 1` compatible jobs from `ordered` (the rest of the queue, in policy order)."""
-    if max_batch < 1:
-        raise SchedulingError(f"max_batch: must be >= 1, got {max_batch!r}")
-    out = [head]
-    for job in ordered:
-        if len(out) >= max_batch:
-            break
-        if job is not head and job.id != head.id and compatible(head, job, max_predicted_s):
-            out.append(job)
-    return out
+    rest = (job for job in ordered if job is not head and job.id != head.id)
+    return take(head, rest, max_batch, lambda job: compatible(head, job, max_predicted_s))

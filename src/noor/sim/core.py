@@ -12,7 +12,9 @@ per (tenant, class) under fair share, ordered by the policy's key computed for a
 now: what the live store's usage counts). A job that finds a free GPU and nothing queued at the first site it
 may use starts at once, with no queue operation (what enqueue + dispatch would do). Placement inside a site is
 `noor.scheduling.Nodes` (best fit, and a node kept for a wide job: backfill in the manner of EASY), the rule
-`scheduling.place` applies to live workers.
+`scheduling.place` applies to live workers. A batch is `scheduling.batching.take` over the head's queue, the
+function the live claim's `scheduling.batch` calls: a queue is one class (one batch key, one GPU count), so a job
+joins its head's batch when both are predicted short enough (`batch_max_predicted_s`) and not sessions.
 
 Failures: each up GPU fails at rate 1 / MTBF (exponential), is repaired after an exponential time with
 mean MTTR. A batch on a failed GPU is killed: its jobs go back to their queues with their original
@@ -26,14 +28,14 @@ import gc
 import heapq
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from noor import scheduling
-from noor.scheduling import Nodes
+from noor.scheduling import Nodes, batching
 from noor.sim.fleet import Fleet
 from noor.sim.scenario import Scenario
 
@@ -117,7 +119,7 @@ class _Site(Nodes):
 class _Queue:
     """Queued jobs of one (tenant or region set, class), a heap ordered by the policy key."""
 
-    __slots__ = ("base_s", "cls", "gpus", "heap", "max_queue", "site_objs", "sites", "tenant")
+    __slots__ = ("base_s", "cls", "gpus", "heap", "joins", "max_queue", "popped", "site_objs", "sites", "tenant")
 
     def __init__(self, tenant: int, cls: int, gpus: int, sites: list[int], max_queue: int | None = None):
         self.max_queue = max_queue  # interactive sessions: admission (`scheduling.admit`) refuses past this
@@ -128,6 +130,17 @@ class _Queue:
         self.heap: list[tuple[Any, ...]] = []
         self.base_s: list[float] = []  # perf-model seconds of one request of its class, per site
         self.site_objs: list[_Site] = []
+        self.joins: Callable[[int], bool] = bool  # may a job join a batch (set by the run: small, not a session)
+        self.popped: list[tuple[Any, ...]] = []  # keys read off the heap by `take` while a batch is chosen
+
+    def __iter__(self) -> Iterator[int]:
+        """The queued jobs in policy order, each popped as it is read (what `batching.take` reads a batch's
+        other jobs from); the keys are kept in `popped` until the batch is chosen."""
+        heap, popped, heappop = self.heap, self.popped, heapq.heappop
+        while heap:
+            key = heappop(heap)
+            popped.append(key)
+            yield key[-1]
 
 
 def policy_of(s: Scenario) -> scheduling.Policy:
@@ -239,8 +252,10 @@ class _Run:
             self.queue_of[(ti, ci)] = q
         predicted = {pair: fleet.predicted_s(*pair) for pair in self.queue_of}
         # sessions are never batched: each holds its own slot
-        self.small = {pair: p <= sched.batch_max_predicted_s and not fleet.classes[pair[1]].interactive
-                      for pair, p in predicted.items()}
+        self.small = {
+            pair: p <= sched.batch_max_predicted_s and not fleet.classes[pair[1]].interactive
+            for pair, p in predicted.items()
+        }
         self.queued_by_tenant = [0] * len(self.tenants)
         # fair share's usage: GPU-seconds of ended runs, and of running ones as k x (now - started), per tenant
         self.given_gpu_s = [0.0] * len(self.tenants)
@@ -250,6 +265,8 @@ class _Run:
         for q in queues.values():
             q.base_s = [fleet.classes[q.cls].latency_s.get(chip, 0.0) for chip in self.chips]
             q.site_objs = [sites[k] for k in q.sites]
+            joins = [self.small.get((t, q.cls), False) for t in range(len(self.tenants))]  # by tenant
+            q.joins = lambda j, joins=joins, j_tenant=self.j_tenant: joins[j_tenant[j]]  # type: ignore[misc]
 
         # every job's place in its queue: the policy's key, computed for all jobs at once, then the job index
         pred_gpu_s = np.zeros((len(self.tenants), len(fleet.classes)))
@@ -258,7 +275,8 @@ class _Run:
         prio = np.array([c.priority for c in fleet.classes])[arr.cls] + np.array(prio_of)[arr.tenant]
         columns = policy.key_columns(arr.t_s, prio, pred_gpu_s[arr.tenant, arr.cls]) if n_jobs else []
         self.j_key: list[tuple[Any, ...]] = list(
-            zip(*(np.asarray(c).tolist() for c in columns), range(n_jobs), strict=True))
+            zip(*(np.asarray(c).tolist() for c in columns), range(n_jobs), strict=True)
+        )
         self.j_queue: list[_Queue] = [self.queue_of[pair] for pair in zip(self.j_tenant, self.j_cls, strict=True)]
 
         self.heap: list[tuple[Any, ...]] = []
@@ -480,7 +498,7 @@ class _Run:
         blocked: list[_Queue] = []
         if site.reserved >= 0 and not any(q.heap and q.gpus >= site.reserved_k for q in site.queues):
             site.reserved, site.reserved_k = -1, 0  # no job that wide waits here any more
-        fair, heappop, j_tenant, small = self.fair, heapq.heappop, self.j_tenant, self.small
+        fair, heappop, j_tenant, take = self.fair, heapq.heappop, self.j_tenant, batching.take
         max_batch, queued_by_tenant, sites, launch = self.max_batch, self.queued_by_tenant, self.sites, self.launch
         if fair:
             usage, tenant_rank, tenants = self.usage(now), self.policy.tenant_rank, self.tenants  # type: ignore[attr-defined]
@@ -501,10 +519,13 @@ class _Run:
                 site.reserve(best.gpus)
                 blocked.append(best)
                 continue
-            jobs = [heappop(best.heap)[-1]]
-            if max_batch > 1 and small[(j_tenant[jobs[0]], best.cls)]:
-                while len(jobs) < max_batch and best.heap and small[(j_tenant[best.heap[0][-1]], best.cls)]:
-                    jobs.append(heappop(best.heap)[-1])
+            jobs = take(heappop(best.heap)[-1], best, max_batch, best.joins)
+            if best.popped:  # jobs read for the batch: those it turned down go back with their keys
+                if len(best.popped) >= len(jobs):
+                    for key in best.popped:
+                        if key[-1] not in jobs:
+                            heapq.heappush(best.heap, key)
+                best.popped.clear()
             for j in jobs:
                 queued_by_tenant[j_tenant[j]] -= 1
             for k2 in best.sites:
