@@ -24,19 +24,13 @@ from noor.perf.estimate import estimate
 from noor.perf.published import Case, Published, read_any
 
 FITTED_FAMILIES = ("hopper", "hopper-h20", "ampere", "ada", "tpu")
-FA3_FAMILIES = ("hopper", "hopper-h20")
-ACTIVATION_PASSES_COUNTED = 190.0  # see activation_passes_eager below
 FITTED_CONSTANTS = {  # name: (prior, lower, upper)
     "linear_half_tokens": (256.0, 1.0, 65536.0),
     "attention_half_keys": (256.0, 1.0, 65536.0),
-    # an eager DiT block reads and writes activation-sized tensors many times (norms with fp32 casts,
-    # modulation, rotary, gates, residuals): diffusers' WanTransformerBlock dispatches ~190 activation-sized
-    # passes of bytes outside its matmuls (tests/perf/test_workload.py counts them with TorchDispatchMode).
-    # What reaches HBM is at most that (an L2 cache keeps some); the upper bound is the count plus a margin
-    # for families whose blocks do more, so the fit stays a traffic count, not a fudge. It was 64 until the
-    # count showed the fit pinned there (2026-12-05).
-    "activation_passes_eager": (64.0, 1.0, ACTIVATION_PASSES_COUNTED * 1.3),
-    "activation_passes_compiled": (8.0, 1.0, ACTIVATION_PASSES_COUNTED * 1.3),
+    # an eager DiT block reads/writes activation-sized tensors some 20-60 times (norms, modulation,
+    # rotary, gates, residuals, casts, transposes): the bound keeps this a traffic count, not a fudge
+    "activation_passes_eager": (20.0, 1.0, 64.0),
+    "activation_passes_compiled": (8.0, 1.0, 64.0),
     "link_efficiency": (0.6, 0.05, 1.0),
 }
 FIXED_CONSTANTS = {  # name: (value, source)
@@ -47,10 +41,6 @@ FIXED_CONSTANTS = {  # name: (value, source)
     "host_tflops": (1.0, "assumption: a 2-socket server CPU running a text encoder in bf16 (t5_cpu)"),
 }
 EFFICIENCY_PRIOR = 0.5  # where an efficiency rests when the data say nothing about it
-EFFICIENCY_BOUNDS = (0.02, 1.0)  # a share of the chip's peak
-# a later software release's speed-up over the first one seen for a family: prior 1 (no change); MLPerf rounds
-# six months apart have moved SDXL on the same H100 by a few percent to ~1.3x, so 0.5..2 is loose
-SOFTWARE_PRIOR = (1.0, 0.5, 2.0)
 PRIOR_WEIGHT = 0.15  # residual weight of the prior per parameter, in log units
 
 
@@ -64,10 +54,9 @@ class Row:
 def predict_case(case: Case, eff: Efficiency) -> float:
     model, chip = catalog.model(case.model), catalog.chip(case.chip)
     e = estimate(model, case.shape, chip, case.plan, eff)
-    speedup = eff.software_speedup(chip.family, case.software)
     if case.per_step:
-        return e.stage("denoise").detail["step_s"] / speedup
-    latency = sum(s.latency_s for s in e.stages) / speedup  # also when memory says no: the published run did run
+        return e.stage("denoise").detail["step_s"]
+    latency = sum(s.latency_s for s in e.stages)  # also when memory says no: the published run did run
     return latency / case.shape.batch if case.per_image else latency
 
 
@@ -87,103 +76,42 @@ def summary(rows: list[Row]) -> dict[str, float]:
     return {"rows": len(errors), "median_ape": statistics.median(errors), "p90_ape": p90}
 
 
-def software_releases(published: Published) -> dict[str, list[str]]:
-    """family -> the software releases its rows name, oldest first; the first is the reference (factor 1)."""
-    seen: dict[str, set[str]] = {}
-    for case in published.cases:
-        if case.software:
-            seen.setdefault(catalog.chip(case.chip).family, set()).add(case.software)
-    return {fam: sorted(releases) for fam, releases in sorted(seen.items())}
-
-
-# Efficiencies whose upper bound is not 1, with the reason. An efficiency is measured against the chip's
-# quoted peak; where that peak is the wrong one for what the kernels run, the fit shows it by leaving 1.
-EFFICIENCY_UPPER = {
-    # chips.csv's Ada peaks (RTX 4090 165 TFLOPS, L40 181) are FP16/BF16 tensor rates with FP32 accumulation
-    # from secondary sources (waredb, xDiT docs); the fit pinned ada.linear at 1.0 with the 2026-12-05 data, i.e.
-    # the Ada rows run faster than those peaks allow. 2.0 is the FP16-accumulate rate's ratio (chips.csv notes).
-    "ada.linear": 2.0,
-}
-# Efficiencies whose lower bound is not EFFICIENCY_BOUNDS[0], with the reason.
-EFFICIENCY_LOWER = {
-    # "conv" is the VAE decoder's class (a denoiser's convs run as GEMMs). On Hopper it is seen only through video
-    # VAEs' decodes (Wan 2.2's 16x16x4 VAE at 720p the largest), which take seconds that, counted as 3x3(x3) conv
-    # FLOPs, are ~2% of peak: the decode is bound by work the count does not see (causal-cache copies, fp32
-    # GroupNorm, tiling). The 2026-12-05 fit pinned hopper.conv at 0.02; 0.005 lets it say how low.
-    "hopper.conv": 0.005,
-}
-
-
-def bounds(name: str) -> tuple[float, float, float]:
-    """(prior, lower, upper) of a fitted parameter, by its packed name."""
-    if name in FITTED_CONSTANTS:
-        return FITTED_CONSTANTS[name]
-    if name.startswith("software."):
-        return SOFTWARE_PRIOR
-    lower = EFFICIENCY_LOWER.get(name, EFFICIENCY_BOUNDS[0])
-    return (EFFICIENCY_PRIOR, lower, EFFICIENCY_UPPER.get(name, EFFICIENCY_BOUNDS[1]))
-
-
-def _pack(eff: Efficiency, published: Published) -> tuple[list[str], np.ndarray]:
+def _pack(eff: Efficiency) -> tuple[list[str], np.ndarray]:
     names, values = [], []
     for fam in FITTED_FAMILIES:
         table = eff.families.get(fam, {})
         for k in ("linear", "attention", "conv"):
             names.append(f"{fam}.{k}")
             values.append(table.get(k, EFFICIENCY_PRIOR))
-    for fam in FA3_FAMILIES:  # FlashAttention-3 runs on Hopper only; the H20 is a Hopper die too
-        names.append(f"{fam}.attention_fa3")
-        values.append(eff.families.get(fam, {}).get("attention_fa3", EFFICIENCY_PRIOR))
+    names.append("hopper.attention_fa3")
+    values.append(eff.families.get("hopper", {}).get("attention_fa3", EFFICIENCY_PRIOR))
     for k, (prior, _, _) in FITTED_CONSTANTS.items():
         names.append(k)
         values.append(eff.constants.get(k, prior))
-    for fam, releases in software_releases(published).items():
-        for release in releases[1:]:
-            names.append(f"software.{fam}.{release}")
-            values.append(eff.software_speedup(fam, release))
     return names, np.log(np.array(values, dtype=float))
 
 
 def _unpack(names: list[str], x: np.ndarray, base: Efficiency) -> Efficiency:
     families = {k: dict(v) for k, v in base.families.items()}
     constants = dict(base.constants)
-    software: dict[str, dict[str, float]] = {}
     for name, value in zip(names, np.exp(x), strict=True):
-        if name.startswith("software."):
-            _, fam, release = name.split(".", 2)
-            software.setdefault(fam, {})[release] = float(value)
-        elif "." in name:
+        if "." in name:
             fam, k = name.split(".", 1)
             families.setdefault(fam, {})[k] = float(value)
         else:
             constants[name] = float(value)
     for k, (v, _) in FIXED_CONSTANTS.items():
         constants[k] = v
-    return replace(base, families=families, constants=constants, software=software)
-
-
-def fitted_parameters(eff: Efficiency, published: Published) -> dict[str, float]:
-    names, x = _pack(eff, published)
-    return dict(zip(names, np.exp(x).tolist(), strict=True))
-
-
-def at_bound(eff: Efficiency, published: Published, tolerance: float = 0.005) -> list[str]:
-    """Fitted parameters that ended on a bound (within `tolerance` in log units): each is a model to fix."""
-    out = []
-    for name, value in fitted_parameters(eff, published).items():
-        _, lo, hi = bounds(name)
-        if min(abs(math.log(value / lo)), abs(math.log(hi / value))) < tolerance:
-            out.append(f"{name} = {value:.4g} (bounds {lo:g}..{hi:g})")
-    return out
+    return replace(base, families=families, constants=constants)
 
 
 def fit(published: Published, start: Efficiency) -> Efficiency:
     from scipy.optimize import least_squares
 
-    names, x0 = _pack(start, published)
+    names, x0 = _pack(start)
     priors, lower, upper = [], [], []
     for n in names:
-        prior, lo, hi = bounds(n)
+        prior, lo, hi = FITTED_CONSTANTS.get(n, (EFFICIENCY_PRIOR, 0.02, 1.0))
         priors.append(math.log(prior))
         lower.append(math.log(lo))
         upper.append(math.log(hi))
@@ -195,69 +123,15 @@ def fit(published: Published, start: Efficiency) -> Efficiency:
         logs = [math.log(predict_case(c, eff) / c.seconds) for c in published.cases]
         return np.concatenate([weights * np.array(logs), PRIOR_WEIGHT * (x - np.array(priors))])
 
-    result = least_squares(
-        residuals,
-        x0,
-        bounds=(lower, upper),
-        loss="soft_l1",
-        f_scale=0.15,
-        x_scale=1.0,
-        jac_sparsity=_sparsity(names, published),
-    )
+    result = least_squares(residuals, x0, bounds=(lower, upper), loss="soft_l1", f_scale=0.15, x_scale=1.0)
     return _unpack(names, result.x, start)
-
-
-def _sparsity(names: list[str], published: Published) -> np.ndarray:
-    """Which parameters each residual can move: a row's chip family's own and the shared ones; a prior its own.
-
-    Families do not share rows, so scipy perturbs several families' parameters in one evaluation."""
-    own = np.zeros((len(published.cases), len(names)), dtype=bool)
-    for i, case in enumerate(published.cases):
-        fam = catalog.chip(case.chip).family
-        for j, name in enumerate(names):
-            head = name.split(".", 1)[0]
-            own[i, j] = "." not in name or head == fam or name.startswith(f"software.{fam}.")
-    return np.vstack([own, np.eye(len(names), dtype=bool)]).astype(int)
-
-
-HOLDOUTS = ("model", "chip")
-
-
-def holdout(published: Published, start: Efficiency, by: str) -> list[Row]:
-    """Leave one group out: for each model (or chip), fit on every other row and predict that group's rows.
-
-    What `noor models add --perf-id` relies on is the held-out error: a new model's rows were never fitted."""
-    if by not in HOLDOUTS:
-        raise ValueError(f"holdout must be one of {', '.join(HOLDOUTS)}, got {by!r}")
-    groups: dict[str, list[Case]] = {}
-    for case in published.cases:
-        groups.setdefault(getattr(case, by), []).append(case)
-    rows: list[Row] = []
-    for _, held in sorted(groups.items()):
-        rest = Published(cases=[c for c in published.cases if getattr(c, by) != getattr(held[0], by)])
-        rows += check(Published(cases=held), fit(rest, start))
-    return rows
-
-
-def by_group(rows: list[Row], by: str) -> dict[str, dict[str, float]]:
-    """Per model (or chip): rows and median absolute error."""
-    groups: dict[str, list[Row]] = {}
-    for r in rows:
-        groups.setdefault(getattr(r.case, by), []).append(r)
-    return {k: summary(v) for k, v in sorted(groups.items())}
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def to_toml(
-    eff: Efficiency,
-    sources: list[Path],
-    stats: dict[str, float],
-    published: Published,
-    held: dict[str, list[Row]] | None = None,
-) -> str:
+def to_toml(eff: Efficiency, sources: list[Path], stats: dict[str, float], published: Published) -> str:
     """calibration.toml text: every number with where it came from."""
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
@@ -277,20 +151,10 @@ def to_toml(
         f'{PRIOR_WEIGHT} x log-distance to {EFFICIENCY_PRIOR} (efficiencies) or to the listed prior (constants)"',
         "",
     ]
-    for by, rows in (held or {}).items():
-        lines.append(f"[holdout.{by}]  # leave one {by} out: rows and median absolute error of the held-out fit")
-        for name, s in by_group(rows, by).items():
-            lines.append(f'"{name}" = {{ rows = {s["rows"]:.0f}, median_ape = {s["median_ape"]:.4f} }}')
-        total = summary(rows)
-        lines += [f'"*" = {{ rows = {total["rows"]:.0f}, median_ape = {total["median_ape"]:.4f} }}', ""]
     for name in FITTED_CONSTANTS:
         lines += [f"[constants.{name}]", f"value = {eff.constants[name]:.6g}", 'source = "fitted"', ""]
     for name, (value, source) in FIXED_CONSTANTS.items():
         lines += [f"[constants.{name}]", f"value = {value:.6g}", f'source = "{source}"', ""]
-    for fam in sorted(eff.software):
-        lines.append(f'[software."{fam}"]  # speed-up of each later release over the first in the data (fitted)')
-        lines += [f'"{k}" = {v:.4f}' for k, v in sorted(eff.software[fam].items())]
-        lines.append("")
     for fam in sorted(eff.families):
         table = eff.families[fam]
         lines.append(f'[families."{fam}"]')
@@ -302,22 +166,14 @@ def to_toml(
     return "\n".join(lines) + "\n"
 
 
-def read_all(paths: list[Path]) -> Published:
+def calibrate(paths: list[Path], start: Efficiency, out: Path | None = None) -> tuple[Efficiency, list[Row]]:
+    """Fit on the CSVs, write the constants file (default: the package's), return the fit and its rows."""
     published = Published()
     for p in paths:
         part = read_any(p)
         published.cases += part.cases
         published.skipped += part.skipped
-    return published
-
-
-def calibrate(
-    paths: list[Path], start: Efficiency, out: Path | None = None, holdouts: tuple[str, ...] = ()
-) -> tuple[Efficiency, list[Row], dict[str, list[Row]]]:
-    """Fit on the CSVs, hold out each model (or chip) if asked, write the constants file (default: the package's)."""
-    published = read_all(paths)
     eff = fit(published, start)
     rows = check(published, eff)
-    held = {by: holdout(published, eff, by) for by in holdouts}
-    (out or calibration_path()).write_text(to_toml(eff, paths, summary(rows), published, held), encoding="utf-8")
-    return eff, rows, held
+    (out or calibration_path()).write_text(to_toml(eff, paths, summary(rows), published), encoding="utf-8")
+    return eff, rows
