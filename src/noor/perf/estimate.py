@@ -165,7 +165,7 @@ def _estimate_one(model: ModelArch, shape: Shape, chip: Chip, plan: ParallelPlan
     sp = u * r
     rows_dev = work.tokens * real.batch * passes_per_group / sp
     active_params = model.params_b * 1e9 * model.experts_active / model.experts_total
-    t_linear = max(dev.linear_s(work.linear_flops / sp, rows_dev), dev.memory_s(active_params * nbytes))
+    t_linear = max(dev.linear_s(work.linear_per_rank(sp), rows_dev), dev.memory_s(active_params * nbytes))
     t_attn = dev.attention_s(work.attention_flops / sp, work.attention_keys / r)
     t_attn += work.self_attention_calls * dev.attention_call_s
     t_cross = dev.attention_s(work.cross_flops / sp, max(model.text_tokens + model.image_tokens, 1))

@@ -6,6 +6,8 @@ Counting rules (a multiply-add = 2 FLOPs, as in Kaplan et al. 2020 and nanoGPT's
   - cross-attention: 4 x video tokens x context tokens x hidden, plus the context K/V projections;
   - 3x3 (x3) convolutions: 2 x k x c_in x c_out per output element.
 Everything here is for the whole request (all passes of a step together, before any split over GPUs).
+A sequence split (Ulysses, ring) divides the video tokens only: the prompt is whole on every rank, so its own
+work (`PassWork.prompt_linear_flops`) is done by each rank in full (`PassWork.linear_per_rank`).
 """
 
 from __future__ import annotations
@@ -37,11 +39,20 @@ class PassWork:
     host_ops: int = 0  # operators dispatched per pass (what eager PyTorch costs on a CPU)
     self_attention_calls: int = 0  # attention layer calls per pass (their fixed cost on a measured CPU)
     cross_attention_calls: int = 0
+    # of linear_flops, the prompt's own: its projection into the model's width, its cross-attention keys and
+    # values, a joint model's text tokens through the blocks
+    prompt_linear_flops: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     @property
     def flops(self) -> float:
         return self.linear_flops + self.attention_flops + self.cross_flops + self.conv_flops
+
+    def linear_per_rank(self, sequence_ranks: int) -> float:
+        """Linear FLOPs each of `sequence_ranks` ranks does (Ulysses x ring): its share of the video tokens' work
+        and all of the prompt's, which every rank holds whole (docs/parallel.md: "The prompt stays whole"). A
+        cfg split is already in `self`: a pass over one group's branches carries only their prompts."""
+        return (self.linear_flops - self.prompt_linear_flops) / sequence_ranks + self.prompt_linear_flops
 
 
 def latent_grid(model: ModelArch, shape: Shape) -> tuple[int, int, int]:
@@ -57,9 +68,10 @@ def latent_grid(model: ModelArch, shape: Shape) -> tuple[int, int, int]:
 
 
 # Kernel launches per transformer block in eager PyTorch: norms, modulation, q/k/v/out, rotary,
-# attention, MLP, gates and residuals. An assumption from reading diffusers' WanTransformerBlock and
-# noor-tiny's TinyBlock (about 40-60 ops each); it matters only where kernels are tiny (CPU, small images).
-KERNELS_PER_BLOCK = 50
+# attention, MLP, gates and residuals: the operators diffusers' WanTransformerBlock dispatches that are not
+# views, counted with TorchDispatchMode in bf16 (tests/perf/test_workload.py counts them again; diffusers
+# 0.42, 2026-12-05; it was an uncounted 50 before). It matters only where kernels are tiny.
+KERNELS_PER_BLOCK = 92
 # Operators dispatched per block, views and transposes included: each costs host time, which a GPU
 # hides behind its queue but a CPU pays in line. Counted with torch's TorchDispatchMode on one
 # forward pass: diffusers' WanTransformerBlock 129; noor-tiny's TinyBlock 114 joint, 128 factorised (under no_grad,
@@ -87,9 +99,12 @@ def denoise_pass(model: ModelArch, shape: Shape, batch: int) -> PassWork:
         per_token += 2 * d * d
     if model.attention == "factorised":  # a second self-attention (temporal) with its own q,k,v,o
         per_token += 4 * d * d
-    linear = 2.0 * batch * L * seq * per_token
-    if model.cross_attention:
-        linear += 2.0 * batch * L * context * 2 * d * d  # K and V of the context, once per pass
+    projection = text_projection_flops(model, batch)
+    kv = 2.0 * batch * L * context * 2 * d * d if model.cross_attention else 0.0  # the context's K and V, once a pass
+    linear = 2.0 * batch * L * seq * per_token + projection + kv
+    # the prompt's own work: its projection, its K and V, and a joint model's text tokens through the blocks (in
+    # `linear` through `seq`)
+    prompt = projection + kv + (2.0 * batch * L * model.text_tokens * per_token if joint else 0.0)
 
     # 2. self-attention over the sequence
     if model.attention == "full":
@@ -132,7 +147,23 @@ def denoise_pass(model: ModelArch, shape: Shape, batch: int) -> PassWork:
         host_ops=DISPATCHED_OPS_PER_BLOCK * L + conv_ops,
         self_attention_calls=L * (2 if model.attention == "factorised" else 1),
         cross_attention_calls=L if model.cross_attention else 0,
+        prompt_linear_flops=prompt,
     )
+
+
+def text_projection_flops(model: ModelArch, batch: int) -> float:
+    """The denoiser's projection of a pass's prompt tokens from its text encoder's width into its own: two
+    layers, width -> hidden -> hidden, for a cross-attention DiT (PixArtAlphaTextProjection: Wan's
+    `condition_embedder.text_embedder`, LTX-Video's and Sana's `caption_projection`), one (`context_embedder`,
+    width -> hidden) for a joint one (FLUX, SD3; HunyuanVideo's token refiner is counted as its input layer only).
+    None where the model reads the encoder's tokens at their own width (noor-tiny: 128 wide, its cross-attention's
+    `cross_attention_dim`). Image-conditioning tokens' embedders are not counted."""
+    width = max((e.hidden_size for e in model.text_encoders), default=0)
+    d = model.hidden_size
+    if not model.text_tokens or width in (0, d) or model.arch == "unet":
+        return 0.0
+    per_token = width * d + (d * d if model.arch == "dit" else 0)
+    return 2.0 * batch * model.text_tokens * per_token
 
 
 def _unet_pass(model: ModelArch, shape: Shape, batch: int) -> PassWork:
