@@ -514,11 +514,13 @@ class RayCluster:
             log.warning("worker %s lost: %s", slot.name, why)
         with contextlib.suppress(Exception):  # already dead
             self.ray.kill(slot.actor, no_restart=True)  # its rank actors, its children, die with it
+        import ray as connected
         from ray.util.placement_group import get_placement_group, remove_placement_group
 
         groups = [slot.placement_group]  # a k-GPU worker's; a CPU worker's split may have made one of its own:
-        with contextlib.suppress(Exception):  # it outlives its maker (Ray ties it to this driver)
-            groups.append(get_placement_group(f"{slot.name}.ranks"))
+        if connected.is_initialized():  # (looking one up unconnected would start a local Ray of its own)
+            with contextlib.suppress(Exception):  # it outlives its maker (Ray ties it to this driver)
+                groups.append(get_placement_group(f"{slot.name}.ranks"))
         for group in groups:
             if group is not None:
                 with contextlib.suppress(Exception):  # its node is gone
