@@ -373,6 +373,10 @@ class Worker:
         decision = moderation.screen_frames(result.frames, job.tenant)
         if not decision.allowed:
             self.store.fail(job.id, self.config.name, decision.reason)
+            # its previews (drawn from the refused frames) go too, where this worker's store can delete them
+            forget = getattr(self.assets, "delete_generation", None)
+            if forget is not None:
+                forget(job.tenant, job.id)
             return
         # 1. the watermark in the pixels, 2. the files, 3. each signed with the generation's manifest, 4. stored
         frames, marked = self.provenance.mark(result.frames, job.id)
