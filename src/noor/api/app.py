@@ -43,7 +43,8 @@ from noor.jobs import tenants
 from noor.jobs.assets import AssetNotFound, AssetStore, asset_key, generation_of, sign, verify
 from noor.jobs.generation import Generation, now_utc
 from noor.jobs.limits import InsufficientCredits, LimitExceeded
-from noor.jobs.store import NotFound, RegionUnavailable, Store
+from noor.jobs.planes import RegionUnavailable
+from noor.jobs.store import NotFound, Store
 from noor.runtime.ssrf import Busy, FetchError, Guard, SSRFError
 from noor.trust import audit, moderation
 

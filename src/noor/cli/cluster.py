@@ -23,7 +23,8 @@ def cluster_status(
 ) -> None:
     """Nodes with their regions, Noor's worker actors, and the jobs running on them."""
     from noor.config import settings
-    from noor.jobs.store import RegionUnavailable, Store
+    from noor.jobs.planes import RegionUnavailable
+    from noor.jobs.store import Store
     from noor.runtime import ray_cluster
 
     try:

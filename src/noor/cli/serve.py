@@ -70,7 +70,8 @@ def serve(
     from noor.engine import registry
     from noor.jobs import tenants
     from noor.jobs.assets import RegionalAssets
-    from noor.jobs.store import RegionUnavailable, Store
+    from noor.jobs.planes import RegionUnavailable
+    from noor.jobs.store import Store
     from noor.runtime.local import LocalWorkers, Region
     from noor.runtime.reaper import Reaper
     from noor.runtime.ssrf import Guard

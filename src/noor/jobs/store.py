@@ -8,11 +8,9 @@ lease expired can no longer finish the job someone else has since claimed (exact
 from __future__ import annotations
 
 import builtins
-import functools
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -20,7 +18,6 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
-    event,
     func,
     literal,
     or_,
@@ -36,6 +33,7 @@ from noor.jobs import eta, outbox
 from noor.jobs.db import connect, epoch_s, greatest, migrate
 from noor.jobs.generation import Generation, State, check_transition, now_utc
 from noor.jobs.limits import FULL_TENANTS, TENANTS, USAGE, InsufficientCredits, admit
+from noor.jobs.planes import DataPlanes, RegionUnavailable, by_job, by_tenant, first_line
 from noor.jobs.queue import GROUP_BY, SORT_BY, queued_statements, task_batch_key
 
 _generations = Generation.__table__
@@ -56,8 +54,6 @@ CLAIM_RETRIES = 8
 QUEUED_LIMIT = 256  # what `queued()` reads by default (a dispatcher's look at the queue's head, by priority then age)
 USAGE_WINDOW = timedelta(hours=1)  # fair share counts the GPU-seconds each tenant was given in this window
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-HOME_TTL_S = 5.0  # how long a store remembers which data plane a tenant's rows live in
-R = TypeVar("R")
 
 
 def _held(generation_id: str, worker: str) -> ColumnElement[bool]:
@@ -86,45 +82,9 @@ class NotFound(LookupError):
     """No such generation for this tenant (another tenant's is not found either)."""
 
 
-class RegionUnavailable(RuntimeError):
-    """A region's data plane cannot be reached: the server does not start, a create answers 503 (nothing is
-    written anywhere else)."""
-
-    def __init__(self, region: str, reason: str):
-        self.region = region
-        super().__init__(f"region {region!r}: its database cannot be reached ({reason})")
-
-
-def _reason(err: Exception) -> str:
-    """The first line of a database error, as an operator reads it."""
-    cause = getattr(err, "orig", None) or err
-    return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-
-
-def _routed(method: Callable[..., R]) -> Callable[..., R]:
-    """A tenant's view of its generations, read where its data lives: the data plane of its region, else here."""
-
-    @functools.wraps(method)
-    def route(self: Store, tenant: str, *args: Any, **kwargs: Any) -> R:
-        home = self.home(tenant)
-        if home is self:
-            return method(self, tenant, *args, **kwargs)
-        try:
-            return cast(R, getattr(home, method.__name__)(tenant, *args, **kwargs))
-        except (OperationalError, InterfaceError) as err:  # the plane's database went away: not a bug, a 503
-            raise RegionUnavailable(home.region or "?", _reason(err)) from err
-
-    return route
-
-
-class Store:
-    """The central store, or one region's data plane (`region`).
-
-    The central store keeps what routing and billing need: tenants, their key hashes, regions and credits, the
-    audit log, and the generations of tenants bound to no region with a data plane. A tenant bound to such a region
-    (`planes`: region -> database URL, NOOR_REGIONS) keeps its generations, prompts, idempotent answers and webhook
-    outbox in that region's database only: the central store routes each tenant's calls there, and charges and
-    refunds its credits here (the plane's `ledger`)."""
+class Store(DataPlanes):
+    """The job store: the central one, or one region's data plane (`region`; where tenants' rows live and how calls
+    reach them: `noor.jobs.planes`)."""
 
     def __init__(
         self,
@@ -137,14 +97,21 @@ class Store:
         ledger: Store | None = None,
     ):
         """`scheduler`: the queue-order policy claims follow (noor.scheduling; default: priority tiers, then oldest).
-        `planes`: the regions with a database of their own; each is reached now (RegionUnavailable if it cannot be)."""
+        `planes`: the regions with a database of their own; each is reached now (RegionUnavailable if it cannot be).
+        `region`, `ledger`: this store is that region's data plane, its credits kept by `ledger`."""
         self.scheduler = scheduler or scheduling.get("priority")
-        self.region, self.ledger = region, ledger or self
         self.db = connect(url)
         # A point read of a local SQLite file (WAL: readers never wait for writers) is a few hundred microseconds
         # of CPU; an async caller may run it in place rather than hop to a thread (which, under load, costs more
         # than the read). A networked database is I/O: callers keep it off the event loop.
         self.reads_inline = url.startswith("sqlite")
+        self._reach(region, run_migrations)
+        self.session = sessionmaker(self.db, expire_on_commit=False)
+        self._requeued_at: datetime | None = None
+        self._open_planes(region, ledger, planes, run_migrations)
+
+    def _reach(self, region: str | None, run_migrations: bool) -> None:
+        """Migrate (or, for a plane, at least reach) the database; a plane that cannot be reached: RegionUnavailable."""
         try:
             if run_migrations:
                 migrate(self.db)
@@ -155,99 +122,12 @@ class Store:
             if region is None:
                 raise
             self.db.dispose()
-            raise RegionUnavailable(region, _reason(err)) from err
-        self.session = sessionmaker(self.db, expire_on_commit=False)
-        if self.ledger is not self:  # refunds of a plane's jobs go to the central credits once its transaction commits
-            event.listen(self.session, "after_commit", self._credit_refunds)
-        self._requeued_at: datetime | None = None
-        self.planes: dict[str, Store] = {}
-        self._homes: dict[str, tuple[float, Store]] = {}
-        self._holder: dict[str, Store] = {}  # job id -> the plane it was claimed from (a worker's jobs, few)
-        try:
-            for name, plane_url in (planes or {}).items():
-                self.planes[name] = Store(
-                    plane_url, run_migrations=run_migrations, scheduler=self.scheduler, region=name, ledger=self
-                )
-        except RegionUnavailable:
-            self.close()
-            raise
-        # a routed read may reach a plane's networked database: then no caller reads on its event loop
-        self.reads_inline = self.reads_inline and all(plane.reads_inline for plane in self.planes.values())
-
-    @classmethod
-    def configured(
-        cls, settings: Any, *, run_migrations: bool = True, scheduler: scheduling.Policy | None = None
-    ) -> Store:
-        """The deployment's central store and its regions' data planes (NOOR_DATABASE_URL, NOOR_REGIONS)."""
-        planes = {r: url for r in settings.regions if (url := settings.region_database_url(r)) is not None}
-        return cls(settings.resolved_database_url, run_migrations=run_migrations, scheduler=scheduler, planes=planes)
+            raise RegionUnavailable(region, first_line(err)) from err
 
     def close(self) -> None:
         for plane in self.planes.values():
             plane.close()
         self.db.dispose()
-
-    def stores(self) -> builtins.list[Store]:
-        """This store and its regions' data planes: each has its own queue, leases and webhook outbox."""
-        return [self, *self.planes.values()]
-
-    def home(self, tenant: str) -> Store:
-        """Where `tenant`'s generations live: the data plane of the first of its regions that has one, else here.
-        Read from its tenant row, remembered for HOME_TTL_S (a tenant's regions are set by an operator)."""
-        if not self.planes:
-            return self
-        now = time.monotonic()
-        known = self._homes.get(tenant)
-        if known is not None and known[0] > now:
-            return known[1]
-        with self.db.connect() as conn:
-            regions = conn.scalar(select(TENANTS.c.regions).where(TENANTS.c.name == tenant))
-        home = next((self.planes[r] for r in regions or () if r in self.planes), self)
-        self._homes[tenant] = (now + HOME_TTL_S, home)
-        return home
-
-    def _holding(self, generation_id: str) -> Store:
-        """The store that holds a job a worker leased (remembered at claim; else looked up, planes first)."""
-        held = self._holder.get(generation_id)
-        if held is not None or not self.planes:
-            return held or self
-        for plane in self.planes.values():
-            with plane.db.connect() as conn:
-                if conn.scalar(select(_generations.c.id).where(_generations.c.id == generation_id)) is not None:
-                    self._held_by(generation_id, plane)
-                    return plane
-        return self
-
-    def _held_by(self, generation_id: str, store: Store) -> None:
-        if store is not self:
-            if len(self._holder) > 10_000:  # a worker holds a few jobs at a time: forget the oldest half
-                for gid in builtins.list(self._holder)[:5_000]:
-                    del self._holder[gid]
-            self._holder[generation_id] = store
-
-    def _refund(self, s: Session, rows: Sequence[Generation]) -> None:
-        """A job that ends failed gives back exactly what was taken for it (nothing, for an unmetered tenant).
-        Called only with the rows a conditional UPDATE has just moved to failed, so once per job. The central
-        store credits in the same transaction; a data plane, in the central one right after its own commits
-        (two databases share no transaction: a crash in between loses the refund, never doubles it)."""
-        paid = [(row.tenant, row.paid_microcents) for row in rows if row.paid_microcents]
-        if not paid:
-            return
-        if self.ledger is not self:
-            s.info.setdefault("refunds", []).extend(paid)
-            return
-        for tenant, microcents in paid:
-            s.execute(
-                update(TENANTS)
-                .where(TENANTS.c.name == tenant)
-                .values(credits_microcents=TENANTS.c.credits_microcents + microcents)
-            )
-
-    def _credit_refunds(self, s: Session) -> None:
-        refunds = s.info.pop("refunds", None)
-        if refunds:
-            with self.ledger.session.begin() as ledger:
-                self.ledger._refund(ledger, [Generation(tenant=t, paid_microcents=m) for t, m in refunds])
 
     # --- tenants' view -----------------------------------------------------------------------
 
@@ -327,15 +207,15 @@ class Store:
             try:
                 with self.session.begin() as own:
                     return self._insert(own, admitted, **columns)
-            except SQLAlchemyError as err:
-                raise RegionUnavailable(self.region or "central", _reason(err)) from err
+            except (OperationalError, InterfaceError) as err:  # its database went away: a 503, nothing written
+                raise RegionUnavailable(self.region or "central", first_line(err)) from err
         if admitted is not None:
             admit(s, columns["tenant"], admitted.max_concurrent, admitted.max_per_minute, columns["created_at"])
         generation = Generation(**columns)
         s.add(generation)
         return generation
 
-    @_routed
+    @by_tenant
     def get(self, tenant: str, generation_id: str) -> Generation:
         """A detached copy of one visible generation: the hot path of every SDK poll, so one compiled Core
         statement and a plain row, not an ORM query (4x less CPU per call)."""
@@ -354,13 +234,13 @@ class Store:
         with self.session() as s:
             return eta.Clock(s, now or now_utc()).timing(job)
 
-    @_routed
+    @by_tenant
     def exists(self, tenant: str, generation_id: str) -> bool:
         """Whether the generation is there for its tenant (not deleted): asset downloads ask this."""
         with self.db.connect() as conn:
             return conn.execute(_EXISTS, {"gid": generation_id, "tenant": tenant}).first() is not None
 
-    @_routed
+    @by_tenant
     def list(self, tenant: str, limit: int = 100, offset: int = 0) -> tuple[list[Generation], int]:
         """Newest first, and how many there are in all."""
         visible = and_(Generation.tenant == tenant, Generation.deleted_at.is_(None))
@@ -375,7 +255,7 @@ class Store:
             total = s.scalar(select(func.count()).select_from(Generation).where(visible)) or 0
         return list(rows), total
 
-    @_routed
+    @by_tenant
     def page(
         self, tenant: str, limit: int = 20, after: str | None = None, ascending: bool = False
     ) -> tuple[builtins.list[Generation], bool]:
@@ -409,7 +289,7 @@ class Store:
             rows = list(s.scalars(query.order_by(*order).limit(limit + 1)).all())
         return rows[:limit], len(rows) > limit
 
-    @_routed
+    @by_tenant
     def usage(
         self, tenant: str, since: datetime, max_active: int = 2**31, max_recent: int = 2**31
     ) -> tuple[int, int, datetime | None]:
@@ -423,7 +303,7 @@ class Store:
             ).one()
         return int(running or 0), int(recent or 0), oldest
 
-    @_routed
+    @by_tenant
     def delete(self, tenant: str, generation_id: str) -> Generation:
         """Hide it from its tenant; a queued job fails at once (refunded), a running one stops at its next
         heartbeat. Two conditional UPDATEs: of racing deletes exactly one wins (the others: NotFound), and only
@@ -502,7 +382,7 @@ class Store:
             if plane is not None:
                 got = plane.claim_batch(worker, lease_s, models, [name], now, node, max_batch)
                 for generation in got:
-                    self._held_by(generation.id, plane)
+                    self.held_by(generation.id, plane)
                 if got:
                     return got
         # expired leases are looked for at most once a second per store, not on every idle poll
@@ -648,6 +528,7 @@ class Store:
                 )
         return out
 
+    @by_job
     def claim_job(
         self,
         generation_id: str,
@@ -661,18 +542,12 @@ class Store:
         """Lease one named job to `worker` (a dispatcher chose it with `noor.scheduling`); None if it is no
         longer queued. Records the worker's node and region with the job."""
         check_transition(State.QUEUED, State.DREAMING)
-        store = self._holding(generation_id)
-        claimed = store._take(generation_id, worker, lease_s, now or now_utc(), node, region)
-        if claimed is not None:
-            self._held_by(generation_id, store)
-        return claimed
+        return self._take(generation_id, worker, lease_s, now or now_utc(), node, region)
 
+    @by_job
     def release(self, generation_id: str, worker: str, now: datetime | None = None) -> bool:
         """`worker` is gone (its process or node died): its lease on the job ends now, so the job goes back to
         the queue at once (or fails, out of attempts) instead of after the lease. False if it was not holding it."""
-        store = self._holding(generation_id)
-        if store is not self:
-            return store.release(generation_id, worker, now)
         now = now or now_utc()
         statement = (
             update(Generation)
@@ -750,6 +625,7 @@ class Store:
             usage[tenant] = usage.get(tenant, 0.0) + seconds / in_batch[batch]
         return usage
 
+    @by_job
     def heartbeat(
         self,
         generation_id: str,
@@ -761,9 +637,6 @@ class Store:
     ) -> bool:
         """Extend the lease (and record progress, and the asset key of a preview of the work so far).
         False: stop, the job is no longer this worker's to run."""
-        store = self._holding(generation_id)
-        if store is not self:
-            return store.heartbeat(generation_id, worker, lease_s, progress, now, preview)
         now = now or now_utc()
         values: dict[str, Any] = {"lease_expires_at": now + timedelta(seconds=lease_s), "updated_at": now}
         if progress is not None:
@@ -774,11 +647,9 @@ class Store:
         with self.session.begin() as s:
             return s.execute(statement).rowcount == 1  # type: ignore[attr-defined]
 
+    @by_job
     def leased(self, generation_id: str, worker: str) -> Generation | None:
         """The job if `worker` holds its lease right now, else None."""
-        store = self._holding(generation_id)
-        if store is not self:
-            return store.leased(generation_id, worker)
         with self.session() as s:
             return s.scalar(select(Generation).where(_held(generation_id, worker)))
 
@@ -790,12 +661,10 @@ class Store:
         check_transition(State.DREAMING, State.FAILED)
         return self._finish(generation_id, worker, State.FAILED, {"failure_reason": reason}, now)
 
+    @by_job
     def _finish(
         self, generation_id: str, worker: str, state: State, values: dict[str, Any], now: datetime | None
     ) -> bool:
-        store = self._holding(generation_id)
-        if store is not self:
-            return store._finish(generation_id, worker, state, values, now)
         now = now or now_utc()
         statement = (
             update(Generation)
