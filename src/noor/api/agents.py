@@ -43,6 +43,7 @@ from noor.api.requests import Keyframes, RequestError, Resolved, check_task, res
 from noor.api.schemas import GenerationKeyframe, ImageKeyframe
 from noor.api.uploads import image_suffix
 from noor.engine import registry
+from noor.engine.task import fit_aspect
 from noor.jobs import tenants
 from noor.jobs.assets import UPLOADS, asset_key
 from noor.jobs.generation import Generation
@@ -193,11 +194,9 @@ def _prompt(prompt: str) -> str:
 
 
 def frame_size(aspect_ratio: str, resolution: str) -> tuple[int, int]:
-    """(width, height), even sides, for an aspect ratio at a resolution's short side: 16:9 at 360p -> 640x360."""
-    a, b = (int(x) for x in aspect_ratio.split(":"))
-    short = SHORT_SIDES[resolution]
-    long = 2 * round(short * max(a, b) / min(a, b) / 2)
-    return (long, short) if a >= b else (short, long)
+    """(width, height) for the Agents API's aspect ratios and resolutions (360p and 3:1 too, which Dream Machine's
+    do not offer)."""
+    return fit_aspect(aspect_ratio, SHORT_SIDES[resolution])
 
 
 def _not_for(body: GenerationCreate, *fields: str) -> None:

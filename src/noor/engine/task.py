@@ -66,7 +66,11 @@ def size_from_aspect(aspect_ratio: str, resolution: str) -> tuple[int, int]:
         raise TaskError("aspect_ratio", aspect_ratio, f"must be one of {', '.join(ASPECT_RATIOS)}")
     if resolution not in RESOLUTIONS:
         raise TaskError("resolution", resolution, f"must be one of {', '.join(RESOLUTIONS)}")
+    return fit_aspect(aspect_ratio, RESOLUTIONS[resolution])
+
+
+def fit_aspect(aspect_ratio: str, short: int) -> tuple[int, int]:
+    """(width, height), even sides, for an aspect ratio "W:H" whose short side is `short`: 16:9 at 360 -> 640x360."""
     a, b = (int(x) for x in aspect_ratio.split(":"))
-    short = RESOLUTIONS[resolution]
     long = 2 * round(short * max(a, b) / min(a, b) / 2)
     return (long, short) if a >= b else (short, long)
