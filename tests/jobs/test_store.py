@@ -148,3 +148,25 @@ def test_data_survives_reopening(tmp_path: Path) -> None:
     second = Store(url)  # migrations are idempotent
     assert second.get("acme", gid).state == "queued"
     second.close()
+
+
+def test_tally_groups_a_tenants_generations_by_request_values(store: Store) -> None:
+    from noor.jobs import tenants
+
+    tenants.create_tenant(store, "t", metered=False, max_concurrent=100)
+
+    def make(user: str, kind: str, price: int) -> str:
+        request = {"api": "agents", "user_id": user, "type": kind}
+        return store.create(tenant="t", model="tiny", request=request, task={}, price_microcents=price).id
+
+    make("alice", "image", 10)
+    make("alice", "video", 30)
+    failed = make("alice", "video", 50)
+    make("bob", "image", 10)
+    store.create(tenant="t", model="tiny", request={"user_id": "alice", "type": "image"}, task={})  # another API
+    assert store.claim_job(failed, "w", 30) is not None  # the 50-microcent job fails; the others stay queued
+    assert store.fail(failed, "w", "boom")
+    rows = sorted(store.tally("t", api="agents", user_id="alice"))
+    assert rows == [("failed", "video", 1, 0), ("queued", "image", 1, 10), ("queued", "video", 1, 30)]
+    assert store.tally("t", api="agents", user_id="carol") == []
+    assert store.tally("other", api="agents", user_id="alice") == []

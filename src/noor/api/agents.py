@@ -444,16 +444,11 @@ def usage(tenant: Tenant, ctx: Ctx, user_id: str | None = None) -> dict[str, Any
         raise RequestError(400, "user_id is required: GET /usage?user_id=...", field="user_id")
     counts: dict[str, int] = {}
     by_type: dict[str, int] = {}
-    cost_microcents, after, more = 0, None, True
-    while more:  # the tenant's generations, newest first, a page at a time
-        rows, more = ctx.store.page(tenant.name, 500, after)
-        for g in rows:
-            if g.request.get("api") == "agents" and g.request.get("user_id") == user_id:
-                state = STATES[g.state]
-                counts[state] = counts.get(state, 0) + 1
-                by_type[g.request["type"]] = by_type.get(g.request["type"], 0) + 1
-                cost_microcents += 0 if g.state == "failed" else g.price_microcents
-        after = rows[-1].id if rows else None
+    cost_microcents = 0
+    for state, kind, jobs, kept in ctx.store.tally(tenant.name, api="agents", user_id=user_id):
+        counts[STATES[state]] = counts.get(STATES[state], 0) + jobs
+        by_type[str(kind)] = by_type.get(str(kind), 0) + jobs
+        cost_microcents += kept
     return {
         "object": "usage",
         "user_id": user_id,
