@@ -39,6 +39,7 @@ from noor.engine import registry
 from noor.engine.interactive import UnknownWorldModel, WorldSpec
 from noor.jobs import money, sessions, tenants
 from noor.jobs.limits import LimitExceeded
+from noor.jobs.planes import RegionUnavailable
 from noor.jobs.sessions import EndReason, SessionNotFound, WorldSession
 from noor.runtime.interactive import HostConfig, LiveSession, QueueFull, SessionHost, Sink, WorldRunner
 
@@ -258,7 +259,10 @@ def _own(ctx: Context, tenant: tenants.Tenant, session_id: str) -> WorldSession:
     try:
         return sessions.get(ctx.store, tenant.name, session_id)
     except SessionNotFound as err:
-        other = sessions.by_id(ctx.store, session_id)
+        try:  # whose it is, for the audit log: a plane that is down does not turn this tenant's 404 into a 503
+            other = sessions.by_id(ctx.store, session_id)
+        except RegionUnavailable:
+            other = None
         refused(ctx, tenant.name, "world_session", session_id, other.tenant if other else None)
         raise HTTPException(404, "World session not found") from err
 
@@ -436,7 +440,11 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
     except ValueError as err:
         await _close(websocket, 4401, str(err))
         return
-    record = await run_in_threadpool(sessions.check_token, ctx.store, session_id, token)
+    try:
+        record = await run_in_threadpool(sessions.check_token, ctx.store, session_id, token)
+    except RegionUnavailable as err:  # the session's region's database is down: try again later (RFC 6455's 1013)
+        await _close(websocket, 1013, str(err))
+        return
     if record is None:
         await _close(websocket, 4401, "invalid or expired token for this session")
         return

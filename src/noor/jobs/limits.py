@@ -8,7 +8,21 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
-from sqlalchemy import JSON, BigInteger, Boolean, Integer, String, and_, bindparam, column, func, select, table, update
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    column,
+    func,
+    select,
+    table,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from noor.jobs import money
@@ -67,6 +81,18 @@ FULL_TENANTS = select(TENANTS.c.name).where(
     .scalar_subquery()
     >= TENANTS.c.max_concurrent,
 )
+# A data plane has no tenant rows (its ledger keeps them): (tenant, running jobs + live sessions) of each tenant that
+# holds a live session there, compared with the ledger's max_concurrent (DataPlanes.full_tenants)
+_live = _world_sessions.c.state.in_(LIVE_SESSION_STATES)
+_places = union_all(
+    select(_world_sessions.c.tenant).where(_live),
+    select(_g.c.tenant).where(
+        _g.c.tenant.in_(select(_world_sessions.c.tenant).where(_live)),
+        _g.c.state == State.DREAMING.value,
+        _g.c.deleted_at.is_(None),
+    ),
+).subquery()
+PLACES_HELD = select(_places.c.tenant, func.count()).group_by(_places.c.tenant)
 
 
 class InsufficientCredits(Exception):

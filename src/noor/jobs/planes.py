@@ -6,30 +6,33 @@ log, and the generations of tenants bound to no region with a database. A tenant
 generations, prompts, idempotent answers and webhook outbox in that region's database only (its data plane, a
 `Store` of its own): the central store routes the tenant's calls there (`by_tenant`), a worker's calls on a job to
 the plane that holds it (`by_job`), and charges and refunds the tenant's credits itself (the plane's `ledger`).
+World sessions follow the same rule (noor.jobs.sessions routes its calls with `home` and `keeping`).
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import functools
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from sqlalchemy import Engine, event, select, update
+from sqlalchemy import Engine, String, column, event, select, table, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from noor.jobs.generation import Generation
-from noor.jobs.limits import TENANTS
+from noor.jobs.limits import FULL_TENANTS, PLACES_HELD, TENANTS
 
 if TYPE_CHECKING:
     from noor import scheduling
     from noor.jobs.store import Store
 
 HOME_TTL_S = 5.0  # how long a store remembers which data plane a tenant's rows live in
-HELD_MAX = 10_000  # job ids a store remembers the plane of (a worker holds a few at a time)
+HELD_MAX = 10_000  # job and session ids a store remembers the store of (a worker holds a few at a time)
 _generations = Generation.__table__
+_world_sessions = table("world_sessions", column("id", String))  # (noor.jobs.sessions imports this module)
 R = TypeVar("R")
 
 
@@ -50,10 +53,18 @@ def first_line(err: Exception) -> str:
 
 def _call(store: Store, name: str, *args: Any, **kwargs: Any) -> Any:
     """A method of a data plane: its database gone away is not a bug but a 503 (RegionUnavailable)."""
+    return reach(store, getattr(type(store), name), *args, **kwargs)
+
+
+def reach(store: Store, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+    """`fn(store, ...)`; on a data plane, its database gone away is not a bug but a 503 (RegionUnavailable). The
+    central store's errors stay what they are."""
+    if store.region is None:
+        return fn(store, *args, **kwargs)
     try:
-        return getattr(store, name)(*args, **kwargs)
+        return fn(store, *args, **kwargs)
     except (OperationalError, InterfaceError) as err:
-        raise RegionUnavailable(store.region or "?", first_line(err)) from err
+        raise RegionUnavailable(store.region, first_line(err)) from err
 
 
 def by_tenant(method: Callable[..., R]) -> Callable[..., R]:
@@ -102,7 +113,7 @@ class DataPlanes:
             event.listen(self.session, "after_commit", self._credit_refunds)
         self.planes = {}
         self._homes: dict[str, tuple[float, Store]] = {}
-        self._holder: dict[str, Store] = {}  # job id -> the plane that holds it
+        self._holder: dict[str, Store] = {}  # job or world session id (UUIDs: one map) -> the store that holds it
         from noor.jobs.store import Store  # (a Store is DataPlanes)
 
         try:
@@ -161,11 +172,54 @@ class DataPlanes:
         return me
 
     def held_by(self, generation_id: str, plane: Store) -> None:
-        """Remember that a plane holds a job (a claim from it)."""
+        """Remember that a plane holds a job (a claim from it), or which store holds a world session."""
         if len(self._holder) >= HELD_MAX:  # forget the oldest half (dicts keep insertion order)
             for gid in builtins.list(self._holder)[: HELD_MAX // 2]:
-                del self._holder[gid]
+                self._holder.pop(gid, None)  # (session threads and request threads forget alike)
         self._holder[generation_id] = plane
+
+    def keeping(self, session_id: str) -> Store:
+        """The store that holds a world session: remembered when it was created or first found, else looked up
+        (here first: most tenants are bound to no plane, then each plane); here if none holds it."""
+        me = cast("Store", self)
+        held = self._holder.get(session_id)
+        if held is not None or not self.planes:
+            return held or me
+        for store in self.stores():
+            if reach(store, _has_session, session_id):
+                self.held_by(session_id, store)
+                return store
+        return me
+
+    @contextlib.contextmanager
+    def inside(self, outer: Store, s: Session) -> Iterator[Session]:
+        """A transaction of this store within `outer`'s transaction `s`: `s` itself when this store is `outer`, else
+        one of its own that commits when the block ends, before `s` does (two databases share no transaction: what
+        `s` writes after the block is lost if the process dies in between). A plane's database gone away:
+        RegionUnavailable, and both roll back."""
+        if self is outer:
+            yield s
+            return
+        try:
+            with self.session.begin() as own:
+                yield own
+        except (OperationalError, InterfaceError) as err:
+            raise RegionUnavailable(self.region or "?", first_line(err)) from err
+
+    def full_tenants(self) -> tuple[str, ...]:
+        """The tenants holding a live world session whose running jobs and live sessions fill max_concurrent: a
+        claim here skips their queued jobs. A data plane counts its own rows against the limits its ledger keeps
+        (its tenants' rows are there)."""
+        if self.ledger is self:
+            with self.db.connect() as conn:
+                return tuple(conn.scalars(FULL_TENANTS).all())
+        with self.db.connect() as conn:
+            held = {tenant: int(places) for tenant, places in conn.execute(PLACES_HELD)}
+        if not held:
+            return ()
+        with self.ledger.db.connect() as conn:
+            limits = conn.execute(select(TENANTS.c.name, TENANTS.c.max_concurrent).where(TENANTS.c.name.in_(held)))
+            return tuple(sorted(name for name, limit in limits if held[name] >= limit))
 
     def _refund(self, s: Session, rows: Sequence[Generation]) -> None:
         """A job that ends failed gives back exactly what was taken for it (nothing, for an unmetered tenant).
@@ -190,3 +244,8 @@ class DataPlanes:
         if refunds:
             with self.ledger.session.begin() as ledger:
                 self.ledger._refund(ledger, [Generation(tenant=t, paid_microcents=m) for t, m in refunds])
+
+
+def _has_session(store: Store, session_id: str) -> bool:
+    with store.db.connect() as conn:
+        return conn.scalar(select(_world_sessions.c.id).where(_world_sessions.c.id == session_id)) is not None

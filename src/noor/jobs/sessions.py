@@ -7,28 +7,36 @@ UPDATE, so it happens once however many threads race it (the tick loop, a DELETE
 
 Money is integer micro-cents (noor.jobs.money). The socket's token is random, shown once by the POST and
 stored as its SHA-256 (as API keys are: a 256-bit token needs no slow hash).
+
+Where a session's row lives (docs/trust.md, "Data residency"): in its tenant's data plane if the tenant is bound to
+a region with a database, else in the central store, as its jobs do. Every function here takes the central store
+and routes: by tenant (`Store.home`) or by session id (`Store.keeping`: remembered when created or found). The
+tenant's row, credits and limits stay central; hosts' heartbeats (`world_hosts`: no tenant data) too.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import hmac
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import BigInteger, ColumnElement, Float, Index, Integer, String, Text, delete, select, update
+from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from noor.jobs import money
 from noor.jobs.generation import Base, UTCDateTime, now_utc
-from noor.jobs.limits import LIVE_SESSION_STATES, check_concurrency, hold_limits
+from noor.jobs.limits import LIVE_SESSION_STATES, TENANTS, check_concurrency, hold_limits
+from noor.jobs.planes import reach
 from noor.jobs.store import Store
-from noor.jobs.tenants import Tenant
 
 TOKEN_TTL = timedelta(minutes=10)  # a token opens the socket for this long after the POST (or a new token's mint)
 # A session host beats every second (HEARTBEAT_S); one silent for DEAD_AFTER is dead, and the sessions it held are
@@ -36,6 +44,7 @@ TOKEN_TTL = timedelta(minutes=10)  # a token opens the socket for this long afte
 # seconds, and a host taken for dead while it runs would see its sessions ended under it.
 HEARTBEAT_S = 1.0
 DEAD_AFTER = timedelta(seconds=15)
+R = TypeVar("R")
 
 
 class SessionState(enum.StrEnum):
@@ -116,6 +125,24 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _routed(where: Callable[[Store, str], Store]) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """A function `fn(store, key, ...)` called with the central store, run on the store `where(store, key)` names
+    (a plane's database gone away: RegionUnavailable)."""
+
+    def wrap(fn: Callable[..., R]) -> Callable[..., R]:
+        @functools.wraps(fn)
+        def route(store: Store, key: str, *args: Any, **kwargs: Any) -> R:
+            return reach(where(store, key), fn, key, *args, **kwargs)
+
+        return route
+
+    return wrap
+
+
+by_tenant = _routed(Store.home)  # a tenant's sessions: where its data lives
+by_session = _routed(Store.keeping)  # one session, by id: the store that holds it
+
+
 def create(
     store: Store,
     *,
@@ -134,7 +161,9 @@ def create(
 
     It takes a place of its tenant's max_concurrent, as a job does: counted under the tenant's row lock, with
     the tenant's queued and running jobs and live sessions, so LimitExceeded (nothing stored) when they fill it.
-    A tenant without a row (internal callers) has no limit."""
+    A tenant without a row (internal callers) has no limit. It is stored where the tenant's data lives: its
+    plane's transaction commits inside the central one that holds the lock, as a job create's does."""
+    home = store.home(tenant)
     token = secrets.token_urlsafe(32)
     row = WorldSession(
         id=str(uuid.uuid4()),
@@ -154,16 +183,20 @@ def create(
         worker=worker,
         token_hash=hash_token(token),
     )
-    with store.session.begin() as s:
+    # 1. the tenant's row lock, in the central store (which keeps its limits); 2. its jobs and live sessions counted
+    # where they live, under that lock, and the session stored there
+    with store.session.begin() as s, home.inside(store, s) as here:
         limits = hold_limits(s, tenant)
         if limits is not None:
-            check_concurrency(s, tenant, limits[0])
+            check_concurrency(here, tenant, limits[0])
         row.created_at = now or now_utc()  # read under the lock, as a job's is
         row.token_expires_at = row.created_at + TOKEN_TTL
-        s.add(row)
+        here.add(row)
+    store.held_by(row.id, home)
     return row, token
 
 
+@by_tenant
 def new_token(store: Store, tenant: str, session_id: str, now: datetime | None = None) -> tuple[WorldSession, str]:
     """A fresh socket token for the tenant's own live session (a page reloaded past the first token's life): it
     replaces the one before, so only the newest opens a socket. SessionNotFound for another tenant's or an
@@ -181,6 +214,7 @@ def new_token(store: Store, tenant: str, session_id: str, now: datetime | None =
     return get(store, tenant, session_id), token
 
 
+@by_tenant
 def get(store: Store, tenant: str, session_id: str) -> WorldSession:
     with store.session() as s:
         row = s.scalar(select(WorldSession).where(WorldSession.id == session_id, WorldSession.tenant == tenant))
@@ -189,12 +223,14 @@ def get(store: Store, tenant: str, session_id: str) -> WorldSession:
     return row
 
 
+@by_session
 def by_id(store: Store, session_id: str) -> WorldSession | None:
     """Any tenant's session (for the host and the socket, which authenticates by token)."""
     with store.session() as s:
         return s.get(WorldSession, session_id)
 
 
+@by_tenant
 def list_for(store: Store, tenant: str, limit: int = 20) -> list[WorldSession]:
     """The tenant's sessions, newest first."""
     query = (
@@ -215,6 +251,7 @@ def check_token(store: Store, session_id: str, token: str, now: datetime | None 
     return row if (now or now_utc()) < row.token_expires_at else None
 
 
+@by_session
 def activate(
     store: Store, session_id: str, worker: str, now: datetime | None = None, region: str | None = None
 ) -> bool:
@@ -239,16 +276,28 @@ class Billed:
     cost_microcents: int = 0
 
 
-def _tenant_row(s: Session, tenant: str) -> Tenant | None:
-    return s.scalar(select(Tenant).where(Tenant.name == tenant))
+def _hold_credits(s: Session, tenant: str) -> Row[Any] | None:
+    """Lock `tenant`'s row to the end of `s` (a no-op UPDATE, as `hold_limits`) and read (metered, credits); None:
+    no row (an internal caller: never charged)."""
+    return s.execute(
+        update(TENANTS)
+        .where(TENANTS.c.name == tenant)
+        .values(name=TENANTS.c.name)
+        .returning(TENANTS.c.metered, TENANTS.c.credits_microcents)
+    ).one_or_none()
 
 
 def record(store: Store, session_id: str, *, frames: int, seconds: float, price_per_s_microcents: int) -> Billed:
     """Write what an active session has served so far (frames, active seconds) and charge the seconds not yet
-    charged, at `price_per_s_microcents`, in one transaction: the session's row moves only from the cost it had,
-    so a charge is taken once. A metered tenant whose credits cannot cover the new seconds pays what is left and
-    `out_of_credits` is set (the host then ends the session, end_reason "credits"); the host bills a session's
-    last part-second before it ends it."""
+    charged, at `price_per_s_microcents`: the session's row moves only from the cost it had, so a charge is taken
+    once. A metered tenant whose credits cannot cover the new seconds pays what is left and `out_of_credits` is set
+    (the host then ends the session, end_reason "credits"); the host bills a session's last part-second before it
+    ends it.
+
+    The credits are central; a session in a data plane is moved there. The central transaction locks the tenant's
+    row and computes the charge; inside it the plane's conditional UPDATE commits, then the central debit: a crash
+    in between loses that charge, never doubles it (as a job's refund). One session, one tenant: one transaction.
+    A plane that cannot be reached: RegionUnavailable, nothing moved or charged."""
     try:
         return _record(store, session_id, frames, seconds, price_per_s_microcents)
     except _Lost:  # the transaction rolled back, the tenant's charge with it
@@ -260,44 +309,51 @@ class _Lost(Exception):
 
 
 def _record(store: Store, session_id: str, frames: int, seconds: float, price_per_s_microcents: int) -> Billed:
-    with store.session.begin() as s:
-        row = s.get(WorldSession, session_id)
-        if row is None or row.state != SessionState.ACTIVE.value or seconds < row.seconds:
-            return Billed(False)
-        cost = round(seconds * price_per_s_microcents)
-        due = max(0, cost - row.cost_microcents)
-        tenant = _tenant_row(s, row.tenant)
-        paid, short = 0, False
-        if tenant is not None and tenant.metered and due:
-            balance = int(tenant.credits_microcents or 0)
-            paid = min(due, max(balance, 0))
-            short = paid < due or balance - paid <= 0
-            if paid:
-                s.execute(
-                    update(Tenant)
-                    .where(Tenant.name == row.tenant)
-                    .values(credits_microcents=Tenant.credits_microcents - paid)
+    keeper = store.keeping(session_id)
+    with store.session.begin() as s:  # the central transaction: the tenant's credits
+        with keeper.inside(store, s) as here:  # the session's row: `s` itself, or its plane's transaction
+            # 1. what is served and not yet charged
+            row = here.get(WorldSession, session_id)
+            if row is None or row.state != SessionState.ACTIVE.value or seconds < row.seconds:
+                return Billed(False)
+            cost = round(seconds * price_per_s_microcents)
+            due = max(0, cost - row.cost_microcents)
+            # 2. what the tenant pays of it, read under its row's lock (held until the debit commits)
+            account = _hold_credits(s, row.tenant)
+            paid, short = 0, False
+            if account is not None and account.metered and due:
+                balance = int(account.credits_microcents or 0)
+                paid = min(due, max(balance, 0))
+                short = paid < due or balance - paid <= 0
+                cost = row.cost_microcents + paid  # what was not paid was not served: not billed
+            # 3. the session's cost moves, once (committed here in a plane)
+            result: Any = here.execute(
+                update(WorldSession)
+                .where(
+                    WorldSession.id == session_id,
+                    WorldSession.state == SessionState.ACTIVE.value,
+                    WorldSession.cost_microcents == row.cost_microcents,
                 )
-            cost = row.cost_microcents + paid  # what was not paid was not served: not billed
-        result: Any = s.execute(
-            update(WorldSession)
-            .where(
-                WorldSession.id == session_id,
-                WorldSession.state == SessionState.ACTIVE.value,
-                WorldSession.cost_microcents == row.cost_microcents,
+                .values(
+                    frames=max(frames, row.frames),
+                    seconds=seconds,
+                    cost_microcents=cost,
+                    paid_microcents=WorldSession.paid_microcents + paid,
+                )
             )
-            .values(
-                frames=max(frames, row.frames),
-                seconds=seconds,
-                cost_microcents=cost,
-                paid_microcents=WorldSession.paid_microcents + paid,
+            if result.rowcount != 1:  # another record moved it first: undo this one with the transaction(s)
+                raise _Lost
+        # 4. the debit, committed with the central transaction
+        if paid:
+            s.execute(
+                update(TENANTS)
+                .where(TENANTS.c.name == row.tenant)
+                .values(credits_microcents=TENANTS.c.credits_microcents - paid)
             )
-        )
-        if result.rowcount != 1:  # another record moved it first: undo this one's charge with the transaction
-            raise _Lost
     return Billed(True, short, cost)
 
 
+@by_session
 def end(
     store: Store,
     session_id: str,
@@ -339,9 +395,15 @@ def forget(store: Store, host: str) -> None:
         s.execute(delete(WorldHost).where(WorldHost.name == host))
 
 
-def _held_by_dead(host: str, now: datetime, dead_after: timedelta) -> ColumnElement[bool]:
-    """Held by a host other than `host` that has not beaten for `dead_after` (or never did: an older server)."""
-    alive = select(WorldHost.name).where(WorldHost.heartbeat_at >= now - dead_after)
+def _alive(store: Store, now: datetime, dead_after: timedelta) -> list[str]:
+    """The hosts that beat within `dead_after` (heartbeats are central: a plane's sessions are judged by them)."""
+    with store.session() as s:
+        return list(s.scalars(select(WorldHost.name).where(WorldHost.heartbeat_at >= now - dead_after)).all())
+
+
+def _held_by_dead(host: str, alive: list[str]) -> ColumnElement[bool]:
+    """Held by a host other than `host` that is not `alive` (silent for DEAD_AFTER, or never beat: an older
+    server)."""
     return WorldSession.worker.is_not(None) & (WorldSession.worker != host) & WorldSession.worker.not_in(alive)
 
 
@@ -351,24 +413,31 @@ def recover(
     """At a host's start: the sessions a stopped server left queued or active end with "server_restart": those of
     `host` (its previous run's: it holds none yet), those of hosts dead for `dead_after`, and those no host holds
     (queued by an older server). Without `host`, every live session (one host per database). They were billed as
-    their seconds were recorded, at most a second behind, so nothing more is charged."""
+    their seconds were recorded, at most a second behind, so nothing more is charged. In the central store and
+    every data plane it reaches."""
     now = now or now_utc()
     live: ColumnElement[bool] = WorldSession.state.in_(LIVE)
     if host is not None:
-        live = live & (
-            (WorldSession.worker == host) | WorldSession.worker.is_(None) | _held_by_dead(host, now, dead_after)
-        )
+        alive = _alive(store, now, dead_after)
+        live = live & ((WorldSession.worker == host) | WorldSession.worker.is_(None) | _held_by_dead(host, alive))
     return _end_restarted(store, live, now)
 
 
 def reap(store: Store, host: str, now: datetime | None = None, dead_after: timedelta = DEAD_AFTER) -> list[str]:
     """While `host` runs: end the live sessions of hosts dead for `dead_after` ("server_restart"), so a host that
-    died and never came back does not hold its tenants' places of max_concurrent for ever."""
+    died and never came back does not hold its tenants' places of max_concurrent for ever. In the central store and
+    every data plane it reaches."""
     now = now or now_utc()
-    return _end_restarted(store, WorldSession.state.in_(LIVE) & _held_by_dead(host, now, dead_after), now)
+    dead = _held_by_dead(host, _alive(store, now, dead_after))
+    return _end_restarted(store, WorldSession.state.in_(LIVE) & dead, now)
 
 
 def _end_restarted(store: Store, which: ColumnElement[bool], now: datetime) -> list[str]:
+    """End with "server_restart" the sessions `which` picks, here and in each data plane (central first)."""
+    return [gone for each in store.stores() for gone in reach(each, _end_where, which, now)]
+
+
+def _end_where(store: Store, which: ColumnElement[bool], now: datetime) -> list[str]:
     with store.session.begin() as s:
         ids = list(s.scalars(select(WorldSession.id).where(which)).all())
         if ids:

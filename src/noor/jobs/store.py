@@ -32,7 +32,7 @@ from noor import scheduling
 from noor.jobs import eta, outbox
 from noor.jobs.db import connect, epoch_s, greatest, migrate
 from noor.jobs.generation import Generation, State, check_transition, now_utc
-from noor.jobs.limits import FULL_TENANTS, TENANTS, USAGE, InsufficientCredits, admit
+from noor.jobs.limits import TENANTS, USAGE, InsufficientCredits, admit
 from noor.jobs.planes import DataPlanes, RegionUnavailable, by_job, by_tenant, first_line
 from noor.jobs.queue import GROUP_BY, SORT_BY, queued_statements, task_batch_key
 
@@ -410,8 +410,7 @@ class Store(DataPlanes):
         usage = None if self.scheduler.static else self._usage(now)
         region = regions[0] if regions is not None and len(regions) == 1 else None
 
-        with self.db.connect() as conn:  # tenants whose world sessions fill max_concurrent wait for them
-            full = tuple(conn.scalars(FULL_TENANTS).all())
+        full = self.full_tenants()  # tenants whose world sessions fill max_concurrent wait for them
 
         def read(order: tuple[str, ...], depth: int | None, group: str | None) -> builtins.list[scheduling.QueuedJob]:
             return self.queued(depth, models=models, regions=regions, order=order, group=group, exclude=full)

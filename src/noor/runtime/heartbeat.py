@@ -2,7 +2,8 @@
 host (HostConfig.name). Each beats every second into `world_hosts`; a host silent for `sessions.DEAD_AFTER` is
 dead, and the live sessions it held are ended ("server_restart") by whichever host beats next, so they stop
 holding their tenants' places of max_concurrent. A host's own sessions are ended only by itself (at its next
-start: `sessions.recover`)."""
+start: `sessions.recover`). Heartbeats stay in the central store (a host's name and times: no tenant data); the
+sessions are ended wherever they live, the central store and every data plane the host's store reaches."""
 
 from __future__ import annotations
 

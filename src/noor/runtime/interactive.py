@@ -347,7 +347,13 @@ class SessionHost:
             if decision == "refuse":
                 raise QueueFull(self.config.slots, self.config.queue, self._retry_after_s())
             placement = self.runner.reserve(regions) if decision == "start" else None
-            live = LiveSession(create(), spec, start_image, regions)
+            try:
+                record = create()
+            except BaseException:  # refused (max_concurrent) or its region's database down: the slot stays free
+                if placement is not None:
+                    self.runner.release(placement)
+                raise
+            live = LiveSession(record, spec, start_image, regions)
             if placement is not None:
                 self._run(live, placement)
             else:
