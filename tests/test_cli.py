@@ -226,10 +226,12 @@ def test_serve_refuses_an_unknown_scheduling_policy(tmp_path: Path, env: dict[st
 @pytest.mark.slow
 def test_eval_tiny_reads_every_prompt_once_per_seed_and_says_below_target(toy_weights: Path, tmp_path: Path) -> None:
     args = ["--per-language", "2", "--seeds", "2", "--keyframe-checks", "1", "--steps", "2", "--json", "r.json"]
+    args += ["--two-object-scenes", "1", "--aspect-prompts", "1", "--batch", "4"]  # 15 clips in all
     run = noor("eval", "tiny", "--weights", str(toy_weights), *args, cwd=tmp_path)
     assert run.returncode == 1 and run.stdout.strip().endswith("below target")  # toy weights draw no shapes
     report = json.loads((tmp_path / "r.json").read_text())
     assert len(report["rows"]) == 8 and set(report["accuracy"]) == {"en", "ar"}  # 2 prompts x 2 languages x 2 seeds
+    assert len(report["two_object_rows"]) == 2 and len(report["seam_ratios"]) == 1
     wrong_shapes = sum(row["want"]["shape"] != row["got"]["shape"] for row in report["rows"])
     assert ("most common shape mistakes: " in run.stdout) == (wrong_shapes > 0), run.stdout
     bad = noor("eval", "tiny", "--seeds", "0", cwd=tmp_path)

@@ -304,6 +304,10 @@ def train_tiny(
     print(f"{out}  {done} denoiser steps, final loss {sum(losses[-50:]) / len(losses[-50:]):.4f}, {minutes:.1f} min")
 
 
+def _uint8(frame: Any) -> Any:
+    return None if frame is None else (frame * 255).round().astype("uint8")
+
+
 def _median(pairs: list[tuple[float, float]], index: int) -> str:
     return f"{statistics.median(p[index] for p in pairs):.1f}" if pairs else "-"
 
@@ -323,37 +327,53 @@ def eval_tiny(
     ] = 16,
     seeds: Annotated[int, typer.Option(min=1, max=10, help="draws of each prompt, each with its own seed")] = 1,
     steps: Annotated[int | None, typer.Option(min=1, max=100)] = None,
+    batch: Annotated[
+        int, typer.Option(min=1, max=64, help="clips drawn at once (the same clips at any batch size, only faster)")
+    ] = 8,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the full report here")] = None,
+    quick: Annotated[
+        bool,
+        typer.Option("--quick", help="a reduced set (what the tests run): half the prompts, checks and scenes"),
+    ] = False,
 ) -> None:
     """Check noor-tiny's colour, shape and motion on held-out prompts, and its keyframe fidelity."""
     from noor.engine.task import Task
     from noor.engine.tiny import eval as tiny_eval
     from noor.engine.tiny.backend import TinyBackend
 
+    if quick:
+        per_language, keyframe_checks, two_object_scenes, aspect_prompts = tiny_eval.QUICK.values()
+
     backend = TinyBackend(weights)
     prompts = tiny_eval.eval_prompts(per_language, seeds)
 
-    def generate_clip(
-        prompt: str,
-        seed: int,
-        start_frame: Any = None,
-        loop: bool = False,
-        width: int = 64,
-        height: int = 64,
-        end_frame: Any = None,
-    ) -> Any:
-        start, end = ((f * 255).round().astype("uint8") if f is not None else None for f in (start_frame, end_frame))
-        task = Task(
-            prompt, seed=seed, steps=steps, start_frame=start, end_frame=end, loop=loop, width=width, height=height
-        )
-        return backend.generate([task])[0].frames.astype("float32") / 255.0
+    def generate_clips(clips: list[tiny_eval.Clip]) -> list[Any]:
+        tasks = [
+            Task(
+                c.prompt,
+                seed=c.seed,
+                steps=steps,
+                start_frame=_uint8(c.start_frame),
+                end_frame=_uint8(c.end_frame),
+                loop=c.loop,
+                width=c.width,
+                height=c.height,
+            )
+            for c in clips
+        ]
+        return [media.frames.astype("float32") / 255.0 for media in backend.generate(tasks)]
 
     with progress() as bar:
         aspect_prompts = min(aspect_prompts, len(prompts))
-        total = len(prompts) + keyframe_checks + 2 * two_object_scenes + len(tiny_eval.ASPECTS) * aspect_prompts
-        job = bar.add_task("evaluating", total=total, info="")
+        job = bar.add_task("evaluating", total=None, info="clips")
         report = tiny_eval.evaluate(
-            generate_clip, prompts, keyframe_checks, lambda: bar.advance(job), two_object_scenes, aspect_prompts
+            generate_clips,
+            prompts,
+            keyframe_checks,
+            lambda done, total: bar.update(job, completed=done, total=total),
+            two_object_scenes,
+            aspect_prompts,
+            batch,
         )
 
     table = Table(title="noor-tiny on held-out prompts")

@@ -12,11 +12,13 @@ from noor.engine.resample import resize
 from noor.engine.tiny.backend import TinyBackend, fit, weights_dir
 from noor.engine.tiny.eval import (
     LOOP_SMOOTH_TARGET,
+    QUICK,
     START_KEPT_TARGET,
     TARGETS,
     EvalReport,
     eval_prompts,
     evaluate,
+    one_at_a_time,
     seam_ratio,
     start_step_ratio,
     two_object_prompts,
@@ -72,7 +74,9 @@ def _oracle(prompts: list[Any], two_object_scenes: int = 0) -> Any:
 
 def test_evaluate_scores_a_perfect_and_a_blank_generator() -> None:
     prompts = eval_prompts(per_language=8)
-    report = evaluate(_oracle(prompts, 4), prompts, keyframe_checks=4, two_object_scenes=4, aspect_prompts=8)
+    report = evaluate(
+        one_at_a_time(_oracle(prompts, 4)), prompts, keyframe_checks=4, two_object_scenes=4, aspect_prompts=8
+    )
     assert all(v == 1.0 for acc in report.accuracy.values() for v in acc.values())
     assert set(report.aspects) == {"16:9", "9:16"}
     assert all(v == 1.0 for a in report.aspects.values() for v in a.values())
@@ -80,7 +84,7 @@ def test_evaluate_scores_a_perfect_and_a_blank_generator() -> None:
     assert len(report.pair_step_ratios) == 2 and all(r == pytest.approx((1.0, 1.0)) for r in report.pair_step_ratios)
     assert report.two_objects == {"ar": 1.0, "en": 1.0} and len(report.two_object_rows) == 8
     assert report.passed()
-    blank = evaluate(lambda *a, **k: np.zeros((16, 64, 64, 3), np.float32), prompts, keyframe_checks=0)
+    blank = evaluate(one_at_a_time(lambda *a, **k: np.zeros((16, 64, 64, 3), np.float32)), prompts, keyframe_checks=0)
     assert not blank.passed() and blank.accuracy["en"]["colour"] == 0.0
 
 
@@ -105,7 +109,7 @@ def test_copied_keyframes_pass_the_sanity_checks_but_not_the_keyframe_targets() 
             other[-1] = end_frame
         return other
 
-    report = evaluate(copies_keyframes_only, prompts, keyframe_checks=6)
+    report = evaluate(one_at_a_time(copies_keyframes_only), prompts, keyframe_checks=6)
     assert report.sane()  # frame 0 and the loop's end are exact copies
     assert report.loop_smooth == 0.0 and min(report.seam_ratios) > 3
     assert report.start_kept < 0.5  # only a green triangle in the keyframe would be "kept"
@@ -118,7 +122,9 @@ def test_a_generator_that_draws_one_of_two_objects_fails_the_two_object_target()
     two = two_object_prompts(4)
     assert all(len(scene.things) == 2 for _, _, scene in two) and {lang for _, lang, _ in two} == {"en", "ar"}
     first_only = {700 + k: Scene(scene.background, scene.things[:1]) for k, (_, _, scene) in enumerate(two)}
-    report = evaluate(lambda prompt, seed, **_: render(first_only[seed]), [], keyframe_checks=0, two_object_scenes=4)
+    report = evaluate(
+        one_at_a_time(lambda prompt, seed, **_: render(first_only[seed])), [], keyframe_checks=0, two_object_scenes=4
+    )
     assert report.two_objects == {"ar": 0.0, "en": 0.0} and not report.passed()
     row = report.two_object_rows[0]
     assert row["got"][0]["shape"] == row["want"][0]["shape"] and row["got"][1]["colour"] is None
@@ -132,7 +138,7 @@ def test_a_stretched_aspect_fails_where_a_filled_one_passes() -> None:
     def stretched(prompt: str, seed: int, width: int = 64, height: int = 64, **_: Any) -> np.ndarray:
         return resize((render(scenes[seed]) * 255).round().astype(np.uint8), width, height) / 255.0
 
-    report = evaluate(stretched, prompts, keyframe_checks=0, aspect_prompts=len(prompts))
+    report = evaluate(one_at_a_time(stretched), prompts, keyframe_checks=0, aspect_prompts=len(prompts))
     assert report.accuracy["en"]["shape"] == 1.0  # square: right
     assert report.aspects["16:9"]["shape"] < 0.5 and report.aspects["9:16"]["shape"] < 0.5, report.aspects
 
@@ -157,7 +163,7 @@ def test_the_report_names_the_most_common_mistakes() -> None:
         shape = "circle" if item.shape == "square" else item.shape
         return render(sample_scene(np.random.default_rng(seed), 0.0, shape, item.colour, "still"))
 
-    report = evaluate(squares_as_still_circles, prompts, keyframe_checks=0)
+    report = evaluate(one_at_a_time(squares_as_still_circles), prompts, keyframe_checks=0)
     squares = sum(p.shape == "square" for p in prompts)
     assert report.mistakes("shape") == [("square", "circle", squares)]
     moving = [p for p in prompts if p.motion != "still"]
@@ -170,19 +176,21 @@ def test_the_report_names_the_most_common_mistakes() -> None:
         report.mistakes("size")
 
 
-# What the shipped weights measured on the full held-out set (README, "noor eval tiny"), less a margin of
-# a clip or two: a regression guard above the issue's targets (TARGETS), which the next test holds them to.
-FLOORS = {"colour": 0.9, "motion": 0.9, "shape": 0.75}  # measured: colour 97-100%, motion 100%, shape 81-84%
-# Keyframes, measured on the 16 checks `noor eval tiny` runs (2026-12-05): the start frame's object kept in 81%
-# (13 of 16; the floor allows two clips fewer), loop seams 1.5-6.0x the median step, median 3.3 (the ceiling
-# allows about one clip's worth of drift). Loops miss their target (docs/noor-tiny.md): see the xfail below.
-START_KEPT_FLOOR = 0.68
+# The tests run `noor eval tiny --quick` (half of every part of the full set; the full set's figures are in
+# docs/noor-tiny.md). What the shipped weights measured on it, less a margin of a clip or two: a regression guard
+# above the issue's targets (TARGETS), which the next test holds them to.
+FLOORS = {"colour": 0.9, "motion": 0.9, "shape": 0.75}  # quick: colour 94-100%, motion 100%, shape 81% (full: 97-100,
+# 100, 81-84)
+# Keyframes, measured on the quick set's 8 checks (2026-12-05): the start frame's object kept in 75% (6 of 8; the
+# floor allows one clip fewer; full set: 13 of 16), loop seams up to 5.3x the median step, median 2.5 (full: 3.3;
+# the ceiling allows about one clip's worth of drift). Loops miss their target (docs/noor-tiny.md): see the xfail.
+START_KEPT_FLOOR = 0.6
 SEAM_MEDIAN_CEILING = 4.0
 
 
 @dataclass
 class ShippedRun:
-    """`noor eval tiny` on the shipped weights, run once for the module: its exit code, output and report."""
+    """`noor eval tiny --quick` on the shipped weights, run once for the module: its exit code, output and report."""
 
     exit_code: int
     output: str
@@ -197,7 +205,7 @@ def shipped_run(tmp_path_factory: pytest.TempPathFactory) -> ShippedRun:
 
     assert (weights_dir() / "model_index.json").is_file(), "noor-tiny weights are missing from the package"
     report_path = tmp_path_factory.mktemp("eval") / "report.json"
-    result = CliRunner().invoke(app, ["eval", "tiny", "--json", str(report_path)])
+    result = CliRunner().invoke(app, ["eval", "tiny", "--quick", "--json", str(report_path)])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     return ShippedRun(result.exit_code, result.output, EvalReport(**json.loads(report_path.read_text())))
 
@@ -205,12 +213,13 @@ def shipped_run(tmp_path_factory: pytest.TempPathFactory) -> ShippedRun:
 @pytest.mark.slow
 def test_shipped_noor_tiny_keeps_its_measured_accuracy_and_keyframes(shipped_run: ShippedRun) -> None:
     report = shipped_run.report
-    assert len(report.rows) == len(eval_prompts())
+    assert len(report.rows) == len(eval_prompts(QUICK["per_language"]))
     for lang, acc in report.accuracy.items():
         for attribute, floor in FLOORS.items():
             assert acc[attribute] >= floor, (lang, attribute, acc)
     assert report.sane(), (report.start_psnr_db, report.loop_psnr_db)
-    assert len(report.seam_ratios) == len(report.start_step_ratios) == 16
+    assert len(report.seam_ratios) == len(report.start_step_ratios) == QUICK["keyframe_checks"]
+    assert len(report.two_object_rows) == 2 * QUICK["two_object_scenes"] and set(report.aspects) == {"16:9", "9:16"}
     assert report.start_kept >= START_KEPT_FLOOR, report.start_kept
     assert float(np.median(report.seam_ratios)) <= SEAM_MEDIAN_CEILING, report.seam_ratios
 
@@ -224,11 +233,11 @@ def test_shipped_noor_tiny_meets_the_prompt_targets(shipped_run: ShippedRun) -> 
 
 @pytest.mark.slow
 @pytest.mark.xfail(
-    strict=True, reason="loops snap back (seam 3.3x the median step, target 1.5x); two objects: 1 of 16 (target 70%)"
+    strict=True, reason="loops snap back (seam 2.5x the median step, target 1.5x); two objects: 1 of 8 (target 70%)"
 )
 def test_shipped_noor_tiny_meets_every_target(shipped_run: ShippedRun) -> None:
-    """The check as a user runs it (`noor eval tiny`, every held-out prompt once, 16 keyframe checks): the exit
-    code says whether every target is met, keyframe targets included."""
+    """The check as a user runs it (`noor eval tiny --quick`): the exit code says whether every target is met,
+    keyframe targets included."""
     report = shipped_run.report
     assert report.start_kept >= START_KEPT_TARGET and report.loop_smooth >= LOOP_SMOOTH_TARGET, report.seam_ratios
     assert shipped_run.exit_code == 0 and shipped_run.output.strip().endswith("all targets met"), shipped_run.output

@@ -47,6 +47,8 @@ class EvalPrompt:
     seed: int
 
 
+# `noor eval tiny --quick` (what the tests run): half of every part of the full set (the defaults), about half the time
+QUICK = {"per_language": 16, "keyframe_checks": 8, "two_object_scenes": 4, "aspect_prompts": 8}
 SEED_STRIDE = 7919  # a prompt's k-th draw uses seed + k * SEED_STRIDE
 
 
@@ -149,18 +151,84 @@ def end_step_ratio(clip: np.ndarray) -> float:
 Generate = Callable[..., np.ndarray]
 
 
+@dataclass(frozen=True)
+class Clip:
+    """One clip the eval asks for; a generator is called with only the options that differ from the default."""
+
+    prompt: str
+    seed: int
+    start_frame: np.ndarray | None = None  # (H, W, 3) in [0, 1]
+    loop: bool = False
+    width: int = 64
+    height: int = 64
+    end_frame: np.ndarray | None = None
+
+    def options(self) -> dict[str, Any]:
+        return {
+            name: value
+            for name, value in (
+                ("start_frame", self.start_frame),
+                ("loop", self.loop),
+                ("width", self.width),
+                ("height", self.height),
+                ("end_frame", self.end_frame),
+            )
+            if value is not None and not (isinstance(value, (bool, int)) and value == getattr(Clip, name))
+        }
+
+
+# clips -> their frames, in order: a backend draws them in batches (noor-tiny's clips are the same bytes alone or
+# batched, so the report does not depend on the batch size)
+GenerateMany = Callable[[list[Clip]], list[np.ndarray]]
+
+
+def one_at_a_time(generate: Generate) -> GenerateMany:
+    """A generator of one clip per call as a GenerateMany."""
+    return lambda clips: [generate(c.prompt, c.seed, **c.options()) for c in clips]
+
+
 def evaluate(
-    generate: Generate,
+    generate: GenerateMany,
     prompts: list[EvalPrompt],
     keyframe_checks: int = 4,
-    on_item: Callable[[], None] | None = None,
+    on_clips: Callable[[int, int], None] | None = None,
     two_object_scenes: int = 0,
     aspect_prompts: int = 0,
+    batch: int = 8,
 ) -> EvalReport:
+    """Every clip the four parts below ask for is drawn first, in batches of `batch` (`on_clips(done, total)`
+    after each), then read."""
     report = EvalReport()
+    # the clips, in the order of the parts; the random draws come in the same order as the reads below
+    wanted: list[Clip] = [Clip(item.prompt, item.seed) for item in prompts]
+    rng, pair_rng = np.random.default_rng(7), np.random.default_rng(8)  # the pairs' draws leave the others' be
+    checks = []
+    for k in range(keyframe_checks):
+        scene: Scene = sample_scene(rng, two_objects_p=0.0)
+        start = render(scene, 2)[0]
+        lang = "en" if k % 2 == 0 else "ar"
+        wanted.append(Clip(caption(scene, lang, rng), 500 + k, start_frame=start))
+        moving = sample_scene(rng, two_objects_p=0.0, motion=[m for m in MOTIONS if m != "still"][k % 7])
+        wanted.append(Clip(caption(moving, lang, rng), 600 + k, loop=True))
+        if k % 2 == 0:  # a start frame and another scene's end frame: does it move from one to the other?
+            other = render(sample_scene(pair_rng, two_objects_p=0.0), 2)[0]
+            wanted.append(Clip(caption(scene, lang, pair_rng), 800 + k, start_frame=start, end_frame=other))
+        checks.append((scene, start))
+    two = two_object_prompts(two_object_scenes)
+    wanted += [Clip(prompt, 700 + k) for k, (prompt, _, _) in enumerate(two)]
+    sizes = ASPECTS.items() if aspect_prompts else ()
+    wanted += [Clip(p.prompt, p.seed, width=w, height=h) for _, (w, h) in sizes for p in prompts[:aspect_prompts]]
+    drawn: list[np.ndarray] = []
+    if on_clips:
+        on_clips(0, len(wanted))
+    for first in range(0, len(wanted), batch):
+        drawn += generate(wanted[first : first + batch])
+        if on_clips:
+            on_clips(len(drawn), len(wanted))
+    clips = iter(drawn)
     # 1. prompt following, per language and attribute
     for item in prompts:
-        found = detect(generate(item.prompt, item.seed))
+        found = detect(next(clips))
         row = {
             "prompt": item.prompt,
             "lang": item.lang,
@@ -168,41 +236,31 @@ def evaluate(
             "got": {"colour": found.colour, "shape": found.shape, "motion": found.motion},
         }
         report.rows.append(row)
-        if on_item:
-            on_item()
     for lang in sorted({p.lang for p in prompts}):
         rows = [r for r in report.rows if r["lang"] == lang]
         report.accuracy[lang] = {a: float(np.mean([r["want"][a] == r["got"][a] for r in rows])) for a in TARGETS}
     # 2. keyframes: a clip from a rendered start frame keeps its object through the clip; a loop of a moving
     # object wraps around without a jump (half the checks in each language)
-    rng, pair_rng = np.random.default_rng(7), np.random.default_rng(8)  # the pairs' draws leave the others' be
     start_scores, loop_scores, kept = [], [], []
-    for k in range(keyframe_checks):
-        scene: Scene = sample_scene(rng, two_objects_p=0.0)
-        start = render(scene, 2)[0]
-        lang = "en" if k % 2 == 0 else "ar"
-        clip = generate(caption(scene, lang, rng), 500 + k, start_frame=start)
+    for k, (scene, start) in enumerate(checks):
+        clip = next(clips)
         start_scores.append(psnr(clip[0], start))
         report.start_step_ratios.append(start_step_ratio(clip))
         found, thing = detect(clip[len(clip) // 2 :]), scene.things[0]
         kept.append(found.colour == thing.colour and found.shape == thing.shape)
-        moving = sample_scene(rng, two_objects_p=0.0, motion=[m for m in MOTIONS if m != "still"][k % 7])
-        looped = generate(caption(moving, lang, rng), 600 + k, loop=True)
+        looped = next(clips)
         loop_scores.append(psnr(looped[-1], looped[0]))
         report.seam_ratios.append(seam_ratio(looped))
-        if k % 2 == 0:  # a start frame and another scene's end frame: does it move from one to the other?
-            other = render(sample_scene(pair_rng, two_objects_p=0.0), 2)[0]
-            pair = generate(caption(scene, lang, pair_rng), 800 + k, start_frame=start, end_frame=other)
+        if k % 2 == 0:
+            pair = next(clips)
             report.pair_step_ratios.append((start_step_ratio(pair), end_step_ratio(pair)))
-        if on_item:
-            on_item()
     report.start_psnr_db = float(np.min(start_scores)) if start_scores else 0.0
     report.loop_psnr_db = float(np.min(loop_scores)) if loop_scores else 0.0
     report.start_kept = float(np.mean(kept)) if kept else 0.0
     report.loop_smooth = float(np.mean([r <= SEAM_RATIO_MAX for r in report.seam_ratios])) if kept else 0.0
     # 3. two objects: each drawn in its colour and shape (read from the pixels nearest its colour)
-    for k, (prompt, lang, scene) in enumerate(two_object_prompts(two_object_scenes)):
-        clip = generate(prompt, 700 + k)
+    for prompt, lang, scene in two:
+        clip = next(clips)
         got = [detect_colour(clip, thing.colour) for thing in scene.things]
         report.two_object_rows.append({
             "prompt": prompt, "lang": lang,
@@ -210,20 +268,18 @@ def evaluate(
             "got": [{"colour": g.colour, "shape": g.shape, "motion": g.motion} for g in got],
             "both": all(g.shape == t.shape for g, t in zip(got, scene.things, strict=True)),
         })  # fmt: skip
-        if on_item:
-            on_item()
     for lang in sorted({r["lang"] for r in report.two_object_rows}):
         report.two_objects[lang] = float(np.mean([r["both"] for r in report.two_object_rows if r["lang"] == lang]))
     # 4. other aspects: the first prompts again, wide and tall, read as drawn (same targets as square)
-    for aspect, (width, height) in ASPECTS.items() if aspect_prompts else ():
+    for aspect, _ in sizes:
         hits: dict[str, list[bool]] = {a: [] for a in TARGETS}
         for item in prompts[:aspect_prompts]:
-            drawn = detect(generate(item.prompt, item.seed, width=width, height=height))
-            hits["colour"].append(drawn.colour == item.colour)
+            drawn_at = detect(next(clips))
+            hits["colour"].append(drawn_at.colour == item.colour)
             # a shape drawn stretched is not the shape asked for, whatever template it is nearest
-            hits["shape"].append(drawn.shape == item.shape and abs(np.log(drawn.stretch or 1.0)) < np.log(MAX_STRETCH))
-            hits["motion"].append(drawn.motion == item.motion)
-            if on_item:
-                on_item()
+            hits["shape"].append(
+                drawn_at.shape == item.shape and abs(np.log(drawn_at.stretch or 1.0)) < np.log(MAX_STRETCH)
+            )
+            hits["motion"].append(drawn_at.motion == item.motion)
         report.aspects[aspect] = {a: float(np.mean(v)) for a, v in hits.items()}
     return report
