@@ -213,6 +213,31 @@ def test_a_step_keeps_what_the_canvas_knew_exactly_and_draws_only_the_strip_it_r
     assert not torch.equal(pipe.step(off, "right")[..., :15], before[..., 1:])
 
 
+def test_a_view_the_canvas_knows_whole_is_the_frame_without_a_denoising_pass(
+    toy_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Standing still or stepping back: the frame is the canvas's crop, exactly what the full path keeps, and only
+    the cache pass runs; the seed's stream moves on as it would, so the next new strip is drawn the same."""
+    pipe = NoorWorldPipeline.from_pretrained(toy_weights)
+    rollout = pipe.open("a snowy ridge", 3)
+    walk = ["right", "none", "left", "right", "down"]  # the middle three go where the canvas has been: known whole
+    passes = [5, 1, 1, 1, 5]  # 4 denoising passes and the cache pass, or the cache pass alone
+    calls: list[float] = []
+    denoise = pipe.transformer.denoise
+    monkeypatch.setattr(pipe.transformer, "denoise", lambda *a, **k: calls.append(a[3]) or denoise(*a, **k))
+    frames = []
+    for action, want in zip(walk, passes, strict=True):
+        calls.clear()
+        before = rollout.latents.clone()
+        frames.append(pipe.step(rollout, action))
+        assert len(calls) == want and calls[-1] == 0.0, (action, calls)
+        if action == "none":
+            assert torch.equal(frames[-1], before)
+    monkeypatch.setattr(torch.Tensor, "all", lambda self, *a, **k: torch.tensor(False))  # the full path everywhere
+    full = pipe.open("a snowy ridge", 3)
+    assert all(torch.equal(pipe.step(full, action), frame) for action, frame in zip(walk, frames, strict=True))
+
+
 def test_the_pipeline_saves_and_loads_in_hugging_face_layout(toy_weights: Path, tmp_path: Path) -> None:
     index = json.loads((toy_weights / "model_index.json").read_text())
     assert index["_class_name"] == "NoorWorldPipeline"

@@ -130,7 +130,9 @@ class NoorWorldPipeline(DiffusionPipeline):
         C = self.transformer.config.latent_channels
         memory, known = (t[None] for t in rollout.canvas.crop(rollout.x, rollout.y))
         at = (rollout.x, rollout.y)
-        x = torch.randn((1, C, LATENT, LATENT), generator=rollout.generator)
+        x = torch.randn((1, C, LATENT, LATENT), generator=rollout.generator)  # drawn always: the stream stays the same
+        if bool((known > 0).all()):  # the canvas knows the whole view (standing still, a step back): it is the frame,
+            return self._commit(rollout, memory, action, memory, known)  # and the denoiser's passes would be dropped
         self.scheduler.set_timesteps(sigmas=sigmas(steps))
         x0 = x
         for t in self.scheduler.timesteps:
