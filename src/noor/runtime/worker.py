@@ -7,7 +7,10 @@ each job's own prompt and seed; each job then has its own heartbeats, files, com
 Progress doubles as the heartbeat: each denoising step may extend the leases, and when the store says a job is
 no longer ours (deleted, or the lease was lost) that job ends failed "Deleted" at once and its result is
 dropped; the others of its batch go on. When none is left the step callback raises `Cancelled`, so the engine
-stops between steps. A call that fails fails each job with the reason, unless the attempt failed for a reason
+stops between steps. Before the first step (reading sources, loading the model, starting a split's ranks) and
+after the last (decoding, the files) a `LeaseKeeper` thread beats instead (`noor.runtime.leases`); a job it
+loses is dropped, and when none is left the worker returns once that phase is over (a model being loaded is
+loaded, and kept). A call that fails fails each job with the reason, unless the attempt failed for a reason
 outside the requests (`AttemptFailed`: a rank died): then each job goes back to the queue, to be retried.
 """
 
@@ -32,6 +35,7 @@ from noor.engine.resample import resize
 from noor.engine.task import Media, Task
 from noor.jobs.assets import asset_key
 from noor.perf.parallelism import ParallelPlan
+from noor.runtime.leases import LeaseKeeper, beat_every_s
 from noor.scheduling.batching import check_batch
 from noor.trust import moderation
 from noor.trust.provenance import Ingredient, Manifest, Provenance, sniff
@@ -287,6 +291,12 @@ class Worker:
         """Run jobs this worker holds as one engine call: one job, or a batch of one batch key (mixed shapes are
         refused before anything runs: `SchedulingError`). Each job ends on its own, completed or failed."""
         check_batch(jobs)
+        every_s = beat_every_s(self.config.heartbeat_s, self.config.lease_s)
+        with LeaseKeeper(self.store, self.config.name, self.config.lease_s, every_s) as leases:
+            leases.keep(job.id for job in jobs)  # until the first step; stopped whatever happens
+            self._run_batch(jobs, leases)
+
+    def _run_batch(self, jobs: Sequence[Job], leases: LeaseKeeper) -> None:
         name, lease_s = self.config.name, self.config.lease_s
         last_beat = time.monotonic()  # the claim's lease runs from about now
         reads = _ReadOnce(self.assets)  # keyframes and sources: read for the task, named again in the manifest
@@ -298,11 +308,18 @@ class Worker:
                 live[job.id] = job
             except Exception as err:
                 log.exception("generation %s failed", job.id)
+                leases.drop(job.id)
                 self._fail(job, err)
         ran = [job for job in jobs if job.id in live]
         if not ran:
             return
         lead = ran[0]  # the engine's preview draws the first task's clip
+
+        def settle() -> bool:
+            """The jobs whose lease the keeper lost (it failed them "Deleted") are gone; is any left?"""
+            for job_id in leases.lost():
+                live.pop(job_id, None)
+            return bool(live)
 
         def gone(job: Job) -> None:
             """The store says `job` is no longer ours (deleted, or its lease lost): it ends now, the batch goes on."""
@@ -313,6 +330,10 @@ class Worker:
 
         def on_progress(done: int, total: int) -> None:
             nonlocal last_beat
+            if leases.running:  # the first step (or one after the last: a second pass): the steps beat from here
+                leases.stop()
+                if not settle():
+                    raise Cancelled
             now = time.monotonic()
             if now - last_beat < min(self.config.heartbeat_s, lease_s / 3) and done < total:
                 return
@@ -320,6 +341,8 @@ class Worker:
             for job in list(live.values()):
                 if not self.store.heartbeat(job.id, name, lease_s, progress=0.95 * done / max(1, total), preview=None):
                     gone(job)
+            if done >= total:  # decoding and the files come next, with no steps to beat
+                leases.keep(live)
 
         last_preview = time.monotonic()
 
@@ -344,28 +367,38 @@ class Worker:
         try:
             # 2. pixels: one call for the batch
             backend = self.backend(lead.model, lead.task.get("parallel"))  # a batch shares one key: one split
+            if not settle():
+                return  # every job was lost while the model loaded; it stays loaded for the next
+            tasks = [task for job, task in zip(ran, tasks, strict=True) if job.id in live]  # the lost: not run
+            ran = [job for job in ran if job.id in live]
+            lead = ran[0]
             results = backend.generate(tasks, on_progress, on_preview)
         except Cancelled:
             return  # every job of the batch is gone, each failed "Deleted" as it went
         except AttemptFailed as err:  # not the requests' fault (a rank died): each goes back to the queue, retried
+            leases.stop()  # a beat after the release could hold the job back from the queue
+            settle()
             log.warning("generation(s) %s go back to the queue: %s", ", ".join(live), err)
             for job in list(live.values()):
                 self.store.release(job.id, name)
             return
         except Exception as err:  # a failed job is never dropped: each ends failed with the reason
+            leases.stop()
+            settle()
             log.exception("generation(s) %s failed", ", ".join(live))
             for job in list(live.values()):
                 self._fail(job, err)
             return
         # 3. files, then each record
         for job, result in zip(ran, results, strict=True):
-            if job.id not in live:
+            if job.id not in live or job.id in leases.lost():
                 continue  # deleted while it ran: failed already, its result is dropped
             try:
                 self._complete(job, result, reads)
             except Exception as err:
                 log.exception("generation %s failed", job.id)
                 self._fail(job, err)
+            leases.drop(job.id)
 
     def _complete(self, job: Job, result: Media, reads: Files) -> None:
         # 0. the output's moderation (the deployment's frame checkers; none configured: allowed): a refusal fails
