@@ -63,11 +63,17 @@ def test_world_run_without_weights_says_how_to_get_them(noor: Noor, tmp_path: Pa
 
 
 def test_world_eval_prints_every_figure_per_language_and_fails_untrained_weights(
-    noor: Noor, toy: Path, tmp_path: Path
+    noor: Noor, toy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from noor.engine.world_tiny import eval as world_eval
+
+    # the command's output, not the figures, is under test: a set smaller than --quick's (a third of its frames)
+    smaller = world_eval.Size(captions=1, seeds=1, action_walks=1, action_steps=3, revisit_sides=(2,), long_frames=100)
+    monkeypatch.setattr(world_eval, "QUICK", smaller)
+    monkeypatch.setitem(world_eval.REVISIT_TARGET_DB, 2, world_eval.REVISIT_TARGET_DB[8])
     code, out, err = noor("world", "eval", "--quick", "--weights", str(toy), "--json", str(tmp_path / "eval.json"))
     assert code == 1, err  # random weights: below target
-    for figure in ("caption adherence", "action adherence", "revisit n=8, memory on", "memory off", "long rollouts"):
+    for figure in ("caption adherence", "action adherence", "revisit n=2, memory on", "memory off", "long rollouts"):
         assert figure in out
     report = json.loads((tmp_path / "eval.json").read_text())
     assert set(report["figures"]) == {"en", "ar"} and report["failures"]
