@@ -76,7 +76,7 @@ def _rank_processes(parent: psutil.Process) -> list[psutil.Process]:
 
 @pytest.mark.slow
 def test_a_sigkilled_rank_then_resume_reaches_the_planned_steps_each_done_once(noor: Noor, tmp_path: Path) -> None:
-    steps, every = 24, 3
+    steps, every = 12, 3
     args = ["train", "tiny", "--out", str(tmp_path / "run"), "--steps", str(steps), "--vae-steps", "1"]
     args += ["--decoder-steps", "0", "--pool-clips", "4", "--batch-size", "2", "--image-batch", "2"]
     args += ["--tune-steps", "0", "--nproc", "2", "--checkpoint-every", str(every)]
