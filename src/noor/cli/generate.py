@@ -335,8 +335,16 @@ def eval_tiny(
         bool,
         typer.Option("--quick", help="a reduced set (what the tests run): half the prompts, checks and scenes"),
     ] = False,
+    edits: Annotated[
+        bool,
+        typer.Option(
+            "--edits",
+            help="check edits and reframes instead, on the same prompts (--aspect-prompts: reframes)",
+        ),
+    ] = False,
 ) -> None:
-    """Check noor-tiny's colour, shape and motion on held-out prompts, and its keyframe fidelity."""
+    """Check noor-tiny's colour, shape and motion on held-out prompts, and its keyframe fidelity (or, with
+    --edits, its edits and reframes)."""
     from noor.engine.task import Task
     from noor.engine.tiny import eval as tiny_eval
     from noor.engine.tiny.backend import TinyBackend
@@ -346,6 +354,9 @@ def eval_tiny(
 
     backend = TinyBackend(weights)
     prompts = tiny_eval.eval_prompts(per_language, seeds)
+    if edits:
+        _eval_edits(backend, prompts, min(aspect_prompts, len(prompts)), steps, batch, json_out)
+        return
 
     def generate_clips(clips: list[tiny_eval.Clip]) -> list[Any]:
         tasks = [
@@ -407,6 +418,73 @@ def eval_tiny(
         print(f"two objects: both in their colour and shape in {shares} (>= {tiny_eval.TWO_OBJECTS_TARGET:.0%})")
     if json_out:
         json_out.write_text(json.dumps(report.__dict__, indent=2, ensure_ascii=False) + "\n")
+    if not report.passed():
+        print("below target")
+        raise typer.Exit(1)
+    print("all targets met")
+
+
+def _eval_edits(
+    backend: Any, prompts: list[Any], reframe_prompts: int, steps: int | None, batch: int, json_out: Path | None
+) -> None:
+    """`noor eval tiny --edits`: edits and reframes on the held-out prompts, measured beside their targets."""
+    from dataclasses import replace
+
+    from noor.engine.task import EDIT_LEVELS
+    from noor.engine.tiny import eval_edits as ev
+
+    def generate_tasks(tasks: list[Any]) -> list[Any]:
+        return list(backend.generate([replace(t, steps=steps) for t in tasks]))
+
+    with progress() as bar:
+        job = bar.add_task("evaluating edits", total=None, info="clips")
+        report = ev.evaluate_edits(
+            generate_tasks,
+            prompts,
+            reframe_prompts,
+            batch,
+            lambda done, total: bar.update(job, completed=done, total=total),
+        )
+    table = Table(title="noor-tiny edits and reframes on held-out prompts")
+    for column in ("figure", "measured", "target"):
+        table.add_column(column)
+    adhere = report.adhere()
+    table.add_row(
+        f"adhere: shape and motion kept ({len(report.adhere_rows)})",
+        f"{adhere['kept']:.0%}",
+        f">= {ev.ADHERE_KEPT_TARGET:.0%}",
+    )
+    table.add_row("adhere: new colour", f"{adhere['colour']:.0%}", f">= {ev.ADHERE_COLOUR_TARGET:.0%}")
+    for mode in ev.ADHERE:
+        got = report.adhere(mode)
+        table.add_row(
+            f"  {mode} (level {EDIT_LEVELS[mode]}): kept / colour / track px",
+            f"{got['kept']:.0%} / {got['colour']:.0%} / {ev.median_track(report.adhere_rows, mode):.1f}",
+            "",
+        )
+    reimagine = report.reimagine()
+    shares = " / ".join(f"{reimagine[a]:.0%}" for a in ev.ATTRIBUTES)
+    table.add_row(
+        f"reimagine: colour / shape / motion ({len(report.reimagine_rows)})",
+        shares,
+        f">= {ev.REIMAGINE_TARGET:.0%} each",
+    )
+    for mode in ev.REIMAGINE:
+        got = report.reimagine(mode)
+        shares = " / ".join(f"{got[a]:.0%}" for a in ev.ATTRIBUTES)
+        track = ev.median_track(report.reimagine_rows, mode)
+        table.add_row(f"  {mode} (level {EDIT_LEVELS[mode]}): ... / track px", f"{shares} / {track:.1f}", "")
+    for name in ev.REFRAMES:
+        got = report.reframe(name)
+        table.add_row(
+            f"reframe {name}: source region PSNR, median (lowest)",
+            f"{got['median_db']:.1f} dB ({got['min_db']:.1f})",
+            f">= {ev.REFRAME_PSNR_DB:.0f} dB",
+        )
+        table.add_row(f"reframe {name}: at the asked size", f"{got['sized']:.0%}", "100%")
+    Console(width=120).print(table)
+    if json_out:
+        json_out.write_text(json.dumps(report.__dict__, indent=2, ensure_ascii=False, default=str) + "\n")
     if not report.passed():
         print("below target")
         raise typer.Exit(1)

@@ -22,6 +22,10 @@ from noor.perf.parallelism import ParallelPlan
 
 CAPABILITIES = ("t2v", "i2v", "end_frame", "extend", "loop", "image")  # what a generating model may declare
 UPSCALE = "upscale"  # resizing a finished clip (`Task.source`): nothing is drawn, no prompt
+# work on a finished clip (`Task.source`) that a model declares beside CAPABILITIES, never by default: an edit
+# redraws it under a new prompt from a noise level (`Task.edit_mode`), a reframe draws a new canvas around it
+EDIT = "edit"
+REFRAME = "reframe"
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,14 @@ class ModelSpec:
         aspect is never stretched, the square is scaled to the short side and the rest filled with the clip's
         background (`noor.engine.tiny.backend.fit`). A task from a source clip (upscale) is not drawn at all."""
         notes: list[str] = []
-        if task.source is not None:
+        if task.operation == UPSCALE:
+            return task, notes
+        if task.operation == REFRAME:  # the canvas is drawn at the asked aspect, at the model's scale
+            side = min(self.native_width, self.native_height)
+            if min(task.width, task.height) != side:
+                notes.append(
+                    f"{self.id} draws the canvas with a short side of {side}; resized to {task.width}x{task.height}"
+                )
             return task, notes
         native, wanted = (self.native_width, self.native_height), (task.width, task.height)
         if wanted != native and task.width * self.native_height != task.height * self.native_width:
@@ -96,7 +107,7 @@ class ModelSpec:
     def check(self, task: Task) -> list[str]:
         """Raise `TaskError` for what this model cannot do; return notes on what will be adapted."""
         lim = self.limits
-        if task.source is None and not task.prompt.strip():  # an upscale has no prompt
+        if task.operation in ("generate", EDIT) and not task.prompt.strip():  # an upscale has none, a reframe may not
             raise TaskError("prompt", task.prompt, "must not be empty")
         if len(task.prompt) > lim.max_prompt_chars:
             raise TaskError(
@@ -123,7 +134,9 @@ class ModelSpec:
             "loop": task.loop,
             "image": task.is_image,
             "t2v": not task.is_image and task.start_frame is None and task.end_frame is None and task.source is None,
-            UPSCALE: task.source is not None,
+            UPSCALE: task.operation == UPSCALE,
+            EDIT: task.operation == EDIT,
+            REFRAME: task.operation == REFRAME,
         }
         for capability, wanted in wants.items():
             if wanted and capability not in self.capabilities:
@@ -132,7 +145,8 @@ class ModelSpec:
             raise TaskError("num_frames", 1, "an image has no end frame and cannot loop")
         if task.loop and task.end_frame is not None:  # the API's rule too: "Loop is not supported for end frame"
             raise TaskError("loop", True, "a loop ends on its first frame, so it cannot also be given an end frame")
-        prompt_notes = self.prompt_notes(task.prompt) if self.prompt_notes and task.source is None else []
+        drawn = task.operation != UPSCALE and task.prompt.strip()
+        prompt_notes = self.prompt_notes(task.prompt) if self.prompt_notes and drawn else []
         caveats = [self.caveats[c] for c, wanted in wants.items() if wanted and c in self.caveats]
         return prompt_notes + caveats + self.fit(task)[1]
 
@@ -266,6 +280,7 @@ def _register_builtin() -> None:
             id="tiny",
             description="noor-tiny: the built-in 3M-parameter text-to-video model (shapes in motion), CPU",
             load=_load_tiny,
+            capabilities=frozenset(CAPABILITIES) | {EDIT, REFRAME},
             weights_option=True,
             prompt_notes=_tiny_prompt_notes,
             caveats={  # `noor eval tiny` on the shipped weights, 2026-12-05

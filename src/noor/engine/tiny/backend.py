@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from itertools import groupby
 from pathlib import Path
@@ -83,18 +84,24 @@ class TinyBackend:
     ) -> list[Media]:
         torch = self.torch
 
-        # 1. group tasks that can share one batched call
+        # 1. group tasks that can share one batched call: same steps and guidance, and for work on a source, the
+        # same canvas and the same edit level (an edit runs only the schedule's steps below its level)
         def key(i: int) -> tuple[Any, ...]:
             t = tasks[i]
-            return (t.is_image, t.steps or DEFAULT_STEPS, DEFAULT_GUIDANCE if t.guidance is None else t.guidance)
+            guidance = DEFAULT_GUIDANCE if t.guidance is None else t.guidance
+            level = t.edit_level if t.operation == "edit" else 1.0
+            return (t.is_image, t.steps or DEFAULT_STEPS, guidance, level, canvas(t))
 
         order = sorted(range(len(tasks)), key=key)
         groups = [(k, list(g)) for k, g in groupby(order, key=key)]
-        total = sum(k[1] for k, _ in groups)  # one step of a batched call advances all its clips
+        # one step of a batched call advances all its clips; an edit runs only the steps below its level
+        total = sum(k[1] - self.pipe.start_index(k[1], k[3]) for k, _ in groups)
         done = 0
         results: dict[int, Media] = {}
-        for (is_image, steps, guidance), group in groups:
+        for (is_image, steps, guidance, level, (width, height)), group in groups:
             batch = [tasks[i] for i in group]
+            num_frames = 1 if is_image else NATIVE_FRAMES
+            sources = [on_canvas(t, num_frames, width, height) for t in batch]
 
             def on_step(
                 pipe: Any, i: int, t: Any, kwargs: dict[str, Any], first: Task = batch[0], lead: bool = group[0] == 0
@@ -111,9 +118,9 @@ class TinyBackend:
             out = self.pipe(
                 prompt=[t.prompt for t in batch],
                 negative_prompt=[t.negative_prompt for t in batch],
-                num_frames=1 if is_image else NATIVE_FRAMES,
-                height=NATIVE_SIZE,
-                width=NATIVE_SIZE,
+                num_frames=num_frames,
+                height=height,
+                width=width,
                 num_inference_steps=steps,
                 guidance_scale=guidance,
                 generator=[torch.Generator().manual_seed(t.seed) for t in batch],
@@ -121,10 +128,12 @@ class TinyBackend:
                 end_frame=[centre_square(t.end_frame) for t in batch],
                 loop=[t.loop for t in batch],
                 callback_on_step_end=on_step,
+                **self._source_options(sources, level),
             )
             # 3. to uint8 at the requested length and size
-            for index, task, clip in zip(group, batch, out.frames, strict=True):
-                results[index] = Media(frames=self._pixels(clip, task), fps=task.fps)
+            for index, task, clip, placed in zip(group, batch, out.frames, sources, strict=True):
+                notes = placed.notes if placed is not None else []
+                results[index] = Media(frames=self._pixels(clip, task), fps=task.fps, notes=list(notes))
         return [results[i] for i in range(len(tasks))]
 
     def _draft(self, pipe: Any, x0: Any, task: Task) -> np.ndarray:
@@ -134,7 +143,67 @@ class TinyBackend:
         return self._pixels(((video + 1.0) / 2.0).permute(1, 2, 3, 0).numpy(), task)
 
     @staticmethod
+    def _source_options(sources: list[Placed | None], level: float) -> dict[str, Any]:
+        """The pipeline's source arguments for a group (none for a group of plain generations: its call as before)."""
+        if all(placed is None for placed in sources):
+            return {}
+        return {
+            "source": [None if p is None else p.frames for p in sources],
+            "source_mask": [None if p is None else p.mask for p in sources],
+            "strength": level,
+        }
+
+    @staticmethod
     def _pixels(clip: np.ndarray, task: Task) -> np.ndarray:
-        """(T, H, W, 3) floats in [0, 1] -> uint8 at the task's length and size (non-square: see `fit`)."""
-        frames = (np.clip(clip, 0.0, 1.0) * 255.0).round().astype(np.uint8)
-        return fit(retime(frames, task.num_frames), task.width, task.height)
+        """(T, H, W, 3) floats in [0, 1] -> uint8 at the task's length and size (a square of another aspect: see
+        `fit`; a canvas drawn at the task's aspect, an edit's or a reframe's, is resized)."""
+        frames = retime((np.clip(clip, 0.0, 1.0) * 255.0).round().astype(np.uint8), task.num_frames)
+        if task.operation in ("edit", "reframe"):
+            return resize(frames, task.width, task.height)
+        return fit(frames, task.width, task.height)
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A task's source on the canvas noor-tiny draws: frames (T, H, W, 3) uint8, and where the source is ((H, W)
+    bool; None: all of it, an edit)."""
+
+    frames: np.ndarray
+    mask: np.ndarray | None
+    notes: tuple[str, ...] = ()
+
+
+def canvas(task: Task) -> tuple[int, int]:
+    """(width, height) noor-tiny draws a task at: 64x64, or for an edit or a reframe of another aspect, a short
+    side of 64 and the long side the nearest multiple of 16 to the aspect (the denoiser's patch grid: 4 latent
+    pixels of 4 image pixels). 16:9 is drawn at 112x64 (1.75:1) and resized to the task's size, 1.6% narrower."""
+    if task.operation not in ("edit", "reframe") or task.width == task.height:
+        return NATIVE_SIZE, NATIVE_SIZE
+    multiple = 16
+    long = max(
+        multiple, multiple * round(NATIVE_SIZE * max(task.width, task.height) / min(task.width, task.height) / multiple)
+    )
+    return (long, NATIVE_SIZE) if task.width > task.height else (NATIVE_SIZE, long)
+
+
+def on_canvas(task: Task, num_frames: int, width: int, height: int) -> Placed | None:
+    """An edit's or a reframe's source, retimed to `num_frames` and brought to the width x height canvas: an
+    edit's resized to it; a reframe's scaled by the canvas's scale and placed at its `reframe_box`, the rest of the
+    canvas its edge pixels repeated (what the VAE sees beside the source's border; masked out, then drawn)."""
+    if task.operation not in ("edit", "reframe") or task.source is None:
+        return None
+    frames = retime(task.source.frames, num_frames)  # (T, H, W, 3) uint8
+    if task.operation == "edit":
+        return Placed(resize(frames, width, height), None)
+    x, y, w, h = task.reframe_box()
+    sx, sy = width / task.width, height / task.height  # the canvas is the task's frame at noor-tiny's scale
+    left, top = round(x * sx), round(y * sy)
+    right, bottom = min(width, round((x + w) * sx)), min(height, round((y + h) * sy))
+    placed = resize(frames, right - left, bottom - top)
+    padding = ((0, 0), (top, height - bottom), (left, width - right), (0, 0))
+    mask = np.zeros((height, width), dtype=bool)
+    mask[top:bottom, left:right] = True
+    notes: tuple[str, ...] = (f"source placed at x={x}, y={y} as {w}x{h} of the {task.width}x{task.height} canvas",)
+    if (w, h) != (task.source.width, task.source.height):
+        notes = (f"source scaled from {task.source.width}x{task.source.height} to {w}x{h} to fit the canvas", *notes)
+    return Placed(np.pad(placed, padding, mode="edge"), mask, notes)

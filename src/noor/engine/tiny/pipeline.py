@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers import AutoencoderKL, DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from diffusers.utils import BaseOutput
 from PIL import Image
@@ -121,6 +122,29 @@ class NoorTinyPipeline(DiffusionPipeline):
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         return encode_frames(self.vae, frames)
 
+    def _encode_sources(
+        self, sources: list[np.ndarray | None], masks: list[np.ndarray | None], T: int, height: int, width: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each clip's source frames as latents (B, C, T, h, w), zeros for clips without one, and where a reframe's
+        latents are known (B, 1, 1, h, w): a latent pixel is known when every image pixel it covers is under its mask
+        (nowhere for an edit, whose source has no mask)."""
+        device, dtype = self._execution_device, self.transformer.dtype
+        C, f = self.transformer.config.in_channels, self.vae_scale_factor
+        h, w = height // f, width // f
+        x0 = torch.zeros(len(sources), C, T, h, w, device=device, dtype=dtype)
+        inside = torch.zeros(len(sources), 1, 1, h, w, device=device, dtype=torch.bool)
+        for b, (clip, mask) in enumerate(zip(sources, masks, strict=True)):
+            if clip is None:
+                continue
+            if len(clip) != T:
+                raise ValueError(f"a source must have num_frames={T} frames, got {len(clip)}")
+            frames = torch.stack([keyframe_tensor(frame, height, width) for frame in clip]).to(device)  # (T, 3, H, W)
+            x0[b] = self.encode_frames(frames).to(dtype).transpose(0, 1)  # (C, T, h, w)
+            if mask is not None:  # a reframe's; an edit's source is noised once, not re-injected
+                pixels = torch.from_numpy(np.asarray(mask, dtype=np.float32)).to(device)[None, None]  # (1, 1, H, W)
+                inside[b, 0, 0] = F.max_pool2d(1.0 - pixels, f)[0, 0] == 0.0  # every pixel under it known
+        return x0, inside
+
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, C, T, h, w) latents -> (B, 3, T, H, W) in [-1, 1], frame by frame."""
         B, C, T, h, w = latents.shape
@@ -143,19 +167,29 @@ class NoorTinyPipeline(DiffusionPipeline):
         callback_on_step_end: Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]] | None,
         tie_ends: torch.Tensor | None = None,
         min_sigma: float = 0.0,
+        start_index: int = 0,
+        inject: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Flow-matching Euler from noise `latents` (B, C, T, h, w): predict x0, guide, tie loop ends, step along
         the velocity; keyframes (`known`, (B, 1, T, 1, 1)) stay clean at t=0 throughout. Text rows are the
         conditional ones, then (with guidance) the unconditional ones; steps below noise `min_sigma` run the
-        conditional rows alone."""
+        conditional rows alone. From `start_index`, the schedule's remaining steps only (an edit: `latents` are
+        then at that step's noise level). `inject` = (x0, mask, noise): where mask (B, 1, 1 or T, h, w) is set, the
+        latents are x0 noised to the current level with the same noise before every step, and x0 at the end (masked
+        denoising: the known region steers what is drawn around it)."""
         device, dtype = latents.device, latents.dtype
         B = latents.shape[0]
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        for i, t in enumerate(self.scheduler.timesteps):
+        if start_index:
+            self.scheduler.set_begin_index(start_index)
+        for i, t in enumerate(self.scheduler.timesteps[start_index:], start=start_index):
             if self.interrupt:
                 break
             sigma = self.scheduler.sigmas[i].to(device)
             do_cfg = guidance_scale != 1.0 and float(sigma) >= min_sigma
+            if inject is not None:
+                x0_known, mask, noise = inject
+                latents = torch.where(mask, (1.0 - sigma) * x0_known + sigma * noise, latents)
             x_in = torch.where(known, latents_known, latents)
             t_frames = torch.where(known[:, 0, :, 0, 0], 0.0, t.float()).to(dtype)  # (B, T)
             with self.transformer.cache_context("denoise"):  # a no-op unless a diffusers cache is enabled
@@ -176,7 +210,18 @@ class NoorTinyPipeline(DiffusionPipeline):
                 estimate = torch.where(known, latents_known, x0)
                 out = callback_on_step_end(self, i, t, {"latents": latents, "x0": estimate})
                 latents = out.get("latents", latents)
+        if inject is not None:
+            latents = torch.where(inject[1], inject[0], latents)
         return torch.where(known, latents_known, latents)
+
+    def start_index(self, num_inference_steps: int, strength: float) -> int:
+        """The first step of the schedule whose noise level is at most `strength` (an edit runs from there):
+        0 at strength 1, num_inference_steps (no step: the source back) at 0."""
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength must be between 0 and 1, got {strength!r}")
+        self.scheduler.set_timesteps(num_inference_steps)
+        sigmas = self.scheduler.sigmas[:-1]  # the last, 0, ends the schedule
+        return next((i for i, sigma in enumerate(sigmas.tolist()) if sigma <= strength + 1e-6), num_inference_steps)
 
     @torch.no_grad()
     def __call__(
@@ -195,11 +240,25 @@ class NoorTinyPipeline(DiffusionPipeline):
         clip_guidance_scale: float | None = None,
         clip_guidance_min_sigma: float | None = None,
         callback_on_step_end: Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]] | None = None,
+        source: np.ndarray | list[np.ndarray | None] | None = None,
+        source_mask: np.ndarray | list[np.ndarray | None] | None = None,
+        strength: float = 1.0,
     ) -> NoorTinyPipelineOutput:
+        """`source` (per clip: (T, H, W, 3) frames, uint8 or [0, 1] floats, at height x width) is a clip to work
+        from: with no `source_mask` it is edited (SDEdit: noised to level `strength`, then denoised under the
+        prompt by the schedule's remaining steps); with a mask ((H, W) bool, True where the source is) the rest is
+        drawn around it (masked denoising from pure noise, `strength` 1). Clips without a source in the same call
+        need `strength` 1."""
         # 1. check inputs; one value per clip in the batch
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         B, T = len(prompts), num_frames
         negatives = [negative_prompt] * B if isinstance(negative_prompt, str) else list(negative_prompt)
+        sources = source if isinstance(source, list) else [source] * B
+        masks = source_mask if isinstance(source_mask, list) else [source_mask] * B
+        if not (len(sources) == len(masks) == B):
+            raise ValueError("every per-clip argument must have one value per prompt")
+        if strength < 1.0 and any(sources[b] is None or masks[b] is not None for b in range(B)):
+            raise ValueError(f"strength {strength!r} below 1 edits a source: every clip needs one, without a mask")
         starts = start_frame if isinstance(start_frame, list) else [start_frame] * B
         ends = end_frame if isinstance(end_frame, list) else [end_frame] * B
         loops = loop if isinstance(loop, list) else [loop] * B
@@ -242,7 +301,7 @@ class NoorTinyPipeline(DiffusionPipeline):
         generators = generator if isinstance(generator, list) else [generator] * B
 
         # 4. image first (two-stage pipelines): clips with no keyframe get a first frame drawn from the prompt
-        free = [b for b in range(B) if T > 1 and not known[b].any()]
+        free = [b for b in range(B) if T > 1 and not known[b].any() and sources[b] is None]
         if self.config.image_first and free:
             noise = torch.stack([frame_noise((C, 1, h, w), 0.0, generators[b], device, dtype) for b in free])
             rows = guided(free, guidance_scale)
@@ -267,7 +326,20 @@ class NoorTinyPipeline(DiffusionPipeline):
             [frame_noise((C, T, h, w), self.config.shared_noise, g, device, dtype) for g in generators]
         )
 
-        # 5. denoise the clips
+        # 5. sources: edits start from theirs noised to `strength`; reframes re-inject theirs at every step
+        start_index, inject = 0, None
+        if any(clip is not None for clip in sources):
+            x0_source, inside = self._encode_sources(
+                sources, masks, T, height, width
+            )  # (B, C, T, h, w), (B, 1, 1, h, w)
+            if strength < 1.0:  # at 1 an edit starts from pure noise: its source is not seen
+                start_index = self.start_index(num_inference_steps, strength)
+                sigma = float(self.scheduler.sigmas[start_index]) if start_index < num_inference_steps else 0.0
+                latents = (1.0 - sigma) * x0_source + sigma * latents
+            if any(mask is not None for mask in masks):
+                inject = (x0_source, inside, latents.clone())
+
+        # 6. denoise the clips
         rows = guided(list(range(B)), clip_guidance)
         latents = self._denoise(
             latents,
@@ -280,9 +352,11 @@ class NoorTinyPipeline(DiffusionPipeline):
             callback_on_step_end,
             tie_ends,
             clip_guidance_min_sigma,
+            start_index,
+            inject,
         )
 
-        # 6. decode to pixels in [0, 1]
+        # 7. decode to pixels in [0, 1]
         video = self.decode_latents(latents)
         video = ((video.float().clamp(-1.0, 1.0) + 1.0) / 2.0).permute(0, 2, 3, 4, 1)  # (B, T, H, W, 3)
         self.maybe_free_model_hooks()
