@@ -190,3 +190,7 @@ def test_recover_and_reap_reach_the_planes(deployment: dict[str, Any]) -> None:
     with pytest.raises(RegionUnavailable, match="me-riyadh"):
         sessions.record(store, alive.id, frames=9, seconds=2.0, price_per_s_microcents=1000)
     assert tenants.get_tenant(store, "sovereign").credits_microcents == balance
+    # reap with that plane down: the planes it reaches are reaped all the same (here the central one), no error
+    central = _open(store, tenant="nomad")  # a tenant bound to no plane region: its sessions are central
+    sessions.activate(store, central.id, "host-gone")
+    assert sessions.reap(store, "host-riyadh", now=now + timedelta(seconds=2)) == [central.id]

@@ -20,6 +20,7 @@ import enum
 import functools
 import hashlib
 import hmac
+import logging
 import secrets
 import uuid
 from collections.abc import Callable
@@ -35,9 +36,10 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from noor.jobs import money
 from noor.jobs.generation import Base, UTCDateTime, now_utc
 from noor.jobs.limits import LIVE_SESSION_STATES, TENANTS, check_concurrency, hold_limits
-from noor.jobs.planes import reach
+from noor.jobs.planes import RegionUnavailable, reach
 from noor.jobs.store import Store
 
+log = logging.getLogger(__name__)
 TOKEN_TTL = timedelta(minutes=10)  # a token opens the socket for this long after the POST (or a new token's mint)
 # A session host beats every second (HEARTBEAT_S); one silent for DEAD_AFTER is dead, and the sessions it held are
 # ended by the next host that starts or beats. 15 missed beats: a loaded 2-core machine stalls a thread for
@@ -433,8 +435,15 @@ def reap(store: Store, host: str, now: datetime | None = None, dead_after: timed
 
 
 def _end_restarted(store: Store, which: ColumnElement[bool], now: datetime) -> list[str]:
-    """End with "server_restart" the sessions `which` picks, here and in each data plane (central first)."""
-    return [gone for each in store.stores() for gone in reach(each, _end_where, which, now)]
+    """End with "server_restart" the sessions `which` picks, here and in each data plane (central first). A plane
+    that cannot be reached is skipped (and logged): the others are ended all the same, it on the next call."""
+    ended = []
+    for each in store.stores():
+        try:
+            ended += reach(each, _end_where, which, now)
+        except RegionUnavailable as err:
+            log.warning("world sessions in %s not ended this time: %s", each.region, err)
+    return ended
 
 
 def _end_where(store: Store, which: ColumnElement[bool], now: datetime) -> list[str]:
