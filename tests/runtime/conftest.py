@@ -24,11 +24,23 @@ from pathlib import Path
 import psutil
 import pytest
 
+from noor.jobs import tenants
+from noor.jobs.assets import AssetStore
+from noor.jobs.store import Store
 from noor.runtime.ray_cluster import connect
 from tests.jobs.conftest import store  # noqa: F401
 
 RAY = str(Path(sys.executable).parent / "ray")
 CPUS_PER_NODE = 2  # logical: one for a Noor worker, one for sweep tasks
+
+
+@pytest.fixture
+def parts(tmp_path: Path) -> Iterator[tuple[Store, AssetStore]]:
+    """A worker's two ends: a SQLite job store with tenant "acme" (100 cents of credit) and a file store."""
+    jobs = Store(f"sqlite:///{tmp_path / 'noor.db'}")
+    tenants.create_tenant(jobs, "acme", credits_cents=100)
+    yield jobs, AssetStore(str(tmp_path / "assets"))
+    jobs.close()
 
 
 def _free_port() -> int:

@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,14 +67,6 @@ class SlowLoad:
         if self.error is not None:
             raise self.error
         return self.backend
-
-
-@pytest.fixture
-def parts(tmp_path: Path) -> Iterator[tuple[Store, AssetStore]]:
-    store = Store(f"sqlite:///{tmp_path / 'noor.db'}")
-    tenants.create_tenant(store, "acme", credits_cents=100)
-    yield store, AssetStore(str(tmp_path / "assets"))
-    store.close()
 
 
 def _queue(store: Store, prompt: str = "a red ball") -> str:
