@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -163,23 +164,27 @@ def test_an_image_cannot_loop(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_train_tiny_runs_all_stages_with_progress(tmp_path: Path) -> None:
+def test_train_tiny_runs_all_stages_with_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     args = "train tiny --out mine --steps 2 --vae-steps 2 --pool-clips 4 --batch-size 2 --decoder-steps 1"
     args += " --tune-steps 1 --image-batch 8"  # image batches at a toy size too (the default is 128)
-    run = noor(*args.split(), cwd=tmp_path)
+    run = noor(*args.split(), cwd=tmp_path)  # once as its own process, as a user runs it
     assert run.returncode == 0, run.stderr
     assert "1/5 VAE" in run.stderr and "2/5 decoder" in run.stderr and "4/5 denoiser" in run.stderr
     assert "5/5 second phase" in run.stderr and "2 + 1 denoiser steps" in run.stdout
     assert (tmp_path / "mine" / "model_index.json").is_file()
-    again = noor("generate", "a red circle", "--weights", "mine", "--steps", "1", "-o", "x.mp4", cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
-    # the second phase alone, from those weights (the VAE and denoiser reused; the pool encoded again)
+    # what it wrote generates, and the second phase runs alone from it (the VAE and denoiser reused; the pool
+    # encoded again): in this process, no interpreter and torch to start again
+    here = functools.partial(noor_here, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    code, _, err = here("generate", "a red circle", "--weights", "mine", "--steps", "1", "-o", "x.mp4")
+    assert code == 0, err
     args = "train tiny --out tuned --tune-steps 2 --pool-clips 4 --batch-size 2 --image-batch 8 --init-vae mine"
     args += " --init-denoiser mine"
-    tuned = noor(*args.split(), cwd=tmp_path)
-    assert tuned.returncode == 0, tuned.stderr
-    assert "5/5 second phase" in tuned.stderr and "4/5 denoiser" not in tuned.stderr and "1/5 VAE" not in tuned.stderr
-    assert "0 + 2 denoiser steps" in tuned.stdout and (tmp_path / "tuned" / "model_index.json").is_file()
+    code, out, err = here(*args.split())
+    assert code == 0, err
+    assert "5/5 second phase" in err and "4/5 denoiser" not in err and "1/5 VAE" not in err
+    assert "0 + 2 denoiser steps" in out and (tmp_path / "tuned" / "model_index.json").is_file()
 
 
 @pytest.mark.slow
