@@ -207,6 +207,14 @@ def test_a_region_down_stops_the_start_and_answers_503(
     assert r.status_code == 503 and "me-riyadh" in r.json()["detail"], r.text
     assert tenants.get_tenant(store, "sovereign").credits_microcents == before
     assert rows_of(deployment["urls"]["central"], "sovereign")["generations"] == 0
+    # a tenant bound to two regions, the first (its data's home) down: the same 503, naming it; nothing is written
+    # to its other region (or anywhere) instead
+    tenants.create_tenant(store, "dual", regions=["me-riyadh", "eu-london"], credits_cents=1000)
+    dual = {"Authorization": f"Bearer {tenants.create_key(store, 'dual')}"}
+    r = c.post("/dream-machine/v1/generations/video", json={"prompt": "a red circle"}, headers=dual)
+    assert r.status_code == 503 and "region 'me-riyadh'" in r.json()["detail"], r.text
+    assert tenants.get_tenant(store, "dual").credits_microcents == 1000 * 10**6
+    assert all(rows_of(deployment["urls"][db], "dual")["generations"] == 0 for db in ("central", "eu-london"))
     # an unbound tenant is not held up by it
     assert (
         c.post("/dream-machine/v1/generations/video", json={"prompt": "a red circle"}, headers=auth["free"]).status_code
