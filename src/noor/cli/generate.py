@@ -433,6 +433,8 @@ def _eval_edits(
     from noor.engine.task import EDIT_LEVELS
     from noor.engine.tiny import eval_edits as ev
 
+    backend.keep_source = False  # the reframes' source regions as drawn; the eval reads them kept and as drawn
+
     def generate_tasks(tasks: list[Any]) -> list[Any]:
         return list(backend.generate([replace(t, steps=steps) for t in tasks]))
 
@@ -455,7 +457,7 @@ def _eval_edits(
         f">= {ev.ADHERE_KEPT_TARGET:.0%}",
     )
     table.add_row("adhere: new colour", f"{adhere['colour']:.0%}", f">= {ev.ADHERE_COLOUR_TARGET:.0%}")
-    for mode in ev.ADHERE:
+    for mode in [m for m in ev.ADHERE if any(r["mode"] == m for r in report.adhere_rows)]:
         got = report.adhere(mode)
         table.add_row(
             f"  {mode} (level {EDIT_LEVELS[mode]}): kept / colour / track px",
@@ -469,7 +471,7 @@ def _eval_edits(
         shares,
         f">= {ev.REIMAGINE_TARGET:.0%} each",
     )
-    for mode in ev.REIMAGINE:
+    for mode in [m for m in ev.REIMAGINE if any(r["mode"] == m for r in report.reimagine_rows)]:
         got = report.reimagine(mode)
         shares = " / ".join(f"{got[a]:.0%}" for a in ev.ATTRIBUTES)
         track = ev.median_track(report.reimagine_rows, mode)
@@ -477,9 +479,14 @@ def _eval_edits(
     for name in ev.REFRAMES:
         got = report.reframe(name)
         table.add_row(
-            f"reframe {name}: source region PSNR, median (lowest)",
-            f"{got['median_db']:.1f} dB ({got['min_db']:.1f})",
+            f"reframe {name}: source region PSNR as drawn, median (lowest)",
+            f"{got['drawn_median_db']:.1f} dB ({got['drawn_min_db']:.1f})",
             f">= {ev.REFRAME_PSNR_DB:.0f} dB",
+        )
+        table.add_row(
+            "  with the source's pixels kept (the default output; sanity)",
+            f"{got['median_db']:.1f} dB ({got['min_db']:.1f})",
+            "(by construction)",
         )
         table.add_row(f"reframe {name}: at the asked size", f"{got['sized']:.0%}", "100%")
     Console(width=120).print(table)

@@ -19,6 +19,11 @@ NATIVE_SIZE = 64
 NATIVE_FRAMES = 16
 DEFAULT_STEPS = 16
 DEFAULT_GUIDANCE = 4.0
+# A reframe starts from its canvas (the source, its edge pixels repeated outward) noised to this level, the source's
+# region re-injected at every step. From pure noise (1.0) noor-tiny drew another background around the source in 4
+# of 16 square-to-16:9 reframes of `noor eval tiny --edits` (region 7-12 dB: the VAE decoder's group norms then shift
+# the region too); from 0.93 or 0.98 in none of them, alike (2026-12-05). 0.98 leaves the most to the model.
+REFRAME_LEVEL = 0.98
 
 
 def centre_square(image: np.ndarray | None) -> np.ndarray | None:
@@ -63,7 +68,7 @@ def retime(frames: np.ndarray, num_frames: int) -> np.ndarray:
 class TinyBackend:
     """Loads NoorTinyPipeline once (CPU, float32, batch-invariant) and serves batches of tasks."""
 
-    def __init__(self, path: str | Path | None = None, threads: int | None = None):
+    def __init__(self, path: str | Path | None = None, threads: int | None = None, keep_source: bool = True):
         import torch
         from diffusers.utils import logging as diffusers_logging
 
@@ -78,6 +83,9 @@ class TinyBackend:
         self.pipe.set_progress_bar_config(disable=True)
         # a request's clip is the same bytes whether a worker batches it or runs it alone (noor.engine.tiny.invariance)
         self.pipe.enable_batch_invariance()
+        # a reframe's output keeps the source's own pixels in its region (`keep_source`); off: the region as drawn,
+        # which noor-tiny draws at 64 pixels on the short side (what `noor eval tiny --edits` reads)
+        self.keep_source = keep_source
 
     def generate(
         self, tasks: Sequence[Task], progress: Progress | None = None, preview: Preview | None = None
@@ -89,7 +97,7 @@ class TinyBackend:
         def key(i: int) -> tuple[Any, ...]:
             t = tasks[i]
             guidance = DEFAULT_GUIDANCE if t.guidance is None else t.guidance
-            level = t.edit_level if t.operation == "edit" else 1.0
+            level = t.edit_level if t.operation == "edit" else REFRAME_LEVEL if t.operation == "reframe" else 1.0
             return (t.is_image, t.steps or DEFAULT_STEPS, guidance, level, canvas(t))
 
         order = sorted(range(len(tasks)), key=key)
@@ -132,8 +140,12 @@ class TinyBackend:
             )
             # 3. to uint8 at the requested length and size
             for index, task, clip, placed in zip(group, batch, out.frames, sources, strict=True):
-                notes = placed.notes if placed is not None else []
-                results[index] = Media(frames=self._pixels(clip, task), fps=task.fps, notes=list(notes))
+                notes = list(placed.notes) if placed is not None else []
+                frames = self._pixels(clip, task)
+                if task.operation == "reframe" and self.keep_source:
+                    frames = keep_source(frames, task)
+                    notes.append("the source's own pixels kept in its region, the rest drawn around it")
+                results[index] = Media(frames=frames, fps=task.fps, notes=notes)
         return [results[i] for i in range(len(tasks))]
 
     def _draft(self, pipe: Any, x0: Any, task: Task) -> np.ndarray:
@@ -186,10 +198,23 @@ def canvas(task: Task) -> tuple[int, int]:
     return (long, NATIVE_SIZE) if task.width > task.height else (NATIVE_SIZE, long)
 
 
+def keep_source(frames: np.ndarray, task: Task) -> np.ndarray:
+    """A reframe's output (T, H, W, 3) uint8 with its source's own pixels in the source's region (`reframe_box`),
+    as inpainting pipelines paste the original back (diffusers' `VaeImageProcessor.apply_overlay`): noor-tiny
+    draws the canvas 64 pixels high and the source's region comes back blurred by that and the VAE (measured:
+    `noor eval tiny --edits`); the drawn surround was denoised to continue it."""
+    assert task.source is not None
+    x, y, w, h = task.reframe_box()
+    out = frames.copy()
+    out[:, y : y + h, x : x + w] = resize(retime(task.source.frames, len(frames)), w, h)
+    return out
+
+
 def on_canvas(task: Task, num_frames: int, width: int, height: int) -> Placed | None:
     """An edit's or a reframe's source, retimed to `num_frames` and brought to the width x height canvas: an
     edit's resized to it; a reframe's scaled by the canvas's scale and placed at its `reframe_box`, the rest of the
-    canvas its edge pixels repeated (what the VAE sees beside the source's border; masked out, then drawn)."""
+    canvas its edge pixels repeated (where the denoising of the rest starts from, at REFRAME_LEVEL: it continues the
+    source's background)."""
     if task.operation not in ("edit", "reframe") or task.source is None:
         return None
     frames = retime(task.source.frames, num_frames)  # (T, H, W, 3) uint8

@@ -245,10 +245,10 @@ class NoorTinyPipeline(DiffusionPipeline):
         strength: float = 1.0,
     ) -> NoorTinyPipelineOutput:
         """`source` (per clip: (T, H, W, 3) frames, uint8 or [0, 1] floats, at height x width) is a clip to work
-        from: with no `source_mask` it is edited (SDEdit: noised to level `strength`, then denoised under the
-        prompt by the schedule's remaining steps); with a mask ((H, W) bool, True where the source is) the rest is
-        drawn around it (masked denoising from pure noise, `strength` 1). Clips without a source in the same call
-        need `strength` 1."""
+        from, noised to level `strength` and denoised under the prompt by the schedule's remaining steps (SDEdit);
+        with a `source_mask` ((H, W) bool, True where the source is) the masked region is also re-injected at every
+        step, so the rest is drawn around it (masked denoising). Clips without a source in the same call need
+        `strength` 1."""
         # 1. check inputs; one value per clip in the batch
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         B, T = len(prompts), num_frames
@@ -257,8 +257,8 @@ class NoorTinyPipeline(DiffusionPipeline):
         masks = source_mask if isinstance(source_mask, list) else [source_mask] * B
         if not (len(sources) == len(masks) == B):
             raise ValueError("every per-clip argument must have one value per prompt")
-        if strength < 1.0 and any(sources[b] is None or masks[b] is not None for b in range(B)):
-            raise ValueError(f"strength {strength!r} below 1 edits a source: every clip needs one, without a mask")
+        if strength < 1.0 and any(clip is None for clip in sources):
+            raise ValueError(f"strength {strength!r} below 1 starts from a source: every clip needs one")
         starts = start_frame if isinstance(start_frame, list) else [start_frame] * B
         ends = end_frame if isinstance(end_frame, list) else [end_frame] * B
         loops = loop if isinstance(loop, list) else [loop] * B
