@@ -5,7 +5,6 @@ with the tenant's jobs there. Two real PostgreSQL databases: central and me-riya
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +17,6 @@ from sqlalchemy import create_engine
 from noor.api.app import ApiConfig, create_app
 from noor.config import settings
 from noor.jobs import sessions, tenants
-from noor.jobs.assets import RegionalAssets
 from noor.jobs.limits import LimitExceeded
 from noor.jobs.planes import RegionUnavailable
 from noor.jobs.sessions import EndReason
@@ -28,7 +26,7 @@ from noor.runtime.ssrf import Guard
 from tests import world_double
 from tests.api.test_keyframe_urls import origin  # noqa: F401 - a fixture: an image host on loopback
 from tests.api.test_worlds import closed, next_status
-from tests.jobs.test_regions import DOWN, databases, files_of, rows_of  # noqa: F401 - `databases`: a fixture
+from tests.jobs.test_regions import DOWN, configured, databases, files_of, rows_of  # noqa: F401 - `databases`: a fixture
 
 RIYADH = "me-riyadh"
 
@@ -38,16 +36,9 @@ def deployment(databases: dict[str, str], tmp_path: Path, monkeypatch: pytest.Mo
     """The central store with me-riyadh's plane, tenant `sovereign` (bound to it, metered) with a key, and the API
     with a session host in me-riyadh on the terrain double (billing every 0.1 s), under a TestClient."""
     regions = {RIYADH: {"database_url": databases["riyadh"], "assets_url": str(tmp_path / "riyadh-files")}}
-    monkeypatch.setenv("NOOR_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("NOOR_DATABASE_URL", databases["central"])
-    monkeypatch.setenv("NOOR_ASSETS_URL", str(tmp_path / "central-files"))
-    monkeypatch.setenv("NOOR_REGIONS", json.dumps(regions))
-    settings.cache_clear()
-    cfg = settings()
-    store = Store.configured(cfg)
+    _, store, assets = configured(monkeypatch, tmp_path, databases["central"], regions)
     world_double.register(world_double.TerrainDouble())
     tenants.create_tenant(store, "sovereign", regions=[RIYADH], credits_cents=10.0)
-    assets = RegionalAssets(cfg.resolved_assets_url, locate=cfg.region_assets_url)
     app = create_app(store, assets, ApiConfig(secret=b"s", guard=Guard.from_strings(["127.0.0.1/32"])))
     config = HostConfig(slots=2, queue=2, idle_s=30, region=RIYADH, bill_every_s=0.1, name="host-riyadh")
     app.state.world_host = SessionHost(store, config)

@@ -47,6 +47,20 @@ def databases() -> Iterator[dict[str, str]]:
         admin.dispose()
 
 
+def configured(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, central: str, regions: dict[str, dict[str, str]]
+) -> tuple[Settings, Store, RegionalAssets]:
+    """The environment `noor serve` reads (central database `central`, these regions), and the store and files it
+    opens from it."""
+    monkeypatch.setenv("NOOR_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("NOOR_DATABASE_URL", central)
+    monkeypatch.setenv("NOOR_ASSETS_URL", str(tmp_path / "central-files"))
+    monkeypatch.setenv("NOOR_REGIONS", json.dumps(regions))
+    settings.cache_clear()
+    cfg = settings()
+    return cfg, Store.configured(cfg), RegionalAssets(cfg.resolved_assets_url, locate=cfg.region_assets_url)
+
+
 @pytest.fixture
 def deployment(
     databases: dict[str, str], tmp_path: Path, toy_weights: Path, monkeypatch: pytest.MonkeyPatch
@@ -56,14 +70,7 @@ def deployment(
         "me-riyadh": {"database_url": databases["riyadh"], "assets_url": str(tmp_path / "riyadh-files")},
         "eu-london": {"database_url": london, "assets_url": str(tmp_path / "london-files")},
     }
-    monkeypatch.setenv("NOOR_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("NOOR_DATABASE_URL", databases["central"])
-    monkeypatch.setenv("NOOR_ASSETS_URL", str(tmp_path / "central-files"))
-    monkeypatch.setenv("NOOR_REGIONS", json.dumps(regions))
-    settings.cache_clear()
-    cfg = settings()
-    store = Store.configured(cfg)
-    assets = RegionalAssets(cfg.resolved_assets_url, locate=cfg.region_assets_url)
+    cfg, store, assets = configured(monkeypatch, tmp_path, databases["central"], regions)
     tenants.create_tenant(store, "sovereign", regions=["me-riyadh"], credits_cents=1000)
     tenants.create_tenant(store, "free", credits_cents=1000)
     backend = TinyBackend(toy_weights)
