@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    ColumnElement,
     Integer,
     String,
     and_,
@@ -23,6 +25,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from noor.jobs import money
@@ -112,15 +115,17 @@ class LimitExceeded(Exception):
         super().__init__(message)
 
 
-def hold_limits(s: Session, tenant: str) -> tuple[int, int] | None:
+def hold_tenant(s: Session, tenant: str, *columns: ColumnElement[Any]) -> Row[Any] | None:
     """Lock `tenant`'s row for the rest of the transaction `s` (one no-op UPDATE: a PostgreSQL row lock, SQLite's
-    write lock) and read its (max_concurrent, max_per_minute); None if it has no row (no limits)."""
-    row = s.execute(
-        update(TENANTS)
-        .where(TENANTS.c.name == tenant)
-        .values(name=TENANTS.c.name)
-        .returning(TENANTS.c.max_concurrent, TENANTS.c.max_per_minute)
+    write lock) and read `columns` of it; None if it has no row (an internal caller: no limits, never charged)."""
+    return s.execute(
+        update(TENANTS).where(TENANTS.c.name == tenant).values(name=TENANTS.c.name).returning(*columns)
     ).one_or_none()
+
+
+def hold_limits(s: Session, tenant: str) -> tuple[int, int] | None:
+    """`hold_tenant`, reading its (max_concurrent, max_per_minute)."""
+    row = hold_tenant(s, tenant, TENANTS.c.max_concurrent, TENANTS.c.max_per_minute)
     return None if row is None else (int(row.max_concurrent), int(row.max_per_minute))
 
 

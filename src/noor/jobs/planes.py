@@ -51,11 +51,6 @@ def first_line(err: Exception) -> str:
     return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
 
 
-def _call(store: Store, name: str, *args: Any, **kwargs: Any) -> Any:
-    """A method of a data plane: its database gone away is not a bug but a 503 (RegionUnavailable)."""
-    return reach(store, getattr(type(store), name), *args, **kwargs)
-
-
 def reach(store: Store, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
     """`fn(store, ...)`; on a data plane, its database gone away is not a bug but a 503 (RegionUnavailable). The
     central store's errors stay what they are."""
@@ -67,30 +62,21 @@ def reach(store: Store, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         raise RegionUnavailable(store.region, first_line(err)) from err
 
 
-def by_tenant(method: Callable[..., R]) -> Callable[..., R]:
-    """A tenant's view of its generations, read where its data lives: the data plane of its region, else here."""
+def routed(where: Callable[[Store, str], Store]) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """A decorator: `fn(store, key, ...)` runs on the store `where(store, key)` names (`store` itself, or one of its
+    data planes: reached with `reach`). `by_tenant`, `by_job` and `by_session` below."""
 
-    @functools.wraps(method)
-    def route(self: Store, tenant: str, *args: Any, **kwargs: Any) -> R:
-        home = self.home(tenant)
-        if home is self:
-            return method(self, tenant, *args, **kwargs)
-        return cast(R, _call(home, method.__name__, tenant, *args, **kwargs))
+    def wrap(fn: Callable[..., R]) -> Callable[..., R]:
+        @functools.wraps(fn)
+        def route(store: Store, key: str, *args: Any, **kwargs: Any) -> R:
+            target = where(store, key)
+            if target is store:
+                return fn(store, key, *args, **kwargs)
+            return reach(target, fn, key, *args, **kwargs)
 
-    return route
+        return route
 
-
-def by_job(method: Callable[..., R]) -> Callable[..., R]:
-    """A worker's call on a job it was leased (or is leased now), made where the job lives."""
-
-    @functools.wraps(method)
-    def route(self: Store, generation_id: str, *args: Any, **kwargs: Any) -> R:
-        holder = self.holding(generation_id)
-        if holder is self:
-            return method(self, generation_id, *args, **kwargs)
-        return cast(R, _call(holder, method.__name__, generation_id, *args, **kwargs))
-
-    return route
+    return wrap
 
 
 class DataPlanes:
@@ -249,3 +235,8 @@ class DataPlanes:
 def _has_session(store: Store, session_id: str) -> bool:
     with store.db.connect() as conn:
         return conn.scalar(select(_world_sessions.c.id).where(_world_sessions.c.id == session_id)) is not None
+
+
+by_tenant = routed(DataPlanes.home)  # a tenant's generations and sessions: where its data lives
+by_job = routed(DataPlanes.holding)  # a worker's call on a job it was leased (or is leased now): where the job lives
+by_session = routed(DataPlanes.keeping)  # one world session, by id: the store that holds it

@@ -17,26 +17,23 @@ tenant's row, credits and limits stay central; hosts' heartbeats (`world_hosts`:
 from __future__ import annotations
 
 import enum
-import functools
 import hashlib
 import hmac
 import logging
 import secrets
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import BigInteger, ColumnElement, Float, Index, Integer, String, Text, delete, select, update
-from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
 from noor.jobs import money
 from noor.jobs.generation import Base, UTCDateTime, now_utc
-from noor.jobs.limits import LIVE_SESSION_STATES, TENANTS, check_concurrency, hold_limits
-from noor.jobs.planes import RegionUnavailable, reach
+from noor.jobs.limits import LIVE_SESSION_STATES, TENANTS, check_concurrency, hold_limits, hold_tenant
+from noor.jobs.planes import RegionUnavailable, by_session, by_tenant, reach
 from noor.jobs.store import Store
 
 log = logging.getLogger(__name__)
@@ -46,7 +43,6 @@ TOKEN_TTL = timedelta(minutes=10)  # a token opens the socket for this long afte
 # seconds, and a host taken for dead while it runs would see its sessions ended under it.
 HEARTBEAT_S = 1.0
 DEAD_AFTER = timedelta(seconds=15)
-R = TypeVar("R")
 
 
 class SessionState(enum.StrEnum):
@@ -125,24 +121,6 @@ class SessionNotFound(LookupError):
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _routed(where: Callable[[Store, str], Store]) -> Callable[[Callable[..., R]], Callable[..., R]]:
-    """A function `fn(store, key, ...)` called with the central store, run on the store `where(store, key)` names
-    (a plane's database gone away: RegionUnavailable)."""
-
-    def wrap(fn: Callable[..., R]) -> Callable[..., R]:
-        @functools.wraps(fn)
-        def route(store: Store, key: str, *args: Any, **kwargs: Any) -> R:
-            return reach(where(store, key), fn, key, *args, **kwargs)
-
-        return route
-
-    return wrap
-
-
-by_tenant = _routed(Store.home)  # a tenant's sessions: where its data lives
-by_session = _routed(Store.keeping)  # one session, by id: the store that holds it
 
 
 def create(
@@ -278,17 +256,6 @@ class Billed:
     cost_microcents: int = 0
 
 
-def _hold_credits(s: Session, tenant: str) -> Row[Any] | None:
-    """Lock `tenant`'s row to the end of `s` (a no-op UPDATE, as `hold_limits`) and read (metered, credits); None:
-    no row (an internal caller: never charged)."""
-    return s.execute(
-        update(TENANTS)
-        .where(TENANTS.c.name == tenant)
-        .values(name=TENANTS.c.name)
-        .returning(TENANTS.c.metered, TENANTS.c.credits_microcents)
-    ).one_or_none()
-
-
 def record(store: Store, session_id: str, *, frames: int, seconds: float, price_per_s_microcents: int) -> Billed:
     """Write what an active session has served so far (frames, active seconds) and charge the seconds not yet
     charged, at `price_per_s_microcents`: the session's row moves only from the cost it had, so a charge is taken
@@ -321,7 +288,7 @@ def _record(store: Store, session_id: str, frames: int, seconds: float, price_pe
             cost = round(seconds * price_per_s_microcents)
             due = max(0, cost - row.cost_microcents)
             # 2. what the tenant pays of it, read under its row's lock (held until the debit commits)
-            account = _hold_credits(s, row.tenant)
+            account = hold_tenant(s, row.tenant, TENANTS.c.metered, TENANTS.c.credits_microcents)
             paid, short = 0, False
             if account is not None and account.metered and due:
                 balance = int(account.credits_microcents or 0)
