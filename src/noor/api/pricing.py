@@ -5,6 +5,8 @@ times a markup from settings; it is taken from the tenant's credits when the job
 back if the job fails. Every kind of job is priced, upscales included: the model's work (none for an
 upscale) plus making the output file, which grows with its pixels and frames (noor-tiny draws 64x64x16
 whatever is asked, so a 4096x4096x64 request is almost all output work).
+An edit or a reframe is priced as the generation of its output's size (all of the model's steps, though an
+edit runs only those below its level: the price stays an upper bound, like the perf model's other figures).
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from noor.perf.parallelism import ParallelPlan
 from noor.runtime.leases import LeaseKeeper, beat_every_s
 from noor.scheduling.batching import check_batch
 from noor.trust import moderation
-from noor.trust.provenance import Ingredient, Manifest, Provenance, sniff
+from noor.trust.provenance import Action, Ingredient, Manifest, Provenance, sniff
 
 log = logging.getLogger("noor.worker")
 
@@ -113,20 +113,39 @@ class WorkerConfig:
 
 
 def task_from_json(data: dict[str, Any], assets: Files) -> Task:
-    """The engine task a job stored, with keyframes (or an upscale's source clip) read back from the asset store."""
-    if data.get("kind") == "upscale":  # the clip at a new size: its frames, at its frame rate
-        with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
-            f.write(assets.get(data["source"]))
-            f.flush()
-            frames, fps = media.read_clip(f.name)
-        source = Media(frames=frames, fps=round(fps) or 8)
+    """The engine task a job stored, with keyframes (or the source clip of an upscale, an edit or a reframe) read
+    back from the asset store."""
+    kind = data.get("kind")
+    if kind == "upscale":  # the clip at a new size: its frames, at its frame rate
+        source = read_source(assets.get(data["source"]), data["source"])
         return Task(
             prompt="",
             width=data["width"],
             height=data["height"],
-            num_frames=len(frames),
+            num_frames=len(source.frames),
             fps=source.fps,
             source=source,
+        )
+    if kind in ("edit", "reframe"):  # a video or an image (one frame) redrawn, or placed on a new canvas
+        source = read_source(assets.get(data["source"]), data["source"], data.get("fps") or 8)
+        if data.get("source_size"):  # a reframe's source at the size it takes on the canvas
+            width, height = data["source_size"]
+            source = Media(frames=resize(source.frames, width, height), fps=source.fps)
+        position = data.get("source_position")
+        return Task(
+            prompt=data.get("prompt") or "",
+            negative_prompt=data.get("negative_prompt", ""),
+            width=data["width"],
+            height=data["height"],
+            num_frames=data.get("num_frames") or len(source.frames),
+            fps=data.get("fps") or source.fps,
+            steps=data.get("steps"),
+            guidance=data.get("guidance"),
+            seed=data["seed"],
+            source=source,
+            edit_mode=data["edit_mode"] if kind == "edit" else None,
+            reframe=kind == "reframe",
+            source_position=tuple(position) if position is not None else None,
         )
 
     def keyframe(ref: dict[str, Any] | None) -> np.ndarray | None:
@@ -158,7 +177,20 @@ def task_from_json(data: dict[str, Any], assets: Files) -> Task:
     )
 
 
+def read_source(raw: bytes, key: str, fps: int = 8) -> Media:
+    """A stored source file as Media: an MP4's frames at its frame rate, or an image as one frame (at `fps`)."""
+    if key.lower().endswith(".mp4"):
+        with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
+            f.write(raw)
+            f.flush()
+            frames, rate = media.read_clip(f.name)
+        return Media(frames=frames, fps=round(rate) or fps)
+    with Image.open(io.BytesIO(raw)) as image:
+        return Media(frames=np.asarray(image.convert("RGB"))[None], fps=fps)
+
+
 PREVIEW_SIDE = 256
+ACTIONS: dict[str, Action] = {"upscale": "upscaled", "edit": "edited", "reframe": "reframed"}  # a job kind -> its manifest's action
 
 
 def preview_frames(frames: np.ndarray) -> np.ndarray:
@@ -197,10 +229,13 @@ def model_version(model: str) -> str:
 
 
 def ingredients(data: dict[str, Any], assets: Files) -> tuple[Ingredient, ...]:
-    """What an output was made from, for its manifest: an upscale's source clip, a clip's keyframes."""
-    if data.get("kind") == "upscale":
+    """What an output was made from, for its manifest: the source of an upscale, an edit or a reframe (its
+    parent), a clip's keyframes."""
+    if data.get("kind") in ("upscale", "edit", "reframe"):  # the clip (or image) it was made from
         source = data["source"]
-        return (Ingredient(f"generation video {source}", assets.get(source), "video/mp4", "parentOf"),)
+        raw = assets.get(source)
+        mime = sniff(raw) or "application/octet-stream"
+        return (Ingredient(f"source {mime.split('/')[0]} {source}", raw, mime, "parentOf"),)
     out = []
     for which in ("start", "end"):
         ref = data.get(which)
@@ -418,7 +453,7 @@ class Worker:
         manifest = Manifest(
             model=job.model,
             model_version=model_version(job.model),
-            action="upscaled" if job.task.get("kind") == "upscale" else "created",
+            action=ACTIONS.get(job.task.get("kind") or "", "created"),
             generation_id=job.id,
             region=self.config.region,
             ingredients=ingredients(job.task, reads),
