@@ -34,10 +34,23 @@ from noor.api.requests import (
     Resolved,
     parse_url,
     resolve_image,
+    resolve_modify,
+    resolve_reframe,
     resolve_upscale,
     resolve_video,
 )
-from noor.api.schemas import Credits, GenerationList, GenerationOut, ImageCreate, Ping, Upscale, VideoCreate
+from noor.api.schemas import (
+    Credits,
+    GenerationList,
+    GenerationOut,
+    ImageCreate,
+    ModifyVideo,
+    Ping,
+    ReframeImage,
+    ReframeVideo,
+    Upscale,
+    VideoCreate,
+)
 from noor.api.uploads import file_suffix, image_suffix
 from noor.jobs import tenants
 from noor.jobs.assets import AssetNotFound, AssetStore, asset_key, generation_of, sign, verify
@@ -102,25 +115,32 @@ def public_base(request: Request, ctx: Context) -> str:
 
 
 def keyframes_for(request: Request, ctx: Context, tenant: tenants.Tenant) -> Keyframes:
-    """Keyframe URLs on this server are its assets; any other URL is fetched once through the SSRF guard."""
+    """Keyframe and source URLs on this server are its assets; any other URL is fetched once through the SSRF
+    guard (at most MAX_UPLOAD_BYTES): a keyframe must be an image, an edit's or a reframe's source an image or an
+    MP4 video."""
     own_hosts = {request.url.netloc, urlsplit(public_base(request, ctx)).netloc}
 
-    def fetch(url: str) -> str:
+    def fetch(url: str, what: str = "keyframe url", suffix_of: Callable[[bytes, str], str] = image_suffix) -> str:
         try:
             data = ctx.config.guard.fetch(url, MAX_UPLOAD_BYTES, tenant=tenant.name)
         except Busy as err:  # slow peers may hold only a few of the request threads (runtime/ssrf.py)
-            raise RequestError(429, f"keyframe url: {err}; retry when one has finished") from err
+            raise RequestError(429, f"{what}: {err}; retry when one has finished") from err
         except SSRFError as err:
-            raise RequestError(400, f"keyframe url: {err}") from err
+            raise RequestError(400, f"{what}: {err}", field=what) from err
         except (FetchError, httpx.HTTPError) as err:
-            raise RequestError(400, f"keyframe url {url!r} could not be fetched: {err or type(err).__name__}") from err
+            raise RequestError(
+                400, f"{what} {url!r} could not be fetched: {err or type(err).__name__}", field=what
+            ) from err
         except ValueError as err:  # a URL the guard could not parse
-            raise RequestError(400, f"keyframe url: {url!r} is not a valid URL: {err}") from err
-        suffix = image_suffix(data, f"keyframe url {url!r}")
+            raise RequestError(400, f"{what}: {url!r} is not a valid URL: {err}", field=what) from err
+        suffix = suffix_of(data, f"{what} {url!r}")
         key = asset_key(tenant.name, "uploads", f"{uuid.uuid4().hex}{suffix}")
         return ctx.assets.put_for(tenant.regions, key, data)
 
-    return Keyframes(tenant.name, ctx.store, own_hosts, fetch, ctx.assets.exists)
+    def fetch_source(url: str) -> str:
+        return fetch(url, "media.url", file_suffix)
+
+    return Keyframes(tenant.name, ctx.store, own_hosts, fetch, ctx.assets.exists, fetch_source, ctx.assets.get)
 
 
 class KeyCache:
@@ -292,7 +312,7 @@ def store_generation(
     request: Request,
     ctx: Context,
     tenant: tenants.Tenant,
-    body: VideoCreate | ImageCreate | Upscale,
+    body: VideoCreate | ImageCreate | Upscale | ModifyVideo | ReframeVideo | ReframeImage,
     resolved: Resolved,
     kind: str,
     extra: dict[str, Any] | None = None,
@@ -336,6 +356,12 @@ def create_priced(ctx: Context, *, model: str, task: dict[str, Any], **fields: A
 
 router = APIRouter(responses=responses(Error, 401), route_class=IdempotentRoute)
 CREATE_ERRORS = responses(Error, 400, 402, 404, 413, 429) | conflict(Error)
+CREATE: dict[str, Any] = {  # a route that queues a new generation
+    "status_code": 201,
+    "response_model": GenerationOut,
+    "responses": CREATE_ERRORS,
+    "openapi_extra": IDEMPOTENT,
+}
 
 
 @router.post(
@@ -399,9 +425,37 @@ def camera_motions(tenant: Tenant) -> list[str]:
     return [concepts.camera_motion(key) for key in concepts.installed()]
 
 
-@router.post("/generations/video/modify", include_in_schema=False)
-@router.post("/generations/video/reframe", include_in_schema=False)
-@router.post("/generations/image/reframe", include_in_schema=False)
+@router.post("/generations/video/modify", **CREATE)
+def modify_video(body: ModifyVideo, request: Request, tenant: Tenant, ctx: Ctx) -> GenerationOut:
+    """An edit of `media.url` (a completed video of yours, an upload, or an external MP4) under the prompt, from the
+    `mode`'s noise level (docs/api.md): a new video generation."""
+    check_limits(ctx, tenant)
+    check_callback(ctx, body.callback_url)
+    resolved = resolve_modify(body, keyframes_for(request, ctx, tenant), ctx.config.aliases)
+    return store_generation(request, ctx, tenant, body, resolved, "video")
+
+
+@router.post("/generations/video/reframe", **CREATE)
+def reframe_video(body: ReframeVideo, request: Request, tenant: Tenant, ctx: Ctx) -> GenerationOut:
+    """A video (`media.url`) placed on a canvas of `aspect_ratio` and the rest drawn (docs/api.md): a new video."""
+    return _reframe(body, request, tenant, ctx, "video")
+
+
+@router.post("/generations/image/reframe", **CREATE)
+def reframe_image(body: ReframeImage, request: Request, tenant: Tenant, ctx: Ctx) -> GenerationOut:
+    """An image placed on a canvas of `aspect_ratio` and the rest drawn: a new image."""
+    return _reframe(body, request, tenant, ctx, "image")
+
+
+def _reframe(
+    body: ReframeVideo | ReframeImage, request: Request, tenant: tenants.Tenant, ctx: Context, kind: str
+) -> GenerationOut:
+    check_limits(ctx, tenant)
+    check_callback(ctx, body.callback_url)
+    resolved = resolve_reframe(body, keyframes_for(request, ctx, tenant), ctx.config.aliases)
+    return store_generation(request, ctx, tenant, body, resolved, kind)
+
+
 @router.post("/generations/{generation_id}/audio", include_in_schema=False)
 def not_available(request: Request, tenant: Tenant) -> Response:
     feature = request.url.path.rstrip("/").rsplit("/", 1)[-1]

@@ -75,6 +75,55 @@ class Upscale(BaseModel):
     generation_type: Literal["upscale_video"] = "upscale_video"
 
 
+class MediaRef(BaseModel):
+    url: str = Field(max_length=4096)
+
+
+class ModifyVideo(BaseModel):
+    """§3.5: an edit of a video under a new prompt (`mode` checked against the engine's levels, with a 400)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    generation_type: Literal["modify_video"] = "modify_video"
+    media: MediaRef
+    mode: str = Field(max_length=32)
+    model: str = Field("ray-2", max_length=64)
+    first_frame: MediaRef | None = None  # refused: the edit takes its frames from the source
+    prompt: str | None = Field(None, max_length=20000)
+    callback_url: str | None = Field(None, max_length=4096)
+
+
+class Reframe(BaseModel):
+    """§3.6-3.7's shared fields: the source placed on a canvas of `aspect_ratio`, the rest drawn."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    media: MediaRef
+    aspect_ratio: AspectRatio
+    prompt: str | None = Field(None, max_length=20000)
+    grid_position_x: int | None = None  # the source's top-left corner, in the docs' canvas pixels
+    grid_position_y: int | None = None
+    resized_width: int | None = None  # the source's size on the canvas, in the same pixels
+    resized_height: int | None = None
+    x_start: int | None = None  # crop bounds: refused (docs/api.md says why)
+    x_end: int | None = None
+    y_start: int | None = None
+    y_end: int | None = None
+    callback_url: str | None = Field(None, max_length=4096)
+
+
+class ReframeVideo(Reframe):
+    generation_type: Literal["reframe_video"] = "reframe_video"
+    model: str = Field("ray-2", max_length=64)
+    first_frame: MediaRef | None = None  # refused, as for ModifyVideo
+
+
+class ReframeImage(Reframe):
+    generation_type: Literal["reframe_image"] = "reframe_image"
+    model: str = Field("photon-1", max_length=64)
+    format: Literal["jpg", "png"] = "jpg"
+
+
 class Assets(BaseModel):
     video: str | None = None
     image: str | None = None
