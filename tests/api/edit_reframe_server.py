@@ -10,9 +10,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 from PIL import Image
 
 from noor.api.app import ApiConfig, create_app
@@ -84,3 +86,14 @@ def live_server(tmp: Path, toy_weights: Path) -> Iterator[Live]:
         stop.set()
         thread.join(60)
         store.close()
+
+
+def live_fixture(name: str) -> Any:
+    """A module's `live` fixture: one server for its tests, in a temp dir named `name`."""
+
+    @pytest.fixture(scope="module")
+    def live(tmp_path_factory: pytest.TempPathFactory, toy_weights: Path) -> Iterator[Live]:
+        with live_server(tmp_path_factory.mktemp(name), toy_weights) as server:
+            yield server
+
+    return live

@@ -5,7 +5,7 @@ and value, nothing queued, no credits taken)."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -16,16 +16,13 @@ from PIL import Image
 
 from noor.engine import media
 from noor.jobs.assets import asset_key
-from tests.api.edit_reframe_server import Live, clip, live_server, png
+from tests.api.edit_reframe_server import Live, clip, live_fixture, png
 from tests.api.test_serve_sdks import _wait
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory, toy_weights: Path) -> Iterator[Live]:
-    with live_server(tmp_path_factory.mktemp("dm-edits"), toy_weights) as server:
-        yield server
+live = live_fixture("dm-edits")
 
 
 @pytest.fixture(scope="module")

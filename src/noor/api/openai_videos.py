@@ -1,8 +1,8 @@
 """OpenAI's Videos API (`client.videos` in the official `openai` SDK) over the same job store.
 
 Errors carry both Noor's `{"detail": ...}` and OpenAI's `{"error": {...}}`, so either client reads them.
-What the SDK can call but this server does not do (remix, edits, extensions, characters) is a 400 in that
-shape saying so, never a bare 404 or 405.
+A remix is an edit of the video under the new prompt (`REMIX_MODE`). What the SDK can call but this server does
+not do (edits, extensions, characters) is a 400 in that shape saying so, never a bare 404 or 405.
 """
 
 from __future__ import annotations
@@ -18,13 +18,16 @@ from noor.api.app import Ctx, Tenant, check_limits, create_priced, generation_no
 from noor.api.errors import OPENAI_PREFIX, OpenAIErrorBody, error_body, responses
 from noor.api.gate import BadJSON, strict_json
 from noor.api.idempotency import IDEMPOTENT, IdempotentRoute, conflict
-from noor.api.requests import RequestError, check_task, resolve_model
+from noor.api.requests import RequestError, check_task, edit_task, resolve_model, stored_source
 from noor.api.uploads import image_suffix
 from noor.jobs.assets import AssetNotFound, asset_key
 from noor.jobs.generation import Generation
 from noor.jobs.store import NotFound
 
 SECONDS = ("4", "8", "12")
+# A remix keeps its source's shapes and motion and takes the new prompt's colours and details: Modify Video's
+# adhere_3, the highest of the levels that keep the motion (noor-tiny: docs/noor-tiny.md "Edit and reframe")
+REMIX_MODE = "adhere_3"
 STATUS = {"queued": "queued", "dreaming": "in_progress", "completed": "completed", "failed": "failed"}
 MAX_REFERENCE_BYTES = 20 * 1024 * 1024
 
@@ -59,7 +62,7 @@ def video_out(g: Generation) -> dict[str, Any]:
         "prompt": request.get("prompt"),
         "seconds": seconds or request.get("seconds"),
         "size": size or request.get("size"),
-        "remixed_from_video_id": None,
+        "remixed_from_video_id": request.get("remixed_from_video_id"),
         "eta_s": g.eta_s,  # Noor's additions
         "price_cents": g.price_cents,
         "error": {"code": "generation_failed", "message": g.failure_reason or "Job failed"}
@@ -93,22 +96,11 @@ async def create_video(request: Request, tenant: Tenant, ctx: Ctx) -> JSONRespon
             if upload is not None and not isinstance(upload, str):
                 reference = await upload.read(MAX_REFERENCE_BYTES + 1)
     else:
-        try:
-            fields = strict_json(await request.body())
-        except BadJSON as err:
-            raise OpenAIError(400, f"body: {err}") from err
-        except ValueError as err:
-            raise OpenAIError(400, "body must be JSON or multipart/form-data") from err
-        if not isinstance(fields, dict):
-            raise OpenAIError(400, "body must be a JSON object")
-    prompt, model_name = fields.get("prompt"), str(fields.get("model") or "sora-2")
+        fields = await _json_fields(request)
+    prompt, model_name = _prompt(fields.get("prompt")), str(fields.get("model") or "sora-2")
     seconds, size = str(fields.get("seconds") or "4"), str(fields.get("size") or "720x1280")
 
     # 2. validation, before anything is stored
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise OpenAIError(400, "prompt is required", param="prompt")
-    if len(prompt) > 5000:
-        raise OpenAIError(400, "prompt must be at most 5000 characters", param="prompt")
     if seconds not in SECONDS:
         raise OpenAIError(400, f"seconds must be one of {', '.join(SECONDS)}, got {seconds!r}", param="seconds")
     try:
@@ -146,26 +138,39 @@ async def create_video(request: Request, tenant: Tenant, ctx: Ctx) -> JSONRespon
     # 3. store the reference, then the job
     if start is not None and reference is not None:
         ctx.assets.put_for(tenant.regions, start["asset"], reference)
+    request_echo = {"model": model_name, "prompt": prompt, "seconds": seconds, "size": size, "generation_type": "video"}
+    return JSONResponse(video_out(_queue(ctx, tenant.name, spec.id, request_echo, task)))
+
+
+async def _json_fields(request: Request) -> dict[str, Any]:
     try:
-        g = create_priced(
-            ctx,
-            tenant=tenant.name,
-            model=spec.id,
-            request={
-                "model": model_name,
-                "prompt": prompt,
-                "seconds": seconds,
-                "size": size,
-                "generation_type": "video",
-            },
-            task=task,
-        )
+        fields = strict_json(await request.body())
+    except BadJSON as err:
+        raise OpenAIError(400, f"body: {err}") from err
+    except ValueError as err:
+        raise OpenAIError(400, "body must be JSON or multipart/form-data") from err
+    if not isinstance(fields, dict):
+        raise OpenAIError(400, "body must be a JSON object")
+    return fields
+
+
+def _prompt(prompt: Any) -> str:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise OpenAIError(400, f"prompt is required, got {prompt!r}", param="prompt")
+    if len(prompt) > 5000:
+        raise OpenAIError(400, f"prompt must be at most 5000 characters, got {len(prompt)}", param="prompt")
+    return prompt
+
+
+def _queue(ctx: Any, tenant: str, model: str, request: dict[str, Any], task: dict[str, Any]) -> Generation:
+    """Screen, price and queue a job (`create_priced`), its refusals in OpenAI's shape."""
+    try:
+        return create_priced(ctx, tenant=tenant, model=model, request=request, task=task)
     except RequestError as err:  # pricing: the output would not fit in a worker's memory
         raise OpenAIError(err.status, err.detail, param="size") from err
     except HTTPException as err:
         code = {429: "rate_limit_exceeded", 400: "moderation_blocked"}.get(err.status_code, "insufficient_quota")
         raise OpenAIError(err.status_code, str(err.detail), code=code) from err
-    return JSONResponse(video_out(g))
 
 
 def _video_page(ctx: Any, tenant: str, limit: int, after: str | None, ascending: bool) -> tuple[list[Generation], bool]:
@@ -231,10 +236,42 @@ def extend_video(tenant: Tenant) -> None:
     raise _not_supported("Video extensions (videos.extend)")
 
 
-@router.post("/{video_id}/remix", responses=responses(OpenAIErrorBody, 404, 413))
-def remix_video(video_id: str, tenant: Tenant, ctx: Ctx) -> None:
-    _video_of(ctx, tenant.name, video_id)  # an unknown video is a 404, as it is everywhere else
-    raise _not_supported("Remix (videos.remix)")
+@router.post(
+    "/{video_id}/remix",
+    responses=responses(OpenAIErrorBody, 402, 404, 413, 429) | conflict(OpenAIErrorBody),
+    openapi_extra=IDEMPOTENT,
+)
+async def remix_video(video_id: str, request: Request, tenant: Tenant, ctx: Ctx) -> JSONResponse:
+    """An edit of a completed video under the new prompt, from REMIX_MODE's level: a new video whose
+    `remixed_from_video_id` is the source's id, of its size and length."""
+    fields = await _json_fields(request)
+    return JSONResponse(await run_in_threadpool(_remix, ctx, tenant, video_id, _prompt(fields.get("prompt"))))
+
+
+def _remix(ctx: Any, tenant: Any, video_id: str, prompt: str) -> dict[str, Any]:
+    check_limits(ctx, tenant)
+    source = _video_of(ctx, tenant.name, video_id)  # an unknown video is a 404, as it is everywhere else
+    key = (source.assets or {}).get("video")
+    if source.state != "completed" or not key:
+        raise OpenAIError(
+            400, f"video_id: video {video_id!r} is {STATUS[source.state]}; only a completed video can be remixed",
+            param="video_id", code="invalid_request",
+        )  # fmt: skip
+    try:
+        spec = resolve_model(source.model, ctx.config.aliases)
+        clip = stored_source(ctx.assets.get, key, "video_id", "video", None, spec.default_fps)
+        task = edit_task(spec, clip, prompt, REMIX_MODE)
+    except RequestError as err:  # the model cannot edit, or the source is not one it takes
+        raise OpenAIError(err.status, err.detail, param=err.field) from err
+    request = {
+        "model": source.request.get("model") or source.model,
+        "prompt": prompt,
+        "seconds": f"{clip.seconds:g}",
+        "size": f"{task['width']}x{task['height']}",
+        "generation_type": "video",
+        "remixed_from_video_id": video_id,
+    }
+    return video_out(_queue(ctx, tenant.name, spec.id, request, task))
 
 
 @router.get("/{video_id}", responses=responses(OpenAIErrorBody, 404))

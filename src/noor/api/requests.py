@@ -273,7 +273,22 @@ def source_of(
             )  # fmt: skip
     if keyframes.read is None:
         raise RequestError(400, f"{what}: this server cannot read sources", field=what)
-    source = _shape(keyframes.read(key), key, what, default_fps)
+    return stored_source(keyframes.read, key, what, want, limit_s, default_fps, url)
+
+
+def stored_source(
+    read: Callable[[str], bytes],
+    key: str,
+    what: str,
+    want: str,
+    limit_s: float | None = None,
+    default_fps: int = 8,
+    shown: str | None = None,
+) -> Source:
+    """The stored file `key` as a Source, if it is the `want`ed media ("video" or "image") and, for a video, at
+    most `limit_s` long; RequestError(400) naming `what` (and `shown`, default the key) otherwise."""
+    url = shown or key
+    source = _shape(read(key), key, what, default_fps)
     if want == "video" and source.is_image:
         raise RequestError(400, f"{what}: {url!r} is an image; this operation takes an MP4 video", field=what)
     if want == "image" and not source.is_image:
