@@ -317,7 +317,10 @@ def eval_tiny(
     weights: Annotated[Path | None, typer.Option(help="weights dir (default: the packaged ones)")] = None,
     per_language: Annotated[int, typer.Option("--per-language", min=1, max=32, help="prompts per language")] = 32,
     keyframe_checks: Annotated[
-        int, typer.Option("--keyframe-checks", min=0, help="start-frame clips and loops, half in each language")
+        int,
+        typer.Option(
+            "--keyframe-checks", min=0, help="start-frame clips, loops and middle-keyframe clips, half in each language"
+        ),
     ] = 16,
     two_object_scenes: Annotated[
         int, typer.Option("--two-object-scenes", min=0, max=64, help="two-object scenes, each in both languages")
@@ -369,6 +372,7 @@ def eval_tiny(
                 loop=c.loop,
                 width=c.width,
                 height=c.height,
+                keyframes=tuple((index, _uint8(frame)) for index, frame in c.keyframes),
             )
             for c in clips
         ]
@@ -385,6 +389,7 @@ def eval_tiny(
             two_object_scenes,
             aspect_prompts,
             batch,
+            index_checks=keyframe_checks,
         )
 
     table = Table(title="noor-tiny on held-out prompts")
@@ -411,7 +416,11 @@ def eval_tiny(
             f"start and end frames of two scenes: step out of the first {_median(report.pair_step_ratios, 0)}x, "
             f"into the last {_median(report.pair_step_ratios, 1)}x the median step (1 is a blend; not a target yet)\n"
             f"sanity (given frames are held clean, not scored): start PSNR (min) {report.start_psnr_db:.1f} dB, "
-            f"loop end PSNR (min) {report.loop_psnr_db:.1f} dB, {'ok' if report.sane() else 'BROKEN'}"
+            f"loop end PSNR (min) {report.loop_psnr_db:.1f} dB, middle keyframe PSNR (min) "
+            f"{report.middle_psnr_db:.1f} dB, {'ok' if report.sane() else 'BROKEN'}\n"
+            f"keyframe at the middle index: colour and shape kept before and after it in {report.middle_kept:.0%} of "
+            f"clips; step into or out of it {statistics.median(report.middle_step_ratios):.1f}x the median step "
+            "(median over clips; not a target yet)"
         )
     if two_object_scenes:
         shares = ", ".join(f"{lang} {share:.0%}" for lang, share in report.two_objects.items())

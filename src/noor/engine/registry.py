@@ -26,6 +26,9 @@ UPSCALE = "upscale"  # resizing a finished clip (`Task.source`): nothing is draw
 # redraws it under a new prompt from a noise level (`Task.edit_mode`), a reframe draws a new canvas around it
 EDIT = "edit"
 REFRAME = "reframe"
+# frames pinned at indexes inside the clip (`Task.keyframes`), declared beside CAPABILITIES, never by default: a
+# model conditions on each of its frames separately (noor-tiny's per-frame noise levels)
+KEYFRAMES = "keyframes"
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,10 @@ class ModelSpec:
             notes.append(f"{self.id} draws {native[0]}x{native[1]}; resized to {task.width}x{task.height}")
         if not task.is_image and task.num_frames != self.native_frames:
             notes.append(f"{self.id} draws {self.native_frames} frames; retimed to {task.num_frames}")
+            if task.keyframes:
+                moved = {i: d for i, d in task.drawn_pins(self.native_frames).items() if i != d}
+                listed = ", ".join(f"frame {i} at {d}" for i, d in moved.items())
+                notes.append(f"{self.id} pins the clip's frames at its own {self.native_frames} frames: {listed}")
         return task, notes
 
     def check(self, task: Task) -> list[str]:
@@ -137,6 +144,7 @@ class ModelSpec:
             UPSCALE: task.operation == UPSCALE,
             EDIT: task.operation == EDIT,
             REFRAME: task.operation == REFRAME,
+            KEYFRAMES: bool(task.keyframes),
         }
         for capability, wanted in wants.items():
             if wanted and capability not in self.capabilities:
@@ -145,6 +153,8 @@ class ModelSpec:
             raise TaskError("num_frames", 1, "an image has no end frame and cannot loop")
         if task.loop and task.end_frame is not None:  # the API's rule too: "Loop is not supported for end frame"
             raise TaskError("loop", True, "a loop ends on its first frame, so it cannot also be given an end frame")
+        if task.keyframes:
+            task.drawn_pins(self.native_frames)  # refuses two pins that land on one drawn frame
         drawn = task.operation != UPSCALE and task.prompt.strip()
         prompt_notes = self.prompt_notes(task.prompt) if self.prompt_notes and drawn else []
         caveats = [self.caveats[c] for c, wanted in wants.items() if wanted and c in self.caveats]
@@ -280,7 +290,7 @@ def _register_builtin() -> None:
             id="tiny",
             description="noor-tiny: the built-in 3M-parameter text-to-video model (shapes in motion), CPU",
             load=_load_tiny,
-            capabilities=frozenset(CAPABILITIES) | {EDIT, REFRAME},
+            capabilities=frozenset(CAPABILITIES) | {EDIT, REFRAME, KEYFRAMES},
             weights_option=True,
             prompt_notes=_tiny_prompt_notes,
             caveats={  # `noor eval tiny` on the shipped weights, 2026-12-05

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +31,13 @@ EDIT_LEVELS: dict[str, float] = {
     "reimagine_2": 0.98,
     "reimagine_3": 1.0,
 }
+
+
+# Keyframes at indexes: at most this many frames pinned in one clip (Luma's Agents API allows 64).
+MAX_KEYFRAMES = 64
+# The Agents API counts keyframe indexes on a 24 fps grid of the clip's duration: 0 the opening frame, seconds x 24
+# the closing one (5 s: 0..120). `frames_from_grid` maps them onto a task's num_frames.
+KEYFRAME_GRID_FPS = 24
 
 
 class TaskError(ValueError):
@@ -63,6 +71,10 @@ class Task:
     # reframe: (x, y), the source's top-left corner in pixels of the width x height canvas; None: centred. A
     # source larger than the canvas is first scaled down to fit it (`reframe_box`)
     source_position: tuple[int, int] | None = None
+    # frames pinned at indexes of the clip, (index, (H, W, 3) uint8) pairs, at most MAX_KEYFRAMES; index 0 and the
+    # last index are where start_frame and end_frame pin theirs (one frame is pinned once: `pinned`). The indexes
+    # count the task's num_frames (the Agents API's 24 fps grid: `frames_from_grid`)
+    keyframes: tuple[tuple[int, np.ndarray], ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         if self.edit_mode is not None and self.edit_mode not in EDIT_LEVELS:
@@ -85,6 +97,78 @@ class Task:
             raise TaskError("source_position", self.source_position, "only a reframe places its source")
         if self.reframe:
             self.reframe_box()  # refuses a position that puts the source outside the canvas
+        if self.keyframes:
+            self._check_keyframes()
+
+    def _check_keyframes(self) -> None:
+        """TaskError (field "keyframes") for pins this task cannot hold; see `keyframes`."""
+        pairs = self.keyframes
+        if not isinstance(pairs, Sequence) or not all(isinstance(p, Sequence) and len(p) == 2 for p in pairs):
+            raise TaskError("keyframes", type(pairs).__name__, "must be (index, frame) pairs")
+        if len(pairs) > MAX_KEYFRAMES:
+            raise TaskError("keyframes", f"<{len(pairs)} keyframes>", f"at most {MAX_KEYFRAMES} frames may be pinned")
+        if self.source is not None:
+            raise TaskError(
+                "keyframes", f"<{len(pairs)} keyframes>", f"an {self.operation} takes its frames from the source"
+            )
+        if self.is_image:
+            raise TaskError("keyframes", f"<{len(pairs)} keyframes>", "an image has no frames to pin (num_frames 1)")
+        indexes = [index for index, _ in pairs]
+        last = self.num_frames - 1
+        for index, frame in pairs:
+            if not isinstance(index, int | np.integer) or isinstance(index, bool) or not 0 <= index <= last:
+                raise TaskError("keyframes", index, f"an index must be an integer within 0..{last}")
+            if not (isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == 3):
+                raise TaskError("keyframes", index, "the frame at this index must be an (H, W, 3) uint8 array")
+            if frame.shape[2] != 3 or 0 in frame.shape:
+                raise TaskError("keyframes", index, f"the frame at this index is {frame.shape}, not (H, W, 3)")
+        repeated = sorted({int(i) for i in indexes if indexes.count(i) > 1})
+        if repeated:
+            raise TaskError("keyframes", repeated, "the indexes must be unique (one frame pinned once)")
+        taken = {0: "start_frame" if self.start_frame is not None else None}
+        taken[last] = "end_frame" if self.end_frame is not None else "loop" if self.loop else None
+        for index in indexes:
+            if taken.get(int(index)) == "loop":
+                raise TaskError("keyframes", index, "a loop ends on its first frame, so its last cannot be pinned")
+            if taken.get(int(index)):
+                raise TaskError("keyframes", index, f"this index is pinned by {taken[int(index)]} already")
+
+    @property
+    def pinned(self) -> dict[int, np.ndarray]:
+        """Every frame the task pins, by index in order: its start frame at 0, its end frame at the last index, and
+        its keyframes (a loop's end, which repeats its start, is not listed)."""
+        pins = {int(index): frame for index, frame in self.keyframes}
+        if self.start_frame is not None:
+            pins[0] = self.start_frame
+        if self.end_frame is not None:
+            pins[self.num_frames - 1] = self.end_frame
+        return dict(sorted(pins.items()))
+
+    def drawn_pins(self, drawn: int) -> dict[int, int]:
+        """Each pinned frame's index (`pinned`) -> the frame of a model's `drawn` frames the output shows there,
+        its clip retimed to num_frames by nearest frame (`nearest_frames`): where that model pins it. TaskError
+        (field "keyframes") when two pins land on one drawn frame."""
+        shown = nearest_frames(drawn, self.num_frames)
+        out: dict[int, int] = {}
+        for index in self.pinned:
+            at = int(shown[index])
+            if self.loop and at == drawn - 1:
+                raise TaskError(
+                    "keyframes",
+                    index,
+                    f"frame {index} of the {self.num_frames}-frame clip falls on the last of the {drawn} frames the "
+                    "model draws, which a loop ends on its first frame",
+                )
+            earlier = next((i for i, d in out.items() if d == at), None)
+            if earlier is not None:
+                raise TaskError(
+                    "keyframes",
+                    [earlier, index],
+                    f"frames {earlier} and {index} of the {self.num_frames}-frame clip both fall on frame {at} of the "
+                    f"{drawn} the model draws; pin frames at least {-(-(self.num_frames - 1) // (drawn - 1))} apart",
+                )
+            out[index] = at
+        return out
 
     @property
     def is_image(self) -> bool:
@@ -146,6 +230,42 @@ class Media:
     @property
     def height(self) -> int:
         return int(self.frames.shape[1])
+
+
+def frames_from_grid(
+    indexes: Sequence[int], seconds: float, num_frames: int, grid_fps: int = KEYFRAME_GRID_FPS
+) -> list[int]:
+    """Keyframe indexes on a `grid_fps` grid of a `seconds` clip (the Agents API's: 0 the opening frame,
+    round(seconds x grid_fps) the closing one) -> indexes of the task's num_frames, in the same order. The two
+    ends map onto the ends and the rest in proportion, to the nearest frame (halves up): grid index i is frame
+    round(i x (num_frames - 1) / last). TaskError (field "keyframe_indexes") for an index outside the grid, or two
+    that land on one frame: a clip of num_frames frames has fewer places than the grid, and a frame is pinned once.
+    Indexes at least ceil(last / (num_frames - 1)) apart never land on one frame."""
+    last = round(seconds * grid_fps)
+    if last < 1 or num_frames < 2:
+        raise TaskError("keyframe_indexes", list(indexes), "keyframes at indexes need a video of at least two frames")
+    frames: dict[int, int] = {}
+    out = []
+    for index in indexes:
+        if isinstance(index, bool) or not isinstance(index, int | np.integer) or not 0 <= index <= last:
+            raise TaskError("keyframe_indexes", index, f"must be an integer within 0..{last} for {seconds:g} s")
+        frame = (2 * int(index) * (num_frames - 1) + last) // (2 * last)  # round half up, in integers
+        if frame in frames:
+            raise TaskError(
+                "keyframe_indexes",
+                [frames[frame], int(index)],
+                f"both land on frame {frame} of the {num_frames}-frame clip ({grid_fps} fps grid 0..{last}); keep "
+                f"keyframes at least {-(-last // (num_frames - 1))} grid frames apart",
+            )
+        frames[frame] = int(index)
+        out.append(frame)
+    return out
+
+
+def nearest_frames(drawn: int, num_frames: int) -> np.ndarray:
+    """Which of `drawn` frames each of `num_frames` output frames shows when a clip is retimed to the nearest frame,
+    its first and last kept: (num_frames,) ints in 0..drawn-1."""
+    return np.rint(np.linspace(0, drawn - 1, num_frames)).astype(int)
 
 
 def size_from_aspect(aspect_ratio: str, resolution: str) -> tuple[int, int]:

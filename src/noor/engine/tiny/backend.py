@@ -13,7 +13,7 @@ import numpy as np
 
 from noor.engine.backend import Preview, Progress
 from noor.engine.resample import resize
-from noor.engine.task import Media, Task
+from noor.engine.task import Media, Task, nearest_frames
 
 NATIVE_SIZE = 64
 NATIVE_FRAMES = 16
@@ -61,8 +61,7 @@ def retime(frames: np.ndarray, num_frames: int) -> np.ndarray:
     """Nearest-frame resampling in time: (T, ...) -> (num_frames, ...), first and last kept."""
     if len(frames) == num_frames:
         return frames
-    index = np.rint(np.linspace(0, len(frames) - 1, num_frames)).astype(int)
-    return frames[index]
+    return frames[nearest_frames(len(frames), num_frames)]
 
 
 class TinyBackend:
@@ -137,6 +136,7 @@ class TinyBackend:
                 loop=[t.loop for t in batch],
                 callback_on_step_end=on_step,
                 **self._source_options(sources, level),
+                **self._keyframe_options(batch, num_frames),
             )
             # 3. to uint8 at the requested length and size
             for index, task, clip, placed in zip(group, batch, out.frames, sources, strict=True):
@@ -164,6 +164,19 @@ class TinyBackend:
             "source_mask": [None if p is None else p.mask for p in sources],
             "strength": level,
         }
+
+    @staticmethod
+    def _keyframe_options(batch: list[Task], num_frames: int) -> dict[str, Any]:
+        """The pipeline's `keyframes` for a group: each task's pins at the frames noor-tiny draws (`Task.drawn_pins`),
+        those at its first and last frame included (they are the start and end frames the pipeline pins). None
+        for a group without keyframes: its call as before."""
+        if not any(t.keyframes for t in batch):
+            return {}
+        pins = []
+        for task in batch:
+            drawn = task.drawn_pins(num_frames)
+            pins.append({drawn[i]: centre_square(task.pinned[i]) for i, _ in task.keyframes})
+        return {"keyframes": pins}
 
     @staticmethod
     def _pixels(clip: np.ndarray, task: Task) -> np.ndarray:

@@ -4,11 +4,15 @@
 and read back by the pixel-level detector; plus what keyframes ask of the model: a clip given its first
 frame keeps that frame's object (colour and shape, read on the clip's second half), and a loop wraps
 around without a jump (its seam step no larger than 1.5x its median frame step); and 16 two-object
-prompts (8 scenes, each in both languages): both objects drawn, each in its colour and shape; and the
-first 16 prompts again at 16:9 and 9:16, read as drawn (the square is never stretched: same targets).
+prompts (8 scenes, each in both languages): both objects drawn, each in its colour and shape; the
+first 16 prompts again at 16:9 and 9:16, read as drawn (the square is never stretched: same targets); and
+keyframes at indexes: a clip pinned to its scene's middle frame keeps that frame's object on both sides of it
+(colour and shape read on the frames before and after it), and steps into and out of it no harder than its
+other steps (reported: noor-tiny was trained with first and last frames only, so this measures how far its
+per-frame noise levels carry to a frame inside the clip).
 
-The start frame's and the loop end's PSNR are reported as sanity checks only: the pipeline holds given
-frames clean and copies the loop's first frame to its end, so they pass by construction.
+The start frame's, the middle keyframe's and the loop end's PSNR are reported as sanity checks only: the
+pipeline holds given frames clean and copies the loop's first frame to its end, so they pass by construction.
 """
 
 from __future__ import annotations
@@ -94,6 +98,10 @@ class EvalReport:
     two_object_rows: list[dict[str, Any]] = field(default_factory=list)
     start_psnr_db: float = 0.0  # sanity
     loop_psnr_db: float = 0.0  # sanity
+    # keyframes at indexes: clips pinned to their scene's middle frame (`index_checks`)
+    middle_kept: float = 0.0  # share whose frames before and after the pin keep its colour and shape
+    middle_step_ratios: list[float] = field(default_factory=list)  # the step into or out of the pin / median step
+    middle_psnr_db: float = 0.0  # sanity (min over clips): the pinned frame is held clean
 
     def mistakes(self, attribute: str, top: int = 3) -> list[tuple[str, str, int]]:
         """The most common (wanted, got, count) errors in one attribute, both languages together; "none" where
@@ -108,8 +116,9 @@ class EvalReport:
         return [(want, got, n) for (want, got), n in wrong.most_common(top)]
 
     def sane(self) -> bool:
-        """Given frames came back (by construction: not part of `passed`)."""
-        return self.start_psnr_db >= PSNR_SANITY_DB and self.loop_psnr_db >= PSNR_SANITY_DB
+        """Given frames came back (by construction: not part of `passed`); a middle keyframe's where it was asked."""
+        middle = not self.middle_step_ratios or self.middle_psnr_db >= PSNR_SANITY_DB
+        return self.start_psnr_db >= PSNR_SANITY_DB and self.loop_psnr_db >= PSNR_SANITY_DB and middle
 
     def passed(self) -> bool:
         ok = all(acc[a] >= t for acc in self.accuracy.values() for a, t in TARGETS.items())
@@ -147,7 +156,16 @@ def end_step_ratio(clip: np.ndarray) -> float:
     return float(steps[-1]) / max(float(np.median(steps[:-1])), STILL_STEP)
 
 
-# (prompt, seed, start_frame=None, loop=False, width=64, height=64, end_frame=None) -> (T, H, W, 3) in [0, 1]
+def pin_step_ratio(clip: np.ndarray, index: int) -> float:
+    """The larger of the steps into and out of a frame pinned inside a clip (0 < index < T - 1) over the median
+    of the clip's other steps (1: the clip runs through it; much more: it pops in and out)."""
+    steps = frame_steps(clip)
+    others = np.delete(steps, [index - 1, index])
+    return max(float(steps[index - 1]), float(steps[index])) / max(float(np.median(others)), STILL_STEP)
+
+
+# (prompt, seed, start_frame=None, loop=False, width=64, height=64, end_frame=None, keyframes=()) -> (T, H, W, 3)
+# in [0, 1]
 Generate = Callable[..., np.ndarray]
 
 
@@ -162,6 +180,7 @@ class Clip:
     width: int = 64
     height: int = 64
     end_frame: np.ndarray | None = None
+    keyframes: tuple[tuple[int, np.ndarray], ...] = ()  # (index, (H, W, 3) in [0, 1]) frames pinned in the clip
 
     def options(self) -> dict[str, Any]:
         return {
@@ -172,8 +191,9 @@ class Clip:
                 ("width", self.width),
                 ("height", self.height),
                 ("end_frame", self.end_frame),
+                ("keyframes", self.keyframes),
             )
-            if value is not None and not (isinstance(value, (bool, int)) and value == getattr(Clip, name))
+            if value is not None and not (isinstance(value, (bool, int, tuple)) and value == getattr(Clip, name))
         }
 
 
@@ -195,8 +215,9 @@ def evaluate(
     two_object_scenes: int = 0,
     aspect_prompts: int = 0,
     batch: int = 8,
+    index_checks: int = 0,
 ) -> EvalReport:
-    """Every clip the four parts below ask for is drawn first, in batches of `batch` (`on_clips(done, total)`
+    """Every clip the five parts below ask for is drawn first, in batches of `batch` (`on_clips(done, total)`
     after each), then read."""
     report = EvalReport()
     # the clips, in the order of the parts; the random draws come in the same order as the reads below
@@ -218,6 +239,14 @@ def evaluate(
     wanted += [Clip(prompt, 700 + k) for k, (prompt, _, _) in enumerate(two)]
     sizes = ASPECTS.items() if aspect_prompts else ()
     wanted += [Clip(p.prompt, p.seed, width=w, height=h) for _, (w, h) in sizes for p in prompts[:aspect_prompts]]
+    pins, index_rng = [], np.random.default_rng(9)  # its own stream: the other parts' clips stay the same
+    for k in range(index_checks):
+        scene = sample_scene(index_rng, two_objects_p=0.0, motion=[m for m in MOTIONS if m != "still"][k % 7])
+        frames = render(scene)
+        middle = len(frames) // 2
+        lang = "en" if k % 2 == 0 else "ar"
+        wanted.append(Clip(caption(scene, lang, index_rng), 900 + k, keyframes=((middle, frames[middle]),)))
+        pins.append((scene, middle, frames[middle]))
     drawn: list[np.ndarray] = []
     if on_clips:
         on_clips(0, len(wanted))
@@ -282,4 +311,14 @@ def evaluate(
             )
             hits["motion"].append(drawn_at.motion == item.motion)
         report.aspects[aspect] = {a: float(np.mean(v)) for a, v in hits.items()}
+    # 5. keyframes at indexes: the middle frame's object on both sides of it, and no pop into or out of it
+    pinned_kept, pinned_scores = [], []
+    for scene, middle, frame in pins:
+        clip, thing = next(clips), scene.things[0]
+        pinned_scores.append(psnr(clip[middle], frame))
+        report.middle_step_ratios.append(pin_step_ratio(clip, middle))
+        sides = detect(clip[:middle]), detect(clip[middle + 1 :])
+        pinned_kept.append(all(found.colour == thing.colour and found.shape == thing.shape for found in sides))
+    report.middle_psnr_db = float(np.min(pinned_scores)) if pinned_scores else 0.0
+    report.middle_kept = float(np.mean(pinned_kept)) if pinned_kept else 0.0
     return report

@@ -7,7 +7,7 @@ encoder of our own.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -243,12 +243,15 @@ class NoorTinyPipeline(DiffusionPipeline):
         source: np.ndarray | list[np.ndarray | None] | None = None,
         source_mask: np.ndarray | list[np.ndarray | None] | None = None,
         strength: float = 1.0,
+        keyframes: Mapping[int, Keyframe] | list[Mapping[int, Keyframe]] | None = None,
     ) -> NoorTinyPipelineOutput:
         """`source` (per clip: (T, H, W, 3) frames, uint8 or [0, 1] floats, at height x width) is a clip to work
         from, noised to level `strength` and denoised under the prompt by the schedule's remaining steps (SDEdit);
         with a `source_mask` ((H, W) bool, True where the source is) the masked region is also re-injected at every
         step, so the rest is drawn around it (masked denoising). Clips without a source in the same call need
-        `strength` 1."""
+        `strength` 1. `keyframes` (per clip: {frame index: image}) pins frames anywhere in the clip as `start_frame`
+        and `end_frame` pin the first and last: clean (t=0) at every step; one at index 0 is the clip's start frame
+        (a loop ends on it)."""
         # 1. check inputs; one value per clip in the batch
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         B, T = len(prompts), num_frames
@@ -262,11 +265,12 @@ class NoorTinyPipeline(DiffusionPipeline):
         starts = start_frame if isinstance(start_frame, list) else [start_frame] * B
         ends = end_frame if isinstance(end_frame, list) else [end_frame] * B
         loops = loop if isinstance(loop, list) else [loop] * B
+        pins = keyframes if isinstance(keyframes, list) else [keyframes or {}] * B
         multiple = self.transformer.config.patch_size * self.vae_scale_factor
         if height % multiple or width % multiple:
             raise ValueError(f"height and width must be multiples of {multiple}, got {height}x{width}")
         C, h, w = self.transformer.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor
-        if not (len(negatives) == len(starts) == len(ends) == len(loops) == B):
+        if not (len(negatives) == len(starts) == len(ends) == len(loops) == len(pins) == B):
             raise ValueError("every per-clip argument must have one value per prompt")
         if clip_guidance_min_sigma is None:
             clip_guidance_min_sigma = self.config.clip_guidance_min_sigma
@@ -292,12 +296,17 @@ class NoorTinyPipeline(DiffusionPipeline):
         known = torch.zeros(B, 1, T, 1, 1, device=device, dtype=torch.bool)
         latents_known = torch.zeros(B, C, T, h, w, device=device, dtype=dtype)
         for b in range(B):
-            end = starts[b] if loops[b] and ends[b] is None else ends[b]
-            for index, image in ((0, starts[b]), (T - 1, end)):
-                if image is not None:
-                    frame = keyframe_tensor(image, height, width).to(device)[None]
-                    latents_known[b, :, index] = self.encode_frames(frame)[0].to(dtype)
-                    known[b, :, index] = True
+            given = {index: image for index, image in ((0, starts[b]), (T - 1, ends[b])) if image is not None}
+            for index, image in pins[b].items():
+                if not 0 <= index < T or index in given:
+                    raise ValueError(f"keyframe index {index!r} is outside 0..{T - 1} or pinned twice")
+                given[index] = image
+            if loops[b] and 0 in given:
+                given.setdefault(T - 1, given[0])
+            for index, image in given.items():
+                frame = keyframe_tensor(image, height, width).to(device)[None]
+                latents_known[b, :, index] = self.encode_frames(frame)[0].to(dtype)
+                known[b, :, index] = True
         generators = generator if isinstance(generator, list) else [generator] * B
 
         # 4. image first (two-stage pipelines): clips with no keyframe get a first frame drawn from the prompt
@@ -321,7 +330,9 @@ class NoorTinyPipeline(DiffusionPipeline):
                 if loops[b]:
                     latents_known[b, :, -1] = first[row, :, 0]
                     known[b, :, -1] = True
-        tie_ends = torch.tensor([loops[b] and T > 1 and not known[b].any() for b in range(B)], device=device)
+        # a loop whose first and last frames are not given ties them (a pin inside the clip leaves them free)
+        ends_free = [not (known[b, 0, 0].any() or known[b, 0, -1].any()) for b in range(B)]
+        tie_ends = torch.tensor([loops[b] and T > 1 and ends_free[b] for b in range(B)], device=device)
         latents = torch.stack(
             [frame_noise((C, T, h, w), self.config.shared_noise, g, device, dtype) for g in generators]
         )
