@@ -163,6 +163,59 @@ def test_a_failed_generation_shows_why(page: Any, served: Served) -> None:
     page.wait_for_selector(".gallery .tile[data-state=failed]")
 
 
+def completed_via_api(served: Served, body: dict[str, Any]) -> dict[str, Any]:
+    auth = {"Authorization": f"Bearer {served.key}"}
+    gid = httpx.post(f"{served.base}/generations/video", json=body, headers=auth).json()["id"]
+    deadline = time.monotonic() + DONE_MS / 1000
+    while (g := httpx.get(f"{served.base}/generations/{gid}", headers=auth).json())["state"] != "completed":
+        assert g["state"] != "failed" and time.monotonic() < deadline, g
+        time.sleep(0.3)
+    return g
+
+
+def video_size(pg: Any) -> list[int]:
+    video_duration_s(pg)  # its metadata loaded
+    return list(pg.evaluate("(v => [v.videoWidth, v.videoHeight])(document.querySelector('video.player'))"))
+
+
+def test_edit_and_reframe_from_a_generations_page(page: Any, served: Served) -> None:
+    """Edit (Modify Video) under a new prompt in a chosen mode, and Reframe to 9:16: each a new generation made
+    from this one's video, through the Dream Machine API the studio calls."""
+    source = completed_via_api(served, {"prompt": "a red circle moves to the left", "aspect_ratio": "1:1"})
+    sign_in(page, served.key)
+    page.goto(f"/#/g/{source['id']}")
+    wait_completed(page)
+    source_size = video_size(page)
+    source_url = page.url
+
+    edit = page.get_by_role("form", name="Edit")
+    assert edit.get_by_label("Edit to").input_value() == "a red circle moves to the left"  # starts from its prompt
+    edit.get_by_label("Edit to").fill("a blue circle moves to the left")
+    edit.get_by_label("Keep of the source").select_option("flex_1")
+    edit.get_by_role("button", name="Edit").click()
+    page.wait_for_url(lambda url: url != source_url)
+    edited = wait_completed(page)
+    assert page.locator("#notice").inner_text().startswith(f"Edit queued as {edited}.")
+    request = page.get_by_test_id("request").inner_text()
+    assert '"mode": "flex_1"' in request and '"generation_type": "modify_video"' in request
+    assert source["assets"]["video"].split("?", 1)[0] in request  # made from the source's own file
+    assert page.locator("h1").inner_text() == "a blue circle moves to the left"
+    assert video_size(page) == source_size  # an edit keeps its source's frame
+
+    page.goto(source_url)
+    wait_completed(page)
+    reframe = page.get_by_role("form", name="Reframe")
+    assert reframe.get_by_label("Reframe to").input_value() == "9:16"  # a square source: offered portrait
+    reframe.get_by_role("button", name="Reframe").click()
+    page.wait_for_url(lambda url: url != source_url)
+    reframed = wait_completed(page)
+    assert page.locator("#notice").inner_text().startswith(f"Reframe queued as {reframed}.")
+    width, height = video_size(page)
+    assert '"aspect_ratio": "9:16"' in page.get_by_test_id("request").inner_text()
+    assert abs(width / height - 9 / 16) < 0.1, (width, height)
+    shoot(page, "reframed")
+
+
 def test_refused_requests_are_readable(page: Any, served: Served, tmp_path: Path) -> None:
     sign_in(page, served.key)
     page.get_by_label("Prompt", exact=True).fill("a blue square")

@@ -75,6 +75,16 @@ export const api = {
   remove: (id) => call("DELETE", `/dream-machine/v1/generations/${encodeURIComponent(id)}`),
   upscale: (id, resolution) =>
     call("POST", `/dream-machine/v1/generations/${encodeURIComponent(id)}/upscale`, { json: { resolution } }),
+  // Modify Video (an edit that keeps the source's shapes and motion as far as `mode` says) and Reframe: the source
+  // is a finished generation's own file, named by its URL as the Dream Machine API takes it
+  modify: (url, mode, prompt, model) =>
+    call("POST", "/dream-machine/v1/generations/video/modify", {
+      json: { generation_type: "modify_video", media: { url }, mode, prompt, model },
+    }),
+  reframe: (kind, url, aspect_ratio, prompt, model) =>
+    call("POST", `/dream-machine/v1/generations/${kind}/reframe`, {
+      json: { generation_type: `reframe_${kind}`, media: { url }, aspect_ratio, prompt: prompt || undefined, model },
+    }),
   upload: (file) => {
     const form = new FormData();
     form.append("file", file);

@@ -1,5 +1,5 @@
-// One generation: the player (or its preview while dreaming), download, extend, upscale, delete,
-// the request that made it and, if it failed, why. Polled until it is completed or failed.
+// One generation: the player (or its preview while dreaming), download, extend, upscale, edit, reframe,
+// delete, the request that made it and, if it failed, why. Polled until it is completed or failed.
 
 import { api } from "./api.js";
 import { dollars, seconds, t, when } from "./i18n.js";
@@ -9,6 +9,9 @@ import { clearError, h, kindBadge, notice, progressBar, select, stateBadge, titl
 const POLL_MS = 1000;
 const PREVIEW_RELOAD_MS = 4000;
 const UPSCALE_TO = ["720p", "1080p", "4k"];
+// Modify Video's modes, closest to the source first (docs/api.md: the noise level each one starts from)
+const EDIT_MODES = ["adhere_1", "adhere_2", "adhere_3", "flex_1", "flex_2", "flex_3", "reimagine_1", "reimagine_2", "reimagine_3"];
+const ASPECTS = ["1:1", "16:9", "9:16", "4:3", "3:4", "21:9", "9:21"];
 
 // When it will be done as the queue stands (updated each poll); once done, what it took (noor.jobs.eta).
 const doneLabel = (g) => (g.state === "queued" || g.state === "dreaming" ? t("detail.done_in") : t("detail.took"));
@@ -27,6 +30,52 @@ function info(g) {
   ];
   if (g.request.negative_prompt) rows.push([t("detail.negative"), h("span", { dir: "auto" }, g.request.negative_prompt)]);
   return h("dl", { class: "info" }, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+}
+
+// A form of `fields` and a button `label` that runs `work` (an API call making a new generation), then opens what
+// it made, saying `queued(id)`, or says why not.
+function queueing(label, fields, errors, work, queued, name = null) {
+  const go = h("button", { type: "submit" }, label);
+  const form = h("form", { class: "actions", "aria-label": name }, fields, go);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    clearError(errors);
+    go.disabled = true;
+    try {
+      const made = await work();
+      refreshCredits();
+      notice(queued(made.id), "info", true);
+      location.hash = `#/g/${encodeURIComponent(made.id)}`;
+    } catch (err) {
+      fail(errors, err);
+    } finally {
+      go.disabled = false;
+    }
+  });
+  return form;
+}
+
+// Edit (a video) under a new prompt, as close to the source as the mode says; Reframe (a video or an image) onto
+// another aspect ratio, the new area drawn under the source's prompt.
+function editAndReframe(g, errors) {
+  const source = g.assets.video || g.assets.image;
+  const kind = g.assets.video ? "video" : "image";
+  const forms = [];
+  if (kind === "video") {
+    const prompt = h("input", { id: "edit-prompt", name: "edit-prompt", dir: "auto", required: true, minlength: 3, value: g.request.prompt || "" });
+    const mode = select("edit-mode", EDIT_MODES, "adhere_2", (m) => t(`mode.${m}`));
+    mode.id = "edit-mode";
+    const fields = [h("label", { for: "edit-prompt" }, t("detail.edit.prompt")), prompt, h("label", { for: "edit-mode" }, t("detail.edit.mode")), mode];
+    const edit = () => api.modify(source, mode.value, prompt.value, g.model);
+    forms.push(queueing(t("detail.edit"), fields, errors, edit, (id) => t("detail.edited", { id }), t("detail.edit")));
+  }
+  const wide = g.request.aspect_ratio ? g.request.aspect_ratio.split(":").map(Number) : [16, 9];
+  const to = select("reframe-to", ASPECTS, wide[0] >= wide[1] ? "9:16" : "16:9");
+  to.id = "reframe-to";
+  const reframe = () => api.reframe(kind, source, to.value, g.request.prompt, g.model);
+  const fields = [h("label", { for: "reframe-to" }, t("detail.reframe.to")), to];
+  forms.push(queueing(t("detail.reframe"), fields, errors, reframe, (id) => t("detail.reframed", { id }), t("detail.reframe")));
+  return forms;
 }
 
 function media(g) {
@@ -107,22 +156,10 @@ export function render(main, { id }) {
       actions.append(h("a", { class: "button", href: `#/create?extend=${encodeURIComponent(g.id)}` }, t("detail.extend")));
       const to = select("upscale-to", UPSCALE_TO, "1080p");
       to.id = "upscale-to";
-      const go = h("button", { type: "button" }, t("detail.upscale"));
-      go.addEventListener("click", async () => {
-        clearError(errors);
-        go.disabled = true;
-        try {
-          const up = await api.upscale(g.id, to.value);
-          notice(t("detail.upscaled", { id: up.id }), "info", true);
-          location.hash = `#/g/${encodeURIComponent(up.id)}`;
-        } catch (err) {
-          fail(errors, err);
-        } finally {
-          go.disabled = false;
-        }
-      });
-      actions.append(h("span", { class: "actions" }, h("label", { for: "upscale-to" }, t("detail.upscale.to")), to, go));
+      const fields = [h("label", { for: "upscale-to" }, t("detail.upscale.to")), to];
+      actions.append(queueing(t("detail.upscale"), fields, errors, () => api.upscale(g.id, to.value), (id) => t("detail.upscaled", { id })));
     }
+    const makes = g.state === "completed" && (video || g.assets?.image) ? editAndReframe(g, errors) : [];
     actions.append(h("button", { type: "button", class: "danger", onclick: () => dialog.showModal() }, t("detail.delete")));
     const hadFocus = main.contains(document.activeElement); // a redraw must not drop the keyboard focus
     const running = g.state === "queued" || g.state === "dreaming";
@@ -141,6 +178,7 @@ export function render(main, { id }) {
             ? h("div", { class: "error", role: "alert" }, h("strong", {}, `${t("detail.failure")}: `), g.failure_reason || "—")
             : null,
           h("div", { class: "actions", style: "margin-block: 1rem" }, actions),
+          makes,
           errors,
         ),
         h(
