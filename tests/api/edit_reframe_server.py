@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,12 +88,24 @@ def live_server(tmp: Path, toy_weights: Path) -> Iterator[Live]:
         store.close()
 
 
-def live_fixture(name: str) -> Any:
-    """A module's `live` fixture: one server for its tests, in a temp dir named `name`."""
+def fixtures(name: str, sdk: Callable[[Live], Any]) -> tuple[Any, Any]:
+    """A module's `live` fixture (one server for its tests, in a temp dir named `name`) and its `client` fixture
+    (`sdk(live)`: an SDK client of tenant acme's)."""
 
     @pytest.fixture(scope="module")
     def live(tmp_path_factory: pytest.TempPathFactory, toy_weights: Path) -> Iterator[Live]:
         with live_server(tmp_path_factory.mktemp(name), toy_weights) as server:
             yield server
 
-    return live
+    @pytest.fixture(scope="module")
+    def client(live: Live) -> Any:
+        return sdk(live)
+
+    return live, client
+
+
+def strict(sdk: Callable[..., Any], path: str) -> Callable[[Live], Any]:
+    """A Luma SDK class's client of tenant acme's at `path`, in strict response mode."""
+    return lambda live: sdk(
+        auth_token=live.keys["acme"], base_url=f"{live.base}{path}", _strict_response_validation=True
+    )

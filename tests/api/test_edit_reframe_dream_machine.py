@@ -16,20 +16,13 @@ from PIL import Image
 
 from noor.engine import media
 from noor.jobs.assets import asset_key
-from tests.api.edit_reframe_server import Live, clip, live_fixture, png
+from tests.api.edit_reframe_server import Live, clip, fixtures, png, strict
 from tests.api.test_serve_sdks import _wait
 
 pytestmark = pytest.mark.slow
 
 
-live = live_fixture("dm-edits")
-
-
-@pytest.fixture(scope="module")
-def client(live: Live) -> lumaai.LumaAI:
-    return lumaai.LumaAI(
-        auth_token=live.keys["acme"], base_url=f"{live.base}/dream-machine/v1", _strict_response_validation=True
-    )
+live, client = fixtures("dm-edits", strict(lumaai.LumaAI, "/dream-machine/v1"))
 
 
 def test_modify_then_reframe_a_video_and_reframe_an_image(client: lumaai.LumaAI, live: Live, tmp_path: Path) -> None:

@@ -12,18 +12,15 @@ import openai
 import pytest
 
 from noor.engine import media
-from tests.api.edit_reframe_server import Live, live_fixture
+from tests.api.edit_reframe_server import Live, fixtures
 
 # the SDK marks the Sora endpoints deprecated
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:The Sora API:DeprecationWarning")]
 
 
-live = live_fixture("openai-remix")
-
-
-@pytest.fixture(scope="module")
-def client(live: Live) -> openai.OpenAI:
-    return openai.OpenAI(api_key=live.keys["acme"], base_url=f"{live.base}/v1")
+live, client = fixtures(
+    "openai-remix", lambda live: openai.OpenAI(api_key=live.keys["acme"], base_url=f"{live.base}/v1")
+)
 
 
 def _done(client: openai.OpenAI, video: Any) -> Any:

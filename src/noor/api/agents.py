@@ -39,9 +39,23 @@ from noor.api.app import (
 )
 from noor.api.errors import Error, responses
 from noor.api.idempotency import IDEMPOTENT, IdempotentRoute, conflict
-from noor.api.requests import Keyframes, RequestError, Resolved, check_task, resolve_model
+from noor.api.requests import (
+    Keyframes,
+    RequestError,
+    Resolved,
+    Source,
+    check_mode,
+    check_task,
+    edit_task,
+    even,
+    generation_source,
+    reframe_task,
+    resolve_model,
+    source_of,
+    stored_source,
+)
 from noor.api.schemas import GenerationKeyframe, ImageKeyframe
-from noor.api.uploads import image_suffix
+from noor.api.uploads import file_suffix
 from noor.engine import registry
 from noor.engine.task import fit_aspect
 from noor.jobs import tenants
@@ -67,6 +81,12 @@ STATES = {"queued": "queued", "dreaming": "processing", "completed": "completed"
 OUTPUT_TTL_S = 3600  # output links are valid an hour (the spec's presigned output URLs)
 MAX_PROMPT_CHARS = 6000
 FRAME_MEDIA = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
+SOURCE_MEDIA = {"image": FRAME_MEDIA, "video": {"video/mp4": ".mp4"}}  # what an edit's or a reframe's source may be
+SOURCE_LIMIT_S = 18.0  # the longest source video an edit or a reframe takes (the docs)
+# An edit that names no strength (an image_edit, or a video_edit with auto_controls): Modify Video's adhere_3, the
+# highest of the levels that keep the source's shapes and motion (docs/api.md), as the OpenAI remix has
+DEFAULT_EDIT_MODE = "adhere_3"
+EDIT_KEYS = ("auto_controls", "strength", "controls", "keyframes", "keyframe_indexes")
 
 
 class ImageRef(BaseModel):
@@ -136,12 +156,7 @@ class Refs:
         """`which`: frame0 takes a generation's last frame (it extends that video), frame1 its first."""
         if ref is None:
             return None
-        given = [k for k in ("url", "data", "generation_id", "file_id") if getattr(ref, k) is not None]
-        if len(given) != 1:
-            raise RequestError(
-                400, f"{field}: give exactly one of url, data, generation_id or file_id, got {given or 'none'}",
-                field=field,
-            )  # fmt: skip
+        _one_of(ref, field)
         if ref.file_id is not None:
             record = agent_files.usable(self.ctx, self.tenant, ref.file_id, f"{field}.file_id")
             if record["mime_type"] not in FRAME_MEDIA:
@@ -166,21 +181,63 @@ class Refs:
                 ) from err
             raise RequestError(err.status, f"{field}.{key}: {err.detail}", field=field) from err
 
-    def _data(self, ref: ImageRef, field: str) -> str:
-        if ref.media_type not in FRAME_MEDIA:
+    def source(self, ref: ImageRef | None, field: str, want: str, default_fps: int) -> Source:
+        """The `want`ed media ("video" or "image") an edit or a reframe works from: a completed generation of the
+        caller's, a ready file, base64 `data`, or a URL (with `media_type` for a video: the spec's rule), at most
+        SOURCE_LIMIT_S long."""
+        if ref is None:
+            raise RequestError(400, f"{field} is required for type {want}_edit/reframe, got none", field=field)
+        _one_of(ref, field)
+        limit_s = SOURCE_LIMIT_S if want == "video" else None
+        read = self.ctx.assets.get
+        if ref.generation_id is not None:
+            try:
+                g = self.ctx.store.get(self.tenant.name, ref.generation_id)
+            except NotFound as err:
+                raise RequestError(
+                    400, f"{field}.generation_id: no generation {ref.generation_id!r} of yours",
+                    field=f"{field}.generation_id",
+                ) from err  # fmt: skip
+            return generation_source(g, f"{field}.generation_id", want, read, limit_s, default_fps)
+        if ref.file_id is not None:
+            record = agent_files.usable(self.ctx, self.tenant, ref.file_id, f"{field}.file_id")
+            return stored_source(read, record["key"], f"{field}.file_id", want, limit_s, default_fps, ref.file_id)
+        media_types = SOURCE_MEDIA[want]
+        if ref.data is not None:
+            key = self._data(ref, field, media_types)
+            return stored_source(read, key, f"{field}.data", want, limit_s, default_fps, "<data>")
+        assert ref.url is not None
+        if ref.media_type not in media_types and (want == "video" or ref.media_type is not None):
             raise RequestError(
-                400, f"{field}.media_type must be one of {', '.join(FRAME_MEDIA)} with data, got {ref.media_type!r}",
+                400, f"{field}.media_type must be one of {', '.join(media_types)} with a {want} url, got "
+                f"{ref.media_type!r}", field=f"{field}.media_type",
+            )  # fmt: skip
+        return source_of(ref.url, self.keyframes, f"{field}.url", want, limit_s, default_fps)
+
+    def _data(self, ref: ImageRef, field: str, media_types: dict[str, str] = FRAME_MEDIA) -> str:
+        if ref.media_type not in media_types:
+            raise RequestError(
+                400, f"{field}.media_type must be one of {', '.join(media_types)} with data, got {ref.media_type!r}",
                 field=f"{field}.media_type",
             )  # fmt: skip
         try:
             raw = base64.b64decode(ref.data or "", validate=True)
         except binascii.Error as err:
             raise RequestError(400, f"{field}.data is not base64: {err}", field=f"{field}.data") from err
-        suffix = image_suffix(raw, f"{field}.data")
-        if suffix != FRAME_MEDIA[ref.media_type]:
+        suffix = file_suffix(raw, f"{field}.data")
+        if suffix != media_types[ref.media_type]:
             raise RequestError(400, f"{field}.data is not {ref.media_type}", field=f"{field}.data")
         key = asset_key(self.tenant.name, UPLOADS, f"{secrets.token_hex(16)}{suffix}")
         return self.ctx.assets.put_for(self.tenant.regions, key, raw)
+
+
+def _one_of(ref: ImageRef, field: str) -> None:
+    given = [k for k in ("url", "data", "generation_id", "file_id") if getattr(ref, k) is not None]
+    if len(given) != 1:
+        raise RequestError(
+            400, f"{field}: give exactly one of url, data, generation_id or file_id, got {given or 'none'}",
+            field=field,
+        )  # fmt: skip
 
 
 def _prompt(prompt: str) -> str:
@@ -210,8 +267,7 @@ def _not_for(body: GenerationCreate, *fields: str) -> None:
             raise RequestError(400, f"{name} is not for type {body.type!r}, got {shown}", field=name)
 
 
-def image_task(body: GenerationCreate, refs: Refs, spec: registry.ModelSpec) -> dict[str, Any]:
-    _not_for(body, "source", "video", "layering")
+def _no_image_ref(body: GenerationCreate, refs: Refs, spec: registry.ModelSpec) -> None:
     for i, ref in enumerate(body.image_ref or []):
         refs.frame(ref, f"image_ref[{i}]")  # an unknown or unready file is named first
     if body.image_ref:
@@ -219,6 +275,11 @@ def image_task(body: GenerationCreate, refs: Refs, spec: registry.ModelSpec) -> 
             400, f"image_ref: no model on this server takes reference images yet ({body.model} runs on {spec.id}, "
             "which draws from the prompt alone); send the request without it", field="image_ref",
         )  # fmt: skip
+
+
+def image_task(body: GenerationCreate, refs: Refs, spec: registry.ModelSpec) -> dict[str, Any]:
+    _not_for(body, "source", "video", "layering")
+    _no_image_ref(body, refs, spec)
     width, height = frame_size(body.aspect_ratio or "16:9", IMAGE_RESOLUTION)
     return {
         "prompt": _prompt(body.prompt),
@@ -240,9 +301,7 @@ def video_task(body: GenerationCreate, refs: Refs, spec: registry.ModelSpec) -> 
             400, f"aspect_ratio must be one of {', '.join(VIDEO_ASPECTS)} for video, got {aspect!r}",
             field="aspect_ratio",
         )  # fmt: skip
-    if video.hdr or video.exr_export:
-        which = "video.hdr" if video.hdr else "video.exr_export"
-        raise RequestError(400, f"{which}: HDR output is not available in this deployment", field=which)
+    _no_hdr(video)
     duration = video.duration or "5s"
     if video.loop and duration == "10s":
         raise RequestError(400, "video.loop is not offered with video.duration '10s'", field="video.loop")
@@ -271,6 +330,97 @@ def video_task(body: GenerationCreate, refs: Refs, spec: registry.ModelSpec) -> 
     }
 
 
+def _no_hdr(video: VideoOptions) -> None:
+    if video.hdr or video.exr_export:
+        which = "video.hdr" if video.hdr else "video.exr_export"
+        raise RequestError(400, f"{which}: HDR output is not available in this deployment", field=which)
+
+
+# what an edit or a reframe of a video does not take: its frames, timing and length are its source's
+SOURCE_TIMED = ("video.start_frame", "video.end_frame", "video.keyframes", "video.keyframe_indexes", "video.loop",
+                "video.duration")  # fmt: skip
+
+
+def image_edit_task(body: GenerationCreate, refs: Refs, spec: registry.ModelSpec) -> dict[str, Any]:
+    """The source image redrawn under the prompt from DEFAULT_EDIT_MODE's level, at its own size."""
+    _not_for(body, "video", "layering", "aspect_ratio")
+    _no_image_ref(body, refs, spec)
+    prompt = _prompt(body.prompt)
+    source = refs.source(body.source, "source", "image", spec.default_fps)
+    return edit_task(spec, source, prompt, DEFAULT_EDIT_MODE)
+
+
+def video_edit_task(body: GenerationCreate, refs: Refs, spec: registry.ModelSpec) -> dict[str, Any]:
+    """The source video redrawn under the prompt from `video.edit.strength`'s level (DEFAULT_EDIT_MODE without one),
+    at its aspect and length; `video.resolution` sets its short side (default: the source's size)."""
+    _not_for(body, "image_ref", "layering", "output_format", "aspect_ratio", "video.source_position", *SOURCE_TIMED)
+    video = body.video or VideoOptions()
+    _no_hdr(video)
+    mode = _edit_mode(video.edit or {})
+    prompt = _prompt(body.prompt)
+    source = refs.source(body.source, "source", "video", spec.default_fps)
+    size = None
+    if video.resolution is not None:  # the source's aspect at that short side
+        scale = SHORT_SIDES[video.resolution] / min(source.width, source.height)
+        size = even(round(source.width * scale)), even(round(source.height * scale))
+    return edit_task(spec, source, prompt, mode, size)
+
+
+def _edit_mode(edit: dict[str, Any]) -> str:
+    """VideoEditOptions as an edit mode: `strength`, or DEFAULT_EDIT_MODE (`auto_controls`, or nothing named). The
+    engine has no structure controls and takes no keyframes into an edit: those are a 400 naming them."""
+    for key, value in edit.items():
+        if key not in EDIT_KEYS:
+            raise RequestError(400, f"video.edit.{key} is not a VideoEditOptions field, got {value!r}",
+                               field=f"video.edit.{key}")  # fmt: skip
+        if key in ("controls", "keyframes", "keyframe_indexes") and value is not None:
+            raise RequestError(
+                400, f"video.edit.{key}: the edit in this deployment is set by strength alone (noor-tiny has no "
+                f"depth, pose or other structure controls, nor keyframes inside an edit), got {value!r}",
+                field=f"video.edit.{key}",
+            )  # fmt: skip
+    strength = edit.get("strength")
+    if strength is None:
+        return DEFAULT_EDIT_MODE
+    check_mode(str(strength), "video.edit.strength")
+    return str(strength)
+
+
+def video_reframe_task(body: GenerationCreate, refs: Refs, spec: registry.ModelSpec) -> dict[str, Any]:
+    """The source video placed on a canvas of `aspect_ratio` at `video.resolution` (default VIDEO_RESOLUTION), at
+    `video.source_position` (normalised to the canvas; default: centred at its own size, scaled down to fit), the
+    rest drawn under the prompt."""
+    _not_for(body, "image_ref", "layering", "output_format", "video.edit", *SOURCE_TIMED)
+    video = body.video or VideoOptions()
+    if video.hdr or video.exr_export:
+        which = "video.hdr" if video.hdr else "video.exr_export"
+        raise RequestError(400, f"{which} is not offered on a reframe", field=which)
+    if body.aspect_ratio is None:
+        raise RequestError(400, "aspect_ratio is required for type 'video_reframe' (the new canvas), got none",
+                           field="aspect_ratio")  # fmt: skip
+    if body.aspect_ratio not in VIDEO_ASPECTS:
+        raise RequestError(
+            400, f"aspect_ratio must be one of {', '.join(VIDEO_ASPECTS)} for video, got {body.aspect_ratio!r}",
+            field="aspect_ratio",
+        )  # fmt: skip
+    prompt = _prompt(body.prompt)
+    source = refs.source(body.source, "source", "video", spec.default_fps)
+    width, height = frame_size(body.aspect_ratio, video.resolution or VIDEO_RESOLUTION)
+    at = video.source_position
+    position = size = None
+    if at is not None:
+        position = round(at.x_norm * width), round(at.y_norm * height)
+        size = max(1, round(at.w_norm * width)), max(1, round(at.h_norm * height))
+    try:
+        return reframe_task(spec, source, prompt, (width, height), position, size)
+    except RequestError as err:
+        if err.field != "source_position" or at is None:
+            raise
+        raise RequestError(
+            400, f"video.source_position {at.model_dump()}: {err.detail}", field="video.source_position"
+        ) from err
+
+
 def _keyframes(video: VideoOptions, duration: str, refs: Refs) -> tuple[Any, Any]:
     """Keyframes on the 24 fps grid: the opening (0) and closing (last index) frames are what the installed
     models pin; keyframes between them wait for the engine's many-keyframe operation."""
@@ -297,16 +447,17 @@ def _keyframes(video: VideoOptions, duration: str, refs: Refs) -> tuple[Any, Any
     return pinned.get(0), pinned.get(last)
 
 
-# The types this deployment runs: each turns a request into an engine task. A type without one is a 400 naming it
-# (PENDING says why); the engine's edit and reframe operations plug in here when they land.
+# The types this deployment runs: each turns a request into an engine task, and its record's kind. A type without
+# one is a 400 naming it (PENDING says why).
 Operation = Callable[[GenerationCreate, Refs, registry.ModelSpec], dict[str, Any]]
-OPERATIONS: dict[str, tuple[Operation, str]] = {"image": (image_task, "image"), "video": (video_task, "video")}
-PENDING = {
-    "image_edit": "the engine's image edit operation is not installed here yet",
-    "video_edit": "the engine's video edit operation is not installed here yet",
-    "video_reframe": "the engine's reframe operation is not installed here yet",
-    "layering": "no installed model separates an image into layers",
+OPERATIONS: dict[str, tuple[Operation, str]] = {
+    "image": (image_task, "image"),
+    "image_edit": (image_edit_task, "image"),
+    "video": (video_task, "video"),
+    "video_edit": (video_edit_task, "video"),
+    "video_reframe": (video_reframe_task, "video"),
 }
+PENDING = {"layering": "no installed model separates an image into layers"}
 
 
 def resolve(body: GenerationCreate, refs: Refs, aliases: dict[str, str]) -> tuple[str, Resolved, str]:
@@ -329,7 +480,8 @@ def resolve(body: GenerationCreate, refs: Refs, aliases: dict[str, str]) -> tupl
     operation, kind = OPERATIONS[body.type]
     body = body.model_copy(update={"model": model})
     task = operation(body, refs, spec)
-    task["notes"] = check_task(spec, task)
+    if "notes" not in task:  # an edit's or a reframe's task was checked with its source
+        task["notes"] = check_task(spec, task)
     return model, Resolved(spec.id, task), kind
 
 

@@ -18,7 +18,7 @@ from noor.api.app import Ctx, Tenant, check_limits, create_priced, generation_no
 from noor.api.errors import OPENAI_PREFIX, OpenAIErrorBody, error_body, responses
 from noor.api.gate import BadJSON, strict_json
 from noor.api.idempotency import IDEMPOTENT, IdempotentRoute, conflict
-from noor.api.requests import RequestError, check_task, edit_task, resolve_model, stored_source
+from noor.api.requests import RequestError, check_task, edit_task, generation_source, resolve_model
 from noor.api.uploads import image_suffix
 from noor.jobs.assets import AssetNotFound, asset_key
 from noor.jobs.generation import Generation
@@ -251,17 +251,11 @@ async def remix_video(video_id: str, request: Request, tenant: Tenant, ctx: Ctx)
 def _remix(ctx: Any, tenant: Any, video_id: str, prompt: str) -> dict[str, Any]:
     check_limits(ctx, tenant)
     source = _video_of(ctx, tenant.name, video_id)  # an unknown video is a 404, as it is everywhere else
-    key = (source.assets or {}).get("video")
-    if source.state != "completed" or not key:
-        raise OpenAIError(
-            400, f"video_id: video {video_id!r} is {STATUS[source.state]}; only a completed video can be remixed",
-            param="video_id", code="invalid_request",
-        )  # fmt: skip
     try:
+        clip = generation_source(source, "video_id", "video", ctx.assets.get)
         spec = resolve_model(source.model, ctx.config.aliases)
-        clip = stored_source(ctx.assets.get, key, "video_id", "video", None, spec.default_fps)
         task = edit_task(spec, clip, prompt, REMIX_MODE)
-    except RequestError as err:  # the model cannot edit, or the source is not one it takes
+    except RequestError as err:  # not completed; or the model cannot edit, or the source is not one it takes
         raise OpenAIError(err.status, err.detail, param=err.field) from err
     request = {
         "model": source.request.get("model") or source.model,

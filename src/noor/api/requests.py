@@ -276,6 +276,19 @@ def source_of(
     return stored_source(keyframes.read, key, what, want, limit_s, default_fps, url)
 
 
+def generation_source(
+    g: Any, what: str, want: str, read: Callable[[str], bytes], limit_s: float | None = None, default_fps: int = 8
+) -> Source:
+    """A generation's output as a Source: its video (`want` "video"), or an image generation's image; RequestError
+    (400) naming `what` when it is not a completed one of those."""
+    key = (g.assets or {}).get(want)
+    if g.state != "completed" or not key or (want == "image" and g.generation_type != "image"):
+        raise RequestError(
+            400, f"{what}: generation {g.id} is {g.state}, not a completed {want} generation", field=what
+        )
+    return stored_source(read, key, what, want, limit_s, default_fps)
+
+
 def stored_source(
     read: Callable[[str], bytes],
     key: str,
