@@ -7,6 +7,7 @@ policy.order(jobs, now_s, usage)                    # the queue order the live c
 scheduling.assign(queue, workers, now_s, policy)    # push: match free workers to the queue (a batch each)
 scheduling.place(job, workers)                      # best fit, the rule the simulator's sites apply too
 scheduling.admit(free_slots, queued, max_queue)     # a session: start, queue (a position) or refuse (429)
+scheduling.preemption_policy("priority").victims()  # training partitions that give their chips back to serving
 """
 
 from noor.scheduling.admission import Admission, admit, meets_frame_slo
@@ -15,13 +16,16 @@ from noor.scheduling.batching import batch, compatible
 from noor.scheduling.dispatch import assign
 from noor.scheduling.frontier import frontier
 from noor.scheduling.placement import Nodes, eligible, fits, place, region_allowed
+from noor.scheduling.preemption import PREEMPTIONS, Partition, preemption_policy
 from noor.scheduling.types import Assignment, QueuedJob, WorkerView
 
 __all__ = [
     "POLICIES",
+    "PREEMPTIONS",
     "Admission",
     "Assignment",
     "Nodes",
+    "Partition",
     "Policy",
     "QueuedJob",
     "SchedulingError",
@@ -37,6 +41,7 @@ __all__ = [
     "meets_frame_slo",
     "names",
     "place",
+    "preemption_policy",
     "region_allowed",
 ]
 

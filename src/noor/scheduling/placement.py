@@ -108,6 +108,27 @@ class Nodes:
                 break
         self.reserved, self.reserved_k = best, (k if best >= 0 else 0)
 
+    def take_whole(self, count: int) -> list[int]:
+        """`count` whole nodes (every GPU up and free, none kept for a wide job) for a partition held as one, the
+        most recently freed first; [] (and nothing taken) if fewer are whole. O(nodes): called per partition."""
+        full, node_free = self.per_node, self.node_free
+        whole: list[int] = []
+        for node in dict.fromkeys(reversed(self.by_free[full])):  # top of the stack first, each node once
+            if node_free[node] == full and node != self.reserved:
+                whole.append(node)
+        if len(whole) < count:
+            return []
+        taken, kept = whole[:count], whole[count:]
+        for node in taken:
+            node_free[node] = 0
+        self.by_free[full] = kept[::-1]  # the stack without its stale entries
+        return taken
+
+    def give_back(self, nodes: Sequence[int]) -> None:
+        """A partition's nodes are free again (their GPUs that are down stay down)."""
+        for node in nodes:
+            self.move(node, self.node_size[node] - self.node_down[node])
+
     def move(self, node: int, new: int) -> None:
         """The node now has `new` free GPUs (a job ended, a GPU failed or was repaired)."""
         self.node_free[node] = new

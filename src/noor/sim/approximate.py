@@ -8,7 +8,9 @@ For fleets too large to simulate job by job. Per site and hour:
      E[S] = sum p_c d_c, E[S^2] = sum p_c d_c^2 exp(sigma^2), so cs^2 = E[S^2]/E[S]^2 - 1; Poisson arrivals (ca^2 = 1);
      an interactive class's d_c is its mean session length and its own spread replaces exp(sigma^2)
      (ClassInfo.length_m2); a bounded session queue (max_queue) is not modelled and is refused;
-  3. servers: GPUs available on average (MTBF / (MTBF + MTTR)) divided by the work-weighted GPUs per job;
+  3. servers: GPUs available on average (MTBF / (MTBF + MTTR)), less the GPUs training partitions hold in the
+     hour (each from its start for its work's length: pre-emptions, failures' rollbacks and waits for whole
+     nodes are the event simulation's), divided by the work-weighted GPUs per job;
   4. the hour's wait: P(W > t) = P(wait) exp(-t / m) (analytic.pool_stats).
 Day-long percentiles come from the mixture over hours, weighted by arrivals, by drawing from it (seeded).
 Not modelled: the queue carried from a busy hour into the next, batching, head-of-line blocking of k-GPU
@@ -25,7 +27,7 @@ import numpy as np
 from noor.sim.analytic import pool_stats
 from noor.sim.arrivals import mix, rate_per_s
 from noor.sim.fleet import Fleet, session_lengths
-from noor.sim.metrics import ENERGY_ASSUMPTION, QUANTILES, energy, per_kind
+from noor.sim.metrics import ENERGY_ASSUMPTION, QUANTILES, energy, per_kind, training_totals
 from noor.sim.scenario import ScenarioError
 
 SAMPLES = 200_000
@@ -91,6 +93,12 @@ def summarize(fleet: Fleet) -> dict[str, Any]:
     servers = np.zeros(n_sites, dtype=int)
     unstable: list[dict[str, Any]] = []
     busy_gpu_s = np.zeros(n_sites)
+    held = np.zeros((n_sites, hours))  # GPUs held by training partitions, mean over each hour
+    starts = np.arange(hours) * 3600.0
+    for t in fleet.training:
+        overlap = np.clip(np.minimum(starts + span_s, t.start_s + t.work_s) - np.maximum(starts, t.start_s), 0, None)
+        held[t.site] += t.gpus * np.divide(overlap, span_s, out=np.zeros(hours), where=span_s > 0)
+    busy_gpu_s += (held * span_s).sum(axis=1)
     for k, site in enumerate(fleet.sites):
         per_class = lam[:, :, k, :].sum(axis=0)  # (class, hour)
         avail = 1.0 if site.mtbf_s is None else site.mtbf_s / (site.mtbf_s + site.mttr_s)
@@ -102,11 +110,12 @@ def summarize(fleet: Fleet) -> dict[str, Any]:
             total = lam_h.sum()
             if total <= 0:
                 continue
+            serving = max(1, int((site.gpus - held[k, h]) * avail / k_eff))
             p = lam_h / total
             d = np.nan_to_num(dur[:, k])
             mean_s = float((p * d).sum())
             cs2 = float((p * d * d * m2).sum() / mean_s**2 - 1)
-            stats = pool_stats(float(total), mean_s, int(servers[k]), service_cv2=max(cs2, 0.0))
+            stats = pool_stats(float(total), mean_s, serving, service_cv2=max(cs2, 0.0))
             util[k, h] = min(stats.utilisation, 1.0)
             p_wait[k, h] = stats.p_wait
             tail[k, h] = stats.wait_mean_s / stats.p_wait if stats.stable and stats.p_wait > 0 else (
@@ -158,6 +167,7 @@ def summarize(fleet: Fleet) -> dict[str, Any]:
             "name": site.name, "region": site.region, "chip": site.chip, "gpus": site.gpus,
             "servers": int(servers[k]), "utilisation": busy / gpu_s, "busy_gpu_h": busy / 3600,
             "down_gpu_h": down / 3600, "lost_work_gpu_h": lost / 3600, "failures": failures,
+            "training_gpu_h": float((held[k] * span_s).sum()) / 3600,
             **energy(site, busy, idle), "cost_usd": site.gpus * s.horizon_h * site.usd_per_gpu_hour,
         })
     total_gpus = sum(site.gpus for site in fleet.sites)
@@ -177,10 +187,20 @@ def summarize(fleet: Fleet) -> dict[str, Any]:
         **{key: v for key, v in group("all", np.ones(SAMPLES, bool), total_jobs).items() if key != "name"},
     }
     gpu_s = (per.sum(axis=(0, 3)) * np.nan_to_num(dur) * k_of[:, None]).sum(axis=1)  # (class,) GPU-seconds
-    overall.update(per_kind(fleet, per.sum(axis=(0, 2, 3)), gpu_s, overall["cost_usd"]))
+    training = [{
+        "name": t.name, "site": fleet.sites[t.site].name, "gpus": t.gpus, "priority": t.priority,
+        "work_h": t.work_s / 3600, "progress_h": float(np.clip(horizon_s - t.start_s, 0, t.work_s)) / 3600,
+        "done_at_h": (t.start_s + t.work_s) / 3600 if t.start_s + t.work_s <= horizon_s else None,
+        "preemptions": None, "failures": None, "lost_gpu_h": 0.0, "restart_gpu_h": 0.0, "waited_h": 0.0,
+        "held_gpu_h": t.gpus * float(np.clip(horizon_s - t.start_s, 0, t.work_s)) / 3600,
+    } for t in fleet.training]  # fmt: skip
+    training_gpu_s = float((held * span_s).sum())
+    overall.update(per_kind(fleet, per.sum(axis=(0, 2, 3)), gpu_s, overall["cost_usd"], training_gpu_s))
+    if training:
+        overall.update(training_totals(training))
     lq = np.where(np.isfinite(tail), lam[:, :, :, :].sum(axis=(0, 1)) * p_wait * tail, math.nan)  # Little: Lq = λ Wq
     # busy GPUs per site and hour: offered GPU-seconds per second (all served, capped at the site's GPUs)
-    busy_series = np.minimum(np.einsum("tcsh,cs,c->sh", lam, np.nan_to_num(dur), k_of),
+    busy_series = np.minimum(np.einsum("tcsh,cs,c->sh", lam, np.nan_to_num(dur), k_of) + held,
                              np.array([site.gpus for site in fleet.sites], dtype=float)[:, None])
     sessions = []
     for i, c in enumerate(fleet.classes):
@@ -207,7 +227,10 @@ def summarize(fleet: Fleet) -> dict[str, Any]:
         "queued": {r: [_finite(float(lq[site_region == r, h].sum())) for h in range(hours)] for r in regions},
         "home_regions": sorted(set(home)),
     }
-    return {"fleet": overall, "classes": classes, "sessions": sessions, "regions": by_region, "tenants": tenants,
+    if training:
+        series["training_gpus"] = {r: [float(held[site_region == r, h].sum()) for h in range(hours)] for r in regions}
+    return {"fleet": overall, "classes": classes, "sessions": sessions, "training": training, "regions": by_region,
+            "tenants": tenants,
             "sites": sites,
             "series": series, "core": {"samples": SAMPLES},
             "assumptions": {"energy_and_cost": ENERGY_ASSUMPTION, "analytic": (__doc__ or "").strip()}}

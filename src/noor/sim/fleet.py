@@ -74,6 +74,21 @@ class ClassInfo:
 
 
 @dataclass
+class TrainingInfo:
+    """A training job in seconds: its partition (`nodes` whole nodes of `site`) and its work."""
+
+    name: str
+    site: int
+    gpus: int
+    nodes: int
+    start_s: float
+    work_s: float
+    checkpoint_s: float
+    restart_s: float
+    priority: int
+
+
+@dataclass
 class Fleet:
     scenario: Scenario
     sites: list[SiteInfo]
@@ -81,6 +96,7 @@ class Fleet:
     arrivals: Arrivals
     # (tenant, class) -> indices of the sites it may run on, in the tenant's region order
     sites_for: dict[tuple[int, int], list[int]]
+    training: list[TrainingInfo] = field(default_factory=list)
     _batch_latency: dict[tuple[int, str, int], float] = field(default_factory=dict)
 
     def latency_s(self, cls: int, chip: str, batch: int = 1) -> float:
@@ -259,4 +275,11 @@ def resolve(s: Scenario, draw: bool = True) -> Fleet:
                     f"tenants[{ti}].regions: tenant {ten.name!r} has class {c.name!r} that no site in its regions "
                     f"can run ({why}), got {ten.regions!r}"
                 )
-    return Fleet(s, sites, classes, arrivals, sites_for)
+    index = {site.name: k for k, site in enumerate(sites)}
+    training = [
+        TrainingInfo(t.name, index[t.site], gpus, gpus // sites[index[t.site]].gpus_per_node, t.start_h * 3600,
+                     t.work_h * 3600, t.checkpoint_every_h * 3600, t.restart_s, t.priority)
+        for t in s.training
+        for gpus in [t.gpus_of(s.sites[index[t.site]])]
+    ]
+    return Fleet(s, sites, classes, arrivals, sites_for, training)

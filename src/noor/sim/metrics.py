@@ -5,10 +5,10 @@ Energy (an assumption, stated in each result): a busy GPU draws its TDP, an idle
 `idle_power_fraction` x TDP, a down one nothing; each up GPU adds `host_w_per_gpu` (its share of the
 server: CPUs, NICs, fans); facility energy = IT energy x the site's PUE.
 Cost: every GPU of the site is paid for the whole horizon at its $/GPU-hour (rented or amortised),
-busy or not. Videos and images are counted apart (a request of one frame is an image, as the planner
-counts them): $/video is the cost share of the GPU-seconds the finished videos took (perf-model time on
-their site's chip plus the job overhead, x GPUs per job; idle time shared alike) over the videos, and
-$/image the same over the images.
+busy or not; training partitions take the share of it their held GPU-seconds make. Videos and images are
+counted apart (a request of one frame is an image, as the planner counts them): $/video is the cost share
+of the GPU-seconds the finished videos took (perf-model time on their site's chip plus the job overhead, x GPUs
+per job; idle time shared alike) over the videos, and $/image the same over the images.
 """
 
 from __future__ import annotations
@@ -49,18 +49,23 @@ def job_gpu_s(fleet: Fleet) -> np.ndarray:
                      for c in fleet.classes]).reshape(len(fleet.classes), len(fleet.sites))
 
 
-def per_kind(fleet: Fleet, done: np.ndarray, gpu_s: np.ndarray, cost_usd: float) -> dict[str, float | None]:
+def per_kind(
+    fleet: Fleet, done: np.ndarray, gpu_s: np.ndarray, cost_usd: float, training_gpu_s: float = 0.0
+) -> dict[str, float | None]:
     """Videos and images apart: per hour, and each kind's share of the cost (by the GPU-seconds its finished
-    jobs took, `gpu_s` per class) over its count (`done` per class)."""
+    jobs took, `gpu_s` per class, among those and the GPU-seconds training partitions held) over its count
+    (`done` per class)."""
     video = is_video(fleet)
     clip = np.array([not c.interactive for c in fleet.classes], dtype=bool)
-    total_gpu_s = float(gpu_s.sum())
+    total_gpu_s = float(gpu_s.sum()) + training_gpu_s
     out: dict[str, float | None] = {}
     for kind, mask in (("video", video), ("image", ~video & clip)):
         count = float(done[mask].sum())
         share = float(gpu_s[mask].sum()) / total_gpu_s if total_gpu_s > 0 else 0.0
         out[f"{kind}s_per_hour"] = count / fleet.scenario.horizon_h
         out[f"usd_per_{kind}"] = cost_usd * share / count if count else None
+    if training_gpu_s:
+        out["training_cost_usd"] = cost_usd * training_gpu_s / total_gpu_s
     return out
 
 
@@ -133,6 +138,17 @@ def sessions(fleet: Fleet, rec: Record, in_stats: np.ndarray) -> list[dict[str, 
     return out
 
 
+def training_totals(training: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fleet's training figures: GPU-hours held, work lost to interruptions, pre-emptions (None: not modelled,
+    as in the analytic mode)."""
+    counted = [t["preemptions"] for t in training if t["preemptions"] is not None]
+    return {
+        "training_gpu_h": sum(t["held_gpu_h"] for t in training),
+        "training_lost_gpu_h": sum(t["lost_gpu_h"] for t in training),
+        "preemptions": sum(counted) if counted else None,
+    }
+
+
 def summarize(fleet: Fleet, rec: Record) -> dict[str, Any]:
     s = fleet.scenario
     horizon_s = s.horizon_h * 3600
@@ -154,6 +170,7 @@ def summarize(fleet: Fleet, rec: Record) -> dict[str, Any]:
             "name": site.name, "region": site.region, "chip": site.chip, "gpus": site.gpus,
             "utilisation": busy / gpu_s, "busy_gpu_h": busy / 3600, "down_gpu_h": down / 3600,
             "lost_work_gpu_h": rec.lost_gpu_s[k] / 3600, "failures": rec.failures[k],
+            "training_gpu_h": sum(t["held_gpu_h"] for t in rec.training if t["site"] == k),
             **energy(site, busy, idle), "cost_usd": site.gpus * s.horizon_h * site.usd_per_gpu_hour,
         })
     total_gpus = sum(site.gpus for site in fleet.sites)
@@ -180,7 +197,8 @@ def summarize(fleet: Fleet, rec: Record) -> dict[str, Any]:
         # latency over the jobs after the warm-up; "jobs" and "completed" above count every job
         **{k: v for k, v in _group("all", in_stats, rec, slo).items() if k not in ("name", "jobs", "completed")},
     }
-    overall.update(per_kind(fleet, done, class_gpu_s, overall["cost_usd"]))
+    training_gpu_s = 3600 * sum(t["held_gpu_h"] for t in rec.training)
+    overall.update(per_kind(fleet, done, class_gpu_s, overall["cost_usd"], training_gpu_s))
     region_of_site = [site.region for site in fleet.sites]
     home_of_tenant = [t.home or t.regions[0] for t in s.tenants]
     series = {
@@ -197,10 +215,16 @@ def summarize(fleet: Fleet, rec: Record) -> dict[str, Any]:
     interactive = sessions(fleet, rec, in_stats)
     if interactive:
         overall["refused_sessions"] = sum(x["refused"] for x in interactive)
+    training = [{**t, "site": fleet.sites[t["site"]].name} for t in rec.training]
+    if training:
+        overall.update(training_totals(training))
+        series["training_gpus"] = {r: [sum(row[k] for k in range(len(row)) if region_of_site[k] == r)
+                                       for row in rec.training_series] for r in regions}
     return {
         "fleet": overall,
         "classes": classes,
         "sessions": interactive,
+        "training": training,
         "regions": by_region,
         "tenants": tenants,
         "sites": sites,

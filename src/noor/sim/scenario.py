@@ -36,6 +36,10 @@ class Scheduling(_Strict):
     aging_per_s: NonNegFloat = 0.01  # sjf only
     max_batch: int = Field(1, ge=1)  # > 1: compatible small jobs (same class) run together as one call
     batch_max_predicted_s: PositiveFloat = 60.0  # only jobs predicted shorter than this are batched
+    # training partitions: "never" pre-empted, or taken back by serving jobs that outrank them ("priority"):
+    # noor.scheduling.preemption; a serving job that has waited preempt_after_s at the site may pre-empt
+    preemption: str = "never"
+    preempt_after_s: PositiveFloat = 60.0
 
 
 class Region(_Strict):
@@ -117,6 +121,33 @@ class Tenant(_Strict):
     classes: dict[str, NonNegFloat] | None = None  # its own mix: class name -> weight
 
 
+class Training(_Strict):
+    """A training job: it holds a partition of one site (whole nodes, all or nothing) until its work is done."""
+
+    name: str
+    site: str  # a site name
+    gpus: int | None = Field(None, gt=0)  # the partition: a multiple of the site's gpus_per_node (per hall)
+    share: float | None = Field(None, gt=0, le=1)  # or this share of the site's GPUs (of each hall), in whole nodes
+    start_h: NonNegFloat = 0.0  # when it asks for its partition
+    work_h: PositiveFloat  # hours of work on the partition (72: three days)
+    checkpoint_every_h: PositiveFloat = 1.0  # a pre-emption or failure loses the work since the last one
+    restart_s: NonNegFloat = 600.0  # held, no work: reloading the last checkpoint after an interruption
+    priority: int = 10  # lower runs first, on the classes' scale: serving of a lower value may pre-empt it
+
+    @model_validator(mode="after")
+    def _size(self) -> Training:
+        if (self.gpus is None) == (self.share is None):
+            raise ValueError("give gpus or share, one of them")
+        return self
+
+    def gpus_of(self, site: Site) -> int:
+        """The partition's GPUs at `site` (per hall): given, or its share of the site in whole nodes."""
+        if self.gpus is not None:
+            return self.gpus
+        assert self.share is not None
+        return math.floor(self.share * site.gpu_count / site.gpus_per_node) * site.gpus_per_node
+
+
 class Burst(_Strict):
     start_h: NonNegFloat
     duration_h: PositiveFloat
@@ -144,6 +175,7 @@ class Scenario(_Strict):
     tenants: list[Tenant] = Field(min_length=1)
     bursts: list[Burst] = []
     trace: Trace | None = None
+    training: list[Training] = []
 
 
 def _path(loc: tuple[int | str, ...]) -> str:
@@ -203,6 +235,11 @@ def check(s: Scenario) -> None:
     from noor import catalog, scheduling
 
     try:
+        scheduling.preemption_policy(s.scheduling.preemption)
+    except scheduling.SchedulingError:
+        raise ScenarioError(f"scheduling.preemption: unknown policy {s.scheduling.preemption!r}; valid: "
+                            f"{', '.join(sorted(scheduling.PREEMPTIONS))}") from None
+    try:
         scheduling.get(s.scheduling.policy)
     except scheduling.SchedulingError:
         raise ScenarioError(
@@ -248,8 +285,8 @@ def check(s: Scenario) -> None:
         if c.model not in catalog.model_ids():
             valid = ", ".join(catalog.model_ids())
             raise ScenarioError(f"classes[{i}].model: unknown model {c.model!r}; valid: {valid}")
-    if s.trace is None and not any(t.requests_per_h > 0 for t in s.tenants):
-        raise ScenarioError("tenants: no traffic: give some tenant requests_per_h > 0, or a [trace]")
+    if s.trace is None and not s.training and not any(t.requests_per_h > 0 for t in s.tenants):
+        raise ScenarioError("tenants: no traffic: give some tenant requests_per_h > 0, a [trace] or [[training]]")
     tenants = {t.name for t in s.tenants}
     for i, t in enumerate(s.tenants):
         for r in t.regions:
@@ -272,8 +309,32 @@ def check(s: Scenario) -> None:
             raise ScenarioError(f"bursts[{i}].region: unknown region {b.region!r}; valid: {', '.join(regions)}")
         if b.tenant is not None and b.tenant not in tenants:
             raise ScenarioError(f"bursts[{i}].tenant: unknown tenant {b.tenant!r}; valid: {', '.join(sorted(tenants))}")
+    check_training(s)
     if s.warmup_h >= s.horizon_h:
         raise ScenarioError(f"warmup_h: must be below horizon_h ({s.horizon_h}), got {s.warmup_h!r}")
+
+
+def check_training(s: Scenario) -> None:
+    """Each partition is whole nodes of a known site, and a site's partitions fit in it together."""
+    names = [t.name for t in s.training]
+    held: dict[str, int] = {}
+    for i, t in enumerate(s.training):
+        if t.name in names[:i]:
+            raise ScenarioError(f"training[{i}].name: used twice, got {t.name!r}")
+        site = next((x for x in s.sites if x.name == t.site), None)
+        if site is None:
+            valid = ", ".join(x.name for x in s.sites)
+            raise ScenarioError(f"training[{i}].site: unknown site {t.site!r}; valid: {valid}")
+        gpus = t.gpus_of(site)
+        key = "gpus" if t.gpus is not None else "share"
+        value = t.gpus if t.gpus is not None else t.share
+        if gpus % site.gpus_per_node or gpus == 0:
+            raise ScenarioError(f"training[{i}].{key}: a partition is whole nodes of {site.gpus_per_node} GPUs "
+                                f"({gpus} GPUs), got {value!r}")
+        held[t.site] = held.get(t.site, 0) + gpus
+        if held[t.site] > site.gpu_count:
+            raise ScenarioError(f"training[{i}].{key}: site {t.site!r}'s partitions add up to {held[t.site]:,} "
+                                f"GPUs, more than its {site.gpu_count:,}, got {value!r}")
 
 
 def check_interactive(c: RequestClass, where: str) -> None:

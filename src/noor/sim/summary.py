@@ -75,6 +75,17 @@ def tables(result: dict[str, Any]) -> list[Table]:
                       _num(x["concurrent_peak"]), frame, _pct(x["frame_slo_met"]), _num(x["chips_eligible"]),
                       _pct(x["session_utilisation"]))
         out.append(t)
+    if result.get("training"):
+        t = Table(title="training (a partition of whole nodes, held until its work is done)")
+        for col in ("job", "site", "GPUs", "priority", "work h", "done h", "finished at", "pre-empted", "failures",
+                    "lost GPU-h", "waited h", "held GPU-h"):
+            t.add_column(col, justify="left" if col in ("job", "site") else "right")
+        for x in result["training"]:
+            t.add_row(x["name"], x["site"], _num(x["gpus"]), str(x["priority"]), f"{x['work_h']:,.1f}",
+                      f"{x['progress_h']:,.1f}", "-" if x["done_at_h"] is None else f"{x['done_at_h']:.1f} h",
+                      _num(x["preemptions"]), _num(x["failures"]), f"{x['lost_gpu_h']:,.1f}",
+                      f"{x['waited_h']:,.1f}", _num(x["held_gpu_h"]))
+        out.append(t)
     sites = Table(title="per site")
     for col in ("site", "region", "chip", "GPUs", "utilisation", "failures", "down GPU-h", "energy MWh", "cost $"):
         sites.add_column(col, justify="left" if col in ("site", "region", "chip") else "right")
