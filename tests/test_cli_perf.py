@@ -123,3 +123,17 @@ def test_predictions_from_a_quiet_record_carry_no_warning(
     cached_cpu_local(0.0)
     code, out, err = noor("perf", "world", "noor-world-tiny", "--chip", "cpu-local")
     assert code == 0 and "frames/s" in out and err == ""
+
+
+def test_calibrate_with_an_unknown_holdout_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    run = noor_process("calibrate", "--holdout", "vendor", "--out", str(tmp_path / "c.toml"))
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert run.stderr.startswith("noor: error: --holdout: must be one of model, chip") and "vendor" in run.stderr
+    assert not (tmp_path / "c.toml").exists()
+
+
+def test_calibrate_docs_needs_the_section_markers(tmp_path: Path) -> None:
+    doc = tmp_path / "perf.md"
+    doc.write_text("# no markers\n", encoding="utf-8")
+    run = noor_process("calibrate", "--docs", str(doc), "--out", str(tmp_path / "c.toml"))
+    assert run.returncode == 2 and "--docs" in run.stderr and run.stderr.count("\n") == 1

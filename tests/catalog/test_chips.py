@@ -205,3 +205,26 @@ def test_busy_is_a_load_beyond_the_cores_the_measuring_threads_leave_free(
     cores: int | None, threads: int, load: float, busy: bool
 ) -> None:
     assert local.is_busy(load, cores, threads) is busy
+
+
+def test_chips_being_bought_are_in_the_catalog_marked_announced_or_measured() -> None:
+    import csv
+
+    chips = catalog.chips()
+    assert {"gb300", "mi450"} <= set(chips)
+    assert all(c.status in ("measured", "announced") for c in chips.values())
+    assert chips["mi450"].status == "announced" and chips["gb300"].status == "measured"
+    with SHARED.open(newline="") as f:
+        rows = {r["chip"]: r for r in csv.DictReader(f)}
+    gb300 = rows["GB300 (per Blackwell Ultra GPU in NVL72)"]
+    mi450 = rows["MI450 (MI455X)"]
+    assert chips["gb300"].bf16_tflops == float(gb300["bf16_dense_tflops"])
+    assert chips["gb300"].hbm_gb == float(gb300["hbm_gb"]) and chips["gb300"].tdp_w == float(gb300["tdp_w"])
+    assert chips["mi450"].fp8_tflops == float(mi450["fp8_dense_tflops"])
+    assert chips["mi450"].hbm_tbps == float(mi450["hbm_tbps"]) and chips["mi450"].tdp_w is None  # not published
+    for chip_id in ("gb300", "mi450"):
+        assert all(
+            url.split()[0] in chips[chip_id].source
+            for url in rows[{"gb300": gb300["chip"], "mi450": mi450["chip"]}[chip_id]]["source_url"].split(" ; ")[:1]
+        )
+    assert "DERIVED" in chips["mi450"].source  # its BF16 is FP8/2, not a published figure

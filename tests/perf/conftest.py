@@ -53,3 +53,45 @@ class CountOps(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         self.ops += 1
         return func(*args, **(kwargs or {}))
+
+
+VIEW_OPS = {
+    "view", "_unsafe_view", "expand", "permute", "transpose", "t", "unsqueeze", "squeeze", "slice", "select",
+    "as_strided", "split", "split_with_sizes", "unbind", "chunk", "detach", "alias", "_reshape_alias", "unflatten",
+    "flatten", "reshape",
+}  # fmt: skip
+MATMUL_OPS = (
+    "mm",
+    "addmm",
+    "bmm",
+    "baddbmm",
+    "matmul",
+    "linear",
+    "scaled_dot_product",
+    "_efficient_attention",
+    "_flash",
+)
+
+
+class CountTraffic(TorchDispatchMode):
+    """Operators dispatched, kernels (operators that are not views), and bytes read + written by the kernels
+    that are not matmuls or attention: the elementwise traffic the perf model charges as activation passes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops = 0
+        self.kernels = 0
+        self.elementwise_bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def,unused-ignore]
+        out = func(*args, **(kwargs or {}))
+        self.ops += 1
+        name = str(func.overloadpacket.__name__)
+        if name in VIEW_OPS:
+            return out
+        self.kernels += 1
+        if not any(m in name for m in MATMUL_OPS):
+            inputs = [a for a in [*args, *(kwargs or {}).values()] if hasattr(a, "element_size")]
+            outputs = [o for o in (out if isinstance(out, tuple | list) else [out]) if hasattr(o, "element_size")]
+            self.elementwise_bytes += sum(t.numel() * t.element_size() for t in [*inputs, *outputs])
+        return out

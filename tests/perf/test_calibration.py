@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pytest
+
 from noor.config import PUBLISHED_DIR
 from noor.perf import calibrate, efficiency, published
 
 DATA = PUBLISHED_DIR
+# models whose leave-one-model-out median error is over 25%, and why (docs/perf.md, "Calibration")
+KNOWN_MISSES = {"flux.1-dev"}
 
 
 def _all() -> published.Published:
@@ -32,10 +38,65 @@ def test_constants_file_records_its_provenance() -> None:
 
 def test_few_parameters_per_chip_family_not_per_row() -> None:
     eff = efficiency.load()
-    fitted = sum(len(v) for v in eff.families.values()) + len(calibrate.FITTED_CONSTANTS)
-    assert fitted <= 25 < len(_all().cases) / 5
-    for table in eff.families.values():
-        assert all(0 < v <= 1 for v in table.values())
+    fitted = calibrate.fitted_parameters(eff, _all())
+    assert len(fitted) <= 25 < len(_all().cases) / 5
+    for name, value in fitted.items():
+        _, lo, hi = calibrate.bounds(name)
+        assert lo <= value <= hi, name
+
+
+def test_no_fitted_parameter_ends_on_its_bound() -> None:
+    """A parameter on its bound is the fit asking for physics the model lacks: fix the model or widen the
+    bound with the reason next to it (calibrate.FITTED_CONSTANTS, EFFICIENCY_UPPER)."""
+    assert calibrate.at_bound(efficiency.load(), _all()) == []
+
+
+def test_a_parameter_on_its_bound_is_named() -> None:
+    eff = efficiency.load()
+    pinned = replace(eff, constants={**eff.constants, "link_efficiency": 1.0})
+    assert calibrate.at_bound(pinned, _all()) == ["link_efficiency = 1 (bounds 0.05..1)"]
+
+
+def test_the_software_generation_factor_is_fitted_and_kept() -> None:
+    """MLPerf v4.1 ran SDXL on the same H100/H200 faster than v4.0: a per-family factor, not hidden in efficiency."""
+    speedup = efficiency.load().software["hopper"]["mlperf-v4.1"]
+    assert 1.0 < speedup < calibrate.SOFTWARE_PRIOR[2]
+    case = next(c for c in _all().cases if c.software == "mlperf-v4.1" and c.chip == "h100-sxm")
+    eff = efficiency.load()
+    without = replace(eff, software={})
+    assert calibrate.predict_case(case, without) == pytest.approx(calibrate.predict_case(case, eff) * speedup)
+
+
+def test_the_committed_holdout_tables_cover_every_model_and_chip() -> None:
+    held = efficiency.load().provenance["holdout"]
+    data = _all()
+    assert set(held["model"]) == {c.model for c in data.cases} | {"*"}
+    assert set(held["chip"]) == {c.chip for c in data.cases} | {"*"}
+    assert held["model"]["*"]["rows"] == len(data.cases)
+
+
+def test_leave_one_model_out_meets_the_target_except_the_named_misses() -> None:
+    """<= 25% per model with >= 3 rows, except KNOWN_MISSES (docs/perf.md says why); if one is fixed, say so here."""
+    held = efficiency.load().provenance["holdout"]["model"]
+    missed = {m for m, s in held.items() if m != "*" and s["rows"] >= 3 and s["median_ape"] > 0.25}
+    assert missed == KNOWN_MISSES
+
+
+def test_a_held_out_models_rows_never_reach_its_fit() -> None:
+    """Holding out by model on a small subset: the held-out rows' predictions do not move when their published
+    seconds do (they were not fitted), while the other model's rows are fitted."""
+    rows = _all().cases
+    subset = [c for c in rows if c.model == "wan2.1-t2v-14b"][:4] + [c for c in rows if c.model == "cogvideox-2b"][:4]
+    scaled = [replace(c, seconds=c.seconds * 3) if c.model == "cogvideox-2b" else c for c in subset]
+    start = efficiency.load()
+    first = calibrate.holdout(published.Published(cases=subset), start, "model")
+    second = calibrate.holdout(published.Published(cases=scaled), start, "model")
+    wan = [(a.predicted, b.predicted) for a, b in zip(first, second, strict=True) if a.case.model == "wan2.1-t2v-14b"]
+    assert len(wan) == 4 and all(a != b for a, b in wan)  # the fit that predicts Wan saw cogvideox's seconds
+    cog = [(a.predicted, b.predicted) for a, b in zip(first, second, strict=True) if a.case.model == "cogvideox-2b"]
+    assert all(a == pytest.approx(b) for a, b in cog)
+    with pytest.raises(ValueError, match="holdout must be one of model, chip"):
+        calibrate.holdout(published.Published(cases=subset), start, "vendor")
 
 
 def test_rows_without_a_stated_shape_are_set_aside_with_a_reason() -> None:
@@ -55,3 +116,13 @@ def test_per_step_rows_compare_one_step() -> None:
     case = next(c for c in _all().cases if c.per_step)
     one_step = calibrate.predict_case(case, efficiency.load())
     assert one_step < 10  # seconds: one CogVideoX step, not fifty
+
+
+def test_a_refit_from_the_priors_gives_the_committed_constants() -> None:
+    """`noor perf calibrate` fits from the priors, not from the file it replaces: refitting the published rows
+    reproduces calibration.toml (the held-out tables are recorded there by the same command)."""
+    data = _all()
+    committed = efficiency.load()
+    refit = calibrate.fit(data, calibrate.from_priors(committed))
+    want, got = calibrate.fitted_parameters(committed, data), calibrate.fitted_parameters(refit, data)
+    assert got == pytest.approx(want, rel=0.01)

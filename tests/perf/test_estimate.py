@@ -10,7 +10,8 @@ WAN = "wan2.1-t2v-14b"
 
 
 def test_a_plan_that_does_not_fit_says_why_instead_of_a_number() -> None:
-    e = perf.predict(WAN, "rtx-4090")
+    # 321 frames at 720p: even streaming the weights (the last memory plan) leaves the activations over 24 GB
+    e = perf.predict(WAN, "rtx-4090", Shape(1280, 720, 321, 50))
     assert not e.fits and e.latency_s is None and e.cost_usd is None
     assert "24 GB" in (e.why_not or "") and e.peak_memory_gb > 24
 
@@ -54,8 +55,9 @@ def test_beyond_the_scale_up_domain_does_not_fit() -> None:
 def test_fp8_helps_where_the_chip_has_it() -> None:
     shape = Shape(1024, 1024, 1, 28)
     h100 = [perf.predict("flux.1-dev", "h100-sxm", shape, ParallelPlan(precision=p)).latency_s for p in ("bf16", "fp8")]
-    a100 = [perf.predict("flux.1-dev", "a100-80gb", shape, ParallelPlan(precision=p)).latency_s
-            for p in ("bf16", "fp8")]
+    a100 = [
+        perf.predict("flux.1-dev", "a100-80gb", shape, ParallelPlan(precision=p)).latency_s for p in ("bf16", "fp8")
+    ]
     assert h100[1] < h100[0]  # type: ignore[operator]
     assert a100[1] == a100[0]
 
@@ -171,3 +173,44 @@ def test_a_guidance_interval_guides_only_its_share_of_a_clips_steps(fixed_cpu_lo
     assert denoise(0.25, shape=image).latency_s == denoise(1.0, shape=image).latency_s
     both = perf.estimate(tiny, clip, chip)
     assert both.stage("first_frame").detail["passes_per_step"] == 2  # the first frame: guided at every step
+
+
+def test_narrow_attention_heads_cost_more_per_flop() -> None:
+    """Each score costs 4 x head_dim MMA FLOPs and one exponential: CogVideoX's 64-wide heads run attention at a
+    smaller share of peak than Wan's 128-wide ones (FlashAttention-3, section 3.1)."""
+    eff = efficiency.load()
+    half = eff["attention_half_head_dim"]
+    cog, wan = catalog.model("cogvideox-5b"), catalog.model("wan2.1-t2v-14b")
+    assert (cog.head_dim, wan.head_dim) == (64, 128)
+    chip = catalog.chip("h100-sxm")
+    rates = {}
+    for model in (cog, wan):
+        e = perf.estimate(model, Shape(720, 480, 49, 1), chip)
+        work = workload.denoise_pass(model, e.shape, batch=model.guidance_passes)
+        rates[model.id] = work.attention_flops / e.stage("denoise").detail["self_attention_s"]
+    keys = {m.id: workload.denoise_pass(m, Shape(720, 480, 49, 1).for_model(m), 1).attention_keys for m in (cog, wan)}
+    saturation = {k: v / (v + eff["attention_half_keys"]) for k, v in keys.items()}
+    expected = (64 / (64 + half)) / (128 / (128 + half)) * saturation[cog.id] / saturation[wan.id]
+    assert rates[cog.id] / rates[wan.id] == pytest.approx(expected)
+
+
+def test_an_fp32_vae_decodes_at_half_the_rate_of_a_bf16_one() -> None:
+    """Wan's VAE decodes in fp32 (TF32 on the tensor cores: half the bf16 rate); the same decoder in bf16 takes
+    half the conv time and half the elementwise bytes."""
+    wan = catalog.model("wan2.1-t2v-14b")
+    assert wan.vae.precision == "fp32"
+    as_bf16 = wan.model_copy(update={"vae": wan.vae.model_copy(update={"precision": "bf16"})})
+    chip, shape = catalog.chip("a100-80gb"), Shape(832, 480, 81, 1)
+    fp32_s = perf.estimate(wan, shape, chip).stage("vae_decode").latency_s
+    bf16_s = perf.estimate(as_bf16, shape, chip).stage("vae_decode").latency_s
+    assert fp32_s == pytest.approx(2 * bf16_s)
+
+
+def test_ltx_videos_vae_decode_on_an_h100_takes_seconds_not_a_minute() -> None:
+    """The reverted first refit drove Hopper's conv share to 1.6% of peak and priced this decode at 54.7 s;
+    LTX-Video's 32x32x8 VAE decodes in a second or two in practice. The conv share is shared by every NVIDIA
+    family now (calibrate.SHARED_EFFICIENCIES) and the decoder's widest row runs at a quarter resolution."""
+    e = perf.estimate(catalog.model("ltx-video-2b"), Shape(768, 512, 121), catalog.chip("h100-sxm"))
+    assert e.stage("vae_decode").latency_s < 2.0
+    convs = {efficiency.load().factor(f, "conv") for f in ("hopper", "hopper-h20", "ampere", "ada")}
+    assert len(convs) == 1

@@ -3,14 +3,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from noor import catalog
 from noor.engine.tiny import backend as tiny_backend
 from noor.engine.tiny.transformer import TinyVideoTransformer
-from noor.perf import Shape, workload
-from tests.perf.conftest import CountOps
+from noor.perf import Shape, calibrate, workload
+from tests.perf.conftest import CountOps, CountTraffic
 
 
 def test_wan_720p_token_grid() -> None:
@@ -101,3 +102,43 @@ def test_the_conv_stem_adds_the_operators_the_perf_model_charges() -> None:
                 model(*args)
         counts.append(counter.ops)
     assert counts[1] - counts[0] == workload.CONV_STEM_OPS
+
+
+@pytest.fixture(scope="module")
+def wan_block_traffic() -> tuple[CountTraffic, int]:
+    """One eager bf16 forward of diffusers' WanTransformerBlock at Wan 14B's ratios (ffn 2.7x hidden, head 128),
+    counted: (the counter, tokens x hidden x 2 bytes — one activation pass)."""
+    from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed, WanTransformerBlock
+
+    torch.manual_seed(0)
+    dim, ffn, heads = 256, 692, 2
+    block = WanTransformerBlock(dim, ffn, heads, cross_attn_norm=True).eval().to(torch.bfloat16)
+    t, h, w = 4, 16, 16  # 1024 tokens against 32 prompt tokens: the context's share is small, as at 720p
+    x = torch.randn(1, t * h * w, dim, dtype=torch.bfloat16)
+    ctx = torch.randn(1, 32, dim, dtype=torch.bfloat16)
+    temb = torch.randn(1, 6, dim, dtype=torch.bfloat16)
+    rotary = WanRotaryPosEmbed(dim // heads, (1, 2, 2), 1024)(torch.zeros(1, 16, t, 2 * h, 2 * w))
+    with torch.no_grad():
+        block(x, ctx, temb, rotary)  # warm
+        with CountTraffic() as counter:
+            block(x, ctx, temb, rotary)
+    return counter, t * h * w * dim * 2
+
+
+def test_kernels_per_block_is_what_a_wan_block_launches(wan_block_traffic: tuple[CountTraffic, int]) -> None:
+    counter, _ = wan_block_traffic
+    assert counter.kernels == workload.KERNELS_PER_BLOCK
+
+
+def test_dispatched_ops_per_block_is_within_a_tenth_of_a_wan_blocks(
+    wan_block_traffic: tuple[CountTraffic, int],
+) -> None:
+    """140 is charged per block on a CPU (views included); a Wan block dispatches 151 with diffusers 0.42."""
+    counter, _ = wan_block_traffic
+    assert abs(counter.ops - workload.DISPATCHED_OPS_PER_BLOCK) <= 0.1 * counter.ops
+
+
+def test_the_activation_pass_bound_is_what_a_wan_block_moves(wan_block_traffic: tuple[CountTraffic, int]) -> None:
+    """The fit's elementwise traffic per block is bounded by the count (calibrate.ACTIVATION_PASSES_COUNTED)."""
+    counter, one_pass = wan_block_traffic
+    assert counter.elementwise_bytes / one_pass == pytest.approx(calibrate.ACTIVATION_PASSES_COUNTED, rel=0.05)

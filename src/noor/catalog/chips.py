@@ -30,7 +30,12 @@ class Chip(BaseModel):
     tdp_w: float | None = Field(None, gt=0)
     usd_per_hour: float = Field(ge=0, description="assumption: rental per chip-hour")
     source: str
-    measured: bool = False
+    status: Literal["measured", "announced"] = Field(
+        "measured",
+        description="measured: a shipping part (datasheet, product docs, published runs); announced: a vendor's"
+        " figures for a part not yet shipping when its source was written",
+    )
+    measured: bool = False  # this machine, measured by noor itself (cpu-local): its rates replace the roofline's
     # Only for measured chips (cpu-local): achieved fp32 FLOP/s per kernel class and per-op dispatch cost.
     class_tflops: dict[str, float] = Field(default_factory=dict)
     attention_half_tokens: float = Field(0.0, ge=0, description="measured: keys at which attention runs at half rate")

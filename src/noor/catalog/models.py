@@ -33,6 +33,7 @@ class Vae(_Frozen):
     params_m: float = Field(gt=0)
     decoder: tuple[tuple[int, int, int], ...] = Field(description="(channels, 3x3 convs, time divisor) per 2x scale")
     first_row_scale: int = Field(1, ge=1, description="the first decoder row runs at 1/this resolution")
+    precision: Literal["bf16", "fp32"] = Field("bf16", description="what its reference pipeline decodes in")
     source: str
 
     def latent_frames(self, num_frames: int) -> int:

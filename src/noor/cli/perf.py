@@ -184,24 +184,58 @@ def perf_measure(
     _say_if_contended(["cpu-local"])
 
 
+DOCS_BEGIN = "<!-- noor perf calibrate --docs: begin -->"
+DOCS_END = "<!-- noor perf calibrate --docs: end -->"
+
+
 @perf_app.command("calibrate")
 def perf_calibrate(
     data: Annotated[Path, typer.Option(help="folder with measurements.csv and mlperf_sdxl.csv")] = PUBLISHED_DIR,
     out: Annotated[Path | None, typer.Option(help="where to write (default: the package's calibration.toml)")] = None,
+    holdout: Annotated[
+        list[str] | None,
+        typer.Option(help="model or chip (repeatable): fit without each one's rows and predict them"),
+    ] = None,
+    docs: Annotated[
+        Path | None, typer.Option(help="rewrite the calibration section of this markdown file (docs/perf.md)")
+    ] = None,
 ) -> None:
     """Fit the efficiency factors on the published figures; print every row and write the constants file."""
     from noor.perf import calibrate, efficiency, report
 
+    holdouts = tuple(dict.fromkeys(holdout or []))
+    for by in holdouts:
+        if by not in calibrate.HOLDOUTS:
+            fail("--holdout", by, f"must be one of {', '.join(calibrate.HOLDOUTS)}")
     paths = [data / "measurements.csv", data / "mlperf_sdxl.csv"]
     for p in paths:
         if not p.exists():
             fail("--data", str(data), f"has no {p.name}")
-    with console.status("fitting…"):
-        _, rows = calibrate.calibrate(paths, efficiency.load(), out)
+    if docs is not None and (not docs.exists() or DOCS_BEGIN not in docs.read_text(encoding="utf-8")):
+        fail("--docs", str(docs), f"needs a file with the markers {DOCS_BEGIN} ... {DOCS_END}")
+    with console.status("fitting…" + (f" and holding out each {' and each '.join(holdouts)}" if holdouts else "")):
+        eff, rows, held = calibrate.calibrate(paths, efficiency.load(), out, holdouts)
     efficiency.load.cache_clear()
-    Console(width=220).print(report.check_table(rows, "calibration: published vs fitted"))
+    wide = Console(width=220)
+    wide.print(report.check_table(rows, "calibration: published vs fitted"))
     print(report.summary_line(rows))
+    for fam, table in eff.software.items():
+        for release, speedup in table.items():
+            print(f"software generation: {fam} {release} runs {speedup:.3f}x the family's first release in the data")
+    for by, held_rows in held.items():
+        wide.print(report.holdout_table(rows, held_rows, by))
+    published = calibrate.read_all(paths)
+    for name in calibrate.at_bound(eff, published):
+        print(f"warning: fitted parameter on its bound: {name}", file=sys.stderr)
     print(f"wrote {out or efficiency.calibration_path()}")
+    if docs is not None:
+        command = "noor perf calibrate" + "".join(f" --holdout {by}" for by in holdouts) + f" --docs {docs}"
+        text = docs.read_text(encoding="utf-8")
+        head, rest = text.split(DOCS_BEGIN, 1)
+        _, tail = rest.split(DOCS_END, 1)
+        body = report.calibration_markdown(rows, held, eff.software, command)
+        docs.write_text(f"{head}{DOCS_BEGIN}\n{body}\n{DOCS_END}{tail}", encoding="utf-8")
+        print(f"wrote {docs}")
 
 
 @perf_app.command("world")

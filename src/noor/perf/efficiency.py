@@ -22,6 +22,12 @@ class Efficiency:
     like: dict[str, str]  # families without data -> the family assumed to behave alike
     constants: dict[str, float]  # shared: half-saturation sizes, activation traffic, link efficiency...
     provenance: dict[str, Any] = field(default_factory=dict)
+    # family -> {software release: speed-up over the family's first release in the data}: MLPerf rounds show
+    # the same chip getting faster as TensorRT and the harness improve (fitted, reported by `noor perf calibrate`)
+    software: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def software_speedup(self, family: str, release: str | None) -> float:
+        return self.software.get(family, {}).get(release, 1.0) if release else 1.0
 
     def family(self, name: str) -> dict[str, float]:
         seen = set()
@@ -52,7 +58,8 @@ def from_toml(text: str) -> Efficiency:
         families={k: {kk: float(vv) for kk, vv in v.items() if kk != "note"} for k, v in raw["families"].items()},
         like=dict(raw.get("like", {})),
         constants={k: float(v["value"]) for k, v in raw["constants"].items()},
-        provenance=dict(raw.get("provenance", {})),
+        provenance={**raw.get("provenance", {}), "holdout": raw.get("holdout", {})},
+        software={k: {kk: float(vv) for kk, vv in v.items()} for k, v in raw.get("software", {}).items()},
     )
 
 

@@ -8,12 +8,13 @@ that is slower; elementwise traffic is memory-bound; communication goes over the
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from noor.catalog import Chip, ModelArch
 from noor.perf import workload
 from noor.perf.efficiency import Efficiency, load
+from noor.perf.memory import LADDER, MemoryPlan, tiled
 from noor.perf.parallelism import ParallelPlan, candidates
 from noor.perf.shape import Shape
 
@@ -43,6 +44,7 @@ class Estimate:
     stages: list[StageEstimate]
     memory_gb: dict[str, float]
     notes: list[str] = field(default_factory=list)
+    memory_plan: list[str] = field(default_factory=list)  # what it took to fit (noor.perf.memory), empty: as asked
 
     def stage(self, name: str) -> StageEstimate:
         return next(s for s in self.stages if s.name == name)
@@ -70,14 +72,34 @@ class _Device:
         half = 0.0 if self.chip.measured else self.eff["linear_half_tokens"]
         return flops / (self.rate("linear", precision) * rows / (rows + half)) if flops else 0.0
 
-    def attention_s(self, flops: float, keys: float) -> float:
-        half = self.chip.attention_half_tokens if self.chip.measured else self.eff["attention_half_keys"]
-        return flops / (self.rate("attention") * keys / (keys + half)) if flops else 0.0
+    def attention_s(self, flops: float, keys: float, head_dim: int | None) -> float:
+        """Fused attention at `keys` keys per query. Each score costs 4 x head_dim FLOPs on the tensor cores and one
+        exponential on the special-function units, which FlashAttention-2 does not overlap with them (Shah et al.
+        2024, FlashAttention-3, section 3): narrow heads (CogVideoX's 64) reach a smaller share of peak than wide
+        ones (Wan's and FLUX's 128). `head_dim` None: no softmax (linear attention). A measured CPU's rate already
+        holds its own."""
+        if not flops:
+            return 0.0
+        if self.chip.measured:
+            return flops / (self.rate("attention") * keys / (keys + self.chip.attention_half_tokens))
+        rate = self.rate("attention") * keys / (keys + self.eff["attention_half_keys"])
+        if head_dim is not None:
+            rate *= head_dim / (head_dim + self.eff["attention_half_head_dim"])
+        return flops / rate
 
     def conv_rate(self, channels: int) -> float:
         """3x3 conv FLOP/s at a channel width; a CPU (oneDNN vectorises over channels) saturates in it."""
         half = self.chip.conv_half_channels if self.chip.measured else 0.0
         return self.rate("conv") * channels / (channels + half)
+
+    def decode_s(self, work: workload.VaeWork, precision: str) -> float:
+        """A VAE decode: its convs, plus a GroupNorm and a SiLU over every conv's input (each read and written once).
+        An fp32 decoder (Wan's, SDXL's upcast one) runs its convs at the TF32 tensor rate, half the bf16 one on every
+        NVIDIA part since Ampere (A100, H100, L40S datasheets); a measured CPU's rates are fp32 already."""
+        nbytes = workload.BYTES[precision]
+        tf32 = 0.5 if precision == "fp32" and not self.chip.measured else 1.0
+        convs = sum(f / (self.conv_rate(c) * tf32) for f, c in work.conv_rows)
+        return convs + self.activation_s(work.activation_elems * nbytes * 2 * 2)
 
     def memory_s(self, nbytes: float) -> float:
         if not self.chip.hbm_tbps:
@@ -109,17 +131,32 @@ class _Device:
 def estimate(
     model: ModelArch, shape: Shape, chip: Chip, plan: ParallelPlan | None = None, efficiency: Efficiency | None = None
 ) -> Estimate:
-    """Price one request. With several allowed splits (strategy auto/hybrid), the fastest that fits."""
+    """Price one request. With several allowed splits (strategy auto/hybrid), the fastest that fits; if none fits
+    as asked, the first memory plan real runs use (noor.perf.memory.LADDER) with which one does."""
     plan = plan or ParallelPlan()
     eff = efficiency or load()
-    options = [_estimate_one(model, shape, chip, p, eff) for p in candidates(plan, model)]
+    splits = candidates(plan, model)
+    options = [_estimate_one(model, shape, chip, p, eff) for p in splits]
     fitting = [e for e in options if e.fits]
     if fitting:
         return min(fitting, key=lambda e: e.latency_s or math.inf)
+    if not any(e.why_not and e.why_not.startswith("needs") for e in options):
+        return min(options, key=lambda e: e.peak_memory_gb)  # refused for a reason memory plans do not change
+    offloads = ("none", "model", "sequential")
+    for memory in LADDER:
+        if offloads.index(memory.offload) < offloads.index(plan.offload):
+            memory = replace(memory, offload=plan.offload)  # never less offload than asked
+        tried = [_estimate_one(model, shape, chip, replace(p, offload=memory.offload), eff, memory) for p in splits]
+        fitting = [e for e in tried if e.fits]
+        if fitting:
+            return min(fitting, key=lambda e: e.latency_s or math.inf)
     return min(options, key=lambda e: e.peak_memory_gb)
 
 
-def _estimate_one(model: ModelArch, shape: Shape, chip: Chip, plan: ParallelPlan, eff: Efficiency) -> Estimate:
+def _estimate_one(
+    model: ModelArch, shape: Shape, chip: Chip, plan: ParallelPlan, eff: Efficiency, memory: MemoryPlan | None = None
+) -> Estimate:
+    memory = memory or MemoryPlan()
     assert plan.degrees is not None
     u, r, c = plan.degrees
     g = plan.gpus
@@ -166,11 +203,19 @@ def _estimate_one(model: ModelArch, shape: Shape, chip: Chip, plan: ParallelPlan
     rows_dev = work.tokens * real.batch * passes_per_group / sp
     active_params = model.params_b * 1e9 * model.experts_active / model.experts_total
     t_linear = max(dev.linear_s(work.linear_per_rank(sp), rows_dev), dev.memory_s(active_params * nbytes))
-    t_attn = dev.attention_s(work.attention_flops / sp, work.attention_keys / r)
+    # linear attention (Sana) has no softmax: its "keys" are the head's state width
+    head_dim = model.head_dim if model.attention != "linear" else None
+    t_attn = dev.attention_s(work.attention_flops / sp, work.attention_keys / r, head_dim)
     t_attn += work.self_attention_calls * dev.attention_call_s
-    t_cross = dev.attention_s(work.cross_flops / sp, max(model.text_tokens + model.image_tokens, 1))
+    t_cross = dev.attention_s(work.cross_flops / sp, max(model.text_tokens + model.image_tokens, 1), model.head_dim)
     t_cross += work.cross_attention_calls * dev.attention_call_s
-    conv_rate = dev.conv_rate(work.conv_channels) if work.conv_channels else dev.rate("conv")
+    # a denoiser's 3x3 convs (SDXL's UNet) are implicit GEMMs that cuDNN/TensorRT run with the GEMM kernels,
+    # at the linear layers' precision; the "conv" class is the VAE decoder's (eager, fp32, GroupNorm-bound).
+    # A measured CPU has its own conv rate (oneDNN, by channel width).
+    if chip.measured:
+        conv_rate = dev.conv_rate(work.conv_channels) if work.conv_channels else dev.rate("conv")
+    else:
+        conv_rate = dev.rate("linear") * rows_dev / (rows_dev + eff["linear_half_tokens"])
     t_conv = work.conv_flops / sp / conv_rate if work.conv_flops else 0.0
     passes_key = "activation_passes_compiled" if plan.compiled else "activation_passes_eager"
     t_elem = dev.activation_s(work.activation_elems / sp * act_bytes * eff[passes_key])
@@ -222,15 +267,18 @@ def _estimate_one(model: ModelArch, shape: Shape, chip: Chip, plan: ParallelPlan
 
     # 3. VAE decode on one chip
     vae = workload.vae_decode(model, real)
-    vae_flops = vae.flops
-    # convs, plus a GroupNorm and a SiLU over every conv's input (fp32, each read and written once)
-    vae_s = sum(f / dev.conv_rate(c) for f, c in vae.conv_rows) + dev.activation_s(vae.activation_elems * 4 * 2 * 2)
+    live_share, tile_work = tiled(real.width, real.height) if memory.vae_tiling else (1.0, 1.0)
+    vae_flops = vae.flops * tile_work
+    vae_s = tile_work * dev.decode_s(vae, model.vae.precision)
 
     # 4. moving weights between host and chip (offload): once per request, and at each MoE switch
     offload_s = 0.0
     if plan.offload == "model":
         moves = 1 + (model.experts_total - 1)
         offload_s = moves * active_params * nbytes / (eff["host_link_gbps"] * 1e9)
+    te_weight_bytes = 0.0 if plan.text_encoder_on_cpu else te_params * act_bytes
+    if memory.text_encoder_offload and plan.offload == "none":  # the encoder's weights go back to the host once
+        offload_s += te_weight_bytes / (eff["host_link_gbps"] * 1e9)
 
     stages = [
         StageEstimate("text_encoder", te_s, te_flops),
@@ -251,20 +299,24 @@ def _estimate_one(model: ModelArch, shape: Shape, chip: Chip, plan: ParallelPlan
     dit_resident = {"none": model.params_b * 1e9, "model": active_params, "sequential": active_params / model.layers}
     dit_gb = dit_resident[plan.offload] * nbytes / (g if plan.shard_weights else 1) * gb
     te_gb = 0.0 if plan.text_encoder_on_cpu else te_params * (4 if precision == "fp32" else 2) * gb
-    keep_te = te_gb if plan.offload == "none" else 0.0
+    keep_te = te_gb if plan.offload == "none" and not memory.text_encoder_offload else 0.0
     act_gb = rows_dev * (model.ffn_size * model.ffn_matrices / 2 + 4 * model.hidden_size) * act_bytes * gb
-    vae_gb = model.vae.params_m * 1e6 * 4 * gb + vae.largest_elems * real.batch * 4 * 3 * gb  # fp32 decode, in/out/skip
+    decoded_together = 1 if memory.vae_slicing else real.batch
+    # the decoder's weights, and the input, output and a skip of its largest feature map
+    vae_bytes = workload.BYTES[model.vae.precision]
+    vae_gb = (model.vae.params_m * 1e6 + vae.largest_elems * live_share * decoded_together * 3) * vae_bytes * gb
     resident_dit = dit_gb if plan.offload == "none" else 0.0
-    memory = {
+    memory_gb = {
         "denoiser_weights_gb": dit_gb,
         "text_encoder_weights_gb": te_gb,
         "activations_gb": act_gb,
         "vae_gb": vae_gb,
-        "text_stage_gb": te_gb + resident_dit,
+        # with the encoder offloaded after encoding, the denoiser is loaded once it has gone
+        "text_stage_gb": te_gb + (0.0 if memory.text_encoder_offload else resident_dit),
         "denoise_stage_gb": dit_gb + keep_te + act_gb,
         "decode_stage_gb": vae_gb + resident_dit + keep_te,
     }
-    peak_gb = max(memory["text_stage_gb"], memory["denoise_stage_gb"], memory["decode_stage_gb"])
+    peak_gb = max(memory_gb["text_stage_gb"], memory_gb["denoise_stage_gb"], memory_gb["decode_stage_gb"])
 
     # 6. does it fit; energy and money
     why_not = None
@@ -295,6 +347,7 @@ def _estimate_one(model: ModelArch, shape: Shape, chip: Chip, plan: ParallelPlan
         cost_usd=usd_per_hour * g * latency_s / 3600 if fits else None,
         usd_per_hour=usd_per_hour,
         stages=stages,
-        memory_gb=memory,
-        notes=notes,
+        memory_gb=memory_gb,
+        notes=notes + [f"to fit: {label}" for label in memory.labels()],
+        memory_plan=memory.labels(),
     )

@@ -10,49 +10,18 @@ from __future__ import annotations
 import csv
 import re
 import statistics
+import tomllib
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 from noor.perf.parallelism import ParallelPlan
 from noor.perf.shape import Shape
 
-MODEL_IDS = {
-    "wan2.1-t2v-1.3b": "wan2.1-t2v-1.3b",
-    "wan2.1-t2v-14b": "wan2.1-t2v-14b",
-    "wan2.1-i2v-14b": "wan2.1-i2v-14b",
-    "wan2.2-ti2v-5b (t2v mode)": "wan2.2-ti2v-5b",
-    "wan2.2-ti2v-5b (i2v mode)": "wan2.2-ti2v-5b",
-    "wan2.2-i2v-a14b": "wan2.2-i2v-a14b",
-    "cogvideox1.5-5b": "cogvideox1.5-5b",
-    "cogvideox-2b": "cogvideox-2b",
-    "cogvideox-5b": "cogvideox-5b",
-    "consisid (cogvideox-5b based)": "cogvideox-5b",
-    "flux.1-dev": "flux.1-dev",
-    "sana_1600m_4kpx_bf16": "sana-1600m",
-    "step-video-t2v": "step-video-t2v",
-    "ltx-video (v0.9, 2b)": "ltx-video-2b",
-}
-CHIP_IDS = {
-    "rtx 4090": "rtx-4090",
-    "h20": "h20",
-    "h20 (8x nvlink)": "h20",
-    "a800/a100": "a100-80gb",
-    "a100/a800": "a100-80gb",
-    "a100": "a100-80gb",
-    "a100 (8x nvlink)": "a100-80gb",
-    "h800/h100": "h100-sxm",
-    "h100/h800": "h100-sxm",
-    "h100": "h100-sxm",
-    "l40 (pcie)": "l40",
-    "nvidia h100-sxm-80gb": "h100-sxm",
-    "nvidia h200-sxm-141gb": "h200-sxm",
-    "nvidia l40s": "l40s",
-    "nvidia l4": "l4",
-    "tpu v5e": "tpu-v5e",
-    "tpu v6": "tpu-v6e",
-    "nvidia gh200 grace hopper superchip 96gb": "gh200",
-}
+ALIASES_FILE = "aliases.toml"  # the names published tables use -> catalog ids, with sources
 MLPERF_BATCH = 8  # assumption: per-accelerator batch of NVIDIA's SDXL harness configs; large enough to saturate
 
 
@@ -68,12 +37,40 @@ class Case:
     per_image: bool = False  # seconds per image of a batch (throughput)
     weight: float = 1.0
     source: str = ""
+    software: str | None = None  # the harness release a row was measured with (an MLPerf round), if it says
+
+
+SkipKind = Literal["unknown name", "not in catalog", "unstated", "not modelled"]
 
 
 @dataclass
 class Skipped:
     label: str
     reason: str
+    kind: SkipKind = "unstated"
+
+
+@cache
+def aliases() -> dict[str, dict[str, dict[str, str]]]:
+    """{"chips": {published name: {"chip": id or "", "why", "source"}}, "models": {...}} from aliases.toml."""
+    raw = tomllib.loads((resources.files("noor.perf") / ALIASES_FILE).read_text(encoding="utf-8"))
+    return {"chips": raw.get("chips", {}), "models": raw.get("models", {})}
+
+
+def resolve(kind: Literal["chips", "models"], name: str) -> tuple[str | None, Skipped | None]:
+    """A published name's catalog id, or why its rows are set aside (an unknown name, or not in the catalog)."""
+    entry = aliases()[kind].get(name.strip().lower())
+    what = kind.removesuffix("s")
+    if entry is None:
+        return None, Skipped(
+            "", f"unknown {what} name {name.strip()!r} (add it to perf/{ALIASES_FILE})", "unknown name"
+        )
+    target = entry[what]
+    if not target:
+        return None, Skipped(
+            "", f"{what} {name.strip()!r} not in the catalog: {entry.get('why', '')}", "not in catalog"
+        )
+    return target, None
 
 
 @dataclass
@@ -119,20 +116,21 @@ def read_measurements(path: Path) -> Published:
         rows = list(csv.DictReader(f))
     for i, row in enumerate(rows):
         label = f"m{i:03d} {row['model']} | {row['gpu']} x{row['num_gpus']} | {row['parallelism']}"[:110]
-        model = MODEL_IDS.get(row["model"].strip().lower())
-        chip = CHIP_IDS.get(row["gpu"].strip().lower())
+        model, model_skip = resolve("models", row["model"])
+        chip, chip_skip = resolve("chips", row["gpu"])
         width, height, frames, steps = (_int(row[k]) for k in ("width", "height", "frames", "steps"))
         gpus = _int(row["num_gpus"]) or 1
         notes = (row["notes"] + " " + row["parallelism"]).lower()
-        if model is None or chip is None:
-            out.skipped.append(Skipped(label, f"model or chip not in the catalog ({row['model']}, {row['gpu']})"))
+        if skip := chip_skip or model_skip:
+            out.skipped.append(Skipped(label, skip.reason, skip.kind))
             continue
+        assert model is not None and chip is not None
         if not (width and height and frames and steps):
             out.skipped.append(Skipped(label, "resolution, frames or steps not stated in the source"))
             continue
         degrees = _degrees(row["parallelism"], gpus)
         if isinstance(degrees, str):
-            out.skipped.append(Skipped(label, degrees))
+            out.skipped.append(Skipped(label, degrees, "not modelled"))
             continue
         par = row["parallelism"].lower()
         batch = int(m.group(1)) if (m := re.search(r"batch=(\d+)", par)) else 1
@@ -178,12 +176,13 @@ def read_mlperf(path: Path) -> Published:
     with path.open(newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
             label = f"mlperf {row['round']} {row['accelerator']} {row['scenario']} {row['division']}"
-            chip = CHIP_IDS.get(row["accelerator"].strip().lower())
             if row["scenario"] != "Offline" or row["division"] != "closed":
                 continue  # Server is bound by a latency target; open division may change the model or steps
-            if chip is None:
-                out.skipped.append(Skipped(label, f"accelerator not in the catalog ({row['accelerator']})"))
+            chip, skip = resolve("chips", row["accelerator"])
+            if skip:
+                out.skipped.append(Skipped(label, skip.reason, skip.kind))
                 continue
+            assert chip is not None
             if "maxq" in row["system"].lower() or "maxq" in row["notes"].lower():
                 continue  # power-capped systems: a different operating point
             per_acc = float(row["per_accelerator"]) if row["per_accelerator"] else None
@@ -204,6 +203,7 @@ def read_mlperf(path: Path) -> Published:
                 seconds=1.0 / statistics.median(values),
                 per_image=True,
                 source="https://github.com/mlcommons/inference_results_" + rnd,
+                software=f"mlperf-{rnd}",  # each round ships a newer TensorRT and harness: a fitted factor
             )
         )
     return out

@@ -136,9 +136,10 @@ def estimate_world(
 
     # 1. one pass: linear layers (or the weights' read), attention (or the cache's read), the rest
     linear_s = max(dev.linear_s(work.linear_flops / p, rows), dev.memory_s(weights_bytes))
-    attention_s = max(dev.attention_s(work.attention_flops / p, keys), dev.memory_s(kv_bytes))
+    head_dim = world.hidden_size // world.heads
+    attention_s = max(dev.attention_s(work.attention_flops / p, keys, head_dim), dev.memory_s(kv_bytes))
     attention_s += L * dev.attention_call_s
-    cross_s = dev.attention_s(work.cross_flops / p, max(world.cross_tokens, 1)) if world.cross_tokens else 0.0
+    cross_s = dev.attention_s(work.cross_flops / p, max(world.cross_tokens, 1), head_dim) if world.cross_tokens else 0.0
     cross_s += L * dev.attention_call_s if world.cross_tokens else 0.0
     elementwise_s = dev.activation_s(rows * d * L * act_bytes * eff["activation_passes_eager"])
     launch_s = dispatched_ops(world) * dev.kernel_s if chip.measured else workload.KERNELS_PER_BLOCK * L * dev.kernel_s

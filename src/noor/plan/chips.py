@@ -37,7 +37,7 @@ STEP_PARTS = {
     "linear_s": ("matmuls", "linear", "compute"),
     "self_attention_s": ("attention", "attention", "compute"),
     "cross_attention_s": ("attention", "attention", "compute"),
-    "conv_s": ("convolutions", "conv", "compute"),
+    "conv_s": ("convolutions", "linear", "compute"),  # a denoiser's convs run as implicit GEMMs (perf.estimate)
     "elementwise_s": ("elementwise", None, "memory"),
     "launch_s": ("kernel launches", None, "launch"),
     "ulysses_comm_s": ("communication", None, "link"),
@@ -45,8 +45,11 @@ STEP_PARTS = {
     "fsdp_comm_exposed_s": ("communication", None, "link"),
     "cfg_comm_s": ("communication", None, "link"),
 }
-STAGE_PARTS = {"text_encoder": ("text encoder", "linear", "compute"), "vae_decode": ("VAE decode", "conv", "compute"),
-               "offload": ("host link", None, "host link")}
+STAGE_PARTS = {
+    "text_encoder": ("text encoder", "linear", "compute"),
+    "vae_decode": ("VAE decode", "conv", "compute"),
+    "offload": ("host link", None, "host link"),
+}
 
 
 def driver(site: SitePlan) -> dict[str, Any]:
@@ -70,9 +73,14 @@ def driver(site: SitePlan) -> dict[str, Any]:
                     kernel_of[part] = (kernel, bound)
                 model = catalog.model(c.request.model)
                 precisions.add(est.plan.precision or model.precision)
-                weights_s = (model.params_b * 1e9 * model.experts_active / model.experts_total
-                             * workload.BYTES[est.plan.precision or model.precision]
-                             / ((spec.hbm_tbps or math.inf) * 1e12 * eff["memory_efficiency"]))
+                weights_s = (
+                    model.params_b
+                    * 1e9
+                    * model.experts_active
+                    / model.experts_total
+                    * workload.BYTES[est.plan.precision or model.precision]
+                    / ((spec.hbm_tbps or math.inf) * 1e12 * eff["memory_efficiency"])
+                )
                 linear_memory_bound |= stage.detail.get("linear_s", 0.0) <= weights_s * (1 + 1e-9)
             elif stage.name in STAGE_PARTS:
                 part, kernel, bound = STAGE_PARTS[stage.name]
@@ -88,15 +96,17 @@ def driver(site: SitePlan) -> dict[str, Any]:
     while family not in eff.families and family in eff.like:
         family = eff.like[family]
     fitted = family == spec.family
-    origin = (f"fitted on {family} measurements" if fitted
-              else f"{family}'s, assumed: no {spec.family} measurements (calibration.toml [like])")
+    origin = (
+        f"fitted on {family} measurements"
+        if fitted
+        else f"{family}'s, assumed: no {spec.family} measurements (calibration.toml [like])"
+    )
     if bound == "compute" and kernel is not None:
         precision = "fp8" if kernel == "linear" and precisions == {"fp8"} else "bf16"  # attention, conv: bf16
         peak = spec.peak_tflops(precision, kernel)  # type: ignore[arg-type]
         factor = eff.factor(spec.family, kernel)
         per_w = peak * factor / site.hardware.chip_tdp_w
-        figure = (f"{precision.upper()} {peak:,.0f} TFLOPS x {factor:.2f} efficiency ({origin}) "
-                  f"= {per_w:.2f} TFLOPS/W")
+        figure = f"{precision.upper()} {peak:,.0f} TFLOPS x {factor:.2f} efficiency ({origin}) = {per_w:.2f} TFLOPS/W"
     elif bound == "memory":
         factor = eff["memory_efficiency"]
         figure = f"HBM {spec.hbm_tbps:g} TB/s x {factor:.2f}"
@@ -106,11 +116,22 @@ def driver(site: SitePlan) -> dict[str, Any]:
     else:
         factor, figure = 1.0, bound
     share = seconds[part] / total if total else 0.0
-    text = (f"{part} {share:.0%} of chip time, {bound}-bound: {figure}; {site.hardware.chip_tdp_w:,.0f} W/chip; "
-            f"needs {peak_gb:.0f} of {spec.hbm_gb or 0:.0f} GB")
-    return {"part": part, "share": share, "bound": bound, "figure": figure, "efficiency": factor,
-            "efficiency_from": family, "efficiency_fitted": fitted, "tdp_w": site.hardware.chip_tdp_w,
-            "peak_memory_gb": peak_gb, "text": text}
+    text = (
+        f"{part} {share:.0%} of chip time, {bound}-bound: {figure}; {site.hardware.chip_tdp_w:,.0f} W/chip; "
+        f"needs {peak_gb:.0f} of {spec.hbm_gb or 0:.0f} GB"
+    )
+    return {
+        "part": part,
+        "share": share,
+        "bound": bound,
+        "figure": figure,
+        "efficiency": factor,
+        "efficiency_from": family,
+        "efficiency_fitted": fitted,
+        "tdp_w": site.hardware.chip_tdp_w,
+        "peak_memory_gb": peak_gb,
+        "text": text,
+    }
 
 
 # the catalog figures noor.perf prices a request with, and power (chips per MW)
@@ -125,10 +146,15 @@ def _twins(rows: list[ChipRow]) -> None:
         for other in rows[:i]:
             theirs = catalog.chip(other.chip)
             if all(getattr(mine, f) == getattr(theirs, f) for f in OUTPUT_FIGURES):
-                differs = ", ".join(f"{f} {getattr(mine, f):g} vs {getattr(theirs, f):g}" for f in OTHER_FIGURES
-                                    if getattr(mine, f) != getattr(theirs, f))
-                r.same_as = (f"same compute, HBM bandwidth, link and power as {other.chip}, so the same videos/day "
-                             f"per MW" + (f"; differs in {differs}" if differs else ""))
+                differs = ", ".join(
+                    f"{f} {getattr(mine, f):g} vs {getattr(theirs, f):g}"
+                    for f in OTHER_FIGURES
+                    if getattr(mine, f) != getattr(theirs, f)
+                )
+                r.same_as = (
+                    f"same compute, HBM bandwidth, link and power as {other.chip}, so the same videos/day "
+                    f"per MW" + (f"; differs in {differs}" if differs else "")
+                )
                 break
 
 
@@ -142,8 +168,14 @@ class ChipRow:
     same_as: str | None = None  # another chip with the same output figures, and what differs
 
     def to_dict(self) -> dict[str, Any]:
-        row: dict[str, Any] = {"chip": self.chip, "name": self.name, "ok": self.site is not None,
-                               "why_not": self.why_not, "ranks": self.ranks}
+        row: dict[str, Any] = {
+            "chip": self.chip,
+            "name": self.name,
+            "ok": self.site is not None,
+            "status": catalog.chip(self.chip).status,
+            "why_not": self.why_not,
+            "ranks": self.ranks,
+        }
         if self.site is not None:
             out = self.site.to_dict()["output"]
             row.update(
@@ -159,8 +191,18 @@ class ChipRow:
                 capex_usd=self.site.cost.capex_usd,
                 driver=driver(self.site) | ({"same_as": self.same_as} if self.same_as else {}),
                 figures=catalog.chip(self.chip).model_dump(
-                    include={"family", "bf16_tflops", "fp8_tflops", "hbm_gb", "hbm_tbps", "scaleup_gbps", "tdp_w",
-                             "usd_per_hour"}) | {"chip_price_usd": self.site.cost.chip_price_usd},
+                    include={
+                        "family",
+                        "bf16_tflops",
+                        "fp8_tflops",
+                        "hbm_gb",
+                        "hbm_tbps",
+                        "scaleup_gbps",
+                        "tdp_w",
+                        "usd_per_hour",
+                    }
+                )
+                | {"chip_price_usd": self.site.cost.chip_price_usd},
             )
         return row
 
@@ -190,8 +232,14 @@ class ChipRanking:
         }
 
 
-def rank_chips(power_mw: float, mix: Mix, a: Assumptions, cooling: str = "liquid",
-               chips: list[str] | None = None, sort_by: str = "videos_per_mw") -> ChipRanking:
+def rank_chips(
+    power_mw: float,
+    mix: Mix,
+    a: Assumptions,
+    cooling: str = "liquid",
+    chips: list[str] | None = None,
+    sort_by: str = "videos_per_mw",
+) -> ChipRanking:
     """Rank by `sort_by` (videos_per_mw, usd_per_video or time_to_video); every row also carries its rank by each."""
     if sort_by not in SORT_KEYS:
         raise PlanError("sort_by", sort_by, f"must be one of {', '.join(SORT_KEYS)}")

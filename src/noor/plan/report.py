@@ -135,7 +135,7 @@ def chips_markdown(doc: dict[str, Any]) -> str:
     lines += _table(
         ["rank (per MW / $ / time)", "chip", "videos/day per MW", "videos/day", "$/video", "kWh/video",
          "video p95 e2e s", "chips", "racks", "what decides it", "note"],
-        [[" / ".join(str(v) for v in r["ranks"].values()) if r["ok"] else "-", r["chip"],
+        [[" / ".join(str(v) for v in r["ranks"].values()) if r["ok"] else "-", f"{r['chip']} ({r['status']})",
           _n(r.get("videos_per_day_per_mw")), _n(r.get("videos_per_day")),
           _usd(r.get("usd_per_video")), _n(r.get("kwh_per_video")), _n(r.get("video_e2e_p95_s")), _n(r.get("chips")),
           _n(r.get("racks")), "; ".join(filter(None, [r["driver"]["text"], r["driver"].get("same_as")]))
