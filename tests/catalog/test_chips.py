@@ -228,3 +228,16 @@ def test_chips_being_bought_are_in_the_catalog_marked_announced_or_measured() ->
             for url in rows[{"gb300": gb300["chip"], "mi450": mi450["chip"]}[chip_id]]["source_url"].split(" ; ")[:1]
         )
     assert "DERIVED" in chips["mi450"].source  # its BF16 is FP8/2, not a published figure
+
+
+def test_trainium3_is_a_shipping_part_with_the_neuron_docs_figures() -> None:
+    import csv
+
+    with SHARED.open(newline="") as f:
+        row = {r["chip"]: r for r in csv.DictReader(f)}["Trainium3"]
+    chip = catalog.chip("trainium3")
+    assert chip.status == "measured" and chip.family == "trainium"
+    assert (chip.bf16_tflops, chip.fp8_tflops) == (float(row["bf16_dense_tflops"]), float(row["fp8_dense_tflops"]))
+    assert (chip.hbm_gb, chip.hbm_tbps) == (float(row["hbm_gb"]), float(row["hbm_tbps"]))
+    assert chip.tdp_w is None and row["tdp_w"] == ""  # not published
+    assert row["source_url"].split(" ; ")[0] in chip.source

@@ -164,6 +164,7 @@ CATALOG_ID = {
     "TPU v6e (Trillium)": "tpu-v6e",
     "TPU7x (Ironwood)": "tpu7x",
     "Trainium2": "trainium2",
+    "Trainium3": "trainium3",
     "Gaudi 3": "gaudi3",
     "GB300 (per Blackwell Ultra GPU in NVL72)": "gb300",
     "MI450 (MI455X)": "mi450",
