@@ -188,9 +188,9 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"type": "video", "video": {"loop": True, "duration": "10s"}}, "video.loop"),
     ({"type": "video", "video": {"hdr": True}}, "video.hdr"),
     ({"type": "video", "video": {"keyframes": [{"url": "x"}], "keyframe_indexes": [60]}}, "index 60"),
-    ({"type": "image_edit", "source": {"file_id": "f"}}, "type 'image_edit' is not available yet"),
-    ({"type": "video_edit", "model": "ray-3.2"}, "type 'video_edit' is not available yet"),
-    ({"type": "video_reframe"}, "type 'video_reframe' is not available yet"),
+    ({"type": "image_edit", "source": {"file_id": "f"}}, "source.file_id: no file"),
+    ({"type": "video_edit", "model": "ray-3.2"}, "source is required"),
+    ({"type": "video_reframe"}, "aspect_ratio is required"),
     ({"type": "layering"}, "type 'layering' is not available yet"),
 ]
 
