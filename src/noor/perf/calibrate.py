@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from noor import catalog
-from noor.perf.efficiency import Efficiency, calibration_path
+from noor.perf.efficiency import KERNEL_CLASSES, Efficiency, calibration_path
 from noor.perf.estimate import estimate
 from noor.perf.published import Case, Published, read_any
 
@@ -178,28 +178,28 @@ def bounds(name: str) -> tuple[float, float, float]:
 
 
 def _pack(eff: Efficiency, published: Published) -> tuple[list[str], np.ndarray]:
-    names, values = [], []
+    """The fitted parameters' names and log values: `eff`'s where it has them, else their priors."""
     shared = {pair for pairs in SHARED_EFFICIENCIES.values() for pair in pairs}
-    for fam in FITTED_FAMILIES:
-        table = eff.families.get(fam, {})
-        for k in ("linear", "attention", "conv"):
-            if (fam, k) not in shared:
-                names.append(f"{fam}.{k}")
-                values.append(table.get(k, EFFICIENCY_PRIOR))
-    for name, pairs in SHARED_EFFICIENCIES.items():
-        names.append(name)
-        logs = [math.log(eff.families.get(fam, {}).get(k, EFFICIENCY_PRIOR)) for fam, k in pairs]
-        values.append(math.exp(statistics.fmean(logs)))
-    for fam in FA3_FAMILIES:  # FlashAttention-3 runs on Hopper only; the H20 is a Hopper die too
-        names.append(f"{fam}.attention_fa3")
-        values.append(eff.families.get(fam, {}).get("attention_fa3", EFFICIENCY_PRIOR))
-    for k, (prior, _, _) in FITTED_CONSTANTS.items():
-        names.append(k)
-        values.append(eff.constants.get(k, prior))
-    for fam, releases in software_releases(published).items():
-        for release in releases[1:]:
-            names.append(f"software.{fam}.{release}")
-            values.append(eff.software_speedup(fam, release))
+    names = [f"{fam}.{k}" for fam in FITTED_FAMILIES for k in KERNEL_CLASSES if (fam, k) not in shared]
+    names += list(SHARED_EFFICIENCIES)
+    names += [f"{fam}.attention_fa3" for fam in FA3_FAMILIES]  # FA3 runs on Hopper only; the H20 is a Hopper die
+    names += list(FITTED_CONSTANTS)
+    names += [f"software.{fam}.{r}" for fam, releases in software_releases(published).items() for r in releases[1:]]
+    values = []
+    for name in names:
+        prior = bounds(name)[0]
+        if name in SHARED_EFFICIENCIES:
+            pairs = SHARED_EFFICIENCIES[name]
+            logs = [math.log(eff.families.get(fam, {}).get(k, prior)) for fam, k in pairs]
+            values.append(math.exp(statistics.fmean(logs)))
+        elif name.startswith("software."):
+            _, fam, release = name.split(".", 2)
+            values.append(eff.software.get(fam, {}).get(release, prior))
+        elif "." in name:
+            fam, k = name.split(".", 1)
+            values.append(eff.families.get(fam, {}).get(k, prior))
+        else:
+            values.append(eff.constants.get(name, prior))
     return names, np.log(np.array(values, dtype=float))
 
 
