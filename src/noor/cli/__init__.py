@@ -19,7 +19,7 @@ __all__ = ["BadInput", "app", "main"]
 def main() -> None:
     """Entry point: user errors are one line on stderr and exit code 2, never a traceback."""
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="noor")  # the name users type, however it was started
     except BadInput as err:
         print(f"noor: error: {err}", file=sys.stderr)
         sys.exit(2)
