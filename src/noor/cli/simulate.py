@@ -74,6 +74,8 @@ def simulate_run(
                                                              "instead of the event simulation")] = False,
     seed: Annotated[int | None, typer.Option(help="override the scenario's seed")] = None,
     set_: SetOption = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="a [campus]'s halls run at once (local "
+                                                                  "processes)")] = 2,
 ) -> None:
     """Run one scenario: a summary table, and optionally JSON and an HTML report."""
     from noor import sim
@@ -85,7 +87,7 @@ def simulate_run(
         with progress() as bar:
             task = bar.add_task("simulating" if not analytic else "approximating", total=100, info=scenario.name)
             result = sim.run(parsed, progress=lambda x: bar.update(task, completed=100 * x), analytic=analytic,
-                             keep=html is not None)
+                             keep=html is not None, jobs=jobs)
             bar.update(task, completed=100)
     except sim.ScenarioError as err:
         raise BadInput(f"{scenario.name}: {err}") from err

@@ -46,7 +46,9 @@ def _pcts(values: np.ndarray) -> dict[str, float | None]:
     return {"mean": _finite(float(values.mean())), **{f"p{q}": _finite(v) for q, v in zip(QUANTILES, got, strict=True)}}
 
 
-def summarize(fleet: Fleet) -> dict[str, Any]:
+def summarize(fleet: Fleet, draws: bool = False) -> dict[str, Any]:
+    """The analytic result; with `draws`, also "_draws": the drawn (class, tenant, wait, e2e) the percentiles
+    come from (a campus merges its halls' distributions from them)."""
     s = fleet.scenario
     for i, c in enumerate(fleet.classes):
         if c.interactive and c.max_queue is not None:
@@ -79,7 +81,7 @@ def summarize(fleet: Fleet) -> dict[str, Any]:
             capacity = np.array([fleet.sites[k].gpus for k in ok], dtype=float)
             for k, share in zip(ok, capacity / capacity.sum(), strict=True):
                 lam[ti, ci, k] += rates[ti, ci] * share
-    if not lam.any():
+    if not lam.any() and not fleet.training:
         raise ScenarioError("tenants: no traffic to approximate")
 
     # 2-4. each site, each hour
@@ -129,11 +131,12 @@ def summarize(fleet: Fleet) -> dict[str, Any]:
     per = lam * span_s  # jobs per (tenant, class, site, hour)
     weights = per.ravel()
     total_jobs = float(weights.sum())
-    comp = rng.choice(weights.size, size=SAMPLES, p=weights / total_jobs)
+    n_draws = SAMPLES if total_jobs > 0 else 0  # none: a site that only trains
+    comp = rng.choice(weights.size, size=n_draws, p=weights / total_jobs) if n_draws else np.zeros(0, dtype=int)
     t_of, c_of, s_of, h_of = np.unravel_index(comp, lam.shape)
-    waits = np.where(rng.uniform(size=SAMPLES) < p_wait[s_of, h_of],
-                     rng.exponential(1.0, SAMPLES) * tail[s_of, h_of], 0.0)
-    noise = np.exp(rng.normal(-sigma2 / 2, math.sqrt(sigma2), SAMPLES))
+    waits = np.where(rng.uniform(size=n_draws) < p_wait[s_of, h_of],
+                     rng.exponential(1.0, n_draws) * tail[s_of, h_of], 0.0)
+    noise = np.exp(rng.normal(-sigma2 / 2, math.sqrt(sigma2), n_draws))
     for i, c in enumerate(fleet.classes):  # a session's length spreads its own way
         if c.interactive and (mine := c_of == i).any():
             noise[mine] = session_lengths(c, rng, int(mine.sum()))
@@ -184,7 +187,7 @@ def summarize(fleet: Fleet) -> dict[str, Any]:
         "down_gpu_h": sum(x["down_gpu_h"] for x in sites),
         "failures": sum(x["failures"] for x in sites),
         "unstable_hours": unstable,
-        **{key: v for key, v in group("all", np.ones(SAMPLES, bool), total_jobs).items() if key != "name"},
+        **{key: v for key, v in group("all", np.ones(n_draws, bool), total_jobs).items() if key != "name"},
     }
     gpu_s = (per.sum(axis=(0, 3)) * np.nan_to_num(dur) * k_of[:, None]).sum(axis=1)  # (class,) GPU-seconds
     training = [{
@@ -229,7 +232,9 @@ def summarize(fleet: Fleet) -> dict[str, Any]:
     }
     if training:
         series["training_gpus"] = {r: [float(held[site_region == r, h].sum()) for h in range(hours)] for r in regions}
-    return {"fleet": overall, "classes": classes, "sessions": sessions, "training": training, "regions": by_region,
+    extra = {"_draws": {"cls": c_of, "tenant": t_of, "wait": waits, "e2e": e2e}} if draws else {}
+    return {**extra, "fleet": overall, "classes": classes, "sessions": sessions, "training": training,
+            "regions": by_region,
             "tenants": tenants,
             "sites": sites,
             "series": series, "core": {"samples": SAMPLES},

@@ -428,7 +428,7 @@ class _Run:
         killed and its jobs are queued again; it is repaired after an exponential time."""
         rng = self.rng
         site = self.sites[event[3]]  # a FAIL event carries the site's index
-        if self.done < self.n_jobs or self.arrived < self.n_jobs:
+        if now < self.horizon or self.done < self.n_jobs or self.arrived < self.n_jobs:  # a site that only trains too
             self.schedule_failure(site, now)
         node = rng.randrange(site.info.gpus) // site.per_node  # a GPU, uniformly
         if node in site.held:  # a partition's GPU: the job goes back to its checkpoint, a spare takes the GPU's place

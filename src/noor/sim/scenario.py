@@ -67,10 +67,15 @@ class Site(_Strict):
     usd_per_gpu_hour: NonNegFloat | None = None  # default: the chip's from the catalog
     # per job, time a GPU is held outside the model's work (encoding, storing, dispatch): not in the perf model
     job_overhead_s: NonNegFloat = 0.0
+    # on a [campus]: the site is the campus halls [first, last] (1-based), identical, each of gpus (or power_mw, by
+    # default the campus's power / its halls); each hall schedules its own queue
+    halls: list[int] | None = Field(None, min_length=2, max_length=2)
 
     @model_validator(mode="after")
     def _size(self) -> Site:
         power = self.power_mw is not None or self.kw_per_gpu is not None
+        if self.halls is not None and self.gpus is None and self.kw_per_gpu is not None:
+            return self  # a campus's hall: power_mw defaults to the campus's share (Scenario._halls)
         if self.gpus is None and not (self.power_mw is not None and self.kw_per_gpu is not None):
             raise ValueError("give gpus, or power_mw and kw_per_gpu")
         if self.gpus is not None and power:
@@ -78,7 +83,12 @@ class Site(_Strict):
         return self
 
     @property
+    def hall_count(self) -> int:
+        return 1 if self.halls is None else self.halls[1] - self.halls[0] + 1
+
+    @property
     def gpu_count(self) -> int:
+        """GPUs (of one hall, on a campus)."""
         if self.gpus is not None:
             return self.gpus
         assert self.power_mw is not None and self.kw_per_gpu is not None
@@ -148,6 +158,13 @@ class Training(_Strict):
         return math.floor(self.share * site.gpu_count / site.gpus_per_node) * site.gpus_per_node
 
 
+class Campus(_Strict):
+    """Halls numbered 1..halls, each power_mw / halls; sites take ranges of them (`Site.halls`)."""
+
+    power_mw: PositiveFloat  # facility power of the whole campus
+    halls: int = Field(ge=1)
+
+
 class Burst(_Strict):
     start_h: NonNegFloat
     duration_h: PositiveFloat
@@ -176,6 +193,18 @@ class Scenario(_Strict):
     bursts: list[Burst] = []
     trace: Trace | None = None
     training: list[Training] = []
+    campus: Campus | None = None
+
+    @model_validator(mode="after")
+    def _halls(self) -> Scenario:
+        """A campus's site without gpus or power_mw gets the campus's power per hall."""
+        if self.campus is None:
+            return self
+        per_hall = self.campus.power_mw / self.campus.halls
+        sites = [x.model_copy(update={"power_mw": per_hall}) if x.halls is not None and x.gpus is None
+                 and x.power_mw is None else x for x in self.sites]
+        object.__setattr__(self, "sites", sites)
+        return self
 
 
 def _path(loc: tuple[int | str, ...]) -> str:
@@ -309,9 +338,43 @@ def check(s: Scenario) -> None:
             raise ScenarioError(f"bursts[{i}].region: unknown region {b.region!r}; valid: {', '.join(regions)}")
         if b.tenant is not None and b.tenant not in tenants:
             raise ScenarioError(f"bursts[{i}].tenant: unknown tenant {b.tenant!r}; valid: {', '.join(sorted(tenants))}")
+    check_campus(s)
     check_training(s)
     if s.warmup_h >= s.horizon_h:
         raise ScenarioError(f"warmup_h: must be below horizon_h ({s.horizon_h}), got {s.warmup_h!r}")
+
+
+def check_campus(s: Scenario) -> None:
+    """A campus's sites are ranges of its halls that do not overlap, within its power."""
+    if s.campus is None:
+        for i, site in enumerate(s.sites):
+            if site.halls is not None:
+                raise ScenarioError(f"sites[{i}].halls: only on a [campus] (power_mw, halls), got {site.halls!r}")
+        return
+    if s.trace is not None:
+        raise ScenarioError(f"trace.path: a [campus] splits drawn traffic over its halls; a trace is not replayed "
+                            f"there, got {s.trace.path!r}")
+    n = s.campus.halls
+    owner: dict[int, int] = {}
+    power_mw = 0.0
+    for i, site in enumerate(s.sites):
+        if site.halls is None:
+            raise ScenarioError(f"sites[{i}].halls: missing: a campus's sites are ranges [first, last] of its "
+                                f"{n} halls")
+        first, last = site.halls
+        if not 1 <= first <= last <= n:
+            raise ScenarioError(f"sites[{i}].halls: must be [first, last] with 1 <= first <= last <= {n}, "
+                                f"got {site.halls!r}")
+        taken = [h for h in range(first, last + 1) if h in owner]
+        if taken:
+            other = owner[taken[0]]
+            raise ScenarioError(f"sites[{i}].halls: halls {taken[0]}-{taken[-1]} are also in sites[{other}] "
+                                f"({s.sites[other].name!r}), got {site.halls!r}")
+        owner.update(dict.fromkeys(range(first, last + 1), i))
+        power_mw += (site.power_mw or 0.0) * site.hall_count
+    if power_mw > s.campus.power_mw * (1 + 1e-9):
+        raise ScenarioError(f"sites: their halls draw {power_mw:,.1f} MW, more than the campus's power_mw, "
+                            f"got {s.campus.power_mw!r}")
 
 
 def check_training(s: Scenario) -> None:

@@ -52,6 +52,13 @@ def tables(result: dict[str, Any]) -> list[Table]:
         more = f" and {len(unstable) - 6} more" if len(unstable) > 6 else ""
         fleet.caption = (f"{len(unstable)} site-hour(s) at utilisation >= 100%: {hours}{more}. Their queues grow "
                          "without bound, so waits there have no steady state ('-'); the event simulation shows them.")
+    core = result.get("core", {})
+    if "halls" in f:  # a campus: every hall, one simulated per site of identical halls
+        fleet.caption = (fleet.caption + "\n" if fleet.caption else "") + (
+            f"{f['halls']} halls, one run per site of identical halls in {core.get('processes', 1)} processes"
+            + (f": {core['events']:,} events simulated for {core['events_represented']:,} in the campus, "
+               f"{core['events_per_s']:,.0f} events/s over {core['wall_s']:.1f} s wall ({core['cpu_s']:.1f} CPU-s)"
+               if result["mode"] == "event" else f" ({core['wall_s']:.1f} s wall)"))  # fmt: skip
     out = [fleet]
     for key, label in (("classes", "class"), ("regions", "region (where it ran)"), ("tenants", "tenant")):
         t = Table(title=f"per {label}")
@@ -87,10 +94,13 @@ def tables(result: dict[str, Any]) -> list[Table]:
                       f"{x['waited_h']:,.1f}", _num(x["held_gpu_h"]))
         out.append(t)
     sites = Table(title="per site")
-    for col in ("site", "region", "chip", "GPUs", "utilisation", "failures", "down GPU-h", "energy MWh", "cost $"):
+    halls = any("halls" in x for x in result["sites"])
+    for col in ("site", "region", "chip", *(["halls"] if halls else []), "GPUs", "utilisation", "failures",
+                "down GPU-h", "energy MWh", "cost $"):
         sites.add_column(col, justify="left" if col in ("site", "region", "chip") else "right")
     for x in result["sites"]:
-        sites.add_row(x["name"], x["region"], x["chip"], _num(x["gpus"]), _pct(x["utilisation"]),
+        sites.add_row(x["name"], x["region"], x["chip"], *([_num(x.get("halls", 1))] if halls else []),
+                      _num(x["gpus"]), _pct(x["utilisation"]),
                       f"{x['failures']:,.0f}", f"{x['down_gpu_h']:,.1f}",
                       "-" if x["energy_kwh"] is None else f"{x['energy_kwh'] / 1000:,.1f}", _num(x["cost_usd"]))
     out.append(sites)
