@@ -9,7 +9,7 @@ from noor.perf import calibrate, efficiency, published
 
 DATA = PUBLISHED_DIR
 # models whose leave-one-model-out median error is over 25%, and why (docs/perf.md, "Calibration")
-KNOWN_MISSES = {"flux.1-dev"}
+KNOWN_MISSES: set[str] = set()
 
 
 def _all() -> published.Published:
