@@ -187,7 +187,7 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"type": "video", "video": {"start_frame": {"generation_id": "nope"}}}, "'nope'"),
     ({"type": "video", "video": {"loop": True, "duration": "10s"}}, "video.loop"),
     ({"type": "video", "video": {"hdr": True}}, "video.hdr"),
-    ({"type": "video", "video": {"keyframes": [{"url": "x"}], "keyframe_indexes": [60]}}, "index 60"),
+    ({"type": "video", "video": {"keyframes": [{"url": "x"}], "keyframe_indexes": [121]}}, "0..120 for 5s, got 121"),
     ({"type": "image_edit", "source": {"file_id": "f"}}, "source.file_id: no file"),
     ({"type": "video_edit", "model": "ray-3.2"}, "source is required"),
     ({"type": "video_reframe"}, "aspect_ratio is required"),

@@ -125,8 +125,21 @@ def parse_body(model: type[B], body: bytes) -> B:
             raise RequestError(400, f"{where} is required", field=where) from None
         if first["type"] == "json_invalid":
             raise RequestError(400, f"body is not JSON: {first['msg']}") from None
-        got = first.get("input")
-        raise RequestError(400, f"{where or 'body'}: {first['msg']}, got {got!r}", field=where) from None
+        got = _shown(first.get("input"))
+        raise RequestError(400, f"{where or 'body'}: {first['msg']}, got {got}", field=where) from None
+
+
+def _shown(value: Any, most: int = 200) -> str:
+    """A refused value as an error line shows it: its repr, or for a long one (65 keyframes of base64 data) what it
+    is and how long."""
+    text = repr(value)
+    if len(text) <= most:
+        return text
+    if isinstance(value, str):
+        return f"<{len(value)} characters>"
+    if isinstance(value, list | dict):
+        return f"<{len(value)} items>"
+    return text[:most] + "..."
 
 
 @router.post("/files", status_code=201, responses=responses(Error, 413))

@@ -16,7 +16,8 @@ import binascii
 import secrets
 from collections.abc import Callable
 from datetime import UTC
-from typing import Any, Literal
+from itertools import groupby
+from typing import Any, Literal, cast
 
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -57,7 +58,7 @@ from noor.api.requests import (
 from noor.api.schemas import GenerationKeyframe, ImageKeyframe
 from noor.api.uploads import file_suffix
 from noor.engine import registry
-from noor.engine.task import fit_aspect
+from noor.engine.task import KEYFRAME_GRID_FPS, TaskError, fit_aspect, frames_from_grid, nearest_frames
 from noor.jobs import tenants
 from noor.jobs.assets import UPLOADS, asset_key
 from noor.jobs.generation import Generation
@@ -75,7 +76,6 @@ MODEL_TYPES = {  # which model does which type (the docs); layering runs on uni-
 }
 SHORT_SIDES = {"360p": 360, "540p": 540, "720p": 720, "1080p": 1080}  # a resolution names the short side
 DURATIONS_S = {"5s": 5.0, "10s": 10.0}
-FRAME_GRID_FPS = 24  # keyframe_indexes count frames of a 24 fps output (5s: 0..120)
 IMAGE_RESOLUTION, VIDEO_RESOLUTION = "540p", "540p"  # Noor's defaults, as the Dream Machine routes have
 STATES = {"queued": "queued", "dreaming": "processing", "completed": "completed", "failed": "failed"}
 OUTPUT_TTL_S = 3600  # output links are valid an hour (the spec's presigned output URLs)
@@ -305,29 +305,39 @@ def video_task(body: GenerationCreate, refs: Refs, spec: registry.ModelSpec) -> 
     duration = video.duration or "5s"
     if video.loop and duration == "10s":
         raise RequestError(400, "video.loop is not offered with video.duration '10s'", field="video.loop")
-    # 2. the frames it is pinned to
+    # 2. the frames it is pinned to: its start and end frames, or keyframes at indexes
+    num_frames = round(DURATIONS_S[duration] * spec.default_fps)
+    keyframes: list[dict[str, Any]] = []
     if video.keyframes is not None or video.keyframe_indexes is not None:
-        if video.loop or video.start_frame is not None or video.end_frame is not None:
-            other = "video.loop" if video.loop else "video.start_frame/end_frame"
-            raise RequestError(400, f"video.keyframes cannot be combined with {other}", field="video.keyframes")
-        start, end = _keyframes(video, duration, refs)
+        if video.start_frame is not None or video.end_frame is not None:
+            raise RequestError(400, "video.keyframes cannot be combined with video.start_frame/end_frame",
+                               field="video.keyframes")  # fmt: skip
+        if video.loop:  # the spec's rule: a loop's last frame is its first, which keyframes would pin apart
+            raise RequestError(400, "video.loop cannot be combined with video.keyframes (a loop ends on its first "
+                               "frame; pin frames without loop)", field="video.loop")  # fmt: skip
+        keyframes = _keyframes(video, duration, num_frames, refs)
+        start = end = None
     else:
         start = refs.frame(video.start_frame, "video.start_frame", "frame0")
         end = refs.frame(video.end_frame, "video.end_frame", "frame1")
     # 3. the task
     width, height = frame_size(aspect, video.resolution or VIDEO_RESOLUTION)
-    return {
+    task = {
         "prompt": _prompt(body.prompt),
         "negative_prompt": "",
         "width": width,
         "height": height,
-        "num_frames": round(DURATIONS_S[duration] * spec.default_fps),
+        "num_frames": num_frames,
         "fps": spec.default_fps,
         "seed": secrets.randbelow(2**31),
         "loop": bool(video.loop),
         "start": start,
         "end": end,
     }
+    if keyframes:
+        task["keyframes"] = keyframes
+        task["notes"] = _pinned_notes(spec, task, video.keyframe_indexes or [], duration)
+    return task
 
 
 def _no_hdr(video: VideoOptions) -> None:
@@ -421,30 +431,81 @@ def video_reframe_task(body: GenerationCreate, refs: Refs, spec: registry.ModelS
         ) from err
 
 
-def _keyframes(video: VideoOptions, duration: str, refs: Refs) -> tuple[Any, Any]:
-    """Keyframes on the 24 fps grid: the opening (0) and closing (last index) frames are what the installed
-    models pin; keyframes between them wait for the engine's many-keyframe operation."""
+def _keyframes(video: VideoOptions, duration: str, num_frames: int, refs: Refs) -> list[dict[str, Any]]:
+    """`video.keyframes` at `video.keyframe_indexes` (the 24 fps grid: 0..120 for 5s) as the task's keyframes, each
+    `{"index": frame of num_frames, "asset": key}` (`frames_from_grid`). A generation's frame: its last at index 0
+    (the video continues it, as a start frame does), its first anywhere else (as an end frame). A 400 naming
+    `video.keyframe_indexes[i]` and its value for an index out of the grid, given twice, or landing on the frame
+    of an earlier one."""
     frames, indexes = video.keyframes or [], video.keyframe_indexes or []
     if len(frames) != len(indexes):
         raise RequestError(
             400, f"video.keyframe_indexes must have one index per keyframe: {len(frames)} keyframes, "
             f"{len(indexes)} indexes", field="video.keyframe_indexes",
         )  # fmt: skip
-    last = round(DURATIONS_S[duration] * FRAME_GRID_FPS)
-    if len(set(indexes)) != len(indexes):
-        raise RequestError(400, f"video.keyframe_indexes must be unique, got {indexes}", field="video.keyframe_indexes")
-    pinned: dict[int, Any] = {}
-    for i, (ref, index) in enumerate(zip(frames, indexes, strict=True)):
+    seconds, last = DURATIONS_S[duration], round(DURATIONS_S[duration] * KEYFRAME_GRID_FPS)
+    first_at: dict[int, int] = {}
+    for i, index in enumerate(indexes):
         field = f"video.keyframe_indexes[{i}]"
         if not 0 <= index <= last:
             raise RequestError(400, f"{field} must be within 0..{last} for {duration}, got {index}", field=field)
-        if index not in (0, last):
+        if index in first_at:
             raise RequestError(
-                400, f"{field}: a keyframe inside the video (index {index}) is not available yet in this deployment; "
-                f"0 (the opening frame) and {last} (the last) are", field=field,
+                400, f"{field}: index {index} is given twice (video.keyframe_indexes[{first_at[index]}] too); the "
+                f"indexes must be unique, got {index}", field=field,
             )  # fmt: skip
-        pinned[index] = refs.frame(ref, f"video.keyframes[{i}]", "frame0" if index == 0 else "frame1")
-    return pinned.get(0), pinned.get(last)
+        first_at[index] = i
+    try:
+        at = frames_from_grid(indexes, seconds, num_frames)
+    except TaskError as err:  # (the range was checked) two on one frame of the clip: `value` is [earlier, later]
+        earlier, later = cast(list[int], err.value)
+        field = f"video.keyframe_indexes[{first_at[later]}]"
+        raise RequestError(
+            400, f"{field}: index {later} lands on frame {_frame_of(later, seconds, num_frames)} of the "
+            f"{num_frames}-frame clip, as index {earlier} does; keep keyframes at least "
+            f"{-(-last // (num_frames - 1))} apart, got {later}", field=field,
+        ) from err  # fmt: skip
+    out = []
+    for i, (ref, index, frame) in enumerate(zip(frames, indexes, at, strict=True)):
+        pinned = refs.frame(ref, f"video.keyframes[{i}]", "frame0" if index == 0 else "frame1")
+        out.append({"index": frame, **(pinned or {})})
+    return out
+
+
+def _frame_of(index: int, seconds: float, num_frames: int) -> int:
+    """The frame of a clip of num_frames that a keyframe at grid index `index` pins (`frames_from_grid`)."""
+    return frames_from_grid([index], seconds, num_frames)[0]
+
+
+def _pinned_notes(spec: registry.ModelSpec, task: dict[str, Any], indexes: list[int], duration: str) -> list[str]:
+    """`check_task` for a task with keyframes, its refusals naming the keyframe (`video.keyframe_indexes[i]`): a
+    model without keyframes at indexes, or two keyframes the model would draw on one of its own frames."""
+    try:
+        return check_task(spec, task)
+    except RequestError as err:
+        if err.field != "keyframes":
+            raise
+        if not isinstance(err.value, list):  # the model pins no frames inside a clip
+            raise RequestError(400, f"video.keyframes: {spec.id} cannot pin keyframes inside a video ({err.detail})",
+                               field="video.keyframes") from err  # fmt: skip
+        frames = [k["index"] for k in task["keyframes"]]
+        earlier, later = (indexes[frames.index(f)] for f in cast(list[int], err.value))
+        i = indexes.index(later)
+        apart = min_apart(DURATIONS_S[duration], task["num_frames"], spec.native_frames)
+        raise RequestError(
+            400, f"video.keyframe_indexes[{i}]: index {later} and index {earlier} fall on one of the "
+            f"{spec.native_frames} frames {spec.id} draws for {duration}; keep keyframes at least {apart} apart, got "
+            f"{later}", field=f"video.keyframe_indexes[{i}]",
+        ) from err  # fmt: skip
+
+
+def min_apart(seconds: float, num_frames: int, drawn: int) -> int:
+    """The least distance on the 24 fps grid of a `seconds` clip at which any two keyframes fall on different
+    frames of the `drawn` a model draws for its num_frames (grid -> clip frame -> drawn frame, each to the
+    nearest): the longest run of grid indexes that share a drawn frame."""
+    shown = nearest_frames(drawn, num_frames)
+    grid = range(round(seconds * KEYFRAME_GRID_FPS) + 1)
+    return max(len(list(run)) for _, run in groupby(int(shown[_frame_of(i, seconds, num_frames)]) for i in grid))
 
 
 # The types this deployment runs: each turns a request into an engine task, and its record's kind. A type without

@@ -36,8 +36,11 @@ DEFAULT_RESOLUTION = "540p"
 
 
 class RequestError(Exception):
-    def __init__(self, status: int, detail: str, field: str | None = None):
-        self.status, self.detail, self.field = status, detail, field
+    """`field`: the field refused; `value`: the engine's refused value, where a model's check refused it
+    (`check_task`), for a caller that names it in its own terms."""
+
+    def __init__(self, status: int, detail: str, field: str | None = None, value: Any = None):
+        self.status, self.detail, self.field, self.value = status, detail, field, value
         super().__init__(detail)
 
 
@@ -522,11 +525,11 @@ def resolve_image(req: ImageCreate, aliases: dict[str, str]) -> Resolved:
 
 
 def check_task(spec: registry.ModelSpec, task: dict[str, Any], source: Source | None = None) -> list[str]:
-    """The model's own limits and capabilities, on a stand-in task (keyframes are checked as present/absent, an
-    edit's or a reframe's `source` by its shape); returns the model's notes on what it will adapt or does not know
-    (the generation's `warnings`).
+    """The model's own limits and capabilities, on a stand-in task (start and end frames are checked as
+    present/absent, keyframes at indexes by their indexes, an edit's or a reframe's `source` by its shape); returns
+    the model's notes on what it will adapt or does not know (the generation's `warnings`).
 
-    Raises RequestError(400); its `field` names the engine field that was refused."""
+    Raises RequestError(400); its `field` names the engine field that was refused, its `value` the value."""
     size = task.get("source_size")
     position = task.get("source_position")
     try:
@@ -544,10 +547,11 @@ def check_task(spec: registry.ModelSpec, task: dict[str, Any], source: Source | 
             edit_mode=task.get("edit_mode"),
             reframe=task.get("kind") == "reframe",
             source_position=(position[0], position[1]) if position is not None else None,
+            keyframes=tuple((ref["index"], _PIXEL) for ref in task.get("keyframes") or ()),
         )
         notes = spec.check(probe)
     except TaskError as err:
-        raise RequestError(400, str(err), field=err.field) from err
+        raise RequestError(400, str(err), field=err.field, value=err.value) from err
     if not task["prompt"] and spec.prompt_notes:  # notes on the stand-in prompt are not the user's
         stand_in = set(spec.prompt_notes(probe.prompt))
         notes = [n for n in notes if n not in stand_in]
@@ -559,3 +563,4 @@ class _Present:
 
 
 _PRESENT: Any = _Present()
+_PIXEL = np.zeros((1, 1, 3), np.uint8)  # a keyframe's stand-in: its index is checked, not its pixels

@@ -114,7 +114,9 @@ class WorkerConfig:
 
 def task_from_json(data: dict[str, Any], assets: Files) -> Task:
     """The engine task a job stored, with keyframes (or the source clip of an upscale, an edit or a reframe) read
-    back from the asset store."""
+    back from the asset store. `start` and `end` are `{"asset": key}` (an image) or `{"asset": key, "frame":
+    "first"|"last"}` (a frame of an earlier video); `keyframes` lists the same with an `index` (a frame of the
+    task's num_frames) for frames pinned inside the clip."""
     kind = data.get("kind")
     if kind == "upscale":  # the clip at a new size: its frames, at its frame rate
         source = read_source(assets.get(data["source"]), data["source"])
@@ -149,17 +151,7 @@ def task_from_json(data: dict[str, Any], assets: Files) -> Task:
         )
 
     def keyframe(ref: dict[str, Any] | None) -> np.ndarray | None:
-        if not ref:
-            return None
-        raw = assets.get(ref["asset"])
-        if ref.get("frame") in ("first", "last"):  # a frame of an earlier video (extend)
-            with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
-                f.write(raw)
-                f.flush()
-                frames = media.read_video(f.name)
-            return frames[0] if ref["frame"] == "first" else frames[-1]
-        with Image.open(io.BytesIO(raw)) as image:
-            return np.asarray(image.convert("RGB"))
+        return read_keyframe(assets, ref) if ref else None
 
     return Task(
         prompt=data["prompt"],
@@ -174,7 +166,21 @@ def task_from_json(data: dict[str, Any], assets: Files) -> Task:
         start_frame=keyframe(data.get("start")),
         end_frame=keyframe(data.get("end")),
         loop=data.get("loop", False),
+        keyframes=tuple((int(ref["index"]), read_keyframe(assets, ref)) for ref in data.get("keyframes") or ()),
     )
+
+
+def read_keyframe(assets: Files, ref: dict[str, Any]) -> np.ndarray:
+    """A keyframe's pixels: a stored image, or the first or last frame of an earlier video (`ref["frame"]`)."""
+    raw = assets.get(ref["asset"])
+    if ref.get("frame") in ("first", "last"):  # a frame of an earlier video (extend)
+        with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
+            f.write(raw)
+            f.flush()
+            frames = media.read_video(f.name)
+        return frames[0] if ref["frame"] == "first" else frames[-1]
+    with Image.open(io.BytesIO(raw)) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 def read_source(raw: bytes, key: str, fps: int = 8) -> Media:
@@ -190,7 +196,8 @@ def read_source(raw: bytes, key: str, fps: int = 8) -> Media:
 
 
 PREVIEW_SIDE = 256
-ACTIONS: dict[str, Action] = {"upscale": "upscaled", "edit": "edited", "reframe": "reframed"}  # a job kind -> its manifest's action
+# a job kind -> its manifest's action
+ACTIONS: dict[str, Action] = {"upscale": "upscaled", "edit": "edited", "reframe": "reframed"}
 
 
 def preview_frames(frames: np.ndarray) -> np.ndarray:
@@ -230,18 +237,19 @@ def model_version(model: str) -> str:
 
 def ingredients(data: dict[str, Any], assets: Files) -> tuple[Ingredient, ...]:
     """What an output was made from, for its manifest: the source of an upscale, an edit or a reframe (its
-    parent), a clip's keyframes."""
+    parent), a clip's keyframes (its start and end frames, and those pinned at indexes)."""
     if data.get("kind") in ("upscale", "edit", "reframe"):  # the clip (or image) it was made from
         source = data["source"]
         raw = assets.get(source)
         mime = sniff(raw) or "application/octet-stream"
         return (Ingredient(f"source {mime.split('/')[0]} {source}", raw, mime, "parentOf"),)
+    refs = [(f"{which} keyframe", data.get(which)) for which in ("start", "end")]
+    refs += [(f"keyframe at frame {ref['index']}", ref) for ref in data.get("keyframes") or ()]
     out = []
-    for which in ("start", "end"):
-        ref = data.get(which)
+    for title, ref in refs:
         if ref:
             raw = assets.get(ref["asset"])
-            out.append(Ingredient(f"{which} keyframe {ref['asset']}", raw, sniff(raw) or "image/png", "inputTo"))
+            out.append(Ingredient(f"{title} {ref['asset']}", raw, sniff(raw) or "image/png", "inputTo"))
     return tuple(out)
 
 
