@@ -167,15 +167,16 @@ class TinyBackend:
 
     @staticmethod
     def _keyframe_options(batch: list[Task], num_frames: int) -> dict[str, Any]:
-        """The pipeline's `keyframes` for a group: each task's pins at the frames noor-tiny draws (`Task.drawn_pins`),
-        those at its first and last frame included (they are the start and end frames the pipeline pins). None
-        for a group without keyframes: its call as before."""
+        """The pipeline's `keyframes` for a group: each task's keyframes at the frames noor-tiny draws
+        (`Task.drawn_pins`; its start and end frames go as `start_frame` and `end_frame`, and a keyframe drawn at
+        frame 0 is the clip's start to the pipeline, which a loop ends on). Nothing for a group without keyframes:
+        its call as before."""
         if not any(t.keyframes for t in batch):
             return {}
         pins = []
         for task in batch:
             drawn = task.drawn_pins(num_frames)
-            pins.append({drawn[i]: centre_square(task.pinned[i]) for i, _ in task.keyframes})
+            pins.append({drawn[index]: centre_square(frame) for index, frame in task.keyframes})
         return {"keyframes": pins}
 
     @staticmethod
