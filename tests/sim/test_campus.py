@@ -59,6 +59,10 @@ def test_a_campus_day_merges_its_halls() -> None:
     assert [x["halls"] for x in event["sites"]] == [3, 2, 1]
     assert event["sites"][2]["utilisation"] == pytest.approx(1.0)  # the training hall: its partition all day
     assert event["core"]["events_represented"] > event["core"]["events"] > 0
+    from noor.sim.report import html_report
+
+    page = html_report(event)
+    assert "<h2>Training</h2>" in page and "ft (x2 halls)" in page and "pre (x1 halls)" in page
     assert [x["site"] for x in event["core"]["halls"]] == ["serve", "mixed", "train"]
     # latency: the mixture of the halls' distributions (one site's p95 lies between theirs)
     p95 = [p["fleet"]["wait_s"]["p95"] for p in parts[:2]]

@@ -263,7 +263,7 @@ def merge(s: Scenario, runs: list[dict[str, Any]], analytic: bool) -> dict[str, 
                              "failures": None if t["failures"] is None else h * t["failures"]})  # fmt: skip
 
     series: dict[str, Any] = {"t_h": runs[0]["series"]["t_h"]}
-    for key in ("busy_gpus", "down_gpus", "training_gpus"):
+    for key in ("busy_gpus", "down_gpus", "training_gpus", "queued"):
         by_hall = [(h, r["series"][key]) for r, h in zip(runs, halls, strict=True) if key in r["series"]]
         if by_hall:
             merged: dict[str, list[float]] = {}
@@ -274,7 +274,6 @@ def merge(s: Scenario, runs: list[dict[str, Any]], analytic: bool) -> dict[str, 
             series[key] = merged
     series["gpus"] = {region: sum(h * r["series"]["gpus"].get(region, 0) for r, h in zip(runs, halls, strict=True))
                       for region in sorted({site.region for site in s.sites})}  # fmt: skip
-    series["queued"] = {}
     return {"fleet": overall, "classes": classes, "sessions": sessions, "training": training, "regions": regions,
             "tenants": tenants, "sites": sites, "series": series, "assumptions": {
                 **runs[0]["assumptions"], "campus": (__doc__ or "").split("\n\n")[0] + " " +

@@ -99,6 +99,10 @@ SESSION_COLS = [("name", "class"), ("model", "world model"), ("fps", "fps"), ("s
                 ("wait_s.p95", "wait p95 s"), ("concurrent_mean", "at once, mean"),
                 ("concurrent_peak", "at once, peak"), ("frame_slo_met", "frame SLO met"), ("chips_eligible", "chips"),
                 ("session_utilisation", "utilisation")]
+TRAINING_COLS = [("name", "job"), ("site", "site"), ("gpus", "GPUs"), ("priority", "priority"), ("work_h", "work h"),
+                 ("progress_h", "done h"), ("done_at_h", "finished at h"), ("preemptions", "pre-empted"),
+                 ("failures", "failures"), ("lost_gpu_h", "lost GPU-h"), ("waited_h", "waited h"),
+                 ("held_gpu_h", "held GPU-h")]
 
 
 def html_report(result: dict[str, Any]) -> str:
@@ -133,6 +137,7 @@ def html_report(result: dict[str, Any]) -> str:
         "<h2>Per region (where jobs ran)</h2>" + _table(r["regions"], LATENCY_COLS),
         "<h2>Per tenant</h2>" + _table(r["tenants"], LATENCY_COLS),
         *(["<h2>Interactive sessions</h2>" + _table(r["sessions"], SESSION_COLS)] if r.get("sessions") else []),
+        *(["<h2>Training</h2>" + _table(r["training"], TRAINING_COLS)] if r.get("training") else []),
         "<h2>Per site</h2>" + _table(r["sites"], [("name", "site"), ("region", "region"), ("chip", "chip"),
                                                    ("gpus", "GPUs"), ("utilisation", "utilisation"),
                                                    ("failures", "failures"), ("down_gpu_h", "down GPU-h"),
