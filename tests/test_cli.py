@@ -231,7 +231,7 @@ def test_serve_refuses_an_unknown_scheduling_policy(tmp_path: Path, env: dict[st
 @pytest.mark.slow
 def test_eval_tiny_reads_every_prompt_once_per_seed_and_says_below_target(toy_weights: Path, tmp_path: Path) -> None:
     args = ["--per-language", "2", "--seeds", "2", "--keyframe-checks", "1", "--steps", "2", "--json", "r.json"]
-    args += ["--two-object-scenes", "1", "--aspect-prompts", "1", "--batch", "4"]  # 15 clips in all
+    args += ["--two-object-scenes", "1", "--aspect-prompts", "1", "--batch", "4"]  # 16 clips in all
     run = noor("eval", "tiny", "--weights", str(toy_weights), *args, cwd=tmp_path)
     assert run.returncode == 1 and run.stdout.strip().endswith("below target")  # toy weights draw no shapes
     report = json.loads((tmp_path / "r.json").read_text())
