@@ -146,3 +146,64 @@ def video_info(path: str | Path) -> tuple[int, int, int, float]:
     """(frames, width, height, fps) of a video, by decoding it."""
     frames, fps = read_clip(path)
     return len(frames), frames.shape[2], frames.shape[1], fps
+
+
+AUDIO_LAYOUTS = {1: "mono", 2: "stereo"}
+
+
+def fit_length(waveform: np.ndarray, num_samples: int) -> np.ndarray:
+    """(channels, samples) cut to `num_samples`, or padded with silence at the end up to it."""
+    if waveform.shape[1] >= num_samples:
+        return waveform[:, :num_samples]
+    return np.pad(waveform, ((0, 0), (0, num_samples - waveform.shape[1])))
+
+
+def mux_audio(
+    video_path: str | Path, waveform: np.ndarray, sample_rate: int, out_path: str | Path, bitrate: int = 192_000
+) -> Path:
+    """An MP4 with `video_path`'s video stream copied (not re-encoded) and `waveform` as an AAC track.
+
+    `waveform` is (channels, samples) float32 in [-1, 1], mono or stereo; it is cut to the clip's length, or padded
+    with silence up to it, so the sound ends with the picture. `out_path` may be `video_path` (written beside it
+    and renamed into place)."""
+    out_path = Path(out_path)
+    # 1. validate
+    if waveform.ndim != 2 or waveform.shape[0] not in AUDIO_LAYOUTS:
+        raise MediaError(f"waveform must be (channels, samples) with 1 or 2 channels, got shape {waveform.shape}")
+    if not 8000 <= sample_rate <= 96000:
+        raise MediaError(f"sample_rate must be between 8000 and 96000 Hz, got {sample_rate}")
+    if not np.isfinite(waveform).all():
+        raise MediaError("waveform has NaN or infinite samples")
+    try:
+        source = av.open(str(video_path))
+    except (av.error.FFmpegError, OSError) as err:
+        raise MediaError(f"not a readable video: {str(video_path)!r}") from err
+    with source:
+        if not source.streams.video:
+            raise MediaError(f"not a readable video: {str(video_path)!r}")
+        video = source.streams.video[0]
+        # 2. the clip's length: its frame count over its frame rate (every packet is one frame in an H.264 MP4)
+        packets = [p for p in source.demux(video) if p.dts is not None]
+        rate = video.average_rate or video.guessed_rate
+        if not packets or not rate:
+            raise MediaError(f"video has no frames: {str(video_path)!r}")
+        duration_s = len(packets) / float(rate)
+        # (channels, samples), planar float as AAC takes it
+        samples = np.ascontiguousarray(
+            fit_length(np.clip(waveform.astype(np.float32), -1.0, 1.0), round(duration_s * sample_rate))
+        )
+        with _atomic(out_path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
+            # 3. the video packets as they are
+            copied = container.add_stream_from_template(video)
+            # 4. the sound, encoded to AAC in the encoder's own frame size (PyAV buffers and splits)
+            audio = container.add_stream("aac", rate=sample_rate)
+            audio.layout = AUDIO_LAYOUTS[samples.shape[0]]
+            audio.bit_rate = bitrate
+            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout=audio.layout.name)
+            frame.sample_rate, frame.pts = sample_rate, 0
+            for packet in packets:
+                packet.stream = copied
+                container.mux(packet)
+            for packet in [*audio.encode(frame), *audio.encode(None)]:
+                container.mux(packet)
+    return out_path
