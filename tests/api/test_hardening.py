@@ -339,9 +339,7 @@ def _openai(api: dict[str, Any], key: str | None = None) -> openai.OpenAI:
 @SORA_DEPRECATED
 def test_what_the_sdk_can_call_but_noor_does_not_do_is_an_openai_400(api: dict[str, Any]) -> None:
     client = _openai(api)
-    calls = {
-        "extend": lambda: client.videos.extend(prompt="more", seconds="4", video=("a.mp4", b"\0" * 64)),
-        "edit": lambda: client.videos.edit(prompt="blue", video=("a.mp4", b"\0" * 64)),
+    calls = {  # (edit and extend are served: tests/api/test_edit_reframe_openai.py)
         "create_character": lambda: client.videos.create_character(name="x", video=("a.mp4", b"\0" * 64)),
         "get_character": lambda: client.videos.get_character("char_1"),
     }

@@ -538,7 +538,7 @@ def ping() -> Ping:
 
 def body_limit_bytes(path: str) -> int:
     """The request gate's cap on a body sent to `path`."""
-    if path in ("/v1/uploads", "/v1/videos"):
+    if path in ("/v1/uploads", "/v1/videos", "/v1/videos/edits", "/v1/videos/extensions"):
         return MAX_UPLOAD_BYTES + 64 * 1024  # the file and its multipart framing
     if path.startswith("/v1/worker/jobs/"):  # finished videos from remote workers
         return WORKER_FILE_BYTES

@@ -1,26 +1,38 @@
 """OpenAI's Videos API (`client.videos` in the official `openai` SDK) over the same job store.
 
 Errors carry both Noor's `{"detail": ...}` and OpenAI's `{"error": {...}}`, so either client reads them.
-A remix is an edit of the video under the new prompt (`REMIX_MODE`). What the SDK can call but this server does
-not do (edits, extensions, characters) is a 400 in that shape saying so, never a bare 404 or 405.
+A remix, and an edit of an uploaded MP4 or a completed video, is an edit of the video under the new prompt
+(`REMIX_MODE`); an extension continues the video from its last frame (as Dream Machine's extend does). What the SDK
+can call but this server does not do (characters) is a 400 in that shape saying so, never a bare 404 or 405.
 """
 
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from noor.api.app import Ctx, Tenant, check_limits, create_priced, generation_not_found, read
+from noor.api.app import MAX_UPLOAD_BYTES, Ctx, Tenant, check_limits, create_priced, generation_not_found, read
 from noor.api.errors import OPENAI_PREFIX, OpenAIErrorBody, error_body, responses
 from noor.api.gate import BadJSON, strict_json
 from noor.api.idempotency import IDEMPOTENT, IdempotentRoute, conflict
-from noor.api.requests import RequestError, check_task, edit_task, generation_source, resolve_model
-from noor.api.uploads import image_suffix
-from noor.jobs.assets import AssetNotFound, asset_key
+from noor.api.requests import (
+    RequestError,
+    Source,
+    check_task,
+    edit_task,
+    even,
+    generation_source,
+    resolve_model,
+    stored_source,
+)
+from noor.api.uploads import file_suffix, image_suffix
+from noor.engine import registry
+from noor.jobs.assets import UPLOADS, AssetNotFound, asset_key
 from noor.jobs.generation import Generation
 from noor.jobs.store import NotFound
 
@@ -29,7 +41,6 @@ SECONDS = ("4", "8", "12")
 # adhere_3, the highest of the levels that keep the motion (noor-tiny: docs/noor-tiny.md "Edit and reframe")
 REMIX_MODE = "adhere_3"
 STATUS = {"queued": "queued", "dreaming": "in_progress", "completed": "completed", "failed": "failed"}
-MAX_REFERENCE_BYTES = 20 * 1024 * 1024
 
 router = APIRouter(prefix=OPENAI_PREFIX, responses=responses(OpenAIErrorBody, 400, 401), route_class=IdempotentRoute)
 
@@ -88,42 +99,43 @@ def _video_of(ctx: Any, tenant: str, video_id: str) -> Generation:
 async def create_video(request: Request, tenant: Tenant, ctx: Ctx) -> JSONResponse:
     check_limits(ctx, tenant)
     # 1. the body: multipart (what the SDK sends) or JSON
-    reference: bytes | None = None
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        async with request.form() as form:  # closes the uploads' spooled temp files when read
-            fields: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
-            upload = form.get("input_reference")
-            if upload is not None and not isinstance(upload, str):
-                reference = await upload.read(MAX_REFERENCE_BYTES + 1)
-    else:
-        fields = await _json_fields(request)
+    fields, reference = await _body(request, "input_reference")
     prompt, model_name = _prompt(fields.get("prompt")), str(fields.get("model") or "sora-2")
-    seconds, size = str(fields.get("seconds") or "4"), str(fields.get("size") or "720x1280")
+    seconds, size = _seconds(fields.get("seconds") or "4"), str(fields.get("size") or "720x1280")
 
     # 2. validation, before anything is stored
-    if seconds not in SECONDS:
-        raise OpenAIError(400, f"seconds must be one of {', '.join(SECONDS)}, got {seconds!r}", param="seconds")
     try:
         width, height = (int(v) for v in size.lower().split("x"))
     except ValueError:
         raise OpenAIError(400, f"size must be WIDTHxHEIGHT, got {size!r}", param="size") from None
-    try:
-        spec = resolve_model(model_name, ctx.config.aliases)
-    except RequestError as err:
-        raise OpenAIError(400, err.detail, param="model") from err
+    spec = _model(ctx, model_name, "model")
     start = None
     if reference is not None:
-        if len(reference) > MAX_REFERENCE_BYTES:
+        if len(reference) > MAX_UPLOAD_BYTES:
             raise OpenAIError(413, "input_reference must be at most 20 MB", param="input_reference")
         try:
             suffix = await run_in_threadpool(image_suffix, reference, "input_reference")  # decodes it
         except RequestError as err:
             raise OpenAIError(400, err.detail, param="input_reference") from err
-        start = {"asset": asset_key(tenant.name, "uploads", f"{secrets.token_hex(16)}{suffix}")}
+        start = {"asset": asset_key(tenant.name, UPLOADS, f"{secrets.token_hex(16)}{suffix}")}
+    task = _video_task(spec, prompt, (width, height), seconds, start)
+
+    # 3. store the reference, then the job
+    if start is not None and reference is not None:
+        ctx.assets.put_for(tenant.regions, start["asset"], reference)
+    request_echo = {"model": model_name, "prompt": prompt, "seconds": seconds, "size": size, "generation_type": "video"}
+    return JSONResponse(video_out(_queue(ctx, tenant.name, spec.id, request_echo, task)))
+
+
+def _video_task(
+    spec: registry.ModelSpec, prompt: str, size: tuple[int, int], seconds: str, start: dict[str, Any] | None
+) -> dict[str, Any]:
+    """A video's stored task (`start`: the keyframe it starts from), checked against the model: its refusals name
+    the OpenAI field (size, seconds)."""
     task: dict[str, Any] = {
         "prompt": prompt,
-        "width": width,
-        "height": height,
+        "width": size[0],
+        "height": size[1],
         "num_frames": int(seconds) * spec.default_fps,
         "fps": spec.default_fps,
         "seed": secrets.randbelow(2**31),
@@ -134,12 +146,25 @@ async def create_video(request: Request, tenant: Tenant, ctx: Ctx) -> JSONRespon
     except RequestError as err:
         param = {"width": "size", "height": "size", "num_frames": "seconds"}.get(err.field or "", err.field)
         raise OpenAIError(400, err.detail, param=param) from err
+    return task
 
-    # 3. store the reference, then the job
-    if start is not None and reference is not None:
-        ctx.assets.put_for(tenant.regions, start["asset"], reference)
-    request_echo = {"model": model_name, "prompt": prompt, "seconds": seconds, "size": size, "generation_type": "video"}
-    return JSONResponse(video_out(_queue(ctx, tenant.name, spec.id, request_echo, task)))
+
+def _seconds(seconds: Any) -> str:
+    if str(seconds) not in SECONDS:
+        raise OpenAIError(400, f"seconds must be one of {', '.join(SECONDS)}, got {seconds!r}", param="seconds")
+    return str(seconds)
+
+
+async def _body(request: Request, file_field: str) -> tuple[dict[str, Any], bytes | None]:
+    """A body's fields, multipart (what the SDK sends) or JSON, and the bytes of its file `file_field` if it has one
+    (at most MAX_UPLOAD_BYTES + 1 read: a longer one is seen, and refused, without reading it all)."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return await _json_fields(request), None
+    async with request.form() as form:  # closes the uploads' spooled temp files when read
+        fields: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
+        upload = form.get(file_field)
+        data = None if upload is None or isinstance(upload, str) else await upload.read(MAX_UPLOAD_BYTES + 1)
+    return fields, data
 
 
 async def _json_fields(request: Request) -> dict[str, Any]:
@@ -226,46 +251,136 @@ def get_character(character_id: str, tenant: Tenant) -> None:
     raise _not_supported("Characters (videos.get_character)")
 
 
-@router.post("/edits", responses=responses(OpenAIErrorBody, 413))
-def edit_video(tenant: Tenant) -> None:
-    raise _not_supported("Video edits (videos.edit)")
+@dataclass
+class SourceVideo:
+    """The video an edit, a remix or an extension works from: an upload (`data`, stored once the request is
+    checked) or a completed video of the tenant's (`video_id`)."""
+
+    clip: Source  # its asset key and shape
+    model: str  # the model name the new video is made with: the source video's, or the body's (default sora-2)
+    spec: registry.ModelSpec  # the model it names
+    param: str  # the field that named it, which its refusals name
+    data: bytes | None = None
+    video_id: str | None = None
+
+    def store(self, ctx: Any, tenant: Any) -> None:
+        if self.data is not None:
+            ctx.assets.put_for(tenant.regions, self.clip.key, self.data)
 
 
-@router.post("/extensions", responses=responses(OpenAIErrorBody, 413))
-def extend_video(tenant: Tenant) -> None:
-    raise _not_supported("Video extensions (videos.extend)")
+def _source_video(ctx: Any, tenant: Any, fields: dict[str, Any], data: bytes | None) -> SourceVideo:
+    """`video`: an uploaded MP4 (multipart, what the SDK sends) or `{"id": ...}` of a completed video (JSON; the SDK's
+    multipart cannot carry it). An unknown video is a 404, a bad file or one not completed a 400 naming `video`."""
+    reference = fields.get("video")
+    if data is None and isinstance(reference, dict) and set(reference) == {"id"} and isinstance(reference["id"], str):
+        return _stored_video(ctx, tenant, reference["id"], "video")
+    if data is None:
+        raise OpenAIError(
+            400, f"video is required: an MP4 file (multipart) or {{\"id\": ...}} of a completed video, got "
+            f"{reference!r}", param="video",
+        )  # fmt: skip
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise OpenAIError(413, "video must be at most 20 MB", param="video")
+    model = str(fields.get("model") or "sora-2")
+    spec = _model(ctx, model, "model")
+    try:
+        suffix = file_suffix(data, "video")  # decodes it
+        key = asset_key(tenant.name, UPLOADS, f"{secrets.token_hex(16)}{suffix}")
+        clip = stored_source(lambda _: data, key, "video", "video", default_fps=spec.default_fps)
+    except RequestError as err:
+        raise OpenAIError(400, err.detail, param="video") from err
+    return SourceVideo(clip, model, spec, "video", data=data)
 
 
-@router.post(
-    "/{video_id}/remix",
-    responses=responses(OpenAIErrorBody, 402, 404, 413, 429) | conflict(OpenAIErrorBody),
-    openapi_extra=IDEMPOTENT,
-)
+def _model(ctx: Any, name: str, param: str) -> registry.ModelSpec:
+    try:
+        return resolve_model(name, ctx.config.aliases)
+    except RequestError as err:
+        raise OpenAIError(400, err.detail, param=param) from err
+
+
+def _stored_video(ctx: Any, tenant: Any, video_id: str, param: str) -> SourceVideo:
+    g = _video_of(ctx, tenant.name, video_id)  # an unknown video is a 404, as it is everywhere else
+    try:
+        clip = generation_source(g, param, "video", ctx.assets.get)
+    except RequestError as err:  # not completed
+        raise OpenAIError(err.status, err.detail, param=param) from err
+    model = str(g.request.get("model") or g.model)
+    return SourceVideo(clip, model, _model(ctx, g.model, param), param, video_id=video_id)
+
+
+def _edit(ctx: Any, tenant: Any, source: SourceVideo, prompt: str, request: dict[str, Any]) -> dict[str, Any]:
+    """An edit of `source` under `prompt` from REMIX_MODE's level, of its size and length, queued."""
+    spec = source.spec
+    try:
+        task = edit_task(spec, source.clip, prompt, REMIX_MODE)
+    except RequestError as err:  # the model cannot edit, or the source is not one it takes
+        raise OpenAIError(err.status, err.detail, param="prompt" if err.field == "prompt" else source.param) from err
+    source.store(ctx, tenant)
+    request = {
+        "model": source.model,
+        "prompt": prompt,
+        "seconds": f"{source.clip.seconds:g}",
+        "size": f"{task['width']}x{task['height']}",
+        "generation_type": "video",
+    } | request
+    return video_out(_queue(ctx, tenant.name, spec.id, request, task))
+
+
+CREATE_ROUTE: dict[str, Any] = {  # a route that queues a new video
+    "responses": responses(OpenAIErrorBody, 402, 404, 413, 429) | conflict(OpenAIErrorBody),
+    "openapi_extra": IDEMPOTENT,
+}
+
+
+@router.post("/edits", **CREATE_ROUTE)
+async def edit_video(request: Request, tenant: Tenant, ctx: Ctx) -> JSONResponse:
+    """`videos.edit`: an edit of the uploaded MP4 (or of a completed video by id) under the prompt, as a remix is."""
+    fields, data = await _body(request, "video")
+    prompt = _prompt(fields.get("prompt"))
+
+    def run() -> dict[str, Any]:
+        check_limits(ctx, tenant)
+        return _edit(ctx, tenant, _source_video(ctx, tenant, fields, data), prompt, {})
+
+    return JSONResponse(await run_in_threadpool(run))
+
+
+@router.post("/extensions", **CREATE_ROUTE)
+async def extend_video(request: Request, tenant: Tenant, ctx: Ctx) -> JSONResponse:
+    """`videos.extend`: a new video of `seconds` that continues the uploaded MP4 (or a completed video by id) from
+    its last frame, at its size: Dream Machine's extend (a start keyframe on an earlier video's last frame). The
+    result is the new segment; the source is not repeated in it."""
+    fields, data = await _body(request, "video")
+    prompt, seconds = _prompt(fields.get("prompt")), _seconds(fields.get("seconds"))
+
+    def run() -> dict[str, Any]:
+        check_limits(ctx, tenant)
+        source = _source_video(ctx, tenant, fields, data)
+        spec = source.spec
+        size = even(source.clip.width), even(source.clip.height)
+        task = _video_task(spec, prompt, size, seconds, {"asset": source.clip.key, "frame": "last"})
+        source.store(ctx, tenant)
+        request = {"model": source.model, "prompt": prompt, "seconds": seconds, "size": f"{size[0]}x{size[1]}",
+                   "generation_type": "video", "extended_from_video_id": source.video_id}  # fmt: skip
+        return video_out(_queue(ctx, tenant.name, spec.id, request, task))
+
+    return JSONResponse(await run_in_threadpool(run))
+
+
+@router.post("/{video_id}/remix", **CREATE_ROUTE)
 async def remix_video(video_id: str, request: Request, tenant: Tenant, ctx: Ctx) -> JSONResponse:
     """An edit of a completed video under the new prompt, from REMIX_MODE's level: a new video whose
     `remixed_from_video_id` is the source's id, of its size and length."""
     fields = await _json_fields(request)
-    return JSONResponse(await run_in_threadpool(_remix, ctx, tenant, video_id, _prompt(fields.get("prompt"))))
+    prompt = _prompt(fields.get("prompt"))
 
+    def run() -> dict[str, Any]:
+        check_limits(ctx, tenant)
+        source = _stored_video(ctx, tenant, video_id, "video_id")
+        return _edit(ctx, tenant, source, prompt, {"remixed_from_video_id": video_id})
 
-def _remix(ctx: Any, tenant: Any, video_id: str, prompt: str) -> dict[str, Any]:
-    check_limits(ctx, tenant)
-    source = _video_of(ctx, tenant.name, video_id)  # an unknown video is a 404, as it is everywhere else
-    try:
-        clip = generation_source(source, "video_id", "video", ctx.assets.get)
-        spec = resolve_model(source.model, ctx.config.aliases)
-        task = edit_task(spec, clip, prompt, REMIX_MODE)
-    except RequestError as err:  # not completed; or the model cannot edit, or the source is not one it takes
-        raise OpenAIError(err.status, err.detail, param=err.field) from err
-    request = {
-        "model": source.request.get("model") or source.model,
-        "prompt": prompt,
-        "seconds": f"{clip.seconds:g}",
-        "size": f"{task['width']}x{task['height']}",
-        "generation_type": "video",
-        "remixed_from_video_id": video_id,
-    }
-    return video_out(_queue(ctx, tenant.name, spec.id, request, task))
+    return JSONResponse(await run_in_threadpool(run))
 
 
 @router.get("/{video_id}", responses=responses(OpenAIErrorBody, 404))
