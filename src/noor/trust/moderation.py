@@ -445,10 +445,12 @@ def metadata_texts(data: bytes) -> list[str]:
 
 
 def task_texts(task: dict[str, Any], read_asset: Callable[[str], bytes] | None = None) -> list[str]:
-    """A task's prompt and the metadata text of its keyframe images (read with `read_asset`)."""
+    """A task's prompt and the metadata text of the images it is made from (read with `read_asset`): its start and
+    end frames, its keyframes at indexes, and an edit's or a reframe's source image."""
     texts = [str(task.get("prompt") or "")]
-    for frame in (task.get("start"), task.get("end")):
-        key = frame.get("asset") if isinstance(frame, dict) else None
+    frames = [task.get("start"), task.get("end"), *(task.get("keyframes") or ())]
+    keys = [frame.get("asset") if isinstance(frame, dict) else None for frame in frames] + [task.get("source")]
+    for key in keys:
         if read_asset is not None and isinstance(key, str) and key.lower().endswith(_IMAGE_SUFFIXES):
             texts += metadata_texts(read_asset(key))
     return texts
@@ -461,8 +463,8 @@ def screen_task(
     policies: Policies | None = None,
     classifier: Classifier | None = None,
 ) -> Decision:
-    """Moderate a task before it is queued: its prompt and keyframe images' metadata, its negative prompt (by the
-    rules that apply to one), then the external classifier if the deployment has one. The decision is logged."""
+    """Moderate a task before it is queued: its prompt and its images' metadata (`task_texts`), its negative prompt
+    (by the rules that apply to one), then the external classifier if the deployment has one. The decision is logged."""
     policy = (policies or configured()).for_tenant(tenant)
     texts = task_texts(task, read_asset)
     negative = str(task.get("negative_prompt") or "")
