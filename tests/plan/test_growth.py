@@ -76,8 +76,12 @@ def test_chips_retire_after_their_life() -> None:
     h100 = plan_site(35, "h100-sxm", sc.mix, a, "air").videos_per_day
     assert months[48.0]["capacity_videos_per_day"] == pytest.approx(months[47.0]["capacity_videos_per_day"] - h100)
     assert doc["summary"]["retirements"] == [  # the B200s of month 12 at 60, the horizon
-        {"site": "hall-1", "chip": "h100-sxm", "chips": plan_site(35, "h100-sxm", sc.mix, a, "air").hardware.chips,
-         "month": 48.0},
+        {
+            "site": "hall-1",
+            "chip": "h100-sxm",
+            "chips": plan_site(35, "h100-sxm", sc.mix, a, "air").hardware.chips,
+            "month": 48.0,
+        },
         {"site": "hall-1", "chip": "b200", "chips": plan_site(115, "b200", sc.mix, a).hardware.chips, "month": 60.0},
     ]
     assert doc["phases"][-1]["power_mw"] == 2150  # the buildings and their power stay
@@ -97,14 +101,18 @@ def test_the_table_shortfall_is_what_the_chart_shows_month_by_month(noor_plan: C
         gaps = {t["month"]: t["demand_videos_per_day"] - t["capacity_videos_per_day"] for t in window}
         assert phase["short_months"] == [m for m, gap in gaps.items() if gap > 0]
         assert phase["shortfall_videos_per_day"] == pytest.approx(max(0.0, *gaps.values()))
-    assert [p["short_months"] for p in doc["phases"]] == [
-        [7.0, 8.0, 9.0, 10.0, 11.0], [float(m) for m in range(26, 36)], []]
-    # month 35: 56.7M videos/day wanted of 24.4M built, 2.3x
+    # the example falls short before each of its first two builds and not after the last (which months depends
+    # on the perf model's calibration: 7-11 and 26-35 when #26 was found, 9-11 and 27-35 after #31's refit)
+    short = [p["short_months"] for p in doc["phases"]]
+    assert short[0] and short[1] and not short[2], short
+    assert all(m == int(m) for months in short for m in months), short
     year_end = doc["phases"][1]
-    assert year_end["shortfall_videos_per_day"] > 1.3 * year_end["capacity_videos_per_day"]
+    assert short[1] == [float(m) for m in range(int(short[1][0]), int(short[1][-1]) + 1)]  # one run up to the build
+    assert year_end["shortfall_videos_per_day"] > 0.5 * year_end["capacity_videos_per_day"]  # 1.0x at the refit
     table = noor_plan("growth", str(EXAMPLE)).stdout
     row = next(line for line in table.splitlines() if line.startswith("| year end |"))
-    assert f"{year_end['shortfall_videos_per_day']:,.0f} (months 26-35)" in row
+    first, last = int(short[1][0]), int(short[1][-1])
+    assert f"{year_end['shortfall_videos_per_day']:,.0f} (months {first}-{last})" in row
 
 
 def _with_share(tmp_path: Path, phase_head: str, share: float) -> Path:
