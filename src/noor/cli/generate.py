@@ -6,13 +6,16 @@ import json
 import statistics
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from noor.cli.base import BadInput, CheckpointEvery, Nproc, Resume, app, console, fail, progress, run_training
+
+if TYPE_CHECKING:
+    from noor.engine.sound import AudioSpec
 
 train_app = typer.Typer(help="Train the built-in models, or a LoRA on an open model.", no_args_is_help=True)
 eval_app = typer.Typer(help="Evaluate a model.", no_args_is_help=True)
@@ -523,7 +526,14 @@ def models_list() -> None:
     for spec in registry.available():
         defaults = f"{spec.native_width}x{spec.native_height}, {spec.native_frames} frames, {spec.default_steps} steps"
         table.add_row(spec.id, spec.family, " ".join(sorted(spec.capabilities)), defaults, spec.source)
+    for sound in registry.audio_models():
+        table.add_row(sound.id, sound.family, "audio", _audio_defaults(sound), sound.source)
     Console(width=200).print(table)
+
+
+def _audio_defaults(spec: AudioSpec) -> str:
+    layout = {1: "mono", 2: "stereo"}.get(spec.channels, f"{spec.channels} channels")
+    return f"{spec.sample_rate} Hz {layout}, up to {spec.max_seconds:g} s, {spec.default_steps} steps"
 
 
 @models_app.command("add")
@@ -554,10 +564,28 @@ def models_add(
     ] = None,
 ) -> None:
     """Register a local weights dir under a model id, after checking it is complete and of its family."""
-    from noor.engine.diffusers import installed, weights
+    from noor.engine.diffusers import audio, installed, weights
     from noor.engine.diffusers.options import Options
     from noor.engine.diffusers.parallel import parse as parse_plan
 
+    if audio.is_audio(family, path):  # a sound model: the options that shape a picture do not apply
+        picture_only = {
+            "--size": size, "--frames": frames, "--fps": fps, "--offload": None if offload == "none" else offload,
+            "--vae-tiling": vae_tiling or None, "--vae-slicing": vae_slicing or None, "--attention": attention or None,
+            "--cache": None if cache == "none" else cache, "--perf-id": perf_id, "--parallel": parallel,
+        }  # fmt: skip
+        for option, value in picture_only.items():
+            if value is not None:
+                raise BadInput(f"{option}: an audio model takes no {option} (it makes sound), got {value!r}")
+        sound_entry = audio.InstalledAudio(model_id, family or "", str(path), dtype, device, steps, guidance)
+        try:
+            sound = audio.add(sound_entry)
+        except ValueError as err:
+            raise BadInput(str(err)) from err
+        spec = audio.spec_of(sound)
+        print(f"{sound.id}  {sound.family}, {sound.dtype}, {sound.path}  (in {installed.config_path()})")
+        print(f"makes sound: {_audio_defaults(spec)}")
+        return
     width, height = _parse_size(size, None, None) or (None, None)
     entry = installed.InstalledModel(
         id=model_id,
@@ -599,6 +627,15 @@ def models_show(model_id: Annotated[str, typer.Argument(metavar="ID", help="a mo
     from noor.engine import registry
     from noor.engine.task import TaskError
 
+    sounds = {sound.id: sound for sound in registry.audio_models()}
+    if model_id in sounds:
+        sound = sounds[model_id]
+        for key, value in {
+            "id": sound.id, "family": sound.family, "description": sound.description, "weights": sound.source,
+            "can do": "audio", "defaults": _audio_defaults(sound) + f", guidance {sound.default_guidance}",
+        }.items():  # fmt: skip
+            print(f"{key:12} {value}")
+        return
     try:
         spec = registry.get(model_id)
     except TaskError as err:

@@ -17,6 +17,7 @@ from pathlib import Path
 from noor.engine.backend import Backend
 from noor.engine.interactive import Interactive, UnknownWorldModel, WorldSpec
 from noor.engine.resample import ResampleBackend
+from noor.engine.sound import AudioSpec
 from noor.engine.task import Task, TaskError
 from noor.perf.parallelism import ParallelPlan
 
@@ -266,6 +267,48 @@ def get_world(model_id: str) -> WorldSpec:
     if model_id not in _WORLDS:
         raise UnknownWorldModel(model_id, sorted(_WORLDS))
     return _WORLDS[model_id]
+
+
+# Sound for a clip comes from an installed audio model (`noor.engine.sound`, `noor.engine.diffusers.audio`);
+# none is built in. How to add one, for the refusal when there is none:
+ADD_AUDIO_MODEL = "noor models add sao --path DIR --family stable-audio-open"
+AUDIO_WEIGHTS = "DIR: a diffusers Stable Audio Open weights dir, e.g. a download of stabilityai/stable-audio-open-1.0"
+
+
+class NoAudioModel(TaskError):
+    """A request for sound on a machine with no audio model installed; says how to add one."""
+
+    def __init__(self, model_id: str | None = None):
+        super().__init__(
+            "model",
+            model_id,
+            f"no audio model is installed; add one with `{ADD_AUDIO_MODEL}` ({AUDIO_WEIGHTS}; docs/models.md)",
+        )
+
+
+class UnknownAudioModel(TaskError):
+    def __init__(self, model_id: str, known: list[str]):
+        super().__init__("model", model_id, f"unknown audio model; available: {', '.join(known)}")
+
+
+def audio_models() -> list[AudioSpec]:
+    """The installed audio models (models.toml's `audio` table), by id."""
+    from noor.engine.diffusers.audio import installed_specs
+
+    every = installed_specs()
+    return [every[k] for k in sorted(every)]
+
+
+def get_audio(model_id: str | None = None) -> AudioSpec:
+    """An installed audio model by id; None: the first installed one. `NoAudioModel` when none is installed."""
+    every = {spec.id: spec for spec in audio_models()}
+    if not every:
+        raise NoAudioModel(model_id)
+    if model_id is None:
+        return next(iter(every.values()))
+    if model_id not in every:
+        raise UnknownAudioModel(model_id, list(every))
+    return every[model_id]
 
 
 def _load_world_tiny(threads: int | None = None, weights: Path | None = None) -> Interactive:

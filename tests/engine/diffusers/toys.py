@@ -536,10 +536,61 @@ TOYS: dict[str, tuple[Callable[[], Any], int, int, int]] = {
 }
 
 
+def stable_audio() -> Any:
+    """Stable Audio Open at toy size: stereo at 8 kHz (the lowest rate AAC takes), a hop of 64 samples per latent
+    and 256 latents, so it makes up to 2.048 s."""
+    from diffusers import AutoencoderOobleck, EDMDPMSolverMultistepScheduler, StableAudioDiTModel, StableAudioPipeline
+    from diffusers.pipelines.stable_audio.modeling_stable_audio import StableAudioProjectionModel
+
+    from noor.engine.diffusers.audio import quiet_weight_norm
+
+    text_encoder = t5_encoder()
+    tokenizer = t5_tokenizer()
+    tokenizer.model_max_length = 16  # the real one: 128 (T5-base); unset, the fast tokenizer cannot truncate
+    with quiet_weight_norm():
+        vae = AutoencoderOobleck(
+            encoder_hidden_size=6,
+            downsampling_ratios=[2, 4, 8],
+            decoder_channels=3,
+            decoder_input_channels=3,
+            audio_channels=2,
+            channel_multiples=[1, 2, 2],
+            sampling_rate=8000,
+        )
+    return StableAudioPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        projection_model=StableAudioProjectionModel(
+            text_encoder_dim=text_encoder.config.d_model, conditioning_dim=4, min_value=0, max_value=32
+        ),
+        tokenizer=tokenizer,
+        transformer=StableAudioDiTModel(
+            sample_size=256,
+            in_channels=3,
+            num_layers=2,
+            attention_head_dim=4,
+            num_attention_heads=2,
+            num_key_value_attention_heads=2,
+            out_channels=3,
+            cross_attention_dim=8,
+            time_proj_dim=8,
+            global_states_input_dim=8,
+            cross_attention_input_dim=4,
+        ),
+        scheduler=EDMDPMSolverMultistepScheduler(
+            solver_order=2, prediction_type="v_prediction", sigma_data=1.0, sigma_schedule="exponential"
+        ),
+    )
+
+
+# Audio families' toys (noor.engine.diffusers.audio), apart from TOYS: they make sound, not frames.
+AUDIO_TOYS: dict[str, Callable[[], Any]] = {"stable-audio-open": stable_audio}
+
+
 def build(family: str, out: Path) -> Path:
     """Build a family's toy pipeline with fixed seeds and save it (safetensors) to `out`."""
     torch.manual_seed(0)
-    pipe = TOYS[family][0]()
+    pipe = AUDIO_TOYS[family]() if family in AUDIO_TOYS else TOYS[family][0]()
     pipe.save_pretrained(out, safe_serialization=True)
     return out
 

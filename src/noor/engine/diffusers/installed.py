@@ -89,12 +89,26 @@ def config_path() -> Path:
     return settings().data_dir / FILE_NAME
 
 
-def load(path: Path | None = None) -> dict[str, InstalledModel]:
+def read_table(name: str, path: Path | None = None) -> dict[str, dict[str, Any]]:
+    """One table of models.toml as it is written: `models` (video and image), `audio` (noor.engine.diffusers.audio)."""
     path = path or config_path()
     if not path.is_file():
         return {}
-    data = tomllib.loads(path.read_text())
-    return {mid: InstalledModel.from_toml(mid, entry) for mid, entry in data.get("models", {}).items()}
+    table = tomllib.loads(path.read_text()).get(name, {})
+    return table if isinstance(table, dict) else {}
+
+
+def file_version(path: Path) -> tuple[str, int, int, int] | None:
+    """What changes when models.toml is written (`save` replaces it: a new inode); None when there is none."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return (str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+def load(path: Path | None = None) -> dict[str, InstalledModel]:
+    return {mid: InstalledModel.from_toml(mid, entry) for mid, entry in read_table("models", path).items()}
 
 
 def _toml_value(value: Any) -> str:
@@ -105,13 +119,20 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a valid TOML basic string
 
 
-def save(models: dict[str, InstalledModel], path: Path | None = None) -> Path:
+def save(
+    models: dict[str, InstalledModel], path: Path | None = None, audio: dict[str, dict[str, Any]] | None = None
+) -> Path:
+    """Write models.toml: `models`, and the audio models' table (`audio`; None: kept as the file has it)."""
     path = path or config_path()
+    if audio is None:
+        audio = read_table("audio", path)
     lines = ["# Noor's installed models; edit with `noor models add` (see docs/models.md).", ""]
-    for mid in sorted(models):
-        lines.append(f"[models.{json.dumps(mid)}]")
-        lines += [f"{key} = {_toml_value(value)}" for key, value in models[mid].to_toml().items()]
-        lines.append("")
+    tables = [("models", {mid: m.to_toml() for mid, m in models.items()}), ("audio", audio)]
+    for name, entries in tables:
+        for mid in sorted(entries):
+            lines.append(f"[{name}.{json.dumps(mid)}]")
+            lines += [f"{key} = {_toml_value(value)}" for key, value in entries[mid].items()]
+            lines.append("")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".toml.tmp")
     tmp.write_text("\n".join(lines))
@@ -125,6 +146,8 @@ def validate(model: InstalledModel) -> InstalledModel:
         raise ValueError(f"ID: must be lowercase letters, digits, '.', '_' or '-' (at most 64), got {model.id!r}")
     if model.id in RESERVED_IDS:
         raise ValueError(f"ID: {model.id!r} is built in; choose another id")
+    if model.id in read_table("audio"):
+        raise ValueError(f"ID: {model.id!r} is an installed audio model; choose another id")
     path = Path(model.path).expanduser().resolve()
     family = families.get(model.family) if model.family else weights.detect(path)
     index = weights.check(path, family)

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from noor.engine.diffusers.families import FAMILIES, Family, read_config
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
+
+
+class Layout(Protocol):
+    """What a weights dir is checked against: a video family (`Family`) or an audio one (`audio.AudioFamily`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def index_classes(self) -> tuple[str, ...]: ...
+    @property
+    def components(self) -> tuple[str, ...]: ...
 
 
 class WeightsError(ValueError):
@@ -32,7 +43,7 @@ def model_index(path: Path) -> dict[str, Any]:
     return index
 
 
-def missing_parts(path: Path, family: Family, index: dict[str, Any]) -> list[str]:
+def missing_parts(path: Path, family: Layout, index: dict[str, Any]) -> list[str]:
     """What the dir lacks for this family: components absent from model_index.json, folders, configs, weights."""
     missing = []
     for name in family.components:
@@ -56,12 +67,15 @@ def missing_parts(path: Path, family: Family, index: dict[str, Any]) -> list[str
     return missing
 
 
-def check(path: Path, family: Family) -> dict[str, Any]:
+def check(path: Path, family: Layout) -> dict[str, Any]:
     """Raise WeightsError naming what is wrong; return model_index.json."""
     index = model_index(path)
     pipeline = index["_class_name"]
     if pipeline not in family.index_classes:
-        others = [f.name for f in FAMILIES.values() if pipeline in f.index_classes]
+        from noor.engine.diffusers.audio import AUDIO_FAMILIES
+
+        layouts: list[Layout] = [*FAMILIES.values(), *AUDIO_FAMILIES.values()]
+        others = [f.name for f in layouts if pipeline in f.index_classes]
         hint = f"; it looks like {' or '.join(others)}" if others else ""
         raise WeightsError(
             f"--family: {path} holds a {pipeline}, not a {family.name} model "
