@@ -149,6 +149,7 @@ def video_info(path: str | Path) -> tuple[int, int, int, float]:
 
 
 AUDIO_LAYOUTS = {1: "mono", 2: "stereo"}
+AAC_RATES = (8000, 96000)  # the sample rates (Hz) the AAC track takes, lowest and highest
 
 
 def fit_length(waveform: np.ndarray, num_samples: int) -> np.ndarray:
@@ -170,8 +171,8 @@ def mux_audio(
     # 1. validate
     if waveform.ndim != 2 or waveform.shape[0] not in AUDIO_LAYOUTS:
         raise MediaError(f"waveform must be (channels, samples) with 1 or 2 channels, got shape {waveform.shape}")
-    if not 8000 <= sample_rate <= 96000:
-        raise MediaError(f"sample_rate must be between 8000 and 96000 Hz, got {sample_rate}")
+    if not AAC_RATES[0] <= sample_rate <= AAC_RATES[1]:
+        raise MediaError(f"sample_rate must be between {AAC_RATES[0]} and {AAC_RATES[1]} Hz, got {sample_rate}")
     if not np.isfinite(waveform).all():
         raise MediaError("waveform has NaN or infinite samples")
     try:

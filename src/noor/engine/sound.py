@@ -25,6 +25,8 @@ import numpy as np
 from noor.engine.backend import Progress
 from noor.engine.task import TaskError
 
+MAX_STEPS = 200  # Stable Audio Open's model card runs 100-200 steps
+
 
 @dataclass(frozen=True)
 class SoundRequest:
@@ -66,7 +68,7 @@ class AudioSpec:
     default_steps: int
     default_guidance: float
     source: str  # where the weights are
-    max_steps: int = 200  # Stable Audio Open's model card runs 100-200 steps
+    max_steps: int = MAX_STEPS
     max_prompt_chars: int = 5000
 
     def check(self, request: SoundRequest) -> None:

@@ -32,7 +32,7 @@ from noor.engine.backend import Progress
 from noor.engine.diffusers import installed, weights
 from noor.engine.diffusers.families import read_config
 from noor.engine.diffusers.options import DTYPES, check_dtype
-from noor.engine.sound import AudioSpec, Sound, SoundRequest
+from noor.engine.sound import MAX_STEPS, AudioSpec, Sound, SoundRequest
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,9 @@ class InstalledAudio:
     def from_toml(cls, model_id: str, data: dict[str, Any]) -> InstalledAudio:
         unknown = set(data) - ({f.name for f in fields(cls)} - {"id"})
         if unknown:
-            raise ValueError(f"{installed.FILE_NAME}: audio model {model_id!r} has unknown keys: {', '.join(unknown)}")
+            raise ValueError(
+                f"{installed.FILE_NAME}: audio model {model_id!r} has unknown keys: {', '.join(sorted(unknown))}"
+            )
         return cls(id=model_id, **data)
 
 
@@ -158,12 +160,13 @@ def validate(model: InstalledAudio, path: Path | None = None) -> InstalledAudio:
     if model.dtype not in DTYPES:
         raise ValueError(f"--dtype: must be one of {', '.join(DTYPES)}, got {model.dtype!r}")
     check_dtype(model.dtype, installed.resolve_device(model.device))
-    if model.steps is not None and not 1 <= model.steps <= 200:
-        raise ValueError(f"--steps: must be between 1 and 200, got {model.steps}")
+    if model.steps is not None and not 1 <= model.steps <= MAX_STEPS:
+        raise ValueError(f"--steps: must be between 1 and {MAX_STEPS}, got {model.steps}")
     if model.guidance is not None and not 0.0 <= model.guidance <= 30.0:
         raise ValueError(f"--guidance: must be between 0 and 30, got {model.guidance}")
-    if family.sample_rate(weights_dir) < 8000:  # what media.mux_audio (AAC) takes
-        raise ValueError(f"--path: {weights_dir} makes sound at {family.sample_rate(weights_dir)} Hz; AAC needs 8000+")
+    rate, (low, high) = family.sample_rate(weights_dir), media.AAC_RATES
+    if not low <= rate <= high:  # its sound could not go into an MP4 (media.mux_audio)
+        raise ValueError(f"--path: {weights_dir} makes sound at {rate} Hz; an AAC track takes {low} to {high} Hz")
     return replace(model, family=family.name, path=str(weights_dir))
 
 
