@@ -5,6 +5,7 @@ charged."""
 
 from __future__ import annotations
 
+import base64
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,6 +79,7 @@ def test_a_middle_keyframe_comes_back_at_its_index(client: luma_agents.Luma, tmp
 def test_bad_keyframes_are_400s_naming_the_keyframe(client: luma_agents.Luma, live: Live) -> None:
     file_id = _ready_file(client, png(), "image/png")
     ref = {"file_id": file_id}
+    data = {"data": base64.b64encode(png()).decode(), "media_type": "image/png"}  # stored only once checked
 
     def pins(*indexes: int, **more: Any) -> dict[str, Any]:
         return {"keyframes": [ref] * len(indexes), "keyframe_indexes": list(indexes), **more}
@@ -91,12 +93,14 @@ def test_bad_keyframes_are_400s_naming_the_keyframe(client: luma_agents.Luma, li
         (pins(60, start_frame=ref), "video.keyframes", "start_frame/end_frame"),
         (pins(0, 1), "video.keyframe_indexes[1]", "index 1 lands on frame 0 of the 40-frame clip, as index 0 does"),
         (pins(30, 0, 3), "video.keyframe_indexes[2]", "index 3 and index 0 fall on one of the 16 frames tiny draws"),
+        (pins(0, 3) | {"keyframes": [data, data]}, "video.keyframe_indexes[1]", "keep keyframes at least 10 apart"),
         ({"keyframes": [ref, ref], "keyframe_indexes": [0]}, "video.keyframe_indexes", "one index per keyframe"),
     ]
-    before = live.credits()
+    uploads = live.tmp / "assets" / "acme" / "uploads"
+    before, stored = live.credits(), sorted(uploads.iterdir())
     for video, field, said in cases:
         with pytest.raises(luma_agents.BadRequestError) as err:
             client.generations.create(type="video", prompt="a red circle", video=video)
         body = err.value.body
         assert isinstance(body, dict) and body["detail"].startswith(field) and said in body["detail"], (video, body)
-    assert live.credits() == before
+    assert live.credits() == before and sorted(uploads.iterdir()) == stored

@@ -307,7 +307,7 @@ def video_task(body: GenerationCreate, refs: Refs, spec: registry.ModelSpec) -> 
         raise RequestError(400, "video.loop is not offered with video.duration '10s'", field="video.loop")
     # 2. the frames it is pinned to: its start and end frames, or keyframes at indexes
     num_frames = round(DURATIONS_S[duration] * spec.default_fps)
-    keyframes: list[dict[str, Any]] = []
+    at: list[int] = []  # the keyframes' frames of the clip
     if video.keyframes is not None or video.keyframe_indexes is not None:
         if video.start_frame is not None or video.end_frame is not None:
             raise RequestError(400, "video.keyframes cannot be combined with video.start_frame/end_frame",
@@ -315,7 +315,7 @@ def video_task(body: GenerationCreate, refs: Refs, spec: registry.ModelSpec) -> 
         if video.loop:  # the spec's rule: a loop's last frame is its first, which keyframes would pin apart
             raise RequestError(400, "video.loop cannot be combined with video.keyframes (a loop ends on its first "
                                "frame; pin frames without loop)", field="video.loop")  # fmt: skip
-        keyframes = _keyframes(video, duration, num_frames, refs)
+        at = _keyframe_frames(video, duration, num_frames)
         start = end = None
     else:
         start = refs.frame(video.start_frame, "video.start_frame", "frame0")
@@ -334,9 +334,10 @@ def video_task(body: GenerationCreate, refs: Refs, spec: registry.ModelSpec) -> 
         "start": start,
         "end": end,
     }
-    if keyframes:
-        task["keyframes"] = keyframes
-        task["notes"] = _pinned_notes(spec, task, video.keyframe_indexes or [], duration)
+    if at:  # checked by their indexes first, so a refused request reads and stores none of its images
+        indexes = video.keyframe_indexes or []
+        task["notes"] = _pinned_notes(spec, task | {"keyframes": [{"index": frame} for frame in at]}, indexes, duration)
+        task["keyframes"] = _keyframes(video.keyframes or [], indexes, at, refs)
     return task
 
 
@@ -431,12 +432,10 @@ def video_reframe_task(body: GenerationCreate, refs: Refs, spec: registry.ModelS
         ) from err
 
 
-def _keyframes(video: VideoOptions, duration: str, num_frames: int, refs: Refs) -> list[dict[str, Any]]:
-    """`video.keyframes` at `video.keyframe_indexes` (the 24 fps grid: 0..120 for 5s) as the task's keyframes, each
-    `{"index": frame of num_frames, "asset": key}` (`frames_from_grid`). A generation's frame: its last at index 0
-    (the video continues it, as a start frame does), its first anywhere else (as an end frame). A 400 naming
-    `video.keyframe_indexes[i]` and its value for an index out of the grid, given twice, or landing on the frame
-    of an earlier one."""
+def _keyframe_frames(video: VideoOptions, duration: str, num_frames: int) -> list[int]:
+    """The frames of a clip of num_frames that `video.keyframe_indexes` (the 24 fps grid: 0..120 for 5s) pin, in
+    order (`frames_from_grid`). A 400 naming `video.keyframe_indexes[i]` and its value for an index out of the
+    grid, given twice, or landing on the frame of an earlier one."""
     frames, indexes = video.keyframes or [], video.keyframe_indexes or []
     if len(frames) != len(indexes):
         raise RequestError(
@@ -465,6 +464,13 @@ def _keyframes(video: VideoOptions, duration: str, num_frames: int, refs: Refs) 
             f"{num_frames}-frame clip, as index {earlier} does; keep keyframes at least "
             f"{-(-last // (num_frames - 1))} apart, got {later}", field=field,
         ) from err  # fmt: skip
+    return at
+
+
+def _keyframes(frames: list[ImageRef], indexes: list[int], at: list[int], refs: Refs) -> list[dict[str, Any]]:
+    """The task's keyframes, `{"index": frame, "asset": key}` for each ImageRef pinned at that frame (`at`). A
+    generation's frame: its last at grid index 0 (the video continues it, as a start frame does), its first at
+    any other (as an end frame)."""
     out = []
     for i, (ref, index, frame) in enumerate(zip(frames, indexes, at, strict=True)):
         pinned = refs.frame(ref, f"video.keyframes[{i}]", "frame0" if index == 0 else "frame1")
