@@ -129,9 +129,13 @@ def test_the_key_is_the_request_shape() -> None:
     assert key == batch_key("tiny", 64, 64, 16, 2, None, "text") == "tiny 64x64x16 steps=2 guidance=default text"
     assert task_batch_key("tiny", _task(prompt="other", seed=5, negative_prompt="blur", fps=24)) == key
     for other in (_task(width=128), _task(num_frames=1), _task(steps=None), _task(guidance=3.0),
-                  _task(start={"asset": "k.png"}), _task(loop=True)):  # fmt: skip
+                  _task(start={"asset": "k.png"}), _task(loop=True),
+                  _task(keyframes=[{"index": 8, "asset": "k.png"}])):  # fmt: skip
         assert task_batch_key("tiny", other) != key
     assert task_batch_key("wan2.1-t2v-1.3b", _task()) != key
+    pinned = _task(keyframes=[{"index": 8, "asset": "k.png"}])
+    assert task_batch_key("tiny", pinned) == task_batch_key("tiny", _task(keyframes=[{"index": 3, "asset": "j.png"}]))
+    assert task_batch_key("tiny", pinned) == "tiny 64x64x16 steps=2 guidance=default keyframes"
     assert task_batch_key("resample", {"kind": "upscale", "source": "a/b/video.mp4", "width": 8, "height": 8}) is None
     assert task_batch_key("tiny", _task(concepts=["c1"])) is None
     assert task_batch_key("tiny", {"prompt": "no shape"}) is None

@@ -110,7 +110,8 @@ def task_batch_key(model: str, task: Mapping[str, Any]) -> str | None:
         width, height, num_frames = int(task["width"]), int(task["height"]), int(task["num_frames"])
     except (KeyError, TypeError, ValueError):
         return None
-    inputs = "+".join(name for name in ("start", "end") if task.get(name)) or "text"
+    # what conditions the clip: frames pinned (start, end, keyframes at indexes) batch only with their own kind
+    inputs = "+".join(name for name in ("start", "end", "keyframes") if task.get(name)) or "text"
     if task.get("loop"):
         inputs += "+loop"
     return batch_key(model, width, height, num_frames, task.get("steps"), task.get("guidance"), inputs)
