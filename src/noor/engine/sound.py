@@ -68,6 +68,7 @@ class AudioSpec:
     default_steps: int
     default_guidance: float
     source: str  # where the weights are
+    min_seconds: float = 0.0  # the shortest it makes (AudioLDM 2: one latent); 0: any length over 0
     max_steps: int = MAX_STEPS
     max_prompt_chars: int = 5000
 
@@ -83,6 +84,8 @@ class AudioSpec:
             raise TaskError(
                 "seconds", request.seconds, f"model {self.id!r} makes more than 0 and at most {self.max_seconds:g} s"
             )
+        if request.seconds < self.min_seconds:
+            raise TaskError("seconds", request.seconds, f"model {self.id!r} makes at least {self.min_seconds:g} s")
         if round(request.seconds * self.sample_rate) < 1:
             raise TaskError("seconds", request.seconds, f"is less than one sample at {self.sample_rate} Hz")
         if request.steps is not None and not 1 <= request.steps <= self.max_steps:

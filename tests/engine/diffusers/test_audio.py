@@ -18,21 +18,25 @@ from noor.engine.task import TaskError
 
 Toy = Callable[[str], Path]
 FAMILY = "stable-audio-open"
-TOY_RATE, TOY_MAX_S = 8000, 2.048  # toys.stable_audio: 256 latents x 64 samples at 8 kHz
+# each toy (toys.AUDIO_TOYS): sample rate, channels, longest sound (s), default guidance
+TOY_SOUND = {"stable-audio-open": (8000, 2, 2.048, 7.0), "audioldm2": (16000, 1, 2.048, 3.5)}
 
 
-@pytest.fixture(scope="module")
-def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AudioSpec, SoundBackend]]:
-    """The toy installed in its own data dir and loaded once for the module."""
+@pytest.fixture(scope="module", params=list(TOY_SOUND))
+def loaded(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[AudioSpec, SoundBackend]]:
+    """Each family's toy installed in its own data dir and loaded once for the module."""
     from tests.engine.diffusers.toys import toy_dir
 
+    family = request.param
     mp = pytest.MonkeyPatch()
-    mp.setenv("NOOR_DATA_DIR", str(tmp_path_factory.mktemp("audio-data")))
+    mp.setenv("NOOR_DATA_DIR", str(tmp_path_factory.mktemp(f"{family}-data")))
     from noor.config import settings
 
     settings.cache_clear()
-    audio.add(audio.InstalledAudio("sao-toy", FAMILY, str(toy_dir(tmp_path_factory, FAMILY)), steps=2))
-    spec = registry.get_audio("sao-toy")
+    audio.add(audio.InstalledAudio(f"{family}-toy", family, str(toy_dir(tmp_path_factory, family)), steps=2))
+    spec = registry.get_audio(f"{family}-toy")
     yield spec, spec.load(threads=1)
     mp.undo()
     settings.cache_clear()
@@ -40,8 +44,14 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AudioSpec
 
 def test_the_spec_is_read_from_the_weights(loaded: tuple[AudioSpec, SoundBackend]) -> None:
     spec, _ = loaded
-    assert (spec.family, spec.sample_rate, spec.channels, spec.max_seconds) == (FAMILY, TOY_RATE, 2, TOY_MAX_S)
-    assert (spec.default_steps, spec.default_guidance) == (2, 7.0)
+    rate, channels, longest_s, guidance = TOY_SOUND[spec.family]
+    assert (spec.sample_rate, spec.channels, spec.max_seconds) == (rate, channels, pytest.approx(longest_s))
+    assert (spec.default_steps, spec.default_guidance) == (2, guidance)
+
+
+def differs(a: np.ndarray, b: np.ndarray) -> bool:
+    """By more than 0.1% of the first's peak (the AudioLDM 2 toy's random vocoder peaks near 1e-6)."""
+    return bool(np.abs(a - b).max() > 1e-3 * np.abs(a).max() > 0)
 
 
 def test_sound_is_deterministic_per_seed_as_long_as_asked_and_follows_the_prompt(
@@ -53,14 +63,14 @@ def test_sound_is_deterministic_per_seed_as_long_as_asked_and_follows_the_prompt
     again = backend.generate(SoundRequest("a cat in the rain", seconds=1.3, seed=7))
     other_seed = backend.generate(SoundRequest("a cat in the rain", seconds=1.3, seed=8))
     other_prompt = backend.generate(SoundRequest("a monkey dance on the left", seconds=1.3, seed=7))
+    rate, channels, longest_s, _ = TOY_SOUND[spec.family]
     assert steps == [(1, 2), (2, 2)]
-    assert first.waveform.shape == (2, round(1.3 * TOY_RATE)) and first.sample_rate == TOY_RATE
+    assert first.waveform.shape == (channels, round(1.3 * rate)) and first.sample_rate == rate
     assert first.waveform.dtype == np.float32 and np.abs(first.waveform).max() <= 1.0
     assert np.array_equal(first.waveform, again.waveform)
-    assert not np.allclose(first.waveform, other_seed.waveform, atol=1e-3)
-    assert not np.allclose(first.waveform, other_prompt.waveform, atol=1e-3)
+    assert differs(first.waveform, other_seed.waveform) and differs(first.waveform, other_prompt.waveform)
     longest = backend.generate(SoundRequest("a cat", seconds=spec.max_seconds, seed=1))
-    assert longest.waveform.shape[1] == round(TOY_MAX_S * TOY_RATE) and longest.seconds == pytest.approx(TOY_MAX_S)
+    assert longest.waveform.shape[1] == round(longest_s * rate) and longest.seconds == pytest.approx(longest_s)
 
 
 @pytest.mark.parametrize(
@@ -87,14 +97,25 @@ def test_bad_requests_are_task_errors_naming_the_field(
         assert "at most 2.048 s" in str(err.value)
 
 
+def test_audioldm2_refuses_less_than_one_latent(loaded: tuple[AudioSpec, SoundBackend]) -> None:
+    spec, _ = loaded
+    short = SoundRequest("a cat", seconds=0.004)  # the AudioLDM 2 toy's latent row: 2 mel frames of 64 samples
+    if spec.family == "audioldm2":
+        with pytest.raises(TaskError, match=r"seconds: model 'audioldm2-toy' makes at least 0.008 s, got 0.004"):
+            spec.check(short)
+    else:
+        spec.check(short)  # Stable Audio cuts any length out of its latents
+
+
 def test_sound_muxed_into_a_clip(loaded: tuple[AudioSpec, SoundBackend], tmp_path: Path) -> None:
-    _, backend = loaded
+    spec, backend = loaded
+    rate, channels, _, _ = TOY_SOUND[spec.family]
     clip = media.write_video(tmp_path / "clip.mp4", np.zeros((12, 16, 16, 3), np.uint8), 8)  # 1.5 s
     sound = backend.generate(SoundRequest("rain on a roof", seconds=1.5, seed=3))
     out = media.mux_audio(clip, sound.waveform, sound.sample_rate, tmp_path / "with_sound.mp4")
     with av.open(str(out)) as container:
         stream = container.streams.audio[0]
-        assert (stream.codec_context.name, stream.channels, stream.sample_rate) == ("aac", 2, TOY_RATE)
+        assert (stream.codec_context.name, stream.channels, stream.sample_rate) == ("aac", channels, rate)
         assert abs(float(stream.duration * stream.time_base) - 1.5) <= 1 / 8
 
 
@@ -115,6 +136,8 @@ def test_models_add_list_show_and_the_video_models_kept(noor: Callable, toy: Toy
     code, out, _ = noor("models", "show", "sao")
     assert code == 0 and "can do       audio" in out and "guidance 7.0" in out
     assert "sao" not in [s.id for s in registry.available()]  # not a video model: never picked for frames
+    code, out, err = noor("models", "add", "ldm", "--path", str(toy("audioldm2")), "--dtype", "float32")
+    assert code == 0 and out.startswith("ldm  audioldm2, float32") and "16000 Hz mono, up to 2.048 s, 200 steps" in out
     code, _, err = noor("models", "add", "wan", "--path", str(toy(FAMILY)), "--dtype", "float32")
     assert code == 2 and "'wan' is an installed video model" in err
     code, _, err = noor(*register_args("ltx-video", toy("ltx-video"), "sao"))

@@ -542,12 +542,12 @@ def stable_audio() -> Any:
     from diffusers import AutoencoderOobleck, EDMDPMSolverMultistepScheduler, StableAudioDiTModel, StableAudioPipeline
     from diffusers.pipelines.stable_audio.modeling_stable_audio import StableAudioProjectionModel
 
-    from noor.engine.diffusers.audio import quiet_weight_norm
+    from noor.engine.diffusers.audio import quiet_deprecations
 
     text_encoder = t5_encoder()
     tokenizer = t5_tokenizer()
     tokenizer.model_max_length = 16  # the real one: 128 (T5-base); unset, the fast tokenizer cannot truncate
-    with quiet_weight_norm():
+    with quiet_deprecations():
         vae = AutoencoderOobleck(
             encoder_hidden_size=6,
             downsampling_ratios=[2, 4, 8],
@@ -583,8 +583,118 @@ def stable_audio() -> Any:
     )
 
 
+def audioldm2() -> Any:
+    """AudioLDM 2 at toy size: CLAP, T5, GPT-2, a mel UNet and a HiFi-GAN vocoder at 16 kHz with a hop of 64
+    samples (the release: 160), so the UNet attends over few mel frames; 256 latent rows of 2 mel frames each make
+    its trained length 2.048 s."""
+    from diffusers import (
+        AudioLDM2Pipeline,
+        AudioLDM2ProjectionModel,
+        AudioLDM2UNet2DConditionModel,
+        AutoencoderKL,
+        DDIMScheduler,
+    )
+    from transformers import (
+        ClapAudioConfig,
+        ClapConfig,
+        ClapFeatureExtractor,
+        ClapModel,
+        ClapTextConfig,
+        GPT2Config,
+        GPT2LMHeadModel,
+        RobertaTokenizer,
+        SpeechT5HifiGan,
+        SpeechT5HifiGanConfig,
+    )
+
+    clap_text = ClapTextConfig(
+        bos_token_id=0,
+        eos_token_id=2,
+        pad_token_id=1,
+        hidden_size=8,
+        intermediate_size=16,
+        num_attention_heads=2,
+        num_hidden_layers=1,
+        vocab_size=256,
+        projection_dim=8,
+    )
+    clap_audio = ClapAudioConfig(
+        spec_size=64,
+        window_size=4,
+        num_mel_bins=64,
+        intermediate_size=16,
+        depths=[1, 1],
+        num_attention_heads=[2, 2],
+        num_hidden_layers=1,
+        hidden_size=16,
+        projection_dim=8,
+        patch_size=2,
+        patch_stride=2,
+        patch_embed_input_channels=4,
+    )
+    language_model = GPT2LMHeadModel(
+        GPT2Config(n_embd=8, n_head=2, n_layer=1, vocab_size=256, n_positions=99, bos_token_id=0, eos_token_id=2)
+    )
+    language_model.config.max_new_tokens = 4  # the release: 8
+    tokenizer_2 = t5_tokenizer()
+    tokenizer_2.model_max_length = 16
+    return AudioLDM2Pipeline(
+        vae=AutoencoderKL(
+            block_out_channels=[8, 16],
+            norm_num_groups=8,
+            in_channels=1,
+            out_channels=1,
+            down_block_types=["DownEncoderBlock2D"] * 2,
+            up_block_types=["UpDecoderBlock2D"] * 2,
+            latent_channels=4,
+        ),
+        text_encoder=ClapModel(
+            ClapConfig(text_config=clap_text.to_dict(), audio_config=clap_audio.to_dict(), projection_dim=8)
+        ),
+        text_encoder_2=t5_encoder(d_model=32),
+        projection_model=AudioLDM2ProjectionModel(text_encoder_dim=8, text_encoder_1_dim=32, langauge_model_dim=8),
+        language_model=language_model,
+        tokenizer=RobertaTokenizer(
+            vocab=_bpe_vocab(["<s>", "<pad>", "</s>", "<unk>", "<mask>"]), merges=[], model_max_length=16
+        ),
+        tokenizer_2=tokenizer_2,
+        feature_extractor=ClapFeatureExtractor(),  # the release's: 48 kHz, 64 mel bins (it scores several waveforms)
+        unet=AudioLDM2UNet2DConditionModel(
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            norm_num_groups=8,
+            sample_size=256,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            # a self-attention, then cross-attention to GPT-2's (8) and T5's (32) states, as the release
+            cross_attention_dim=([None, 8, 32], [None, 8, 32]),
+        ),
+        scheduler=DDIMScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            clip_sample=False,
+            set_alpha_to_one=False,
+        ),
+        vocoder=SpeechT5HifiGan(
+            SpeechT5HifiGanConfig(
+                model_in_dim=8,
+                sampling_rate=16000,
+                upsample_initial_channel=16,
+                upsample_rates=[8, 8],
+                upsample_kernel_sizes=[16, 16],
+                resblock_kernel_sizes=[3],
+                resblock_dilation_sizes=[[1, 3]],
+                normalize_before=False,
+            )
+        ),
+    )
+
+
 # Audio families' toys (noor.engine.diffusers.audio), apart from TOYS: they make sound, not frames.
-AUDIO_TOYS: dict[str, Callable[[], Any]] = {"stable-audio-open": stable_audio}
+AUDIO_TOYS: dict[str, Callable[[], Any]] = {"stable-audio-open": stable_audio, "audioldm2": audioldm2}
 
 
 def build(family: str, out: Path) -> Path:

@@ -1,4 +1,4 @@
-"""The open audio models diffusers runs (Stable Audio Open), installed like the video families.
+"""The open audio models diffusers runs (Stable Audio Open, AudioLDM 2), installed like the video families.
 
 `noor models add ID --path DIR --family stable-audio-open` checks the weights dir (Hugging Face layout, the
 family's components, as for a video model) and records it in models.toml's `audio` table:
@@ -47,6 +47,7 @@ class AudioFamily:
     channels: Callable[[Path], int]
     max_seconds: Callable[[Path], float]
     steps: int
+    min_seconds: Callable[[Path], float]
     guidance: float
     note: str = ""
     kind: str = "audio"
@@ -67,6 +68,25 @@ def stable_audio_max_seconds(path: Path) -> float:
     return min(longest, float(read_config(path, "projection_model").get("max_value", longest)))
 
 
+def audioldm2_sample_rate(path: Path) -> int:
+    return int(read_config(path, "vocoder").get("sampling_rate", 16000))
+
+
+def audioldm2_latent_seconds(path: Path) -> float:
+    """The sound one latent row makes: the VAE's scale (2**(blocks - 1)) in mel frames, each the vocoder's hop (the
+    product of its upsample rates) of samples: 4 * 160 / 16000 = 0.04 s in the releases. AudioLDM2Pipeline
+    refuses less."""
+    vae_scale = 2 ** (len(read_config(path, "vae").get("block_out_channels", [128, 256, 512, 512])) - 1)
+    hop = math.prod(read_config(path, "vocoder").get("upsample_rates", [5, 4, 2, 2, 2]))
+    return vae_scale * hop / audioldm2_sample_rate(path)
+
+
+def audioldm2_max_seconds(path: Path) -> float:
+    # AudioLDM2Pipeline's default length, the one the checkpoints were trained at: the UNet's latent height in
+    # latent rows, 256 * 0.04 = 10.24 s in the releases. It takes longer, but was never trained on it.
+    return int(read_config(path, "unet").get("sample_size", 256)) * audioldm2_latent_seconds(path)
+
+
 AUDIO_FAMILIES: dict[str, AudioFamily] = {
     f.name: f
     for f in [
@@ -80,9 +100,37 @@ AUDIO_FAMILIES: dict[str, AudioFamily] = {
             sample_rate=stable_audio_sample_rate,
             channels=lambda path: int(read_config(path, "vae").get("audio_channels", 2)),
             max_seconds=stable_audio_max_seconds,
+            min_seconds=lambda path: 0.0,
             steps=100,  # the model card's example: 200 steps, guidance 7
             guidance=7.0,
             note="stabilityai/stable-audio-open-1.0: sound effects and music, 44.1 kHz stereo, up to 47.55 s",
+        ),
+        AudioFamily(
+            name="audioldm2",
+            title="AudioLDM 2 (text-to-audio and music, mono 16 kHz, 10.24 s)",
+            pipeline="AudioLDM2Pipeline",
+            index_classes=("AudioLDM2Pipeline",),
+            components=(
+                "unet",
+                "vae",
+                "text_encoder",
+                "text_encoder_2",
+                "tokenizer",
+                "tokenizer_2",
+                "feature_extractor",
+                "language_model",
+                "projection_model",
+                "vocoder",
+                "scheduler",
+            ),
+            length_kwarg="audio_length_in_s",
+            sample_rate=audioldm2_sample_rate,
+            channels=lambda path: 1,  # a mel spectrogram through a HiFi-GAN vocoder: one channel
+            max_seconds=audioldm2_max_seconds,
+            min_seconds=audioldm2_latent_seconds,
+            steps=200,  # the model card's example: 200 steps, guidance 3.5
+            guidance=3.5,
+            note="cvssp/audioldm2 (-large, -music): 16 kHz mono, trained on 10.24 s",
         ),
     ]
 }
@@ -189,6 +237,7 @@ def spec_of(model: InstalledAudio) -> AudioSpec:
         sample_rate=family.sample_rate(weights_dir),
         channels=family.channels(weights_dir),
         max_seconds=family.max_seconds(weights_dir),
+        min_seconds=family.min_seconds(weights_dir),
         default_steps=model.steps or family.steps,
         default_guidance=family.guidance if model.guidance is None else model.guidance,
         source=model.path,
@@ -211,13 +260,15 @@ def installed_specs() -> dict[str, AudioSpec]:
 
 
 @contextlib.contextmanager
-def quiet_weight_norm() -> Iterator[None]:
-    """diffusers' Oobleck VAE builds its convolutions with torch's deprecated `weight_norm` (diffusers 0.42,
-    torch 2.x): a FutureWarning at every load that a user can do nothing about."""
+def quiet_deprecations() -> Iterator[None]:
+    """Deprecations inside diffusers' audio pipelines that a user can do nothing about (diffusers 0.42, torch 2.x,
+    transformers 5): the Oobleck VAE builds its convolutions with torch's `weight_norm`, AudioLDM2 calls GPT-2 with
+    `past_key_values`."""
     with warnings.catch_warnings():
         warnings.filterwarnings(
             "ignore", message=r".*torch\.nn\.utils\.weight_norm.* is deprecated", category=FutureWarning
         )
+        warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
         yield
 
 
@@ -237,7 +288,7 @@ class AudioPipelineBackend:
         self.family = model.audio_family
         self.device = installed.resolve_device(model.device)
         cls = getattr(diffusers, self.family.pipeline)
-        with quiet_weight_norm():
+        with quiet_deprecations():
             self.pipe = cls.from_pretrained(model.path, dtype=getattr(torch, model.dtype)).to(self.device)
         self.pipe.set_progress_bar_config(disable=True)
 
@@ -252,17 +303,18 @@ class AudioPipelineBackend:
                 progress(step + 1, steps)  # may raise: the pipeline stops between steps
 
         # 2. denoise and decode
-        out = self.pipe(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt or None,
-            num_inference_steps=steps,
-            guidance_scale=self.spec.default_guidance if request.guidance is None else request.guidance,
-            generator=self.torch.Generator().manual_seed(request.seed),
-            output_type="np",
-            callback=on_step,
-            callback_steps=1,
-            **{self.family.length_kwarg: request.seconds},
-        )
+        with quiet_deprecations():
+            out = self.pipe(
+                prompt=request.prompt,
+                negative_prompt=request.negative_prompt or None,
+                num_inference_steps=steps,
+                guidance_scale=self.spec.default_guidance if request.guidance is None else request.guidance,
+                generator=self.torch.Generator().manual_seed(request.seed),
+                output_type="np",
+                callback=on_step,
+                callback_steps=1,
+                **{self.family.length_kwarg: request.seconds},
+            )
         # 3. (channels, samples) float32 in [-1, 1], exactly the asked length (the pipeline cuts at whole
         # samples, int(seconds * rate), or its decoder's frames)
         waveform = np.asarray(out.audios[0], dtype=np.float32)
