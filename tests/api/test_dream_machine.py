@@ -155,12 +155,6 @@ def test_bad_requests_are_4xx_with_detail(
         assert detail in r.json()["detail"]
 
 
-def test_features_without_a_model_say_so(server: dict[str, Any]) -> None:
-    c = server["client"]
-    r = c.post("/generations/some-id/audio", json={"prompt": "music"}, headers=server["acme"])
-    assert r.status_code == 400 and "no model" in r.json()["detail"]
-
-
 @pytest.mark.slow
 def test_upscale_resamples_the_video_into_a_new_generation(server: dict[str, Any], tmp_path: Path) -> None:
     c = server["client"]

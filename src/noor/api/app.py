@@ -33,6 +33,7 @@ from noor.api.requests import (
     RequestError,
     Resolved,
     parse_url,
+    resolve_audio,
     resolve_image,
     resolve_modify,
     resolve_reframe,
@@ -40,6 +41,7 @@ from noor.api.requests import (
     resolve_video,
 )
 from noor.api.schemas import (
+    AddAudio,
     Credits,
     GenerationList,
     GenerationOut,
@@ -312,7 +314,7 @@ def store_generation(
     request: Request,
     ctx: Context,
     tenant: tenants.Tenant,
-    body: VideoCreate | ImageCreate | Upscale | ModifyVideo | ReframeVideo | ReframeImage,
+    body: VideoCreate | ImageCreate | Upscale | ModifyVideo | ReframeVideo | ReframeImage | AddAudio,
     resolved: Resolved,
     kind: str,
     extra: dict[str, Any] | None = None,
@@ -358,6 +360,11 @@ router = APIRouter(responses=responses(Error, 401), route_class=IdempotentRoute)
 CREATE_ERRORS = responses(Error, 400, 402, 404, 413, 429) | conflict(Error)
 CREATE: dict[str, Any] = {  # a route that queues a new generation
     "status_code": 201,
+    "response_model": GenerationOut,
+    "responses": CREATE_ERRORS,
+    "openapi_extra": IDEMPOTENT,
+}
+FROM_SOURCE: dict[str, Any] = {  # a route that makes a new generation from one of the tenant's (200, as Luma's)
     "response_model": GenerationOut,
     "responses": CREATE_ERRORS,
     "openapi_extra": IDEMPOTENT,
@@ -456,31 +463,38 @@ def _reframe(
     return store_generation(request, ctx, tenant, body, resolved, kind)
 
 
-@router.post("/generations/{generation_id}/audio", include_in_schema=False)
-def not_available(request: Request, tenant: Tenant) -> Response:
-    feature = request.url.path.rstrip("/").rsplit("/", 1)[-1]
-    raise HTTPException(400, f"{feature} is not available: this deployment has no model for it")
+def source_generation(ctx: Context, tenant: tenants.Tenant, generation_id: str) -> Generation:
+    """The tenant's generation a new one is made from; 404 when it has none of that id."""
+    try:
+        return ctx.store.get(tenant.name, generation_id)
+    except NotFound as err:
+        generation_not_found(ctx, tenant.name, generation_id)
+        raise HTTPException(404, "Generation not found") from err
 
 
-@router.post(
-    "/generations/{generation_id}/upscale",
-    response_model=GenerationOut,
-    responses=CREATE_ERRORS,
-    openapi_extra=IDEMPOTENT,
-)
+@router.post("/generations/{generation_id}/upscale", **FROM_SOURCE)
 def upscale(
     generation_id: str, request: Request, tenant: Tenant, ctx: Ctx, body: Upscale | None = None
 ) -> GenerationOut:
     body = body or Upscale()
     check_callback(ctx, body.callback_url)
-    try:
-        source = ctx.store.get(tenant.name, generation_id)
-    except NotFound as err:
-        generation_not_found(ctx, tenant.name, generation_id)
-        raise HTTPException(404, "Generation not found") from err
+    source = source_generation(ctx, tenant, generation_id)
     resolved = resolve_upscale(source, body.resolution)
     # the resampled video keeps the source's frames and rate: recorded so its length can be reported
     resolved.task = {k: source.task[k] for k in ("num_frames", "fps") if k in source.task} | resolved.task
+    return store_generation(request, ctx, tenant, body, resolved, "video", {"generation_id": generation_id})
+
+
+@router.post("/generations/{generation_id}/audio", **FROM_SOURCE)
+def add_audio(
+    generation_id: str, request: Request, tenant: Tenant, ctx: Ctx, body: AddAudio | None = None
+) -> GenerationOut:
+    """Sound for a completed video of yours, made by the installed audio model (docs/api.md): a new video
+    generation, the clip's frames as they were with an AAC track of its length."""
+    body = body or AddAudio()
+    check_callback(ctx, body.callback_url)
+    source = source_generation(ctx, tenant, generation_id)
+    resolved = resolve_audio(source, body, ctx.assets.get)
     return store_generation(request, ctx, tenant, body, resolved, "video", {"generation_id": generation_id})
 
 

@@ -16,6 +16,7 @@ from PIL import Image
 
 from noor.api import concepts
 from noor.api.schemas import (
+    AddAudio,
     GenerationKeyframe,
     ImageCreate,
     ImageKeyframe,
@@ -213,6 +214,44 @@ def resolve_upscale(source: Any, resolution: str) -> Resolved:
     frames = source.task.get("num_frames") or source.task.get("source_frames")  # an upscale of an upscale
     task |= {"resolution": resolution, "source_frames": frames}
     return Resolved(UPSCALE_MODEL, task)
+
+
+def resolve_audio(source: Any, body: AddAudio, read: Callable[[str], bytes]) -> Resolved:
+    """A new job that puts sound into a completed video: the installed audio model makes the clip's length of sound
+    for the prompt, muxed in with the video stream copied. RequestError(400) naming the reason: no audio model
+    installed (naming the `noor models add` line), not a completed video, a clip longer than the model makes, an
+    empty prompt."""
+    from noor.engine.sound import SoundRequest
+
+    if source.generation_type != "video":
+        raise RequestError(
+            400, f"generation_id: generation {source.id} is an image; sound is added to a video", field="generation_id"
+        )
+    try:
+        spec = registry.get_audio()
+    except TaskError as err:  # NoAudioModel: says which `noor models add` line installs one
+        raise RequestError(400, str(err), field="model") from err
+    clip = generation_source(source, "generation_id", "video", read)
+    # Luma's prompt is optional: with none, the sound is asked for by the clip's own prompt
+    prompt = (body.prompt or "").strip() or str(source.task.get("prompt") or "").strip()
+    request = SoundRequest(prompt, seconds=clip.seconds, seed=secrets.randbelow(2**31),
+                           negative_prompt=body.negative_prompt or "")  # fmt: skip
+    try:
+        spec.check(request)
+    except TaskError as err:
+        if err.field == "seconds":  # the clip's length, not a field of the request
+            raise RequestError(
+                400, f"generation_id: the video is {clip.seconds:g} s long; audio model {spec.id!r} makes at most "
+                f"{spec.max_seconds:g} s (at least {spec.min_seconds:g} s)", field="generation_id",
+            ) from err  # fmt: skip
+        raise RequestError(400, str(err), field=err.field) from err
+    task = {
+        "kind": "audio", "source": clip.key, "prompt": request.prompt, "negative_prompt": request.negative_prompt,
+        "seed": request.seed, "seconds": clip.seconds, "steps": spec.default_steps,
+        # what pricing and the record need: the clip's shape (kept, its frames copied)
+        "width": clip.width, "height": clip.height, "num_frames": clip.num_frames, "fps": clip.fps,
+    }  # fmt: skip
+    return Resolved(spec.id, task)
 
 
 # The longest source Dream Machine's models take, in seconds (docs/reference/luma-api.md §3.5-3.7); a model name

@@ -75,6 +75,17 @@ class Upscale(BaseModel):
     generation_type: Literal["upscale_video"] = "upscale_video"
 
 
+class AddAudio(BaseModel):
+    """`POST /generations/{id}/audio`: sound for a completed video, made by an installed audio model."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: str | None = Field(None, max_length=5000)
+    negative_prompt: str | None = Field(None, max_length=5000)
+    callback_url: str | None = Field(None, max_length=4096)
+    generation_type: Literal["add_audio"] = "add_audio"
+
+
 class MediaRef(BaseModel):
     url: str = Field(max_length=4096)
 

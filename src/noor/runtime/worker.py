@@ -28,10 +28,12 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+import noor
 from noor.config import settings
 from noor.engine import media, registry
 from noor.engine.backend import AttemptFailed, Backend, Cancelled
 from noor.engine.resample import resize
+from noor.engine.sound import SoundBackend, SoundRequest
 from noor.engine.task import Media, Task
 from noor.jobs.assets import asset_key
 from noor.perf.parallelism import ParallelPlan
@@ -197,7 +199,8 @@ def read_source(raw: bytes, key: str, fps: int = 8) -> Media:
 
 PREVIEW_SIDE = 256
 # a job kind -> its manifest's action
-ACTIONS: dict[str, Action] = {"upscale": "upscaled", "edit": "edited", "reframe": "reframed"}
+ACTIONS: dict[str, Action] = {"upscale": "upscaled", "edit": "edited", "reframe": "reframed", "audio": "edited"}
+SOURCED = ("upscale", "edit", "reframe", "audio")  # job kinds made from one source file (their manifest's parent)
 
 
 def preview_frames(frames: np.ndarray) -> np.ndarray:
@@ -238,7 +241,7 @@ def model_version(model: str) -> str:
 def ingredients(data: dict[str, Any], assets: Files) -> tuple[Ingredient, ...]:
     """What an output was made from, for its manifest: the source of an upscale, an edit or a reframe (its
     parent), a clip's keyframes (its start and end frames, and those pinned at indexes)."""
-    if data.get("kind") in ("upscale", "edit", "reframe"):  # the clip (or image) it was made from
+    if data.get("kind") in SOURCED:  # the clip (or image) it was made from
         source = data["source"]
         raw = assets.get(source)
         mime = sniff(raw) or "application/octet-stream"
@@ -281,6 +284,7 @@ class Worker:
         self._load_backend = load_backend
         self._carried = {spec.id: spec for spec in registry.on_every_worker()}
         self._backends: dict[str, tuple[str | None, Backend]] = {}  # model -> (its split, its backend)
+        self._sound: dict[str, SoundBackend] = {}  # audio model -> its loaded backend
         # signs and marks every output (NOOR_PROVENANCE, NOOR_WATERMARK); bad credentials stop the worker here
         self.provenance = Provenance.load(settings())
 
@@ -306,8 +310,10 @@ class Worker:
     def run_once(self) -> bool:
         """Claim and run one job, or one batch; False when the queue had nothing for this worker."""
         regions = [self.config.region] if self.config.region else None
+        # and sound for a clip, with the audio models installed here (models.toml's audio table, read when it changes)
+        models = [*self.models, *(spec.id for spec in registry.audio_models())]
         jobs = self.store.claim_batch(
-            self.config.name, self.config.lease_s, models=self.models, regions=regions, max_batch=self.config.max_batch
+            self.config.name, self.config.lease_s, models=models, regions=regions, max_batch=self.config.max_batch
         )
         if not jobs:
             return False
@@ -337,7 +343,46 @@ class Worker:
         every_s = beat_every_s(self.config.heartbeat_s, self.config.lease_s)
         with LeaseKeeper(self.store, self.config.name, self.config.lease_s, every_s) as leases:
             leases.keep(job.id for job in jobs)  # until the first step; stopped whatever happens
-            self._run_batch(jobs, leases)
+            if jobs[0].task.get("kind") == "audio":  # never batched (no batch key): one job
+                self._run_audio(jobs[0], leases)
+            else:
+                self._run_batch(jobs, leases)
+
+    def _run_audio(self, job: Job, leases: LeaseKeeper) -> None:
+        """Sound for a completed clip: the audio model makes the clip's length of it, muxed in with the video stream
+        copied; stored as this job's video with its thumbnail and manifest (its source the parent). The lease keeper
+        beats throughout (the sound is a few steps; a lost job ends "Deleted" and its result is dropped)."""
+        data = job.task
+        try:
+            spec = registry.get_audio(job.model)
+            raw = self.assets.get(data["source"])
+            with tempfile.TemporaryDirectory() as tmp:
+                source = Path(tmp) / "source.mp4"
+                source.write_bytes(raw)
+                frames, rate = media.read_clip(source)
+                request = SoundRequest(
+                    data["prompt"], seconds=len(frames) / rate, seed=data["seed"],
+                    negative_prompt=data.get("negative_prompt") or "", steps=data.get("steps"),
+                )  # fmt: skip
+                spec.check(request)
+                if job.model not in self._sound:  # loaded on first use and kept, as the video models are
+                    self._sound[job.model] = spec.load(threads=settings().threads)
+                sound = self._sound[job.model].generate(request)
+                video = media.mux_audio(source, sound.waveform, sound.sample_rate, Path(tmp) / "video.mp4")
+                thumb = media.write_image(Path(tmp) / "thumbnail.jpg", media.thumbnail(frames))
+                files = {video.name: video.read_bytes(), thumb.name: thumb.read_bytes()}
+            if job.id in leases.lost():
+                return  # deleted while it ran: failed already, its result is dropped
+            version = f"{spec.family} ({spec.source}), noor {noor.__version__}"
+            self._store(job, files, Manifest(
+                model=job.model, model_version=version, action=ACTIONS["audio"], generation_id=job.id,
+                region=self.config.region, ingredients=ingredients(data, _ReadOnce(self.assets)),
+                marked=None,  # the frames are the source's as they were (marked when it was made): not redrawn
+            ), is_image=False)  # fmt: skip
+        except Exception as err:
+            log.exception("generation %s failed", job.id)
+            self._fail(job, err)
+        leases.drop(job.id)
 
     def _run_batch(self, jobs: Sequence[Job], leases: LeaseKeeper) -> None:
         name, lease_s = self.config.name, self.config.lease_s
@@ -467,13 +512,17 @@ class Worker:
             ingredients=ingredients(job.task, reads),
             marked=marked,
         )
+        self._store(job, files, manifest, result.is_image)
+
+    def _store(self, job: Job, files: dict[str, bytes], manifest: Manifest, is_image: bool) -> None:
+        """Each file signed with the generation's manifest, stored, and the job completed with them."""
         keys = {}
         for filename, data in self.provenance.sign_files(files, manifest).items():
             keys[filename] = self.assets.put(asset_key(job.tenant, job.id, filename), data)
         main = next(k for f, k in keys.items() if not f.startswith("thumbnail"))
         assets = {
-            "video": None if result.is_image else main,
-            "image": main if result.is_image else keys["thumbnail.jpg"],
+            "video": None if is_image else main,
+            "image": main if is_image else keys["thumbnail.jpg"],
         }
         if not self.store.complete(job.id, self.config.name, assets):
             log.warning("generation %s was taken from %s before it finished; result dropped", job.id, self.config.name)
