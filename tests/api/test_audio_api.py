@@ -50,10 +50,10 @@ def _streams(path: Path) -> tuple[list[tuple[str, str]], list[bytes], float]:
     return kinds, packets, seconds
 
 
-def _completed_clip(client: lumaai.LumaAI, live: Live, tmp: Path) -> lumaai.types.Generation:
-    """A completed 1 s video generation of acme's: an uploaded 8-frame clip at 8 fps, modified."""
+def _completed_clip(client: lumaai.LumaAI, live: Live, tmp: Path, frames: int = 8) -> lumaai.types.Generation:
+    """A completed video generation of acme's of `frames` at 8 fps: an uploaded clip, modified."""
     g = client.generations.video.modify(
-        generation_type="modify_video", media={"url": live.upload(clip(tmp), "clip.mp4")}, mode="flex_1",
+        generation_type="modify_video", media={"url": live.upload(clip(tmp, frames), "clip.mp4")}, mode="flex_1",
         model="ray-2", prompt="a white square slides right",
     )  # fmt: skip
     done = _wait(client, g.id)
@@ -117,6 +117,9 @@ def test_refusals_name_the_reason_and_charge_nothing(
         tenant="globex", model="not-served", request={}, task={"prompt": "x"}, generation_type="video"
     )
     _refused(live, other.id, 404, "Generation not found")
+    # a clip longer than the toy makes (2.048 s): 24 frames at 8 fps
+    long = _completed_clip(strict(lumaai.LumaAI, DM)(live), live, tmp_path, frames=24)
+    _refused(live, long.id, 400, "generation_id", "3 s long", "'sao-toy' makes at most 2.048 s")
     # no audio model installed here: the message names the `noor models add` line
     source = _completed_clip(strict(lumaai.LumaAI, DM)(live), live, tmp_path)
     monkeypatch.setenv("NOOR_DATA_DIR", str(tmp_path / "empty"))
