@@ -11,6 +11,7 @@ from pathlib import Path
 import av
 import httpx
 import lumaai
+import numpy as np
 import pytest
 
 from noor.config import settings
@@ -38,16 +39,14 @@ def live(tmp_path_factory: pytest.TempPathFactory, toy_weights: Path) -> Iterato
     settings.cache_clear()
 
 
-def _streams(path: Path) -> tuple[list[tuple[str, str]], list[bytes], float]:
-    """(kind, codec) of each stream, the video stream's packet bytes, the audio stream's seconds."""
+def _streams(path: Path) -> tuple[list[tuple[str, str]], list[bytes], np.ndarray]:
+    """(kind, codec) of each stream, the video stream's packet bytes, the sound decoded as (channels, samples)."""
     with av.open(str(path)) as container:
         kinds = [(s.type, s.codec_context.name) for s in container.streams]
         packets = [bytes(p) for p in container.demux(video=0) if p.size]
     with av.open(str(path)) as container:
-        sound = container.streams.audio[0] if container.streams.audio else None
-        samples = sum(frame.samples for frame in container.decode(audio=0)) if sound else 0
-        seconds = samples / sound.rate if sound else 0.0
-    return kinds, packets, seconds
+        chunks = [frame.to_ndarray() for frame in container.decode(audio=0)] if container.streams.audio else []
+    return kinds, packets, np.concatenate(chunks, axis=1) if chunks else np.zeros((0, 0))
 
 
 def _completed_clip(client: lumaai.LumaAI, live: Live, tmp: Path, frames: int = 8) -> lumaai.types.Generation:
@@ -77,12 +76,13 @@ def test_sdk_adds_sound_to_a_clip_its_frames_untouched(live: Live, tmp_path: Pat
     assert done.assets.video and done.assets.image and done.assets.video != source.assets.video
     (tmp_path / "source.mp4").write_bytes(httpx.get(source.assets.video).content)
     (tmp_path / "sound.mp4").write_bytes(httpx.get(done.assets.video).content)
-    kinds, packets, seconds = _streams(tmp_path / "sound.mp4")
+    kinds, packets, sound = _streams(tmp_path / "sound.mp4")
     assert sorted(kinds) == [("audio", "aac"), ("video", "h264")]
     source_kinds, source_packets, _ = _streams(tmp_path / "source.mp4")
     assert source_kinds == [("video", "h264")]
     assert packets == source_packets  # the video stream copied packet for packet: the source's frames
-    assert abs(seconds - len(packets) / 8) < 0.15  # the clip's length of sound (AAC frames of 1024 samples)
+    assert sound.shape[0] == 2 and abs(sound.shape[1] / 8000 - len(packets) / 8) < 0.15  # stereo, the clip's length
+    assert np.sqrt((sound**2).mean()) > 1e-3  # sound, not silence
     assert live.store.get("acme", g.id).task["source"] == live.store.get("acme", source.id).assets["video"]
 
 

@@ -307,11 +307,19 @@ class Worker:
             self._backends[model] = (parallel, backend)
         return self._backends[model][1]
 
+    def audio_models(self) -> list[str]:
+        """The audio models installed here (models.toml's audio table, read again when it changes): this worker also
+        adds sound to clips with them. One that cannot be read is logged and skipped: the video jobs go on."""
+        try:
+            return [spec.id for spec in registry.audio_models()]
+        except Exception as err:
+            log.warning("worker %s claims no audio jobs: its audio models cannot be read: %s", self.config.name, err)
+            return []
+
     def run_once(self) -> bool:
         """Claim and run one job, or one batch; False when the queue had nothing for this worker."""
         regions = [self.config.region] if self.config.region else None
-        # and sound for a clip, with the audio models installed here (models.toml's audio table, read when it changes)
-        models = [*self.models, *(spec.id for spec in registry.audio_models())]
+        models = [*self.models, *self.audio_models()]
         jobs = self.store.claim_batch(
             self.config.name, self.config.lease_s, models=models, regions=regions, max_batch=self.config.max_batch
         )
