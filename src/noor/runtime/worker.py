@@ -360,10 +360,10 @@ class Worker:
         """Sound for a completed clip: the audio model makes the clip's length of it, muxed in with the video stream
         copied; stored as this job's video with its thumbnail and manifest (its source the parent). The lease keeper
         beats throughout (the sound is a few steps; a lost job ends "Deleted" and its result is dropped)."""
-        data = job.task
+        data, reads = job.task, _ReadOnce(self.assets)  # the source: read once, named again in the manifest
         try:
             spec = registry.get_audio(job.model)
-            raw = self.assets.get(data["source"])
+            raw = reads.get(data["source"])
             with tempfile.TemporaryDirectory() as tmp:
                 source = Path(tmp) / "source.mp4"
                 source.write_bytes(raw)
@@ -379,14 +379,13 @@ class Worker:
                 video = media.mux_audio(source, sound.waveform, sound.sample_rate, Path(tmp) / "video.mp4")
                 thumb = media.write_image(Path(tmp) / "thumbnail.jpg", media.thumbnail(frames))
                 files = {video.name: video.read_bytes(), thumb.name: thumb.read_bytes()}
-            if job.id in leases.lost():
-                return  # deleted while it ran: failed already, its result is dropped
             version = f"{spec.family} ({spec.source}), noor {noor.__version__}"
-            self._store(job, files, Manifest(
-                model=job.model, model_version=version, action=ACTIONS["audio"], generation_id=job.id,
-                region=self.config.region, ingredients=ingredients(data, _ReadOnce(self.assets)),
-                marked=None,  # the frames are the source's as they were (marked when it was made): not redrawn
-            ), is_image=False)  # fmt: skip
+            if job.id not in leases.lost():  # else deleted while it ran: failed already, its result is dropped
+                self._store(job, files, Manifest(
+                    model=job.model, model_version=version, action=ACTIONS["audio"], generation_id=job.id,
+                    region=self.config.region, ingredients=ingredients(data, reads),
+                    marked=None,  # the frames are the source's as they were (marked when it was made): not redrawn
+                ), is_image=False)  # fmt: skip
         except Exception as err:
             log.exception("generation %s failed", job.id)
             self._fail(job, err)
