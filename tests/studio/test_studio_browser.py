@@ -165,7 +165,11 @@ def test_a_failed_generation_shows_why(page: Any, served: Served) -> None:
 
 def completed_via_api(served: Served, body: dict[str, Any]) -> dict[str, Any]:
     auth = {"Authorization": f"Bearer {served.key}"}
-    gid = httpx.post(f"{served.base}/generations/video", json=body, headers=auth).json()["id"]
+    return completed_by_id(served, httpx.post(f"{served.base}/generations/video", json=body, headers=auth).json()["id"])
+
+
+def completed_by_id(served: Served, gid: str) -> dict[str, Any]:
+    auth = {"Authorization": f"Bearer {served.key}"}
     deadline = time.monotonic() + DONE_MS / 1000
     while (g := httpx.get(f"{served.base}/generations/{gid}", headers=auth).json())["state"] != "completed":
         assert g["state"] != "failed" and time.monotonic() < deadline, g
@@ -176,6 +180,17 @@ def completed_via_api(served: Served, body: dict[str, Any]) -> dict[str, Any]:
 def video_size(pg: Any) -> list[int]:
     video_duration_s(pg)  # its metadata loaded
     return list(pg.evaluate("(v => [v.videoWidth, v.videoHeight])(document.querySelector('video.player'))"))
+
+
+def made_by(pg: Any, button: Any, said: str) -> tuple[str, str]:
+    """Click `button` on a generation's page; the new generation's id and request, once it has completed and the
+    notice said `said` with its id."""
+    source_url = pg.url
+    button.click()
+    pg.wait_for_url(lambda url: url != source_url)
+    made = wait_completed(pg)
+    assert pg.locator("#notice").inner_text().startswith(f"{said} {made}.")
+    return made, pg.get_by_test_id("request").inner_text()
 
 
 def test_edit_and_reframe_from_a_generations_page(page: Any, served: Served) -> None:
@@ -192,11 +207,7 @@ def test_edit_and_reframe_from_a_generations_page(page: Any, served: Served) -> 
     assert edit.get_by_label("Edit to").input_value() == "a red circle moves to the left"  # starts from its prompt
     edit.get_by_label("Edit to").fill("a blue circle moves to the left")
     edit.get_by_label("Keep of the source").select_option("flex_1")
-    edit.get_by_role("button", name="Edit").click()
-    page.wait_for_url(lambda url: url != source_url)
-    edited = wait_completed(page)
-    assert page.locator("#notice").inner_text().startswith(f"Edit queued as {edited}.")
-    request = page.get_by_test_id("request").inner_text()
+    _, request = made_by(page, edit.get_by_role("button", name="Edit"), "Edit queued as")
     assert '"mode": "flex_1"' in request and '"generation_type": "modify_video"' in request
     assert source["assets"]["video"].split("?", 1)[0] in request  # made from the source's own file
     assert page.locator("h1").inner_text() == "a blue circle moves to the left"
@@ -206,12 +217,9 @@ def test_edit_and_reframe_from_a_generations_page(page: Any, served: Served) -> 
     wait_completed(page)
     reframe = page.get_by_role("form", name="Reframe")
     assert reframe.get_by_label("Reframe to").input_value() == "9:16"  # a square source: offered portrait
-    reframe.get_by_role("button", name="Reframe").click()
-    page.wait_for_url(lambda url: url != source_url)
-    reframed = wait_completed(page)
-    assert page.locator("#notice").inner_text().startswith(f"Reframe queued as {reframed}.")
+    _, request = made_by(page, reframe.get_by_role("button", name="Reframe"), "Reframe queued as")
     width, height = video_size(page)
-    assert '"aspect_ratio": "9:16"' in page.get_by_test_id("request").inner_text()
+    assert '"aspect_ratio": "9:16"' in request
     assert abs(width / height - 9 / 16) < 0.1, (width, height)
     shoot(page, "reframed")
 

@@ -85,6 +85,11 @@ export const api = {
     call("POST", `/dream-machine/v1/generations/${kind}/reframe`, {
       json: { generation_type: `reframe_${kind}`, media: { url }, aspect_ratio, prompt: prompt || undefined, model },
     }),
+  // sound for a finished clip, made by the installed audio model: a new generation, the clip with an AAC track
+  addAudio: (id, prompt) =>
+    call("POST", `/dream-machine/v1/generations/${encodeURIComponent(id)}/audio`, {
+      json: { generation_type: "add_audio", prompt: prompt || undefined },
+    }),
   upload: (file) => {
     const form = new FormData();
     form.append("file", file);

@@ -1,4 +1,4 @@
-// One generation: the player (or its preview while dreaming), download, extend, upscale, edit, reframe,
+// One generation: the player (or its preview while dreaming), download, extend, upscale, edit, add sound, reframe,
 // delete, the request that made it and, if it failed, why. Polled until it is completed or failed.
 
 import { api } from "./api.js";
@@ -55,7 +55,8 @@ function queueing(label, fields, errors, work, queued, name = null) {
   return form;
 }
 
-// Edit (a video) under a new prompt, as close to the source as the mode says; Reframe (a video or an image) onto
+// Edit (a video) under a new prompt, as close to the source as the mode says; Add sound (a video: the installed
+// audio model's track, under the clip's own prompt unless another is given); Reframe (a video or an image) onto
 // another aspect ratio, the new area drawn under the source's prompt.
 function editAndReframe(g, errors) {
   const source = g.assets.video || g.assets.image;
@@ -68,6 +69,10 @@ function editAndReframe(g, errors) {
     const fields = [h("label", { for: "edit-prompt" }, t("detail.edit.prompt")), prompt, h("label", { for: "edit-mode" }, t("detail.edit.mode")), mode];
     const edit = () => api.modify(source, mode.value, prompt.value, g.model);
     forms.push(queueing(t("detail.edit"), fields, errors, edit, (id) => t("detail.edited", { id }), t("detail.edit")));
+    const sound = h("input", { id: "sound-prompt", name: "sound-prompt", dir: "auto", placeholder: g.request.prompt || "" });
+    const soundFields = [h("label", { for: "sound-prompt" }, t("detail.sound.prompt")), sound];
+    const addSound = () => api.addAudio(g.id, sound.value.trim());
+    forms.push(queueing(t("detail.sound"), soundFields, errors, addSound, (id) => t("detail.sounded", { id }), t("detail.sound")));
   }
   const wide = g.request.aspect_ratio ? g.request.aspect_ratio.split(":").map(Number) : [16, 9];
   const to = select("reframe-to", ASPECTS, wide[0] >= wide[1] ? "9:16" : "16:9");
