@@ -40,6 +40,17 @@ MAX_KEYFRAMES = 64
 KEYFRAME_GRID_FPS = 24
 
 
+@dataclass(frozen=True)
+class Concept:
+    """A trained concept a task draws with: an adapter folder (`noor train lora`, registered by `noor concepts add`)
+    that the backend loads for this task only and unloads afterwards. `path` holds the diffusers LoRA file
+    (pytorch_lora_weights.safetensors) and lora_config.json; for noor-tiny also the new words' embeddings
+    (noor.engine.tiny.concept)."""
+
+    key: str
+    path: str
+
+
 class TaskError(ValueError):
     """A request a model cannot take; names the field and the bad value."""
 
@@ -75,6 +86,9 @@ class Task:
     # last index are where start_frame and end_frame pin theirs (one frame is pinned once: `pinned`). The indexes
     # count the task's num_frames (the Agents API's 24 fps grid: `frames_from_grid`)
     keyframes: tuple[tuple[int, np.ndarray], ...] = field(default=(), repr=False)
+    # trained concepts (adapters) loaded for this task only; a backend never draws tasks with different concepts in
+    # one call, and its weights after the task are its weights before it
+    concepts: tuple[Concept, ...] = ()
 
     def __post_init__(self) -> None:
         if self.edit_mode is not None and self.edit_mode not in EDIT_LEVELS:
@@ -99,6 +113,9 @@ class Task:
             self.reframe_box()  # refuses a position that puts the source outside the canvas
         if self.keyframes:
             self._check_keyframes()
+        keys = [c.key for c in self.concepts]
+        if len(set(keys)) != len(keys):
+            raise TaskError("concepts", keys, "a concept may be given once")
 
     def _check_keyframes(self) -> None:
         """TaskError (field "keyframes") for pins this task cannot hold; see `keyframes`."""
