@@ -57,7 +57,8 @@ class TaskError(ValueError):
     def __init__(self, field_name: str, value: object, message: str):
         self.field = field_name
         self.value = value
-        super().__init__(f"{field_name}: {message}, got {value!r}")
+        # "got None" tells nothing about a thing that is missing (no source, no audio model): the message says it
+        super().__init__(f"{field_name}: {message}" + ("" if value is None else f", got {value!r}"))
 
 
 @dataclass(frozen=True)
