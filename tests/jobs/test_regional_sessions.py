@@ -25,7 +25,7 @@ from noor.runtime.interactive import HostConfig, SessionHost
 from noor.runtime.ssrf import Guard
 from tests import world_double
 from tests.api.test_keyframe_urls import origin  # noqa: F401 - a fixture: an image host on loopback
-from tests.api.test_worlds import closed, next_status
+from tests.api.test_worlds import closed, next_status, wait_for
 from tests.jobs.test_regions import DOWN, configured, databases, files_of, rows_of  # noqa: F401 - `databases`: a fixture
 
 RIYADH = "me-riyadh"
@@ -185,3 +185,36 @@ def test_recover_and_reap_reach_the_planes(deployment: dict[str, Any]) -> None:
     central = _open(store, tenant="nomad")  # a tenant bound to no plane region: its sessions are central
     sessions.activate(store, central.id, "host-gone")
     assert sessions.reap(store, "host-riyadh", now=now + timedelta(seconds=2)) == [central.id]
+
+
+@pytest.mark.postgres
+def test_a_session_whose_plane_goes_down_ends_and_its_record_ends_when_the_plane_is_back(
+    deployment: dict[str, Any],
+) -> None:
+    c, auth, store = deployment["client"], deployment["auth"], deployment["store"]
+    before = tenants.get_tenant(store, "sovereign").credits_microcents
+    s = c.post("/v1/worlds/sessions", json={"prompt": "dunes", "model": "terrain-double", "fps": 20}, headers=auth)
+    assert s.status_code == 201, s.text
+    sid, plane = s.json()["id"], store.planes[RIYADH].session
+    with c.websocket_connect(f"/v1/worlds/sessions/{sid}/stream") as ws:
+        ws.send_json({"token": s.json()["token"]})
+        _, status = next_status(ws)
+        while status["cost"] == 0:  # billed at least once while the plane was up
+            _, status = next_status(ws)
+        # 1. the plane goes down: its seconds can no longer be recorded or billed, so the session ends, failed
+        up = plane.kw["bind"]
+        plane.configure(bind=create_engine(DOWN))
+        while status.get("type") != "ended":
+            _, status = next_status(ws)
+        assert status["reason"] == "error" and "cannot be written" in status["failure_reason"], status
+        assert closed(ws)[0] == 1000
+    assert app_host(deployment).runner.free([RIYADH]) == 2  # its slot is free at once
+    assert sid in app_host(deployment)._unrecorded  # the end waits to be written
+    # 2. the plane is back: the host writes the end (no one else would: the host is alive), billed only what was
+    # recorded before the plane went
+    plane.configure(bind=up)
+    row = wait_for(lambda: (r := sessions.by_id(store, sid)) is not None and r.state != "active" and r)
+    assert (row.state, row.end_reason) == ("failed", "error") and "cannot be written" in row.failure_reason
+    assert not app_host(deployment)._unrecorded
+    after = tenants.get_tenant(store, "sovereign").credits_microcents
+    assert before - after == row.cost_microcents == row.paid_microcents > 0

@@ -31,6 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -39,6 +40,7 @@ from PIL import Image
 from noor import catalog, scheduling
 from noor.engine.interactive import Interactive, World, WorldSpec
 from noor.jobs import money, sessions
+from noor.jobs.planes import RegionUnavailable
 from noor.jobs.sessions import EndReason, WorldSession
 from noor.jobs.store import Store
 from noor.runtime.heartbeat import Heartbeat
@@ -291,6 +293,9 @@ class SessionHost:
         self._closed = threading.Event()
         self._watch: threading.Thread | None = None
         self._heartbeat: Heartbeat | None = None
+        # ends this host could not write (the session's data plane was down): session id -> (reason, failure, when),
+        # written again every queue watch until they land, so a record never stays live for a session that is over
+        self._unrecorded: dict[str, tuple[EndReason, str | None, datetime]] = {}
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -320,6 +325,7 @@ class SessionHost:
             thread.join(10)
         if self._watch is not None:
             self._watch.join(5)
+        self._record_unrecorded()  # the last try; what is still unwritten the next start recovers (server_restart)
         if self._heartbeat is not None:
             self._heartbeat.stop()
         self.runner.close()
@@ -425,8 +431,33 @@ class SessionHost:
             return True
         return sessions.end(self.store, session_id, reason)
 
+    def _record_end(self, session_id: str, reason: EndReason, failure: str | None = None) -> None:
+        """End the session's record; when its database cannot be reached, keep the end to write it later
+        (`_record_unrecorded`), at the time it happened."""
+        when = sessions.now_utc()
+        try:
+            sessions.end(self.store, session_id, reason, failure, now=when)
+        except Exception:
+            log.exception("world session %s: could not record its end (%s); trying again", session_id, reason.value)
+            with self._lock:
+                self._unrecorded[session_id] = (reason, failure, when)
+
+    def _record_unrecorded(self) -> None:
+        """Write the ends that could not be written when they happened (their plane is back, or try next time)."""
+        with self._lock:
+            pending = dict(self._unrecorded)
+        for session_id, (reason, failure, when) in pending.items():
+            try:
+                sessions.end(self.store, session_id, reason, failure, now=when)
+            except Exception as err:
+                log.debug("world session %s: its end is still not recorded: %s", session_id, err)
+                continue
+            with self._lock:
+                self._unrecorded.pop(session_id, None)
+            log.warning("world session %s: its end (%s) is recorded now", session_id, reason.value)
+
     def _end_queued(self, live: LiveSession, reason: EndReason) -> None:
-        sessions.end(self.store, live.id, reason)
+        self._record_end(live.id, reason)
         live.end_reason = reason
         live.state = "ended"
         live.send("json", {"type": "ended", "reason": reason.value})
@@ -437,6 +468,8 @@ class SessionHost:
         """Queued sessions nobody is connected to end idle too (active ones check in their own loop)."""
         every_s = min(1.0, self.config.idle_s / 4)
         while not self._closed.wait(every_s):
+            if self._unrecorded:
+                self._record_unrecorded()
             now = time.monotonic()
             with self._lock:
                 idle = [s for s in self._queue if s.idle(self.config.idle_s, now)]
@@ -461,6 +494,9 @@ class SessionHost:
             self._emit(live, world.frame, "none", None, 0, opened, opened)
             # 2. tick at the session's fps until something ends it
             reason = self._tick(live, world, opened)
+        except RegionUnavailable as err:  # its seconds cannot be recorded or billed: it ends rather than run free
+            log.error("world session %s: ended, its data plane is down: %s", live.id, err)
+            reason, failure = EndReason.ERROR, f"the session's records cannot be written: {err}"[:500]
         except Exception as err:  # the model failed: the session ends failed, with the reason, and the host goes on
             log.exception("world session %s failed", live.id)
             reason, failure = EndReason.ERROR, f"{type(err).__name__}: {err}"[:500]
@@ -553,13 +589,16 @@ class SessionHost:
 
     def _finish(self, live: LiveSession, world: World | None, reason: EndReason, failure: str | None) -> None:
         """Bill the last part-second, end the record once, tell the socket, free the slot."""
-        try:
-            if world is not None:
+        if world is not None:
+            try:
                 self._bill(live, live.seconds)  # while still active: the seconds up to the end
+            except Exception:  # its plane is down: those seconds are not billed (never billed twice)
+                log.exception("world session %s: could not bill its last seconds", live.id)
+            try:
                 world.close()
-            sessions.end(self.store, live.id, reason, failure)
-        except Exception:
-            log.exception("world session %s: could not record its end", live.id)
+            except Exception:
+                log.exception("world session %s: its world did not close cleanly", live.id)
+        self._record_end(live.id, reason, failure)
         if live.placement is not None:
             self.runner.release(live.placement)
         live.end_reason, live.state = reason, "failed" if reason is EndReason.ERROR else "ended"
