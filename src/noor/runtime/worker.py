@@ -30,7 +30,7 @@ from PIL import Image
 
 import noor
 from noor.config import settings
-from noor.engine import media, registry
+from noor.engine import concepts, media, registry
 from noor.engine.backend import AttemptFailed, Backend, Cancelled
 from noor.engine.resample import resize
 from noor.engine.sound import SoundBackend, SoundRequest
@@ -114,11 +114,12 @@ class WorkerConfig:
             raise ValueError(f"max_batch: must be >= 1, got {self.max_batch!r}")
 
 
-def task_from_json(data: dict[str, Any], assets: Files) -> Task:
+def task_from_json(data: dict[str, Any], assets: Files, model: str | None = None) -> Task:
     """The engine task a job stored, with keyframes (or the source clip of an upscale, an edit or a reframe) read
     back from the asset store. `start` and `end` are `{"asset": key}` (an image) or `{"asset": key, "frame":
     "first"|"last"}` (a frame of an earlier video); `keyframes` lists the same with an `index` (a frame of the
-    task's num_frames) for frames pinned inside the clip."""
+    task's num_frames) for frames pinned inside the clip. `concepts` (keys) are resolved to their adapter folders
+    now (`noor.engine.concepts`): a concept removed since the request fails the job, naming it."""
     kind = data.get("kind")
     if kind == "upscale":  # the clip at a new size: its frames, at its frame rate
         source = read_source(assets.get(data["source"]), data["source"])
@@ -169,6 +170,7 @@ def task_from_json(data: dict[str, Any], assets: Files) -> Task:
         end_frame=keyframe(data.get("end")),
         loop=data.get("loop", False),
         keyframes=tuple((int(ref["index"]), read_keyframe(assets, ref)) for ref in data.get("keyframes") or ()),
+        concepts=concepts.for_task(data.get("concepts") or [], model),
     )
 
 
@@ -399,7 +401,7 @@ class Worker:
         tasks: list[Task] = []
         for job in jobs:  # 1. each task, keyframes (or source clip) included; one that cannot be read fails alone
             try:
-                tasks.append(task_from_json(job.task, reads))
+                tasks.append(task_from_json(job.task, reads, job.model))
                 live[job.id] = job
             except Exception as err:
                 log.exception("generation %s failed", job.id)

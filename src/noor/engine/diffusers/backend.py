@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from noor.engine.backend import Preview, Progress
+from noor.engine.diffusers import concepts as trained
 from noor.engine.diffusers import options as opts
 from noor.engine.diffusers import parallel as par
 from noor.engine.diffusers.families import Family, mode_of
@@ -103,6 +104,10 @@ class DiffusersBackend:
             self.pipes[mode].set_progress_bar_config(disable=True)
         return self.pipes[mode]
 
+    def check_concept(self, path: Path) -> None:
+        """ValueError with a one-line reason when the adapter at `path` does not fit this model's transformer."""
+        trained.check_concept(self.model, path)
+
     def configure(self, options: opts.Options) -> None:
         """Switch VAE tiling/slicing, attention backend and cache on the loaded model (offload stays)."""
         options.check(self.device)
@@ -170,7 +175,11 @@ class DiffusersBackend:
                 preview(lambda: decode_preview(pipe, latents, w, h, n))
 
         opts.reset_cache_state(pipe)
-        with _step_reporter(pipe, params, after_step, kwargs), self._guidance_split(pipe, task, kwargs):
+        with (
+            trained.loaded(pipe, task.concepts),  # this task's adapters, unloaded after it
+            _step_reporter(pipe, params, after_step, kwargs),
+            self._guidance_split(pipe, task, kwargs),
+        ):
             out = pipe(**kwargs)
         # 4. to uint8 frames
         frames = to_uint8(out.images[0] if hasattr(out, "images") else out.frames[0])
