@@ -23,24 +23,14 @@ mean MTTR. A batch on a failed GPU is killed: its jobs go back to their queues w
 keys, the work done is counted as GPU-hours lost, its other GPUs are freed, and its END event is cancelled
 (counted when it comes up, never silently dropped).
 
-Training (`Scenario.training`): a job holds a partition of whole nodes of one site (`Nodes.take_whole`: all of it
-or none) and its GPUs count as busy while held. It asks at its start; a waiting partition is taken when that many
-whole nodes are free and no serving job queued at the site outranks it, checked when it asks, when another
-partition there ends and at every sample tick (there is no draining: best fit keeps nodes whole as it can).
-Progress is checkpointed every `checkpoint_s` of work (the checkpoint's own write is not modelled: asynchronous);
-an interruption rolls the work back to the last checkpoint (counted as lost GPU-hours) and costs `restart_s`
-held without work when it runs again. A failed GPU in a partition interrupts it there and then; the partition
-is assumed to swap in a spare at once (it keeps its size, and the GPU's repair is not counted as down time).
-Pre-emption (`noor.scheduling.preemption`): when a serving job is queued at a site with a running partition, the
-site checks `preempt_after_s` later whether serving jobs that outrank a partition have waited that long; the
-policy's victims release their nodes at once and the site dispatches.
+Training (`Scenario.training`: partitions of whole nodes, their checkpoints, pre-emption by serving) is
+`noor.sim.training`'s: the core hands it the TRAINED, ASK and PREEMPT events and tells it what it needs to know.
 """
 
 from __future__ import annotations
 
 import gc
 import heapq
-import math
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -51,10 +41,11 @@ import numpy as np
 
 from noor import scheduling
 from noor.scheduling import Nodes, batching
+from noor.sim.events import END, FAIL, REPAIR, TICK
 from noor.sim.fleet import Fleet
 from noor.sim.scenario import Scenario
+from noor.sim.training import Partitions
 
-END, REPAIR, FAIL, TRAINED, ASK, PREEMPT, TICK = 0, 1, 2, 3, 4, 5, 6
 NAN = float("nan")
 
 
@@ -98,16 +89,11 @@ class _Site(Nodes):
         "fail_rate",
         "failures",
         "free",
-        "held",
         "index",
         "info",
         "last_t",
         "lost_gpu_s",
-        "preempt_pending",
         "queues",
-        "train_waiting",
-        "training_gpus",
-        "trainings",
         "waiting",
     )
 
@@ -129,11 +115,6 @@ class _Site(Nodes):
         self.failures = 0
         self.fail_rate = info.gpus / info.mtbf_s if info.mtbf_s else 0.0
         self.queues: list[_Queue] = []
-        self.held: dict[int, int] = {}  # node -> the training job holding it
-        self.trainings: list[int] = []  # training jobs holding a partition here
-        self.train_waiting: list[int] = []  # training jobs waiting for theirs
-        self.training_gpus = 0
-        self.preempt_pending = False
 
     def account(self, now: float) -> None:
         """Down GPU-seconds up to `now` (busy GPU-seconds are added per batch when it ends)."""
@@ -201,7 +182,8 @@ def _simulate(fleet: Fleet, progress: Callable[[float], None] | None, record_tra
     wall0 = time.perf_counter()
     run = _Run(fleet, progress, record_trace)
     # each returns True when the run is over
-    handlers = (run.on_end, run.on_repair, run.on_fail, run.on_trained, run.on_ask, run.on_preempt, run.on_tick)
+    tr = run.training
+    handlers = (run.on_end, run.on_repair, run.on_fail, tr.on_trained, tr.on_ask, tr.on_preempt, run.on_tick)
     heap, heappop, arrival_s, on_arrival = run.heap, heapq.heappop, run.arrival_s, run.on_arrival
     j, next_arrival, now = 0, arrival_s[0], 0.0
     while True:
@@ -229,9 +211,9 @@ class _Run:
         "arr", "arrival_s", "arrived", "batches", "busy_series", "cancelled", "cancelled_ends", "chips", "done",
         "down_at_horizon", "down_series", "end", "failures_on", "fair", "fleet", "given_gpu_s", "heap", "horizon",
         "inf", "j_cls", "j_key", "j_noise", "j_prio", "j_queue", "j_tenant", "max_batch", "n_jobs", "overhead",
-        "policy", "preempt_after_s", "preempter", "progress", "queue_of", "queued_by_tenant", "queued_series",
-        "record_trace", "refused", "requeued", "rng", "running", "running_gpus", "running_started_gpu_s", "seq",
-        "sites", "small", "start", "tenants", "ticks_s", "trace", "train", "training_series", "where",
+        "policy", "progress", "queue_of", "queued_by_tenant", "queued_series", "record_trace", "refused",
+        "requeued", "rng", "running", "running_gpus", "running_started_gpu_s", "seq", "sites", "small", "start",
+        "tenants", "ticks_s", "trace", "training", "watch", "where",
     )  # fmt: skip
 
     def __init__(self, fleet: Fleet, progress: Callable[[float], None] | None, record_trace: bool):
@@ -335,13 +317,11 @@ class _Run:
         self.queued_series: list[list[int]] = []
         self.down_at_horizon: list[float] = [0.0] * len(sites)
 
-        # 3. training: each asks for its partition at its start
-        self.train = [_Training(info) for info in fleet.training]
-        self.training_series: list[list[int]] = []
-        self.preempter = scheduling.preemption_policy(sched.preemption)
-        self.preempt_after_s = sched.preempt_after_s if self.train and sched.preemption != "never" else None
-        for t, info in enumerate(fleet.training):
-            self.push((info.start_s, ASK, 0, info.site, t, 0, 0.0, None))
+        # 3. training: each asks for its partition at its start; `watch` (None: no pre-emption) is told of
+        # every serving job that has to queue
+        self.training = Partitions(fleet.training, sites, sched, self.horizon, self.j_prio, self.arrival_s,
+                                   self.push, self.dispatch, self.trace if record_trace else None)  # fmt: skip
+        self.watch = self.training.watch if self.training.preempt_after_s is not None else None
 
     def push(self, event: tuple[Any, ...]) -> None:
         """Schedule an event; its seq (the third field) is set here (`launch` does the same inline)."""
@@ -380,11 +360,11 @@ class _Run:
                         self.dispatch(now, sites[k2])
                         if start[j] == start[j]:  # started (not nan)
                             break
-                if self.preempt_after_s is not None and start[j] != start[j]:
+                if self.watch is not None and start[j] != start[j]:
                     self.watch(now, q)
                 return
         self.enqueue(j)
-        if self.preempt_after_s is not None:
+        if self.watch is not None:
             self.watch(now, q)
 
     def on_end(self, now: float, event: tuple[Any, ...]) -> bool:
@@ -431,13 +411,7 @@ class _Run:
         if now < self.horizon or self.done < self.n_jobs or self.arrived < self.n_jobs:  # a site that only trains too
             self.schedule_failure(site, now)
         node = rng.randrange(site.info.gpus) // site.per_node  # a GPU, uniformly
-        if node in site.held:  # a partition's GPU: the job goes back to its checkpoint, a spare takes the GPU's place
-            t = site.held[node]
-            site.failures += 1
-            self.train[t].failures += 1
-            self.interrupt(now, t, keep=True)
-            if self.record_trace:
-                self.trace.append((now, "fail", (), site.index, node))
+        if self.training.on_gpu_failure(now, site, node):  # a partition's GPU: training's to handle
             return False
         size = site.node_size[node]
         up = size - site.node_down[node]
@@ -482,160 +456,14 @@ class _Run:
         self.busy_series.append([site.busy for site in self.sites])
         self.down_series.append([site.down for site in self.sites])
         self.queued_series.append(list(self.queued_by_tenant))
-        if self.train:
-            for site in self.sites:
-                if site.train_waiting:
-                    self.resume(now, site)
-            self.training_series.append([site.training_gpus for site in self.sites])
+        self.training.on_tick(now)
         if now >= self.horizon:
             self.down_at_horizon = [site.down_area for site in self.sites]
-            for tr in self.train:
-                tr.progress_at_horizon_s = tr.progress(now)
         if self.progress is not None:
             self.progress(min(now / self.horizon, 1.0))
         return self.done == self.n_jobs and now >= self.horizon
 
-    def on_ask(self, now: float, event: tuple[Any, ...]) -> bool:
-        """A training job asks for its partition: it takes it if it can, else it waits at its site."""
-        t, site = event[4], self.sites[event[3]]
-        tr = self.train[t]
-        tr.asked_s = tr.waiting_since_s = now
-        site.train_waiting.append(t)
-        self.resume(now, site)
-        return False
-
-    def on_trained(self, now: float, event: tuple[Any, ...]) -> bool:
-        """A training job's work is done (unless it was interrupted since: then the event is stale)."""
-        t, version = event[4], event[5]
-        tr = self.train[t]
-        if version != tr.version:
-            return False
-        site = self.sites[tr.info.site]
-        tr.done_s = tr.info.work_s
-        tr.end_s = now
-        self.release(now, site, t)
-        if site.train_waiting:
-            self.resume(now, site)
-        self.dispatch(now, site)
-        return False
-
-    def on_preempt(self, now: float, event: tuple[Any, ...]) -> bool:
-        """Serving jobs queued at a site with a running partition: those that outrank a partition and have
-        waited `preempt_after_s` take back what the pre-emption policy gives them."""
-        site = self.sites[event[3]]
-        site.preempt_pending = False
-        if not site.waiting or not site.trainings:
-            return False
-        after_s, arrival_s, j_prio = self.preempt_after_s, self.arrival_s, self.j_prio
-        assert after_s is not None
-        lowest = max(self.train[t].info.priority for t in site.trainings)
-        needed, priority, next_check = -site.free, None, self.inf
-        for q in site.queues:
-            if not q.heap:
-                continue
-            j = q.heap[0][-1]
-            if j_prio[j] >= lowest:
-                continue  # outranks no partition here
-            if now - arrival_s[j] >= after_s:
-                needed += len(q.heap) * q.gpus
-                priority = j_prio[j] if priority is None else max(priority, j_prio[j])
-            else:
-                next_check = min(next_check, arrival_s[j] + after_s)
-        if priority is not None and needed > 0:
-            running = [scheduling.Partition(str(t), self.train[t].info.priority, self.train[t].info.gpus,
-                                            self.train[t].since_checkpoint_s(now)) for t in site.trainings]
-            for victim in self.preempter.victims(running, needed, priority):
-                t = int(victim.id)
-                self.train[t].preemptions += 1
-                self.interrupt(now, t, keep=False)
-                if self.record_trace:
-                    self.trace.append((now, "preempt", (t,), site.index, -1))
-            self.dispatch(now, site)
-            if site.waiting and site.trainings:
-                next_check = min(next_check, now + after_s)
-        if next_check < self.inf:
-            site.preempt_pending = True
-            self.push((next_check, PREEMPT, 0, site.index, 0, 0, 0.0, None))
-        return False
-
     # --- what the handlers share ------------------------------------------------------------------
-
-    def watch(self, now: float, q: _Queue) -> None:
-        """A serving job was queued: its sites with a running partition check for pre-emption later."""
-        assert self.preempt_after_s is not None
-        for site in q.site_objs:
-            if site.trainings and not site.preempt_pending:
-                site.preempt_pending = True
-                self.push((now + self.preempt_after_s, PREEMPT, 0, site.index, 0, 0, 0.0, None))
-
-    def resume(self, now: float, site: _Site) -> None:
-        """Waiting partitions, best ranked first, take whole free nodes while no queued serving job here
-        outranks them."""
-        site.train_waiting.sort(key=lambda t: (self.train[t].info.priority, self.train[t].asked_s, t))
-        heads = [self.j_prio[q.heap[0][-1]] for q in site.queues if q.heap]
-        while site.train_waiting:
-            t = site.train_waiting[0]
-            tr = self.train[t]
-            if any(p < tr.info.priority for p in heads) or site.free < tr.info.gpus:
-                return
-            nodes = site.take_whole(tr.info.nodes)
-            if not nodes:
-                return
-            site.train_waiting.pop(0)
-            tr.waited_s += _clipped(tr.waiting_since_s, now, self.horizon)
-            tr.nodes, tr.held_since_s = nodes, now
-            for node in nodes:
-                site.held[node] = t
-            site.trainings.append(t)
-            site.free -= tr.info.gpus
-            site.busy += tr.info.gpus
-            site.training_gpus += tr.info.gpus
-            self.work(now, t, tr.restart_next_s)
-            if self.record_trace:
-                self.trace.append((now, "hold", (t,), site.index, -1))
-
-    def work(self, now: float, t: int, restart_s: float) -> None:
-        """The partition works from now + restart_s: its TRAINED event is due when the rest of the work is done."""
-        tr = self.train[t]
-        tr.version += 1
-        tr.work_from_s = now + restart_s
-        tr.restarts_s += restart_s
-        self.push((tr.work_from_s + tr.info.work_s - tr.done_s, TRAINED, 0, tr.info.site, t, tr.version, 0.0, None))
-
-    def interrupt(self, now: float, t: int, keep: bool) -> None:
-        """Back to the last checkpoint (the work since is lost); `keep`: on its partition, after a restart
-        (a failure); else the partition is given back and the job waits for it again (a pre-emption)."""
-        tr = self.train[t]
-        lost_s = tr.since_checkpoint_s(now)
-        tr.done_s = tr.progress(now) - lost_s
-        tr.lost_s += lost_s
-        tr.restart_next_s = tr.info.restart_s
-        if keep:
-            self.work(now, t, tr.info.restart_s)
-            return
-        tr.version += 1  # its TRAINED event is stale now
-        site = self.sites[tr.info.site]
-        self.release(now, site, t)
-        tr.waiting_since_s = now
-        site.train_waiting.append(t)
-
-    def release(self, now: float, site: _Site, t: int) -> None:
-        """A partition's nodes are free again; its held GPU-seconds are counted as busy."""
-        tr = self.train[t]
-        k = tr.info.gpus
-        held = k * _clipped(tr.held_since_s, now, self.horizon)
-        site.busy_area += held
-        tr.held_gpu_s += held
-        site.give_back(tr.nodes)
-        for node in tr.nodes:
-            del site.held[node]
-        tr.nodes = []
-        tr.work_from_s = self.inf
-        site.trainings.remove(t)
-        site.free += k
-        site.busy -= k
-        site.training_gpus -= k
-
 
     def enqueue(self, j: int) -> None:
         q = self.j_queue[j]
@@ -762,21 +590,7 @@ class _Run:
         sites = self.sites
         for site in sites:
             site.account(now)
-        horizon = self.horizon
-        training = []
-        for tr in self.train:
-            held_s = _clipped(tr.held_since_s, now, horizon) if tr.nodes else 0.0
-            sites[tr.info.site].busy_area += tr.info.gpus * held_s  # partitions still held: up to the horizon
-            waiting = tr in (self.train[t] for site in sites for t in site.train_waiting)
-            waited_s = tr.waited_s + (_clipped(tr.waiting_since_s, now, horizon) if waiting else 0.0)
-            training.append({
-                "name": tr.info.name, "site": tr.info.site, "gpus": tr.info.gpus, "priority": tr.info.priority,
-                "work_h": tr.info.work_s / 3600, "progress_h": tr.progress_at_horizon_s / 3600,
-                "done_at_h": tr.end_s / 3600 if tr.end_s == tr.end_s else None,
-                "preemptions": tr.preemptions, "failures": tr.failures, "lost_gpu_h": tr.lost_s * tr.info.gpus / 3600,
-                "restart_gpu_h": tr.restarts_s * tr.info.gpus / 3600, "waited_h": waited_s / 3600,
-                "held_gpu_h": (tr.held_gpu_s + tr.info.gpus * held_s) / 3600,
-            })  # fmt: skip
+        training = self.training.record(now)
         return Record(
             submitted_s=self.arr.t_s,
             start_s=np.asarray(self.start, dtype=float),
@@ -800,40 +614,5 @@ class _Run:
             trace=self.trace,
             refused=np.isin(np.arange(self.n_jobs), self.refused),
             training=training,
-            training_series=self.training_series,
+            training_series=self.training.series,
         )
-
-
-def _clipped(since: float, until: float, horizon: float) -> float:
-    """Seconds of [since, until] inside [0, horizon]."""
-    return max(0.0, min(until, horizon) - min(since, horizon))
-
-
-class _Training:
-    """A training job's state in a run: its partition, its work, and what happened to it."""
-
-    __slots__ = (
-        "asked_s", "done_s", "end_s", "failures", "held_gpu_s", "held_since_s", "info", "lost_s", "nodes",
-        "preemptions", "progress_at_horizon_s", "restart_next_s", "restarts_s", "version", "waited_s",
-        "waiting_since_s", "work_from_s",
-    )  # fmt: skip
-
-    def __init__(self, info: Any):
-        self.info = info
-        self.nodes: list[int] = []  # held now ([]: not holding)
-        self.done_s = 0.0  # work kept: at the last checkpoint or rollback (or at the start of this hold)
-        self.work_from_s = float("inf")  # when this hold's work (re)started
-        self.version = 0  # its TRAINED event's: an interruption makes the pending one stale
-        self.asked_s = self.waiting_since_s = self.held_since_s = self.end_s = NAN
-        self.restart_next_s = 0.0  # the first hold starts at once; one after an interruption reloads first
-        self.preemptions = self.failures = 0
-        self.lost_s = self.restarts_s = self.waited_s = self.held_gpu_s = self.progress_at_horizon_s = 0.0
-
-    def progress(self, now: float) -> float:
-        """Work done by `now`: what was kept, plus this hold's work since it (re)started."""
-        return min(self.done_s + max(0.0, now - self.work_from_s), self.info.work_s) if self.nodes else self.done_s
-
-    def since_checkpoint_s(self, now: float) -> float:
-        """Work since the last checkpoint (checkpoints every `checkpoint_s` of work): lost if interrupted now."""
-        done = self.progress(now)
-        return done - math.floor(done / self.info.checkpoint_s + 1e-9) * self.info.checkpoint_s
