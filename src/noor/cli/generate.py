@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import time
@@ -87,6 +88,18 @@ def _parallel_plan(spec: Any, task: Any, text: str | None) -> Any:
     return plan
 
 
+def _concept(path: Path) -> Any:
+    """A --concept folder as a Task's Concept: its key the one its lora_config.json suggests, else the folder's name."""
+    from noor.engine.task import Concept
+
+    if not path.is_dir():
+        fail("--concept", str(path), "no such folder (an adapter folder written by noor train lora)")
+    key = path.resolve().name
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # the backend's check names what is wrong
+        key = str(json.loads((path / "lora_config.json").read_text(encoding="utf-8")).get("key") or key)
+    return Concept(key, str(path.resolve()))
+
+
 @app.command()
 def generate(
     prompt: Annotated[str, typer.Argument(help="what to see, in English or Arabic")],
@@ -116,6 +129,12 @@ def generate(
     parallel: Annotated[
         str | None,
         typer.Option(help="run on several ranks: ulysses=K, ring=K, cfg=2 or a mix (ulysses=2,cfg=2); open models"),
+    ] = None,
+    concept: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--concept", help="a trained concept to draw with (an adapter folder: noor train lora); repeatable"
+        ),
     ] = None,
 ) -> None:
     """Generate a video (or an image) from a prompt."""
@@ -154,6 +173,7 @@ def generate(
             start_frame=_keyframe("--start-image", start_image),
             end_frame=_keyframe("--end-image", end_image),
             loop=loop,
+            concepts=tuple(_concept(path) for path in concept or ()),
         )
         notes = spec.check(task)
         plan = _parallel_plan(spec, task, parallel)
@@ -167,6 +187,14 @@ def generate(
         from noor.runtime.local import load_backend
 
         backend = load_backend(spec.id, weights=weights, parallel=plan)
+    for path in concept or ():
+        check = getattr(backend, "check_concept", None)
+        if check is None:
+            fail("--concept", str(path), f"model {spec.id!r} does not load trained concepts here")
+        try:
+            check(path)
+        except ValueError as err:
+            raise BadInput(f"--concept: {err}") from None
     ranks = getattr(backend, "plan", None)  # a k-rank backend (noor.runtime.ranks)
     on_ranks = ""
     if ranks is not None:
@@ -348,6 +376,14 @@ def eval_tiny(
             help="check edits and reframes instead, on the same prompts (--aspect-prompts: reframes)",
         ),
     ] = False,
+    concept: Annotated[
+        Path | None,
+        typer.Option(
+            "--concept",
+            help="check a trained concept instead (an adapter folder: noor train lora --model tiny): its shape on "
+            "held-out prompts with and without it, and the base figures with it loaded",
+        ),
+    ] = None,
 ) -> None:
     """Check noor-tiny's colour, shape and motion on held-out prompts, and its keyframe fidelity (or, with
     --edits, its edits and reframes)."""
@@ -359,6 +395,9 @@ def eval_tiny(
         per_language, keyframe_checks, two_object_scenes, aspect_prompts = tiny_eval.QUICK.values()
 
     backend = TinyBackend(weights)
+    if concept is not None:
+        _eval_concept(backend, concept, per_language, steps, batch, json_out)
+        return
     prompts = tiny_eval.eval_prompts(per_language, seeds)
     if edits:
         _eval_edits(backend, prompts, min(aspect_prompts, len(prompts)), steps, batch, json_out)
@@ -428,6 +467,63 @@ def eval_tiny(
     if two_object_scenes:
         shares = ", ".join(f"{lang} {share:.0%}" for lang, share in report.two_objects.items())
         print(f"two objects: both in their colour and shape in {shares} (>= {tiny_eval.TWO_OBJECTS_TARGET:.0%})")
+    if json_out:
+        json_out.write_text(json.dumps(report.__dict__, indent=2, ensure_ascii=False) + "\n")
+    if not report.passed():
+        print("below target")
+        raise typer.Exit(1)
+    print("all targets met")
+
+
+def _eval_concept(
+    backend: Any, folder: Path, per_language: int, steps: int | None, batch: int, json_out: Path | None
+) -> None:
+    """`noor eval tiny --concept DIR`: exit 1 below the concept's targets."""
+    from noor.engine.task import Concept, Task
+    from noor.engine.tiny import concept as tiny_concept
+    from noor.engine.tiny import eval as tiny_eval
+    from noor.engine.tiny.scene import NEW_SHAPES
+
+    try:
+        adapter = tiny_concept.read(folder, backend.pipe)
+    except tiny_concept.ConceptError as err:
+        raise BadInput(f"--concept: {err}") from None
+    words = [w for ws in adapter.config.get("words", {}).values() for w in ws]
+    shape = next((s for s in NEW_SHAPES if s in words), None)
+    if shape is None:
+        fail("--concept", str(folder), f"its words {words} name none of the shapes the detector reads ({NEW_SHAPES})")
+    loaded = (Concept(str(adapter.config.get("key") or folder.name), str(folder.resolve())),)
+
+    def generate_clips(clips: list[tiny_eval.Clip], with_concept: bool) -> list[Any]:
+        tasks = [Task(c.prompt, seed=c.seed, steps=steps, concepts=loaded if with_concept else ()) for c in clips]
+        return [media.frames.astype("float32") / 255.0 for media in backend.generate(tasks)]
+
+    with progress() as bar:
+        job = bar.add_task("evaluating", total=None, info="clips")
+        report = tiny_eval.evaluate_concept(
+            generate_clips, shape, per_language, per_language, batch,
+            lambda done, total: bar.update(job, completed=done, total=total),
+        )  # fmt: skip
+    report.size_bytes = tiny_concept.adapter_bytes(folder)
+    table = Table(title=f"noor-tiny with the concept {folder} ({shape}), held-out prompts")
+    for column in ("language", f"{shape} with it (>= {tiny_eval.CONCEPT_TARGET:.0%})", f"{shape} without it"):
+        table.add_column(column, justify="right")
+    table.add_column("colour / motion with it", justify="right")
+    for lang, share in report.drawn.items():
+        extra = report.concept_attributes[lang]
+        table.add_row(
+            lang, f"{share:.0%}", f"{report.drawn_without[lang]:.0%}", f"{extra['colour']:.0%} / {extra['motion']:.0%}"
+        )
+    Console().print(table)
+    base = Table(title=f"base prompts without the adapter and with it (within {tiny_eval.BASE_DRIFT_MAX:.0%} points)")
+    base.add_column("language")
+    for attribute, target in tiny_eval.TARGETS.items():
+        base.add_column(f"{attribute} (>= {target:.0%})", justify="right")
+    for lang, without in report.base_without.items():
+        with_it = report.base_with[lang]
+        base.add_row(lang, *(f"{without[a]:.0%} -> {with_it[a]:.0%}" for a in tiny_eval.TARGETS))
+    Console().print(base)
+    print(f"adapter size {report.size_bytes / 1e6:.2f} MB (<= {tiny_concept.MAX_BYTES / 1e6:.0f} MB)")
     if json_out:
         json_out.write_text(json.dumps(report.__dict__, indent=2, ensure_ascii=False) + "\n")
     if not report.passed():

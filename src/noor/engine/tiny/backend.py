@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from itertools import groupby
@@ -13,7 +14,7 @@ import numpy as np
 
 from noor.engine.backend import Preview, Progress
 from noor.engine.resample import resize
-from noor.engine.task import Media, Task, nearest_frames
+from noor.engine.task import Media, Task, TaskError, nearest_frames
 
 NATIVE_SIZE = 64
 NATIVE_FRAMES = 16
@@ -97,15 +98,17 @@ class TinyBackend:
             t = tasks[i]
             guidance = DEFAULT_GUIDANCE if t.guidance is None else t.guidance
             level = t.edit_level if t.operation == "edit" else REFRAME_LEVEL if t.operation == "reframe" else 1.0
-            return (t.is_image, t.steps or DEFAULT_STEPS, guidance, level, canvas(t))
+            # tasks with other concepts never share a call: a group's adapters are loaded around its call alone
+            concepts = tuple(c.path for c in t.concepts)
+            return (concepts, t.is_image, t.steps or DEFAULT_STEPS, guidance, level, canvas(t))
 
         order = sorted(range(len(tasks)), key=key)
         groups = [(k, list(g)) for k, g in groupby(order, key=key)]
         # one step of a batched call advances all its clips; an edit runs only the steps below its level
-        total = sum(k[1] - self.pipe.start_index(k[1], k[3]) for k, _ in groups)
+        total = sum(k[2] - self.pipe.start_index(k[2], k[4]) for k, _ in groups)
         done = 0
         results: dict[int, Media] = {}
-        for (is_image, steps, guidance, level, (width, height)), group in groups:
+        for (_, is_image, steps, guidance, level, (width, height)), group in groups:
             batch = [tasks[i] for i in group]
             num_frames = 1 if is_image else NATIVE_FRAMES
             sources = [on_canvas(t, num_frames, width, height) for t in batch]
@@ -121,23 +124,24 @@ class TinyBackend:
                     preview(lambda: self._draft(pipe, kwargs["x0"][:1], first))
                 return kwargs
 
-            # 2. denoise the batch at the native size
-            out = self.pipe(
-                prompt=[t.prompt for t in batch],
-                negative_prompt=[t.negative_prompt for t in batch],
-                num_frames=num_frames,
-                height=height,
-                width=width,
-                num_inference_steps=steps,
-                guidance_scale=guidance,
-                generator=[torch.Generator().manual_seed(t.seed) for t in batch],
-                start_frame=[centre_square(t.start_frame) for t in batch],
-                end_frame=[centre_square(t.end_frame) for t in batch],
-                loop=[t.loop for t in batch],
-                callback_on_step_end=on_step,
-                **self._source_options(sources, level),
-                **self._keyframe_options(batch, num_frames),
-            )
+            # 2. denoise the batch at the native size, the group's concepts loaded for this call alone
+            with self._concepts(batch[0]):
+                out = self.pipe(
+                    prompt=[t.prompt for t in batch],
+                    negative_prompt=[t.negative_prompt for t in batch],
+                    num_frames=num_frames,
+                    height=height,
+                    width=width,
+                    num_inference_steps=steps,
+                    guidance_scale=guidance,
+                    generator=[torch.Generator().manual_seed(t.seed) for t in batch],
+                    start_frame=[centre_square(t.start_frame) for t in batch],
+                    end_frame=[centre_square(t.end_frame) for t in batch],
+                    loop=[t.loop for t in batch],
+                    callback_on_step_end=on_step,
+                    **self._source_options(sources, level),
+                    **self._keyframe_options(batch, num_frames),
+                )
             # 3. to uint8 at the requested length and size
             for index, task, clip, placed in zip(group, batch, out.frames, sources, strict=True):
                 notes = list(placed.notes) if placed is not None else []
@@ -147,6 +151,27 @@ class TinyBackend:
                     notes.append("the source's own pixels kept in its region, the rest drawn around it")
                 results[index] = Media(frames=frames, fps=task.fps, notes=notes)
         return [results[i] for i in range(len(tasks))]
+
+    @contextmanager
+    def _concepts(self, task: Task) -> Iterator[None]:
+        """The task's concepts loaded around a call (none: nothing done), unloaded after it; a folder that is not a
+        noor-tiny adapter is a TaskError naming the concept."""
+        from noor.engine.tiny import concept
+
+        for c in task.concepts:
+            try:
+                concept.read(c.path, self.pipe)
+            except concept.ConceptError as err:
+                raise TaskError("concepts", c.key, str(err)) from None
+        with concept.loaded(self.pipe, [c.path for c in task.concepts]):
+            yield
+
+    def check_concept(self, path: Path) -> None:
+        """Refuse (ValueError, one line naming what is wrong) a folder that is not a noor-tiny adapter fitting these
+        weights (what `noor train lora --model tiny` writes)."""
+        from noor.engine.tiny import concept
+
+        concept.read(path, self.pipe)
 
     def _draft(self, pipe: Any, x0: Any, task: Task) -> np.ndarray:
         """A denoising step's clean-clip estimate (1, C, T, h, w) as the task's pixels."""

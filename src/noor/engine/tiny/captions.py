@@ -46,6 +46,11 @@ EN_BACKGROUND = {
     "gray": ["on a gray background", "against gray", "on a grey background"],
 }
 
+# Shapes the base model never saw (scene.NEW_SHAPES), taught by a trained concept (noor.engine.tiny.concept): kept
+# out of EN_SHAPE and AR_SHAPE, which the base vocabulary is built from (vocabulary_corpus). "هلال" is masculine.
+EN_NEW_SHAPE = {"crescent": ["crescent"]}
+AR_NEW_SHAPE = {"crescent": ("هلال", "m")}
+
 # --- Arabic --------------------------------------------------------------------------------------
 
 AR_SHAPE = {"circle": ("دائرة", "f"), "square": ("مربع", "m"), "triangle": ("مثلث", "m")}
@@ -85,7 +90,7 @@ def _pick(rng: np.random.Generator, options: list[str]) -> str:
 
 def _en_thing(rng: np.random.Generator, thing: Thing, first: bool) -> str:
     colour = _pick(rng, EN_COLOUR[thing.colour])
-    shape = _pick(rng, EN_SHAPE[thing.shape])
+    shape = _pick(rng, EN_SHAPE.get(thing.shape) or EN_NEW_SHAPE[thing.shape])
     motion = _pick(rng, EN_MOTION[thing.motion])
     article = "an" if colour[0] in "aeiou" else "a"
     forms = [f"{article} {colour} {shape} {motion}", f"the {colour} {shape} {motion}", f"{colour} {shape} {motion}"]
@@ -95,8 +100,8 @@ def _en_thing(rng: np.random.Generator, thing: Thing, first: bool) -> str:
 
 
 def _ar_thing(rng: np.random.Generator, thing: Thing) -> str:
-    shape, gender = AR_SHAPE[thing.shape]
-    if AR_SHAPE_ALT[thing.shape] and rng.random() < 0.25:
+    shape, gender = AR_SHAPE.get(thing.shape) or AR_NEW_SHAPE[thing.shape]
+    if AR_SHAPE_ALT.get(thing.shape) and rng.random() < 0.25:
         shape, gender = AR_SHAPE_ALT[thing.shape][0]
     colour = AR_COLOUR[thing.colour][1 if gender == "f" else 0]
     fem = gender == "f"
@@ -161,6 +166,7 @@ def objects_named(text: str) -> int:
     """How many objects a prompt names: its shape words ("a red circle and a blue box": 2), in either language."""
     from noor.engine.tiny.tokenizer import normalize_word, words
 
-    shapes = {normalize_word(w) for options in EN_SHAPE.values() for w in options}
-    shapes |= {normalize_word(w) for w, _ in [*AR_SHAPE.values(), *(a for alts in AR_SHAPE_ALT.values() for a in alts)]}
+    shapes = {normalize_word(w) for options in [*EN_SHAPE.values(), *EN_NEW_SHAPE.values()] for w in options}
+    arabic = [*AR_SHAPE.values(), *AR_NEW_SHAPE.values(), *(a for alts in AR_SHAPE_ALT.values() for a in alts)]
+    shapes |= {normalize_word(w) for w, _ in arabic}
     return sum(w in shapes or (w.startswith("و") and w[1:] in shapes) for w in words(text))

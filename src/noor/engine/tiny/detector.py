@@ -12,7 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from noor.engine.tiny.scene import COLOURS, coverage
+from noor.engine.tiny.scene import (
+    COLOURS,
+    CRESCENT_CUT,
+    CRESCENT_INNER,
+    CRESCENT_OUTER,
+    SHAPES,
+    coverage,
+)
 
 _PALETTE = np.array(list(COLOURS.values()), dtype=np.float32)  # (K, 3)
 _NAMES = list(COLOURS)
@@ -40,20 +47,33 @@ def _background(frames: np.ndarray) -> np.ndarray:
     return np.median(border.reshape(-1, 3), axis=0)
 
 
-# area of each shape per r^2, for the shapes as world.render draws them
-_AREA_PER_R2 = {"circle": np.pi, "square": (2 * 0.88) ** 2, "triangle": 3 * np.sqrt(3) / 4 * 1.25**2}
+def _lens(a: float, b: float, d: float) -> float:
+    """The area two discs of radii a and b, centres d apart, share (they overlap partly)."""
+    alpha = np.arccos((d * d + a * a - b * b) / (2 * d * a))
+    beta = np.arccos((d * d + b * b - a * a) / (2 * d * b))
+    kite = 0.5 * np.sqrt((-d + a + b) * (d + a - b) * (d - a + b) * (d + a + b))
+    return float(a * a * alpha + b * b * beta - kite)
 
 
-def _shape(mask: np.ndarray) -> str | None:
-    """The shape whose same-area, same-centre template overlaps the mask best (IoU)."""
+# area of each shape per r^2, for the shapes as scene.render draws them
+_AREA_PER_R2 = {
+    "circle": np.pi,
+    "square": (2 * 0.88) ** 2,
+    "triangle": 3 * np.sqrt(3) / 4 * 1.25**2,
+    "crescent": np.pi * CRESCENT_OUTER**2 - _lens(CRESCENT_OUTER, CRESCENT_INNER, CRESCENT_CUT),
+}
+
+
+def _shape(mask: np.ndarray, shapes: tuple[str, ...] = SHAPES) -> str | None:
+    """The shape among `shapes` whose same-area, same-centre template overlaps the mask best (IoU)."""
     ys, xs = np.nonzero(mask)
     if len(xs) < 12:
         return None
     cx, cy, area = xs.mean() + 0.5, ys.mean() + 0.5, float(len(xs))
     py, px = np.mgrid[0 : mask.shape[0], 0 : mask.shape[1]].astype(np.float64) + 0.5
     best, best_iou = None, -1.0
-    for shape, per_r2 in _AREA_PER_R2.items():
-        r = np.sqrt(area / per_r2)
+    for shape in shapes:
+        r = np.sqrt(area / _AREA_PER_R2[shape])
         template = coverage(shape, px, py, np.array([cx]), np.array([cy]), np.array([r]))[0] > 0.5
         iou = np.logical_and(template, mask).sum() / max(1, np.logical_or(template, mask).sum())
         if iou > best_iou:
@@ -76,8 +96,8 @@ def _nearest_palette(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return dist.argmin(axis=-1), dist.min(axis=-1) < 70.0
 
 
-def _read(fg: np.ndarray, colour: str | None) -> Detection:
-    """Shape and motion of the object a foreground mask (T, H, W) holds, named `colour`."""
+def _read(fg: np.ndarray, colour: str | None, shapes: tuple[str, ...] = SHAPES) -> Detection:
+    """Shape (one of `shapes`) and motion of the object a foreground mask (T, H, W) holds, named `colour`."""
     T, side = fg.shape[0], min(fg.shape[1:3])
     # 1. track: centroid and area per frame, on frames with a visible object
     scale = 64.0 / side  # native pixels: a non-square clip holds its square at the short side
@@ -92,7 +112,7 @@ def _read(fg: np.ndarray, colour: str | None) -> Detection:
     stretch = float(np.median(spreads))
 
     # 2. shape: the most common verdict over frames
-    verdicts = [s for s in (_shape(fg[t]) for t in range(T)) if s is not None]
+    verdicts = [s for s in (_shape(fg[t], shapes) for t in range(T)) if s is not None]
     shape = max(set(verdicts), key=verdicts.count) if verdicts else None
 
     # 3. motion: net displacement, area change, vertical hops
@@ -114,8 +134,12 @@ def _read(fg: np.ndarray, colour: str | None) -> Detection:
     return Detection(colour, shape, motion, track, stretch)
 
 
-def detect(clip: np.ndarray) -> Detection:
-    """Read colour, shape and motion from a clip (T, H, W, 3) in [0, 1] holding one object."""
+def detect(clip: np.ndarray, shapes: tuple[str, ...] = SHAPES) -> Detection:
+    """Read colour, shape and motion from a clip (T, H, W, 3) in [0, 1] holding one object. `shapes`: the
+    candidates the shape is read as (the base shapes; add scene.NEW_SHAPES to read a trained concept's too)."""
+    unknown = [s for s in shapes if s not in _AREA_PER_R2]
+    if unknown or not shapes:
+        raise ValueError(f"shapes must be some of {', '.join(_AREA_PER_R2)}, got {shapes!r}")
     frames = np.asarray(clip, dtype=np.float32) * 255.0
     fg = _foreground(frames)
     # colour: the palette entry most foreground pixels are nearest to (and near enough)
@@ -124,7 +148,7 @@ def detect(clip: np.ndarray) -> Detection:
         nearest, close = _nearest_palette(frames[fg])
         if close.any():
             colour = _NAMES[int(np.bincount(nearest[close], minlength=len(_NAMES)).argmax())]
-    return _read(fg, colour)
+    return _read(fg, colour, tuple(shapes))
 
 
 def detect_colour(clip: np.ndarray, colour: str) -> Detection:

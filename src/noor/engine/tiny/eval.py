@@ -322,3 +322,103 @@ def evaluate(
     report.middle_psnr_db = float(np.min(pinned_scores)) if pinned_scores else 0.0
     report.middle_kept = float(np.mean(pinned_kept)) if pinned_kept else 0.0
     return report
+
+
+# --- trained concepts (`noor eval tiny --concept DIR`) ----------------------------------------------------------
+
+CONCEPT_TARGET = 0.80  # share of held-out prompts for the new shape the detector reads as it, per language
+BASE_DRIFT_MAX = 0.05  # a base figure may drop this much with the adapter loaded
+
+
+def concept_prompts(shape: str, per_language: int = 16) -> list[EvalPrompt]:
+    """Held-out prompts for a new shape: its (colour, motion) pairs the concept data never shows it in
+    (concept.HELD_OUT), with seeds of their own, described in English and Arabic."""
+    from noor.engine.tiny.concept import HELD_OUT
+
+    rng = np.random.default_rng(20261206)
+    pairs = sorted(HELD_OUT, key=lambda p: (list(COLOURS).index(p[0]), MOTIONS.index(p[1])))
+    out: list[EvalPrompt] = []
+    for i in range(per_language):
+        colour, motion = pairs[i % len(pairs)]
+        scene = sample_scene(rng, two_objects_p=0.0, shape=shape, colour=colour, motion=motion)
+        for lang in ("en", "ar"):
+            out.append(EvalPrompt(caption(scene, lang, rng), lang, shape, colour, motion, seed=30_000 + i))
+    return out
+
+
+@dataclass
+class ConceptReport:
+    shape: str
+    drawn: dict[str, float] = field(default_factory=dict)  # lang -> share read as the shape, with the adapter
+    drawn_without: dict[str, float] = field(default_factory=dict)  # the same prompts and seeds, no adapter
+    concept_attributes: dict[str, dict[str, float]] = field(default_factory=dict)  # lang -> colour/motion, with it
+    base_without: dict[str, dict[str, float]] = field(default_factory=dict)  # lang -> attribute -> share
+    base_with: dict[str, dict[str, float]] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    size_bytes: int = 0
+
+    def passed(self) -> bool:
+        drawn = all(share >= CONCEPT_TARGET for share in self.drawn.values())
+        kept = all(
+            self.base_with[lang][a] >= self.base_without[lang][a] - BASE_DRIFT_MAX - 1e-9
+            for lang in self.base_without
+            for a in TARGETS
+        )
+        from noor.engine.tiny.concept import MAX_BYTES
+
+        return drawn and kept and self.size_bytes <= MAX_BYTES
+
+
+def _shares(rows: list[dict[str, Any]], attributes: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    return {
+        lang: {a: float(np.mean([r["want"][a] == r["got"][a] for r in rows if r["lang"] == lang])) for a in attributes}
+        for lang in sorted({r["lang"] for r in rows})
+    }
+
+
+def _read(prompts: list[EvalPrompt], clips: list[np.ndarray], shapes: tuple[str, ...]) -> list[dict[str, Any]]:
+    rows = []
+    for item, clip in zip(prompts, clips, strict=True):
+        found = detect(clip, shapes)
+        rows.append({
+            "prompt": item.prompt, "lang": item.lang,
+            "want": {"colour": item.colour, "shape": item.shape, "motion": item.motion},
+            "got": {"colour": found.colour, "shape": found.shape, "motion": found.motion},
+        })  # fmt: skip
+    return rows
+
+
+def evaluate_concept(
+    generate: Callable[[list[Clip], bool], list[np.ndarray]],
+    shape: str,
+    per_language: int = 16,
+    base_per_language: int = 32,
+    batch: int = 8,
+    on_clips: Callable[[int, int], None] | None = None,
+) -> ConceptReport:
+    """`generate(clips, with_concept)` draws clips with the adapter loaded or without it. The concept's held-out
+    prompts are read with the new shape among the candidates; the base prompts (`eval_prompts`) as the base eval
+    reads them."""
+    report = ConceptReport(shape)
+    held_out, base = concept_prompts(shape, per_language), eval_prompts(base_per_language)
+    parts = [(held_out, True), (held_out, False), (base, False), (base, True)]
+    total, done = sum(len(p) for p, _ in parts), 0
+    drawn: list[list[np.ndarray]] = []
+    for prompts, with_concept in parts:
+        clips: list[np.ndarray] = []
+        for first in range(0, len(prompts), batch):
+            chunk = prompts[first : first + batch]
+            clips += generate([Clip(p.prompt, p.seed) for p in chunk], with_concept)
+            done += len(chunk)
+            if on_clips:
+                on_clips(done, total)
+        drawn.append(clips)
+    shapes = (*SHAPES, shape)
+    with_rows, without_rows = _read(held_out, drawn[0], shapes), _read(held_out, drawn[1], shapes)
+    report.rows = with_rows
+    report.drawn = {lang: acc["shape"] for lang, acc in _shares(with_rows, ("shape",)).items()}
+    report.drawn_without = {lang: acc["shape"] for lang, acc in _shares(without_rows, ("shape",)).items()}
+    report.concept_attributes = _shares(with_rows, ("colour", "motion"))
+    report.base_without = _shares(_read(base, drawn[2], SHAPES), tuple(TARGETS))
+    report.base_with = _shares(_read(base, drawn[3], SHAPES), tuple(TARGETS))
+    return report

@@ -31,6 +31,13 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "gray": (120, 120, 120),
 }
 SHAPES = ("circle", "square", "triangle")
+# Shapes `coverage` and `render` draw that the base model never saw (not in SHAPES: its training data and `noor eval
+# tiny` stay as they are): what a trained concept teaches it (noor.engine.tiny.concept).
+NEW_SHAPES = ("crescent",)
+# The crescent: a disc of radius 1.3 r with a disc of radius 1.05 r cut out 0.7 r to its right (opening right). The
+# outer disc's centre sits 0.495 r right of the thing's centre, so the area centroid is at the centre (the detector
+# fits same-area, same-centre templates); it reaches 1.3 r up and down, 0.8 r left, 1.27 r right; area 2.65 r^2.
+CRESCENT_OUTER, CRESCENT_INNER, CRESCENT_CUT, CRESCENT_SHIFT = 1.3, 1.05, 0.7, 0.495
 MOTIONS = ("left", "right", "up", "down", "still", "grow", "shrink", "bounce")
 
 
@@ -91,6 +98,12 @@ def coverage(shape: str, px: np.ndarray, py: np.ndarray, x: np.ndarray, y: np.nd
         e2 = -k * dx - 0.5 * dy - 0.5 * R  # left edge
         e3 = k * dx - 0.5 * dy - 0.5 * R  # right edge
         sdf = np.maximum(np.maximum(e1, e2), e3)
+    elif shape == "crescent":  # outside the cut disc and inside the outer one
+        ox = dx - CRESCENT_SHIFT * rr
+        outer = np.sqrt(ox * ox + dy * dy) - CRESCENT_OUTER * rr
+        cx = ox - CRESCENT_CUT * rr
+        inner = np.sqrt(cx * cx + dy * dy) - CRESCENT_INNER * rr
+        sdf = np.maximum(outer, -inner)
     else:
         raise ValueError(f"unknown shape {shape!r}")
     return np.clip(0.5 - sdf, 0.0, 1.0)

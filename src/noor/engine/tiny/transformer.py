@@ -33,6 +33,7 @@ import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
+from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.attention_processor import Attention
 from diffusers.models.cache_utils import CacheMixin
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps, apply_rotary_emb, get_1d_rotary_pos_embed
@@ -148,7 +149,7 @@ def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
     return x.reshape(B, C, T, H // p, p, W // p, p).permute(0, 2, 3, 5, 1, 4, 6).reshape(B, T, -1, C * p * p)
 
 
-class TinyVideoTransformer(ModelMixin, ConfigMixin, CacheMixin):
+class TinyVideoTransformer(ModelMixin, ConfigMixin, CacheMixin, PeftAdapterMixin):  # peft: trained concepts
     _supports_gradient_checkpointing = True
 
     @register_to_config
