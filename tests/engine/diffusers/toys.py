@@ -39,11 +39,16 @@ CHARS = [c for c in string.printable if c.strip()]
 SHAPES: dict[str, tuple[int, int, int]] = {}  # family -> (width, height, frames)
 
 
-def t5_tokenizer() -> Any:
+def t5_tokenizer(max_length: int | None = None) -> Any:
+    """A T5 tokenizer of the toy vocabulary; `max_length`: the prompt's tokens at most (the audio pipelines
+    truncate to it: unset, the fast tokenizer cannot)."""
     from transformers import T5Tokenizer
 
     pieces = ["<pad>", "</s>", "<unk>", *("▁" + w for w in WORDS), "▁", *CHARS]
-    return T5Tokenizer(vocab=[(p, 0.0) for p in pieces], extra_ids=0)
+    tokenizer = T5Tokenizer(vocab=[(p, 0.0) for p in pieces], extra_ids=0)
+    if max_length is not None:
+        tokenizer.model_max_length = max_length
+    return tokenizer
 
 
 def _bpe_vocab(specials: list[str], end_of_word: str = "") -> dict[str, int]:
@@ -545,8 +550,6 @@ def stable_audio() -> Any:
     from noor.engine.diffusers.audio import quiet_deprecations
 
     text_encoder = t5_encoder()
-    tokenizer = t5_tokenizer()
-    tokenizer.model_max_length = 16  # the real one: 128 (T5-base); unset, the fast tokenizer cannot truncate
     with quiet_deprecations():
         vae = AutoencoderOobleck(
             encoder_hidden_size=6,
@@ -563,7 +566,7 @@ def stable_audio() -> Any:
         projection_model=StableAudioProjectionModel(
             text_encoder_dim=text_encoder.config.d_model, conditioning_dim=4, min_value=0, max_value=32
         ),
-        tokenizer=tokenizer,
+        tokenizer=t5_tokenizer(max_length=16),  # the real one: 128 (T5-base)
         transformer=StableAudioDiTModel(
             sample_size=256,
             in_channels=3,
@@ -636,8 +639,6 @@ def audioldm2() -> Any:
         GPT2Config(n_embd=8, n_head=2, n_layer=1, vocab_size=256, n_positions=99, bos_token_id=0, eos_token_id=2)
     )
     language_model.config.max_new_tokens = 4  # the release: 8
-    tokenizer_2 = t5_tokenizer()
-    tokenizer_2.model_max_length = 16
     return AudioLDM2Pipeline(
         vae=AutoencoderKL(
             block_out_channels=[8, 16],
@@ -657,7 +658,7 @@ def audioldm2() -> Any:
         tokenizer=RobertaTokenizer(
             vocab=_bpe_vocab(["<s>", "<pad>", "</s>", "<unk>", "<mask>"]), merges=[], model_max_length=16
         ),
-        tokenizer_2=tokenizer_2,
+        tokenizer_2=t5_tokenizer(max_length=16),
         feature_extractor=ClapFeatureExtractor(),  # the release's: 48 kHz, 64 mel bins (it scores several waveforms)
         unet=AudioLDM2UNet2DConditionModel(
             block_out_channels=(8, 16),

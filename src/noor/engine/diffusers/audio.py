@@ -20,37 +20,29 @@ import json
 import math
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from noor.engine import media
 from noor.engine.backend import Progress
 from noor.engine.diffusers import installed, weights
-from noor.engine.diffusers.families import read_config
-from noor.engine.diffusers.options import DTYPES, check_dtype
+from noor.engine.diffusers.families import BaseFamily, read_config
 from noor.engine.sound import MAX_STEPS, AudioSpec, Sound, SoundRequest
 
 
-@dataclass(frozen=True)
-class AudioFamily:
-    name: str
-    title: str
+@dataclass(frozen=True, kw_only=True)
+class AudioFamily(BaseFamily):
+    kind: str = "audio"
     pipeline: str  # the diffusers pipeline class
-    index_classes: tuple[str, ...]  # what model_index.json's `_class_name` may say
-    components: tuple[str, ...]  # component folders the weights dir must have
     length_kwarg: str  # the pipeline's argument for the sound's length in seconds
     sample_rate: Callable[[Path], int]  # Hz, from the weights' configs
     channels: Callable[[Path], int]
     max_seconds: Callable[[Path], float]
-    steps: int
     min_seconds: Callable[[Path], float]
-    guidance: float
-    note: str = ""
-    kind: str = "audio"
 
 
 def stable_audio_sample_rate(path: Path) -> int:
@@ -156,30 +148,16 @@ def is_audio(family: str | None, path: Path) -> bool:
 
 
 @dataclass(frozen=True)
-class InstalledAudio:
-    id: str
-    family: str
-    path: str
+class InstalledAudio(installed.Entry):
+    noun: ClassVar[str] = "audio model"
+
     dtype: str = "float32"
-    device: str = "auto"  # "auto": cuda if there is one, else cpu
     steps: int | None = None
     guidance: float | None = None
 
     @property
     def audio_family(self) -> AudioFamily:
         return get_family(self.family)
-
-    def to_toml(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "id" and v is not None}
-
-    @classmethod
-    def from_toml(cls, model_id: str, data: dict[str, Any]) -> InstalledAudio:
-        unknown = set(data) - ({f.name for f in fields(cls)} - {"id"})
-        if unknown:
-            raise ValueError(
-                f"{installed.FILE_NAME}: audio model {model_id!r} has unknown keys: {', '.join(sorted(unknown))}"
-            )
-        return cls(id=model_id, **data)
 
 
 def get_family(name: str) -> AudioFamily:
@@ -194,20 +172,13 @@ def load(path: Path | None = None) -> dict[str, InstalledAudio]:
 
 def validate(model: InstalledAudio, path: Path | None = None) -> InstalledAudio:
     """Check an entry against its weights and this machine; raise ValueError naming the option and value."""
-    if not installed.ID_PATTERN.match(model.id):
-        raise ValueError(f"ID: must be lowercase letters, digits, '.', '_' or '-' (at most 64), got {model.id!r}")
-    if model.id in installed.RESERVED_IDS:
-        raise ValueError(f"ID: {model.id!r} is built in; choose another id")
-    if model.id in installed.load(path):
-        raise ValueError(f"ID: {model.id!r} is an installed video model; choose another id")
+    model.check_id(installed.load(path), "video model")
     weights_dir = Path(model.path).expanduser().resolve()
     family = get_family(model.family) if model.family else detect(weights_dir)
     if family is None:  # is_audio said it was one; the dir changed under us, or no family was given
         raise ValueError(f"--family: {weights_dir} holds no audio pipeline; known: {', '.join(AUDIO_FAMILIES)}")
     weights.check(weights_dir, family)
-    if model.dtype not in DTYPES:
-        raise ValueError(f"--dtype: must be one of {', '.join(DTYPES)}, got {model.dtype!r}")
-    check_dtype(model.dtype, installed.resolve_device(model.device))
+    model.checked_device()
     if model.steps is not None and not 1 <= model.steps <= MAX_STEPS:
         raise ValueError(f"--steps: must be between 1 and {MAX_STEPS}, got {model.steps}")
     if model.guidance is not None and not 0.0 <= model.guidance <= 30.0:

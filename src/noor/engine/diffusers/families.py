@@ -50,14 +50,24 @@ class Geometry:
         return int(w), int(h)
 
 
-@dataclass(frozen=True)
-class Family:
+@dataclass(frozen=True, kw_only=True)
+class BaseFamily:
+    """What every family says, the video and image ones here and the audio ones (`audio.AudioFamily`): its name,
+    the weights dir's layout (`weights.check`), the defaults a request falls back to, and a note."""
+
     name: str
     title: str
-    kind: str  # "video" or "image"
-    pipelines: dict[str, str]  # mode -> diffusers pipeline class
+    kind: str  # "video", "image" or "audio"
     index_classes: tuple[str, ...]  # what model_index.json's `_class_name` may say
     components: tuple[str, ...]  # component folders the weights dir must have
+    steps: int
+    guidance: float
+    note: str = ""  # sizes and checkpoints this family was trained on, for `noor models show`
+
+
+@dataclass(frozen=True, kw_only=True)
+class Family(BaseFamily):
+    pipelines: dict[str, str]  # mode -> diffusers pipeline class
     capabilities: frozenset[str]
     keyframes: str  # one of KEYFRAME_STYLES, for the i2v pipeline
     geometry: Callable[[Path], Geometry]
@@ -65,13 +75,10 @@ class Family:
     height: int
     frames: int
     fps: int
-    steps: int
-    guidance: float
     max_frames: int
     max_side: int = 2048
     end_needs_start: bool = True  # an end frame alone is refused (the pipeline needs `image`)
     needs_end: bool = False  # first-last-frame models embed both frames: a start frame alone is refused
-    note: str = ""  # sizes and checkpoints this family was trained on, for `noor models show`
     perf_ids: tuple[str, ...] = ()  # the catalog architectures (noor.catalog) this family's checkpoints can be
 
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from noor.engine import registry
 from noor.engine.diffusers import families, parallel, weights
@@ -32,12 +33,62 @@ RESERVED_IDS = tuple(registry.built_in())  # tiny, resample
 
 
 @dataclass(frozen=True)
-class InstalledModel:
+class Entry:
+    """What every models.toml entry has, a video or image model's (`InstalledModel`, table `models`) and an audio
+    model's (`audio.InstalledAudio`, table `audio`), and how one is written to and read from its table."""
+
     id: str
     family: str
     path: str
     dtype: str = "bfloat16"
     device: str = "auto"  # "auto": cuda if there is one, else cpu
+
+    noun: ClassVar[str] = "model"  # what an error calls an entry of this table
+    not_keys: ClassVar[tuple[str, ...]] = ("id",)  # fields not written as keys of their own
+
+    def to_toml(self) -> dict[str, Any]:
+        """Its keys as models.toml has them: the fields set, in field order, without the id (the table's key)."""
+        return {k: v for k, v in asdict(self).items() if k not in self.not_keys and v is not None}
+
+    @classmethod
+    def keys(cls) -> set[str]:
+        return {f.name for f in fields(cls)} - set(cls.not_keys)
+
+    @classmethod
+    def check_keys(cls, model_id: str, data: dict[str, Any], also: Collection[str] = ()) -> None:
+        """Refuse keys that are neither fields nor `also` (never accept a key and ignore it)."""
+        unknown = set(data) - cls.keys() - set(also)
+        if unknown:
+            raise ValueError(f"{FILE_NAME}: {cls.noun} {model_id!r} has unknown keys: {', '.join(sorted(unknown))}")
+
+    @classmethod
+    def from_toml(cls, model_id: str, data: dict[str, Any]) -> Self:
+        cls.check_keys(model_id, data)
+        return cls(id=model_id, **data)
+
+    def check_id(self, taken: Collection[str], taken_by: str) -> None:
+        """The id is well formed, not a built-in model's, and not in the other table (`taken`, entries of
+        `taken_by`): one id names one model."""
+        if not ID_PATTERN.match(self.id):
+            raise ValueError(f"ID: must be lowercase letters, digits, '.', '_' or '-' (at most 64), got {self.id!r}")
+        if self.id in RESERVED_IDS:
+            raise ValueError(f"ID: {self.id!r} is built in; choose another id")
+        if self.id in taken:
+            raise ValueError(f"ID: {self.id!r} is an installed {taken_by}; choose another id")
+
+    def checked_device(self) -> str:
+        """The device it runs on (`auto` resolved), after checking the dtype is one and that device takes it."""
+        if self.dtype not in DTYPES:
+            raise ValueError(f"--dtype: must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        device = resolve_device(self.device)
+        check_dtype(self.dtype, device)
+        return device
+
+
+@dataclass(frozen=True)
+class InstalledModel(Entry):
+    not_keys: ClassVar[tuple[str, ...]] = ("id", "options")
+
     width: int | None = None
     height: int | None = None
     frames: int | None = None
@@ -65,17 +116,13 @@ class InstalledModel:
         }
 
     def to_toml(self) -> dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if k not in ("id", "options") and v is not None}
-        data |= {k: v for k, v in asdict(self.options).items() if v != getattr(Options(), k)}
-        return data
+        """Its own keys, then the options that differ from the defaults (flat in the entry's table)."""
+        return super().to_toml() | {k: v for k, v in asdict(self.options).items() if v != getattr(Options(), k)}
 
     @classmethod
-    def from_toml(cls, model_id: str, data: dict[str, Any]) -> InstalledModel:
-        own = {f.name for f in fields(cls)} - {"id", "options"}
-        opts = {f.name for f in fields(Options)}
-        unknown = set(data) - own - opts
-        if unknown:
-            raise ValueError(f"{FILE_NAME}: model {model_id!r} has unknown keys: {', '.join(sorted(unknown))}")
+    def from_toml(cls, model_id: str, data: dict[str, Any]) -> Self:
+        own, opts = cls.keys(), {f.name for f in fields(Options)}
+        cls.check_keys(model_id, data, also=opts)
         return cls(
             id=model_id,
             **{k: v for k, v in data.items() if k in own},
@@ -142,19 +189,11 @@ def save(
 
 def validate(model: InstalledModel) -> InstalledModel:
     """Check an entry against its weights and this machine; raise ValueError naming the option and value."""
-    if not ID_PATTERN.match(model.id):
-        raise ValueError(f"ID: must be lowercase letters, digits, '.', '_' or '-' (at most 64), got {model.id!r}")
-    if model.id in RESERVED_IDS:
-        raise ValueError(f"ID: {model.id!r} is built in; choose another id")
-    if model.id in read_table("audio"):
-        raise ValueError(f"ID: {model.id!r} is an installed audio model; choose another id")
+    model.check_id(read_table("audio"), "audio model")
     path = Path(model.path).expanduser().resolve()
     family = families.get(model.family) if model.family else weights.detect(path)
     index = weights.check(path, family)
-    if model.dtype not in DTYPES:
-        raise ValueError(f"--dtype: must be one of {', '.join(DTYPES)}, got {model.dtype!r}")
-    device = resolve_device(model.device)
-    check_dtype(model.dtype, device)
+    device = model.checked_device()
     model.options.check(device)
     check_cache_support(model.options, path, family, index)
     geometry = family.geometry(path)
