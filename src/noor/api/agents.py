@@ -141,6 +141,9 @@ class GenerationCreate(BaseModel):
     user_id: str | None = Field(None, max_length=256)
     video: VideoOptions | None = None
     layering: LayeringOptions | None = None
+    # not an Agents API field (it has none that names a trained concept; image_ref is reference images): read only
+    # to refuse it by name, so a client that sends Dream Machine's `concepts` here is told rather than ignored
+    concepts: Any = None
 
 
 # --- what each type runs as -----------------------------------------------------------------------------------
@@ -543,6 +546,12 @@ def resolve(body: GenerationCreate, refs: Refs, aliases: dict[str, str]) -> tupl
         which = "style" if body.style == "manga" else "web_search"
         value = getattr(body, which)
         raise RequestError(400, f"{which} {value!r} is not available in this deployment", field=which)
+    if body.concepts is not None:
+        raise RequestError(
+            400, "concepts: the Agents API has no field for trained concepts; name them in Dream Machine's "
+            "POST /dream-machine/v1/generations/video (concepts: [{\"key\": ...}], keys: GET "
+            "/dream-machine/v1/generations/concepts/list)", field="concepts",
+        )  # fmt: skip
     spec = resolve_model(model, aliases)
     operation, kind = OPERATIONS[body.type]
     body = body.model_copy(update={"model": model})

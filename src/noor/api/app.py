@@ -422,14 +422,14 @@ async def create_image(body: ImageCreate, request: Request, tenant: Tenant, ctx:
 
 @router.get("/generations/concepts/list")
 def concept_list(tenant: Tenant) -> list[str]:
-    """Concept keys an installed model acts on (none today; docs/api.md says which model acts on which)."""
+    """The installed concept keys (`noor concepts add`; docs/api.md "Concepts")."""
     return list(concepts.installed())
 
 
 @router.get("/generations/camera_motion/list")
 def camera_motions(tenant: Tenant) -> list[str]:
     """The legacy prompt phrases for the same concepts: only moves an installed model acts on."""
-    return [concepts.camera_motion(key) for key in concepts.installed()]
+    return concepts.camera_motions()
 
 
 @router.post("/generations/video/modify", **CREATE)

@@ -189,7 +189,7 @@ def resolve_video(req: VideoCreate, keyframes: Keyframes, aliases: dict[str, str
         "end": frame1,
     }
     if concept_keys:
-        task["concepts"] = concept_keys  # only a model that declares them gets here (concepts.refusal)
+        task["concepts"] = concept_keys  # installed for this model (concepts.refusal); the worker loads them
     task["notes"] = check_task(spec, task)
     return Resolved(spec.id, task)
 

@@ -15,12 +15,12 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from noor import catalog
-from noor.api import concepts
 from noor.api.app import Ctx, Tenant, generation_out, keyframes_for
 from noor.api.errors import Error, responses
 from noor.api.pricing import quote
 from noor.api.requests import DURATIONS_S, resolve_video
 from noor.api.schemas import GenerationList, VideoCreate
+from noor.engine import concepts as registered_concepts
 from noor.engine import registry
 from noor.engine.task import ASPECT_RATIOS, RESOLUTIONS
 from noor.jobs.generation import Generation, now_utc
@@ -53,14 +53,22 @@ class ChipOption(BaseModel):
     name: str
 
 
+class ConceptOption(BaseModel):
+    key: str
+    model: str  # the Noor model id it acts on
+    description: str
+    words: dict[str, list[str]]  # language -> the words it teaches (may be empty)
+
+
 class Options(BaseModel):
     models: list[ModelOption]
     default_model: str
     aspect_ratios: list[str]
     resolutions: list[str]
     durations: list[str]
-    concepts: list[str]  # the concept keys an installed model acts on
-    concept_models: dict[str, list[str]]  # concept key -> the models that act on it
+    concepts: list[str]  # the installed concept keys (noor concepts add) whose model is available
+    concept_models: dict[str, list[str]]  # concept key -> the model it acts on
+    concept_details: list[ConceptOption]  # what the picker shows of each
     chips: list[ChipOption]  # catalog chips, for the planner page
 
 
@@ -89,7 +97,8 @@ def index() -> FileResponse:
 @router.get("/v1/studio/options", response_model=Options, tags=["studio"])
 def options(tenant: Tenant, ctx: Ctx) -> Options:
     specs = {s.id: s for s in registry.available()}
-    installed_concepts = concepts.by_concept(specs.values())
+    trained = [c for c in registered_concepts.installed().values() if c.model in specs]
+    installed_concepts = {c.key: [c.model] for c in trained}
     names = {alias: target for alias, target in ctx.config.aliases.items() if target in specs}
     names |= {model_id: model_id for model_id in specs}
     models = [
@@ -109,6 +118,9 @@ def options(tenant: Tenant, ctx: Ctx) -> Options:
         durations=list(DURATIONS_S),
         concepts=list(installed_concepts),
         concept_models=installed_concepts,
+        concept_details=[
+            ConceptOption(key=c.key, model=c.model, description=c.description, words=c.words) for c in trained
+        ],
         chips=[ChipOption(id=c.id, name=c.name) for c in catalog.chips().values()],
     )
 

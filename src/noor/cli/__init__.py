@@ -10,7 +10,7 @@ import sys
 import pydantic
 import typer
 
-from noor.cli import audit, cluster, generate, keys, lora, perf, plan, serve, simulate, tenants, verify, world  # noqa: F401  (register the commands)
+from noor.cli import audit, cluster, concepts, generate, keys, lora, perf, plan, serve, simulate, tenants, verify, world  # noqa: F401  (register the commands)
 from noor.cli.base import BadInput, app
 
 __all__ = ["BadInput", "app", "main"]
@@ -43,4 +43,3 @@ def main() -> None:
         sys.exit(getattr(err, "exit_code", 2))
     if isinstance(code, int):
         sys.exit(code)
-
