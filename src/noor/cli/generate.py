@@ -100,6 +100,23 @@ def _concept(path: Path) -> Any:
     return Concept(key, str(path.resolve()))
 
 
+def _concept_notes(notes: list[str], prompt: str, concepts: Any) -> list[str]:
+    """noor-tiny's notes without the one on words it does not know when the task's concepts add them all."""
+    from noor.arabic import normalize_word
+    from noor.config import settings
+    from noor.engine.tiny.tokenizer import vocabulary
+
+    added: set[str] = set()
+    for c in concepts:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            words = json.loads((Path(c.path) / "lora_config.json").read_text(encoding="utf-8")).get("words", {})
+            added |= {str(w) for ws in words.values() for w in ws}
+    unknown = vocabulary(settings().tiny_weights).unknown_words(prompt)
+    if unknown and all(normalize_word(w) in added for w in unknown):
+        return [n for n in notes if not n.startswith("tiny does not know")]
+    return notes
+
+
 @app.command()
 def generate(
     prompt: Annotated[str, typer.Argument(help="what to see, in English or Arabic")],
@@ -176,6 +193,8 @@ def generate(
             concepts=tuple(_concept(path) for path in concept or ()),
         )
         notes = spec.check(task)
+        if task.concepts and spec.id == "tiny":
+            notes = _concept_notes(notes, prompt, task.concepts)
         plan = _parallel_plan(spec, task, parallel)
     except TaskError as err:
         raise BadInput(f"{OPTION_OF.get(err.field, err.field)}: {str(err).split(': ', 1)[1]}") from err
