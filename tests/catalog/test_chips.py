@@ -241,3 +241,25 @@ def test_trainium3_is_a_shipping_part_with_the_neuron_docs_figures() -> None:
     assert (chip.hbm_gb, chip.hbm_tbps) == (float(row["hbm_gb"]), float(row["hbm_tbps"]))
     assert chip.tdp_w is None and row["tdp_w"] == ""  # not published
     assert row["source_url"].split(" ; ")[0] in chip.source
+
+
+def test_scale_out_tiers_are_named_and_cited_or_absent() -> None:
+    """A chip's scale-out network (between scale-up domains) is a cited figure with a name, or not there at all."""
+    chips = catalog.chips()
+    tiered = {c.id for c in chips.values() if c.scaleout_gbps is not None}
+    assert {"h100-sxm", "l40", "l40s", "a100-80gb", "gb300", "mi450"} <= tiered
+    for chip_id in tiered:
+        assert chips[chip_id].scaleout and "scale-out:" in chips[chip_id].source, chip_id
+    assert chips["h100-sxm"].scaleout_gbps == 2 * 400 / 8  # 400 Gb/s each way, in GB/s both ways
+    assert chips["rtx-4090"].scaleout_gbps is None and chips["rtx-4090"].scaleout is None
+    base = chips["h100-sxm"].model_dump(exclude={"scaleout"})
+    with pytest.raises(ValueError, match="give scaleout_gbps and scaleout"):
+        catalog.Chip(**base)
+
+
+def test_vera_rubin_is_announced_with_what_nvidia_published_and_without_what_it_did_not() -> None:
+    vr = catalog.chip("vr200")
+    assert vr.status == "announced" and vr.scaleup_domain == 72 and vr.hbm_gb == 288
+    assert vr.tdp_w is None and vr.scaleout_gbps is None  # power and ConnectX-9 speed: not published / not read
+    assert vr.bf16_tflops == pytest.approx(vr.fp8_tflops / 2, abs=1) and "DERIVED" in vr.source  # type: ignore[operator]
+    assert "22 TB/s" in vr.source and "13 TB/s" in vr.source  # the sources disagree: both named, the later used

@@ -47,9 +47,14 @@ def test_auto_picks_the_fastest_valid_split() -> None:
         assert auto.latency_s <= other.latency_s
 
 
-def test_beyond_the_scale_up_domain_does_not_fit() -> None:
+def test_beyond_the_scale_up_domain_without_a_scale_out_tier_does_not_fit() -> None:
+    assert catalog.chip("rtx-4090").scaleout_gbps is None  # no published server network for a GeForce card
     e = perf.predict(WAN, "rtx-4090", plan=ParallelPlan(gpus=16, strategy="ring", shard_weights=True))
-    assert not e.fits and "scale-up domain" in (e.why_not or "")
+    assert not e.fits and e.latency_s is None
+    assert e.why_not == (
+        "16 chips span 2 of rtx-4090's scale-up domains (8 chips each) and rtx-4090 has no published scale-out tier"
+        " (scaleout_gbps)"
+    )
 
 
 def test_fp8_helps_where_the_chip_has_it() -> None:

@@ -168,6 +168,7 @@ CATALOG_ID = {
     "Gaudi 3": "gaudi3",
     "GB300 (per Blackwell Ultra GPU in NVL72)": "gb300",
     "MI450 (MI455X)": "mi450",
+    "Rubin (VR200, per GPU package in Vera Rubin NVL144/NVL72)": "vr200",
     "GeForce RTX 4090": "rtx-4090",
     "L40S": "l40s",
     "A100 80GB SXM": "a100-80gb",
@@ -200,10 +201,16 @@ def test_the_catalog_figures_behind_the_ranking_are_the_published_ones() -> None
 
 
 def test_each_row_says_whether_its_figures_are_announced_or_measured(noor_plan: Callable[..., Any]) -> None:
-    run = noor_plan("chips", "--power-mw", "5", "--chips", "gb300,mi450,h100-sxm", "--json")
+    run = noor_plan("chips", "--power-mw", "5", "--chips", "gb300,mi450,vr200,h100-sxm", "--json")
     assert run.code == 0, run.stderr
-    status = {r["chip"]: r["status"] for r in json.loads(run.stdout)["ranking"]}
-    assert status == {"gb300": "measured", "mi450": "announced", "h100-sxm": "measured"}
+    ranking = {r["chip"]: r for r in json.loads(run.stdout)["ranking"]}
+    status = {chip: r["status"] for chip, r in ranking.items()}
+    assert status == {"gb300": "measured", "mi450": "announced", "vr200": "announced", "h100-sxm": "measured"}
+    # GB300 has a (secondary, rack / 72) purchase price now and ranks; Rubin's and MI450's power is not published
+    assert ranking["gb300"]["ok"] and ranking["gb300"]["usd_per_video"] > 0
+    for chip in ("mi450", "vr200"):
+        assert not ranking[chip]["ok"]
+        assert ranking[chip]["why_not"] == f"has no published power (tdp_w); set chip_tdp_w.{chip}=WATTS"
     run = noor_plan("chips", "--power-mw", "5", "--chips", "gb300,mi450")
     assert run.code == 0, run.stderr
     assert "mi450 (announced)" in run.stdout and "gb300 (measured)" in run.stdout

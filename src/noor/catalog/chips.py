@@ -7,7 +7,7 @@ from functools import cache
 from importlib import resources
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from noor.catalog.errors import UnknownId
 
@@ -27,6 +27,10 @@ class Chip(BaseModel):
     hbm_tbps: float | None = Field(None, gt=0)
     scaleup_gbps: float | None = Field(None, gt=0, description="per chip, both directions together")
     scaleup_domain: int = Field(1, ge=1, description="chips one scale-up link connects")
+    scaleout_gbps: float | None = Field(
+        None, gt=0, description="per chip, both directions together: the network between scale-up domains"
+    )
+    scaleout: str | None = Field(None, description="the scale-out tier (NIC and fabric), named in estimates over it")
     tdp_w: float | None = Field(None, gt=0)
     usd_per_hour: float = Field(ge=0, description="assumption: rental per chip-hour")
     source: str
@@ -45,6 +49,12 @@ class Chip(BaseModel):
     op_overhead_s: float = Field(0.0, ge=0)
     conv_half_channels: float = Field(0.0, ge=0, description="measured: conv channels at which it runs at half rate")
     attention_call_s: float = Field(0.0, ge=0, description="measured: fixed cost of one attention layer call")
+
+    @model_validator(mode="after")
+    def _scaleout_named(self) -> Chip:
+        if (self.scaleout_gbps is None) != (self.scaleout is None):
+            raise ValueError(f"chip {self.id!r}: give scaleout_gbps and scaleout (its name) together, or neither")
+        return self
 
     def peak_tflops(self, precision: str, kernel: KernelClass = "linear") -> float:
         """Dense peak for a kernel class at a precision; fp8 falls back to bf16 where a chip has none."""

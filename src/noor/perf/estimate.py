@@ -2,7 +2,8 @@
 
 Latency is a roofline per kernel class: each class runs at peak x efficiency(chip family, class)
 x saturation (small GEMMs and short attention rows do not fill a chip), or at the memory bound if
-that is slower; elementwise traffic is memory-bound; communication goes over the scale-up link.
+that is slower; elementwise traffic is memory-bound; communication goes over the scale-up link, and over the
+scale-out network for the share of a collective that crosses scale-up domains.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from noor.perf.efficiency import Efficiency, load
 from noor.perf.memory import LADDER, MemoryPlan, tiled
 from noor.perf.parallelism import ParallelPlan, candidates
 from noor.perf.shape import Shape
+from noor.perf.topology import place
 
 
 @dataclass
@@ -112,11 +114,19 @@ class _Device:
             return nbytes / (self.chip.activation_tbps * 1e12)
         return self.memory_s(nbytes)
 
-    def link_s(self, nbytes: float) -> float:
+    def link_s(self, nbytes: float, scaleout: bool = False) -> float:
+        """Bytes each way over the scale-up link, or over the scale-out network between domains; both at the
+        fitted achieved share of their peak (`link_efficiency`: one parameter for both tiers, an assumption)."""
         if not nbytes:
             return 0.0
-        one_way = (self.chip.scaleup_gbps or 0.0) / 2 * 1e9 * self.eff["link_efficiency"]
+        gbps = self.chip.scaleout_gbps if scaleout else self.chip.scaleup_gbps
+        one_way = (gbps or 0.0) / 2 * 1e9 * self.eff["link_efficiency"]
         return nbytes / one_way if one_way else math.inf
+
+    def tiered_s(self, nbytes_up: float, nbytes_out: float) -> float:
+        """A collective's in-domain share over the scale-up link and its cross-domain share over the scale-out
+        network at the same time (NCCL drives both): the slower of the two."""
+        return max(self.link_s(nbytes_up), self.link_s(nbytes_out, scaleout=True))
 
     @property
     def attention_call_s(self) -> float:
@@ -223,16 +233,21 @@ def _estimate_one(
     compute = t_linear + t_attn + t_cross + t_conv + t_elem + t_launch
     # communication: Ulysses all-to-alls (q, k, v, out) are on the critical path; ring passes K/V
     # around while attention runs; FSDP gathers each block's weights ahead of use.
+    # Over more chips than one scale-up domain, each collective's cross-domain share moves over the scale-out
+    # network (noor.perf.topology places the ranks).
     block_bytes = rows_dev * work.hidden_size * act_bytes
-    t_ulysses = (
-        work.layers * (4 * dev.link_s(block_bytes * (u - 1) / u) + 4 * eff["collective_latency_s"]) if u > 1 else 0.0
-    )
-    t_ring_total = work.layers * dev.link_s(2 * block_bytes * (r - 1)) if r > 1 else 0.0
+    where = place((u, r, c), chip.scaleup_domain)
+    near, far = where.ulysses_peers
+    all_to_all = dev.tiered_s(block_bytes * near / u, block_bytes * far / u) + eff["collective_latency_s"]
+    t_ulysses = work.layers * 4 * all_to_all if u > 1 else 0.0
+    t_ring_total = work.layers * dev.link_s(2 * block_bytes * (r - 1), where.ring_crosses) if r > 1 else 0.0
     t_ring = max(0.0, t_ring_total - t_attn)
-    t_fsdp = (
-        max(0.0, dev.link_s(active_params * nbytes * (g - 1) / g) - compute) if plan.shard_weights and g > 1 else 0.0
-    )
-    t_cfg = dev.link_s(work.video_tokens * real.batch * model.vae.latent_channels * 4) if c > 1 else 0.0
+    weight_bytes = active_params * nbytes
+    gathered = weight_bytes * (g - 1) / g
+    t_gather = dev.tiered_s(gathered - weight_bytes * where.gather_share, weight_bytes * where.gather_share)
+    t_fsdp = max(0.0, t_gather - compute) if plan.shard_weights and g > 1 else 0.0
+    latents = work.video_tokens * real.batch * model.vae.latent_channels * 4
+    t_cfg = dev.link_s(latents, where.cfg_crosses) if c > 1 else 0.0
     step_s = compute + t_ulysses + t_ring + t_fsdp + t_cfg
     if plan.offload == "sequential":  # every block's weights cross the host link each pass
         step_s = max(step_s, active_params * nbytes / (eff["host_link_gbps"] * 1e9))
@@ -249,6 +264,7 @@ def _estimate_one(
         "fsdp_comm_exposed_s": t_fsdp,
         "cfg_comm_s": t_cfg,
         "step_s": step_s,
+        "scaleup_domains": float(where.domains),
         "linear_flops": work.linear_flops * steps,
         "self_attention_flops": work.attention_flops * steps,
         "cross_attention_flops": work.cross_flops * steps,
@@ -320,8 +336,11 @@ def _estimate_one(
 
     # 6. does it fit; energy and money
     why_not = None
-    if g > chip.scaleup_domain:
-        why_not = f"{g} chips exceed {chip.id}'s scale-up domain of {chip.scaleup_domain} (scale-out is not modelled)"
+    if where.domains > 1 and chip.scaleout_gbps is None:
+        why_not = (
+            f"{g} chips span {where.domains} of {chip.id}'s scale-up domains ({chip.scaleup_domain} chips each)"
+            f" and {chip.id} has no published scale-out tier (scaleout_gbps)"
+        )
     elif chip.hbm_gb is not None and peak_gb > chip.hbm_gb:
         why_not = (
             f"needs {peak_gb:.1f} GB per chip, {chip.id} has {chip.hbm_gb:.0f} GB"
@@ -330,6 +349,12 @@ def _estimate_one(
     usd_per_hour = chip.usd_per_hour if plan.usd_per_hour is None else plan.usd_per_hour
     fits = why_not is None
     energy = chip.tdp_w * g * latency_s if chip.tdp_w else None
+    if where.domains > 1 and chip.scaleout_gbps is not None:
+        notes.append(
+            f"{g} chips over {where.domains} scale-up domains of {chip.scaleup_domain} ({g // where.domains} in each):"
+            " cross-domain traffic over"
+            f" {chip.scaleout} ({chip.scaleout_gbps:g} GB/s per chip, both directions)"
+        )
     if chip.tdp_w is None:
         notes.append(f"{chip.id}'s power is not published: no energy figure")
     total_flops = sum(s.flops for s in stages)
