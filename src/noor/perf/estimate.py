@@ -237,17 +237,19 @@ def _estimate_one(
     # network (noor.perf.topology places the ranks).
     block_bytes = rows_dev * work.hidden_size * act_bytes
     where = place((u, r, c), chip.scaleup_domain)
-    near, far = where.ulysses_peers
+    # without a scale-out tier the plan is refused (step 6); its parts are priced as if in one domain, not infinite
+    timing = where if chip.scaleout_gbps is not None else place((u, r, c), g)
+    near, far = timing.ulysses_peers
     all_to_all = dev.tiered_s(block_bytes * near / u, block_bytes * far / u) + eff["collective_latency_s"]
     t_ulysses = work.layers * 4 * all_to_all if u > 1 else 0.0
-    t_ring_total = work.layers * dev.link_s(2 * block_bytes * (r - 1), where.ring_crosses) if r > 1 else 0.0
+    t_ring_total = work.layers * dev.link_s(2 * block_bytes * (r - 1), timing.ring_crosses) if r > 1 else 0.0
     t_ring = max(0.0, t_ring_total - t_attn)
     weight_bytes = active_params * nbytes
     gathered = weight_bytes * (g - 1) / g
-    t_gather = dev.tiered_s(gathered - weight_bytes * where.gather_share, weight_bytes * where.gather_share)
+    t_gather = dev.tiered_s(gathered - weight_bytes * timing.gather_share, weight_bytes * timing.gather_share)
     t_fsdp = max(0.0, t_gather - compute) if plan.shard_weights and g > 1 else 0.0
     latents = work.video_tokens * real.batch * model.vae.latent_channels * 4
-    t_cfg = dev.link_s(latents, where.cfg_crosses) if c > 1 else 0.0
+    t_cfg = dev.link_s(latents, timing.cfg_crosses) if c > 1 else 0.0
     step_s = compute + t_ulysses + t_ring + t_fsdp + t_cfg
     if plan.offload == "sequential":  # every block's weights cross the host link each pass
         step_s = max(step_s, active_params * nbytes / (eff["host_link_gbps"] * 1e9))
