@@ -496,7 +496,7 @@ def _resized(req: Reframe, canvas: tuple[int, int], grid: tuple[int, int]) -> tu
     for name, value in given.items():
         if value is None:
             other = "resized_height" if name == "resized_width" else "resized_width"
-            raise RequestError(400, f"{name} is required with {other}, got None", field=name)
+            raise RequestError(400, f"{name} is required with {other}", field=name)
         if not 1 <= value <= grid[0 if name == "resized_width" else 1]:
             bound = grid[0 if name == "resized_width" else 1]
             raise RequestError(
