@@ -1,10 +1,11 @@
 // Create: prompt, negative prompt, model and shape, keyframes (upload or an earlier generation = extend),
-// camera concept; the ETA and price are quoted as the form changes and shown again once it is queued.
+// trained concepts (noor concepts add; each acts on one model); the ETA and price are quoted as the form changes and
+// shown again once it is queued.
 
 import { api } from "./api.js";
 import { dollars, seconds, t } from "./i18n.js";
 import { fail, refreshCredits } from "./session.js";
-import { clearError, field, h, notice, replaceAfter, select } from "./ui.js";
+import { clearError, field, h, notice, replaceAfter, rich, select } from "./ui.js";
 
 const blankFrame = () => ({ kind: "none", url: null, name: null, id: "" });
 // What the user typed survives a language switch or a visit to another page (not a reload).
@@ -16,7 +17,7 @@ const draft = {
   resolution: "540p",
   duration: "5s",
   loop: false,
-  concept: "",
+  concepts: [], // the chosen concept keys, sent as Dream Machine's concepts: [{key}]
   frame0: blankFrame(),
   frame1: blankFrame(),
 };
@@ -42,7 +43,7 @@ export function requestBody() {
   const frame0 = keyframe(draft.frame0);
   const frame1 = keyframe(draft.frame1);
   if (frame0 || frame1) body.keyframes = { ...(frame0 && { frame0 }), ...(frame1 && { frame1 }) };
-  if (draft.concept) body.concepts = [{ key: draft.concept }];
+  if (draft.concepts.length) body.concepts = draft.concepts.map((key) => ({ key }));
   return body;
 }
 
@@ -107,6 +108,61 @@ function frameChooser(which, completed) {
   return box;
 }
 
+// The model a name in the form runs on (an alias such as ray-2, or a Noor model id).
+function modelOf(opts, name) {
+  const found = opts.models.find((m) => m.name === name);
+  return found ? found.model : name;
+}
+
+// A checkbox per installed concept (key, the model it acts on, what it teaches); a concept of another model than
+// the form's is disabled and says which model it needs. With none installed: a note naming `noor concepts add`.
+function conceptPicker(opts) {
+  const box = h("fieldset", { class: "concepts", "data-testid": "concepts" }, h("legend", {}, t("create.concepts")));
+  if (!opts.concept_details.length) {
+    box.append(h("p", { class: "muted", "data-testid": "concepts-none" }, rich(t("create.concepts.none"))));
+    return { box, update: () => {} };
+  }
+  const rows = opts.concept_details.map((c) => {
+    const input = h("input", { type: "checkbox", name: "concept", value: c.key, checked: draft.concepts.includes(c.key) });
+    // each language's words isolated (<bdi>), so Arabic words keep their order inside an English line and back
+    const words = Object.entries(c.words).flatMap(([lang, ws], i) => [i ? "; " : "", `${lang}: `, h("bdi", {}, ws.join(" "))]);
+    const note = h("small", { class: "muted" });
+    input.addEventListener("change", () => {
+      draft.concepts = input.checked ? [...draft.concepts, c.key] : draft.concepts.filter((k) => k !== c.key);
+      changed();
+    });
+    const label = h(
+      "div",
+      { class: "check concept", "data-key": c.key },
+      input,
+      h(
+        "label",
+        {},
+        h("bdi", { dir: "ltr" }, c.key.replaceAll("_", " ")),
+        " ",
+        h("span", { class: "muted" }, t("create.concepts.model", { model: c.model })),
+        c.description ? [" — ", h("bdi", { dir: "auto" }, c.description)] : null,
+        words.length ? h("small", { class: "muted" }, " (", t("create.concepts.words"), " ", words, ")") : null,
+        note,
+      ),
+    );
+    input.id = `concept-${c.key}`;
+    label.querySelector("label").htmlFor = input.id;
+    return { c, input, note, label };
+  });
+  const update = () => {
+    const target = modelOf(opts, draft.model);
+    for (const { c, input, note } of rows) {
+      const other = c.model !== target;
+      input.disabled = other && !input.checked; // a chosen one stays, so it can be unchosen (the quote says why)
+      note.textContent = other ? ` ${t("create.concepts.other", { model: c.model })}` : "";
+    }
+  };
+  box.append(...rows.map((r) => r.label), h("p", { class: "muted" }, h("small", {}, t("create.concepts.note"))));
+  update();
+  return { box, update };
+}
+
 let changed = () => {};
 
 export function render(main, { params }) {
@@ -154,10 +210,9 @@ function build(main, heading, opts, completed, extend, controller) {
   const resolution = bind(select("resolution", opts.resolutions, draft.resolution), "resolution");
   const duration = bind(select("duration", opts.durations, draft.duration), "duration");
   const loop = bind(h("input", { type: "checkbox", name: "loop", id: "loop", checked: draft.loop }), "loop", (c) => c.checked);
-  const concept = bind(
-    select("concept", ["", ...opts.concepts], draft.concept, (c) => (c ? c.replaceAll("_", " ") : t("create.concept.none"))),
-    "concept",
-  );
+  const known = new Set(opts.concepts);
+  draft.concepts = draft.concepts.filter((k) => known.has(k)); // one removed since the draft was made
+  const concepts = conceptPicker(opts);
   const quote = h("p", { class: "quote", role: "status", "aria-live": "polite", "data-testid": "quote" });
   const submit = h("button", { type: "submit", class: "primary" }, t("create.submit"));
   const errors = h("div", { class: "errors" });
@@ -188,7 +243,7 @@ function build(main, heading, opts, completed, extend, controller) {
         field("duration", t("create.duration"), duration),
       ),
       h("div", { class: "check" }, loop, h("label", { for: "loop" }, t("create.loop"))),
-      field("concept", t("create.concept"), concept, t("create.concept.note")),
+      concepts.box,
       h("h2", {}, t("create.quote")),
       quote,
       h("div", { class: "actions" }, submit),
@@ -225,6 +280,7 @@ function build(main, heading, opts, completed, extend, controller) {
     }
   };
   changed = () => {
+    concepts.update(); // the model may have changed
     clearError(errors); // a refusal of the last submit says nothing about the form as it is now
     clearTimeout(timer);
     timer = setTimeout(requote, 250);
