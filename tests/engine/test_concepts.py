@@ -161,3 +161,17 @@ def test_a_concept_that_fails_to_load_leaves_the_model_as_it_was(data_dir: Path,
     with pytest.raises(Exception):  # noqa: B017  (safetensors' own error)
         backend.generate([Task(**{**task.__dict__, "concepts": (concepts.Concept("broken", str(broken)),)})])
     assert (backend.generate([task])[0].frames == base).all()
+
+
+def test_a_noor_tiny_adapter_is_checked_by_noor_tinys_own_check(data_dir: Path, adapter: Path, tmp_path: Path) -> None:
+    """A folder naming model "tiny" in its lora_config.json goes to TinyBackend.check_concept (noor-tiny's own
+    format: the words' embeddings beside the LoRA); a Wan LoRA dressed as one is refused with its reason."""
+    from noor.engine.tiny.backend import TinyBackend
+
+    if not hasattr(TinyBackend, "check_concept"):
+        pytest.skip("noor-tiny's check_concept has not landed yet")
+    dressed = copy(adapter, tmp_path / "dressed", model="tiny")
+    with pytest.raises(ValueError, match=r"^--path: .*not a noor-tiny adapter") as err:
+        concepts.add("k", dressed)  # the model comes from lora_config.json
+    assert "\n" not in str(err.value)
+    assert concepts.installed() == {}
