@@ -134,6 +134,7 @@ def test_a_task_draws_with_its_concept_and_the_weights_after_are_the_weights_bef
     data_dir: Path, adapter: Path
 ) -> None:
     concept = concepts.add("red_square", adapter).concept
+    twice = concepts.add("red_square_again", adapter).concept  # the same LoRA under another name: twice the change
     backend: Any = registry.get("wan").load(threads=1)
     transformer = backend.pipe("t2v").transformer
     before = {k: v.clone() for k, v in transformer.state_dict().items()}
@@ -142,8 +143,10 @@ def test_a_task_draws_with_its_concept_and_the_weights_after_are_the_weights_bef
     drawn = backend.generate([Task(**{**task.__dict__, "concepts": (concept,)})])[0].frames
     # a batch of a task with and a task without: each draws with its own adapters only
     mixed = backend.generate([Task(**{**task.__dict__, "concepts": (concept,)}), task])
+    both = backend.generate([Task(**{**task.__dict__, "concepts": (concept, twice)})])[0].frames
     again = backend.generate([task])[0].frames
     assert abs(base.astype(int) - drawn.astype(int)).max() > 2  # the adapter changes the seeded clip
+    assert abs(both.astype(int) - drawn.astype(int)).max() > 2  # two adapters at once: both act
     assert (mixed[0].frames == drawn).all() and (mixed[1].frames == base).all()
     assert (again == base).all()  # byte for byte: the adapter was unloaded
     after = backend.pipe("t2v").transformer.state_dict()

@@ -9,6 +9,7 @@ the weights after a task are, bit for bit, the weights before it (tests/engine/t
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -84,8 +85,11 @@ def loaded(pipe: Any, concepts: Sequence[Concept]) -> Iterator[None]:
     if not hasattr(pipe, "load_lora_weights"):
         raise ValueError(f"concepts: {type(pipe).__name__} loads no LoRA adapters, got {[c.key for c in concepts]}")
     try:
-        for concept in concepts:
-            pipe.load_lora_weights(concept.path, weight_name=WEIGHT_NAME, adapter_name=concept.key)
+        with warnings.catch_warnings():
+            # peft warns when a second adapter joins the first: several at once is what a task with several asks
+            warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute", category=UserWarning)
+            for concept in concepts:
+                pipe.load_lora_weights(concept.path, weight_name=WEIGHT_NAME, adapter_name=concept.key)
         pipe.set_adapters([c.key for c in concepts])
         yield
     finally:
