@@ -104,3 +104,52 @@ def test_bad_sources_modes_and_positions_are_400s_naming_them(live: Live, tmp_pa
     _refused(live, "/generations/video/modify", modify | {"media": {"url": "http://10.0.0.1/a.mp4"}}, "media.url", "")
     assert httpx.post(f"{live.base}/dream-machine/v1/generations/video/modify", json=modify | {"prompt": ""},
                       headers=live.auth()).json() == {"detail": "Prompt is required"}  # fmt: skip
+
+
+def test_an_installed_open_model_modifies_a_video_and_reframes_an_image(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The same routes reach a diffusers model whose family declares edit and reframe (toy LTX-Video and FLUX.1,
+    noor.engine.diffusers.edits); a family that does not is refused by name, nothing queued."""
+    from noor.engine.diffusers.installed import InstalledModel
+    from tests.api.toy_server import toy_server
+    from tests.engine.diffusers.toys import toy_dir
+
+    tmp = tmp_path_factory.mktemp("dm-open-edits")
+    entries = [
+        InstalledModel(id=f"toy-{f}", family=f, path=str(toy_dir(tmp_path_factory, f)), dtype="float32", steps=2)
+        for f in ("ltx-video", "flux.1-dev", "wan2.1-t2v")
+    ]
+    with toy_server(tmp, entries, credits_cents=10_000) as s:
+        client, auth = s["client"], s["auth"]
+
+        def upload(data: bytes, name: str) -> str:
+            r = client.post("/v1/uploads", files={"file": (name, data)}, headers=auth)
+            assert r.status_code == 201, r.text
+            return str(r.json()["url"])
+
+        def done(r: httpx.Response) -> dict[str, object]:
+            assert r.status_code == 201, r.text
+            assert s["worker"].run_once(), "the worker found no job"
+            g = client.get(f"/dream-machine/v1/generations/{r.json()['id']}", headers=auth).json()
+            assert g["state"] == "completed", g
+            return dict(g["assets"])
+
+        video = upload(clip(tmp), "clip.mp4")
+        modify = {"generation_type": "modify_video", "media": {"url": video}, "mode": "adhere_2",
+                  "model": "toy-ltx-video", "prompt": "a blue square"}  # fmt: skip
+        assets = done(client.post("/dream-machine/v1/generations/video/modify", json=modify, headers=auth))
+        path = tmp / "edited.mp4"
+        path.write_bytes(client.get(str(assets["video"])).content)
+        assert media.video_info(path)[:3] == (8, 64, 48)  # the source's frames and size (drawn at 64x64, 9 frames)
+        reframe = {"generation_type": "reframe_image", "media": {"url": upload(png(), "red.png")},
+                   "aspect_ratio": "16:9", "model": "toy-flux.1-dev", "format": "png"}  # fmt: skip
+        assets = done(client.post("/dream-machine/v1/generations/image/reframe", json=reframe, headers=auth))
+        with Image.open(io.BytesIO(client.get(str(assets["image"])).content)) as image:
+            assert image.size == (72, 40)  # the smallest 16:9 canvas holding 40x40
+            pixels = np.asarray(image.convert("RGB")).astype(int)
+        assert np.abs(pixels[:, 16:56] - (255, 0, 0)).mean() < 4  # the source, centred
+        r = client.post("/dream-machine/v1/generations/video/modify", json=modify | {"model": "toy-wan2.1-t2v"},
+                        headers=auth)  # fmt: skip
+        assert r.status_code == 400 and "edit" in r.json()["detail"] and "toy-wan2.1-t2v" in r.json()["detail"]
+        assert not s["worker"].run_once()

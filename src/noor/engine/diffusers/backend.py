@@ -13,6 +13,7 @@ from PIL import Image
 
 from noor.engine.backend import Preview, Progress
 from noor.engine.diffusers import concepts as trained
+from noor.engine.diffusers import edits
 from noor.engine.diffusers import options as opts
 from noor.engine.diffusers import parallel as par
 from noor.engine.diffusers.families import Family, mode_of
@@ -141,7 +142,8 @@ class DiffusersBackend:
         start = _pil(task.start_frame, w, h)
         end = start if task.loop else _pil(task.end_frame, w, h)
         mode = mode_of(self.family, start=start is not None, end=end is not None, image=fitted.is_image)
-        pipe = self.pipe(mode)
+        work = edits.Work.of(self.family.kind, task, fitted)  # an edit or a reframe: its source, its pipeline
+        pipe = self.pipe(work.mode if work else mode)
         # 2. the call, with only the arguments this pipeline takes
         kwargs: dict[str, Any] = {
             "prompt": task.prompt,
@@ -157,6 +159,8 @@ class DiffusersBackend:
         }
         if mode == "i2v":
             kwargs |= keyframe_kwargs(self.family.keyframes, start, end, n)
+        if work:
+            kwargs |= work.kwargs(pipe, kwargs)
         params = inspect.signature(pipe.__call__).parameters
         if self.family.name == "hunyuanvideo" and not pipe.transformer.config.guidance_embeds:
             # a checkpoint not guidance-distilled: the guidance is true CFG, with an empty negative prompt if none
@@ -179,11 +183,14 @@ class DiffusersBackend:
             trained.loaded(pipe, task.concepts),  # this task's adapters, unloaded after it
             _step_reporter(pipe, params, after_step, kwargs),
             self._guidance_split(pipe, task, kwargs),
+            work.reinjecting(pipe, kwargs, task.seed) if work else contextlib.nullcontext(),
         ):
             out = pipe(**kwargs)
         # 4. to uint8 frames
         frames = to_uint8(out.images[0] if hasattr(out, "images") else out.frames[0])
-        if frames.shape[1:3] != (h, w):
+        if work:
+            frames = work.finish(frames, notes)
+        elif frames.shape[1:3] != (h, w):
             notes.append(f"{self.spec.id} drew {frames.shape[2]}x{frames.shape[1]} for {w}x{h}")
         return Media(frames=frames, fps=task.fps, notes=notes)
 

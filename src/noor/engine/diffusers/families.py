@@ -170,6 +170,8 @@ def flux_geometry(path: Path) -> Geometry:
 VIDEO = frozenset({"t2v", "image"})
 I2V = frozenset({"i2v", "extend"})
 KEYFRAMED = frozenset({"i2v", "extend", "end_frame", "loop"})
+# work on a source clip (`edits`): the family names each operation's pipeline in `pipelines` under its name
+EDITS = frozenset({"edit", "reframe"})
 
 FAMILIES: dict[str, Family] = {
     f.name: f
@@ -255,10 +257,15 @@ FAMILIES: dict[str, Family] = {
             name="ltx-video",
             title="LTX-Video (0.9.x): text-to-video, and keyframes through LTXConditionPipeline",
             kind="video",
-            pipelines={"t2v": "LTXPipeline", "i2v": "LTXConditionPipeline"},
+            pipelines={
+                "t2v": "LTXPipeline",
+                "i2v": "LTXConditionPipeline",
+                "edit": "LTXConditionPipeline",
+                "reframe": "LTXConditionPipeline",
+            },
             index_classes=("LTXPipeline", "LTXImageToVideoPipeline", "LTXConditionPipeline"),
             components=("transformer", "vae", "text_encoder", "tokenizer", "scheduler"),
-            capabilities=VIDEO | KEYFRAMED,
+            capabilities=VIDEO | KEYFRAMED | EDITS,
             keyframes="ltx_conditions",
             geometry=ltx_geometry,
             width=768,
@@ -322,7 +329,7 @@ FAMILIES: dict[str, Family] = {
             name="flux.1-dev",
             title="FLUX.1 [dev] text-to-image (guidance-distilled)",
             kind="image",
-            pipelines={"image": "FluxPipeline"},
+            pipelines={"image": "FluxPipeline", "edit": "FluxImg2ImgPipeline", "reframe": "FluxInpaintPipeline"},
             index_classes=("FluxPipeline",),
             components=(
                 "transformer",
@@ -333,7 +340,7 @@ FAMILIES: dict[str, Family] = {
                 "tokenizer_2",
                 "scheduler",
             ),
-            capabilities=frozenset({"image"}),
+            capabilities=frozenset({"image"}) | EDITS,
             keyframes="none",
             geometry=flux_geometry,
             width=1024,
@@ -349,7 +356,11 @@ FAMILIES: dict[str, Family] = {
             name="sd3.5",
             title="Stable Diffusion 3.5 (medium, large, large turbo) text-to-image",
             kind="image",
-            pipelines={"image": "StableDiffusion3Pipeline"},
+            pipelines={
+                "image": "StableDiffusion3Pipeline",
+                "edit": "StableDiffusion3Img2ImgPipeline",
+                "reframe": "StableDiffusion3InpaintPipeline",
+            },
             index_classes=("StableDiffusion3Pipeline",),
             components=(
                 "transformer",
@@ -362,7 +373,7 @@ FAMILIES: dict[str, Family] = {
                 "tokenizer_3",
                 "scheduler",
             ),
-            capabilities=frozenset({"image"}),
+            capabilities=frozenset({"image"}) | EDITS,
             keyframes="none",
             geometry=sd3_geometry,
             width=1024,

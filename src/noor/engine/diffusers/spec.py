@@ -13,7 +13,7 @@ from pathlib import Path
 from noor.engine.diffusers import installed
 from noor.engine.diffusers.families import Geometry, fit_frames, round_to
 from noor.engine.diffusers.parallel import Denoiser, ParallelError, parse
-from noor.engine.registry import CAPABILITIES, Limits, ModelSpec
+from noor.engine.registry import CAPABILITIES, EDIT, REFRAME, Limits, ModelSpec
 from noor.engine.task import Task, TaskError
 from noor.perf.parallelism import ParallelPlan
 
@@ -25,6 +25,7 @@ class DiffusersSpec(ModelSpec):
     needs_end: bool = False
     perf_id: str | None = None  # the catalog architecture that prices its generations (api.pricing)
     entry: installed.InstalledModel | None = field(default=None, repr=False)
+
     def splits(self, task: Task, plan: ParallelPlan | None = None) -> list[ParallelPlan]:
         """The concrete splits of `plan` (default: the model's own; auto=K: each K-rank split this request can
         run, see `parallel.Denoiser.splits`); [] on one rank. TaskError naming why when none can."""
@@ -76,6 +77,10 @@ class DiffusersSpec(ModelSpec):
         if self.needs_end and task.start_frame is not None and task.end_frame is None and not task.loop:
             raise TaskError("end_frame", None, f"model {self.id!r} draws between a start and an end frame; give both")
         notes = super().check(task)
+        if task.operation in (EDIT, REFRAME) and not task.is_image and "t2v" not in self.capabilities:
+            raise TaskError(
+                "num_frames", task.num_frames, f"model {self.id!r} draws images: it can {task.operation} an image only"
+            )
         fitted, _ = self.fit(task)
         if fitted.num_frames > self.limits.max_frames:
             raise TaskError("num_frames", task.num_frames, f"model {self.id!r} makes at most {self.limits.max_frames}")
@@ -100,7 +105,7 @@ def spec_of(model: installed.InstalledModel) -> DiffusersSpec:
 
     family = model.spec_family
     d = model.defaults()
-    capabilities = family.capabilities & frozenset(CAPABILITIES)
+    capabilities = family.capabilities & frozenset((*CAPABILITIES, EDIT, REFRAME))
     geometry = family.geometry(Path(model.path))
     return DiffusersSpec(
         id=model.id,

@@ -1,0 +1,201 @@
+"""Edit and reframe on the open families (#29), through the pipelines diffusers has for them.
+
+An edit (SDEdit) takes its source to a noise level and denoises it under the new prompt: the level is
+`Task.edit_level` (EDIT_LEVELS), given to the pipeline as its `strength` (FLUX and SD3.5: `*Img2ImgPipeline`) or
+`denoise_strength` over the source's latents (LTX-Video: `LTXConditionPipeline`). A reframe places the source on
+the canvas (`Task.reframe_box`, the rest its edge pixels repeated: noor-tiny's `on_canvas`) and draws the rest by
+masked denoising: the known region is re-injected at each step at the current noise level, by the inpainting
+pipelines themselves (`*InpaintPipeline`, whose `mask_image` is white where the model draws) or, for LTX-Video, by
+a step callback here (`Reinject`). The output is brought to the task's size and length, and a reframe's region
+then shows the source's own pixels (`keep_source`, as diffusers' `apply_overlay` pastes an inpainted image's).
+
+A family declares "edit"/"reframe" in its capabilities and names the pipeline of each in `Family.pipelines`
+(under the operation's name); the backend calls `Work.of` and the hooks below for a task with a source.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from noor.engine.resample import resize
+from noor.engine.task import Task
+from noor.engine.tiny.backend import keep_source, on_canvas, retime
+
+OPERATIONS = ("edit", "reframe")
+# A reframe draws the rest from pure noise (the known region re-injected at every step), as diffusers' outpainting
+# examples do.
+REFRAME_STRENGTH = 1.0
+
+
+@dataclass(frozen=True)
+class Work:
+    """A task's source as one family's pipeline takes it: the canvas at the drawn size and length (T, H, W, 3)
+    uint8, where the source is on it ((H, W) bool, a reframe's; None for an edit) and the level it is noised to."""
+
+    task: Task
+    kind: str  # the family's kind: "video" or "image"
+    canvas: np.ndarray
+    mask: np.ndarray | None
+    level: float
+    notes: tuple[str, ...]
+    started: list[str] = field(default_factory=list)  # where the edit's denoising started (`kwargs`)
+
+    @property
+    def mode(self) -> str:
+        """The key of the pipeline in `Family.pipelines`."""
+        return self.task.operation
+
+    @classmethod
+    def of(cls, kind: str, task: Task, fitted: Task) -> Work | None:
+        """The work for a task with a source (None for a generation), drawn at `fitted`'s size and length."""
+        if task.operation not in OPERATIONS:
+            return None
+        placed = on_canvas(task, fitted.num_frames, fitted.width, fitted.height)
+        assert placed is not None
+        level = task.edit_level if task.operation == "edit" else REFRAME_STRENGTH
+        return cls(task, kind, placed.frames, placed.mask, level, placed.notes)
+
+    def kwargs(self, pipe: Any, call: dict[str, Any]) -> dict[str, Any]:
+        """The pipeline's source arguments, for its `call` (steps, generator) so far. Notes where the edit starts."""
+        steps = int(call["num_inference_steps"])
+        sigmas = schedule(pipe, steps, self.canvas.shape[2], self.canvas.shape[1])
+        first = next((i for i, sigma in enumerate(sigmas) if sigma <= self.level + 1e-6), steps - 1)
+        if self.task.operation == "edit":
+            self.started.append(
+                f"{self.task.edit_mode} (noise level {self.level:g}): steps {first + 1}..{steps} of {steps}, "
+                f"from noise level {sigmas[first]:.3f}"
+            )
+        if self.kind == "image":  # img2img and inpainting start at step int(steps x (1 - strength))
+            out: dict[str, Any] = {"image": Image.fromarray(self.canvas[0])}
+            out["strength"] = 1.0 if first == 0 else (steps - first - 0.5) / steps
+            if self.mask is not None:  # white where the model draws
+                out["mask_image"] = Image.fromarray(np.where(self.mask, 0, 255).astype(np.uint8))
+            return out
+        # LTX-Video: the canvas's latents, noised by the pipeline to the level of the first of the int(steps x
+        # denoise_strength) last steps it runs
+        strength = 1.0 if first == 0 else (steps - first + 0.5) / steps
+        return {"latents": self._latents(pipe, call["generator"]), "denoise_strength": strength}
+
+    def _latents(self, pipe: Any, generator: Any) -> Any:
+        """The canvas as the pipeline's normalised, unpacked latents (1, C, T, h, w)."""
+        import torch
+        from diffusers.pipelines.ltx.pipeline_ltx_condition import retrieve_latents
+
+        frames = [Image.fromarray(frame) for frame in self.canvas]
+        video = pipe.video_processor.preprocess_video(frames, self.canvas.shape[1], self.canvas.shape[2])
+        with torch.no_grad():
+            latents = retrieve_latents(pipe.vae.encode(video.to(pipe.vae.device, pipe.vae.dtype)), generator)
+        return pipe._normalize_latents(latents, pipe.vae.latents_mean, pipe.vae.latents_std).float()
+
+    @contextlib.contextmanager
+    def reinjecting(self, pipe: Any, kwargs: dict[str, Any], seed: int) -> Iterator[None]:
+        """A video reframe: re-inject the known region at each step (`Reinject`), before the backend's own step
+        callback. Nothing for an edit or an image (the inpainting pipelines re-inject it themselves)."""
+        if self.mask is None or self.kind == "image":
+            yield
+            return
+        reinject = Reinject.of(pipe, kwargs["latents"], self.mask, seed)
+        kwargs["callback_on_step_end"] = reinject.chained(kwargs.get("callback_on_step_end"))
+        yield
+
+    def finish(self, frames: np.ndarray, notes: list[str]) -> np.ndarray:
+        """The drawn frames (T, h, w, 3) uint8 at the task's length and size; a reframe's region the source's own
+        pixels. Notes what was placed and resized."""
+        task = self.task
+        notes.extend([*self.notes, *self.started])
+        if frames.shape[:3] != (task.num_frames, task.height, task.width):
+            notes.append(
+                f"drawn as {len(frames)} frames of {frames.shape[2]}x{frames.shape[1]}; "
+                f"brought to the source's {task.num_frames} of {task.width}x{task.height}"
+            )
+        frames = resize(retime(frames, task.num_frames), task.width, task.height)
+        if task.operation == "reframe":
+            frames = keep_source(frames, task)
+            notes.append("the source's own pixels kept in its region, the rest drawn around it")
+        return frames
+
+
+def schedule(pipe: Any, steps: int, width: int, height: int) -> list[float]:
+    """The noise levels (sigmas) of the pipeline's `steps` steps at this size, its scheduler set as its own
+    `__call__` sets it (on a copy): LTX-Video's linear-quadratic schedule, FLUX's shift by the image's tokens, SD3's
+    shift (dynamic where its scheduler says). An edit starts at the first step at or below its level."""
+    import copy
+
+    scheduler = copy.deepcopy(pipe.scheduler)
+    config = scheduler.config
+    name = type(pipe).__name__
+    if name.startswith("LTX"):
+        from diffusers.pipelines.ltx.pipeline_ltx_condition import linear_quadratic_schedule
+        from diffusers.utils import logging as diffusers_logging
+
+        verbosity = diffusers_logging.get_verbosity()
+        diffusers_logging.set_verbosity_error()  # its warning on timesteps without sigmas: the pipeline's to give
+        try:
+            scheduler.set_timesteps(timesteps=(linear_quadratic_schedule(steps) * 1000).tolist())
+        finally:
+            diffusers_logging.set_verbosity(verbosity)
+    elif name.startswith(("Flux", "StableDiffusion3")):
+        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+        flux = name.startswith("Flux")
+        patch = 2 if flux else int(pipe.transformer.config.patch_size)
+        tokens = (height // pipe.vae_scale_factor // patch) * (width // pipe.vae_scale_factor // patch)
+        shift = (config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096))
+        shifts = (config.get("base_shift", 0.5), config.get("max_shift", 1.15 if flux else 1.16))
+        mu = calculate_shift(tokens, *shift, *shifts)
+        if flux:
+            scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
+        else:
+            scheduler.set_timesteps(steps, mu=mu if config.get("use_dynamic_shifting") else None)
+    else:
+        scheduler.set_timesteps(steps)
+    return [float(s) for s in scheduler.sigmas[:steps]]
+
+
+@dataclass
+class Reinject:
+    """Masked denoising on LTX-Video's packed latents (B, tokens, C): after each step, the tokens the source covers
+    are the source's latents noised to the scheduler's next level with one fixed noise, and at the last step (level 0)
+    the source's latents themselves. A token is known when every pixel it covers is the source's."""
+
+    scheduler: Any
+    x0: Any  # (1, tokens, C)
+    noise: Any
+    known: Any  # (1, tokens, 1) bool
+
+    @classmethod
+    def of(cls, pipe: Any, latents: Any, mask: np.ndarray, seed: int) -> Reinject:
+        import torch
+        import torch.nn.functional as F
+
+        p, pt = pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size
+        _, _, T, h, w = latents.shape
+        unknown = torch.from_numpy((~mask).astype(np.float32))[None, None]  # (1, 1, H, W)
+        per_latent = F.adaptive_max_pool2d(unknown, (h, w)) == 0  # every pixel under it known
+        known = per_latent[:, :, None].expand(1, 1, T, h, w).float()
+        known = pipe._pack_latents(known, p, pt).amin(-1, keepdim=True) > 0  # every latent of the token
+        x0 = pipe._pack_latents(latents, p, pt)
+        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed), dtype=x0.dtype)
+        return cls(pipe.scheduler, x0, noise, known)
+
+    def __call__(self, latents: Any) -> Any:
+        import torch
+
+        sigma = self.scheduler.sigmas[self.scheduler.step_index].to(latents.dtype)
+        known = (1.0 - sigma) * self.x0.to(latents) + sigma * self.noise.to(latents)
+        return torch.where(self.known.to(latents.device), known, latents)
+
+    def chained(self, then: Callable[..., dict[str, Any]] | None) -> Callable[..., dict[str, Any]]:
+        """A `callback_on_step_end` that re-injects, then calls `then` (the backend's step reporter) if any."""
+
+        def callback(pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            tensors["latents"] = self(tensors["latents"])
+            return then(pipe, i, t, tensors) if then is not None else tensors
+
+        return callback
