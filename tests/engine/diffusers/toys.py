@@ -493,24 +493,25 @@ def flux() -> Any:
     )
 
 
-def sd3() -> Any:
+def sd3(channels: int = 4) -> Any:
+    """`channels`: latent channels; the inpainting pipeline takes only the real model's 16 (test_edits.py)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 
     transformer = SD3Transformer2DModel(
         sample_size=32,
         patch_size=1,
-        in_channels=4,
+        in_channels=channels,
         num_layers=1,
         attention_head_dim=8,
         num_attention_heads=4,
         caption_projection_dim=32,
         joint_attention_dim=32,
         pooled_projection_dim=64,
-        out_channels=4,
+        out_channels=channels,
     )
     return StableDiffusion3Pipeline(
         transformer=transformer,
-        vae=image_vae(4),
+        vae=image_vae(channels),
         scheduler=FlowMatchEulerDiscreteScheduler(),
         text_encoder=clip_text(projection=True),
         tokenizer=clip_tokenizer(),
