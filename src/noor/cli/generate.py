@@ -413,6 +413,14 @@ def eval_tiny(
     if quick:
         per_language, keyframe_checks, two_object_scenes, aspect_prompts = tiny_eval.QUICK.values()
 
+    if concept is not None:  # its own prompts: the base eval's other parts are not run
+        unused = {"--edits": edits, "--seeds": seeds != 1}
+        if not quick:
+            unused |= {"--keyframe-checks": keyframe_checks != 16, "--two-object-scenes": two_object_scenes != 8}
+            unused |= {"--aspect-prompts": aspect_prompts != 16}
+        for option, given in unused.items():
+            if given:
+                raise BadInput(f"{option}: not part of the --concept eval (held-out and base prompts); leave it out")
     backend = TinyBackend(weights)
     if concept is not None:
         _eval_concept(backend, concept, per_language, steps, batch, json_out)

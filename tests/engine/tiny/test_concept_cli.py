@@ -55,3 +55,4 @@ def test_generate_and_eval_refuse_a_folder_that_is_not_a_tiny_adapter(noor: Noor
     _one_line(*noor("generate", "a red crescent", "-o", video, "--concept", str(folder)), "--concept", "has no")
     _one_line(*noor("eval", "tiny", "--concept", str(folder)), "--concept", "has no")
     assert not Path(video).exists()
+    _one_line(*noor("eval", "tiny", "--concept", str(folder), "--seeds", "3"), "--seeds", "leave it out")
