@@ -33,15 +33,26 @@ def sd3_16(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def vace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Wan 2.1 VACE at toy size (toys.wan_vace)."""
+    from tests.engine.diffusers.toys import wan_vace
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("wan-vace")
+    wan_vace().save_pretrained(out, safe_serialization=True)
+    return out
+
+
 @pytest.fixture
-def toys(toy: Toy, sd3_16: Path) -> Toy:
-    return lambda family: sd3_16 if family == "sd3.5" else toy(family)
+def toys(toy: Toy, sd3_16: Path, vace: Path) -> Toy:
+    return lambda family: {"sd3.5": sd3_16, "wan2.1-vace": vace}.get(family) or toy(family)
 
 
 def _backend(toy: Toy, family: str) -> DiffusersBackend:
     from tests.engine.diffusers.toys import TOYS
 
-    _, width, height, frames = TOYS[family]
+    _, width, height, frames = TOYS.get(family, (None, 32, 32, 5))
     entry = InstalledModel(
         id=f"toy-{family}", family=family, path=str(toy(family)), dtype="float32",
         width=width, height=height, frames=frames, fps=8, steps=8,
@@ -127,12 +138,14 @@ def test_an_edit_keeps_the_sources_shape_and_strays_further_at_a_higher_level(
         assert any("brought to the source's 6 of 48x32" in n for n in media.notes), media.notes
 
 
-def test_an_ltx_reframe_draws_the_canvas_with_the_source_reinjected(toy: Toy, data_dir: Path) -> None:
-    backend = _backend(toy, "ltx-video")
-    source = _source(9, 32, 32)
-    task = Task(prompt="a beach", width=64, height=32, num_frames=9, source=source, reframe=True,
+@pytest.mark.parametrize("family", ["ltx-video", "wan2.1-vace"])
+def test_a_video_reframe_draws_the_canvas_with_the_source_reinjected(toys: Toy, data_dir: Path, family: str) -> None:
+    backend = _backend(toys, family)
+    frames = 9 if family == "ltx-video" else 5
+    source = _source(frames, 32, 32)
+    task = Task(prompt="a beach", width=64, height=32, num_frames=frames, source=source, reframe=True,
                 source_position=(0, 0), seed=2)  # fmt: skip
-    registry.get("toy-ltx-video").check(task)
+    registry.get(f"toy-{family}").check(task)
     seen: list[tuple[np.ndarray, np.ndarray]] = []
     call = Reinject.__call__
 
@@ -144,13 +157,13 @@ def test_an_ltx_reframe_draws_the_canvas_with_the_source_reinjected(toy: Toy, da
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Reinject, "__call__", spy)
         (media,) = backend.generate([task])
-    assert media.frames.shape == (9, 32, 64, 3)
+    assert media.frames.shape == (frames, 32, 64, 3)
     # the source's pixels exactly where it was placed (left half); the right half drawn, not the edge-padded canvas
     assert np.array_equal(media.frames[:, :, :32], source.frames)
     padded = np.repeat(source.frames[:, :, -1:], 32, axis=2)
     assert _diff(media.frames[:, :, 32:], padded) > 5
-    # the known tokens (the toy's 16-pixel latents under the source: half of them) were re-injected at each step,
-    # and after the last (level 0) are the source's own latents, bit for bit
+    # the known latents (LTX: tokens of the toy's 16-pixel latents; Wan: 8-pixel latents; under the source: half of
+    # them) were re-injected at each step, and after the last (level 0) are the source's own latents, bit for bit
     assert len(seen) == 8
     last, x0 = seen[-1]
     assert last.size == x0.size > 0 and np.array_equal(last, x0)
@@ -168,7 +181,9 @@ def test_an_image_reframe_outpaints_around_the_source(toys: Toy, data_dir: Path,
     assert _diff(media.frames[:, :, :16], np.repeat(source.frames[:, :, :1], 16, axis=2)) > 5
 
 
-def test_families_without_the_capability_or_a_video_for_an_image_model_are_refused(toy: Toy, data_dir: Path) -> None:
+def test_families_without_the_capability_or_a_video_for_an_image_model_are_refused(
+    toy: Toy, vace: Path, data_dir: Path
+) -> None:
     from tests.engine.diffusers.test_backend import _add
 
     _add(toy, "wan2.1-t2v", "wan")
@@ -178,6 +193,10 @@ def test_families_without_the_capability_or_a_video_for_an_image_model_are_refus
                                        edit_mode="flex_1"))  # fmt: skip
     with pytest.raises(TaskError, match="reframe: model 'wan' cannot do reframe"):
         registry.get("wan").check(Task(prompt="", width=64, height=32, num_frames=5, source=video, reframe=True))
+    installed.add(InstalledModel(id="vace", family="wan2.1-vace", path=str(vace), dtype="float32"))
+    with pytest.raises(TaskError, match="edit: model 'vace' cannot do edit"):
+        registry.get("vace").check(Task(prompt="a cat", width=32, height=32, num_frames=5, source=video,
+                                        edit_mode="flex_1"))  # fmt: skip
     _add(toy, "flux.1-schnell", "flux")
     with pytest.raises(TaskError, match="num_frames: model 'flux' draws images: it can edit an image only, got 5"):
         registry.get("flux").check(Task(prompt="a cat", width=32, height=32, num_frames=5, source=video,

@@ -221,6 +221,25 @@ def wan(variant: str) -> Any:
     )
 
 
+def wan_vace() -> Any:
+    """Wan 2.1 VACE: the T2V toy's transformer with VACE context blocks at both layers; the context is the video's
+    inactive and reactive latents (2 x 16 channels) and its mask at 8x8 pixels a latent (64): 96 channels."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanVACEPipeline, WanVACETransformer3DModel
+
+    transformer = WanVACETransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
+        text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=128, vace_layers=[0, 1], vace_in_channels=96,
+    )  # fmt: skip
+    return WanVACEPipeline(
+        transformer=transformer,
+        vae=wan_vae(),
+        tokenizer=t5_tokenizer(),
+        text_encoder=t5_encoder(umt5=True),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+    )
+
+
 def ltx() -> Any:
     from diffusers import (
         AutoencoderKLLTXVideo,

@@ -77,21 +77,32 @@ class Work:
             if self.mask is not None:  # white where the model draws
                 out["mask_image"] = Image.fromarray(np.where(self.mask, 0, 255).astype(np.uint8))
             return out
+        if type(pipe).__name__ == "WanVACEPipeline":  # a reframe (VACE edits are refused): VACE's outpainting
+            assert self.mask is not None
+            grey = np.where(self.mask[None, :, :, None], self.canvas, 128).astype(np.uint8)  # VACE's unknown pixels
+            unknown = Image.fromarray(np.where(self.mask, 0, 255).astype(np.uint8))  # white where drawn
+            return {"video": [Image.fromarray(f) for f in grey], "mask": [unknown] * len(grey)}
         # LTX-Video: the canvas's latents, noised by the pipeline to the level of the first of the int(steps x
         # denoise_strength) last steps it runs
         strength = 1.0 if first == 0 else (steps - first + 0.5) / steps
-        return {"latents": self._latents(pipe, call["generator"]), "denoise_strength": strength}
+        return {"latents": self.latents(pipe, call["generator"]), "denoise_strength": strength}
 
-    def _latents(self, pipe: Any, generator: Any) -> Any:
-        """The canvas as the pipeline's normalised, unpacked latents (1, C, T, h, w)."""
+    def latents(self, pipe: Any, generator: Any) -> Any:
+        """The canvas as the pipeline's normalised, unpacked latents (1, C, T, h, w): LTX-Video's
+        `_normalize_latents`, Wan's (z - latents_mean) / latents_std."""
         import torch
         from diffusers.pipelines.ltx.pipeline_ltx_condition import retrieve_latents
 
         frames = [Image.fromarray(frame) for frame in self.canvas]
         video = pipe.video_processor.preprocess_video(frames, self.canvas.shape[1], self.canvas.shape[2])
+        vae = pipe.vae
         with torch.no_grad():
-            latents = retrieve_latents(pipe.vae.encode(video.to(pipe.vae.device, pipe.vae.dtype)), generator)
-        return pipe._normalize_latents(latents, pipe.vae.latents_mean, pipe.vae.latents_std).float()
+            latents = retrieve_latents(vae.encode(video.to(vae.device, vae.dtype)), generator, sample_mode="argmax")
+        if hasattr(pipe, "_normalize_latents"):
+            return pipe._normalize_latents(latents, vae.latents_mean, vae.latents_std).float()
+        shape = (1, vae.config.z_dim, 1, 1, 1)
+        mean, std = torch.tensor(vae.config.latents_mean).view(shape), torch.tensor(vae.config.latents_std).view(shape)
+        return (latents.float() - mean.to(latents.device)) / std.to(latents.device)
 
     @contextlib.contextmanager
     def reinjecting(self, pipe: Any, kwargs: dict[str, Any], seed: int) -> Iterator[None]:
@@ -100,7 +111,8 @@ class Work:
         if self.mask is None or self.kind == "image":
             yield
             return
-        reinject = Reinject.of(pipe, kwargs["latents"], self.mask, seed)
+        source = kwargs["latents"] if "latents" in kwargs else self.latents(pipe, kwargs["generator"])
+        reinject = Reinject.of(pipe, source, self.mask, seed)
         kwargs["callback_on_step_end"] = reinject.chained(kwargs.get("callback_on_step_end"))
         yield
 
@@ -160,27 +172,31 @@ def schedule(pipe: Any, steps: int, width: int, height: int) -> list[float]:
 
 @dataclass
 class Reinject:
-    """Masked denoising on LTX-Video's packed latents (B, tokens, C): after each step, the tokens the source covers
-    are the source's latents noised to the scheduler's next level with one fixed noise, and at the last step (level 0)
-    the source's latents themselves. A token is known when every pixel it covers is the source's."""
+    """Masked denoising on a video pipeline's latents (LTX-Video's packed (1, tokens, C), Wan's (1, C, T, h, w)):
+    after each step, the latents the source covers are the source's latents noised to the scheduler's next level
+    (flow matching: (1 - sigma) x0 + sigma noise) with one fixed noise, and after the last step (level 0) the source's
+    latents themselves. A latent (LTX: a token) is known when every pixel it covers is the source's."""
 
     scheduler: Any
-    x0: Any  # (1, tokens, C)
+    x0: Any
     noise: Any
-    known: Any  # (1, tokens, 1) bool
+    known: Any  # bool, broadcast over the latents' channels
 
     @classmethod
     def of(cls, pipe: Any, latents: Any, mask: np.ndarray, seed: int) -> Reinject:
         import torch
         import torch.nn.functional as F
 
-        p, pt = pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size
         _, _, T, h, w = latents.shape
         unknown = torch.from_numpy((~mask).astype(np.float32))[None, None]  # (1, 1, H, W)
         per_latent = F.adaptive_max_pool2d(unknown, (h, w)) == 0  # every pixel under it known
         known = per_latent[:, :, None].expand(1, 1, T, h, w).float()
-        known = pipe._pack_latents(known, p, pt).amin(-1, keepdim=True) > 0  # every latent of the token
-        x0 = pipe._pack_latents(latents, p, pt)
+        x0 = latents
+        if hasattr(pipe, "_pack_latents"):  # LTX-Video: tokens of p_t x p x p latents
+            p, pt = pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size
+            known = pipe._pack_latents(known, p, pt).amin(-1, keepdim=True)  # every latent of the token
+            x0 = pipe._pack_latents(latents, p, pt)
+        known = known > 0
         noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed), dtype=x0.dtype)
         return cls(pipe.scheduler, x0, noise, known)
 

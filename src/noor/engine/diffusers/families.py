@@ -399,6 +399,18 @@ FAMILIES["wan2.1-flf2v"] = replace(
     needs_end=True,
     perf_ids=("wan2.1-flf2v-14b",),
 )
+FAMILIES["wan2.1-vace"] = replace(
+    FAMILIES["wan2.1-t2v"],
+    name="wan2.1-vace",
+    title="Wan 2.1 VACE (1.3B, 14B): text-to-video, and reframe conditioned on the source",
+    pipelines={"t2v": "WanVACEPipeline", "reframe": "WanVACEPipeline"},
+    index_classes=("WanVACEPipeline",),
+    # an edit needs a pipeline that starts from a noise level (`strength`); WanVACEPipeline always runs its whole
+    # schedule from noise, so VACE edits are refused by name
+    capabilities=VIDEO | {"reframe"},
+    note="1.3B: 480p; 14B: 480p and 720p; 81 frames at 16 fps",
+    perf_ids=(),  # the catalog has no VACE architecture (its context blocks): not priced
+)
 FAMILIES["wan2.2-i2v-a14b"] = replace(
     FAMILIES["wan2.2-t2v-a14b"],
     name="wan2.2-i2v-a14b",
