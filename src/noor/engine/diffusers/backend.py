@@ -183,7 +183,7 @@ class DiffusersBackend:
             trained.loaded(pipe, task.concepts),  # this task's adapters, unloaded after it
             _step_reporter(pipe, params, after_step, kwargs),
             self._guidance_split(pipe, task, kwargs),
-            work.reinjecting(pipe, kwargs, task.seed) if work else contextlib.nullcontext(),
+            work.during(pipe, kwargs, task.seed) if work else contextlib.nullcontext(),
         ):
             out = pipe(**kwargs)
         # 4. to uint8 frames

@@ -45,6 +45,7 @@ class Work:
     level: float
     notes: tuple[str, ...]
     started: list[str] = field(default_factory=list)  # where the edit's denoising started (`kwargs`)
+    first: list[int] = field(default_factory=list)  # the step it starts at, where the pipeline cannot be told (VACE)
 
     @property
     def mode(self) -> str:
@@ -77,15 +78,36 @@ class Work:
             if self.mask is not None:  # white where the model draws
                 out["mask_image"] = Image.fromarray(np.where(self.mask, 0, 255).astype(np.uint8))
             return out
-        if type(pipe).__name__ == "WanVACEPipeline":  # a reframe (VACE edits are refused): VACE's outpainting
-            assert self.mask is not None
-            grey = np.where(self.mask[None, :, :, None], self.canvas, 128).astype(np.uint8)  # VACE's unknown pixels
-            unknown = Image.fromarray(np.where(self.mask, 0, 255).astype(np.uint8))  # white where drawn
-            return {"video": [Image.fromarray(f) for f in grey], "mask": [unknown] * len(grey)}
+        if type(pipe).__name__ == "WanVACEPipeline":
+            return self._vace(pipe, call, sigmas, first)
         # LTX-Video: the canvas's latents, noised by the pipeline to the level of the first of the int(steps x
         # denoise_strength) last steps it runs
         strength = 1.0 if first == 0 else (steps - first + 0.5) / steps
         return {"latents": self.latents(pipe, call["generator"]), "denoise_strength": strength}
+
+    def _vace(self, pipe: Any, call: dict[str, Any], sigmas: list[float], first: int) -> dict[str, Any]:
+        """Wan VACE: the source's frames as its context `video`. A reframe is VACE's outpainting (the unknown area
+        grey, the `mask` white there); an edit gives all of the source as the part to redraw (mask white
+        everywhere), its motion and layout the context the new prompt is drawn from, and starts from the source's
+        latents noised to the level (SDEdit: the pipeline runs only the steps from there, `during`). At level 1 the
+        edit never sees its source (a text-to-video call), as on every family."""
+        if self.mask is not None:
+            frames = np.where(self.mask[None, :, :, None], self.canvas, 128).astype(np.uint8)  # VACE's unknown
+            mask = Image.fromarray(np.where(self.mask, 0, 255).astype(np.uint8))  # white where drawn
+            return {"video": [Image.fromarray(f) for f in frames], "mask": [mask] * len(frames)}
+        if first == 0:
+            return {}
+        import torch
+
+        self.first.append(first)
+        x0 = self.latents(pipe, call["generator"])
+        noise = torch.randn(x0.shape, generator=call["generator"], dtype=x0.dtype)
+        mask = Image.new("L", (self.canvas.shape[2], self.canvas.shape[1]), 255)
+        return {
+            "video": [Image.fromarray(f) for f in self.canvas],
+            "mask": [mask] * len(self.canvas),
+            "latents": (1.0 - sigmas[first]) * x0 + sigmas[first] * noise,
+        }
 
     def latents(self, pipe: Any, generator: Any) -> Any:
         """The canvas as the pipeline's normalised, unpacked latents (1, C, T, h, w): LTX-Video's
@@ -105,9 +127,14 @@ class Work:
         return (latents.float() - mean.to(latents.device)) / std.to(latents.device)
 
     @contextlib.contextmanager
-    def reinjecting(self, pipe: Any, kwargs: dict[str, Any], seed: int) -> Iterator[None]:
-        """A video reframe: re-inject the known region at each step (`Reinject`), before the backend's own step
-        callback. Nothing for an edit or an image (the inpainting pipelines re-inject it themselves)."""
+    def during(self, pipe: Any, kwargs: dict[str, Any], seed: int) -> Iterator[None]:
+        """Around the call: a VACE edit's schedule from its first step (`from_step`); a video reframe's known region
+        re-injected at each step (`Reinject`), before the backend's own step callback. Nothing else (the image
+        pipelines start where `strength` says and re-inject the region themselves)."""
+        if self.first:
+            with from_step(pipe.scheduler, self.first[0]):
+                yield
+            return
         if self.mask is None or self.kind == "image":
             yield
             return
@@ -131,6 +158,26 @@ class Work:
             frames = keep_source(frames, task)
             notes.append("the source's own pixels kept in its region, the rest drawn around it")
         return frames
+
+
+@contextlib.contextmanager
+def from_step(scheduler: Any, first: int) -> Iterator[None]:
+    """The scheduler's schedule from step `first` on (SDEdit in a pipeline that has no `strength`): each time the
+    pipeline sets its timesteps, the earlier ones and their sigmas are dropped (the latents it is given are already
+    at sigmas[first])."""
+    original = scheduler.set_timesteps
+
+    def truncated(*args: Any, **kwargs: Any) -> None:
+        original(*args, **kwargs)
+        scheduler.timesteps = scheduler.timesteps[first:]
+        scheduler.sigmas = scheduler.sigmas[first:]
+        scheduler.num_inference_steps = len(scheduler.timesteps)
+
+    scheduler.set_timesteps = truncated
+    try:
+        yield
+    finally:
+        del scheduler.set_timesteps  # the instance attribute; the class method shows through again
 
 
 def schedule(pipe: Any, steps: int, width: int, height: int) -> list[float]:

@@ -402,12 +402,10 @@ FAMILIES["wan2.1-flf2v"] = replace(
 FAMILIES["wan2.1-vace"] = replace(
     FAMILIES["wan2.1-t2v"],
     name="wan2.1-vace",
-    title="Wan 2.1 VACE (1.3B, 14B): text-to-video, and reframe conditioned on the source",
-    pipelines={"t2v": "WanVACEPipeline", "reframe": "WanVACEPipeline"},
+    title="Wan 2.1 VACE (1.3B, 14B): text-to-video, and edit and reframe conditioned on the source",
+    pipelines={"t2v": "WanVACEPipeline", "edit": "WanVACEPipeline", "reframe": "WanVACEPipeline"},
     index_classes=("WanVACEPipeline",),
-    # an edit needs a pipeline that starts from a noise level (`strength`); WanVACEPipeline always runs its whole
-    # schedule from noise, so VACE edits are refused by name
-    capabilities=VIDEO | {"reframe"},
+    capabilities=VIDEO | EDITS,
     note="1.3B: 480p; 14B: 480p and 720p; 81 frames at 16 fps",
     perf_ids=(),  # the catalog has no VACE architecture (its context blocks): not priced
 )
