@@ -1,13 +1,17 @@
 """Edit and reframe on the open families (#29), through the pipelines diffusers has for them.
 
-An edit (SDEdit) takes its source to a noise level and denoises it under the new prompt: the level is
-`Task.edit_level` (EDIT_LEVELS), given to the pipeline as its `strength` (FLUX and SD3.5: `*Img2ImgPipeline`) or
-`denoise_strength` over the source's latents (LTX-Video: `LTXConditionPipeline`). A reframe places the source on
-the canvas (`Task.reframe_box`, the rest its edge pixels repeated: noor-tiny's `on_canvas`) and draws the rest by
-masked denoising: the known region is re-injected at each step at the current noise level, by the inpainting
-pipelines themselves (`*InpaintPipeline`, whose `mask_image` is white where the model draws) or, for LTX-Video, by
-a step callback here (`Reinject`). The output is brought to the task's size and length, and a reframe's region
-then shows the source's own pixels (`keep_source`, as diffusers' `apply_overlay` pastes an inpainted image's).
+An edit (SDEdit) takes its source to a noise level and denoises it under the new prompt. The level is
+`Task.edit_level` (EDIT_LEVELS), a noise level (sigma) as on noor-tiny: the edit starts at the first step of the
+family's own schedule at or below it (`schedule`), which the pipeline is told as its `strength` (FLUX and SD3.5:
+`*Img2ImgPipeline`) or `denoise_strength` over the source's latents (LTX-Video: `LTXConditionPipeline`); Wan VACE
+has neither, so its call gets the source's latents noised there and its schedule from that step (`from_step`), and
+its context video is the source's frames (motion and layout conditioned). A reframe places the source on the canvas
+(`Task.reframe_box`, the rest its edge pixels repeated: noor-tiny's `on_canvas`) and draws the rest by masked
+denoising: the known region is re-injected at each step at the current noise level, by the inpainting pipelines
+themselves (`*InpaintPipeline`, whose `mask_image` is white where the model draws) or, for the video families, by a
+step callback here (`Reinject`; Wan VACE's context video is its outpainting input besides). The output is brought to
+the task's size and length, and a reframe's region then shows the source's own pixels (`keep_source`, as diffusers'
+`apply_overlay` pastes an inpainted image's).
 
 A family declares "edit"/"reframe" in its capabilities and names the pipeline of each in `Family.pipelines`
 (under the operation's name); the backend calls `Work.of` and the hooks below for a task with a source.
