@@ -112,6 +112,10 @@ class ModelSpec:
                 notes.append(f"{self.id} pins the clip's frames at its own {self.native_frames} frames: {listed}")
         return task, notes
 
+    def drawn_frames(self, task: Task) -> int:
+        """The frames it draws for `task`, whose pins land on them (`Task.drawn_pins`): noor-tiny's native ones."""
+        return self.native_frames
+
     def check(self, task: Task) -> list[str]:
         """Raise `TaskError` for what this model cannot do; return notes on what will be adapted."""
         lim = self.limits
@@ -155,7 +159,7 @@ class ModelSpec:
         if task.loop and task.end_frame is not None:  # the API's rule too: "Loop is not supported for end frame"
             raise TaskError("loop", True, "a loop ends on its first frame, so it cannot also be given an end frame")
         if task.keyframes:
-            task.drawn_pins(self.native_frames)  # refuses two pins that land on one drawn frame
+            task.drawn_pins(self.drawn_frames(task))  # refuses two pins that land on one drawn frame
         drawn = task.operation != UPSCALE and task.prompt.strip()
         prompt_notes = self.prompt_notes(task.prompt) if self.prompt_notes and drawn else []
         caveats = [self.caveats[c] for c, wanted in wants.items() if wanted and c in self.caveats]

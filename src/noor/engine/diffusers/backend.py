@@ -14,6 +14,7 @@ from PIL import Image
 from noor.engine.backend import Preview, Progress
 from noor.engine.diffusers import concepts as trained
 from noor.engine.diffusers import edits
+from noor.engine.diffusers import keyframes as pinned
 from noor.engine.diffusers import options as opts
 from noor.engine.diffusers import parallel as par
 from noor.engine.diffusers.families import Family, mode_of
@@ -143,7 +144,8 @@ class DiffusersBackend:
         end = start if task.loop else _pil(task.end_frame, w, h)
         mode = mode_of(self.family, start=start is not None, end=end is not None, image=fitted.is_image)
         work = edits.Work.of(self.family.kind, task, fitted)  # an edit or a reframe: its source, its pipeline
-        pipe = self.pipe(work.mode if work else mode)
+        pins = pinned.Pins.of(task, fitted, self.spec.geometry.temporal)  # keyframes at indexes
+        pipe = self.pipe(work.mode if work else pins.mode if pins else mode)
         # 2. the call, with only the arguments this pipeline takes
         kwargs: dict[str, Any] = {
             "prompt": task.prompt,
@@ -161,6 +163,8 @@ class DiffusersBackend:
             kwargs |= keyframe_kwargs(self.family.keyframes, start, end, n)
         if work:
             kwargs |= work.kwargs(pipe, kwargs)
+        if pins:
+            kwargs |= pins.kwargs(pipe)
         params = inspect.signature(pipe.__call__).parameters
         if self.family.name == "hunyuanvideo" and not pipe.transformer.config.guidance_embeds:
             # a checkpoint not guidance-distilled: the guidance is true CFG, with an empty negative prompt if none
@@ -190,6 +194,8 @@ class DiffusersBackend:
         frames = to_uint8(out.images[0] if hasattr(out, "images") else out.frames[0])
         if work:
             frames = work.finish(frames, notes)
+        elif pins:
+            frames = pins.finish(frames, notes)
         elif frames.shape[1:3] != (h, w):
             notes.append(f"{self.spec.id} drew {frames.shape[2]}x{frames.shape[1]} for {w}x{h}")
         return Media(frames=frames, fps=task.fps, notes=notes)

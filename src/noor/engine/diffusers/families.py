@@ -172,6 +172,8 @@ I2V = frozenset({"i2v", "extend"})
 KEYFRAMED = frozenset({"i2v", "extend", "end_frame", "loop"})
 # work on a source clip (`edits`): the family names each operation's pipeline in `pipelines` under its name
 EDITS = frozenset({"edit", "reframe"})
+# frames pinned at indexes inside the clip (`keyframes`), its pipeline in `pipelines` under "keyframes"
+PINS = frozenset({"keyframes"})
 
 FAMILIES: dict[str, Family] = {
     f.name: f
@@ -262,10 +264,11 @@ FAMILIES: dict[str, Family] = {
                 "i2v": "LTXConditionPipeline",
                 "edit": "LTXConditionPipeline",
                 "reframe": "LTXConditionPipeline",
+                "keyframes": "LTXConditionPipeline",
             },
             index_classes=("LTXPipeline", "LTXImageToVideoPipeline", "LTXConditionPipeline"),
             components=("transformer", "vae", "text_encoder", "tokenizer", "scheduler"),
-            capabilities=VIDEO | KEYFRAMED | EDITS,
+            capabilities=VIDEO | KEYFRAMED | EDITS | PINS,
             keyframes="ltx_conditions",
             geometry=ltx_geometry,
             width=768,
@@ -402,10 +405,15 @@ FAMILIES["wan2.1-flf2v"] = replace(
 FAMILIES["wan2.1-vace"] = replace(
     FAMILIES["wan2.1-t2v"],
     name="wan2.1-vace",
-    title="Wan 2.1 VACE (1.3B, 14B): text-to-video, and edit and reframe conditioned on the source",
-    pipelines={"t2v": "WanVACEPipeline", "edit": "WanVACEPipeline", "reframe": "WanVACEPipeline"},
+    title="Wan 2.1 VACE (1.3B, 14B): text-to-video, keyframes at indexes, edit and reframe conditioned on the source",
+    pipelines={
+        "t2v": "WanVACEPipeline",
+        "edit": "WanVACEPipeline",
+        "reframe": "WanVACEPipeline",
+        "keyframes": "WanVACEPipeline",
+    },
     index_classes=("WanVACEPipeline",),
-    capabilities=VIDEO | EDITS,
+    capabilities=VIDEO | EDITS | PINS,
     note="1.3B: 480p; 14B: 480p and 720p; 81 frames at 16 fps",
     perf_ids=(),  # the catalog has no VACE architecture (its context blocks): not priced
 )

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
-from noor.engine.diffusers import installed
+from noor.engine.diffusers import installed, keyframes
 from noor.engine.diffusers.families import Geometry, fit_frames, round_to
 from noor.engine.diffusers.parallel import Denoiser, ParallelError, parse
-from noor.engine.registry import CAPABILITIES, EDIT, REFRAME, Limits, ModelSpec
+from noor.engine.registry import CAPABILITIES, EDIT, KEYFRAMES, REFRAME, Limits, ModelSpec
 from noor.engine.task import Task, TaskError
 from noor.perf.parallelism import ParallelPlan
 
@@ -69,6 +69,10 @@ class DiffusersSpec(ModelSpec):
             )
         return replace(task, width=width, height=height, num_frames=num_frames), notes
 
+    def drawn_frames(self, task: Task) -> int:
+        """The frames it draws for `task`: its length rounded to the model's `t*k + 1` (`fit`)."""
+        return self.fit(task)[0].num_frames
+
     def check(self, task: Task) -> list[str]:
         if task.loop and "loop" in self.capabilities and task.start_frame is None:
             raise TaskError("loop", True, f"model {self.id!r} loops back to a start frame; give one (frame0)")
@@ -96,6 +100,9 @@ class DiffusersSpec(ModelSpec):
                         f"model {self.id!r} has rotary embeddings for {self.geometry.max_positions} positions per axis"
                         f" (rope_max_seq_len) and this needs {positions}",
                     )
+        if task.keyframes:  # two pins in one latent frame are refused; where each is drawn is noted
+            note = keyframes.placed(task, fitted.num_frames, self.geometry.temporal)
+            notes.extend([note] if note else [])
         self.splits(task)  # a request the model's split cannot run is refused here, with the reason
         return notes
 
@@ -105,7 +112,7 @@ def spec_of(model: installed.InstalledModel) -> DiffusersSpec:
 
     family = model.spec_family
     d = model.defaults()
-    capabilities = family.capabilities & frozenset((*CAPABILITIES, EDIT, REFRAME))
+    capabilities = family.capabilities & frozenset((*CAPABILITIES, EDIT, REFRAME, KEYFRAMES))
     geometry = family.geometry(Path(model.path))
     return DiffusersSpec(
         id=model.id,
