@@ -104,3 +104,30 @@ def test_bad_keyframes_are_400s_naming_the_keyframe(client: luma_agents.Luma, li
         body = err.value.body
         assert isinstance(body, dict) and body["detail"].startswith(field) and said in body["detail"], (video, body)
     assert live.credits() == before and sorted(uploads.iterdir()) == stored
+
+
+def test_keyframes_on_a_toy_ltx_video_model_complete(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The same request shape on an open family (a toy LTX-Video, random weights: the pins are not checked in its
+    pixels, see tests/engine/diffusers/test_keyframes.py): 5 s at the toy's 1 fps is 5 frames, grid indexes 0 and
+    60 pin frames 0 and 2 (latent frames 0 and 1 of its 4-frame latents), and the clip completes at that length."""
+    from noor.engine.diffusers.installed import InstalledModel
+    from tests.api.toy_server import toy_server
+    from tests.engine.diffusers.toys import toy_dir
+
+    entry = InstalledModel(id="ltx", family="ltx-video", path=str(toy_dir(tmp_path_factory, "ltx-video")),
+                           dtype="float32", width=32, height=32, frames=9, fps=1, steps=2)  # fmt: skip
+    with toy_server(tmp_path_factory.mktemp("agents-keyframes-ltx"), [entry], credits_cents=10_000) as s:
+        client, auth = s["client"], s["auth"]
+        client.app.state.ctx.config.aliases["ray-3.2"] = "ltx"  # the Agents API names Luma's models only
+        pins = [{"data": base64.b64encode(png(64, 64, colour)).decode(), "media_type": "image/png"}
+                for colour in ("red", "blue")]  # fmt: skip
+        video = {"duration": "5s", "resolution": "360p", "keyframes": pins, "keyframe_indexes": [0, 60]}
+        body = {"model": "ray-3.2", "type": "video", "prompt": "a red circle", "aspect_ratio": "1:1", "video": video}
+        created = client.post("/agents/v1/generations", json=body, headers=auth)
+        assert created.status_code == 201, created.text
+        assert s["worker"].run_once()
+        done = client.get(f"/agents/v1/generations/{created.json()['id']}", headers=auth).json()
+        assert done["state"] == "completed", done
+        path = s["tmp"] / "pinned.mp4"
+        path.write_bytes(client.get(done["output"][0]["url"]).content)
+        assert media.video_info(path)[:3] == (5, 352, 352)  # LTX draws sides in multiples of 32
