@@ -178,3 +178,38 @@ def test_a_noor_tiny_adapter_is_checked_by_noor_tinys_own_check(data_dir: Path, 
         concepts.add("k", dressed)  # the model comes from lora_config.json
     assert "\n" not in str(err.value)
     assert concepts.installed() == {}
+
+
+def test_a_concept_on_a_second_family_ltx_video(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The same registry and per-task loading on LTX-Video: a LoRA trained by the trainer on the toy LTX,
+    registered against it (its model found from the adapter's weights dir), changes the seeded clip, and the base
+    weights after are the weights before, bit for bit. Compared in the VAE's latent space: the toy's random decoder
+    draws nearly the same pixels from any latents."""
+    path = toy_dir(tmp_path_factory, "ltx-video")
+    installed.add(InstalledModel(id="ltx", family="ltx-video", path=str(path), dtype="float32", fps=8, steps=2))
+    concept = concepts.add("red_square_ltx", toy_lora(tmp_path_factory, "ltx-video"))
+    assert concept.model == "ltx"
+    backend: Any = registry.get("ltx").load(threads=1)
+    pipe = backend.pipe("t2v")
+    before = {k: v.clone() for k, v in pipe.transformer.state_dict().items()}
+    decoded: list[torch.Tensor] = []
+    decode = pipe.vae.decode
+
+    def spy(z: torch.Tensor, *args: Any, **kw: Any) -> Any:
+        decoded.append(z.detach().clone())
+        return decode(z, *args, **kw)
+
+    task = Task(prompt="a red square moves right", width=32, height=32, num_frames=9, seed=3)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipe.vae, "decode", spy)
+        base = backend.generate([task])[0].frames
+        drawn = backend.generate([Task(**{**task.__dict__, "concepts": (concept.concept,)})])[0].frames
+        again = backend.generate([task])[0].frames
+    assert base.shape == drawn.shape == (9, 32, 32, 3)
+    without, with_concept, after_it = decoded
+    # the adapter acts: measured (seed 3, 2 steps) 0.74 apart on average, against latents of 0.94 on average
+    assert float((with_concept - without).abs().mean()) > 0.2 * float(without.abs().mean())
+    assert torch.equal(after_it, without) and (again == base).all()  # unloaded: the same clip again
+    after = pipe.transformer.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert not any("lora" in name for name, _ in pipe.transformer.named_modules())

@@ -13,17 +13,18 @@ from tests.engine.diffusers.toys import TOYS, toy_dir
 FAMILY = "wan2.1-t2v"
 
 
-def toy_lora(factory: Any) -> Path:
+def toy_lora(factory: Any, family: str = FAMILY) -> Path:
     """The adapter folder (pytorch_lora_weights.safetensors + lora_config.json), trained on two captioned clips of
-    squares sliding right; its lora_config.json names the toy's weights dir as the model it was trained on."""
-    out = factory.getbasetemp() / "toy-lora" / FAMILY
+    squares sliding right on the family's toy (the toy Wan 2.1 by default); its lora_config.json names the toy's
+    weights dir as the model it was trained on."""
+    out = factory.getbasetemp() / "toy-lora" / family
     if (out / lora.CONFIG_NAME).is_file():
         return out
-    _, width, height, frames = TOYS[FAMILY]
+    _, width, height, frames = TOYS[family]
     cfg = lora.LoraTrainConfig(
-        model_path=str(toy_dir(factory, FAMILY)), family=FAMILY, steps=8, rank=4, alpha=8, lr=1e-2, batch_size=2,
+        model_path=str(toy_dir(factory, family)), family=family, steps=8, rank=4, alpha=8, lr=1e-2, batch_size=2,
         width=width, height=height, frames=frames,
     ).check()  # fmt: skip
-    examples = lora.read_examples(write_examples(out.parent / "data", FAMILY))
+    examples = lora.read_examples(write_examples(out.parent / f"data-{family}", family))
     lora.train(cfg, examples, out)
     return out
