@@ -22,7 +22,7 @@ from PIL import Image
 
 from noor.engine import registry
 from noor.engine.diffusers.backend import DiffusersBackend
-from noor.engine.diffusers.keyframes import spacing
+from noor.engine.diffusers.keyframes import Pins, spacing
 from noor.engine.task import Task, TaskError
 from tests.engine.diffusers.test_edits import Toy, _backend, vace  # noqa: F401 (vace: a fixture)
 
@@ -144,3 +144,22 @@ def test_a_family_without_keyframes_refuses_them_by_name(toy: Toy, data_dir: Pat
     with pytest.raises(TaskError, match="keyframes: model 'wan' cannot do keyframes"):
         registry.get("wan").check(Task(prompt="a cat", width=32, height=32, num_frames=5,
                                        keyframes=((2, _image((9, 9, 9))),)))  # fmt: skip
+
+
+def test_an_ltx_loop_with_keyframes_ends_on_its_start_frame(toys: Toy, data_dir: Path) -> None:
+    backend = _backend(toys, "ltx-video")
+    spec = registry.get("toy-ltx-video")
+    start, middle = _image((200, 40, 40)), _image((40, 40, 200))
+    task = Task(prompt="a cat", width=32, height=32, num_frames=12, start_frame=start, loop=True,
+                keyframes=((6, middle),))  # fmt: skip
+    spec.check(task)
+    pins = Pins.of(task, spec.fit(task)[0], 4)
+    assert pins is not None
+    conditions = pins.kwargs(backend.pipe("keyframes"))["conditions"]
+    assert [c.frame_index for c in conditions] == [0, 7, 12]  # the start again at the last of the 13 drawn
+    assert np.array_equal(np.asarray(conditions[2].image), start)
+    # frame 10 is drawn at 11, in the last latent frame (9..12), which the loop's end holds
+    late = Task(prompt="a cat", width=32, height=32, num_frames=12, start_frame=start, loop=True,
+                keyframes=((10, middle),))  # fmt: skip
+    with pytest.raises(TaskError, match=r"keyframes: frame 10 .* in its last latent frame, which a loop ends on"):
+        spec.check(late)

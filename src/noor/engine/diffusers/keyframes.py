@@ -55,6 +55,13 @@ def pin_frames(task: Task, drawn: int, temporal: int) -> dict[int, int]:
     taken: dict[int, int] = {}  # latent frame -> the index pinned there
     for index, frame in at.items():
         latent = latent_frame(frame, temporal)
+        if task.loop and latent == latent_frame(drawn - 1, temporal):
+            raise TaskError(
+                "keyframes",
+                index,
+                f"frame {index} of the {task.num_frames}-frame clip falls on frame {frame} of the {drawn} the model "
+                f"draws, in its last latent frame, which a loop ends on its first frame",
+            )
         if latent in taken:
             earlier = taken[latent]
             first, last = max(1, (latent - 1) * temporal + 1), latent * temporal
@@ -104,6 +111,8 @@ class Pins:
                 notes.append(f"keyframe {index}: {image.shape[1]}x{image.shape[0]} resized to the drawn size")
             else:
                 frames[at[index]] = image
+        if task.loop:  # a loop ends on its first frame: pinned at the last frame too (as `keyframe_kwargs` does)
+            frames[fitted.num_frames - 1] = frames[0]
         note = placed(task, fitted.num_frames, temporal)
         return cls(task, fitted.num_frames, frames, (*notes, *([note] if note else [])))
 
