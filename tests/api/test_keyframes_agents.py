@@ -92,7 +92,11 @@ def test_bad_keyframes_are_400s_naming_the_keyframe(client: luma_agents.Luma, li
         (pins(60, 120, loop=True), "video.loop", "cannot be combined with video.keyframes"),
         (pins(60, start_frame=ref), "video.keyframes", "start_frame/end_frame"),
         (pins(0, 1), "video.keyframe_indexes[1]", "index 1 lands on frame 0 of the 40-frame clip, as index 0 does"),
-        (pins(30, 0, 3), "video.keyframe_indexes[2]", "index 3 and index 0 fall on one of the 16 frames tiny draws"),
+        (
+            pins(30, 0, 3),
+            "video.keyframe_indexes[2]",
+            "index 3 and index 0 fall in one frame of the 16 frames tiny draws",
+        ),
         (pins(0, 3) | {"keyframes": [data, data]}, "video.keyframe_indexes[1]", "keep keyframes at least 10 apart"),
         ({"keyframes": [ref, ref], "keyframe_indexes": [0]}, "video.keyframe_indexes", "one index per keyframe"),
     ]
@@ -131,3 +135,10 @@ def test_keyframes_on_a_toy_ltx_video_model_complete(tmp_path_factory: pytest.Te
         path = s["tmp"] / "pinned.mp4"
         path.write_bytes(client.get(done["output"][0]["url"]).content)
         assert media.video_info(path)[:3] == (5, 352, 352)  # LTX draws sides in multiples of 32
+        # grid 60 and 90 pin frames 2 and 3, both in latent frame 1 (frames 1..4): refused with the grid spacing that
+        # keeps pins apart on this model (grid 15..120 all land in latent frame 1: a run of 106)
+        video |= {"keyframe_indexes": [60, 90]}
+        refused = client.post("/agents/v1/generations", json=body | {"video": video}, headers=auth)
+        detail = refused.json()["detail"]
+        assert refused.status_code == 400 and detail.startswith("video.keyframe_indexes[1]"), refused.text
+        assert "fall in one latent frame of the 5 frames ltx draws" in detail and "at least 106 apart" in detail

@@ -58,7 +58,7 @@ from noor.api.requests import (
 from noor.api.schemas import GenerationKeyframe, ImageKeyframe
 from noor.api.uploads import file_suffix
 from noor.engine import registry
-from noor.engine.task import KEYFRAME_GRID_FPS, TaskError, fit_aspect, frames_from_grid, nearest_frames
+from noor.engine.task import KEYFRAME_GRID_FPS, Task, TaskError, fit_aspect, frames_from_grid
 from noor.jobs import tenants
 from noor.jobs.assets import UPLOADS, asset_key
 from noor.jobs.generation import Generation
@@ -500,21 +500,22 @@ def _pinned_notes(spec: registry.ModelSpec, task: dict[str, Any], indexes: list[
         frames = [k["index"] for k in task["keyframes"]]
         earlier, later = (indexes[frames.index(f)] for f in cast(list[int], err.value))
         i = indexes.index(later)
-        apart = min_apart(DURATIONS_S[duration], task["num_frames"], spec.native_frames)
+        probe = Task("keyframes", width=task["width"], height=task["height"], num_frames=task["num_frames"])
+        slots, drawn = spec.pin_slots(probe), spec.drawn_frames(probe)
+        apart = min_apart(DURATIONS_S[duration], slots)
         raise RequestError(
-            400, f"video.keyframe_indexes[{i}]: index {later} and index {earlier} fall on one of the "
-            f"{spec.native_frames} frames {spec.id} draws for {duration}; keep keyframes at least {apart} apart, got "
+            400, f"video.keyframe_indexes[{i}]: index {later} and index {earlier} fall in one {spec.pin_slot} of the "
+            f"{drawn} frames {spec.id} draws for {duration}; keep keyframes at least {apart} apart, got "
             f"{later}", field=f"video.keyframe_indexes[{i}]",
         ) from err  # fmt: skip
 
 
-def min_apart(seconds: float, num_frames: int, drawn: int) -> int:
-    """The least distance on the 24 fps grid of a `seconds` clip at which any two keyframes fall on different
-    frames of the `drawn` a model draws for its num_frames (grid -> clip frame -> drawn frame, each to the
-    nearest): the longest run of grid indexes that share a drawn frame."""
-    shown = nearest_frames(drawn, num_frames)
+def min_apart(seconds: float, slots: list[int]) -> int:
+    """The least distance on the 24 fps grid of a `seconds` clip at which any two keyframes fall in different slots
+    of the model (`ModelSpec.pin_slots`: for each of the clip's frames, the drawn frame or the latent frame a pin
+    there lands in; grid -> clip frame, to the nearest): the longest run of grid indexes that share a slot."""
     grid = range(round(seconds * KEYFRAME_GRID_FPS) + 1)
-    return max(len(list(run)) for _, run in groupby(int(shown[_frame_of(i, seconds, num_frames)]) for i in grid))
+    return max(len(list(run)) for _, run in groupby(slots[_frame_of(i, seconds, len(slots))] for i in grid))
 
 
 # The types this deployment runs: each turns a request into an engine task, and its record's kind. A type without

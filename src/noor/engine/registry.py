@@ -13,12 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from noor.engine.backend import Backend
 from noor.engine.interactive import Interactive, UnknownWorldModel, WorldSpec
 from noor.engine.resample import ResampleBackend
 from noor.engine.sound import AudioSpec
-from noor.engine.task import Task, TaskError
+from noor.engine.task import Task, TaskError, nearest_frames
 from noor.perf.parallelism import ParallelPlan
 
 CAPABILITIES = ("t2v", "i2v", "end_frame", "extend", "loop", "image")  # what a generating model may declare
@@ -115,6 +116,14 @@ class ModelSpec:
     def drawn_frames(self, task: Task) -> int:
         """The frames it draws for `task`, whose pins land on them (`Task.drawn_pins`): noor-tiny's native ones."""
         return self.native_frames
+
+    # what one pin holds of the frames it draws (`pin_slots`): two pins in one are refused
+    pin_slot: ClassVar[str] = "frame"
+
+    def pin_slots(self, task: Task) -> list[int]:
+        """For each of the task's num_frames indexes, the slot a pin there lands in: two pins in one slot are
+        refused (field "keyframes"). noor-tiny's slot is the drawn frame the index is retimed to."""
+        return [int(d) for d in nearest_frames(self.drawn_frames(task), task.num_frames)]
 
     def check(self, task: Task) -> list[str]:
         """Raise `TaskError` for what this model cannot do; return notes on what will be adapted."""

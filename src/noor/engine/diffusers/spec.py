@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import ClassVar
 
 from noor.engine.diffusers import installed, keyframes
 from noor.engine.diffusers.families import Geometry, fit_frames, round_to
@@ -72,6 +73,13 @@ class DiffusersSpec(ModelSpec):
     def drawn_frames(self, task: Task) -> int:
         """The frames it draws for `task`: its length rounded to the model's `t*k + 1` (`fit`)."""
         return self.fit(task)[0].num_frames
+
+    pin_slot: ClassVar[str] = "latent frame"
+
+    def pin_slots(self, task: Task) -> list[int]:
+        """A pin's slot is the latent frame its drawn frame is encoded into (`keyframes.latent_frame`)."""
+        temporal = self.geometry.temporal
+        return [keyframes.latent_frame(frame, temporal) for frame in super().pin_slots(task)]
 
     def check(self, task: Task) -> list[str]:
         if task.loop and "loop" in self.capabilities and task.start_frame is None:
