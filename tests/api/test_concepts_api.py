@@ -16,6 +16,7 @@ import torch
 
 from noor.engine import media
 from noor.engine.diffusers.installed import InstalledModel
+from noor.trust import provenance
 from tests.api.toy_server import on_loopback, toy_server
 from tests.engine.diffusers.toy_lora import FAMILY, toy_lora
 from tests.engine.diffusers.toys import toy_dir
@@ -96,6 +97,10 @@ def test_a_request_with_a_concept_draws_with_it_and_the_model_is_unchanged_after
     assert base.shape == with_concept.shape == (5, 544, 544, 3)
     assert np.abs(base.astype(int) - with_concept.astype(int)).max() > 2  # same seed, the adapter changed it
     assert np.array_equal(again, base)  # the adapter was unloaded: the same request draws the same frames
+    # the signed manifest names the concept the clip was drawn with; the plain one names none
+    signed = provenance.verify((server["tmp"] / "drawn.mp4").read_bytes())
+    assert signed.fields.get("concepts") == ["red_square"], signed.fields
+    assert "concepts" not in provenance.verify((server["tmp"] / "base.mp4").read_bytes()).fields
 
 
 def test_unknown_concepts_and_concepts_of_another_model_are_refused_naming_them(server: dict[str, Any]) -> None:

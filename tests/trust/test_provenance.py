@@ -215,3 +215,12 @@ def test_a_png_with_its_manifest_chunk_cut_out_has_none_but_keeps_its_mark(setti
     verdict = provenance.verify(stripped, anchors=signing.trust_anchors(settings))
     assert verdict.status == "none" and "stripped" in verdict.problem
     assert watermark.read(provenance.frames_of(stripped, "image/png")).mark is not None
+
+
+def test_a_generation_drawn_with_concepts_names_them(settings: Settings, tmp_path: Path) -> None:
+    files, _ = stamped(settings, tmp_path, frames(4), concepts=("crescent", "brand_logo"))
+    verdict = provenance.verify(files["video.mp4"], anchors=signing.trust_anchors(settings))
+    assert verdict.status == "trusted" and verdict.fields["concepts"] == ["crescent", "brand_logo"]
+    (tmp_path / "plain").mkdir()
+    plain, _ = stamped(settings, tmp_path / "plain", frames(4))
+    assert "concepts" not in provenance.verify(plain["video.mp4"], anchors=signing.trust_anchors(settings)).fields

@@ -520,6 +520,7 @@ class Worker:
             region=self.config.region,
             ingredients=ingredients(job.task, reads),
             marked=marked,
+            concepts=tuple(job.task.get("concepts") or ()),
         )
         self._store(job, files, manifest, result.is_image)
 

@@ -6,8 +6,8 @@ a reframe and an upscale open their source as the `parentOf` ingredient, then `c
 the IPTC digital source type `trainedAlgorithmicMedia`, the model and its version as the software agent, and
 the time; the ingredients (the source generation or uploaded image, and keyframes as `inputTo`), each with its
 own manifest when it has one, so a chain of edits reads back to the first generation; and Noor's own
-`org.noor.generation` assertion: generation id, model, version, region, action, time and what the watermark in
-this file says (or why there is none).
+`org.noor.generation` assertion: generation id, model, version, region, action, time, the trained concepts it was
+drawn with (when any) and what the watermark in this file says (or why there is none).
 
 A worker wires it in two places (docs/trust.md, "Wiring"): `Provenance.mark` on the result's frames before they
 are encoded, `Provenance.sign_files` on the encoded files. Both are no-ops when the deployment turned them off
@@ -103,6 +103,7 @@ class Manifest:
     created_at: dt.datetime = field(default_factory=_now)
     ingredients: tuple[Ingredient, ...] = ()
     marked: Marked | None = None  # what the pixels carry (Provenance.mark); None: not marked
+    concepts: tuple[str, ...] = ()  # the trained concepts (adapter keys, `noor concepts`) it was drawn with
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
@@ -149,6 +150,8 @@ class Manifest:
             "ingredients": [{"title": i.title, "relationship": i.relationship} for i in self.ingredients],
             "watermark": watermark_note,
         }
+        if self.concepts:
+            generation["concepts"] = list(self.concepts)
         return {
             "claim_generator_info": [{"name": "Noor", "version": noor.__version__}],
             "title": title,
@@ -309,7 +312,7 @@ def _fields(manifest: Mapping[str, Any]) -> dict[str, Any]:
     noor = assertions.get(ASSERTION, {})
     actions = assertions.get("c2pa.actions.v2", assertions.get("c2pa.actions", {})).get("actions", [])
     made = next((a for a in actions if a.get("digitalSourceType")), actions[0] if actions else {})
-    for key in ("generation_id", "model", "model_version", "region", "action", "created_at"):
+    for key in ("generation_id", "model", "model_version", "region", "action", "created_at", "concepts"):
         if key in noor:
             out[key] = noor[key]
     out["c2pa_action"] = made.get("action")
