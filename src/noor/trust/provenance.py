@@ -140,7 +140,7 @@ class Manifest:
             actions.insert(0, {"action": "c2pa.opened", "when": when, "parameters": {"ingredientIds": [parent]}})
         if inputs:
             main["parameters"] = {"ingredientIds": inputs}
-        generation = {
+        generation: dict[str, Any] = {
             "generation_id": self.generation_id,
             "model": self.model,
             "model_version": self.model_version,
