@@ -15,7 +15,7 @@ from noor.cli.generate import train_app
 OPTION_OF = {"batch_size": "--batch-size", "width": "--size", "height": "--size"}
 BARS = {"encode": "1/2 encoding examples", "lora": "2/2 LoRA steps"}
 # noor-tiny's concept training (noor.engine.tiny.concept): its defaults where the open models' differ
-TINY_DEFAULTS: dict[str, float] = {"steps": 300, "rank": 8, "lr": 2e-3, "batch_size": 16}
+TINY_DEFAULTS: dict[str, float] = {"steps": 1200, "rank": 8, "lr": 5e-3, "batch_size": 8}
 OPEN_DEFAULTS: dict[str, float] = {"steps": 500, "rank": 16, "lr": 1e-4, "batch_size": 1}
 
 
@@ -62,12 +62,12 @@ def train_lora(
     out: Annotated[
         Path, typer.Option("-o", "--out", help="where to write the adapter (diffusers' LoRA format) and its config")
     ],
-    steps: Annotated[int | None, typer.Option(help="optimiser steps (default: 500; tiny: 300)")] = None,
+    steps: Annotated[int | None, typer.Option(help="optimiser steps (default: 500; tiny: 1200)")] = None,
     rank: Annotated[int | None, typer.Option(help="the LoRA's rank (default: 16; tiny: 8)")] = None,
     alpha: Annotated[int | None, typer.Option(help="the LoRA's alpha (scale alpha/rank; default: the rank)")] = None,
-    lr: Annotated[float | None, typer.Option(help="AdamW's learning rate (default: 1e-4; tiny: 2e-3)")] = None,
+    lr: Annotated[float | None, typer.Option(help="AdamW's learning rate (default: 1e-4; tiny: 5e-3)")] = None,
     batch_size: Annotated[
-        int | None, typer.Option("--batch-size", help="examples a step, over all processes (default: 1; tiny: 16)")
+        int | None, typer.Option("--batch-size", help="examples a step, over all processes (default: 1; tiny: 8)")
     ] = None,
     size: Annotated[
         str | None, typer.Option(help="WIDTHxHEIGHT the examples are cropped and resized to (default: the model's)")

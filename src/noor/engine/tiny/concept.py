@@ -260,12 +260,12 @@ def loaded(pipe: Any, folders: Sequence[str | Path]) -> Iterator[list[Adapter]]:
 
 @dataclass(frozen=True)
 class TinyLoraConfig:
-    steps: int = 300
+    steps: int = 1200
     rank: int = 8
     alpha: int = 8
-    lr: float = 2e-3  # the LoRA's
-    embed_lr: float = 1e-2  # the new words' rows
-    batch_size: int = 16  # clips a step (half of them with their first frame given)
+    lr: float = 5e-3  # the LoRA's
+    embed_lr: float = 2e-2  # the new words' rows
+    batch_size: int = 8  # clips a step (half of them with their first frame given)
     image_batch: int = 32  # first frames a step (the image stage of two-stage sampling)
     start_frame_p: float = 0.5
     seed: int = 0
@@ -310,6 +310,7 @@ def read_data(data: Path, tokenizer: WordTokenizer) -> tuple[list[Any], list[str
 
 def train(weights: Path, data: Path, out: Path, cfg: TinyLoraConfig, on_step: OnStep | None = None) -> TinyLoraResult:
     """Train a concept on the data folder `data` for the noor-tiny weights in `weights`, write it to `out`."""
+    from diffusers.utils import logging as diffusers_logging
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
@@ -319,6 +320,7 @@ def train(weights: Path, data: Path, out: Path, cfg: TinyLoraConfig, on_step: On
 
     started = time.perf_counter()
     cfg = cfg.check()
+    diffusers_logging.disable_progress_bar()  # its loading bar, under the training bars
     pipe = NoorTinyPipeline.from_pretrained(str(weights))
     for part in (pipe.transformer, pipe.text_encoder, pipe.vae):
         part.requires_grad_(False)
