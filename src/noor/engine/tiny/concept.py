@@ -268,6 +268,9 @@ class TinyLoraConfig:
     batch_size: int = 8  # clips a step (half of them with their first frame given)
     image_batch: int = 32  # first frames a step (the image stage of two-stage sampling)
     start_frame_p: float = 0.5
+    # the share of each batch drawn from the examples whose captions bring no new word (the base shapes: prior
+    # preservation); 0 or a folder without such examples: uniform over all examples
+    prior_p: float = 0.5
     seed: int = 0
     max_grad_norm: float = 1.0
     target_modules: tuple[str, ...] = TARGET_MODULES
@@ -326,6 +329,7 @@ def train(weights: Path, data: Path, out: Path, cfg: TinyLoraConfig, on_step: On
         part.requires_grad_(False)
         part.eval()
     examples, words = read_data(data, pipe.text_encoder.tokenizer)
+    prior = np.array([not new_words(pipe.text_encoder.tokenizer, [e.caption]) for e in examples])  # base shapes
     record = (
         json.loads((Path(weights) / "train_config.json").read_text())
         if (weights / "train_config.json").is_file()
@@ -372,17 +376,26 @@ def train(weights: Path, data: Path, out: Path, cfg: TinyLoraConfig, on_step: On
         )
         rng = np.random.default_rng(cfg.seed)
         generator = torch.Generator().manual_seed(cfg.seed)
+
+        def draw(n: int) -> np.ndarray:
+            """`n` example indexes, `prior_p` of them (on average) from the prior examples."""
+            if not prior.any() or prior.all() or not cfg.prior_p:
+                return rng.integers(len(examples), size=n)
+            from_prior = rng.random(n) < cfg.prior_p
+            pools = np.flatnonzero(prior), np.flatnonzero(~prior)
+            return np.where(from_prior, rng.choice(pools[0], size=n), rng.choice(pools[1], size=n))
+
         transformer.train()
         for step in range(cfg.steps):
             warm = min(1.0, (step + 1) / max(1, cfg.steps // 10))
             decay = 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
             for group, base_lr in zip(optimizer.param_groups, (cfg.lr, cfg.embed_lr), strict=True):
                 group["lr"] = base_lr * warm * (0.1 + 0.9 * decay)
-            pick = rng.integers(len(examples), size=cfg.batch_size)
+            pick = draw(cfg.batch_size)
             known = torch.zeros(cfg.batch_size, NUM_FRAMES, dtype=torch.bool)
             known[:, 0] = torch.from_numpy(rng.random(cfg.batch_size) < cfg.start_frame_p)
             clips = Batch(pool[clip_of[pick]], known, [examples[i].caption for i in pick])
-            firsts = rng.integers(len(examples), size=cfg.image_batch)
+            firsts = draw(cfg.image_batch)
             images = Batch(
                 pool[clip_of[firsts], :, :1],
                 torch.zeros(cfg.image_batch, 1, dtype=torch.bool),
