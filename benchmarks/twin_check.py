@@ -61,7 +61,8 @@ def outside_model_s(poll_s: float) -> float:
     """Per-job time outside the model, measured: the built-in model draws 64x64x16, so the worker retimes and
     resizes to the requested size, then encodes the MP4 and thumbnail; plus half a claim poll."""
     from noor.engine import media
-    from noor.engine.tiny.backend import resize, retime
+    from noor.engine.canvas import retime
+    from noor.engine.resample import resize
 
     width, height, num_frames, fps = request_shape()
     native = np.random.default_rng(0).integers(0, 255, (16, 64, 64, 3), dtype=np.uint8)
@@ -162,8 +163,16 @@ def run_sim(workers: int, arrivals: np.ndarray, overhead_s: float, seed: int) ->
             "seed": seed,
             "horizon_h": (float(arrivals[-1]) + 1) / 3600,
             "regions": {"local": {"timezone": "UTC", "diurnal": "flat"}},
-            "sites": [{"name": "this machine", "region": "local", "chip": "cpu-local", "gpus": workers,
-                       "gpus_per_node": 1, "job_overhead_s": overhead_s}],
+            "sites": [
+                {
+                    "name": "this machine",
+                    "region": "local",
+                    "chip": "cpu-local",
+                    "gpus": workers,
+                    "gpus_per_node": 1,
+                    "job_overhead_s": overhead_s,
+                }
+            ],
             "classes": [{"name": "tiny", "model": "tiny", "width": width, "height": height, "frames": frames}],
             "tenants": [{"name": "twin", "regions": ["local"]}],
             "trace": {"path": str(folder / "trace.csv")},

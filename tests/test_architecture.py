@@ -23,7 +23,7 @@ SUBPACKAGES = {"engine": {"tiny", "world_tiny", "diffusers"}}
 # unit -> the units it may import (its own modules always). The same table as docs/architecture.md.
 ALLOWED: dict[str, set[str]] = {
     "cli": {"api", "runtime", "engine", "engine.tiny", "engine.world_tiny", "engine.diffusers", "jobs", "scheduling",
-            "perf", "catalog", "sim", "plan", "trust", "config", "logs"},
+            "perf", "catalog", "sim", "plan", "trust", "config", "logs", "arabic"},
     "api": {"runtime", "engine", "jobs", "scheduling", "perf", "catalog", "plan", "studio", "trust", "config", "logs"},
     "runtime": {"engine", "jobs", "trust", "scheduling", "perf", "catalog", "config", "logs"},
     "engine": {"engine.tiny", "engine.world_tiny", "engine.diffusers", "perf", "catalog", "config"},

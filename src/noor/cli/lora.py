@@ -83,6 +83,7 @@ def train_lora(
     """Fine-tune a LoRA on a model's transformer (its flow-matching objective) from a folder of captioned examples;
     `pipe.load_lora_weights(OUT)` loads the result. `--model tiny`: a concept for the built-in model (its new words'
     embeddings and a LoRA; `noor generate --concept OUT` draws with it)."""
+    from noor.engine import examples as training_data
     from noor.engine.diffusers import lora
 
     tiny = model == "tiny"
@@ -128,17 +129,17 @@ def train_lora(
             nproc=nproc,
             seed=seed,
         ).check()
-        examples = lora.read_examples(data)
+        examples = training_data.read_examples(data)
     except lora.UnsupportedFamily as err:
         fail("--model", model, str(err))
     except lora.ConfigError as err:
         fail(OPTION_OF.get(err.field, "--" + err.field.replace("_", "-")), err.value, err.message)
-    except lora.DataError as err:
+    except training_data.DataError as err:
         raise BadInput(f"--data: {err}") from None
     # 2. train on N processes; rank 0 shows the bars and writes OUT
     try:
         result = lora.run(cfg, examples, out, partial(stage_bars, BARS))
-    except lora.DataError as err:
+    except training_data.DataError as err:
         raise BadInput(f"--data: {err}") from None
     took = f"{result.seconds:.1f} s" if result.seconds < 120 else f"{result.seconds / 60:.1f} min"
     print(
@@ -151,7 +152,7 @@ def _train_tiny(
     data: Path, out: Path, alpha: int | None, seed: int, steps: int, rank: int, lr: float, batch_size: int
 ) -> None:
     """`noor train lora --model tiny`: a concept for noor-tiny (noor.engine.tiny.concept)."""
-    from noor.engine.diffusers import lora
+    from noor.engine import examples as training_data
     from noor.engine.tiny import concept
     from noor.engine.tiny.backend import weights_dir
     from noor.engine.tiny.tokenizer import vocabulary
@@ -169,7 +170,7 @@ def _train_tiny(
         concept.read_data(data, vocabulary())  # the folder and its new words, before any work
         with stage_bars(BARS) as on_step:
             result = concept.train(weights_dir(), data, out, cfg, on_step)
-    except lora.DataError as err:
+    except training_data.DataError as err:
         raise BadInput(f"--data: {err}") from None
     except FloatingPointError as err:
         raise BadInput(f"--lr: {err}") from None

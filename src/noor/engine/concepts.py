@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from noor.engine import registry
+from noor.engine.examples import CONFIG_NAME, WEIGHT_NAME  # what `noor train lora` writes
 from noor.engine.task import Concept, TaskError
 
 FILE_NAME = "concepts.toml"
 KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # what `noor train lora` writes (noor.engine.diffusers.lora)
-CONFIG_NAME = "lora_config.json"
 
 
 @dataclass(frozen=True)

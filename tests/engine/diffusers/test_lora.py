@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from noor.engine import examples as training_data
 from noor.engine.diffusers import lora
 from noor.engine.media import write_image, write_video
 from tests.engine.diffusers.toys import TOYS, register_args
@@ -56,7 +57,7 @@ def write_examples(folder: Path, family: str, manifest: bool = True) -> Path:
         if not manifest:
             (folder / name).with_suffix(".txt").write_text(caption + "\n")
     if manifest:
-        (folder / lora.MANIFEST).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (folder / training_data.MANIFEST).write_text("".join(json.dumps(r) + "\n" for r in rows))
     return folder
 
 
@@ -76,7 +77,7 @@ def trained(toy: Toy, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str
         if family not in done:
             root = tmp_path_factory.mktemp(f"lora-{family}")
             cfg = config(toy, family)
-            examples = lora.read_examples(write_examples(root / "data", family))
+            examples = training_data.read_examples(write_examples(root / "data", family))
             result = lora.train(cfg, examples, root / "adapter")
             done[family] = (cfg, examples, result, root / "adapter")
         return done[family]
@@ -135,8 +136,8 @@ def test_the_adapter_changes_a_seeded_output_and_unloading_restores_it_exactly(
 
 
 def test_sidecar_captions_are_read_like_a_manifest(tmp_path: Path) -> None:
-    by_manifest = lora.read_examples(write_examples(tmp_path / "a", "wan2.1-t2v"))
-    by_sidecar = lora.read_examples(write_examples(tmp_path / "b", "wan2.1-t2v", manifest=False))
+    by_manifest = training_data.read_examples(write_examples(tmp_path / "a", "wan2.1-t2v"))
+    by_sidecar = training_data.read_examples(write_examples(tmp_path / "b", "wan2.1-t2v", manifest=False))
     assert [(e.path.name, e.caption) for e in by_manifest] == [(e.path.name, e.caption) for e in by_sidecar]
     assert [e.caption for e in by_manifest] == ["a red square moves right", "a blue square moves right"]
 
@@ -152,44 +153,44 @@ def test_sidecar_captions_are_read_like_a_manifest(tmp_path: Path) -> None:
 )
 def test_a_bad_manifest_line_is_named(tmp_path: Path, line: str, message: str) -> None:
     folder = write_examples(tmp_path, "wan2.1-t2v")
-    first = (folder / lora.MANIFEST).read_text().splitlines()[0]
-    (folder / lora.MANIFEST).write_text(f"{first}\n{line}\n")
-    with pytest.raises(lora.DataError, match=message) as err:
-        lora.read_examples(folder)
+    first = (folder / training_data.MANIFEST).read_text().splitlines()[0]
+    (folder / training_data.MANIFEST).write_text(f"{first}\n{line}\n")
+    with pytest.raises(training_data.DataError, match=message) as err:
+        training_data.read_examples(folder)
     assert "\n" not in str(err.value)
 
 
 def test_a_missing_or_empty_sidecar_caption_and_an_empty_folder_are_named(tmp_path: Path) -> None:
     folder = write_examples(tmp_path / "d", "wan2.1-t2v", manifest=False)
     (folder / "ex1.txt").write_text("\n")
-    with pytest.raises(lora.DataError, match=r"empty caption in '.*ex1.txt'"):
-        lora.read_examples(folder)
+    with pytest.raises(training_data.DataError, match=r"empty caption in '.*ex1.txt'"):
+        training_data.read_examples(folder)
     (folder / "ex1.txt").unlink()
-    with pytest.raises(lora.DataError, match=r"ex1.mp4 has no caption file '.*ex1.txt'"):
-        lora.read_examples(folder)
+    with pytest.raises(training_data.DataError, match=r"ex1.mp4 has no caption file '.*ex1.txt'"):
+        training_data.read_examples(folder)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(lora.DataError, match="holds no examples"):
-        lora.read_examples(tmp_path / "empty")
-    with pytest.raises(lora.DataError, match="no such folder"):
-        lora.read_examples(tmp_path / "nowhere")
+    with pytest.raises(training_data.DataError, match="holds no examples"):
+        training_data.read_examples(tmp_path / "empty")
+    with pytest.raises(training_data.DataError, match="no such folder"):
+        training_data.read_examples(tmp_path / "nowhere")
 
 
 def test_media_that_does_not_fit_the_training_shape_is_named(tmp_path: Path) -> None:
     folder = write_examples(tmp_path, "wan2.1-t2v")
-    examples = lora.read_examples(folder)
-    with pytest.raises(lora.DataError, match=r"ex0.mp4 is 5 frames; training takes clips of 9 frames"):
-        lora.load_pixels(examples, 32, 32, 9, video=True)
+    examples = training_data.read_examples(folder)
+    with pytest.raises(training_data.DataError, match=r"ex0.mp4 is 5 frames; training takes clips of 9 frames"):
+        training_data.load_pixels(examples, 32, 32, 9, video=True)
     write_image(folder / "still.png", np.zeros((32, 32, 3), np.uint8))
-    with pytest.raises(lora.DataError, match=r"still.png is an image; training takes clips of 5 frames"):
-        lora.load_pixels([lora.Example(folder / "still.png", "x")], 32, 32, 5, video=True)
-    with pytest.raises(lora.DataError, match=r"ex0.mp4 is a clip; an image model trains on images"):
-        lora.load_pixels(examples, 32, 32, 1, video=False)
+    with pytest.raises(training_data.DataError, match=r"still.png is an image; training takes clips of 5 frames"):
+        training_data.load_pixels([training_data.Example(folder / "still.png", "x")], 32, 32, 5, video=True)
+    with pytest.raises(training_data.DataError, match=r"ex0.mp4 is a clip; an image model trains on images"):
+        training_data.load_pixels(examples, 32, 32, 1, video=False)
     (folder / "broken.mp4").write_bytes(b"not a video")
-    with pytest.raises(lora.DataError, match=r"not a readable video: '.*broken.mp4'"):
-        lora.load_pixels([lora.Example(folder / "broken.mp4", "x")], 32, 32, 5, video=True)
+    with pytest.raises(training_data.DataError, match=r"not a readable video: '.*broken.mp4'"):
+        training_data.load_pixels([training_data.Example(folder / "broken.mp4", "x")], 32, 32, 5, video=True)
     # a wider clip is centre-cropped to the training aspect ratio, then resized: (N, 3, T, H, W) in [-1, 1]
     write_video(folder / "wide.mp4", square_clip(64, 32, 5, 2, (255, 255, 255)), 8)
-    pixels = lora.load_pixels([lora.Example(folder / "wide.mp4", "x")], 16, 16, 5, video=True)
+    pixels = training_data.load_pixels([training_data.Example(folder / "wide.mp4", "x")], 16, 16, 5, video=True)
     assert pixels.shape == (1, 3, 5, 16, 16) and -1 <= float(pixels.min()) < float(pixels.max()) <= 1
 
 
@@ -243,7 +244,7 @@ def test_cli_trains_an_installed_model_at_its_size_and_refuses_bad_input_in_one_
 def test_two_processes_train_the_adapter_one_process_trains(toy: Toy, tmp_path: Path) -> None:
     """DDP over gloo: each rank trains on its half of the same global batch and the gradients are averaged."""
     cfg = config(toy, "wan2.1-t2v", steps=6, lr=1e-3)
-    examples = lora.read_examples(write_examples(tmp_path / "data", "wan2.1-t2v"))
+    examples = training_data.read_examples(write_examples(tmp_path / "data", "wan2.1-t2v"))
     one = lora.run(cfg, examples, tmp_path / "one")
     two = lora.run(replace(cfg, nproc=2), examples, tmp_path / "two")
     assert two.losses == pytest.approx(one.losses, rel=1e-5)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from noor.engine import examples as training_data
 from noor.engine.diffusers import lora
 from tests.engine.diffusers.test_lora import write_examples
 from tests.engine.diffusers.toys import TOYS, toy_dir
@@ -25,6 +26,6 @@ def toy_lora(factory: Any, family: str = FAMILY) -> Path:
         model_path=str(toy_dir(factory, family)), family=family, steps=8, rank=4, alpha=8, lr=1e-2, batch_size=2,
         width=width, height=height, frames=frames,
     ).check()  # fmt: skip
-    examples = lora.read_examples(write_examples(out.parent / f"data-{family}", family))
+    examples = training_data.read_examples(write_examples(out.parent / f"data-{family}", family))
     lora.train(cfg, examples, out)
     return out

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from noor.engine.backend import Cancelled
+from noor.engine.canvas import retime
 from noor.engine.task import Task
-from noor.engine.tiny.backend import TinyBackend, retime
+from noor.engine.tiny.backend import TinyBackend
 from noor.engine.tiny.pipeline import NoorTinyPipeline, frame_noise, keyframe_tensor
 
 

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from noor.engine.canvas import keep_source, on_canvas, retime
 from noor.engine.resample import resize
 from noor.engine.task import Task
-from noor.engine.tiny.backend import keep_source, on_canvas, retime
 
 OPERATIONS = ("edit", "reframe")
 # A reframe draws the rest from pure noise (the known region re-injected at every step), as diffusers' outpainting

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from importlib import resources
 from itertools import groupby
 from pathlib import Path
@@ -13,8 +12,9 @@ from typing import Any
 import numpy as np
 
 from noor.engine.backend import Preview, Progress
+from noor.engine.canvas import Placed, keep_source, on_canvas, retime
 from noor.engine.resample import resize
-from noor.engine.task import Media, Task, TaskError, nearest_frames
+from noor.engine.task import Media, Task, TaskError
 
 NATIVE_SIZE = 64
 NATIVE_FRAMES = 16
@@ -56,13 +56,6 @@ def fit(frames: np.ndarray, width: int, height: int) -> np.ndarray:
 def weights_dir() -> Path:
     """The weights that ship inside the package (Hugging Face layout)."""
     return Path(str(resources.files("noor.engine.tiny") / "weights"))
-
-
-def retime(frames: np.ndarray, num_frames: int) -> np.ndarray:
-    """Nearest-frame resampling in time: (T, ...) -> (num_frames, ...), first and last kept."""
-    if len(frames) == num_frames:
-        return frames
-    return frames[nearest_frames(len(frames), num_frames)]
 
 
 class TinyBackend:
@@ -214,16 +207,6 @@ class TinyBackend:
         return fit(frames, task.width, task.height)
 
 
-@dataclass(frozen=True)
-class Placed:
-    """A task's source on the canvas noor-tiny draws: frames (T, H, W, 3) uint8, and where the source is ((H, W)
-    bool; None: all of it, an edit)."""
-
-    frames: np.ndarray
-    mask: np.ndarray | None
-    notes: tuple[str, ...] = ()
-
-
 def canvas(task: Task) -> tuple[int, int]:
     """(width, height) noor-tiny draws a task at: 64x64, or for an edit or a reframe of another aspect, a short
     side of 64 and the long side the nearest multiple of 16 to the aspect (the denoiser's patch grid: 4 latent
@@ -235,39 +218,3 @@ def canvas(task: Task) -> tuple[int, int]:
         multiple, multiple * round(NATIVE_SIZE * max(task.width, task.height) / min(task.width, task.height) / multiple)
     )
     return (long, NATIVE_SIZE) if task.width > task.height else (NATIVE_SIZE, long)
-
-
-def keep_source(frames: np.ndarray, task: Task) -> np.ndarray:
-    """A reframe's output (T, H, W, 3) uint8 with its source's own pixels in the source's region (`reframe_box`),
-    as inpainting pipelines paste the original back (diffusers' `VaeImageProcessor.apply_overlay`): noor-tiny
-    draws the canvas 64 pixels high and the source's region comes back blurred by that and the VAE (measured:
-    `noor eval tiny --edits`); the drawn surround was denoised to continue it."""
-    assert task.source is not None
-    x, y, w, h = task.reframe_box()
-    out = frames.copy()
-    out[:, y : y + h, x : x + w] = resize(retime(task.source.frames, len(frames)), w, h)
-    return out
-
-
-def on_canvas(task: Task, num_frames: int, width: int, height: int) -> Placed | None:
-    """An edit's or a reframe's source, retimed to `num_frames` and brought to the width x height canvas: an
-    edit's resized to it; a reframe's scaled by the canvas's scale and placed at its `reframe_box`, the rest of the
-    canvas its edge pixels repeated (where the denoising of the rest starts from, at REFRAME_LEVEL: it continues the
-    source's background)."""
-    if task.operation not in ("edit", "reframe") or task.source is None:
-        return None
-    frames = retime(task.source.frames, num_frames)  # (T, H, W, 3) uint8
-    if task.operation == "edit":
-        return Placed(resize(frames, width, height), None)
-    x, y, w, h = task.reframe_box()
-    sx, sy = width / task.width, height / task.height  # the canvas is the task's frame at noor-tiny's scale
-    left, top = round(x * sx), round(y * sy)
-    right, bottom = min(width, round((x + w) * sx)), min(height, round((y + h) * sy))
-    placed = resize(frames, right - left, bottom - top)
-    padding = ((0, 0), (top, height - bottom), (left, width - right), (0, 0))
-    mask = np.zeros((height, width), dtype=bool)
-    mask[top:bottom, left:right] = True
-    notes: tuple[str, ...] = (f"source placed at x={x}, y={y} as {w}x{h} of the {task.width}x{task.height} canvas",)
-    if (w, h) != (task.source.width, task.source.height):
-        notes = (f"source scaled from {task.source.width}x{task.source.height} to {w}x{h} to fit the canvas", *notes)
-    return Placed(np.pad(placed, padding, mode="edge"), mask, notes)

@@ -43,13 +43,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from noor.arabic import normalize_word
+from noor.engine.examples import CONFIG_NAME, WEIGHT_NAME
 from noor.engine.tiny import invariance
 from noor.engine.tiny.captions import caption
 from noor.engine.tiny.scene import COLOURS, MOTIONS, NEW_SHAPES, NUM_FRAMES, SHAPES, SIZE, render, sample_scene
 from noor.engine.tiny.tokenizer import WordTokenizer
 
-WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # as noor.engine.diffusers.lora (diffusers' default name)
-CONFIG_NAME = "lora_config.json"
 EMBEDDINGS_NAME = "word_embeddings.safetensors"
 MODEL = "tiny"
 # the denoiser's attention projections (self and cross) and its MLPs: with the MLPs the crescent was drawn in 8 of 16
@@ -298,16 +297,18 @@ class TinyLoraResult:
 
 
 def read_data(data: Path, tokenizer: WordTokenizer) -> tuple[list[Any], list[str]]:
-    """The data folder's examples (noor.engine.diffusers.lora.read_examples) and the new words they bring; a
+    """The data folder's examples (noor.engine.examples.read_examples) and the new words they bring; a
     DataError (lora's) names what is wrong."""
-    from noor.engine.diffusers import lora
+    from noor.engine import examples as training_data
 
-    examples = lora.read_examples(data)
+    examples = training_data.read_examples(data)
     words = new_words(tokenizer, [e.caption for e in examples])
     if not words:
-        raise lora.DataError(f"the captions in {data} bring no new word: nothing to name a concept by")
+        raise training_data.DataError(f"the captions in {data} bring no new word: nothing to name a concept by")
     if len(words) > MAX_WORDS:
-        raise lora.DataError(f"the captions in {data} bring {len(words)} new words (at most {MAX_WORDS}): {words}")
+        raise training_data.DataError(
+            f"the captions in {data} bring {len(words)} new words (at most {MAX_WORDS}): {words}"
+        )
     return examples, words
 
 
@@ -317,7 +318,7 @@ def train(weights: Path, data: Path, out: Path, cfg: TinyLoraConfig, on_step: On
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    from noor.engine.diffusers import lora
+    from noor.engine import examples as training_data
     from noor.engine.tiny.pipeline import NoorTinyPipeline, encode_frames
     from noor.engine.tiny.train import Batch, training_loss
 
@@ -342,7 +343,9 @@ def train(weights: Path, data: Path, out: Path, cfg: TinyLoraConfig, on_step: On
     latents = []
     with torch.no_grad():
         for i, path in enumerate(files):
-            pixels = lora.load_pixels([lora.Example(path, "")], SIZE, SIZE, NUM_FRAMES, True)[0]  # (3, T, H, W)
+            pixels = training_data.load_pixels([training_data.Example(path, "")], SIZE, SIZE, NUM_FRAMES, True)[
+                0
+            ]  # (3, T, H, W)
             z = encode_frames(pipe.vae, pixels.transpose(0, 1))  # (T, C, h, w)
             latents.append(z.transpose(0, 1))
             if on_step:

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from noor.engine.canvas import keep_source
 from noor.engine.task import EDIT_LEVELS, Media, Task
-from noor.engine.tiny.backend import keep_source
 from noor.engine.tiny.captions import AR_BACKGROUND, EN_BACKGROUND
 from noor.engine.tiny.detector import detect, psnr
 from noor.engine.tiny.eval import EvalPrompt
