@@ -79,6 +79,14 @@ def train_lora(
     dtype: Annotated[str, typer.Option(help="the frozen weights' dtype; the LoRA trains in float32")] = "float32",
     nproc: Annotated[int, typer.Option(help="training processes on this machine (DDP; gloo on CPU)")] = 1,
     seed: Annotated[int, typer.Option()] = 0,
+    prior_target: Annotated[
+        str | None,
+        typer.Option(
+            "--prior-target",
+            help="tiny: what its base-shape examples teach, clip (the rendered clip) or frozen (the base model's own "
+            "prediction: its base prompts kept as they were) (default: clip)",
+        ),
+    ] = None,
 ) -> None:
     """Fine-tune a LoRA on a model's transformer (its flow-matching objective) from a folder of captioned examples;
     `pipe.load_lora_weights(OUT)` loads the result. `--model tiny`: a concept for the built-in model (its new words'
@@ -92,6 +100,8 @@ def train_lora(
         for option, value in others.items():
             if value is not None:
                 fail(option, value, "noor-tiny trains at its own 64x64, 16 frames; leave it out with --model tiny")
+        if prior_target not in (None, "clip", "frozen"):
+            fail("--prior-target", prior_target, "must be clip or frozen")
         if dtype != "float32" or nproc != 1:
             option, value = ("--dtype", dtype) if dtype != "float32" else ("--nproc", nproc)
             fail(option, value, "noor-tiny trains in float32 on one process")
@@ -101,8 +111,10 @@ def train_lora(
     lr = float(chosen["lr"]) if lr is None else lr
     batch_size = int(chosen["batch_size"]) if batch_size is None else batch_size
     if tiny:
-        _train_tiny(data, out, alpha, seed, steps, rank, lr, batch_size)
+        _train_tiny(data, out, alpha, seed, steps, rank, lr, batch_size, prior_target or "clip")
         return
+    if prior_target is not None:
+        fail("--prior-target", prior_target, "only noor-tiny's concepts have base-shape examples (--model tiny)")
 
     # 1. validate: the model, the options, the data (every example decoded) before any process starts
     path, family_name, defaults = _model(model, family)
@@ -149,7 +161,15 @@ def train_lora(
 
 
 def _train_tiny(
-    data: Path, out: Path, alpha: int | None, seed: int, steps: int, rank: int, lr: float, batch_size: int
+    data: Path,
+    out: Path,
+    alpha: int | None,
+    seed: int,
+    steps: int,
+    rank: int,
+    lr: float,
+    batch_size: int,
+    prior_target: str = "clip",
 ) -> None:
     """`noor train lora --model tiny`: a concept for noor-tiny (noor.engine.tiny.concept)."""
     from noor.engine import examples as training_data
@@ -161,7 +181,13 @@ def _train_tiny(
         fail("--out", str(out), "is a file; give a folder")
     try:
         cfg = concept.TinyLoraConfig(
-            steps=steps, rank=rank, alpha=rank if alpha is None else alpha, lr=lr, batch_size=batch_size, seed=seed
+            steps=steps,
+            rank=rank,
+            alpha=rank if alpha is None else alpha,
+            lr=lr,
+            batch_size=batch_size,
+            seed=seed,
+            prior_target=prior_target,
         ).check()
     except ValueError as err:
         name, _, message = str(err).partition(": ")

@@ -158,3 +158,45 @@ def _pipe() -> object:
     if not _PIPE:
         _PIPE.append(TinyBackend().pipe)
     return _PIPE[0]
+
+
+def test_a_frozen_prior_teaches_base_rows_the_frozen_models_own_prediction() -> None:
+    """prior_target "frozen": the base-shape rows regress the denoiser with its adapter off, at the same noisy
+    input. A fresh LoRA (B = 0) is the frozen model, so those rows' loss is exactly 0 while the clip rows' is not;
+    once the LoRA moves, they are not 0 either."""
+    from peft import LoraConfig
+
+    from noor.engine.tiny.pipeline import NoorTinyPipeline
+    from noor.engine.tiny.train import Batch, training_loss
+
+    pipe = NoorTinyPipeline.from_pretrained(str(weights_dir()))
+    transformer, text_encoder = pipe.transformer, pipe.text_encoder
+    transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=["to_q"]))
+
+    def frozen(*args: object) -> torch.Tensor:
+        transformer.disable_adapters()
+        try:
+            return transformer(*args)[0]
+        finally:
+            transformer.enable_adapters()
+
+    latents = torch.randn(2, transformer.config.in_channels, 16, 16, 16, generator=torch.Generator().manual_seed(0))
+    batch = Batch(latents, torch.zeros(2, 16, dtype=torch.bool), ["a red circle moves left", "a blue square"])
+
+    def loss(taught: list[bool]) -> float:
+        with torch.no_grad():
+            got = training_loss(
+                transformer, text_encoder, batch, torch.Generator().manual_seed(1), teacher=frozen,
+                taught=torch.tensor(taught),
+            )  # fmt: skip
+        return float(got)
+
+    assert loss([True, True]) == 0.0 and loss([False, False]) > 0.01
+    assert 0.0 < loss([True, False]) < loss([False, False])
+    with torch.no_grad():  # the LoRA moves: the adapted model now differs from the frozen one
+        for name, param in transformer.named_parameters():
+            if "lora_B" in name:
+                param.fill_(0.05)
+    assert loss([True, True]) > 0.0
+    with pytest.raises(ValueError, match="prior_target"):
+        concept.TinyLoraConfig(prior_target="teacher").check()

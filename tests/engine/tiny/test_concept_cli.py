@@ -41,6 +41,8 @@ def test_train_lora_tiny_refuses_bad_input(noor: Noor, tmp_path: Path) -> None:
     _one_line(*noor("train", "lora", "--model", "tiny", "--data", str(plain), "-o", out), "no new word")
     _one_line(*noor("train", "lora", "--model", "tiny", "--data", str(plain), "-o", out, "--size", "64x64"), "--size")
     _one_line(*noor("train", "lora", "--model", "tiny", "--data", str(plain), "-o", out, "--steps", "0"), "--steps")
+    bad = ("--prior-target", "teacher")
+    _one_line(*noor("train", "lora", "--model", "tiny", "--data", str(plain), "-o", out, *bad), "--prior-target")
     assert not Path(out).exists()
 
 

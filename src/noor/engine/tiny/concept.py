@@ -257,6 +257,9 @@ def loaded(pipe: Any, folders: Sequence[str | Path]) -> Iterator[list[Adapter]]:
 # 4. training --------------------------------------------------------------------------------------------------
 
 
+PRIOR_TARGETS = ("clip", "frozen")
+
+
 @dataclass(frozen=True)
 class TinyLoraConfig:
     steps: int = 1200
@@ -270,6 +273,9 @@ class TinyLoraConfig:
     # the share of each batch drawn from the examples whose captions bring no new word (the base shapes: prior
     # preservation); 0 or a folder without such examples: uniform over all examples
     prior_p: float = 0.5
+    # what a base-shape example teaches: "clip" its rendered clip; "frozen" the frozen model's own prediction at the
+    # same noisy input (prior preservation by distillation: the adapter learns to leave base prompts as they were)
+    prior_target: str = "clip"
     seed: int = 0
     max_grad_norm: float = 1.0
     target_modules: tuple[str, ...] = TARGET_MODULES
@@ -278,6 +284,8 @@ class TinyLoraConfig:
         for name in ("steps", "rank", "alpha", "batch_size", "image_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)!r}")
+        if self.prior_target not in PRIOR_TARGETS:
+            raise ValueError(f"prior_target: must be one of {', '.join(PRIOR_TARGETS)}, got {self.prior_target!r}")
         for name in ("lr", "embed_lr"):
             value = getattr(self, name)
             if not value > 0 or not math.isfinite(value):
@@ -388,6 +396,15 @@ def train(weights: Path, data: Path, out: Path, cfg: TinyLoraConfig, on_step: On
             pools = np.flatnonzero(prior), np.flatnonzero(~prior)
             return np.where(from_prior, rng.choice(pools[0], size=n), rng.choice(pools[1], size=n))
 
+        def frozen(*args: Any) -> torch.Tensor:
+            """The base model's x0 prediction: the denoiser with its adapter off."""
+            transformer.disable_adapters()
+            try:
+                return transformer(*args)[0]
+            finally:
+                transformer.enable_adapters()
+
+        teacher = frozen if cfg.prior_target == "frozen" else None
         transformer.train()
         for step in range(cfg.steps):
             warm = min(1.0, (step + 1) / max(1, cfg.steps // 10))
@@ -404,8 +421,11 @@ def train(weights: Path, data: Path, out: Path, cfg: TinyLoraConfig, on_step: On
                 torch.zeros(cfg.image_batch, 1, dtype=torch.bool),
                 [examples[i].caption for i in firsts],
             )
-            loss = training_loss(transformer, text_encoder, clips, generator, shift)
-            loss = loss + training_loss(transformer, text_encoder, images, generator, shift)
+            taught, taught_images = torch.from_numpy(prior[pick]), torch.from_numpy(prior[firsts])
+            loss = training_loss(transformer, text_encoder, clips, generator, shift, teacher=teacher, taught=taught)
+            loss = loss + training_loss(
+                transformer, text_encoder, images, generator, shift, teacher=teacher, taught=taught_images
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(lora_params, cfg.max_grad_norm)

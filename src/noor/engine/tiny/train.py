@@ -425,6 +425,8 @@ def training_loss(
     uniform_p: float = 0.1,
     motion_weight: float = 0.0,
     rows: slice = slice(None),
+    teacher: Callable[..., torch.Tensor] | None = None,
+    taught: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Flow-matching loss on x0 predictions, keyframes excluded; on the batch's `rows` only (one rank's share of a
     global batch: the noise levels and noise are drawn for the whole batch, so each row gets what it would in one
@@ -435,6 +437,10 @@ def training_loss(
     regime must be learnt well. The weight leans gently toward low noise, where detail (edges, shape)
     is decided. With `motion_weight` > 0, each latent pixel's error also weighs
     1 + motion_weight * |x0 - x0's mean over the clip| (channel mean): more where the clip changes.
+
+    With a `teacher` (a frozen model: the same arguments as `transformer`, its x0 prediction back) the rows
+    `taught` (bool, (B,)) regress its prediction at the same noisy input instead of the clip: prior preservation
+    by distillation, for an adapter that must leave those prompts as the frozen model draws them.
     """
     x0 = batch.latents
     B = x0.shape[0]
@@ -450,7 +456,12 @@ def training_loss(
     text, mask = text_encoder.encode(batch.prompts[rows])
     pred = transformer(x_t, sigma_frames * 1000.0, text, mask)[0]
     weight = 1.0 / (sigma**2 + 0.25)  # 4 at sigma=0, 0.8 at sigma=1
-    error = (pred.float() - x0) ** 2
+    target = x0
+    if teacher is not None and taught is not None and bool(taught[rows].any()):
+        with torch.no_grad():
+            frozen = teacher(x_t, sigma_frames * 1000.0, text, mask).float()
+        target = torch.where(taught[rows][:, None, None, None, None], frozen, x0)
+    error = (pred.float() - target) ** 2
     if motion_weight:
         change = (x0 - x0.mean(dim=2, keepdim=True)).abs().mean(dim=1, keepdim=True)  # (B, 1, T, h, w)
         error = error * (1.0 + motion_weight * change)
