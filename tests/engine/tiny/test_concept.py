@@ -173,13 +173,7 @@ def test_a_frozen_prior_teaches_base_rows_the_frozen_models_own_prediction() -> 
     transformer, text_encoder = pipe.transformer, pipe.text_encoder
     transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=["to_q"]))
 
-    def frozen(*args: object) -> torch.Tensor:
-        transformer.disable_adapters()
-        try:
-            return transformer(*args)[0]
-        finally:
-            transformer.enable_adapters()
-
+    frozen = concept.frozen_model(transformer)
     latents = torch.randn(2, transformer.config.in_channels, 16, 16, 16, generator=torch.Generator().manual_seed(0))
     batch = Batch(latents, torch.zeros(2, 16, dtype=torch.bool), ["a red circle moves left", "a blue square"])
 

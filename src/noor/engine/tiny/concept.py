@@ -320,6 +320,20 @@ def read_data(data: Path, tokenizer: WordTokenizer) -> tuple[list[Any], list[str
     return examples, words
 
 
+def frozen_model(transformer: Any) -> Callable[..., torch.Tensor]:
+    """The denoiser with its adapter off, as a function of the denoiser's arguments to its x0 prediction: the
+    teacher of prior preservation by distillation (`TinyLoraConfig.prior_target` "frozen")."""
+
+    def predict(*args: Any) -> torch.Tensor:
+        transformer.disable_adapters()
+        try:
+            return transformer(*args)[0]
+        finally:
+            transformer.enable_adapters()
+
+    return predict
+
+
 def train(weights: Path, data: Path, out: Path, cfg: TinyLoraConfig, on_step: OnStep | None = None) -> TinyLoraResult:
     """Train a concept on the data folder `data` for the noor-tiny weights in `weights`, write it to `out`."""
     from diffusers.utils import logging as diffusers_logging
@@ -396,15 +410,7 @@ def train(weights: Path, data: Path, out: Path, cfg: TinyLoraConfig, on_step: On
             pools = np.flatnonzero(prior), np.flatnonzero(~prior)
             return np.where(from_prior, rng.choice(pools[0], size=n), rng.choice(pools[1], size=n))
 
-        def frozen(*args: Any) -> torch.Tensor:
-            """The base model's x0 prediction: the denoiser with its adapter off."""
-            transformer.disable_adapters()
-            try:
-                return transformer(*args)[0]
-            finally:
-                transformer.enable_adapters()
-
-        teacher = frozen if cfg.prior_target == "frozen" else None
+        teacher = frozen_model(transformer) if cfg.prior_target == "frozen" else None
         transformer.train()
         for step in range(cfg.steps):
             warm = min(1.0, (step + 1) / max(1, cfg.steps // 10))
