@@ -94,7 +94,13 @@ def test_bad_sources_modes_and_positions_are_400s_naming_them(live: Live, tmp_pa
     _refused(live, "/generations/video/reframe", reframe | {"grid_position_x": 2000}, "grid_position_x", "2000")
     _refused(live, "/generations/video/reframe", reframe | {"grid_position_y": -1}, "grid_position_y", "-1")
     _refused(live, "/generations/video/reframe", reframe | {"x_start": 10}, "x_start", "10")
-    _refused(live, "/generations/video/reframe", reframe | {"resized_width": 100}, "resized_height", "None")
+    _refused(
+        live,
+        "/generations/video/reframe",
+        reframe | {"resized_width": 100},
+        "resized_height",
+        "required with resized_width",
+    )
     still = live.upload(png(), "still.png")
     _refused(live, "/generations/video/modify", modify | {"first_frame": {"url": still}}, "first_frame", still)
     _refused(live, "/generations/video/modify", modify | {"media": {"url": still}}, "media.url", "is an image")
