@@ -253,7 +253,8 @@ def test_two_processes_train_the_adapter_one_process_trains(toy: Toy, tmp_path: 
     assert a.keys() == b.keys()
     # float32 sums in another order, then AdamW: it divides each gradient by its own running size, so where a
     # gradient is almost zero (the toy's cross-attention queries and keys: its text is mostly padding) rounding
-    # moves a weight by a share of the learning rate (1e-3 here); everywhere else the runs agree to ~1e-7
+    # moves a weight by a share of the learning rate (1e-3 here: up to 1.7e-4 seen in a clean-clone CI run);
+    # everywhere else the runs agree to ~1e-7, so the share of weights that differ at all stays small
     diffs = torch.cat([(a[k] - b[k]).abs().flatten() for k in a])
-    assert float(diffs.max()) < 1e-4 and float((diffs > 1e-6).float().mean()) < 0.02
+    assert float(diffs.max()) < 0.5 * cfg.lr and float((diffs > 1e-6).float().mean()) < 0.02
     assert json.loads((tmp_path / "two" / lora.CONFIG_NAME).read_text())["config"]["nproc"] == 2
