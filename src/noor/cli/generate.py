@@ -494,8 +494,13 @@ def eval_tiny(
     if two_object_scenes:
         shares = ", ".join(f"{lang} {share:.0%}" for lang, share in report.two_objects.items())
         print(f"two objects: both in their colour and shape in {shares} (>= {tiny_eval.TWO_OBJECTS_TARGET:.0%})")
+    _verdict(report, json_out)
+
+
+def _verdict(report: Any, json_out: Path | None) -> None:
+    """An eval's ending: its report as JSON (`--json`), then "all targets met", or "below target" and exit 1."""
     if json_out:
-        json_out.write_text(json.dumps(report.__dict__, indent=2, ensure_ascii=False) + "\n")
+        json_out.write_text(json.dumps(report.__dict__, indent=2, ensure_ascii=False, default=str) + "\n")
     if not report.passed():
         print("below target")
         raise typer.Exit(1)
@@ -551,12 +556,7 @@ def _eval_concept(
         base.add_row(lang, *(f"{without[a]:.0%} -> {with_it[a]:.0%}" for a in tiny_eval.TARGETS))
     Console().print(base)
     print(f"adapter size {report.size_bytes / 1e6:.2f} MB (<= {tiny_concept.MAX_BYTES / 1e6:.0f} MB)")
-    if json_out:
-        json_out.write_text(json.dumps(report.__dict__, indent=2, ensure_ascii=False) + "\n")
-    if not report.passed():
-        print("below target")
-        raise typer.Exit(1)
-    print("all targets met")
+    _verdict(report, json_out)
 
 
 def _eval_edits(
@@ -625,12 +625,7 @@ def _eval_edits(
         )
         table.add_row(f"reframe {name}: at the asked size", f"{got['sized']:.0%}", "100%")
     Console(width=120).print(table)
-    if json_out:
-        json_out.write_text(json.dumps(report.__dict__, indent=2, ensure_ascii=False, default=str) + "\n")
-    if not report.passed():
-        print("below target")
-        raise typer.Exit(1)
-    print("all targets met")
+    _verdict(report, json_out)
 
 
 # --- noor models ---
