@@ -260,6 +260,6 @@ def test_scale_out_tiers_are_named_and_cited_or_absent() -> None:
 def test_vera_rubin_is_announced_with_what_nvidia_published_and_without_what_it_did_not() -> None:
     vr = catalog.chip("vr200")
     assert vr.status == "announced" and vr.scaleup_domain == 72 and vr.hbm_gb == 288
-    assert vr.tdp_w is None and vr.scaleout_gbps is None  # power and ConnectX-9 speed: not published / not read
+    assert vr.tdp_w is None and vr.scaleout_gbps == 400  # power not published; ConnectX-9: 1.6 Tb/s a GPU (announced)
     assert vr.bf16_tflops == pytest.approx(vr.fp8_tflops / 2, abs=1) and "DERIVED" in vr.source  # type: ignore[operator]
     assert "22 TB/s" in vr.source and "13 TB/s" in vr.source  # the sources disagree: both named, the later used

@@ -214,3 +214,26 @@ def test_each_row_says_whether_its_figures_are_announced_or_measured(noor_plan: 
     run = noor_plan("chips", "--power-mw", "5", "--chips", "gb300,mi450")
     assert run.code == 0, run.stderr
     assert "mi450 (announced)" in run.stdout and "gb300 (measured)" in run.stdout
+
+
+SCALEOUT = PUBLISHED.parent / "scaleout.csv"
+# no public source found for these (docs/plan.md, "Scale-out tiers"): a plan across their scale-up domains is refused
+NO_SCALEOUT_SOURCE = ("h20", "tpu-v6e", "tpu7x", "gh200", "rtx-4090")
+
+
+def test_scale_out_figures_are_the_published_ones_per_chip() -> None:
+    """Each scaleout.csv row: the unit's Gb/s each way / its chips = the per-chip figure = the catalog's GB/s both ways
+    x 4 (Gb/s -> GB/s is / 8, each way -> both ways x 2); the catalog cites the row's sources and labels it alike."""
+    with SCALEOUT.open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["chip"] for r in rows} >= {"tpu-v5e", "tpu-v5p", "trainium2", "trainium3", "mi300x", "mi325x", "mi355x",
+                                          "b300", "vr200"}  # fmt: skip
+    for row in rows:
+        chip = catalog.chip(row["chip"])
+        per_chip = float(row["unit_gbit_s_each_way"]) / int(row["unit_chips"])
+        assert per_chip == pytest.approx(float(row["per_chip_gbit_s_each_way"])), chip.id
+        assert chip.scaleout_gbps == pytest.approx(per_chip / 8 * 2) == float(row["scaleout_gbps_both_ways"]), chip.id
+        assert all(u.strip() in chip.source for u in row["source_url"].split(";")), chip.id
+        assert chip.status == row["status"] and chip.scaleout, chip.id
+    for chip_id in NO_SCALEOUT_SOURCE:
+        assert catalog.chip(chip_id).scaleout_gbps is None, chip_id
