@@ -37,6 +37,14 @@ def test_modify_then_reframe_a_video_and_reframe_an_image(client: lumaai.LumaAI,
     path = tmp_path / "edited.mp4"
     path.write_bytes(httpx.get(edited.assets.video).content)
     assert media.video_info(path)[:3] == (8, 64, 48)
+    # an uploaded source has no prompt; a generation's is its prompt, which an adhere or flex edit keeps to (FlowEdit)
+    assert live.store.get("acme", edited.id).task["source_prompt"] is None
+    again = client.generations.video.modify(
+        generation_type="modify_video", media={"url": edited.assets.video}, mode="adhere_1", model="ray-2",
+        prompt="a red square",
+    )  # fmt: skip
+    assert _wait(client, again.id).state == "completed"
+    assert live.store.get("acme", again.id).task["source_prompt"] == "a blue square"
     # 2. reframe that completed generation (its own asset URL) to 16:9, at the left edge of the canvas
     g = client.generations.video.reframe(
         generation_type="reframe_video", media={"url": edited.assets.video}, aspect_ratio="16:9",

@@ -6,7 +6,7 @@ import io
 import math
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
@@ -277,6 +277,8 @@ class Source:
     height: int
     num_frames: int
     fps: int
+    # the prompt it was drawn from, when it is a generation's output (an edit then keeps what the prompts share)
+    prompt: str | None = None
 
     @property
     def seconds(self) -> float:
@@ -302,7 +304,7 @@ def source_of(
         if err.status != 404:
             raise
         raise RequestError(400, f"{what}: {url!r} is not a file of yours", field=what) from err
-    owner = generation_of(key)
+    owner, g = generation_of(key), None
     if owner is not None:  # a generation's file: only its finished outputs (not a preview of one still dreaming)
         try:
             g = keyframes.store.get(keyframes.tenant, owner[1])
@@ -315,7 +317,13 @@ def source_of(
             )  # fmt: skip
     if keyframes.read is None:
         raise RequestError(400, f"{what}: this server cannot read sources", field=what)
-    return stored_source(keyframes.read, key, what, want, limit_s, default_fps, url)
+    source = stored_source(keyframes.read, key, what, want, limit_s, default_fps, url)
+    return source if g is None else drawn_from(source, g)
+
+
+def drawn_from(source: Source, g: Any) -> Source:
+    """`source` with the prompt generation `g` drew it from (None for one without: an upscale, a reframe's)."""
+    return replace(source, prompt=(g.task or {}).get("prompt") or None)
 
 
 def generation_source(
@@ -328,7 +336,7 @@ def generation_source(
         raise RequestError(
             400, f"{what}: generation {g.id} is {g.state}, not a completed {want} generation", field=what
         )
-    return stored_source(read, key, what, want, limit_s, default_fps)
+    return drawn_from(stored_source(read, key, what, want, limit_s, default_fps), g)
 
 
 def stored_source(
@@ -390,12 +398,13 @@ def edit_task(
     (even sides) or `size`, with its frames and frame rate. RequestError(400) for a mode not in the list."""
     check_mode(mode)
     width, height = size or (even(source.width), even(source.height))
-    task = {
+    task: dict[str, Any] = {
         "kind": "edit",
         "source": source.key,
         "prompt": prompt,
         "negative_prompt": "",
         "edit_mode": mode,
+        "source_prompt": source.prompt,
         "width": width,
         "height": height,
         "num_frames": source.num_frames,

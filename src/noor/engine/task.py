@@ -79,6 +79,9 @@ class Task:
     # a new canvas of width x height and the rest drawn around it (`reframe`)
     source: Media | None = field(default=None, repr=False)
     edit_mode: str | None = None  # a key of EDIT_LEVELS: how far an edit may stray from its source
+    # an edit's source's own prompt, when known (the source is a generation): a model that can (noor-tiny: FlowEdit)
+    # then draws only what the new prompt changes, and keeps what the two share
+    source_prompt: str | None = None
     reframe: bool = False
     # reframe: (x, y), the source's top-left corner in pixels of the width x height canvas; None: centred. A
     # source larger than the canvas is first scaled down to fit it (`reframe_box`)
@@ -108,6 +111,8 @@ class Task:
             )
         if (self.edit_mode is not None or self.reframe) and self.loop:
             raise TaskError("loop", True, "an edit or a reframe keeps its source's timing and cannot loop")
+        if self.source_prompt is not None and self.edit_mode is None:
+            raise TaskError("source_prompt", self.source_prompt, "only an edit has a source prompt")
         if self.source_position is not None and not self.reframe:
             raise TaskError("source_position", self.source_position, "only a reframe places its source")
         if self.reframe:

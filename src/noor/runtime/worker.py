@@ -149,6 +149,7 @@ def task_from_json(data: dict[str, Any], assets: Files, model: str | None = None
             seed=data["seed"],
             source=source,
             edit_mode=data["edit_mode"] if kind == "edit" else None,
+            source_prompt=data.get("source_prompt") if kind == "edit" else None,
             reframe=kind == "reframe",
             source_position=tuple(position) if position is not None else None,
         )

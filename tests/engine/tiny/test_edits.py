@@ -60,6 +60,44 @@ def test_an_edit_at_level_zero_is_its_source_through_the_vae(backend: TinyBacken
     np.testing.assert_allclose(out, roundtrip, atol=0.01)  # the same up to the layout of the frames it encodes
 
 
+def test_a_flow_edit_under_the_sources_own_prompt_gives_back_the_source(backend: TinyBackend) -> None:
+    """FlowEdit moves the source by the difference of two predictions: under its own prompt that difference is 0 at
+    every step (batch-invariant rows), so the source comes back exactly as through the VAE; under another prompt
+    it moves, and less than SDEdit from the same level redraws it."""
+    pipe, source = backend.pipe, clip(9)
+    frames = source.frames.astype(np.float32) / 255.0
+    described = "a red circle moves right"
+
+    def edit(strength: float = 0.84, **options: object) -> np.ndarray:
+        run = pipe(described, source=[frames], strength=strength, generator=torch.Generator().manual_seed(0), **options)
+        return np.asarray(run.frames[0])
+
+    roundtrip = edit(strength=0.0)  # no step runs: the source's latents decoded
+    assert edit(source_prompt=described).tobytes() == roundtrip.tobytes()
+    moved, redrawn = edit(source_prompt="a blue square moves up"), edit()
+    assert 0.0 < np.abs(moved - roundtrip).mean() < np.abs(redrawn - roundtrip).mean()
+    with pytest.raises(ValueError, match="source_prompt"):  # FlowEdit edits a whole source: no reframe's mask
+        pipe(described, source=[frames], source_mask=[np.ones((64, 64), bool)], source_prompt=described)
+
+
+def test_the_backend_flow_edits_keep_modes_with_a_source_prompt(backend: TinyBackend) -> None:
+    """adhere and flex edits whose source's prompt is known go by FlowEdit (the progress counts the same steps);
+    reimagine, and any edit without it, by SDEdit."""
+    from noor.engine.flowedit import flow_edit
+
+    source = clip(10, frames=1)
+    plain = Task("a blue circle", num_frames=1, seed=4, source=source, edit_mode="adhere_2")
+    known = replace(plain, source_prompt="a red circle")
+    assert flow_edit(known) and not flow_edit(plain)
+    assert not flow_edit(replace(known, edit_mode="reimagine_1"))
+    totals: list[list[int]] = [[], []]
+    for task, seen in zip((plain, known), totals, strict=True):
+        backend.generate([task], progress=lambda done, total, seen=seen: seen.append(total))
+    assert totals[0] == totals[1] and len(totals[0]) == totals[0][-1]
+    a, b = backend.generate([plain, known])
+    assert a.frames.tobytes() != b.frames.tobytes()
+
+
 def test_reframe_draws_the_asked_canvas_with_the_source_where_asked(backend: TinyBackend) -> None:
     wide = Task("a red circle", width=256, height=144, seed=1, source=clip(3, size=144), reframe=True)
     still = clip(3, size=144, frames=1)
@@ -92,6 +130,7 @@ def test_a_source_larger_than_the_canvas_is_scaled_to_fit_and_noted(backend: Tin
         ({"source_position": (0, 0)}, "source_position"),
         ({"edit_mode": "flex_1", "reframe": True}, "reframe"),
         ({"edit_mode": "flex_1", "loop": True}, "loop"),
+        ({"reframe": True, "source_prompt": "a blue circle"}, "source_prompt"),
     ],
 )
 def test_bad_edits_and_reframes_name_the_field(options: dict[str, object], field: str) -> None:
@@ -105,10 +144,10 @@ def test_bad_edits_and_reframes_name_the_field(options: dict[str, object], field
 def test_the_registry_refuses_edits_to_a_model_without_them() -> None:
     tiny = registry.get("tiny")
     edit = Task("a red circle", source=clip(0), edit_mode="adhere_2")
-    reframe = Task("", width=256, height=128, source=clip(0), reframe=True)
+    reframe = Task("", width=256, height=128, source=clip(0, size=144), reframe=True)
     assert {"edit", "reframe"} <= tiny.capabilities
     tiny.check(edit)
-    assert any("short side of 64" in n for n in tiny.check(reframe))  # a reframe may have no prompt
+    assert any("draws the canvas at 128x64" in n for n in tiny.check(reframe))  # a reframe may have no prompt
     plain = replace(tiny, id="plain", capabilities=frozenset(registry.CAPABILITIES))
     for task, capability in ((edit, "edit"), (reframe, "reframe")):
         with pytest.raises(TaskError, match=rf"^{capability}: model 'plain' cannot do {capability}"):
@@ -121,8 +160,10 @@ def test_an_edit_or_reframe_is_the_same_bytes_alone_or_batched(backend: TinyBack
     plain = Task("a green square moves up", seed=5, num_frames=1)
     edits = [Task("a blue triangle", seed=s, source=clip(s), edit_mode="flex_1") for s in (6, 7)]
     reframe = Task("a red circle", width=112, height=64, num_frames=1, seed=8, source=clip(8, frames=1), reframe=True)
-    together = backend.generate([edits[0], plain, reframe, edits[1]])
-    alone = [backend.generate([t])[0] for t in (edits[0], plain, reframe, edits[1])]
+    flows = [replace(e, source_prompt="a red circle moves right", num_frames=1, source=clip(s, frames=1))
+             for e, s in zip(edits, (6, 7), strict=True)]  # fmt: skip
+    together = backend.generate([edits[0], flows[0], plain, reframe, edits[1], flows[1]])
+    alone = [backend.generate([t])[0] for t in (edits[0], flows[0], plain, reframe, edits[1], flows[1])]
     for a, b in zip(together, alone, strict=True):
         assert a.frames.tobytes() == b.frames.tobytes()
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from noor.engine.backend import Preview, Progress
 from noor.engine.canvas import Placed, keep_source, on_canvas, retime
+from noor.engine.flowedit import flow_edit
 from noor.engine.resample import resize
 from noor.engine.task import Media, Task, TaskError
 
@@ -25,6 +26,8 @@ DEFAULT_GUIDANCE = 4.0
 # of 16 square-to-16:9 reframes of `noor eval tiny --edits` (region 7-12 dB: the VAE decoder's group norms then shift
 # the region too); from 0.93 or 0.98 in none of them, alike (2026-12-05). 0.98 leaves the most to the model.
 REFRAME_LEVEL = 0.98
+# A reframe's canvas is at most this long (pixels): its cost grows with its area (see `canvas`)
+MAX_REFRAME_SIDE = 256
 
 
 def centre_square(image: np.ndarray | None) -> np.ndarray | None:
@@ -93,7 +96,7 @@ class TinyBackend:
             level = t.edit_level if t.operation == "edit" else REFRAME_LEVEL if t.operation == "reframe" else 1.0
             # tasks with other concepts never share a call: a group's adapters are loaded around its call alone
             concepts = tuple(c.path for c in t.concepts)
-            return (concepts, t.is_image, t.steps or DEFAULT_STEPS, guidance, level, canvas(t))
+            return (concepts, t.is_image, t.steps or DEFAULT_STEPS, guidance, level, canvas(t), flow_edit(t))
 
         order = sorted(range(len(tasks)), key=key)
         groups = [(k, list(g)) for k, g in groupby(order, key=key)]
@@ -101,7 +104,7 @@ class TinyBackend:
         total = sum(k[2] - self.pipe.start_index(k[2], k[4]) for k, _ in groups)
         done = 0
         results: dict[int, Media] = {}
-        for (_, is_image, steps, guidance, level, (width, height)), group in groups:
+        for (_, is_image, steps, guidance, level, (width, height), flow), group in groups:
             batch = [tasks[i] for i in group]
             num_frames = 1 if is_image else NATIVE_FRAMES
             sources = [on_canvas(t, num_frames, width, height) for t in batch]
@@ -133,6 +136,7 @@ class TinyBackend:
                     loop=[t.loop for t in batch],
                     callback_on_step_end=on_step,
                     **self._source_options(sources, level),
+                    **({"source_prompt": [t.source_prompt for t in batch]} if flow else {}),
                     **self._keyframe_options(batch, num_frames),
                 )
             # 3. to uint8 at the requested length and size
@@ -208,13 +212,20 @@ class TinyBackend:
 
 
 def canvas(task: Task) -> tuple[int, int]:
-    """(width, height) noor-tiny draws a task at: 64x64, or for an edit or a reframe of another aspect, a short
-    side of 64 and the long side the nearest multiple of 16 to the aspect (the denoiser's patch grid: 4 latent
-    pixels of 4 image pixels). 16:9 is drawn at 112x64 (1.75:1) and resized to the task's size, 1.6% narrower."""
-    if task.operation not in ("edit", "reframe") or task.width == task.height:
+    """(width, height) noor-tiny draws a task at: 64x64, or for an edit or a reframe of another aspect, the task's
+    aspect on its 16-pixel patch grid (the denoiser's: 4 latent pixels of 4 image pixels). An edit's short side is
+    64 (16:9 at 112x64, 1.6% narrower, resized to the task's size). A reframe's canvas is scaled so that the
+    source's region gets a short side of 64, as a square source has on a 64-pixel canvas: a 16:9 source on a
+    9:16 canvas (region 144x81 of 144x256) is drawn at 112x208 with the region 112x63, not at 64x112 with it
+    64x36; the long side at most MAX_REFRAME_SIDE."""
+    if task.operation not in ("edit", "reframe") or (task.width == task.height and task.operation == "edit"):
         return NATIVE_SIZE, NATIVE_SIZE
     multiple = 16
-    long = max(
-        multiple, multiple * round(NATIVE_SIZE * max(task.width, task.height) / min(task.width, task.height) / multiple)
-    )
-    return (long, NATIVE_SIZE) if task.width > task.height else (NATIVE_SIZE, long)
+    short = min(task.width, task.height)
+    if task.operation == "reframe":
+        _, _, w, h = task.reframe_box()
+        short = min(w, h)
+    scale = min(NATIVE_SIZE / short, MAX_REFRAME_SIDE / max(task.width, task.height))
+    scale = max(scale, NATIVE_SIZE / min(task.width, task.height))  # never below an edit's canvas
+    width, height = (max(multiple, multiple * round(side * scale / multiple)) for side in (task.width, task.height))
+    return width, height

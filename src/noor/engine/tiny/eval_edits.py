@@ -30,7 +30,7 @@ import numpy as np
 
 from noor.engine.canvas import keep_source
 from noor.engine.task import EDIT_LEVELS, Media, Task
-from noor.engine.tiny.captions import AR_BACKGROUND, EN_BACKGROUND
+from noor.engine.tiny.captions import AR_BACKGROUND, EN_BACKGROUND, caption
 from noor.engine.tiny.detector import detect, psnr
 from noor.engine.tiny.eval import EvalPrompt
 from noor.engine.tiny.scene import COLOURS, MOTIONS, SHAPES, render, sample_scene
@@ -133,6 +133,7 @@ def mode_index(k: int) -> int:
 def edit_tasks(prompts: list[EvalPrompt], reframe_prompts: int) -> tuple[list[Task], list[dict[str, Any]]]:
     """The tasks of the three parts, in order, and what each is read against."""
     rng = np.random.default_rng(29)
+    words = np.random.default_rng(31)  # the sources' own captions (their draws leave `rng`'s scenes as they were)
     tasks: list[Task] = []
     wants: list[dict[str, Any]] = []
     for k, item in enumerate(prompts):  # adhere: only the colour word differs from the source
@@ -140,7 +141,9 @@ def edit_tasks(prompts: list[EvalPrompt], reframe_prompts: int) -> tuple[list[Ta
         bg = background(item.prompt)
         scene = sample_scene(rng, two_objects_p=0.0, shape=item.shape, colour=colour, motion=item.motion, background=bg)
         mode = ADHERE[mode_index(k)]
-        tasks.append(Task(item.prompt, seed=item.seed, source=_clip(render(scene)), edit_mode=mode))
+        described = caption(scene, item.lang, words)  # the source's prompt, in the prompt's language
+        source = _clip(render(scene))
+        tasks.append(Task(item.prompt, seed=item.seed, source=source, edit_mode=mode, source_prompt=described))
         wants.append({"part": "adhere", "mode": mode, "item": item, "source_colour": colour})
     for k, item in enumerate(prompts):  # reimagine: colour, shape and motion all differ
         scene = sample_scene(

@@ -214,6 +214,54 @@ class NoorTinyPipeline(DiffusionPipeline):
             latents = torch.where(inject[1], inject[0], latents)
         return torch.where(known, latents_known, latents)
 
+    def _flow_edit(
+        self,
+        x_source: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        guidance_scale: float,
+        num_inference_steps: int,
+        start_index: int,
+        generators: list[torch.Generator | None],
+        callback_on_step_end: Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]] | None,
+    ) -> torch.Tensor:
+        """FlowEdit (Kulikov et al. 2024): an edit of the clean source latents `x_source` (B, C, T, h, w) that moves
+        them by the difference between the model's velocity under the new prompt and under the source's own
+        prompt, step by step from `start_index`, never through noise. Each step noises the source afresh
+        (z_src), shifts it by the edit so far (z_tar = z_src + z - x_source), and steps z along v(z_tar, target)
+        - v(z_src, source): what both predictions share (the source's layout, and the model's own habits, such
+        as drawing squares round) cancels, and only what the prompts change is drawn. `text` rows: the B target
+        prompts, the B source prompts, then (with guidance) the target's and the source's unconditional rows."""
+        device, dtype = x_source.device, x_source.dtype
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        sigmas = self.scheduler.sigmas.to(device)
+        do_cfg = guidance_scale != 1.0
+        z = x_source.clone()
+        for i in range(start_index, num_inference_steps):
+            if self.interrupt:
+                break
+            sigma, following = sigmas[i], sigmas[i + 1]
+            shape = tuple(x_source.shape[1:])
+            noise = torch.stack([frame_noise(shape, self.config.shared_noise, g, device, dtype) for g in generators])
+            z_source = (1.0 - sigma) * x_source + sigma * noise
+            z_target = z_source + (z - x_source)
+            x_in = torch.cat([z_target, z_source] * (2 if do_cfg else 1))
+            t_frames = torch.full((len(x_in), x_source.shape[2]), float(sigma) * 1000.0, device=device, dtype=dtype)
+            x0 = self.transformer(x_in, t_frames, text, text_mask)[0]
+            if do_cfg:
+                cond, uncond = x0.chunk(2)
+                x0 = uncond + guidance_scale * (cond - uncond)
+            x0_target, x0_source = x0.chunk(2)
+            delta = ((z_target - x0_target) - (z_source - x0_source)) / sigma.clamp(min=1e-4)  # v_target - v_source
+            z = z + (following - sigma) * delta
+            if callback_on_step_end is not None:
+                # the edit's clean estimate: the source moved by the predictions' difference
+                out = callback_on_step_end(
+                    self, i, sigma * 1000.0, {"latents": z, "x0": x_source + x0_target - x0_source}
+                )
+                z = out.get("latents", z)
+        return z
+
     def start_index(self, num_inference_steps: int, strength: float) -> int:
         """The first step of the schedule whose noise level is at most `strength` (an edit runs from there):
         0 at strength 1, num_inference_steps (no step: the source back) at 0."""
@@ -244,6 +292,7 @@ class NoorTinyPipeline(DiffusionPipeline):
         source_mask: np.ndarray | list[np.ndarray | None] | None = None,
         strength: float = 1.0,
         keyframes: Mapping[int, Keyframe] | list[Mapping[int, Keyframe]] | None = None,
+        source_prompt: str | list[str] | None = None,
     ) -> NoorTinyPipelineOutput:
         """`source` (per clip: (T, H, W, 3) frames, uint8 or [0, 1] floats, at height x width) is a clip to work
         from, noised to level `strength` and denoised under the prompt by the schedule's remaining steps (SDEdit);
@@ -251,7 +300,9 @@ class NoorTinyPipeline(DiffusionPipeline):
         step, so the rest is drawn around it (masked denoising). Clips without a source in the same call need
         `strength` 1. `keyframes` (per clip: {frame index: image}) pins frames anywhere in the clip as `start_frame`
         and `end_frame` pin the first and last: clean (t=0) at every step; one at index 0 is the clip's start frame
-        (a loop ends on it)."""
+        (a loop ends on it). `source_prompt` (per clip: the prompt the source was drawn from) edits by FlowEdit
+        instead (`_flow_edit`): from the same level, the source moved by what the two prompts change, so what they
+        share is kept; every clip then needs a source and no mask."""
         # 1. check inputs; one value per clip in the batch
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         B, T = len(prompts), num_frames
@@ -262,6 +313,11 @@ class NoorTinyPipeline(DiffusionPipeline):
             raise ValueError("every per-clip argument must have one value per prompt")
         if strength < 1.0 and any(clip is None for clip in sources):
             raise ValueError(f"strength {strength!r} below 1 starts from a source: every clip needs one")
+        source_prompts = [source_prompt] * B if isinstance(source_prompt, str) else source_prompt
+        if source_prompts is not None and (
+            len(source_prompts) != B or any(clip is None for clip in sources) or any(m is not None for m in masks)
+        ):
+            raise ValueError("source_prompt edits by FlowEdit: one per prompt, and every clip a source without a mask")
         starts = start_frame if isinstance(start_frame, list) else [start_frame] * B
         ends = end_frame if isinstance(end_frame, list) else [end_frame] * B
         loops = loop if isinstance(loop, list) else [loop] * B
@@ -287,6 +343,21 @@ class NoorTinyPipeline(DiffusionPipeline):
         encode = self.text_encoder.encode_each if self.batch_invariant else self.text_encoder.encode
         text, text_mask = encode(prompts + negatives if any_cfg else prompts)
         text = text.to(dtype)
+        if source_prompts is not None:  # FlowEdit: target, source, then their unconditional rows
+            flow_text, flow_mask = encode(prompts + source_prompts + (negatives * 2 if clip_guidance != 1.0 else []))
+            x0_source = self._encode_sources(sources, [None] * B, T, height, width)[0]
+            each: list[torch.Generator | None] = list(generator) if isinstance(generator, list) else [generator] * B
+            latents = self._flow_edit(
+                x0_source,
+                flow_text.to(dtype),
+                flow_mask,
+                clip_guidance,
+                num_inference_steps,
+                self.start_index(num_inference_steps, strength),
+                each,
+                callback_on_step_end,
+            )
+            return self._output(latents)
 
         def guided(rows: list[int], scale: float) -> list[int]:
             """Text rows for these clips: conditional, then (with guidance) their unconditional rows."""
@@ -310,6 +381,8 @@ class NoorTinyPipeline(DiffusionPipeline):
         generators = generator if isinstance(generator, list) else [generator] * B
 
         # 4. image first (two-stage pipelines): clips with no keyframe get a first frame drawn from the prompt
+        # (not an edit's: drawn that way from its source's first frame, reimagine edits lost 9 points of shape and
+        # 12 of colour on 32 held-out prompts, 2026-12-06)
         free = [b for b in range(B) if T > 1 and not known[b].any() and sources[b] is None]
         if self.config.image_first and free:
             noise = torch.stack([frame_noise((C, 1, h, w), 0.0, generators[b], device, dtype) for b in free])
@@ -367,7 +440,10 @@ class NoorTinyPipeline(DiffusionPipeline):
             inject,
         )
 
-        # 7. decode to pixels in [0, 1]
+        return self._output(latents)
+
+    def _output(self, latents: torch.Tensor) -> NoorTinyPipelineOutput:
+        """Latents decoded to pixels in [0, 1]."""
         video = self.decode_latents(latents)
         video = ((video.float().clamp(-1.0, 1.0) + 1.0) / 2.0).permute(0, 2, 3, 4, 1)  # (B, T, H, W, 3)
         self.maybe_free_model_hooks()

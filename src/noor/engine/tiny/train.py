@@ -458,9 +458,11 @@ def training_loss(
     weight = 1.0 / (sigma**2 + 0.25)  # 4 at sigma=0, 0.8 at sigma=1
     target = x0
     if teacher is not None and taught is not None and bool(taught[rows].any()):
+        pick = taught[rows]  # the teacher runs on the taught rows only
         with torch.no_grad():
-            frozen = teacher(x_t, sigma_frames * 1000.0, text, mask).float()
-        target = torch.where(taught[rows][:, None, None, None, None], frozen, x0)
+            frozen = teacher(x_t[pick], sigma_frames[pick] * 1000.0, text[pick], mask[pick]).float()
+        target = x0.clone()
+        target[pick] = frozen
     error = (pred.float() - target) ** 2
     if motion_weight:
         change = (x0 - x0.mean(dim=2, keepdim=True)).abs().mean(dim=1, keepdim=True)  # (B, 1, T, h, w)
