@@ -230,8 +230,9 @@ class NoorTinyPipeline(DiffusionPipeline):
         prompt, step by step from `start_index`, never through noise. Each step noises the source afresh
         (z_src), shifts it by the edit so far (z_tar = z_src + z - x_source), and steps z along v(z_tar, target)
         - v(z_src, source): what both predictions share (the source's layout, and the model's own habits, such
-        as drawing squares round) cancels, and only what the prompts change is drawn. `text` rows: the B target
-        prompts, the B source prompts, then (with guidance) the target's and the source's unconditional rows."""
+        as drawing squares round) cancels, and only what the prompts change is drawn. The target is guided at
+        `guidance_scale`, the source not at all (FlowEdit guides its source less than its target). `text` rows:
+        the B target prompts, the B source prompts, then (with guidance) the target's unconditional rows."""
         device, dtype = x_source.device, x_source.dtype
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         sigmas = self.scheduler.sigmas.to(device)
@@ -245,20 +246,18 @@ class NoorTinyPipeline(DiffusionPipeline):
             noise = torch.stack([frame_noise(shape, self.config.shared_noise, g, device, dtype) for g in generators])
             z_source = (1.0 - sigma) * x_source + sigma * noise
             z_target = z_source + (z - x_source)
-            x_in = torch.cat([z_target, z_source] * (2 if do_cfg else 1))
+            x_in = torch.cat([z_target, z_source, z_target] if do_cfg else [z_target, z_source])
             t_frames = torch.full((len(x_in), x_source.shape[2]), float(sigma) * 1000.0, device=device, dtype=dtype)
             x0 = self.transformer(x_in, t_frames, text, text_mask)[0]
+            x0_target, x0_source = x0[: len(z)], x0[len(z) : 2 * len(z)]
             if do_cfg:
-                cond, uncond = x0.chunk(2)
-                x0 = uncond + guidance_scale * (cond - uncond)
-            x0_target, x0_source = x0.chunk(2)
+                x0_target = x0[2 * len(z) :] + guidance_scale * (x0_target - x0[2 * len(z) :])
             delta = ((z_target - x0_target) - (z_source - x0_source)) / sigma.clamp(min=1e-4)  # v_target - v_source
             z = z + (following - sigma) * delta
             if callback_on_step_end is not None:
                 # the edit's clean estimate: the source moved by the predictions' difference
-                out = callback_on_step_end(
-                    self, i, sigma * 1000.0, {"latents": z, "x0": x_source + x0_target - x0_source}
-                )
+                estimate = x_source + x0_target - x0_source
+                out = callback_on_step_end(self, i, sigma * 1000.0, {"latents": z, "x0": estimate})
                 z = out.get("latents", z)
         return z
 
@@ -343,15 +342,15 @@ class NoorTinyPipeline(DiffusionPipeline):
         encode = self.text_encoder.encode_each if self.batch_invariant else self.text_encoder.encode
         text, text_mask = encode(prompts + negatives if any_cfg else prompts)
         text = text.to(dtype)
-        if source_prompts is not None:  # FlowEdit: target, source, then their unconditional rows
-            flow_text, flow_mask = encode(prompts + source_prompts + (negatives * 2 if clip_guidance != 1.0 else []))
+        if source_prompts is not None:  # FlowEdit: target, source, then the target's unconditional rows
+            flow_text, flow_mask = encode(prompts + source_prompts + (negatives if guidance_scale != 1.0 else []))
             x0_source = self._encode_sources(sources, [None] * B, T, height, width)[0]
             each: list[torch.Generator | None] = list(generator) if isinstance(generator, list) else [generator] * B
             latents = self._flow_edit(
                 x0_source,
                 flow_text.to(dtype),
                 flow_mask,
-                clip_guidance,
+                guidance_scale,
                 num_inference_steps,
                 self.start_index(num_inference_steps, strength),
                 each,
