@@ -1,6 +1,7 @@
 """`noor`: the command line. Thin: parse flags, call the packages, print results.
 
-One module per command group; each registers its commands on `base.app` when imported.
+One module per command group; each registers its commands on `base.app` when imported, and `noor --help` lists
+the groups in the order they are imported here (hence no sorting).
 """
 
 from __future__ import annotations
@@ -10,7 +11,11 @@ import sys
 import pydantic
 import typer
 
-from noor.cli import audit, cluster, concepts, generate, keys, lora, perf, plan, serve, simulate, tenants, verify, world  # noqa: F401  (register the commands)
+# isort: off
+from noor.cli import audit, cluster, concepts, generate, train, eval, models, keys, lora, perf, plan, serve  # noqa: F401
+from noor.cli import simulate, tenants, verify, world  # noqa: F401
+
+# isort: on
 from noor.cli.base import BadInput, app
 
 __all__ = ["BadInput", "app", "main"]

@@ -1,4 +1,5 @@
-"""The `noor` app, its one-line user errors and its progress bar: what every command group shares."""
+"""The `noor` app, its one-line user errors, its progress bar and the options several command groups read (a size,
+a keyframe, training on N processes): what every command group shares."""
 
 from __future__ import annotations
 
@@ -53,6 +54,35 @@ def fail(option: str, value: object, message: str) -> NoReturn:
     if repr(value) in message:
         raise BadInput(f"{option}: {message}")
     raise BadInput(f"{option}: {message}, got {value!r}")
+
+
+def parse_size(size: str | None, aspect_ratio: str | None, resolution: str | None) -> tuple[int, int] | None:
+    """--size WIDTHxHEIGHT, or --aspect-ratio/--resolution as a size (a missing one: 16:9, 540p); None: neither."""
+    from noor.engine.task import size_from_aspect
+
+    if size and (aspect_ratio or resolution):
+        fail("--size", size, "give --size or --aspect-ratio/--resolution, not both")
+    if size:
+        try:
+            w, h = (int(v) for v in size.lower().split("x"))
+        except ValueError:
+            fail("--size", size, "must be WIDTHxHEIGHT, e.g. 640x360")
+        return w, h
+    if aspect_ratio or resolution:
+        return size_from_aspect(aspect_ratio or "16:9", resolution or "540p")
+    return None
+
+
+def read_keyframe(option: str, path: Path | None) -> Any:
+    """The image (or a video's last frame) at `path` for a keyframe option; None when not given."""
+    from noor.engine.media import MediaError, read_image
+
+    if path is None:
+        return None
+    try:
+        return read_image(path)
+    except MediaError as err:
+        fail(option, str(path), str(err))
 
 
 def progress() -> Progress:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from noor.cli.base import BadInput, fail, progress, stage_bars
-from noor.cli.generate import train_app
+from noor.cli.train import train_app
 
 # Which option each LoraTrainConfig field comes from, to name it in errors.
 OPTION_OF = {"batch_size": "--batch-size", "width": "--size", "height": "--size"}

@@ -11,8 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from noor.cli.base import CheckpointEvery, Nproc, Resume, app, fail, progress, run_training
-from noor.cli.generate import _keyframe, train_app
+from noor.cli.base import CheckpointEvery, Nproc, Resume, app, fail, progress, read_keyframe, run_training
+from noor.cli.train import train_app
 
 world_app = typer.Typer(
     help="Play the interactive world model from a script of actions, or evaluate it.", no_args_is_help=True
@@ -67,7 +67,7 @@ def run(
         fail("--output", str(output), "must end in .mp4")
     if output.is_dir():
         fail("--output", str(output), "is a folder; give a file name ending in .mp4")
-    image = _keyframe("--start-image", start_image)
+    image = read_keyframe("--start-image", start_image)
     if not prompt.strip() and image is None:
         fail("PROMPT", prompt, "must not be empty (or give --start-image)")
     backend = _backend(weights or settings().world_tiny_weights, memory)
