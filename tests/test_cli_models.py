@@ -63,6 +63,22 @@ def test_family_is_detected_or_asked_for(noor: Callable, toy: Callable) -> None:
     assert code == 2 and "could be wan2.1-i2v or wan2.1-flf2v; say which with --family" in err
 
 
+def test_dtype_defaults_to_the_kind_of_model(noor: Callable, toy: Callable) -> None:
+    """Without --dtype an audio model is float32 (InstalledAudio's default) and a video model bfloat16; --dtype
+    wins over either."""
+    from noor.engine.diffusers import audio, installed
+
+    code, out, err = noor("models", "add", "sao", "--path", str(toy("stable-audio-open")))
+    assert code == 0, err
+    assert out.startswith("sao  stable-audio-open, float32") and audio.load()["sao"].dtype == "float32"
+    code, out, err = noor("models", "add", "sao", "--path", str(toy("stable-audio-open")), "--dtype", "bfloat16")
+    assert code == 0, err
+    assert out.startswith("sao  stable-audio-open, bfloat16") and audio.load()["sao"].dtype == "bfloat16"
+    code, out, err = noor("models", "add", "wan", "--path", str(toy("wan2.1-t2v")))
+    assert code == 0, err
+    assert out.startswith("wan  wan2.1-t2v, bfloat16") and installed.load()["wan"].dtype == "bfloat16"
+
+
 def test_bad_weights_dirs_are_one_line_errors(noor: Callable, toy: Callable, tmp_path: Path) -> None:
     broken = shutil.copytree(toy("cogvideox"), tmp_path / "broken")
     shutil.rmtree(broken / "text_encoder")

@@ -44,7 +44,9 @@ def models_add(
     model_id: Annotated[str, typer.Argument(metavar="ID", help="the Noor model id, e.g. wan-1.3b")],
     path: Annotated[Path, typer.Option(help="weights dir, Hugging Face diffusers layout (model_index.json)")],
     family: Annotated[str | None, typer.Option(help="model family (default: detected from the weights)")] = None,
-    dtype: Annotated[str, typer.Option(help="bfloat16, float16 or float32")] = "bfloat16",
+    dtype: Annotated[
+        str | None, typer.Option(help="bfloat16, float16 or float32 (default: bfloat16; an audio model float32)")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N]")] = "auto",
     size: Annotated[str | None, typer.Option(help="default WIDTHxHEIGHT (default: the family's)")] = None,
     frames: Annotated[int | None, typer.Option(help="default number of frames")] = None,
@@ -80,6 +82,8 @@ def models_add(
         for option, value in picture_only.items():
             if value is not None:
                 raise BadInput(f"{option}: an audio model takes no {option} (it makes sound), got {value!r}")
+        if dtype is None:  # an audio model's own default, not a video model's
+            dtype = audio.InstalledAudio.dtype
         sound_entry = audio.InstalledAudio(model_id, family or "", str(path), dtype, device, steps, guidance)
         try:
             sound = audio.add(sound_entry)
@@ -94,7 +98,7 @@ def models_add(
         id=model_id,
         family=family or "",
         path=str(path),
-        dtype=dtype,
+        dtype=installed.InstalledModel.dtype if dtype is None else dtype,
         device=device,
         width=width,
         height=height,
