@@ -76,18 +76,31 @@ def _diff(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _drawn_latents(backend: DiffusersBackend, task: Task) -> tuple[Media, np.ndarray, int]:
-    """The task's output, the latents its pipeline decoded (the VAE's own latent space), and the steps it ran."""
-    vae = backend.pipe(task.operation).vae
-    seen, steps = [], []
-    decode = vae.decode
+    """The task's output, the latents its pipeline decoded (the VAE's own latent space), and the steps its pipeline
+    ran (its scheduler's steps). Its progress ends at the task's full steps: an edit reports the steps it skips as
+    done when it starts."""
+    pipe = backend.pipe(task.operation)
+    vae, scheduler = pipe.vae, pipe.scheduler
+    seen, steps, reports = [], [], []
+    decode, step = vae.decode, scheduler.step
 
     def spy(z: torch.Tensor, *args: object, **kw: object) -> object:
         seen.append(z.detach().numpy().copy())
         return decode(z, *args, **kw)
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(vae, "decode", spy)
-        (media,) = backend.generate([task], progress=lambda done, total: steps.append(done))
+    def counted(*args: object, **kw: object) -> object:
+        steps.append(1)
+        return step(*args, **kw)
+
+    scheduler.step = counted  # an instance attribute, deleted after: the class's method shows through again
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(vae, "decode", spy)
+            (media,) = backend.generate([task], progress=lambda done, total: reports.append((done, total)))
+    finally:
+        del scheduler.step
+    full = task.steps or backend.spec.default_steps
+    assert reports[-1] == (full, full) and len(reports) == full, reports
     return media, seen[-1], len(steps)
 
 

@@ -2,16 +2,20 @@
 
 An edit (SDEdit) takes its source to a noise level and denoises it under the new prompt. The level is
 `Task.edit_level` (EDIT_LEVELS), a noise level (sigma) as on noor-tiny: the edit starts at the first step of the
-family's own schedule at or below it (`schedule`), which the pipeline is told as its `strength` (FLUX and SD3.5:
-`*Img2ImgPipeline`) or `denoise_strength` over the source's latents (LTX-Video: `LTXConditionPipeline`); Wan VACE
-has neither, so its call gets the source's latents noised there and its schedule from that step (`from_step`), and
-its context video is the source's frames (motion and layout conditioned). A reframe places the source on the canvas
-(`Task.reframe_box`, the rest its edge pixels repeated: noor-tiny's `on_canvas`) and draws the rest by masked
-denoising: the known region is re-injected at each step at the current noise level, by the inpainting pipelines
-themselves (`*InpaintPipeline`, whose `mask_image` is white where the model draws) or, for the video families, by a
-step callback here (`Reinject`; Wan VACE's context video is its outpainting input besides). The output is brought to
-the task's size and length, and a reframe's region then shows the source's own pixels (`keep_source`, as diffusers'
-`apply_overlay` pastes an inpainted image's).
+family's own schedule at or below it (`scheduled`), which the pipeline is told as its `strength` (FLUX and SD3.5:
+`*Img2ImgPipeline`) or `denoise_strength` over the source's latents (LTX-Video: `LTXConditionPipeline`); Wan
+(VACE, and WanPipeline) has neither, so its call gets the source's latents noised there and its schedule from that
+step (`from_step`), and VACE's context video is the source's frames (motion and layout conditioned). An edit whose
+source's prompt is known (`Task.source_prompt`) in an adhere or flex mode (`noor.engine.flowedit.flow_edit`) goes
+instead by FlowEdit from the same step, on SD3.5, FLUX.1, Wan and LTX-Video (`flowedit`): what the two prompts
+share is kept.
+
+A reframe places the source on the canvas (`Task.reframe_box`, the rest its edge pixels repeated: noor-tiny's
+`on_canvas`) and draws the rest by masked denoising: the known region is re-injected at each step at the current
+noise level, by the inpainting pipelines themselves (`*InpaintPipeline`, whose `mask_image` is white where the
+model draws) or, for the video families, by a step callback here (`Reinject`; Wan VACE's context video is its
+outpainting input besides). The output is brought to the task's size and length, and a reframe's region then shows
+the source's own pixels (`keep_source`, as diffusers' `apply_overlay` pastes an inpainted image's).
 
 A family declares "edit"/"reframe" in its capabilities and names the pipeline of each in `Family.pipelines`
 (under the operation's name); the backend calls `Work.of` and the hooks below for a task with a source.
@@ -28,6 +32,8 @@ import numpy as np
 from PIL import Image
 
 from noor.engine.canvas import keep_source, on_canvas, retime
+from noor.engine.diffusers import flowedit
+from noor.engine.flowedit import flow_edit
 from noor.engine.resample import resize
 from noor.engine.task import Task
 
@@ -49,7 +55,8 @@ class Work:
     level: float
     notes: tuple[str, ...]
     started: list[str] = field(default_factory=list)  # where the edit's denoising started (`kwargs`)
-    first: list[int] = field(default_factory=list)  # the step it starts at, where the pipeline cannot be told (VACE)
+    first: list[int] = field(default_factory=list)  # the step it starts at, where the pipeline cannot be told (Wan)
+    flow: list[Any] = field(default_factory=list)  # a FlowEdit's set scheduler and first step (`kwargs`)
 
     @property
     def mode(self) -> str:
@@ -67,35 +74,46 @@ class Work:
         return cls(task, kind, placed.frames, placed.mask, level, placed.notes)
 
     def kwargs(self, pipe: Any, call: dict[str, Any]) -> dict[str, Any]:
-        """The pipeline's source arguments, for its `call` (steps, generator) so far. Notes where the edit starts."""
+        """The pipeline's source arguments, for its `call` (steps, generator) so far (none for a FlowEdit, which
+        `during` runs itself). Notes where the edit starts, and how."""
         steps = int(call["num_inference_steps"])
-        sigmas = schedule(pipe, steps, self.canvas.shape[2], self.canvas.shape[1])
+        scheduler = scheduled(pipe, steps, self.canvas.shape[2], self.canvas.shape[1])
+        sigmas = [float(s) for s in scheduler.sigmas[:steps]]
         first = next((i for i, sigma in enumerate(sigmas) if sigma <= self.level + 1e-6), steps - 1)
+        flow = flow_edit(self.task) and flowedit.supports(pipe)
         if self.task.operation == "edit":
             self.started.append(
                 f"{self.task.edit_mode} (noise level {self.level:g}): steps {first + 1}..{steps} of {steps}, "
-                f"from noise level {sigmas[first]:.3f}"
+                f"from noise level {sigmas[first]:.3f}" + (", by FlowEdit from the source's prompt" if flow else "")
             )
+            self.first.append(first)
+        if flow:
+            self.flow.extend([scheduler, first])
+            return {}
         if self.kind == "image":  # img2img and inpainting start at step int(steps x (1 - strength))
             out: dict[str, Any] = {"image": Image.fromarray(self.canvas[0])}
             out["strength"] = 1.0 if first == 0 else (steps - first - 0.5) / steps
             if self.mask is not None:  # white where the model draws
                 out["mask_image"] = Image.fromarray(np.where(self.mask, 0, 255).astype(np.uint8))
             return out
-        if type(pipe).__name__ == "WanVACEPipeline":
-            return self._vace(pipe, call, sigmas, first)
+        if type(pipe).__name__.startswith("Wan"):
+            return self._wan(pipe, call, sigmas, first)
         # LTX-Video: the canvas's latents, noised by the pipeline to the level of the first of the int(steps x
         # denoise_strength) last steps it runs
         strength = 1.0 if first == 0 else (steps - first + 0.5) / steps
         return {"latents": self.latents(pipe, call["generator"]), "denoise_strength": strength}
 
-    def _vace(self, pipe: Any, call: dict[str, Any], sigmas: list[float], first: int) -> dict[str, Any]:
-        """Wan VACE: the source's frames as its context `video`. A reframe is VACE's outpainting (the unknown area
-        grey, the `mask` white there); an edit gives all of the source as the part to redraw (mask white
-        everywhere), its motion and layout the context the new prompt is drawn from, and starts from the source's
-        latents noised to the level (SDEdit: the pipeline runs only the steps from there, `during`). At level 1 the
+    def _wan(self, pipe: Any, call: dict[str, Any], sigmas: list[float], first: int) -> dict[str, Any]:
+        """Wan (VACE, and WanPipeline): VACE takes the source's frames as its context `video`. A reframe is VACE's
+        outpainting (the unknown area grey, the `mask` white there; WanPipeline: from pure noise, the region
+        re-injected, `during`); an edit starts from the source's latents noised to the level (SDEdit: the
+        pipeline runs only the steps from there, `during`), and VACE gets all of the source as the part to redraw
+        (mask white everywhere), its motion and layout the context the new prompt is drawn from. At level 1 the
         edit never sees its source (a text-to-video call), as on every family."""
+        vace = type(pipe).__name__ == "WanVACEPipeline"
         if self.mask is not None:
+            if not vace:
+                return {}
             frames = np.where(self.mask[None, :, :, None], self.canvas, 128).astype(np.uint8)  # VACE's unknown
             mask = Image.fromarray(np.where(self.mask, 0, 255).astype(np.uint8))  # white where drawn
             return {"video": [Image.fromarray(f) for f in frames], "mask": [mask] * len(frames)}
@@ -103,39 +121,39 @@ class Work:
             return {}
         import torch
 
-        self.first.append(first)
         x0 = self.latents(pipe, call["generator"])
         noise = torch.randn(x0.shape, generator=call["generator"], dtype=x0.dtype)
-        mask = Image.new("L", (self.canvas.shape[2], self.canvas.shape[1]), 255)
-        return {
-            "video": [Image.fromarray(f) for f in self.canvas],
-            "mask": [mask] * len(self.canvas),
-            "latents": (1.0 - sigmas[first]) * x0 + sigmas[first] * noise,
-        }
+        out = {"latents": (1.0 - sigmas[first]) * x0 + sigmas[first] * noise}
+        if vace:
+            mask = Image.new("L", (self.canvas.shape[2], self.canvas.shape[1]), 255)
+            out |= {"video": [Image.fromarray(f) for f in self.canvas], "mask": [mask] * len(self.canvas)}
+        return out
 
     def latents(self, pipe: Any, generator: Any) -> Any:
-        """The canvas as the pipeline's normalised, unpacked latents (1, C, T, h, w): LTX-Video's
-        `_normalize_latents`, Wan's (z - latents_mean) / latents_std."""
-        import torch
-        from diffusers.pipelines.ltx.pipeline_ltx_condition import retrieve_latents
-
-        frames = [Image.fromarray(frame) for frame in self.canvas]
-        video = pipe.video_processor.preprocess_video(frames, self.canvas.shape[1], self.canvas.shape[2])
-        vae = pipe.vae
-        with torch.no_grad():
-            latents = retrieve_latents(vae.encode(video.to(vae.device, vae.dtype)), generator, sample_mode="argmax")
-        if hasattr(pipe, "_normalize_latents"):
-            return pipe._normalize_latents(latents, vae.latents_mean, vae.latents_std).float()
-        shape = (1, vae.config.z_dim, 1, 1, 1)
-        mean, std = torch.tensor(vae.config.latents_mean).view(shape), torch.tensor(vae.config.latents_std).view(shape)
-        return (latents.float() - mean.to(latents.device)) / std.to(latents.device)
+        """The canvas as the pipeline's normalised latents (`video_latents`)."""
+        return video_latents(pipe, self.canvas, generator)
 
     @contextlib.contextmanager
     def during(self, pipe: Any, kwargs: dict[str, Any], seed: int) -> Iterator[None]:
-        """Around the call: a VACE edit's schedule from its first step (`from_step`); a video reframe's known region
-        re-injected at each step (`Reinject`), before the backend's own step callback. Nothing else (the image
-        pipelines start where `strength` says and re-inject the region themselves)."""
-        if self.first:
+        """Around the call: an edit's skipped steps reported as done (`skipped`); a FlowEdit run instead of the
+        pipeline's own loop (`flowedit.calling`); a Wan SDEdit's schedule from its first step (`from_step`); a
+        video reframe's known region re-injected at each step (`Reinject`), before the backend's own step
+        callback. Nothing else (the image pipelines start where `strength` says and re-inject the region
+        themselves)."""
+        if self.task.operation == "edit":
+            self.skipped(pipe, kwargs)
+        if self.flow:
+            scheduler, first = self.flow
+            assert self.task.source_prompt is not None
+
+            def run(**call: Any) -> Any:
+                return flowedit.edit(pipe, self.canvas, str(self.task.source_prompt), call, scheduler, first)
+
+            with flowedit.calling(pipe, run):
+                yield
+            return
+        wan = self.kind == "video" and type(pipe).__name__.startswith("Wan")
+        if self.task.operation == "edit" and wan and self.first[0] > 0:
             with from_step(pipe.scheduler, self.first[0]):
                 yield
             return
@@ -146,6 +164,16 @@ class Work:
         reinject = Reinject.of(pipe, source, self.mask, seed)
         kwargs["callback_on_step_end"] = reinject.chained(kwargs.get("callback_on_step_end"))
         yield
+
+    def skipped(self, pipe: Any, kwargs: dict[str, Any]) -> None:
+        """An edit runs only its schedule's steps from the first (`kwargs`); the steps before it are reported as
+        done when it starts, through the backend's step callback without latents (its progress counts the task's
+        full steps, and so ends with the last step run)."""
+        callback = kwargs.get("callback_on_step_end")
+        if callback is None:
+            return
+        for i in range(self.first[0]):
+            callback(pipe, i, None, {})
 
     def finish(self, frames: np.ndarray, notes: list[str]) -> np.ndarray:
         """The drawn frames (T, h, w, 3) uint8 at the task's length and size; a reframe's region the source's own
@@ -184,10 +212,28 @@ def from_step(scheduler: Any, first: int) -> Iterator[None]:
         del scheduler.set_timesteps  # the instance attribute; the class method shows through again
 
 
-def schedule(pipe: Any, steps: int, width: int, height: int) -> list[float]:
-    """The noise levels (sigmas) of the pipeline's `steps` steps at this size, its scheduler set as its own
-    `__call__` sets it (on a copy): LTX-Video's linear-quadratic schedule, FLUX's shift by the image's tokens, SD3's
-    shift (dynamic where its scheduler says). An edit starts at the first step at or below its level."""
+def video_latents(pipe: Any, canvas: np.ndarray, generator: Any = None) -> Any:
+    """A video canvas (T, H, W, 3) uint8 as the pipeline's normalised, unpacked latents (1, C, T, h, w), its VAE
+    encoding's mean: LTX-Video's `_normalize_latents`, Wan's (z - latents_mean) / latents_std."""
+    import torch
+    from diffusers.pipelines.ltx.pipeline_ltx_condition import retrieve_latents
+
+    frames = [Image.fromarray(frame) for frame in canvas]
+    video = pipe.video_processor.preprocess_video(frames, canvas.shape[1], canvas.shape[2])
+    vae = pipe.vae
+    with torch.no_grad():
+        latents = retrieve_latents(vae.encode(video.to(vae.device, vae.dtype)), generator, sample_mode="argmax")
+    if hasattr(pipe, "_normalize_latents"):
+        return pipe._normalize_latents(latents, vae.latents_mean, vae.latents_std).float()
+    shape = (1, vae.config.z_dim, 1, 1, 1)
+    mean, std = torch.tensor(vae.config.latents_mean).view(shape), torch.tensor(vae.config.latents_std).view(shape)
+    return (latents.float() - mean.to(latents.device)) / std.to(latents.device)
+
+
+def scheduled(pipe: Any, steps: int, width: int, height: int) -> Any:
+    """A copy of the pipeline's scheduler, set for `steps` steps at this size as its own `__call__` sets it:
+    LTX-Video's linear-quadratic schedule, FLUX's shift by the image's tokens, SD3's shift (dynamic where its
+    scheduler says), Wan's as it is (its flow shift in the scheduler's config)."""
     import copy
 
     scheduler = copy.deepcopy(pipe.scheduler)
@@ -218,7 +264,7 @@ def schedule(pipe: Any, steps: int, width: int, height: int) -> list[float]:
             scheduler.set_timesteps(steps, mu=mu if config.get("use_dynamic_shifting") else None)
     else:
         scheduler.set_timesteps(steps)
-    return [float(s) for s in scheduler.sigmas[:steps]]
+    return scheduler
 
 
 @dataclass
