@@ -90,10 +90,14 @@ class ModelSpec:
         if task.operation == UPSCALE:
             return task, notes
         if task.operation == REFRAME:  # the canvas is drawn at the asked aspect, at the model's scale
-            side = min(self.native_width, self.native_height)
-            if min(task.width, task.height) != side:
+            from noor.engine.tiny.backend import canvas
+
+            width, height = canvas(task)
+            if (width, height) != (task.width, task.height):
+                side = min(self.native_width, self.native_height)
                 notes.append(
-                    f"{self.id} draws the canvas with a short side of {side}; resized to {task.width}x{task.height}"
+                    f"{self.id} draws the canvas at {width}x{height} (the source's region with a short side of about "
+                    f"{side}); resized to {task.width}x{task.height}"
                 )
             return task, notes
         native, wanted = (self.native_width, self.native_height), (task.width, task.height)

@@ -24,8 +24,12 @@ DEFAULT_GUIDANCE = 4.0
 # A reframe starts from its canvas (the source, its edge pixels repeated outward) noised to this level, the source's
 # region re-injected at every step. From pure noise (1.0) noor-tiny drew another background around the source in 4
 # of 16 square-to-16:9 reframes of `noor eval tiny --edits` (region 7-12 dB: the VAE decoder's group norms then shift
-# the region too); from 0.93 or 0.98 in none of them, alike (2026-12-05). 0.98 leaves the most to the model.
-REFRAME_LEVEL = 0.98
+# the region too); from 0.93 or 0.98 in none of them, alike (2026-12-05). On the larger canvas `canvas` gives a wide
+# source on a tall canvas, 0.98 redrew too much around it (16:9 -> 9:16 region 24.5 dB median, 14.1 lowest) and 0.93
+# did not (28.1, 21.6; 0.9 alike), with square-to-16:9 unchanged (30.7 dB) (2026-12-06).
+REFRAME_LEVEL = 0.93
+# A reframe's canvas is at most this long (pixels): its cost grows with its area (see `canvas`)
+MAX_REFRAME_SIDE = 256
 
 
 def centre_square(image: np.ndarray | None) -> np.ndarray | None:
@@ -210,16 +214,20 @@ class TinyBackend:
 
 
 def canvas(task: Task) -> tuple[int, int]:
-    """(width, height) noor-tiny draws a task at: 64x64, or for an edit or a reframe of another aspect, a short
-    side of 64 and the long side the nearest multiple of 16 to the aspect (the denoiser's patch grid: 4 latent
-    pixels of 4 image pixels). 16:9 is drawn at 112x64 (1.75:1) and resized to the task's size, 1.6% narrower.
-    (A reframe canvas scaled up so that the source's region had a short side of 64, 112x208 for a 16:9 source on a
-    9:16 canvas, drew that region worse: 24.5 dB median, 14.1 lowest, against 26.5 and 21.1 at 64x112; the
-    decoder's group norms see more drawn surround. 2026-12-06, docs/noor-tiny.md.)"""
-    if task.operation not in ("edit", "reframe") or task.width == task.height:
+    """(width, height) noor-tiny draws a task at: 64x64, or for an edit or a reframe of another aspect, the task's
+    aspect on its 16-pixel patch grid (the denoiser's: 4 latent pixels of 4 image pixels). An edit's short side is
+    64 (16:9 at 112x64, 1.6% narrower, resized to the task's size). A reframe's canvas is scaled so that the
+    source's region gets a short side of 64, as a square source has on a 64-pixel canvas: a 16:9 source on a
+    9:16 canvas (region 144x81 of 144x256) is drawn at 112x208 with the region 112x63, not at 64x112 with it
+    64x36; the long side at most MAX_REFRAME_SIDE."""
+    if task.operation not in ("edit", "reframe") or (task.width == task.height and task.operation == "edit"):
         return NATIVE_SIZE, NATIVE_SIZE
     multiple = 16
-    long = max(
-        multiple, multiple * round(NATIVE_SIZE * max(task.width, task.height) / min(task.width, task.height) / multiple)
-    )
-    return (long, NATIVE_SIZE) if task.width > task.height else (NATIVE_SIZE, long)
+    short = min(task.width, task.height)
+    if task.operation == "reframe":
+        _, _, w, h = task.reframe_box()
+        short = min(w, h)
+    scale = min(NATIVE_SIZE / short, MAX_REFRAME_SIDE / max(task.width, task.height))
+    scale = max(scale, NATIVE_SIZE / min(task.width, task.height))  # never below an edit's canvas
+    width, height = (max(multiple, multiple * round(side * scale / multiple)) for side in (task.width, task.height))
+    return width, height
