@@ -49,6 +49,15 @@ TOY = {
 }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _torch_threads() -> Generator[None, None, None]:
+    """The torch thread count each test file starts with is the session's: a file that sets its own (a backend
+    built with threads=1, a rank emulated on one thread) sets it for itself, not for every file after it."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def toy_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A toy noor-tiny with random weights, saved in Hugging Face layout."""
