@@ -62,8 +62,16 @@ class Parts(ABC):
         with context:
             return transformer(**inputs, return_dict=False)[0].float()
 
-    def _guided(self, v: Any) -> Any:
-        """Classifier-free guidance over a batch [unconditional, conditional] of velocities."""
+    def _batch_guided(self, branch: str, z: Any, inputs: Callable[[int], dict[str, Any]]) -> Any:
+        """The guided velocity from one call on the batch [z, z] (unconditional and conditional rows; z alone
+        without guidance); `inputs(n)`: the call's other inputs for a batch of n."""
+        import torch
+
+        cfg = self.guidance > 1  # the pipelines' do_classifier_free_guidance
+        x = torch.cat([z] * 2) if cfg else z
+        v = self._called(branch, hidden_states=x.to(self.dtype), **inputs(len(x)))
+        if not cfg:
+            return v
         uncond, cond = v.chunk(2)
         return uncond + self.guidance * (cond - uncond)
 
@@ -109,19 +117,9 @@ class SD3(Parts):
         return embeds.to(self.dtype), pooled.to(self.dtype)
 
     def velocity(self, z: Any, t: Any, conditioning: Any, branch: str) -> Any:
-        import torch
-
         embeds, pooled = conditioning
-        cfg = self.guidance > 1
-        x = torch.cat([z] * 2) if cfg else z
-        v = self._called(
-            branch,
-            hidden_states=x.to(self.dtype),
-            timestep=t.expand(len(x)),
-            encoder_hidden_states=embeds,
-            pooled_projections=pooled,
-        )
-        return self._guided(v) if cfg else v
+        inputs = {"encoder_hidden_states": embeds, "pooled_projections": pooled}
+        return self._batch_guided(branch, z, lambda n: inputs | {"timestep": t.expand(n)})
 
     def source(self) -> Any:
         return self._image_latents()
@@ -275,17 +273,16 @@ class LTX(Parts):
         import torch
 
         embeds, mask = conditioning
-        cfg = self.guidance > 1
-        x = torch.cat([z] * 2) if cfg else z
-        v = self._called(
+        return self._batch_guided(
             branch,
-            hidden_states=x.to(self.dtype),
-            encoder_hidden_states=embeds,
-            timestep=t.expand(len(x)).unsqueeze(-1).float(),
-            encoder_attention_mask=mask,
-            video_coords=torch.cat([self.coords] * len(x)),
+            z,
+            lambda n: {
+                "encoder_hidden_states": embeds,
+                "timestep": t.expand(n).unsqueeze(-1).float(),
+                "encoder_attention_mask": mask,
+                "video_coords": torch.cat([self.coords] * n),
+            },
         )
-        return self._guided(v) if cfg else v
 
     def source(self) -> Any:
         from noor.engine.diffusers.edits import video_latents  # edits imports this module
