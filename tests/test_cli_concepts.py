@@ -58,11 +58,12 @@ def test_bad_input_is_one_line_exit_2(noor: Noor, adapter: Path, tmp_path: Path)
     assert refused(noor, "concepts", "add", "Bad Key", "--path", str(adapter)) == (
         "KEY: must be lowercase letters, digits, '_' or '-' (at most 64), got 'Bad Key'"
     )
-    assert refused(noor, "concepts", "add", "k", "--path", str(tmp_path / "none")) == (
-        f"--path: not a folder, got {str(tmp_path / 'none')!r}"
+    assert (
+        refused(noor, "concepts", "add", "k", "--path", str(tmp_path / "none"))
+        == f"--path: {tmp_path / 'none'} is not a folder"
     )
     assert refused(noor, "concepts", "add", "k", "--path", str(tmp_path)) == (
-        f"--path: pytorch_lora_weights.safetensors is missing (noor train lora writes it), got {str(tmp_path)!r}"
+        f"--path: {tmp_path} has no pytorch_lora_weights.safetensors: not an adapter (noor train lora writes it)"
     )
     assert refused(noor, "concepts", "add", "k", "--path", str(adapter), "--model", "tiny").startswith(
         "--model: the adapter was trained for a wan2.1-t2v model; 'tiny' is noor-tiny"

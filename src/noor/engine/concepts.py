@@ -20,6 +20,7 @@ import inspect
 import json
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,19 +112,26 @@ def save(concepts: dict[str, InstalledConcept], path: Path | None = None) -> Pat
     return path
 
 
-def read_adapter(folder: Path) -> dict[str, Any]:
-    """The adapter's lora_config.json, after checking the folder holds the weights; ValueError naming --path."""
+def read_adapter(
+    folder: Path,
+    files: Sequence[str] = (WEIGHT_NAME, CONFIG_NAME),
+    kind: str = "an adapter",
+    made_by: str = "noor train lora",
+) -> dict[str, Any]:
+    """An adapter folder's lora_config.json, after checking the folder holds `files` (what `made_by` writes for
+    `kind`); ValueError naming the folder or file and what is wrong. The registry's check of a folder and the
+    first step of noor-tiny's (`noor.engine.tiny.concept.read`, with its embeddings file)."""
     if not folder.is_dir():
-        raise ValueError(f"--path: not a folder, got {str(folder)!r}")
-    for name in (WEIGHT_NAME, CONFIG_NAME):
+        raise ValueError(f"{folder} is not a folder")
+    for name in files:
         if not (folder / name).is_file():
-            raise ValueError(f"--path: {name} is missing (noor train lora writes it), got {str(folder)!r}")
+            raise ValueError(f"{folder} has no {name}: not {kind} ({made_by} writes it)")
     try:
         record = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"--path: {CONFIG_NAME} is not JSON ({err.msg if hasattr(err, 'msg') else err})") from None
+        raise ValueError(f"{folder / CONFIG_NAME} is not JSON ({err})") from None
     if not isinstance(record, dict):
-        raise ValueError(f"--path: {CONFIG_NAME} is not a JSON object, got {str(folder)!r}")
+        raise ValueError(f"{folder / CONFIG_NAME} is not a JSON object")
     return record
 
 
@@ -197,7 +205,10 @@ def add(
     if not KEY_PATTERN.match(key):
         raise ValueError(f"KEY: must be lowercase letters, digits, '_' or '-' (at most 64), got {key!r}")
     folder = folder.expanduser().resolve()
-    record = read_adapter(folder)
+    try:
+        record = read_adapter(folder)
+    except ValueError as err:
+        raise ValueError(f"--path: {err}") from None
     model_id = model or default_model(record)
     try:
         spec = registry.get(model_id)

@@ -43,6 +43,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from noor.arabic import normalize_word
+from noor.engine.concepts import read_adapter
 from noor.engine.examples import CONFIG_NAME, WEIGHT_NAME
 from noor.engine.tiny import invariance
 from noor.engine.tiny.captions import caption
@@ -185,18 +186,13 @@ def adapter_bytes(path: Path) -> int:
 def read(path: str | Path, pipe: Any) -> Adapter:
     """Read and check an adapter folder against a loaded noor-tiny pipeline; ConceptError says what is wrong."""
     path = Path(path)
-    if not path.is_dir():
-        raise ConceptError(f"{path} is not a folder")
-    for name in (WEIGHT_NAME, CONFIG_NAME, EMBEDDINGS_NAME):
-        if not (path / name).is_file():
-            raise ConceptError(f"{path} has no {name}: not a noor-tiny adapter (noor train lora --model tiny)")
-    try:
-        config = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConceptError(f"{path / CONFIG_NAME} is not JSON ({err})") from None
-    if not isinstance(config, dict) or config.get("model") != MODEL:
-        model = config.get("model") if isinstance(config, dict) else None
-        raise ConceptError(f"{path / CONFIG_NAME} is an adapter for model {model!r}, not {MODEL!r}")
+    try:  # the folder's files, as the concepts registry checks any adapter's
+        files = (WEIGHT_NAME, CONFIG_NAME, EMBEDDINGS_NAME)
+        config = read_adapter(path, files, "a noor-tiny adapter", "noor train lora --model tiny")
+    except ValueError as err:
+        raise ConceptError(str(err)) from None
+    if config.get("model") != MODEL:
+        raise ConceptError(f"{path / CONFIG_NAME} is an adapter for model {config.get('model')!r}, not {MODEL!r}")
     try:
         with safe_open(str(path / EMBEDDINGS_NAME), framework="pt") as f:
             words = json.loads((f.metadata() or {}).get("words", "null"))
