@@ -41,6 +41,12 @@ def _model(name: str, family: str | None) -> tuple[str, str, dict[str, Any]]:
     return str(path.resolve()), fam.name, {}
 
 
+def _refuse_a_file(out: Path) -> None:
+    """--out is the folder a run writes (its adapter, or its data): refused when it names a file."""
+    if out.is_file():
+        fail("--out", str(out), "is a file; give a folder")
+
+
 def _size(size: str | None) -> tuple[int, int]:
     if not size:
         return 0, 0
@@ -121,8 +127,7 @@ def train_lora(
     width, height = _size(size)
     if frames is not None and frames < 1:
         fail("--frames", frames, "must be at least 1")
-    if out.is_file():
-        fail("--out", str(out), "is a file; give a folder")
+    _refuse_a_file(out)
     try:
         cfg = lora.LoraTrainConfig(
             model_path=path,
@@ -177,8 +182,7 @@ def _train_tiny(
     from noor.engine.tiny.backend import weights_dir
     from noor.engine.tiny.tokenizer import vocabulary
 
-    if out.is_file():
-        fail("--out", str(out), "is a file; give a folder")
+    _refuse_a_file(out)
     try:
         cfg = concept.TinyLoraConfig(
             steps=steps,
@@ -230,8 +234,7 @@ def concept_data(
         fail("--clips", clips, "must be between 1 and 200")
     if not 0.0 <= prior < 1.0:
         fail("--prior", prior, "must be at least 0 and below 1")
-    if out.is_file():
-        fail("--out", str(out), "is a file; give a folder")
+    _refuse_a_file(out)
     try:
         with progress() as bar:
             job = bar.add_task("rendering clips", total=clips, info="")
