@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,26 @@ PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, toy_weights: Path) -> Iterator[Served]:
-    server = start_serve(tmp_path_factory.mktemp("studio-data"), toy_weights)
-    assert server.key, "noor serve printed no admin key"
-    yield server
-    server.stop()
+def serve_on(toy_weights: Path) -> Iterator[Callable[[Path], Served]]:
+    """Starts a live `noor serve` (toy model) on a data dir the test module filled first (its models, concepts);
+    every server started is stopped after the module."""
+    started: list[Served] = []
+
+    def start(data: Path) -> Served:
+        server = start_serve(data, toy_weights)
+        started.append(server)
+        assert server.key, "noor serve printed no admin key"
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, serve_on: Callable[[Path], Served]) -> Served:
+    """The studio on an empty data dir: noor-tiny only."""
+    return serve_on(tmp_path_factory.mktemp("studio-data"))
 
 
 def tenant_key(served: Served, name: str, *flags: str) -> str:

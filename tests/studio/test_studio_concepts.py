@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +18,17 @@ from noor.config import settings
 from noor.engine import concepts
 from noor.engine.diffusers import installed
 from noor.engine.diffusers.installed import InstalledModel
-from tests.conftest import Served, start_serve
+from tests.conftest import Served
 from tests.engine.diffusers.toy_lora import FAMILY, toy_lora
 from tests.engine.diffusers.toys import toy_dir
-from tests.studio.conftest import open_page, shoot, sign_in
+from tests.studio.conftest import DESKTOP, open_page, shoot, sign_in
 from tests.studio.test_studio_browser import DONE_MS, wait_completed
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def taught(tmp_path_factory: pytest.TempPathFactory, toy_weights: Path) -> Iterator[Served]:
+def taught(tmp_path_factory: pytest.TempPathFactory, serve_on: Callable[[Path], Served]) -> Served:
     """`noor serve` whose data dir has the toy Wan (`wan`, 1 fps, 2 steps) and the toy LoRA registered as
     `red_square` (with the words it teaches, as noor-tiny's adapters name them)."""
     data = tmp_path_factory.mktemp("studio-concepts")
@@ -46,14 +46,12 @@ def taught(tmp_path_factory: pytest.TempPathFactory, toy_weights: Path) -> Itera
         installed.add(InstalledModel(id="wan", family=FAMILY, path=path, dtype="float32", fps=1, steps=2))
         concepts.add("red_square", adapter, description="a red square sliding right")
     settings.cache_clear()
-    server = start_serve(data, toy_weights)
-    yield server
-    server.stop()
+    return serve_on(data)
 
 
 @pytest.fixture
 def taught_page(browser: Any, taught: Served) -> Iterator[Any]:
-    yield from open_page(browser, taught, viewport={"width": 1280, "height": 800})
+    yield from open_page(browser, taught, viewport=DESKTOP)
 
 
 def test_the_picker_lists_the_concept_and_a_video_made_with_it_carries_it(taught_page: Any, taught: Served) -> None:

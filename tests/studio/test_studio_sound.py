@@ -5,7 +5,7 @@ refusal says how to add one."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,28 +15,26 @@ import pytest
 
 from noor.engine.diffusers import audio
 from tests.api.edit_reframe_server import clip
-from tests.conftest import Served, start_serve
+from tests.conftest import Served
 from tests.engine.diffusers.toys import toy_dir
-from tests.studio.conftest import open_page, shoot, sign_in
+from tests.studio.conftest import DESKTOP, open_page, shoot, sign_in
 from tests.studio.test_studio_browser import completed_by_id, completed_via_api, made_by, wait_completed
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def sounding(tmp_path_factory: pytest.TempPathFactory, toy_weights: Path) -> Iterator[Served]:
+def sounding(tmp_path_factory: pytest.TempPathFactory, serve_on: Callable[[Path], Served]) -> Served:
     """`noor serve` whose data dir has the toy audio model (2 steps) in its models.toml."""
     data = tmp_path_factory.mktemp("studio-sound")
     toy = toy_dir(tmp_path_factory, "stable-audio-open")
     audio.add(audio.InstalledAudio("sao-toy", "stable-audio-open", str(toy), steps=2), data / "models.toml")
-    server = start_serve(data, toy_weights)
-    yield server
-    server.stop()
+    return serve_on(data)
 
 
 @pytest.fixture
 def sound_page(browser: Any, sounding: Served) -> Iterator[Any]:
-    yield from open_page(browser, sounding, viewport={"width": 1280, "height": 800})
+    yield from open_page(browser, sounding, viewport=DESKTOP)
 
 
 def streams(url: str) -> list[str]:
