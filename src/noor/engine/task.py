@@ -11,9 +11,10 @@ import numpy as np
 ASPECT_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "21:9", "9:21")
 RESOLUTIONS = {"540p": 540, "720p": 720, "1080p": 1080, "4k": 2160}
 
-# An edit (SDEdit, Meng et al. 2022) noises its source to a level and denoises it under the new prompt from there:
-# the level is the flow-matching noise sigma in [0, 1] the source is taken to (x_t = (1 - sigma) x_src + sigma
-# noise), so 0 returns the source and 1 ignores it. Dream Machine's Modify Video names nine modes: adhere keeps
+# An edit starts from a level: the flow-matching noise sigma in [0, 1] its source is taken to (SDEdit, Meng et al.
+# 2022: x_t = (1 - sigma) x_src + sigma noise, denoised under the new prompt), or from which FlowEdit moves it
+# (noor.engine.flowedit: adhere and flex edits whose source's prompt is known), so 0 returns the source and 1
+# (SDEdit) ignores it. Dream Machine's Modify Video names nine modes: adhere keeps
 # the most of the source, reimagine the least. The numbers are noor-tiny's, measured 2026-12-05 on 8 held-out
 # prompts per level (docs/noor-tiny.md "Edit and reframe"): below 0.75 it barely recolours (a colour edit took in
 # 2 of 8 at 0.5, 3 of 8 at 0.7), from 0.8 it does (6 of 8; 8 of 8 at 0.9); the prompt's motion replaces the
