@@ -79,8 +79,12 @@ def test_dtype_defaults_to_the_kind_of_model(noor: Callable, toy: Callable) -> N
     assert out.startswith("wan  wan2.1-t2v, bfloat16") and installed.load()["wan"].dtype == "bfloat16"
 
 
-def test_bad_weights_dirs_are_one_line_errors(noor: Callable, toy: Callable, tmp_path: Path) -> None:
+def test_bad_weights_dirs_are_one_line_errors(
+    noor: Callable, toy: Callable, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wan = toy("wan2.1-t2v")
     broken = shutil.copytree(toy("cogvideox"), tmp_path / "broken")
+    capsys.readouterr()  # building a toy the first time prints transformers' "Writing model shards" bar: not noor's
     shutil.rmtree(broken / "text_encoder")
     cases = {
         str(tmp_path / "missing"): "--path: no such directory",
@@ -90,7 +94,7 @@ def test_bad_weights_dirs_are_one_line_errors(noor: Callable, toy: Callable, tmp
     for path, message in cases.items():
         code, _, err = noor("models", "add", "cog", "--path", path, "--family", "cogvideox")
         assert code == 2 and err.count("\n") == 1 and message in err, err
-    code, _, err = noor("models", "add", "cog", "--path", str(toy("wan2.1-t2v")), "--family", "cogvideox")
+    code, _, err = noor("models", "add", "cog", "--path", str(wan), "--family", "cogvideox")
     assert code == 2 and "holds a WanPipeline, not a cogvideox model" in err
     code, _, err = noor(*register_args("cogvideox", toy("cogvideox")), "--dtype", "float8")
     assert code == 2 and "--dtype: must be one of bfloat16, float16, float32, got 'float8'" in err
