@@ -42,3 +42,14 @@ def test_servers_for_is_the_fewest_that_meet_the_slo() -> None:
 def test_bad_inputs_name_the_field(args: tuple[float, float, int], name: str) -> None:
     with pytest.raises(QueueError, match=name):
         pool_stats(*args)
+
+
+@pytest.mark.parametrize(("servers", "rho"), [(2001, 0.9), (3000, 0.99), (2500, 0.5), (4000, 0.999)])
+def test_erlang_b_above_the_recursion_is_its_poisson_form(servers: int, rho: float) -> None:
+    from noor.sim.analytic import RECURSION_UP_TO, erlang_b
+
+    assert servers > RECURSION_UP_TO
+    offered, b = rho * servers, 1.0
+    for k in range(1, servers + 1):
+        b = offered * b / (k + offered * b)
+    assert erlang_b(servers, offered) == pytest.approx(b, rel=1e-7, abs=1e-300)

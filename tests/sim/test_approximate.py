@@ -15,7 +15,7 @@ L = {m: perf.predict(m, "h100-sxm").latency_s or 0.0 for m in ("flux.1-dev", "lt
 
 
 def scenario(gpus: int, rho: float, sigma: float, classes: list[tuple[str, float]], horizon_h: float = 12,
-             per_node: int = 1, regions: int = 1) -> sim.Scenario:
+             per_node: int = 1, regions: int = 1, **extra: Any) -> sim.Scenario:
     mean_s = sum(w * L[m] for m, w in classes) / sum(w for _, w in classes)
     per_h = rho * gpus * 3600 / mean_s
     zones = ["UTC", "Asia/Riyadh"]
@@ -27,6 +27,7 @@ def scenario(gpus: int, rho: float, sigma: float, classes: list[tuple[str, float
         "classes": [{"name": m, "model": m, "weight": w} for m, w in classes],
         "tenants": [{"name": f"t{i}", "regions": [f"r{i}"], "requests_per_h": per_h} for i in range(regions)],
     }
+    data.update(extra)
     return sim.parse(data)
 
 
@@ -63,12 +64,49 @@ def test_analytic_agrees_with_the_event_simulation(name: str) -> None:
         assert ca["e2e_s"]["p50"] == pytest.approx(mean([e["classes"][i]["e2e_s"]["p50"] for e in events]), rel=0.10)
 
 
-def test_overloaded_hours_are_flagged_unstable_not_given_a_finite_wait() -> None:
-    s = scenario(8, 1.3, 0.5, [("flux.1-dev", 1)], horizon_h=2)
-    approx = sim.run(s, analytic=True)
-    assert len(approx["fleet"]["unstable_hours"]) == 2
-    assert approx["fleet"]["wait_s"]["p95"] == float("inf") or approx["fleet"]["wait_s"]["p95"] is None
-    assert approx["fleet"]["utilisation"] == pytest.approx(1.0)
+def overload(seed: int) -> sim.Scenario:
+    """32 H100s (a GPU a node) kept 70% busy with FLUX.1-dev images, then offered 1.6x that (112%) from 2:00 for
+    90 minutes: a queue that grows for an hour and a half and drains for about forty minutes after."""
+    return scenario(32, 0.7, 0.5, [("flux.1-dev", 1)], horizon_h=6, seed=seed,
+                    bursts=[{"start_h": 2.0, "duration_h": 1.5, "multiplier": 1.6}])  # fmt: skip
+
+
+def test_an_overloaded_pool_queues_as_a_fluid_and_the_analytic_mode_follows_it() -> None:
+    """Above capacity there is no steady state: the queue grows at the excess and drains after (fluid.py). On this
+    small queue the analytic p95 and mean wait are within 10% of the event simulation's (mean over seeds), and so
+    is the utilisation; a steady state per hour has no finite wait here at all."""
+    events = [sim.run(overload(seed)) for seed in SEEDS]
+    approx = sim.run(overload(1), analytic=True)
+    assert [u["hour"] for u in approx["fleet"]["unstable_hours"]] == [2]  # listed (2:00-3:30: hour 3 is 91% on average)
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values)
+
+    # the issue's target: p95 within 10%. The mean is looser: the fluid leaves out the randomness around its line,
+    # which in a pool of 32 lengthens waits (measured 2026-12-06: analytic 141 s, event 160 s over four seeds, -12%)
+    for key, rel in (("p95", 0.10), ("mean", 0.15)):
+        wait_e = mean([e["fleet"]["wait_s"][key] for e in events])
+        assert wait_e > 60.0  # a queue that really forms
+        assert approx["fleet"]["wait_s"][key] == pytest.approx(wait_e, rel=rel), (key, wait_e)
+    utilisation = mean([e["fleet"]["utilisation"] for e in events])
+    assert approx["fleet"]["utilisation"] == pytest.approx(utilisation, rel=0.02)
+
+
+def test_the_analytic_mode_preempts_training_as_the_event_simulation_does() -> None:
+    """tests/sim/test_training.py's site: a burst four times what the 32 serving GPUs take, a 32-GPU partition that
+    serving outranks. Both modes take it back once, after 60 s of waiting, and give it back after the burst."""
+    from tests.sim.test_training import train_scenario
+
+    data = train_scenario("priority")
+    event, approx = sim.run(sim.parse(data)), sim.run(sim.parse(data), analytic=True)
+    te, ta = event["training"][0], approx["training"][0]
+    assert ta["preemptions"] == te["preemptions"] == 1
+    assert ta["progress_h"] == pytest.approx(te["progress_h"], abs=0.25)
+    assert ta["waited_h"] == pytest.approx(te["waited_h"], abs=0.25)
+    # measured 2026-12-06: analytic 74.4%, event 70.8% (+5%): the event partition waits for whole free nodes
+    assert approx["fleet"]["utilisation"] == pytest.approx(event["fleet"]["utilisation"], rel=0.06)
+    never = sim.run(sim.parse(train_scenario("never")), analytic=True)
+    assert never["training"][0]["preemptions"] == 0 and never["fleet"]["wait_s"]["p95"] > 600
 
 
 def test_analytic_keeps_residency_and_scales_without_drawing_jobs() -> None:

@@ -1,47 +1,24 @@
 """How many requests per second a pool of servers takes at a utilisation cap and a p95 wait SLO.
 
-Waits come from `noor.sim.analytic.pool_stats` (Erlang C scaled by Allen-Cunneen). Its Erlang B
-recursion costs O(servers); a 2 GW campus has pools of ~10^5-10^6 servers, so above `EXACT_UP_TO`
-servers the same Erlang C is computed in O(1) from the Poisson form of Erlang B,
-B(c, a) = P(X = c) / P(X <= c) with X ~ Poisson(a) (Erlang 1917; e.g. Kleinrock, Queueing Systems I, §3.4),
-with scipy's regularised incomplete gamma. tests/plan/test_queueing.py checks both agree.
+Waits come from `noor.sim.analytic` (Erlang C scaled by Allen-Cunneen), whose Erlang B is O(1) above
+`analytic.RECURSION_UP_TO` servers (its Poisson form): a 2 GW campus has pools of ~10^5-10^6 servers.
+tests/plan/test_queueing.py and tests/sim/test_analytic.py check the two forms agree.
 """
 
 from __future__ import annotations
 
 import math
 
-from scipy.special import gammaincc, gammaln
-
 from noor.sim import analytic
-
-EXACT_UP_TO = 2000  # servers: below this, noor.sim.analytic itself
 
 
 def erlang_c(servers: int, offered_erlangs: float) -> float:
-    if offered_erlangs <= 0:
-        return 0.0
-    if servers <= EXACT_UP_TO:
-        return analytic.erlang_c(servers, offered_erlangs)
-    log_pmf = servers * math.log(offered_erlangs) - offered_erlangs - gammaln(servers + 1)
-    cdf = float(gammaincc(servers + 1, offered_erlangs))  # P(X <= c) for X ~ Poisson(a)
-    b = math.exp(log_pmf) / cdf if cdf > 0 else 1.0
-    rho = offered_erlangs / servers
-    return b / (1 - rho + rho * b)
+    return analytic.erlang_c(servers, offered_erlangs)
 
 
 def wait_p95_s(arrival_per_s: float, service_s: float, servers: int, service_cv2: float, arrival_cv2: float) -> float:
-    """p95 queue wait of a G/G/c pool (inf if unstable); noor.sim.analytic's formulas."""
-    if servers <= EXACT_UP_TO:
-        return analytic.pool_stats(arrival_per_s, service_s, servers, service_cv2, arrival_cv2).wait_p95_s
-    offered = arrival_per_s * service_s
-    if offered >= servers:
-        return math.inf
-    p_wait = erlang_c(servers, offered)
-    tail_mean_s = (arrival_cv2 + service_cv2) / 2 / (servers / service_s - arrival_per_s) if arrival_per_s > 0 else 0
-    if p_wait <= 0.05 or tail_mean_s <= 0:
-        return 0.0
-    return tail_mean_s * math.log(p_wait / 0.05)
+    """p95 queue wait of a G/G/c pool (inf if unstable): noor.sim.analytic.pool_stats, O(1) in the servers."""
+    return analytic.pool_stats(arrival_per_s, service_s, servers, service_cv2, arrival_cv2).wait_p95_s
 
 
 def max_arrival_per_s(
@@ -78,19 +55,10 @@ def max_arrival_per_s(
 def erlang_b(servers: int, offered_erlangs: float) -> float:
     """Blocking probability of an M/G/c/c loss system (Erlang B; insensitive to the service distribution,
     so it holds for sessions of any length distribution with Poisson arrivals): the share of sessions that
-    find every slot busy. The recursion below EXACT_UP_TO servers, the Poisson form above."""
+    find every slot busy. noor.sim.analytic.erlang_b, O(1) in the servers."""
     if servers < 0:
         raise ValueError(f"servers must be >= 0, got {servers}")
-    if offered_erlangs <= 0:
-        return 0.0
-    if servers <= EXACT_UP_TO:
-        b = 1.0
-        for k in range(1, servers + 1):
-            b = offered_erlangs * b / (k + offered_erlangs * b)
-        return b
-    log_pmf = servers * math.log(offered_erlangs) - offered_erlangs - gammaln(servers + 1)
-    cdf = float(gammaincc(servers + 1, offered_erlangs))
-    return math.exp(log_pmf) / cdf if cdf > 0 else 1.0
+    return analytic.erlang_b(servers, offered_erlangs)
 
 
 def max_offered_erlangs(servers: int, blocking: float) -> float:

@@ -1,20 +1,24 @@
-"""Analytic mode: each site is a G/G/c pool, each hour of the day a steady state (Allen-Cunneen, analytic.py).
+"""Analytic mode: each site a G/G/c pool, minute by minute: a steady state (Allen-Cunneen, analytic.py) while the
+site keeps up, a fluid backlog (fluid.py) while it is offered more than it can do and until that queue drains.
 
-For fleets too large to simulate job by job. Per site and hour:
-  1. arrivals: each (tenant, class) stream's mean rate over the hour (profile x bursts, as the event
-     simulation draws them), split over the sites it may use in proportion to their GPUs (an assumption:
-     the event simulation fills the tenant's first region first);
+For fleets too large to simulate job by job. Per site and step (a minute, fluid.STEP_S):
+  1. arrivals: each (tenant, class) stream's rate at the step (profile x bursts, as the event simulation draws
+     them; a replayed trace: its counts per hour), split over the sites it may use in proportion to their GPUs
+     (an assumption: the event simulation fills the tenant's first region first);
   2. service: the mix of the classes' perf-model durations on the site's chip, with the lognormal noise:
      E[S] = sum p_c d_c, E[S^2] = sum p_c d_c^2 exp(sigma^2), so cs^2 = E[S^2]/E[S]^2 - 1; Poisson arrivals (ca^2 = 1);
      an interactive class's d_c is its mean session length and its own spread replaces exp(sigma^2)
      (ClassInfo.length_m2); a bounded session queue (max_queue) is not modelled and is refused;
-  3. servers: GPUs available on average (MTBF / (MTBF + MTTR)), less the GPUs training partitions hold in the
-     hour (each from its start for its work's length: pre-emptions, failures' rollbacks and waits for whole
-     nodes are the event simulation's), divided by the work-weighted GPUs per job;
-  4. the hour's wait: P(W > t) = P(wait) exp(-t / m) (analytic.pool_stats).
-Day-long percentiles come from the mixture over hours, weighted by arrivals, by drawing from it (seeded).
-Not modelled: the queue carried from a busy hour into the next, batching, head-of-line blocking of k-GPU
-jobs by smaller ones. Hours with utilisation >= 1 are unstable: their waits are reported as unbounded.
+  3. capacity: GPUs available on average (MTBF / (MTBF + MTTR)), less the GPUs training partitions hold
+     (fluid.run_site: from their start until their work is done, given back to serving by the pre-emption policy
+     when the backlog's wait reaches preempt_after_s), divided by the work-weighted GPUs per job for the queue;
+  4. the wait: where the step carries no backlog, P(W > t) = P(wait) exp(-t / m) (analytic.pool_stats); where it
+     does (offered work above capacity, or the queue it left still draining), the fluid wait: the GPU-seconds
+     queued ahead over the capacity.
+Day-long percentiles come from the mixture over steps, weighted by arrivals, by drawing from it (seeded).
+Not modelled: batching, priorities among serving classes, head-of-line blocking of k-GPU jobs by smaller ones,
+nodes too fragmented for a partition, failures' rollbacks of training. Hours whose offered work is at or above
+their capacity are listed in `unstable_hours` (overloaded): their waits are the fluid backlog's.
 """
 
 from __future__ import annotations
@@ -24,14 +28,14 @@ from typing import Any
 
 import numpy as np
 
-from noor.sim.analytic import pool_stats
+from noor.sim.analytic import PoolStats, pool_stats
 from noor.sim.arrivals import mix, rate_per_s
 from noor.sim.fleet import Fleet, session_lengths
+from noor.sim.fluid import STEP_S, Backlog, occupancy, run_site
 from noor.sim.metrics import ENERGY_ASSUMPTION, QUANTILES, energy, per_kind, training_totals
 from noor.sim.scenario import ScenarioError
 
 SAMPLES = 200_000
-STEPS_PER_HOUR = 60  # the rate is averaged over each hour at one-minute points
 
 
 def _finite(x: float) -> float | None:
@@ -41,9 +45,29 @@ def _finite(x: float) -> float | None:
 def _pcts(values: np.ndarray) -> dict[str, float | None]:
     if len(values) == 0:
         return {"mean": None, **{f"p{q}": None for q in QUANTILES}}
-    # no interpolation: waits of unstable hours are inf, and inf - inf is not a number
     got = np.percentile(values, QUANTILES, method="inverted_cdf")
     return {"mean": _finite(float(values.mean())), **{f"p{q}": _finite(v) for q, v in zip(QUANTILES, got, strict=True)}}
+
+
+def _rates(fleet: Fleet, step_len: np.ndarray) -> np.ndarray:
+    """(tenant, class, step) arrivals per second: the drawn process's rate at each step's midpoint, or a replayed
+    trace's count per hour over the hour."""
+    s = fleet.scenario
+    n_steps = len(step_len)
+    rates = np.zeros((len(s.tenants), len(fleet.classes), n_steps))
+    if s.trace is not None:
+        hours = max(1, math.ceil(s.horizon_h))
+        span_s = np.clip(s.horizon_h * 3600 - np.arange(hours) * 3600.0, 0.0, 3600.0)
+        hour = np.minimum((fleet.arrivals.t_s // 3600).astype(int), hours - 1)
+        per_h = np.zeros((len(s.tenants), len(fleet.classes), hours))
+        np.add.at(per_h, (fleet.arrivals.tenant, fleet.arrivals.cls, hour), 1.0)
+        step_hour = np.minimum((np.arange(n_steps) * STEP_S // 3600).astype(int), hours - 1)
+        return (per_h / span_s)[:, :, step_hour]
+    mid_s = np.arange(n_steps) * STEP_S + step_len / 2
+    for ti, tenant in enumerate(s.tenants):
+        if tenant.requests_per_h > 0:
+            rates[ti] = mix(s, ti)[:, None] * rate_per_s(s, ti, mid_s)[None, :]
+    return rates
 
 
 def summarize(fleet: Fleet, draws: bool = False) -> dict[str, Any]:
@@ -55,27 +79,21 @@ def summarize(fleet: Fleet, draws: bool = False) -> dict[str, Any]:
             raise ScenarioError(f"classes[{i}].max_queue: a bounded session queue is not in the analytic mode (run "
                                 f"the event simulation, or size a loss system with `noor plan players`), "
                                 f"got {c.max_queue!r}")
+    # how each class's lengths spread around their mean (fluid.busy_integral): a clip's noise, a session's own law
+    spread = [(c.session_dist, c.session_sigma) if c.interactive else ("lognormal", s.duration_noise_sigma)
+              for c in fleet.classes]  # fmt: skip
     m2 = np.array([c.length_m2(s.duration_noise_sigma) for c in fleet.classes])  # E[(actual / mean)^2] per class
-    hours = max(1, math.ceil(s.horizon_h))
     horizon_s = s.horizon_h * 3600
+    hours = max(1, math.ceil(s.horizon_h))
+    n_steps = max(1, math.ceil(horizon_s / STEP_S - 1e-9))
+    step_len = np.clip(horizon_s - np.arange(n_steps) * STEP_S, 0.0, STEP_S)
+    step_hour = np.minimum((np.arange(n_steps) * STEP_S // 3600).astype(int), hours - 1)
     sigma2 = s.duration_noise_sigma**2
     n_sites, n_classes, n_tenants = len(fleet.sites), len(fleet.classes), len(s.tenants)
 
-    # 1. arrivals per (tenant, class, site, hour), per second while the hour lasts (the last may be partial)
-    span_s = np.clip(horizon_s - np.arange(hours) * 3600.0, 0.0, 3600.0)
-    rates = np.zeros((n_tenants, n_classes, hours))
-    if s.trace is not None:  # a replayed trace: its own counts per hour
-        hour = np.minimum((fleet.arrivals.t_s // 3600).astype(int), hours - 1)
-        np.add.at(rates, (fleet.arrivals.tenant, fleet.arrivals.cls, hour), 1.0)
-        rates /= span_s
-    else:
-        for ti in range(n_tenants):
-            if s.tenants[ti].requests_per_h <= 0:
-                continue
-            points = (np.arange(hours * STEPS_PER_HOUR) + 0.5) / STEPS_PER_HOUR * 3600
-            rate = rate_per_s(s, ti, points).reshape(hours, STEPS_PER_HOUR).mean(axis=1)
-            rates[ti] = mix(s, ti)[:, None] * rate[None, :]
-    lam = np.zeros((n_tenants, n_classes, n_sites, hours))
+    # 1. arrivals per (tenant, class, site, step), per second
+    rates = _rates(fleet, step_len)
+    lam = np.zeros((n_tenants, n_classes, n_sites, n_steps))
     for (ti, ci), ok in fleet.sites_for.items():
         if ok and rates[ti, ci].any():
             capacity = np.array([fleet.sites[k].gpus for k in ok], dtype=float)
@@ -84,58 +102,86 @@ def summarize(fleet: Fleet, draws: bool = False) -> dict[str, Any]:
     if not lam.any() and not fleet.training:
         raise ScenarioError("tenants: no traffic to approximate")
 
-    # 2-4. each site, each hour
+    # 2-4. each site, step by step: its backlog and partitions (fluid.py), the steady state where nothing is carried
     dur = np.array(
         [[c.latency_s.get(site.chip, math.nan) + site.job_overhead_s for site in fleet.sites] for c in fleet.classes]
     )
     k_of = np.array([c.gpus for c in fleet.classes], dtype=float)
-    p_wait = np.zeros((n_sites, hours))
-    tail = np.zeros((n_sites, hours))
-    util = np.zeros((n_sites, hours))
+    p_wait = np.zeros((n_sites, n_steps))
+    tail = np.zeros((n_sites, n_steps))
     servers = np.zeros(n_sites, dtype=int)
     unstable: list[dict[str, Any]] = []
-    busy_gpu_s = np.zeros(n_sites)
-    held = np.zeros((n_sites, hours))  # GPUs held by training partitions, mean over each hour
-    starts = np.arange(hours) * 3600.0
-    for t in fleet.training:
-        overlap = np.clip(np.minimum(starts + span_s, t.start_s + t.work_s) - np.maximum(starts, t.start_s), 0, None)
-        held[t.site] += t.gpus * np.divide(overlap, span_s, out=np.zeros(hours), where=span_s > 0)
-    busy_gpu_s += (held * span_s).sum(axis=1)
+    backlogs: list[Backlog] = []
+    training_rows: dict[str, dict[str, Any]] = {}  # by job name (unique), put back in the fleet's order below
+    queued_jobs = np.zeros((n_sites, n_steps))  # mean jobs waiting in each step (Little for the steady ones)
     for k, site in enumerate(fleet.sites):
-        per_class = lam[:, :, k, :].sum(axis=0)  # (class, hour)
+        per_class = lam[:, :, k, :].sum(axis=0)  # (class, step)
+        d = np.nan_to_num(dur[:, k])
+        total = per_class.sum(axis=0)  # (step,)
+        # GPUs the arrivals would keep busy with as many as they want, at each step (its ends' mean): the lagged
+        # offered load (fluid.occupancy); in a steady hour it is the work offered per second, λ E[S] k
+        ends = np.zeros(n_steps)
+        for ci in range(n_classes):
+            ends += k_of[ci] * occupancy(per_class[ci], float(d[ci]), *spread[ci])
+        offered = (ends + np.concatenate([[0.0], ends[:-1]])) / 2
+        instant = (per_class * (d * k_of)[:, None]).sum(axis=0)  # λ E[S] k: work offered per second, no lag
+        mean_job_s = np.divide((per_class * d[:, None]).sum(axis=0), total, out=np.zeros(n_steps), where=total > 0)
         avail = 1.0 if site.mtbf_s is None else site.mtbf_s / (site.mtbf_s + site.mttr_s)
-        work = per_class.sum(axis=1) * np.nan_to_num(dur[:, k])  # class -> busy seconds per second
+        work = (per_class * step_len).sum(axis=1) * d  # class -> GPU-seconds per GPU of a job
         k_eff = float((work * k_of).sum() / work.sum()) if work.sum() > 0 else 1.0
         servers[k] = max(1, int(site.gpus * avail / k_eff))
-        for h in range(hours):
-            lam_h = per_class[:, h]
-            total = lam_h.sum()
-            if total <= 0:
-                continue
-            serving = max(1, int((site.gpus - held[k, h]) * avail / k_eff))
-            p = lam_h / total
-            d = np.nan_to_num(dur[:, k])
+        ranks = [s.classes[ci].priority + s.tenants[ti].priority
+                 for ti in range(n_tenants) for ci in range(n_classes) if lam[ti, ci, k].any()]  # fmt: skip
+        backlog = run_site(offered, mean_job_s, step_len, site.gpus, avail,
+                           [t for t in fleet.training if t.site == k], s.scheduling.preemption,
+                           s.scheduling.preempt_after_s, min(ranks) if ranks else None)  # fmt: skip
+        backlogs.append(backlog)
+        training_rows.update({row["name"]: {**row, "site": site.name} for row in backlog.training})
+        carries = backlog.carries()
+        mid_queue = (backlog.queued_s + np.maximum(backlog.queued_s + backlog.slope * step_len, 0.0)) / 2
+        queued_jobs[k] = np.where(carries, np.divide(mid_queue, mean_job_s * k_eff, out=np.zeros(n_steps),
+                                                     where=mean_job_s > 0), 0.0)  # fmt: skip
+        cache: dict[tuple[float, float, float, int], PoolStats] = {}
+        for i in np.flatnonzero(~carries & (total > 0)).tolist():
+            p = per_class[:, i] / total[i]
             mean_s = float((p * d).sum())
-            cs2 = float((p * d * d * m2).sum() / mean_s**2 - 1)
-            stats = pool_stats(float(total), mean_s, serving, service_cv2=max(cs2, 0.0))
-            util[k, h] = min(stats.utilisation, 1.0)
-            p_wait[k, h] = stats.p_wait
-            tail[k, h] = stats.wait_mean_s / stats.p_wait if stats.stable and stats.p_wait > 0 else (
-                0.0 if stats.stable else math.inf)
-            if not stats.stable:
-                unstable.append({"site": site.name, "hour": h, "utilisation": stats.utilisation})
-            busy_gpu_s[k] += float((lam_h * d * k_of).sum()) * span_s[h]
+            cs2 = max(float((p * d * d * m2).sum() / mean_s**2 - 1), 0.0)
+            # the modified offered load: the steady state at the lagged load (Jennings, Mandelbaum, Massey and Whitt,
+            # "Server staffing to meet time-varying demand", Management Science 42(10), 1996)
+            arrivals = float(total[i] * offered[i] / instant[i]) if instant[i] > 0 else 0.0
+            key = (arrivals, mean_s, cs2, max(1, int(backlog.capacity[i] / k_eff)))
+            if key not in cache:
+                cache[key] = pool_stats(key[0], mean_s, key[3], service_cv2=cs2)
+            stats = cache[key]
+            if stats.stable and stats.p_wait > 0:  # an unstable steady state here has no backlog yet: no wait
+                p_wait[k, i], tail[k, i] = stats.p_wait, stats.wait_mean_s / stats.p_wait
+                queued_jobs[k, i] = total[i] * stats.wait_mean_s
+        for h in range(hours):
+            mine = step_hour == h
+            cap = float((backlog.capacity[mine] * step_len[mine]).sum())
+            load = float((offered[mine] * step_len[mine]).sum())
+            if load > 0 and load >= cap:
+                unstable.append({"site": site.name, "hour": h, "utilisation": load / cap if cap > 0 else math.inf})
 
-    # day-long distributions: draw (tenant, class, site, hour) by arrivals, then a wait and a duration
+    training = [training_rows[t.name] for t in fleet.training]
+
+    # day-long distributions: draw (tenant, class, site, step) by arrivals, then a wait and a duration
     rng = np.random.default_rng([s.seed, 7])
-    per = lam * span_s  # jobs per (tenant, class, site, hour)
+    per = lam * step_len  # jobs per (tenant, class, site, step)
     weights = per.ravel()
     total_jobs = float(weights.sum())
     n_draws = SAMPLES if total_jobs > 0 else 0  # none: a site that only trains
     comp = rng.choice(weights.size, size=n_draws, p=weights / total_jobs) if n_draws else np.zeros(0, dtype=int)
-    t_of, c_of, s_of, h_of = np.unravel_index(comp, lam.shape)
-    waits = np.where(rng.uniform(size=n_draws) < p_wait[s_of, h_of],
-                     rng.exponential(1.0, n_draws) * tail[s_of, h_of], 0.0)
+    t_of, c_of, s_of, i_of = np.unravel_index(comp, lam.shape)
+    carried = np.array([b.carries() for b in backlogs]) if backlogs else np.zeros((0, n_steps), bool)
+    fluid = np.zeros(n_draws)
+    u = rng.uniform(size=n_draws)
+    for k, backlog in enumerate(backlogs):
+        mine = s_of == k
+        fluid[mine] = backlog.wait_s(i_of[mine], u[mine], step_len)
+    steady = np.where(rng.uniform(size=n_draws) < p_wait[s_of, i_of],
+                      rng.exponential(1.0, n_draws) * tail[s_of, i_of], 0.0)  # fmt: skip
+    waits = np.where(carried[s_of, i_of], fluid, steady)
     noise = np.exp(rng.normal(-sigma2 / 2, math.sqrt(sigma2), n_draws))
     for i, c in enumerate(fleet.classes):  # a session's length spreads its own way
         if c.interactive and (mine := c_of == i).any():
@@ -156,11 +202,13 @@ def summarize(fleet: Fleet, draws: bool = False) -> dict[str, Any]:
     by_region = [group(r, site_region[s_of] == r, float(per[:, :, site_region == r].sum())) for r in regions]
     tenants = [group(t.name, t_of == i, float(per[i].sum())) for i, t in enumerate(s.tenants)]
 
+    held = np.array([b.held for b in backlogs])  # (site, step) GPUs training holds
     sites = []
     for k, site in enumerate(fleet.sites):
         gpu_s = site.gpus * horizon_s
         avail = 1.0 if site.mtbf_s is None else site.mtbf_s / (site.mtbf_s + site.mttr_s)
-        busy, down = min(busy_gpu_s[k], gpu_s * avail), gpu_s * (1 - avail)
+        trained = float((held[k] * step_len).sum())
+        busy, down = min(float(backlogs[k].served_s.sum()) + trained, gpu_s * avail), gpu_s * (1 - avail)
         idle = max(gpu_s - busy - down, 0.0)
         failures = site.gpus * avail * horizon_s / site.mtbf_s if site.mtbf_s else 0.0
         # a failure hits a busy GPU with probability = utilisation and throws away half a job on average
@@ -170,7 +218,7 @@ def summarize(fleet: Fleet, draws: bool = False) -> dict[str, Any]:
             "name": site.name, "region": site.region, "chip": site.chip, "gpus": site.gpus,
             "servers": int(servers[k]), "utilisation": busy / gpu_s, "busy_gpu_h": busy / 3600,
             "down_gpu_h": down / 3600, "lost_work_gpu_h": lost / 3600, "failures": failures,
-            "training_gpu_h": float((held[k] * span_s).sum()) / 3600,
+            "training_gpu_h": trained / 3600,
             **energy(site, busy, idle), "cost_usd": site.gpus * s.horizon_h * site.usd_per_gpu_hour,
         })
     total_gpus = sum(site.gpus for site in fleet.sites)
@@ -190,21 +238,22 @@ def summarize(fleet: Fleet, draws: bool = False) -> dict[str, Any]:
         **{key: v for key, v in group("all", np.ones(n_draws, bool), total_jobs).items() if key != "name"},
     }
     gpu_s = (per.sum(axis=(0, 3)) * np.nan_to_num(dur) * k_of[:, None]).sum(axis=1)  # (class,) GPU-seconds
-    training = [{
-        "name": t.name, "site": fleet.sites[t.site].name, "gpus": t.gpus, "priority": t.priority,
-        "work_h": t.work_s / 3600, "progress_h": float(np.clip(horizon_s - t.start_s, 0, t.work_s)) / 3600,
-        "done_at_h": (t.start_s + t.work_s) / 3600 if t.start_s + t.work_s <= horizon_s else None,
-        "preemptions": None, "failures": None, "lost_gpu_h": 0.0, "restart_gpu_h": 0.0, "waited_h": 0.0,
-        "held_gpu_h": t.gpus * float(np.clip(horizon_s - t.start_s, 0, t.work_s)) / 3600,
-    } for t in fleet.training]  # fmt: skip
-    training_gpu_s = float((held * span_s).sum())
+    training_gpu_s = float((held * step_len).sum())
     overall.update(per_kind(fleet, per.sum(axis=(0, 2, 3)), gpu_s, overall["cost_usd"], training_gpu_s))
     if training:
         overall.update(training_totals(training))
-    lq = np.where(np.isfinite(tail), lam[:, :, :, :].sum(axis=(0, 1)) * p_wait * tail, math.nan)  # Little: Lq = λ Wq
-    # busy GPUs per site and hour: offered GPU-seconds per second (all served, capped at the site's GPUs)
-    busy_series = np.minimum(np.einsum("tcsh,cs,c->sh", lam, np.nan_to_num(dur), k_of) + held,
-                             np.array([site.gpus for site in fleet.sites], dtype=float)[:, None])
+
+    def hourly(x: np.ndarray) -> np.ndarray:
+        """(site, step) -> (site, hour): the mean over each hour's steps."""
+        out = np.zeros((x.shape[0], hours))
+        for h in range(hours):
+            mine = step_hour == h
+            out[:, h] = (x[:, mine] * step_len[mine]).sum(axis=1) / step_len[mine].sum()
+        return out
+
+    served = np.array([b.served_s for b in backlogs]) / np.where(step_len > 0, step_len, 1.0)
+    busy_series = np.minimum(hourly(served + held), np.array([site.gpus for site in fleet.sites], float)[:, None])
+    lq, held_h = hourly(queued_jobs), hourly(held)
     sessions = []
     for i, c in enumerate(fleet.classes):
         if not c.interactive:
@@ -213,7 +262,7 @@ def summarize(fleet: Fleet, draws: bool = False) -> dict[str, Any]:
         at_once = float((per[:, i] * np.nan_to_num(dur[i])[:, None]).sum() / horizon_s)  # Little: L = λ E[S]
         used = sorted({k for (_, ci), ok in fleet.sites_for.items() if ci == i for k in ok})
         chips = sum(fleet.sites[k].gpus for k in used)
-        waited = float((per[:, i] * p_wait[None]).sum())
+        waited = float((per[:, i] * np.where(carried, 1.0, p_wait)[None]).sum())
         sessions.append({
             "name": c.name, "model": c.model, "fps": c.fps, "sessions": round(float(per[:, i].sum())),
             "started": round(float(per[:, i].sum())), "refused": 0, "queued": round(waited), "refused_share": 0.0,
@@ -231,7 +280,8 @@ def summarize(fleet: Fleet, draws: bool = False) -> dict[str, Any]:
         "home_regions": sorted(set(home)),
     }
     if training:
-        series["training_gpus"] = {r: [float(held[site_region == r, h].sum()) for h in range(hours)] for r in regions}
+        series["training_gpus"] = {r: [float(held_h[site_region == r, h].sum()) for h in range(hours)]
+                                   for r in regions}  # fmt: skip
     extra = {"_draws": {"cls": c_of, "tenant": t_of, "wait": waits, "e2e": e2e}} if draws else {}
     return {**extra, "fleet": overall, "classes": classes, "sessions": sessions, "training": training,
             "regions": by_region,

@@ -204,7 +204,7 @@ def merge(s: Scenario, runs: list[dict[str, Any]], analytic: bool) -> dict[str, 
         overall["training_gpu_h"] = overall.pop("held_gpu_h")
         overall["training_lost_gpu_h"] = overall.pop("lost_gpu_h")
         counted = [(h, t["preemptions"]) for t, h in zip(training_rows, with_halls, strict=True)]
-        overall["preemptions"] = None if analytic else sum(h * n for h, n in counted)
+        overall["preemptions"] = sum(h * n for h, n in counted)
         overall["training_cost_usd"] = sum(h * r["fleet"].get("training_cost_usd", 0.0)
                                            for r, h in zip(runs, halls, strict=True))  # fmt: skip
     overall["unstable_hours"] = [u for r in runs for u in r["fleet"].get("unstable_hours", [])]
@@ -259,7 +259,7 @@ def merge(s: Scenario, runs: list[dict[str, Any]], analytic: bool) -> dict[str, 
         for t in r.get("training", []):
             training.append({**t, "name": f"{t['name']} (x{h} halls)", "halls": h,
                              **_summed([t], [h], ("gpus", "held_gpu_h", "lost_gpu_h", "restart_gpu_h")),
-                             "preemptions": None if t["preemptions"] is None else h * t["preemptions"],
+                             "preemptions": h * t["preemptions"],
                              "failures": None if t["failures"] is None else h * t["failures"]})  # fmt: skip
 
     series: dict[str, Any] = {"t_h": runs[0]["series"]["t_h"]}
@@ -313,6 +313,9 @@ def run(
         "events_represented": sum(h * r["core"]["events"] for r, h in zip(done, halls, strict=True)),
         "processes": min(jobs, len(parts)), "cpu_s": sum(r["core"]["cpu_s"] for r in done),
         "halls": [{"site": site.name, "halls": h, "events": r["core"]["events"], "wall_s": r["core"]["wall_s"],
-                   "cpu_s": r["core"]["cpu_s"]} for site, h, r in zip(s.sites, halls, done, strict=True)],
+                   "cpu_s": r["core"]["cpu_s"], "jobs": r["fleet"]["jobs"], "wait_s": r["fleet"]["wait_s"],
+                   "utilisation": r["sites"][0]["utilisation"],
+                   "preemptions": sum(t["preemptions"] or 0 for t in r.get("training", []))}
+                  for site, h, r in zip(s.sites, halls, done, strict=True)],  # one hall of each site, as run
     }  # fmt: skip
     return out

@@ -50,8 +50,8 @@ def tables(result: dict[str, Any]) -> list[Table]:
     if unstable:
         hours = ", ".join(f"{u['site']} hour {u['hour']} ({100 * u['utilisation']:.0f}%)" for u in unstable[:6])
         more = f" and {len(unstable) - 6} more" if len(unstable) > 6 else ""
-        fleet.caption = (f"{len(unstable)} site-hour(s) at utilisation >= 100%: {hours}{more}. Their queues grow "
-                         "without bound, so waits there have no steady state ('-'); the event simulation shows them.")
+        fleet.caption = (f"{len(unstable)} site-hour(s) offered at least their capacity: {hours}{more}. No steady "
+                         "state there: their queue grows and drains after, a fluid backlog (noor.sim.fluid).")
     core = result.get("core", {})
     if "halls" in f:  # a campus: every hall, one simulated per site of identical halls
         fleet.caption = (fleet.caption + "\n" if fleet.caption else "") + (
