@@ -189,7 +189,7 @@ class DiffusersBackend:
             self._guidance_split(pipe, task, kwargs),
             work.during(pipe, kwargs, task.seed) if work else contextlib.nullcontext(),
         ):
-            out = pipe(**kwargs)
+            out = work.call(pipe, kwargs) if work else pipe(**kwargs)
         # 4. to uint8 frames
         frames = to_uint8(out.images[0] if hasattr(out, "images") else out.frames[0])
         if work:

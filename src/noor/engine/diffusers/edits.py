@@ -133,24 +133,25 @@ class Work:
         """The canvas as the pipeline's normalised latents (`video_latents`)."""
         return video_latents(pipe, self.canvas, generator)
 
+    def call(self, pipe: Any, kwargs: dict[str, Any]) -> Any:
+        """The pipeline's output for the call `kwargs`: a FlowEdit's own loop over the pipeline's parts
+        (`flowedit.edit`), or the pipeline's call."""
+        if not self.flow:
+            return pipe(**kwargs)
+        scheduler, first = self.flow
+        return flowedit.edit(pipe, self.canvas, str(self.task.source_prompt), kwargs, scheduler, first)
+
     @contextlib.contextmanager
     def during(self, pipe: Any, kwargs: dict[str, Any], seed: int) -> Iterator[None]:
-        """Around the call: an edit's skipped steps reported as done (`skipped`); a FlowEdit run instead of the
-        pipeline's own loop (`flowedit.calling`); a Wan SDEdit's schedule from its first step (`from_step`); a
+        """Around the call: an edit's skipped steps reported as done (`skipped`); a Wan SDEdit's schedule from its
+        first step (`from_step`); a
         video reframe's known region re-injected at each step (`Reinject`), before the backend's own step
         callback. Nothing else (the image pipelines start where `strength` says and re-inject the region
         themselves)."""
         if self.task.operation == "edit":
             self.skipped(pipe, kwargs)
-        if self.flow:
-            scheduler, first = self.flow
-            assert self.task.source_prompt is not None
-
-            def run(**call: Any) -> Any:
-                return flowedit.edit(pipe, self.canvas, str(self.task.source_prompt), call, scheduler, first)
-
-            with flowedit.calling(pipe, run):
-                yield
+        if self.flow:  # `call` runs FlowEdit's own loop
+            yield
             return
         wan = self.kind == "video" and type(pipe).__name__.startswith("Wan")
         if self.task.operation == "edit" and wan and self.first[0] > 0:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -358,16 +358,3 @@ def edit(pipe: Any, canvas: np.ndarray, source_prompt: str, call: dict[str, Any]
                 z = callback(pipe, i, t, {"latents": z}).pop("latents", z)
         # 4. decode as the pipeline does
         return parts.output(z)
-
-
-@contextlib.contextmanager
-def calling(pipe: Any, run: Callable[..., Any]) -> Iterator[None]:
-    """Within: `pipe(**kwargs)` returns `run(**kwargs)`. Python looks a call's `__call__` up on the class, not the
-    instance, so the pipeline's class is swapped for a subclass of the same name that calls `run`, and swapped back
-    after (the backend calls the pipeline of a task's mode; FlowEdit is another loop over the same parts)."""
-    cls = pipe.__class__
-    pipe.__class__ = type(cls.__name__, (cls,), {"__call__": lambda self, **kwargs: run(**kwargs)})
-    try:
-        yield
-    finally:
-        pipe.__class__ = cls
