@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -141,3 +142,20 @@ def test_the_cli_runs_a_campus_and_refuses_bad_input(noor: Callable[..., tuple[i
     path.write_text(text.replace("share = 0.5", "share = 1.2"))
     code, _, err = noor("simulate", "run", str(path))
     assert code == 2 and "training[0].share: input should be less than or equal to 1, got 1.2" in err
+
+
+def test_the_cli_compares_the_event_simulation_with_the_analytic_mode(
+    noor: Callable[..., tuple[int, str, str]], tmp_path: Path
+) -> None:
+    """`noor simulate compare`: both modes of one scenario in one run, each figure side by side with the analytic
+    mode's error; a bad scenario is one line and exit 2."""
+    out_json = tmp_path / "compare.json"
+    path = EXAMPLES / "site-35mw.toml"
+    code, out, err = noor("simulate", "compare", str(path), "--set", "horizon_h=2", "--json", str(out_json))
+    assert code == 0, err
+    assert "event simulation vs analytic mode" in out and "analytic vs event" in out
+    rows = {(r["name"], r["figure"]): r for r in json.loads(out_json.read_text())["rows"]}
+    fleet = rows[("fleet", "utilisation")]
+    assert 0 < fleet["event"] < 1 and 0 < fleet["analytic"] < 1 and fleet["diff"].endswith("%")
+    code, _, err = noor("simulate", "compare", str(path), "--set", "horizon_h=-1")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "horizon_h" in err

@@ -107,6 +107,33 @@ def simulate_run(
         console.print(f"wrote {html}")
 
 
+@simulate_app.command("compare")
+def simulate_compare(
+    scenario: ScenarioFile,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the rows and timings as JSON")] = None,
+    seed: Annotated[int | None, typer.Option(help="override the scenario's seed")] = None,
+    set_: SetOption = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="a [campus]'s halls run at once (local "
+                                                                  "processes)")] = 2,
+) -> None:
+    """Run one scenario both ways, event by event and analytically, in one run: each figure (fleet, class, hall)
+    side by side with the analytic mode's error, and how long each mode took."""
+    from noor import sim
+    from noor.sim.compare import compare, table
+
+    data = _scenario_data(scenario, seed, set_)
+    try:
+        parsed = sim.parse(data)
+        with console.status(f"simulating {scenario.name} event by event, then analytically"):
+            result = compare(parsed, jobs=jobs)
+    except sim.ScenarioError as err:
+        raise BadInput(f"{scenario.name}: {err}") from err
+    Console(width=None if sys.stdout.isatty() else 160).print(table(result))
+    if json_out is not None:
+        _write(json_out, json.dumps(result, indent=2), "--json")
+        console.print(f"wrote {json_out}")
+
+
 @simulate_app.command("sweep")
 def simulate_sweep(
     scenario: ScenarioFile,

@@ -1,6 +1,6 @@
 """The event simulation and the analytic mode side by side, measured in one run.
 
-    python -m noor.sim.compare examples/sim/halo-2gw-peak.toml [--jobs 2] [--json compare.json]
+    noor simulate compare examples/sim/halo-2gw-peak.toml [--jobs 2] [--json compare.json]
 
 Runs the same parsed scenario both ways (a campus's halls in `--jobs` processes each, as `noor simulate run`
 does), then lists, for the whole fleet, each class and each site (on a campus: the one hall simulated for each
@@ -11,18 +11,13 @@ before and after: a shared machine's figures say so).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
-from noor.sim.scenario import Scenario, ScenarioError, load
+from noor.sim.scenario import Scenario
 
 
 def _diff(event: float | None, analytic: float | None) -> str:
@@ -94,28 +89,3 @@ def table(out: dict[str, Any]) -> Table:
                  f"offered at least their capacity; load average {la['before']:.1f} before, {la['after']:.1f} after "
                  f"({out['cpus']} CPUs)")  # fmt: skip
     return t
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m noor.sim.compare", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    ap.add_argument("scenario", type=Path)
-    ap.add_argument("--jobs", type=int, default=2, help="a campus's halls run at once (processes)")
-    ap.add_argument("--json", type=Path, help="write the rows and timings as JSON")
-    args = ap.parse_args(argv)
-    if args.jobs < 1:
-        print(f"noor.sim.compare: error: --jobs must be >= 1, got {args.jobs}", file=sys.stderr)
-        return 2
-    try:
-        out = compare(load(args.scenario), jobs=args.jobs)
-    except ScenarioError as err:
-        print(f"noor.sim.compare: error: {err}", file=sys.stderr)
-        return 2
-    Console(width=None if sys.stdout.isatty() else 140).print(table(out))
-    if args.json is not None:
-        args.json.write_text(json.dumps(out, indent=2), encoding="utf-8")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
