@@ -64,6 +64,8 @@ class ModelSpec:
     # what the model would tell a user about a prompt before drawing it (words it does not know, what it
     # draws poorly): notes, never refusals
     prompt_notes: Callable[[str], list[str]] | None = field(default=None, repr=False)
+    # (width, height) it draws an edit's or a reframe's canvas at, when not the task's size (noted)
+    canvas: Callable[[Task], tuple[int, int]] | None = field(default=None, repr=False)
     # what it does poorly when asked for a capability it has (measured, docs/noor-tiny.md): noted, never refused
     caveats: Mapping[str, str] = field(default_factory=dict)
     # the ranks each request runs on (an open model's models.toml `parallel`); None: one. `load(parallel=plan)`
@@ -90,9 +92,7 @@ class ModelSpec:
         if task.operation == UPSCALE:
             return task, notes
         if task.operation == REFRAME:  # the canvas is drawn at the asked aspect, at the model's scale
-            from noor.engine.tiny.backend import canvas
-
-            width, height = canvas(task)
+            width, height = self.canvas(task) if self.canvas else (task.width, task.height)
             if (width, height) != (task.width, task.height):
                 side = min(self.native_width, self.native_height)
                 notes.append(
@@ -251,6 +251,12 @@ def _load_tiny(threads: int | None = None, weights: Path | None = None) -> Backe
     return TinyBackend(weights or settings().tiny_weights, threads=threads)
 
 
+def _tiny_canvas(task: Task) -> tuple[int, int]:
+    from noor.engine.tiny.backend import canvas
+
+    return canvas(task)
+
+
 def _tiny_prompt_notes(prompt: str) -> list[str]:
     """The words noor-tiny does not know (of the configured weights', else the packaged ones' vocabulary), and
     that it draws one object of two (measured by `noor eval tiny`: docs/noor-tiny.md)."""
@@ -353,6 +359,7 @@ def _register_builtin() -> None:
             capabilities=frozenset(CAPABILITIES) | {EDIT, REFRAME, KEYFRAMES},
             weights_option=True,
             prompt_notes=_tiny_prompt_notes,
+            canvas=_tiny_canvas,
             caveats={  # `noor eval tiny` on the shipped weights, 2026-12-05
                 "end_frame": "tiny does not move toward an end frame: it appears at the last frame (the step into it "
                 "is about 20x the clip's median step)",
