@@ -66,7 +66,6 @@ def test_under_the_sources_own_prompt_flowedit_returns_the_source_through_its_va
         out = parts.output(parts.source())
     through_vae = to_uint8(out.images[0] if hasattr(out, "images") else out.frames[0])
     assert np.array_equal(media.frames, through_vae)
-    assert type(pipe) is getattr(diffusers, backend.family.pipelines["edit"])  # its own class again after the call
     # the steps before the first are reported when the edit starts: progress ends at the task's full steps
     assert reports[-1] == (8, 8) and len(reports) == 8, reports
 
