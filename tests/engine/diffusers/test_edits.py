@@ -1,6 +1,7 @@
-"""Edit and reframe on the open families (#29), on toy LTX-Video, FLUX.1 and SD3.5 (random weights): an edit keeps its
-source's size and length and strays further at a higher level; a reframe draws the canvas around the source,
-its region re-injected at every step (LTX: `edits.Reinject`); a family without the capability is refused by name."""
+"""Edit and reframe on the open families (#29), on toy LTX-Video, Wan 2.1 (T2V and VACE), FLUX.1 and SD3.5 (random
+weights): an edit keeps its source's size and length and strays further at a higher level; a reframe draws the canvas
+around the source, its region re-injected at every step (LTX: `edits.Reinject`); progress counts the steps the
+pipelines run; a family without the capability is refused by name."""
 
 from __future__ import annotations
 
@@ -75,33 +76,39 @@ def _diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(float) - b.astype(float)).mean())
 
 
+def _timesteps(pipe: object, mp: pytest.MonkeyPatch) -> list[float]:
+    """The timestep of each call of the pipeline's transformer from now on (a step makes one call or more:
+    guidance, FlowEdit's two prompts; its pipelines share it)."""
+    transformer = pipe.transformer  # type: ignore[attr-defined]
+    forward, seen = transformer.forward, list[float]()
+
+    def spy(*args: object, timestep: torch.Tensor, **kw: object) -> object:
+        seen.append(float(timestep.max()))
+        return forward(*args, timestep=timestep, **kw)
+
+    mp.setattr(transformer, "forward", spy)
+    return seen
+
+
 def _drawn_latents(backend: DiffusersBackend, task: Task) -> tuple[Media, np.ndarray, int]:
     """The task's output, the latents its pipeline decoded (the VAE's own latent space), and the steps its pipeline
-    ran (its scheduler's steps). Its progress ends at the task's full steps: an edit reports the steps it skips as
-    done when it starts."""
+    ran (the timesteps its transformer was called at). Its progress counts those steps, one report each, and ends at
+    their number."""
     pipe = backend.pipe(task.operation)
-    vae, scheduler = pipe.vae, pipe.scheduler
-    seen, steps, reports = [], [], []
-    decode, step = vae.decode, scheduler.step
+    seen, reports = [], []
+    decode = pipe.vae.decode
 
     def spy(z: torch.Tensor, *args: object, **kw: object) -> object:
         seen.append(z.detach().numpy().copy())
         return decode(z, *args, **kw)
 
-    def counted(*args: object, **kw: object) -> object:
-        steps.append(1)
-        return step(*args, **kw)
-
-    scheduler.step = counted  # an instance attribute, deleted after: the class's method shows through again
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(vae, "decode", spy)
-            (media,) = backend.generate([task], progress=lambda done, total: reports.append((done, total)))
-    finally:
-        del scheduler.step
-    full = task.steps or backend.spec.default_steps
-    assert reports[-1] == (full, full) and len(reports) == full, reports
-    return media, seen[-1], len(steps)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipe.vae, "decode", spy)
+        timesteps = _timesteps(pipe, mp)
+        (media,) = backend.generate([task], progress=lambda done, total: reports.append((done, total)))
+    ran = len(set(timesteps))  # one each step
+    assert reports == [(k, ran) for k in range(1, ran + 1)], (ran, reports)
+    return media, seen[-1], ran
 
 
 def _encoded(backend: DiffusersBackend, source: Media, mode: str) -> np.ndarray:
@@ -116,14 +123,14 @@ def _encoded(backend: DiffusersBackend, source: Media, mode: str) -> np.ndarray:
         return pipe.vae.encode(pixels).latent_dist.mode().numpy()
 
 
-@pytest.mark.parametrize("family", ["ltx-video", "wan2.1-vace", "flux.1-dev", "sd3.5"])
+@pytest.mark.parametrize("family", ["ltx-video", "wan2.1-vace", "wan2.1-t2v", "flux.1-dev", "sd3.5"])
 def test_an_edit_keeps_the_sources_shape_and_strays_further_at_a_higher_level(
     toys: Toy, data_dir: Path, family: str
 ) -> None:
     backend = _backend(toys, family)
     spec = registry.get(f"toy-{family}")
-    assert {"edit", "reframe"} <= spec.capabilities
-    frames = {"ltx-video": 9, "wan2.1-vace": 5}.get(family, 1)
+    assert "edit" in spec.capabilities and ("reframe" in spec.capabilities) == (family != "wan2.1-t2v")
+    frames = {"ltx-video": 9, "wan2.1-vace": 5, "wan2.1-t2v": 5}.get(family, 1)
     source = _source(frames, 32, 32)  # the toy's own size and length
     # measured in the VAE's latent space: the toys' random decoders draw nearly the same pixels from any latents
     # (LTX: 0.4 of 255 apart between adhere_1 and reimagine_3), so pixels cannot show how far an edit strayed
@@ -187,6 +194,27 @@ def test_a_video_reframe_draws_the_canvas_with_the_source_reinjected(toys: Toy, 
     assert _diff(seen[0][0], seen[0][1]) > 0  # noised to the level of the step before
 
 
+def test_progress_counts_the_steps_the_pipelines_run_in_a_batch(toys: Toy, data_dir: Path) -> None:
+    """An edit (from its level), a reframe and a generation in one call: the total is the steps the pipelines run,
+    each reported once, so the count ends at the total (it counted the edit's skipped steps as well, and reported
+    them as done when it started)."""
+    backend = _backend(toys, "ltx-video")
+    source = _source(9, 32, 32)
+    tasks = [
+        Task(prompt="a red ball", width=32, height=32, num_frames=9, source=source, edit_mode="adhere_1", seed=1),
+        Task(prompt="a beach", width=64, height=32, num_frames=9, source=source, reframe=True, seed=2),
+        Task(prompt="a beach", width=32, height=32, num_frames=9, steps=3, seed=3),
+    ]
+    reports: list[tuple[int, int]] = []
+    with pytest.MonkeyPatch.context() as mp:
+        calls = _timesteps(backend.pipe("t2v"), mp)  # LTX guides in one batched call: one call a step
+        edited, _, _ = backend.generate(tasks, progress=lambda done, total: reports.append((done, total)))
+    (note,) = [n for n in edited.notes if n.startswith("adhere_1")]
+    first = int(note.split("steps ")[1].split("..")[0])
+    assert first > 1 and len(calls) == (8 - first + 1) + 8 + 3, (note, len(calls))  # the reframe: all 8 steps
+    assert reports == [(k, len(calls)) for k in range(1, len(calls) + 1)], reports
+
+
 @pytest.mark.parametrize("family", ["flux.1-dev", "sd3.5"])
 def test_an_image_reframe_outpaints_around_the_source(toys: Toy, data_dir: Path, family: str) -> None:
     backend = _backend(toys, family)
@@ -201,11 +229,12 @@ def test_an_image_reframe_outpaints_around_the_source(toys: Toy, data_dir: Path,
 def test_families_without_the_capability_or_a_video_for_an_image_model_are_refused(toy: Toy, data_dir: Path) -> None:
     from tests.engine.diffusers.test_backend import _add
 
-    _add(toy, "wan2.1-t2v", "wan")
+    _add(toy, "wan2.2-t2v-a14b", "a14b")  # two experts: no edit (families.py says why)
     video = _source(5, 32, 32)
-    with pytest.raises(TaskError, match="edit: model 'wan' cannot do edit"):
-        registry.get("wan").check(Task(prompt="a cat", width=32, height=32, num_frames=5, source=video,
-                                       edit_mode="flex_1"))  # fmt: skip
+    with pytest.raises(TaskError, match="edit: model 'a14b' cannot do edit"):
+        registry.get("a14b").check(Task(prompt="a cat", width=32, height=32, num_frames=5, source=video,
+                                        edit_mode="flex_1"))  # fmt: skip
+    _add(toy, "wan2.1-t2v", "wan")  # edits, but has no masked-denoising pipeline to reframe with
     with pytest.raises(TaskError, match="reframe: model 'wan' cannot do reframe"):
         registry.get("wan").check(Task(prompt="", width=64, height=32, num_frames=5, source=video, reframe=True))
     _add(toy, "flux.1-schnell", "flux")

@@ -1,7 +1,7 @@
 """FlowEdit on the open families (`noor.engine.diffusers.flowedit`), on toy SD3.5, FLUX.1, Wan 2.1 VACE, LTX-Video and
 Wan 2.1 T2V (random weights): under the source's own prompt an edit returns the source as its VAE decodes it; under
-another it moves, less far than SDEdit from the same step; an edit without a source prompt, or in a reimagine mode,
-goes by SDEdit as before."""
+another it moves, less far than SDEdit from the same step; its progress counts the steps it runs; an edit without a
+source prompt, or in a reimagine mode, goes by SDEdit as before."""
 
 from __future__ import annotations
 
@@ -14,16 +14,16 @@ import torch
 
 from noor.engine.diffusers import flowedit
 from noor.engine.diffusers.backend import to_uint8
-from noor.engine.diffusers.edits import Work, scheduled
+from noor.engine.diffusers.edits import Work
 from noor.engine.task import Task
 from tests.engine.diffusers import test_edits
-from tests.engine.diffusers.test_edits import Toy, _backend, _drawn_latents, _encoded, _source
+from tests.engine.diffusers.test_edits import Toy, _backend, _drawn_latents, _encoded, _source, _timesteps
 
 # test_edits' toys (SD3.5 with 16 latent channels, Wan VACE, and the session's others), as fixtures here
 sd3_16, vace, edit_toys = test_edits.sd3_16, test_edits.vace, test_edits.toys
 
 SOURCE_PROMPT = "a red circle on the green"
-FAMILIES = ["sd3.5", "flux.1-dev", "wan2.1-vace", "ltx-video"]
+FAMILIES = ["sd3.5", "flux.1-dev", "wan2.1-vace", "wan2.1-t2v", "ltx-video"]
 
 
 def _task(frames: int, mode: str = "adhere_1", prompt: str = "a blue square", source_prompt: str | None = None) -> Task:
@@ -32,7 +32,7 @@ def _task(frames: int, mode: str = "adhere_1", prompt: str = "a blue square", so
 
 
 def _frames(family: str) -> int:
-    return {"wan2.1-vace": 5, "ltx-video": 9}.get(family, 1)
+    return {"wan2.1-vace": 5, "wan2.1-t2v": 5, "ltx-video": 9}.get(family, 1)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -52,6 +52,7 @@ def test_under_the_sources_own_prompt_flowedit_returns_the_source_through_its_va
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(vae, "decode", spy)
+        timesteps = _timesteps(backend.pipe("edit"), mp)
         (media,) = backend.generate([task], progress=lambda done, total: reports.append((done, total)))
     (note,) = [n for n in media.notes if n.startswith("adhere_1")]
     assert note.endswith("by FlowEdit from the source's prompt"), note
@@ -66,8 +67,11 @@ def test_under_the_sources_own_prompt_flowedit_returns_the_source_through_its_va
         out = parts.output(parts.source())
     through_vae = to_uint8(out.images[0] if hasattr(out, "images") else out.frames[0])
     assert np.array_equal(media.frames, through_vae)
-    # the steps before the first are reported when the edit starts: progress ends at the task's full steps
-    assert reports[-1] == (8, 8) and len(reports) == 8, reports
+    # progress counts the steps FlowEdit runs (from the note's first), one report each (the transformer is called
+    # at one timestep a step): it ends at its total
+    ran = 8 - int(note.split("steps ")[1].split("..")[0]) + 1
+    assert 0 < ran < 8 and len(set(timesteps)) == ran, (note, sorted(set(timesteps)))
+    assert reports == [(k, ran) for k in range(1, ran + 1)], reports
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -104,39 +108,14 @@ def test_without_a_source_prompt_or_in_a_reimagine_mode_an_edit_is_sdedit(
         assert ran == 8 - int(note.split("steps ")[1].split("..")[0]) + 1, note  # the pipeline's own steps
 
 
-def test_flowedit_on_wan_t2v(toy: Toy) -> None:
-    """WanPipeline (no VACE context): the family does not edit yet (families.py), so its parts are called here."""
-    pipe = diffusers.WanPipeline.from_pretrained(toy("wan2.1-t2v"))
-    pipe.set_progress_bar_config(disable=True)
-    assert flowedit.supports(pipe)
-    canvas = _source(5, 32, 32).frames
-    scheduler = scheduled(pipe, 8, 32, 32)
-    steps: list[int] = []
-
-    def call(prompt: str) -> np.ndarray:
-        def on_step(pipe: object, i: int, t: object, tensors: dict[str, object]) -> dict[str, object]:
-            steps.append(i)
-            return tensors
-
-        kwargs = {"prompt": prompt, "guidance_scale": 5.0, "generator": torch.Generator().manual_seed(3),
-                  "callback_on_step_end": on_step}  # fmt: skip
-        return np.asarray(flowedit.edit(pipe, canvas, SOURCE_PROMPT, kwargs, scheduler, 3).frames[0])
-
-    parts = flowedit.Wan(pipe, canvas, {"guidance_scale": 5.0, "generator": None})
-    with torch.no_grad():
-        through_vae = np.asarray(parts.output(parts.source()).frames[0])
-    assert np.array_equal(call(SOURCE_PROMPT), through_vae)
-    assert steps == [3, 4, 5, 6, 7]
-    assert np.abs(call("a blue square") - through_vae).mean() > 1e-4
-
-
 def test_an_sdedit_on_wan_t2v_runs_the_steps_from_its_level(toy: Toy) -> None:
-    """WanPipeline's SDEdit, for when its family declares "edit": the source's latents noised to the first step's
-    level, and the pipeline's schedule from there (`edits.from_step`)."""
+    """WanPipeline's own SDEdit (`edits.FROM_STEP`: the source's latents noised to the first step's level, and the
+    pipeline's schedule from there), which WanVACEPipeline's edits share; no family edits by it (Wan 2.1 T2V edits by
+    WanVideoToVideoPipeline), but it is the one that keeps Wan 2.2's two experts and per-token timesteps."""
     pipe = diffusers.WanPipeline.from_pretrained(toy("wan2.1-t2v"))
     pipe.set_progress_bar_config(disable=True)
     task = _task(5)
-    work = Work.of("video", task, task)
+    work = Work.of(pipe, "video", task, task, 8)
     assert work is not None
     call = {"prompt": task.prompt, "num_inference_steps": 8, "guidance_scale": 5.0, "width": 32, "height": 32,
             "num_frames": 5, "generator": torch.Generator().manual_seed(3), "output_type": "np"}  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,28 @@ def to_uint8(frames: Any) -> np.ndarray:
     if array.ndim == 3:
         array = array[None]
     return (np.clip(array, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class _Call:
+    """A task as this backend draws it (`DiffusersBackend._call`): at `fitted`'s shape, by `pipe` (the family's
+    pipeline for its mode, its operation or its pins), in `steps` steps, of which the pipeline runs `runs`."""
+
+    task: Task
+    fitted: Task
+    notes: list[str]  # what the mapping changed (`DiffusersSpec.fit`); the drawing adds its own
+    mode: str  # the family's mode by the keyframes (`mode_of`): "t2v", "i2v" or "image"
+    start: Image.Image | None  # the keyframes at the drawn size
+    end: Image.Image | None
+    pipe: Any
+    steps: int
+    work: edits.Work | None  # an edit or a reframe
+    pins: pinned.Pins | None  # keyframes at indexes
+
+    @property
+    def runs(self) -> int:
+        """The denoising steps the pipeline runs: an edit's from its level on (`edits.Work.runs`), else all."""
+        return self.work.runs if self.work else self.steps
 
 
 class DiffusersBackend:
@@ -123,7 +146,10 @@ class DiffusersBackend:
     def generate(
         self, tasks: Sequence[Task], progress: Progress | None = None, preview: Preview | None = None
     ) -> list[Media]:
-        total = sum(t.steps or self.spec.default_steps for t in tasks)
+        # every task's pipeline and source first: progress counts the steps the pipelines will really run (an edit
+        # only those from its level)
+        calls = [self._call(task) for task in tasks]
+        total = sum(call.runs for call in calls)
         done = 0
 
         def on_step() -> None:
@@ -133,19 +159,29 @@ class DiffusersBackend:
                 progress(done, total)  # may raise Cancelled: the pipeline stops between steps
 
         # previews follow the first task's clip, as the engine's Preview contract says
-        return [self._one(task, on_step, preview if i == 0 else None) for i, task in enumerate(tasks)]
+        return [self._one(call, on_step, preview if i == 0 else None) for i, call in enumerate(calls)]
 
-    def _one(self, task: Task, on_step: Callable[[], None], preview: Preview | None = None) -> Media:
-        torch = self.torch
-        # 1. the shape the model draws (same mapping as at create time)
+    def _call(self, task: Task) -> _Call:
+        """The shape the model draws (the same mapping as at create time), the pipeline, and the task's source
+        (an edit or a reframe: `edits.Work`) or pins (keyframes at indexes)."""
         fitted, notes = self.spec.fit(task)
-        w, h, n = fitted.width, fitted.height, fitted.num_frames
+        w, h = fitted.width, fitted.height
         start = _pil(task.start_frame, w, h)
         end = start if task.loop else _pil(task.end_frame, w, h)
         mode = mode_of(self.family, start=start is not None, end=end is not None, image=fitted.is_image)
-        work = edits.Work.of(self.family.kind, task, fitted)  # an edit or a reframe: its source, its pipeline
-        pins = pinned.Pins.of(task, fitted, self.spec.geometry.temporal)  # keyframes at indexes
-        pipe = self.pipe(work.mode if work else pins.mode if pins else mode)
+        pins = pinned.Pins.of(task, fitted, self.spec.geometry.temporal)
+        # the pipeline's key in `Family.pipelines`: an edit's and a reframe's by the operation's name
+        key = task.operation if task.operation in edits.OPERATIONS else pins.mode if pins else mode
+        pipe = self.pipe(key)
+        steps = task.steps or self.spec.default_steps
+        work = edits.Work.of(pipe, self.family.kind, task, fitted, steps)
+        return _Call(task, fitted, notes, mode, start, end, pipe, steps, work, pins)
+
+    def _one(self, call: _Call, on_step: Callable[[], None], preview: Preview | None = None) -> Media:
+        torch = self.torch
+        # 1. the shape, the pipeline and the source (`_call`)
+        task, fitted, notes, pipe, work, pins = call.task, call.fitted, call.notes, call.pipe, call.work, call.pins
+        w, h, n = fitted.width, fitted.height, fitted.num_frames
         # 2. the call, with only the arguments this pipeline takes
         kwargs: dict[str, Any] = {
             "prompt": task.prompt,
@@ -154,13 +190,13 @@ class DiffusersBackend:
             "height": h,
             "num_frames": n,
             "frame_rate": task.fps,  # LTX conditions on it
-            "num_inference_steps": task.steps or self.spec.default_steps,
+            "num_inference_steps": call.steps,
             "guidance_scale": self.spec.default_guidance if task.guidance is None else task.guidance,
             "generator": torch.Generator().manual_seed(task.seed),
             "output_type": "np",
         }
-        if mode == "i2v":
-            kwargs |= keyframe_kwargs(self.family.keyframes, start, end, n)
+        if call.mode == "i2v":
+            kwargs |= keyframe_kwargs(self.family.keyframes, call.start, call.end, n)
         if work:
             kwargs |= work.kwargs(pipe, kwargs)
         if pins:
@@ -172,7 +208,7 @@ class DiffusersBackend:
         kwargs = {k: v for k, v in kwargs.items() if k in params and v is not None}
         # 3. denoise, reporting each step (and stopping between steps when cancelled); now and then offer a
         # preview of the latents so far, which the receiver decodes only if it wants one (engine.backend.Preview)
-        offered = preview_steps(kwargs.get("num_inference_steps", self.spec.default_steps))
+        offered = preview_steps(call.runs)
         step = 0
 
         def after_step(latents: Any) -> None:

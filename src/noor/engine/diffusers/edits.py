@@ -3,12 +3,13 @@
 An edit (SDEdit) takes its source to a noise level and denoises it under the new prompt. The level is
 `Task.edit_level` (EDIT_LEVELS), a noise level (sigma) as on noor-tiny: the edit starts at the first step of the
 family's own schedule at or below it (`scheduled`), which the pipeline is told as its `strength` (FLUX and SD3.5:
-`*Img2ImgPipeline`) or `denoise_strength` over the source's latents (LTX-Video: `LTXConditionPipeline`); Wan
-(VACE, and WanPipeline) has neither, so its call gets the source's latents noised there and its schedule from that
-step (`from_step`), and VACE's context video is the source's frames (motion and layout conditioned). An edit whose
-source's prompt is known (`Task.source_prompt`) in an adhere or flex mode (`noor.engine.flowedit.flow_edit`) goes
-instead by FlowEdit from the same step, on SD3.5, FLUX.1, Wan and LTX-Video (`flowedit`): what the two prompts
-share is kept.
+`*Img2ImgPipeline`; Wan 2.1 T2V: `WanVideoToVideoPipeline`) or `denoise_strength` over the source's latents
+(LTX-Video: `LTXConditionPipeline`); Wan VACE (and WanPipeline) has neither, so its call gets the source's latents
+noised there and its schedule from that step (`from_step`), and VACE's context video is the source's frames (motion
+and layout conditioned). An edit whose source's prompt is known (`Task.source_prompt`) in an adhere or flex mode
+(`noor.engine.flowedit.flow_edit`) goes instead by FlowEdit from the same step, on SD3.5, FLUX.1, Wan 2.1 (T2V and
+VACE) and LTX-Video (`flowedit`): what the two prompts share is kept. Either way the pipeline runs only the steps
+from there (`Work.runs`), which is what the backend's progress counts.
 
 A reframe places the source on the canvas (`Task.reframe_box`, the rest its edge pixels repeated: noor-tiny's
 `on_canvas`) and draws the rest by masked denoising: the known region is re-injected at each step at the current
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,12 +42,16 @@ OPERATIONS = ("edit", "reframe")
 # A reframe draws the rest from pure noise (the known region re-injected at every step), as diffusers' outpainting
 # examples do.
 REFRAME_STRENGTH = 1.0
+# The pipelines that cannot be told where to start (no `strength`): their call gets latents already noised to the
+# first step's level, and their schedule from that step (`from_step`).
+FROM_STEP = ("WanPipeline", "WanVACEPipeline")
 
 
 @dataclass(frozen=True)
 class Work:
     """A task's source as one family's pipeline takes it: the canvas at the drawn size and length (T, H, W, 3)
-    uint8, where the source is on it ((H, W) bool, a reframe's; None for an edit) and the level it is noised to."""
+    uint8, where the source is on it ((H, W) bool, a reframe's; None for an edit), the level it is noised to, and
+    where on the pipeline's schedule its denoising starts."""
 
     task: Task
     kind: str  # the family's kind: "video" or "image"
@@ -54,56 +59,67 @@ class Work:
     mask: np.ndarray | None
     level: float
     notes: tuple[str, ...]
-    started: list[str] = field(default_factory=list)  # where the edit's denoising started (`kwargs`)
-    first: list[int] = field(default_factory=list)  # the step it starts at, where the pipeline cannot be told (Wan)
-    flow: list[Any] = field(default_factory=list)  # a FlowEdit's set scheduler and first step (`kwargs`)
-
-    @property
-    def mode(self) -> str:
-        """The key of the pipeline in `Family.pipelines`."""
-        return self.task.operation
+    scheduler: Any  # a copy of the pipeline's scheduler, set for the call's steps at the canvas's size (`scheduled`)
+    steps: int  # the task's steps (the schedule's length)
+    first: int  # the first step at or below `level` (0: from pure noise)
+    flow: bool  # by FlowEdit (`noor.engine.flowedit.flow_edit`, on a pipeline `flowedit.supports`)
 
     @classmethod
-    def of(cls, kind: str, task: Task, fitted: Task) -> Work | None:
-        """The work for a task with a source (None for a generation), drawn at `fitted`'s size and length."""
+    def of(cls, pipe: Any, kind: str, task: Task, fitted: Task, steps: int) -> Work | None:
+        """The work for a task with a source (None for a generation) on `pipe` (the family's pipeline for the
+        task's operation), drawn at `fitted`'s size and length in `steps` steps."""
         if task.operation not in OPERATIONS:
             return None
         placed = on_canvas(task, fitted.num_frames, fitted.width, fitted.height)
         assert placed is not None
         level = task.edit_level if task.operation == "edit" else REFRAME_STRENGTH
-        return cls(task, kind, placed.frames, placed.mask, level, placed.notes)
+        scheduler = scheduled(pipe, steps, fitted.width, fitted.height)
+        sigmas = [float(s) for s in scheduler.sigmas[:steps]]
+        first = next((i for i, sigma in enumerate(sigmas) if sigma <= level + 1e-6), steps - 1)
+        flow = flow_edit(task) and flowedit.supports(pipe)
+        return cls(task, kind, placed.frames, placed.mask, level, placed.notes, scheduler, steps, first, flow)
+
+    @property
+    def runs(self) -> int:
+        """The denoising steps the pipeline runs: an edit's from its first step on (SDEdit and FlowEdit alike, each
+        pipeline told so by `kwargs`), all of a reframe's."""
+        return self.steps - self.first
+
+    @property
+    def started(self) -> list[str]:
+        """An edit's note of where its denoising started, and how."""
+        if self.task.operation != "edit":
+            return []
+        sigma = float(self.scheduler.sigmas[self.first])
+        how = ", by FlowEdit from the source's prompt" if self.flow else ""
+        return [
+            f"{self.task.edit_mode} (noise level {self.level:g}): steps {self.first + 1}..{self.steps} of "
+            f"{self.steps}, from noise level {sigma:.3f}{how}"
+        ]
 
     def kwargs(self, pipe: Any, call: dict[str, Any]) -> dict[str, Any]:
-        """The pipeline's source arguments, for its `call` (steps, generator) so far (none for a FlowEdit, which
-        `during` runs itself). Notes where the edit starts, and how."""
-        steps = int(call["num_inference_steps"])
-        scheduler = scheduled(pipe, steps, self.canvas.shape[2], self.canvas.shape[1])
-        sigmas = [float(s) for s in scheduler.sigmas[:steps]]
-        first = next((i for i, sigma in enumerate(sigmas) if sigma <= self.level + 1e-6), steps - 1)
-        flow = flow_edit(self.task) and flowedit.supports(pipe)
-        if self.task.operation == "edit":
-            self.started.append(
-                f"{self.task.edit_mode} (noise level {self.level:g}): steps {first + 1}..{steps} of {steps}, "
-                f"from noise level {sigmas[first]:.3f}" + (", by FlowEdit from the source's prompt" if flow else "")
-            )
-            self.first.append(first)
-        if flow:
-            self.flow.extend([scheduler, first])
+        """The pipeline's source arguments, for its `call` (generator) so far; none for a FlowEdit, which `call`
+        runs itself. Each tells its pipeline to run the `runs` last steps."""
+        if self.flow:
             return {}
+        steps, first = self.steps, self.first
         if self.kind == "image":  # img2img and inpainting start at step int(steps x (1 - strength))
             out: dict[str, Any] = {"image": Image.fromarray(self.canvas[0])}
             out["strength"] = 1.0 if first == 0 else (steps - first - 0.5) / steps
             if self.mask is not None:  # white where the model draws
                 out["mask_image"] = Image.fromarray(np.where(self.mask, 0, 255).astype(np.uint8))
             return out
-        if type(pipe).__name__.startswith("Wan"):
-            return self._wan(pipe, call, sigmas, first)
-        # LTX-Video: the canvas's latents, noised by the pipeline to the level of the first of the int(steps x
-        # denoise_strength) last steps it runs
+        name = type(pipe).__name__
+        if name in FROM_STEP:
+            return self._wan(pipe, call)
+        # the video pipelines run the last int(steps x strength) steps: WanVideoToVideoPipeline encodes its `video`
+        # and noises it there itself; LTX-Video gets the canvas's latents, noised by the pipeline
         strength = 1.0 if first == 0 else (steps - first + 0.5) / steps
+        if name == "WanVideoToVideoPipeline":
+            return {"video": [Image.fromarray(f) for f in self.canvas], "strength": strength}
         return {"latents": self.latents(pipe, call["generator"]), "denoise_strength": strength}
 
-    def _wan(self, pipe: Any, call: dict[str, Any], sigmas: list[float], first: int) -> dict[str, Any]:
+    def _wan(self, pipe: Any, call: dict[str, Any]) -> dict[str, Any]:
         """Wan (VACE, and WanPipeline): VACE takes the source's frames as its context `video`. A reframe is VACE's
         outpainting (the unknown area grey, the `mask` white there; WanPipeline: from pure noise, the region
         re-injected, `during`); an edit starts from the source's latents noised to the level (SDEdit: the
@@ -117,13 +133,14 @@ class Work:
             frames = np.where(self.mask[None, :, :, None], self.canvas, 128).astype(np.uint8)  # VACE's unknown
             mask = Image.fromarray(np.where(self.mask, 0, 255).astype(np.uint8))  # white where drawn
             return {"video": [Image.fromarray(f) for f in frames], "mask": [mask] * len(frames)}
-        if first == 0:
+        if self.first == 0:
             return {}
         import torch
 
+        sigma = float(self.scheduler.sigmas[self.first])
         x0 = self.latents(pipe, call["generator"])
         noise = torch.randn(x0.shape, generator=call["generator"], dtype=x0.dtype)
-        out = {"latents": (1.0 - sigmas[first]) * x0 + sigmas[first] * noise}
+        out = {"latents": (1.0 - sigma) * x0 + sigma * noise}
         if vace:
             mask = Image.new("L", (self.canvas.shape[2], self.canvas.shape[1]), 255)
             out |= {"video": [Image.fromarray(f) for f in self.canvas], "mask": [mask] * len(self.canvas)}
@@ -138,24 +155,19 @@ class Work:
         (`flowedit.edit`), or the pipeline's call."""
         if not self.flow:
             return pipe(**kwargs)
-        scheduler, first = self.flow
-        return flowedit.edit(pipe, self.canvas, str(self.task.source_prompt), kwargs, scheduler, first)
+        return flowedit.edit(pipe, self.canvas, str(self.task.source_prompt), kwargs, self.scheduler, self.first)
 
     @contextlib.contextmanager
     def during(self, pipe: Any, kwargs: dict[str, Any], seed: int) -> Iterator[None]:
-        """Around the call: an edit's skipped steps reported as done (`skipped`); a Wan SDEdit's schedule from its
-        first step (`from_step`); a
-        video reframe's known region re-injected at each step (`Reinject`), before the backend's own step
-        callback. Nothing else (the image pipelines start where `strength` says and re-inject the region
-        themselves)."""
-        if self.task.operation == "edit":
-            self.skipped(pipe, kwargs)
-        if self.flow:  # `call` runs FlowEdit's own loop
+        """Around the call: a Wan SDEdit's schedule from its first step (`from_step`); a video reframe's known
+        region re-injected at each step (`Reinject`), before the backend's own step callback. Nothing else (a
+        FlowEdit runs its own loop; the other pipelines start where `strength` says, and the image ones re-inject
+        the region themselves)."""
+        if self.flow:
             yield
             return
-        wan = self.kind == "video" and type(pipe).__name__.startswith("Wan")
-        if self.task.operation == "edit" and wan and self.first[0] > 0:
-            with from_step(pipe.scheduler, self.first[0]):
+        if self.task.operation == "edit" and type(pipe).__name__ in FROM_STEP and self.first > 0:
+            with from_step(pipe.scheduler, self.first):
                 yield
             return
         if self.mask is None or self.kind == "image":
@@ -165,16 +177,6 @@ class Work:
         reinject = Reinject.of(pipe, source, self.mask, seed)
         kwargs["callback_on_step_end"] = reinject.chained(kwargs.get("callback_on_step_end"))
         yield
-
-    def skipped(self, pipe: Any, kwargs: dict[str, Any]) -> None:
-        """An edit runs only its schedule's steps from the first (`kwargs`); the steps before it are reported as
-        done when it starts, through the backend's step callback without latents (its progress counts the task's
-        full steps, and so ends with the last step run)."""
-        callback = kwargs.get("callback_on_step_end")
-        if callback is None:
-            return
-        for i in range(self.first[0]):
-            callback(pipe, i, None, {})
 
     def finish(self, frames: np.ndarray, notes: list[str]) -> np.ndarray:
         """The drawn frames (T, h, w, 3) uint8 at the task's length and size; a reframe's region the source's own

@@ -180,12 +180,14 @@ FAMILIES: dict[str, Family] = {
     for f in [
         Family(
             name="wan2.1-t2v",
-            title="Wan 2.1 text-to-video (1.3B, 14B)",
+            title="Wan 2.1 text-to-video (1.3B, 14B), and video edits",
             kind="video",
-            pipelines={"t2v": "WanPipeline"},
+            # an edit is SDEdit by WanVideoToVideoPipeline (`strength`), or FlowEdit (edits.Work). No reframe:
+            # diffusers has no masked-denoising pipeline for this transformer (VACE's is another checkpoint)
+            pipelines={"t2v": "WanPipeline", "edit": "WanVideoToVideoPipeline"},
             index_classes=("WanPipeline",),
             components=("transformer", "vae", "text_encoder", "tokenizer", "scheduler"),
-            capabilities=VIDEO,
+            capabilities=VIDEO | {"edit"},
             keyframes="none",
             geometry=wan_geometry,
             width=832,
@@ -221,6 +223,9 @@ FAMILIES: dict[str, Family] = {
             name="wan2.2-ti2v",
             title="Wan 2.2 TI2V-5B (text- and image-to-video, 720p at 24 fps)",
             kind="video",
+            # no edit: WanVideoToVideoPipeline (diffusers 0.42.1) sizes its noise by 2**len(temperal_downsample) = 8
+            # pixels a latent, not this VAE's 16, and fails on the source's latents; FlowEdit does not make its
+            # per-token timesteps (`flowedit.supports`)
             pipelines={"t2v": "WanPipeline", "i2v": "WanImageToVideoPipeline"},
             index_classes=("WanPipeline", "WanImageToVideoPipeline"),
             components=("transformer", "vae", "text_encoder", "tokenizer", "scheduler"),
@@ -240,6 +245,9 @@ FAMILIES: dict[str, Family] = {
             name="wan2.2-t2v-a14b",
             title="Wan 2.2 T2V-A14B (two experts: high-noise and low-noise transformers)",
             kind="video",
+            # no edit: WanVideoToVideoPipeline has one transformer, so it would run every step on the high-noise
+            # expert, though an edit from noise level 0.87 or below (adhere_1..flex_1) is wholly past the switch to
+            # the low-noise one (boundary_ratio 0.875), the others partly; FlowEdit does not switch (`supports`)
             pipelines={"t2v": "WanPipeline"},
             index_classes=("WanPipeline",),
             components=("transformer", "transformer_2", "vae", "text_encoder", "tokenizer", "scheduler"),

@@ -172,9 +172,10 @@ class Flux(Parts):
 
 
 class Wan(Parts):
-    """WanPipeline and WanVACEPipeline: one umT5 encoder, guidance as two calls (conditional, unconditional).
-    VACE's context is the source's frames with a white mask (all of it redrawn, guided by it), as its SDEdit
-    edit has it (`edits.Work._wan`), the same for both prompts."""
+    """WanPipeline (and WanVideoToVideoPipeline, Wan 2.1 T2V's edit pipeline) and WanVACEPipeline: one umT5
+    encoder, guidance as two calls (conditional, unconditional). VACE's context is the source's frames with a white
+    mask (all of it redrawn, guided by it), as its SDEdit edit has it (`edits.Work._wan`), the same for both
+    prompts."""
 
     def __init__(self, pipe: Any, canvas: np.ndarray, call: dict[str, Any]):
         import torch
@@ -312,6 +313,7 @@ PARTS: dict[str, type[Parts]] = {
     "FluxPipeline": Flux,
     "FluxImg2ImgPipeline": Flux,
     "WanPipeline": Wan,
+    "WanVideoToVideoPipeline": Wan,
     "WanVACEPipeline": Wan,
     "LTXConditionPipeline": LTX,
 }
