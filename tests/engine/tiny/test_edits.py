@@ -12,7 +12,7 @@ import torch
 
 from noor.engine import registry
 from noor.engine.task import EDIT_LEVELS, Media, Task, TaskError
-from noor.engine.tiny.backend import TinyBackend
+from noor.engine.tiny.backend import DEFAULT_GUIDANCE, TinyBackend
 from noor.engine.tiny.detector import psnr
 from noor.engine.tiny.eval_edits import region_psnr
 from noor.engine.tiny.scene import render, sample_scene
@@ -48,6 +48,22 @@ def test_a_higher_level_redraws_more_of_the_schedule(backend: TinyBackend) -> No
         runs.append((len(steps), steps[-1]))
     assert [n for n, _ in runs] == [total for _, total in runs]  # the progress total is what runs
     assert runs[0][0] < runs[1][0] < runs[2][0] == 16, runs
+
+
+def test_a_tasks_guidance_steers_the_whole_clip(backend: TinyBackend) -> None:
+    """A clip's guidance is the pipeline's clip guidance unless the task gives one; then the task's, over every
+    frame (an edit has no image-first stage, so before this only the first frame of a plain clip took it)."""
+    task = Task("a green triangle moves left", seed=5, source=clip(4), edit_mode="reimagine_1")
+    pipe = backend.pipe
+    saved = pipe.config.clip_guidance_scale
+    pipe.register_to_config(clip_guidance_scale=DEFAULT_GUIDANCE - 1.0)  # as the shipped weights save one (3)
+    try:
+        own = replace(task, guidance=pipe.config.clip_guidance_scale)
+        unset, same, other = backend.generate([task, own, replace(task, guidance=DEFAULT_GUIDANCE + 3.0)])
+    finally:
+        pipe.register_to_config(clip_guidance_scale=saved)
+    np.testing.assert_array_equal(unset.frames, same.frames)
+    assert change(other, unset) > 1.0, change(other, unset)
 
 
 def test_an_edit_at_level_zero_is_its_source_through_the_vae(backend: TinyBackend) -> None:

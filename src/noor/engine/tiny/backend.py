@@ -99,7 +99,8 @@ class TinyBackend:
         # same canvas and the same edit level (an edit runs only the schedule's steps below its level)
         def key(i: int) -> tuple[Any, ...]:
             t = tasks[i]
-            guidance = DEFAULT_GUIDANCE if t.guidance is None else t.guidance
+            # (given, scale): none given, the pipeline's own (DEFAULT_GUIDANCE for images, its clip guidance for clips)
+            guidance = (t.guidance is not None, t.guidance or 0.0)
             level = t.edit_level if t.operation == "edit" else REFRAME_LEVEL if t.operation == "reframe" else 1.0
             # tasks with other concepts never share a call: a group's adapters are loaded around its call alone
             concepts = tuple(c.path for c in t.concepts)
@@ -112,7 +113,8 @@ class TinyBackend:
         total = sum(k[2] - self.pipe.start_index(k[2], k[4]) for k, _ in groups)
         done = 0
         results: dict[int, Media] = {}
-        for (_, is_image, steps, guidance, level, (width, height), flow, sdedit), group in groups:
+        for (_, is_image, steps, (given, scale), level, (width, height), flow, sdedit), group in groups:
+            guidance = scale if given else None
             batch = [tasks[i] for i in group]
             num_frames = 1 if is_image else NATIVE_FRAMES
             sources = [on_canvas(t, num_frames, width, height) for t in batch]
@@ -137,7 +139,9 @@ class TinyBackend:
                     height=height,
                     width=width,
                     num_inference_steps=steps,
-                    guidance_scale=guidance,
+                    # a task's guidance steers the whole clip, not only the image-first stage's first frame
+                    guidance_scale=DEFAULT_GUIDANCE if guidance is None else guidance,
+                    clip_guidance_scale=guidance,
                     generator=[torch.Generator().manual_seed(t.seed) for t in batch],
                     start_frame=[centre_square(t.start_frame) for t in batch],
                     end_frame=[centre_square(t.end_frame) for t in batch],
