@@ -132,7 +132,7 @@ def test_an_installed_open_model_modifies_a_video_and_reframes_an_image(
     tmp = tmp_path_factory.mktemp("dm-open-edits")
     entries = [
         InstalledModel(id=f"toy-{f}", family=f, path=str(toy_dir(tmp_path_factory, f)), dtype="float32", steps=2)
-        for f in ("ltx-video", "flux.1-dev", "wan2.1-t2v")
+        for f in ("ltx-video", "flux.1-dev", "wan2.2-t2v-a14b")
     ]
     with toy_server(tmp, entries, credits_cents=10_000) as s:
         client, auth = s["client"], s["auth"]
@@ -163,7 +163,7 @@ def test_an_installed_open_model_modifies_a_video_and_reframes_an_image(
             assert image.size == (72, 40)  # the smallest 16:9 canvas holding 40x40
             pixels = np.asarray(image.convert("RGB")).astype(int)
         assert np.abs(pixels[:, 16:56] - (255, 0, 0)).mean() < 4  # the source, centred
-        r = client.post("/dream-machine/v1/generations/video/modify", json=modify | {"model": "toy-wan2.1-t2v"},
+        r = client.post("/dream-machine/v1/generations/video/modify", json=modify | {"model": "toy-wan2.2-t2v-a14b"},
                         headers=auth)  # fmt: skip
-        assert r.status_code == 400 and "edit" in r.json()["detail"] and "toy-wan2.1-t2v" in r.json()["detail"]
+        assert r.status_code == 400 and "edit" in r.json()["detail"] and "toy-wan2.2-t2v-a14b" in r.json()["detail"]
         assert not s["worker"].run_once()

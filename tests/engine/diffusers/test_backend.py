@@ -48,7 +48,7 @@ def test_models_toml_round_trips_and_feeds_the_registry(toy: Toy, data_dir: Path
     assert installed.load() == {"wan-small": added}
     assert 'cache = "first-block"' in (data_dir / "models.toml").read_text()
     spec = registry.get("wan-small")
-    assert spec.family == "wan2.1-t2v" and spec.capabilities == {"t2v", "image"}
+    assert spec.family == "wan2.1-t2v" and spec.capabilities == {"t2v", "image", "edit"}
     assert "wan-small" in [s.id for s in registry.available()] and "tiny" in [s.id for s in registry.available()]
     with pytest.raises(registry.UnknownModel, match="available: tiny, wan-small"):
         registry.get("nope")
