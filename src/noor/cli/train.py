@@ -23,6 +23,15 @@ def train_tiny(
     ] = 6500,
     vae_steps: Annotated[int, typer.Option("--vae-steps", min=1, help="VAE optimiser steps")] = 1200,
     decoder_steps: Annotated[int, typer.Option("--decoder-steps", min=0, help="decoder refinement steps")] = 1200,
+    canvas_decoder_steps: Annotated[
+        int,
+        typer.Option(
+            "--canvas-decoder-steps",
+            min=0,
+            help="teach the decoder canvases of other sizes than 64x64 (reframes), after --decoder-steps or on "
+            "--init-vae's; with --init-denoiser and --tune-steps 0, a round of the VAE alone",
+        ),
+    ] = 0,
     pool_clips: Annotated[int, typer.Option("--pool-clips", min=1, help="rendered clips encoded for training")] = 12000,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
     seed: Annotated[int, typer.Option()] = 0,
@@ -100,6 +109,7 @@ def train_tiny(
             schedule_steps=schedule_steps,
             vae_steps=vae_steps,
             decoder_steps=decoder_steps,
+            canvas_decoder_steps=canvas_decoder_steps,
             pool_clips=pool_clips,
             batch_size=batch_size,
             seed=seed,
@@ -126,6 +136,7 @@ def train_tiny(
     labels = {
         "vae": "1/5 VAE",
         "decoder": "2/5 decoder",
+        "canvases": "2/5 decoder, other canvases",
         "encode": "3/5 encoding clips",
         "denoiser": "4/5 denoiser",
         "tune": "5/5 second phase",
@@ -133,5 +144,8 @@ def train_tiny(
     batches = {"--batch-size": batch_size, "--image-batch": image_batch}
     losses = run_training(train, labels, cfg, out, nproc, checkpoint_every, resume, batches)
     minutes = (time.perf_counter() - started) / 60
+    if not losses:  # a round of the VAE alone
+        print(f"{out}  the decoder on other canvases ({canvas_decoder_steps} steps), {minutes:.1f} min")
+        return
     done = f"{0 if init_denoiser else steps} + {tune_steps}" if tune_steps else f"{steps}"
     print(f"{out}  {done} denoiser steps, final loss {sum(losses[-50:]) / len(losses[-50:]):.4f}, {minutes:.1f} min")

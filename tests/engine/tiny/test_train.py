@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from noor.engine.tiny.canvases import canvas_frames
 from noor.engine.tiny.pipeline import NoorTinyPipeline
 from noor.engine.tiny.tokenizer import words
 from noor.engine.tiny.train import (
@@ -178,6 +179,7 @@ def test_a_config_out_of_range_is_refused_naming_the_field() -> None:
     bad += [("clip_guidance_min_sigma", 1.5), ("tune_steps", -1), ("tune_lr", 0.0), ("uniform_sigma_p", 1.5)]
     bad += [("tune_uniform_sigma_p", -0.1), ("tune_motion_weight", -1.0), ("init_denoiser", "weights")]
     bad += [("init_vae", "/nonexistent"), ("init_vae", str(Path(__file__).parent))]
+    bad += [("canvas_decoder_steps", -1), ("canvas_decoder_lr", 0.0)]
     for field, value in bad:
         with pytest.raises(ConfigError, match=field) as caught:
             _toy(**{field: value})
@@ -262,3 +264,37 @@ def test_uniform_noise_levels_reach_the_low_end() -> None:
             training_loss(transformer, text_encoder, batch, torch.Generator().manual_seed(0), 3.0, uniform_p=p)
         low[p] = float((seen[-1] < 300).float().mean())  # sigma < 0.3
     assert low[0.0] < 0.02 and 0.1 < low[0.5] < 0.2  # about half of the uniform half: 0.15
+
+
+def test_canvas_frames_are_whole_patches_of_one_size_a_batch() -> None:
+    frames = canvas_frames(np.random.default_rng(3), 4)
+    n, H, W, _ = frames.shape
+    assert n == 4 and frames.dtype == np.uint8 and H % 16 == 0 and W % 16 == 0 and 64 <= min(H, W) <= max(H, W) <= 256
+    np.testing.assert_array_equal(frames, canvas_frames(np.random.default_rng(3), 4))  # the seed decides
+    sizes = {canvas_frames(np.random.default_rng(seed), 1).shape[1:3] for seed in range(8)}
+    assert len(sizes) > 4  # canvases of many sizes, not one
+    spread = frames.reshape(n, -1, 3).std(axis=1).max(axis=1)
+    assert (spread > 10).all()  # each holds a scene, not a flat colour
+
+
+@pytest.mark.slow
+def test_a_round_of_the_vae_alone_teaches_the_decoder_canvases(
+    tmp_path: Path, round_one: tuple[Path, list[float]]
+) -> None:
+    """`init_denoiser` with `tune_steps` 0 and `canvas_decoder_steps`: the saved denoiser and encoder as they were,
+    the decoder trained on canvases of other sizes, no pool encoded, the round recorded after the earlier ones."""
+    first = str(round_one[0])
+    seen: set[str] = set()
+    cfg = _toy(**ROUND_ONE, init_vae=first, init_denoiser=first, tune_steps=0, canvas_decoder_steps=4)
+    assert train(cfg, tmp_path, lambda stage, *_: seen.add(stage)) == [] and seen == {"canvases"}
+    before, after = (NoorTinyPipeline.from_pretrained(p) for p in (first, str(tmp_path)))
+    for part in ("transformer", "text_encoder"):
+        pairs = zip(getattr(before, part).parameters(), getattr(after, part).parameters(), strict=True)
+        assert all(torch.equal(x, y) for x, y in pairs)
+    pairs = zip(before.vae.encoder.parameters(), after.vae.encoder.parameters(), strict=True)
+    assert all(torch.equal(x, y) for x, y in pairs)  # the latent space the denoiser learnt
+    pairs = zip(before.vae.decoder.parameters(), after.vae.decoder.parameters(), strict=True)
+    assert not all(torch.equal(x, y) for x, y in pairs)
+    record = json.loads((tmp_path / "train_config.json").read_text())
+    assert record["canvas_decoder_steps"] == 4 and record["tune_steps"] == 0 and len(record["earlier_rounds"]) == 1
+    assert json.loads((tmp_path / "train_log.json").read_text())["canvas_decoder_final_loss_avg50"] > 0

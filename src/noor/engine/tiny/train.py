@@ -2,15 +2,19 @@
 
 Five stages, all derived from `TrainConfig.seed` (so a run is reproducible on one machine):
 1. the VAE (diffusers' AutoencoderKL at toy size) learns to squeeze 64x64 frames into 4x16x16 latents;
-2. its decoder alone is sharpened further (own random stream; the latent space does not change);
+2. its decoder alone is sharpened further (own random stream; the latent space does not change); optionally
+   (`canvas_decoder_steps`, also on a VAE from `init_vae`) then taught canvases of other sizes than 64x64, its
+   native output held (`noor.engine.tiny.canvases`);
 3. a pool of rendered clips is encoded once (encoding on the fly would cost ~40% more per step);
 4. the denoiser and text encoder learn flow matching on those latents, with fresh captions, caption
    dropout and random keyframes drawn for every batch. Every `save_every` steps the EMA weights are
    saved as a complete pipeline in the output directory;
 5. optionally (`tune_steps`), a second phase continues from stage 4's EMA weights with other noise
    levels and loss weights, on its own random streams (so it can start from saved weights).
+A round from saved weights with no stage 5 (`init_denoiser`, `tune_steps` 0) is a round of the VAE alone: it saves
+the saved denoiser beside the new VAE, encoding no pool.
 
-On N processes (`noor.engine.ddp.launch`), stages 1-2 run identically on every rank
+On N processes (`noor.engine.ddp.launch`), stages 1-2 (and 2b) run identically on every rank
 (the same seed gives the same VAE with no communication; a small share of a run), stage 3 is shared (each rank
 encodes every Nth chunk of clips, then broadcasts it), and in stages
 4-5 every rank draws the whole global batch from the same random streams (indices, captions, keyframes, noise
@@ -37,6 +41,7 @@ from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 
 from noor.engine.checkpoint import Checkpoints, restore_stage, stage_state, vae_config
 from noor.engine.ddp import SINGLE, Group
+from noor.engine.tiny.canvases import refine_decoder_on_canvases
 from noor.engine.tiny.captions import caption, vocabulary_corpus
 from noor.engine.tiny.pipeline import NoorTinyPipeline, encode_frames, frame_noise
 from noor.engine.tiny.scene import NUM_FRAMES, SIZE, Scene, render, sample_scene
@@ -81,6 +86,10 @@ class TrainConfig:
     vae_lr: float = 1e-3
     decoder_steps: int = 1200  # stage 4: sharpen the decoder on posterior means, encoder frozen
     decoder_lr: float = 5e-4
+    # stage 2b: refine the decoder on canvases of other sizes (a reframe's, an edit's of another aspect), native
+    # frames held to its output before (`canvases`); it runs on a VAE given by `init_vae` too. 0: none
+    canvas_decoder_steps: int = 0
+    canvas_decoder_lr: float = 2e-4
     pool_clips: int = 12000
     caption_dropout: float = 0.1
     # Noise-level shift, sigma -> shift*sigma / (1 + (shift-1)*sigma), in training and in the saved sampler (as
@@ -153,7 +162,13 @@ class TrainConfig:
             ("tune_uniform_sigma_p", 0 <= self.tune_uniform_sigma_p <= 1, "must be between 0 and 1"),
             ("tune_motion_weight", 0 <= self.tune_motion_weight <= 100, "must be between 0 and 100"),
             ("tune_ema_decay", 0 <= self.tune_ema_decay < 1, "must be at least 0 and below 1"),
-            ("init_denoiser", self.init_denoiser is None or self.tune_steps > 0, "needs tune_steps above 0"),
+            ("canvas_decoder_steps", self.canvas_decoder_steps >= 0, "must not be negative"),
+            ("canvas_decoder_lr", 0 < self.canvas_decoder_lr <= 0.1, "must be above 0 and at most 0.1"),
+            (
+                "init_denoiser",
+                self.init_denoiser is None or self.tune_steps > 0 or self.canvas_decoder_steps > 0,
+                "needs tune_steps (or canvas_decoder_steps) above 0",
+            ),
             ("init_vae", self.init_vae is None or _vae_folder(Path(self.init_vae)) is not None, "holds no VAE"),
             (
                 "init_denoiser",
@@ -633,8 +648,9 @@ def train(
     resume: bool = False,
 ) -> list[float]:
     """Train all stages, save the pipeline (EMA denoiser weights) in `out`; return the denoiser's losses (stage 4,
-    then stage 5). On a rank of `group`, rank 0 alone writes; `checkpoint_every` steps of stages 4-5 a checkpoint
-    goes to `out/checkpoints`, and `resume` continues from the last one there (from scratch if there is none)."""
+    then stage 5; none in a round of the VAE alone). On a rank of `group`, rank 0 alone writes; `checkpoint_every`
+    steps of stages 4-5 a checkpoint goes to `out/checkpoints`, and `resume` continues from the last one there (from
+    scratch if there is none)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -658,6 +674,12 @@ def train(
         # 2. a sharper decoder for the same latent space (the encoder, and so the latents, do not change)
         if cfg.decoder_steps:
             refine_decoder(vae, cfg, on_step)
+    # 2b. the decoder on canvases of other sizes (its own random streams: the same wherever it runs)
+    canvas_losses: list[float] = []
+    if cfg.canvas_decoder_steps and resumed is None:
+        canvas_losses = refine_decoder_on_canvases(
+            vae, cfg.canvas_decoder_steps, cfg.canvas_decoder_lr, cfg.seed, on_step, cfg.two_objects_p
+        )
     vae.requires_grad_(False).eval()
     if group.is_main:
         vae.save_pretrained(out / "vae")  # every checkpoint below is a complete pipeline
@@ -667,14 +689,29 @@ def train(
         "pool_random": rng.bit_generator.state,
     }
 
-    # 3. a pool of encoded clips
-    pool = make_pool(vae, cfg, rng, on_step, group)
-
     history = earlier_rounds(Path(cfg.init_denoiser)) if cfg.init_denoiser else []
 
     def save(ema: tuple[Any, ...]) -> None:
         if group.is_main:
             save_pipeline(ema[0], ema[1], vae, out, cfg, history)
+
+    def write_log(losses: list[float]) -> None:
+        if group.is_main:
+            log = {
+                "seconds": time.perf_counter() - started,
+                "vae_final_loss_avg50": float(np.mean(vae_losses[-50:])) if vae_losses else None,
+                "canvas_decoder_final_loss_avg50": float(np.mean(canvas_losses[-50:])) if canvas_losses else None,
+                "denoiser_final_loss_avg100": float(np.mean(losses[-100:])) if losses else None,
+            }
+            (out / "train_log.json").write_text(json.dumps(log) + "\n")
+
+    if cfg.init_denoiser and not cfg.tune_steps:  # a round of the VAE alone: the saved denoiser with the new VAE
+        save(load_denoiser(Path(cfg.init_denoiser)))
+        write_log([])
+        return []
+
+    # 3. a pool of encoded clips
+    pool = make_pool(vae, cfg, rng, on_step, group)
 
     def at(stage: str) -> dict[str, Any] | None:
         return resumed if resumed is not None and resumed["stage"] == stage else None
@@ -708,11 +745,5 @@ def train(
             at("tune"),
         )  # fmt: skip
         losses += tuned
-    if group.is_main:
-        log = {
-            "seconds": time.perf_counter() - started,
-            "vae_final_loss_avg50": float(np.mean(vae_losses[-50:])) if vae_losses else None,
-            "denoiser_final_loss_avg100": float(np.mean(losses[-100:])),
-        }
-        (out / "train_log.json").write_text(json.dumps(log) + "\n")
+    write_log(losses)
     return losses
