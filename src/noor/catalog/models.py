@@ -88,6 +88,12 @@ class ModelArch(_Frozen):
     )
     unet_levels: tuple[tuple[int, int], ...] = ()
     unet_layers_per_block: int = 2
+    vace_layers: tuple[int, ...] = Field(
+        (),
+        description="main blocks that add a VACE block's hint (Wan VACE): one VACE block each, a main block's"
+        " weights over the control video's tokens (as many as the video's)",
+    )
+    vace_in_channels: int = Field(0, ge=0, description="channels of the control video VACE's patch embedding reads")
     sources: dict[str, str]
 
     @model_validator(mode="after")
@@ -98,14 +104,39 @@ class ModelArch(_Frozen):
             raise ValueError(f"{self.id}: experts_active > experts_total")
         if self.arch == "unet" and not self.unet_levels:
             raise ValueError(f"{self.id}: a unet needs unet_levels")
+        self._check_vace()
         for group in ("transformer", "defaults"):
             if not self.sources.get(group):
                 raise ValueError(f"{self.id}: sources.{group} must cite where those fields come from")
         return self
 
+    def _check_vace(self) -> None:
+        """diffusers' WanVACETransformer3DModel's own rules: hints at distinct main blocks, layer 0 among them
+        (the first VACE block projects the control video in), read from a control video of some channels."""
+        layers, channels = self.vace_layers, self.vace_in_channels
+        if not layers and not channels:
+            return
+        if not layers or not channels:
+            raise ValueError(
+                f"{self.id}: vace_layers and vace_in_channels go together, got vace_layers {list(layers)} and"
+                f" vace_in_channels {channels}"
+            )
+        if self.arch != "dit":
+            raise ValueError(f"{self.id}: vace_layers needs a dit (Wan VACE), got arch {self.arch!r}")
+        if list(layers) != sorted(set(layers)) or layers[0] != 0 or layers[-1] >= self.layers:
+            raise ValueError(
+                f"{self.id}: vace_layers must rise from 0 without repeats, below layers {self.layers}; got"
+                f" {list(layers)}"
+            )
+
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.heads
+
+    @property
+    def blocks_per_pass(self) -> int:
+        """Transformer blocks one denoising pass runs: the main ones and any VACE blocks."""
+        return self.layers + len(self.vace_layers)
 
 
 class WorldArch(_Frozen):

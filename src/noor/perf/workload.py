@@ -88,7 +88,9 @@ def denoise_pass(model: ModelArch, shape: Shape, batch: int) -> PassWork:
         return _unet_pass(model, shape, batch)
     t, h, w = latent_grid(model, shape)
     video = t * h * w
-    d, L = model.hidden_size, model.layers
+    # Wan VACE's blocks are main blocks over the control video's tokens (padded to the video's): each costs what
+    # a main block does
+    d, L = model.hidden_size, model.blocks_per_pass
     context = model.text_tokens + model.image_tokens
     joint = model.arch == "mmdit"
     seq = video + (model.text_tokens if joint else 0)
@@ -101,7 +103,12 @@ def denoise_pass(model: ModelArch, shape: Shape, batch: int) -> PassWork:
         per_token += 4 * d * d
     projection = text_projection_flops(model, batch)
     kv = 2.0 * batch * L * context * 2 * d * d if model.cross_attention else 0.0  # the context's K and V, once a pass
-    linear = 2.0 * batch * L * seq * per_token + projection + kv
+    # VACE's patch embedding of the control video (a conv with stride = kernel: a matmul per token), the first
+    # VACE block's proj_in and each one's proj_out (its hint)
+    vace = len(model.vace_layers)
+    patch_in = model.vace_in_channels * model.patch[0] * model.patch[1] * model.patch[2]
+    hints = 2.0 * batch * video * (patch_in + (vace + 1) * d) * d if vace else 0.0
+    linear = 2.0 * batch * L * seq * per_token + projection + kv + hints
     # the prompt's own work: its projection, its K and V, and a joint model's text tokens through the blocks (in
     # `linear` through `seq`)
     prompt = projection + kv + (2.0 * batch * L * model.text_tokens * per_token if joint else 0.0)

@@ -423,7 +423,7 @@ FAMILIES["wan2.1-vace"] = replace(
     index_classes=("WanVACEPipeline",),
     capabilities=VIDEO | EDITS | PINS,
     note="1.3B: 480p; 14B: 480p and 720p; 81 frames at 16 fps",
-    perf_ids=(),  # the catalog has no VACE architecture (its context blocks): not priced
+    perf_ids=("wan2.1-vace-1.3b", "wan2.1-vace-14b"),  # the T2V transformer and its VACE blocks (noor.catalog)
 )
 FAMILIES["wan2.2-i2v-a14b"] = replace(
     FAMILIES["wan2.2-t2v-a14b"],
