@@ -281,8 +281,9 @@ def test_canvas_frames_are_whole_patches_of_one_size_a_batch() -> None:
 def test_a_round_of_the_vae_alone_teaches_the_decoder_canvases(
     tmp_path: Path, round_one: tuple[Path, list[float]]
 ) -> None:
-    """`init_denoiser` with `tune_steps` 0 and `canvas_decoder_steps`: the saved denoiser and encoder as they were,
-    the decoder trained on canvases of other sizes, no pool encoded, the round recorded after the earlier ones."""
+    """`init_denoiser` with `tune_steps` 0 and `canvas_decoder_steps`: the saved denoiser and VAE as they were, beside
+    them a copy of the VAE whose decoder learnt canvases of other sizes (used for those alone), no pool encoded, the
+    round recorded after the earlier ones; a later round from those weights keeps it."""
     first = str(round_one[0])
     seen: set[str] = set()
     cfg = _toy(**ROUND_ONE, init_vae=first, init_denoiser=first, tune_steps=0, canvas_decoder_steps=4)
@@ -291,10 +292,20 @@ def test_a_round_of_the_vae_alone_teaches_the_decoder_canvases(
     for part in ("transformer", "text_encoder"):
         pairs = zip(getattr(before, part).parameters(), getattr(after, part).parameters(), strict=True)
         assert all(torch.equal(x, y) for x, y in pairs)
-    pairs = zip(before.vae.encoder.parameters(), after.vae.encoder.parameters(), strict=True)
-    assert all(torch.equal(x, y) for x, y in pairs)  # the latent space the denoiser learnt
-    pairs = zip(before.vae.decoder.parameters(), after.vae.decoder.parameters(), strict=True)
-    assert not all(torch.equal(x, y) for x, y in pairs)
+    assert before.canvas_vae is None and after.canvas_vae is not None
+    for a, b in ((before.vae, after.vae), (before.vae.encoder, after.canvas_vae.encoder)):
+        assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
+    pairs = zip(before.vae.decoder.parameters(), after.canvas_vae.decoder.parameters(), strict=True)
+    assert not all(torch.equal(x, y) for x, y in pairs)  # a decoder of its own
+    native, wide = torch.randn(1, 4, 1, 16, 16), torch.randn(1, 4, 1, 16, 28)
+    assert torch.equal(before.decode_latents(native), after.decode_latents(native))  # 64x64: the VAE's decoder
+    assert not torch.equal(before.decode_latents(wide), after.decode_latents(wide))  # other canvases: canvas_vae's
     record = json.loads((tmp_path / "train_config.json").read_text())
     assert record["canvas_decoder_steps"] == 4 and record["tune_steps"] == 0 and len(record["earlier_rounds"]) == 1
     assert json.loads((tmp_path / "train_log.json").read_text())["canvas_decoder_final_loss_avg50"] > 0
+    again = str(tmp_path)
+    train(_toy(**ROUND_ONE, init_vae=again, init_denoiser=again, tune_steps=1), tmp_path / "next")
+    kept = NoorTinyPipeline.from_pretrained(str(tmp_path / "next")).canvas_vae
+    assert kept is not None and all(
+        torch.equal(x, y) for x, y in zip(kept.parameters(), after.canvas_vae.parameters(), strict=True)
+    )

@@ -69,6 +69,9 @@ def frame_noise(
 
 class NoorTinyPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->transformer->vae"
+    # a VAE whose decoder learnt canvases of other sizes than the VAE's own (`noor.engine.tiny.canvases`); weights
+    # without one decode every canvas with `vae`
+    _optional_components: ClassVar[list[str]] = ["canvas_vae"]
     _callback_tensor_inputs: ClassVar[list[str]] = ["latents"]
 
     def __init__(
@@ -81,9 +84,12 @@ class NoorTinyPipeline(DiffusionPipeline):
         image_first: bool = False,
         clip_guidance_scale: float | None = None,
         clip_guidance_min_sigma: float = 0.0,
+        canvas_vae: AutoencoderKL | None = None,
     ):
         super().__init__()
-        self.register_modules(transformer=transformer, text_encoder=text_encoder, vae=vae, scheduler=scheduler)
+        self.register_modules(
+            transformer=transformer, text_encoder=text_encoder, vae=vae, scheduler=scheduler, canvas_vae=canvas_vae
+        )
         # shared_noise: the share of each frame's starting noise common to all frames (as trained: train.frame_noise).
         # image_first: a clip with no keyframes is drawn in two stages, its first frame from the prompt and then
         # the clip from the prompt and that frame (Emu Video's factorisation; trained by train.make_image_batch).
@@ -146,13 +152,16 @@ class NoorTinyPipeline(DiffusionPipeline):
         return x0, inside
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """(B, C, T, h, w) latents -> (B, 3, T, H, W) in [-1, 1], frame by frame."""
+        """(B, C, T, h, w) latents -> (B, 3, T, H, W) in [-1, 1], frame by frame: a latent grid of another size
+        than the VAE's own by `canvas_vae`'s decoder where the weights have one."""
         B, C, T, h, w = latents.shape
         z = latents.transpose(1, 2).reshape(B * T, C, h, w)
         z = z / self.vae.config.scaling_factor + (self.vae.config.shift_factor or 0.0)
+        native = self.vae.config.sample_size // self.vae_scale_factor  # the latent side the VAE was trained at
+        vae = self.canvas_vae if self.canvas_vae is not None and (h, w) != (native, native) else self.vae
         # one clip at a time: each clip's frames decode exactly as they would alone (batch-invariant), and the
         # convolutions stay the size that runs fastest on a CPU (4 clips at once measured 10x one's time, not 4x)
-        frames = torch.cat([self.vae.decode(clip.to(self.vae.dtype)).sample for clip in z.split(T)])  # (B*T, 3, H, W)
+        frames = torch.cat([vae.decode(clip.to(vae.dtype)).sample for clip in z.split(T)])  # (B*T, 3, H, W)
         return frames.reshape(B, T, *frames.shape[1:]).transpose(1, 2)
 
     def _denoise(

@@ -41,7 +41,7 @@ from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 
 from noor.engine.checkpoint import Checkpoints, restore_stage, stage_state, vae_config
 from noor.engine.ddp import SINGLE, Group
-from noor.engine.tiny.canvases import refine_decoder_on_canvases
+from noor.engine.tiny.canvases import canvas_decoder
 from noor.engine.tiny.captions import caption, vocabulary_corpus
 from noor.engine.tiny.pipeline import NoorTinyPipeline, encode_frames, frame_noise
 from noor.engine.tiny.scene import NUM_FRAMES, SIZE, Scene, render, sample_scene
@@ -332,6 +332,12 @@ def load_vae(path: Path) -> AutoencoderKL:
     return AutoencoderKL.from_pretrained(folder)
 
 
+def load_canvas_vae(path: Path) -> AutoencoderKL | None:
+    """A pipeline dir's `canvas_vae/` (`noor.engine.tiny.canvases`), or None if it has none."""
+    folder = path / "canvas_vae"
+    return AutoencoderKL.from_pretrained(folder) if (folder / "config.json").is_file() else None
+
+
 def _skip_vae_stage(cfg: TrainConfig, rng: np.random.Generator) -> None:
     """Draw from `rng` and torch's seed exactly as stage 1 would (without rendering or training), so the
     clip pool and the denoiser's initial weights match a from-scratch run."""
@@ -495,9 +501,11 @@ def save_pipeline(
     out: Path,
     cfg: TrainConfig,
     history: list[dict[str, Any]] | None = None,
+    canvas_vae: AutoencoderKL | None = None,
 ) -> None:
-    """Save a complete pipeline and, in `train_config.json`, the config that made it, with `history` (the configs
-    of the runs its starting weights came from, oldest first) as `earlier_rounds`: the file tells the whole recipe."""
+    """Save a complete pipeline (with `canvas_vae`, its decoder for other canvases, if there is one) and, in
+    `train_config.json`, the config that made it, with `history` (the configs of the runs its starting weights came
+    from, oldest first) as `earlier_rounds`: the file tells the whole recipe."""
     scheduler = FlowMatchEulerDiscreteScheduler(shift=cfg.shift)
     pipe = NoorTinyPipeline(
         transformer=transformer,
@@ -508,6 +516,7 @@ def save_pipeline(
         image_first=cfg.image_first,
         clip_guidance_scale=cfg.clip_guidance_scale,
         clip_guidance_min_sigma=cfg.clip_guidance_min_sigma,
+        canvas_vae=canvas_vae,
     )
     pipe.save_pretrained(out, safe_serialization=True)
     record = asdict(cfg) | ({"earlier_rounds": history} if history else {})
@@ -660,12 +669,17 @@ def train(
 
     # 1. VAE, then frozen
     vae_losses: list[float] = []
+    canvas_vae: AutoencoderKL | None = None
     if resumed is not None:  # stages 1-2 as the checkpointed run ended them, and the random stream after them
         vae = AutoencoderKL.from_config(resumed["vae_config"])
         vae.load_state_dict(resumed["vae"])
         rng.bit_generator.state = resumed["pool_random"]
+        if resumed.get("canvas_vae") is not None:
+            canvas_vae = AutoencoderKL.from_config(resumed["vae_config"])
+            canvas_vae.load_state_dict(resumed["canvas_vae"])
     elif cfg.init_vae:
         vae = load_vae(Path(cfg.init_vae))
+        canvas_vae = load_canvas_vae(Path(cfg.init_vae))  # kept, or taught further in stage 2b
         _skip_vae_stage(cfg, rng)
     else:
         vae = build_vae(cfg)
@@ -674,18 +688,22 @@ def train(
         # 2. a sharper decoder for the same latent space (the encoder, and so the latents, do not change)
         if cfg.decoder_steps:
             refine_decoder(vae, cfg, on_step)
-    # 2b. the decoder on canvases of other sizes (its own random streams: the same wherever it runs)
+    # 2b. a decoder for canvases of other sizes, from the one there is (its own random streams: the same wherever
+    # it runs)
     canvas_losses: list[float] = []
     if cfg.canvas_decoder_steps and resumed is None:
-        canvas_losses = refine_decoder_on_canvases(
-            vae, cfg.canvas_decoder_steps, cfg.canvas_decoder_lr, cfg.seed, on_step, cfg.two_objects_p
+        canvas_vae, canvas_losses = canvas_decoder(
+            canvas_vae or vae, cfg.canvas_decoder_steps, cfg.canvas_decoder_lr, cfg.seed, on_step, cfg.two_objects_p
         )
     vae.requires_grad_(False).eval()
     if group.is_main:
         vae.save_pretrained(out / "vae")  # every checkpoint below is a complete pipeline
+        if canvas_vae is not None:
+            canvas_vae.save_pretrained(out / "canvas_vae")
     checkpoints.context = {
         "vae": vae.state_dict(),
         "vae_config": vae_config(vae),
+        "canvas_vae": canvas_vae.state_dict() if canvas_vae is not None else None,
         "pool_random": rng.bit_generator.state,
     }
 
@@ -693,7 +711,7 @@ def train(
 
     def save(ema: tuple[Any, ...]) -> None:
         if group.is_main:
-            save_pipeline(ema[0], ema[1], vae, out, cfg, history)
+            save_pipeline(ema[0], ema[1], vae, out, cfg, history, canvas_vae)
 
     def write_log(losses: list[float]) -> None:
         if group.is_main:
