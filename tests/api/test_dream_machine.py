@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,8 @@ from noor.jobs.store import Store
 from noor.runtime.worker import Worker, WorkerConfig
 
 
-@pytest.fixture
-def server(tmp_path: Path, toy_weights: Path) -> Iterator[dict[str, Any]]:
+@contextmanager
+def serving(tmp_path: Path, toy_weights: Path) -> Iterator[dict[str, Any]]:
     store = Store(f"sqlite:///{tmp_path / 'noor.db'}")
     assets = AssetStore(str(tmp_path / "assets"))
     tenants.create_tenant(store, "acme", credits_cents=1000)
@@ -36,6 +37,20 @@ def server(tmp_path: Path, toy_weights: Path) -> Iterator[dict[str, Any]]:
             "globex": {"Authorization": f"Bearer {tenants.create_key(store, 'globex')}"},
         }
     store.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path, toy_weights: Path) -> Iterator[dict[str, Any]]:
+    with serving(tmp_path, toy_weights) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def refusing(tmp_path_factory: pytest.TempPathFactory, toy_weights: Path) -> Iterator[dict[str, Any]]:
+    """One server for the module's refused requests: a refusal stores nothing, so each test sees it as new."""
+    with serving(tmp_path_factory.mktemp("refusing"), toy_weights) as s:
+        yield s
+        assert s["client"].get("/generations", headers=s["acme"]).json()["count"] == 0, "a refusal stored a job"
 
 
 def _video(s: dict[str, Any], **body: Any) -> Any:
@@ -146,9 +161,9 @@ def test_list_pagination_and_delete(server: dict[str, Any]) -> None:
     ],
 )
 def test_bad_requests_are_4xx_with_detail(
-    server: dict[str, Any], body: dict[str, Any], status: int, detail: str | None
+    refusing: dict[str, Any], body: dict[str, Any], status: int, detail: str | None
 ) -> None:
-    r = _video(server, **body)
+    r = _video(refusing, **body)
     assert r.status_code == status, r.text
     assert "detail" in r.json()
     if detail:
@@ -216,8 +231,8 @@ def test_metrics_and_health(server: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     "url", ["http://127.0.0.1:9/cb", "http://10.0.0.1/cb", "http://169.254.169.254/latest", "http://localhost/cb"]
 )
-def test_callback_urls_pointing_inside_are_refused(server: dict[str, Any], url: str) -> None:
-    r = _video(server, callback_url=url)
+def test_callback_urls_pointing_inside_are_refused(refusing: dict[str, Any], url: str) -> None:
+    r = _video(refusing, callback_url=url)
     assert r.status_code == 400 and r.json()["detail"].startswith("callback_url:")
 
 
@@ -232,9 +247,9 @@ def test_callback_urls_pointing_inside_are_refused(server: dict[str, Any], url: 
         (b'{"prompt": "a red circle", "keyframes": {"frame0": {"type": "video"}}}', 422),
     ],
 )
-def test_malformed_bodies_get_4xx_with_detail(server: dict[str, Any], content: bytes, status: int) -> None:
-    headers = server["acme"] | {"Content-Type": "application/json"}
-    r = server["client"].post("/dream-machine/v1/generations/video", content=content, headers=headers)
+def test_malformed_bodies_get_4xx_with_detail(refusing: dict[str, Any], content: bytes, status: int) -> None:
+    headers = refusing["acme"] | {"Content-Type": "application/json"}
+    r = refusing["client"].post("/dream-machine/v1/generations/video", content=content, headers=headers)
     assert r.status_code == status and "detail" in r.json()
 
 
