@@ -216,12 +216,13 @@ def evaluate_edits(
     report = EditReport()
     for task, want, media in zip(tasks, wants, drawn, strict=True):
         item: EvalPrompt = want["item"]
-        if want["part"] == "reframe":
+        if want["part"] == "reframe":  # an output of another size has no region where the source was asked: -inf
+            sized = (media.width, media.height) == (task.width, task.height)
             report.reframe_rows.append({
                 "reframe": want["reframe"], "prompt": item.prompt, "lang": item.lang,
-                "psnr_db": region_psnr(task, keep_source(media.frames, task)),
-                "drawn_psnr_db": region_psnr(task, media.frames),
-                "sized": (media.width, media.height) == (task.width, task.height),
+                "psnr_db": region_psnr(task, keep_source(media.frames, task)) if sized else -np.inf,
+                "drawn_psnr_db": region_psnr(task, media.frames) if sized else -np.inf,
+                "sized": sized,
             })  # fmt: skip
             continue
         found = detect(media.frames.astype(np.float32) / 255.0)
