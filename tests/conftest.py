@@ -126,6 +126,32 @@ def free_port() -> int:
 REPO = Path(__file__).resolve().parent.parent
 
 
+# `noor serve` measures cpu-local (about 2 s: src/noor/catalog/local.py) into its data dir before it serves,
+# unless the dir holds a record already. The first record a server of this session made is given to every later
+# server's fresh data dir, as one user's servers share one measurement; a record that is not this server's
+# (another machine, thread count or boot) is measured again by the server itself.
+_served_cpu_local: list[str] = []
+
+
+def _cpu_local_record(env: dict[str, str]) -> Path:
+    return Path(env.get("NOOR_DATA_DIR", os.environ["NOOR_DATA_DIR"])) / "perf" / "cpu-local.json"
+
+
+def share_cpu_local(env: dict[str, str]) -> None:
+    """Before a `noor serve` starts on `env`'s data dir: give it the session's record if it has none."""
+    path = _cpu_local_record(env)
+    if _served_cpu_local and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(_served_cpu_local[0])
+
+
+def keep_cpu_local(env: dict[str, str]) -> None:
+    """Once a `noor serve` on `env`'s data dir answers: keep its record for the servers after it."""
+    path = _cpu_local_record(env)
+    if not _served_cpu_local and path.is_file():
+        _served_cpu_local.append(path.read_text())
+
+
 def serve_process(
     module: str,
     port: int,
@@ -137,6 +163,7 @@ def serve_process(
     """`python -m MODULE serve --port PORT ARGS` (`noor.cli`, or `tests.world_double`: noor serve that knows the
     terrain double), waited for until /healthz answers: (process, the admin key it printed). The process goes into
     `started` at once, so a caller can stop it whatever happens; no answer within `timeout_s` is a failure."""
+    share_cpu_local(env)
     proc = subprocess.Popen(
         [sys.executable, "-m", module, "serve", "--port", str(port), *args],
         env=env,
@@ -161,6 +188,7 @@ def serve_process(
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                keep_cpu_local(env)
                 return proc, key
         except httpx.HTTPError:
             time.sleep(0.1)

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, keep_cpu_local, share_cpu_local
 
 
 @pytest.mark.slow
@@ -22,6 +22,7 @@ def test_serve_stops_cleanly_with_its_workers(tmp_path: Path, toy_weights: Path,
     process before its clean-up, leaving the workers' semaphores to multiprocessing's leak warning."""
     port = free_port()
     env = {**os.environ, "NOOR_DATA_DIR": str(tmp_path / "data"), "NOOR_TINY_WEIGHTS": str(toy_weights)}
+    share_cpu_local(env)
     server = subprocess.Popen(
         [sys.executable, "-m", "noor.cli", "serve", "--port", str(port), "--workers", "1"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
@@ -31,11 +32,12 @@ def test_serve_stops_cleanly_with_its_workers(tmp_path: Path, toy_weights: Path,
         while True:
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
+                    keep_cpu_local(env)
                     break
             except httpx.TransportError:
                 pass
             assert server.poll() is None and time.monotonic() < deadline, server.communicate()[1]
-            time.sleep(0.5)
+            time.sleep(0.1)
         # Ctrl+C reaches the whole foreground process group; SIGTERM (a service manager) the server alone
         if sig == signal.SIGINT:
             os.killpg(server.pid, sig)
