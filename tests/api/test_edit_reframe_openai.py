@@ -27,7 +27,7 @@ live, client = fixtures(
 def _done(client: openai.OpenAI, video: Any) -> Any:
     deadline = time.monotonic() + 120
     while video.status in ("queued", "in_progress") and time.monotonic() < deadline:
-        time.sleep(0.3)
+        time.sleep(0.1)
         video = client.videos.retrieve(video.id)
     return video
 

@@ -30,7 +30,7 @@ def _wait(client: Any, gid: str, timeout_s: float = 120) -> Any:
         g = client.generations.get(gid)
         if g.state in ("completed", "failed"):
             return g
-        time.sleep(0.3)
+        time.sleep(0.1)
     raise AssertionError(f"generation {gid} did not finish")
 
 
@@ -84,7 +84,7 @@ def test_openai_sdk_videos_end_to_end(served: dict[str, Any], tmp_path: Path) ->
         assert video.status == "queued" and video.size == "1280x720"
         deadline = time.monotonic() + 120
         while video.status in ("queued", "in_progress") and time.monotonic() < deadline:
-            time.sleep(0.3)
+            time.sleep(0.1)
             video = client.videos.retrieve(video.id)
         assert video.status == "completed" and video.progress == 100, video
         content = client.videos.download_content(video.id)

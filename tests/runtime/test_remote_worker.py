@@ -137,7 +137,7 @@ def test_noor_worker_process_serves_a_live_server(served: Served) -> None:
             g = httpx.get(f"{served.base}/generations/{gid}", headers=auth).json()
             if g["state"] in ("completed", "failed"):
                 break
-            time.sleep(0.3)
+            time.sleep(0.1)
         assert g["state"] == "completed", g
         assert httpx.get(g["assets"]["video"]).headers["content-type"] == "video/mp4"
     finally:
