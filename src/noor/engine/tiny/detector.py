@@ -64,8 +64,8 @@ _AREA_PER_R2 = {
 }
 
 
-def _shape(mask: np.ndarray, shapes: tuple[str, ...] = SHAPES) -> str | None:
-    """The shape among `shapes` whose same-area, same-centre template overlaps the mask best (IoU)."""
+def _shape(mask: np.ndarray, shapes: tuple[str, ...] = SHAPES) -> tuple[str, float] | None:
+    """The shape among `shapes` whose same-area, same-centre template overlaps the mask best, and that IoU."""
     ys, xs = np.nonzero(mask)
     if len(xs) < 12:
         return None
@@ -77,8 +77,8 @@ def _shape(mask: np.ndarray, shapes: tuple[str, ...] = SHAPES) -> str | None:
         template = coverage(shape, px, py, np.array([cx]), np.array([cy]), np.array([r]))[0] > 0.5
         iou = np.logical_and(template, mask).sum() / max(1, np.logical_or(template, mask).sum())
         if iou > best_iou:
-            best, best_iou = shape, iou
-    return best
+            best, best_iou = shape, float(iou)
+    return (best, best_iou) if best is not None else None
 
 
 def _foreground(frames: np.ndarray) -> np.ndarray:
@@ -111,9 +111,13 @@ def _read(fg: np.ndarray, colour: str | None, shapes: tuple[str, ...] = SHAPES) 
         return Detection(colour, None, None, track)
     stretch = float(np.median(spreads))
 
-    # 2. shape: the most common verdict over frames
-    verdicts = [s for s in (_shape(fg[t], shapes) for t in range(T)) if s is not None]
-    shape = max(set(verdicts), key=verdicts.count) if verdicts else None
+    # 2. shape: the most common verdict over frames; a tie goes to the shape that fits its frames best (summed IoU),
+    # not to the order of a set of strings, which Python's hash randomisation changes from process to process
+    fits: dict[str, list[float]] = {}
+    for verdict in (_shape(fg[t], shapes) for t in range(T)):
+        if verdict is not None:
+            fits.setdefault(verdict[0], []).append(verdict[1])
+    shape = max(fits, key=lambda s: (len(fits[s]), sum(fits[s]))) if fits else None
 
     # 3. motion: net displacement, area change, vertical hops
     xs_, ys_, areas = (np.array(v) for v in zip(*track, strict=True))
