@@ -145,7 +145,7 @@ def test_a_failed_generation_shows_why(page: Any, served: Served) -> None:
     deadline = time.monotonic() + DONE_MS / 1000
     while (g := httpx.get(f"{served.base}/generations/{gid}", headers=auth).json())["state"] != "completed":
         assert g["state"] != "failed" and time.monotonic() < deadline, g
-        time.sleep(0.3)
+        time.sleep(0.1)
     key = g["assets"]["video"].split("/assets/", 1)[1].split("?", 1)[0]
     (Path(served.env["NOOR_DATA_DIR"]) / "assets" / key).unlink()
     sign_in(page, served.key)
@@ -173,7 +173,7 @@ def completed_by_id(served: Served, gid: str) -> dict[str, Any]:
     deadline = time.monotonic() + DONE_MS / 1000
     while (g := httpx.get(f"{served.base}/generations/{gid}", headers=auth).json())["state"] != "completed":
         assert g["state"] != "failed" and time.monotonic() < deadline, g
-        time.sleep(0.3)
+        time.sleep(0.1)
     return g
 
 

@@ -74,7 +74,7 @@ def wait_done(served: Served, key: str, gid: str) -> dict[str, Any]:
         "dreaming",
     ):
         assert time.monotonic() < deadline, g
-        time.sleep(0.3)
+        time.sleep(0.1)
     assert g["state"] == "completed", g
     return dict(g)
 
