@@ -13,14 +13,13 @@ VAE's, frozen, so the latent space the denoiser learnt does not move.
 from __future__ import annotations
 
 import copy
-import math
-from collections.abc import Callable
 
 import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
 from noor.engine.resample import resize
+from noor.engine.tiny.decoder import OnStep, fit_decoder
 from noor.engine.tiny.scene import NUM_FRAMES, render, sample_scene
 
 PATCH = 16  # canvases are whole patches of the denoiser's grid, as `backend.canvas` draws them
@@ -31,8 +30,6 @@ ASPECTS = (9 / 16, 16 / 9)  # a source's aspect, between a tall and a wide video
 CANVAS_BATCH = 4  # frames a canvas step, on one canvas (a batch shares its shape)
 NATIVE_BATCH = 16  # frames a native step: every other step is 64x64 frames, which keep canvases near the native
 # size right (without them a square source on a 16:9 canvas, 112x64, drew worse than through the VAE: 29.3 dB)
-
-OnStep = Callable[[str, int, int, float], None]
 
 
 def canvas_frames(rng: np.random.Generator, n: int, two_objects_p: float = 0.25) -> np.ndarray:
@@ -78,26 +75,12 @@ def canvas_decoder(
     changed. With the step losses."""
     rng = np.random.default_rng([seed, 6])
     generator = torch.Generator().manual_seed(seed + 6)
-    out = copy.deepcopy(vae).requires_grad_(False)
-    params = list(out.decoder.parameters()) + list(out.post_quant_conv.parameters())
-    for p in params:
-        p.requires_grad_(True)
-    optim = torch.optim.Adam(params, lr=lr)
-    losses: list[float] = []
-    for step in range(steps):
-        for group in optim.param_groups:
-            group["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
-        native = step % 2 == 0
-        x = _pixels(native_frames(rng, NATIVE_BATCH, two_objects_p) if native else canvas_frames(rng, CANVAS_BATCH))
-        with torch.no_grad():
-            z = out.encode(x).latent_dist.mean
-            z = z + 0.05 * z.std() * torch.randn(z.shape, generator=generator)  # robust to near-miss latents
-        recon = out.decode(z).sample
-        loss = ((recon - x) ** 2).mean() + 0.5 * (recon - x).abs().mean()
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-        losses.append(loss.item())
-        if on_step:
-            on_step("canvases", step, steps, losses[-1])
-    return out.requires_grad_(False).eval(), losses
+    out = copy.deepcopy(vae)
+
+    def batch(step: int) -> torch.Tensor:  # even steps native frames, odd steps a canvas
+        if step % 2 == 0:
+            return _pixels(native_frames(rng, NATIVE_BATCH, two_objects_p))
+        return _pixels(canvas_frames(rng, CANVAS_BATCH, two_objects_p))
+
+    losses = fit_decoder(out, batch, steps, lr, generator, "canvases", on_step)
+    return out.eval(), losses

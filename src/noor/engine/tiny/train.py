@@ -43,6 +43,7 @@ from noor.engine.checkpoint import Checkpoints, restore_stage, stage_state, vae_
 from noor.engine.ddp import SINGLE, Group
 from noor.engine.tiny.canvases import canvas_decoder
 from noor.engine.tiny.captions import caption, vocabulary_corpus
+from noor.engine.tiny.decoder import cosine, fit_decoder
 from noor.engine.tiny.pipeline import NoorTinyPipeline, encode_frames, frame_noise
 from noor.engine.tiny.scene import NUM_FRAMES, SIZE, Scene, render, sample_scene
 from noor.engine.tiny.text_encoder import TinyTextEncoder
@@ -257,11 +258,6 @@ def _frame_batch(cfg: TrainConfig, rng: np.random.Generator) -> torch.Tensor:
     return _frames(np.stack([render(s, NUM_FRAMES)[int(rng.integers(NUM_FRAMES))][None] for s in scenes]))
 
 
-def _cosine(lr: float, floor: float, step: int, total: int) -> float:
-    """Cosine decay from `lr` to `floor * lr` over `total` steps."""
-    return lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * step / total)))
-
-
 def train_vae(vae: AutoencoderKL, cfg: TrainConfig, rng: np.random.Generator, on_step: OnStep | None) -> list[float]:
     """A deterministic autoencoder (decode the posterior mean) on L1 + MSE; then set latent shift/scale from data.
 
@@ -274,7 +270,7 @@ def train_vae(vae: AutoencoderKL, cfg: TrainConfig, rng: np.random.Generator, on
     for step in range(cfg.vae_steps):
         x = _frame_batch(cfg, rng)
         for group in optim.param_groups:
-            group["lr"] = _cosine(cfg.vae_lr, 0.1, step, cfg.vae_steps)
+            group["lr"] = cosine(cfg.vae_lr, 0.1, step, cfg.vae_steps)
         z = vae.encode(x).latent_dist.mean
         recon = vae.decode(z).sample
         loss = (recon - x).abs().mean() + ((recon - x) ** 2).mean() + 1e-4 * (z**2).mean()
@@ -299,29 +295,9 @@ def refine_decoder(vae: AutoencoderKL, cfg: TrainConfig, on_step: OnStep | None)
     """
     rng = np.random.default_rng([cfg.seed, 4])
     generator = torch.Generator().manual_seed(cfg.seed + 4)
-    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
-    vae.requires_grad_(False)
-    for p in params:
-        p.requires_grad_(True)
-    optim = torch.optim.Adam(params, lr=cfg.decoder_lr)
-    losses = []
-    for step in range(cfg.decoder_steps):
-        x = _frame_batch(cfg, rng)
-        for group in optim.param_groups:
-            group["lr"] = _cosine(cfg.decoder_lr, 0.05, step, cfg.decoder_steps)
-        with torch.no_grad():
-            z = vae.encode(x).latent_dist.mean
-            z = z + 0.05 * z.std() * torch.randn(z.shape, generator=generator)  # robust to near-miss latents
-        recon = vae.decode(z).sample
-        loss = ((recon - x) ** 2).mean() + 0.5 * (recon - x).abs().mean()
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-        losses.append(loss.item())
-        if on_step:
-            on_step("decoder", step, cfg.decoder_steps, losses[-1])
-    vae.requires_grad_(False)
-    return losses
+    return fit_decoder(
+        vae, lambda _: _frame_batch(cfg, rng), cfg.decoder_steps, cfg.decoder_lr, generator, "decoder", on_step
+    )
 
 
 def load_vae(path: Path) -> AutoencoderKL:
@@ -693,7 +669,7 @@ def train(
     canvas_losses: list[float] = []
     if cfg.canvas_decoder_steps and resumed is None:
         canvas_vae, canvas_losses = canvas_decoder(
-            canvas_vae or vae, cfg.canvas_decoder_steps, cfg.canvas_decoder_lr, cfg.seed, on_step, cfg.two_objects_p
+            canvas_vae if canvas_vae is not None else vae, cfg.canvas_decoder_steps, cfg.canvas_decoder_lr, cfg.seed, on_step, cfg.two_objects_p
         )
     vae.requires_grad_(False).eval()
     if group.is_main:
