@@ -668,8 +668,9 @@ def train(
     # it runs)
     canvas_losses: list[float] = []
     if cfg.canvas_decoder_steps and resumed is None:
+        start = canvas_vae if canvas_vae is not None else vae
         canvas_vae, canvas_losses = canvas_decoder(
-            canvas_vae if canvas_vae is not None else vae, cfg.canvas_decoder_steps, cfg.canvas_decoder_lr, cfg.seed, on_step, cfg.two_objects_p
+            start, cfg.canvas_decoder_steps, cfg.canvas_decoder_lr, cfg.seed, on_step, cfg.two_objects_p
         )
     vae.requires_grad_(False).eval()
     if group.is_main:
